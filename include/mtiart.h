@@ -1,0 +1,629 @@
+/*
+ * mtiart.h - the public C API of libmtiart, an accelerator runtime on CPU threads.
+ *
+ * Devices, streams, events, a caching device allocator with memory pools, kernels,
+ * and stream capture into graphs that are instantiated and replayed.
+ *
+ * Conventions
+ *   - Every function returns an mtiart_status: 0 (MTIART_SUCCESS) on success,
+ *     a negative code on error, MTIART_NOT_READY (1) from queries whose work is pending.
+ *     Out-parameters come last and are written only on success.
+ *   - After an error, mtiart_last_error_message() gives a detailed, thread-local message.
+ *   - Handles are opaque. A NULL, destroyed or wrong-kind handle yields
+ *     MTIART_ERROR_INVALID_HANDLE; it never crashes.
+ *   - Every function may be called from any thread. Functions that wait for the device
+ *     (synchronize, blocking copies) must not be called from a host function or kernel
+ *     running on a device worker; they return MTIART_ERROR_NOT_PERMITTED there.
+ *   - Device memory is addressed by plain pointers. Kernels, host functions and host code
+ *     may dereference them (the "device" is this process's CPU), but only work ordered on
+ *     a stream sees a consistent view; host code must synchronize first.
+ *
+ * Configuration is read once, at initialisation, from the environment:
+ *   MTIART_NUM_DEVICES    number of emulated devices (default 1, at most 64)
+ *   MTIART_DEVICE_MEMORY  capacity of each device in bytes; K/M/G suffixes accepted
+ *                         (default 4G)
+ *   MTIART_NUM_WORKERS    worker threads per device (default: the number of online CPUs)
+ *
+ * Versioning: the ABI follows the soname (libmtiart.so.MAJOR); additions within a major
+ * version are backwards compatible. Structs passed by pointer are never resized within
+ * a major version.
+ */
+#ifndef MTIART_H
+#define MTIART_H
+
+#define MTIART_VERSION_MAJOR 0
+#define MTIART_VERSION_MINOR 1
+#define MTIART_VERSION_PATCH 0
+#define MTIART_VERSION_NUMBER \
+    (MTIART_VERSION_MAJOR * 10000 + MTIART_VERSION_MINOR * 100 + MTIART_VERSION_PATCH)
+
+/* MTIART_CDEF is defined when the header is preprocessed into cffi declarations. */
+#ifndef MTIART_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#if defined(MTIART_BUILDING_LIBRARY) && defined(__GNUC__)
+#define MTIART_API __attribute__((visibility("default")))
+#else
+#define MTIART_API
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+#else
+#define MTIART_API
+#endif
+
+#define MTIART_MAX_DIMS 8
+
+/* ------------------------------------------------------------------------------------ */
+/* Status codes and errors                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_status {
+    MTIART_SUCCESS = 0,
+    MTIART_NOT_READY = 1,                     /* query: work still pending (not an error) */
+    MTIART_ERROR_INVALID_VALUE = -1,          /* an argument is out of range or NULL */
+    MTIART_ERROR_INVALID_HANDLE = -2,         /* NULL, destroyed or wrong-kind handle */
+    MTIART_ERROR_INVALID_DEVICE = -3,         /* no such device index */
+    MTIART_ERROR_OUT_OF_MEMORY = -4,          /* device capacity exhausted */
+    MTIART_ERROR_INVALID_POINTER = -5,        /* not (a live range of) device memory */
+    MTIART_ERROR_KERNEL_FAILED = -6,          /* a kernel or host function reported failure */
+    MTIART_ERROR_NOT_PERMITTED = -7,          /* not allowed in this state/thread */
+    MTIART_ERROR_CAPTURE_UNSUPPORTED = -8,    /* unsafe call while a stream is capturing */
+    MTIART_ERROR_CAPTURE_INVALIDATED = -9,    /* the capture was invalidated earlier */
+    MTIART_ERROR_CAPTURE_UNJOINED = -10,      /* a forked stream never rejoined the origin */
+    MTIART_ERROR_CAPTURE_WRONG_STREAM = -11,  /* end capture on a stream that did not begin it */
+    MTIART_ERROR_CAPTURE_ISOLATION = -12,     /* mixing two different captures */
+    MTIART_ERROR_NOT_CAPTURING = -13,         /* end capture on a stream that is not capturing */
+    MTIART_ERROR_ALREADY_CAPTURING = -14,     /* begin capture on a capturing stream */
+    MTIART_ERROR_NOT_SUPPORTED = -15,         /* valid request this build cannot do */
+    MTIART_ERROR_LOAD_FAILED = -16,           /* a shared library or symbol could not be loaded */
+    MTIART_ERROR_INTERNAL = -17               /* a bug in libmtiart */
+} mtiart_status;
+
+/* The name of a status code ("MTIART_ERROR_INVALID_HANDLE"); never NULL. */
+MTIART_API const char *mtiart_status_name(mtiart_status status);
+
+/* A one-line description of a status code; never NULL. */
+MTIART_API const char *mtiart_status_string(mtiart_status status);
+
+/* The detailed message of the last error on the calling thread ("" if none). The pointer
+ * stays valid until the next libmtiart call on this thread. */
+MTIART_API const char *mtiart_last_error_message(void);
+
+/* The status of the last failing call on this thread (MTIART_SUCCESS if none). */
+MTIART_API mtiart_status mtiart_last_error(void);
+
+/* Forget the calling thread's last error. */
+MTIART_API void mtiart_clear_last_error(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Library and devices                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/* MTIART_VERSION_NUMBER of the library actually loaded. */
+MTIART_API uint32_t mtiart_version(void);
+
+/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+MTIART_API const char *mtiart_version_string(void);
+
+/* Initialise the runtime (idempotent). Every other call initialises lazily as well. */
+MTIART_API mtiart_status mtiart_init(void);
+
+/* Whether the runtime has been initialised in this process (1) or not (0). */
+MTIART_API int mtiart_is_initialized(void);
+
+/* Number of emulated devices. */
+MTIART_API mtiart_status mtiart_device_count(int *count);
+
+typedef struct mtiart_device_properties {
+    char name[64];             /* "mtiart CPU device N" */
+    int32_t index;             /* device index */
+    int32_t num_workers;       /* worker threads executing streams of this device */
+    int32_t capability_major;  /* runtime feature level */
+    int32_t capability_minor;
+    uint64_t total_memory;     /* capacity in bytes */
+    uint64_t segment_granularity; /* device memory is reserved in multiples of this */
+    int32_t least_stream_priority;    /* 0 */
+    int32_t greatest_stream_priority; /* most urgent (negative) */
+} mtiart_device_properties;
+
+/* Properties of a device. */
+MTIART_API mtiart_status mtiart_device_get_properties(int device,
+                                                      mtiart_device_properties *props);
+
+/* Wait until all work on all streams of the device is done. Reports (and clears) the
+ * first sticky kernel error of any of its streams. */
+MTIART_API mtiart_status mtiart_device_synchronize(int device);
+
+/* ------------------------------------------------------------------------------------ */
+/* Streams                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct mtiart_stream_s *mtiart_stream;
+typedef struct mtiart_event_s *mtiart_event;
+typedef struct mtiart_graph_s *mtiart_graph;
+typedef struct mtiart_graph_exec_s *mtiart_graph_exec;
+
+/* The device's default stream (never destroyed). */
+MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *stream);
+
+/* Create a stream. Lower priority values are more urgent; the valid range is
+ * [greatest_stream_priority, least_stream_priority] of the device (values outside it are
+ * clamped, as CUDA does). */
+MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream);
+
+/* Destroy a stream. Work already enqueued still completes; the handle is invalid at once.
+ * The default stream and a capturing stream cannot be destroyed. */
+MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream);
+
+/* Device index, priority and a process-unique id (never reused) of a stream. */
+MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device);
+MTIART_API mtiart_status mtiart_stream_get_priority(mtiart_stream stream, int *priority);
+MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id);
+
+/* MTIART_SUCCESS if all work is done, MTIART_NOT_READY if not; reports a sticky error.
+ * Not permitted on a capturing stream (invalidates the capture); a query of any other
+ * stream never disturbs a capture, whatever its mode, since it does not wait. */
+MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream);
+
+/* Wait until all work enqueued on the stream so far is done. Reports (and clears) the
+ * first sticky error of a failed kernel or host function since the last report. */
+MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream);
+
+/* Work enqueued on `stream` after this call waits for the most recent record of `event`
+ * made before this call (no-op if the event was never recorded). */
+MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event);
+
+/* ------------------------------------------------------------------------------------ */
+/* Kernels and stream operations                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A kernel: called once for each block index in [0, num_blocks), possibly concurrently on
+ * several workers. args[i] points at the value of argument i (as CUDA kernelParams do):
+ * for a buffer argument, *(void **)args[i] is the device pointer. Return 0 on success;
+ * any other value marks the stream with MTIART_ERROR_KERNEL_FAILED (see
+ * mtiart_kernel_set_error_message). Kernels must not block on the runtime.
+ */
+typedef int32_t (*mtiart_kernel_fn)(void *const *args, uint32_t block, uint32_t num_blocks);
+
+typedef enum mtiart_arg_kind {
+    MTIART_ARG_VALUE = 0,        /* `size` plain bytes copied from `value` at launch */
+    MTIART_ARG_BUFFER_IN = 1,    /* device buffer the kernel reads */
+    MTIART_ARG_BUFFER_OUT = 2,   /* device buffer the kernel writes */
+    MTIART_ARG_BUFFER_INOUT = 3  /* device buffer the kernel reads and writes */
+} mtiart_arg_kind;
+
+typedef struct mtiart_arg {
+    uint32_t kind;        /* an mtiart_arg_kind */
+    uint32_t size;        /* VALUE: number of bytes (1..4096); BUFFER: ignored */
+    const void *value;    /* VALUE: the bytes to copy; BUFFER: the device pointer itself */
+    uint64_t extent;      /* BUFFER: bytes the kernel may touch from the pointer */
+} mtiart_arg;
+
+/* Enqueue a kernel on a stream. Arguments are copied at the call; buffer arguments must lie
+ * inside live device allocations of the stream's device. `num_blocks` >= 1. */
+MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
+                                              uint32_t num_blocks, const mtiart_arg *args,
+                                              uint32_t num_args);
+
+/* Give a kernel function a name for graph dumps and error messages (the string is
+ * copied). Without one, the symbol name is used where it can be found. */
+MTIART_API mtiart_status mtiart_kernel_set_name(mtiart_kernel_fn kernel, const char *name);
+
+/* Called from inside a kernel or host function that is about to return failure: the
+ * message becomes the detail of the stream's sticky error. */
+MTIART_API void mtiart_kernel_set_error_message(const char *message);
+
+/* Look up a kernel by symbol name in a shared library (dlopen + dlsym). The library stays
+ * loaded for the life of the process. */
+MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
+                                            mtiart_kernel_fn *kernel);
+
+/* A host function runs on a device worker, in stream order; return 0 on success. */
+typedef int32_t (*mtiart_host_fn)(void *user_data);
+
+MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_host_fn fn,
+                                                 void *user_data);
+
+typedef enum mtiart_memcpy_kind {
+    MTIART_MEMCPY_HOST_TO_HOST = 0,
+    MTIART_MEMCPY_HOST_TO_DEVICE = 1,
+    MTIART_MEMCPY_DEVICE_TO_HOST = 2,
+    MTIART_MEMCPY_DEVICE_TO_DEVICE = 3,
+    MTIART_MEMCPY_DEFAULT = 4  /* inferred from the pointers */
+} mtiart_memcpy_kind;
+
+/* Enqueue a copy. Device sides are checked to lie in live allocations; host sides must stay
+ * valid until the copy has run (in a capture: for as long as the graph is replayed). */
+MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, const void *src,
+                                             size_t bytes, mtiart_memcpy_kind kind);
+
+/* Copy and wait for the copy (and everything before it on the stream). */
+MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,
+                                       size_t bytes, mtiart_memcpy_kind kind);
+
+/* Enqueue a fill of `count` elements of `pattern_size` (1, 2, 4 or 8) bytes at `dst`. */
+MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, const void *pattern,
+                                           uint32_t pattern_size, size_t count);
+
+/* Byte fill, as memset. */
+MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, int value,
+                                             size_t bytes);
+
+/* ------------------------------------------------------------------------------------ */
+/* Events                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_event_flags {
+    MTIART_EVENT_DEFAULT = 0,
+    MTIART_EVENT_TIMING = 1,         /* record timestamps for mtiart_event_elapsed_time */
+    MTIART_EVENT_BLOCKING_SYNC = 2   /* synchronize sleeps instead of spinning first */
+} mtiart_event_flags;
+
+MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event);
+MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event);
+
+/* Record: the event completes when all work enqueued on `stream` before it is done. */
+MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream);
+
+/* MTIART_SUCCESS if the most recent record is complete (or none was made), else
+ * MTIART_NOT_READY. Not permitted on an event recorded in an active capture (invalidates
+ * it); other events may be queried during any capture. */
+MTIART_API mtiart_status mtiart_event_query(mtiart_event event);
+
+/* Wait for the most recent record to complete. */
+MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event);
+
+/* Milliseconds between two completed records of timing events. */
+MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
+                                                   float *milliseconds);
+
+/* ------------------------------------------------------------------------------------ */
+/* Memory                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* A memory pool id. (0, 0) names the device's default pool in queries and, in
+ * mtiart_stream_begin_capture, asks for a new private pool. Private pools made by a
+ * capture are (n, 0); handles from mtiart_pool_handle_create are (0, n). */
+typedef struct mtiart_pool_id {
+    uint64_t first;
+    uint64_t second;
+} mtiart_pool_id;
+
+/* Allocate `size` bytes of device memory for use on `stream` (stream-ordered: the block
+ * may reuse memory freed earlier on the same stream). A stream that is capturing allocates
+ * from the capture's pool. size 0 gives NULL. */
+MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr);
+
+/* Allocate on the default stream of `device`. */
+MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr);
+
+/* Return a block to its pool. Its memory is reused by later work on the block's stream at
+ * once, and by other streams recorded with mtiart_record_stream only once their work
+ * enqueued before this call is done. NULL is accepted. */
+MTIART_API mtiart_status mtiart_free(void *ptr);
+
+/* Mark a block as in use by `stream` (torch's record_stream). */
+MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream);
+
+/* The device of a device pointer, or MTIART_ERROR_INVALID_POINTER. */
+MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device);
+
+/* Release cached, unused memory of the device: free segments of the default pool and of
+ * private pools no graph uses. Not permitted while a capture is active. */
+MTIART_API mtiart_status mtiart_empty_cache(int device);
+
+typedef struct mtiart_memory_stats {
+    uint64_t allocated_bytes;        /* bytes in blocks handed out (rounded sizes) */
+    uint64_t allocated_bytes_peak;
+    uint64_t requested_bytes;        /* bytes asked for */
+    uint64_t reserved_bytes;         /* bytes in segments */
+    uint64_t reserved_bytes_peak;
+    uint64_t active_blocks;          /* blocks handed out or awaiting stream-ordered free */
+    uint64_t active_blocks_peak;
+    uint64_t active_bytes;
+    uint64_t active_bytes_peak;
+    uint64_t inactive_split_blocks;  /* free pieces of partly used segments */
+    uint64_t inactive_split_bytes;
+    uint64_t segments;
+    uint64_t segments_peak;
+    uint64_t alloc_requests;
+    uint64_t free_requests;
+    uint64_t segment_allocs;         /* segments reserved from the device */
+    uint64_t segment_frees;
+    uint64_t num_alloc_retries;      /* allocations that had to release cache and retry */
+    uint64_t num_ooms;
+    uint64_t capacity;
+    uint64_t private_pools;          /* private pools alive */
+} mtiart_memory_stats;
+
+MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats);
+
+/* Reset the *_peak fields to the current values. */
+MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device);
+
+/* Reset the cumulative counters (requests, retries, ooms, segment allocs/frees). */
+MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device);
+
+typedef enum mtiart_block_state {
+    MTIART_BLOCK_ACTIVE = 0,        /* handed out */
+    MTIART_BLOCK_PENDING_FREE = 1,  /* freed, waiting for recorded streams */
+    MTIART_BLOCK_FREE = 2           /* cached */
+} mtiart_block_state;
+
+typedef struct mtiart_block_info {
+    uint64_t address;
+    uint64_t size;
+    uint64_t requested_size;
+    uint64_t segment_address;
+    uint64_t segment_size;
+    mtiart_pool_id pool;
+    uint64_t stream_id;
+    int32_t state;                  /* an mtiart_block_state */
+    int32_t device;
+} mtiart_block_info;
+
+/* Every block of the device, segment by segment, in address order. Writes at most
+ * `capacity` entries and sets *count to the total number (call with capacity 0 to size). */
+MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *blocks,
+                                                size_t capacity, size_t *count);
+
+/* Called (on the allocating thread) before an allocation fails with out-of-memory. */
+typedef void (*mtiart_oom_observer)(int device, uint64_t requested, uint64_t allocated,
+                                    uint64_t reserved, uint64_t capacity, void *user_data);
+
+MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer observer,
+                                                    void *user_data);
+MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer observer,
+                                                    void *user_data);
+
+/* A fresh pool id (0, n) that several captures can share. */
+MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool);
+
+typedef struct mtiart_pool_info {
+    int32_t exists;            /* 0 if the pool holds no memory and has no users */
+    int32_t use_count;         /* graphs, executables and captures using the pool */
+    uint64_t reserved_bytes;
+    uint64_t allocated_bytes;
+    uint64_t active_blocks;
+} mtiart_pool_info;
+
+MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id pool,
+                                              mtiart_pool_info *info);
+
+/* ------------------------------------------------------------------------------------ */
+/* Stream capture                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_capture_mode {
+    MTIART_CAPTURE_MODE_GLOBAL = 0,       /* an unsafe call on any thread invalidates */
+    MTIART_CAPTURE_MODE_THREAD_LOCAL = 1, /* only the capturing thread's unsafe calls do */
+    MTIART_CAPTURE_MODE_RELAXED = 2       /* only calls on the capture's own streams/events */
+} mtiart_capture_mode;
+
+typedef enum mtiart_capture_status {
+    MTIART_CAPTURE_STATUS_NONE = 0,
+    MTIART_CAPTURE_STATUS_ACTIVE = 1,
+    MTIART_CAPTURE_STATUS_INVALIDATED = 2
+} mtiart_capture_status;
+
+/* Start capturing `stream`: its work is recorded into a graph instead of run. Allocations
+ * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). */
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
+                                                     mtiart_capture_mode mode,
+                                                     mtiart_pool_id pool);
+
+/* End the capture begun on `stream`. On success *graph receives the captured graph (which
+ * holds a use of the pool). On failure (invalidated, unjoined) everything of the capture is
+ * released, its streams leave capture mode, and *graph is untouched. */
+MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph);
+
+/* Capture state of a stream and the id of its capture (0 if none). */
+MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
+                                                        mtiart_capture_status *status,
+                                                        uint64_t *capture_id,
+                                                        mtiart_pool_id *pool);
+
+/* ------------------------------------------------------------------------------------ */
+/* Graphs                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_node_kind {
+    MTIART_NODE_KERNEL = 0,
+    MTIART_NODE_MEMCPY = 1,
+    MTIART_NODE_FILL = 2,
+    MTIART_NODE_HOST = 3,
+    MTIART_NODE_EVENT_RECORD = 4,   /* ordering point of a fork/join inside the graph */
+    MTIART_NODE_EVENT_WAIT = 5,     /* waits for an event recorded outside the graph */
+    MTIART_NODE_EMPTY = 6
+} mtiart_node_kind;
+
+typedef struct mtiart_node_info {
+    int32_t kind;                 /* an mtiart_node_kind */
+    uint32_t num_blocks;          /* kernels */
+    uint32_t num_buffers;         /* device buffers the node touches */
+    uint32_t num_dependencies;
+    char name[64];                /* kernel name, "memcpy HtoD", ... */
+} mtiart_node_info;
+
+typedef struct mtiart_buffer_use {
+    uint64_t address;
+    uint64_t bytes;
+    uint32_t access;              /* MTIART_ARG_BUFFER_IN / OUT / INOUT */
+    uint32_t reserved;
+} mtiart_buffer_use;
+
+/* An empty graph to build by hand (the nodes capture would make, added explicitly). */
+MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph);
+
+MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph);
+
+/* Add a kernel node depending on the given earlier nodes; *node gets its index. */
+MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
+                                                      const size_t *dependencies,
+                                                      size_t num_dependencies,
+                                                      mtiart_kernel_fn kernel,
+                                                      uint32_t num_blocks,
+                                                      const mtiart_arg *args, uint32_t num_args,
+                                                      size_t *node);
+
+/* Add an empty node (a join point). */
+MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
+                                                     const size_t *dependencies,
+                                                     size_t num_dependencies, size_t *node);
+
+MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device);
+MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count);
+MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count);
+
+/* The pool the graph's captured allocations live in ((0, 0) for a hand-built graph). */
+MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool);
+
+MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t node,
+                                                    mtiart_node_info *info);
+
+/* The i-th device buffer a node reads or writes. */
+MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t node,
+                                                      uint32_t index, mtiart_buffer_use *use);
+
+/* The i-th dependency (an earlier node index) of a node. */
+MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, size_t node,
+                                                          uint32_t index, size_t *dependency);
+
+/* Write a Graphviz DOT description (nodes, kinds, buffers and edges) into `buffer`
+ * (NUL-terminated, truncated to `capacity`); *length gets the full length without NUL. */
+MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
+                                             size_t *length);
+
+/* Build the executable form: a flat plan where chains run back to back and independent
+ * branches spread over the device's workers. The graph may be destroyed afterwards. */
+MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec);
+
+MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec);
+
+/* Enqueue one replay as a single operation on `stream` (any stream of the graph's device).
+ * Replays of one executable never overlap: a launch on another stream waits for the
+ * previous one. */
+MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream);
+
+MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count);
+
+/* ------------------------------------------------------------------------------------ */
+/* Kernel library: tensor operations on contiguous device arrays                         */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_dtype {
+    MTIART_DTYPE_FLOAT32 = 0,
+    MTIART_DTYPE_FLOAT64 = 1,
+    MTIART_DTYPE_INT32 = 2,
+    MTIART_DTYPE_INT64 = 3,
+    MTIART_DTYPE_BOOL = 4
+} mtiart_dtype;
+
+/* Size in bytes of one element of a dtype (0 for an unknown dtype). */
+MTIART_API size_t mtiart_dtype_size(mtiart_dtype dtype);
+
+/* A contiguous, row-major array in device memory. ndim 0 is a scalar (one element). */
+typedef struct mtiart_tensor_desc {
+    void *data;
+    int32_t dtype;                 /* an mtiart_dtype */
+    int32_t ndim;                  /* 0..MTIART_MAX_DIMS */
+    int64_t shape[MTIART_MAX_DIMS];
+} mtiart_tensor_desc;
+
+typedef enum mtiart_binary_op {
+    MTIART_BINARY_ADD = 0,
+    MTIART_BINARY_SUB = 1,
+    MTIART_BINARY_MUL = 2,
+    MTIART_BINARY_DIV = 3,         /* true division for floats; C division for ints */
+    MTIART_BINARY_MAXIMUM = 4,
+    MTIART_BINARY_MINIMUM = 5,
+    MTIART_BINARY_EQ = 6,          /* comparisons write bool */
+    MTIART_BINARY_NE = 7,
+    MTIART_BINARY_LT = 8,
+    MTIART_BINARY_LE = 9,
+    MTIART_BINARY_GT = 10,
+    MTIART_BINARY_GE = 11
+} mtiart_binary_op;
+
+typedef enum mtiart_unary_op {
+    MTIART_UNARY_NEG = 0,
+    MTIART_UNARY_ABS = 1,
+    MTIART_UNARY_RELU = 2,
+    MTIART_UNARY_EXP = 3,
+    MTIART_UNARY_LOG = 4,
+    MTIART_UNARY_SQRT = 5,
+    MTIART_UNARY_TANH = 6,
+    MTIART_UNARY_SIGMOID = 7,
+    MTIART_UNARY_GELU = 8          /* tanh approximation, as torch's gelu(approximate="tanh") */
+} mtiart_unary_op;
+
+typedef enum mtiart_reduce_op {
+    MTIART_REDUCE_SUM = 0,
+    MTIART_REDUCE_MEAN = 1,
+    MTIART_REDUCE_MAX = 2,
+    MTIART_REDUCE_MIN = 3
+} mtiart_reduce_op;
+
+/* out = a OP b with numpy broadcasting of a and b to out's shape. a and b share a dtype;
+ * out has that dtype (bool for comparisons). out may alias a or b exactly (in-place). */
+MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op op,
+                                          const mtiart_tensor_desc *out,
+                                          const mtiart_tensor_desc *a,
+                                          const mtiart_tensor_desc *b);
+
+/* out = a OP scalar (or scalar OP a when `scalar_first`). The scalar is `fscalar` for
+ * floating dtypes and `iscalar` for integer and bool dtypes. out and a have the same
+ * shape; out may alias a. */
+MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_binary_op op,
+                                                 const mtiart_tensor_desc *out,
+                                                 const mtiart_tensor_desc *a, double fscalar,
+                                                 int64_t iscalar, int scalar_first);
+
+/* out = OP(a), same shape and dtype (float dtypes for exp/log/sqrt/tanh/sigmoid/gelu). */
+MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
+                                         const mtiart_tensor_desc *out,
+                                         const mtiart_tensor_desc *a);
+
+/* Reduce over all elements (dim == MTIART_REDUCE_ALL) or one dimension (negative counts
+ * from the end); out's shape must match (keepdim or not). */
+#define MTIART_REDUCE_ALL (-1000)
+MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op op,
+                                          const mtiart_tensor_desc *out,
+                                          const mtiart_tensor_desc *a, int32_t dim,
+                                          int keepdim);
+
+/* out = a @ b for 2-D (m,k)x(k,n) or batched 3-D (B,m,k)x(B,k,n); float dtypes and ints. */
+MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                          const mtiart_tensor_desc *a,
+                                          const mtiart_tensor_desc *b);
+
+/* Softmax over one dimension (float dtypes). */
+MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                           const mtiart_tensor_desc *a, int32_t dim);
+
+/* out = cond ? a : b with broadcasting; cond is bool. */
+MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                         const mtiart_tensor_desc *cond,
+                                         const mtiart_tensor_desc *a,
+                                         const mtiart_tensor_desc *b);
+
+/* out = a converted to out's dtype (same shape). */
+MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                        const mtiart_tensor_desc *a);
+
+/* Fill every element of out with a value (fscalar for floats, iscalar otherwise). */
+MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                        double fscalar, int64_t iscalar);
+
+/* out[i] = start + i * step over out's elements, in out's dtype. */
+MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                          double start, double step);
+
+#if !defined(MTIART_CDEF) && defined(__cplusplus)
+}
+#endif
+
+#endif /* MTIART_H */

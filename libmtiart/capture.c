@@ -1,0 +1,460 @@
+/*
+ * Stream capture. A capturing stream records its operations as graph nodes instead of
+ * running them. Each stream in a capture keeps a "frontier": the nodes its next operation
+ * must depend on. Recording an event snapshots the frontier; a stream that waits on such
+ * an event joins the capture (fork) or merges the frontier into its own (join).
+ *
+ * Unsafe calls (anything that waits for the device) are refused while a capture they
+ * could disturb is active, and invalidate that capture: calls on a capturing stream or a
+ * captured event always; other calls according to the capture's mode, as in CUDA.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+atomic_int mt_active_captures;
+static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
+static mt_capture *captures;
+static atomic_uint_least64_t next_capture_id = 1;
+
+static mtiart_status oom(void) {
+    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+}
+
+static bool frontier_set(mt_stream *s, const size_t *nodes, size_t count) {
+    if (count > s->frontier_cap) {
+        size_t cap = count < 4 ? 4 : count;
+        size_t *grown = realloc(s->frontier, cap * sizeof *grown);
+        if (!grown) return false;
+        s->frontier = grown;
+        s->frontier_cap = cap;
+    }
+    if (count) memcpy(s->frontier, nodes, count * sizeof *nodes);
+    s->frontier_len = count;
+    return true;
+}
+
+static void invalidate_locked(mt_capture *c, const char *reason) {
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return;
+    c->status = MTIART_CAPTURE_STATUS_INVALIDATED;
+    snprintf(c->invalid_reason, sizeof c->invalid_reason, "%s", reason);
+}
+
+mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
+                                const mtiart_arg *args, uint32_t num_args) {
+    pthread_mutex_lock(&c->lock);
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        char reason[sizeof c->invalid_reason];
+        memcpy(reason, c->invalid_reason, sizeof reason);
+        pthread_mutex_unlock(&c->lock);
+        mt_op_release(op);
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+                                 "stream %llu is capturing into capture %llu, which was "
+                                 "invalidated: %s",
+                                 (unsigned long long)s->id, (unsigned long long)c->id, reason);
+    }
+    if (op->type == MT_OP_GRAPH) {
+        pthread_mutex_unlock(&c->lock);
+        mt_op_release(op);
+        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                 "launching a graph on a capturing stream (a child graph) is "
+                                 "not supported");
+    }
+    size_t index;
+    mtiart_status st = mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args,
+                                       num_args, &index);
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+mt_pool *mt_capture_pool_of(mt_stream *s) {
+    mt_capture *c = atomic_load_explicit(&s->capture, memory_order_acquire);
+    return c ? c->pool : NULL;
+}
+
+uint64_t mt_capture_id_of(mt_stream *s) {
+    mt_capture *c = atomic_load_explicit(&s->capture, memory_order_acquire);
+    return c ? c->id : 0;
+}
+
+static const char *mode_name(mtiart_capture_mode mode) {
+    switch (mode) {
+    case MTIART_CAPTURE_MODE_GLOBAL: return "global";
+    case MTIART_CAPTURE_MODE_THREAD_LOCAL: return "thread_local";
+    default: return "relaxed";
+    }
+}
+
+mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event) {
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *victim = NULL;
+    const char *why = "";
+    mt_capture *sc = stream ? atomic_load(&stream->capture) : NULL;
+    if (sc) {
+        victim = sc;
+        why = "the stream it waits for is capturing";
+    } else if (event && event->capture) {
+        victim = event->capture;
+        why = "the event was recorded in an active capture";
+    } else {
+        pthread_t self = pthread_self();
+        for (mt_capture *c = captures; c; c = c->next) {
+            if (c->mode == MTIART_CAPTURE_MODE_GLOBAL ||
+                (c->mode == MTIART_CAPTURE_MODE_THREAD_LOCAL && pthread_equal(c->thread, self))) {
+                victim = c;
+                why = c->mode == MTIART_CAPTURE_MODE_GLOBAL
+                          ? "a capture in global mode is active"
+                          : "this thread has a capture in thread_local mode active";
+                break;
+            }
+        }
+    }
+    if (!victim) {
+        pthread_mutex_unlock(&captures_lock);
+        return MTIART_SUCCESS;
+    }
+    char reason[384];
+    snprintf(reason, sizeof reason,
+             "%s is not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
+             what, (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
+             mode_name(victim->mode), why);
+    pthread_mutex_lock(&victim->lock);
+    invalidate_locked(victim, reason);
+    pthread_mutex_unlock(&victim->lock);
+    pthread_mutex_unlock(&captures_lock);
+    return mtiart__set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
+                             reason);
+}
+
+mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) {
+    pthread_mutex_lock(&c->lock);
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        pthread_mutex_unlock(&c->lock);
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+                                 "event record on stream %llu refused: capture %llu was "
+                                 "invalidated: %s",
+                                 (unsigned long long)s->id, (unsigned long long)c->id,
+                                 c->invalid_reason);
+    }
+    if (e->capture && e->capture != c) {
+        pthread_mutex_unlock(&c->lock);
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                                 "the event is already recorded in another active capture");
+    }
+    /* Remember the event so its capture state is cleared when the capture ends. */
+    if (!e->capture && c->num_events == c->cap_events) {
+        size_t cap = c->cap_events ? c->cap_events * 2 : 8;
+        mt_event **grown = realloc(c->events, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&c->lock);
+            return oom();
+        }
+        c->events = grown;
+        c->cap_events = cap;
+    }
+    mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
+    mt_event_ref(e);
+    op.u.event.event = e;
+    op.u.event.generation = 0;
+    size_t index;
+    mtiart_status st = mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
+    if (st == MTIART_SUCCESS) {
+        size_t *deps = realloc(e->capture_deps, sizeof *deps);
+        if (!deps || !frontier_set(s, &index, 1)) {
+            if (deps) e->capture_deps = deps;
+            st = oom();
+        } else {
+            e->capture_deps = deps;
+            deps[0] = index;
+            e->capture_deps_len = 1;
+            if (!e->capture) {
+                mt_event_ref(e);
+                c->events[c->num_events++] = e;
+            }
+            e->capture = c;
+            e->capture_id = c->id;
+            e->device = c->dev->index;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+static bool add_stream(mt_capture *c, mt_stream *s) {
+    if (c->num_streams == c->cap_streams) {
+        size_t cap = c->cap_streams ? c->cap_streams * 2 : 4;
+        mt_stream **grown = realloc(c->streams, cap * sizeof *grown);
+        if (!grown) return false;
+        c->streams = grown;
+        c->cap_streams = cap;
+    }
+    mt_stream_ref(s);
+    c->streams[c->num_streams++] = s;
+    return true;
+}
+
+mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
+    mt_capture *sc = atomic_load(&s->capture);
+    mt_capture *ec = e->capture;
+    if (ec && sc && ec != sc)
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                                 "stream %llu (capture %llu) cannot wait on an event recorded "
+                                 "in capture %llu",
+                                 (unsigned long long)s->id, (unsigned long long)sc->id,
+                                 (unsigned long long)ec->id);
+    mt_capture *c = ec ? ec : sc;
+    if (c->dev != s->dev)
+        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                 "a capture cannot span devices (stream on device %d, capture "
+                                 "on device %d)", s->dev->index, c->dev->index);
+    pthread_mutex_lock(&c->lock);
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        pthread_mutex_unlock(&c->lock);
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+                                 "wait refused: capture %llu was invalidated: %s",
+                                 (unsigned long long)c->id, c->invalid_reason);
+    }
+    mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
+    size_t *deps = NULL, num_deps = 0;
+    mtiart_status st = MTIART_SUCCESS;
+    if (ec) {
+        /* An in-capture edge: the wait node depends on the record and on the waiting
+         * stream's own frontier (empty when the stream is just joining). */
+        num_deps = (sc ? s->frontier_len : 0) + e->capture_deps_len;
+        deps = malloc((num_deps ? num_deps : 1) * sizeof *deps);
+        if (!deps) st = oom();
+        else {
+            size_t n = 0;
+            if (sc) for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
+            for (size_t i = 0; i < e->capture_deps_len; i++) deps[n++] = e->capture_deps[i];
+        }
+        op.u.event.event = NULL;
+    } else {
+        /* An event recorded outside the capture: the replay waits for its latest record. */
+        if (atomic_load(&e->recorded) == 0) {
+            pthread_mutex_unlock(&c->lock);
+            return MTIART_SUCCESS;
+        }
+        mt_event_ref(e);
+        op.u.event.event = e;
+        deps = s->frontier;
+        num_deps = s->frontier_len;
+    }
+    size_t index;
+    if (st == MTIART_SUCCESS) {
+        if (!sc && !add_stream(c, s)) {
+            st = oom();
+            mt_op_release(&op);
+        } else {
+            st = mt_graph_append(c->graph, &op, deps, num_deps, NULL, 0, &index);
+            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
+            if (!sc && st == MTIART_SUCCESS) atomic_store(&s->capture, c);
+            else if (!sc) {
+                c->num_streams--;
+                mt_stream_unref(s);
+            }
+        }
+    }
+    if (ec) free(deps);
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
+                                                     mtiart_capture_mode mode,
+                                                     mtiart_pool_id pool_id) {
+    mt_stream *s = mt_stream_lookup(stream);
+    if (!s)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_stream_begin_capture: invalid stream handle %p",
+                                 (void *)stream);
+    if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
+    mt_capture *current = atomic_load(&s->capture);
+    if (current)
+        return mtiart__set_error(MTIART_ERROR_ALREADY_CAPTURING,
+                                 "stream %llu is already capturing (capture %llu)",
+                                 (unsigned long long)s->id, (unsigned long long)current->id);
+    mt_capture *c = calloc(1, sizeof *c);
+    if (!c) return oom();
+    mtiart_status st = mt_pool_acquire(s->dev, pool_id, &c->pool);
+    if (st) {
+        free(c);
+        return st;
+    }
+    c->graph = mt_graph_new(s->dev);
+    if (!c->graph || !add_stream(c, s)) {
+        if (c->graph) mt_graph_free(c->graph);
+        mt_pool_release(c->pool);
+        free(c);
+        return oom();
+    }
+    c->id = atomic_fetch_add(&next_capture_id, 1);
+    c->mode = mode;
+    c->thread = pthread_self();
+    c->dev = s->dev;
+    c->origin = s;
+    c->status = MTIART_CAPTURE_STATUS_ACTIVE;
+    pthread_mutex_init(&c->lock, NULL);
+    s->frontier_len = 0;
+    pthread_mutex_lock(&captures_lock);
+    c->next = captures;
+    if (captures) captures->prev = c;
+    captures = c;
+    atomic_fetch_add(&mt_active_captures, 1);
+    atomic_store(&s->capture, c);
+    pthread_mutex_unlock(&captures_lock);
+    return MTIART_SUCCESS;
+}
+
+/* Detach every stream and event from the capture and unlink it. */
+static void capture_finish(mt_capture *c) {
+    pthread_mutex_lock(&captures_lock);
+    if (c->prev) c->prev->next = c->next;
+    else captures = c->next;
+    if (c->next) c->next->prev = c->prev;
+    atomic_fetch_sub(&mt_active_captures, 1);
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->num_streams; i++) {
+        mt_stream *s = c->streams[i];
+        atomic_store(&s->capture, NULL);
+        s->frontier_len = 0;
+    }
+    for (size_t i = 0; i < c->num_events; i++) {
+        mt_event *e = c->events[i];
+        e->capture = NULL;
+        e->capture_deps_len = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&captures_lock);
+    for (size_t i = 0; i < c->num_streams; i++) mt_stream_unref(c->streams[i]);
+    for (size_t i = 0; i < c->num_events; i++) mt_event_unref(c->events[i]);
+    free(c->events);
+    free(c->streams);
+    mt_alloc_end_capture(c->dev, c->id);
+    pthread_mutex_destroy(&c->lock);
+}
+
+/* Nodes reachable backwards from `roots`. */
+static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
+    bool *seen = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *seen);
+    size_t *stack = malloc((g->num_nodes ? g->num_nodes : 1) * sizeof *stack);
+    if (!seen || !stack) {
+        free(seen);
+        free(stack);
+        return NULL;
+    }
+    size_t top = 0;
+    for (size_t i = 0; i < num_roots; i++)
+        if (!seen[roots[i]]) {
+            seen[roots[i]] = true;
+            stack[top++] = roots[i];
+        }
+    while (top) {
+        mt_node *n = &g->nodes[stack[--top]];
+        for (uint32_t d = 0; d < n->num_deps; d++)
+            if (!seen[n->deps[d]]) {
+                seen[n->deps[d]] = true;
+                stack[top++] = n->deps[d];
+            }
+    }
+    free(stack);
+    return seen;
+}
+
+MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
+    mt_stream *s = mt_stream_lookup(stream);
+    if (!s)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_stream_end_capture: invalid stream handle %p",
+                                 (void *)stream);
+    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    mt_capture *c = atomic_load(&s->capture);
+    if (!c)
+        return mtiart__set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
+                                 (unsigned long long)s->id);
+    if (c->origin != s)
+        return mtiart__set_error(MTIART_ERROR_CAPTURE_WRONG_STREAM,
+                                 "capture %llu was begun on stream %llu, not on stream %llu",
+                                 (unsigned long long)c->id, (unsigned long long)c->origin->id,
+                                 (unsigned long long)s->id);
+    pthread_mutex_lock(&c->lock);
+    mtiart_status st = MTIART_SUCCESS;
+    char message[512] = "";
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        st = MTIART_ERROR_CAPTURE_INVALIDATED;
+        snprintf(message, sizeof message, "capture %llu on stream %llu was invalidated: %s",
+                 (unsigned long long)c->id, (unsigned long long)s->id, c->invalid_reason);
+    } else if (c->num_streams > 1) {
+        bool *joined = ancestors(c->graph, s->frontier, s->frontier_len);
+        if (!joined) {
+            st = MTIART_ERROR_OUT_OF_MEMORY;
+            snprintf(message, sizeof message, "out of host memory");
+        }
+        for (size_t i = 1; joined && i < c->num_streams && st == MTIART_SUCCESS; i++) {
+            mt_stream *other = c->streams[i];
+            for (size_t k = 0; k < other->frontier_len; k++) {
+                if (!joined[other->frontier[k]]) {
+                    st = MTIART_ERROR_CAPTURE_UNJOINED;
+                    snprintf(message, sizeof message,
+                             "capture %llu: stream %llu was forked into the capture but its "
+                             "work was not joined back into the origin stream %llu (record "
+                             "an event on it and make the origin stream wait on that event "
+                             "before ending the capture)",
+                             (unsigned long long)c->id, (unsigned long long)other->id,
+                             (unsigned long long)s->id);
+                    break;
+                }
+            }
+        }
+        free(joined);
+    }
+    pthread_mutex_unlock(&c->lock);
+    mt_graph *g = c->graph;
+    capture_finish(c);
+    if (st != MTIART_SUCCESS) {
+        mt_graph_free(g); /* releases nothing of the pool: the capture's use goes below */
+        mt_pool_release(c->pool);
+        free(c);
+        return mtiart__set_error(st, "%s; the capture was discarded", message);
+    }
+    g->pool = c->pool; /* the capture's use of the pool passes to the graph */
+    free(c);
+    g->handle = mt_handle_register(g, MT_KIND_GRAPH);
+    if (!g->handle) {
+        mt_graph_free(g);
+        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+    }
+    *graph = (mtiart_graph)(uintptr_t)g->handle;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
+                                                        mtiart_capture_status *status,
+                                                        uint64_t *capture_id,
+                                                        mtiart_pool_id *pool) {
+    mt_stream *s = mt_stream_lookup(stream);
+    if (!s)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_stream_get_capture_info: invalid stream handle %p",
+                                 (void *)stream);
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *c = atomic_load(&s->capture);
+    mtiart_capture_status state = MTIART_CAPTURE_STATUS_NONE;
+    uint64_t id = 0;
+    mtiart_pool_id pid = {0, 0};
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        state = (mtiart_capture_status)c->status;
+        id = c->id;
+        pid = mt_pool_id_of(c->pool);
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_unlock(&captures_lock);
+    if (status) *status = state;
+    if (capture_id) *capture_id = id;
+    if (pool) *pool = pid;
+    return MTIART_SUCCESS;
+}

@@ -1,0 +1,369 @@
+/*
+ * Runtime initialisation, devices and their workers.
+ *
+ * Each device owns worker threads. Streams with pending work sit on the device's ready
+ * lists (one per priority); a worker takes a stream and drains it, so each stream runs in
+ * order while different streams run in parallel. Idle workers spin briefly (one at a time)
+ * before sleeping on a futex, which keeps a launch-and-wait round trip short without
+ * burning every core. Multi-block kernels and graph replays post "jobs" that idle workers
+ * help with.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef MTIART_HAVE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
+
+int mt_num_devices;
+mt_device *mt_devices;
+atomic_int mt_initialized;
+uint64_t mt_spin_ns = 50000;
+uint64_t mt_linger_ns = 20000;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static mtiart_status init_status = MTIART_SUCCESS;
+static char init_message[256];
+static _Thread_local bool tl_on_worker;
+
+/* ------------------------------------------------------------------ primitives */
+
+void mt_spin_lock_slow(mt_spinlock *lock) {
+    for (unsigned spins = 0;; spins++) {
+        while (atomic_load_explicit(&lock->locked, memory_order_relaxed)) {
+            if (spins++ < 64) mt_cpu_relax();
+            else sched_yield();
+        }
+        if (!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire)) return;
+    }
+}
+
+void mt_futex_wait(atomic_uint *word, unsigned expected) {
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+void mt_futex_wake(atomic_uint *word, int count) {
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+uint64_t mt_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool mt_on_worker(void) { return tl_on_worker; }
+
+/* ------------------------------------------------------------------ configuration */
+
+static bool parse_size(const char *text, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || end == text) return false;
+    uint64_t scale = 1;
+    switch (*end) {
+    case 'k': case 'K': scale = 1ull << 10; end++; break;
+    case 'm': case 'M': scale = 1ull << 20; end++; break;
+    case 'g': case 'G': scale = 1ull << 30; end++; break;
+    case 't': case 'T': scale = 1ull << 40; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I') end++;
+    if (*end == 'b' || *end == 'B') end++;
+    if (*end != '\0' || value == 0 || value > UINT64_MAX / scale) return false;
+    *out = value * scale;
+    return true;
+}
+
+static bool env_size(const char *name, uint64_t *out, uint64_t min, uint64_t max) {
+    const char *text = getenv(name);
+    if (!text || !*text) return true;
+    uint64_t value;
+    if (!parse_size(text, &value) || value < min || value > max) {
+        snprintf(init_message, sizeof init_message,
+                 "invalid %s='%s' (expected a number between %llu and %llu)", name, text,
+                 (unsigned long long)min, (unsigned long long)max);
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+/* ------------------------------------------------------------------ ready lists */
+
+void mt_device_push_ready(mt_device *dev, mt_stream *s) {
+    int level = -s->priority; /* 0 .. MT_NUM_PRIORITIES-1, higher is more urgent */
+    s->ready_next = NULL;
+    mt_spin_lock(&dev->ready_lock);
+    if (dev->ready_tail[level]) dev->ready_tail[level]->ready_next = s;
+    else dev->ready_head[level] = s;
+    dev->ready_tail[level] = s;
+    atomic_fetch_add(&dev->ready_count, 1);
+    mt_spin_unlock(&dev->ready_lock);
+    /* A spinning worker will see the count; otherwise wake a sleeper. */
+    if (atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
+        atomic_fetch_add(&dev->wake_word, 1);
+        mt_futex_wake(&dev->wake_word, 1);
+    }
+}
+
+static mt_stream *pop_ready(mt_device *dev) {
+    if (atomic_load_explicit(&dev->ready_count, memory_order_acquire) == 0) return NULL;
+    mt_stream *s = NULL;
+    mt_spin_lock(&dev->ready_lock);
+    for (int level = MT_NUM_PRIORITIES - 1; level >= 0; level--) {
+        s = dev->ready_head[level];
+        if (s) {
+            dev->ready_head[level] = s->ready_next;
+            if (!dev->ready_head[level]) dev->ready_tail[level] = NULL;
+            atomic_fetch_sub(&dev->ready_count, 1);
+            break;
+        }
+    }
+    unsigned left = atomic_load_explicit(&dev->ready_count, memory_order_relaxed);
+    mt_spin_unlock(&dev->ready_lock);
+    /* More work than this worker can take: make sure someone else looks. */
+    if (s && left > 0 && atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
+        atomic_fetch_add(&dev->wake_word, 1);
+        mt_futex_wake(&dev->wake_word, 1);
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------------ jobs */
+
+static bool help_jobs(mt_device *dev) {
+    bool helped = false;
+    for (int i = 0; i < MT_MAX_JOBS; i++) {
+        mt_job_slot *slot = &dev->jobs[i];
+        if (!atomic_load_explicit(&slot->job, memory_order_relaxed)) continue;
+        /* Announce ourselves before reading the job so the owner waits for us. */
+        atomic_fetch_add(&slot->users, 1);
+        mt_job *job = atomic_load(&slot->job);
+        if (job) {
+            job->help(job);
+            helped = true;
+        }
+        atomic_fetch_sub(&slot->users, 1);
+    }
+    return helped;
+}
+
+void mt_device_run_job(mt_device *dev, mt_job *job) {
+    mt_job_slot *slot = NULL;
+    if (dev->num_workers > 1) {
+        for (int i = 0; i < MT_MAX_JOBS && !slot; i++) {
+            mt_job *expected = NULL;
+            if (atomic_compare_exchange_strong(&dev->jobs[i].job, &expected, job))
+                slot = &dev->jobs[i];
+        }
+    }
+    if (slot) {
+        atomic_fetch_add(&dev->active_jobs, 1);
+        if (atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
+            atomic_fetch_add(&dev->wake_word, 1);
+            mt_futex_wake(&dev->wake_word, dev->num_workers - 1);
+        }
+    }
+    job->help(job);
+    if (slot) {
+        atomic_store(&slot->job, NULL);
+        atomic_fetch_sub(&dev->active_jobs, 1);
+        /* Helpers that already entered may still be leaving job->help. */
+        for (unsigned spins = 0; atomic_load(&slot->users) != 0; spins++) {
+            if (spins < 1024) mt_cpu_relax();
+            else sched_yield();
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ workers */
+
+static bool has_work(mt_device *dev) {
+    return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->active_jobs) != 0 ||
+           atomic_load(&dev->shutdown) != 0;
+}
+
+static void worker_idle(mt_device *dev) {
+    int expected = 0;
+    if (mt_spin_ns && atomic_compare_exchange_strong(&dev->spinning, &expected, 1)) {
+        uint64_t deadline = mt_now_ns() + mt_spin_ns;
+        for (unsigned i = 1;; i++) {
+            if (has_work(dev)) {
+                atomic_store(&dev->spinning, 0);
+                return;
+            }
+            mt_cpu_relax();
+            if ((i & 63) == 0 && mt_now_ns() > deadline) break;
+        }
+        atomic_store(&dev->spinning, 0);
+    }
+    unsigned word = atomic_load(&dev->wake_word);
+    atomic_fetch_add(&dev->sleepers, 1);
+    if (!has_work(dev)) mt_futex_wait(&dev->wake_word, word);
+    atomic_fetch_sub(&dev->sleepers, 1);
+}
+
+static void *worker_main(void *arg) {
+    mt_device *dev = arg;
+    tl_on_worker = true;
+    for (;;) {
+        if (atomic_load_explicit(&dev->active_jobs, memory_order_relaxed) && help_jobs(dev))
+            continue;
+        mt_stream *s = pop_ready(dev);
+        if (s) {
+            mt_stream_run(s);
+            continue;
+        }
+        if (atomic_load(&dev->shutdown)) break;
+        worker_idle(dev);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ init */
+
+static void shutdown_runtime(void) {
+    /* Workers are stopped at exit so that leak checkers see a quiet process; memory of
+     * devices stays mapped (the process is ending). Pending work is finished first. */
+    for (int d = 0; d < mt_num_devices; d++) {
+        mt_device *dev = &mt_devices[d];
+        atomic_store(&dev->shutdown, 1);
+        atomic_fetch_add(&dev->wake_word, 1);
+        mt_futex_wake(&dev->wake_word, dev->num_workers);
+    }
+    for (int d = 0; d < mt_num_devices; d++) {
+        mt_device *dev = &mt_devices[d];
+        /* A worker stuck in a host callback (for example one waiting for an interpreter
+         * that is shutting down) must not hang the exit. */
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 2;
+        for (int w = 0; w < dev->threads_started; w++)
+            if (pthread_timedjoin_np(dev->threads[w], NULL, &deadline) != 0)
+                pthread_detach(dev->threads[w]);
+        dev->threads_started = 0;
+    }
+}
+
+mtiart_status mt_stream_create_default(mt_device *dev);
+
+static void do_init(void) {
+    uint64_t num_devices = 1, capacity = 4ull << 30, workers = 0, spin_us = 50;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    workers = cpus > 0 ? (uint64_t)cpus : 1;
+    if (!env_size("MTIART_NUM_DEVICES", &num_devices, 1, 64) ||
+        !env_size("MTIART_DEVICE_MEMORY", &capacity, 1ull << 21, 1ull << 44) ||
+        !env_size("MTIART_NUM_WORKERS", &workers, 1, 256)) {
+        init_status = MTIART_ERROR_INVALID_VALUE;
+        return;
+    }
+    const char *spin = getenv("MTIART_SPIN_US");
+    if (spin && *spin) spin_us = strtoull(spin, NULL, 10);
+#ifdef MTIART_HAVE_VALGRIND
+    /* Under valgrind threads run one at a time: spinning only delays the others. */
+    if (RUNNING_ON_VALGRIND) spin_us = 0;
+#endif
+    mt_spin_ns = spin_us * 1000;
+    mt_linger_ns = spin_us ? 20000 : 0;
+
+    mt_devices = calloc((size_t)num_devices, sizeof *mt_devices);
+    if (!mt_devices) goto oom;
+    mt_num_devices = (int)num_devices;
+    for (int d = 0; d < mt_num_devices; d++) {
+        mt_device *dev = &mt_devices[d];
+        dev->index = d;
+        dev->num_workers = (int)workers;
+        dev->capacity = capacity;
+        pthread_mutex_init(&dev->streams_lock, NULL);
+        mtiart_status st = mt_alloc_init(dev);
+        if (st != MTIART_SUCCESS) {
+            init_status = st;
+            snprintf(init_message, sizeof init_message, "%s", mtiart_last_error_message());
+            return;
+        }
+        st = mt_stream_create_default(dev);
+        if (st != MTIART_SUCCESS) goto oom;
+        dev->threads = calloc((size_t)workers, sizeof *dev->threads);
+        if (!dev->threads) goto oom;
+        for (int w = 0; w < dev->num_workers; w++) {
+            if (pthread_create(&dev->threads[w], NULL, worker_main, dev) != 0) {
+                init_status = MTIART_ERROR_INTERNAL;
+                snprintf(init_message, sizeof init_message, "cannot start worker thread");
+                return;
+            }
+            dev->threads_started++;
+        }
+    }
+    atexit(shutdown_runtime);
+    atomic_store(&mt_initialized, 1);
+    return;
+oom:
+    init_status = MTIART_ERROR_OUT_OF_MEMORY;
+    snprintf(init_message, sizeof init_message, "out of host memory during initialisation");
+}
+
+mtiart_status mt_ensure_init(void) {
+    pthread_once(&init_once, do_init);
+    if (init_status != MTIART_SUCCESS)
+        return mtiart__set_error(init_status, "runtime initialisation failed: %s", init_message);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_init(void) { return mt_ensure_init(); }
+
+MTIART_API int mtiart_is_initialized(void) { return atomic_load(&mt_initialized); }
+
+MTIART_API uint32_t mtiart_version(void) { return MTIART_VERSION_NUMBER; }
+
+#define MT_STR2(x) #x
+#define MT_STR(x) MT_STR2(x)
+MTIART_API const char *mtiart_version_string(void) {
+    return MT_STR(MTIART_VERSION_MAJOR) "." MT_STR(MTIART_VERSION_MINOR) "." MT_STR(
+        MTIART_VERSION_PATCH);
+}
+
+mtiart_status mt_get_device(int index, mt_device **out) {
+    MT_INIT_OR_RETURN();
+    if (index < 0 || index >= mt_num_devices)
+        return mtiart__set_error(MTIART_ERROR_INVALID_DEVICE,
+                                 "invalid device %d (the runtime has %d device%s)", index,
+                                 mt_num_devices, mt_num_devices == 1 ? "" : "s");
+    *out = &mt_devices[index];
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_device_count(int *count) {
+    MT_INIT_OR_RETURN();
+    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    *count = mt_num_devices;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_device_get_properties(int device,
+                                                      mtiart_device_properties *props) {
+    mt_device *dev;
+    mtiart_status st = mt_get_device(device, &dev);
+    if (st) return st;
+    if (!props) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "props is NULL");
+    memset(props, 0, sizeof *props);
+    snprintf(props->name, sizeof props->name, "mtiart CPU device %d", device);
+    props->index = device;
+    props->num_workers = dev->num_workers;
+    props->capability_major = MTIART_VERSION_MAJOR;
+    props->capability_minor = MTIART_VERSION_MINOR;
+    props->total_memory = dev->capacity;
+    props->segment_granularity = 2u << 20;
+    props->least_stream_priority = 0;
+    props->greatest_stream_priority = -(MT_NUM_PRIORITIES - 1);
+    return MTIART_SUCCESS;
+}

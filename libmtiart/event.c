@@ -1,0 +1,214 @@
+/*
+ * Events. A record enqueues an op that, when a worker reaches it, publishes the record's
+ * generation; waiting means waiting for `completed` to reach the generation of the record
+ * in question. Streams that wait on an incomplete event park on the event's waiter list
+ * and are put back on the ready list by the op that completes it.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+
+mt_event *mt_event_new(uint32_t flags, bool internal) {
+    mt_event *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    atomic_init(&e->refcount, 1);
+    e->flags = flags;
+    e->internal = internal;
+    e->device = -1;
+    return e;
+}
+
+void mt_event_ref(mt_event *e) { atomic_fetch_add_explicit(&e->refcount, 1, memory_order_relaxed); }
+
+void mt_event_unref(mt_event *e) {
+    if (atomic_fetch_sub_explicit(&e->refcount, 1, memory_order_acq_rel) != 1) return;
+    free(e->waiters);
+    free(e->capture_deps);
+    free(e);
+}
+
+mt_event *mt_event_lookup(mtiart_event handle) {
+    return mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_EVENT);
+}
+
+void mt_event_complete(mt_event *e, uint64_t generation) {
+    if (e->flags & MTIART_EVENT_TIMING) e->timestamp_ns = mt_now_ns();
+    /* Records complete in order on one stream, but two streams may record the same event;
+     * the newest generation wins, as with CUDA's "most recent record". */
+    uint64_t current = atomic_load(&e->completed);
+    while (current < generation && !atomic_compare_exchange_weak(&e->completed, &current, generation)) {
+    }
+    atomic_store(&e->completed_word, (unsigned)generation);
+    if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
+    mt_spin_lock(&e->lock);
+    if (e->num_waiters == 0) {
+        mt_spin_unlock(&e->lock);
+        return;
+    }
+    /* Unblock satisfied waiters; wake them after dropping the lock. */
+    mt_stream *ready[16];
+    size_t num_ready = 0;
+    size_t kept = 0;
+    uint64_t done = atomic_load(&e->completed);
+    for (size_t i = 0; i < e->num_waiters; i++) {
+        if (e->waiters[i].generation <= done && num_ready < 16) ready[num_ready++] = e->waiters[i].stream;
+        else e->waiters[kept++] = e->waiters[i];
+    }
+    e->num_waiters = kept;
+    bool more = kept > 0 && e->waiters[0].generation <= done;
+    mt_spin_unlock(&e->lock);
+    for (size_t i = 0; i < num_ready; i++) mt_stream_unblock(ready[i]);
+    if (more) mt_event_complete(e, generation);
+}
+
+bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
+    if (atomic_load(&e->completed) >= generation) return true;
+    mt_spin_lock(&e->lock);
+    if (atomic_load(&e->completed) >= generation) {
+        mt_spin_unlock(&e->lock);
+        return true;
+    }
+    if (e->num_waiters == e->cap_waiters) {
+        size_t cap = e->cap_waiters ? e->cap_waiters * 2 : 4;
+        mt_event_waiter *grown = realloc(e->waiters, cap * sizeof *grown);
+        if (!grown) {
+            /* Cannot park: spin on this worker instead (correct, merely wasteful). */
+            mt_spin_unlock(&e->lock);
+            while (atomic_load(&e->completed) < generation) sched_yield();
+            return true;
+        }
+        e->waiters = grown;
+        e->cap_waiters = cap;
+    }
+    e->waiters[e->num_waiters++] = (mt_event_waiter){s, generation};
+    atomic_store(&s->sched, MT_SCHED_BLOCKED);
+    mt_spin_unlock(&e->lock);
+    return false;
+}
+
+void mt_event_host_wait(mt_event *e, uint64_t generation) {
+    uint64_t spin = (e->flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns;
+    uint64_t deadline = mt_now_ns() + spin;
+    for (unsigned i = 1; atomic_load(&e->completed) < generation; i++) {
+        if ((i & 63) == 0 && mt_now_ns() >= deadline) {
+            unsigned word = atomic_load(&e->completed_word);
+            atomic_fetch_add(&e->host_waiters, 1);
+            if (atomic_load(&e->completed) < generation) mt_futex_wait(&e->completed_word, word);
+            atomic_fetch_sub(&e->host_waiters, 1);
+        } else {
+            mt_cpu_relax();
+        }
+    }
+}
+
+#define LOOKUP_EVENT(var, handle)                                                         \
+    mt_event *var = mt_event_lookup(handle);                                              \
+    if (MT_UNLIKELY(!var))                                                                \
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                             \
+                                 "%s: invalid event handle %p (NULL, destroyed or not an " \
+                                 "event)", __func__, (void *)(handle))
+
+MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
+    MT_INIT_OR_RETURN();
+    if (!event) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
+    if (flags & ~(uint32_t)(MTIART_EVENT_TIMING | MTIART_EVENT_BLOCKING_SYNC))
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
+    mt_event *e = mt_event_new(flags, false);
+    if (!e) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    e->handle = mt_handle_register(e, MT_KIND_EVENT);
+    if (!e->handle) {
+        mt_event_unref(e);
+        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+    }
+    *event = (mtiart_event)(uintptr_t)e->handle;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
+    LOOKUP_EVENT(e, event);
+    if (mt_handle_unregister(e->handle, MT_KIND_EVENT) != e)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
+    /* Pending records and waits hold their own references. */
+    mt_event_unref(e);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
+    LOOKUP_EVENT(e, event);
+    mt_stream *s = mt_stream_lookup(stream);
+    if (!s)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_event_record: invalid stream handle %p", (void *)stream);
+    mt_capture *c = atomic_load(&s->capture);
+    if (c) return mt_capture_event_record(c, s, e);
+    mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
+    /* The generation is taken under the stream's submission order by the caller: records
+     * of one event from several threads at once are a user race, as in CUDA. */
+    uint64_t generation = atomic_fetch_add(&e->recorded, 1) + 1;
+    e->capture = NULL;
+    e->device = s->dev->index;
+    mt_event_ref(e);
+    op.u.event.event = e;
+    op.u.event.generation = generation;
+    return mt_stream_submit(s, &op, NULL, 0);
+}
+
+MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {
+    mt_stream *s = mt_stream_lookup(stream);
+    if (!s)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_stream_wait_event: invalid stream handle %p",
+                                 (void *)stream);
+    LOOKUP_EVENT(e, event);
+    if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
+    uint64_t generation = atomic_load(&e->recorded);
+    if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
+    mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
+    mt_event_ref(e);
+    op.u.event.event = e;
+    op.u.event.generation = generation;
+    return mt_stream_submit(s, &op, NULL, 0);
+}
+
+MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
+    LOOKUP_EVENT(e, event);
+    /* A query never waits, so it can only disturb a capture that recorded this event. */
+    if (e->capture) {
+        mtiart_status st = mt_check_unsafe("mtiart_event_query", NULL, e);
+        if (st) return st;
+    }
+    return atomic_load(&e->completed) >= atomic_load(&e->recorded) ? MTIART_SUCCESS
+                                                                    : MTIART_NOT_READY;
+}
+
+MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
+    LOOKUP_EVENT(e, event);
+    mtiart_status st = mt_check_unsafe("mtiart_event_synchronize", NULL, e);
+    if (st) return st;
+    if (mt_on_worker())
+        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
+                                 "cannot wait for an event from a kernel or host function");
+    mt_event_host_wait(e, atomic_load(&e->recorded));
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
+                                                   float *milliseconds) {
+    LOOKUP_EVENT(a, start);
+    LOOKUP_EVENT(b, end);
+    if (!milliseconds) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "milliseconds is NULL");
+    if (!(a->flags & MTIART_EVENT_TIMING) || !(b->flags & MTIART_EVENT_TIMING))
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "elapsed time needs both events created with MTIART_EVENT_TIMING");
+    uint64_t ra = atomic_load(&a->recorded), rb = atomic_load(&b->recorded);
+    if (ra == 0 || rb == 0)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "elapsed time needs both events to have been recorded");
+    if (atomic_load(&a->completed) < ra || atomic_load(&b->completed) < rb)
+        return mtiart__set_error(MTIART_NOT_READY, "an event has not completed yet");
+    double ms = ((double)b->timestamp_ns - (double)a->timestamp_ns) / 1e6;
+    *milliseconds = (float)ms;
+    return MTIART_SUCCESS;
+}

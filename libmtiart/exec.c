@@ -1,0 +1,453 @@
+/*
+ * Executable graphs. Instantiation turns the DAG into a flat plan:
+ *   - nodes are grouped into chains (a node with one predecessor continues that
+ *     predecessor's chain if the chain still ends there) and laid out chain by chain,
+ *     so a chain runs as a plain loop over an array without atomics;
+ *   - each chain is a task with a count of unfinished predecessors; a node records the
+ *     other tasks it releases when it finishes;
+ *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
+ *     ready tasks sit in an array that all workers of the device take batches from.
+ * A launch is one stream operation. Replays of one executable never overlap.
+ */
+#include "internal.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct xnode {
+    mtiart_kernel_fn fn; /* NULL for anything that is not a single-block kernel */
+    void **argv;
+    uint32_t succ_begin, succ_end; /* tasks released after this node, in x->succ */
+    mt_op *op;
+    uint32_t graph_index;
+    uint32_t pad;
+} xnode;
+
+struct mt_exec {
+    atomic_int refcount;
+    uint64_t handle;
+    mt_device *dev;
+    mt_pool *pool;
+    size_t num_nodes;
+    xnode *nodes;
+    mt_op *ops;
+    void **argv_store;
+    uint32_t num_tasks;
+    uint32_t *task_begin; /* num_tasks + 1 offsets into nodes */
+    uint32_t *succ;
+    uint32_t *initial_pending;
+    uint32_t *roots;
+    uint32_t num_roots;
+    mt_event **external; /* events waited for at launch */
+    size_t num_external;
+    mt_event *done;
+    mt_spinlock launch_lock;
+    uint64_t last_stream_id;
+    /* replay state (replays never overlap) */
+    atomic_uint *pending;
+    uint32_t *queue;
+    atomic_uint *stamps;
+    atomic_uint queue_reserved MT_ALIGNED;
+    atomic_uint queue_head MT_ALIGNED;
+    atomic_uint remaining MT_ALIGNED;
+    uint32_t epoch;
+    mt_stream *stream;
+};
+
+void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
+
+static void exec_free(mt_exec *x) {
+    if (x->ops)
+        for (size_t i = 0; i < x->num_nodes; i++) mt_op_release(&x->ops[i]);
+    for (size_t i = 0; i < x->num_external; i++) mt_event_unref(x->external[i]);
+    if (x->done) mt_event_unref(x->done);
+    if (x->pool) mt_pool_release(x->pool);
+    free(x->nodes);
+    free(x->ops);
+    free(x->argv_store);
+    free(x->task_begin);
+    free(x->succ);
+    free(x->initial_pending);
+    free(x->roots);
+    free(x->external);
+    free(x->pending);
+    free(x->queue);
+    free(x->stamps);
+    free(x);
+}
+
+void mt_exec_unref(mt_exec *x) {
+    if (atomic_fetch_sub_explicit(&x->refcount, 1, memory_order_acq_rel) == 1) exec_free(x);
+}
+
+mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
+
+/* ------------------------------------------------------------------ replay */
+
+static void run_slow_node(mt_exec *x, xnode *n, mt_stream *s) {
+    mt_op *op = n->op;
+    switch (op->type) {
+    case MT_OP_KERNEL: {
+        char message[256];
+        int32_t rc = mt_run_kernel(x->dev, op->fn.kernel, n->argv, op->num_blocks, message,
+                                   sizeof message);
+        if (rc) {
+            char name[96];
+            mtiart__kernel_name(op->fn.kernel, name, sizeof name);
+            mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED,
+                                "graph node %u: kernel %s failed (code %d)%s%s", n->graph_index,
+                                name, rc, message[0] ? ": " : "", message);
+        }
+        break;
+    }
+    case MT_OP_MEMCPY:
+    case MT_OP_FILL:
+    case MT_OP_HOST:
+        mt_execute_op(s, op);
+        break;
+    default: /* event record/wait and empty nodes only order the graph */
+        break;
+    }
+}
+
+static void kernel_failed(xnode *n, mt_stream *s, int32_t rc) {
+    const char *message = mtiart__take_kernel_message();
+    char name[96];
+    mtiart__kernel_name(n->fn, name, sizeof name);
+    mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED, "graph node %u: kernel %s failed (code %d)%s%s",
+                        n->graph_index, name, rc, message ? ": " : "", message ? message : "");
+}
+
+static void release_task(mt_exec *x, uint32_t task) {
+    if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
+    uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
+    x->queue[slot] = task;
+    atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
+}
+
+static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, mt_stream *s, bool release) {
+    for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) {
+        if (MT_LIKELY(n->fn != NULL)) {
+            int32_t rc = n->fn(n->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(n, s, rc);
+        } else {
+            run_slow_node(x, n, s);
+        }
+        if (release)
+            for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+    }
+}
+
+typedef struct graph_job {
+    mt_job base;
+    mt_exec *x;
+} graph_job;
+
+static void graph_job_help(mt_job *base) {
+    mt_exec *x = ((graph_job *)base)->x;
+    unsigned idle = 0;
+    const uint32_t workers = (uint32_t)x->dev->num_workers;
+    while (atomic_load_explicit(&x->remaining, memory_order_acquire) != 0) {
+        uint32_t head = atomic_load_explicit(&x->queue_head, memory_order_relaxed);
+        uint32_t reserved = atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
+        if (head >= reserved) {
+            if (++idle < 256) mt_cpu_relax();
+            else {
+                sched_yield();
+                idle = 0;
+            }
+            continue;
+        }
+        idle = 0;
+        /* Batches amortise the shared counters; they shrink as the queue drains so all
+         * workers stay busy. */
+        uint32_t take = (reserved - head) / (2 * workers);
+        if (take < 1) take = 1;
+        if (take > 32) take = 32;
+        if (!atomic_compare_exchange_weak_explicit(&x->queue_head, &head, head + take,
+                                                   memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        for (uint32_t i = head; i < head + take; i++) {
+            while (atomic_load_explicit(&x->stamps[i], memory_order_acquire) != x->epoch)
+                mt_cpu_relax();
+            uint32_t task = x->queue[i];
+            run_nodes(x, x->task_begin[task], x->task_begin[task + 1], x->stream, true);
+        }
+        atomic_fetch_sub_explicit(&x->remaining, take, memory_order_acq_rel);
+    }
+}
+
+void mt_exec_run(mt_exec *x, mt_stream *s) {
+    if (x->num_tasks <= 1) {
+        run_nodes(x, 0, (uint32_t)x->num_nodes, s, false);
+        return;
+    }
+    if (++x->epoch == 0) {
+        for (uint32_t i = 0; i < x->num_tasks; i++) atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
+        x->epoch = 1;
+    }
+    x->stream = s;
+    for (uint32_t t = 0; t < x->num_tasks; t++)
+        atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
+    for (uint32_t i = 0; i < x->num_roots; i++) {
+        x->queue[i] = x->roots[i];
+        atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
+    }
+    atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
+    atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
+    atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
+    graph_job job = {.base = {graph_job_help}, .x = x};
+    if (x->num_roots > 1 || x->num_tasks > 2) mt_device_run_job(x->dev, &job.base);
+    else job.base.help(&job.base);
+}
+
+/* ------------------------------------------------------------------ instantiation */
+
+static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
+    size_t n = g->num_nodes;
+    uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
+    uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
+    uint32_t *order = malloc((n ? n : 1) * sizeof *order);       /* layout position -> node */
+    uint32_t *position = malloc((n ? n : 1) * sizeof *position);  /* node -> layout position */
+    uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
+    uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
+    uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
+    mtiart_status st = MTIART_SUCCESS;
+    if (!chain_of || !chain_tail || !order || !position || !next_in_chain || !chain_head ||
+        !succ_count) {
+        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    uint32_t chains = 0;
+    for (size_t v = 0; v < n; v++) {
+        next_in_chain[v] = UINT32_MAX;
+        mt_node *node = &g->nodes[v];
+        if (node->num_deps == 1) {
+            uint32_t u = (uint32_t)node->deps[0];
+            uint32_t c = chain_of[u];
+            if (chain_tail[c] == u) {
+                chain_of[v] = c;
+                chain_tail[c] = (uint32_t)v;
+                next_in_chain[u] = (uint32_t)v;
+                continue;
+            }
+        }
+        chain_of[v] = chains;
+        chain_head[chains] = (uint32_t)v;
+        chain_tail[chains] = (uint32_t)v;
+        chains++;
+    }
+    x->num_tasks = chains;
+    x->task_begin = malloc((chains + 1) * sizeof *x->task_begin);
+    x->initial_pending = malloc((chains ? chains : 1) * sizeof *x->initial_pending);
+    x->roots = malloc((chains ? chains : 1) * sizeof *x->roots);
+    x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
+    x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
+    x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue || !x->stamps) {
+        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    uint32_t pos = 0;
+    for (uint32_t c = 0; c < chains; c++) {
+        x->task_begin[c] = pos;
+        for (uint32_t v = chain_head[c]; v != UINT32_MAX; v = next_in_chain[v]) {
+            order[pos] = v;
+            position[v] = pos++;
+        }
+        x->initial_pending[c] = g->nodes[chain_head[c]].num_deps;
+        if (x->initial_pending[c] == 0) x->roots[x->num_roots++] = c;
+    }
+    x->task_begin[chains] = pos;
+    /* Edges that leave a chain become task releases on the predecessor node. */
+    size_t total = 0;
+    for (size_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+            if (next_in_chain[u] != v) {
+                succ_count[u]++;
+                total++;
+            }
+        }
+    x->succ = malloc((total ? total : 1) * sizeof *x->succ);
+    if (!x->succ) {
+        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    uint32_t offset = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        uint32_t u = order[p];
+        x->nodes[p].succ_begin = x->nodes[p].succ_end = offset;
+        offset += succ_count[u];
+    }
+    for (size_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+            if (next_in_chain[u] != v) {
+                xnode *xn = &x->nodes[position[u]];
+                x->succ[xn->succ_end++] = chain_of[v];
+            }
+        }
+    /* Lay the ops and argument vectors out in plan order. */
+    size_t argv_total = 0;
+    for (size_t v = 0; v < n; v++)
+        if (g->nodes[v].op.type == MT_OP_KERNEL) {
+            uint16_t count;
+            memcpy(&count, mt_op_blob(&g->nodes[v].op), 2);
+            argv_total += count;
+        }
+    x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
+    if (!x->argv_store) {
+        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    size_t argv_used = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        uint32_t v = order[p];
+        mt_op *op = &x->ops[p];
+        st = mt_op_clone(op, &g->nodes[v].op);
+        if (st) {
+            /* Only ops [0, p) are owned; make the rest harmless for exec_free. */
+            for (uint32_t q = p; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
+            goto done;
+        }
+        xnode *xn = &x->nodes[p];
+        xn->op = op;
+        xn->graph_index = v;
+        xn->fn = NULL;
+        if (op->type == MT_OP_KERNEL) {
+            xn->argv = &x->argv_store[argv_used];
+            argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
+            if (op->num_blocks == 1) xn->fn = op->fn.kernel;
+        }
+        if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
+            mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);
+            if (!grown) {
+                st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+                for (uint32_t q = p + 1; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
+                goto done;
+            }
+            x->external = grown;
+            mt_event_ref(op->u.event.event);
+            x->external[x->num_external++] = op->u.event.event;
+        }
+    }
+done:
+    free(chain_of);
+    free(chain_tail);
+    free(order);
+    free(position);
+    free(next_in_chain);
+    free(chain_head);
+    free(succ_count);
+    return st;
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    mt_graph *g = mt_handle_lookup(MT_HANDLE_VALUE(graph), MT_KIND_GRAPH);
+    if (!g)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_graph_instantiate: invalid graph handle %p", (void *)graph);
+    if (!exec) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "exec is NULL");
+    if (g->num_nodes > UINT32_MAX / 2)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    mt_exec *x = aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    if (!x) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    memset(x, 0, sizeof *x);
+    atomic_init(&x->refcount, 1);
+    x->dev = g->dev;
+    x->num_nodes = g->num_nodes;
+    x->nodes = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->nodes);
+    x->ops = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->ops);
+    x->done = mt_event_new(MTIART_EVENT_DEFAULT, true);
+    if (!x->nodes || !x->ops || !x->done) {
+        exec_free(x);
+        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
+    mtiart_status st = build_plan(x, g);
+    if (st) {
+        exec_free(x);
+        return st;
+    }
+    if (g->pool) {
+        mt_pool_retain(g->pool);
+        x->pool = g->pool;
+    }
+    x->handle = mt_handle_register(x, MT_KIND_EXEC);
+    if (!x->handle) {
+        exec_free(x);
+        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+    }
+    *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
+    return MTIART_SUCCESS;
+}
+
+#define LOOKUP_EXEC(var, handle)                                                            \
+    mt_exec *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_EXEC);                 \
+    if (MT_UNLIKELY(!var))                                                                  \
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                               \
+                                 "%s: invalid graph exec handle %p (NULL, destroyed or not " \
+                                 "an executable graph)", __func__, (void *)(handle))
+
+MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
+    LOOKUP_EXEC(x, exec);
+    if (mt_handle_unregister(x->handle, MT_KIND_EXEC) != x)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "graph exec destroyed concurrently");
+    mt_exec_unref(x); /* launches still in flight hold their own references */
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count) {
+    LOOKUP_EXEC(x, exec);
+    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    *count = x->num_nodes;
+    return MTIART_SUCCESS;
+}
+
+static mtiart_status submit_wait(mt_stream *s, mt_event *e, uint64_t generation) {
+    if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
+    mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
+    mt_event_ref(e);
+    op.u.event.event = e;
+    op.u.event.generation = generation;
+    return mt_stream_submit(s, &op, NULL, 0);
+}
+
+MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
+    LOOKUP_EXEC(x, exec);
+    mt_stream *s = mt_stream_lookup(stream);
+    if (MT_UNLIKELY(!s))
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
+                                 "mtiart_graph_launch: invalid stream handle %p", (void *)stream);
+    if (s->dev != x->dev)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "graph belongs to device %d, the stream to device %d",
+                                 x->dev->index, s->dev->index);
+    if (atomic_load(&s->capture))
+        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                 "launching a graph on a capturing stream (a child graph) is "
+                                 "not supported");
+    mt_spin_lock(&x->launch_lock);
+    mtiart_status st = MTIART_SUCCESS;
+    /* On another stream than the previous launch, wait for that launch to finish. */
+    if (x->last_stream_id != s->id)
+        st = submit_wait(s, x->done, atomic_load(&x->done->recorded));
+    /* Waits on events recorded outside the capture are hoisted to the launch. */
+    for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
+        st = submit_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
+    if (st == MTIART_SUCCESS) {
+        mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
+        mt_exec_ref(x);
+        op.u.graph.exec = x;
+        op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
+        st = mt_stream_submit(s, &op, NULL, 0);
+        if (st == MTIART_SUCCESS) {
+            atomic_store(&x->done->recorded, op.u.graph.generation);
+            x->last_stream_id = s->id;
+        }
+    }
+    mt_spin_unlock(&x->launch_lock);
+    return st;
+}

@@ -1,0 +1,325 @@
+/* Graphs: the captured (or hand-built) DAG of operations, its introspection and DOT dump. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+mt_graph *mt_graph_new(mt_device *dev) {
+    mt_graph *g = calloc(1, sizeof *g);
+    if (g) g->dev = dev;
+    return g;
+}
+
+void mt_graph_free(mt_graph *g) {
+    for (size_t i = 0; i < g->num_nodes; i++) {
+        mt_op_release(&g->nodes[i].op);
+        free(g->nodes[i].buffers);
+        free(g->nodes[i].deps);
+    }
+    free(g->nodes);
+    if (g->pool) mt_pool_release(g->pool);
+    free(g);
+}
+
+static uint32_t count_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args) {
+    switch (op->type) {
+    case MT_OP_KERNEL: {
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < num_args; i++) n += args[i].kind != MTIART_ARG_VALUE;
+        return n;
+    }
+    case MT_OP_MEMCPY:
+        return (op->u.copy.kind == MTIART_MEMCPY_HOST_TO_DEVICE ||
+                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST) ? 1
+               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2 : 0;
+    case MT_OP_FILL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
+                              const mtiart_arg *args, uint32_t num_args, size_t *index) {
+    mtiart_status st = MTIART_SUCCESS;
+    for (size_t i = 0; i < num_deps; i++)
+        if (deps[i] >= g->num_nodes) {
+            st = mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                   "dependency %zu names node %zu, but the graph has %zu nodes",
+                                   i, deps[i], g->num_nodes);
+            goto fail;
+        }
+    if (g->num_nodes == g->cap_nodes) {
+        size_t cap = g->cap_nodes ? g->cap_nodes * 2 : 16;
+        mt_node *grown = realloc(g->nodes, cap * sizeof *grown);
+        if (!grown) goto oom;
+        g->nodes = grown;
+        g->cap_nodes = cap;
+    }
+    mt_node *n = &g->nodes[g->num_nodes];
+    memset(n, 0, sizeof *n);
+    uint32_t num_buffers = count_buffers(op, args, num_args);
+    if (num_buffers && !(n->buffers = calloc(num_buffers, sizeof *n->buffers))) goto oom;
+    /* Duplicate dependencies (a join of two frontiers can repeat a node) are dropped. */
+    if (num_deps && !(n->deps = malloc(num_deps * sizeof *n->deps))) {
+        free(n->buffers);
+        goto oom;
+    }
+    for (size_t i = 0; i < num_deps; i++) {
+        bool seen = false;
+        for (uint32_t k = 0; k < n->num_deps && !seen; k++) seen = n->deps[k] == deps[i];
+        if (!seen) n->deps[n->num_deps++] = deps[i];
+    }
+    uint32_t b = 0;
+    if (op->type == MT_OP_KERNEL) {
+        for (uint32_t i = 0; i < num_args; i++)
+            if (args[i].kind != MTIART_ARG_VALUE)
+                n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)args[i].value,
+                                                      args[i].extent, args[i].kind, 0};
+    } else if (op->type == MT_OP_MEMCPY) {
+        uint32_t kind = op->u.copy.kind;
+        if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.src,
+                                                  op->u.copy.bytes, MTIART_ARG_BUFFER_IN, 0};
+        if (kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.dst,
+                                                  op->u.copy.bytes, MTIART_ARG_BUFFER_OUT, 0};
+    } else if (op->type == MT_OP_FILL) {
+        n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.fill.dst,
+                                              (uint64_t)op->u.fill.count * op->u.fill.size,
+                                              MTIART_ARG_BUFFER_OUT, 0};
+    }
+    n->num_buffers = b;
+    n->op = *op; /* the graph now owns the op's blob and references */
+    g->num_edges += n->num_deps;
+    *index = g->num_nodes++;
+    return MTIART_SUCCESS;
+oom:
+    st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+fail:
+    mt_op_release(op);
+    return st;
+}
+
+/* ------------------------------------------------------------------ public API */
+
+#define LOOKUP_GRAPH(var, handle)                                                          \
+    mt_graph *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_GRAPH);             \
+    if (MT_UNLIKELY(!var))                                                                 \
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                              \
+                                 "%s: invalid graph handle %p (NULL, destroyed or not a "  \
+                                 "graph)", __func__, (void *)(handle))
+
+MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
+    mt_device *dev;
+    mtiart_status st = mt_get_device(device, &dev);
+    if (st) return st;
+    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    mt_graph *g = mt_graph_new(dev);
+    if (!g) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    g->handle = mt_handle_register(g, MT_KIND_GRAPH);
+    if (!g->handle) {
+        mt_graph_free(g);
+        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+    }
+    *graph = (mtiart_graph)(uintptr_t)g->handle;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
+    LOOKUP_GRAPH(g, graph);
+    if (mt_handle_unregister(g->handle, MT_KIND_GRAPH) != g)
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
+    mt_graph_free(g);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
+                                                      const size_t *dependencies,
+                                                      size_t num_dependencies,
+                                                      mtiart_kernel_fn kernel,
+                                                      uint32_t num_blocks,
+                                                      const mtiart_arg *args, uint32_t num_args,
+                                                      size_t *node) {
+    LOOKUP_GRAPH(g, graph);
+    if (!node || (num_dependencies && !dependencies))
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+    for (uint32_t i = 0; i < num_args && args; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
+        int device;
+        mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
+        if (st) return st;
+        if (device != g->dev->index)
+            return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+                                     "kernel argument %u is on device %d, the graph on device %d",
+                                     i, device, g->dev->index);
+    }
+    mt_op op;
+    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    if (st) return st;
+    return mt_graph_append(g, &op, dependencies, num_dependencies, args, num_args, node);
+}
+
+MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
+                                                     const size_t *dependencies,
+                                                     size_t num_dependencies, size_t *node) {
+    LOOKUP_GRAPH(g, graph);
+    if (!node || (num_dependencies && !dependencies))
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+    mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
+    return mt_graph_append(g, &op, dependencies, num_dependencies, NULL, 0, node);
+}
+
+MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
+    LOOKUP_GRAPH(g, graph);
+    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    *device = g->dev->index;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
+    LOOKUP_GRAPH(g, graph);
+    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    *count = g->num_nodes;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
+    LOOKUP_GRAPH(g, graph);
+    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    *count = g->num_edges;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
+    LOOKUP_GRAPH(g, graph);
+    if (!pool) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
+    return MTIART_SUCCESS;
+}
+
+static void node_name(const mt_node *n, char *out, size_t cap) {
+    static const char *copy_kinds[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
+    switch (n->op.type) {
+    case MT_OP_KERNEL: mtiart__kernel_name(n->op.fn.kernel, out, cap); break;
+    case MT_OP_MEMCPY: snprintf(out, cap, "memcpy %s", copy_kinds[n->op.u.copy.kind & 3]); break;
+    case MT_OP_FILL: snprintf(out, cap, "fill x%u", n->op.u.fill.size); break;
+    case MT_OP_HOST: snprintf(out, cap, "host function"); break;
+    case MT_OP_EVENT_RECORD: snprintf(out, cap, "event record"); break;
+    case MT_OP_EVENT_WAIT:
+        snprintf(out, cap, n->op.u.event.event ? "wait external event" : "event wait");
+        break;
+    default: snprintf(out, cap, "empty"); break;
+    }
+}
+
+static mtiart_node_kind node_kind(const mt_node *n) {
+    switch (n->op.type) {
+    case MT_OP_KERNEL: return MTIART_NODE_KERNEL;
+    case MT_OP_MEMCPY: return MTIART_NODE_MEMCPY;
+    case MT_OP_FILL: return MTIART_NODE_FILL;
+    case MT_OP_HOST: return MTIART_NODE_HOST;
+    case MT_OP_EVENT_RECORD: return MTIART_NODE_EVENT_RECORD;
+    case MT_OP_EVENT_WAIT: return MTIART_NODE_EVENT_WAIT;
+    default: return MTIART_NODE_EMPTY;
+    }
+}
+
+static mtiart_status check_node(mt_graph *g, size_t node) {
+    if (node >= g->num_nodes)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)",
+                                 node, g->num_nodes);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t node,
+                                                    mtiart_node_info *info) {
+    LOOKUP_GRAPH(g, graph);
+    mtiart_status st = check_node(g, node);
+    if (st) return st;
+    if (!info) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    const mt_node *n = &g->nodes[node];
+    memset(info, 0, sizeof *info);
+    info->kind = node_kind(n);
+    info->num_blocks = n->op.num_blocks;
+    info->num_buffers = n->num_buffers;
+    info->num_dependencies = n->num_deps;
+    node_name(n, info->name, sizeof info->name);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t node,
+                                                      uint32_t index, mtiart_buffer_use *use) {
+    LOOKUP_GRAPH(g, graph);
+    mtiart_status st = check_node(g, node);
+    if (st) return st;
+    if (!use) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "use is NULL");
+    if (index >= g->nodes[node].num_buffers)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
+                                 g->nodes[node].num_buffers);
+    *use = g->nodes[node].buffers[index];
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, size_t node,
+                                                          uint32_t index, size_t *dependency) {
+    LOOKUP_GRAPH(g, graph);
+    mtiart_status st = check_node(g, node);
+    if (st) return st;
+    if (!dependency) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "dependency is NULL");
+    if (index >= g->nodes[node].num_deps)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
+                                 node, g->nodes[node].num_deps);
+    *dependency = g->nodes[node].deps[index];
+    return MTIART_SUCCESS;
+}
+
+/* Appends to a bounded buffer while counting the full length. */
+typedef struct text_out {
+    char *buf;
+    size_t cap, len;
+} text_out;
+
+static void emit(text_out *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(text_out *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = t->len < t->cap ? t->cap - t->len : 0;
+    int n = vsnprintf(room ? t->buf + t->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n > 0) t->len += (size_t)n;
+}
+
+MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
+                                             size_t *length) {
+    LOOKUP_GRAPH(g, graph);
+    if (capacity && !buffer)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+    text_out t = {buffer, capacity, 0};
+    static const char *access[] = {"", "R", "W", "RW"};
+    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
+                                   "white", "white", "white"};
+    mtiart_pool_id pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
+    emit(&t, "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
+             "  node [shape=box, style=filled, fontname=monospace];\n",
+         g->num_nodes, g->num_edges, g->dev->index, (unsigned long long)pool.first,
+         (unsigned long long)pool.second);
+    for (size_t i = 0; i < g->num_nodes; i++) {
+        const mt_node *n = &g->nodes[i];
+        char name[96];
+        node_name(n, name, sizeof name);
+        emit(&t, "  n%zu [fillcolor=%s, label=\"#%zu %s", i, colors[node_kind(n)], i, name);
+        if (n->op.type == MT_OP_KERNEL) emit(&t, "\\nblocks=%u", n->op.num_blocks);
+        for (uint32_t b = 0; b < n->num_buffers; b++)
+            emit(&t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
+                 (unsigned long long)n->buffers[b].address, (unsigned long long)n->buffers[b].bytes);
+        emit(&t, "\"];\n");
+    }
+    for (size_t i = 0; i < g->num_nodes; i++)
+        for (uint32_t d = 0; d < g->nodes[i].num_deps; d++)
+            emit(&t, "  n%zu -> n%zu;\n", g->nodes[i].deps[d], i);
+    emit(&t, "}\n");
+    if (capacity) buffer[t.len < capacity ? t.len : capacity - 1] = '\0';
+    if (length) *length = t.len;
+    return MTIART_SUCCESS;
+}

@@ -1,0 +1,428 @@
+/* Internal declarations shared by the libmtiart sources. Not installed. */
+#ifndef MTIART_INTERNAL_H
+#define MTIART_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "mtiart.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MT_CACHELINE 64
+#define MT_ALIGNED __attribute__((aligned(MT_CACHELINE)))
+
+/* ---------------------------------------------------------------- errors (error.c) */
+
+/* Store a thread-local error message and return `status`. */
+mtiart_status mtiart__set_error(mtiart_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Copy an already formatted message (e.g. a stream's sticky error) into the thread slot. */
+mtiart_status mtiart__set_error_text(mtiart_status status, const char *text);
+/* Message set by mtiart_kernel_set_error_message on this worker; cleared by the read. */
+const char *mtiart__take_kernel_message(void);
+
+/* Thrown-away name for a kernel pointer (registry, then dladdr). Writes a NUL-terminated
+ * string of at most cap-1 characters. */
+void mtiart__kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
+
+/* ---------------------------------------------------------------- sync primitives */
+
+static inline void mt_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* A test-and-test-and-set lock for the short critical sections of the hot paths. It
+ * yields after a bounded spin so it behaves under valgrind's serialised threads. */
+typedef struct mt_spinlock {
+    atomic_int locked;
+} mt_spinlock;
+
+void mt_spin_lock_slow(mt_spinlock *lock);
+
+static inline void mt_spin_lock(mt_spinlock *lock) {
+    if (MT_LIKELY(!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire))) return;
+    mt_spin_lock_slow(lock);
+}
+
+static inline void mt_spin_unlock(mt_spinlock *lock) {
+    atomic_store_explicit(&lock->locked, 0, memory_order_release);
+}
+
+void mt_futex_wait(atomic_uint *word, unsigned expected);
+void mt_futex_wake(atomic_uint *word, int count);
+
+/* Spin budget before sleeping, in nanoseconds (0 under valgrind). */
+extern uint64_t mt_spin_ns;
+/* How long a worker keeps a drained stream, waiting for more ops (0 under valgrind). */
+extern uint64_t mt_linger_ns;
+uint64_t mt_now_ns(void);
+
+/* ---------------------------------------------------------------- handles (handle.c) */
+
+enum mt_kind { MT_KIND_STREAM = 1, MT_KIND_EVENT = 2, MT_KIND_GRAPH = 3, MT_KIND_EXEC = 4 };
+
+/* Register an object; returns the opaque handle value (never 0), or 0 when the table is
+ * full. */
+uint64_t mt_handle_register(void *object, unsigned kind);
+/* Invalidate a handle; returns the object it named (NULL if it was not valid). */
+void *mt_handle_unregister(uint64_t handle, unsigned kind);
+/* The object a handle names, or NULL for a NULL, stale or wrong-kind handle. */
+void *mt_handle_lookup(uint64_t handle, unsigned kind);
+
+#define MT_HANDLE_VALUE(h) ((uint64_t)(uintptr_t)(h))
+
+/* ---------------------------------------------------------------- forward types */
+
+typedef struct mt_device mt_device;
+typedef struct mt_stream mt_stream;
+typedef struct mt_event mt_event;
+typedef struct mt_graph mt_graph;
+typedef struct mt_exec mt_exec;
+typedef struct mt_capture mt_capture;
+typedef struct mt_pool mt_pool;
+
+/* ---------------------------------------------------------------- operations */
+
+enum mt_op_type {
+    MT_OP_KERNEL = 0,
+    MT_OP_MEMCPY = 1,
+    MT_OP_FILL = 2,
+    MT_OP_HOST = 3,
+    MT_OP_EVENT_RECORD = 4,
+    MT_OP_EVENT_WAIT = 5,
+    MT_OP_EMPTY = 6,
+    MT_OP_GRAPH = 7,
+};
+
+#define MT_OP_INLINE_BYTES 80
+#define MT_MAX_ARGS 64
+
+/*
+ * One stream operation: what a stream queue slot holds and what a graph node records.
+ * Kernel arguments are packed into a blob: uint16 count, uint16 offsets, then the values
+ * at 8-byte aligned offsets. Small blobs live inline in the op (no allocation on the
+ * enqueue path); larger ones on the heap.
+ */
+typedef struct mt_op {
+    uint32_t type;
+    uint32_t num_blocks;
+    union {
+        mtiart_kernel_fn kernel;
+        mtiart_host_fn host;
+    } fn;
+    union {
+        struct { uint8_t *heap_blob; uint32_t blob_size; } kernel;
+        struct { void *user_data; } host;
+        struct { void *dst; const void *src; size_t bytes; uint32_t kind; } copy;
+        struct { void *dst; uint64_t pattern; size_t count; uint32_t size; } fill;
+        struct { mt_event *event; uint64_t generation; } event;
+        struct { mt_exec *exec; uint64_t generation; } graph;
+    } u;
+    uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
+} __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
+                                                  * between a producer and the consumer */
+
+/* The argument blob of a kernel op. */
+static inline uint8_t *mt_op_blob(mt_op *op) {
+    return op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob;
+}
+
+/* Pack launch arguments into op (inline or heap). */
+mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
+                                const mtiart_arg *args, uint32_t num_args);
+/* Fill argv[] with pointers to the values of a packed blob; returns the count. */
+uint32_t mt_blob_argv(uint8_t *blob, void **argv);
+/* Release what an op owns (heap blob, references). */
+void mt_op_release(mt_op *op);
+/* Deep copy (heap blob duplicated, references taken). */
+mtiart_status mt_op_clone(mt_op *dst, const mt_op *src);
+
+/* ---------------------------------------------------------------- devices (device.c) */
+
+#define MT_NUM_PRIORITIES 4 /* priorities 0 (least) .. -3 (greatest) */
+#define MT_MAX_JOBS 32
+
+/* Work that several workers can help with (a multi-block kernel, a graph replay). */
+typedef struct mt_job {
+    void (*help)(struct mt_job *job);
+} mt_job;
+
+typedef struct mt_job_slot {
+    _Atomic(mt_job *) job;
+    atomic_int users;
+    char pad[MT_CACHELINE - sizeof(void *) - sizeof(int)];
+} mt_job_slot;
+
+struct mt_allocator;
+
+struct mt_device {
+    int index;
+    int num_workers;
+    uint64_t capacity;
+    pthread_t *threads;
+    int threads_started;
+
+    mt_spinlock ready_lock MT_ALIGNED;
+    mt_stream *ready_head[MT_NUM_PRIORITIES];
+    mt_stream *ready_tail[MT_NUM_PRIORITIES];
+    atomic_uint ready_count;
+
+    atomic_uint wake_word MT_ALIGNED;
+    atomic_int sleepers;
+    atomic_int spinning;
+    atomic_int shutdown;
+
+    mt_job_slot jobs[MT_MAX_JOBS] MT_ALIGNED;
+    atomic_int active_jobs;
+
+    pthread_mutex_t streams_lock;
+    mt_stream *streams; /* every live stream of the device */
+    mt_stream *default_stream;
+
+    struct mt_allocator *alloc;
+};
+
+extern int mt_num_devices;
+extern mt_device *mt_devices;
+
+/* Initialise lazily; every public entry point calls this first. */
+mtiart_status mt_ensure_init(void);
+#define MT_INIT_OR_RETURN()                                  \
+    do {                                                     \
+        if (MT_UNLIKELY(!mt_initialized)) {                  \
+            mtiart_status st__ = mt_ensure_init();           \
+            if (st__ != MTIART_SUCCESS) return st__;         \
+        }                                                    \
+    } while (0)
+extern atomic_int mt_initialized;
+
+mtiart_status mt_get_device(int index, mt_device **out);
+/* Put a stream on its device's ready list and wake a worker if needed. */
+void mt_device_push_ready(mt_device *dev, mt_stream *stream);
+/* Run `job` with the device's workers helping; returns when job->help has returned on
+ * every helper that entered it. The caller runs job->help itself first. */
+void mt_device_run_job(mt_device *dev, mt_job *job);
+/* Whether the calling thread is one of the runtime's workers. */
+bool mt_on_worker(void);
+
+/* ---------------------------------------------------------------- streams (stream.c) */
+
+enum mt_sched { MT_SCHED_IDLE = 0, MT_SCHED_QUEUED = 1, MT_SCHED_RUNNING = 2, MT_SCHED_BLOCKED = 3 };
+
+#define MT_CHUNK_OPS 64
+typedef struct mt_chunk {
+    mt_op ops[MT_CHUNK_OPS];
+    struct mt_chunk *next;
+} mt_chunk;
+
+struct mt_stream {
+    atomic_int refcount;
+    uint64_t handle;
+    uint64_t id;
+    mt_device *dev;
+    int priority;
+    bool is_default;
+    atomic_bool destroyed;
+
+    /* producer side; `sched` lives here because producers read it on every enqueue
+     * while the consumer writes it only when it hands the stream back */
+    mt_spinlock enqueue_lock MT_ALIGNED;
+    mt_chunk *tail_chunk;
+    uint32_t tail_pos;
+    atomic_uint_least64_t enqueued;
+    atomic_int sched;
+
+    /* consumer side: one worker at a time; private to it, so it shares no cache line
+     * with what producers write */
+    mt_chunk *head_chunk MT_ALIGNED;
+    uint32_t head_pos;
+    uint64_t consumed;
+    uint64_t known_enqueued; /* last value of `enqueued` the consumer read */
+    _Atomic(mt_chunk *) spare_chunk;
+    mt_stream *ready_next;
+
+    atomic_uint_least64_t completed MT_ALIGNED;
+    atomic_uint completed_word; /* futex: low bits of completed */
+    atomic_int host_waiters;
+
+    /* sticky error of a failed kernel or host function */
+    mt_spinlock error_lock;
+    atomic_int error_status;
+    char error_message[512];
+
+    /* capture state, guarded by the capture's lock */
+    _Atomic(mt_capture *) capture;
+    size_t *frontier;
+    size_t frontier_len, frontier_cap;
+
+    mt_stream *dev_prev, *dev_next; /* device stream list */
+};
+
+mt_stream *mt_stream_lookup(mtiart_stream handle);
+void mt_stream_ref(mt_stream *s);
+void mt_stream_unref(mt_stream *s);
+/* Enqueue a filled op, or record it as a graph node when the stream is capturing. `args`
+ * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. */
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                               uint32_t num_args);
+/* Wait for the stream to finish everything enqueued before the call; report sticky error. */
+mtiart_status mt_stream_wait_idle(mt_stream *s, bool report);
+/* Record a sticky error (the first one wins). */
+void mt_stream_set_error(mt_stream *s, mtiart_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Worker entry: drain a RUNNING stream. */
+void mt_stream_run(mt_stream *s);
+/* Put a BLOCKED stream back on the ready list (called once its wait is satisfied). */
+void mt_stream_unblock(mt_stream *s);
+/* Run one op on the worker. Returns false when the stream blocked on an event. */
+bool mt_execute_op(mt_stream *s, mt_op *op);
+/* Run a kernel over its blocks, spreading them over the device's workers. */
+int32_t mt_run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint32_t num_blocks,
+                      char *err, size_t errcap);
+
+/* ---------------------------------------------------------------- events (event.c) */
+
+typedef struct mt_event_waiter {
+    mt_stream *stream;
+    uint64_t generation;
+} mt_event_waiter;
+
+struct mt_event {
+    atomic_int refcount;
+    uint64_t handle;
+    uint32_t flags;
+    bool internal;
+    atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
+    atomic_uint_least64_t completed; /* generation of the latest record executed */
+    atomic_uint completed_word;      /* futex */
+    atomic_int host_waiters;
+    uint64_t timestamp_ns;           /* of the completed generation */
+    mt_spinlock lock;
+    mt_event_waiter *waiters;
+    size_t num_waiters, cap_waiters;
+    /* capture: the event was recorded on a capturing stream */
+    mt_capture *capture;
+    size_t *capture_deps;
+    size_t capture_deps_len;
+    uint64_t capture_id;
+    int device;
+};
+
+mt_event *mt_event_lookup(mtiart_event handle);
+mt_event *mt_event_new(uint32_t flags, bool internal);
+void mt_event_ref(mt_event *e);
+void mt_event_unref(mt_event *e);
+/* Worker: an EVENT_RECORD op executed. */
+void mt_event_complete(mt_event *e, uint64_t generation);
+/* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED) on the event. */
+bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
+/* Host: wait until generation completes. */
+void mt_event_host_wait(mt_event *e, uint64_t generation);
+
+/* ---------------------------------------------------------------- allocator (alloc.c) */
+
+mtiart_status mt_alloc_init(mt_device *dev);
+void mt_alloc_shutdown(mt_device *dev);
+/* Allocate from `pool` (NULL: the default pool) on behalf of stream s. */
+mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
+/* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
+mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
+/* The device whose memory contains ptr, without setting an error message. */
+mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
+/* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
+mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
+void mt_pool_retain(mt_pool *pool);
+void mt_pool_release(mt_pool *pool);
+mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
+mt_device *mt_pool_device(const mt_pool *pool);
+/* Release frees that were deferred until the end of capture `capture_id`. */
+void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
+
+/* ---------------------------------------------------------------- capture (capture.c) */
+
+struct mt_capture {
+    uint64_t id;
+    mtiart_capture_mode mode;
+    pthread_t thread;
+    mt_device *dev;
+    mt_stream *origin;
+    mt_graph *graph;
+    mt_pool *pool;
+    pthread_mutex_t lock;
+    int status; /* mtiart_capture_status */
+    char invalid_reason[384];
+    mt_stream **streams; /* joined streams (origin first), each holding a reference */
+    size_t num_streams, cap_streams;
+    mt_event **events;   /* events recorded in the capture, each holding a reference */
+    size_t num_events, cap_events;
+    mt_capture *next, *prev; /* active capture list */
+};
+
+extern atomic_int mt_active_captures;
+/* Record an op as a node of the stream's capture. */
+mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
+                                const mtiart_arg *args, uint32_t num_args);
+/* An unsafe call (`what`): fails with CAPTURE_UNSUPPORTED and invalidates captures
+ * according to their modes. `stream`/`event` name the object the call is about (may be
+ * NULL): a call on a capturing stream or captured event always fails. */
+mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event);
+static inline mtiart_status mt_check_unsafe(const char *what, mt_stream *stream,
+                                            mt_event *event) {
+    if (MT_LIKELY(atomic_load_explicit(&mt_active_captures, memory_order_acquire) == 0))
+        return MTIART_SUCCESS;
+    return mt_capture_check_unsafe(what, stream, event);
+}
+/* Event record on a capturing stream, and a wait on a captured event. */
+mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e);
+mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e);
+/* The pool a capturing stream allocates from (NULL if not capturing). */
+mt_pool *mt_capture_pool_of(mt_stream *s);
+uint64_t mt_capture_id_of(mt_stream *s);
+
+/* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
+
+typedef struct mt_node {
+    mt_op op;
+    mtiart_buffer_use *buffers;
+    uint32_t num_buffers;
+    uint32_t num_deps;
+    size_t *deps;
+} mt_node;
+
+struct mt_graph {
+    uint64_t handle;
+    mt_device *dev;
+    mt_node *nodes;
+    size_t num_nodes, cap_nodes;
+    size_t num_edges;
+    mt_pool *pool; /* NULL for hand-built graphs */
+};
+
+mt_graph *mt_graph_new(mt_device *dev);
+void mt_graph_free(mt_graph *g);
+/* Append a node (the op is moved in: the graph owns its heap blob and references). */
+mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
+                              const mtiart_arg *args, uint32_t num_args, size_t *index);
+
+/* Worker: run one replay of an executable for `s`. */
+void mt_exec_run(mt_exec *x, mt_stream *s);
+void mt_exec_ref(mt_exec *x);
+void mt_exec_unref(mt_exec *x);
+/* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
+mt_event *mt_exec_done_event(mt_exec *x);
+
+#endif /* MTIART_INTERNAL_H */
