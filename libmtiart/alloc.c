@@ -44,7 +44,7 @@ typedef struct stream_use {
 } stream_use;
 
 typedef struct block {
-    uintptr_t addr;
+    uintptr_t addr_hidden;       /* ~address: read with blk_addr() (see hide_addr) */
     size_t size;
     size_t requested;
     struct block *prev, *next;   /* address neighbours inside the segment */
@@ -55,6 +55,7 @@ typedef struct block {
     uint64_t capture_id;         /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
+    bool vg_deferred;            /* valgrind: free waits for its own stream (stats settled) */
 } block;
 
 typedef struct heap {
@@ -64,12 +65,13 @@ typedef struct heap {
 
 struct stream_heap {
     uint64_t stream_id;
+    size_t num_segments; /* segments it owns; a heap without any is dropped on release */
     heap small, large;
-    stream_heap *next;
+    stream_heap *prev, *next;
 };
 
 struct segment {
-    uintptr_t addr;
+    uintptr_t addr_hidden; /* ~address: read with seg_addr() */
     size_t size;
     mt_pool *pool;
     stream_heap *owner;
@@ -84,6 +86,10 @@ struct mt_pool {
     int use_count;
     mt_device *dev;
     stream_heap *heaps, *last_heap;
+    /* heaps by stream id (open addressing, linear probing, no tombstones): every stream
+     * that ever allocated has a heap, so a list walk per lookup grew without bound */
+    stream_heap **heap_slots;
+    size_t heap_cap, heap_count;
     segment *segments;
     uint64_t reserved, allocated, active_blocks;
     mt_pool *next;
@@ -96,7 +102,7 @@ typedef struct observer {
 
 typedef struct mt_allocator {
     mt_spinlock lock;
-    uintptr_t base;
+    uintptr_t base_hidden; /* ~arena start: read with arena_base() */
     size_t arena_size;
     size_t num_chunks;
     _Atomic(segment *) *chunk_segment;
@@ -120,15 +126,57 @@ static size_t num_observers;
 
 /* ------------------------------------------------------------------ valgrind */
 
+/*
+ * Device addresses kept in the allocator's own bookkeeping (host heap) are stored
+ * complemented. Valgrind's leak checker scans host memory for pointers: without this the
+ * bookkeeping would keep every device block "still reachable", and a block the program
+ * lost could never show as "definitely lost".
+ */
+static inline uintptr_t hide_addr(uintptr_t addr) { return ~addr; }
+static inline uintptr_t blk_addr(const block *b) { return ~b->addr_hidden; }
+static inline uintptr_t seg_addr(const segment *seg) { return ~seg->addr_hidden; }
+static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidden; }
+
+/*
+ * Memcheck's view of device memory (client requests: compiled out without the headers,
+ * a few no-op instructions when not running under valgrind):
+ *   - a block handed out is a MALLOCLIKE block of its requested size, allocated at the
+ *     caller of mtiart_malloc*: a block never freed is "definitely lost" with that stack;
+ *   - cached free memory and released segments are NOACCESS (under valgrind a released
+ *     segment stays mapped, so a stray access is reported rather than a crash);
+ *   - frees are stream ordered: under valgrind a block freed while its stream still has
+ *     work enqueued before the free stays PENDING (not reused) until the stream has done
+ *     that work, and only then becomes FREELIKE/NOACCESS, so kernels still reading it are
+ *     not reported; a free on an idle stream is FREELIKE at the call (free stack = caller);
+ *   - a block freed into a private pool that graphs still use (freed during capture, or a
+ *     graph output freed later) is FREELIKE but stays addressable (undefined): replays
+ *     still read and write it. It becomes NOACCESS when the pool's last graph is gone.
+ */
 #ifdef MTIART_HAVE_VALGRIND
-#define VG_ALLOC(b) VALGRIND_MALLOCLIKE_BLOCK((void *)(b)->addr, (b)->requested ? (b)->requested : 1, 0, 0)
-#define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)(b)->addr, 0)
+#define VG_ON() RUNNING_ON_VALGRIND
+#define VG_ALLOC(b) VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0, 0)
+#define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
+#define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
 #else
+#define VG_ON() 0
 #define VG_ALLOC(b) ((void)(b))
 #define VG_FREE(b) ((void)(b))
 #define VG_NOACCESS(p, n) ((void)(p), (void)(n))
+#define VG_UNDEFINED(p, n) ((void)(p), (void)(n))
 #endif
+
+/* Replays of the pool's graphs may still touch its free blocks. */
+static inline bool pool_graph_held(const mt_allocator *a, const mt_pool *pool) {
+    return pool != &a->default_pool && pool->use_count > 0;
+}
+
+/* The block has left the program's hands for good (lock held). */
+static void vg_block_freed(const mt_allocator *a, block *b) {
+    VG_FREE(b);
+    if (pool_graph_held(a, b->seg->pool)) VG_UNDEFINED(blk_addr(b), b->size);
+    else VG_NOACCESS(blk_addr(b), b->size);
+}
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -218,7 +266,7 @@ static bool table_grow(mt_allocator *a) {
     for (size_t i = 0; i < a->table_cap; i++) {
         block *b = a->table[i];
         if (!b || b == TOMBSTONE) continue;
-        size_t j = hash_addr(b->addr, cap);
+        size_t j = hash_addr(blk_addr(b), cap);
         while (table[j]) j = (j + 1) & (cap - 1);
         table[j] = b;
     }
@@ -231,7 +279,7 @@ static bool table_grow(mt_allocator *a) {
 
 static bool table_insert(mt_allocator *a, block *b) {
     if ((a->table_count + a->table_tombs + 1) * 2 > a->table_cap && !table_grow(a)) return false;
-    size_t j = hash_addr(b->addr, a->table_cap);
+    size_t j = hash_addr(blk_addr(b), a->table_cap);
     while (a->table[j] && a->table[j] != TOMBSTONE) j = (j + 1) & (a->table_cap - 1);
     if (a->table[j] == TOMBSTONE) a->table_tombs--;
     a->table[j] = b;
@@ -243,7 +291,7 @@ static block **table_slot(mt_allocator *a, uintptr_t addr) {
     if (!a->table_cap) return NULL;
     size_t j = hash_addr(addr, a->table_cap);
     for (block *b; (b = a->table[j]) != NULL; j = (j + 1) & (a->table_cap - 1))
-        if (b != TOMBSTONE && b->addr == addr) return &a->table[j];
+        if (b != TOMBSTONE && blk_addr(b) == addr) return &a->table[j];
     return NULL;
 }
 
@@ -255,20 +303,92 @@ static void table_erase(mt_allocator *a, block **slot) {
 
 /* ------------------------------------------------------------------ pools and heaps */
 
+static inline size_t heap_hash(uint64_t stream_id, size_t cap) {
+    return (size_t)((stream_id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static stream_heap *heap_index_find(const mt_pool *pool, uint64_t stream_id) {
+    if (!pool->heap_cap) return NULL;
+    for (size_t j = heap_hash(stream_id, pool->heap_cap);; j = (j + 1) & (pool->heap_cap - 1)) {
+        stream_heap *h = pool->heap_slots[j];
+        if (!h || h->stream_id == stream_id) return h;
+    }
+}
+
+static bool heap_index_insert(mt_pool *pool, stream_heap *h) {
+    if ((pool->heap_count + 1) * 2 > pool->heap_cap) {
+        size_t cap = pool->heap_cap ? pool->heap_cap * 2 : 16;
+        stream_heap **slots = calloc(cap, sizeof *slots);
+        if (!slots) return false;
+        for (size_t i = 0; i < pool->heap_cap; i++) {
+            stream_heap *o = pool->heap_slots[i];
+            if (!o) continue;
+            size_t j = heap_hash(o->stream_id, cap);
+            while (slots[j]) j = (j + 1) & (cap - 1);
+            slots[j] = o;
+        }
+        free(pool->heap_slots);
+        pool->heap_slots = slots;
+        pool->heap_cap = cap;
+    }
+    size_t j = heap_hash(h->stream_id, pool->heap_cap);
+    while (pool->heap_slots[j]) j = (j + 1) & (pool->heap_cap - 1);
+    pool->heap_slots[j] = h;
+    pool->heap_count++;
+    return true;
+}
+
+/* Backward-shift deletion: later entries of the probe chain move into the hole. */
+static void heap_index_erase(mt_pool *pool, const stream_heap *h) {
+    size_t mask = pool->heap_cap - 1;
+    size_t hole = heap_hash(h->stream_id, pool->heap_cap);
+    while (pool->heap_slots[hole] != h) hole = (hole + 1) & mask;
+    pool->heap_slots[hole] = NULL;
+    for (size_t k = (hole + 1) & mask; pool->heap_slots[k]; k = (k + 1) & mask) {
+        size_t home = heap_hash(pool->heap_slots[k]->stream_id, pool->heap_cap);
+        if (((k - home) & mask) >= ((k - hole) & mask)) {
+            pool->heap_slots[hole] = pool->heap_slots[k];
+            pool->heap_slots[k] = NULL;
+            hole = k;
+        }
+    }
+    pool->heap_count--;
+}
+
 static stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
     stream_heap *h = pool->last_heap;
     if (h && h->stream_id == stream_id) return h;
-    for (h = pool->heaps; h; h = h->next)
-        if (h->stream_id == stream_id) break;
+    h = heap_index_find(pool, stream_id);
     if (!h) {
         h = calloc(1, sizeof *h);
         if (!h) return NULL;
         h->stream_id = stream_id;
+        if (!heap_index_insert(pool, h)) {
+            free(h);
+            return NULL;
+        }
         h->next = pool->heaps;
+        if (pool->heaps) pool->heaps->prev = h;
         pool->heaps = h;
     }
     pool->last_heap = h;
     return h;
+}
+
+/* Drop the heaps that own no segment (streams that are gone, or whose memory was all
+ * released): without this every stream that ever allocated kept ~11 KB for good. A live
+ * stream simply gets a fresh heap on its next allocation. Lock held. */
+static void drop_empty_heaps(mt_pool *pool) {
+    for (stream_heap *h = pool->heaps, *next; h; h = next) {
+        next = h->next;
+        if (h->num_segments) continue;
+        if (h->prev) h->prev->next = h->next;
+        else pool->heaps = h->next;
+        if (h->next) h->next->prev = h->prev;
+        heap_index_erase(pool, h);
+        if (pool->last_heap == h) pool->last_heap = NULL;
+        free(h);
+    }
 }
 
 static mt_pool *find_pool(mt_allocator *a, mtiart_pool_id id) {
@@ -290,6 +410,7 @@ static void pool_maybe_delete(mt_allocator *a, mt_pool *pool) {
         next = h->next;
         free(h);
     }
+    free(pool->heap_slots);
     a->stats.private_pools--;
     free(pool);
 }
@@ -331,14 +452,14 @@ static segment *segment_new(mt_allocator *a, mt_device *dev, mt_pool *pool, stre
         if (b) block_delete(a, b);
         return NULL;
     }
-    uintptr_t addr = a->base + first * GRANULE;
+    uintptr_t addr = arena_base(a) + first * GRANULE;
     if (mprotect((void *)addr, size, PROT_READ | PROT_WRITE) != 0) {
         free(seg);
         block_delete(a, b);
         return NULL;
     }
     VG_NOACCESS(addr, size);
-    seg->addr = addr;
+    seg->addr_hidden = hide_addr(addr);
     seg->size = size;
     seg->pool = pool;
     seg->owner = owner;
@@ -348,11 +469,12 @@ static segment *segment_new(mt_allocator *a, mt_device *dev, mt_pool *pool, stre
     if (pool->segments) pool->segments->prev = seg;
     pool->segments = seg;
     chunk_range_mark(a, first, chunks, seg);
-    b->addr = addr;
+    b->addr_hidden = hide_addr(addr);
     b->size = size;
     b->seg = seg;
     b->state = BLK_FREE;
     heap_insert(small ? &owner->small : &owner->large, b);
+    owner->num_segments++;
     pool->reserved += size;
     a->stats.reserved_bytes += size;
     update_peak(&a->stats.reserved_bytes_peak, a->stats.reserved_bytes);
@@ -366,6 +488,7 @@ static void segment_release(mt_allocator *a, segment *seg) {
     block *b = seg->first; /* the whole segment, free */
     heap_remove(seg->small ? &seg->owner->small : &seg->owner->large, b);
     block_delete(a, b);
+    seg->owner->num_segments--;
     mt_pool *pool = seg->pool;
     if (seg->prev) seg->prev->next = seg->next;
     else pool->segments = seg->next;
@@ -374,11 +497,44 @@ static void segment_release(mt_allocator *a, segment *seg) {
     a->stats.reserved_bytes -= seg->size;
     a->stats.segments--;
     a->stats.segment_frees++;
-    chunk_range_mark(a, (seg->addr - a->base) / GRANULE, seg->size / GRANULE, NULL);
-    /* Give the pages back and make stray accesses fault, as freed device memory would. */
-    madvise((void *)seg->addr, seg->size, MADV_DONTNEED);
-    mprotect((void *)seg->addr, seg->size, PROT_NONE);
+    uintptr_t addr = seg_addr(seg);
+    chunk_range_mark(a, (addr - arena_base(a)) / GRANULE, seg->size / GRANULE, NULL);
+    /* Give the pages back and make stray accesses fault, as freed device memory would.
+     * Under valgrind the range stays mapped but NOACCESS: memcheck reports the access
+     * (with the block's free stack) and the program goes on. */
+    madvise((void *)addr, seg->size, MADV_DONTNEED);
+    if (VG_ON()) VG_NOACCESS(addr, seg->size);
+    else mprotect((void *)addr, seg->size, PROT_NONE);
     free(seg);
+}
+
+/* A stream of the device by id, with a reference; NULL once it is gone (its work is then
+ * done). Not on hot paths: walks the device's stream list. */
+static mt_stream *stream_ref_by_id(mt_device *dev, uint64_t id) {
+    mt_stream *found = NULL;
+    pthread_mutex_lock(&dev->streams_lock);
+    for (mt_stream *s = dev->streams; s; s = s->dev_next) {
+        if (s->id != id) continue;
+        int count = atomic_load(&s->refcount); /* 0: being freed, so it is drained */
+        while (count > 0 && !atomic_compare_exchange_weak(&s->refcount, &count, count + 1)) {
+        }
+        if (count > 0) found = s;
+        break;
+    }
+    pthread_mutex_unlock(&dev->streams_lock);
+    return found;
+}
+
+/* Whether the segment's memory can be unmapped now. A block freed on its own stream is
+ * free at once (stream order makes reuse safe), so work enqueued on that stream before the
+ * free may still be running and touching it: the segment stays cached until the stream
+ * has caught up (empty_cache waits for that; other paths just keep it). */
+static bool segment_quiet(segment *seg) {
+    mt_stream *s = stream_ref_by_id(seg->pool->dev, seg->owner->stream_id);
+    if (!s) return true;
+    bool quiet = atomic_load(&s->completed) >= atomic_load(&s->enqueued);
+    mt_stream_unref(s);
+    return quiet;
 }
 
 /* Release every fully free segment of pools that no graph uses (and the default pool). */
@@ -391,11 +547,12 @@ static size_t release_cached(mt_allocator *a) {
         if (pool == &a->default_pool || pool->use_count == 0) {
             for (segment *seg = pool->segments, *next; seg; seg = next) {
                 next = seg->next;
-                if (seg->busy_blocks == 0) {
+                if (seg->busy_blocks == 0 && segment_quiet(seg)) {
                     released += seg->size;
                     segment_release(a, seg);
                 }
             }
+            drop_empty_heaps(pool);
             pool_maybe_delete(a, pool);
         }
         pool = following;
@@ -432,7 +589,8 @@ static void release_block(mt_allocator *a, block *b) {
     }
     heap_insert(h, b);
     mt_pool *pool = seg->pool;
-    if (pool != &a->default_pool && pool->use_count == 0 && seg->busy_blocks == 0) {
+    if (pool != &a->default_pool && pool->use_count == 0 && seg->busy_blocks == 0 &&
+        segment_quiet(seg)) {
         /* No graph can replay into this pool any more: return its memory right away. */
         segment_release(a, seg);
         pool_maybe_delete(a, pool);
@@ -453,12 +611,16 @@ static void pending_remove(mt_allocator *a, block *b) {
 
 static void finish_pending(mt_allocator *a, block *b) {
     pending_remove(a, b);
-    block **slot = table_slot(a, b->addr);
+    block **slot = table_slot(a, blk_addr(b));
     if (slot) table_erase(a, slot);
     drop_uses(b);
-    a->stats.active_blocks--;
-    a->stats.active_bytes -= b->size;
-    b->seg->pool->active_blocks--;
+    if (!b->vg_deferred) { /* a valgrind-deferred free settled its stats at the call */
+        a->stats.active_blocks--;
+        a->stats.active_bytes -= b->size;
+        b->seg->pool->active_blocks--;
+    }
+    b->vg_deferred = false;
+    vg_block_freed(a, b);
     release_block(a, b);
 }
 
@@ -473,6 +635,47 @@ static void process_pending(mt_allocator *a) {
     }
 }
 
+#ifdef MTIART_HAVE_VALGRIND
+/* Under valgrind, a free whose block's own stream still has work enqueued before it is
+ * deferred until that work is done (see "Memcheck's view" above): the owner stream joins
+ * the block's uses. Returns whether the free must wait. Lock held. */
+static bool vg_defer_free(mt_allocator *a, block *b) {
+    if (!VG_ON() || pool_graph_held(a, b->seg->pool)) return false;
+    mt_stream *owner = stream_ref_by_id(b->seg->pool->dev, b->seg->owner->stream_id);
+    if (!owner) return false;
+    uint64_t target = atomic_load(&owner->enqueued);
+    if (atomic_load(&owner->completed) >= target) {
+        mt_stream_unref(owner);
+        return false;
+    }
+    if (b->num_uses == b->cap_uses) {
+        uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
+        stream_use *grown = realloc(b->uses, cap * sizeof *grown);
+        if (!grown) { /* report those reads rather than fail the free */
+            mt_stream_unref(owner);
+            return false;
+        }
+        b->uses = grown;
+        b->cap_uses = cap;
+    }
+    b->uses[b->num_uses++] = (stream_use){owner, target};
+    b->vg_deferred = b->num_uses == 1; /* only valgrind makes it wait: stats settle now */
+    return true;
+}
+#else
+#define vg_defer_free(a, b) ((void)(a), (void)(b), false)
+#endif
+
+/* Valgrind only: finish the frees deferred by vg_defer_free whose streams are done, so
+ * that a read after a synchronize is reported. */
+void mt_alloc_vg_poll(mt_device *dev) {
+    if (!VG_ON() || !dev->alloc) return;
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (a->pending) process_pending(a);
+    mt_spin_unlock(&a->lock);
+}
+
 static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t size,
                          size_t requested) {
     bool small = size <= SMALL_REQUEST;
@@ -484,7 +687,7 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
     if (small ? rest >= MIN_BLOCK : rest > SMALL_REQUEST) {
         block *r = block_new(a);
         if (r) {
-            r->addr = b->addr + size;
+            r->addr_hidden = hide_addr(blk_addr(b) + size);
             r->size = rest;
             r->seg = b->seg;
             r->state = BLK_FREE;
@@ -534,7 +737,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
                                  "cannot reserve %llu bytes of address space for device %d",
                                  wanted, dev->index);
     }
-    a->base = round_up((uintptr_t)base, GRANULE);
+    a->base_hidden = hide_addr(round_up((uintptr_t)base, GRANULE));
     a->num_chunks = a->arena_size / GRANULE;
     a->chunk_segment = calloc(a->num_chunks, sizeof *a->chunk_segment);
     a->chunk_used = calloc((a->num_chunks + 63) / 64, sizeof *a->chunk_used);
@@ -560,7 +763,7 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
     size_t count = num_observers;
     observer copy[32];
     if (count > 32) count = 32;
-    memcpy(copy, observers, count * sizeof *copy);
+    if (count) memcpy(copy, observers, count * sizeof *copy); /* NULL while none attached */
     pthread_mutex_unlock(&observers_lock);
     for (size_t i = 0; i < count; i++)
         copy[i].fn(dev->index, size, allocated, reserved, dev->capacity, copy[i].user_data);
@@ -613,7 +816,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         }
     }
     mt_spin_unlock(&a->lock);
-    *out = (void *)b->addr;
+    *out = (void *)blk_addr(b);
     return MTIART_SUCCESS;
 }
 
@@ -621,7 +824,7 @@ static mt_allocator *allocator_of(const void *ptr, int *device) {
     uintptr_t p = (uintptr_t)ptr;
     for (int d = 0; d < mt_num_devices; d++) {
         mt_allocator *a = mt_devices[d].alloc;
-        if (p >= a->base && p < a->base + a->arena_size) {
+        if (p - arena_base(a) < a->arena_size) { /* unsigned: p below the base wraps */
             if (device) *device = d;
             return a;
         }
@@ -634,14 +837,14 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
     block **slot = table_slot(a, p);
     block *b = slot ? *slot : NULL;
     if (!b) {
-        segment *seg = atomic_load(&a->chunk_segment[(p - a->base) / GRANULE]);
+        segment *seg = atomic_load(&a->chunk_segment[(p - arena_base(a)) / GRANULE]);
         if (!seg) return NULL;
-        for (b = seg->first; b && !(p >= b->addr && p < b->addr + b->size); b = b->next) {
+        for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {
         }
         if (!b) return NULL;
     }
     if (b->state != BLK_ACTIVE) return NULL;
-    if (bytes > b->size || p - b->addr > b->size - bytes) return NULL;
+    if (bytes > b->size || p - blk_addr(b) > b->size - bytes) return NULL;
     return b;
 }
 
@@ -707,26 +910,30 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
     a->stats.requested_bytes -= b->requested;
     mt_pool *pool = b->seg->pool;
     pool->allocated -= b->size;
-    VG_FREE(b);
-    if (b->num_uses == 0) {
-        table_erase(a, slot);
-        a->stats.active_blocks--;
-        a->stats.active_bytes -= b->size;
-        pool->active_blocks--;
-        release_block(a, b);
-        mt_spin_unlock(&a->lock);
-        return MTIART_SUCCESS;
-    }
     /* Other streams use the block: it waits until their work so far is done. Work that a
      * capture records does not run until replay, so such frees wait for the capture's
      * end, when the pool's ordering takes over (as in PyTorch). */
-    b->state = BLK_PENDING;
     for (uint32_t i = 0; i < b->num_uses; i++) {
         mt_stream *u = b->uses[i].stream;
         b->uses[i].target = atomic_load(&u->enqueued);
         uint64_t capture_id = mt_capture_id_of(u);
         if (capture_id) b->capture_id = capture_id;
     }
+    bool pending = b->num_uses != 0;
+    if (vg_defer_free(a, b)) pending = true; /* under valgrind: its own stream too */
+    if (!pending || b->vg_deferred) {
+        a->stats.active_blocks--;
+        a->stats.active_bytes -= b->size;
+        pool->active_blocks--;
+    }
+    if (!pending) {
+        table_erase(a, slot);
+        vg_block_freed(a, b);
+        release_block(a, b);
+        mt_spin_unlock(&a->lock);
+        return MTIART_SUCCESS;
+    }
+    b->state = BLK_PENDING;
     b->fprev = NULL;
     b->fnext = a->pending;
     if (a->pending) a->pending->fprev = b;
@@ -775,7 +982,12 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
     if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
-    return mt_check_range(ptr, 1, device);
+    /* Out-parameters are written only on success: a freed pointer still lies in a
+     * device's arena, and mt_check_range reports that device before it fails. */
+    int found;
+    mtiart_status st = mt_check_range(ptr, 1, &found);
+    if (st == MTIART_SUCCESS) *device = found;
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_empty_cache(int device) {
@@ -784,6 +996,26 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
     if (st) return st;
     st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
     if (st) return st;
+    if (!mt_on_worker()) {
+        /* As cudaFree does, wait for the work that may still use freed memory (work on a
+         * stream enqueued before a stream-ordered free); segments whose stream is still
+         * busy are kept (see segment_quiet). Sticky errors stay for the streams' syncs. */
+        size_t count = 0;
+        mt_stream *busy[64];
+        pthread_mutex_lock(&dev->streams_lock);
+        for (mt_stream *s = dev->streams; s && count < 64; s = s->dev_next) {
+            if (atomic_load(&s->completed) >= atomic_load(&s->enqueued)) continue;
+            int refs = atomic_load(&s->refcount);
+            while (refs > 0 && !atomic_compare_exchange_weak(&s->refcount, &refs, refs + 1)) {
+            }
+            if (refs > 0) busy[count++] = s;
+        }
+        pthread_mutex_unlock(&dev->streams_lock);
+        for (size_t i = 0; i < count; i++) {
+            mt_stream_wait_idle(busy[i], false);
+            mt_stream_unref(busy[i]);
+        }
+    }
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     if (a->pending) process_pending(a);
@@ -856,8 +1088,8 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
                 blocks[n] = (mtiart_block_info){
-                    .address = b->addr, .size = b->size, .requested_size = b->requested,
-                    .segment_address = seg->addr, .segment_size = seg->size, .pool = pool->id,
+                    .address = blk_addr(b), .size = b->size, .requested_size = b->requested,
+                    .segment_address = seg_addr(seg), .segment_size = seg->size, .pool = pool->id,
                     .stream_id = seg->owner->stream_id, .state = b->state, .device = device};
             }
     mt_spin_unlock(&a->lock);
@@ -942,7 +1174,13 @@ void mt_pool_release(mt_pool *pool) {
     if (--pool->use_count == 0) {
         for (segment *seg = pool->segments, *next; seg; seg = next) {
             next = seg->next;
-            if (seg->busy_blocks == 0) segment_release(a, seg);
+            if (seg->busy_blocks == 0 && segment_quiet(seg)) {
+                segment_release(a, seg);
+            } else if (VG_ON()) {
+                /* No replay can touch the free blocks any more. */
+                for (block *b = seg->first; b; b = b->next)
+                    if (b->state == BLK_FREE) VG_NOACCESS(blk_addr(b), b->size);
+            }
         }
         pool_maybe_delete(a, pool);
     }
@@ -956,10 +1194,12 @@ mt_device *mt_pool_device(const mt_pool *pool) { return pool->dev; }
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
-    for (block *b = a->pending, *next; b; b = next) {
-        next = b->fnext;
-        if (b->capture_id == capture_id) finish_pending(a, b);
-    }
+    /* The capture no longer holds them back; work its streams had enqueued before the
+     * capture (the targets taken at the free) may still be running, so they finish as any
+     * pending free does. */
+    for (block *b = a->pending; b; b = b->fnext)
+        if (b->capture_id == capture_id) b->capture_id = 0;
+    process_pending(a);
     mt_spin_unlock(&a->lock);
 }
 

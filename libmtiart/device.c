@@ -252,6 +252,7 @@ static void shutdown_runtime(void) {
             if (pthread_timedjoin_np(dev->threads[w], NULL, &deadline) != 0)
                 pthread_detach(dev->threads[w]);
         dev->threads_started = 0;
+        mt_alloc_vg_poll(dev); /* frees valgrind deferred until their streams were done */
     }
 }
 

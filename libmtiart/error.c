@@ -171,10 +171,13 @@ MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char
     void *sym = dlsym(lib, symbol);
     const char *why = dlerror();
     if (!sym || why) {
+        /* The message first: dlclose frees the string dlerror returned. */
+        mtiart_status st = mtiart__set_error(MTIART_ERROR_LOAD_FAILED,
+                                             "symbol '%s' not found in '%s'%s%s", symbol,
+                                             library_path, why ? ": " : "", why ? why : "");
         /* Dropping our reference keeps the process clean when the lookup fails. */
         dlclose(lib);
-        return mtiart__set_error(MTIART_ERROR_LOAD_FAILED, "symbol '%s' not found in '%s'%s%s",
-                                 symbol, library_path, why ? ": " : "", why ? why : "");
+        return st;
     }
     union { void *p; mtiart_kernel_fn fn; } cast = {.p = sym};
     *kernel = cast.fn;

@@ -34,33 +34,57 @@ mt_event *mt_event_lookup(mtiart_event handle) {
 }
 
 void mt_event_complete(mt_event *e, uint64_t generation) {
-    if (e->flags & MTIART_EVENT_TIMING) e->timestamp_ns = mt_now_ns();
     /* Records complete in order on one stream, but two streams may record the same event;
      * the newest generation wins, as with CUDA's "most recent record". */
-    uint64_t current = atomic_load(&e->completed);
-    while (current < generation && !atomic_compare_exchange_weak(&e->completed, &current, generation)) {
+    if (e->flags & MTIART_EVENT_TIMING) {
+        /* The timestamp belongs to the completed generation: an older record completing
+         * late must not overwrite it. Taken under the lock together with the completed
+         * store, so elapsed_time never pairs a generation with another's time. */
+        uint64_t now = mt_now_ns();
+        mt_spin_lock(&e->lock);
+        if (atomic_load(&e->completed) < generation) {
+            e->timestamp_ns = now;
+            atomic_store(&e->completed, generation);
+        }
+        mt_spin_unlock(&e->lock);
+    } else {
+        uint64_t current = atomic_load(&e->completed);
+        while (current < generation &&
+               !atomic_compare_exchange_weak(&e->completed, &current, generation)) {
+        }
     }
     atomic_store(&e->completed_word, (unsigned)generation);
     if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
-    mt_spin_lock(&e->lock);
-    if (e->num_waiters == 0) {
+    /* Unblock satisfied waiters, at most 16 per pass, waking them after dropping the lock.
+     * Loop until no satisfied waiter is left: waiters of different generations can be
+     * interleaved (a re-recorded event), so an unsatisfied waiter at the front of the kept
+     * list must not hide satisfied ones behind it (they would stay parked until some
+     * later record completes, or forever). Looping here also keeps the timestamp from
+     * being taken again, as the former recursive call did. */
+    for (;;) {
+        mt_spin_lock(&e->lock);
+        if (e->num_waiters == 0) {
+            mt_spin_unlock(&e->lock);
+            return;
+        }
+        mt_stream *ready[16];
+        size_t num_ready = 0;
+        size_t kept = 0;
+        bool more = false;
+        uint64_t done = atomic_load(&e->completed);
+        for (size_t i = 0; i < e->num_waiters; i++) {
+            if (e->waiters[i].generation <= done && num_ready < 16) {
+                ready[num_ready++] = e->waiters[i].stream;
+            } else {
+                if (e->waiters[i].generation <= done) more = true;
+                e->waiters[kept++] = e->waiters[i];
+            }
+        }
+        e->num_waiters = kept;
         mt_spin_unlock(&e->lock);
-        return;
+        for (size_t i = 0; i < num_ready; i++) mt_stream_unblock(ready[i]);
+        if (!more) return;
     }
-    /* Unblock satisfied waiters; wake them after dropping the lock. */
-    mt_stream *ready[16];
-    size_t num_ready = 0;
-    size_t kept = 0;
-    uint64_t done = atomic_load(&e->completed);
-    for (size_t i = 0; i < e->num_waiters; i++) {
-        if (e->waiters[i].generation <= done && num_ready < 16) ready[num_ready++] = e->waiters[i].stream;
-        else e->waiters[kept++] = e->waiters[i];
-    }
-    e->num_waiters = kept;
-    bool more = kept > 0 && e->waiters[0].generation <= done;
-    mt_spin_unlock(&e->lock);
-    for (size_t i = 0; i < num_ready; i++) mt_stream_unblock(ready[i]);
-    if (more) mt_event_complete(e, generation);
 }
 
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {

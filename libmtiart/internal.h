@@ -314,8 +314,9 @@ struct mt_event {
     mt_spinlock lock;
     mt_event_waiter *waiters;
     size_t num_waiters, cap_waiters;
-    /* capture: the event was recorded on a capturing stream */
-    mt_capture *capture;
+    /* capture: the event was recorded on a capturing stream. Atomic: an eager record
+     * clears it while other threads wait on or query the event. */
+    _Atomic(mt_capture *) capture;
     size_t *capture_deps;
     size_t capture_deps_len;
     uint64_t capture_id;
@@ -351,6 +352,9 @@ mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
 mt_device *mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
+/* Under valgrind only (a no-op otherwise): complete the frees deferred until their
+ * streams are done (called after host waits and at exit). */
+void mt_alloc_vg_poll(mt_device *dev);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
 

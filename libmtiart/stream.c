@@ -15,6 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef MTIART_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+/* A consumed slot keeps stale device pointers until it is reused; undefined words are no
+ * pointers to valgrind's leak checker, so a block the program lost is "definitely lost". */
+#define VG_FORGET_OP(op) VALGRIND_MAKE_MEM_UNDEFINED((op), sizeof(mt_op))
+#else
+#define VG_FORGET_OP(op) ((void)(op))
+#endif
+
 static atomic_uint_least64_t next_stream_id = 1;
 
 /* ------------------------------------------------------------------ op packing */
@@ -333,6 +342,9 @@ static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t coun
     }
 }
 
+static void mark_completed(mt_stream *s, uint64_t consumed);
+
+/* EVENT_RECORD and GRAPH ops run only from mt_stream_run (graph replays skip them). */
 bool mt_execute_op(mt_stream *s, mt_op *op) {
     switch (op->type) {
     case MT_OP_KERNEL: {
@@ -365,12 +377,17 @@ bool mt_execute_op(mt_stream *s, mt_op *op) {
         return true;
     }
     case MT_OP_EVENT_RECORD:
+        /* Publish the stream's progress first: whoever sees the event complete must also
+         * see the stream idle when this record was its last op. */
+        mark_completed(s, s->consumed + 1);
         mt_event_complete(op->u.event.event, op->u.event.generation);
         return true;
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);
     case MT_OP_GRAPH:
         mt_exec_run(op->u.graph.exec, s);
+        /* Not marked complete early: the op's release (which may free the executable
+         * and its pool use) must happen before a synchronize returns. */
         mt_event_complete(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
         return true;
     default:
@@ -441,6 +458,7 @@ void mt_stream_run(mt_stream *s) {
         mt_op *op = &s->head_chunk->ops[s->head_pos];
         if (!mt_execute_op(s, op)) return; /* parked on an event; the waker owns it now */
         mt_op_release(op);
+        VG_FORGET_OP(op);
         s->head_pos++;
         s->consumed = consumed + 1;
         mark_completed(s, consumed + 1);
@@ -474,6 +492,7 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
             }
         }
     }
+    mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
 }
 

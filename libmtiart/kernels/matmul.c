@@ -1,0 +1,625 @@
+/*
+ * matmul.c - C = A @ B for 2-D (m,k)x(k,n) and batched 3-D (B,m,k)x(B,k,n) row-major arrays.
+ *
+ * Float dtypes use a GotoBLAS-style blocked GEMM: B is packed into KC x NC panels (NR
+ * columns interleaved per k step), A into MC x KC blocks (MR rows interleaved), and a
+ * register-tiled micro-kernel computes MR x NR tiles of C with broadcast-A times vector-B
+ * FMAs. Micro-kernels exist for AVX-512 and AVX2+FMA (selected at run time, so the library
+ * itself stays baseline x86-64) and in plain C for everything else.
+ *
+ * Parallelism: each (batch, row range, column range) tile of C is one unit of work, and a
+ * block owns whole tiles, so blocks never write the same part of C and need no
+ * synchronisation. Every block packs the panels of its own tile; the row x column grid is
+ * chosen to keep that duplicated packing small (see mm_grid).
+ *
+ * Integer dtypes use a simple cache-blocked loop with wrapping arithmetic (numpy's
+ * behaviour on overflow).
+ */
+#include "kernels.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MM_X86 1
+#include <immintrin.h>
+#else
+#define MM_X86 0
+#endif
+
+enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
+       D_I64 = MTIART_DTYPE_INT64 };
+
+/* 40 bytes: with its three buffers the launch fits the runtime's inline argument storage. */
+typedef struct mm_params {
+    int64_t m, n, k, batch;
+    uint16_t rgrid, cgrid; /* tiles per matrix: rgrid row ranges x cgrid column ranges */
+    uint8_t dtype;
+    uint8_t slot_c, slot_a, slot_b;
+} mm_params;
+_Static_assert(sizeof(mm_params) == 40, "mm_params must stay small");
+
+/* The ISA is chosen on the host, so all blocks agree, and travels in dtype's high bits. */
+#define MM_DTYPE(p) ((p).dtype & 0xf)
+#define MM_ISA(p) ((uint32_t)(p).dtype >> 4)
+
+enum { MM_ISA_GENERIC = MTIART__K_ISA_GENERIC, MM_ISA_AVX2 = MTIART__K_ISA_AVX2,
+       MM_ISA_AVX512 = MTIART__K_ISA_AVX512 };
+
+/* Cache blocking: a KC x NR micro-panel of B stays in L1 while the MC x KC block of A
+ * streams from L2; the KC x NC panel of B lives in L2/L3. */
+#define MM_KC 256
+#define MM_MC 192 /* multiple of every MR below (4, 6, 12) */
+#define MM_NC 2048
+
+typedef void (*ukr_f32_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                           int first);
+typedef void (*ukr_f64_fn)(int64_t kc, const double *a, const double *b, double *c,
+                           int64_t ldc, int first);
+
+/* ---- generic micro-kernels ------------------------------------------------------------------ */
+
+#define DEF_UKR_GENERIC(NAME, T, MR, NR)                                                     \
+    static void NAME(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int first) {     \
+        T acc[MR][NR];                                                                       \
+        for (int r = 0; r < MR; r++)                                                         \
+            for (int j = 0; j < NR; j++) acc[r][j] = 0;                                      \
+        for (int64_t p = 0; p < kc; p++) {                                                   \
+            for (int r = 0; r < MR; r++) {                                                   \
+                const T av = a[p * MR + r];                                                  \
+                for (int j = 0; j < NR; j++) acc[r][j] += av * b[p * NR + j];                \
+            }                                                                                \
+        }                                                                                    \
+        for (int r = 0; r < MR; r++)                                                         \
+            for (int j = 0; j < NR; j++)                                                     \
+                c[r * ldc + j] = first ? acc[r][j] : c[r * ldc + j] + acc[r][j];             \
+    }
+DEF_UKR_GENERIC(ukr_f32_generic, float, 4, 16)
+DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
+
+/* ---- x86 micro-kernels -------------------------------------------------------------------------- */
+
+#if MM_X86
+
+/* Row r of the tile: two vector accumulators (c##r##0, c##r##1) updated with a[r]. */
+#define MM_ROWS12(X)                                                                          \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define MM_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* AVX-512 float32: 12 x 32 tile, 24 zmm accumulators + 2 for B + 1 broadcast. */
+__attribute__((target("avx512f")))
+static void ukr_f32_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                           int first) {
+#define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    MM_ROWS12(DECL)
+#undef DECL
+#define STEP(r)                                                                              \
+    {                                                                                        \
+        __m512 av = _mm512_set1_ps(a[r]);                                                    \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                          \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                          \
+    }
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        MM_ROWS12(STEP)
+        a += 12;
+        b += 32;
+    }
+#undef STEP
+#define STORE(r)                                                                             \
+    {                                                                                        \
+        float *cr = c + (r) * ldc;                                                           \
+        if (!first) {                                                                        \
+            c##r##0 = _mm512_add_ps(c##r##0, _mm512_loadu_ps(cr));                           \
+            c##r##1 = _mm512_add_ps(c##r##1, _mm512_loadu_ps(cr + 16));                      \
+        }                                                                                    \
+        _mm512_storeu_ps(cr, c##r##0);                                                       \
+        _mm512_storeu_ps(cr + 16, c##r##1);                                                  \
+    }
+    MM_ROWS12(STORE)
+#undef STORE
+}
+
+/* AVX-512 float64: 12 x 16 tile. */
+__attribute__((target("avx512f")))
+static void ukr_f64_avx512(int64_t kc, const double *a, const double *b, double *c,
+                           int64_t ldc, int first) {
+#define DECL(r) __m512d c##r##0 = _mm512_setzero_pd(), c##r##1 = _mm512_setzero_pd();
+    MM_ROWS12(DECL)
+#undef DECL
+#define STEP(r)                                                                              \
+    {                                                                                        \
+        __m512d av = _mm512_set1_pd(a[r]);                                                   \
+        c##r##0 = _mm512_fmadd_pd(av, b0, c##r##0);                                          \
+        c##r##1 = _mm512_fmadd_pd(av, b1, c##r##1);                                          \
+    }
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; p++) {
+        __m512d b0 = _mm512_load_pd(b), b1 = _mm512_load_pd(b + 8);
+        MM_ROWS12(STEP)
+        a += 12;
+        b += 16;
+    }
+#undef STEP
+#define STORE(r)                                                                             \
+    {                                                                                        \
+        double *cr = c + (r) * ldc;                                                          \
+        if (!first) {                                                                        \
+            c##r##0 = _mm512_add_pd(c##r##0, _mm512_loadu_pd(cr));                           \
+            c##r##1 = _mm512_add_pd(c##r##1, _mm512_loadu_pd(cr + 8));                       \
+        }                                                                                    \
+        _mm512_storeu_pd(cr, c##r##0);                                                       \
+        _mm512_storeu_pd(cr + 8, c##r##1);                                                   \
+    }
+    MM_ROWS12(STORE)
+#undef STORE
+}
+
+/* AVX2 + FMA float32: 6 x 16 tile, 12 ymm accumulators. */
+__attribute__((target("avx2,fma")))
+static void ukr_f32_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                         int first) {
+#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+    MM_ROWS6(DECL)
+#undef DECL
+#define STEP(r)                                                                              \
+    {                                                                                        \
+        __m256 av = _mm256_broadcast_ss(a + (r));                                            \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                          \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                          \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        MM_ROWS6(STEP)
+        a += 6;
+        b += 16;
+    }
+#undef STEP
+#define STORE(r)                                                                             \
+    {                                                                                        \
+        float *cr = c + (r) * ldc;                                                           \
+        if (!first) {                                                                        \
+            c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(cr));                           \
+            c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(cr + 8));                       \
+        }                                                                                    \
+        _mm256_storeu_ps(cr, c##r##0);                                                       \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                   \
+    }
+    MM_ROWS6(STORE)
+#undef STORE
+}
+
+/* AVX2 + FMA float64: 6 x 8 tile. */
+__attribute__((target("avx2,fma")))
+static void ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ldc,
+                         int first) {
+#define DECL(r) __m256d c##r##0 = _mm256_setzero_pd(), c##r##1 = _mm256_setzero_pd();
+    MM_ROWS6(DECL)
+#undef DECL
+#define STEP(r)                                                                              \
+    {                                                                                        \
+        __m256d av = _mm256_broadcast_sd(a + (r));                                           \
+        c##r##0 = _mm256_fmadd_pd(av, b0, c##r##0);                                          \
+        c##r##1 = _mm256_fmadd_pd(av, b1, c##r##1);                                          \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+        MM_ROWS6(STEP)
+        a += 6;
+        b += 8;
+    }
+#undef STEP
+#define STORE(r)                                                                             \
+    {                                                                                        \
+        double *cr = c + (r) * ldc;                                                          \
+        if (!first) {                                                                        \
+            c##r##0 = _mm256_add_pd(c##r##0, _mm256_loadu_pd(cr));                           \
+            c##r##1 = _mm256_add_pd(c##r##1, _mm256_loadu_pd(cr + 4));                       \
+        }                                                                                    \
+        _mm256_storeu_pd(cr, c##r##0);                                                       \
+        _mm256_storeu_pd(cr + 4, c##r##1);                                                   \
+    }
+    MM_ROWS6(STORE)
+#undef STORE
+}
+
+#endif /* MM_X86 */
+
+/* ---- ISA selection ------------------------------------------------------------------------------ */
+
+typedef struct mm_shape {
+    int mr, nr;
+} mm_shape;
+
+static mm_shape mm_tile_shape(int dtype, uint32_t isa) {
+    mm_shape s;
+    int f32 = dtype == D_F32;
+    switch (isa) {
+    case MM_ISA_AVX512: s.mr = 12; s.nr = f32 ? 32 : 16; break;
+    case MM_ISA_AVX2: s.mr = 6; s.nr = f32 ? 16 : 8; break;
+    default:
+        if (dtype == D_F32 || dtype == D_F64) {
+            s.mr = 4;
+            s.nr = f32 ? 16 : 8;
+        } else {
+            s.mr = 1;
+            s.nr = 16; /* integer kernel: tiles of whole rows, 16 columns (64+ bytes) */
+        }
+        break;
+    }
+    return s;
+}
+
+/* ---- float GEMM driver --------------------------------------------------------------------------- */
+
+/* 64-byte aligned so the micro-kernels can use aligned vector loads of packed panels. */
+static void *mm_alloc(size_t bytes) {
+    return aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+}
+
+/* Pack rows [0, rows) of an MR-row panel of A: dst[p * mr + r] = a[r * lda + p]. This is
+ * a transpose, so groups of rows go through SSE register transposes (4x4 floats, 2x2
+ * doubles); scalar copies, with their strided stores, made packing A a tenth of the
+ * whole GEMM. */
+static void pack_a_rows_f32(float *dst, const float *a, int64_t lda, int64_t rows, int64_t kc,
+                            int mr) {
+    int64_t r0 = 0;
+#if defined(__SSE2__)
+    for (; r0 + 4 <= rows; r0 += 4) {
+        const float *s0 = a + r0 * lda, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
+        int64_t p = 0;
+        for (; p + 4 <= kc; p += 4) {
+            __m128 x0 = _mm_loadu_ps(s0 + p), x1 = _mm_loadu_ps(s1 + p);
+            __m128 x2 = _mm_loadu_ps(s2 + p), x3 = _mm_loadu_ps(s3 + p);
+            _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+            _mm_storeu_ps(dst + (p + 0) * mr + r0, x0);
+            _mm_storeu_ps(dst + (p + 1) * mr + r0, x1);
+            _mm_storeu_ps(dst + (p + 2) * mr + r0, x2);
+            _mm_storeu_ps(dst + (p + 3) * mr + r0, x3);
+        }
+        for (; p < kc; p++) {
+            dst[p * mr + r0] = s0[p];
+            dst[p * mr + r0 + 1] = s1[p];
+            dst[p * mr + r0 + 2] = s2[p];
+            dst[p * mr + r0 + 3] = s3[p];
+        }
+    }
+#endif
+    for (int64_t r = r0; r < rows; r++)
+        for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = a[r * lda + p];
+}
+
+static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t rows,
+                            int64_t kc, int mr) {
+    int64_t r0 = 0;
+#if defined(__SSE2__)
+    for (; r0 + 2 <= rows; r0 += 2) {
+        const double *s0 = a + r0 * lda, *s1 = s0 + lda;
+        int64_t p = 0;
+        for (; p + 2 <= kc; p += 2) {
+            __m128d x0 = _mm_loadu_pd(s0 + p), x1 = _mm_loadu_pd(s1 + p);
+            _mm_storeu_pd(dst + (p + 0) * mr + r0, _mm_unpacklo_pd(x0, x1));
+            _mm_storeu_pd(dst + (p + 1) * mr + r0, _mm_unpackhi_pd(x0, x1));
+        }
+        for (; p < kc; p++) {
+            dst[p * mr + r0] = s0[p];
+            dst[p * mr + r0 + 1] = s1[p];
+        }
+    }
+#endif
+    for (int64_t r = r0; r < rows; r++)
+        for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = a[r * lda + p];
+}
+
+/* One tile: C[r0:r1, c0:c1] = A[r0:r1, :] @ B[:, c0:c1] (row strides k, n, n). */
+#define DEF_GEMM_TILE(SUF, T, UKR_T)                                                         \
+    static void pack_a_##SUF(T *dst, const T *a, int64_t lda, int64_t mc, int64_t kc,        \
+                             int mr) {                                                       \
+        for (int64_t i = 0; i < mc; i += mr) {                                               \
+            int64_t rows = mc - i < mr ? mc - i : mr;                                        \
+            pack_a_rows_##SUF(dst, a + i * lda, lda, rows, kc, mr);                          \
+            for (int64_t r = rows; r < mr; r++)                                              \
+                for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = 0;                        \
+            dst += kc * mr;                                                                  \
+        }                                                                                    \
+    }                                                                                        \
+    static void pack_b_##SUF(T *dst, const T *b, int64_t ldb, int64_t kc, int64_t nc,        \
+                             int nr) {                                                       \
+        int64_t panels = (nc + nr - 1) / nr;                                                 \
+        for (int64_t p = 0; p < kc; p++) {                                                   \
+            const T *src = b + p * ldb;                                                      \
+            for (int64_t j = 0; j < panels; j++) {                                           \
+                T *d = dst + j * kc * nr + p * nr;                                           \
+                int64_t cols = nc - j * nr < nr ? nc - j * nr : nr;                          \
+                memcpy(d, src + j * nr, (size_t)cols * sizeof(T));                           \
+                for (int64_t c = cols; c < nr; c++) d[c] = 0;                                \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+    static void gemm_tile_##SUF(UKR_T ukr, int mr, int nr, T *ap, T *bp, const T *a,         \
+                                const T *b, T *c, int64_t k, int64_t n, int64_t r0,          \
+                                int64_t r1, int64_t c0, int64_t c1) {                        \
+        T tmp[12 * 32] __attribute__((aligned(64)));                                         \
+        if (k == 0) {                                                                        \
+            for (int64_t i = r0; i < r1; i++)                                                \
+                memset(c + i * n + c0, 0, (size_t)(c1 - c0) * sizeof(T));                    \
+            return;                                                                          \
+        }                                                                                    \
+        for (int64_t jc = c0; jc < c1; jc += MM_NC) {                                        \
+            int64_t nc = c1 - jc < MM_NC ? c1 - jc : MM_NC;                                  \
+            for (int64_t pc = 0; pc < k; pc += MM_KC) {                                      \
+                int64_t kc = k - pc < MM_KC ? k - pc : MM_KC;                                \
+                int first = pc == 0;                                                         \
+                pack_b_##SUF(bp, b + pc * n + jc, n, kc, nc, nr);                            \
+                for (int64_t ic = r0; ic < r1; ic += MM_MC) {                                \
+                    int64_t mc = r1 - ic < MM_MC ? r1 - ic : MM_MC;                          \
+                    pack_a_##SUF(ap, a + ic * k + pc, k, mc, kc, mr);                        \
+                    for (int64_t jr = 0; jr < nc; jr += nr) {                                \
+                        int64_t nn = nc - jr < nr ? nc - jr : nr;                            \
+                        const T *bpp = bp + (jr / nr) * kc * nr;                             \
+                        for (int64_t ir = 0; ir < mc; ir += mr) {                            \
+                            int64_t mm = mc - ir < mr ? mc - ir : mr;                        \
+                            const T *app = ap + (ir / mr) * kc * mr;                         \
+                            T *cc = c + (ic + ir) * n + jc + jr;                             \
+                            if (mm == mr && nn == nr) {                                      \
+                                ukr(kc, app, bpp, cc, n, first);                             \
+                            } else {                                                         \
+                                ukr(kc, app, bpp, tmp, nr, 1);                               \
+                                for (int64_t r = 0; r < mm; r++)                             \
+                                    for (int64_t q = 0; q < nn; q++)                         \
+                                        cc[r * n + q] = first ? tmp[r * nr + q]              \
+                                                              : cc[r * n + q] + tmp[r * nr + q]; \
+                            }                                                                \
+                        }                                                                    \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+DEF_GEMM_TILE(f32, float, ukr_f32_fn)
+DEF_GEMM_TILE(f64, double, ukr_f64_fn)
+
+static ukr_f32_fn mm_ukr_f32(uint32_t isa) {
+#if MM_X86
+    if (isa == MM_ISA_AVX512) return ukr_f32_avx512;
+    if (isa == MM_ISA_AVX2) return ukr_f32_avx2;
+#endif
+    (void)isa;
+    return ukr_f32_generic;
+}
+static ukr_f64_fn mm_ukr_f64(uint32_t isa) {
+#if MM_X86
+    if (isa == MM_ISA_AVX512) return ukr_f64_avx512;
+    if (isa == MM_ISA_AVX2) return ukr_f64_avx2;
+#endif
+    (void)isa;
+    return ukr_f64_generic;
+}
+
+/* ---- integer kernel ------------------------------------------------------------------------------ */
+
+/* C rows [r0, r1), columns [c0, c1): for a chunk of columns, each row of C accumulates
+ * a[i,p] * B[p, chunk] so the inner loop is a contiguous, vectorisable axpy; the B chunk is
+ * reused from cache across rows. Unsigned arithmetic gives defined wrap-around. */
+#define MM_ICOLS 512
+#define DEF_IMM(SUF, T, U)                                                                   \
+    static void imm_tile_##SUF(const T *a, const T *b, T *c, int64_t k, int64_t n,           \
+                               int64_t r0, int64_t r1, int64_t c0, int64_t c1) {             \
+        for (int64_t jc = c0; jc < c1; jc += MM_ICOLS) {                                     \
+            int64_t w = c1 - jc < MM_ICOLS ? c1 - jc : MM_ICOLS;                             \
+            for (int64_t i = r0; i < r1; i++) {                                              \
+                U acc[MM_ICOLS];                                                             \
+                for (int64_t j = 0; j < w; j++) acc[j] = 0;                                  \
+                const T *ar = a + i * k;                                                     \
+                for (int64_t p = 0; p < k; p++) {                                            \
+                    const U av = (U)ar[p];                                                   \
+                    const T *br = b + p * n + jc;                                            \
+                    for (int64_t j = 0; j < w; j++) acc[j] += av * (U)br[j];                 \
+                }                                                                            \
+                T *cr = c + i * n + jc;                                                      \
+                for (int64_t j = 0; j < w; j++) cr[j] = (T)acc[j];                           \
+            }                                                                                \
+        }                                                                                    \
+    }
+DEF_IMM(i32, int32_t, uint32_t)
+DEF_IMM(i64, int64_t, uint64_t)
+
+/* ---- kernel ------------------------------------------------------------------------------------- */
+
+/* Range [lo, hi) of the idx-th of `parts` splits of `extent`, on multiples of `align`. */
+static void mm_split(int64_t extent, uint32_t parts, uint32_t idx, int64_t align, int64_t *lo,
+                     int64_t *hi) {
+    int64_t units = (extent + align - 1) / align;
+    int64_t u0 = units * idx / parts, u1 = units * (idx + 1) / parts;
+    *lo = u0 * align < extent ? u0 * align : extent;
+    *hi = u1 * align < extent ? u1 * align : extent;
+}
+
+static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) {
+    mm_params p;
+    MTIART__K_PARAMS(p, args);
+    const uint64_t per = (uint64_t)p.rgrid * p.cgrid;
+    const uint64_t tiles = (uint64_t)p.batch * per;
+    const uint64_t t0 = tiles * block / num_blocks, t1 = tiles * (block + 1) / num_blocks;
+    if (t0 >= t1) return 0;
+    char *cbase = (char *)MTIART__K_BUF(args, p.slot_c);
+    const char *abase = (const char *)MTIART__K_BUF(args, p.slot_a);
+    const char *bbase = (const char *)MTIART__K_BUF(args, p.slot_b);
+    const mm_shape sh = mm_tile_shape(MM_DTYPE(p), MM_ISA(p));
+    const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
+    const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
+
+    void *ap = NULL, *bp = NULL;
+    if (isf) {
+        int64_t ncmax = p.n < MM_NC ? p.n : MM_NC;
+        ncmax = (ncmax + sh.nr - 1) / sh.nr * sh.nr;
+        int64_t kc = p.k < MM_KC ? p.k : MM_KC;
+        ap = mm_alloc((size_t)MM_MC * (size_t)kc * es);
+        bp = mm_alloc((size_t)kc * (size_t)ncmax * es);
+        if (!ap || !bp) {
+            free(ap);
+            free(bp);
+            mtiart_kernel_set_error_message("mtiart_matmul: out of host memory for packing");
+            return 1;
+        }
+    }
+    for (uint64_t t = t0; t < t1; t++) {
+        int64_t bi = (int64_t)(t / per);
+        uint32_t rem = (uint32_t)(t % per);
+        int64_t r0, r1, c0, c1;
+        mm_split(p.m, p.rgrid, rem / p.cgrid, sh.mr, &r0, &r1);
+        mm_split(p.n, p.cgrid, rem % p.cgrid, sh.nr, &c0, &c1);
+        if (r0 >= r1 || c0 >= c1) continue;
+        const char *a = abase + (size_t)(bi * p.m * p.k) * es;
+        const char *b = bbase + (size_t)(bi * p.k * p.n) * es;
+        char *c = cbase + (size_t)(bi * p.m * p.n) * es;
+        switch (MM_DTYPE(p)) {
+        case D_F32:
+            gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
+                          (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
+            break;
+        case D_F64:
+            gemm_tile_f64(mm_ukr_f64(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const double *)a,
+                          (const double *)b, (double *)c, p.k, p.n, r0, r1, c0, c1);
+            break;
+        case D_I32:
+            imm_tile_i32((const int32_t *)a, (const int32_t *)b, (int32_t *)c, p.k, p.n, r0, r1,
+                         c0, c1);
+            break;
+        default:
+            imm_tile_i64((const int64_t *)a, (const int64_t *)b, (int64_t *)c, p.k, p.n, r0, r1,
+                         c0, c1);
+            break;
+        }
+    }
+    free(ap);
+    free(bp);
+    return 0;
+}
+
+/* ---- host side -------------------------------------------------------------------------------------- */
+
+/* Split each matrix into rgrid x cgrid tiles so that batch * tiles covers `want` blocks,
+ * minimising the duplicated packing: each tile packs its rows of A (k * m / rgrid) once per
+ * column tile and its columns of B once per row tile, so the total is
+ * cgrid * |A| + rgrid * |B|. */
+static void mm_grid(int64_t m, int64_t n, int64_t k, int64_t batch, uint32_t want, mm_shape sh,
+                    uint16_t *rgrid, uint16_t *cgrid) {
+    *rgrid = *cgrid = 1;
+    if ((int64_t)want <= batch) return;
+    uint32_t per = (uint32_t)((want + batch - 1) / batch);
+    int64_t rmax = (m + sh.mr - 1) / sh.mr, cmax = (n + sh.nr - 1) / sh.nr;
+    double best = -1.0;
+    for (uint32_t r = 1; r <= per; r++) {
+        /* Exactly `per` tiles, so blocks get equal shares. */
+        if (per % r) continue;
+        uint32_t c = per / r;
+        uint32_t rr = (int64_t)r > rmax ? (uint32_t)rmax : r;
+        uint32_t cc = (int64_t)c > cmax ? (uint32_t)cmax : c;
+        /* Fewer tiles than wanted (a tiny dim) is acceptable but ranks below any grid that
+         * reaches the target. */
+        double short_by = (double)per / ((double)rr * cc);
+        double cost = ((double)cc * (double)m + (double)rr * (double)n) * (double)k * short_by;
+        if (best < 0 || cost < best) {
+            best = cost;
+            *rgrid = (uint16_t)rr;
+            *cgrid = (uint16_t)cc;
+        }
+    }
+}
+
+MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_tensor_desc *out,
+                                          const mtiart_tensor_desc *a,
+                                          const mtiart_tensor_desc *b) {
+    static const char fn[] = "mtiart_op_matmul";
+    int64_t no, na, nb;
+    mtiart_status st;
+    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)) ||
+        (st = mtiart__k_check(fn, "b", b, &nb)))
+        return st;
+    if (a->dtype != b->dtype || out->dtype != a->dtype)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
+                                 mtiart__k_dtype_name(out->dtype), mtiart__k_dtype_name(a->dtype),
+                                 mtiart__k_dtype_name(b->dtype));
+    if (a->dtype == MTIART_DTYPE_BOOL)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: bool matmul is not supported",
+                                 fn);
+    int nd = a->ndim;
+    if ((nd != 2 && nd != 3) || b->ndim != nd || out->ndim != nd)
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "%s: needs out, a and b all 2-D or all 3-D (got %d, %d, %d)", fn,
+                                 (int)out->ndim, (int)a->ndim, (int)b->ndim);
+    int64_t batch = nd == 3 ? a->shape[0] : 1;
+    int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1];
+    int ok = b->shape[nd - 2] == k && out->shape[nd - 2] == m && out->shape[nd - 1] == n;
+    if (nd == 3) ok = ok && b->shape[0] == batch && out->shape[0] == batch;
+    if (!ok) {
+        char b1[160], b2[160], b3[160];
+        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+                                 "%s: shapes do not match: out %s, a %s, b %s", fn,
+                                 mtiart__k_shape_str(out, b1, sizeof b1),
+                                 mtiart__k_shape_str(a, b2, sizeof b2),
+                                 mtiart__k_shape_str(b, b3, sizeof b3));
+    }
+    if (no == 0) return mtiart__k_nothing(stream);
+
+    mm_params p;
+    memset(&p, 0, sizeof p);
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.batch = batch;
+    uint32_t isa = mtiart__k_is_float(a->dtype) ? mtiart__k_isa() : MM_ISA_GENERIC;
+    p.dtype = (uint8_t)(a->dtype | (int32_t)(isa << 4));
+    uint32_t es = (uint32_t)mtiart_dtype_size((mtiart_dtype)a->dtype);
+
+    mtiart__klaunch kl;
+    mtiart__kl_init(&kl, fn, &p, sizeof p);
+    /* C is written while A and B are still being read by other tiles: no aliasing. */
+    int sc = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
+    int sa = sc < 0 || na == 0
+                 ? sc
+                 : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+    int sb = sa < 0 || nb == 0
+                 ? sa
+                 : mtiart__kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
+    if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
+    /* With k == 0 there is nothing to read; the kernel only zeroes C and never touches the
+     * slots of A and B, which then alias C's slot. */
+    p.slot_c = (uint8_t)sc;
+    p.slot_a = (uint8_t)sa;
+    p.slot_b = (uint8_t)sb;
+
+    /* Work in multiply-adds; below ~100^3 a single block beats fanning out. */
+    uint64_t macs = (uint64_t)batch * (uint64_t)m * (uint64_t)n * (uint64_t)(k ? k : 1);
+    uint32_t want = 1;
+    if (macs >= (UINT64_C(1) << 20)) {
+        uint32_t w;
+        if ((st = mtiart__k_workers(stream, &w))) return st;
+        /* One tile per worker: every extra tile repacks panels (measured: 4 tiles on 2
+         * workers run 512^2 float32 matmuls ~30% slower than 2 tiles). Very large products
+         * get two per worker, where the packing is cheap relative to the tile and the
+         * finer split evens out a worker that starts late. */
+        want = macs / w > (UINT64_C(1) << 31) ? w * 2 : w;
+        uint64_t cap = macs >> 19;
+        if (want > cap) want = (uint32_t)cap;
+        if (want > 4096) want = 4096;
+        if (want < 1) want = 1;
+    }
+    mm_grid(m, n, k, batch, want, mm_tile_shape(a->dtype, isa), &p.rgrid, &p.cgrid);
+    uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
+    uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
+    if (blocks > 4096) blocks = 4096;
+    return mtiart__kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
+}
