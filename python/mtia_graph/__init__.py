@@ -1,0 +1,113 @@
+"""mtia_graph: torch.mtia-style streams, memory, graph capture/replay and a small device
+tensor, over libmtiart (an accelerator runtime on CPU threads) bound with cffi.
+
+The names follow ``torch.mtia`` (runtime surface, SPEC §5), ``torch.mtia.mtia_graph``
+(:class:`MTIAGraph`, :func:`graph`, :func:`graph_pool_handle`) and ``torch`` (tensor
+factories and dtypes, SPEC §6).
+"""
+
+from __future__ import annotations
+
+from ._C import (
+    CaptureError,
+    InvalidHandleError,
+    KernelError,
+    MTIAError,
+    MTIAValueError,
+    OutOfMemoryError,
+)
+from .device import (
+    Device,
+    DeviceProperties,
+    current_device,
+    device,
+    device_count,
+    get_device_capability,
+    get_device_properties,
+    init,
+    is_available,
+    is_initialized,
+    set_device,
+)
+from .streams import (
+    Event,
+    Stream,
+    StreamContext,
+    current_stream,
+    default_stream,
+    is_current_stream_capturing,
+    launch_host_func,
+    set_stream,
+    stream,
+    synchronize,
+)
+from .memory import (
+    attach_out_of_memory_observer,
+    detach_out_of_memory_observer,
+    empty_cache,
+    max_memory_allocated,
+    max_memory_reserved,
+    memory_allocated,
+    memory_reserved,
+    memory_stats,
+    reset_accumulated_memory_stats,
+    reset_peak_memory_stats,
+    snapshot,
+)
+from .tensor import (
+    Tensor,
+    arange,
+    bool,
+    can_cast,
+    dtype,
+    empty,
+    empty_like,
+    float32,
+    float64,
+    from_numpy,
+    full,
+    full_like,
+    get_default_dtype,
+    int32,
+    int64,
+    matmul,
+    ones,
+    ones_like,
+    promote_types,
+    result_type,
+    tensor,
+    where,
+    zeros,
+    zeros_like,
+)
+from .graphs import MTIAGraph, graph, graph_pool_handle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # errors
+    "MTIAError", "OutOfMemoryError", "InvalidHandleError", "KernelError", "CaptureError",
+    "MTIAValueError",
+    # devices
+    "Device", "DeviceProperties", "is_available", "init", "is_initialized", "device_count",
+    "current_device", "set_device", "device", "get_device_properties",
+    "get_device_capability",
+    # streams and events
+    "Stream", "Event", "StreamContext", "stream", "current_stream", "default_stream",
+    "set_stream", "synchronize", "is_current_stream_capturing", "launch_host_func",
+    # memory
+    "empty_cache", "memory_stats", "memory_allocated", "max_memory_allocated",
+    "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats",
+    "reset_accumulated_memory_stats", "snapshot", "attach_out_of_memory_observer",
+    "detach_out_of_memory_observer",
+    # graphs
+    "MTIAGraph", "graph", "graph_pool_handle",
+    # tensors
+    "Tensor", "dtype", "float32", "float64", "int32", "int64", "bool", "get_default_dtype",
+    "result_type", "promote_types", "can_cast", "empty", "zeros", "ones", "full", "arange",
+    "tensor", "from_numpy", "empty_like", "zeros_like", "ones_like", "full_like", "where",
+    "matmul",
+]
+
+# torch's short dtype aliases; kept out of __all__ so `import *` cannot shadow builtins.
+globals().update({"float": float32, "double": float64, "int": int32, "long": int64})

@@ -1,0 +1,13 @@
+/* Extra cffi declarations appended to the cdef generated from include/mtiart.h.
+ *
+ * Callbacks from libmtiart into Python. cffi API mode turns each `extern "Python"`
+ * declaration into a C function that takes the GIL and calls the Python function
+ * registered with @ffi.def_extern() under the same name:
+ *   _mtia_host_trampoline  host functions (mtia_graph._C.launch_host_func); user_data is a
+ *                          token naming the Python callable in a registry.
+ *   _mtia_oom_trampoline   the one out-of-memory observer libmtiart knows about
+ *                          (mtia_graph.memory.attach_out_of_memory_observer); it calls the
+ *                          Python observers in order.
+ */
+extern "Python" int32_t _mtia_host_trampoline(void *);
+extern "Python" void _mtia_oom_trampoline(int, uint64_t, uint64_t, uint64_t, uint64_t, void *);

@@ -1,0 +1,392 @@
+"""MTIA graphs: capture a stream of device work once, replay it many times.
+
+This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exactly
+(``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
+few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
+``debug_dump(path)``, and an improved ``graph.__exit__`` that abandons a capture cleanly
+when the body raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional, Union
+
+from typing_extensions import Self
+
+from . import _C
+from ._C import ffi, lib
+from .memory import empty_cache
+from .streams import (
+    Event,
+    Stream,
+    current_stream,
+    stream as _stream_context,
+    synchronize,
+)
+
+_POOL_HANDLE = tuple[int, int]
+
+_CAPTURE_MODES = {
+    "global": lib.MTIART_CAPTURE_MODE_GLOBAL,
+    "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
+    "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
+}
+
+# Python host functions captured into graphs that were reset while a replay might still be
+# running: (event recorded after the last replay, callables). Entries go once the event
+# has completed; a query never waits, so this is safe even while another capture runs.
+_retired: list[tuple[Optional[Event], list[Any]]] = []
+
+
+def _purge_retired() -> None:
+    keep = []
+    for event, callbacks in _retired:
+        if event is not None and event.query():
+            continue
+        keep.append((event, callbacks))
+    _retired[:] = keep
+
+
+def _check_pool(pool: Any) -> tuple[int, int]:
+    if (not isinstance(pool, tuple) or len(pool) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in pool)):
+        raise TypeError(
+            f"pool must be a tuple of two ints (a value from graph_pool_handle() or "
+            f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}")
+    if pool[0] < 0 or pool[1] < 0 or (pool[0] and pool[1]):
+        raise ValueError(
+            f"invalid pool id {pool!r}: expected (0, 0), (n, 0) from MTIAGraph.pool() or "
+            f"(0, n) from graph_pool_handle()")
+    return pool
+
+
+def _capture_mode(mode: str) -> int:
+    if not isinstance(mode, str):
+        raise TypeError(f"capture_error_mode must be a str, got {type(mode).__name__}")
+    try:
+        return _CAPTURE_MODES[mode]
+    except KeyError:
+        raise ValueError(
+            f"capture_error_mode must be one of {sorted(_CAPTURE_MODES)}, got {mode!r}"
+        ) from None
+
+
+def graph_pool_handle() -> _POOL_HANDLE:
+    """Return a fresh memory-pool id that several graph captures can share.
+
+    Pass it as ``pool=`` to :class:`graph` or to :meth:`MTIAGraph.capture_begin`. Graphs
+    sharing a pool must be replayed in the order they were captured and never
+    concurrently (as in PyTorch).
+    """
+    out = ffi.new("mtiart_pool_id *")
+    _C.check(lib.mtiart_pool_handle_create(out), "graph_pool_handle")
+    return (int(out.first), int(out.second))
+
+
+class MTIAGraph:
+    """Wrapper around a MTIA graph.
+
+    Args:
+        keep_graph: if False (default), the captured graph is instantiated at
+            ``capture_end()`` and the un-instantiated template is dropped. If True, the
+            template is kept: call ``instantiate()`` yourself (or let the first
+            ``replay()`` do it), and ``debug_dump()`` can print it.
+    """
+
+    __slots__ = ("_keep_graph", "_graph", "_exec", "_pool", "_device", "_capture_stream",
+                 "_capture_id", "_captured", "_keepalive", "_last_replay_stream",
+                 "__weakref__")
+
+    def __new__(cls, keep_graph: bool = False) -> Self:
+        self = super().__new__(cls)
+        self._keep_graph = bool(keep_graph)
+        self._graph = None
+        self._exec = None
+        self._pool: Optional[_POOL_HANDLE] = None
+        self._device = 0
+        self._capture_stream: Optional[Stream] = None
+        self._capture_id = 0
+        self._captured = False
+        self._keepalive: list[Any] = []
+        self._last_replay_stream: Optional[Stream] = None
+        return self
+
+    def __init__(self, keep_graph: bool = False) -> None:
+        # Everything happens in __new__, which the seed's signature defines.
+        pass
+
+    def capture_begin(self, pool: _POOL_HANDLE = (0, 0),
+                      capture_error_mode: str = "global") -> None:
+        """Begin capturing a MTIA graph on the current stream.
+
+        Args:
+            pool: ``(0, 0)`` for a new private memory pool, or a pool id from
+                :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
+            capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
+                capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
+        """
+        pool = _check_pool(pool)
+        mode = _capture_mode(capture_error_mode)
+        if self._captured or self._capture_stream is not None:
+            raise RuntimeError(
+                "This MTIAGraph instance already owns a captured graph. To capture a new "
+                "graph, create a new instance (or call reset() first).")
+        stream = current_stream()
+        pool_id = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
+        _C.check(lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
+                 "MTIAGraph.capture_begin")
+        status = ffi.new("mtiart_capture_status *")
+        capture_id = ffi.new("uint64_t *")
+        _C.check(lib.mtiart_stream_get_capture_info(stream._handle, status, capture_id, pool_id),
+                 "MTIAGraph.capture_begin")
+        self._capture_stream = stream
+        self._capture_id = int(capture_id[0])
+        self._device = stream.device_index
+        self._pool = (int(pool_id.first), int(pool_id.second))
+
+    def capture_end(self) -> None:
+        """End the capture of a MTIA graph (on the stream that began it)."""
+        stream = self._capture_stream
+        if stream is None:
+            raise RuntimeError(
+                "MTIAGraph.capture_end() called without a preceding capture_begin()")
+        if current_stream(stream.device_index) != stream:
+            raise RuntimeError(
+                f"Capture must end on the same stream it began on ({stream!r}), but the "
+                f"current stream is {current_stream(stream.device_index)!r}")
+        graph_out = ffi.new("mtiart_graph *")
+        status = lib.mtiart_stream_end_capture(stream._handle, graph_out)
+        self._capture_stream = None
+        self._collect_keepalive()
+        if status < 0:
+            # The runtime discarded the capture and released its use of the pool.
+            self._pool = None
+            self._retire_keepalive()
+            _C.raise_status(status, "MTIAGraph.capture_end")
+        self._graph = graph_out[0]
+        self._captured = True
+        count = ffi.new("size_t *")
+        _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+        if count[0] == 0:
+            warnings.warn(
+                "The MTIA graph is empty: nothing was captured. This usually means that "
+                "the graph was captured on the wrong device or stream.",
+                UserWarning, stacklevel=2)
+        if not self._keep_graph:
+            try:
+                self._instantiate()
+            finally:
+                self._destroy_template()
+
+    def instantiate(self) -> None:
+        """Instantiate the captured MTIA graph (``keep_graph=True`` only; may repeat)."""
+        if not self._captured:
+            raise RuntimeError(
+                "MTIAGraph.instantiate() called before a successful capture_end()")
+        if not self._keep_graph:
+            raise RuntimeError(
+                "instantiate() is intended to be called by the user only when "
+                "keep_graph=True")
+        self._instantiate()
+
+    def replay(self) -> None:
+        """Replay the captured MTIA graph on the current stream (asynchronously)."""
+        exec_ = self._exec
+        if exec_ is None:
+            if not self._captured:
+                raise RuntimeError(
+                    "Called MTIAGraph.replay() without a preceding successful capture.")
+            self._instantiate()
+            exec_ = self._exec
+        stream = current_stream(self._device)
+        status = lib.mtiart_graph_launch(exec_, stream._handle)
+        if status:
+            _C.raise_status(status, "MTIAGraph.replay")
+        if self._keepalive:
+            self._last_replay_stream = stream
+
+    def reset(self) -> None:
+        """Destroy the captured graph and reset the states (never raises; warns)."""
+        try:
+            self._reset()
+        except Exception as exc:  # reset() must not raise, as in torch
+            warnings.warn(f"MTIAGraph.reset() failed: {exc}", RuntimeWarning, stacklevel=2)
+
+    def pool(self) -> _POOL_HANDLE:
+        """Return an opaque token representing the id of this graph's memory pool."""
+        if self._pool is None or not (self._captured or self._capture_stream is not None):
+            raise RuntimeError(
+                "MTIAGraph.pool() called before a successful capture_begin()/capture_end()")
+        return self._pool
+
+    # ---------------------------------------------------------------- extras
+
+    def debug_dump(self, path: str) -> None:
+        """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.dot())
+
+    def dot(self) -> str:
+        """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
+        if self._graph is None:
+            raise RuntimeError(
+                "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+        length = ffi.new("size_t *")
+        _C.check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
+        buf = ffi.new("char[]", length[0] + 1)
+        _C.check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
+        return ffi.string(buf).decode()
+
+    def num_nodes(self) -> int:
+        """Number of nodes of the captured graph."""
+        count = ffi.new("size_t *")
+        if self._exec is not None:
+            _C.check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
+        elif self._graph is not None:
+            _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+        else:
+            raise RuntimeError("MTIAGraph.num_nodes() called before a successful capture")
+        return int(count[0])
+
+    def __repr__(self) -> str:
+        state = ("capturing" if self._capture_stream is not None
+                 else "captured" if self._captured else "empty")
+        return f"<mtia_graph.MTIAGraph {state} keep_graph={self._keep_graph} pool={self._pool}>"
+
+    def __del__(self) -> None:
+        try:
+            self._reset()
+        except Exception:
+            pass
+
+    # ---------------------------------------------------------------- internals
+
+    def _instantiate(self) -> None:
+        if self._exec is not None:
+            _C.check(lib.mtiart_graph_exec_destroy(self._exec))
+            self._exec = None
+        exec_out = ffi.new("mtiart_graph_exec *")
+        _C.check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        self._exec = exec_out[0]
+
+    def _destroy_template(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            _C.check(lib.mtiart_graph_destroy(graph))
+
+    def _collect_keepalive(self) -> None:
+        collect = getattr(_C, "capture_keepalive", None)
+        if collect is not None and self._capture_id:
+            self._keepalive.extend(collect(self._capture_id))
+
+    def _retire_keepalive(self) -> None:
+        if not self._keepalive:
+            return
+        event = None
+        stream = self._last_replay_stream
+        if stream is not None and not stream.is_capturing():
+            event = Event()
+            event.record(stream)
+        _retired.append((event, self._keepalive))
+        self._keepalive = []
+        self._last_replay_stream = None
+        _purge_retired()
+
+    def _reset(self) -> None:
+        stream = self._capture_stream
+        if stream is not None:
+            # Abandon an unfinished capture: end it and drop whatever it produced.
+            self._capture_stream = None
+            graph_out = ffi.new("mtiart_graph *")
+            if lib.mtiart_stream_end_capture(stream._handle, graph_out) == 0:
+                lib.mtiart_graph_destroy(graph_out[0])
+            self._collect_keepalive()
+        if self._exec is not None:
+            exec_, self._exec = self._exec, None
+            _C.check(lib.mtiart_graph_exec_destroy(exec_))
+        self._destroy_template()
+        self._retire_keepalive()
+        self._captured = False
+        self._pool = None
+        self._capture_id = 0
+
+
+class graph:
+    """Context manager that captures the work of its body into an :class:`MTIAGraph`.
+
+    Args:
+        mtia_graph: the graph object to capture into.
+        pool: a pool id to share (see :func:`graph_pool_handle`), or None for a new one.
+        stream: the capture stream; by default one stream per process, taken from
+            ``current_stream()`` at the first use (as in the seed).
+        capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
+
+    If the body raises, the capture is abandoned (its pool released, the graph left
+    empty and reusable), the previous stream is restored, and the original exception
+    propagates unchanged.
+    """
+
+    default_capture_stream: Optional[Stream] = None
+
+    def __init__(
+        self,
+        mtia_graph: MTIAGraph,
+        pool: Optional[_POOL_HANDLE] = None,
+        stream: Optional[Stream] = None,
+        capture_error_mode: str = "global",
+    ):
+        if not isinstance(mtia_graph, MTIAGraph):
+            raise TypeError(
+                f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
+        if self.__class__.default_capture_stream is None:
+            self.__class__.default_capture_stream = current_stream()
+
+        self.pool: Union[tuple[()], tuple[_POOL_HANDLE]] = (
+            () if pool is None else (_check_pool(pool),)
+        )
+        self.capture_stream = (
+            stream if stream is not None else self.__class__.default_capture_stream
+        )
+        assert self.capture_stream is not None
+        self.capture_error_mode = capture_error_mode
+        _capture_mode(capture_error_mode)
+        self.stream_ctx = _stream_context(self.capture_stream)
+        self.mtia_graph = mtia_graph
+
+    def __enter__(self) -> None:
+        synchronize()
+        empty_cache()
+
+        self.stream_ctx.__enter__()
+
+        pool_arg = self.pool[0] if self.pool else (0, 0)
+        try:
+            self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
+        except BaseException:
+            self.stream_ctx.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            try:
+                self.mtia_graph.capture_end()
+            finally:
+                self.stream_ctx.__exit__(None, None, None)
+            return None
+        # The body raised: abandon the capture but let the original exception through.
+        try:
+            self.mtia_graph._reset()
+        except Exception as cleanup_error:
+            warnings.warn(f"abandoning the capture failed: {cleanup_error}", RuntimeWarning,
+                          stacklevel=2)
+        finally:
+            self.stream_ctx.__exit__(exc_type, exc, tb)
+        return None
+
+
+__all__ = [
+    "MTIAGraph",
+    "graph",
+    "graph_pool_handle",
+]

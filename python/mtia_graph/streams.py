@@ -1,0 +1,314 @@
+"""Streams and events (``torch.mtia.Stream`` / ``Event`` and the stream functions).
+
+Each thread has a current stream per device, initially the device's default stream;
+:func:`stream` / :class:`StreamContext` / :func:`set_stream` change it for the calling
+thread only. Work enqueued by the package (tensor ops, host functions) goes to the
+current stream of the tensor's device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+from . import _C
+from ._C import HostCallback, check, check_sync, ffi, lib, raise_status
+from .device import Device, _device_index, _device_object, _thread_state
+from .memory import empty_cache  # re-exported: graphs.py takes it from here, as torch.mtia
+
+__all__ = [
+    "Stream",
+    "Event",
+    "StreamContext",
+    "stream",
+    "current_stream",
+    "default_stream",
+    "set_stream",
+    "synchronize",
+    "is_current_stream_capturing",
+    "launch_host_func",
+    "empty_cache",
+]
+
+_DeviceLike = Union[int, str, Device, None]
+
+
+def _capture_status(handle: Any) -> int:
+    status = ffi.new("mtiart_capture_status *")
+    check(lib.mtiart_stream_get_capture_info(handle, status, ffi.NULL, ffi.NULL),
+          "get_capture_info")
+    return int(status[0])
+
+
+class Stream:
+    """An in-order queue of work on a device.
+
+    ``Stream(device=None, priority=0)`` creates a new stream on ``device`` (default: the
+    current device). Lower priority values are more urgent; values outside the device's
+    range ``[greatest_stream_priority, 0]`` are clamped, as in CUDA/torch.
+
+    Two Stream objects are equal when they name the same runtime stream.
+    """
+
+    __slots__ = ("_handle", "device_index", "_id", "_priority", "__weakref__")
+
+    def __init__(self, device: _DeviceLike = None, priority: int = 0, **kwargs: Any) -> None:
+        if kwargs:
+            raise TypeError(f"Stream() got unexpected keyword arguments {sorted(kwargs)}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        idx = _device_index(device)
+        out = ffi.new("mtiart_stream *")
+        check(lib.mtiart_stream_create(idx, priority, out), "Stream")
+        self._init_from(ffi.gc(out[0], lib.mtiart_stream_destroy), idx)
+
+    def _init_from(self, handle: Any, device_index: int) -> None:
+        self._handle = handle
+        self.device_index = device_index
+        value = ffi.new("uint64_t *")
+        check(lib.mtiart_stream_get_id(handle, value), "Stream")
+        self._id = int(value[0])
+        prio = ffi.new("int *")
+        check(lib.mtiart_stream_get_priority(handle, prio), "Stream")
+        self._priority = int(prio[0])
+
+    @classmethod
+    def _wrap(cls, handle: Any, device_index: int) -> "Stream":
+        """A Stream over an existing handle, which the object does not own."""
+        self = cls.__new__(cls)
+        self._init_from(handle, device_index)
+        return self
+
+    @property
+    def device(self) -> Device:
+        """The stream's device."""
+        return _device_object(self.device_index)
+
+    @property
+    def stream_id(self) -> int:
+        """Process-unique id of the stream (never reused)."""
+        return self._id
+
+    @property
+    def priority(self) -> int:
+        """The stream's (clamped) priority."""
+        return self._priority
+
+    def query(self) -> bool:
+        """True if all work enqueued so far has completed.
+
+        Raises the stream's sticky error (e.g. a failed host function) if there is one,
+        and :class:`CaptureError` on a capturing stream.
+        """
+        return check_sync(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
+
+    def synchronize(self) -> None:
+        """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
+        check_sync(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
+
+    def wait_event(self, event: "Event") -> None:
+        """Make work enqueued later on this stream wait for ``event``'s latest record."""
+        if not isinstance(event, Event):
+            raise TypeError(f"wait_event() expects an Event, got {type(event).__name__}")
+        check(lib.mtiart_stream_wait_event(self._handle, event._handle), "Stream.wait_event")
+
+    def wait_stream(self, stream: "Stream") -> None:
+        """Make work enqueued later on this stream wait for the work now on ``stream``."""
+        if not isinstance(stream, Stream):
+            raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
+        self.wait_event(stream.record_event())
+
+    def record_event(self, event: Optional["Event"] = None) -> "Event":
+        """Record ``event`` (a new one if None) on this stream and return it."""
+        if event is None:
+            event = Event()
+        elif not isinstance(event, Event):
+            raise TypeError(f"record_event() expects an Event, got {type(event).__name__}")
+        event.record(self)
+        return event
+
+    def is_capturing(self) -> bool:
+        """Whether the stream takes part in a stream capture (active or invalidated)."""
+        return _capture_status(self._handle) != lib.MTIART_CAPTURE_STATUS_NONE
+
+    def launch_host_func(self, fn: Callable[[], Any]) -> HostCallback:
+        """Enqueue ``fn()`` to run on a device worker in stream order.
+
+        See :func:`launch_host_func` for errors and capture behaviour.
+        """
+        return _C.launch_host_func(self._handle, fn)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Stream):
+            return self._id == other._id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return (f"<mtia_graph.Stream device=mtia:{self.device_index} id={self._id} "
+                f"priority={self._priority}>")
+
+
+class Event:
+    """A marker in a stream: record it, wait on it, time between two of them.
+
+    ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
+    """
+
+    __slots__ = ("_handle", "enable_timing", "blocking", "__weakref__")
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False,
+                 interprocess: bool = False) -> None:
+        if interprocess:
+            raise ValueError("interprocess events are not supported")
+        flags = lib.MTIART_EVENT_DEFAULT
+        if enable_timing:
+            flags |= lib.MTIART_EVENT_TIMING
+        if blocking:
+            flags |= lib.MTIART_EVENT_BLOCKING_SYNC
+        out = ffi.new("mtiart_event *")
+        check(lib.mtiart_event_create(flags, out), "Event")
+        self._handle = ffi.gc(out[0], lib.mtiart_event_destroy)
+        self.enable_timing = bool(enable_timing)
+        self.blocking = bool(blocking)
+
+    def record(self, stream: Optional[Stream] = None) -> None:
+        """Record the event on ``stream`` (default: the current stream)."""
+        if stream is None:
+            stream = current_stream()
+        elif not isinstance(stream, Stream):
+            raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
+        check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
+
+    def wait(self, stream: Optional[Stream] = None) -> None:
+        """Make ``stream`` (default: the current stream) wait for this event."""
+        if stream is None:
+            stream = current_stream()
+        elif not isinstance(stream, Stream):
+            raise TypeError(f"wait() expects a Stream, got {type(stream).__name__}")
+        stream.wait_event(self)
+
+    def query(self) -> bool:
+        """True if the latest record has completed (or the event was never recorded)."""
+        return check_sync(lib.mtiart_event_query(self._handle), "Event.query") == 0
+
+    def synchronize(self) -> None:
+        """Wait until the latest record has completed."""
+        check_sync(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
+
+    def elapsed_time(self, end_event: "Event") -> float:
+        """Milliseconds from this event's record to ``end_event``'s (both timing events,
+        recorded and completed)."""
+        if not isinstance(end_event, Event):
+            raise TypeError(f"elapsed_time() expects an Event, got {type(end_event).__name__}")
+        ms = ffi.new("float *")
+        status = lib.mtiart_event_elapsed_time(self._handle, end_event._handle, ms)
+        if status != 0:  # MTIART_NOT_READY is an error here, as in torch
+            raise_status(status, "Event.elapsed_time")
+        return float(ms[0])
+
+    def __repr__(self) -> str:
+        return f"<mtia_graph.Event {int(ffi.cast('uintptr_t', self._handle)):#x}>"
+
+
+_default_streams: dict[int, Stream] = {}
+
+
+def default_stream(device: _DeviceLike = None) -> Stream:
+    """The default stream of a device (default: the current device)."""
+    idx = _device_index(device)
+    s = _default_streams.get(idx)
+    if s is None:
+        out = ffi.new("mtiart_stream *")
+        check(lib.mtiart_stream_get_default(idx, out), "default_stream")
+        s = _default_streams.setdefault(idx, Stream._wrap(out[0], idx))
+    return s
+
+
+def current_stream(device: _DeviceLike = None) -> Stream:
+    """The calling thread's current stream on a device (default: the current device)."""
+    idx = _device_index(device)
+    return _thread_state().streams[idx]
+
+
+def set_stream(stream: Optional[Stream]) -> None:
+    """Make ``stream`` the calling thread's current stream on its device (None: no-op).
+
+    Prefer the :func:`stream` context manager, which restores the previous stream.
+    """
+    if stream is None:
+        return
+    if not isinstance(stream, Stream):
+        raise TypeError(f"set_stream() expects a Stream, got {type(stream).__name__}")
+    tls = _thread_state()
+    tls.streams[stream.device_index] = stream
+    tls.handles[stream.device_index] = stream._handle
+
+
+class StreamContext:
+    """Context manager that makes a stream current (``None``: does nothing).
+
+    As in torch, the stream becomes current on its own device; the current device does
+    not change. On exit the previous current streams are restored.
+    """
+
+    def __init__(self, stream: Optional[Stream]) -> None:
+        if stream is not None and not isinstance(stream, Stream):
+            raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
+        self.stream = stream
+        self._saved: list = []
+
+    def __enter__(self) -> Optional[Stream]:
+        cur = self.stream
+        if cur is None:
+            return None
+        tls = _thread_state()
+        src_prev = tls.streams[tls.device]
+        dst_prev = tls.streams[cur.device_index]
+        self._saved.append((src_prev, dst_prev))
+        set_stream(cur)
+        return cur
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.stream is None:
+            return
+        src_prev, dst_prev = self._saved.pop()
+        set_stream(dst_prev)
+        set_stream(src_prev)
+
+
+def stream(stream: Optional[Stream]) -> StreamContext:
+    """``with stream(s): ...`` runs the body with ``s`` as the current stream."""
+    return StreamContext(stream)
+
+
+def synchronize(device: _DeviceLike = None) -> None:
+    """Wait for all work on all streams of a device (default: the current device).
+
+    Raises the first sticky kernel/host-function error of its streams, and
+    :class:`CaptureError` while a capture is active.
+    """
+    idx = _device_index(device)
+    check_sync(lib.mtiart_device_synchronize(idx), "synchronize")
+
+
+def is_current_stream_capturing() -> bool:
+    """Whether the current stream of the current device is capturing."""
+    tls = _thread_state()
+    return _capture_status(tls.handles[tls.device]) != lib.MTIART_CAPTURE_STATUS_NONE
+
+
+def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> HostCallback:
+    """Enqueue ``fn()`` on ``stream`` (default: the current stream).
+
+    It runs on a device worker thread, in stream order; while the stream captures it
+    becomes a graph node that runs at each replay. An exception raised by ``fn`` is
+    reported, with its traceback, as :class:`KernelError` at the next synchronization of
+    the stream (or device); the stream stays usable. ``fn`` must not synchronize.
+    """
+    if stream is None:
+        stream = current_stream()
+    elif not isinstance(stream, Stream):
+        raise TypeError(f"launch_host_func() expects a Stream, got {type(stream).__name__}")
+    return _C.launch_host_func(stream._handle, fn)
