@@ -55,8 +55,15 @@ typedef struct block {
     uint64_t capture_id;         /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
-    bool vg_deferred;            /* valgrind: free waits for its own stream (stats settled) */
 } block;
+
+/* Valgrind: a freed range its stream's earlier work may still touch (see vg_block_freed). */
+typedef struct vg_zombie {
+    uintptr_t addr_hidden;
+    size_t size;
+    mt_stream *stream;
+    uint64_t target; /* the range is dead once the stream has completed this much */
+} vg_zombie;
 
 typedef struct heap {
     uint64_t bitmap[BITMAP_WORDS];
@@ -114,6 +121,8 @@ typedef struct mt_allocator {
     block *spare_blocks;
     block *pending;
     mtiart_memory_stats stats;
+    vg_zombie *zombies; /* valgrind only */
+    size_t num_zombies, cap_zombies;
 } mt_allocator;
 
 #define TOMBSTONE ((block *)(uintptr_t)1)
@@ -144,26 +153,31 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
  *     caller of mtiart_malloc*: a block never freed is "definitely lost" with that stack;
  *   - cached free memory and released segments are NOACCESS (under valgrind a released
  *     segment stays mapped, so a stray access is reported rather than a crash);
- *   - frees are stream ordered: under valgrind a block freed while its stream still has
- *     work enqueued before the free stays PENDING (not reused) until the stream has done
- *     that work, and only then becomes FREELIKE/NOACCESS, so kernels still reading it are
- *     not reported; a free on an idle stream is FREELIKE at the call (free stack = caller);
+ *   - frees are stream ordered: a block is FREELIKE at mtiart_free (free stack = caller),
+ *     but while its stream (or a record_stream user) still has work enqueued before the
+ *     free, the range stays addressable and defined (a "zombie"), so kernels still reading
+ *     it are not reported; once the stream is past that point (checked at host waits, at
+ *     allocations and frees, and at exit) what is still free becomes NOACCESS. Reuse on
+ *     the same stream is immediate, exactly as without valgrind (a block handed out over
+ *     a zombie starts defined, for the same reason);
  *   - a block freed into a private pool that graphs still use (freed during capture, or a
  *     graph output freed later) is FREELIKE but stays addressable (undefined): replays
  *     still read and write it. It becomes NOACCESS when the pool's last graph is gone.
  */
 #ifdef MTIART_HAVE_VALGRIND
 #define VG_ON() RUNNING_ON_VALGRIND
-#define VG_ALLOC(b) VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0, 0)
+#define VG_ALLOC(b, defined) VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0, (defined))
 #define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
 #define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
+#define VG_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((void *)(p), (n))
 #else
 #define VG_ON() 0
-#define VG_ALLOC(b) ((void)(b))
+#define VG_ALLOC(b, defined) ((void)(b), (void)(defined))
 #define VG_FREE(b) ((void)(b))
 #define VG_NOACCESS(p, n) ((void)(p), (void)(n))
 #define VG_UNDEFINED(p, n) ((void)(p), (void)(n))
+#define VG_DEFINED(p, n) ((void)(p), (void)(n))
 #endif
 
 /* Replays of the pool's graphs may still touch its free blocks. */
@@ -171,11 +185,22 @@ static inline bool pool_graph_held(const mt_allocator *a, const mt_pool *pool) {
     return pool != &a->default_pool && pool->use_count > 0;
 }
 
-/* The block has left the program's hands for good (lock held). */
-static void vg_block_freed(const mt_allocator *a, block *b) {
-    VG_FREE(b);
+static bool vg_zombie_add(mt_allocator *a, block *b);
+
+/* The program freed the block (lock held). Memcheck sees the free at once (its free stack
+ * is the caller's), but a range that work enqueued earlier on the block's stream may still
+ * read stays addressable (as defined data) until that stream is past it (vg_zombies_poll);
+ * the allocator itself reuses the block in stream order exactly as without valgrind. */
+static void vg_block_settle(mt_allocator *a, block *b) {
     if (pool_graph_held(a, b->seg->pool)) VG_UNDEFINED(blk_addr(b), b->size);
+    else if (vg_zombie_add(a, b)) VG_DEFINED(blk_addr(b), b->size);
     else VG_NOACCESS(blk_addr(b), b->size);
+}
+
+static void vg_block_freed(mt_allocator *a, block *b) {
+    if (!VG_ON()) return;
+    VG_FREE(b);
+    vg_block_settle(a, b);
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -614,13 +639,10 @@ static void finish_pending(mt_allocator *a, block *b) {
     block **slot = table_slot(a, blk_addr(b));
     if (slot) table_erase(a, slot);
     drop_uses(b);
-    if (!b->vg_deferred) { /* a valgrind-deferred free settled its stats at the call */
-        a->stats.active_blocks--;
-        a->stats.active_bytes -= b->size;
-        b->seg->pool->active_blocks--;
-    }
-    b->vg_deferred = false;
-    vg_block_freed(a, b);
+    a->stats.active_blocks--;
+    a->stats.active_bytes -= b->size;
+    b->seg->pool->active_blocks--;
+    if (VG_ON()) vg_block_settle(a, b); /* FREELIKE already at mtiart_free */
     release_block(a, b);
 }
 
@@ -635,12 +657,9 @@ static void process_pending(mt_allocator *a) {
     }
 }
 
-#ifdef MTIART_HAVE_VALGRIND
-/* Under valgrind, a free whose block's own stream still has work enqueued before it is
- * deferred until that work is done (see "Memcheck's view" above): the owner stream joins
- * the block's uses. Returns whether the free must wait. Lock held. */
-static bool vg_defer_free(mt_allocator *a, block *b) {
-    if (!VG_ON() || pool_graph_held(a, b->seg->pool)) return false;
+/* Valgrind only: remember a freed block whose stream still has work enqueued before the
+ * free; returns whether it did (lock held). */
+static bool vg_zombie_add(mt_allocator *a, block *b) {
     mt_stream *owner = stream_ref_by_id(b->seg->pool->dev, b->seg->owner->stream_id);
     if (!owner) return false;
     uint64_t target = atomic_load(&owner->enqueued);
@@ -648,31 +667,65 @@ static bool vg_defer_free(mt_allocator *a, block *b) {
         mt_stream_unref(owner);
         return false;
     }
-    if (b->num_uses == b->cap_uses) {
-        uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
-        stream_use *grown = realloc(b->uses, cap * sizeof *grown);
-        if (!grown) { /* report those reads rather than fail the free */
+    if (a->num_zombies == a->cap_zombies) {
+        size_t cap = a->cap_zombies ? a->cap_zombies * 2 : 16;
+        vg_zombie *grown = realloc(a->zombies, cap * sizeof *grown);
+        if (!grown) { /* those reads get reported rather than the free failing */
             mt_stream_unref(owner);
             return false;
         }
-        b->uses = grown;
-        b->cap_uses = cap;
+        a->zombies = grown;
+        a->cap_zombies = cap;
     }
-    b->uses[b->num_uses++] = (stream_use){owner, target};
-    b->vg_deferred = b->num_uses == 1; /* only valgrind makes it wait: stats settle now */
+    a->zombies[a->num_zombies++] =
+        (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
     return true;
 }
-#else
-#define vg_defer_free(a, b) ((void)(a), (void)(b), false)
-#endif
 
-/* Valgrind only: finish the frees deferred by vg_defer_free whose streams are done, so
- * that a read after a synchronize is reported. */
+/* Whether [addr, addr+size) overlaps a range earlier work may still read. */
+static bool vg_zombie_overlaps(const mt_allocator *a, uintptr_t addr, size_t size) {
+    for (size_t i = 0; i < a->num_zombies; i++) {
+        uintptr_t z = ~a->zombies[i].addr_hidden;
+        if (addr < z + a->zombies[i].size && z < addr + size) return true;
+    }
+    return false;
+}
+
+/* Ranges whose stream is past the free: what of them is still free becomes NOACCESS (what
+ * was handed out again is a live block by now). Lock held. */
+static void vg_zombies_poll(mt_allocator *a) {
+    for (size_t i = 0; i < a->num_zombies;) {
+        vg_zombie *z = &a->zombies[i];
+        if (atomic_load(&z->stream->completed) < z->target) {
+            i++;
+            continue;
+        }
+        vg_zombie done = *z;
+        *z = a->zombies[--a->num_zombies];
+        uintptr_t addr = ~done.addr_hidden, end = addr + done.size;
+        segment *seg = atomic_load(&a->chunk_segment[(addr - arena_base(a)) / GRANULE]);
+        if (seg && !pool_graph_held(a, seg->pool)) {
+            for (block *b = seg->first; b; b = b->next) {
+                uintptr_t lo = blk_addr(b), hi = lo + b->size;
+                if (b->state != BLK_FREE || hi <= addr || lo >= end) continue;
+                if (lo < addr) lo = addr;
+                if (hi > end) hi = end;
+                /* a later free of the same memory may still wait for its stream */
+                if (!vg_zombie_overlaps(a, lo, hi - lo)) VG_NOACCESS(lo, hi - lo);
+            }
+        }
+        mt_stream_unref(done.stream);
+    }
+}
+
+/* Valgrind only: settle the freed ranges whose streams are done, so that a read after a
+ * synchronize is reported (called after host waits, and at exit). */
 void mt_alloc_vg_poll(mt_device *dev) {
     if (!VG_ON() || !dev->alloc) return;
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     if (a->pending) process_pending(a);
+    if (a->num_zombies) vg_zombies_poll(a);
     mt_spin_unlock(&a->lock);
 }
 
@@ -716,7 +769,9 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
     update_peak(&a->stats.active_blocks_peak, a->stats.active_blocks);
     a->stats.active_bytes += b->size;
     update_peak(&a->stats.active_bytes_peak, a->stats.active_bytes);
-    VG_ALLOC(b);
+    /* Reused while earlier work on the stream may still read the old contents: those
+     * stay defined, so that work's reads are not taken for uninitialised ones. */
+    VG_ALLOC(b, VG_ON() && a->num_zombies && vg_zombie_overlaps(a, blk_addr(b), b->size));
     return b;
 }
 
@@ -792,6 +847,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     a->stats.alloc_requests++;
     if (!pool) pool = &a->default_pool;
     if (a->pending) process_pending(a);
+    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
@@ -919,19 +975,21 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
         uint64_t capture_id = mt_capture_id_of(u);
         if (capture_id) b->capture_id = capture_id;
     }
-    bool pending = b->num_uses != 0;
-    if (vg_defer_free(a, b)) pending = true; /* under valgrind: its own stream too */
-    if (!pending || b->vg_deferred) {
+    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
+    if (b->num_uses == 0) {
+        table_erase(a, slot);
         a->stats.active_blocks--;
         a->stats.active_bytes -= b->size;
         pool->active_blocks--;
-    }
-    if (!pending) {
-        table_erase(a, slot);
         vg_block_freed(a, b);
         release_block(a, b);
         mt_spin_unlock(&a->lock);
         return MTIART_SUCCESS;
+    }
+    if (VG_ON()) { /* freed for memcheck now; readable until the other streams are done */
+        VG_FREE(b);
+        if (pool_graph_held(a, pool)) VG_UNDEFINED(blk_addr(b), b->size);
+        else VG_DEFINED(blk_addr(b), b->size);
     }
     b->state = BLK_PENDING;
     b->fprev = NULL;

@@ -324,8 +324,13 @@ static void capture_finish(mt_capture *c) {
     }
     for (size_t i = 0; i < c->num_events; i++) {
         mt_event *e = c->events[i];
-        e->capture = NULL;
-        e->capture_deps_len = 0;
+        /* Only if the event is still ours: an eager record detaches it, and another
+         * capture may have recorded it since (clearing that would turn its in-capture
+         * waits into external ones). */
+        if (atomic_load(&e->capture) == c) {
+            e->capture = NULL;
+            e->capture_deps_len = 0;
+        }
     }
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&captures_lock);

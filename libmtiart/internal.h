@@ -113,9 +113,9 @@ enum mt_op_type {
 
 /*
  * One stream operation: what a stream queue slot holds and what a graph node records.
- * Kernel arguments are packed into a blob: uint16 count, uint16 offsets, then the values
- * at 8-byte aligned offsets. Small blobs live inline in the op (no allocation on the
- * enqueue path); larger ones on the heap.
+ * Kernel arguments are packed into a blob: uint16 count, uint16 offsets (in 8-byte units),
+ * then the values at 8-byte aligned offsets. Small blobs live inline in the op (no
+ * allocation on the enqueue path); larger ones on the heap.
  */
 typedef struct mt_op {
     uint32_t type;

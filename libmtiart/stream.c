@@ -75,7 +75,10 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     for (uint32_t i = 0; i < num_args; i++) {
         const mtiart_arg *a = &args[i];
         offset = align8(offset);
-        uint16_t off16 = (uint16_t)offset;
+        /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
+         * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
+         * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
+        uint16_t off16 = (uint16_t)(offset >> 3);
         memcpy(blob + 2 + 2 * i, &off16, 2);
         if (a->kind == MTIART_ARG_VALUE) {
             memcpy(blob + offset, a->value, a->size);
@@ -94,7 +97,7 @@ uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
     for (uint32_t i = 0; i < count; i++) {
         uint16_t off;
         memcpy(&off, blob + 2 + 2 * i, 2);
-        argv[i] = blob + off;
+        argv[i] = blob + ((size_t)off << 3);
     }
     return count;
 }
@@ -377,10 +380,14 @@ bool mt_execute_op(mt_stream *s, mt_op *op) {
         return true;
     }
     case MT_OP_EVENT_RECORD:
-        /* Publish the stream's progress first: whoever sees the event complete must also
-         * see the stream idle when this record was its last op. */
-        mark_completed(s, s->consumed + 1);
+        /* The event first: a stream synchronize that returns must find every record it
+         * waited for complete (mtiart_stream_synchronize waits for "all work enqueued",
+         * and a query of an event recorded last on the stream must then say SUCCESS; with
+         * the stream marked first, the host could see it idle before the event completed).
+         * The stream's progress is published right after, so an event waiter sees the
+         * stream idle (record as its last op) all but at once. */
         mt_event_complete(op->u.event.event, op->u.event.generation);
+        mark_completed(s, s->consumed + 1);
         return true;
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);

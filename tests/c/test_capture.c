@@ -227,6 +227,55 @@ static void test_deferred_and_replay(void) {
     CHECK_OK(mtiart_stream_destroy(other));
 }
 
+/* record_stream inside a capture: a block that a forked stream uses and that is freed on
+ * the origin is not handed out again within the capture (the branch may still run
+ * concurrently with later nodes), and is reusable after the capture. */
+static void test_record_stream_in_capture(void) {
+    mtiart_stream s0, s1;
+    CHECK_OK(mtiart_stream_create(0, 0, &s0));
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    mtiart_event fork, join;
+    CHECK_OK(mtiart_event_create(0, &fork));
+    CHECK_OK(mtiart_event_create(0, &join));
+    CHECK_OK(mtiart_stream_begin_capture(s0, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_pool_id pool;
+    capture_status(s0, NULL, &pool);
+    int64_t *p, *q, *out;
+    CHECK_OK(mtiart_malloc_async(s0, 8, (void **)&out));
+    CHECK_OK(mtiart_memset_async(s0, out, 0, 8));
+    CHECK_OK(mtiart_malloc_async(s0, 4096, (void **)&p));
+    CHECK_OK(mtiart_memset_async(s0, p, 0, 4096));
+    CHECK_OK(launch_add_i64(s0, p, 21));
+    CHECK_OK(mtiart_event_record(fork, s0));
+    CHECK_OK(mtiart_stream_wait_event(s1, fork));
+    mtiart_arg a[2] = {{MTIART_ARG_BUFFER_INOUT, 0, out, 8}, {MTIART_ARG_VALUE, 8, &(int64_t){2}, 0}};
+    CHECK_OK(mtiart_memcpy_async(s1, out, p, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    CHECK_OK(mtiart_launch_kernel(s1, k_mul_i64, 1, a, 2));
+    CHECK_OK(mtiart_record_stream(p, s1));
+    CHECK_OK(mtiart_free(p));
+    CHECK_OK(mtiart_malloc_async(s0, 4096, (void **)&q));
+    CHECK(q != p); /* s1's node may still read p during a replay */
+    CHECK_OK(mtiart_memset_async(s0, q, 0xff, 4096));
+    CHECK_OK(mtiart_event_record(join, s1));
+    CHECK_OK(mtiart_stream_wait_event(s0, join));
+    CHECK_OK(mtiart_free(q));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s0, &g));
+    replay(g, s0, 3);
+    int64_t host = 0;
+    CHECK_OK(mtiart_memcpy(s0, &host, out, 8, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK(host == 42);
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_free(out));
+    mtiart_pool_info info;
+    CHECK_OK(mtiart_pool_get_info(0, pool, &info));
+    CHECK(info.active_blocks == 0 && info.reserved_bytes == 0);
+    CHECK_OK(mtiart_event_destroy(fork));
+    CHECK_OK(mtiart_event_destroy(join));
+    CHECK_OK(mtiart_stream_destroy(s0));
+    CHECK_OK(mtiart_stream_destroy(s1));
+}
+
 /* ------------------------------------------------------------------ fork / join */
 
 static void test_fork_join(void) {
@@ -403,6 +452,51 @@ static void test_isolation(void) {
     CHECK_OK(mtiart_stream_destroy(a));
     CHECK_OK(mtiart_stream_destroy(b));
     CHECK_OK(mtiart_stream_destroy(outside));
+}
+
+/* An event recorded in one capture, then eagerly, then in a second capture: ending the
+ * first capture must not detach the event from the second. */
+static void test_event_moves_between_captures(void) {
+    mtiart_stream a, b, c, x;
+    CHECK_OK(mtiart_stream_create(0, 0, &a));
+    CHECK_OK(mtiart_stream_create(0, 0, &b));
+    CHECK_OK(mtiart_stream_create(0, 0, &c));
+    CHECK_OK(mtiart_stream_create(0, 0, &x));
+    mtiart_event e, back;
+    CHECK_OK(mtiart_event_create(0, &e));
+    CHECK_OK(mtiart_event_create(0, &back));
+    CHECK_OK(mtiart_stream_begin_capture(a, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_event_record(e, a));
+    CHECK_OK(mtiart_event_record(e, x)); /* eager: e leaves the first capture */
+    CHECK_OK(mtiart_stream_synchronize(x));
+    CHECK_OK(mtiart_stream_begin_capture(b, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+    atomic_long counter = 0;
+    launch_count(b, &counter);
+    CHECK_OK(mtiart_event_record(e, b)); /* e now belongs to the second capture */
+    mtiart_graph ga, gb;
+    CHECK_OK(mtiart_stream_end_capture(a, &ga));
+    /* c waiting on e forks into the second capture. */
+    CHECK_OK(mtiart_stream_wait_event(c, e));
+    uint64_t idb, idc;
+    capture_status(b, &idb, NULL);
+    CHECK(capture_status(c, &idc, NULL) == MTIART_CAPTURE_STATUS_ACTIVE);
+    CHECK(idc == idb);
+    launch_count(c, &counter);
+    CHECK_OK(mtiart_event_record(back, c));
+    CHECK_OK(mtiart_stream_wait_event(b, back));
+    CHECK_OK(mtiart_stream_end_capture(b, &gb));
+    CHECK(atomic_load(&counter) == 0);
+    replay(gb, b, 2);
+    CHECK(atomic_load(&counter) == 4);
+    CHECK_OK(mtiart_graph_destroy(ga));
+    CHECK_OK(mtiart_graph_destroy(gb));
+    CHECK_USABLE(c);
+    CHECK_OK(mtiart_event_destroy(e));
+    CHECK_OK(mtiart_event_destroy(back));
+    CHECK_OK(mtiart_stream_destroy(a));
+    CHECK_OK(mtiart_stream_destroy(b));
+    CHECK_OK(mtiart_stream_destroy(c));
+    CHECK_OK(mtiart_stream_destroy(x));
 }
 
 /* ------------------------------------------------------------------ unsafe calls */
@@ -715,9 +809,11 @@ int main(void) {
     test_begin_end_info();
     test_allocations_in_capture();
     test_deferred_and_replay();
+    test_record_stream_in_capture();
     test_fork_join();
     test_unjoined();
     test_isolation();
+    test_event_moves_between_captures();
     test_unsafe_calls();
     test_modes();
     test_global_from_other_thread();

@@ -57,6 +57,28 @@ static void test_record_query_sync(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* A synchronize of the stream finds the events it recorded complete (the record is work
+ * of the stream), every time. */
+static void test_sync_implies_recorded(void) {
+    mtiart_stream s;
+    mtiart_event e, t;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(mtiart_event_create(0, &e));
+    CHECK_OK(mtiart_event_create(MTIART_EVENT_TIMING, &t));
+    atomic_long counter = 0;
+    int bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        launch_count(s, &counter);
+        CHECK_OK(mtiart_event_record(i % 2 ? e : t, s));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        if (mtiart_event_query(i % 2 ? e : t) != MTIART_SUCCESS) bad++;
+    }
+    CHECK(bad == 0);
+    CHECK_OK(mtiart_event_destroy(e));
+    CHECK_OK(mtiart_event_destroy(t));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 /* B waits on an event recorded on A after slow work: B's work runs after A's. */
 typedef struct two_step {
     atomic_int a_done;
@@ -540,6 +562,7 @@ static int run_all(void) {
     CHECK_OK(mtiart_device_get_properties(0, &props));
     g_workers = props.num_workers;
     test_record_query_sync();
+    test_sync_implies_recorded();
     test_cross_stream_wait();
     test_wait_never_recorded();
     test_timing();

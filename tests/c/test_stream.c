@@ -644,7 +644,159 @@ static void test_many_round_trips(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
-int main(void) {
+/* Arguments: every value arrives intact, for small and maximal argument lists (64 values
+ * of 4096 bytes: more than 64 KB of packed arguments), eagerly, captured and in a
+ * hand-built graph. */
+typedef struct arg_spec {
+    uint32_t count;
+    uint32_t size[64];
+} arg_spec;
+
+static atomic_int arg_errors;
+
+static int32_t k_check_args(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)block;
+    (void)num_blocks;
+    const arg_spec *spec = *(const arg_spec *const *)args[0];
+    for (uint32_t i = 1; i < spec->count; i++) {
+        const unsigned char *v = args[i];
+        if (((uintptr_t)v & 7) != 0) atomic_fetch_add(&arg_errors, 1);
+        for (uint32_t j = 0; j < spec->size[i]; j++)
+            if (v[j] != (unsigned char)(i * 31 + j % 251)) {
+                atomic_fetch_add(&arg_errors, 1);
+                break;
+            }
+    }
+    return 0;
+}
+
+static void test_arguments(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    static unsigned char values[64][4096];
+    static arg_spec specs[4];
+    const uint32_t counts[4] = {2, 7, 64, 64};
+    for (int k = 0; k < 4; k++) {
+        arg_spec *spec = &specs[k];
+        spec->count = counts[k];
+        mtiart_arg a[64];
+        a[0] = (mtiart_arg){MTIART_ARG_VALUE, sizeof spec, &spec, 0};
+        for (uint32_t i = 1; i < spec->count; i++) {
+            spec->size[i] = k == 3 ? 4096 : (k == 2 ? 1 + (i * 37) % 300 : i);
+            for (uint32_t j = 0; j < spec->size[i]; j++) values[i][j] = (unsigned char)(i * 31 + j % 251);
+            a[i] = (mtiart_arg){MTIART_ARG_VALUE, spec->size[i], values[i], 0};
+        }
+        CHECK_OK(mtiart_launch_kernel(s, k_check_args, 3, a, spec->count));
+        /* captured */
+        mtiart_graph g;
+        CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+        CHECK_OK(mtiart_launch_kernel(s, k_check_args, 1, a, spec->count));
+        CHECK_OK(mtiart_stream_end_capture(s, &g));
+        /* hand-built */
+        size_t node;
+        CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_check_args, 2, a, spec->count, &node));
+        mtiart_graph_exec x;
+        CHECK_OK(mtiart_graph_instantiate(g, &x));
+        memset(values, 0, sizeof values); /* snapshotted at the calls */
+        CHECK_OK(mtiart_graph_launch(x, s));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK(atomic_load(&arg_errors) == 0);
+        CHECK_OK(mtiart_graph_exec_destroy(x));
+        CHECK_OK(mtiart_graph_destroy(g));
+    }
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* Several threads enqueue on and synchronize one shared stream at once. */
+typedef struct shared_ctx {
+    mtiart_stream s;
+    atomic_long *counter;
+    int failed;
+} shared_ctx;
+
+static void *shared_sync_thread(void *arg) {
+    shared_ctx *c = arg;
+    for (int i = 0; i < 300; i++) {
+        mtiart_arg a = {MTIART_ARG_VALUE, sizeof c->counter, &c->counter, 0};
+        long before = atomic_load(c->counter);
+        if (mtiart_launch_kernel(c->s, k_count, 1, &a, 1) || mtiart_stream_synchronize(c->s)) c->failed = 1;
+        /* at least our own launch has run */
+        if (atomic_load(c->counter) < before + 1) c->failed = 1;
+    }
+    return NULL;
+}
+
+static void test_concurrent_synchronize(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_get_default(0, &s));
+    atomic_long counter = 0;
+    pthread_t th[4];
+    shared_ctx ctx[4];
+    for (int i = 0; i < 4; i++) {
+        ctx[i] = (shared_ctx){s, &counter, 0};
+        pthread_create(&th[i], NULL, shared_sync_thread, &ctx[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(!ctx[i].failed);
+    }
+    CHECK(atomic_load(&counter) == 1200);
+}
+
+/* With a single worker the order in which waiting streams run is deterministic: the most
+ * urgent priority first. */
+static void test_priority_order_one_worker(void) {
+    if (g_workers != 1) return;
+    mtiart_stream hold, low, mid, high;
+    CHECK_OK(mtiart_stream_create(0, 0, &hold));
+    CHECK_OK(mtiart_stream_create(0, 0, &low));
+    CHECK_OK(mtiart_stream_create(0, -1, &mid));
+    CHECK_OK(mtiart_stream_create(0, -3, &high));
+    gate g = {0};
+    launch_gate(hold, &g);
+    CHECK(WAIT_UNTIL(atomic_load(&g.entered), 5000)); /* the only worker is held */
+    order_log *log = calloc(1, sizeof *log);
+    log_entry e[3] = {{log, 0}, {log, 1}, {log, 3}};
+    CHECK_OK(mtiart_launch_host_func(low, h_log, &e[0]));
+    CHECK_OK(mtiart_launch_host_func(mid, h_log, &e[1]));
+    CHECK_OK(mtiart_launch_host_func(high, h_log, &e[2]));
+    atomic_store(&g.open, 1);
+    CHECK_OK(mtiart_device_synchronize(0));
+    CHECK(atomic_load(&log->n) == 3);
+    CHECK(log->v[0] == 3 && log->v[1] == 1 && log->v[2] == 0);
+    free(log);
+    CHECK_OK(mtiart_stream_destroy(hold));
+    CHECK_OK(mtiart_stream_destroy(low));
+    CHECK_OK(mtiart_stream_destroy(mid));
+    CHECK_OK(mtiart_stream_destroy(high));
+}
+
+static int run_all(void);
+
+#include <spawn.h>
+#include <sys/wait.h>
+extern char **environ;
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--one-worker") == 0) {
+        setenv("MTIART_NUM_WORKERS", "1", 1); /* before the first libmtiart call */
+        return run_all();
+    }
+    /* Everything once more with a single worker, in a child process. */
+    pid_t pid;
+    char *child_argv[] = {argv[0], "--one-worker", NULL};
+    const char *self = strchr(argv[0], '/') ? argv[0] : "/proc/self/exe";
+    int rc = posix_spawn(&pid, self, NULL, NULL, child_argv, environ);
+    CHECK(rc == 0);
+    if (rc == 0) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    return run_all();
+}
+
+static int run_all(void) {
     CHECK_OK(mtiart_init());
     mtiart_device_properties props;
     CHECK_OK(mtiart_device_get_properties(0, &props));
@@ -665,5 +817,9 @@ int main(void) {
     test_sync_is_per_stream();
     test_copies_and_fills();
     test_many_round_trips();
+    test_concurrent_synchronize();
+    test_priority_order_one_worker();
+    test_arguments();
+    printf("streams with %d worker(s): %s\n", g_workers, test_failures ? "FAILED" : "passed");
     TEST_MAIN_END();
 }
