@@ -332,23 +332,27 @@ static int32_t k_binary_bcast(void *const *args, uint32_t block, uint32_t num_bl
 
 /* ---- where --------------------------------------------------------------------------------- */
 
-/* where only moves bits, so it is specialised on element size, not dtype. */
+/* where only moves bits, so it is specialised on element size, not dtype. The select is a
+ * bit mask: both operands are loaded unconditionally (a conditional load would stop gcc
+ * if-converting, and so vectorising, the loop) and blended with -(c != 0). */
+#define WHERE_BLEND(T, c, x, y)                                                              \
+    ((T)(((x) & (T)(0 - (T)((c) != 0))) | ((y) & (T)((T)((c) != 0) - 1))))
 #define DEF_WHERE(SZ, T)                                                                     \
     static void where##SZ(void *o_, const kbool *c, int sc, const void *a_, int sa,          \
                           const void *b_, int sb, int64_t n) {                               \
         T *o = (T *)o_;                                                                      \
         const T *a = (const T *)a_, *b = (const T *)b_;                                      \
         if (sc && sa && sb) {                                                                \
-            EW_LOOP(n, { o[i] = c[i] ? a[i] : b[i]; });                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], b[i]); });                        \
         } else if (sc && sa) {                                                               \
             const T y = b[0];                                                                \
-            EW_LOOP(n, { o[i] = c[i] ? a[i] : y; });                                         \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], y); });                           \
         } else if (sc && sb) {                                                               \
             const T x = a[0];                                                                \
-            EW_LOOP(n, { o[i] = c[i] ? x : b[i]; });                                         \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], x, b[i]); });                           \
         } else {                                                                             \
             for (int64_t i = 0; i < n; i++)                                                  \
-                o[i] = c[i * sc] ? a[i * sa] : b[i * sb];                                    \
+                o[i] = WHERE_BLEND(T, c[i * sc], a[i * sa], b[i * sb]);                      \
         }                                                                                    \
     }
 DEF_WHERE(1, uint8_t)
@@ -562,7 +566,12 @@ static int32_t k_fill(void *const *args, uint32_t block, uint32_t num_blocks) {
     if (lo >= hi) return 0;
     size_t es = k_esize[p.dtype];
     char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * es;
-    if (es == 1) memset(o, (int)(p.s.bits & 0xff), hi - lo);
+    /* A pattern of identical bytes (zeros above all) is a memset, which glibc does with
+     * the fastest stores the CPU has. */
+    uint64_t b0 = p.s.bits & 0xff, rep = b0 * UINT64_C(0x0101010101010101);
+    if (es == 1 || (es == 4 && (p.s.bits & 0xffffffffu) == (rep & 0xffffffffu)) ||
+        (es == 8 && p.s.bits == rep))
+        memset(o, (int)b0, (hi - lo) * es);
     else if (es == 4) fill4(o, p.s.bits, (int64_t)(hi - lo));
     else fill8(o, p.s.bits, (int64_t)(hi - lo));
     return 0;
@@ -625,7 +634,7 @@ static int32_t k_arange(void *const *args, uint32_t block, uint32_t num_blocks) 
     return 0;
 }
 
-/* ---- host side -------------------------------------------------------------------------------- */
+/* ---- host side ------------------------------------------------------------------------------- */
 
 /* Strides (in elements) of `in` broadcast against out's dims; 0 where `in` is broadcast. */
 static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_tensor_desc *in,
@@ -750,8 +759,8 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
     mtiart__klaunch kl;
     if (flat) mtiart__kl_init(&kl, fn, &p.h, sizeof p.h);
     else mtiart__kl_init(&kl, fn, &p, bc_size(&p));
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
-                            MTIART_ARG_BUFFER_OUT, 1);
+    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no,
+                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
                     : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     int sb = sa < 0 ? -1
@@ -808,8 +817,8 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     mtiart__klaunch kl;
     mtiart__kl_init(&kl, fn, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
-                            MTIART_ARG_BUFFER_OUT, 1);
+    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no,
+                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
                     : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;

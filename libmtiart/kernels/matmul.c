@@ -18,7 +18,6 @@
 #include "kernels.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,7 +82,7 @@ typedef void (*ukr_f64_fn)(int64_t kc, const double *a, const double *b, double 
 DEF_UKR_GENERIC(ukr_f32_generic, float, 4, 16)
 DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
 
-/* ---- x86 micro-kernels -------------------------------------------------------------------------- */
+/* ---- x86 micro-kernels ----------------------------------------------------------------------- */
 
 #if MM_X86
 
@@ -234,7 +233,7 @@ static void ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c
 
 #endif /* MM_X86 */
 
-/* ---- ISA selection ------------------------------------------------------------------------------ */
+/* ---- tile shapes ----------------------------------------------------------------------------- */
 
 typedef struct mm_shape {
     int mr, nr;
@@ -259,7 +258,7 @@ static mm_shape mm_tile_shape(int dtype, uint32_t isa) {
     return s;
 }
 
-/* ---- float GEMM driver --------------------------------------------------------------------------- */
+/* ---- float GEMM driver ----------------------------------------------------------------------- */
 
 /* 64-byte aligned so the micro-kernels can use aligned vector loads of packed panels. */
 static void *mm_alloc(size_t bytes) {
@@ -406,7 +405,7 @@ static ukr_f64_fn mm_ukr_f64(uint32_t isa) {
     return ukr_f64_generic;
 }
 
-/* ---- integer kernel ------------------------------------------------------------------------------ */
+/* ---- integer kernel -------------------------------------------------------------------------- */
 
 /* C rows [r0, r1), columns [c0, c1): for a chunk of columns, each row of C accumulates
  * a[i,p] * B[p, chunk] so the inner loop is a contiguous, vectorisable axpy; the B chunk is
@@ -434,7 +433,7 @@ static ukr_f64_fn mm_ukr_f64(uint32_t isa) {
 DEF_IMM(i32, int32_t, uint32_t)
 DEF_IMM(i64, int64_t, uint64_t)
 
-/* ---- kernel ------------------------------------------------------------------------------------- */
+/* ---- kernel ---------------------------------------------------------------------------------- */
 
 /* Range [lo, hi) of the idx-th of `parts` splits of `extent`, on multiples of `align`. */
 static void mm_split(int64_t extent, uint32_t parts, uint32_t idx, int64_t align, int64_t *lo,
@@ -507,7 +506,7 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
     return 0;
 }
 
-/* ---- host side -------------------------------------------------------------------------------------- */
+/* ---- host side ------------------------------------------------------------------------------- */
 
 /* Split each matrix into rgrid x cgrid tiles so that batch * tiles covers `want` blocks,
  * minimising the duplicated packing: each tile packs its rows of A (k * m / rgrid) once per

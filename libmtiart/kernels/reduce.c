@@ -340,7 +340,7 @@ static int32_t k_reduce_combine(void *const *args, uint32_t block, uint32_t num_
     return 0;
 }
 
-/* ---- softmax ---------------------------------------------------------------------------------- */
+/* ---- softmax --------------------------------------------------------------------------------- */
 
 typedef struct sm_params {
     uint64_t outer, len, inner;
