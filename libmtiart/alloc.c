@@ -550,21 +550,49 @@ static mt_stream *stream_ref_by_id(mt_device *dev, uint64_t id) {
     return found;
 }
 
-/* Whether the segment's memory can be unmapped now. A block freed on its own stream is
- * free at once (stream order makes reuse safe), so work enqueued on that stream before the
- * free may still be running and touching it: the segment stays cached until the stream
- * has caught up (empty_cache waits for that; other paths just keep it). */
-static bool segment_quiet(segment *seg) {
-    mt_stream *s = stream_ref_by_id(seg->pool->dev, seg->owner->stream_id);
-    if (!s) return true;
-    bool quiet = atomic_load(&s->completed) >= atomic_load(&s->enqueued);
-    mt_stream_unref(s);
+/* Whether memory can be unmapped now: every stream of the device has done all the work
+ * enqueued on it. A block is free for reuse at once after a stream-ordered free, but work
+ * enqueued earlier, on its stream or on any other (a graph output used eagerly elsewhere,
+ * a forgotten record_stream), may still touch it; unmapping is safe only when nothing is
+ * in flight, which is what cudaFree's implicit synchronization guarantees. Segments are
+ * kept cached otherwise (empty_cache and the out-of-memory retry wait for the device). */
+static bool device_quiet(mt_device *dev) {
+    bool quiet = true;
+    pthread_mutex_lock(&dev->streams_lock);
+    for (mt_stream *s = dev->streams; s && quiet; s = s->dev_next)
+        quiet = atomic_load(&s->completed) >= atomic_load(&s->enqueued);
+    pthread_mutex_unlock(&dev->streams_lock);
     return quiet;
+}
+
+/* Wait for every stream of the device that has work in flight (not from a worker, where
+ * it would deadlock). Sticky errors stay for the streams' own synchronizations. */
+static void wait_device_streams(mt_device *dev) {
+    if (mt_on_worker()) return;
+    for (;;) {
+        size_t count = 0;
+        mt_stream *busy[64];
+        pthread_mutex_lock(&dev->streams_lock);
+        for (mt_stream *s = dev->streams; s && count < 64; s = s->dev_next) {
+            if (atomic_load(&s->completed) >= atomic_load(&s->enqueued)) continue;
+            int refs = atomic_load(&s->refcount);
+            while (refs > 0 && !atomic_compare_exchange_weak(&s->refcount, &refs, refs + 1)) {
+            }
+            if (refs > 0) busy[count++] = s;
+        }
+        pthread_mutex_unlock(&dev->streams_lock);
+        for (size_t i = 0; i < count; i++) {
+            mt_stream_wait_idle(busy[i], false);
+            mt_stream_unref(busy[i]);
+        }
+        if (count < 64) return;
+    }
 }
 
 /* Release every fully free segment of pools that no graph uses (and the default pool). */
 static size_t release_cached(mt_allocator *a) {
     size_t released = 0;
+    if (!device_quiet(a->default_pool.dev)) return 0;
     mt_pool *pool = &a->default_pool;
     mt_pool *next_private = a->pools;
     while (pool) {
@@ -572,7 +600,7 @@ static size_t release_cached(mt_allocator *a) {
         if (pool == &a->default_pool || pool->use_count == 0) {
             for (segment *seg = pool->segments, *next; seg; seg = next) {
                 next = seg->next;
-                if (seg->busy_blocks == 0 && segment_quiet(seg)) {
+                if (seg->busy_blocks == 0) {
                     released += seg->size;
                     segment_release(a, seg);
                 }
@@ -615,7 +643,7 @@ static void release_block(mt_allocator *a, block *b) {
     heap_insert(h, b);
     mt_pool *pool = seg->pool;
     if (pool != &a->default_pool && pool->use_count == 0 && seg->busy_blocks == 0 &&
-        segment_quiet(seg)) {
+        device_quiet(pool->dev)) {
         /* No graph can replay into this pool any more: return its memory right away. */
         segment_release(a, seg);
         pool_maybe_delete(a, pool);
@@ -858,8 +886,13 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         bool small = rounded <= SMALL_REQUEST;
         size_t seg_size = small ? GRANULE : round_up(rounded, GRANULE);
         if (!segment_new(a, dev, pool, sh, seg_size, small)) {
-            /* Give back cached memory and try once more, as torch does. */
+            /* Give back cached memory and try once more, as torch does (its cudaFree
+             * synchronizes; here the busy streams are waited for outside the lock). */
             a->stats.num_alloc_retries++;
+            mt_spin_unlock(&a->lock);
+            wait_device_streams(dev);
+            mt_spin_lock(&a->lock);
+            if (a->pending) process_pending(a);
             release_cached(a);
             sh = heap_for(pool, s->id);
             if (!sh || !segment_new(a, dev, pool, sh, seg_size, small))
@@ -1054,26 +1087,8 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
     if (st) return st;
     st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
     if (st) return st;
-    if (!mt_on_worker()) {
-        /* As cudaFree does, wait for the work that may still use freed memory (work on a
-         * stream enqueued before a stream-ordered free); segments whose stream is still
-         * busy are kept (see segment_quiet). Sticky errors stay for the streams' syncs. */
-        size_t count = 0;
-        mt_stream *busy[64];
-        pthread_mutex_lock(&dev->streams_lock);
-        for (mt_stream *s = dev->streams; s && count < 64; s = s->dev_next) {
-            if (atomic_load(&s->completed) >= atomic_load(&s->enqueued)) continue;
-            int refs = atomic_load(&s->refcount);
-            while (refs > 0 && !atomic_compare_exchange_weak(&s->refcount, &refs, refs + 1)) {
-            }
-            if (refs > 0) busy[count++] = s;
-        }
-        pthread_mutex_unlock(&dev->streams_lock);
-        for (size_t i = 0; i < count; i++) {
-            mt_stream_wait_idle(busy[i], false);
-            mt_stream_unref(busy[i]);
-        }
-    }
+    /* As cudaFree does, wait for work that may still use freed memory first. */
+    wait_device_streams(dev);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     if (a->pending) process_pending(a);
@@ -1230,9 +1245,10 @@ void mt_pool_release(mt_pool *pool) {
     mt_allocator *a = pool->dev->alloc;
     mt_spin_lock(&a->lock);
     if (--pool->use_count == 0) {
+        bool quiet = device_quiet(pool->dev);
         for (segment *seg = pool->segments, *next; seg; seg = next) {
             next = seg->next;
-            if (seg->busy_blocks == 0 && segment_quiet(seg)) {
+            if (seg->busy_blocks == 0 && quiet) {
                 segment_release(a, seg);
             } else if (VG_ON()) {
                 /* No replay can touch the free blocks any more. */

@@ -10,6 +10,12 @@
 #   c        meson setup/compile build-tests/, then `meson test` (C tests, exports, example)
 #   install  meson install into .local-prefix/, build examples/hello.c with pkg-config, run it
 #   python   `pip install --no-build-isolation .`, then pytest tests/python against that install
+#   memcheck valgrind self-tests (leak/use-after-free verdicts), the C suite and a Python
+#            subset (test_graphs, test_memory) under memcheck (tools/memcheck)
+#   sanitize ASan+UBSan and TSan builds running the C suite and a short fuzz (tools/sanitize)
+#   fuzz     the API fuzzer for a bounded 60 s (tools/fuzz)
+#   abi      abidiff against the committed baseline abi/libmtiart.abi (tools/check_abi)
+#   bench    the benchmark suite once in quick mode, proving it runs (tools/bench.sh)
 #
 # Environment: PYTHON (interpreter to use; default python3), MESON_ARGS (extra `meson setup`
 # arguments for the c step).
@@ -20,7 +26,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL_STEPS=(deps c install python)
+ALL_STEPS=(deps c install python memcheck sanitize fuzz abi bench)
 
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 # pip-installed tools (meson, ninja, pytest) live in the interpreter's scripts directory.
@@ -110,6 +116,33 @@ if path.startswith(repo + os.sep):
     sys.exit("error: mtia_graph was imported from the source tree, not from the installed package")
 PYEOF
     "$PYTHON" -m pytest -q tests/python
+}
+
+step_memcheck() {
+    section "memcheck: valgrind self-tests, C suite, Python subset"
+    tools/memcheck selftest
+    tools/memcheck c
+    tools/memcheck python
+}
+
+step_sanitize() {
+    section "sanitize: ASan+UBSan and TSan builds"
+    tools/sanitize
+}
+
+step_fuzz() {
+    section "fuzz: API fuzzer, 60 s"
+    tools/fuzz 60
+}
+
+step_abi() {
+    section "abi: abidiff against abi/libmtiart.abi"
+    tools/check_abi
+}
+
+step_bench() {
+    section "bench: one quick pass (figures are not checked: benchmarks are not tests)"
+    bash tools/bench.sh --quick
 }
 
 usage() {

@@ -16,6 +16,7 @@ from typing_extensions import Self
 
 from . import _C
 from ._C import ffi, lib
+from .device import device as _device_context
 from .memory import empty_cache
 from .streams import (
     Event,
@@ -283,14 +284,17 @@ class MTIAGraph:
     def _retire_keepalive(self) -> None:
         if not self._keepalive:
             return
-        event = None
         stream = self._last_replay_stream
-        if stream is not None and not stream.is_capturing():
-            event = Event()
-            event.record(stream)
-        _retired.append((event, self._keepalive))
-        self._keepalive = []
+        keepalive, self._keepalive = self._keepalive, []
         self._last_replay_stream = None
+        if stream is not None:
+            # A replay may still be running: keep the callables until it has completed.
+            event = None
+            if not stream.is_capturing():
+                event = Event()
+                event.record(stream)
+            _retired.append((event, keepalive))
+        # else: never replayed (or the capture failed): nothing can call them any more.
         _purge_retired()
 
     def _reset(self) -> None:
@@ -352,12 +356,18 @@ class graph:
         self.capture_error_mode = capture_error_mode
         _capture_mode(capture_error_mode)
         self.stream_ctx = _stream_context(self.capture_stream)
+        # capture_begin() captures the current stream of the current device, so the capture
+        # stream's device is made current for the body (torch gets this from set_stream,
+        # which switches the device; entering it here keeps that true whatever the stream
+        # context does) and restored afterwards.
+        self.device_ctx = _device_context(self.capture_stream.device_index)
         self.mtia_graph = mtia_graph
 
     def __enter__(self) -> None:
         synchronize()
         empty_cache()
 
+        self.device_ctx.__enter__()
         self.stream_ctx.__enter__()
 
         pool_arg = self.pool[0] if self.pool else (0, 0)
@@ -365,6 +375,7 @@ class graph:
             self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)
+            self.device_ctx.__exit__(None, None, None)
             raise
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -373,6 +384,7 @@ class graph:
                 self.mtia_graph.capture_end()
             finally:
                 self.stream_ctx.__exit__(None, None, None)
+                self.device_ctx.__exit__(None, None, None)
             return None
         # The body raised: abandon the capture but let the original exception through.
         try:
@@ -382,6 +394,7 @@ class graph:
                           stacklevel=2)
         finally:
             self.stream_ctx.__exit__(exc_type, exc, tb)
+            self.device_ctx.__exit__(exc_type, exc, tb)
         return None
 
 

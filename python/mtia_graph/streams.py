@@ -233,9 +233,11 @@ def current_stream(device: _DeviceLike = None) -> Stream:
 
 
 def set_stream(stream: Optional[Stream]) -> None:
-    """Make ``stream`` the calling thread's current stream on its device (None: no-op).
+    """Make ``stream`` the calling thread's current stream, and its device the current
+    device, as ``torch.cuda.set_stream`` does (None: no-op).
 
-    Prefer the :func:`stream` context manager, which restores the previous stream.
+    Prefer the :func:`stream` context manager, which restores the previous stream and
+    device.
     """
     if stream is None:
         return
@@ -244,13 +246,14 @@ def set_stream(stream: Optional[Stream]) -> None:
     tls = _thread_state()
     tls.streams[stream.device_index] = stream
     tls.handles[stream.device_index] = stream._handle
+    tls.device = stream.device_index
 
 
 class StreamContext:
     """Context manager that makes a stream current (``None``: does nothing).
 
-    As in torch, the stream becomes current on its own device; the current device does
-    not change. On exit the previous current streams are restored.
+    As in torch, the stream becomes current and its device becomes the current device; on
+    exit the previous current streams of both devices and the previous device are restored.
     """
 
     def __init__(self, stream: Optional[Stream]) -> None:

@@ -21,13 +21,17 @@ import mtia_graph  # noqa: E402
 @pytest.fixture(autouse=True)
 def _clean_runtime_state():
     """Each test starts and ends on device 0's default stream with no pending errors."""
-    mtia_graph.set_device(0)
-    for d in range(mtia_graph.device_count()):
-        mtia_graph.set_stream(mtia_graph.default_stream(d))
+
+    def reset():
+        # set_stream also makes the stream's device current, so the device comes last.
+        for d in range(mtia_graph.device_count()):
+            mtia_graph.set_stream(mtia_graph.default_stream(d))
+        mtia_graph.set_device(0)
+
+    reset()
     yield
-    mtia_graph.set_device(0)
+    reset()
     for d in range(mtia_graph.device_count()):
-        mtia_graph.set_stream(mtia_graph.default_stream(d))
         try:
             mtia_graph.synchronize(d)
         except mtia_graph.MTIAError:

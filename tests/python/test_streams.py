@@ -268,14 +268,17 @@ def test_stream_context_type_error():
         mtia_graph.StreamContext(3)
 
 
-def test_stream_context_other_device_keeps_current_device():
+def test_stream_context_other_device_switches_and_restores_device():
+    # torch.cuda.StreamContext/set_stream make the stream's device current.
     two_devices()
     s1 = Stream(device=1)
     with mtia_graph.stream(s1):
-        assert mtia_graph.current_device() == 0
-        assert mtia_graph.current_stream(1) == s1
-        assert mtia_graph.current_stream() == mtia_graph.default_stream(0)
+        assert mtia_graph.current_device() == 1
+        assert mtia_graph.current_stream() == s1
+        assert mtia_graph.current_stream(0) == mtia_graph.default_stream(0)
+    assert mtia_graph.current_device() == 0
     assert mtia_graph.current_stream(1) == mtia_graph.default_stream(1)
+    assert mtia_graph.current_stream() == mtia_graph.default_stream(0)
 
 
 def test_set_stream():
@@ -293,6 +296,8 @@ def test_current_stream_follows_current_device():
     two_devices()
     s1 = Stream(device=1)
     mtia_graph.set_stream(s1)
+    assert mtia_graph.current_device() == 1
+    mtia_graph.set_device(0)
     assert mtia_graph.current_stream() == mtia_graph.default_stream(0)
     with mtia_graph.device(1):
         assert mtia_graph.current_stream() == s1

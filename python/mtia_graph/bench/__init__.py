@@ -411,7 +411,13 @@ def _matmul_row(name: str, n: int, quick: bool, reps: int) -> Dict[str, Any]:
         times = 1 if quick or n >= 1024 else 3
         flops = 2.0 * n * n * n
 
+        # numpy's OpenBLAS threads keep spinning for tens of ms after a call, and the
+        # runtime's workers for a few us: let the other side settle (untimed) before each
+        # rep, or the interleaving would make each side pay for the other's spinning.
+        settle = 0.12
+
         def mt_rep() -> float:
+            time.sleep(settle)
             t0 = _now()
             for _ in range(times):
                 check(lib.mtiart_op_matmul(s, out_d, a_d, b_d), "mtiart_op_matmul")
@@ -419,6 +425,7 @@ def _matmul_row(name: str, n: int, quick: bool, reps: int) -> Dict[str, Any]:
             return flops * times / (_now() - t0)  # flop per ns = GFLOP/s
 
         def np_rep() -> float:
+            time.sleep(settle)
             t0 = _now()
             for _ in range(times):
                 np.matmul(ha, hb, out=hc)
@@ -590,11 +597,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     failed = True
         if not args.no_python:
             emit(_meta())
-            plot_data: Optional[Dict[str, Any]] = {} if args.plot else None
+            plot_data: Optional[Dict[str, Any]] = None
+            if args.plot:
+                try:
+                    import matplotlib  # noqa: F401
+                    plot_data = {}
+                except ImportError:
+                    print("mtia_graph.bench: --plot needs matplotlib (pip install "
+                          "matplotlib); no plot", file=sys.stderr)
             for row in python_benchmarks(args.quick, args.reps, args.filter, plot_data):
                 emit(row)
-            if args.plot:
-                _plot(args.plot, plot_data or {})
+            if plot_data is not None:
+                _plot(args.plot, plot_data)
     finally:
         if out_file:
             out_file.close()
