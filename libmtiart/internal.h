@@ -238,12 +238,15 @@ struct mt_stream {
     bool is_default;
     atomic_bool destroyed;
 
-    /* producer side; `sched` lives here because producers read it on every enqueue
-     * while the consumer writes it only when it hands the stream back */
+    /* producer side, private to producers */
     mt_spinlock enqueue_lock MT_ALIGNED;
     mt_chunk *tail_chunk;
     uint32_t tail_pos;
-    atomic_uint_least64_t enqueued;
+
+    /* what producers publish and the consumer polls, on a line of its own so that the
+     * producers' lock and tail writes do not bounce it; `sched` is read by producers on
+     * every enqueue and written by the consumer only when it hands the stream back */
+    atomic_uint_least64_t enqueued MT_ALIGNED;
     atomic_int sched;
 
     /* consumer side: one worker at a time; private to it, so it shares no cache line

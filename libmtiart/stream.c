@@ -424,8 +424,10 @@ static bool linger_for_work(mt_stream *s, uint64_t consumed) {
         if (atomic_load_explicit(&dev->ready_count, memory_order_relaxed) ||
             atomic_load_explicit(&dev->active_jobs, memory_order_relaxed))
             return false;
-        mt_cpu_relax();
-        if ((i & 31) == 0) {
+        /* Each poll pulls the producers' line away from them; polling sparsely lets a
+         * producer append several ops per transfer. */
+        for (int k = 0; k < 48; k++) mt_cpu_relax();
+        if ((i & 1) == 0) {
             uint64_t now = mt_now_ns();
             if (!deadline) deadline = now + mt_linger_ns;
             else if (now > deadline) return false;
