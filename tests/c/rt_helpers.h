@@ -14,6 +14,24 @@
 
 #define RT_UNUSED __attribute__((unused))
 
+/* ------------------------------------------------------------------ memory */
+
+/* The snapshot entry of the block at `addr` of device 0 (state -1 if none). */
+static RT_UNUSED mtiart_block_info block_at(const void *addr) {
+    size_t n = 0;
+    CHECK_OK(mtiart_memory_snapshot(0, NULL, 0, &n));
+    mtiart_block_info *all = calloc(n + 16, sizeof *all);
+    size_t got = 0;
+    CHECK_OK(mtiart_memory_snapshot(0, all, n + 16, &got));
+    mtiart_block_info found;
+    memset(&found, 0, sizeof found);
+    found.state = -1;
+    for (size_t i = 0; i < got && i < n + 16; i++)
+        if (all[i].address == (uint64_t)(uintptr_t)addr) found = all[i];
+    free(all);
+    return found;
+}
+
 /* ------------------------------------------------------------------ time */
 
 static inline double now_ms(void) {

@@ -27,22 +27,6 @@ static mtiart_memory_stats stats(void) {
     return st;
 }
 
-/* The snapshot entry of the block at `addr` (state -1 if none). */
-static mtiart_block_info block_at(const void *addr) {
-    size_t n = 0;
-    CHECK_OK(mtiart_memory_snapshot(0, NULL, 0, &n));
-    mtiart_block_info *all = calloc(n + 16, sizeof *all);
-    size_t got = 0;
-    CHECK_OK(mtiart_memory_snapshot(0, all, n + 16, &got));
-    mtiart_block_info found;
-    memset(&found, 0, sizeof found);
-    found.state = -1;
-    for (size_t i = 0; i < got && i < n + 16; i++)
-        if (all[i].address == (uint64_t)(uintptr_t)addr) found = all[i];
-    free(all);
-    return found;
-}
-
 /* Everything released: nothing allocated, and empty_cache gives all memory back. */
 static void check_clean(int line) {
     CHECK_OK(mtiart_device_synchronize(0));

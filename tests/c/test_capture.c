@@ -21,21 +21,6 @@ static mtiart_capture_status capture_status(mtiart_stream s, uint64_t *id, mtiar
     return st;
 }
 
-static mtiart_block_info block_at(const void *addr) {
-    size_t n = 0;
-    CHECK_OK(mtiart_memory_snapshot(0, NULL, 0, &n));
-    mtiart_block_info *all = calloc(n + 16, sizeof *all);
-    size_t got = 0;
-    CHECK_OK(mtiart_memory_snapshot(0, all, n + 16, &got));
-    mtiart_block_info found;
-    memset(&found, 0, sizeof found);
-    found.state = -1;
-    for (size_t i = 0; i < got && i < n + 16; i++)
-        if (all[i].address == (uint64_t)(uintptr_t)addr) found = all[i];
-    free(all);
-    return found;
-}
-
 static size_t node_count(mtiart_graph g) {
     size_t n = 0;
     CHECK_OK(mtiart_graph_get_node_count(g, &n));
