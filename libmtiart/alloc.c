@@ -933,7 +933,8 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
         if (!b) return NULL;
     }
     if (b->state != BLK_ACTIVE) return NULL;
-    if (bytes > b->size || p - blk_addr(b) > b->size - bytes) return NULL;
+    /* Against the requested size, not the rounded one: the padding is not the caller's. */
+    if (bytes > b->requested || p - blk_addr(b) > b->requested - bytes) return NULL;
     return b;
 }
 

@@ -634,6 +634,25 @@ static void run_child(const char *argv0, const char *mode) {
     }
 }
 
+/* Buffers are checked against the size asked for, not the allocator's rounded block. */
+static void test_buffer_extent_is_requested_size(void) {
+    mtiart_stream s = g_stream;
+    void *p;
+    CHECK_OK(mtiart_malloc_async(s, 100, &p)); /* the block itself is 512 bytes */
+    mtiart_arg exact = {MTIART_ARG_BUFFER_INOUT, 0, p, 100};
+    mtiart_arg past = {MTIART_ARG_BUFFER_INOUT, 0, p, 101};
+    mtiart_arg padding = {MTIART_ARG_BUFFER_IN, 0, (char *)p + 200, 8};
+    CHECK_OK(mtiart_launch_kernel(s, k_noop, 1, &exact, 1));
+    CHECK_FAIL(mtiart_launch_kernel(s, k_noop, 1, &past, 1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_FAIL(mtiart_launch_kernel(s, k_noop, 1, &padding, 1), MTIART_ERROR_INVALID_POINTER);
+    char host[128] = {0};
+    CHECK_FAIL(mtiart_memcpy_async(s, p, host, 101, MTIART_MEMCPY_HOST_TO_DEVICE),
+               MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_memcpy(s, p, host, 100, MTIART_MEMCPY_HOST_TO_DEVICE));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_free(p));
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) {
         if (strcmp(argv[1], "--two-devices") == 0) return child_two_devices();
@@ -659,6 +678,7 @@ int main(int argc, char **argv) {
     test_null_out_params();
     test_bad_launches();
     test_bad_copies();
+    test_buffer_extent_is_requested_size();
     test_thread_local_message();
     test_concurrent_misuse();
     CHECK_OK(mtiart_stream_destroy(g_stream));
