@@ -112,6 +112,7 @@ def check(status: int, what: str | None = None) -> int:
 
 import itertools as _itertools
 import re as _re
+import sys as _sys
 import traceback as _traceback
 import weakref as _weakref
 from typing import Any as _Any, Callable as _Callable
@@ -123,13 +124,19 @@ __all__ += [
     "keep_alive_for_capture",
     "capture_keepalive",
     "HostCallback",
+    "new_token",
+    "register_callback",
+    "unregister_callback",
+    "take_callback",
+    "report_python_failure",
 ]
 
 _HOST_ERROR_RE = _re.compile(r"\[mtia_graph host error #(\d+)\]")
 # Full tracebacks of failed host functions by error number: libmtiart keeps only about
 # 450 bytes of a host function's message, so the message carries a marker and the
 # complete text is put back when the error surfaces in Python (check_sync).
-_host_errors: dict[int, str] = {}
+# Values are (what failed, e.g. "host function" or "kernel 'f'", traceback text).
+_host_errors: dict[int, tuple[str, str]] = {}
 _MAX_HOST_ERRORS = 256
 _error_numbers = _itertools.count(1)
 
@@ -146,9 +153,10 @@ def check_sync(status: int, what: str | None = None) -> int:
     if status == lib.MTIART_ERROR_KERNEL_FAILED:
         m = _HOST_ERROR_RE.search(detail)
         if m is not None:
-            full = _host_errors.pop(int(m.group(1)), None)
-            if full is not None:
-                detail = detail[: m.start()] + "Python host function raised:\n" + full
+            found = _host_errors.pop(int(m.group(1)), None)
+            if found is not None:
+                what_failed, full = found
+                detail = detail[: m.start()] + f"Python {what_failed} raised:\n" + full
     message = f"{what}: {detail}" if what else detail
     raise _error_class(status)(message, status)
 
@@ -188,32 +196,90 @@ def _host_failure(message: str) -> int:
     return 1
 
 
-@ffi.def_extern()
-def _mtia_host_trampoline(user_data):  # runs on a device worker thread, GIL taken by cffi
-    token = int(ffi.cast("uintptr_t", user_data))
+def report_python_failure(what: str = "host function") -> int:
+    """Turn the exception being handled into the calling kernel/host function's error.
+
+    Call from an ``except`` block inside a Python callback running on a device worker
+    (host-function or kernel trampoline). The complete traceback is kept here under an
+    error number and the runtime gets a short message with a marker, because libmtiart
+    keeps only about 450 bytes; :func:`check_sync` puts the full text back when the
+    :class:`KernelError` surfaces. Returns the failure code (1) to hand to the runtime.
+    """
+    exc = _sys.exc_info()[1]
+    number = next(_error_numbers)
+    text = _traceback.format_exc()
+    _host_errors[number] = (what, text)
+    while len(_host_errors) > _MAX_HOST_ERRORS:
+        del _host_errors[next(iter(_host_errors))]
+    # The runtime keeps ~450 bytes: marker first, then as much of the text as fits,
+    # keeping the end of the traceback (where the exception is named).
+    head = f"[mtia_graph host error #{number}] {type(exc).__name__}: {exc}"
+    head = head.encode("utf-8", "replace")[:200].decode("utf-8", "ignore")
+    budget = 440 - len(head.encode("utf-8"))
+    tail = text.encode("utf-8", "replace")[-budget:].decode("utf-8", "ignore")
+    return _host_failure(head + "\n" + tail)
+
+
+def take_callback(token: int) -> "HostCallback | None":
+    """The entry registered under ``token`` by :func:`register_callback`, or None.
+
+    A one-shot (eager) entry is removed by this lookup; a captured one stays (it runs at
+    every replay) for as long as its graph's keepalive list holds it.
+    """
     entry = _oneshot.pop(token, None)
     if entry is None:
         entry = _persistent.get(token)
-        if entry is None:
-            return _host_failure(
-                f"Python host function #{token} was released before it ran (its graph was "
-                "reset or garbage-collected)")
+    return entry
+
+
+@ffi.def_extern()
+def _mtia_host_trampoline(user_data):  # runs on a device worker thread, GIL taken by cffi
+    token = int(ffi.cast("uintptr_t", user_data))
+    entry = take_callback(token)
+    if entry is None:
+        return _host_failure(
+            f"Python host function #{token} was released before it ran (its graph was "
+            "reset or garbage-collected)")
     try:
         entry.fn()
-    except BaseException as exc:  # noqa: BLE001 - everything must become a stream error
-        number = next(_error_numbers)
-        text = _traceback.format_exc()
-        _host_errors[number] = text
-        while len(_host_errors) > _MAX_HOST_ERRORS:
-            del _host_errors[next(iter(_host_errors))]
-        # The runtime keeps ~450 bytes: marker first, then as much of the text as fits,
-        # keeping the end of the traceback (where the exception is named).
-        head = f"[mtia_graph host error #{number}] {type(exc).__name__}: {exc}"
-        head = head.encode("utf-8", "replace")[:200].decode("utf-8", "ignore")
-        budget = 440 - len(head.encode("utf-8"))
-        tail = text.encode("utf-8", "replace")[-budget:].decode("utf-8", "ignore")
-        return _host_failure(head + "\n" + tail)
+    except BaseException:  # noqa: BLE001 - everything must become a stream error
+        return report_python_failure("host function")
     return 0
+
+
+def new_token() -> int:
+    """A fresh registry token (for :class:`HostCallback` and its subclasses)."""
+    return next(_tokens)
+
+
+def register_callback(stream_handle: _Any, entry: HostCallback) -> int:
+    """Make ``entry`` findable by :func:`take_callback` for a launch on ``stream_handle``.
+
+    If the stream is capturing, the entry is kept as long as the captured graph (through
+    :func:`capture_keepalive`) because every replay runs it; otherwise it is a one-shot
+    entry removed when it runs. Returns the capture id (0 when not capturing); pass it to
+    :func:`unregister_callback` if the launch then fails.
+    """
+    cid = capture_id_of(stream_handle)
+    if cid:
+        _persistent[entry.token] = entry
+        _capture_pending.setdefault(cid, []).append(entry)
+    else:
+        _oneshot[entry.token] = entry
+    return cid
+
+
+def unregister_callback(entry: HostCallback, capture_id: int) -> None:
+    """Undo :func:`register_callback` after the launch it was made for failed."""
+    _oneshot.pop(entry.token, None)
+    if capture_id:
+        _persistent.pop(entry.token, None)
+        pending = _capture_pending.get(capture_id)
+        if pending is not None:
+            try:
+                pending.remove(entry)
+            except ValueError:
+                pass
 
 
 def launch_host_func(stream_handle: _Any, fn: _Callable[[], _Any]) -> HostCallback:
@@ -227,24 +293,12 @@ def launch_host_func(stream_handle: _Any, fn: _Callable[[], _Any]) -> HostCallba
     """
     if not callable(fn):
         raise TypeError(f"host function must be callable, got {type(fn).__name__}")
-    token = next(_tokens)
-    entry = HostCallback(fn, token)
-    cid = capture_id_of(stream_handle)
-    if cid:
-        _persistent[token] = entry
-        pending = _capture_pending.setdefault(cid, [])
-        pending.append(entry)
-    else:
-        _oneshot[token] = entry
+    entry = HostCallback(fn, new_token())
+    cid = register_callback(stream_handle, entry)
     status = lib.mtiart_launch_host_func(stream_handle, lib._mtia_host_trampoline,
-                                         ffi.cast("void *", token))
+                                         ffi.cast("void *", entry.token))
     if status < 0:
-        _oneshot.pop(token, None)
-        if cid:
-            try:
-                pending.remove(entry)
-            except ValueError:
-                pass
+        unregister_callback(entry, cid)
         raise_status(status, "launch_host_func")
     return entry
 

@@ -64,6 +64,7 @@ from .tensor import (
     empty_like,
     float32,
     float64,
+    from_dlpack,
     from_numpy,
     full,
     full_like,
@@ -81,6 +82,7 @@ from .tensor import (
     zeros_like,
 )
 from .graphs import MTIAGraph, graph, graph_pool_handle
+from .kernels import Kernel, PythonKernel, kernel, load_kernel
 
 __version__ = "0.1.0"
 
@@ -106,7 +108,9 @@ __all__ = [
     "Tensor", "dtype", "float32", "float64", "int32", "int64", "bool", "get_default_dtype",
     "result_type", "promote_types", "can_cast", "empty", "zeros", "ones", "full", "arange",
     "tensor", "from_numpy", "empty_like", "zeros_like", "ones_like", "full_like", "where",
-    "matmul",
+    "matmul", "from_dlpack",
+    # user kernels
+    "Kernel", "PythonKernel", "load_kernel", "kernel",
 ]
 
 # torch's short dtype aliases; kept out of __all__ so `import *` cannot shadow builtins.

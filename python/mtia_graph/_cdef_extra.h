@@ -5,9 +5,14 @@
  * registered with @ffi.def_extern() under the same name:
  *   _mtia_host_trampoline  host functions (mtia_graph._C.launch_host_func); user_data is a
  *                          token naming the Python callable in a registry.
+ *   _mtia_py_kernel        the one runtime kernel behind every @mtia_graph.kernel function
+ *                          (mtia_graph.kernels); args[0] points at a uint64 registry key
+ *                          naming the Python function and its argument layout, the
+ *                          buffer arguments follow so the runtime tracks them.
  *   _mtia_oom_trampoline   the one out-of-memory observer libmtiart knows about
  *                          (mtia_graph.memory.attach_out_of_memory_observer); it calls the
  *                          Python observers in order.
  */
 extern "Python" int32_t _mtia_host_trampoline(void *);
+extern "Python" int32_t _mtia_py_kernel(void *const *, uint32_t, uint32_t);
 extern "Python" void _mtia_oom_trampoline(int, uint64_t, uint64_t, uint64_t, uint64_t, void *);

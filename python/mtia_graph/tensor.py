@@ -52,6 +52,7 @@ __all__ = [
     "arange",
     "tensor",
     "from_numpy",
+    "from_dlpack",
     "empty_like",
     "zeros_like",
     "ones_like",
@@ -449,6 +450,33 @@ def _download(t: "Tensor") -> np.ndarray:
     return arr
 
 
+class _ExportedMemory:
+    """numpy ``__array_interface__`` over a tensor's device memory.
+
+    Used as the base of the zero-copy numpy view behind ``Tensor.__dlpack__``: the view
+    (and every DLPack capsule / consumer array made from it) keeps this object, which
+    keeps the tensor's :class:`_Storage` and so the device allocation alive.
+    """
+
+    __slots__ = ("__array_interface__", "_storage")
+
+    def __init__(self, t: "Tensor") -> None:
+        self._storage = t._storage
+        self.__array_interface__ = {
+            "shape": t._shape,
+            "typestr": t._dtype._np.str,
+            "data": (_pyint(ffi.cast("uintptr_t", t._data)), False),
+            "version": 3,
+        }
+
+
+def _host_view(t: "Tensor") -> np.ndarray:
+    """A writable numpy array aliasing ``t``'s memory (no synchronization here)."""
+    if t._numel == 0:
+        return np.empty(t._shape, dtype=t._dtype._np)  # nothing to share
+    return np.asarray(_ExportedMemory(t))
+
+
 def _host_array(data: Any, dt: Optional[dtype]) -> Tuple[np.ndarray, dtype]:
     """Host data as a C-contiguous array of a supported dtype (torch's inference rules)."""
     if isinstance(data, np.ndarray) or isinstance(data, np.generic):
@@ -793,6 +821,65 @@ class Tensor:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = _download(self)
         return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    # -- DLPack ------------------------------------------------------------------------
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None,
+                   dl_device: Any = None, copy: Any = None) -> Any:
+        """Export as a DLPack capsule sharing this tensor's memory (zero-copy).
+
+        The device memory is host-addressable (libmtiart's arena is CPU memory), so the
+        export describes it as ``kDLCPU`` memory (see :meth:`__dlpack_device__`).
+
+        Synchronization rules:
+
+        * Before exporting, the work that may still write the tensor is waited for: the
+          calling thread's current stream of the tensor's device, or ``stream`` when an
+          :class:`~mtia_graph.Stream` is given. Work enqueued on *other* streams must be
+          ordered before that stream by the caller (events / ``wait_stream``), as in torch.
+          ``stream=None`` is what DLPack prescribes for CPU consumers.
+        * After the export, the consumer's reads and writes are ordinary host memory
+          accesses, unordered with device work enqueued later: synchronize before
+          reading results of later device work, and do not let device work run on the
+          memory while the consumer writes it.
+        * The capsule (and anything the consumer builds from it) keeps the tensor's
+          storage alive, so ``del tensor`` does not free memory still shared.
+
+        Raises :class:`~mtia_graph.CaptureError` while the stream captures (exporting
+        synchronizes, which a capturing stream forbids). ``copy=True`` exports a
+        private host copy instead; ``max_version``/``dl_device`` are passed to numpy's
+        exporter (which implements the protocol versions).
+        """
+        from .streams import Stream  # late import: streams imports this module's users
+
+        if stream is None:
+            h = _stream_handle(self._dev)
+        elif isinstance(stream, Stream):
+            h = stream._handle
+        else:
+            raise BufferError(f"__dlpack__: stream must be None or an mtia_graph.Stream "
+                              f"(the tensor is exported as CPU memory), got {stream!r}")
+        status = _new("mtiart_capture_status *")
+        _C.check(lib.mtiart_stream_get_capture_info(h, status, _NULL, _NULL),
+                 "__dlpack__")
+        if status[0] != lib.MTIART_CAPTURE_STATUS_NONE:
+            raise _C.CaptureError(
+                "__dlpack__: cannot export a tensor while its stream is capturing "
+                "(exporting synchronizes the stream)", lib.MTIART_ERROR_CAPTURE_UNSUPPORTED)
+        check_sync(lib.mtiart_stream_synchronize(h), "__dlpack__")
+        view = _host_view(self)
+        kwargs = {}
+        if max_version is not None:
+            kwargs["max_version"] = max_version
+        if dl_device is not None:
+            kwargs["dl_device"] = dl_device
+        if copy is not None:
+            kwargs["copy"] = copy
+        return view.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        """``(kDLCPU, 0)``: device memory is exported as host-addressable CPU memory."""
+        return (1, 0)
 
     def tolist(self) -> Any:
         """The elements as (nested lists of) Python numbers."""
@@ -1444,6 +1531,40 @@ def from_numpy(array: np.ndarray, *, dtype: Any = None, device: Any = None) -> T
         raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(array).__name__}")
     return tensor(array, dtype=dtype, device=device)
 
+
+
+def from_dlpack(obj: Any, *, device: Any = None) -> Tensor:
+    """A device tensor from any DLPack exporter (numpy arrays, torch CPU tensors, ...).
+
+    An :class:`Tensor` is returned as is. Anything else is imported with
+    ``numpy.from_dlpack`` (so it must be CPU memory; the exporter synchronizes its own
+    work per the protocol) and then *copied* into a new device tensor: importing cannot
+    be zero-copy, because tensors must live in libmtiart's device arena, which foreign
+    memory is not part of. Supported dtypes: float32, float64, int32, int64, bool.
+
+    Eagerly the copy completes before this returns, so the source may change afterwards.
+    While the current stream captures, the values are snapshotted at capture time and
+    the graph's copy node replays them.
+    """
+    if isinstance(obj, Tensor):
+        if device is None or _device_index(device) == obj._dev:
+            return obj
+        return obj.to(device=device)
+    if not hasattr(obj, "__dlpack__"):
+        raise TypeError(f"from_dlpack() expects an object with __dlpack__, got "
+                        f"{type(obj).__name__}")
+    arr = np.from_dlpack(obj)
+    dev = _device_index(device)
+    h = _stream_handle(dev)
+    status = _new("mtiart_capture_status *")
+    _C.check(lib.mtiart_stream_get_capture_info(h, status, _NULL, _NULL), "from_dlpack")
+    if status[0] != lib.MTIART_CAPTURE_STATUS_NONE:
+        # the captured copy reads its source at every replay: give it a private snapshot
+        # instead of the exporter's memory
+        arr = np.array(arr, copy=True, order="C")
+    else:
+        arr = np.ascontiguousarray(arr)
+    return tensor(arr, device=dev)
 
 def empty_like(t: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
     """An uninitialised tensor with t's shape (and dtype/device unless given)."""
