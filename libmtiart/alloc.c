@@ -540,10 +540,7 @@ static mt_stream *stream_ref_by_id(mt_device *dev, uint64_t id) {
     pthread_mutex_lock(&dev->streams_lock);
     for (mt_stream *s = dev->streams; s; s = s->dev_next) {
         if (s->id != id) continue;
-        int count = atomic_load(&s->refcount); /* 0: being freed, so it is drained */
-        while (count > 0 && !atomic_compare_exchange_weak(&s->refcount, &count, count + 1)) {
-        }
-        if (count > 0) found = s;
+        if (mt_stream_try_ref(s)) found = s; /* else being freed, so it is drained */
         break;
     }
     pthread_mutex_unlock(&dev->streams_lock);
@@ -575,10 +572,7 @@ static void wait_device_streams(mt_device *dev) {
         pthread_mutex_lock(&dev->streams_lock);
         for (mt_stream *s = dev->streams; s && count < 64; s = s->dev_next) {
             if (atomic_load(&s->completed) >= atomic_load(&s->enqueued)) continue;
-            int refs = atomic_load(&s->refcount);
-            while (refs > 0 && !atomic_compare_exchange_weak(&s->refcount, &refs, refs + 1)) {
-            }
-            if (refs > 0) busy[count++] = s;
+            if (mt_stream_try_ref(s)) busy[count++] = s;
         }
         pthread_mutex_unlock(&dev->streams_lock);
         for (size_t i = 0; i < count; i++) {

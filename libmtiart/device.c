@@ -54,6 +54,24 @@ void mt_futex_wake(atomic_uint *word, int count) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
+void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, uint64_t spin_ns) {
+    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return;
+    uint64_t deadline = mt_now_ns() + spin_ns;
+    for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
+        if ((i & 63) == 0 && mt_now_ns() >= deadline) {
+            unsigned seen = atomic_load(word);
+            /* seq_cst increment then re-check: pairs with the store-then-load of waiters
+             * on the completing side, so a wake cannot be missed. */
+            atomic_fetch_add(waiters, 1);
+            if (atomic_load(counter) < target) mt_futex_wait(word, seen);
+            atomic_fetch_sub(waiters, 1);
+        } else {
+            mt_cpu_relax();
+        }
+    }
+}
+
 uint64_t mt_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

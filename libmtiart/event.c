@@ -114,17 +114,7 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
 
 void mt_event_host_wait(mt_event *e, uint64_t generation) {
     uint64_t spin = (e->flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns;
-    uint64_t deadline = mt_now_ns() + spin;
-    for (unsigned i = 1; atomic_load(&e->completed) < generation; i++) {
-        if ((i & 63) == 0 && mt_now_ns() >= deadline) {
-            unsigned word = atomic_load(&e->completed_word);
-            atomic_fetch_add(&e->host_waiters, 1);
-            if (atomic_load(&e->completed) < generation) mt_futex_wait(&e->completed_word, word);
-            atomic_fetch_sub(&e->host_waiters, 1);
-        } else {
-            mt_cpu_relax();
-        }
-    }
+    mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin);
 }
 
 #define LOOKUP_EVENT(var, handle)                                                         \
@@ -187,7 +177,10 @@ MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_e
                                  (void *)stream);
     LOOKUP_EVENT(e, event);
     if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
-    uint64_t generation = atomic_load(&e->recorded);
+    return mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded));
+}
+
+mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation) {
     if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
     mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
     mt_event_ref(e);

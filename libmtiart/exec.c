@@ -406,15 +406,6 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     return MTIART_SUCCESS;
 }
 
-static mtiart_status submit_wait(mt_stream *s, mt_event *e, uint64_t generation) {
-    if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
-    mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
-    mt_event_ref(e);
-    op.u.event.event = e;
-    op.u.event.generation = generation;
-    return mt_stream_submit(s, &op, NULL, 0);
-}
-
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
     LOOKUP_EXEC(x, exec);
     mt_stream *s = mt_stream_lookup(stream);
@@ -433,10 +424,11 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
     if (x->last_stream_id != s->id)
-        st = submit_wait(s, x->done, atomic_load(&x->done->recorded));
+        st = mt_stream_submit_event_wait(s, x->done, atomic_load(&x->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = submit_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
+        st = mt_stream_submit_event_wait(s, x->external[i],
+                                         atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);

@@ -65,6 +65,12 @@ static inline void mt_spin_unlock(mt_spinlock *lock) {
 void mt_futex_wait(atomic_uint *word, unsigned expected);
 void mt_futex_wake(atomic_uint *word, int count);
 
+/* Host side of a completion counter: wait until *counter >= target, spinning for spin_ns
+ * first, then sleeping on `word` (the counter's low bits, which the completing side stores
+ * before it checks *waiters and wakes). */
+void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, uint64_t spin_ns);
+
 /* Spin budget before sleeping, in nanoseconds (0 under valgrind). */
 extern uint64_t mt_spin_ns;
 /* How long a worker keeps a drained stream, waiting for more ops (0 under valgrind). */
@@ -278,6 +284,9 @@ struct mt_stream {
 mt_stream *mt_stream_lookup(mtiart_stream handle);
 void mt_stream_ref(mt_stream *s);
 void mt_stream_unref(mt_stream *s);
+/* Take a reference unless the stream is already being freed (for walks of the device's
+ * stream list, under its lock). */
+bool mt_stream_try_ref(mt_stream *s);
 /* Enqueue a filled op, or record it as a graph node when the stream is capturing. `args`
  * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. */
 mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
@@ -334,6 +343,9 @@ void mt_event_unref(mt_event *e);
 void mt_event_complete(mt_event *e, uint64_t generation);
 /* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED) on the event. */
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
+/* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
+ * recorded). */
+mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation);
 /* Host: wait until generation completes. */
 void mt_event_host_wait(mt_event *e, uint64_t generation);
 

@@ -195,8 +195,7 @@ mt_stream *mt_stream_lookup(mtiart_stream handle) {
 
 void mt_stream_ref(mt_stream *s) { atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed); }
 
-/* Take a reference unless the stream is already being freed (device stream list walk). */
-static bool stream_try_ref(mt_stream *s) {
+bool mt_stream_try_ref(mt_stream *s) {
     int count = atomic_load(&s->refcount);
     while (count > 0)
         if (atomic_compare_exchange_weak(&s->refcount, &count, count + 1)) return true;
@@ -487,20 +486,8 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
         return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
                                  "cannot wait for a stream from a kernel or host function "
                                  "running on a device worker (it would deadlock)");
-    uint64_t target = atomic_load(&s->enqueued);
-    if (atomic_load_explicit(&s->completed, memory_order_acquire) < target) {
-        uint64_t deadline = mt_now_ns() + mt_spin_ns;
-        for (unsigned i = 1; atomic_load_explicit(&s->completed, memory_order_acquire) < target; i++) {
-            if ((i & 63) == 0 && mt_now_ns() > deadline) {
-                unsigned word = atomic_load(&s->completed_word);
-                atomic_fetch_add(&s->host_waiters, 1);
-                if (atomic_load(&s->completed) < target) mt_futex_wait(&s->completed_word, word);
-                atomic_fetch_sub(&s->host_waiters, 1);
-            } else {
-                mt_cpu_relax();
-            }
-        }
-    }
+    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
+                    &s->host_waiters, mt_spin_ns);
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
 }
@@ -614,7 +601,7 @@ MTIART_API mtiart_status mtiart_device_synchronize(int device) {
             streams = grown;
             cap *= 2;
         }
-        if (stream_try_ref(s)) streams[count++] = s;
+        if (mt_stream_try_ref(s)) streams[count++] = s;
     }
     pthread_mutex_unlock(&dev->streams_lock);
     mtiart_status first = MTIART_SUCCESS;
