@@ -957,10 +957,7 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_malloc_async: invalid stream handle %p", (void *)stream);
+    LOOKUP_STREAM(s, stream);
     if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
     mt_pool *pool = mt_capture_pool_of(s);
     return mt_alloc(s->dev, s, pool, size, ptr);
@@ -1029,10 +1026,7 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_record_stream: invalid stream handle %p", (void *)stream);
+    LOOKUP_STREAM(s, stream);
     int device;
     mt_allocator *a = ptr ? allocator_of(ptr, &device) : NULL;
     if (!a || !mt_initialized)

@@ -265,11 +265,7 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
 MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
                                                      mtiart_capture_mode mode,
                                                      mtiart_pool_id pool_id) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_stream_begin_capture: invalid stream handle %p",
-                                 (void *)stream);
+    LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
         return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
     mt_capture *current = atomic_load(&s->capture);
@@ -370,11 +366,7 @@ static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
 }
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_stream_end_capture: invalid stream handle %p",
-                                 (void *)stream);
+    LOOKUP_STREAM(s, stream);
     if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
     mt_capture *c = atomic_load(&s->capture);
     if (!c)
@@ -440,11 +432,7 @@ MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
                                                         mtiart_capture_status *status,
                                                         uint64_t *capture_id,
                                                         mtiart_pool_id *pool) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_stream_get_capture_info: invalid stream handle %p",
-                                 (void *)stream);
+    LOOKUP_STREAM(s, stream);
     pthread_mutex_lock(&captures_lock);
     mt_capture *c = atomic_load(&s->capture);
     mtiart_capture_status state = MTIART_CAPTURE_STATUS_NONE;

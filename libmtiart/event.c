@@ -117,13 +117,6 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
     mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin);
 }
 
-#define LOOKUP_EVENT(var, handle)                                                         \
-    mt_event *var = mt_event_lookup(handle);                                              \
-    if (MT_UNLIKELY(!var))                                                                \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                             \
-                                 "%s: invalid event handle %p (NULL, destroyed or not an " \
-                                 "event)", __func__, (void *)(handle))
-
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
     MT_INIT_OR_RETURN();
     if (!event) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
@@ -151,10 +144,7 @@ MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
 
 MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
     LOOKUP_EVENT(e, event);
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_event_record: invalid stream handle %p", (void *)stream);
+    LOOKUP_STREAM(s, stream);
     mt_capture *c = atomic_load(&s->capture);
     if (c) return mt_capture_event_record(c, s, e);
     mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
@@ -170,11 +160,7 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
 }
 
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {
-    mt_stream *s = mt_stream_lookup(stream);
-    if (!s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_stream_wait_event: invalid stream handle %p",
-                                 (void *)stream);
+    LOOKUP_STREAM(s, stream);
     LOOKUP_EVENT(e, event);
     if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
     return mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded));

@@ -345,10 +345,7 @@ done:
 }
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
-    mt_graph *g = mt_handle_lookup(MT_HANDLE_VALUE(graph), MT_KIND_GRAPH);
-    if (!g)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_graph_instantiate: invalid graph handle %p", (void *)graph);
+    LOOKUP_GRAPH(g, graph);
     if (!exec) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "exec is NULL");
     if (g->num_nodes > UINT32_MAX / 2)
         return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
@@ -384,13 +381,6 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     return MTIART_SUCCESS;
 }
 
-#define LOOKUP_EXEC(var, handle)                                                            \
-    mt_exec *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_EXEC);                 \
-    if (MT_UNLIKELY(!var))                                                                  \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                               \
-                                 "%s: invalid graph exec handle %p (NULL, destroyed or not " \
-                                 "an executable graph)", __func__, (void *)(handle))
-
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
     LOOKUP_EXEC(x, exec);
     if (mt_handle_unregister(x->handle, MT_KIND_EXEC) != x)
@@ -408,10 +398,7 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
 
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
     LOOKUP_EXEC(x, exec);
-    mt_stream *s = mt_stream_lookup(stream);
-    if (MT_UNLIKELY(!s))
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,
-                                 "mtiart_graph_launch: invalid stream handle %p", (void *)stream);
+    LOOKUP_STREAM(s, stream);
     if (s->dev != x->dev)
         return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
                                  "graph belongs to device %d, the stream to device %d",

@@ -103,13 +103,6 @@ fail:
 
 /* ------------------------------------------------------------------ public API */
 
-#define LOOKUP_GRAPH(var, handle)                                                          \
-    mt_graph *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_GRAPH);             \
-    if (MT_UNLIKELY(!var))                                                                 \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                              \
-                                 "%s: invalid graph handle %p (NULL, destroyed or not a "  \
-                                 "graph)", __func__, (void *)(handle))
-
 MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);

@@ -91,6 +91,25 @@ void *mt_handle_lookup(uint64_t handle, unsigned kind);
 
 #define MT_HANDLE_VALUE(h) ((uint64_t)(uintptr_t)(h))
 
+/* Look a handle up as `type *var`, or return MTIART_ERROR_INVALID_HANDLE from the calling
+ * public function with a message naming it: "<function>: invalid <label> handle <value>
+ * (NULL, destroyed or not <noun>)". */
+#define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
+    type *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), (kind));                          \
+    if (MT_UNLIKELY(!var))                                                                  \
+        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                               \
+                                 "%s: invalid " label " handle %p (NULL, destroyed or not " \
+                                 noun ")", __func__, (void *)(handle))
+#define LOOKUP_STREAM(var, handle) \
+    MT_LOOKUP(var, struct mt_stream, MT_KIND_STREAM, handle, "stream", "a stream")
+#define LOOKUP_EVENT(var, handle) \
+    MT_LOOKUP(var, struct mt_event, MT_KIND_EVENT, handle, "event", "an event")
+#define LOOKUP_GRAPH(var, handle) \
+    MT_LOOKUP(var, struct mt_graph, MT_KIND_GRAPH, handle, "graph", "a graph")
+#define LOOKUP_EXEC(var, handle)                                                 \
+    MT_LOOKUP(var, struct mt_exec, MT_KIND_EXEC, handle, "graph exec",          \
+              "an executable graph")
+
 /* ---------------------------------------------------------------- forward types */
 
 typedef struct mt_device mt_device;

@@ -494,13 +494,6 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
 
 /* ------------------------------------------------------------------ public API */
 
-#define LOOKUP_STREAM(var, handle)                                                       \
-    mt_stream *var = mt_stream_lookup(handle);                                           \
-    if (MT_UNLIKELY(!var))                                                               \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                            \
-                                 "%s: invalid stream handle %p (NULL, destroyed or not a " \
-                                 "stream)", __func__, (void *)(handle))
-
 MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *stream) {
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);
