@@ -84,6 +84,7 @@ struct segment {
     stream_heap *owner;
     bool small;
     size_t busy_blocks; /* blocks not FREE */
+    uint64_t last_free; /* allocator free clock when a block of it was last freed */
     block *first;
     segment *prev, *next;
 };
@@ -120,6 +121,7 @@ typedef struct mt_allocator {
     size_t table_cap, table_count, table_tombs;
     block *spare_blocks;
     block *pending;
+    uint64_t free_clock; /* counts frees: orders them against waits for the device */
     mtiart_memory_stats stats;
     vg_zombie *zombies; /* valgrind only */
     size_t num_zombies, cap_zombies;
@@ -552,7 +554,7 @@ static mt_stream *stream_ref_by_id(mt_device *dev, uint64_t id) {
  * enqueued earlier, on its stream or on any other (a graph output used eagerly elsewhere,
  * a forgotten record_stream), may still touch it; unmapping is safe only when nothing is
  * in flight, which is what cudaFree's implicit synchronization guarantees. Segments are
- * kept cached otherwise (empty_cache and the out-of-memory retry wait for the device). */
+ * kept cached otherwise, for empty_cache and the out-of-memory retry (see settle_frees). */
 static bool device_quiet(mt_device *dev) {
     bool quiet = true;
     pthread_mutex_lock(&dev->streams_lock);
@@ -583,10 +585,10 @@ static void wait_device_streams(mt_device *dev) {
     }
 }
 
-/* Release every fully free segment of pools that no graph uses (and the default pool). */
-static size_t release_cached(mt_allocator *a) {
+/* Release the fully free segments, last freed at or before `horizon` (see settle_frees),
+ * of pools that no graph uses and of the default pool. */
+static size_t release_cached(mt_allocator *a, uint64_t horizon) {
     size_t released = 0;
-    if (!device_quiet(a->default_pool.dev)) return 0;
     mt_pool *pool = &a->default_pool;
     mt_pool *next_private = a->pools;
     while (pool) {
@@ -594,7 +596,7 @@ static size_t release_cached(mt_allocator *a) {
         if (pool == &a->default_pool || pool->use_count == 0) {
             for (segment *seg = pool->segments, *next; seg; seg = next) {
                 next = seg->next;
-                if (seg->busy_blocks == 0) {
+                if (seg->busy_blocks == 0 && seg->last_free <= horizon) {
                     released += seg->size;
                     segment_release(a, seg);
                 }
@@ -616,6 +618,7 @@ static void release_block(mt_allocator *a, block *b) {
     b->requested = 0;
     b->capture_id = 0;
     seg->busy_blocks--;
+    seg->last_free = ++a->free_clock;
     /* Coalesce with free neighbours. */
     if (b->prev && b->prev->state == BLK_FREE) {
         block *p = b->prev;
@@ -677,6 +680,22 @@ static void process_pending(mt_allocator *a) {
             done = atomic_load(&b->uses[i].stream->completed) >= b->uses[i].target;
         if (done) finish_pending(a, b);
     }
+}
+
+/* Wait until work that could still touch memory freed so far is done (what cudaFree's
+ * synchronization gives): read the free clock, then wait for every stream busy at that
+ * point. Any such work was enqueued before its block's free, so segments last freed at or
+ * before the returned clock value can be unmapped. From a worker, which cannot wait, that
+ * holds only if the device is already quiet. Allocator lock not held. */
+static uint64_t settle_frees(mt_device *dev) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (a->pending) process_pending(a); /* frees that are due count before the clock */
+    uint64_t horizon = a->free_clock;
+    mt_spin_unlock(&a->lock);
+    if (mt_on_worker()) return device_quiet(dev) ? horizon : 0;
+    wait_device_streams(dev);
+    return horizon;
 }
 
 /* Valgrind only: remember a freed block whose stream still has work enqueued before the
@@ -884,10 +903,10 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
              * synchronizes; here the busy streams are waited for outside the lock). */
             a->stats.num_alloc_retries++;
             mt_spin_unlock(&a->lock);
-            wait_device_streams(dev);
+            uint64_t horizon = settle_frees(dev);
             mt_spin_lock(&a->lock);
             if (a->pending) process_pending(a);
-            release_cached(a);
+            release_cached(a, horizon);
             sh = heap_for(pool, s->id);
             if (!sh || !segment_new(a, dev, pool, sh, seg_size, small))
                 return out_of_memory(a, dev, size);
@@ -1076,12 +1095,11 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
     if (st) return st;
     st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
     if (st) return st;
-    /* As cudaFree does, wait for work that may still use freed memory first. */
-    wait_device_streams(dev);
+    uint64_t horizon = settle_frees(dev);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     if (a->pending) process_pending(a);
-    release_cached(a);
+    release_cached(a, horizon);
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
 }
