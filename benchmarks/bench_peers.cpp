@@ -1,7 +1,6 @@
 /*
- * bench_peers.cpp - libmtiart against oneTBB's flow graph, measured interleaved in one
- * process: each row's value is libmtiart's figure, its baseline the peer's, and the ratio
- * libmtiart / peer.
+ * bench_peers.cpp - libmtiart against oneTBB's flow graph: each row's value is libmtiart's
+ * figure, its baseline the peer's, and the ratio libmtiart / peer.
  *
  *   bench_peers [--quick] [--json] [--filter SUBSTRING]... [--reps N] [--list]
  *
@@ -9,12 +8,16 @@
  * function pointer to bench_k_empty, as libmtiart's replay calls a kernel node) on the same
  * number of threads executing nodes: libmtiart's workers (MTIART_NUM_WORKERS, default one
  * per CPU) and a tbb::global_control max_allowed_parallelism of that many threads (TBB's
- * waiting thread executes nodes too, so TBB starts one thread fewer). Each side sleeps 2 ms,
- * untimed, before each of its reps so the other side's spinning threads have gone to sleep.
- * benchmarks/README.md says exactly what each side does per row.
+ * waiting thread executes nodes too, so TBB starts one thread fewer). Every rep of every
+ * side runs in a process of its own (this program, re-run in child mode), the sides
+ * alternating rep by rep: no side's lingering threads (oneTBB's workers keep spinning a
+ * while after wait_for_all returns, libmtiart's for tens of microseconds) ever share the
+ * cores with the other side's measurement. Each child warms its side up, then times one
+ * rep. benchmarks/README.md says exactly what each side does per row.
  *
- * Built when meson finds oneTBB (`dependency('tbb')`, Debian: libtbb-dev); without it the
- * program still builds and prints every row as skipped, with the reason.
+ * Built when meson finds a C++ compiler; measures when it found oneTBB
+ * (`dependency('tbb')`, Debian: libtbb-dev); without oneTBB every row is printed as skipped,
+ * with the reason.
  */
 #include "harness.h"
 
@@ -23,7 +26,7 @@
 #include <deque>
 #include <memory>
 #include <string>
-#include <unistd.h>
+#include <vector>
 
 #ifdef BENCH_HAVE_TBB
 #include <oneapi/tbb/flow_graph.h>
@@ -33,32 +36,47 @@
 
 namespace {
 
-const bench_shape kShapes[] = {BENCH_CHAIN, BENCH_FANOUT, BENCH_INDEPENDENT};
+enum row_kind { REPLAY_WAIT, REPLAY_B2B, ROUNDTRIP, BUILD_CAPTURE, BUILD_EXPLICIT };
 
-/* The graph sizes of each shape's rows. */
-const size_t kChainSizes[] = {10, 1000};
-const size_t kWideSizes[] = {1000, 10000};
+struct row_spec {
+    std::string name;
+    row_kind kind;
+    bench_shape shape;
+    size_t n;
+};
 
-std::string replay_row_name(bench_shape shape, size_t n, bool b2b) {
-    return std::string("peer_tbb_") + bench_shape_name(shape) + "_" + std::to_string(n) +
-           (b2b ? "_b2b" : "_wait");
+/* Every row, in output order. */
+std::vector<row_spec> all_rows() {
+    std::vector<row_spec> rows;
+    const struct {
+        bench_shape shape;
+        size_t sizes[2];
+    } replays[] = {{BENCH_CHAIN, {10, 1000}},
+                   {BENCH_FANOUT, {1000, 10000}},
+                   {BENCH_INDEPENDENT, {1000, 10000}}};
+    for (const auto &r : replays)
+        for (size_t n : r.sizes)
+            for (row_kind k : {REPLAY_WAIT, REPLAY_B2B})
+                rows.push_back({std::string("peer_tbb_") + bench_shape_name(r.shape) + "_" +
+                                    std::to_string(n) + (k == REPLAY_B2B ? "_b2b" : "_wait"),
+                                k, r.shape, n});
+    rows.push_back({"peer_tbb_one_task_roundtrip", ROUNDTRIP, BENCH_CHAIN, 1});
+    rows.push_back({"peer_tbb_build_capture_1000", BUILD_CAPTURE, BENCH_CHAIN, 1000});
+    rows.push_back({"peer_tbb_build_explicit_1000", BUILD_EXPLICIT, BENCH_CHAIN, 1000});
+    return rows;
 }
 
-template <typename F> void for_each_replay_row(F f) {
-    for (bench_shape shape : kShapes) {
-        const size_t *sizes = shape == BENCH_CHAIN ? kChainSizes : kWideSizes;
-        for (int k = 0; k < 2; k++)
-            for (int b2b = 0; b2b <= 1; b2b++) f(shape, sizes[k], b2b != 0);
-    }
+const char *unit_of(const row_spec &r) {
+    return r.kind == ROUNDTRIP ? "us" : "ns/node";
 }
-
-const char *const kRoundtrip = "peer_tbb_one_task_roundtrip";
-const char *const kBuildCapture = "peer_tbb_build_capture_1000";
-const char *const kBuildExplicit = "peer_tbb_build_explicit_1000";
 
 #ifdef BENCH_HAVE_TBB
 
-void settle() { usleep(2000); }
+/* Round trips are timed in chunks; a rep is the median chunk (as bench_runtime's). */
+enum { CHUNKS = 20 };
+
+int roundtrip_iterations() { return bench_cfg.quick ? 200 : 2000; }
+int build_rounds() { return bench_cfg.quick ? 3 : 20; }
 
 using tbb::flow::continue_msg;
 using node_t = tbb::flow::continue_node<continue_msg>;
@@ -70,8 +88,9 @@ continue_msg empty_body(const continue_msg &) {
     return continue_msg();
 }
 
-/* A flow graph of n continue_nodes in `shape`; started by a try_put on `start`: the first
- * node (chain, fan-out) or a broadcast_node feeding every node (independent: no body). */
+/* A flow graph of n continue_nodes in `shape`, started by a try_put on the first node
+ * (chain, fan-out) or on a broadcast_node feeding every node (independent; it has no
+ * body). */
 struct tbb_graph {
     tbb::flow::graph g;
     std::deque<node_t> nodes;
@@ -92,242 +111,223 @@ struct tbb_graph {
     }
 };
 
-mtiart_stream g_stream;
-
-struct replay_ctx {
-    mtiart_graph_exec exec;
-    tbb_graph *peer;
-    size_t n;
-    int replays;
-};
-
-double mt_wait(void *p) {
-    auto *c = static_cast<replay_ctx *>(p);
-    settle();
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->replays; i++) {
-        BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-    }
-    return (bench_now_ns() - t0) / (double(c->replays) * double(c->n));
-}
-
-double mt_b2b(void *p) {
-    auto *c = static_cast<replay_ctx *>(p);
-    settle();
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->replays; i++) BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-    BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-    return (bench_now_ns() - t0) / (double(c->replays) * double(c->n));
-}
-
-double tbb_wait(void *p) {
-    auto *c = static_cast<replay_ctx *>(p);
-    settle();
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->replays; i++) {
-        c->peer->start();
-        c->peer->g.wait_for_all();
-    }
-    return (bench_now_ns() - t0) / (double(c->replays) * double(c->n));
-}
-
-double tbb_b2b(void *p) {
-    auto *c = static_cast<replay_ctx *>(p);
-    settle();
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->replays; i++) c->peer->start();
-    c->peer->g.wait_for_all();
-    return (bench_now_ns() - t0) / (double(c->replays) * double(c->n));
-}
-
-const char *peer_name_wait =
-    "oneTBB flow graph: try_put to the graph's start node, then graph::wait_for_all(), per "
-    "replay";
-const char *peer_name_b2b =
-    "oneTBB flow graph: every try_put to the start node, then one graph::wait_for_all()";
-
-void bench_replays() {
-    for_each_replay_row([](bench_shape shape, size_t n, bool b2b) {
-        std::string name = replay_row_name(shape, n, b2b);
-        if (!bench_selected(name.c_str())) return;
-        tbb_graph peer(shape, n);
-        replay_ctx c = {bench_instantiate(shape, n), &peer, n, bench_replays_for(n)};
-        bench_row *r = bench_new_row(name.c_str(), "ns/node", 0);
-        if (b2b) bench_measure(r, mt_b2b, tbb_b2b, &c);
-        else bench_measure(r, mt_wait, tbb_wait, &c);
-        r->baseline_name = b2b ? peer_name_b2b : peer_name_wait;
-        bench_set_params(r, "\"nodes\": %zu, \"shape\": \"%s\", \"replays_per_rep\": %d, "
-                            "\"threads\": %d, \"tbb\": \"%d.%d\"",
-                         n, bench_shape_name(shape), c.replays, bench_cfg.workers,
-                         TBB_VERSION_MAJOR, TBB_VERSION_MINOR);
-        bench_set_note(r, "%s; libmtiart: %s; per node",
-                       shape == BENCH_CHAIN ? "chain" : shape == BENCH_FANOUT
-                                                            ? "one root node, every other node depends on it"
-                                                            : "no edges",
-                       b2b ? "every mtiart_graph_launch, then one synchronize (TBB may overlap "
-                             "successive passes; replays of one libmtiart graph run in order)"
-                           : "mtiart_graph_launch + mtiart_stream_synchronize per replay");
-        bench_finish_row(r);
-        BENCH_CHECK(mtiart_graph_exec_destroy(c.exec));
-    });
-}
-
-/* ---- one-task round trip, chunked as bench_runtime's round trips */
-enum { CHUNKS = 20 };
-
-struct roundtrip_ctx {
-    mtiart_graph_exec exec;
-    tbb_graph *peer;
-    int iterations;
-};
-
-double mt_roundtrip(void *p) {
-    auto *c = static_cast<roundtrip_ctx *>(p);
-    settle();
-    double chunks[CHUNKS];
-    int per = c->iterations / CHUNKS;
-    for (int k = 0; k < CHUNKS; k++) {
+/* One rep of one side, per node (us for the round trip). */
+double mt_rep(const row_spec &r, mtiart_stream s, mtiart_graph_exec x) {
+    const double per = double(r.n);
+    if (r.kind == REPLAY_WAIT || r.kind == REPLAY_B2B) {
+        int replays = bench_replays_for(r.n);
         double t0 = bench_now_ns();
-        for (int i = 0; i < per; i++) {
-            BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-            BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+        for (int i = 0; i < replays; i++) {
+            BENCH_CHECK(mtiart_graph_launch(x, s));
+            if (r.kind == REPLAY_WAIT) BENCH_CHECK(mtiart_stream_synchronize(s));
         }
-        chunks[k] = (bench_now_ns() - t0) / per / 1000.0;
+        BENCH_CHECK(mtiart_stream_synchronize(s));
+        return (bench_now_ns() - t0) / (replays * per);
     }
-    return bench_median(chunks, CHUNKS);
-}
-
-double tbb_roundtrip(void *p) {
-    auto *c = static_cast<roundtrip_ctx *>(p);
-    settle();
-    double chunks[CHUNKS];
-    int per = c->iterations / CHUNKS;
-    for (int k = 0; k < CHUNKS; k++) {
-        double t0 = bench_now_ns();
-        for (int i = 0; i < per; i++) {
-            c->peer->start();
-            c->peer->g.wait_for_all();
+    if (r.kind == ROUNDTRIP) {
+        double chunks[CHUNKS];
+        int each = roundtrip_iterations() / CHUNKS;
+        for (int k = 0; k < CHUNKS; k++) {
+            double t0 = bench_now_ns();
+            for (int i = 0; i < each; i++) {
+                BENCH_CHECK(mtiart_graph_launch(x, s));
+                BENCH_CHECK(mtiart_stream_synchronize(s));
+            }
+            chunks[k] = (bench_now_ns() - t0) / each / 1000.0;
         }
-        chunks[k] = (bench_now_ns() - t0) / per / 1000.0;
+        return bench_median(chunks, CHUNKS);
     }
-    return bench_median(chunks, CHUNKS);
-}
-
-void bench_roundtrip() {
-    if (!bench_selected(kRoundtrip)) return;
-    tbb_graph peer(BENCH_CHAIN, 1);
-    roundtrip_ctx c = {bench_instantiate(BENCH_CHAIN, 1), &peer, bench_cfg.quick ? 200 : 2000};
-    bench_row *r = bench_new_row(kRoundtrip, "us", 0);
-    bench_measure(r, mt_roundtrip, tbb_roundtrip, &c);
-    r->baseline_name = "oneTBB flow graph of one continue_node: try_put + wait_for_all()";
-    bench_set_params(r, "\"iterations_per_rep\": %d, \"chunks\": %d, \"threads\": %d",
-                     c.iterations, CHUNKS, bench_cfg.workers);
-    bench_set_note(r, "libmtiart: mtiart_graph_launch of a one-node graph + "
-                      "mtiart_stream_synchronize (the node runs on a worker; TBB's runs on the "
-                      "waiting thread)");
-    bench_finish_row(r);
-    BENCH_CHECK(mtiart_graph_exec_destroy(c.exec));
-}
-
-/* ---- graph build, per node */
-struct build_ctx {
-    size_t n;
-    int rounds;
-};
-
-double mt_capture_build(void *p) {
-    auto *c = static_cast<build_ctx *>(p);
-    settle();
     double total = 0;
-    for (int r = 0; r < c->rounds; r++) {
+    for (int k = 0; k < build_rounds(); k++) {
         mtiart_graph g;
-        mtiart_graph_exec x;
+        mtiart_graph_exec built;
         double t0 = bench_now_ns();
-        BENCH_CHECK(mtiart_stream_begin_capture(g_stream, MTIART_CAPTURE_MODE_GLOBAL, {0, 0}));
-        for (size_t i = 0; i < c->n; i++)
-            BENCH_CHECK(mtiart_launch_kernel(g_stream, bench_k_empty, 1, nullptr, 0));
-        BENCH_CHECK(mtiart_stream_end_capture(g_stream, &g));
-        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
+        if (r.kind == BUILD_CAPTURE) {
+            BENCH_CHECK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, {0, 0}));
+            for (size_t i = 0; i < r.n; i++)
+                BENCH_CHECK(mtiart_launch_kernel(s, bench_k_empty, 1, nullptr, 0));
+            BENCH_CHECK(mtiart_stream_end_capture(s, &g));
+        } else {
+            g = bench_build_graph(BENCH_CHAIN, r.n, bench_k_empty, nullptr, 0);
+        }
+        BENCH_CHECK(mtiart_graph_instantiate(g, &built));
         total += bench_now_ns() - t0;
-        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+        BENCH_CHECK(mtiart_graph_exec_destroy(built));
         BENCH_CHECK(mtiart_graph_destroy(g));
     }
     BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
-    return total / (double(c->rounds) * double(c->n));
+    return total / (build_rounds() * per);
 }
 
-double mt_explicit_build(void *p) {
-    auto *c = static_cast<build_ctx *>(p);
-    settle();
-    double total = 0;
-    for (int r = 0; r < c->rounds; r++) {
-        mtiart_graph_exec x;
+double tbb_rep(const row_spec &r, tbb_graph *peer) {
+    const double per = double(r.n);
+    if (r.kind == REPLAY_WAIT || r.kind == REPLAY_B2B) {
+        int replays = bench_replays_for(r.n);
         double t0 = bench_now_ns();
-        mtiart_graph g = bench_build_graph(BENCH_CHAIN, c->n, bench_k_empty, nullptr, 0);
-        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
-        total += bench_now_ns() - t0;
-        BENCH_CHECK(mtiart_graph_exec_destroy(x));
-        BENCH_CHECK(mtiart_graph_destroy(g));
+        for (int i = 0; i < replays; i++) {
+            peer->start();
+            if (r.kind == REPLAY_WAIT) peer->g.wait_for_all();
+        }
+        peer->g.wait_for_all();
+        return (bench_now_ns() - t0) / (replays * per);
     }
-    return total / (double(c->rounds) * double(c->n));
-}
-
-double tbb_build(void *p) {
-    auto *c = static_cast<build_ctx *>(p);
-    settle();
+    if (r.kind == ROUNDTRIP) {
+        double chunks[CHUNKS];
+        int each = roundtrip_iterations() / CHUNKS;
+        for (int k = 0; k < CHUNKS; k++) {
+            double t0 = bench_now_ns();
+            for (int i = 0; i < each; i++) {
+                peer->start();
+                peer->g.wait_for_all();
+            }
+            chunks[k] = (bench_now_ns() - t0) / each / 1000.0;
+        }
+        return bench_median(chunks, CHUNKS);
+    }
     double total = 0;
-    for (int r = 0; r < c->rounds; r++) {
+    for (int k = 0; k < build_rounds(); k++) {
         double t0 = bench_now_ns();
-        auto *g = new tbb_graph(BENCH_CHAIN, c->n);
+        auto *g = new tbb_graph(BENCH_CHAIN, r.n);
         total += bench_now_ns() - t0;
         delete g;
     }
-    return total / (double(c->rounds) * double(c->n));
+    return total / (build_rounds() * per);
 }
 
-void bench_build() {
-    build_ctx c = {1000, bench_cfg.quick ? 3 : 20};
-    const char *peer = "oneTBB flow graph: construct a graph, 1000 continue_nodes and 999 "
-                       "make_edge calls (a ready-to-run chain)";
-    if (bench_selected(kBuildCapture)) {
-        bench_row *r = bench_new_row(kBuildCapture, "ns/node", 0);
-        bench_measure(r, mt_capture_build, tbb_build, &c);
-        r->baseline_name = peer;
-        r->target = 30;
-        bench_set_params(r, "\"nodes\": %zu, \"builds_per_rep\": %d", c.n, c.rounds);
-        bench_set_note(r, "libmtiart: begin capture, 1000 empty launches, end capture, "
-                          "instantiate (a ready-to-launch chain); per node, destruction untimed");
-        bench_finish_row(r);
+/* Child mode: warm the side up with one rep, print the figure of the next. */
+int run_child(const row_spec &r, bool tbb_side, int threads) {
+    double v;
+    if (tbb_side) {
+        tbb::global_control limit(tbb::global_control::max_allowed_parallelism, size_t(threads));
+        std::unique_ptr<tbb_graph> peer;
+        if (r.kind != BUILD_CAPTURE && r.kind != BUILD_EXPLICIT)
+            peer.reset(new tbb_graph(r.kind == ROUNDTRIP ? BENCH_CHAIN : r.shape, r.n));
+        tbb_rep(r, peer.get());
+        v = tbb_rep(r, peer.get());
+    } else {
+        BENCH_CHECK(mtiart_init());
+        mtiart_stream s;
+        BENCH_CHECK(mtiart_stream_create(0, 0, &s));
+        mtiart_graph_exec x = nullptr;
+        if (r.kind != BUILD_CAPTURE && r.kind != BUILD_EXPLICIT) x = bench_instantiate(r.shape, r.n);
+        mt_rep(r, s, x);
+        v = mt_rep(r, s, x);
+        if (x) BENCH_CHECK(mtiart_graph_exec_destroy(x));
+        BENCH_CHECK(mtiart_stream_destroy(s));
     }
-    if (bench_selected(kBuildExplicit)) {
-        bench_row *r = bench_new_row(kBuildExplicit, "ns/node", 0);
-        bench_measure(r, mt_explicit_build, tbb_build, &c);
-        r->baseline_name = peer;
-        bench_set_params(r, "\"nodes\": %zu, \"builds_per_rep\": %d", c.n, c.rounds);
-        bench_set_note(r, "libmtiart: mtiart_graph_create, 1000 mtiart_graph_add_kernel_node "
-                          "(each depending on the previous), instantiate; per node, "
-                          "destruction untimed");
-        bench_finish_row(r);
+    printf("%.6g\n", v);
+    return 0;
+}
+
+/* ---- parent: spawn one child per side per rep */
+struct side_ctx {
+    size_t index;
+    const char *side;
+};
+
+double spawn_side(void *p) {
+    auto *c = static_cast<side_ctx *>(p);
+    char self[4096], index[32], threads[32], out[256];
+    if (bench_self_path(self, sizeof self) != 0) return NAN;
+    snprintf(index, sizeof index, "%zu", c->index);
+    snprintf(threads, sizeof threads, "%d", bench_cfg.workers);
+    char *argv[] = {self, const_cast<char *>("--child"), index, const_cast<char *>(c->side),
+                    threads, const_cast<char *>(bench_cfg.quick ? "--quick" : "--full"),
+                    nullptr};
+    if (bench_run_child(argv, nullptr, out, sizeof out) != 0) return NAN;
+    return strtod(out, nullptr);
+}
+
+struct pair_ctx {
+    side_ctx mt, tbb;
+};
+double spawn_mt(void *p) { return spawn_side(&static_cast<pair_ctx *>(p)->mt); }
+double spawn_tbb(void *p) { return spawn_side(&static_cast<pair_ctx *>(p)->tbb); }
+
+const char *peer_name(const row_spec &r) {
+    switch (r.kind) {
+    case REPLAY_WAIT:
+        return "oneTBB flow graph: try_put to the start node, then graph::wait_for_all(), per "
+               "pass";
+    case REPLAY_B2B: return "oneTBB flow graph: every try_put to the start node, then one "
+                            "graph::wait_for_all()";
+    case ROUNDTRIP: return "oneTBB flow graph of one continue_node: try_put + wait_for_all()";
+    default:
+        return "oneTBB flow graph: construct a graph, 1000 continue_nodes and 999 make_edge "
+               "calls (a ready-to-run chain)";
+    }
+}
+
+void describe(bench_row *row, const row_spec &r) {
+    const char *shape = r.shape == BENCH_CHAIN    ? "chain"
+                        : r.shape == BENCH_FANOUT ? "one root node, every other node depends on it"
+                                                  : "no edges";
+    switch (r.kind) {
+    case REPLAY_WAIT:
+    case REPLAY_B2B:
+        bench_set_params(row, "\"nodes\": %zu, \"shape\": \"%s\", \"replays_per_rep\": %d, "
+                              "\"threads\": %d, \"tbb\": \"%d.%d\"",
+                         r.n, bench_shape_name(r.shape), bench_replays_for(r.n),
+                         bench_cfg.workers, TBB_VERSION_MAJOR, TBB_VERSION_MINOR);
+        bench_set_note(row, "%s; libmtiart: %s; per node", shape,
+                       r.kind == REPLAY_B2B
+                           ? "every mtiart_graph_launch, then one synchronize (TBB may overlap "
+                             "successive passes; replays of one libmtiart graph run in order)"
+                           : "mtiart_graph_launch + mtiart_stream_synchronize per replay");
+        break;
+    case ROUNDTRIP:
+        bench_set_params(row, "\"iterations_per_rep\": %d, \"chunks\": %d, \"threads\": %d",
+                         roundtrip_iterations(), CHUNKS, bench_cfg.workers);
+        bench_set_note(row, "libmtiart: mtiart_graph_launch of a one-node graph + "
+                            "mtiart_stream_synchronize (the node runs on a worker; TBB's may "
+                            "run on the waiting thread)");
+        break;
+    case BUILD_CAPTURE:
+        row->target = 30;
+        bench_set_params(row, "\"nodes\": %zu, \"builds_per_rep\": %d", r.n, build_rounds());
+        bench_set_note(row, "libmtiart: begin capture, 1000 empty launches, end capture, "
+                            "instantiate (a ready-to-launch chain); per node, destruction "
+                            "untimed");
+        break;
+    case BUILD_EXPLICIT:
+        bench_set_params(row, "\"nodes\": %zu, \"builds_per_rep\": %d", r.n, build_rounds());
+        bench_set_note(row, "libmtiart: mtiart_graph_create, 1000 mtiart_graph_add_kernel_node "
+                            "(each depending on the previous), instantiate; per node, "
+                            "destruction untimed");
+        break;
+    }
+}
+
+void run_rows(const std::vector<row_spec> &rows) {
+    for (size_t i = 0; i < rows.size(); i++) {
+        const row_spec &r = rows[i];
+        if (!bench_selected(r.name.c_str())) continue;
+        pair_ctx c = {{i, "mtiart"}, {i, "tbb"}};
+        bench_fn fns[2] = {spawn_mt, spawn_tbb};
+        bench_samples s[2];
+        bench_interleave(fns, 2, &c, bench_cfg.reps, 0, s); /* each child warms up */
+        bench_row *row = bench_new_row(r.name.c_str(), unit_of(r), 0);
+        row->baseline_name = peer_name(r);
+        describe(row, r);
+        bool failed = false;
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < s[k].n; j++) failed |= std::isnan(s[k].v[j]);
+        if (failed) bench_set_skipped(row, "a child process failed");
+        else bench_row_from(row, &s[0], &s[1]);
+        bench_finish_row(row);
     }
 }
 
 #else
 
-/* Without oneTBB every row is still printed, skipped with the reason. */
-void skip_all(const char *reason) {
-    auto skip = [reason](const std::string &name, const char *unit) {
-        if (!bench_selected(name.c_str())) return;
-        bench_row *r = bench_new_row(name.c_str(), unit, 0);
-        bench_set_skipped(r, "%s", reason);
-        bench_finish_row(r);
-    };
-    for_each_replay_row([&](bench_shape shape, size_t n, bool b2b) {
-        skip(replay_row_name(shape, n, b2b), "ns/node");
-    });
-    skip(kRoundtrip, "us");
-    skip(kBuildCapture, "ns/node");
-    skip(kBuildExplicit, "ns/node");
+void run_rows(const std::vector<row_spec> &rows) {
+    for (const row_spec &r : rows) {
+        if (!bench_selected(r.name.c_str())) continue;
+        bench_row *row = bench_new_row(r.name.c_str(), unit_of(r), 0);
+        bench_set_skipped(row, "oneTBB was not found when the benchmarks were built (Debian: "
+                               "apt-get install libtbb-dev, then rebuild)");
+        bench_finish_row(row);
+    }
 }
 
 #endif /* BENCH_HAVE_TBB */
@@ -338,6 +338,15 @@ const char usage[] =
 } // namespace
 
 int main(int argc, char **argv) {
+    std::vector<row_spec> rows = all_rows();
+#ifdef BENCH_HAVE_TBB
+    if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+        size_t index = strtoul(argv[2], nullptr, 10);
+        bench_cfg.quick = strcmp(argv[5], "--quick") == 0;
+        if (index >= rows.size()) return 2;
+        return run_child(rows[index], strcmp(argv[3], "tbb") == 0, atoi(argv[4]));
+    }
+#endif
     for (int i = 1; i < argc;) {
         int used = bench_common_arg(argc, argv, i, usage);
         if (!used) {
@@ -352,18 +361,10 @@ int main(int argc, char **argv) {
     snprintf(extra, sizeof extra, "\"peer\": \"oneTBB %d.%d\"", TBB_VERSION_MAJOR,
              TBB_VERSION_MINOR);
     bench_start("peer", extra);
-    tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
-                                size_t(bench_cfg.workers));
-    BENCH_CHECK(mtiart_stream_create(0, 0, &g_stream));
-    bench_replays();
-    bench_roundtrip();
-    bench_build();
-    BENCH_CHECK(mtiart_stream_destroy(g_stream));
 #else
     bench_start("peer", "\"peer\": null");
-    skip_all("oneTBB was not found when the benchmarks were built (Debian: apt-get install "
-             "libtbb-dev, then rebuild)");
 #endif
+    run_rows(rows);
     bench_print_table();
     return 0;
 }

@@ -71,7 +71,7 @@ static void bench_eager(void) {
                    .batches = bench_cfg.quick ? 5 : 50};
     bench_fn fns[2] = {eager_rep, bench_direct_rep};
     bench_samples s[2];
-    bench_interleave(fns, 2, &c, bench_cfg.reps, s);
+    bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
     /* the first with_sync sample is the warm-up's */
     bench_samples sync = {.n = c.with_sync.n - 1};
     memcpy(sync.v, c.with_sync.v + 1, sizeof(double) * (size_t)sync.n);
@@ -231,7 +231,7 @@ static void bench_op_add_scalar(void) {
     c.direct = (bench_direct){k.fn, k.argv, EAGER_BATCH, bench_cfg.quick ? 10 : 100};
     bench_fn fns[2] = {op_rep, bench_direct_rep};
     bench_samples s[2];
-    bench_interleave(fns, 2, &c, bench_cfg.reps, s);
+    bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
     bench_row_from(r, &s[0], &s[1]);
     r->baseline_name = "direct call of the kernel library's binary-scalar kernel on the same "
                        "arguments and data";
@@ -399,7 +399,7 @@ static void bench_replay(void) {
             c.exec = bench_instantiate(shape, n);
             bench_fn fns[3] = {replay_wait_rep, replay_b2b_rep, bench_direct_rep};
             bench_samples s[3];
-            bench_interleave(fns, 3, &c, bench_cfg.reps, s);
+            bench_interleave(fns, 3, &c, bench_cfg.reps, 1, s);
             for (int b2b = 0; b2b <= 1; b2b++) {
                 if (!(b2b ? want_b2b : want_wait)) continue;
                 bench_row *r = bench_new_row(b2b ? b2b_name : wait_name, "ns/node", 0);
@@ -628,7 +628,7 @@ static void bench_elementwise(void) {
         memset(c.src, 1, c.bytes);
         memset(c.dst, 0, c.bytes);
         bench_fn fns[3] = {ew_rep, memcpy_1t_rep, memcpy_mt_rep};
-        bench_interleave(fns, 3, &c, bench_cfg.reps, s);
+        bench_interleave(fns, 3, &c, bench_cfg.reps, 1, s);
     }
     for (int mt = 0; mt <= 1; mt++) {
         if (!(mt ? want_mt : want_1t)) continue;
@@ -724,7 +724,7 @@ static void bench_cpu_wait(void) {
     bench_fn fns[2] = {cpu_wait_rep, cpu_spin_rep};
     bench_samples s[2];
     int reps = bench_cfg.reps > 5 ? 5 : bench_cfg.reps;
-    bench_interleave(fns, 2, &c, reps, s);
+    bench_interleave(fns, 2, &c, reps, 1, s);
     bench_samples *figures[3] = {&c.host, &c.workers, &c.idle};
     static const char *const notes[3] = {
         "CPU time of the host thread blocked in mtiart_stream_synchronize on a host function "

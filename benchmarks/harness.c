@@ -290,10 +290,11 @@ void bench_print_table(void) {
 
 /* ------------------------------------------------------------------ repetitions */
 
-void bench_interleave(const bench_fn *fns, int nfns, void *ctx, int reps, bench_samples *out) {
+void bench_interleave(const bench_fn *fns, int nfns, void *ctx, int reps, int warm_up,
+                      bench_samples *out) {
     if (reps > BENCH_MAX_REPS) reps = BENCH_MAX_REPS;
     for (int k = 0; k < nfns; k++) {
-        fns[k](ctx); /* warm-up */
+        if (warm_up) fns[k](ctx);
         out[k].n = 0;
     }
     for (int i = 0; i < reps; i++)
@@ -319,7 +320,7 @@ void bench_row_from(bench_row *r, const bench_samples *value, const bench_sample
 void bench_measure(bench_row *r, bench_fn fn, bench_fn base, void *ctx) {
     bench_fn fns[2] = {fn, base};
     bench_samples s[2];
-    bench_interleave(fns, base ? 2 : 1, ctx, bench_cfg.reps, s);
+    bench_interleave(fns, base ? 2 : 1, ctx, bench_cfg.reps, 1, s);
     bench_row_from(r, &s[0], base ? &s[1] : NULL);
 }
 

@@ -105,10 +105,12 @@ typedef struct bench_samples {
     int n;
 } bench_samples;
 
-/* One warm-up call of each function, then `reps` rounds calling every function once per
- * round, starting at a different one each round so that no side always runs first (or
- * right after the same neighbour). out[i] gets fns[i]'s per-rep figures. */
-void bench_interleave(const bench_fn *fns, int nfns, void *ctx, int reps, bench_samples *out);
+/* One warm-up call of each function (unless warm_up is 0: functions that warm up by
+ * themselves), then `reps` rounds calling every function once per round, starting at a
+ * different one each round so that no side always runs first (or right after the same
+ * neighbour). out[i] gets fns[i]'s per-rep figures. */
+void bench_interleave(const bench_fn *fns, int nfns, void *ctx, int reps, int warm_up,
+                      bench_samples *out);
 /* Row figure from samples: value = median, min, max, reps; baseline = median of base
  * (base may be NULL). */
 void bench_row_from(bench_row *r, const bench_samples *value, const bench_samples *base);
