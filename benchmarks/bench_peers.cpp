@@ -72,9 +72,6 @@ const char *unit_of(const row_spec &r) {
 
 #ifdef BENCH_HAVE_TBB
 
-/* Round trips are timed in chunks; a rep is the median chunk (as bench_runtime's). */
-enum { CHUNKS = 20 };
-
 int roundtrip_iterations() { return bench_cfg.quick ? 200 : 2000; }
 int build_rounds() { return bench_cfg.quick ? 3 : 20; }
 
@@ -113,54 +110,17 @@ struct tbb_graph {
 
 /* One rep of one side, per node (us for the round trip). */
 double mt_rep(const row_spec &r, mtiart_stream s, mtiart_graph_exec x) {
-    const double per = double(r.n);
-    if (r.kind == REPLAY_WAIT || r.kind == REPLAY_B2B) {
-        int replays = bench_replays_for(r.n);
-        double t0 = bench_now_ns();
-        for (int i = 0; i < replays; i++) {
-            BENCH_CHECK(mtiart_graph_launch(x, s));
-            if (r.kind == REPLAY_WAIT) BENCH_CHECK(mtiart_stream_synchronize(s));
-        }
-        BENCH_CHECK(mtiart_stream_synchronize(s));
-        return (bench_now_ns() - t0) / (replays * per);
+    switch (r.kind) {
+    case REPLAY_WAIT:
+    case REPLAY_B2B:
+        return bench_time_replays(x, s, r.n, bench_replays_for(r.n), r.kind == REPLAY_WAIT);
+    case ROUNDTRIP: return bench_time_roundtrips(x, s, roundtrip_iterations());
+    default: return bench_time_chain_build(s, r.n, build_rounds(), r.kind == BUILD_CAPTURE, nullptr);
     }
-    if (r.kind == ROUNDTRIP) {
-        double chunks[CHUNKS];
-        int each = roundtrip_iterations() / CHUNKS;
-        for (int k = 0; k < CHUNKS; k++) {
-            double t0 = bench_now_ns();
-            for (int i = 0; i < each; i++) {
-                BENCH_CHECK(mtiart_graph_launch(x, s));
-                BENCH_CHECK(mtiart_stream_synchronize(s));
-            }
-            chunks[k] = (bench_now_ns() - t0) / each / 1000.0;
-        }
-        return bench_median(chunks, CHUNKS);
-    }
-    double total = 0;
-    for (int k = 0; k < build_rounds(); k++) {
-        mtiart_graph g;
-        mtiart_graph_exec built;
-        double t0 = bench_now_ns();
-        if (r.kind == BUILD_CAPTURE) {
-            BENCH_CHECK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, {0, 0}));
-            for (size_t i = 0; i < r.n; i++)
-                BENCH_CHECK(mtiart_launch_kernel(s, bench_k_empty, 1, nullptr, 0));
-            BENCH_CHECK(mtiart_stream_end_capture(s, &g));
-        } else {
-            g = bench_build_graph(BENCH_CHAIN, r.n, bench_k_empty, nullptr, 0);
-        }
-        BENCH_CHECK(mtiart_graph_instantiate(g, &built));
-        total += bench_now_ns() - t0;
-        BENCH_CHECK(mtiart_graph_exec_destroy(built));
-        BENCH_CHECK(mtiart_graph_destroy(g));
-    }
-    BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
-    return total / (build_rounds() * per);
 }
 
+/* As bench_time_replays and bench_time_roundtrips, for the flow graph. */
 double tbb_rep(const row_spec &r, tbb_graph *peer) {
-    const double per = double(r.n);
     if (r.kind == REPLAY_WAIT || r.kind == REPLAY_B2B) {
         int replays = bench_replays_for(r.n);
         double t0 = bench_now_ns();
@@ -169,12 +129,12 @@ double tbb_rep(const row_spec &r, tbb_graph *peer) {
             if (r.kind == REPLAY_WAIT) peer->g.wait_for_all();
         }
         peer->g.wait_for_all();
-        return (bench_now_ns() - t0) / (replays * per);
+        return (bench_now_ns() - t0) / (replays * double(r.n));
     }
     if (r.kind == ROUNDTRIP) {
-        double chunks[CHUNKS];
-        int each = roundtrip_iterations() / CHUNKS;
-        for (int k = 0; k < CHUNKS; k++) {
+        double chunks[BENCH_ROUNDTRIP_CHUNKS];
+        int each = roundtrip_iterations() / BENCH_ROUNDTRIP_CHUNKS;
+        for (int k = 0; k < BENCH_ROUNDTRIP_CHUNKS; k++) {
             double t0 = bench_now_ns();
             for (int i = 0; i < each; i++) {
                 peer->start();
@@ -182,7 +142,7 @@ double tbb_rep(const row_spec &r, tbb_graph *peer) {
             }
             chunks[k] = (bench_now_ns() - t0) / each / 1000.0;
         }
-        return bench_median(chunks, CHUNKS);
+        return bench_median(chunks, BENCH_ROUNDTRIP_CHUNKS);
     }
     double total = 0;
     for (int k = 0; k < build_rounds(); k++) {
@@ -191,7 +151,7 @@ double tbb_rep(const row_spec &r, tbb_graph *peer) {
         total += bench_now_ns() - t0;
         delete g;
     }
-    return total / (build_rounds() * per);
+    return total / (build_rounds() * double(r.n));
 }
 
 /* Child mode: warm the side up with one rep, print the figure of the next. */
@@ -277,7 +237,7 @@ void describe(bench_row *row, const row_spec &r) {
         break;
     case ROUNDTRIP:
         bench_set_params(row, "\"iterations_per_rep\": %d, \"chunks\": %d, \"threads\": %d",
-                         roundtrip_iterations(), CHUNKS, bench_cfg.workers);
+                         roundtrip_iterations(), BENCH_ROUNDTRIP_CHUNKS, bench_cfg.workers);
         bench_set_note(row, "libmtiart: mtiart_graph_launch of a one-node graph + "
                             "mtiart_stream_synchronize (the node runs on a worker; TBB's may "
                             "run on the waiting thread)");

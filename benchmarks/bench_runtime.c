@@ -247,10 +247,6 @@ static void bench_op_add_scalar(void) {
 
 /* ------------------------------------------------------------------ round trips */
 
-/* Round trips are timed in chunks and each rep reports the median chunk, so a time slice
- * lost to another process spoils one chunk rather than the rep (2-core machines). */
-#define ROUNDTRIP_CHUNKS 20
-
 /* Baseline of the round trips: one message to a spinning thread and back. */
 typedef struct pingpong {
     atomic_int flag; /* 0 idle, 1 ping, 2 pong, 3 stop */
@@ -269,10 +265,11 @@ static void *pong_main(void *p) {
 
 typedef struct roundtrip_ctx {
     pingpong pp;
-    mtiart_graph_exec exec;
+    mtiart_graph_exec exec; /* NULL: an eager launch */
     int iterations;
 } roundtrip_ctx;
 
+/* Chunked like bench_time_roundtrips. */
 static double pingpong_rep(void *p) {
     roundtrip_ctx *c = p;
     pingpong *pp = &c->pp;
@@ -281,9 +278,9 @@ static double pingpong_rep(void *p) {
      * while the measured figure runs */
     atomic_store(&pp->flag, 0);
     pthread_create(&pp->thread, NULL, pong_main, pp);
-    double chunks[ROUNDTRIP_CHUNKS];
-    int per_chunk = c->iterations / ROUNDTRIP_CHUNKS;
-    for (int k = 0; k < ROUNDTRIP_CHUNKS; k++) {
+    double chunks[BENCH_ROUNDTRIP_CHUNKS];
+    int per_chunk = c->iterations / BENCH_ROUNDTRIP_CHUNKS;
+    for (int k = 0; k < BENCH_ROUNDTRIP_CHUNKS; k++) {
         double t0 = bench_now_ns();
         for (int i = 0; i < per_chunk; i++) {
             atomic_store_explicit(&pp->flag, 1, memory_order_release);
@@ -294,37 +291,12 @@ static double pingpong_rep(void *p) {
     }
     atomic_store(&pp->flag, 3);
     pthread_join(pp->thread, NULL);
-    return bench_median(chunks, ROUNDTRIP_CHUNKS);
+    return bench_median(chunks, BENCH_ROUNDTRIP_CHUNKS);
 }
 
-static double launch_wait_rep(void *p) {
+static double roundtrip_rep(void *p) {
     roundtrip_ctx *c = p;
-    double chunks[ROUNDTRIP_CHUNKS];
-    int per_chunk = c->iterations / ROUNDTRIP_CHUNKS;
-    for (int k = 0; k < ROUNDTRIP_CHUNKS; k++) {
-        double t0 = bench_now_ns();
-        for (int i = 0; i < per_chunk; i++) {
-            BENCH_CHECK(mtiart_launch_kernel(g_stream, bench_k_empty, 1, NULL, 0));
-            BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-        }
-        chunks[k] = (bench_now_ns() - t0) / per_chunk / 1000.0;
-    }
-    return bench_median(chunks, ROUNDTRIP_CHUNKS);
-}
-
-static double graph1_rep(void *p) {
-    roundtrip_ctx *c = p;
-    double chunks[ROUNDTRIP_CHUNKS];
-    int per_chunk = c->iterations / ROUNDTRIP_CHUNKS;
-    for (int k = 0; k < ROUNDTRIP_CHUNKS; k++) {
-        double t0 = bench_now_ns();
-        for (int i = 0; i < per_chunk; i++) {
-            BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-            BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-        }
-        chunks[k] = (bench_now_ns() - t0) / per_chunk / 1000.0;
-    }
-    return bench_median(chunks, ROUNDTRIP_CHUNKS);
+    return bench_time_roundtrips(c->exec, g_stream, c->iterations);
 }
 
 static void bench_roundtrips(void) {
@@ -332,21 +304,21 @@ static void bench_roundtrips(void) {
     const char *bname = "one message to a spinning thread and back (ping-pong)";
     if (bench_selected("launch_wait_roundtrip")) {
         bench_row *r = bench_new_row("launch_wait_roundtrip", "us", 0);
-        bench_measure(r, launch_wait_rep, pingpong_rep, &c);
+        bench_measure(r, roundtrip_rep, pingpong_rep, &c);
         r->baseline_name = bname;
         bench_set_params(r, "\"iterations_per_rep\": %d, \"chunks\": %d", c.iterations,
-                         ROUNDTRIP_CHUNKS);
+                         BENCH_ROUNDTRIP_CHUNKS);
         bench_set_note(r, "launch one empty kernel, then synchronize");
         bench_finish_row(r);
     }
     if (bench_selected("graph_launch_1node")) {
         c.exec = bench_instantiate(BENCH_CHAIN, 1);
         bench_row *r = bench_new_row("graph_launch_1node", "us", 0);
-        bench_measure(r, graph1_rep, pingpong_rep, &c);
+        bench_measure(r, roundtrip_rep, pingpong_rep, &c);
         r->baseline_name = bname;
         r->target = 0.4;
         bench_set_params(r, "\"iterations_per_rep\": %d, \"chunks\": %d", c.iterations,
-                         ROUNDTRIP_CHUNKS);
+                         BENCH_ROUNDTRIP_CHUNKS);
         bench_set_note(r, "mtiart_graph_launch of a one-node graph, then synchronize");
         bench_finish_row(r);
         BENCH_CHECK(mtiart_graph_exec_destroy(c.exec));
@@ -365,21 +337,13 @@ typedef struct replay_ctx {
 /* One replay at a time: launch, wait, launch, wait, ... (latency of a replay). */
 static double replay_wait_rep(void *p) {
     replay_ctx *c = p;
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->launches; i++) {
-        BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-    }
-    return (bench_now_ns() - t0) / ((double)c->launches * (double)c->n);
+    return bench_time_replays(c->exec, g_stream, c->n, c->launches, 1);
 }
 
 /* Back to back: every launch queued, then one wait (throughput of replays). */
 static double replay_b2b_rep(void *p) {
     replay_ctx *c = p;
-    double t0 = bench_now_ns();
-    for (int i = 0; i < c->launches; i++) BENCH_CHECK(mtiart_graph_launch(c->exec, g_stream));
-    BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-    return (bench_now_ns() - t0) / ((double)c->launches * (double)c->n);
+    return bench_time_replays(c->exec, g_stream, c->n, c->launches, 0);
 }
 
 static void bench_replay(void) {
@@ -431,46 +395,17 @@ typedef struct capture_ctx {
 
 static double capture_rep(void *p) {
     capture_ctx *c = p;
-    double cap = 0, inst = 0;
-    for (int r = 0; r < c->rounds; r++) {
-        mtiart_pool_id pool = {0, 0};
-        mtiart_graph g;
-        mtiart_graph_exec x;
-        double t0 = bench_now_ns();
-        BENCH_CHECK(mtiart_stream_begin_capture(g_stream, MTIART_CAPTURE_MODE_GLOBAL, pool));
-        for (size_t i = 0; i < c->n; i++)
-            BENCH_CHECK(mtiart_launch_kernel(g_stream, bench_k_empty, 1, NULL, 0));
-        BENCH_CHECK(mtiart_stream_end_capture(g_stream, &g));
-        double t1 = bench_now_ns();
-        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
-        double t2 = bench_now_ns();
-        cap += t1 - t0;
-        inst += t2 - t1;
-        BENCH_CHECK(mtiart_graph_exec_destroy(x));
-        BENCH_CHECK(mtiart_graph_destroy(g));
-    }
-    BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
-    double denom = (double)c->rounds * (double)c->n;
+    double capture_part, total = bench_time_chain_build(g_stream, c->n, c->rounds, 1, &capture_part);
     if (c->capture_part.n < BENCH_MAX_REPS) {
-        c->capture_part.v[c->capture_part.n++] = cap / denom;
-        c->inst_part.v[c->inst_part.n++] = inst / denom;
+        c->capture_part.v[c->capture_part.n++] = capture_part;
+        c->inst_part.v[c->inst_part.n++] = total - capture_part;
     }
-    return (cap + inst) / denom;
+    return total;
 }
 
 static double build_rep(void *p) {
     capture_ctx *c = p;
-    double total = 0;
-    for (int r = 0; r < c->rounds; r++) {
-        mtiart_graph_exec x;
-        double t0 = bench_now_ns();
-        mtiart_graph g = bench_build_graph(BENCH_CHAIN, c->n, bench_k_empty, NULL, 0);
-        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
-        total += bench_now_ns() - t0;
-        BENCH_CHECK(mtiart_graph_exec_destroy(x));
-        BENCH_CHECK(mtiart_graph_destroy(g));
-    }
-    return total / ((double)c->rounds * (double)c->n);
+    return bench_time_chain_build(g_stream, c->n, c->rounds, 0, NULL);
 }
 
 static void bench_capture(void) {

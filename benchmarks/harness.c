@@ -394,6 +394,64 @@ int bench_replays_for(size_t n) {
     return (int)l;
 }
 
+/* ------------------------------------------------------------------ libmtiart loops */
+
+double bench_time_replays(mtiart_graph_exec x, mtiart_stream s, size_t n, int replays,
+                          int wait_each) {
+    double t0 = bench_now_ns();
+    for (int i = 0; i < replays; i++) {
+        BENCH_CHECK(mtiart_graph_launch(x, s));
+        if (wait_each) BENCH_CHECK(mtiart_stream_synchronize(s));
+    }
+    BENCH_CHECK(mtiart_stream_synchronize(s));
+    return (bench_now_ns() - t0) / ((double)replays * (double)n);
+}
+
+double bench_time_roundtrips(mtiart_graph_exec x, mtiart_stream s, int iterations) {
+    double chunks[BENCH_ROUNDTRIP_CHUNKS];
+    int per_chunk = iterations / BENCH_ROUNDTRIP_CHUNKS;
+    for (int k = 0; k < BENCH_ROUNDTRIP_CHUNKS; k++) {
+        double t0 = bench_now_ns();
+        for (int i = 0; i < per_chunk; i++) {
+            if (x) BENCH_CHECK(mtiart_graph_launch(x, s));
+            else BENCH_CHECK(mtiart_launch_kernel(s, bench_k_empty, 1, NULL, 0));
+            BENCH_CHECK(mtiart_stream_synchronize(s));
+        }
+        chunks[k] = (bench_now_ns() - t0) / per_chunk / 1000.0;
+    }
+    return bench_median(chunks, BENCH_ROUNDTRIP_CHUNKS);
+}
+
+double bench_time_chain_build(mtiart_stream s, size_t n, int rounds, int capture,
+                              double *capture_part) {
+    double total = 0, before_instantiate = 0;
+    for (int r = 0; r < rounds; r++) {
+        mtiart_graph g;
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        if (capture) {
+            mtiart_pool_id pool = {0, 0};
+            BENCH_CHECK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, pool));
+            for (size_t i = 0; i < n; i++)
+                BENCH_CHECK(mtiart_launch_kernel(s, bench_k_empty, 1, NULL, 0));
+            BENCH_CHECK(mtiart_stream_end_capture(s, &g));
+        } else {
+            g = bench_build_graph(BENCH_CHAIN, n, bench_k_empty, NULL, 0);
+        }
+        double t1 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
+        double t2 = bench_now_ns();
+        total += t2 - t0;
+        before_instantiate += t1 - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+        BENCH_CHECK(mtiart_graph_destroy(g));
+    }
+    if (capture) BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
+    double denom = (double)rounds * (double)n;
+    if (capture_part) *capture_part = before_instantiate / denom;
+    return total / denom;
+}
+
 /* ------------------------------------------------------------------ child processes */
 
 int bench_run_child(char *const argv[], const char *setenv_kv, char *out, size_t cap) {

@@ -145,6 +145,23 @@ double bench_direct_rep(void *ctx); /* ctx: bench_direct; ns per call */
  * replays, at most 10,000 (the queue of the back-to-back form stays reasonable). */
 int bench_replays_for(size_t n);
 
+/* ---- libmtiart timing loops shared by the programs */
+#define BENCH_ROUNDTRIP_CHUNKS 20
+/* ns per node of `replays` launches of x (n nodes) on s: each waited for before the next
+ * (wait_each) or all back to back, then one synchronize. */
+double bench_time_replays(mtiart_graph_exec x, mtiart_stream s, size_t n, int replays,
+                          int wait_each);
+/* us per launch + synchronize of x on s (x NULL: an empty one-block kernel), over
+ * `iterations` in BENCH_ROUNDTRIP_CHUNKS chunks: the median chunk, so that a time slice
+ * lost to another process spoils a chunk rather than the rep. */
+double bench_time_roundtrips(mtiart_graph_exec x, mtiart_stream s, int iterations);
+/* ns per node of `rounds` builds of a ready-to-launch chain of n empty nodes on s: by
+ * capture (begin capture, n launches, end capture, instantiate) or explicitly
+ * (graph_create, n add_kernel_node, instantiate). Destruction is untimed. With capture,
+ * *capture_part (if not NULL) gets the part before instantiate. */
+double bench_time_chain_build(mtiart_stream s, size_t n, int rounds, int capture,
+                              double *capture_part);
+
 /* ---- child processes */
 /* Run argv[0] with argv and `setenv_kv` ("NAME=value" added to, or replacing NAME in, this
  * process's environment; NULL: none), capture up to cap-1 bytes of its stdout into out.
