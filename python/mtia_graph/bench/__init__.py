@@ -151,8 +151,8 @@ def scaling_rows(c_bench: Optional[str], counts: Sequence[int], quick: bool = Fa
                                    str(steps), "--reps", "3"], env=env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
-                failure = proc.stderr.strip().splitlines()[-1:] or ["exit status "
-                                                                   f"{proc.returncode}"]
+                lines = proc.stderr.strip().splitlines()
+                failure = lines[-1] if lines else f"exit status {proc.returncode}"
                 figures[w].append(None)
                 continue
             figures[w].append(json.loads(proc.stdout.strip().splitlines()[-1]))
