@@ -881,8 +881,9 @@ int main(int argc, char **argv) {
             scaling = 1;
             i++;
         } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
+            counts[ncounts++] = 1; /* every speedup is over the 1-worker run */
             for (char *tok = strtok(argv[i + 1], ","); tok && ncounts < 16; tok = strtok(NULL, ","))
-                if (atoi(tok) >= 1) counts[ncounts++] = atoi(tok);
+                if (atoi(tok) > 1) counts[ncounts++] = atoi(tok);
             i += 2;
         } else {
             fputs(usage, stderr);
