@@ -115,7 +115,8 @@ for a in "$@"; do
     else args+=("$a"); fi
 done
 COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ "$COMMIT" != unknown ] && ! git -C "$REPO" diff --quiet HEAD -- 2>/dev/null; then
+# (README.md is left out: its tables are what --readme writes)
+if [ "$COMMIT" != unknown ] && ! git -C "$REPO" diff --quiet HEAD -- . ':!README.md' 2>/dev/null; then
     COMMIT="$COMMIT+local changes"
 fi
 if [ "$PY_OK" = 1 ]; then
