@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# tools/bench.sh - build what the benchmarks need, then run every benchmark (C and Python).
+# tools/bench.sh - build what the benchmarks need, then run every benchmark (C, peers, Python).
 #
 #   tools/bench.sh                  full run: JSON lines, then a table
 #   tools/bench.sh --quick          one short pass (CI: proves every benchmark runs)
+#   tools/bench.sh --readme         full run, then rewrite README.md's benchmark table from
+#                                   it (JSON lines kept in $BENCH_BUILD_DIR/bench-results.jsonl)
+#   tools/bench.sh --scaling        the worker-scaling table only (see tools/bench_scaling.sh)
 #   tools/bench.sh [--quick] ARGS   ARGS go to `python -m mtia_graph.bench`:
 #                                   --json, --filter SUBSTRING, --reps N, --output FILE,
-#                                   --plot out.png, --no-c, --no-python
+#                                   --markdown FILE, --plot out.png, --no-c, --no-peers,
+#                                   --no-python, --from-json FILE
 #
 # Steps:
 #   1. meson setup/compile $BENCH_BUILD_DIR (default build-bench/, release build like the
-#      wheel) -> libmtiart and benchmarks/bench_runtime (the C benchmarks)
+#      wheel) -> libmtiart, benchmarks/bench_runtime (the C benchmarks), benchmarks/kernel_probe
+#      and, with a C++ compiler, benchmarks/bench_peers (against oneTBB when meson finds it:
+#      Debian's libtbb-dev; its rows are skipped with the reason otherwise)
 #   2. pip install --no-build-isolation . when the installed mtia_graph is missing or older
 #      than the sources (BENCH_INSTALL=always|never overrides)
-#   3. python -m mtia_graph.bench --c-bench $BENCH_BUILD_DIR/benchmarks/bench_runtime ARGS
-#      (if the Python package cannot be installed, the C benchmarks run on their own)
+#   3. python -m mtia_graph.bench --c-bench $BENCH_BUILD_DIR/benchmarks/bench_runtime
+#      --commit <git revision> ARGS (if the Python package cannot be installed, the C
+#      benchmarks run on their own)
+#
+# torch CPU is the peer of some Python rows when it is importable (pip install
+# 'mtia-graph[bench]'); without it those rows are skipped with the reason.
 #
 # Benchmarks are never tests: the exit status is non-zero only when something fails to
 # build or run, never because of a time.
@@ -58,14 +68,6 @@ else
 fi
 meson compile -C "$BUILD" >/dev/null
 C_BENCH="$REPO/$BUILD/benchmarks/bench_runtime"
-if [ ! -x "$C_BENCH" ]; then
-    # meson.build does not (yet) include benchmarks/: build the program by hand against
-    # the library just built.
-    say "benchmarks/ is not part of the meson build; compiling bench_runtime with cc"
-    mkdir -p "$BUILD/benchmarks"
-    "${CC:-cc}" -O2 -g -std=gnu11 -Wall -Wextra -I include benchmarks/bench_runtime.c \
-        "$BUILD/libmtiart.so.0" -Wl,-rpath,"$REPO/$BUILD" -lpthread -lm -ldl -o "$C_BENCH"
-fi
 
 # 2. the Python package, when the installed one is missing or stale
 needs_install() {
@@ -105,16 +107,29 @@ if [ "$PY_OK" = 1 ] && ! "$PYTHON" -c 'import mtia_graph.bench' 2>/dev/null; the
 fi
 
 # 3. run
+results="$BUILD/bench-results.jsonl"
+for a in "$@"; do [ "$a" = --scaling ] && results="$BUILD/scaling-results.jsonl"; done
+args=()
+for a in "$@"; do
+    if [ "$a" = --readme ]; then args+=(--output "$results" --readme README.md)
+    else args+=("$a"); fi
+done
+COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# (README.md is left out: its tables are what --readme writes)
+if [ "$COMMIT" != unknown ] && ! git -C "$REPO" diff --quiet HEAD -- . ':!README.md' 2>/dev/null; then
+    COMMIT="$COMMIT+local changes"
+fi
 if [ "$PY_OK" = 1 ]; then
-    say "python -m mtia_graph.bench --c-bench $C_BENCH $*"
+    say "python -m mtia_graph.bench --c-bench $C_BENCH ${args[*]}"
     # (the repository root has no mtia_graph/ directory: the installed package is imported)
-    exec "$PYTHON" -m mtia_graph.bench --c-bench "$C_BENCH" "$@"
+    exec "$PYTHON" -m mtia_graph.bench --c-bench "$C_BENCH" --commit "$COMMIT" "${args[@]}"
 else
     c_args=()
+    set -- "${args[@]}"
     while [ $# -gt 0 ]; do
         case "$1" in
-            --quick|--json) c_args+=("$1") ;;
-            --filter|--reps) c_args+=("$1" "${2:-}"); shift ;;
+            --quick|--json|--scaling) c_args+=("$1") ;;
+            --filter|--reps|--workers) c_args+=("$1" "${2:-}"); shift ;;
         esac
         shift
     done
