@@ -14,8 +14,8 @@ from typing import Any, Optional, Union
 
 from typing_extensions import Self
 
-from . import _C
-from ._C import ffi, lib
+from ._C import capture_info, check, ffi, lib, raise_status
+from .callbacks import capture_keepalive
 from .device import device as _device_context
 from .memory import empty_cache
 from .streams import (
@@ -81,7 +81,7 @@ def graph_pool_handle() -> _POOL_HANDLE:
     concurrently (as in PyTorch).
     """
     out = ffi.new("mtiart_pool_id *")
-    _C.check(lib.mtiart_pool_handle_create(out), "graph_pool_handle")
+    check(lib.mtiart_pool_handle_create(out), "graph_pool_handle")
     return (int(out.first), int(out.second))
 
 
@@ -135,16 +135,13 @@ class MTIAGraph:
                 "graph, create a new instance (or call reset() first).")
         stream = current_stream()
         pool_id = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
-        _C.check(lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
-                 "MTIAGraph.capture_begin")
-        status = ffi.new("mtiart_capture_status *")
-        capture_id = ffi.new("uint64_t *")
-        _C.check(lib.mtiart_stream_get_capture_info(stream._handle, status, capture_id, pool_id),
-                 "MTIAGraph.capture_begin")
+        check(lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
+              "MTIAGraph.capture_begin")
+        info = capture_info(stream._handle, "MTIAGraph.capture_begin")
         self._capture_stream = stream
-        self._capture_id = int(capture_id[0])
+        self._capture_id = info.id
         self._device = stream.device_index
-        self._pool = (int(pool_id.first), int(pool_id.second))
+        self._pool = info.pool
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -164,11 +161,11 @@ class MTIAGraph:
             # The runtime discarded the capture and released its use of the pool.
             self._pool = None
             self._retire_keepalive()
-            _C.raise_status(status, "MTIAGraph.capture_end")
+            raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
         self._captured = True
         count = ffi.new("size_t *")
-        _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+        check(lib.mtiart_graph_get_node_count(self._graph, count))
         if count[0] == 0:
             warnings.warn(
                 "The MTIA graph is empty: nothing was captured. This usually means that "
@@ -203,7 +200,7 @@ class MTIAGraph:
         stream = current_stream(self._device)
         status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
-            _C.raise_status(status, "MTIAGraph.replay")
+            raise_status(status, "MTIAGraph.replay")
         if self._keepalive:
             self._last_replay_stream = stream
 
@@ -234,18 +231,18 @@ class MTIAGraph:
             raise RuntimeError(
                 "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
         length = ffi.new("size_t *")
-        _C.check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
+        check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
         buf = ffi.new("char[]", length[0] + 1)
-        _C.check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
+        check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
         return ffi.string(buf).decode()
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
         count = ffi.new("size_t *")
         if self._exec is not None:
-            _C.check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
+            check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
         elif self._graph is not None:
-            _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+            check(lib.mtiart_graph_get_node_count(self._graph, count))
         else:
             raise RuntimeError("MTIAGraph.num_nodes() called before a successful capture")
         return int(count[0])
@@ -265,21 +262,20 @@ class MTIAGraph:
 
     def _instantiate(self) -> None:
         if self._exec is not None:
-            _C.check(lib.mtiart_graph_exec_destroy(self._exec))
+            check(lib.mtiart_graph_exec_destroy(self._exec))
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
-        _C.check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
         self._exec = exec_out[0]
 
     def _destroy_template(self) -> None:
         if self._graph is not None:
             graph, self._graph = self._graph, None
-            _C.check(lib.mtiart_graph_destroy(graph))
+            check(lib.mtiart_graph_destroy(graph))
 
     def _collect_keepalive(self) -> None:
-        collect = getattr(_C, "capture_keepalive", None)
-        if collect is not None and self._capture_id:
-            self._keepalive.extend(collect(self._capture_id))
+        if self._capture_id:
+            self._keepalive.extend(capture_keepalive(self._capture_id))
 
     def _retire_keepalive(self) -> None:
         if not self._keepalive:
@@ -308,7 +304,7 @@ class MTIAGraph:
             self._collect_keepalive()
         if self._exec is not None:
             exec_, self._exec = self._exec, None
-            _C.check(lib.mtiart_graph_exec_destroy(exec_))
+            check(lib.mtiart_graph_exec_destroy(exec_))
         self._destroy_template()
         self._retire_keepalive()
         self._captured = False

@@ -22,8 +22,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _C
-from ._C import ffi, lib
+from ._C import check, ffi, lib, raise_status, report_python_failure
+from .callbacks import HostCallback, new_token, register_callback, released, take_callback, \
+    unregister_callback
 from .device import current_device
 from .streams import Stream
 from .tensor import Tensor, _stream_handle
@@ -192,7 +193,7 @@ class Kernel:
             else:
                 b.value(_value_bytes(a))
         c_args = b.build()
-        _C.check(lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
+        check(lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
                  f"launch kernel {self.name!r}")
 
     def __repr__(self) -> str:
@@ -210,7 +211,7 @@ def load_kernel(path: Union[str, os.PathLike], name: str) -> Kernel:
     if not isinstance(name, str) or not name:
         raise TypeError("kernel name must be a non-empty str")
     out = ffi.new("mtiart_kernel_fn *")
-    _C.check(lib.mtiart_kernel_load(path.encode(), name.encode(), out),
+    check(lib.mtiart_kernel_load(path.encode(), name.encode(), out),
              f"load kernel {name!r} from {path!r}")
     return Kernel(out[0], name, path)
 
@@ -232,10 +233,10 @@ class _TensorSlot:
         self.writable = writable
 
 
-class _PyKernelLaunch(_C.HostCallback):
+class _PyKernelLaunch(HostCallback):
     """One launch of a Python kernel: the registry entry that the uint64 key names.
 
-    Registered through :func:`mtia_graph._C.register_callback`, like a host function: a
+    Registered through :func:`mtia_graph.callbacks.register_callback`, like a host function: a
     one-shot entry for an eager launch, kept by the graph (capture keepalive) when the
     launch is captured, since every replay runs it again.
     """
@@ -257,12 +258,9 @@ def _mtia_py_kernel(args, block, num_blocks):  # device worker thread, GIL taken
     what = "kernel"
     try:
         token = int(ffi.cast("uint64_t *", args[0])[0])
-        entry = _C.take_callback(token)
+        entry = take_callback(token)
         if entry is None:
-            lib.mtiart_kernel_set_error_message(
-                f"Python kernel #{token} was released before it ran (its graph was reset "
-                "or garbage-collected)".encode())
-            return 1
+            return released("kernel", token)
         what = f"kernel {entry.name!r}"
         values = []
         i = 1
@@ -282,7 +280,7 @@ def _mtia_py_kernel(args, block, num_blocks):  # device worker thread, GIL taken
                 values.append(item)
         entry.fn(*values)
     except BaseException:  # noqa: BLE001 - everything must become a stream error
-        return _C.report_python_failure(what)
+        return report_python_failure(what)
     return 0
 
 
@@ -324,12 +322,12 @@ class PythonKernel:
         handle, _ = _resolve_stream(tensors, stream)
         if not _named:
             # every Python kernel shares one C entry point; name it for graph dumps
-            _C.check(lib.mtiart_kernel_set_name(lib._mtia_py_kernel, b"mtia_graph.python"))
+            check(lib.mtiart_kernel_set_name(lib._mtia_py_kernel, b"mtia_graph.python"))
             _named = True
 
         layout: List[Any] = []
         b = _ArgBuilder()
-        token = _C.new_token()
+        token = new_token()
         b.value(np.uint64(token).tobytes())  # args[0]: the registry key
         kind_iter = iter(kinds)
         for a in args:
@@ -341,12 +339,12 @@ class PythonKernel:
                 layout.append(a)
         c_args = b.build()
         entry = _PyKernelLaunch(self.__wrapped__, token, self.name, layout)
-        cid = _C.register_callback(handle, entry)
+        cid = register_callback(handle, entry)
         status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args,
                                           len(b.entries))
         if status < 0:
-            _C.unregister_callback(entry, cid)
-            _C.raise_status(status, f"launch kernel {self.name!r}")
+            unregister_callback(entry, cid)
+            raise_status(status, f"launch kernel {self.name!r}")
 
     def __repr__(self) -> str:
         return f"<mtia_graph.PythonKernel {self.name}>"

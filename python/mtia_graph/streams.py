@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from . import _C
-from ._C import HostCallback, check, check_sync, ffi, lib, raise_status
+from . import callbacks
+from ._C import capture_info, check, ffi, lib, raise_status
+from .callbacks import HostCallback
 from .device import Device, _device_index, _device_object, _thread_state
 from .memory import empty_cache  # re-exported: graphs.py takes it from here, as torch.mtia
 
@@ -30,13 +31,6 @@ __all__ = [
 ]
 
 _DeviceLike = Union[int, str, Device, None]
-
-
-def _capture_status(handle: Any) -> int:
-    status = ffi.new("mtiart_capture_status *")
-    check(lib.mtiart_stream_get_capture_info(handle, status, ffi.NULL, ffi.NULL),
-          "get_capture_info")
-    return int(status[0])
 
 
 class Stream:
@@ -99,11 +93,11 @@ class Stream:
         Raises the stream's sticky error (e.g. a failed host function) if there is one,
         and :class:`CaptureError` on a capturing stream.
         """
-        return check_sync(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
+        return check(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
 
     def synchronize(self) -> None:
         """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
-        check_sync(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
+        check(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
 
     def wait_event(self, event: "Event") -> None:
         """Make work enqueued later on this stream wait for ``event``'s latest record."""
@@ -128,14 +122,14 @@ class Stream:
 
     def is_capturing(self) -> bool:
         """Whether the stream takes part in a stream capture (active or invalidated)."""
-        return _capture_status(self._handle) != lib.MTIART_CAPTURE_STATUS_NONE
+        return capture_info(self._handle, "Stream.is_capturing").capturing
 
     def launch_host_func(self, fn: Callable[[], Any]) -> HostCallback:
         """Enqueue ``fn()`` to run on a device worker in stream order.
 
         See :func:`launch_host_func` for errors and capture behaviour.
         """
-        return _C.launch_host_func(self._handle, fn)
+        return callbacks.launch_host_func(self._handle, fn)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Stream):
@@ -191,11 +185,11 @@ class Event:
 
     def query(self) -> bool:
         """True if the latest record has completed (or the event was never recorded)."""
-        return check_sync(lib.mtiart_event_query(self._handle), "Event.query") == 0
+        return check(lib.mtiart_event_query(self._handle), "Event.query") == 0
 
     def synchronize(self) -> None:
         """Wait until the latest record has completed."""
-        check_sync(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
+        check(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
 
     def elapsed_time(self, end_event: "Event") -> float:
         """Milliseconds from this event's record to ``end_event``'s (both timing events,
@@ -293,13 +287,13 @@ def synchronize(device: _DeviceLike = None) -> None:
     :class:`CaptureError` while a capture is active.
     """
     idx = _device_index(device)
-    check_sync(lib.mtiart_device_synchronize(idx), "synchronize")
+    check(lib.mtiart_device_synchronize(idx), "synchronize")
 
 
 def is_current_stream_capturing() -> bool:
     """Whether the current stream of the current device is capturing."""
     tls = _thread_state()
-    return _capture_status(tls.handles[tls.device]) != lib.MTIART_CAPTURE_STATUS_NONE
+    return capture_info(tls.handles[tls.device], "is_current_stream_capturing").capturing
 
 
 def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> HostCallback:
@@ -314,4 +308,4 @@ def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> 
         stream = current_stream()
     elif not isinstance(stream, Stream):
         raise TypeError(f"launch_host_func() expects a Stream, got {type(stream).__name__}")
-    return _C.launch_host_func(stream._handle, fn)
+    return callbacks.launch_host_func(stream._handle, fn)

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _C
-from ._C import check_sync, ffi, lib, raise_status
+from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
+from .callbacks import keep_alive_for_capture
 from .device import Device, _device_index, _device_object, _thread_state, _tls
 
 __all__ = [
@@ -329,10 +329,6 @@ def _stream_handle(dev: int) -> Any:
         return _thread_state().handles[dev]
 
 
-def _fail(status: int, what: str) -> None:
-    raise_status(status, what)
-
-
 class _Storage:
     """One device allocation; freed (stream-ordered) when the last tensor using it dies."""
 
@@ -364,7 +360,7 @@ def _empty(shape: Tuple[int, ...], dt: dtype, dev: int) -> "Tensor":
             h = _thread_state().handles[dev]
         st = _malloc_async(h, nbytes, out)
         if st:
-            _fail(st, "allocate")
+            raise_status(st, "allocate")
         ptr = _gc(out[0], _free)
         t._storage = _Storage(ptr, nbytes, dev)
         t._data = ptr
@@ -417,7 +413,7 @@ def _cast(t: "Tensor", dt: dtype) -> "Tensor":
     if t._numel:
         st = _op_cast(_stream_handle(t._dev), out._get_desc(), t._get_desc())
         if st:
-            _fail(st, f"cast to {dt.name}")
+            raise_status(st, f"cast to {dt.name}")
     return out
 
 
@@ -432,21 +428,19 @@ def _upload(t: "Tensor", arr: np.ndarray, what: str) -> None:
         return
     h = _stream_handle(t._dev)
     src = ffi.from_buffer(arr)
-    if _C.keep_alive_for_capture(h, arr):
+    if keep_alive_for_capture(h, arr):
         st = _memcpy_async(h, t._data, src, t._numel * t._dtype.itemsize, _H2D)
         if st:
-            _fail(st, what)
+            raise_status(st, what)
     else:
-        check_sync(_memcpy(h, t._data, src, t._numel * t._dtype.itemsize, _H2D), what)
+        check(_memcpy(h, t._data, src, t._numel * t._dtype.itemsize, _H2D), what)
 
 
 def _download(t: "Tensor") -> np.ndarray:
     arr = np.empty(t._shape, dtype=t._dtype._np)
     if t._numel:
-        st = _memcpy(_stream_handle(t._dev), ffi.from_buffer(arr, require_writable=True),
-                     t._data, t._numel * t._dtype.itemsize, _D2H)
-        if st:
-            check_sync(st, "copy to host")
+        check(_memcpy(_stream_handle(t._dev), ffi.from_buffer(arr, require_writable=True),
+                      t._data, t._numel * t._dtype.itemsize, _D2H), "copy to host")
     return arr
 
 
@@ -554,7 +548,7 @@ def _binary(a: "Tensor", b: Any, op: int, reverse: _pybool = False) -> "Tensor":
         f, i = _scalar_args(b, dt)
         st = _op_binary_scalar(h, op, out._get_desc(), x._get_desc(), f, i, 1 if reverse else 0)
     if st:
-        _fail(st, _BIN_NAMES[op])
+        raise_status(st, _BIN_NAMES[op])
     return out
 
 
@@ -604,7 +598,7 @@ def _binary_(self: "Tensor", b: Any, op: int) -> "Tensor":
             if not st:
                 st = _op_cast(h, d, tmp._get_desc())
     if st:
-        _fail(st, _BIN_NAMES[op] + "_")
+        raise_status(st, _BIN_NAMES[op] + "_")
     return self
 
 
@@ -622,7 +616,7 @@ def _unary(a: "Tensor", op: int, name: str, out: Optional["Tensor"] = None) -> "
                            f"desired output type {out._dtype.name}")
     st = _op_unary(_stream_handle(a._dev), op, out._get_desc(), x._get_desc())
     if st:
-        _fail(st, name)
+        raise_status(st, name)
     return out
 
 
@@ -644,7 +638,7 @@ def _reduce(a: "Tensor", op: int, dim: Any, keepdim: _pybool, out_dt: dtype,
         st = _op_reduce(h, op, out._get_desc(), a._get_desc(), lib.MTIART_REDUCE_ALL,
                         1 if keepdim else 0)
         if st:
-            _fail(st, name)
+            raise_status(st, name)
         return out
     cur = a
     for d in sorted(dims, reverse=True):  # one dimension at a time, highest first
@@ -652,7 +646,7 @@ def _reduce(a: "Tensor", op: int, dim: Any, keepdim: _pybool, out_dt: dtype,
         out = _empty(shape, out_dt, a._dev)
         st = _op_reduce(h, op, out._get_desc(), cur._get_desc(), d, 1)
         if st:
-            _fail(st, name)
+            raise_status(st, name)
         cur = out  # a mean of equal-sized group means is the mean: chaining is exact
     if not keepdim:
         cur = _view(cur, tuple(s for i, s in enumerate(cur._shape) if i not in dims))
@@ -703,7 +697,7 @@ def _matmul(a: "Tensor", b: "Tensor") -> "Tensor":
                         _view(x, (nb, m, k))._get_desc(), _view(y, (nb, k, n))._get_desc())
         result_shape = batch + (m, n)
     if st:
-        _fail(st, "matmul")
+        raise_status(st, "matmul")
     if squeeze_front:
         result_shape = result_shape[:-2] + result_shape[-1:]
     if squeeze_back:
@@ -859,14 +853,11 @@ class Tensor:
         else:
             raise BufferError(f"__dlpack__: stream must be None or an mtia_graph.Stream "
                               f"(the tensor is exported as CPU memory), got {stream!r}")
-        status = _new("mtiart_capture_status *")
-        _C.check(lib.mtiart_stream_get_capture_info(h, status, _NULL, _NULL),
-                 "__dlpack__")
-        if status[0] != lib.MTIART_CAPTURE_STATUS_NONE:
-            raise _C.CaptureError(
+        if capture_info(h, "__dlpack__").capturing:
+            raise CaptureError(
                 "__dlpack__: cannot export a tensor while its stream is capturing "
                 "(exporting synchronizes the stream)", lib.MTIART_ERROR_CAPTURE_UNSUPPORTED)
-        check_sync(lib.mtiart_stream_synchronize(h), "__dlpack__")
+        check(lib.mtiart_stream_synchronize(h), "__dlpack__")
         view = _host_view(self)
         kwargs = {}
         if max_version is not None:
@@ -920,8 +911,8 @@ class Tensor:
         if self._dtype is not float32 and self._dtype is not int64 and self._dtype is not bool:
             suffix += f", dtype={self._dtype!r}"
         try:
-            capturing = _capturing(_stream_handle(self._dev))
-        except _C.MTIAError:
+            capturing = capture_info(_stream_handle(self._dev), "repr").capturing
+        except MTIAError:
             capturing = True
         if capturing:
             # Reading would invalidate the capture: describe the tensor instead.
@@ -957,7 +948,7 @@ class Tensor:
                     raise ValueError(f"cannot fill an integer tensor with {value}")
                 st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, _pyint(value))
             if st:
-                _fail(st, "fill_")
+                raise_status(st, "fill_")
         return self
 
     def zero_(self) -> "Tensor":
@@ -965,7 +956,7 @@ class Tensor:
         if self._numel:
             st = _memset_async(_stream_handle(self._dev), self._data, 0, self.nbytes)
             if st:
-                _fail(st, "zero_")
+                raise_status(st, "zero_")
         return self
 
     def copy_(self, src: Any) -> "Tensor":
@@ -1011,7 +1002,7 @@ class Tensor:
             xd = x._get_desc()
             st = _op_binary(h, MAXIMUM, self._get_desc(), xd, xd)
         if st:
-            _fail(st, "copy_")
+            raise_status(st, "copy_")
         return self
 
     def add_(self, other: Any, alpha: Any = 1) -> "Tensor":
@@ -1033,7 +1024,7 @@ class Tensor:
                 else:
                     st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
                 if st:
-                    _fail(st, "add_")
+                    raise_status(st, "add_")
                 return self
             return _binary_(self, other, ADD)
         return _binary_(self, _scaled(self, other, alpha), ADD)
@@ -1070,7 +1061,7 @@ class Tensor:
         if self._storage is not None:
             st = lib.mtiart_record_stream(self._storage.ptr, stream._handle)
             if st:
-                _fail(st, "record_stream")
+                raise_status(st, "record_stream")
 
     # -- out-of-place -----------------------------------------------------------------
 
@@ -1235,7 +1226,7 @@ class Tensor:
             st = _memcpy_async(_stream_handle(self._dev), out._data, self._data, self.nbytes,
                                _D2D)
             if st:
-                _fail(st, "clone")
+                raise_status(st, "clone")
         return out
 
     def to(self, dtype: Any = None, device: Any = None, copy: _pybool = False) -> "Tensor":
@@ -1319,7 +1310,7 @@ class Tensor:
             return out.fill_(1.0)
         st = _op_softmax(_stream_handle(self._dev), out._get_desc(), x._get_desc(), d)
         if st:
-            _fail(st, "softmax")
+            raise_status(st, "softmax")
         return out
 
     # -- views ------------------------------------------------------------------------
@@ -1433,14 +1424,6 @@ def _scaled(self: Tensor, other: Any, alpha: Any) -> Any:
     return _binary(tensor(other, device=self._dev), alpha, MUL)
 
 
-def _capturing(handle: Any) -> _pybool:
-    status = _new("mtiart_capture_status *")
-    st = lib.mtiart_stream_get_capture_info(handle, status, _NULL, _NULL)
-    if st:
-        _fail(st, "get_capture_info")
-    return status[0] != lib.MTIART_CAPTURE_STATUS_NONE
-
-
 # ---------------------------------------------------------------------------------------
 # Factories and functions
 # ---------------------------------------------------------------------------------------
@@ -1503,7 +1486,7 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None,
     if n:
         st = _op_arange(_stream_handle(dev), out._get_desc(), _pyfloat(start), _pyfloat(step))
         if st:
-            _fail(st, "arange")
+            raise_status(st, "arange")
     return out
 
 
@@ -1556,9 +1539,7 @@ def from_dlpack(obj: Any, *, device: Any = None) -> Tensor:
     arr = np.from_dlpack(obj)
     dev = _device_index(device)
     h = _stream_handle(dev)
-    status = _new("mtiart_capture_status *")
-    _C.check(lib.mtiart_stream_get_capture_info(h, status, _NULL, _NULL), "from_dlpack")
-    if status[0] != lib.MTIART_CAPTURE_STATUS_NONE:
+    if capture_info(h, "from_dlpack").capturing:
         # the captured copy reads its source at every replay: give it a private snapshot
         # instead of the exporter's memory
         arr = np.array(arr, copy=True, order="C")
@@ -1610,7 +1591,7 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     st = _op_where(_stream_handle(dev), out._get_desc(), cond._get_desc(), ops[0]._get_desc(),
                    ops[1]._get_desc())
     if st:
-        _fail(st, "where")
+        raise_status(st, "where")
     return out
 
 

@@ -89,7 +89,7 @@ class RawCapture:
                  "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED}
         pid = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
         mtia_graph._C.check(lib.mtiart_stream_begin_capture(stream._handle, modes[mode], pid[0]))
-        return mtia_graph._C.capture_id_of(stream._handle)
+        return mtia_graph.callbacks.capture_id_of(stream._handle)
 
     def end(self, stream):
         """End the capture; returns the graph handle or raises the capture's error."""

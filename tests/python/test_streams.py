@@ -9,7 +9,7 @@ import pytest
 
 import mtia_graph
 from mtia_graph import CaptureError, Device, Event, KernelError, Stream
-from mtia_graph import _C
+from mtia_graph import callbacks
 
 
 def two_devices():
@@ -353,7 +353,7 @@ def test_host_functions_run_in_order():
         s.launch_host_func(lambda i=i: out.append(i))
     s.synchronize()
     assert out == list(range(100))
-    assert not _C._oneshot  # one-shot entries are released once they ran
+    assert not callbacks._oneshot  # one-shot entries are released once they ran
 
 
 def test_module_level_launch_host_func_uses_current_stream():
@@ -361,7 +361,7 @@ def test_module_level_launch_host_func_uses_current_stream():
     out = []
     with mtia_graph.stream(s):
         cb = mtia_graph.launch_host_func(lambda: out.append(threading.current_thread()))
-    assert isinstance(cb, _C.HostCallback)
+    assert isinstance(cb, callbacks.HostCallback)
     s.synchronize()
     assert out and out[0] is not threading.current_thread()  # ran on a device worker
     mtia_graph.launch_host_func(lambda: out.append(2), stream=s)
@@ -434,6 +434,44 @@ def test_host_function_long_traceback_is_complete_in_python():
     assert long_text in str(info.value)
 
 
+def _report_by_stream_synchronize(s):
+    s.synchronize()
+
+
+def _report_by_device_synchronize(s):
+    mtia_graph.synchronize(s.device_index)
+
+
+def _report_by_query(s):
+    s.record_event().synchronize()
+    while not s.query():
+        pass
+
+
+def _report_by_copy_to_host(s):
+    with mtia_graph.stream(s):
+        mtia_graph.zeros(2).numpy()
+
+
+@pytest.mark.parametrize("report", [_report_by_stream_synchronize, _report_by_device_synchronize,
+                                    _report_by_query, _report_by_copy_to_host])
+def test_failed_host_function_traceback_is_complete_whichever_call_reports_it(report):
+    s = Stream()
+    long_text = "y" * 3000
+
+    def fail_deep_inside():
+        raise LookupError(long_text)
+
+    s.launch_host_func(fail_deep_inside)
+    with pytest.raises(KernelError) as info:
+        report(s)
+    msg = str(info.value)
+    assert "Python host function raised:" in msg
+    assert "fail_deep_inside" in msg and f"LookupError: {long_text}" in msg
+    assert "host error #" not in msg  # the marker is replaced by the text it stands for
+    s.synchronize()
+
+
 def test_host_function_must_not_synchronize():
     s = Stream()
     s.launch_host_func(lambda: mtia_graph.synchronize())
@@ -499,13 +537,13 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
     raw_capture.track(s)
     hits = []
     cid = raw_capture.begin(s)
-    assert cid > 0 and _C.capture_id_of(s._handle) == cid
+    assert cid > 0 and callbacks.capture_id_of(s._handle) == cid
     cb = s.launch_host_func(lambda: hits.append(1))
-    assert _C.keep_alive_for_capture(s._handle, "host buffer") is True
+    assert callbacks.keep_alive_for_capture(s._handle, "host buffer") is True
     graph = raw_capture.end(s)
-    keep = _C.capture_keepalive(cid)
+    keep = callbacks.capture_keepalive(cid)
     assert cb in keep and "host buffer" in keep
-    assert _C.capture_keepalive(cid) == []  # taken once
+    assert callbacks.capture_keepalive(cid) == []  # taken once
     assert hits == []  # captured, not run
     exe = raw_capture.instantiate(graph)
     raw_capture.launch(exe, s)
@@ -524,9 +562,9 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
 
 def test_keepalive_helpers_outside_capture():
     s = Stream()
-    assert _C.keep_alive_for_capture(s._handle, object()) is False
-    assert _C.capture_keepalive(123456789) == []
-    assert _C.capture_id_of(s._handle) == 0
+    assert callbacks.keep_alive_for_capture(s._handle, object()) is False
+    assert callbacks.capture_keepalive(123456789) == []
+    assert callbacks.capture_id_of(s._handle) == 0
 
 
 def test_graph_capture_with_host_function_via_mtiagraph():

@@ -14,7 +14,7 @@ import pytest
 
 import mtia_graph as mtia
 from mtia_graph import KernelError, MTIAGraph
-from mtia_graph import _C
+from mtia_graph import callbacks
 
 C_SOURCE = textwrap.dedent(r"""
     #include <stdint.h>
@@ -275,7 +275,7 @@ def test_python_kernel_capture_and_replay():
     mtia.synchronize()
     _purge_retired()
     gc.collect()
-    assert not any(isinstance(o, _PyKernelLaunch) for o in _C._persistent.values())
+    assert not any(isinstance(o, _PyKernelLaunch) for o in callbacks._persistent.values())
 
 
 def test_eager_python_kernel_entries_are_released():
@@ -287,7 +287,7 @@ def test_eager_python_kernel_entries_are_released():
     for _ in range(10):
         noop(x)
     mtia.synchronize()
-    assert not _C._oneshot
+    assert not callbacks._oneshot
 
 
 def test_python_kernel_with_empty_tensor_and_no_tensors():
