@@ -1,9 +1,24 @@
 """mtia_graph: torch.mtia-style streams, memory, graph capture/replay and a small device
 tensor, over libmtiart (an accelerator runtime on CPU threads) bound with cffi.
 
-The names follow ``torch.mtia`` (runtime surface, SPEC §5), ``torch.mtia.mtia_graph``
+The names follow ``torch.mtia`` (the runtime surface), ``torch.mtia.mtia_graph``
 (:class:`MTIAGraph`, :func:`graph`, :func:`graph_pool_handle`) and ``torch`` (tensor
-factories and dtypes, SPEC §6).
+factories and dtypes).
+
+The package's modules form layers: each module imports only modules listed before it
+(a test checks this), so every module can be read, and imported, knowing only those::
+
+    _mtiart     the cffi extension: ffi and lib, generated from include/mtiart.h
+    _C          the binding, the exception classes, statuses turned into exceptions
+    callbacks   the registry of Python callables the runtime calls back
+    device      devices and each thread's current device
+    streams     Stream, Event, each thread's current stream of every device
+    memory      allocator statistics, snapshots, out-of-memory observers
+    tensor      dtypes, Tensor, its operations and factories
+    graphs      MTIAGraph, graph, graph_pool_handle
+    kernels     user kernels: compiled (load_kernel) and Python (@kernel)
+    __main__    programs built on the package, which import it as users do
+    bench
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Devices: the ``torch.mtia`` device functions over libmtiart's emulated devices.
 
-The current device (and, in streams.py, the current stream of every device) is state of
-the calling thread, as in torch: a thread starts on device 0 and its default stream.
+The current device is state of the calling thread, as in torch: a thread starts on device 0
+(streams.py keeps each thread's current stream of every device).
 The runtime initialises lazily, on the first call that needs it (or :func:`init`);
 ``MTIART_NUM_DEVICES`` / ``MTIART_DEVICE_MEMORY`` / ``MTIART_NUM_WORKERS`` are read then.
 """
@@ -159,13 +159,13 @@ def _device_index(dev: Any, optional: bool = True) -> int:
     if dev is None:
         if not optional:
             raise TypeError("expected a device (int, str or mtia_graph.Device), got None")
-        return _tls.device
+        return _current.index
     if isinstance(dev, int) and not isinstance(dev, bool):
         idx = dev
     elif isinstance(dev, (str, Device)):
         idx = Device(dev)._index
         if idx is None:
-            return _tls.device
+            return _current.index
     else:
         raise TypeError(f"expected a device (int, str or mtia_graph.Device), got "
                         f"{type(dev).__name__}")
@@ -176,43 +176,29 @@ def _device_index(dev: Any, optional: bool = True) -> int:
     return idx
 
 
-class _ThreadState(threading.local):
-    """Per-thread current device and current streams.
-
-    ``handles[d]`` is the cdata handle of this thread's current stream on device d: the
-    tensor fast path reads it directly. The lists stay empty until the thread first needs
-    a stream (:func:`_thread_state`), so importing the package does not start the runtime.
-    """
+class _ThreadDevice(threading.local):
+    """The calling thread's current device (streams.py keeps its current streams)."""
 
     def __init__(self) -> None:
-        self.device = 0
-        self.streams: list = []
-        self.handles: list = []
+        self.index = 0
 
 
-_tls = _ThreadState()
+_current = _ThreadDevice()
 
 
-def _thread_state() -> _ThreadState:
-    """The calling thread's state, with its stream lists filled in."""
-    tls = _tls
-    if not tls.handles:
-        from .streams import default_stream
-
-        defaults = [default_stream(i) for i in range(device_count())]
-        tls.streams = defaults
-        tls.handles = [s._handle for s in defaults]
-    return tls
+def _make_current(index: int) -> None:
+    """Make the (validated) device ``index`` the calling thread's current device."""
+    _current.index = index
 
 
 def current_device() -> int:
     """Index of the calling thread's current device."""
-    return _tls.device
+    return _current.index
 
 
 def set_device(device: Union[int, str, Device]) -> None:
     """Set the calling thread's current device."""
-    _tls.device = _device_index(device, optional=False)
+    _current.index = _device_index(device, optional=False)
 
 
 class device:
@@ -223,13 +209,13 @@ class device:
         self.prev_idx = -1
 
     def __enter__(self) -> "device":
-        self.prev_idx = _tls.device
+        self.prev_idx = _current.index
         if self.idx != -1:
-            _tls.device = self.idx
+            _current.index = self.idx
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        _tls.device = self.prev_idx
+        _current.index = self.prev_idx
 
 
 @dataclass(frozen=True)

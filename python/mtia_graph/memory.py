@@ -13,7 +13,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Union
 
 from ._C import check, ffi, lib
-from .device import Device, _device_index, device_count
+from .device import Device, _device_index, current_device, device_count
 
 __all__ = [
     "empty_cache",
@@ -38,8 +38,6 @@ def empty_cache() -> None:
     Frees the free segments of the default pool and of private pools that no graph uses
     any more. Raises :class:`CaptureError` while a capture is active.
     """
-    from .device import current_device
-
     check(lib.mtiart_empty_cache(current_device()), "empty_cache")
 
 

@@ -8,13 +8,12 @@ current stream of the tensor's device.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Optional, Union
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status
-from .callbacks import HostCallback
-from .device import Device, _device_index, _device_object, _thread_state
-from .memory import empty_cache  # re-exported: graphs.py takes it from here, as torch.mtia
+from .device import Device, _device_index, _device_object, _make_current, current_device, device_count
 
 __all__ = [
     "Stream",
@@ -27,7 +26,6 @@ __all__ = [
     "synchronize",
     "is_current_stream_capturing",
     "launch_host_func",
-    "empty_cache",
 ]
 
 _DeviceLike = Union[int, str, Device, None]
@@ -124,7 +122,7 @@ class Stream:
         """Whether the stream takes part in a stream capture (active or invalidated)."""
         return capture_info(self._handle, "Stream.is_capturing").capturing
 
-    def launch_host_func(self, fn: Callable[[], Any]) -> HostCallback:
+    def launch_host_func(self, fn: Callable[[], Any]) -> callbacks.HostCallback:
         """Enqueue ``fn()`` to run on a device worker in stream order.
 
         See :func:`launch_host_func` for errors and capture behaviour.
@@ -220,10 +218,44 @@ def default_stream(device: _DeviceLike = None) -> Stream:
     return s
 
 
+class _ThreadStreams(threading.local):
+    """The calling thread's current stream of every device.
+
+    ``handles[d]`` is the cdata handle of ``streams[d]``: the tensor fast paths read it
+    directly. The lists stay empty until the thread first needs a stream
+    (:func:`_thread_streams`), so importing the package does not start the runtime.
+    """
+
+    def __init__(self) -> None:
+        self.streams: list[Stream] = []
+        self.handles: list[Any] = []
+
+
+_tls = _ThreadStreams()
+
+
+def _thread_streams() -> _ThreadStreams:
+    """The calling thread's streams, filled in with the default streams on first use."""
+    tls = _tls
+    if not tls.handles:
+        defaults = [default_stream(i) for i in range(device_count())]
+        tls.streams = defaults
+        tls.handles = [s._handle for s in defaults]
+    return tls
+
+
+def _stream_handle(dev: int) -> Any:
+    """The calling thread's current stream handle on device ``dev``."""
+    try:
+        return _tls.handles[dev]
+    except IndexError:
+        return _thread_streams().handles[dev]
+
+
 def current_stream(device: _DeviceLike = None) -> Stream:
     """The calling thread's current stream on a device (default: the current device)."""
     idx = _device_index(device)
-    return _thread_state().streams[idx]
+    return _thread_streams().streams[idx]
 
 
 def set_stream(stream: Optional[Stream]) -> None:
@@ -237,10 +269,10 @@ def set_stream(stream: Optional[Stream]) -> None:
         return
     if not isinstance(stream, Stream):
         raise TypeError(f"set_stream() expects a Stream, got {type(stream).__name__}")
-    tls = _thread_state()
+    tls = _thread_streams()
     tls.streams[stream.device_index] = stream
     tls.handles[stream.device_index] = stream._handle
-    tls.device = stream.device_index
+    _make_current(stream.device_index)
 
 
 class StreamContext:
@@ -260,8 +292,8 @@ class StreamContext:
         cur = self.stream
         if cur is None:
             return None
-        tls = _thread_state()
-        src_prev = tls.streams[tls.device]
+        tls = _thread_streams()
+        src_prev = tls.streams[current_device()]
         dst_prev = tls.streams[cur.device_index]
         self._saved.append((src_prev, dst_prev))
         set_stream(cur)
@@ -292,11 +324,11 @@ def synchronize(device: _DeviceLike = None) -> None:
 
 def is_current_stream_capturing() -> bool:
     """Whether the current stream of the current device is capturing."""
-    tls = _thread_state()
-    return capture_info(tls.handles[tls.device], "is_current_stream_capturing").capturing
+    handle = _stream_handle(current_device())
+    return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> HostCallback:
+def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it

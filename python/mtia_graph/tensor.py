@@ -31,7 +31,8 @@ import numpy as np
 
 from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
 from .callbacks import keep_alive_for_capture
-from .device import Device, _device_index, _device_object, _thread_state, _tls
+from .device import Device, _device_index, _device_object
+from .streams import Stream, _stream_handle, _thread_streams, _tls
 
 __all__ = [
     "Tensor",
@@ -321,14 +322,6 @@ _D2H = lib.MTIART_MEMCPY_DEVICE_TO_HOST
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 
 
-def _stream_handle(dev: int) -> Any:
-    """The calling thread's current stream handle on device ``dev``."""
-    try:
-        return _tls.handles[dev]
-    except IndexError:
-        return _thread_state().handles[dev]
-
-
 class _Storage:
     """One device allocation; freed (stream-ordered) when the last tensor using it dies."""
 
@@ -357,7 +350,7 @@ def _empty(shape: Tuple[int, ...], dt: dtype, dev: int) -> "Tensor":
         try:
             h = _tls.handles[dev]
         except IndexError:
-            h = _thread_state().handles[dev]
+            h = _thread_streams().handles[dev]
         st = _malloc_async(h, nbytes, out)
         if st:
             raise_status(st, "allocate")
@@ -844,8 +837,6 @@ class Tensor:
         private host copy instead; ``max_version``/``dl_device`` are passed to numpy's
         exporter (which implements the protocol versions).
         """
-        from .streams import Stream  # late import: streams imports this module's users
-
         if stream is None:
             h = _stream_handle(self._dev)
         elif isinstance(stream, Stream):
@@ -1018,7 +1009,7 @@ class Tensor:
                 try:
                     h = _tls.handles[self._dev]
                 except IndexError:
-                    h = _thread_state().handles[self._dev]
+                    h = _thread_streams().handles[self._dev]
                 if kind == 2:
                     st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
                 else:
@@ -1051,8 +1042,6 @@ class Tensor:
     def record_stream(self, stream: Any) -> None:
         """Mark the memory as in use by ``stream``: when the tensor is freed, its memory is
         not reused before the work enqueued on ``stream`` up to then is done."""
-        from .streams import Stream
-
         if not isinstance(stream, Stream):
             raise TypeError(f"record_stream() expects a Stream, got {type(stream).__name__}")
         if stream.device_index != self._dev:
