@@ -14,7 +14,11 @@ The package's modules form layers: each module imports only modules listed befor
     device      devices and each thread's current device
     streams     Stream, Event, each thread's current stream of every device
     memory      allocator statistics, snapshots, out-of-memory observers
-    tensor      dtypes, Tensor, its operations and factories
+    dtypes      dtype, the five dtypes, type promotion
+    _shapes     size arguments, broadcasting, dimensions
+    _storage    device allocations, copies between host and device
+    tensor      Tensor and its operations, tensor()
+    factories   tensor factories and functions (zeros, arange, where, matmul, ...)
     graphs      MTIAGraph, graph, graph_pool_handle
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
     __main__    programs built on the package, which import it as users do
@@ -69,29 +73,29 @@ from .memory import (
     reset_peak_memory_stats,
     snapshot,
 )
-from .tensor import (
-    Tensor,
-    arange,
-    bool,
+from .dtypes import (
     can_cast,
     dtype,
-    empty,
-    empty_like,
     float32,
     float64,
+    get_default_dtype,
+    int32,
+    int64,
+    promote_types,
+)
+from .dtypes import bool_ as _bool
+from .tensor import Tensor, result_type, tensor
+from .factories import (
+    arange,
+    empty,
+    empty_like,
     from_dlpack,
     from_numpy,
     full,
     full_like,
-    get_default_dtype,
-    int32,
-    int64,
     matmul,
     ones,
     ones_like,
-    promote_types,
-    result_type,
-    tensor,
     where,
     zeros,
     zeros_like,
@@ -128,5 +132,11 @@ __all__ = [
     "Kernel", "PythonKernel", "load_kernel", "kernel",
 ]
 
-# torch's short dtype aliases; kept out of __all__ so `import *` cannot shadow builtins.
-globals().update({"float": float32, "double": float64, "int": int32, "long": int64})
+# torch's dtype names that are also Python builtins, bound last so that no code here runs
+# with a builtin shadowed. Only "bool" is in __all__ (torch exports it); the short aliases
+# stay out of it so that `import *` cannot shadow float and int.
+bool = _bool  # noqa: A001
+float = float32  # noqa: A001
+double = float64
+int = int32  # noqa: A001
+long = int64

@@ -26,8 +26,8 @@ from ._C import check, ffi, lib, raise_status, report_python_failure
 from .callbacks import HostCallback, new_token, register_callback, released, take_callback, \
     unregister_callback
 from .device import current_device
-from .streams import Stream
-from .tensor import Tensor, _stream_handle
+from .streams import Stream, _stream_handle
+from .tensor import Tensor
 
 __all__ = ["Kernel", "PythonKernel", "load_kernel", "kernel"]
 

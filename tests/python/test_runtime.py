@@ -1,5 +1,6 @@
 """Devices, initialisation, errors and the package surface (SPEC §5, §7)."""
 
+import inspect
 import threading
 
 import pytest
@@ -40,6 +41,79 @@ def test_torch_dtype_aliases():
     assert mtia_graph.long is mtia_graph.int64
     assert mtia_graph.int is mtia_graph.int32
     assert "float" not in mtia_graph.__all__
+
+
+# What each public name is; a refactoring must not turn a class into a function or lose
+# a name.
+PUBLIC_KINDS = {
+    "exception": ["MTIAError", "OutOfMemoryError", "InvalidHandleError", "KernelError",
+                  "CaptureError", "MTIAValueError"],
+    "class": ["Device", "DeviceProperties", "device", "Stream", "Event", "StreamContext",
+              "MTIAGraph", "graph", "Tensor", "dtype", "Kernel", "PythonKernel"],
+    "function": ["is_available", "init", "is_initialized", "device_count", "current_device",
+                 "set_device", "get_device_properties", "get_device_capability", "stream",
+                 "current_stream", "default_stream", "set_stream", "synchronize",
+                 "is_current_stream_capturing", "launch_host_func", "empty_cache",
+                 "memory_stats", "memory_allocated", "max_memory_allocated",
+                 "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats",
+                 "reset_accumulated_memory_stats", "snapshot",
+                 "attach_out_of_memory_observer", "detach_out_of_memory_observer",
+                 "graph_pool_handle", "get_default_dtype", "result_type", "promote_types",
+                 "can_cast", "empty", "zeros", "ones", "full", "arange", "tensor",
+                 "from_numpy", "empty_like", "zeros_like", "ones_like", "full_like", "where",
+                 "matmul", "from_dlpack", "load_kernel", "kernel"],
+    "dtype": ["float32", "float64", "int32", "int64", "bool"],
+}
+
+
+def _kind_of(obj):
+    if isinstance(obj, type):
+        return "exception" if issubclass(obj, BaseException) else "class"
+    if isinstance(obj, mtia_graph.dtype):
+        return "dtype"
+    return "function" if inspect.isfunction(obj) else type(obj).__name__
+
+
+def test_public_names_keep_their_kinds():
+    listed = [name for names in PUBLIC_KINDS.values() for name in names]
+    assert sorted(listed) == sorted(mtia_graph.__all__)
+    for kind, names in PUBLIC_KINDS.items():
+        for name in names:
+            obj = getattr(mtia_graph, name)
+            assert _kind_of(obj) == kind, name
+            if kind != "dtype":
+                assert obj.__module__.split(".")[0] == "mtia_graph", (name, obj.__module__)
+
+
+@pytest.mark.parametrize("alias,name", [("float", "float32"), ("double", "float64"),
+                                        ("int", "int32"), ("long", "int64"),
+                                        ("bool", "bool")])
+def test_torch_dtype_names_are_the_dtypes(alias, name):
+    import pickle
+
+    dt = getattr(mtia_graph, alias)
+    assert isinstance(dt, mtia_graph.dtype) and dt.name == name
+    assert getattr(mtia_graph, name) is dt
+    assert repr(dt) == f"mtia_graph.{name}"
+    assert pickle.loads(pickle.dumps(dt)) is dt
+    assert mtia_graph.tensor([1], dtype=alias).dtype is dt  # names work as dtype arguments
+
+
+def test_no_module_of_the_package_shadows_a_builtin():
+    # Only the package namespace binds torch's builtin-named dtypes (bool, float, int).
+    import builtins
+    import importlib
+    import pkgutil
+
+    shadowing = {}
+    for info in pkgutil.walk_packages(mtia_graph.__path__, "mtia_graph."):
+        if info.name.startswith("mtia_graph.bench") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        names = {n for n in vars(module) if not n.startswith("__") and hasattr(builtins, n)}
+        if names:
+            shadowing[info.name] = sorted(names)
+    assert not shadowing
 
 
 def test_graph_names_come_from_graphs_module():
