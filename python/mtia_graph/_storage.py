@@ -98,6 +98,18 @@ def _host_view(storage: Optional[_Storage], ptr: Any, shape: Shape,
     return np.asarray(_ExportedMemory(storage, ptr, shape, np_dtype))
 
 
+def _numeric_array(data: Any, failure: str) -> np.ndarray[Any, Any]:
+    """``data`` (a number, nested sequences of numbers, an array-like) as a numpy array of
+    bools or numbers; otherwise TypeError, its message starting with ``failure``."""
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{failure} {type(data).__name__}: {exc}") from None
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{failure} {type(data).__name__} (elements of type {arr.dtype})")
+    return arr
+
+
 def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], dtype]:
     """Host data as a C-contiguous array of a supported dtype (torch's inference rules:
     numpy arrays keep their dtype, Python floats give float32, ints int64)."""
@@ -110,13 +122,7 @@ def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], d
                                 f"{_SUPPORTED}")
             dt = found
     else:
-        try:
-            arr = np.asarray(data)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"cannot build a tensor from {type(data).__name__}: {exc}") from None
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"cannot build a tensor from {type(data).__name__} "
-                            f"(elements of type {arr.dtype})")
+        arr = _numeric_array(data, "cannot build a tensor from")
         if dt is None:
             kind = arr.dtype.kind
             dt = bool_ if kind == "b" else int64 if kind in "iu" else float32

@@ -114,7 +114,8 @@ class MTIAGraph:
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
-        # Everything happens in __new__, which the seed's signature defines.
+        # Everything happens in __new__, which is where torch.mtia's MTIAGraph takes
+        # keep_graph too.
         pass
 
     def capture_begin(self, pool: _POOL_HANDLE = (0, 0),
@@ -319,7 +320,7 @@ class graph:
         mtia_graph: the graph object to capture into.
         pool: a pool id to share (see :func:`graph_pool_handle`), or None for a new one.
         stream: the capture stream; by default one stream per process, taken from
-            ``current_stream()`` at the first use (as in the seed).
+            ``current_stream()`` at the first use (as in torch).
         capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left

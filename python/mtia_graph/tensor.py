@@ -31,7 +31,7 @@ import numpy as np
 
 from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
 from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
-from ._storage import _download, _host_array, _host_view, _Storage, _upload
+from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
 from .device import Device, _device_index, _device_object
 from .dtypes import (
     _BY_NAME,
@@ -651,12 +651,7 @@ class Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
         broadcasting it to self's shape and converting its dtype."""
         if not isinstance(src, Tensor):
-            try:
-                arr = np.asarray(src)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"copy_(): cannot copy from {type(src).__name__}: {exc}") from None
-            if arr.dtype == object or arr.dtype.kind not in "biuf":
-                raise TypeError(f"copy_(): cannot copy from {type(src).__name__}")
+            arr = _numeric_array(src, "copy_(): cannot copy from")
             try:
                 arr = np.broadcast_to(arr, self._shape)
             except ValueError:

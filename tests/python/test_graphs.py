@@ -1,4 +1,4 @@
-"""MTIAGraph / graph / graph_pool_handle (SPEC §2-§4): the cases PyTorch's own suite checks
+"""MTIAGraph / graph / graph_pool_handle: the cases PyTorch's own suite checks
 for CUDA graphs, written from the behaviour.
 
 Values are compared exactly (small integers in float32). Nothing here depends on timing:
@@ -993,7 +993,7 @@ def test_graph_of_a_non_graph_is_a_type_error():
     assert not mtia.is_current_stream_capturing()
 
 
-def test_seed_signatures():
+def test_torch_signatures():
     g = MTIAGraph(False)
     g2 = MTIAGraph(keep_graph=True)
     assert "keep_graph=True" in repr(g2)

@@ -1,4 +1,4 @@
-"""Memory statistics, snapshots, empty_cache, record_stream and out-of-memory (SPEC §4-§5)."""
+"""Memory statistics, snapshots, empty_cache, record_stream and out-of-memory."""
 
 import gc
 

@@ -1,4 +1,4 @@
-"""Devices, initialisation, errors and the package surface (SPEC §5, §7)."""
+"""Devices, initialisation, errors and the package surface."""
 
 import inspect
 import threading
@@ -12,7 +12,7 @@ from mtia_graph._C import ffi, lib
 
 # --------------------------------------------------------------------------- surface
 
-SPEC_NAMES = [
+TORCH_MTIA_NAMES = [
     "is_available", "init", "is_initialized", "device_count", "current_device", "set_device",
     "device", "get_device_properties", "get_device_capability", "synchronize", "Stream",
     "Event", "current_stream", "default_stream", "set_stream", "stream", "StreamContext",
@@ -25,8 +25,8 @@ SPEC_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
-def test_spec_names_exist(name):
+@pytest.mark.parametrize("name", TORCH_MTIA_NAMES)
+def test_torch_mtia_names_exist(name):
     assert hasattr(mtia_graph, name)
 
 

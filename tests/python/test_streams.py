@@ -1,4 +1,4 @@
-"""Streams, events, stream contexts, host functions and capture state (SPEC §5)."""
+"""Streams, events, stream contexts, host functions and capture state."""
 
 import gc
 import re

@@ -1,4 +1,4 @@
-"""The device tensor (SPEC §6): factories, attributes, host access, ops, views, promotion."""
+"""The device tensor: factories, attributes, host access, ops, views, promotion."""
 
 import gc
 import math
