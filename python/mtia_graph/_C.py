@@ -187,6 +187,9 @@ def report_python_failure(what: str) -> int:
     return kernel_failure(head + "\n" + tail)
 
 
+_NOT_CAPTURING: int = lib.MTIART_CAPTURE_STATUS_NONE
+
+
 class CaptureInfo(NamedTuple):
     """A stream's part in a stream capture (``mtiart_stream_get_capture_info``)."""
 
@@ -200,7 +203,7 @@ class CaptureInfo(NamedTuple):
     @property
     def capturing(self) -> bool:
         """Whether the stream takes part in a capture (active or invalidated)."""
-        return self.status != lib.MTIART_CAPTURE_STATUS_NONE
+        return self.status != _NOT_CAPTURING
 
 
 def capture_info(stream_handle: Any, what: str = "capture_info") -> CaptureInfo:

@@ -11,20 +11,28 @@ import argparse
 import json
 import sys
 import time
+from typing import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 import mtia_graph as mtia
 
 
-def gelu_reference(x: np.ndarray) -> np.ndarray:
+_Array = npt.NDArray[np.float64]
+
+
+def gelu_reference(x: _Array) -> _Array:
     """torch.nn.functional.gelu(approximate="tanh"), which the gelu kernel computes."""
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    y: _Array = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return y
 
 
-def softmax_reference(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def softmax_reference(x: _Array) -> _Array:
+    """Softmax over the last axis, computed stably."""
+    e: _Array = np.exp(x - x.max(axis=-1, keepdims=True))
+    y: _Array = e / e.sum(axis=-1, keepdims=True)
+    return y
 
 
 def mlp(x: mtia.Tensor, w1: mtia.Tensor, b1: mtia.Tensor, w2: mtia.Tensor,
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     b2_np = rng.standard_normal(args.classes).astype(np.float32) * 0.1
     w1, b1, w2, b2 = (mtia.from_numpy(a) for a in (w1_np, b1_np, w2_np, b2_np))
 
-    def reference(x_np: np.ndarray) -> np.ndarray:
+    def reference(x_np: npt.NDArray[np.float32]) -> _Array:
         h = gelu_reference(x_np.astype(np.float64) @ w1_np + b1_np)
         return softmax_reference(h @ w2_np + b2_np)
 
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         static_x.copy_(x_dev[i % len(x_dev)])
         g.replay()
 
-    def time_per_step(step) -> float:
+    def time_per_step(step: Callable[[int], None]) -> float:
         for i in range(10):
             step(i)
         mtia.synchronize()

@@ -38,7 +38,9 @@ class Device:
 
     __slots__ = ("_index",)
 
-    def __init__(self, type_or_index: Union[str, int, "Device"] = "mtia",
+    _index: Optional[int]
+
+    def __init__(self, type_or_index: Union[str, int, Device] = "mtia",
                  index: Optional[int] = None) -> None:
         idx: Optional[int]
         if isinstance(type_or_index, Device):
@@ -97,8 +99,12 @@ class Device:
             return "device(type='mtia')"
         return f"device(type='mtia', index={self._index})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (Device, (str(self),))
+
+
+# What the functions taking a device accept (None: the current device).
+_DeviceLike = Union[int, str, Device, None]
 
 
 def _check_int_index(index: Any) -> int:
@@ -150,7 +156,7 @@ def is_initialized() -> bool:
     return bool(lib.mtiart_is_initialized())
 
 
-def _device_index(dev: Any, optional: bool = True) -> int:
+def _device_index(dev: object, optional: bool = True) -> int:
     """A validated device index from an int, ``"mtia[:N]"``, :class:`Device` or None.
 
     None (and a Device without index) means the current device when ``optional``.
@@ -163,9 +169,10 @@ def _device_index(dev: Any, optional: bool = True) -> int:
     if isinstance(dev, int) and not isinstance(dev, bool):
         idx = dev
     elif isinstance(dev, (str, Device)):
-        idx = Device(dev)._index
-        if idx is None:
+        named = Device(dev)._index
+        if named is None:
             return _current.index
+        idx = named
     else:
         raise TypeError(f"expected a device (int, str or mtia_graph.Device), got "
                         f"{type(dev).__name__}")
@@ -204,17 +211,17 @@ def set_device(device: Union[int, str, Device]) -> None:
 class device:
     """Context manager that changes the current device (``None`` leaves it unchanged)."""
 
-    def __init__(self, device: Union[int, str, Device, None]) -> None:
+    def __init__(self, device: _DeviceLike) -> None:
         self.idx = -1 if device is None else _device_index(device)
         self.prev_idx = -1
 
-    def __enter__(self) -> "device":
+    def __enter__(self) -> device:
         self.prev_idx = _current.index
         if self.idx != -1:
             _current.index = self.idx
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         _current.index = self.prev_idx
 
 
@@ -238,13 +245,14 @@ class DeviceProperties:
         return getattr(self, key)
 
     def keys(self) -> Tuple[str, ...]:
+        """The property names, in order (as a dict's keys)."""
         return tuple(f.name for f in fields(self))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
 
-def get_device_properties(device: Union[int, str, Device, None] = None) -> DeviceProperties:
+def get_device_properties(device: _DeviceLike = None) -> DeviceProperties:
     """Properties of a device (default: the current one)."""
     idx = _device_index(device)
     p = ffi.new("mtiart_device_properties *")
@@ -262,7 +270,7 @@ def get_device_properties(device: Union[int, str, Device, None] = None) -> Devic
     )
 
 
-def get_device_capability(device: Union[int, str, Device, None] = None) -> Tuple[int, int]:
+def get_device_capability(device: _DeviceLike = None) -> Tuple[int, int]:
     """``(major, minor)`` feature level of a device."""
     p = get_device_properties(device)
     return (p.major, p.minor)

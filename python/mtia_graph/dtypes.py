@@ -11,7 +11,9 @@ a lower class only matters when it is of a higher category (``_combine``).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+from typing_extensions import TypeGuard
 
 import numpy as np
 
@@ -44,7 +46,7 @@ class dtype:
         self.name = name
         self._code = code  # MTIART_DTYPE_*
         self._np: np.dtype[Any] = np.dtype(np_type)
-        self.itemsize = self._np.itemsize
+        self.itemsize: int = self._np.itemsize
         self.is_floating_point = kind == _KIND_FLOATING
         self._rank = rank  # promotion order: bool < int32 < int64 < float32 < float64
         self._kind = kind
@@ -81,12 +83,19 @@ for _d in _DTYPES:  # the C and Python views of element sizes must agree
     assert lib.mtiart_dtype_size(_d._code) == _d.itemsize, _d
 
 
+# What the functions taking a dtype accept: a dtype, its name, a numpy dtype or scalar type,
+# or one of the builtins bool, int, float.
+_DTypeLike = Union[dtype, str, type, np.dtype[Any]]
+# Numbers as tensor operands, fill values and factors.
+_Scalar = Union[bool, int, float, np.bool_, np.integer[Any], np.floating[Any]]
+
+
 def get_default_dtype() -> dtype:
     """The dtype of floating-point tensors created from Python floats (float32)."""
     return float32
 
 
-def _to_dtype(d: Any) -> dtype:
+def _to_dtype(d: object) -> dtype:
     """A dtype from a dtype, a name ("float32"), a numpy dtype or scalar type, or one of
     the builtins ``bool``, ``int``, ``float``; None is not accepted."""
     if type(d) is dtype:
@@ -110,19 +119,19 @@ def _to_dtype(d: Any) -> dtype:
     raise TypeError(f"dtype must be a mtia_graph.dtype, got {type(d).__name__}")
 
 
-def promote_types(a: dtype, b: dtype) -> dtype:
+def promote_types(a: _DTypeLike, b: _DTypeLike) -> dtype:
     """The smallest dtype both ``a`` and ``b`` convert to (torch.promote_types)."""
-    a, b = _to_dtype(a), _to_dtype(b)
-    return a if a._rank >= b._rank else b
+    x, y = _to_dtype(a), _to_dtype(b)
+    return x if x._rank >= y._rank else y
 
 
-def can_cast(from_: dtype, to: dtype) -> bool:
+def can_cast(from_: _DTypeLike, to: _DTypeLike) -> bool:
     """Whether an in-place op may write a ``from_`` result into a ``to`` tensor (torch rule:
     no floating -> integral, no non-bool -> bool)."""
-    from_, to = _to_dtype(from_), _to_dtype(to)
-    if from_._kind == _KIND_FLOATING and to._kind != _KIND_FLOATING:
+    src, dst = _to_dtype(from_), _to_dtype(to)
+    if src._kind == _KIND_FLOATING and dst._kind != _KIND_FLOATING:
         return False
-    return not (from_._kind != _KIND_BOOL and to._kind == _KIND_BOOL)
+    return not (src._kind != _KIND_BOOL and dst._kind == _KIND_BOOL)
 
 
 def _promote(a: Optional[dtype], b: Optional[dtype]) -> Optional[dtype]:
@@ -146,12 +155,12 @@ def _combine(higher: Optional[dtype], lower: Optional[dtype]) -> Optional[dtype]
     return higher
 
 
-def _is_scalar(x: Any) -> bool:
+def _is_scalar(x: object) -> TypeGuard[_Scalar]:
     """Whether ``x`` is a Python or numpy number (bools included)."""
     return isinstance(x, (int, float, np.bool_, np.integer, np.floating))
 
 
-def _scalar_dtype(x: Any) -> dtype:
+def _scalar_dtype(x: object) -> dtype:
     """The dtype torch gives a Python scalar: bool, int64 or float32."""
     if isinstance(x, (bool, np.bool_)):
         return bool_

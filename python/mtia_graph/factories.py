@@ -6,14 +6,15 @@ constructor it is.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from ._C import capture_info, lib, raise_status
 from ._shapes import _broadcast_shapes, _parse_size
-from .device import _device_index
-from .dtypes import _is_scalar, _scalar_dtype, bool_, float32, int64
+from .device import _device_index, _DeviceLike
+from .dtypes import _DTypeLike, _is_scalar, _Scalar, _scalar_dtype, bool_, float32, int64
 from .streams import _stream_handle
 from .tensor import Tensor, _cast, _empty, _matmul, _resolve, _same_device, result_type, tensor
 
@@ -34,24 +35,28 @@ __all__ = [
 ]
 
 
-def empty(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
+def empty(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
+          device: _DeviceLike = None) -> Tensor:
     """An uninitialised tensor of the given size (``empty(2, 3)`` or ``empty((2, 3))``)."""
     shape = _parse_size(size)
     dt, dev = _resolve(dtype, device)
     return _empty(shape, dt, dev)
 
 
-def zeros(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
+def zeros(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
+          device: _DeviceLike = None) -> Tensor:
     """A tensor of zeros."""
     return empty(*size, dtype=dtype, device=device).zero_()
 
 
-def ones(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
+def ones(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
+          device: _DeviceLike = None) -> Tensor:
     """A tensor of ones."""
     return empty(*size, dtype=dtype, device=device).fill_(1)
 
 
-def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+def full(size: Union[int, Sequence[int]], fill_value: _Scalar, *,
+         dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
     """A tensor filled with ``fill_value``; its dtype follows the value (bool, int64 or
     float32) unless given."""
     if not _is_scalar(fill_value):
@@ -63,8 +68,9 @@ def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -
     return _empty(shape, dt, dev).fill_(fill_value)
 
 
-def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None,
-           device: Any = None) -> Tensor:
+def arange(start: Union[int, float], end: Optional[Union[int, float]] = None,
+           step: Union[int, float] = 1, *,
+           dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
     """Values ``start, start + step, ...`` below ``end`` (``arange(n)`` is 0..n-1).
 
     int64 when start, end and step are ints, else float32 (unless ``dtype`` is given).
@@ -85,7 +91,7 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None,
         dtype = int64 if all_int else float32
     dt, dev = _resolve(dtype, device)
     if all_int:
-        n = max(0, -((start - end) // step))
+        n = max(0, -(int(start - end) // int(step)))
     else:
         n = max(0, math.ceil((end - start) / step))
     out = _empty((n,), dt, dev)
@@ -96,7 +102,8 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None,
     return out
 
 
-def from_numpy(array: np.ndarray, *, dtype: Any = None, device: Any = None) -> Tensor:
+def from_numpy(array: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None,
+               device: _DeviceLike = None) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
     Unlike torch.from_numpy the memory is not shared: the tensor lives on the device.
@@ -106,7 +113,7 @@ def from_numpy(array: np.ndarray, *, dtype: Any = None, device: Any = None) -> T
     return tensor(array, dtype=dtype, device=device)
 
 
-def from_dlpack(obj: Any, *, device: Any = None) -> Tensor:
+def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     """A device tensor from any DLPack exporter (numpy arrays, torch CPU tensors, ...).
 
     An :class:`Tensor` is returned as is. Anything else is imported with
@@ -138,7 +145,8 @@ def from_dlpack(obj: Any, *, device: Any = None) -> Tensor:
     return tensor(arr, device=dev)
 
 
-def empty_like(t: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
+def empty_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
+               device: _DeviceLike = None) -> Tensor:
     """An uninitialised tensor with t's shape (and dtype/device unless given)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"empty_like() expects a Tensor, got {type(t).__name__}")
@@ -146,22 +154,26 @@ def empty_like(t: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
     return _empty(t._shape, dt, dev)
 
 
-def zeros_like(t: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
+def zeros_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
+               device: _DeviceLike = None) -> Tensor:
     """Zeros with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).zero_()
 
 
-def ones_like(t: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
+def ones_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
+              device: _DeviceLike = None) -> Tensor:
     """Ones with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).fill_(1)
 
 
-def full_like(t: Tensor, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+def full_like(t: Tensor, fill_value: _Scalar, *, dtype: Optional[_DTypeLike] = None,
+              device: _DeviceLike = None) -> Tensor:
     """``fill_value`` everywhere, with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).fill_(fill_value)
 
 
-def where(condition: Tensor, input: Any, other: Any) -> Tensor:
+def where(condition: Tensor, input: Union[Tensor, _Scalar],  # noqa: A002 - torch's name
+          other: Union[Tensor, _Scalar]) -> Tensor:
     """Elementwise ``input if condition else other`` with broadcasting."""
     if not isinstance(condition, Tensor):
         raise TypeError(f"where(): condition must be a Tensor, got {type(condition).__name__}")

@@ -26,9 +26,11 @@ from .streams import (
     synchronize,
 )
 
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
+
 _POOL_HANDLE = tuple[int, int]
 
-_CAPTURE_MODES = {
+_CAPTURE_MODES: dict[str, int] = {
     "global": lib.MTIART_CAPTURE_MODE_GLOBAL,
     "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
     "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
@@ -95,22 +97,33 @@ class MTIAGraph:
             ``replay()`` do it), and ``debug_dump()`` can print it.
     """
 
-    __slots__ = ("_keep_graph", "_graph", "_exec", "_pool", "_device", "_capture_stream",
-                 "_capture_id", "_captured", "_keepalive", "_last_replay_stream",
-                 "__weakref__")
+    __slots__ = ("__weakref__", "_capture_id", "_capture_stream", "_captured", "_device",
+                 "_exec", "_graph", "_keep_graph", "_keepalive", "_last_replay_stream",
+                 "_pool")
+
+    _keep_graph: bool
+    _graph: Any  # cdata mtiart_graph: the captured template, while kept
+    _exec: Any  # cdata mtiart_graph_exec, once instantiated
+    _pool: Optional[_POOL_HANDLE]
+    _device: int
+    _capture_stream: Optional[Stream]  # while capturing
+    _capture_id: int
+    _captured: bool
+    _keepalive: list[Any]  # what the graph's host functions and copies need at replay
+    _last_replay_stream: Optional[Stream]
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
         self._keep_graph = bool(keep_graph)
         self._graph = None
         self._exec = None
-        self._pool: Optional[_POOL_HANDLE] = None
+        self._pool = None
         self._device = 0
-        self._capture_stream: Optional[Stream] = None
+        self._capture_stream = None
         self._capture_id = 0
         self._captured = False
-        self._keepalive: list[Any] = []
-        self._last_replay_stream: Optional[Stream] = None
+        self._keepalive = []
+        self._last_replay_stream = None
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
@@ -235,7 +248,8 @@ class MTIAGraph:
         check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
         buf = ffi.new("char[]", length[0] + 1)
         check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
-        return ffi.string(buf).decode()
+        text: bytes = ffi.string(buf)
+        return text.decode()
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
@@ -394,9 +408,3 @@ class graph:
             self.device_ctx.__exit__(exc_type, exc, tb)
         return None
 
-
-__all__ = [
-    "MTIAGraph",
-    "graph",
-    "graph_pool_handle",
-]

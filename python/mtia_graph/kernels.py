@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
+import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -70,9 +72,9 @@ def _value_bytes(x: Any) -> bytes:
     if isinstance(x, int):
         if not _INT64_MIN <= x <= _INT64_MAX:
             raise OverflowError(f"int argument {x} does not fit in int64_t")
-        return np.int64(x).tobytes()
+        return x.to_bytes(8, sys.byteorder, signed=True)  # int64_t
     if isinstance(x, float):
-        return np.float64(x).tobytes()
+        return struct.pack("=d", x)  # double
     if isinstance(x, np.generic):
         return x.tobytes()  # numpy scalars keep their dtype (np.float32 -> 4 bytes)
     if isinstance(x, (bytes, bytearray, memoryview)):
@@ -200,7 +202,7 @@ class Kernel:
         return f"<mtia_graph.Kernel {self.name!r} from {self.path!r}>"
 
 
-def load_kernel(path: Union[str, os.PathLike], name: str) -> Kernel:
+def load_kernel(path: Union[str, os.PathLike[str]], name: str) -> Kernel:
     """Load kernel ``name`` (an ``mtiart_kernel_fn`` symbol) from the shared library at
     ``path`` (dlopen + dlsym; the library stays loaded for the life of the process).
 
@@ -254,12 +256,13 @@ _named = False
 
 
 @ffi.def_extern()
-def _mtia_py_kernel(args, block, num_blocks):  # device worker thread, GIL taken by cffi
+def _mtia_py_kernel(args: Any, block: int, num_blocks: int) -> int:
+    # Runs on a device worker thread; cffi takes the GIL around it.
     what = "kernel"
     try:
         token = int(ffi.cast("uint64_t *", args[0])[0])
         entry = take_callback(token)
-        if entry is None:
+        if not isinstance(entry, _PyKernelLaunch):
             return released("kernel", token)
         what = f"kernel {entry.name!r}"
         values = []

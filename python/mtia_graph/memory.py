@@ -13,7 +13,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Union
 
 from ._C import check, ffi, lib
-from .device import Device, _device_index, current_device, device_count
+from .device import Device, _device_index, _DeviceLike, current_device, device_count
 
 __all__ = [
     "empty_cache",
@@ -28,8 +28,6 @@ __all__ = [
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
 ]
-
-_DeviceLike = Union[int, str, Device, None]
 
 
 def empty_cache() -> None:
@@ -205,7 +203,8 @@ _trampoline_attached = False
 
 
 @ffi.def_extern()
-def _mtia_oom_trampoline(device, requested, allocated, reserved, capacity, user_data):
+def _mtia_oom_trampoline(device: int, requested: int, allocated: int, reserved: int,
+                         capacity: int, user_data: Any) -> None:
     # Runs on the allocating thread before the allocation fails with out-of-memory.
     for fn in list(_observers):
         try:

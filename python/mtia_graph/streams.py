@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Union
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status
-from .device import Device, _device_index, _device_object, _make_current, current_device, device_count
+from .device import Device, _device_index, _DeviceLike, _device_object, _make_current, current_device, device_count
 
 __all__ = [
     "Stream",
@@ -27,8 +27,6 @@ __all__ = [
     "is_current_stream_capturing",
     "launch_host_func",
 ]
-
-_DeviceLike = Union[int, str, Device, None]
 
 
 class Stream:
@@ -286,7 +284,7 @@ class StreamContext:
         if stream is not None and not isinstance(stream, Stream):
             raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
         self.stream = stream
-        self._saved: list = []
+        self._saved: list[tuple[Stream, Stream]] = []
 
     def __enter__(self) -> Optional[Stream]:
         cur = self.stream

@@ -24,26 +24,29 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator
-from typing import Any, Optional, Union
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional, SupportsIndex, Union
 
 import numpy as np
 
 from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
 from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
 from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
-from .device import Device, _device_index, _device_object
+from .device import Device, _device_index, _device_object, _DeviceLike
 from .dtypes import (
     _BY_NAME,
     _KIND_FLOATING,
     _KIND_INTEGER,
     _combine,
+    _DTypeLike,
     _is_scalar,
     _promote,
+    _Scalar,
     _scalar_dtype,
     _to_dtype,
     bool_,
     can_cast,
+    promote_types,
     dtype,
     float32,
     float64,
@@ -53,6 +56,14 @@ from .dtypes import (
 from .streams import Stream, _stream_handle, _thread_streams, _tls
 
 __all__ = ["Tensor", "result_type", "tensor"]
+
+# Operands of the elementwise operations: tensors, numbers, and host data (numpy arrays,
+# nested lists or tuples), which is copied to the operation's device first.
+_Operand = Union["Tensor", _Scalar, np.ndarray[Any, Any], list[Any], tuple[Any, ...]]
+# The dimensions a reduction runs over: one, several, or (None) all.
+_Dims = Union[int, Sequence[int], None]
+# Indexing the leading dimensions: integers, then at most one unit-step slice.
+_Index = Union[SupportsIndex, slice, tuple[Union[SupportsIndex, slice], ...]]
 
 # Module-level aliases keep the hot paths to global lookups.
 _new = ffi.new
@@ -162,28 +173,31 @@ def _cast(t: Tensor, dt: dtype) -> Tensor:
     return out
 
 
-def _resolve(dt: Any, device: Any, like: Optional[Tensor] = None) -> tuple[dtype, int]:
+def _resolve(dt: Optional[_DTypeLike], device: _DeviceLike,
+             like: Optional[Tensor] = None) -> tuple[dtype, int]:
+    """The dtype and device index a factory gives its result: the arguments, else those of
+    ``like``, else float32 on the current device."""
     if dt is None:
-        dt = like._dtype if like is not None else float32
+        resolved = like._dtype if like is not None else float32
     else:
-        dt = _to_dtype(dt)
+        resolved = _to_dtype(dt)
     if device is None and like is not None:
-        dev = like._dev
-    else:
-        dev = _device_index(device)
-    return dt, dev
+        return resolved, like._dev
+    return resolved, _device_index(device)
 
 
-def _scalar_args(x: Any, dt: dtype) -> tuple[float, int]:
+def _scalar_args(x: _Scalar, dt: dtype) -> tuple[float, int]:
     """(fscalar, iscalar) for a kernel computing in ``dt``."""
     if dt._kind == _KIND_FLOATING:
         return float(x), 0
     return 0.0, int(x)
 
 
-def result_type(*operands: Any) -> dtype:
+def result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
     """The dtype torch would compute ``operands`` in (tensors and Python scalars)."""
-    dim = zero = wrapped = None
+    dim: Optional[dtype] = None
+    zero: Optional[dtype] = None
+    wrapped: Optional[dtype] = None
     for x in operands:
         if isinstance(x, Tensor):
             if x._shape:
@@ -204,8 +218,12 @@ def result_type(*operands: Any) -> dtype:
 # Op implementations shared by methods, operators and functions
 # ---------------------------------------------------------------------------------------
 
-def _binary(a: Tensor, b: Any, op: int, reverse: bool = False) -> Tensor:
-    """Out-of-place ``a OP b`` (``b OP a`` when reverse) with broadcasting and promotion."""
+def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
+    """Out-of-place ``a OP b`` (``b OP a`` when reverse) with broadcasting and promotion.
+
+    Returns NotImplemented for an operand of another type, so that an operator lets
+    Python try the other operand's reflected method.
+    """
     if isinstance(b, Tensor):
         _same_device(a, b)
         dt = result_type(a, b)
@@ -215,7 +233,7 @@ def _binary(a: Tensor, b: Any, op: int, reverse: bool = False) -> Tensor:
         b = tensor(b, device=a._dev)
         dt = result_type(a, b)
     else:
-        return NotImplemented
+        return NotImplemented  # type: ignore[no-any-return]  # operators pass it to Python
     if op == DIV and dt._kind != _KIND_FLOATING:
         dt = float32
     out_dt = bool_ if op in _CMP_OPS else dt
@@ -236,7 +254,17 @@ def _binary(a: Tensor, b: Any, op: int, reverse: bool = False) -> Tensor:
     return out
 
 
-def _binary_(self: Tensor, b: Any, op: int) -> Tensor:
+def _binary_method(a: Tensor, b: object, op: int) -> Tensor:
+    """:func:`_binary` for the named methods (``add``, ``eq``, ...), which raise TypeError
+    where an operator returns NotImplemented."""
+    out = _binary(a, b, op)
+    if out is NotImplemented:
+        raise TypeError(f"{_BIN_NAMES[op]}(): expected a Tensor or a number, got "
+                        f"{type(b).__name__}")
+    return out
+
+
+def _binary_(self: Tensor, b: object, op: int) -> Tensor:
     """In-place ``self OP= b``; the result must keep self's shape and be castable to its dtype."""
     if isinstance(b, Tensor):
         _same_device(self, b)
@@ -304,7 +332,7 @@ def _unary(a: Tensor, op: int, name: str, out: Optional[Tensor] = None) -> Tenso
     return out
 
 
-def _reduce(a: Tensor, op: int, dim: Any, keepdim: bool, out_dt: dtype,
+def _reduce(a: Tensor, op: int, dim: _Dims, keepdim: bool, out_dt: dtype,
             name: str) -> Tensor:
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         dims: Shape = tuple(range(len(a._shape)))
@@ -343,7 +371,7 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     _same_device(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul(): both arguments need at least 1 dimension")
-    dt = _promote(a._dtype, b._dtype)
+    dt = promote_types(a._dtype, b._dtype)
     if dt is bool_:
         raise RuntimeError("matmul() is not supported for bool tensors")
     x, y = _cast(a, dt), _cast(b, dt)
@@ -416,7 +444,8 @@ class Tensor:
     __array_priority__ = 1000
     __array_ufunc__ = None
 
-    def __new__(cls, *args: Any, dtype: Any = float32, device: Any = None) -> Tensor:
+    def __new__(cls, *args: Any, dtype: Optional[_DTypeLike] = float32,
+                device: _DeviceLike = None) -> Tensor:
         if cls is not Tensor:
             raise TypeError("mtia_graph.Tensor cannot be subclassed")
         if len(args) == 1:
@@ -432,6 +461,7 @@ class Tensor:
 
     @property
     def dtype(self) -> dtype:
+        """The element type."""
         return self._dtype
 
     @property
@@ -441,18 +471,22 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self._shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the elements (``numel() * itemsize``)."""
         return self._numel * self._dtype.itemsize
 
     @property
     def itemsize(self) -> int:
+        """Bytes per element."""
         return self._dtype.itemsize
 
     @property
     def is_mtia(self) -> bool:
+        """Always True: every tensor lives on an mtia device."""
         return True
 
     def dim(self) -> int:
@@ -478,9 +512,11 @@ class Tensor:
         return int(ffi.cast("uintptr_t", self._data))
 
     def is_contiguous(self) -> bool:
+        """Always True: tensors are contiguous (row-major)."""
         return True
 
     def is_floating_point(self) -> bool:
+        """Whether the dtype is float32 or float64."""
         return self._dtype._kind == _KIND_FLOATING
 
     def _get_desc(self) -> Any:
@@ -502,14 +538,16 @@ class Tensor:
         """A host copy (waits for the current stream; CaptureError while it captures)."""
         return _download(_stream_handle(self._dev), self._data, self._shape, self._dtype._np)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
     # -- DLPack ------------------------------------------------------------------------
 
-    def __dlpack__(self, *, stream: Any = None, max_version: Any = None,
-                   dl_device: Any = None, copy: Any = None) -> Any:
+    def __dlpack__(self, *, stream: Optional[Stream] = None,
+                   max_version: Optional[tuple[int, int]] = None,
+                   dl_device: Optional[tuple[int, int]] = None,
+                   copy: Optional[bool] = None) -> Any:
         """Export as a DLPack capsule sharing this tensor's memory (zero-copy).
 
         The device memory is host-addressable (libmtiart's arena is CPU memory), so the
@@ -547,7 +585,7 @@ class Tensor:
                 "(exporting synchronizes the stream)", lib.MTIART_ERROR_CAPTURE_UNSUPPORTED)
         check(lib.mtiart_stream_synchronize(h), "__dlpack__")
         view = _host_view(self._storage, self._data, self._shape, self._dtype._np)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if max_version is not None:
             kwargs["max_version"] = max_version
         if dl_device is not None:
@@ -569,7 +607,8 @@ class Tensor:
         if self._numel != 1:
             raise ValueError(f"a Tensor with {self._numel} elements cannot be converted to "
                              f"Scalar")
-        return self.numpy().reshape(()).item()
+        value: Union[int, float, bool] = self.numpy().reshape(()).item()
+        return value
 
     def __bool__(self) -> bool:
         if self._numel != 1:
@@ -616,7 +655,7 @@ class Tensor:
 
     # -- in-place -------------------------------------------------------------------------
 
-    def fill_(self, value: Any) -> Tensor:
+    def fill_(self, value: Union[_Scalar, Tensor]) -> Tensor:
         """Set every element to ``value`` (a number or a one-element tensor)."""
         if isinstance(value, Tensor):
             if value._numel != 1:
@@ -647,7 +686,7 @@ class Tensor:
                 raise_status(st, "zero_")
         return self
 
-    def copy_(self, src: Any) -> Tensor:
+    def copy_(self, src: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]) -> Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
         broadcasting it to self's shape and converting its dtype."""
         if not isinstance(src, Tensor):
@@ -690,7 +729,7 @@ class Tensor:
             raise_status(st, "copy_")
         return self
 
-    def add_(self, other: Any, alpha: Any = 1) -> Tensor:
+    def add_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
         """``self += alpha * other`` in place."""
         # Fast path (a Python number, alpha 1): straight to the kernel library.
         tp = type(other)
@@ -714,17 +753,17 @@ class Tensor:
             return _binary_(self, other, ADD)
         return _binary_(self, _scaled(self, other, alpha), ADD)
 
-    def sub_(self, other: Any, alpha: Any = 1) -> Tensor:
+    def sub_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
         """``self -= alpha * other`` in place."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
         return _binary_(self, other, SUB)
 
-    def mul_(self, other: Any) -> Tensor:
+    def mul_(self, other: _Operand) -> Tensor:
         """``self *= other`` in place."""
         return _binary_(self, other, MUL)
 
-    def div_(self, other: Any) -> Tensor:
+    def div_(self, other: _Operand) -> Tensor:
         """``self /= other`` in place (true division; integer tensors cannot hold it)."""
         return _binary_(self, other, DIV)
 
@@ -733,7 +772,7 @@ class Tensor:
         _unary(self, lib.MTIART_UNARY_RELU, "relu", out=self)
         return self
 
-    def record_stream(self, stream: Any) -> None:
+    def record_stream(self, stream: Stream) -> None:
         """Mark the memory as in use by ``stream``: when the tensor is freed, its memory is
         not reused before the work enqueued on ``stream`` up to then is done."""
         if not isinstance(stream, Stream):
@@ -748,66 +787,68 @@ class Tensor:
 
     # -- out-of-place -----------------------------------------------------------------
 
-    def add(self, other: Any, alpha: Any = 1) -> Tensor:
+    def add(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
         """``self + alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
-        return _binary(self, other, ADD)
+        return _binary_method(self, other, ADD)
 
-    def sub(self, other: Any, alpha: Any = 1) -> Tensor:
+    def sub(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
         """``self - alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
-        return _binary(self, other, SUB)
+        return _binary_method(self, other, SUB)
 
-    def mul(self, other: Any) -> Tensor:
-        return _binary(self, other, MUL)
+    def mul(self, other: _Operand) -> Tensor:
+        """``self * other``."""
+        return _binary_method(self, other, MUL)
 
-    def div(self, other: Any) -> Tensor:
-        return _binary(self, other, DIV)
+    def div(self, other: _Operand) -> Tensor:
+        """``self / other`` (true division: integer operands give float32)."""
+        return _binary_method(self, other, DIV)
 
     def maximum(self, other: Tensor) -> Tensor:
         """Elementwise maximum (NaN-propagating)."""
-        return _binary(self, other, MAXIMUM)
+        return _binary_method(self, other, MAXIMUM)
 
     def minimum(self, other: Tensor) -> Tensor:
         """Elementwise minimum (NaN-propagating)."""
-        return _binary(self, other, MINIMUM)
+        return _binary_method(self, other, MINIMUM)
 
-    def __add__(self, other: Any) -> Tensor:
+    def __add__(self, other: _Operand) -> Tensor:
         return _binary(self, other, ADD)
 
-    def __radd__(self, other: Any) -> Tensor:
+    def __radd__(self, other: _Scalar) -> Tensor:
         return _binary(self, other, ADD, True)
 
-    def __sub__(self, other: Any) -> Tensor:
+    def __sub__(self, other: _Operand) -> Tensor:
         return _binary(self, other, SUB)
 
-    def __rsub__(self, other: Any) -> Tensor:
+    def __rsub__(self, other: _Scalar) -> Tensor:
         return _binary(self, other, SUB, True)
 
-    def __mul__(self, other: Any) -> Tensor:
+    def __mul__(self, other: _Operand) -> Tensor:
         return _binary(self, other, MUL)
 
-    def __rmul__(self, other: Any) -> Tensor:
+    def __rmul__(self, other: _Scalar) -> Tensor:
         return _binary(self, other, MUL, True)
 
-    def __truediv__(self, other: Any) -> Tensor:
+    def __truediv__(self, other: _Operand) -> Tensor:
         return _binary(self, other, DIV)
 
-    def __rtruediv__(self, other: Any) -> Tensor:
+    def __rtruediv__(self, other: _Scalar) -> Tensor:
         return _binary(self, other, DIV, True)
 
-    def __iadd__(self, other: Any) -> Tensor:
+    def __iadd__(self, other: _Operand) -> Tensor:
         return self.add_(other)
 
-    def __isub__(self, other: Any) -> Tensor:
+    def __isub__(self, other: _Operand) -> Tensor:
         return _binary_(self, other, SUB)
 
-    def __imul__(self, other: Any) -> Tensor:
+    def __imul__(self, other: _Operand) -> Tensor:
         return _binary_(self, other, MUL)
 
-    def __itruediv__(self, other: Any) -> Tensor:
+    def __itruediv__(self, other: _Operand) -> Tensor:
         return _binary_(self, other, DIV)
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
@@ -816,44 +857,53 @@ class Tensor:
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
         return _binary(self, other, NE)
 
-    def __lt__(self, other: Any) -> Tensor:
+    # numpy's type stubs say that ndarray > Tensor gives an ndarray, which type checkers take
+    # for an unsafe overlap with Tensor.__lt__(ndarray); at run time numpy defers to the
+    # Tensor (__array_ufunc__ = None), so both orders give a Tensor.
+    def __lt__(self, other: _Operand) -> Tensor:  # type: ignore[misc]
         return _binary(self, other, LT)
 
-    def __le__(self, other: Any) -> Tensor:
+    def __le__(self, other: _Operand) -> Tensor:  # type: ignore[misc]
         return _binary(self, other, LE)
 
-    def __gt__(self, other: Any) -> Tensor:
+    def __gt__(self, other: _Operand) -> Tensor:  # type: ignore[misc]
         return _binary(self, other, GT)
 
-    def __ge__(self, other: Any) -> Tensor:
+    def __ge__(self, other: _Operand) -> Tensor:  # type: ignore[misc]
         return _binary(self, other, GE)
 
-    def eq(self, other: Any) -> Tensor:
-        return _binary(self, other, EQ)
+    def eq(self, other: _Operand) -> Tensor:
+        """Elementwise ``self == other`` (a bool tensor)."""
+        return _binary_method(self, other, EQ)
 
-    def ne(self, other: Any) -> Tensor:
-        return _binary(self, other, NE)
+    def ne(self, other: _Operand) -> Tensor:
+        """Elementwise ``self != other`` (a bool tensor)."""
+        return _binary_method(self, other, NE)
 
-    def lt(self, other: Any) -> Tensor:
-        return _binary(self, other, LT)
+    def lt(self, other: _Operand) -> Tensor:
+        """Elementwise ``self < other`` (a bool tensor)."""
+        return _binary_method(self, other, LT)
 
-    def le(self, other: Any) -> Tensor:
-        return _binary(self, other, LE)
+    def le(self, other: _Operand) -> Tensor:
+        """Elementwise ``self <= other`` (a bool tensor)."""
+        return _binary_method(self, other, LE)
 
-    def gt(self, other: Any) -> Tensor:
-        return _binary(self, other, GT)
+    def gt(self, other: _Operand) -> Tensor:
+        """Elementwise ``self > other`` (a bool tensor)."""
+        return _binary_method(self, other, GT)
 
-    def ge(self, other: Any) -> Tensor:
-        return _binary(self, other, GE)
+    def ge(self, other: _Operand) -> Tensor:
+        """Elementwise ``self >= other`` (a bool tensor)."""
+        return _binary_method(self, other, GE)
 
-    def __and__(self, other: Any) -> Tensor:
+    def __and__(self, other: Union[Tensor, bool]) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("& is only supported for bool tensors")
         return _binary(self, other, MUL)
 
     __rand__ = __and__
 
-    def __or__(self, other: Any) -> Tensor:
+    def __or__(self, other: Union[Tensor, bool]) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("| is only supported for bool tensors")
         return _binary(self, other, ADD)
@@ -869,6 +919,7 @@ class Tensor:
         return _unary(self, lib.MTIART_UNARY_NEG, "neg")
 
     def neg(self) -> Tensor:
+        """Elementwise ``-self`` (not for bool tensors)."""
         return _unary(self, lib.MTIART_UNARY_NEG, "neg")
 
     def __pos__(self) -> Tensor:
@@ -878,24 +929,31 @@ class Tensor:
         return _unary(self, lib.MTIART_UNARY_ABS, "abs")
 
     def abs(self) -> Tensor:
+        """Elementwise absolute value."""
         return _unary(self, lib.MTIART_UNARY_ABS, "abs")
 
     def relu(self) -> Tensor:
+        """Elementwise ``max(self, 0)``."""
         return _unary(self, lib.MTIART_UNARY_RELU, "relu")
 
     def exp(self) -> Tensor:
+        """Elementwise exponential (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_EXP, "exp")
 
     def log(self) -> Tensor:
+        """Elementwise natural logarithm (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_LOG, "log")
 
     def sqrt(self) -> Tensor:
+        """Elementwise square root (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_SQRT, "sqrt")
 
     def tanh(self) -> Tensor:
+        """Elementwise hyperbolic tangent (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_TANH, "tanh")
 
     def sigmoid(self) -> Tensor:
+        """Elementwise logistic sigmoid (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_SIGMOID, "sigmoid")
 
     def gelu(self) -> Tensor:
@@ -912,8 +970,10 @@ class Tensor:
                 raise_status(st, "clone")
         return out
 
-    def to(self, dtype: Any = None, device: Any = None, copy: bool = False) -> Tensor:
-        """This tensor converted to ``dtype`` and/or moved to ``device``."""
+    def to(self, dtype: Union[_DTypeLike, _DeviceLike] = None, device: _DeviceLike = None,
+           copy: bool = False) -> Tensor:
+        """This tensor converted to ``dtype`` and/or moved to ``device`` (``to(device)``
+        works too); ``copy=True`` copies even when nothing changes."""
         if isinstance(dtype, (Device, str)) and not (isinstance(dtype, str) and dtype in _BY_NAME):
             dtype, device = None, dtype
         dt = self._dtype if dtype is None else _to_dtype(dtype)
@@ -923,28 +983,15 @@ class Tensor:
         out = _cast(self, dt)
         return out.clone() if copy and out is self else out
 
-    def float(self) -> Tensor:
-        return _cast(self, float32)
-
-    def double(self) -> Tensor:
-        return _cast(self, float64)
-
-    def int(self) -> Tensor:
-        return _cast(self, int32)
-
-    def long(self) -> Tensor:
-        return _cast(self, int64)
-
-    def bool(self) -> Tensor:
-        return _cast(self, bool_)
-
-    def sum(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    def sum(self, dim: _Dims = None, keepdim: bool = False, *,
+            dtype: Optional[_DTypeLike] = None) -> Tensor:
         """Sum over all elements or the given dim(s); integer and bool sums are int64."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
         out_dt = src._dtype if src._dtype._kind == _KIND_FLOATING else int64
         return _reduce(src, lib.MTIART_REDUCE_SUM, dim, keepdim, out_dt, "sum")
 
-    def mean(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    def mean(self, dim: _Dims = None, keepdim: bool = False, *,
+             dtype: Optional[_DTypeLike] = None) -> Tensor:
         """Mean over all elements or the given dim(s) (floating dtypes, as in torch)."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
         if src._dtype._kind != _KIND_FLOATING:
@@ -952,11 +999,11 @@ class Tensor:
                                f"floating point, got {src._dtype.name}")
         return _reduce(src, lib.MTIART_REDUCE_MEAN, dim, keepdim, src._dtype, "mean")
 
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+    def amax(self, dim: _Dims = None, keepdim: bool = False) -> Tensor:
         """Maximum over all elements or the given dim(s)."""
         return _reduce(self, lib.MTIART_REDUCE_MAX, dim, keepdim, self._dtype, "amax")
 
-    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+    def amin(self, dim: _Dims = None, keepdim: bool = False) -> Tensor:
         """Minimum over all elements or the given dim(s)."""
         return _reduce(self, lib.MTIART_REDUCE_MIN, dim, keepdim, self._dtype, "amin")
 
@@ -972,14 +1019,14 @@ class Tensor:
         """Matrix product with numpy/torch rules for 1-D, 2-D and batched operands."""
         return _matmul(self, other)
 
-    def __matmul__(self, other: Any) -> Tensor:
+    def __matmul__(self, other: Union[Tensor, np.ndarray[Any, Any]]) -> Tensor:
         if isinstance(other, np.ndarray):
             other = tensor(other, device=self._dev)
         elif not isinstance(other, Tensor):
             return NotImplemented
         return _matmul(self, other)
 
-    def __rmatmul__(self, other: Any) -> Tensor:
+    def __rmatmul__(self, other: np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
             return _matmul(tensor(other, device=self._dev), self)
         return NotImplemented
@@ -998,20 +1045,24 @@ class Tensor:
 
     # -- views ------------------------------------------------------------------------
 
-    def reshape(self, *shape: Any) -> Tensor:
+    def reshape(self, *shape: Union[int, Sequence[int]]) -> Tensor:
         """A view with another shape (one dimension may be -1); shares storage."""
         return _view(self, _infer_shape(shape, self._numel))
 
     view = reshape
 
     def flatten(self) -> Tensor:
+        """A 1-D view of all elements; shares storage."""
         return _view(self, (self._numel,))
 
     def unsqueeze(self, dim: int) -> Tensor:
+        """A view with a dimension of size 1 inserted at ``dim``; shares storage."""
         d = _norm_dim(dim, len(self._shape) + 1)
         return self.reshape(self._shape[:d] + (1,) + self._shape[d:])
 
     def squeeze(self, dim: Optional[int] = None) -> Tensor:
+        """A view without the size-1 dimensions (or without ``dim`` if that has size 1);
+        shares storage."""
         if dim is None:
             return _view(self, tuple(s for s in self._shape if s != 1))
         d = _norm_dim(dim, len(self._shape))
@@ -1019,13 +1070,13 @@ class Tensor:
             return _view(self, self._shape)
         return _view(self, self._shape[:d] + self._shape[d + 1:])
 
-    def expand_copy(self, *shape: Any) -> Tensor:
+    def expand_copy(self, *shape: Union[int, Sequence[int]]) -> Tensor:
         """A new contiguous tensor holding self broadcast to ``shape``."""
         target = _parse_size(shape)
         out = _empty(target, self._dtype, self._dev)
         return out.copy_(self)
 
-    def __getitem__(self, index: Any) -> Tensor:
+    def __getitem__(self, index: _Index) -> Tensor:
         """Views by integer or unit-step slice indexing of the leading dimensions."""
         if not isinstance(index, tuple):
             index = (index,)
@@ -1055,7 +1106,8 @@ class Tensor:
                                 f"of the leading dimensions")
         return t
 
-    def __setitem__(self, index: Any, value: Any) -> None:
+    def __setitem__(self, index: _Index,
+                    value: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]) -> None:
         target = self[index]
         if _is_scalar(value):
             target.fill_(value)
@@ -1071,8 +1123,32 @@ class Tensor:
     def __reduce__(self) -> tuple[Any, ...]:
         return (tensor, (self.numpy(),), None)
 
+    # -- dtype conversions, named as torch names them ---------------------------------
+    # Last in the class: after these, the names float, int and bool in the class body
+    # would be the methods, not the builtins (type checkers read annotations there).
 
-def _scaled(self: Tensor, other: Any, alpha: Any) -> Any:
+    def float(self) -> Tensor:
+        """This tensor as float32 (itself if it is)."""
+        return _cast(self, float32)
+
+    def double(self) -> Tensor:
+        """This tensor as float64 (itself if it is)."""
+        return _cast(self, float64)
+
+    def int(self) -> Tensor:
+        """This tensor as int32 (itself if it is)."""
+        return _cast(self, int32)
+
+    def long(self) -> Tensor:
+        """This tensor as int64 (itself if it is)."""
+        return _cast(self, int64)
+
+    def bool(self) -> Tensor:
+        """This tensor as bool (itself if it is)."""
+        return _cast(self, bool_)
+
+
+def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
     """``alpha * other`` for add/sub's alpha argument (torch's rules on alpha)."""
     if not _is_scalar(alpha):
         raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
@@ -1086,15 +1162,15 @@ def _scaled(self: Tensor, other: Any, alpha: Any) -> Any:
     return _binary(tensor(other, device=self._dev), alpha, MUL)
 
 
-def tensor(data: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None,
+           device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
     dtype."""
     if isinstance(data, Tensor):
         dt, dev = _resolve(dtype, device, like=data)
         return data.to(dtype=dt, device=dev, copy=True)
-    dt = None if dtype is None else _to_dtype(dtype)
-    arr, dt = _host_array(data, dt)
+    arr, dt = _host_array(data, None if dtype is None else _to_dtype(dtype))
     dev = _device_index(device)
     out = _empty(arr.shape, dt, dev)
     _upload(_stream_handle(dev), out._data, arr, "tensor")

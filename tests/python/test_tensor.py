@@ -2,6 +2,7 @@
 
 import gc
 import math
+import operator
 import pickle
 import threading
 
@@ -949,3 +950,40 @@ def test_fast_path_from_a_fresh_thread():
     th.join()
     assert not errors
     assert t.item() == 3.0
+
+
+# --------------------------------------------------------------------------- operand types
+
+NAMED_BINARY = ["add", "sub", "mul", "div", "maximum", "minimum", "eq", "ne", "lt", "le",
+                "gt", "ge"]
+
+
+@pytest.mark.parametrize("name", NAMED_BINARY)
+@pytest.mark.parametrize("bad", ["x", object(), {1: 2}, None])
+def test_named_binary_methods_reject_other_operand_types(name, bad):
+    t = mg.ones(3)
+    with pytest.raises(TypeError, match=f"{name}\\(\\): expected a Tensor or a number"):
+        getattr(t, name)(bad)
+    same(t + 1, np.full(3, 2.0))  # the tensor is still usable
+
+
+@pytest.mark.parametrize("op", [operator.add, operator.sub, operator.mul, operator.truediv,
+                                operator.lt, operator.le, operator.gt, operator.ge])
+def test_operators_leave_other_operand_types_to_python(op):
+    class Other:
+        """Takes part in any binary operation with a tensor, from either side."""
+
+        def __init__(self):
+            self.seen = []
+
+        def _record(self, other):
+            self.seen.append(other)
+            return "handled"
+
+        __radd__ = __rsub__ = __rmul__ = __rtruediv__ = _record
+        __gt__ = __ge__ = __lt__ = __le__ = _record
+
+    t, other = mg.ones(2), Other()
+    assert op(t, other) == "handled" and other.seen == [t]
+    with pytest.raises(TypeError):
+        op(t, object())
