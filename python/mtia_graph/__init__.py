@@ -48,31 +48,7 @@ from .device import (
     is_initialized,
     set_device,
 )
-from .streams import (
-    Event,
-    Stream,
-    StreamContext,
-    current_stream,
-    default_stream,
-    is_current_stream_capturing,
-    launch_host_func,
-    set_stream,
-    stream,
-    synchronize,
-)
-from .memory import (
-    attach_out_of_memory_observer,
-    detach_out_of_memory_observer,
-    empty_cache,
-    max_memory_allocated,
-    max_memory_reserved,
-    memory_allocated,
-    memory_reserved,
-    memory_stats,
-    reset_accumulated_memory_stats,
-    reset_peak_memory_stats,
-    snapshot,
-)
+from .dtypes import bool_ as _bool
 from .dtypes import (
     can_cast,
     dtype,
@@ -83,8 +59,6 @@ from .dtypes import (
     int64,
     promote_types,
 )
-from .dtypes import bool_ as _bool
-from .tensor import Tensor, result_type, tensor
 from .factories import (
     arange,
     empty,
@@ -102,10 +76,36 @@ from .factories import (
 )
 from .graphs import MTIAGraph, graph, graph_pool_handle
 from .kernels import Kernel, PythonKernel, kernel, load_kernel
+from .memory import (
+    attach_out_of_memory_observer,
+    detach_out_of_memory_observer,
+    empty_cache,
+    max_memory_allocated,
+    max_memory_reserved,
+    memory_allocated,
+    memory_reserved,
+    memory_stats,
+    reset_accumulated_memory_stats,
+    reset_peak_memory_stats,
+    snapshot,
+)
+from .streams import (
+    Event,
+    Stream,
+    StreamContext,
+    current_stream,
+    default_stream,
+    is_current_stream_capturing,
+    launch_host_func,
+    set_stream,
+    stream,
+    synchronize,
+)
+from .tensor import Tensor, result_type, tensor
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by topic
     # errors
     "MTIAError", "OutOfMemoryError", "InvalidHandleError", "KernelError", "CaptureError",
     "MTIAValueError",

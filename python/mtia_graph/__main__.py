@@ -18,7 +18,6 @@ import numpy.typing as npt
 
 import mtia_graph as mtia
 
-
 _Array = npt.NDArray[np.float64]
 
 
@@ -54,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(0)
     shape_x = (args.batch, args.features)
-    w1_np = (rng.standard_normal((args.features, args.hidden)) / np.sqrt(args.features)).astype(np.float32)
+    w1_np = rng.standard_normal((args.features, args.hidden)) / np.sqrt(args.features)
+    w1_np = w1_np.astype(np.float32)
     b1_np = rng.standard_normal(args.hidden).astype(np.float32) * 0.1
-    w2_np = (rng.standard_normal((args.hidden, args.classes)) / np.sqrt(args.hidden)).astype(np.float32)
+    w2_np = rng.standard_normal((args.hidden, args.classes)) / np.sqrt(args.hidden)
+    w2_np = w2_np.astype(np.float32)
     b2_np = rng.standard_normal(args.classes).astype(np.float32) * 0.1
     w1, b1, w2, b2 = (mtia.from_numpy(a) for a in (w1_np, b1_np, w2_np, b2_np))
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     eager = time_per_step(eager_step)
     replay = time_per_step(replay_step)
-    print(f"eager:  {eager * 1e6:8.1f} us/step  ({len(inputs)} inputs, {args.steps} steps, best of 5)")
+    print(f"eager:  {eager * 1e6:8.1f} us/step  "
+          f"({len(inputs)} inputs, {args.steps} steps, best of 5)")
     print(f"replay: {replay * 1e6:8.1f} us/step  (input copy + one graph launch)")
     print(f"speedup of replay over eager: {eager / replay:.1f}x")
     if args.json:

@@ -9,23 +9,24 @@ The runtime initialises lazily, on the first call that needs it (or :func:`init`
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 from ._C import MTIAError, check, ffi, lib
 
 __all__ = [
     "Device",
     "DeviceProperties",
-    "is_available",
-    "init",
-    "is_initialized",
-    "device_count",
     "current_device",
-    "set_device",
     "device",
-    "get_device_properties",
+    "device_count",
     "get_device_capability",
+    "get_device_properties",
+    "init",
+    "is_available",
+    "is_initialized",
+    "set_device",
 ]
 
 
@@ -244,7 +245,7 @@ class DeviceProperties:
             raise KeyError(key)
         return getattr(self, key)
 
-    def keys(self) -> Tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
         """The property names, in order (as a dict's keys)."""
         return tuple(f.name for f in fields(self))
 
@@ -270,7 +271,7 @@ def get_device_properties(device: _DeviceLike = None) -> DeviceProperties:
     )
 
 
-def get_device_capability(device: _DeviceLike = None) -> Tuple[int, int]:
+def get_device_capability(device: _DeviceLike = None) -> tuple[int, int]:
     """``(major, minor)`` feature level of a device."""
     p = get_device_properties(device)
     return (p.major, p.minor)

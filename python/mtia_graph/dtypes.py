@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from typing_extensions import TypeGuard
-
 import numpy as np
+from typing_extensions import TypeGuard
 
 from ._C import lib
 

@@ -191,8 +191,8 @@ def where(condition: Tensor, input: Union[Tensor, _Scalar],  # noqa: A002 - torc
     cond = _cast(condition, bool_)
     shape = _broadcast_shapes(cond._shape, _broadcast_shapes(ops[0]._shape, ops[1]._shape))
     out = _empty(shape, dt, dev)
-    st = lib.mtiart_op_where(_stream_handle(dev), out._get_desc(), cond._get_desc(), ops[0]._get_desc(),
-                   ops[1]._get_desc())
+    st = lib.mtiart_op_where(_stream_handle(dev), out._get_desc(), cond._get_desc(),
+                             ops[0]._get_desc(), ops[1]._get_desc())
     if st:
         raise_status(st, "where")
     return out

@@ -9,6 +9,7 @@ when the body raises.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Optional, Union
 
@@ -22,8 +23,10 @@ from .streams import (
     Event,
     Stream,
     current_stream,
-    stream as _stream_context,
     synchronize,
+)
+from .streams import (
+    stream as _stream_context,
 )
 
 __all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
@@ -222,7 +225,7 @@ class MTIAGraph:
         """Destroy the captured graph and reset the states (never raises; warns)."""
         try:
             self._reset()
-        except Exception as exc:  # reset() must not raise, as in torch
+        except Exception as exc:  # noqa: BLE001 - reset() must not raise, as in torch
             warnings.warn(f"MTIAGraph.reset() failed: {exc}", RuntimeWarning, stacklevel=2)
 
     def pool(self) -> _POOL_HANDLE:
@@ -268,10 +271,8 @@ class MTIAGraph:
         return f"<mtia_graph.MTIAGraph {state} keep_graph={self._keep_graph} pool={self._pool}>"
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a finalizer has no one to raise to
             self._reset()
-        except Exception:
-            pass
 
     # ---------------------------------------------------------------- internals
 
@@ -400,7 +401,7 @@ class graph:
         # The body raised: abandon the capture but let the original exception through.
         try:
             self.mtia_graph._reset()
-        except Exception as cleanup_error:
+        except Exception as cleanup_error:  # noqa: BLE001 - the body's exception comes first
             warnings.warn(f"abandoning the capture failed: {cleanup_error}", RuntimeWarning,
                           stacklevel=2)
         finally:

@@ -20,18 +20,25 @@ import functools
 import os
 import struct
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from ._C import check, ffi, lib, raise_status, report_python_failure
-from .callbacks import HostCallback, new_token, register_callback, released, take_callback, \
-    unregister_callback
+from .callbacks import (
+    HostCallback,
+    new_token,
+    register_callback,
+    released,
+    take_callback,
+    unregister_callback,
+)
 from .device import current_device
 from .streams import Stream, _stream_handle
 from .tensor import Tensor
 
-__all__ = ["Kernel", "PythonKernel", "load_kernel", "kernel"]
+__all__ = ["Kernel", "PythonKernel", "kernel", "load_kernel"]
 
 _ACCESS = {
     "r": lib.MTIART_ARG_BUFFER_IN,
@@ -45,7 +52,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 AccessSpec = Optional[Sequence[str]]
 
 
-def _access_kinds(access: AccessSpec, n_tensors: int) -> List[int]:
+def _access_kinds(access: AccessSpec, n_tensors: int) -> list[int]:
     """One MTIART_ARG_BUFFER_* kind per tensor argument ("rw" when not given)."""
     if access is None:
         return [lib.MTIART_ARG_BUFFER_INOUT] * n_tensors
@@ -83,7 +90,7 @@ def _value_bytes(x: Any) -> bytes:
                     f"got {type(x).__name__}")
 
 
-def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> Tuple[Any, int]:
+def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> tuple[Any, int]:
     """(stream handle, device index) for a launch, checking tensors' devices."""
     if stream is not None:
         if not isinstance(stream, Stream):
@@ -107,8 +114,8 @@ class _ArgBuilder:
     """
 
     def __init__(self) -> None:
-        self.entries: List[Tuple[int, Any, int, int]] = []  # kind, value cdata, size, extent
-        self.keep: List[Any] = []
+        self.entries: list[tuple[int, Any, int, int]] = []  # kind, value cdata, size, extent
+        self.keep: list[Any] = []
 
     def value(self, data: bytes) -> None:
         if not 1 <= len(data) <= _MAX_VALUE_BYTES:
@@ -155,7 +162,7 @@ class Kernel:
         path: the shared library it came from.
     """
 
-    __slots__ = ("name", "path", "_fn")
+    __slots__ = ("_fn", "name", "path")
 
     def __init__(self, fn: Any, name: str, path: str) -> None:
         self._fn = fn
@@ -226,7 +233,7 @@ def load_kernel(path: Union[str, os.PathLike[str]], name: str) -> Kernel:
 class _TensorSlot:
     """How a tensor argument is presented to a Python kernel (layout, fixed at launch)."""
 
-    __slots__ = ("dtype", "shape", "nbytes", "writable")
+    __slots__ = ("dtype", "nbytes", "shape", "writable")
 
     def __init__(self, t: Tensor, writable: bool) -> None:
         self.dtype = t._dtype._np
@@ -243,10 +250,10 @@ class _PyKernelLaunch(HostCallback):
     launch is captured, since every replay runs it again.
     """
 
-    __slots__ = ("name", "layout")
+    __slots__ = ("layout", "name")
 
     def __init__(self, fn: Callable[..., Any], token: int, name: str,
-                 layout: List[Any]) -> None:
+                 layout: list[Any]) -> None:
         super().__init__(fn, token)
         self.name = name
         self.layout = layout  # _TensorSlot for tensors (buffer args, in order), else value
@@ -328,7 +335,7 @@ class PythonKernel:
             check(lib.mtiart_kernel_set_name(lib._mtia_py_kernel, b"mtia_graph.python"))
             _named = True
 
-        layout: List[Any] = []
+        layout: list[Any] = []
         b = _ArgBuilder()
         token = new_token()
         b.value(np.uint64(token).tobytes())  # args[0]: the registry key

@@ -10,23 +10,23 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Union
+from typing import Any, Callable
 
 from ._C import check, ffi, lib
-from .device import Device, _device_index, _DeviceLike, current_device, device_count
+from .device import _device_index, _DeviceLike, current_device, device_count
 
 __all__ = [
-    "empty_cache",
-    "memory_stats",
-    "memory_allocated",
-    "max_memory_allocated",
-    "memory_reserved",
-    "max_memory_reserved",
-    "reset_peak_memory_stats",
-    "reset_accumulated_memory_stats",
-    "snapshot",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
+    "empty_cache",
+    "max_memory_allocated",
+    "max_memory_reserved",
+    "memory_allocated",
+    "memory_reserved",
+    "memory_stats",
+    "reset_accumulated_memory_stats",
+    "reset_peak_memory_stats",
+    "snapshot",
 ]
 
 
@@ -45,7 +45,7 @@ def _raw_stats(device: _DeviceLike) -> Any:
     return stats
 
 
-def memory_stats(device: _DeviceLike = None) -> Dict[str, Any]:
+def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     """Allocator statistics of a device (default: the current device).
 
     Keys as in ``torch.cuda.memory_stats`` (``<stat>.all.current`` / ``.peak`` for
@@ -124,7 +124,7 @@ _BLOCK_STATES = {
 }
 
 
-def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
+def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     count = ffi.new("size_t *")
     # The block list can grow between sizing and filling (other threads allocate).
     while True:
@@ -134,8 +134,8 @@ def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
         check(lib.mtiart_memory_snapshot(idx, blocks, cap, count), "snapshot")
         if int(count[0]) <= cap:
             break
-    segments: List[Dict[str, Any]] = []
-    by_address: Dict[int, Dict[str, Any]] = {}
+    segments: list[dict[str, Any]] = []
+    by_address: dict[int, dict[str, Any]] = {}
     for i in range(int(count[0])):
         b = blocks[i]
         seg_addr = int(b.segment_address)
@@ -174,7 +174,7 @@ def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
     return segments
 
 
-def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
+def snapshot(device: _DeviceLike = None) -> list[dict[str, Any]]:
     """The allocator's segments, torch-style (``torch.cuda.memory_snapshot()``).
 
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
@@ -184,7 +184,7 @@ def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
     ``device`` all devices are included.
     """
     if device is None:
-        out: List[Dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         for idx in range(device_count()):
             out.extend(_device_snapshot(idx))
         return out
@@ -197,7 +197,7 @@ def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
 # ---------------------------------------------------------------------------------------
 
 OOMObserver = Callable[[int, int, int, int], Any]
-_observers: List[OOMObserver] = []
+_observers: list[OOMObserver] = []
 _observers_lock = threading.Lock()
 _trampoline_attached = False
 
@@ -209,7 +209,7 @@ def _mtia_oom_trampoline(device: int, requested: int, allocated: int, reserved: 
     for fn in list(_observers):
         try:
             fn(int(device), int(requested), int(allocated), int(capacity) - int(reserved))
-        except Exception:  # an observer must not hide the OOM nor stop the others
+        except Exception:  # noqa: BLE001 - an observer must not hide the OOM nor stop the others
             print("Exception ignored in mtia_graph out-of-memory observer "
                   f"{fn!r}:", file=sys.stderr)
             traceback.print_exc()

@@ -9,23 +9,31 @@ current stream of the tensor's device.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status
-from .device import Device, _device_index, _DeviceLike, _device_object, _make_current, current_device, device_count
+from .device import (
+    Device,
+    _device_index,
+    _device_object,
+    _DeviceLike,
+    _make_current,
+    current_device,
+    device_count,
+)
 
 __all__ = [
-    "Stream",
     "Event",
+    "Stream",
     "StreamContext",
-    "stream",
     "current_stream",
     "default_stream",
-    "set_stream",
-    "synchronize",
     "is_current_stream_capturing",
     "launch_host_func",
+    "set_stream",
+    "stream",
+    "synchronize",
 ]
 
 
@@ -39,7 +47,7 @@ class Stream:
     Two Stream objects are equal when they name the same runtime stream.
     """
 
-    __slots__ = ("_handle", "device_index", "_id", "_priority", "__weakref__")
+    __slots__ = ("__weakref__", "_handle", "_id", "_priority", "device_index")
 
     def __init__(self, device: _DeviceLike = None, priority: int = 0, **kwargs: Any) -> None:
         if kwargs:
@@ -62,7 +70,7 @@ class Stream:
         self._priority = int(prio[0])
 
     @classmethod
-    def _wrap(cls, handle: Any, device_index: int) -> "Stream":
+    def _wrap(cls, handle: Any, device_index: int) -> Stream:
         """A Stream over an existing handle, which the object does not own."""
         self = cls.__new__(cls)
         self._init_from(handle, device_index)
@@ -95,19 +103,19 @@ class Stream:
         """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
         check(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         """Make work enqueued later on this stream wait for ``event``'s latest record."""
         if not isinstance(event, Event):
             raise TypeError(f"wait_event() expects an Event, got {type(event).__name__}")
         check(lib.mtiart_stream_wait_event(self._handle, event._handle), "Stream.wait_event")
 
-    def wait_stream(self, stream: "Stream") -> None:
+    def wait_stream(self, stream: Stream) -> None:
         """Make work enqueued later on this stream wait for the work now on ``stream``."""
         if not isinstance(stream, Stream):
             raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
         self.wait_event(stream.record_event())
 
-    def record_event(self, event: Optional["Event"] = None) -> "Event":
+    def record_event(self, event: Optional[Event] = None) -> Event:
         """Record ``event`` (a new one if None) on this stream and return it."""
         if event is None:
             event = Event()
@@ -146,7 +154,7 @@ class Event:
     ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
     """
 
-    __slots__ = ("_handle", "enable_timing", "blocking", "__weakref__")
+    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
 
     def __init__(self, enable_timing: bool = False, blocking: bool = False,
                  interprocess: bool = False) -> None:
@@ -187,7 +195,7 @@ class Event:
         """Wait until the latest record has completed."""
         check(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
 
-    def elapsed_time(self, end_event: "Event") -> float:
+    def elapsed_time(self, end_event: Event) -> float:
         """Milliseconds from this event's record to ``end_event``'s (both timing events,
         recorded and completed)."""
         if not isinstance(end_event, Event):
@@ -326,7 +334,8 @@ def is_current_stream_capturing() -> bool:
     return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> callbacks.HostCallback:
+def launch_host_func(fn: Callable[[], Any],
+                     stream: Optional[Stream] = None) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it

@@ -46,12 +46,12 @@ from .dtypes import (
     _to_dtype,
     bool_,
     can_cast,
-    promote_types,
     dtype,
     float32,
     float64,
     int32,
     int64,
+    promote_types,
 )
 from .streams import Stream, _stream_handle, _thread_streams, _tls
 
@@ -177,10 +177,12 @@ def _resolve(dt: Optional[_DTypeLike], device: _DeviceLike,
              like: Optional[Tensor] = None) -> tuple[dtype, int]:
     """The dtype and device index a factory gives its result: the arguments, else those of
     ``like``, else float32 on the current device."""
-    if dt is None:
-        resolved = like._dtype if like is not None else float32
-    else:
+    if dt is not None:
         resolved = _to_dtype(dt)
+    elif like is not None:
+        resolved = like._dtype
+    else:
+        resolved = float32
     if device is None and like is not None:
         return resolved, like._dev
     return resolved, _device_index(device)
@@ -354,7 +356,7 @@ def _reduce(a: Tensor, op: int, dim: _Dims, keepdim: bool, out_dt: dtype,
         return out
     cur = a
     for d in sorted(dims, reverse=True):  # one dimension at a time, highest first
-        shape = cur._shape[:d] + (1,) + cur._shape[d + 1:]
+        shape = (*cur._shape[:d], 1, *cur._shape[d + 1:])
         out = _empty(shape, out_dt, a._dev)
         st = _op_reduce(h, op, out._get_desc(), cur._get_desc(), d, 1)
         if st:
@@ -379,10 +381,10 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     xs, ys = x._shape, y._shape
     squeeze_front = squeeze_back = False
     if len(xs) == 1:
-        xs = (1,) + xs
+        xs = (1, *xs)
         squeeze_front = True
     if len(ys) == 1:
-        ys = ys + (1,)
+        ys = (*ys, 1)
         squeeze_back = True
     if xs[-1] != ys[-2]:
         raise ValueError(f"matmul(): shapes {a._shape} and {b._shape} cannot be multiplied "
@@ -395,19 +397,19 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
         out = _empty((_numel(batch) * m, n), dt, a._dev)
         st = _op_matmul(_stream_handle(a._dev), out._get_desc(), x2._get_desc(),
                         _view(y, ys)._get_desc())
-        result_shape = batch + (m, n)
+        result_shape = (*batch, m, n)
     else:
         batch = _broadcast_shapes(xs[:-2], ys[:-2])
         if xs[:-2] != batch or ys[:-2] != batch:
             if xs[:-2] != batch:
-                x = x.expand_copy(batch + (m, k))
+                x = x.expand_copy((*batch, m, k))
             if ys[:-2] != batch:
-                y = y.expand_copy(batch + (k, n))
+                y = y.expand_copy((*batch, k, n))
         nb = _numel(batch)
         out = _empty((nb, m, n), dt, a._dev)
         st = _op_matmul(_stream_handle(a._dev), out._get_desc(),
                         _view(x, (nb, m, k))._get_desc(), _view(y, (nb, k, n))._get_desc())
-        result_shape = batch + (m, n)
+        result_shape = (*batch, m, n)
     if st:
         raise_status(st, "matmul")
     if squeeze_front:
@@ -735,7 +737,8 @@ class Tensor:
         tp = type(other)
         if alpha == 1:
             kind = self._dtype._kind
-            if (kind == _KIND_FLOATING and (tp is float or tp is int)) or (kind == _KIND_INTEGER and tp is int):
+            if (kind == _KIND_FLOATING and (tp is float or tp is int)) or (
+                    kind == _KIND_INTEGER and tp is int):
                 d = self._desc
                 if d is None:
                     d = self._get_desc()
@@ -1058,7 +1061,7 @@ class Tensor:
     def unsqueeze(self, dim: int) -> Tensor:
         """A view with a dimension of size 1 inserted at ``dim``; shares storage."""
         d = _norm_dim(dim, len(self._shape) + 1)
-        return self.reshape(self._shape[:d] + (1,) + self._shape[d:])
+        return self.reshape((*self._shape[:d], 1, *self._shape[d:]))
 
     def squeeze(self, dim: Optional[int] = None) -> Tensor:
         """A view without the size-1 dimensions (or without ``dim`` if that has size 1);
@@ -1093,7 +1096,7 @@ class Tensor:
                 if k != len(index) - 1:
                     raise ValueError("a slice must be the last index")
                 stop = max(start, stop)
-                t = _view(t, (stop - start,) + t._shape[1:], start * inner)
+                t = _view(t, (stop - start, *t._shape[1:]), start * inner)
             elif hasattr(idx, "__index__") and not isinstance(idx, (bool, Tensor)):
                 i = operator.index(idx)
                 n = t._shape[0]

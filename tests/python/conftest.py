@@ -5,6 +5,7 @@ Two emulated devices unless the environment says otherwise, so that the multi-de
 variable must be set before the runtime initialises, i.e. before the first test runs.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,9 +14,9 @@ import threading
 
 os.environ.setdefault("MTIART_NUM_DEVICES", "2")
 
-import pytest  # noqa: E402
+import pytest
 
-import mtia_graph  # noqa: E402
+import mtia_graph
 
 
 @pytest.fixture(autouse=True)
@@ -32,10 +33,9 @@ def _clean_runtime_state():
     yield
     reset()
     for d in range(mtia_graph.device_count()):
-        try:
+        # A test that left a sticky error behind must not fail the next one.
+        with contextlib.suppress(mtia_graph.MTIAError):
             mtia_graph.synchronize(d)
-        except mtia_graph.MTIAError:
-            pass  # a test that left a sticky error behind must not fail the next one
 
 
 @pytest.fixture
@@ -131,4 +131,4 @@ def raw_capture():
     streams = []
     cap.track = streams.append
     yield cap
-    cap.close([mtia_graph.current_stream(), mtia_graph.default_stream()] + streams)
+    cap.close([mtia_graph.current_stream(), mtia_graph.default_stream(), *streams])

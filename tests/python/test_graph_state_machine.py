@@ -59,7 +59,7 @@ class Rec:
     """A tensor of the model: the device tensor (None once really freed), its expected value
     (None: undefined) and the pool its block came from."""
 
-    __slots__ = ("t", "value", "pool")
+    __slots__ = ("pool", "t", "value")
 
     def __init__(self, t, value, pool):
         self.t = t

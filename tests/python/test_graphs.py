@@ -208,7 +208,7 @@ def test_two_successive_graphs_with_and_without_pool_sharing():
 
         # Eager work interleaved with the replays, on the same stream.
         eager = mtia.zeros(size)
-        for i in range(5):
+        for _ in range(5):
             g0.replay()
             eager.add_(b)          # reads g1's output of the previous replay (or garbage 0)
             g1.replay()
@@ -616,9 +616,8 @@ def test_graph_context_on_a_stream_of_another_device():
 
 def test_empty_capture_warns():
     g = MTIAGraph()
-    with pytest.warns(UserWarning, match="empty"):
-        with mtia.graph(g):
-            pass
+    with pytest.warns(UserWarning, match="empty"), mtia.graph(g):
+        pass
     g.replay()  # an empty graph still replays (does nothing)
     mtia.synchronize()
 
@@ -700,10 +699,9 @@ def test_unsafe_call_inside_capture_invalidates_it(unsafe, side):
 def test_unsafe_call_inside_graph_context_propagates(side):
     x = mtia.ones(3)
     g = MTIAGraph()
-    with pytest.raises(CaptureError):
-        with mtia.graph(g, stream=side):
-            y = x + 1
-            y.tolist()
+    with pytest.raises(CaptureError), mtia.graph(g, stream=side):
+        y = x + 1
+        y.tolist()
     assert not side.is_capturing()
     assert mtia.current_stream() == mtia.default_stream()
     with mtia.graph(g, stream=side):
@@ -756,10 +754,10 @@ def test_capture_error_modes_on_the_capturing_thread(side):
     same(y, [3] * 4)
     # thread_local: the capturing thread's own unsafe call still invalidates.
     g2 = MTIAGraph()
-    with pytest.raises(CaptureError):
-        with mtia.graph(g2, stream=side, capture_error_mode="thread_local"):
-            y2 = x + 1
-            mtia.synchronize()
+    with pytest.raises(CaptureError), mtia.graph(g2, stream=side,
+                                                 capture_error_mode="thread_local"):
+        y2 = x + 1
+        mtia.synchronize()
     del y2
     with pytest.raises(ValueError):
         MTIAGraph().capture_begin((0, 0), capture_error_mode="strict")
@@ -868,13 +866,12 @@ def test_exception_inside_graph_context_is_propagated_and_cleaned_up(side):
     err = KeyError("boom")
     before = mtia.current_stream()
     pool = None
-    with pytest.raises(KeyError) as info:
-        with mtia.graph(g, stream=side):
-            y = x * 2
-            pool = g.pool()
-            assert pool_info(pool).use_count == 1
-            mtia.set_stream(Stream())  # the body even changes the current stream
-            raise err
+    with pytest.raises(KeyError) as info, mtia.graph(g, stream=side):
+        y = x * 2
+        pool = g.pool()
+        assert pool_info(pool).use_count == 1
+        mtia.set_stream(Stream())  # the body even changes the current stream
+        raise err
     assert info.value is err
     assert mtia.current_stream() == before
     assert not side.is_capturing()
@@ -892,10 +889,9 @@ def test_exception_inside_graph_context_is_propagated_and_cleaned_up(side):
 def test_exception_inside_graph_context_on_another_device_restores_device():
     s1 = Stream(device=1)
     g = MTIAGraph()
-    with pytest.raises(ZeroDivisionError):
-        with mtia.graph(g, stream=s1):
-            assert mtia.current_device() == 1
-            1 / 0
+    with pytest.raises(ZeroDivisionError), mtia.graph(g, stream=s1):
+        assert mtia.current_device() == 1
+        _ = 1 / 0
     assert mtia.current_device() == 0
     assert mtia.current_stream(1) == mtia.default_stream(1)
     assert not s1.is_capturing()
@@ -944,9 +940,8 @@ def test_capture_end_on_a_different_current_stream(side):
     x = mtia.ones(2)
     g.capture_begin()
     y = x * 3
-    with mtia.stream(side):
-        with pytest.raises(RuntimeError, match="same stream"):
-            g.capture_end()
+    with mtia.stream(side), pytest.raises(RuntimeError, match="same stream"):
+        g.capture_end()
     assert mtia.current_stream().is_capturing()
     g.capture_end()
     g.replay()
@@ -1112,11 +1107,10 @@ def test_unjoined_fork_inside_graph_context_raises_at_exit(side):
     x = mtia.ones(4)
     g = MTIAGraph()
     before = mtia.current_stream()
-    with pytest.raises(CaptureError, match="join"):
-        with mtia.graph(g, stream=side):
-            s1.wait_stream(side)
-            with mtia.stream(s1):
-                y = x + 1
+    with pytest.raises(CaptureError, match="join"), mtia.graph(g, stream=side):
+        s1.wait_stream(side)
+        with mtia.stream(s1):
+            y = x + 1
     assert mtia.current_stream() == before
     assert not side.is_capturing() and not s1.is_capturing()
     with mtia.graph(g, stream=side):

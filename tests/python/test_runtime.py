@@ -9,7 +9,6 @@ import mtia_graph
 from mtia_graph import Device
 from mtia_graph._C import ffi, lib
 
-
 # --------------------------------------------------------------------------- surface
 
 TORCH_MTIA_NAMES = [
@@ -213,9 +212,8 @@ def test_device_context_manager_restores():
 
 def test_device_context_manager_restores_on_exception():
     target = mtia_graph.device_count() - 1
-    with pytest.raises(KeyError):
-        with mtia_graph.device(target):
-            raise KeyError("x")
+    with pytest.raises(KeyError), mtia_graph.device(target):
+        raise KeyError("x")
     assert mtia_graph.current_device() == 0
 
 
@@ -279,7 +277,7 @@ def test_get_device_properties():
     assert p.num_workers >= 1
     assert p.greatest_stream_priority < 0 == p.least_stream_priority
     assert p["total_memory"] == p.total_memory  # torch.mtia returns a dict
-    assert "name" in p.keys()
+    assert "name" in p.keys()  # noqa: SIM118 - keys() itself is under test
     with pytest.raises(KeyError):
         p["nope"]
     assert mtia_graph.get_device_capability() == (p.major, p.minor)
@@ -350,9 +348,8 @@ def test_destroyed_stream_handle_is_an_error_not_a_crash():
         s.query()
     with pytest.raises(mtia_graph.InvalidHandleError):
         s.launch_host_func(lambda: None)
-    with mtia_graph.stream(s):
-        with pytest.raises(mtia_graph.InvalidHandleError):
-            mtia_graph.zeros(3)
+    with mtia_graph.stream(s), pytest.raises(mtia_graph.InvalidHandleError):
+        mtia_graph.zeros(3)
     # everything else still works
     t = mtia_graph.zeros(3)
     assert t.tolist() == [0.0, 0.0, 0.0]

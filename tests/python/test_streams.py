@@ -8,8 +8,7 @@ import time
 import pytest
 
 import mtia_graph
-from mtia_graph import CaptureError, Device, Event, KernelError, Stream
-from mtia_graph import callbacks
+from mtia_graph import CaptureError, Device, Event, KernelError, Stream, callbacks
 
 
 def two_devices():
@@ -255,9 +254,8 @@ def test_stream_context_none_is_noop():
 
 def test_stream_context_restores_on_exception():
     s = Stream()
-    with pytest.raises(ZeroDivisionError):
-        with mtia_graph.stream(s):
-            1 / 0
+    with pytest.raises(ZeroDivisionError), mtia_graph.stream(s):
+        _ = 1 / 0
     assert mtia_graph.current_stream() == mtia_graph.default_stream()
 
 

@@ -173,8 +173,8 @@ def test_cast_matches_numpy(data, src, dst, shape):
        m=st.integers(1, 6), k=st.integers(0, 6), n=st.integers(1, 6),
        batch=st.sampled_from([(), (2,), (1, 3)]))
 def test_matmul_matches_numpy(data, dt, m, k, n, batch):
-    a_np = data.draw(arrays(dt, batch + (m, k)), label="a")
-    b_np = data.draw(arrays(dt, (k, n) if data.draw(st.booleans()) else batch + (k, n)),
+    a_np = data.draw(arrays(dt, (*batch, m, k)), label="a")
+    b_np = data.draw(arrays(dt, (k, n) if data.draw(st.booleans()) else (*batch, k, n)),
                      label="b")
     got = mg.tensor(a_np) @ mg.tensor(b_np)
     expected = a_np @ b_np

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import mtia_graph as mtia
-from mtia_graph import KernelError, MTIAGraph
-from mtia_graph import callbacks
+from mtia_graph import KernelError, MTIAGraph, callbacks
 
 C_SOURCE = textwrap.dedent(r"""
     #include <stdint.h>
