@@ -5,6 +5,8 @@ Two emulated devices unless the environment says otherwise, so that the multi-de
 variable must be set before the runtime initialises, i.e. before the first test runs.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import subprocess
