@@ -48,8 +48,8 @@ from .device import (
     is_initialized,
     set_device,
 )
-from .dtypes import bool_ as _bool
 from .dtypes import (
+    bool_ as _bool,
     can_cast,
     dtype,
     float32,

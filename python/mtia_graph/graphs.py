@@ -23,10 +23,8 @@ from .streams import (
     Event,
     Stream,
     current_stream,
-    synchronize,
-)
-from .streams import (
     stream as _stream_context,
+    synchronize,
 )
 
 __all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
