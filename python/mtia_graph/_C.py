@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+import threading
 import traceback
 from typing import Any, NamedTuple, NoReturn, Optional
 
@@ -122,6 +123,8 @@ _RUNTIME_MESSAGE_BUDGET = 440
 _MAX_KEPT_FAILURES = 256
 # error number -> (what failed, e.g. "host function" or "kernel 'f'", traceback text)
 _python_failures: dict[int, tuple[str, str]] = {}
+# Workers fail, and threads report failures, concurrently.
+_python_failures_lock = threading.Lock()
 _failure_numbers = itertools.count(1)
 
 
@@ -129,7 +132,8 @@ def _with_python_traceback(detail: str) -> str:
     found = _FAILURE_MARKER_RE.search(detail)
     if found is None:
         return detail
-    failure = _python_failures.pop(int(found.group(1)), None)
+    with _python_failures_lock:
+        failure = _python_failures.pop(int(found.group(1)), None)
     if failure is None:
         return detail
     what_failed, text = failure
@@ -175,9 +179,10 @@ def report_python_failure(what: str) -> int:
     exc = sys.exc_info()[1]
     number = next(_failure_numbers)
     text = traceback.format_exc()
-    _python_failures[number] = (what, text)
-    while len(_python_failures) > _MAX_KEPT_FAILURES:
-        del _python_failures[next(iter(_python_failures))]
+    with _python_failures_lock:
+        _python_failures[number] = (what, text)
+        while len(_python_failures) > _MAX_KEPT_FAILURES:
+            del _python_failures[next(iter(_python_failures))]  # the oldest
     # Marker first, then as much of the traceback as fits, keeping its end (where the
     # exception is named), for whoever reads the runtime's message directly.
     head = f"{_FAILURE_MARKER.format(number)} {type(exc).__name__}: {exc}"

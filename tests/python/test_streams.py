@@ -470,6 +470,35 @@ def test_failed_host_function_traceback_is_complete_whichever_call_reports_it(re
     s.synchronize()
 
 
+def test_concurrent_host_function_failures_each_report_their_own_traceback():
+    # Streams on several workers fail at once, from several threads, more often than
+    # the package keeps tracebacks: each failure still comes back complete and its own.
+    rounds, threads = 150, 4
+    wrong = []
+
+    def fail(tag):
+        raise KeyError(f"failure {tag} " + "z" * 600)
+
+    def run(worker):
+        s = Stream()
+        for i in range(rounds):
+            tag = f"{worker}-{i}"
+            s.launch_host_func(lambda tag=tag: fail(tag))
+            try:
+                s.synchronize()
+                wrong.append(f"{tag}: no error")
+            except KernelError as exc:
+                if f"failure {tag} " + "z" * 600 not in str(exc) or "raised:" not in str(exc):
+                    wrong.append(f"{tag}: {str(exc)[:200]}")
+
+    pool = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not wrong
+
+
 def test_host_function_must_not_synchronize():
     s = Stream()
     s.launch_host_func(lambda: mtia_graph.synchronize())
