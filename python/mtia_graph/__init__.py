@@ -21,8 +21,11 @@ The package's modules form layers: each module imports only modules listed befor
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
     graphs      MTIAGraph, graph, graph_pool_handle
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
-    __main__    programs built on the package, which import it as users do
-    bench
+
+Programs built on the package import it as its users do, and no module imports them::
+
+    __main__    python -m mtia_graph: capture an MLP step once, replay it, time both
+    bench       python -m mtia_graph.bench: the benchmark suite
 """
 
 from __future__ import annotations

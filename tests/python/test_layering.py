@@ -18,19 +18,19 @@ PACKAGE_DIR = os.path.dirname(mtia_graph.__file__)
 PACKAGE = "mtia_graph"
 
 
-def documented_layers():
-    """Module names in the order of the literal block after "form layers" in the docstring."""
+def documented_modules(heading):
+    """Module names, in order, of the docstring's literal block after ``heading``."""
     doc = mtia_graph.__doc__ or ""
-    found = re.search(r"form layers.*?::\n\n((?:    .*\n?)+)", doc, re.S)
-    assert found, "the package docstring must list its modules' layers"
+    found = re.search(re.escape(heading) + r".*?::\n\n((?:    [^\n]*\n?)+)", doc, re.S)
+    assert found, f"the package docstring must list its modules after {heading!r}"
     return [line.split()[0] for line in found.group(1).splitlines() if line.strip()]
 
 
-LAYERS = documented_layers()
-RANK = {name: i for i, name in enumerate(LAYERS)}
-# Modules that import the package itself (as its users do) come after every module the
-# package's __init__ imports.
-CLIENTS = {"__main__", "bench"}
+# The library's modules, lowest layer first, then the programs above them all, which
+# import the package itself as its users do.
+LAYERS = documented_modules("form layers")
+CLIENTS = documented_modules("Programs built on the package")
+RANK = {name: i for i, name in enumerate(LAYERS + CLIENTS)}
 
 
 def package_files():
@@ -73,11 +73,12 @@ def package_modules(path, tree):
 
 
 def test_every_module_is_in_the_documented_layers():
-    missing = sorted({name for name, _ in package_files()} - set(LAYERS) - {"_mtiart"})
+    present = {name for name, _ in package_files()} | {"_mtiart"}
+    missing = sorted(present - set(RANK))
     assert not missing, f"modules missing from mtia_graph's docstring layer list: {missing}"
-    assert len(set(LAYERS)) == len(LAYERS)
-    assert LAYERS[0] == "_mtiart" and set(LAYERS) >= CLIENTS
-    assert all(RANK[c] > RANK[m] for c in CLIENTS for m in set(LAYERS) - CLIENTS)
+    assert sorted(set(RANK) - present) == [], "the docstring lists modules that do not exist"
+    assert len(RANK) == len(LAYERS) + len(CLIENTS)  # each listed once
+    assert LAYERS[0] == "_mtiart"
 
 
 def test_no_module_imports_a_later_layer():
@@ -88,10 +89,12 @@ def test_no_module_imports_a_later_layer():
         for line, target in package_modules(path, tree):
             if target == name:
                 continue
-            if target == PACKAGE:
-                if name not in CLIENTS:
-                    wrong.append(f"{path}:{line}: {name} imports the package itself")
-            elif RANK.get(target, len(LAYERS)) >= RANK[name]:
+            if name in CLIENTS:
+                if target in CLIENTS:
+                    wrong.append(f"{path}:{line}: {name} imports {target}, another program")
+            elif target == PACKAGE:
+                wrong.append(f"{path}:{line}: {name} imports the package itself")
+            elif RANK.get(target, len(RANK)) >= RANK[name]:
                 wrong.append(f"{path}:{line}: {name} imports {target}, a later layer")
     assert not wrong, "\n".join(wrong)
 
@@ -113,8 +116,6 @@ _IMPORT_ALONE = textwrap.dedent("""
     print(json.dumps(loaded))
 """)
 
-LIBRARY_MODULES = [m for m in LAYERS if m not in CLIENTS]
-
 
 def import_in_fresh_interpreter(order):
     r = subprocess.run([sys.executable, "-c", _IMPORT_ALONE, *order], capture_output=True,
@@ -123,16 +124,16 @@ def import_in_fresh_interpreter(order):
     return json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("first", LIBRARY_MODULES)
+@pytest.mark.parametrize("first", LAYERS)
 def test_each_module_imports_first_in_a_fresh_interpreter(first):
     # First the module alone, then every other one from the top layer down: each import
     # may only load the module itself and modules of lower layers.
-    rest = [m for m in reversed(LIBRARY_MODULES) if m != first]
+    rest = [m for m in reversed(LAYERS) if m != first]
     for name, new in import_in_fresh_interpreter([first, *rest]):
-        later = [m for m in new if m != name and RANK.get(m, len(LAYERS)) >= RANK[name]]
+        later = [m for m in new if m != name and RANK.get(m, len(RANK)) >= RANK[name]]
         assert not later, f"importing {name} loaded {later}"
 
 
 def test_modules_import_bottom_up_in_a_fresh_interpreter():
-    for name, new in import_in_fresh_interpreter(LIBRARY_MODULES):
+    for name, new in import_in_fresh_interpreter(LAYERS):
         assert new == [name], f"importing {name} after its lower layers also loaded {new}"
