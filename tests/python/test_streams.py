@@ -474,22 +474,25 @@ def test_concurrent_host_function_failures_each_report_their_own_traceback():
     # Streams on several workers fail at once, from several threads, more often than
     # the package keeps tracebacks: each failure still comes back complete and its own.
     rounds, threads = 150, 4
-    wrong = []
+    wrong, reported = [], []
 
     def fail(tag):
         raise KeyError(f"failure {tag} " + "z" * 600)
 
     def run(worker):
-        s = Stream()
-        for i in range(rounds):
-            tag = f"{worker}-{i}"
-            s.launch_host_func(lambda tag=tag: fail(tag))
-            try:
-                s.synchronize()
-                wrong.append(f"{tag}: no error")
-            except KernelError as exc:
-                if f"failure {tag} " + "z" * 600 not in str(exc) or "raised:" not in str(exc):
-                    wrong.append(f"{tag}: {str(exc)[:200]}")
+        try:
+            s = Stream()
+            for i in range(rounds):
+                tag = f"{worker}-{i}"
+                s.launch_host_func(lambda tag=tag: fail(tag))
+                with pytest.raises(KernelError) as info:
+                    s.synchronize()
+                msg = str(info.value)
+                if f"failure {tag} " + "z" * 600 not in msg or "raised:" not in msg:
+                    wrong.append(f"{tag}: {msg[:200]}")
+                reported.append(tag)
+        except BaseException as exc:  # noqa: BLE001 - the main thread reports it
+            wrong.append(f"worker {worker}: {exc!r}")
 
     pool = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
     for t in pool:
@@ -497,6 +500,7 @@ def test_concurrent_host_function_failures_each_report_their_own_traceback():
     for t in pool:
         t.join()
     assert not wrong
+    assert len(reported) == rounds * threads
 
 
 def test_host_function_must_not_synchronize():
