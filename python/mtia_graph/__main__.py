@@ -34,8 +34,9 @@ def softmax_reference(x: _Array) -> _Array:
     return y
 
 
-def mlp(x: mtia.Tensor, w1: mtia.Tensor, b1: mtia.Tensor, w2: mtia.Tensor,
-        b2: mtia.Tensor) -> mtia.Tensor:
+def mlp(
+    x: mtia.Tensor, w1: mtia.Tensor, b1: mtia.Tensor, w2: mtia.Tensor, b2: mtia.Tensor
+) -> mtia.Tensor:
     """The model step; every op is enqueued on the current stream."""
     hidden = (x @ w1 + b1).gelu()
     return (hidden @ w2 + b2).softmax(dim=-1)
@@ -65,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         h = gelu_reference(x_np.astype(np.float64) @ w1_np + b1_np)
         return softmax_reference(h @ w2_np + b2_np)
 
-    print(f"mtia_graph {mtia.__version__} on {mtia.get_device_properties(0).name}: "
-          f"{mtia.get_device_properties(0).num_workers} workers")
-    print(f"model: softmax(gelu(x @ W1 + b1) @ W2 + b2), x {shape_x}, "
-          f"W1 {w1_np.shape}, W2 {w2_np.shape}")
+    print(
+        f"mtia_graph {mtia.__version__} on {mtia.get_device_properties(0).name}: "
+        f"{mtia.get_device_properties(0).num_workers} workers"
+    )
+    print(
+        f"model: softmax(gelu(x @ W1 + b1) @ W2 + b2), x {shape_x}, "
+        f"W1 {w1_np.shape}, W2 {w2_np.shape}"
+    )
 
     # Capture once on a side stream (as torch's graph() does), over a static input.
     static_x = mtia.zeros(shape_x)
@@ -94,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         out = static_out.numpy()
         worst = max(worst, float(np.max(np.abs(out - reference(x_np)))))
     ok = worst < 1e-5
-    print(f"replayed {len(inputs)} new inputs: max |error| vs numpy = {worst:.2e} "
-          f"({'OK' if ok else 'MISMATCH'})")
+    print(
+        f"replayed {len(inputs)} new inputs: max |error| vs numpy = {worst:.2e} "
+        f"({'OK' if ok else 'MISMATCH'})"
+    )
 
     # Timing: same work, same inputs, eager (op by op) vs replay (one launch).
     x_dev = [mtia.from_numpy(x) for x in inputs]
@@ -122,14 +129,23 @@ def main(argv: list[str] | None = None) -> int:
 
     eager = time_per_step(eager_step)
     replay = time_per_step(replay_step)
-    print(f"eager:  {eager * 1e6:8.1f} us/step  "
-          f"({len(inputs)} inputs, {args.steps} steps, best of 5)")
+    print(
+        f"eager:  {eager * 1e6:8.1f} us/step  ({len(inputs)} inputs, {args.steps} steps, best of 5)"
+    )
     print(f"replay: {replay * 1e6:8.1f} us/step  (input copy + one graph launch)")
     print(f"speedup of replay over eager: {eager / replay:.1f}x")
     if args.json:
-        print(json.dumps({"eager_us_per_step": eager * 1e6, "replay_us_per_step": replay * 1e6,
-                          "speedup": eager / replay, "max_abs_error": worst,
-                          "nodes": g.num_nodes()}))
+        print(
+            json.dumps(
+                {
+                    "eager_us_per_step": eager * 1e6,
+                    "replay_us_per_step": replay * 1e6,
+                    "speedup": eager / replay,
+                    "max_abs_error": worst,
+                    "nodes": g.num_nodes(),
+                }
+            )
+        )
     g.reset()
     return 0 if ok else 1
 

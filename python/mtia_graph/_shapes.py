@@ -88,8 +88,10 @@ def _broadcast_shapes(a: Shape, b: Shape) -> Shape:
         elif x == 1:
             out.append(y)
         else:
-            raise ValueError(f"shapes {a} and {b} cannot be broadcast together: size {x} "
-                             f"vs {y} at non-singleton dimension {n + i}")
+            raise ValueError(
+                f"shapes {a} and {b} cannot be broadcast together: size {x} "
+                f"vs {y} at non-singleton dimension {n + i}"
+            )
     return tuple(out)
 
 
@@ -98,6 +100,7 @@ def _norm_dim(dim: Any, ndim: int) -> int:
     d = _index(dim, "dim")
     lo, hi = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
     if not lo <= d <= hi:
-        raise IndexError(f"dimension out of range (expected to be in range of [{lo}, {hi}], "
-                         f"but got {d})")
+        raise IndexError(
+            f"dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})"
+        )
     return d + ndim if d < 0 else d

@@ -58,13 +58,18 @@ def _upload(stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str) 
     check(status, what)
 
 
-def _download(stream_handle: Any, src: Any, shape: Shape,
-              np_dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def _download(
+    stream_handle: Any, src: Any, shape: Shape, np_dtype: np.dtype[Any]
+) -> np.ndarray[Any, Any]:
     """A host copy of the device array at ``src`` (waits for the stream)."""
     arr = np.empty(shape, dtype=np_dtype)
     if arr.nbytes:
-        check(lib.mtiart_memcpy(stream_handle, ffi.from_buffer(arr, require_writable=True),
-                                src, arr.nbytes, _D2H), "copy to host")
+        check(
+            lib.mtiart_memcpy(
+                stream_handle, ffi.from_buffer(arr, require_writable=True), src, arr.nbytes, _D2H
+            ),
+            "copy to host",
+        )
     return arr
 
 
@@ -78,8 +83,7 @@ class _ExportedMemory:
 
     __slots__ = ("__array_interface__", "_storage")
 
-    def __init__(self, storage: _Storage, ptr: Any, shape: Shape,
-                 np_dtype: np.dtype[Any]) -> None:
+    def __init__(self, storage: _Storage, ptr: Any, shape: Shape, np_dtype: np.dtype[Any]) -> None:
         self._storage = storage
         self.__array_interface__ = {
             "shape": shape,
@@ -89,8 +93,9 @@ class _ExportedMemory:
         }
 
 
-def _host_view(storage: Optional[_Storage], ptr: Any, shape: Shape,
-               np_dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def _host_view(
+    storage: Optional[_Storage], ptr: Any, shape: Shape, np_dtype: np.dtype[Any]
+) -> np.ndarray[Any, Any]:
     """A writable numpy array aliasing the device array at ``ptr`` inside ``storage`` (no
     synchronization here). An empty array has no memory to share."""
     if storage is None or _numel(shape) == 0:
@@ -118,8 +123,9 @@ def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], d
         if dt is None:
             found = _BY_NP.get(arr.dtype)
             if found is None:
-                raise TypeError(f"can't convert numpy array of type {arr.dtype}; supported: "
-                                f"{_SUPPORTED}")
+                raise TypeError(
+                    f"can't convert numpy array of type {arr.dtype}; supported: {_SUPPORTED}"
+                )
             dt = found
     else:
         arr = _numeric_array(data, "cannot build a tensor from")

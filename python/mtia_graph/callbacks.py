@@ -111,8 +111,10 @@ def take_callback(token: int) -> Optional[HostCallback]:
 def released(what: str, token: int) -> int:
     """Report, from a trampoline, that the entry of ``token`` is gone; returns the failure
     code to hand to the runtime. ``what`` names the callable (``"host function"``, ...)."""
-    return kernel_failure(f"Python {what} #{token} was released before it ran (its graph "
-                          "was reset or garbage-collected)")
+    return kernel_failure(
+        f"Python {what} #{token} was released before it ran (its graph "
+        "was reset or garbage-collected)"
+    )
 
 
 @ffi.def_extern()
@@ -142,8 +144,9 @@ def launch_host_func(stream_handle: Any, fn: Callable[[], Any]) -> HostCallback:
         raise TypeError(f"host function must be callable, got {type(fn).__name__}")
     entry = HostCallback(fn, new_token())
     cid = register_callback(stream_handle, entry)
-    status = lib.mtiart_launch_host_func(stream_handle, lib._mtia_host_trampoline,
-                                         ffi.cast("void *", entry.token))
+    status = lib.mtiart_launch_host_func(
+        stream_handle, lib._mtia_host_trampoline, ffi.cast("void *", entry.token)
+    )
     if status < 0:
         unregister_callback(entry, cid)
         raise_status(status, "launch_host_func")

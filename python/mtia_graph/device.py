@@ -41,8 +41,9 @@ class Device:
 
     _index: Optional[int]
 
-    def __init__(self, type_or_index: Union[str, int, Device] = "mtia",
-                 index: Optional[int] = None) -> None:
+    def __init__(
+        self, type_or_index: Union[str, int, Device] = "mtia", index: Optional[int] = None
+    ) -> None:
         idx: Optional[int]
         if isinstance(type_or_index, Device):
             if index is not None:
@@ -65,8 +66,9 @@ class Device:
                 raise TypeError("Device(int, index) is not supported")
             idx = _check_int_index(type_or_index)
         else:
-            raise TypeError(f"Device() expects a str, int or Device, got "
-                            f"{type(type_or_index).__name__}")
+            raise TypeError(
+                f"Device() expects a str, int or Device, got {type(type_or_index).__name__}"
+            )
         self._index = idx
 
     @property
@@ -175,12 +177,15 @@ def _device_index(dev: object, optional: bool = True) -> int:
             return _current.index
         idx = named
     else:
-        raise TypeError(f"expected a device (int, str or mtia_graph.Device), got "
-                        f"{type(dev).__name__}")
+        raise TypeError(
+            f"expected a device (int, str or mtia_graph.Device), got {type(dev).__name__}"
+        )
     n = device_count()
     if not 0 <= idx < n:
-        raise ValueError(f"invalid device index {idx}: there {'is' if n == 1 else 'are'} "
-                         f"{n} mtia device{'' if n == 1 else 's'}")
+        raise ValueError(
+            f"invalid device index {idx}: there {'is' if n == 1 else 'are'} "
+            f"{n} mtia device{'' if n == 1 else 's'}"
+        )
     return idx
 
 

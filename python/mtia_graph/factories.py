@@ -35,28 +35,36 @@ __all__ = [
 ]
 
 
-def empty(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
-          device: _DeviceLike = None) -> Tensor:
+def empty(
+    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """An uninitialised tensor of the given size (``empty(2, 3)`` or ``empty((2, 3))``)."""
     shape = _parse_size(size)
     dt, dev = _resolve(dtype, device)
     return _empty(shape, dt, dev)
 
 
-def zeros(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
-          device: _DeviceLike = None) -> Tensor:
+def zeros(
+    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """A tensor of zeros."""
     return empty(*size, dtype=dtype, device=device).zero_()
 
 
-def ones(*size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None,
-          device: _DeviceLike = None) -> Tensor:
+def ones(
+    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """A tensor of ones."""
     return empty(*size, dtype=dtype, device=device).fill_(1)
 
 
-def full(size: Union[int, Sequence[int]], fill_value: _Scalar, *,
-         dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
+def full(
+    size: Union[int, Sequence[int]],
+    fill_value: _Scalar,
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
+) -> Tensor:
     """A tensor filled with ``fill_value``; its dtype follows the value (bool, int64 or
     float32) unless given."""
     if not _is_scalar(fill_value):
@@ -68,9 +76,14 @@ def full(size: Union[int, Sequence[int]], fill_value: _Scalar, *,
     return _empty(shape, dt, dev).fill_(fill_value)
 
 
-def arange(start: Union[int, float], end: Optional[Union[int, float]] = None,
-           step: Union[int, float] = 1, *,
-           dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
+def arange(
+    start: Union[int, float],
+    end: Optional[Union[int, float]] = None,
+    step: Union[int, float] = 1,
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
+) -> Tensor:
     """Values ``start, start + step, ...`` below ``end`` (``arange(n)`` is 0..n-1).
 
     int64 when start, end and step are ints, else float32 (unless ``dtype`` is given).
@@ -102,8 +115,9 @@ def arange(start: Union[int, float], end: Optional[Union[int, float]] = None,
     return out
 
 
-def from_numpy(array: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None,
-               device: _DeviceLike = None) -> Tensor:
+def from_numpy(
+    array: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
     Unlike torch.from_numpy the memory is not shared: the tensor lives on the device.
@@ -131,8 +145,9 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
             return obj
         return obj.to(device=device)
     if not hasattr(obj, "__dlpack__"):
-        raise TypeError(f"from_dlpack() expects an object with __dlpack__, got "
-                        f"{type(obj).__name__}")
+        raise TypeError(
+            f"from_dlpack() expects an object with __dlpack__, got {type(obj).__name__}"
+        )
     arr = np.from_dlpack(obj)
     dev = _device_index(device)
     h = _stream_handle(dev)
@@ -145,8 +160,9 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     return tensor(arr, device=dev)
 
 
-def empty_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
-               device: _DeviceLike = None) -> Tensor:
+def empty_like(
+    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """An uninitialised tensor with t's shape (and dtype/device unless given)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"empty_like() expects a Tensor, got {type(t).__name__}")
@@ -154,26 +170,36 @@ def empty_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
     return _empty(t._shape, dt, dev)
 
 
-def zeros_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
-               device: _DeviceLike = None) -> Tensor:
+def zeros_like(
+    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """Zeros with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).zero_()
 
 
-def ones_like(t: Tensor, *, dtype: Optional[_DTypeLike] = None,
-              device: _DeviceLike = None) -> Tensor:
+def ones_like(
+    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+) -> Tensor:
     """Ones with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).fill_(1)
 
 
-def full_like(t: Tensor, fill_value: _Scalar, *, dtype: Optional[_DTypeLike] = None,
-              device: _DeviceLike = None) -> Tensor:
+def full_like(
+    t: Tensor,
+    fill_value: _Scalar,
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
+) -> Tensor:
     """``fill_value`` everywhere, with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).fill_(fill_value)
 
 
-def where(condition: Tensor, input: Union[Tensor, _Scalar],  # noqa: A002 - torch's name
-          other: Union[Tensor, _Scalar]) -> Tensor:
+def where(
+    condition: Tensor,
+    input: Union[Tensor, _Scalar],  # noqa: A002 - torch's name
+    other: Union[Tensor, _Scalar],
+) -> Tensor:
     """Elementwise ``input if condition else other`` with broadcasting."""
     if not isinstance(condition, Tensor):
         raise TypeError(f"where(): condition must be a Tensor, got {type(condition).__name__}")
@@ -191,8 +217,13 @@ def where(condition: Tensor, input: Union[Tensor, _Scalar],  # noqa: A002 - torc
     cond = _cast(condition, bool_)
     shape = _broadcast_shapes(cond._shape, _broadcast_shapes(ops[0]._shape, ops[1]._shape))
     out = _empty(shape, dt, dev)
-    st = lib.mtiart_op_where(_stream_handle(dev), out._get_desc(), cond._get_desc(),
-                             ops[0]._get_desc(), ops[1]._get_desc())
+    st = lib.mtiart_op_where(
+        _stream_handle(dev),
+        out._get_desc(),
+        cond._get_desc(),
+        ops[0]._get_desc(),
+        ops[1]._get_desc(),
+    )
     if st:
         raise_status(st, "where")
     return out

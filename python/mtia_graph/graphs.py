@@ -53,15 +53,20 @@ def _purge_retired() -> None:
 
 
 def _check_pool(pool: Any) -> tuple[int, int]:
-    if (not isinstance(pool, tuple) or len(pool) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in pool)):
+    if (
+        not isinstance(pool, tuple)
+        or len(pool) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in pool)
+    ):
         raise TypeError(
             f"pool must be a tuple of two ints (a value from graph_pool_handle() or "
-            f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}")
+            f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}"
+        )
     if pool[0] < 0 or pool[1] < 0 or (pool[0] and pool[1]):
         raise ValueError(
             f"invalid pool id {pool!r}: expected (0, 0), (n, 0) from MTIAGraph.pool() or "
-            f"(0, n) from graph_pool_handle()")
+            f"(0, n) from graph_pool_handle()"
+        )
     return pool
 
 
@@ -98,9 +103,19 @@ class MTIAGraph:
             ``replay()`` do it), and ``debug_dump()`` can print it.
     """
 
-    __slots__ = ("__weakref__", "_capture_id", "_capture_stream", "_captured", "_device",
-                 "_exec", "_graph", "_keep_graph", "_keepalive", "_last_replay_stream",
-                 "_pool")
+    __slots__ = (
+        "__weakref__",
+        "_capture_id",
+        "_capture_stream",
+        "_captured",
+        "_device",
+        "_exec",
+        "_graph",
+        "_keep_graph",
+        "_keepalive",
+        "_last_replay_stream",
+        "_pool",
+    )
 
     _keep_graph: bool
     _graph: Any  # cdata mtiart_graph: the captured template, while kept
@@ -132,8 +147,9 @@ class MTIAGraph:
         # keep_graph too.
         pass
 
-    def capture_begin(self, pool: _POOL_HANDLE = (0, 0),
-                      capture_error_mode: str = "global") -> None:
+    def capture_begin(
+        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+    ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
         Args:
@@ -147,11 +163,14 @@ class MTIAGraph:
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
-                "graph, create a new instance (or call reset() first).")
+                "graph, create a new instance (or call reset() first)."
+            )
         stream = current_stream()
         pool_id = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
-        check(lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
-              "MTIAGraph.capture_begin")
+        check(
+            lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
+            "MTIAGraph.capture_begin",
+        )
         info = capture_info(stream._handle, "MTIAGraph.capture_begin")
         self._capture_stream = stream
         self._capture_id = info.id
@@ -162,12 +181,12 @@ class MTIAGraph:
         """End the capture of a MTIA graph (on the stream that began it)."""
         stream = self._capture_stream
         if stream is None:
-            raise RuntimeError(
-                "MTIAGraph.capture_end() called without a preceding capture_begin()")
+            raise RuntimeError("MTIAGraph.capture_end() called without a preceding capture_begin()")
         if current_stream(stream.device_index) != stream:
             raise RuntimeError(
                 f"Capture must end on the same stream it began on ({stream!r}), but the "
-                f"current stream is {current_stream(stream.device_index)!r}")
+                f"current stream is {current_stream(stream.device_index)!r}"
+            )
         graph_out = ffi.new("mtiart_graph *")
         status = lib.mtiart_stream_end_capture(stream._handle, graph_out)
         self._capture_stream = None
@@ -185,7 +204,9 @@ class MTIAGraph:
             warnings.warn(
                 "The MTIA graph is empty: nothing was captured. This usually means that "
                 "the graph was captured on the wrong device or stream.",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
         if not self._keep_graph:
             try:
                 self._instantiate()
@@ -195,12 +216,11 @@ class MTIAGraph:
     def instantiate(self) -> None:
         """Instantiate the captured MTIA graph (``keep_graph=True`` only; may repeat)."""
         if not self._captured:
-            raise RuntimeError(
-                "MTIAGraph.instantiate() called before a successful capture_end()")
+            raise RuntimeError("MTIAGraph.instantiate() called before a successful capture_end()")
         if not self._keep_graph:
             raise RuntimeError(
-                "instantiate() is intended to be called by the user only when "
-                "keep_graph=True")
+                "instantiate() is intended to be called by the user only when keep_graph=True"
+            )
         self._instantiate()
 
     def replay(self) -> None:
@@ -209,7 +229,8 @@ class MTIAGraph:
         if exec_ is None:
             if not self._captured:
                 raise RuntimeError(
-                    "Called MTIAGraph.replay() without a preceding successful capture.")
+                    "Called MTIAGraph.replay() without a preceding successful capture."
+                )
             self._instantiate()
             exec_ = self._exec
         stream = current_stream(self._device)
@@ -230,7 +251,8 @@ class MTIAGraph:
         """Return an opaque token representing the id of this graph's memory pool."""
         if self._pool is None or not (self._captured or self._capture_stream is not None):
             raise RuntimeError(
-                "MTIAGraph.pool() called before a successful capture_begin()/capture_end()")
+                "MTIAGraph.pool() called before a successful capture_begin()/capture_end()"
+            )
         return self._pool
 
     # ---------------------------------------------------------------- extras
@@ -243,8 +265,7 @@ class MTIAGraph:
     def dot(self) -> str:
         """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
         if self._graph is None:
-            raise RuntimeError(
-                "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
         length = ffi.new("size_t *")
         check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
         buf = ffi.new("char[]", length[0] + 1)
@@ -264,8 +285,13 @@ class MTIAGraph:
         return int(count[0])
 
     def __repr__(self) -> str:
-        state = ("capturing" if self._capture_stream is not None
-                 else "captured" if self._captured else "empty")
+        state = (
+            "capturing"
+            if self._capture_stream is not None
+            else "captured"
+            if self._captured
+            else "empty"
+        )
         return f"<mtia_graph.MTIAGraph {state} keep_graph={self._keep_graph} pool={self._pool}>"
 
     def __del__(self) -> None:
@@ -351,8 +377,7 @@ class graph:
         capture_error_mode: str = "global",
     ):
         if not isinstance(mtia_graph, MTIAGraph):
-            raise TypeError(
-                f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
+            raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
         if self.__class__.default_capture_stream is None:
             self.__class__.default_capture_stream = current_stream()
 
@@ -400,10 +425,10 @@ class graph:
         try:
             self.mtia_graph._reset()
         except Exception as cleanup_error:  # noqa: BLE001 - the body's exception comes first
-            warnings.warn(f"abandoning the capture failed: {cleanup_error}", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"abandoning the capture failed: {cleanup_error}", RuntimeWarning, stacklevel=2
+            )
         finally:
             self.stream_ctx.__exit__(exc_type, exc, tb)
             self.device_ctx.__exit__(exc_type, exc, tb)
         return None
-

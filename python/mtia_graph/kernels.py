@@ -61,8 +61,9 @@ def _access_kinds(access: AccessSpec, n_tensors: int) -> list[int]:
         raise TypeError('access must be a sequence of "r"/"w"/"rw", one per tensor argument')
     access = list(access)
     if len(access) != n_tensors:
-        raise ValueError(f"access has {len(access)} entries but the call has {n_tensors} "
-                         "tensor arguments")
+        raise ValueError(
+            f"access has {len(access)} entries but the call has {n_tensors} tensor arguments"
+        )
     kinds = []
     for a in access:
         try:
@@ -86,8 +87,9 @@ def _value_bytes(x: Any) -> bytes:
         return x.tobytes()  # numpy scalars keep their dtype (np.float32 -> 4 bytes)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
-    raise TypeError(f"kernel arguments must be Tensors, numbers, numpy scalars or bytes; "
-                    f"got {type(x).__name__}")
+    raise TypeError(
+        f"kernel arguments must be Tensors, numbers, numpy scalars or bytes; got {type(x).__name__}"
+    )
 
 
 def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> tuple[Any, int]:
@@ -119,8 +121,9 @@ class _ArgBuilder:
 
     def value(self, data: bytes) -> None:
         if not 1 <= len(data) <= _MAX_VALUE_BYTES:
-            raise ValueError(f"value arguments must be 1..{_MAX_VALUE_BYTES} bytes, "
-                             f"got {len(data)}")
+            raise ValueError(
+                f"value arguments must be 1..{_MAX_VALUE_BYTES} bytes, got {len(data)}"
+            )
         buf = ffi.new("char[]", data)
         self.keep.append(buf)
         self.entries.append((_VALUE, buf, len(data), 0))
@@ -169,8 +172,13 @@ class Kernel:
         self.name = name
         self.path = path
 
-    def __call__(self, *args: Any, blocks: int = 1, access: AccessSpec = None,
-                 stream: Optional[Stream] = None) -> None:
+    def __call__(
+        self,
+        *args: Any,
+        blocks: int = 1,
+        access: AccessSpec = None,
+        stream: Optional[Stream] = None,
+    ) -> None:
         """Enqueue the kernel on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
 
@@ -202,8 +210,10 @@ class Kernel:
             else:
                 b.value(_value_bytes(a))
         c_args = b.build()
-        check(lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
-                 f"launch kernel {self.name!r}")
+        check(
+            lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
+            f"launch kernel {self.name!r}",
+        )
 
     def __repr__(self) -> str:
         return f"<mtia_graph.Kernel {self.name!r} from {self.path!r}>"
@@ -220,8 +230,10 @@ def load_kernel(path: Union[str, os.PathLike[str]], name: str) -> Kernel:
     if not isinstance(name, str) or not name:
         raise TypeError("kernel name must be a non-empty str")
     out = ffi.new("mtiart_kernel_fn *")
-    check(lib.mtiart_kernel_load(path.encode(), name.encode(), out),
-             f"load kernel {name!r} from {path!r}")
+    check(
+        lib.mtiart_kernel_load(path.encode(), name.encode(), out),
+        f"load kernel {name!r} from {path!r}",
+    )
     return Kernel(out[0], name, path)
 
 
@@ -252,8 +264,7 @@ class _PyKernelLaunch(HostCallback):
 
     __slots__ = ("layout", "name")
 
-    def __init__(self, fn: Callable[..., Any], token: int, name: str,
-                 layout: list[Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], token: int, name: str, layout: list[Any]) -> None:
         super().__init__(fn, token)
         self.name = name
         self.layout = layout  # _TensorSlot for tensors (buffer args, in order), else value
@@ -309,8 +320,9 @@ class PythonKernel:
         self.name = getattr(fn, "__qualname__", None) or repr(fn)
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any, access: AccessSpec = None,
-                 stream: Optional[Stream] = None) -> None:
+    def __call__(
+        self, *args: Any, access: AccessSpec = None, stream: Optional[Stream] = None
+    ) -> None:
         """Enqueue ``fn(*args)`` on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
 
@@ -350,8 +362,7 @@ class PythonKernel:
         c_args = b.build()
         entry = _PyKernelLaunch(self.__wrapped__, token, self.name, layout)
         cid = register_callback(handle, entry)
-        status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args,
-                                          len(b.entries))
+        status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args, len(b.entries))
         if status < 0:
             unregister_callback(entry, cid)
             raise_status(status, f"launch kernel {self.name!r}")
@@ -360,8 +371,7 @@ class PythonKernel:
         return f"<mtia_graph.PythonKernel {self.name}>"
 
 
-def kernel(fn: Optional[Callable[..., Any]] = None, *,
-           access: AccessSpec = None) -> Any:
+def kernel(fn: Optional[Callable[..., Any]] = None, *, access: AccessSpec = None) -> Any:
     """Decorator: make a Python function over numpy arrays a launchable kernel.
 
     ``@kernel`` or ``@kernel(access=("r", "w"))`` (default access per tensor argument;

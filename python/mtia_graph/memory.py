@@ -113,14 +113,16 @@ def reset_peak_memory_stats(device: _DeviceLike = None) -> None:
 
 def reset_accumulated_memory_stats(device: _DeviceLike = None) -> None:
     """Reset the cumulative counters (allocation counts, retries, OOMs)."""
-    check(lib.mtiart_memory_reset_accumulated_stats(_device_index(device)),
-          "reset_accumulated_memory_stats")
+    check(
+        lib.mtiart_memory_reset_accumulated_stats(_device_index(device)),
+        "reset_accumulated_memory_stats",
+    )
 
 
 _BLOCK_STATES = {
-    0: "active_allocated",     # MTIART_BLOCK_ACTIVE
+    0: "active_allocated",  # MTIART_BLOCK_ACTIVE
     1: "active_pending_free",  # MTIART_BLOCK_PENDING_FREE
-    2: "inactive",             # MTIART_BLOCK_FREE
+    2: "inactive",  # MTIART_BLOCK_FREE
 }
 
 
@@ -159,13 +161,15 @@ def _device_snapshot(idx: int) -> list[dict[str, Any]]:
         state = _BLOCK_STATES.get(int(b.state), "unknown")
         size = int(b.size)
         requested = int(b.requested_size) if state != "inactive" else 0
-        seg["blocks"].append({
-            "address": int(b.address),
-            "size": size,
-            "requested_size": requested,
-            "state": state,
-            "frames": [],
-        })
+        seg["blocks"].append(
+            {
+                "address": int(b.address),
+                "size": size,
+                "requested_size": requested,
+                "state": state,
+                "frames": [],
+            }
+        )
         if state == "active_allocated":
             seg["allocated_size"] += size
             seg["requested_size"] += requested
@@ -203,15 +207,17 @@ _trampoline_attached = False
 
 
 @ffi.def_extern()
-def _mtia_oom_trampoline(device: int, requested: int, allocated: int, reserved: int,
-                         capacity: int, user_data: Any) -> None:
+def _mtia_oom_trampoline(
+    device: int, requested: int, allocated: int, reserved: int, capacity: int, user_data: Any
+) -> None:
     # Runs on the allocating thread before the allocation fails with out-of-memory.
     for fn in list(_observers):
         try:
             fn(int(device), int(requested), int(allocated), int(capacity) - int(reserved))
         except Exception:  # noqa: BLE001 - an observer must not hide the OOM nor stop the others
-            print("Exception ignored in mtia_graph out-of-memory observer "
-                  f"{fn!r}:", file=sys.stderr)
+            print(
+                f"Exception ignored in mtia_graph out-of-memory observer {fn!r}:", file=sys.stderr
+            )
             traceback.print_exc()
 
 
@@ -229,8 +235,10 @@ def attach_out_of_memory_observer(observer: OOMObserver) -> None:
         raise TypeError(f"observer must be callable, got {type(observer).__name__}")
     with _observers_lock:
         if not _trampoline_attached:
-            check(lib.mtiart_attach_oom_observer(lib._mtia_oom_trampoline, ffi.NULL),
-                  "attach_out_of_memory_observer")
+            check(
+                lib.mtiart_attach_oom_observer(lib._mtia_oom_trampoline, ffi.NULL),
+                "attach_out_of_memory_observer",
+            )
             _trampoline_attached = True
         _observers.append(observer)
 

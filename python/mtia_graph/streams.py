@@ -144,8 +144,10 @@ class Stream:
         return hash(self._id)
 
     def __repr__(self) -> str:
-        return (f"<mtia_graph.Stream device=mtia:{self.device_index} id={self._id} "
-                f"priority={self._priority}>")
+        return (
+            f"<mtia_graph.Stream device=mtia:{self.device_index} id={self._id} "
+            f"priority={self._priority}>"
+        )
 
 
 class Event:
@@ -156,8 +158,9 @@ class Event:
 
     __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
 
-    def __init__(self, enable_timing: bool = False, blocking: bool = False,
-                 interprocess: bool = False) -> None:
+    def __init__(
+        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+    ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
         flags = lib.MTIART_EVENT_DEFAULT
@@ -334,8 +337,9 @@ def is_current_stream_capturing() -> bool:
     return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(fn: Callable[[], Any],
-                     stream: Optional[Stream] = None) -> callbacks.HostCallback:
+def launch_host_func(
+    fn: Callable[[], Any], stream: Optional[Stream] = None
+) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it

@@ -88,20 +88,46 @@ MUL = lib.MTIART_BINARY_MUL
 DIV = lib.MTIART_BINARY_DIV
 MAXIMUM = lib.MTIART_BINARY_MAXIMUM
 MINIMUM = lib.MTIART_BINARY_MINIMUM
-EQ, NE, LT, LE, GT, GE = (lib.MTIART_BINARY_EQ, lib.MTIART_BINARY_NE, lib.MTIART_BINARY_LT,
-                          lib.MTIART_BINARY_LE, lib.MTIART_BINARY_GT, lib.MTIART_BINARY_GE)
+EQ, NE, LT, LE, GT, GE = (
+    lib.MTIART_BINARY_EQ,
+    lib.MTIART_BINARY_NE,
+    lib.MTIART_BINARY_LT,
+    lib.MTIART_BINARY_LE,
+    lib.MTIART_BINARY_GT,
+    lib.MTIART_BINARY_GE,
+)
 _CMP_OPS = frozenset((EQ, NE, LT, LE, GT, GE))
-_BIN_NAMES = {ADD: "add", SUB: "sub", MUL: "mul", DIV: "div", MAXIMUM: "maximum",
-              MINIMUM: "minimum", EQ: "eq", NE: "ne", LT: "lt", LE: "le", GT: "gt", GE: "ge"}
-_FLOAT_UNARY = frozenset((lib.MTIART_UNARY_EXP, lib.MTIART_UNARY_LOG, lib.MTIART_UNARY_SQRT,
-                          lib.MTIART_UNARY_TANH, lib.MTIART_UNARY_SIGMOID,
-                          lib.MTIART_UNARY_GELU))
+_BIN_NAMES = {
+    ADD: "add",
+    SUB: "sub",
+    MUL: "mul",
+    DIV: "div",
+    MAXIMUM: "maximum",
+    MINIMUM: "minimum",
+    EQ: "eq",
+    NE: "ne",
+    LT: "lt",
+    LE: "le",
+    GT: "gt",
+    GE: "ge",
+}
+_FLOAT_UNARY = frozenset(
+    (
+        lib.MTIART_UNARY_EXP,
+        lib.MTIART_UNARY_LOG,
+        lib.MTIART_UNARY_SQRT,
+        lib.MTIART_UNARY_TANH,
+        lib.MTIART_UNARY_SIGMOID,
+        lib.MTIART_UNARY_GELU,
+    )
+)
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 
 
 # ---------------------------------------------------------------------------------------
 # Tensors made and converted without a user-facing call
 # ---------------------------------------------------------------------------------------
+
 
 def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
     """An uninitialised tensor (shape already validated)."""
@@ -158,8 +184,10 @@ def _overlaps(a: Tensor, b: Tensor) -> bool:
 
 def _same_device(a: Tensor, b: Tensor) -> None:
     if a._dev != b._dev:
-        raise RuntimeError(f"Expected all tensors to be on the same device, but found at "
-                           f"least two devices, mtia:{a._dev} and mtia:{b._dev}!")
+        raise RuntimeError(
+            f"Expected all tensors to be on the same device, but found at "
+            f"least two devices, mtia:{a._dev} and mtia:{b._dev}!"
+        )
 
 
 def _cast(t: Tensor, dt: dtype) -> Tensor:
@@ -174,8 +202,9 @@ def _cast(t: Tensor, dt: dtype) -> Tensor:
     return out
 
 
-def _resolve(dt: Optional[_DTypeLike], device: _DeviceLike,
-             like: Optional[Tensor] = None) -> tuple[dtype, int]:
+def _resolve(
+    dt: Optional[_DTypeLike], device: _DeviceLike, like: Optional[Tensor] = None
+) -> tuple[dtype, int]:
     """The dtype and device index a factory gives its result: the arguments, else those of
     ``like``, else float32 on the current device."""
     if dt is not None:
@@ -221,6 +250,7 @@ def result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
 # Op implementations shared by methods, operators and functions
 # ---------------------------------------------------------------------------------------
 
+
 def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     """Out-of-place ``a OP b`` (``b OP a`` when reverse) with broadcasting and promotion.
 
@@ -262,8 +292,9 @@ def _binary_method(a: Tensor, b: object, op: int) -> Tensor:
     where an operator returns NotImplemented."""
     out = _binary(a, b, op)
     if out is NotImplemented:
-        raise TypeError(f"{_BIN_NAMES[op]}(): expected a Tensor or a number, got "
-                        f"{type(b).__name__}")
+        raise TypeError(
+            f"{_BIN_NAMES[op]}(): expected a Tensor or a number, got {type(b).__name__}"
+        )
     return out
 
 
@@ -275,21 +306,24 @@ def _binary_(self: Tensor, b: object, op: int) -> Tensor:
         if isinstance(b, (np.ndarray, list, tuple)):
             b = tensor(b, device=self._dev)
         else:
-            raise TypeError(f"{_BIN_NAMES[op]}_(): expected a Tensor or a number, got "
-                            f"{type(b).__name__}")
+            raise TypeError(
+                f"{_BIN_NAMES[op]}_(): expected a Tensor or a number, got {type(b).__name__}"
+            )
     dt = result_type(self, b)
     if op == DIV and dt._kind != _KIND_FLOATING:
         dt = float32
     if not can_cast(dt, self._dtype):
-        raise RuntimeError(f"result type {dt.name} can't be cast to the desired output type "
-                           f"{self._dtype.name}")
+        raise RuntimeError(
+            f"result type {dt.name} can't be cast to the desired output type {self._dtype.name}"
+        )
     h = _stream_handle(self._dev)
     d = self._get_desc()
     if isinstance(b, Tensor):
         shape = _broadcast_shapes(self._shape, b._shape)
         if shape != self._shape:
-            raise ValueError(f"output with shape {self._shape} doesn't match the broadcast "
-                             f"shape {shape}")
+            raise ValueError(
+                f"output with shape {self._shape} doesn't match the broadcast shape {shape}"
+            )
         if _overlaps(self, b):
             b = b.clone()
         y = _cast(b, dt)
@@ -322,21 +356,24 @@ def _unary(a: Tensor, op: int, name: str, out: Optional[Tensor] = None) -> Tenso
     if op in _FLOAT_UNARY and a._dtype._kind != _KIND_FLOATING:
         x = _cast(a, float32)
     elif op == lib.MTIART_UNARY_NEG and a._dtype is bool_:
-        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
-                           "If you are trying to invert a mask, use the `~` operator instead.")
+        raise RuntimeError(
+            "Negation, the `-` operator, on a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` operator instead."
+        )
     if out is None:
         out = _empty(a._shape, x._dtype, a._dev)
     elif out._dtype is not x._dtype:
-        raise RuntimeError(f"{name}_(): result type {x._dtype.name} can't be cast to the "
-                           f"desired output type {out._dtype.name}")
+        raise RuntimeError(
+            f"{name}_(): result type {x._dtype.name} can't be cast to the "
+            f"desired output type {out._dtype.name}"
+        )
     st = _op_unary(_stream_handle(a._dev), op, out._get_desc(), x._get_desc())
     if st:
         raise_status(st, name)
     return out
 
 
-def _reduce(a: Tensor, op: int, dim: _Dims, keepdim: bool, out_dt: dtype,
-            name: str) -> Tensor:
+def _reduce(a: Tensor, op: int, dim: _Dims, keepdim: bool, out_dt: dtype, name: str) -> Tensor:
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         dims: Shape = tuple(range(len(a._shape)))
         full = True
@@ -350,14 +387,15 @@ def _reduce(a: Tensor, op: int, dim: _Dims, keepdim: bool, out_dt: dtype,
     if full:
         shape = tuple(1 for _ in a._shape) if keepdim else ()
         out = _empty(shape, out_dt, a._dev)
-        st = _op_reduce(h, op, out._get_desc(), a._get_desc(), lib.MTIART_REDUCE_ALL,
-                        1 if keepdim else 0)
+        st = _op_reduce(
+            h, op, out._get_desc(), a._get_desc(), lib.MTIART_REDUCE_ALL, 1 if keepdim else 0
+        )
         if st:
             raise_status(st, name)
         return out
     cur = a
     for d in sorted(dims, reverse=True):  # one dimension at a time, highest first
-        shape = (*cur._shape[:d], 1, *cur._shape[d + 1:])
+        shape = (*cur._shape[:d], 1, *cur._shape[d + 1 :])
         out = _empty(shape, out_dt, a._dev)
         st = _op_reduce(h, op, out._get_desc(), cur._get_desc(), d, 1)
         if st:
@@ -388,16 +426,19 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
         ys = (*ys, 1)
         squeeze_back = True
     if xs[-1] != ys[-2]:
-        raise ValueError(f"matmul(): shapes {a._shape} and {b._shape} cannot be multiplied "
-                         f"({xs[-2]}x{xs[-1]} and {ys[-2]}x{ys[-1]})")
+        raise ValueError(
+            f"matmul(): shapes {a._shape} and {b._shape} cannot be multiplied "
+            f"({xs[-2]}x{xs[-1]} and {ys[-2]}x{ys[-1]})"
+        )
     m, k, n = xs[-2], xs[-1], ys[-1]
     if len(ys) == 2:
         # (..., m, k) @ (k, n): fold the batch into the rows
         batch = xs[:-2]
         x2 = _view(x, (_numel(batch) * m, k))
         out = _empty((_numel(batch) * m, n), dt, a._dev)
-        st = _op_matmul(_stream_handle(a._dev), out._get_desc(), x2._get_desc(),
-                        _view(y, ys)._get_desc())
+        st = _op_matmul(
+            _stream_handle(a._dev), out._get_desc(), x2._get_desc(), _view(y, ys)._get_desc()
+        )
         result_shape = (*batch, m, n)
     else:
         batch = _broadcast_shapes(xs[:-2], ys[:-2])
@@ -408,8 +449,12 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
                 y = y.expand_copy((*batch, k, n))
         nb = _numel(batch)
         out = _empty((nb, m, n), dt, a._dev)
-        st = _op_matmul(_stream_handle(a._dev), out._get_desc(),
-                        _view(x, (nb, m, k))._get_desc(), _view(y, (nb, k, n))._get_desc())
+        st = _op_matmul(
+            _stream_handle(a._dev),
+            out._get_desc(),
+            _view(x, (nb, m, k))._get_desc(),
+            _view(y, (nb, k, n))._get_desc(),
+        )
         result_shape = (*batch, m, n)
     if st:
         raise_status(st, "matmul")
@@ -424,6 +469,7 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
 # Tensor
 # ---------------------------------------------------------------------------------------
 
+
 class Tensor:
     """A contiguous n-d array in device memory (see the module docstring).
 
@@ -431,8 +477,7 @@ class Tensor:
     ``Tensor(data)`` is ``tensor(data, dtype=float32)`` as in torch.
     """
 
-    __slots__ = ("__weakref__", "_data", "_desc", "_dev", "_dtype", "_numel", "_shape",
-                 "_storage")
+    __slots__ = ("__weakref__", "_data", "_desc", "_dev", "_dtype", "_numel", "_shape", "_storage")
 
     _storage: Optional[_Storage]  # None for an empty tensor, which has no memory
     _data: Any  # cdata void *, the first element (NULL when empty)
@@ -447,8 +492,9 @@ class Tensor:
     __array_priority__ = 1000
     __array_ufunc__ = None
 
-    def __new__(cls, *args: Any, dtype: Optional[_DTypeLike] = float32,
-                device: _DeviceLike = None) -> Tensor:
+    def __new__(
+        cls, *args: Any, dtype: Optional[_DTypeLike] = float32, device: _DeviceLike = None
+    ) -> Tensor:
         if cls is not Tensor:
             raise TypeError("mtia_graph.Tensor cannot be subclassed")
         if len(args) == 1:
@@ -547,10 +593,14 @@ class Tensor:
 
     # -- DLPack ------------------------------------------------------------------------
 
-    def __dlpack__(self, *, stream: Optional[Stream] = None,
-                   max_version: Optional[tuple[int, int]] = None,
-                   dl_device: Optional[tuple[int, int]] = None,
-                   copy: Optional[bool] = None) -> Any:
+    def __dlpack__(
+        self,
+        *,
+        stream: Optional[Stream] = None,
+        max_version: Optional[tuple[int, int]] = None,
+        dl_device: Optional[tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any:
         """Export as a DLPack capsule sharing this tensor's memory (zero-copy).
 
         The device memory is host-addressable (libmtiart's arena is CPU memory), so the
@@ -580,12 +630,16 @@ class Tensor:
         elif isinstance(stream, Stream):
             h = stream._handle
         else:
-            raise BufferError(f"__dlpack__: stream must be None or an mtia_graph.Stream "
-                              f"(the tensor is exported as CPU memory), got {stream!r}")
+            raise BufferError(
+                f"__dlpack__: stream must be None or an mtia_graph.Stream "
+                f"(the tensor is exported as CPU memory), got {stream!r}"
+            )
         if capture_info(h, "__dlpack__").capturing:
             raise CaptureError(
                 "__dlpack__: cannot export a tensor while its stream is capturing "
-                "(exporting synchronizes the stream)", lib.MTIART_ERROR_CAPTURE_UNSUPPORTED)
+                "(exporting synchronizes the stream)",
+                lib.MTIART_ERROR_CAPTURE_UNSUPPORTED,
+            )
         check(lib.mtiart_stream_synchronize(h), "__dlpack__")
         view = _host_view(self._storage, self._data, self._shape, self._dtype._np)
         kwargs: dict[str, Any] = {}
@@ -608,15 +662,13 @@ class Tensor:
     def item(self) -> Union[int, float, bool]:
         """The value of a one-element tensor as a Python number."""
         if self._numel != 1:
-            raise ValueError(f"a Tensor with {self._numel} elements cannot be converted to "
-                             f"Scalar")
+            raise ValueError(f"a Tensor with {self._numel} elements cannot be converted to Scalar")
         value: Union[int, float, bool] = self.numpy().reshape(()).item()
         return value
 
     def __bool__(self) -> bool:
         if self._numel != 1:
-            raise RuntimeError(f"Boolean value of Tensor with {self._numel} values is "
-                               f"ambiguous")
+            raise RuntimeError(f"Boolean value of Tensor with {self._numel} values is ambiguous")
         return bool(self.item())
 
     def __float__(self) -> float:
@@ -627,8 +679,7 @@ class Tensor:
 
     def __index__(self) -> int:
         if self._dtype._kind == _KIND_FLOATING or self._numel != 1:
-            raise TypeError("only integer tensors of a single element can be converted "
-                            "to an index")
+            raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __len__(self) -> int:
@@ -646,8 +697,10 @@ class Tensor:
             capturing = True
         if capturing:
             # Reading would invalidate the capture: describe the tensor instead.
-            return (f"<mtia_graph.Tensor shape={self._shape} dtype={self._dtype.name} "
-                    f"device=mtia:{self._dev} (current stream is capturing)>")
+            return (
+                f"<mtia_graph.Tensor shape={self._shape} dtype={self._dtype.name} "
+                f"device=mtia:{self._dev} (current stream is capturing)>"
+            )
         if self._numel == 0 and self._shape != (0,):
             return f"tensor([], size={self._shape}, {suffix})"
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
@@ -662,8 +715,10 @@ class Tensor:
         """Set every element to ``value`` (a number or a one-element tensor)."""
         if isinstance(value, Tensor):
             if value._numel != 1:
-                raise ValueError(f"fill_ only supports 0-dimension value tensor but got "
-                                 f"tensor with {value.ndim} dimensions")
+                raise ValueError(
+                    f"fill_ only supports 0-dimension value tensor but got "
+                    f"tensor with {value.ndim} dimensions"
+                )
             return self.copy_(value)
         if not _is_scalar(value):
             raise TypeError(f"fill_(): expected a number, got {type(value).__name__}")
@@ -671,8 +726,7 @@ class Tensor:
             if self._dtype._kind == _KIND_FLOATING:
                 st = _op_fill(_stream_handle(self._dev), self._get_desc(), float(value), 0)
             elif self._dtype is bool_:
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0,
-                              1 if value else 0)
+                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, 1 if value else 0)
             else:
                 if isinstance(value, (float, np.floating)) and not math.isfinite(value):
                     raise ValueError(f"cannot fill an integer tensor with {value}")
@@ -697,20 +751,29 @@ class Tensor:
             try:
                 arr = np.broadcast_to(arr, self._shape)
             except ValueError:
-                raise ValueError(f"copy_(): source of shape {arr.shape} cannot be broadcast "
-                                 f"to {self._shape}") from None
-            _upload(_stream_handle(self._dev), self._data,
-                    arr.astype(self._dtype._np, order="C"), "copy_")
+                raise ValueError(
+                    f"copy_(): source of shape {arr.shape} cannot be broadcast to {self._shape}"
+                ) from None
+            _upload(
+                _stream_handle(self._dev),
+                self._data,
+                arr.astype(self._dtype._np, order="C"),
+                "copy_",
+            )
             return self
         if src._dev != self._dev:
-            _upload(_stream_handle(self._dev), self._data,
-                    np.broadcast_to(src.numpy(), self._shape).astype(self._dtype._np, order="C"),
-                    "copy_")
+            _upload(
+                _stream_handle(self._dev),
+                self._data,
+                np.broadcast_to(src.numpy(), self._shape).astype(self._dtype._np, order="C"),
+                "copy_",
+            )
             return self
         shape = _broadcast_shapes(self._shape, src._shape)
         if shape != self._shape:
-            raise ValueError(f"copy_(): source of shape {src._shape} cannot be broadcast to "
-                             f"{self._shape}")
+            raise ValueError(
+                f"copy_(): source of shape {src._shape} cannot be broadcast to {self._shape}"
+            )
         if self._numel == 0 or src is self:
             return self
         if _overlaps(self, src):
@@ -782,8 +845,10 @@ class Tensor:
         if not isinstance(stream, Stream):
             raise TypeError(f"record_stream() expects a Stream, got {type(stream).__name__}")
         if stream.device_index != self._dev:
-            raise ValueError(f"record_stream(): stream is on mtia:{stream.device_index} but "
-                             f"the tensor on mtia:{self._dev}")
+            raise ValueError(
+                f"record_stream(): stream is on mtia:{stream.device_index} but "
+                f"the tensor on mtia:{self._dev}"
+            )
         if self._storage is not None:
             st = lib.mtiart_record_stream(self._storage.ptr, stream._handle)
             if st:
@@ -968,14 +1033,17 @@ class Tensor:
         """A copy in new memory."""
         out = _empty(self._shape, self._dtype, self._dev)
         if self._numel:
-            st = _memcpy_async(_stream_handle(self._dev), out._data, self._data, self.nbytes,
-                               _D2D)
+            st = _memcpy_async(_stream_handle(self._dev), out._data, self._data, self.nbytes, _D2D)
             if st:
                 raise_status(st, "clone")
         return out
 
-    def to(self, dtype: Union[_DTypeLike, _DeviceLike] = None, device: _DeviceLike = None,
-           copy: bool = False) -> Tensor:
+    def to(
+        self,
+        dtype: Union[_DTypeLike, _DeviceLike] = None,
+        device: _DeviceLike = None,
+        copy: bool = False,
+    ) -> Tensor:
         """This tensor converted to ``dtype`` and/or moved to ``device`` (``to(device)``
         works too); ``copy=True`` copies even when nothing changes."""
         if isinstance(dtype, (Device, str)) and not (isinstance(dtype, str) and dtype in _BY_NAME):
@@ -987,20 +1055,24 @@ class Tensor:
         out = _cast(self, dt)
         return out.clone() if copy and out is self else out
 
-    def sum(self, dim: _Dims = None, keepdim: bool = False, *,
-            dtype: Optional[_DTypeLike] = None) -> Tensor:
+    def sum(
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+    ) -> Tensor:
         """Sum over all elements or the given dim(s); integer and bool sums are int64."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
         out_dt = src._dtype if src._dtype._kind == _KIND_FLOATING else int64
         return _reduce(src, lib.MTIART_REDUCE_SUM, dim, keepdim, out_dt, "sum")
 
-    def mean(self, dim: _Dims = None, keepdim: bool = False, *,
-             dtype: Optional[_DTypeLike] = None) -> Tensor:
+    def mean(
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+    ) -> Tensor:
         """Mean over all elements or the given dim(s) (floating dtypes, as in torch)."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
         if src._dtype._kind != _KIND_FLOATING:
-            raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be "
-                               f"floating point, got {src._dtype.name}")
+            raise RuntimeError(
+                f"mean(): could not infer output dtype. Input dtype must be "
+                f"floating point, got {src._dtype.name}"
+            )
         return _reduce(src, lib.MTIART_REDUCE_MEAN, dim, keepdim, src._dtype, "mean")
 
     def amax(self, dim: _Dims = None, keepdim: bool = False) -> Tensor:
@@ -1072,7 +1144,7 @@ class Tensor:
         d = _norm_dim(dim, len(self._shape))
         if not self._shape or self._shape[d] != 1:
             return _view(self, self._shape)
-        return _view(self, self._shape[:d] + self._shape[d + 1:])
+        return _view(self, self._shape[:d] + self._shape[d + 1 :])
 
     def expand_copy(self, *shape: Union[int, Sequence[int]]) -> Tensor:
         """A new contiguous tensor holding self broadcast to ``shape``."""
@@ -1092,8 +1164,7 @@ class Tensor:
             if isinstance(idx, slice):
                 start, stop, step = idx.indices(t._shape[0])
                 if step != 1:
-                    raise ValueError("only unit-step slices are supported (tensors are "
-                                     "contiguous)")
+                    raise ValueError("only unit-step slices are supported (tensors are contiguous)")
                 if k != len(index) - 1:
                     raise ValueError("a slice must be the last index")
                 stop = max(start, stop)
@@ -1106,12 +1177,15 @@ class Tensor:
                 i += n if i < 0 else 0
                 t = _view(t, t._shape[1:], i * inner)
             else:
-                raise TypeError(f"unsupported index {idx!r}: only ints and unit-step slices "
-                                f"of the leading dimensions")
+                raise TypeError(
+                    f"unsupported index {idx!r}: only ints and unit-step slices "
+                    f"of the leading dimensions"
+                )
         return t
 
-    def __setitem__(self, index: _Index,
-                    value: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]) -> None:
+    def __setitem__(
+        self, index: _Index, value: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]
+    ) -> None:
         target = self[index]
         if _is_scalar(value):
             target.fill_(value)
@@ -1157,8 +1231,9 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
     if not _is_scalar(alpha):
         raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
     if isinstance(alpha, (float, np.floating)) and self._dtype._kind != _KIND_FLOATING:
-        raise TypeError("For integral input tensors, argument alpha must not be a floating "
-                        "point number.")
+        raise TypeError(
+            "For integral input tensors, argument alpha must not be a floating point number."
+        )
     if isinstance(other, Tensor):
         return _binary(other, alpha, MUL)
     if _is_scalar(other):
@@ -1166,8 +1241,7 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
     return _binary(tensor(other, device=self._dev), alpha, MUL)
 
 
-def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None,
-           device: _DeviceLike = None) -> Tensor:
+def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
     dtype."""

@@ -60,13 +60,20 @@ def gate():
     g.open()
 
 
-def run_python(code: str, env: dict | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (for settings read at runtime initialisation)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=timeout, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -86,9 +93,11 @@ class RawCapture:
 
     def begin(self, stream, mode="global", pool=(0, 0)):
         lib, ffi = self.lib, self.ffi
-        modes = {"global": lib.MTIART_CAPTURE_MODE_GLOBAL,
-                 "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
-                 "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED}
+        modes = {
+            "global": lib.MTIART_CAPTURE_MODE_GLOBAL,
+            "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
+            "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
+        }
         pid = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
         mtia_graph._C.check(lib.mtiart_stream_begin_capture(stream._handle, modes[mode], pid[0]))
         return mtia_graph.callbacks.capture_id_of(stream._handle)

@@ -118,8 +118,13 @@ _IMPORT_ALONE = textwrap.dedent("""
 
 
 def import_in_fresh_interpreter(order):
-    r = subprocess.run([sys.executable, "-c", _IMPORT_ALONE, *order], capture_output=True,
-                       text=True, timeout=120, cwd="/")
+    r = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALONE, *order],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 

@@ -12,15 +12,52 @@ from mtia_graph._C import ffi, lib
 # --------------------------------------------------------------------------- surface
 
 TORCH_MTIA_NAMES = [
-    "is_available", "init", "is_initialized", "device_count", "current_device", "set_device",
-    "device", "get_device_properties", "get_device_capability", "synchronize", "Stream",
-    "Event", "current_stream", "default_stream", "set_stream", "stream", "StreamContext",
-    "is_current_stream_capturing", "empty_cache", "memory_stats", "memory_allocated",
-    "max_memory_allocated", "memory_reserved", "max_memory_reserved",
-    "reset_peak_memory_stats", "snapshot", "attach_out_of_memory_observer", "MTIAGraph",
-    "graph", "graph_pool_handle", "Tensor", "float32", "float64", "int32", "int64", "bool",
-    "empty", "zeros", "ones", "full", "arange", "tensor", "from_numpy", "empty_like",
-    "zeros_like", "full_like",
+    "is_available",
+    "init",
+    "is_initialized",
+    "device_count",
+    "current_device",
+    "set_device",
+    "device",
+    "get_device_properties",
+    "get_device_capability",
+    "synchronize",
+    "Stream",
+    "Event",
+    "current_stream",
+    "default_stream",
+    "set_stream",
+    "stream",
+    "StreamContext",
+    "is_current_stream_capturing",
+    "empty_cache",
+    "memory_stats",
+    "memory_allocated",
+    "max_memory_allocated",
+    "memory_reserved",
+    "max_memory_reserved",
+    "reset_peak_memory_stats",
+    "snapshot",
+    "attach_out_of_memory_observer",
+    "MTIAGraph",
+    "graph",
+    "graph_pool_handle",
+    "Tensor",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool",
+    "empty",
+    "zeros",
+    "ones",
+    "full",
+    "arange",
+    "tensor",
+    "from_numpy",
+    "empty_like",
+    "zeros_like",
+    "full_like",
 ]
 
 
@@ -45,22 +82,77 @@ def test_torch_dtype_aliases():
 # What each public name is; a refactoring must not turn a class into a function or lose
 # a name.
 PUBLIC_KINDS = {
-    "exception": ["MTIAError", "OutOfMemoryError", "InvalidHandleError", "KernelError",
-                  "CaptureError", "MTIAValueError"],
-    "class": ["Device", "DeviceProperties", "device", "Stream", "Event", "StreamContext",
-              "MTIAGraph", "graph", "Tensor", "dtype", "Kernel", "PythonKernel"],
-    "function": ["is_available", "init", "is_initialized", "device_count", "current_device",
-                 "set_device", "get_device_properties", "get_device_capability", "stream",
-                 "current_stream", "default_stream", "set_stream", "synchronize",
-                 "is_current_stream_capturing", "launch_host_func", "empty_cache",
-                 "memory_stats", "memory_allocated", "max_memory_allocated",
-                 "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats",
-                 "reset_accumulated_memory_stats", "snapshot",
-                 "attach_out_of_memory_observer", "detach_out_of_memory_observer",
-                 "graph_pool_handle", "get_default_dtype", "result_type", "promote_types",
-                 "can_cast", "empty", "zeros", "ones", "full", "arange", "tensor",
-                 "from_numpy", "empty_like", "zeros_like", "ones_like", "full_like", "where",
-                 "matmul", "from_dlpack", "load_kernel", "kernel"],
+    "exception": [
+        "MTIAError",
+        "OutOfMemoryError",
+        "InvalidHandleError",
+        "KernelError",
+        "CaptureError",
+        "MTIAValueError",
+    ],
+    "class": [
+        "Device",
+        "DeviceProperties",
+        "device",
+        "Stream",
+        "Event",
+        "StreamContext",
+        "MTIAGraph",
+        "graph",
+        "Tensor",
+        "dtype",
+        "Kernel",
+        "PythonKernel",
+    ],
+    "function": [
+        "is_available",
+        "init",
+        "is_initialized",
+        "device_count",
+        "current_device",
+        "set_device",
+        "get_device_properties",
+        "get_device_capability",
+        "stream",
+        "current_stream",
+        "default_stream",
+        "set_stream",
+        "synchronize",
+        "is_current_stream_capturing",
+        "launch_host_func",
+        "empty_cache",
+        "memory_stats",
+        "memory_allocated",
+        "max_memory_allocated",
+        "memory_reserved",
+        "max_memory_reserved",
+        "reset_peak_memory_stats",
+        "reset_accumulated_memory_stats",
+        "snapshot",
+        "attach_out_of_memory_observer",
+        "detach_out_of_memory_observer",
+        "graph_pool_handle",
+        "get_default_dtype",
+        "result_type",
+        "promote_types",
+        "can_cast",
+        "empty",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "tensor",
+        "from_numpy",
+        "empty_like",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "where",
+        "matmul",
+        "from_dlpack",
+        "load_kernel",
+        "kernel",
+    ],
     "dtype": ["float32", "float64", "int32", "int64", "bool"],
 }
 
@@ -84,9 +176,16 @@ def test_public_names_keep_their_kinds():
                 assert obj.__module__.split(".")[0] == "mtia_graph", (name, obj.__module__)
 
 
-@pytest.mark.parametrize("alias,name", [("float", "float32"), ("double", "float64"),
-                                        ("int", "int32"), ("long", "int64"),
-                                        ("bool", "bool")])
+@pytest.mark.parametrize(
+    "alias,name",
+    [
+        ("float", "float32"),
+        ("double", "float64"),
+        ("int", "int32"),
+        ("long", "int64"),
+        ("bool", "bool"),
+    ],
+)
 def test_torch_dtype_names_are_the_dtypes(alias, name):
     import pickle
 
@@ -125,13 +224,19 @@ def test_graph_names_come_from_graphs_module():
 
 def test_exception_hierarchy():
     assert issubclass(mtia_graph.MTIAError, RuntimeError)
-    for cls in (mtia_graph.OutOfMemoryError, mtia_graph.InvalidHandleError,
-                mtia_graph.KernelError, mtia_graph.CaptureError, mtia_graph.MTIAValueError):
+    for cls in (
+        mtia_graph.OutOfMemoryError,
+        mtia_graph.InvalidHandleError,
+        mtia_graph.KernelError,
+        mtia_graph.CaptureError,
+        mtia_graph.MTIAValueError,
+    ):
         assert issubclass(cls, mtia_graph.MTIAError)
     assert issubclass(mtia_graph.MTIAValueError, ValueError)
 
 
 # --------------------------------------------------------------------------- init
+
 
 def test_import_does_not_initialise(subprocess_python):
     r = subprocess_python("""
@@ -146,8 +251,9 @@ def test_import_does_not_initialise(subprocess_python):
 
 
 def test_device_count_from_environment(subprocess_python):
-    r = subprocess_python("import mtia_graph; print(mtia_graph.device_count())",
-                          env={"MTIART_NUM_DEVICES": "3"})
+    r = subprocess_python(
+        "import mtia_graph; print(mtia_graph.device_count())", env={"MTIART_NUM_DEVICES": "3"}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3"
 
@@ -160,6 +266,7 @@ def test_available_and_initialised():
 
 
 # --------------------------------------------------------------------------- devices
+
 
 def test_current_device_and_set_device():
     assert mtia_graph.current_device() == 0
@@ -259,11 +366,20 @@ def test_device_value_type():
     assert pickle.loads(pickle.dumps(d)) == d
 
 
-@pytest.mark.parametrize("args,exc", [
-    (("cpu",), ValueError), (("mtia:-1",), ValueError), (("mtia:a",), ValueError),
-    ((-1,), ValueError), ((1.5,), TypeError), ((None,), TypeError), ((True,), TypeError),
-    (("mtia:1", 1), ValueError), (("mtia", "1"), TypeError),
-])
+@pytest.mark.parametrize(
+    "args,exc",
+    [
+        (("cpu",), ValueError),
+        (("mtia:-1",), ValueError),
+        (("mtia:a",), ValueError),
+        ((-1,), ValueError),
+        ((1.5,), TypeError),
+        ((None,), TypeError),
+        ((True,), TypeError),
+        (("mtia:1", 1), ValueError),
+        (("mtia", "1"), TypeError),
+    ],
+)
 def test_device_value_type_errors(args, exc):
     with pytest.raises(exc):
         Device(*args)
@@ -300,15 +416,19 @@ def test_get_device_properties_errors():
 
 
 def test_device_memory_capacity_from_environment(subprocess_python):
-    r = subprocess_python("""
+    r = subprocess_python(
+        """
         import mtia_graph
         print(mtia_graph.get_device_properties().total_memory)
-    """, env={"MTIART_DEVICE_MEMORY": "96M"})
+    """,
+        env={"MTIART_DEVICE_MEMORY": "96M"},
+    )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) == 96 << 20
 
 
 # --------------------------------------------------------------------------- errors
+
 
 def test_check_maps_status_codes():
     from mtia_graph import _C

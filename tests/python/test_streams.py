@@ -18,6 +18,7 @@ def two_devices():
 
 # --------------------------------------------------------------------------- Stream
 
+
 def test_default_and_current_stream():
     d = mtia_graph.default_stream()
     assert mtia_graph.current_stream() == d
@@ -62,11 +63,18 @@ def test_high_priority_stream_still_orders_its_own_work():
     assert [i for k, i in seen if k == "lo"] == list(range(20))
 
 
-@pytest.mark.parametrize("kwargs,exc", [
-    ({"priority": "high"}, TypeError), ({"priority": 1.5}, TypeError),
-    ({"priority": True}, TypeError), ({"device": 99}, ValueError),
-    ({"device": "cpu"}, ValueError), ({"device": 1.0}, TypeError), ({"bogus": 1}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc",
+    [
+        ({"priority": "high"}, TypeError),
+        ({"priority": 1.5}, TypeError),
+        ({"priority": True}, TypeError),
+        ({"device": 99}, ValueError),
+        ({"device": "cpu"}, ValueError),
+        ({"device": 1.0}, TypeError),
+        ({"bogus": 1}, TypeError),
+    ],
+)
 def test_stream_constructor_errors(kwargs, exc):
     with pytest.raises(exc):
         Stream(**kwargs)
@@ -134,11 +142,13 @@ def test_stream_methods_type_errors(method):
     with pytest.raises(TypeError):
         getattr(s, method)("not a stream or event")
     with pytest.raises(TypeError):
-        getattr(s, method)(s if method == "wait_event" else Event() if method == "wait_stream"
-                           else s)
+        getattr(s, method)(
+            s if method == "wait_event" else Event() if method == "wait_stream" else s
+        )
 
 
 # --------------------------------------------------------------------------- Event
+
 
 def test_event_defaults_and_query():
     e = Event()
@@ -224,6 +234,7 @@ def test_event_type_errors():
 
 
 # --------------------------------------------------------------------------- current stream
+
 
 def test_stream_context_sets_and_restores():
     s = Stream()
@@ -344,6 +355,7 @@ def test_device_synchronize():
 
 # --------------------------------------------------------------------------- host functions
 
+
 def test_host_functions_run_in_order():
     s = Stream()
     out = []
@@ -451,8 +463,15 @@ def _report_by_copy_to_host(s):
         mtia_graph.zeros(2).numpy()
 
 
-@pytest.mark.parametrize("report", [_report_by_stream_synchronize, _report_by_device_synchronize,
-                                    _report_by_query, _report_by_copy_to_host])
+@pytest.mark.parametrize(
+    "report",
+    [
+        _report_by_stream_synchronize,
+        _report_by_device_synchronize,
+        _report_by_query,
+        _report_by_copy_to_host,
+    ],
+)
 def test_failed_host_function_traceback_is_complete_whichever_call_reports_it(report):
     s = Stream()
     long_text = "y" * 3000
@@ -521,6 +540,7 @@ def test_tensor_ops_from_host_function():
 
 
 # --------------------------------------------------------------------------- capture state
+
 
 def test_capture_state_and_unsafe_calls(raw_capture):
     s = Stream()

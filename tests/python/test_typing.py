@@ -23,17 +23,31 @@ def test_package_ships_its_type_information():
 
 @pytest.fixture(scope="module")
 def mypy_cache(tmp_path_factory):
-    pytest.importorskip("mypy", reason="mypy is not installed (pip install mypy, or the "
-                                       "package's [test] extra)")
+    pytest.importorskip(
+        "mypy", reason="mypy is not installed (pip install mypy, or the package's [test] extra)"
+    )
     return tmp_path_factory.mktemp("mypy-cache")
 
 
 def run_mypy(path, cache):
     # From an empty directory: no project configuration applies, and mtia_graph is found
     # where it is installed, as for any user.
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-                        "--cache-dir", str(cache), path],
-                       capture_output=True, text=True, timeout=600, cwd=cache)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(cache),
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cache,
+    )
     assert r.returncode in (0, 1), r.stdout + r.stderr  # 2: mypy itself failed
     return r
 
@@ -44,8 +58,9 @@ def test_typed_user_script_passes_mypy_strict(mypy_cache):
 
 
 def test_typed_user_script_runs(tmp_path):
-    r = subprocess.run([sys.executable, USER_SCRIPT], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, USER_SCRIPT], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

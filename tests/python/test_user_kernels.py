@@ -81,6 +81,7 @@ def same(t, expected):
 
 # ----------------------------------------------------------------------------- C kernels
 
+
 def test_load_and_launch_c_kernel_with_blocks(kernel_lib):
     axpy = mtia.load_kernel(kernel_lib, "axpy")
     assert isinstance(axpy, mtia.Kernel) and axpy.name == "axpy"
@@ -171,6 +172,7 @@ def test_c_kernel_argument_errors(kernel_lib):
 
 # ------------------------------------------------------------------------ Python kernels
 
+
 def test_python_kernel_gets_views_and_scalars():
     seen = {}
 
@@ -186,8 +188,7 @@ def test_python_kernel_gets_views_and_scalars():
     out = mtia.zeros(2, dtype=mtia.float64)
     k(x, out, 2.0, "hello")
     same(out, [6.0, 24.0])
-    assert seen == {"shapes": ((2, 3), (2,)), "dtypes": (np.float64, np.float64),
-                    "tag": "hello"}
+    assert seen == {"shapes": ((2, 3), (2,)), "dtypes": (np.float64, np.float64), "tag": "hello"}
 
 
 def test_python_kernel_is_stream_ordered():
@@ -198,10 +199,10 @@ def test_python_kernel_is_stream_ordered():
     s = mtia.Stream()
     with mtia.stream(s):
         x = mtia.ones(8, dtype=mtia.int32)
-        x.add_(1)        # 2
-        double(x)        # 4
-        x.add_(1)        # 5
-        double(x)        # 10
+        x.add_(1)  # 2
+        double(x)  # 4
+        x.add_(1)  # 5
+        double(x)  # 10
     s.synchronize()
     same(x, [10] * 8)
 
