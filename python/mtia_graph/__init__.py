@@ -1,9 +1,31 @@
 """mtia_graph: torch.mtia-style streams, memory, graph capture/replay and a small device
 tensor, over libmtiart (an accelerator runtime on CPU threads) bound with cffi.
 
-The names follow ``torch.mtia`` (runtime surface, SPEC §5), ``torch.mtia.mtia_graph``
+The names follow ``torch.mtia`` (the runtime surface), ``torch.mtia.mtia_graph``
 (:class:`MTIAGraph`, :func:`graph`, :func:`graph_pool_handle`) and ``torch`` (tensor
-factories and dtypes, SPEC §6).
+factories and dtypes).
+
+The package's modules form layers: each module imports only modules listed before it
+(a test checks this), so every module can be read, and imported, knowing only those::
+
+    _mtiart     the cffi extension: ffi and lib, generated from include/mtiart.h
+    _C          the binding, the exception classes, statuses turned into exceptions
+    callbacks   the registry of Python callables the runtime calls back
+    device      devices and each thread's current device
+    streams     Stream, Event, each thread's current stream of every device
+    memory      allocator statistics, snapshots, out-of-memory observers
+    dtypes      dtype, the five dtypes, type promotion
+    _shapes     size arguments, broadcasting, dimensions
+    _storage    device allocations, copies between host and device
+    tensor      Tensor and its operations, tensor()
+    factories   tensor factories and functions (zeros, arange, where, matmul, ...)
+    graphs      MTIAGraph, graph, graph_pool_handle
+    kernels     user kernels: compiled (load_kernel) and Python (@kernel)
+
+Programs built on the package import it as its users do, and no module imports them::
+
+    __main__    python -m mtia_graph: capture an MLP step once, replay it, time both
+    bench       python -m mtia_graph.bench: the benchmark suite
 """
 
 from __future__ import annotations
@@ -29,18 +51,34 @@ from .device import (
     is_initialized,
     set_device,
 )
-from .streams import (
-    Event,
-    Stream,
-    StreamContext,
-    current_stream,
-    default_stream,
-    is_current_stream_capturing,
-    launch_host_func,
-    set_stream,
-    stream,
-    synchronize,
+from .dtypes import (
+    bool_ as _bool,
+    can_cast,
+    dtype,
+    float32,
+    float64,
+    get_default_dtype,
+    int32,
+    int64,
+    promote_types,
 )
+from .factories import (
+    arange,
+    empty,
+    empty_like,
+    from_dlpack,
+    from_numpy,
+    full,
+    full_like,
+    matmul,
+    ones,
+    ones_like,
+    where,
+    zeros,
+    zeros_like,
+)
+from .graphs import MTIAGraph, graph, graph_pool_handle
+from .kernels import Kernel, PythonKernel, kernel, load_kernel
 from .memory import (
     attach_out_of_memory_observer,
     detach_out_of_memory_observer,
@@ -54,64 +92,107 @@ from .memory import (
     reset_peak_memory_stats,
     snapshot,
 )
-from .tensor import (
-    Tensor,
-    arange,
-    bool,
-    can_cast,
-    dtype,
-    empty,
-    empty_like,
-    float32,
-    float64,
-    from_dlpack,
-    from_numpy,
-    full,
-    full_like,
-    get_default_dtype,
-    int32,
-    int64,
-    matmul,
-    ones,
-    ones_like,
-    promote_types,
-    result_type,
-    tensor,
-    where,
-    zeros,
-    zeros_like,
+from .streams import (
+    Event,
+    Stream,
+    StreamContext,
+    current_stream,
+    default_stream,
+    is_current_stream_capturing,
+    launch_host_func,
+    set_stream,
+    stream,
+    synchronize,
 )
-from .graphs import MTIAGraph, graph, graph_pool_handle
-from .kernels import Kernel, PythonKernel, kernel, load_kernel
+from .tensor import Tensor, result_type, tensor
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by topic
     # errors
-    "MTIAError", "OutOfMemoryError", "InvalidHandleError", "KernelError", "CaptureError",
+    "MTIAError",
+    "OutOfMemoryError",
+    "InvalidHandleError",
+    "KernelError",
+    "CaptureError",
     "MTIAValueError",
     # devices
-    "Device", "DeviceProperties", "is_available", "init", "is_initialized", "device_count",
-    "current_device", "set_device", "device", "get_device_properties",
+    "Device",
+    "DeviceProperties",
+    "is_available",
+    "init",
+    "is_initialized",
+    "device_count",
+    "current_device",
+    "set_device",
+    "device",
+    "get_device_properties",
     "get_device_capability",
     # streams and events
-    "Stream", "Event", "StreamContext", "stream", "current_stream", "default_stream",
-    "set_stream", "synchronize", "is_current_stream_capturing", "launch_host_func",
+    "Stream",
+    "Event",
+    "StreamContext",
+    "stream",
+    "current_stream",
+    "default_stream",
+    "set_stream",
+    "synchronize",
+    "is_current_stream_capturing",
+    "launch_host_func",
     # memory
-    "empty_cache", "memory_stats", "memory_allocated", "max_memory_allocated",
-    "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats",
-    "reset_accumulated_memory_stats", "snapshot", "attach_out_of_memory_observer",
+    "empty_cache",
+    "memory_stats",
+    "memory_allocated",
+    "max_memory_allocated",
+    "memory_reserved",
+    "max_memory_reserved",
+    "reset_peak_memory_stats",
+    "reset_accumulated_memory_stats",
+    "snapshot",
+    "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
     # graphs
-    "MTIAGraph", "graph", "graph_pool_handle",
+    "MTIAGraph",
+    "graph",
+    "graph_pool_handle",
     # tensors
-    "Tensor", "dtype", "float32", "float64", "int32", "int64", "bool", "get_default_dtype",
-    "result_type", "promote_types", "can_cast", "empty", "zeros", "ones", "full", "arange",
-    "tensor", "from_numpy", "empty_like", "zeros_like", "ones_like", "full_like", "where",
-    "matmul", "from_dlpack",
+    "Tensor",
+    "dtype",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool",
+    "get_default_dtype",
+    "result_type",
+    "promote_types",
+    "can_cast",
+    "empty",
+    "zeros",
+    "ones",
+    "full",
+    "arange",
+    "tensor",
+    "from_numpy",
+    "empty_like",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "where",
+    "matmul",
+    "from_dlpack",
     # user kernels
-    "Kernel", "PythonKernel", "load_kernel", "kernel",
+    "Kernel",
+    "PythonKernel",
+    "load_kernel",
+    "kernel",
 ]
 
-# torch's short dtype aliases; kept out of __all__ so `import *` cannot shadow builtins.
-globals().update({"float": float32, "double": float64, "int": int32, "long": int64})
+# torch's dtype names that are also Python builtins, bound last so that no code here runs
+# with a builtin shadowed. Only "bool" is in __all__ (torch exports it); the short aliases
+# stay out of it so that `import *` cannot shadow float and int.
+bool = _bool  # noqa: A001
+float = float32  # noqa: A001
+double = float64
+int = int32  # noqa: A001
+long = int64

@@ -11,24 +11,32 @@ import argparse
 import json
 import sys
 import time
+from typing import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 import mtia_graph as mtia
 
+_Array = npt.NDArray[np.float64]
 
-def gelu_reference(x: np.ndarray) -> np.ndarray:
+
+def gelu_reference(x: _Array) -> _Array:
     """torch.nn.functional.gelu(approximate="tanh"), which the gelu kernel computes."""
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    y: _Array = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return y
 
 
-def softmax_reference(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def softmax_reference(x: _Array) -> _Array:
+    """Softmax over the last axis, computed stably."""
+    e: _Array = np.exp(x - x.max(axis=-1, keepdims=True))
+    y: _Array = e / e.sum(axis=-1, keepdims=True)
+    return y
 
 
-def mlp(x: mtia.Tensor, w1: mtia.Tensor, b1: mtia.Tensor, w2: mtia.Tensor,
-        b2: mtia.Tensor) -> mtia.Tensor:
+def mlp(
+    x: mtia.Tensor, w1: mtia.Tensor, b1: mtia.Tensor, w2: mtia.Tensor, b2: mtia.Tensor
+) -> mtia.Tensor:
     """The model step; every op is enqueued on the current stream."""
     hidden = (x @ w1 + b1).gelu()
     return (hidden @ w2 + b2).softmax(dim=-1)
@@ -46,20 +54,26 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(0)
     shape_x = (args.batch, args.features)
-    w1_np = (rng.standard_normal((args.features, args.hidden)) / np.sqrt(args.features)).astype(np.float32)
+    w1_np = rng.standard_normal((args.features, args.hidden)) / np.sqrt(args.features)
+    w1_np = w1_np.astype(np.float32)
     b1_np = rng.standard_normal(args.hidden).astype(np.float32) * 0.1
-    w2_np = (rng.standard_normal((args.hidden, args.classes)) / np.sqrt(args.hidden)).astype(np.float32)
+    w2_np = rng.standard_normal((args.hidden, args.classes)) / np.sqrt(args.hidden)
+    w2_np = w2_np.astype(np.float32)
     b2_np = rng.standard_normal(args.classes).astype(np.float32) * 0.1
     w1, b1, w2, b2 = (mtia.from_numpy(a) for a in (w1_np, b1_np, w2_np, b2_np))
 
-    def reference(x_np: np.ndarray) -> np.ndarray:
+    def reference(x_np: npt.NDArray[np.float32]) -> _Array:
         h = gelu_reference(x_np.astype(np.float64) @ w1_np + b1_np)
         return softmax_reference(h @ w2_np + b2_np)
 
-    print(f"mtia_graph {mtia.__version__} on {mtia.get_device_properties(0).name}: "
-          f"{mtia.get_device_properties(0).num_workers} workers")
-    print(f"model: softmax(gelu(x @ W1 + b1) @ W2 + b2), x {shape_x}, "
-          f"W1 {w1_np.shape}, W2 {w2_np.shape}")
+    print(
+        f"mtia_graph {mtia.__version__} on {mtia.get_device_properties(0).name}: "
+        f"{mtia.get_device_properties(0).num_workers} workers"
+    )
+    print(
+        f"model: softmax(gelu(x @ W1 + b1) @ W2 + b2), x {shape_x}, "
+        f"W1 {w1_np.shape}, W2 {w2_np.shape}"
+    )
 
     # Capture once on a side stream (as torch's graph() does), over a static input.
     static_x = mtia.zeros(shape_x)
@@ -85,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         out = static_out.numpy()
         worst = max(worst, float(np.max(np.abs(out - reference(x_np)))))
     ok = worst < 1e-5
-    print(f"replayed {len(inputs)} new inputs: max |error| vs numpy = {worst:.2e} "
-          f"({'OK' if ok else 'MISMATCH'})")
+    print(
+        f"replayed {len(inputs)} new inputs: max |error| vs numpy = {worst:.2e} "
+        f"({'OK' if ok else 'MISMATCH'})"
+    )
 
     # Timing: same work, same inputs, eager (op by op) vs replay (one launch).
     x_dev = [mtia.from_numpy(x) for x in inputs]
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         static_x.copy_(x_dev[i % len(x_dev)])
         g.replay()
 
-    def time_per_step(step) -> float:
+    def time_per_step(step: Callable[[int], None]) -> float:
         for i in range(10):
             step(i)
         mtia.synchronize()
@@ -113,13 +129,23 @@ def main(argv: list[str] | None = None) -> int:
 
     eager = time_per_step(eager_step)
     replay = time_per_step(replay_step)
-    print(f"eager:  {eager * 1e6:8.1f} us/step  ({len(inputs)} inputs, {args.steps} steps, best of 5)")
+    print(
+        f"eager:  {eager * 1e6:8.1f} us/step  ({len(inputs)} inputs, {args.steps} steps, best of 5)"
+    )
     print(f"replay: {replay * 1e6:8.1f} us/step  (input copy + one graph launch)")
     print(f"speedup of replay over eager: {eager / replay:.1f}x")
     if args.json:
-        print(json.dumps({"eager_us_per_step": eager * 1e6, "replay_us_per_step": replay * 1e6,
-                          "speedup": eager / replay, "max_abs_error": worst,
-                          "nodes": g.num_nodes()}))
+        print(
+            json.dumps(
+                {
+                    "eager_us_per_step": eager * 1e6,
+                    "replay_us_per_step": replay * 1e6,
+                    "speedup": eager / replay,
+                    "max_abs_error": worst,
+                    "nodes": g.num_nodes(),
+                }
+            )
+        )
     g.reset()
     return 0 if ok else 1
 

@@ -3,7 +3,7 @@
  * Callbacks from libmtiart into Python. cffi API mode turns each `extern "Python"`
  * declaration into a C function that takes the GIL and calls the Python function
  * registered with @ffi.def_extern() under the same name:
- *   _mtia_host_trampoline  host functions (mtia_graph._C.launch_host_func); user_data is a
+ *   _mtia_host_trampoline  host functions (mtia_graph.callbacks); user_data is a
  *                          token naming the Python callable in a registry.
  *   _mtia_py_kernel        the one runtime kernel behind every @mtia_graph.kernel function
  *                          (mtia_graph.kernels); args[0] points at a uint64 registry key

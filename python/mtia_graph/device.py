@@ -1,7 +1,7 @@
 """Devices: the ``torch.mtia`` device functions over libmtiart's emulated devices.
 
-The current device (and, in streams.py, the current stream of every device) is state of
-the calling thread, as in torch: a thread starts on device 0 and its default stream.
+The current device is state of the calling thread, as in torch: a thread starts on device 0
+(streams.py keeps each thread's current stream of every device).
 The runtime initialises lazily, on the first call that needs it (or :func:`init`);
 ``MTIART_NUM_DEVICES`` / ``MTIART_DEVICE_MEMORY`` / ``MTIART_NUM_WORKERS`` are read then.
 """
@@ -9,23 +9,24 @@ The runtime initialises lazily, on the first call that needs it (or :func:`init`
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 from ._C import MTIAError, check, ffi, lib
 
 __all__ = [
     "Device",
     "DeviceProperties",
-    "is_available",
-    "init",
-    "is_initialized",
-    "device_count",
     "current_device",
-    "set_device",
     "device",
-    "get_device_properties",
+    "device_count",
     "get_device_capability",
+    "get_device_properties",
+    "init",
+    "is_available",
+    "is_initialized",
+    "set_device",
 ]
 
 
@@ -38,8 +39,11 @@ class Device:
 
     __slots__ = ("_index",)
 
-    def __init__(self, type_or_index: Union[str, int, "Device"] = "mtia",
-                 index: Optional[int] = None) -> None:
+    _index: Optional[int]
+
+    def __init__(
+        self, type_or_index: Union[str, int, Device] = "mtia", index: Optional[int] = None
+    ) -> None:
         idx: Optional[int]
         if isinstance(type_or_index, Device):
             if index is not None:
@@ -62,8 +66,9 @@ class Device:
                 raise TypeError("Device(int, index) is not supported")
             idx = _check_int_index(type_or_index)
         else:
-            raise TypeError(f"Device() expects a str, int or Device, got "
-                            f"{type(type_or_index).__name__}")
+            raise TypeError(
+                f"Device() expects a str, int or Device, got {type(type_or_index).__name__}"
+            )
         self._index = idx
 
     @property
@@ -97,8 +102,12 @@ class Device:
             return "device(type='mtia')"
         return f"device(type='mtia', index={self._index})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (Device, (str(self),))
+
+
+# What the functions taking a device accept (None: the current device).
+_DeviceLike = Union[int, str, Device, None]
 
 
 def _check_int_index(index: Any) -> int:
@@ -150,7 +159,7 @@ def is_initialized() -> bool:
     return bool(lib.mtiart_is_initialized())
 
 
-def _device_index(dev: Any, optional: bool = True) -> int:
+def _device_index(dev: object, optional: bool = True) -> int:
     """A validated device index from an int, ``"mtia[:N]"``, :class:`Device` or None.
 
     None (and a Device without index) means the current device when ``optional``.
@@ -159,77 +168,67 @@ def _device_index(dev: Any, optional: bool = True) -> int:
     if dev is None:
         if not optional:
             raise TypeError("expected a device (int, str or mtia_graph.Device), got None")
-        return _tls.device
+        return _current.index
     if isinstance(dev, int) and not isinstance(dev, bool):
         idx = dev
     elif isinstance(dev, (str, Device)):
-        idx = Device(dev)._index
-        if idx is None:
-            return _tls.device
+        named = Device(dev)._index
+        if named is None:
+            return _current.index
+        idx = named
     else:
-        raise TypeError(f"expected a device (int, str or mtia_graph.Device), got "
-                        f"{type(dev).__name__}")
+        raise TypeError(
+            f"expected a device (int, str or mtia_graph.Device), got {type(dev).__name__}"
+        )
     n = device_count()
     if not 0 <= idx < n:
-        raise ValueError(f"invalid device index {idx}: there {'is' if n == 1 else 'are'} "
-                         f"{n} mtia device{'' if n == 1 else 's'}")
+        raise ValueError(
+            f"invalid device index {idx}: there {'is' if n == 1 else 'are'} "
+            f"{n} mtia device{'' if n == 1 else 's'}"
+        )
     return idx
 
 
-class _ThreadState(threading.local):
-    """Per-thread current device and current streams.
-
-    ``handles[d]`` is the cdata handle of this thread's current stream on device d: the
-    tensor fast path reads it directly. The lists stay empty until the thread first needs
-    a stream (:func:`_thread_state`), so importing the package does not start the runtime.
-    """
+class _ThreadDevice(threading.local):
+    """The calling thread's current device (streams.py keeps its current streams)."""
 
     def __init__(self) -> None:
-        self.device = 0
-        self.streams: list = []
-        self.handles: list = []
+        self.index = 0
 
 
-_tls = _ThreadState()
+_current = _ThreadDevice()
 
 
-def _thread_state() -> _ThreadState:
-    """The calling thread's state, with its stream lists filled in."""
-    tls = _tls
-    if not tls.handles:
-        from .streams import default_stream
-
-        defaults = [default_stream(i) for i in range(device_count())]
-        tls.streams = defaults
-        tls.handles = [s._handle for s in defaults]
-    return tls
+def _make_current(index: int) -> None:
+    """Make the (validated) device ``index`` the calling thread's current device."""
+    _current.index = index
 
 
 def current_device() -> int:
     """Index of the calling thread's current device."""
-    return _tls.device
+    return _current.index
 
 
 def set_device(device: Union[int, str, Device]) -> None:
     """Set the calling thread's current device."""
-    _tls.device = _device_index(device, optional=False)
+    _current.index = _device_index(device, optional=False)
 
 
 class device:
     """Context manager that changes the current device (``None`` leaves it unchanged)."""
 
-    def __init__(self, device: Union[int, str, Device, None]) -> None:
+    def __init__(self, device: _DeviceLike) -> None:
         self.idx = -1 if device is None else _device_index(device)
         self.prev_idx = -1
 
-    def __enter__(self) -> "device":
-        self.prev_idx = _tls.device
+    def __enter__(self) -> device:
+        self.prev_idx = _current.index
         if self.idx != -1:
-            _tls.device = self.idx
+            _current.index = self.idx
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        _tls.device = self.prev_idx
+    def __exit__(self, *exc: object) -> None:
+        _current.index = self.prev_idx
 
 
 @dataclass(frozen=True)
@@ -251,14 +250,15 @@ class DeviceProperties:
             raise KeyError(key)
         return getattr(self, key)
 
-    def keys(self) -> Tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
+        """The property names, in order (as a dict's keys)."""
         return tuple(f.name for f in fields(self))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
 
-def get_device_properties(device: Union[int, str, Device, None] = None) -> DeviceProperties:
+def get_device_properties(device: _DeviceLike = None) -> DeviceProperties:
     """Properties of a device (default: the current one)."""
     idx = _device_index(device)
     p = ffi.new("mtiart_device_properties *")
@@ -276,7 +276,7 @@ def get_device_properties(device: Union[int, str, Device, None] = None) -> Devic
     )
 
 
-def get_device_capability(device: Union[int, str, Device, None] = None) -> Tuple[int, int]:
+def get_device_capability(device: _DeviceLike = None) -> tuple[int, int]:
     """``(major, minor)`` feature level of a device."""
     p = get_device_properties(device)
     return (p.major, p.minor)

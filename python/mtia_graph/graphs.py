@@ -9,13 +9,14 @@ when the body raises.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Optional, Union
 
 from typing_extensions import Self
 
-from . import _C
-from ._C import ffi, lib
+from ._C import capture_info, check, ffi, lib, raise_status
+from .callbacks import capture_keepalive
 from .device import device as _device_context
 from .memory import empty_cache
 from .streams import (
@@ -26,9 +27,11 @@ from .streams import (
     synchronize,
 )
 
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
+
 _POOL_HANDLE = tuple[int, int]
 
-_CAPTURE_MODES = {
+_CAPTURE_MODES: dict[str, int] = {
     "global": lib.MTIART_CAPTURE_MODE_GLOBAL,
     "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
     "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
@@ -50,15 +53,20 @@ def _purge_retired() -> None:
 
 
 def _check_pool(pool: Any) -> tuple[int, int]:
-    if (not isinstance(pool, tuple) or len(pool) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in pool)):
+    if (
+        not isinstance(pool, tuple)
+        or len(pool) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in pool)
+    ):
         raise TypeError(
             f"pool must be a tuple of two ints (a value from graph_pool_handle() or "
-            f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}")
+            f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}"
+        )
     if pool[0] < 0 or pool[1] < 0 or (pool[0] and pool[1]):
         raise ValueError(
             f"invalid pool id {pool!r}: expected (0, 0), (n, 0) from MTIAGraph.pool() or "
-            f"(0, n) from graph_pool_handle()")
+            f"(0, n) from graph_pool_handle()"
+        )
     return pool
 
 
@@ -81,7 +89,7 @@ def graph_pool_handle() -> _POOL_HANDLE:
     concurrently (as in PyTorch).
     """
     out = ffi.new("mtiart_pool_id *")
-    _C.check(lib.mtiart_pool_handle_create(out), "graph_pool_handle")
+    check(lib.mtiart_pool_handle_create(out), "graph_pool_handle")
     return (int(out.first), int(out.second))
 
 
@@ -95,30 +103,53 @@ class MTIAGraph:
             ``replay()`` do it), and ``debug_dump()`` can print it.
     """
 
-    __slots__ = ("_keep_graph", "_graph", "_exec", "_pool", "_device", "_capture_stream",
-                 "_capture_id", "_captured", "_keepalive", "_last_replay_stream",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_capture_id",
+        "_capture_stream",
+        "_captured",
+        "_device",
+        "_exec",
+        "_graph",
+        "_keep_graph",
+        "_keepalive",
+        "_last_replay_stream",
+        "_pool",
+    )
+
+    _keep_graph: bool
+    _graph: Any  # cdata mtiart_graph: the captured template, while kept
+    _exec: Any  # cdata mtiart_graph_exec, once instantiated
+    _pool: Optional[_POOL_HANDLE]
+    _device: int
+    _capture_stream: Optional[Stream]  # while capturing
+    _capture_id: int
+    _captured: bool
+    _keepalive: list[Any]  # what the graph's host functions and copies need at replay
+    _last_replay_stream: Optional[Stream]
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
         self._keep_graph = bool(keep_graph)
         self._graph = None
         self._exec = None
-        self._pool: Optional[_POOL_HANDLE] = None
+        self._pool = None
         self._device = 0
-        self._capture_stream: Optional[Stream] = None
+        self._capture_stream = None
         self._capture_id = 0
         self._captured = False
-        self._keepalive: list[Any] = []
-        self._last_replay_stream: Optional[Stream] = None
+        self._keepalive = []
+        self._last_replay_stream = None
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
-        # Everything happens in __new__, which the seed's signature defines.
+        # Everything happens in __new__, which is where torch.mtia's MTIAGraph takes
+        # keep_graph too.
         pass
 
-    def capture_begin(self, pool: _POOL_HANDLE = (0, 0),
-                      capture_error_mode: str = "global") -> None:
+    def capture_begin(
+        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+    ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
         Args:
@@ -132,30 +163,30 @@ class MTIAGraph:
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
-                "graph, create a new instance (or call reset() first).")
+                "graph, create a new instance (or call reset() first)."
+            )
         stream = current_stream()
         pool_id = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
-        _C.check(lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
-                 "MTIAGraph.capture_begin")
-        status = ffi.new("mtiart_capture_status *")
-        capture_id = ffi.new("uint64_t *")
-        _C.check(lib.mtiart_stream_get_capture_info(stream._handle, status, capture_id, pool_id),
-                 "MTIAGraph.capture_begin")
+        check(
+            lib.mtiart_stream_begin_capture(stream._handle, mode, pool_id[0]),
+            "MTIAGraph.capture_begin",
+        )
+        info = capture_info(stream._handle, "MTIAGraph.capture_begin")
         self._capture_stream = stream
-        self._capture_id = int(capture_id[0])
+        self._capture_id = info.id
         self._device = stream.device_index
-        self._pool = (int(pool_id.first), int(pool_id.second))
+        self._pool = info.pool
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
         stream = self._capture_stream
         if stream is None:
-            raise RuntimeError(
-                "MTIAGraph.capture_end() called without a preceding capture_begin()")
+            raise RuntimeError("MTIAGraph.capture_end() called without a preceding capture_begin()")
         if current_stream(stream.device_index) != stream:
             raise RuntimeError(
                 f"Capture must end on the same stream it began on ({stream!r}), but the "
-                f"current stream is {current_stream(stream.device_index)!r}")
+                f"current stream is {current_stream(stream.device_index)!r}"
+            )
         graph_out = ffi.new("mtiart_graph *")
         status = lib.mtiart_stream_end_capture(stream._handle, graph_out)
         self._capture_stream = None
@@ -164,16 +195,18 @@ class MTIAGraph:
             # The runtime discarded the capture and released its use of the pool.
             self._pool = None
             self._retire_keepalive()
-            _C.raise_status(status, "MTIAGraph.capture_end")
+            raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
         self._captured = True
         count = ffi.new("size_t *")
-        _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+        check(lib.mtiart_graph_get_node_count(self._graph, count))
         if count[0] == 0:
             warnings.warn(
                 "The MTIA graph is empty: nothing was captured. This usually means that "
                 "the graph was captured on the wrong device or stream.",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
         if not self._keep_graph:
             try:
                 self._instantiate()
@@ -183,12 +216,11 @@ class MTIAGraph:
     def instantiate(self) -> None:
         """Instantiate the captured MTIA graph (``keep_graph=True`` only; may repeat)."""
         if not self._captured:
-            raise RuntimeError(
-                "MTIAGraph.instantiate() called before a successful capture_end()")
+            raise RuntimeError("MTIAGraph.instantiate() called before a successful capture_end()")
         if not self._keep_graph:
             raise RuntimeError(
-                "instantiate() is intended to be called by the user only when "
-                "keep_graph=True")
+                "instantiate() is intended to be called by the user only when keep_graph=True"
+            )
         self._instantiate()
 
     def replay(self) -> None:
@@ -197,13 +229,14 @@ class MTIAGraph:
         if exec_ is None:
             if not self._captured:
                 raise RuntimeError(
-                    "Called MTIAGraph.replay() without a preceding successful capture.")
+                    "Called MTIAGraph.replay() without a preceding successful capture."
+                )
             self._instantiate()
             exec_ = self._exec
         stream = current_stream(self._device)
         status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
-            _C.raise_status(status, "MTIAGraph.replay")
+            raise_status(status, "MTIAGraph.replay")
         if self._keepalive:
             self._last_replay_stream = stream
 
@@ -211,14 +244,15 @@ class MTIAGraph:
         """Destroy the captured graph and reset the states (never raises; warns)."""
         try:
             self._reset()
-        except Exception as exc:  # reset() must not raise, as in torch
+        except Exception as exc:  # noqa: BLE001 - reset() must not raise, as in torch
             warnings.warn(f"MTIAGraph.reset() failed: {exc}", RuntimeWarning, stacklevel=2)
 
     def pool(self) -> _POOL_HANDLE:
         """Return an opaque token representing the id of this graph's memory pool."""
         if self._pool is None or not (self._captured or self._capture_stream is not None):
             raise RuntimeError(
-                "MTIAGraph.pool() called before a successful capture_begin()/capture_end()")
+                "MTIAGraph.pool() called before a successful capture_begin()/capture_end()"
+            )
         return self._pool
 
     # ---------------------------------------------------------------- extras
@@ -231,55 +265,57 @@ class MTIAGraph:
     def dot(self) -> str:
         """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
         if self._graph is None:
-            raise RuntimeError(
-                "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
         length = ffi.new("size_t *")
-        _C.check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
+        check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
         buf = ffi.new("char[]", length[0] + 1)
-        _C.check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
-        return ffi.string(buf).decode()
+        check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
+        text: bytes = ffi.string(buf)
+        return text.decode()
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
         count = ffi.new("size_t *")
         if self._exec is not None:
-            _C.check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
+            check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
         elif self._graph is not None:
-            _C.check(lib.mtiart_graph_get_node_count(self._graph, count))
+            check(lib.mtiart_graph_get_node_count(self._graph, count))
         else:
             raise RuntimeError("MTIAGraph.num_nodes() called before a successful capture")
         return int(count[0])
 
     def __repr__(self) -> str:
-        state = ("capturing" if self._capture_stream is not None
-                 else "captured" if self._captured else "empty")
+        state = (
+            "capturing"
+            if self._capture_stream is not None
+            else "captured"
+            if self._captured
+            else "empty"
+        )
         return f"<mtia_graph.MTIAGraph {state} keep_graph={self._keep_graph} pool={self._pool}>"
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a finalizer has no one to raise to
             self._reset()
-        except Exception:
-            pass
 
     # ---------------------------------------------------------------- internals
 
     def _instantiate(self) -> None:
         if self._exec is not None:
-            _C.check(lib.mtiart_graph_exec_destroy(self._exec))
+            check(lib.mtiart_graph_exec_destroy(self._exec))
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
-        _C.check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
         self._exec = exec_out[0]
 
     def _destroy_template(self) -> None:
         if self._graph is not None:
             graph, self._graph = self._graph, None
-            _C.check(lib.mtiart_graph_destroy(graph))
+            check(lib.mtiart_graph_destroy(graph))
 
     def _collect_keepalive(self) -> None:
-        collect = getattr(_C, "capture_keepalive", None)
-        if collect is not None and self._capture_id:
-            self._keepalive.extend(collect(self._capture_id))
+        if self._capture_id:
+            self._keepalive.extend(capture_keepalive(self._capture_id))
 
     def _retire_keepalive(self) -> None:
         if not self._keepalive:
@@ -308,7 +344,7 @@ class MTIAGraph:
             self._collect_keepalive()
         if self._exec is not None:
             exec_, self._exec = self._exec, None
-            _C.check(lib.mtiart_graph_exec_destroy(exec_))
+            check(lib.mtiart_graph_exec_destroy(exec_))
         self._destroy_template()
         self._retire_keepalive()
         self._captured = False
@@ -323,7 +359,7 @@ class graph:
         mtia_graph: the graph object to capture into.
         pool: a pool id to share (see :func:`graph_pool_handle`), or None for a new one.
         stream: the capture stream; by default one stream per process, taken from
-            ``current_stream()`` at the first use (as in the seed).
+            ``current_stream()`` at the first use (as in torch).
         capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
@@ -341,8 +377,7 @@ class graph:
         capture_error_mode: str = "global",
     ):
         if not isinstance(mtia_graph, MTIAGraph):
-            raise TypeError(
-                f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
+            raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
         if self.__class__.default_capture_stream is None:
             self.__class__.default_capture_stream = current_stream()
 
@@ -389,17 +424,11 @@ class graph:
         # The body raised: abandon the capture but let the original exception through.
         try:
             self.mtia_graph._reset()
-        except Exception as cleanup_error:
-            warnings.warn(f"abandoning the capture failed: {cleanup_error}", RuntimeWarning,
-                          stacklevel=2)
+        except Exception as cleanup_error:  # noqa: BLE001 - the body's exception comes first
+            warnings.warn(
+                f"abandoning the capture failed: {cleanup_error}", RuntimeWarning, stacklevel=2
+            )
         finally:
             self.stream_ctx.__exit__(exc_type, exc, tb)
             self.device_ctx.__exit__(exc_type, exc, tb)
         return None
-
-
-__all__ = [
-    "MTIAGraph",
-    "graph",
-    "graph_pool_handle",
-]

@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import _C
-from ._C import ffi, lib
+from ._C import check, ffi, lib, raise_status, report_python_failure
+from .callbacks import (
+    HostCallback,
+    new_token,
+    register_callback,
+    released,
+    take_callback,
+    unregister_callback,
+)
 from .device import current_device
-from .streams import Stream
-from .tensor import Tensor, _stream_handle
+from .streams import Stream, _stream_handle
+from .tensor import Tensor
 
-__all__ = ["Kernel", "PythonKernel", "load_kernel", "kernel"]
+__all__ = ["Kernel", "PythonKernel", "kernel", "load_kernel"]
 
 _ACCESS = {
     "r": lib.MTIART_ARG_BUFFER_IN,
@@ -42,7 +52,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 AccessSpec = Optional[Sequence[str]]
 
 
-def _access_kinds(access: AccessSpec, n_tensors: int) -> List[int]:
+def _access_kinds(access: AccessSpec, n_tensors: int) -> list[int]:
     """One MTIART_ARG_BUFFER_* kind per tensor argument ("rw" when not given)."""
     if access is None:
         return [lib.MTIART_ARG_BUFFER_INOUT] * n_tensors
@@ -51,8 +61,9 @@ def _access_kinds(access: AccessSpec, n_tensors: int) -> List[int]:
         raise TypeError('access must be a sequence of "r"/"w"/"rw", one per tensor argument')
     access = list(access)
     if len(access) != n_tensors:
-        raise ValueError(f"access has {len(access)} entries but the call has {n_tensors} "
-                         "tensor arguments")
+        raise ValueError(
+            f"access has {len(access)} entries but the call has {n_tensors} tensor arguments"
+        )
     kinds = []
     for a in access:
         try:
@@ -69,18 +80,19 @@ def _value_bytes(x: Any) -> bytes:
     if isinstance(x, int):
         if not _INT64_MIN <= x <= _INT64_MAX:
             raise OverflowError(f"int argument {x} does not fit in int64_t")
-        return np.int64(x).tobytes()
+        return x.to_bytes(8, sys.byteorder, signed=True)  # int64_t
     if isinstance(x, float):
-        return np.float64(x).tobytes()
+        return struct.pack("=d", x)  # double
     if isinstance(x, np.generic):
         return x.tobytes()  # numpy scalars keep their dtype (np.float32 -> 4 bytes)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
-    raise TypeError(f"kernel arguments must be Tensors, numbers, numpy scalars or bytes; "
-                    f"got {type(x).__name__}")
+    raise TypeError(
+        f"kernel arguments must be Tensors, numbers, numpy scalars or bytes; got {type(x).__name__}"
+    )
 
 
-def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> Tuple[Any, int]:
+def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> tuple[Any, int]:
     """(stream handle, device index) for a launch, checking tensors' devices."""
     if stream is not None:
         if not isinstance(stream, Stream):
@@ -104,13 +116,14 @@ class _ArgBuilder:
     """
 
     def __init__(self) -> None:
-        self.entries: List[Tuple[int, Any, int, int]] = []  # kind, value cdata, size, extent
-        self.keep: List[Any] = []
+        self.entries: list[tuple[int, Any, int, int]] = []  # kind, value cdata, size, extent
+        self.keep: list[Any] = []
 
     def value(self, data: bytes) -> None:
         if not 1 <= len(data) <= _MAX_VALUE_BYTES:
-            raise ValueError(f"value arguments must be 1..{_MAX_VALUE_BYTES} bytes, "
-                             f"got {len(data)}")
+            raise ValueError(
+                f"value arguments must be 1..{_MAX_VALUE_BYTES} bytes, got {len(data)}"
+            )
         buf = ffi.new("char[]", data)
         self.keep.append(buf)
         self.entries.append((_VALUE, buf, len(data), 0))
@@ -152,15 +165,20 @@ class Kernel:
         path: the shared library it came from.
     """
 
-    __slots__ = ("name", "path", "_fn")
+    __slots__ = ("_fn", "name", "path")
 
     def __init__(self, fn: Any, name: str, path: str) -> None:
         self._fn = fn
         self.name = name
         self.path = path
 
-    def __call__(self, *args: Any, blocks: int = 1, access: AccessSpec = None,
-                 stream: Optional[Stream] = None) -> None:
+    def __call__(
+        self,
+        *args: Any,
+        blocks: int = 1,
+        access: AccessSpec = None,
+        stream: Optional[Stream] = None,
+    ) -> None:
         """Enqueue the kernel on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
 
@@ -192,14 +210,16 @@ class Kernel:
             else:
                 b.value(_value_bytes(a))
         c_args = b.build()
-        _C.check(lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
-                 f"launch kernel {self.name!r}")
+        check(
+            lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
+            f"launch kernel {self.name!r}",
+        )
 
     def __repr__(self) -> str:
         return f"<mtia_graph.Kernel {self.name!r} from {self.path!r}>"
 
 
-def load_kernel(path: Union[str, os.PathLike], name: str) -> Kernel:
+def load_kernel(path: Union[str, os.PathLike[str]], name: str) -> Kernel:
     """Load kernel ``name`` (an ``mtiart_kernel_fn`` symbol) from the shared library at
     ``path`` (dlopen + dlsym; the library stays loaded for the life of the process).
 
@@ -210,8 +230,10 @@ def load_kernel(path: Union[str, os.PathLike], name: str) -> Kernel:
     if not isinstance(name, str) or not name:
         raise TypeError("kernel name must be a non-empty str")
     out = ffi.new("mtiart_kernel_fn *")
-    _C.check(lib.mtiart_kernel_load(path.encode(), name.encode(), out),
-             f"load kernel {name!r} from {path!r}")
+    check(
+        lib.mtiart_kernel_load(path.encode(), name.encode(), out),
+        f"load kernel {name!r} from {path!r}",
+    )
     return Kernel(out[0], name, path)
 
 
@@ -223,7 +245,7 @@ def load_kernel(path: Union[str, os.PathLike], name: str) -> Kernel:
 class _TensorSlot:
     """How a tensor argument is presented to a Python kernel (layout, fixed at launch)."""
 
-    __slots__ = ("dtype", "shape", "nbytes", "writable")
+    __slots__ = ("dtype", "nbytes", "shape", "writable")
 
     def __init__(self, t: Tensor, writable: bool) -> None:
         self.dtype = t._dtype._np
@@ -232,18 +254,17 @@ class _TensorSlot:
         self.writable = writable
 
 
-class _PyKernelLaunch(_C.HostCallback):
+class _PyKernelLaunch(HostCallback):
     """One launch of a Python kernel: the registry entry that the uint64 key names.
 
-    Registered through :func:`mtia_graph._C.register_callback`, like a host function: a
+    Registered through :func:`mtia_graph.callbacks.register_callback`, like a host function: a
     one-shot entry for an eager launch, kept by the graph (capture keepalive) when the
     launch is captured, since every replay runs it again.
     """
 
-    __slots__ = ("name", "layout")
+    __slots__ = ("layout", "name")
 
-    def __init__(self, fn: Callable[..., Any], token: int, name: str,
-                 layout: List[Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], token: int, name: str, layout: list[Any]) -> None:
         super().__init__(fn, token)
         self.name = name
         self.layout = layout  # _TensorSlot for tensors (buffer args, in order), else value
@@ -253,16 +274,14 @@ _named = False
 
 
 @ffi.def_extern()
-def _mtia_py_kernel(args, block, num_blocks):  # device worker thread, GIL taken by cffi
+def _mtia_py_kernel(args: Any, block: int, num_blocks: int) -> int:
+    # Runs on a device worker thread; cffi takes the GIL around it.
     what = "kernel"
     try:
         token = int(ffi.cast("uint64_t *", args[0])[0])
-        entry = _C.take_callback(token)
-        if entry is None:
-            lib.mtiart_kernel_set_error_message(
-                f"Python kernel #{token} was released before it ran (its graph was reset "
-                "or garbage-collected)".encode())
-            return 1
+        entry = take_callback(token)
+        if not isinstance(entry, _PyKernelLaunch):
+            return released("kernel", token)
         what = f"kernel {entry.name!r}"
         values = []
         i = 1
@@ -282,7 +301,7 @@ def _mtia_py_kernel(args, block, num_blocks):  # device worker thread, GIL taken
                 values.append(item)
         entry.fn(*values)
     except BaseException:  # noqa: BLE001 - everything must become a stream error
-        return _C.report_python_failure(what)
+        return report_python_failure(what)
     return 0
 
 
@@ -301,8 +320,9 @@ class PythonKernel:
         self.name = getattr(fn, "__qualname__", None) or repr(fn)
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any, access: AccessSpec = None,
-                 stream: Optional[Stream] = None) -> None:
+    def __call__(
+        self, *args: Any, access: AccessSpec = None, stream: Optional[Stream] = None
+    ) -> None:
         """Enqueue ``fn(*args)`` on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
 
@@ -324,12 +344,12 @@ class PythonKernel:
         handle, _ = _resolve_stream(tensors, stream)
         if not _named:
             # every Python kernel shares one C entry point; name it for graph dumps
-            _C.check(lib.mtiart_kernel_set_name(lib._mtia_py_kernel, b"mtia_graph.python"))
+            check(lib.mtiart_kernel_set_name(lib._mtia_py_kernel, b"mtia_graph.python"))
             _named = True
 
-        layout: List[Any] = []
+        layout: list[Any] = []
         b = _ArgBuilder()
-        token = _C.new_token()
+        token = new_token()
         b.value(np.uint64(token).tobytes())  # args[0]: the registry key
         kind_iter = iter(kinds)
         for a in args:
@@ -341,19 +361,17 @@ class PythonKernel:
                 layout.append(a)
         c_args = b.build()
         entry = _PyKernelLaunch(self.__wrapped__, token, self.name, layout)
-        cid = _C.register_callback(handle, entry)
-        status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args,
-                                          len(b.entries))
+        cid = register_callback(handle, entry)
+        status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args, len(b.entries))
         if status < 0:
-            _C.unregister_callback(entry, cid)
-            _C.raise_status(status, f"launch kernel {self.name!r}")
+            unregister_callback(entry, cid)
+            raise_status(status, f"launch kernel {self.name!r}")
 
     def __repr__(self) -> str:
         return f"<mtia_graph.PythonKernel {self.name}>"
 
 
-def kernel(fn: Optional[Callable[..., Any]] = None, *,
-           access: AccessSpec = None) -> Any:
+def kernel(fn: Optional[Callable[..., Any]] = None, *, access: AccessSpec = None) -> Any:
     """Decorator: make a Python function over numpy arrays a launchable kernel.
 
     ``@kernel`` or ``@kernel(access=("r", "w"))`` (default access per tensor argument;

@@ -10,26 +10,24 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Union
+from typing import Any, Callable
 
 from ._C import check, ffi, lib
-from .device import Device, _device_index, device_count
+from .device import _device_index, _DeviceLike, current_device, device_count
 
 __all__ = [
-    "empty_cache",
-    "memory_stats",
-    "memory_allocated",
-    "max_memory_allocated",
-    "memory_reserved",
-    "max_memory_reserved",
-    "reset_peak_memory_stats",
-    "reset_accumulated_memory_stats",
-    "snapshot",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
+    "empty_cache",
+    "max_memory_allocated",
+    "max_memory_reserved",
+    "memory_allocated",
+    "memory_reserved",
+    "memory_stats",
+    "reset_accumulated_memory_stats",
+    "reset_peak_memory_stats",
+    "snapshot",
 ]
-
-_DeviceLike = Union[int, str, Device, None]
 
 
 def empty_cache() -> None:
@@ -38,8 +36,6 @@ def empty_cache() -> None:
     Frees the free segments of the default pool and of private pools that no graph uses
     any more. Raises :class:`CaptureError` while a capture is active.
     """
-    from .device import current_device
-
     check(lib.mtiart_empty_cache(current_device()), "empty_cache")
 
 
@@ -49,7 +45,7 @@ def _raw_stats(device: _DeviceLike) -> Any:
     return stats
 
 
-def memory_stats(device: _DeviceLike = None) -> Dict[str, Any]:
+def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     """Allocator statistics of a device (default: the current device).
 
     Keys as in ``torch.cuda.memory_stats`` (``<stat>.all.current`` / ``.peak`` for
@@ -117,18 +113,20 @@ def reset_peak_memory_stats(device: _DeviceLike = None) -> None:
 
 def reset_accumulated_memory_stats(device: _DeviceLike = None) -> None:
     """Reset the cumulative counters (allocation counts, retries, OOMs)."""
-    check(lib.mtiart_memory_reset_accumulated_stats(_device_index(device)),
-          "reset_accumulated_memory_stats")
+    check(
+        lib.mtiart_memory_reset_accumulated_stats(_device_index(device)),
+        "reset_accumulated_memory_stats",
+    )
 
 
 _BLOCK_STATES = {
-    0: "active_allocated",     # MTIART_BLOCK_ACTIVE
+    0: "active_allocated",  # MTIART_BLOCK_ACTIVE
     1: "active_pending_free",  # MTIART_BLOCK_PENDING_FREE
-    2: "inactive",             # MTIART_BLOCK_FREE
+    2: "inactive",  # MTIART_BLOCK_FREE
 }
 
 
-def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
+def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     count = ffi.new("size_t *")
     # The block list can grow between sizing and filling (other threads allocate).
     while True:
@@ -138,8 +136,8 @@ def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
         check(lib.mtiart_memory_snapshot(idx, blocks, cap, count), "snapshot")
         if int(count[0]) <= cap:
             break
-    segments: List[Dict[str, Any]] = []
-    by_address: Dict[int, Dict[str, Any]] = {}
+    segments: list[dict[str, Any]] = []
+    by_address: dict[int, dict[str, Any]] = {}
     for i in range(int(count[0])):
         b = blocks[i]
         seg_addr = int(b.segment_address)
@@ -163,13 +161,15 @@ def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
         state = _BLOCK_STATES.get(int(b.state), "unknown")
         size = int(b.size)
         requested = int(b.requested_size) if state != "inactive" else 0
-        seg["blocks"].append({
-            "address": int(b.address),
-            "size": size,
-            "requested_size": requested,
-            "state": state,
-            "frames": [],
-        })
+        seg["blocks"].append(
+            {
+                "address": int(b.address),
+                "size": size,
+                "requested_size": requested,
+                "state": state,
+                "frames": [],
+            }
+        )
         if state == "active_allocated":
             seg["allocated_size"] += size
             seg["requested_size"] += requested
@@ -178,7 +178,7 @@ def _device_snapshot(idx: int) -> List[Dict[str, Any]]:
     return segments
 
 
-def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
+def snapshot(device: _DeviceLike = None) -> list[dict[str, Any]]:
     """The allocator's segments, torch-style (``torch.cuda.memory_snapshot()``).
 
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
@@ -188,7 +188,7 @@ def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
     ``device`` all devices are included.
     """
     if device is None:
-        out: List[Dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         for idx in range(device_count()):
             out.extend(_device_snapshot(idx))
         return out
@@ -201,20 +201,23 @@ def snapshot(device: _DeviceLike = None) -> List[Dict[str, Any]]:
 # ---------------------------------------------------------------------------------------
 
 OOMObserver = Callable[[int, int, int, int], Any]
-_observers: List[OOMObserver] = []
+_observers: list[OOMObserver] = []
 _observers_lock = threading.Lock()
 _trampoline_attached = False
 
 
 @ffi.def_extern()
-def _mtia_oom_trampoline(device, requested, allocated, reserved, capacity, user_data):
+def _mtia_oom_trampoline(
+    device: int, requested: int, allocated: int, reserved: int, capacity: int, user_data: Any
+) -> None:
     # Runs on the allocating thread before the allocation fails with out-of-memory.
     for fn in list(_observers):
         try:
             fn(int(device), int(requested), int(allocated), int(capacity) - int(reserved))
-        except Exception:  # an observer must not hide the OOM nor stop the others
-            print("Exception ignored in mtia_graph out-of-memory observer "
-                  f"{fn!r}:", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - an observer must not hide the OOM nor stop the others
+            print(
+                f"Exception ignored in mtia_graph out-of-memory observer {fn!r}:", file=sys.stderr
+            )
             traceback.print_exc()
 
 
@@ -232,8 +235,10 @@ def attach_out_of_memory_observer(observer: OOMObserver) -> None:
         raise TypeError(f"observer must be callable, got {type(observer).__name__}")
     with _observers_lock:
         if not _trampoline_attached:
-            check(lib.mtiart_attach_oom_observer(lib._mtia_oom_trampoline, ffi.NULL),
-                  "attach_out_of_memory_observer")
+            check(
+                lib.mtiart_attach_oom_observer(lib._mtia_oom_trampoline, ffi.NULL),
+                "attach_out_of_memory_observer",
+            )
             _trampoline_attached = True
         _observers.append(observer)
 

@@ -8,35 +8,33 @@ current stream of the tensor's device.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+import threading
+from typing import Any, Callable, Optional
 
-from . import _C
-from ._C import HostCallback, check, check_sync, ffi, lib, raise_status
-from .device import Device, _device_index, _device_object, _thread_state
-from .memory import empty_cache  # re-exported: graphs.py takes it from here, as torch.mtia
+from . import callbacks
+from ._C import capture_info, check, ffi, lib, raise_status
+from .device import (
+    Device,
+    _device_index,
+    _device_object,
+    _DeviceLike,
+    _make_current,
+    current_device,
+    device_count,
+)
 
 __all__ = [
-    "Stream",
     "Event",
+    "Stream",
     "StreamContext",
-    "stream",
     "current_stream",
     "default_stream",
-    "set_stream",
-    "synchronize",
     "is_current_stream_capturing",
     "launch_host_func",
-    "empty_cache",
+    "set_stream",
+    "stream",
+    "synchronize",
 ]
-
-_DeviceLike = Union[int, str, Device, None]
-
-
-def _capture_status(handle: Any) -> int:
-    status = ffi.new("mtiart_capture_status *")
-    check(lib.mtiart_stream_get_capture_info(handle, status, ffi.NULL, ffi.NULL),
-          "get_capture_info")
-    return int(status[0])
 
 
 class Stream:
@@ -49,7 +47,7 @@ class Stream:
     Two Stream objects are equal when they name the same runtime stream.
     """
 
-    __slots__ = ("_handle", "device_index", "_id", "_priority", "__weakref__")
+    __slots__ = ("__weakref__", "_handle", "_id", "_priority", "device_index")
 
     def __init__(self, device: _DeviceLike = None, priority: int = 0, **kwargs: Any) -> None:
         if kwargs:
@@ -72,7 +70,7 @@ class Stream:
         self._priority = int(prio[0])
 
     @classmethod
-    def _wrap(cls, handle: Any, device_index: int) -> "Stream":
+    def _wrap(cls, handle: Any, device_index: int) -> Stream:
         """A Stream over an existing handle, which the object does not own."""
         self = cls.__new__(cls)
         self._init_from(handle, device_index)
@@ -99,25 +97,25 @@ class Stream:
         Raises the stream's sticky error (e.g. a failed host function) if there is one,
         and :class:`CaptureError` on a capturing stream.
         """
-        return check_sync(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
+        return check(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
 
     def synchronize(self) -> None:
         """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
-        check_sync(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
+        check(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         """Make work enqueued later on this stream wait for ``event``'s latest record."""
         if not isinstance(event, Event):
             raise TypeError(f"wait_event() expects an Event, got {type(event).__name__}")
         check(lib.mtiart_stream_wait_event(self._handle, event._handle), "Stream.wait_event")
 
-    def wait_stream(self, stream: "Stream") -> None:
+    def wait_stream(self, stream: Stream) -> None:
         """Make work enqueued later on this stream wait for the work now on ``stream``."""
         if not isinstance(stream, Stream):
             raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
         self.wait_event(stream.record_event())
 
-    def record_event(self, event: Optional["Event"] = None) -> "Event":
+    def record_event(self, event: Optional[Event] = None) -> Event:
         """Record ``event`` (a new one if None) on this stream and return it."""
         if event is None:
             event = Event()
@@ -128,14 +126,14 @@ class Stream:
 
     def is_capturing(self) -> bool:
         """Whether the stream takes part in a stream capture (active or invalidated)."""
-        return _capture_status(self._handle) != lib.MTIART_CAPTURE_STATUS_NONE
+        return capture_info(self._handle, "Stream.is_capturing").capturing
 
-    def launch_host_func(self, fn: Callable[[], Any]) -> HostCallback:
+    def launch_host_func(self, fn: Callable[[], Any]) -> callbacks.HostCallback:
         """Enqueue ``fn()`` to run on a device worker in stream order.
 
         See :func:`launch_host_func` for errors and capture behaviour.
         """
-        return _C.launch_host_func(self._handle, fn)
+        return callbacks.launch_host_func(self._handle, fn)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Stream):
@@ -146,8 +144,10 @@ class Stream:
         return hash(self._id)
 
     def __repr__(self) -> str:
-        return (f"<mtia_graph.Stream device=mtia:{self.device_index} id={self._id} "
-                f"priority={self._priority}>")
+        return (
+            f"<mtia_graph.Stream device=mtia:{self.device_index} id={self._id} "
+            f"priority={self._priority}>"
+        )
 
 
 class Event:
@@ -156,10 +156,11 @@ class Event:
     ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
     """
 
-    __slots__ = ("_handle", "enable_timing", "blocking", "__weakref__")
+    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
 
-    def __init__(self, enable_timing: bool = False, blocking: bool = False,
-                 interprocess: bool = False) -> None:
+    def __init__(
+        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+    ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
         flags = lib.MTIART_EVENT_DEFAULT
@@ -191,13 +192,13 @@ class Event:
 
     def query(self) -> bool:
         """True if the latest record has completed (or the event was never recorded)."""
-        return check_sync(lib.mtiart_event_query(self._handle), "Event.query") == 0
+        return check(lib.mtiart_event_query(self._handle), "Event.query") == 0
 
     def synchronize(self) -> None:
         """Wait until the latest record has completed."""
-        check_sync(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
+        check(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
 
-    def elapsed_time(self, end_event: "Event") -> float:
+    def elapsed_time(self, end_event: Event) -> float:
         """Milliseconds from this event's record to ``end_event``'s (both timing events,
         recorded and completed)."""
         if not isinstance(end_event, Event):
@@ -226,10 +227,44 @@ def default_stream(device: _DeviceLike = None) -> Stream:
     return s
 
 
+class _ThreadStreams(threading.local):
+    """The calling thread's current stream of every device.
+
+    ``handles[d]`` is the cdata handle of ``streams[d]``: the tensor fast paths read it
+    directly. The lists stay empty until the thread first needs a stream
+    (:func:`_thread_streams`), so importing the package does not start the runtime.
+    """
+
+    def __init__(self) -> None:
+        self.streams: list[Stream] = []
+        self.handles: list[Any] = []
+
+
+_tls = _ThreadStreams()
+
+
+def _thread_streams() -> _ThreadStreams:
+    """The calling thread's streams, filled in with the default streams on first use."""
+    tls = _tls
+    if not tls.handles:
+        defaults = [default_stream(i) for i in range(device_count())]
+        tls.streams = defaults
+        tls.handles = [s._handle for s in defaults]
+    return tls
+
+
+def _stream_handle(dev: int) -> Any:
+    """The calling thread's current stream handle on device ``dev``."""
+    try:
+        return _tls.handles[dev]
+    except IndexError:
+        return _thread_streams().handles[dev]
+
+
 def current_stream(device: _DeviceLike = None) -> Stream:
     """The calling thread's current stream on a device (default: the current device)."""
     idx = _device_index(device)
-    return _thread_state().streams[idx]
+    return _thread_streams().streams[idx]
 
 
 def set_stream(stream: Optional[Stream]) -> None:
@@ -243,10 +278,10 @@ def set_stream(stream: Optional[Stream]) -> None:
         return
     if not isinstance(stream, Stream):
         raise TypeError(f"set_stream() expects a Stream, got {type(stream).__name__}")
-    tls = _thread_state()
+    tls = _thread_streams()
     tls.streams[stream.device_index] = stream
     tls.handles[stream.device_index] = stream._handle
-    tls.device = stream.device_index
+    _make_current(stream.device_index)
 
 
 class StreamContext:
@@ -260,14 +295,14 @@ class StreamContext:
         if stream is not None and not isinstance(stream, Stream):
             raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
         self.stream = stream
-        self._saved: list = []
+        self._saved: list[tuple[Stream, Stream]] = []
 
     def __enter__(self) -> Optional[Stream]:
         cur = self.stream
         if cur is None:
             return None
-        tls = _thread_state()
-        src_prev = tls.streams[tls.device]
+        tls = _thread_streams()
+        src_prev = tls.streams[current_device()]
         dst_prev = tls.streams[cur.device_index]
         self._saved.append((src_prev, dst_prev))
         set_stream(cur)
@@ -293,16 +328,18 @@ def synchronize(device: _DeviceLike = None) -> None:
     :class:`CaptureError` while a capture is active.
     """
     idx = _device_index(device)
-    check_sync(lib.mtiart_device_synchronize(idx), "synchronize")
+    check(lib.mtiart_device_synchronize(idx), "synchronize")
 
 
 def is_current_stream_capturing() -> bool:
     """Whether the current stream of the current device is capturing."""
-    tls = _thread_state()
-    return _capture_status(tls.handles[tls.device]) != lib.MTIART_CAPTURE_STATUS_NONE
+    handle = _stream_handle(current_device())
+    return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> HostCallback:
+def launch_host_func(
+    fn: Callable[[], Any], stream: Optional[Stream] = None
+) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it
@@ -314,4 +351,4 @@ def launch_host_func(fn: Callable[[], Any], stream: Optional[Stream] = None) -> 
         stream = current_stream()
     elif not isinstance(stream, Stream):
         raise TypeError(f"launch_host_func() expects a Stream, got {type(stream).__name__}")
-    return _C.launch_host_func(stream._handle, fn)
+    return callbacks.launch_host_func(stream._handle, fn)

@@ -5,6 +5,9 @@ Two emulated devices unless the environment says otherwise, so that the multi-de
 variable must be set before the runtime initialises, i.e. before the first test runs.
 """
 
+from __future__ import annotations
+
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,9 +16,9 @@ import threading
 
 os.environ.setdefault("MTIART_NUM_DEVICES", "2")
 
-import pytest  # noqa: E402
+import pytest
 
-import mtia_graph  # noqa: E402
+import mtia_graph
 
 
 @pytest.fixture(autouse=True)
@@ -32,10 +35,9 @@ def _clean_runtime_state():
     yield
     reset()
     for d in range(mtia_graph.device_count()):
-        try:
+        # A test that left a sticky error behind must not fail the next one.
+        with contextlib.suppress(mtia_graph.MTIAError):
             mtia_graph.synchronize(d)
-        except mtia_graph.MTIAError:
-            pass  # a test that left a sticky error behind must not fail the next one
 
 
 @pytest.fixture
@@ -58,13 +60,20 @@ def gate():
     g.open()
 
 
-def run_python(code: str, env: dict | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (for settings read at runtime initialisation)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=timeout, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -84,12 +93,14 @@ class RawCapture:
 
     def begin(self, stream, mode="global", pool=(0, 0)):
         lib, ffi = self.lib, self.ffi
-        modes = {"global": lib.MTIART_CAPTURE_MODE_GLOBAL,
-                 "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
-                 "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED}
+        modes = {
+            "global": lib.MTIART_CAPTURE_MODE_GLOBAL,
+            "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
+            "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
+        }
         pid = ffi.new("mtiart_pool_id *", {"first": pool[0], "second": pool[1]})
         mtia_graph._C.check(lib.mtiart_stream_begin_capture(stream._handle, modes[mode], pid[0]))
-        return mtia_graph._C.capture_id_of(stream._handle)
+        return mtia_graph.callbacks.capture_id_of(stream._handle)
 
     def end(self, stream):
         """End the capture; returns the graph handle or raises the capture's error."""
@@ -131,4 +142,4 @@ def raw_capture():
     streams = []
     cap.track = streams.append
     yield cap
-    cap.close([mtia_graph.current_stream(), mtia_graph.default_stream()] + streams)
+    cap.close([mtia_graph.current_stream(), mtia_graph.default_stream(), *streams])

@@ -19,17 +19,37 @@ ROW_KEYS = set(bench.ROW_KEYS)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 C_ROWS = {
-    "eager_enqueue", "eager_op_incl_sync", "op_add_scalar_enqueue", "launch_wait_roundtrip",
-    "graph_launch_1node", "capture_instantiate", "alloc_free_pair",
-    "elementwise_add_f32_vs_memcpy_1t", "elementwise_add_f32_vs_memcpy_mt",
-    "cpu_wait_host_thread", "cpu_wait_workers", "cpu_idle_process",
-    "scaling_workers_1", "scaling_fanout_1", "scaling_eager_blocks_1",
-} | {f"replay_{shape}_{n}_{mode}" for shape in ("chain", "independent")
-     for n in (10, 100, 1000, 10000) for mode in ("wait", "b2b")}
-PEER_ROWS = {f"peer_tbb_{shape}_{n}_{mode}" for shape, sizes in
-             (("chain", (10, 1000)), ("fanout", (1000, 10000)), ("independent", (1000, 10000)))
-             for n in sizes for mode in ("wait", "b2b")} | {
-    "peer_tbb_one_task_roundtrip", "peer_tbb_build_capture_1000", "peer_tbb_build_explicit_1000"}
+    "eager_enqueue",
+    "eager_op_incl_sync",
+    "op_add_scalar_enqueue",
+    "launch_wait_roundtrip",
+    "graph_launch_1node",
+    "capture_instantiate",
+    "alloc_free_pair",
+    "elementwise_add_f32_vs_memcpy_1t",
+    "elementwise_add_f32_vs_memcpy_mt",
+    "cpu_wait_host_thread",
+    "cpu_wait_workers",
+    "cpu_idle_process",
+    "scaling_workers_1",
+    "scaling_fanout_1",
+    "scaling_eager_blocks_1",
+} | {
+    f"replay_{shape}_{n}_{mode}"
+    for shape in ("chain", "independent")
+    for n in (10, 100, 1000, 10000)
+    for mode in ("wait", "b2b")
+}
+PEER_ROWS = {
+    f"peer_tbb_{shape}_{n}_{mode}"
+    for shape, sizes in (
+        ("chain", (10, 1000)),
+        ("fanout", (1000, 10000)),
+        ("independent", (1000, 10000)),
+    )
+    for n in sizes
+    for mode in ("wait", "b2b")
+} | {"peer_tbb_one_task_roundtrip", "peer_tbb_build_capture_1000", "peer_tbb_build_explicit_1000"}
 TORCH_ROWS = {"py_add_inplace_torch", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch"}
 
 
@@ -43,10 +63,15 @@ def _run(args, cwd, prelude="", extra_env=None):
     objects it printed."""
     env = dict(os.environ, **(extra_env or {}))
     env.pop("MTIA_GRAPH_BENCH_C", None)
-    code = (f"import sys\n{prelude}\nfrom mtia_graph.bench import main\n"
-            f"sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, "--quick", "--json", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    code = f"import sys\n{prelude}\nfrom mtia_graph.bench import main\nsys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--quick", "--json", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
@@ -101,8 +126,11 @@ def test_python_benchmarks_json_lines(tmp_path):
 
 def test_python_rows_without_torch_are_skipped_with_a_note(tmp_path):
     # sys.modules["torch"] = None makes `import torch` fail, as on a machine without it
-    objs = _run(["--no-c", "--filter", "py_add_inplace", "--filter", "torch"],
-                cwd=str(tmp_path), prelude="sys.modules['torch'] = None")
+    objs = _run(
+        ["--no-c", "--filter", "py_add_inplace", "--filter", "torch"],
+        cwd=str(tmp_path),
+        prelude="sys.modules['torch'] = None",
+    )
     rows = _check_rows(objs, "python")
     assert set(rows) == {"py_add_inplace_np_out_a", "py_add_inplace_np_out_b"} | TORCH_ROWS
     for name in TORCH_ROWS:
@@ -111,11 +139,23 @@ def test_python_rows_without_torch_are_skipped_with_a_note(tmp_path):
 
 
 def test_table_output(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mtia_graph.bench", "--quick", "--no-c",
-                           "--filter", "py_add_inplace"],
-                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtia_graph.bench",
+            "--quick",
+            "--no-c",
+            "--filter",
+            "py_add_inplace",
+        ],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
-    table = proc.stdout[proc.stdout.index("\nsuite "):]
+    table = proc.stdout[proc.stdout.index("\nsuite ") :]
     for name in ("py_add_inplace_np_out_a", "py_add_inplace_np_out_b", "py_add_inplace_torch"):
         assert name in table
     assert "baseline" in table and "ratio" in table
@@ -140,8 +180,8 @@ needs_c_bench = pytest.mark.skipif(_c_bench() is None, reason="no built benchmar
 def test_c_and_peer_benchmarks_json_lines(tmp_path):
     objs = _run(["--no-python", "--c-bench", _c_bench()], cwd=str(tmp_path))
     rows = _check_rows(objs, "c")
-    assert C_ROWS <= set(rows), C_ROWS - set(rows)
-    for name, r in rows.items():
+    assert set(rows) >= C_ROWS, C_ROWS - set(rows)
+    for r in rows.values():
         assert r["skipped"] is None, r
     ncpu = os.cpu_count()
     assert f"scaling_workers_{ncpu}" in rows
@@ -152,8 +192,7 @@ def test_c_and_peer_benchmarks_json_lines(tmp_path):
 
     peers = os.path.join(os.path.dirname(_c_bench()), "bench_peers")
     if not os.path.exists(peers):
-        assert any(o["name"] == "peer_tbb" and o["skipped"] for o in objs
-                   if o["kind"] == "result")
+        assert any(o["name"] == "peer_tbb" and o["skipped"] for o in objs if o["kind"] == "result")
         return
     peer_rows = _check_rows(objs, "peer")
     assert set(peer_rows) == PEER_ROWS
@@ -173,8 +212,11 @@ def test_c_bench_alone_skips_what_it_cannot_measure(tmp_path):
     lonely.parent.mkdir()
     shutil.copy2(_c_bench(), lonely)
     build = os.path.dirname(os.path.dirname(_c_bench()))  # its libmtiart, found by rpath
-    objs = _run(["--no-python", "--c-bench", str(lonely), "--filter", "op_add_scalar",
-                 "--filter", "peer"], cwd=str(tmp_path), extra_env={"LD_LIBRARY_PATH": build})
+    objs = _run(
+        ["--no-python", "--c-bench", str(lonely), "--filter", "op_add_scalar", "--filter", "peer"],
+        cwd=str(tmp_path),
+        extra_env={"LD_LIBRARY_PATH": build},
+    )
     rows = _check_rows(objs, "c")
     assert "kernel_probe" in rows["op_add_scalar_enqueue"]["skipped"]
     peer = _check_rows(objs, "peer", with_meta=False)
@@ -187,11 +229,30 @@ def test_peer_program_without_tbb_prints_every_row_skipped(tmp_path):
     build = os.path.dirname(os.path.dirname(_c_bench()))
     lib = os.path.join(build, "libmtiart.so.0")
     exe = tmp_path / "bench_peers"
-    subprocess.run(["c++", "-std=c++17", "-x", "c++", os.path.join(REPO, "benchmarks",
-                                                                   "bench_peers.cpp"),
-                    "-x", "c", os.path.join(REPO, "benchmarks", "harness.c"),
-                    "-I", os.path.join(REPO, "include"), "-x", "none", lib, f"-Wl,-rpath,{build}",
-                    "-lpthread", "-lm", "-o", str(exe)], check=True, timeout=300)
+    subprocess.run(
+        [
+            "c++",
+            "-std=c++17",
+            "-x",
+            "c++",
+            os.path.join(REPO, "benchmarks", "bench_peers.cpp"),
+            "-x",
+            "c",
+            os.path.join(REPO, "benchmarks", "harness.c"),
+            "-I",
+            os.path.join(REPO, "include"),
+            "-x",
+            "none",
+            lib,
+            f"-Wl,-rpath,{build}",
+            "-lpthread",
+            "-lm",
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        timeout=300,
+    )
     proc = subprocess.run([str(exe), "--json"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     objs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -205,8 +266,22 @@ def test_peer_program_without_tbb_prints_every_row_skipped(tmp_path):
 def test_scaling_table(tmp_path):
     out = tmp_path / "scaling.jsonl"
     md = tmp_path / "scaling.md"
-    objs = _run(["--scaling", "--c-bench", _c_bench(), "--workers", "1,2,4", "--reps", "1",
-                 "--output", str(out), "--markdown", str(md)], cwd=str(tmp_path))
+    objs = _run(
+        [
+            "--scaling",
+            "--c-bench",
+            _c_bench(),
+            "--workers",
+            "1,2,4",
+            "--reps",
+            "1",
+            "--output",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+        cwd=str(tmp_path),
+    )
     c_rows = _check_rows(objs, "c")
     py_rows = _check_rows(objs, "python")
     for w in (1, 2, 4):
@@ -231,40 +306,94 @@ def test_readme_block_is_regenerated_from_one_run(tmp_path):
     leaving the rest of the README as it was."""
     run = [
         {"kind": "meta", "suite": "c", "ncpu": 2, "workers": 2, "quick": False},
-        {"kind": "meta", "suite": "python", "cpu": "Test CPU", "ncpu": 2, "workers": 2,
-         "time": "2026-01-02 03:04:05 +0000", "loadavg": [0.5, 0.25, 0.125],
-         "commit": "abc1234", "quick": False, "numpy": "2.0"},
-        bench.make_row("replay_chain_1000_b2b", 3.0, "ns/node", baseline=1.5,
-                       baseline_name="direct loop", ratio_target=2.0, suite="c"),
-        bench.make_row("peer_tbb_chain_1000_wait", 5.0, "ns/node", baseline=40.0,
-                       baseline_name="oneTBB flow graph", suite="peer"),
+        {
+            "kind": "meta",
+            "suite": "python",
+            "cpu": "Test CPU",
+            "ncpu": 2,
+            "workers": 2,
+            "time": "2026-01-02 03:04:05 +0000",
+            "loadavg": [0.5, 0.25, 0.125],
+            "commit": "abc1234",
+            "quick": False,
+            "numpy": "2.0",
+        },
+        bench.make_row(
+            "replay_chain_1000_b2b",
+            3.0,
+            "ns/node",
+            baseline=1.5,
+            baseline_name="direct loop",
+            ratio_target=2.0,
+            suite="c",
+        ),
+        bench.make_row(
+            "peer_tbb_chain_1000_wait",
+            5.0,
+            "ns/node",
+            baseline=40.0,
+            baseline_name="oneTBB flow graph",
+            suite="peer",
+        ),
         bench.make_row("py_add_inplace_torch", None, "ns/op", skipped="torch is not importable"),
     ]
     results = tmp_path / "run.jsonl"
     results.write_text("".join(json.dumps(o) + "\n" for o in run))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# T\n\nbefore\n\n{bench.README_BEGIN}\nold table\n{bench.README_END}\n"
-                      f"\nafter\n")
-    proc = subprocess.run([sys.executable, "-m", "mtia_graph.bench", "--from-json",
-                           str(results), "--readme", str(readme)], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+    readme.write_text(
+        f"# T\n\nbefore\n\n{bench.README_BEGIN}\nold table\n{bench.README_END}\n\nafter\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtia_graph.bench",
+            "--from-json",
+            str(results),
+            "--readme",
+            str(readme),
+        ],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""  # nothing was run
     text = readme.read_text()
     assert text.startswith("# T\n\nbefore\n\n" + bench.README_BEGIN + "\n")
     assert text.endswith(bench.README_END + "\n\nafter\n")
     assert "old table" not in text
-    for needle in ("Test CPU", "2 CPUs", "2026-01-02", "load average 0.50 0.25 0.12",
-                   "commit abc1234", "`replay_chain_1000_b2b` | 3 ns/node | 1.5 ns/node "
-                   "(direct loop) | 2x | <= 2x | pass |", "`peer_tbb_chain_1000_wait`",
-                   "0.125x", "skipped: torch is not importable"):
+    for needle in (
+        "Test CPU",
+        "2 CPUs",
+        "2026-01-02",
+        "load average 0.50 0.25 0.12",
+        "commit abc1234",
+        "`replay_chain_1000_b2b` | 3 ns/node | 1.5 ns/node (direct loop) | 2x | <= 2x | pass |",
+        "`peer_tbb_chain_1000_wait`",
+        "0.125x",
+        "skipped: torch is not importable",
+    ):
         assert needle in text, needle
 
     # without the markers nothing is rewritten and the command fails
     readme.write_text("# no markers\n")
-    proc = subprocess.run([sys.executable, "-m", "mtia_graph.bench", "--from-json",
-                           str(results), "--readme", str(readme)], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtia_graph.bench",
+            "--from-json",
+            str(results),
+            "--readme",
+            str(readme),
+        ],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "markers" in proc.stderr
     assert readme.read_text() == "# no markers\n"
 
@@ -272,8 +401,10 @@ def test_readme_block_is_regenerated_from_one_run(tmp_path):
 def test_the_repository_readme_has_the_generated_blocks():
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    for begin, end in ((bench.README_BEGIN, bench.README_END),
-                       (bench.SCALING_BEGIN, bench.SCALING_END)):
+    for begin, end in (
+        (bench.README_BEGIN, bench.README_END),
+        (bench.SCALING_BEGIN, bench.SCALING_END),
+    ):
         i, j = text.find(begin), text.find(end)
         assert 0 <= i < j, begin
         assert "Generated from one run:" in text[i:j]

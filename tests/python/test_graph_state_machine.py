@@ -27,8 +27,7 @@ import gc
 import warnings
 
 import numpy as np
-from hypothesis import HealthCheck, event, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -41,7 +40,7 @@ import mtia_graph as mtia
 from mtia_graph import CaptureError, MTIAGraph, Stream
 from mtia_graph._C import ffi, lib
 
-N = 8                 # elements per tensor: 32 bytes, one 512-byte block each
+N = 8  # elements per tensor: 32 bytes, one 512-byte block each
 BLOCK = 512
 NUM_GRAPHS = 3
 NUM_HANDLES = 2
@@ -59,7 +58,7 @@ class Rec:
     """A tensor of the model: the device tensor (None once really freed), its expected value
     (None: undefined) and the pool its block came from."""
 
-    __slots__ = ("t", "value", "pool")
+    __slots__ = ("pool", "t", "value")
 
     def __init__(self, t, value, pool):
         self.t = t
@@ -85,8 +84,7 @@ def apply(op):
         dst.value = None if src.value is None else src.value.copy()
     elif kind == "add_":
         _, dst, src = op
-        dst.value = (None if dst.value is None or src.value is None
-                     else _f32(dst.value + src.value))
+        dst.value = None if dst.value is None or src.value is None else _f32(dst.value + src.value)
     elif kind == "mul_":
         _, dst, k = op
         dst.value = None if dst.value is None else _f32(dst.value * np.float32(k))
@@ -107,13 +105,13 @@ def op_tensors(op):
 class GraphModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.visible = []                       # Recs the test may name
+        self.visible = []  # Recs the test may name
         self.graphs = [MTIAGraph() for _ in range(NUM_GRAPHS)]
-        self.captured = [None] * NUM_GRAPHS     # ops of each held graph, or None
-        self.pools = [None] * NUM_GRAPHS        # pool of each held graph
-        self.dirty_pools = set()                # private pools with freed temporaries
+        self.captured = [None] * NUM_GRAPHS  # ops of each held graph, or None
+        self.pools = [None] * NUM_GRAPHS  # pool of each held graph
+        self.dirty_pools = set()  # private pools with freed temporaries
         self.known_pools = set()
-        self.capture = None                     # the capture in progress (a dict)
+        self.capture = None  # the capture in progress (a dict)
         self.cap_stream = Stream()
         self.side = Stream()
         self.handles = []
@@ -134,8 +132,9 @@ class GraphModel(RuleBasedStateMachine):
         return [r for r in recs.values() if r.t is not None]
 
     def model_use(self, pool):
-        n = sum(1 for i in range(NUM_GRAPHS)
-                if self.captured[i] is not None and self.pools[i] == pool)
+        n = sum(
+            1 for i in range(NUM_GRAPHS) if self.captured[i] is not None and self.pools[i] == pool
+        )
         if self.capture is not None and self.capture["pool"] == pool:
             n += 1
         return n
@@ -186,8 +185,11 @@ class GraphModel(RuleBasedStateMachine):
     def _delete_tensor(self, data):
         rec = self.pick(data)
         self.visible.remove(rec)
-        if (self.capture_valid() and id(rec) in self.capture["created"]
-                and self.capture["exclusive"]):
+        if (
+            self.capture_valid()
+            and id(rec) in self.capture["created"]
+            and self.capture["exclusive"]
+        ):
             # A temporary of a capture with a pool of its own: really freed now, its block
             # reusable by later allocations of the same capture.
             rec.t = None
@@ -227,6 +229,7 @@ class GraphModel(RuleBasedStateMachine):
 
             def call():
                 out.t = a.t * k
+
         if self.run_op(op, call) is False:
             return
         if self.capturing():
@@ -237,8 +240,11 @@ class GraphModel(RuleBasedStateMachine):
         empty = [i for i in range(NUM_GRAPHS) if self.captured[i] is None]
         gi = data.draw(st.sampled_from(empty), label="graph")
         g = self.graphs[gi]
-        candidates = [self.pools[j] for j in range(NUM_GRAPHS)
-                      if self.captured[j] is not None and self.pools[j] not in self.dirty_pools]
+        candidates = [
+            self.pools[j]
+            for j in range(NUM_GRAPHS)
+            if self.captured[j] is not None and self.pools[j] not in self.dirty_pools
+        ]
         if how == "share" and not candidates:
             how = "handle"
         if how == "handle":
@@ -257,8 +263,15 @@ class GraphModel(RuleBasedStateMachine):
             assert pool[0] > 0 and pool[1] == 0 and pool not in self.known_pools
         self.known_pools.add(pool)
         event(f"capture_begin: {how} pool")
-        self.capture = {"gi": gi, "pool": pool, "ops": [], "created": set(),
-                        "valid": True, "exclusive": how == "private", "stream": stream}
+        self.capture = {
+            "gi": gi,
+            "pool": pool,
+            "ops": [],
+            "created": set(),
+            "valid": True,
+            "exclusive": how == "private",
+            "stream": stream,
+        }
 
     def _record_on_default_stream(self, cap):
         """Tensors a capture made on the side capture stream are used on the default stream
@@ -278,15 +291,20 @@ class GraphModel(RuleBasedStateMachine):
     def _end_capture(self):
         cap = self.capture
         g = self.graphs[cap["gi"]]
-        event(f"capture_end: {'valid' if cap['valid'] else 'invalidated'}, "
-              f"{'with ops' if cap['ops'] else 'empty'}")
+        event(
+            f"capture_end: {'valid' if cap['valid'] else 'invalidated'}, "
+            f"{'with ops' if cap['ops'] else 'empty'}"
+        )
         try:
             if cap["valid"]:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     g.capture_end()
-                empty = [w for w in caught if issubclass(w.category, UserWarning)
-                         and "empty" in str(w.message)]
+                empty = [
+                    w
+                    for w in caught
+                    if issubclass(w.category, UserWarning) and "empty" in str(w.message)
+                ]
                 assert bool(empty) == (not cap["ops"])
                 self.captured[cap["gi"]] = cap["ops"]
                 self.pools[cap["gi"]] = cap["pool"]
@@ -353,8 +371,7 @@ class GraphModel(RuleBasedStateMachine):
         self._delete_tensor(data)
 
     @precondition(lambda self: self.visible)
-    @rule(data=st.data(), kind=st.sampled_from(["add_", "mul_", "copy_", "fill_"]),
-          k=SCALARS)
+    @rule(data=st.data(), kind=st.sampled_from(["add_", "mul_", "copy_", "fill_"]), k=SCALARS)
     def in_place_op(self, data, kind, k):
         self._in_place_op(data, kind, k)
 
@@ -385,8 +402,11 @@ class GraphModel(RuleBasedStateMachine):
         raise AssertionError("reading a tensor during capture did not raise")
 
     @precondition(lambda self: self.can_begin())
-    @rule(data=st.data(), how=st.sampled_from(["private", "handle", "share"]),
-          on_default=st.booleans())
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["private", "handle", "share"]),
+        on_default=st.booleans(),
+    )
     def begin_capture(self, data, how, on_default):
         self._begin_capture(data, how, on_default)
 
@@ -396,10 +416,16 @@ class GraphModel(RuleBasedStateMachine):
         self._end_capture()
 
     @precondition(lambda self: self.can_begin() and self.visible)
-    @rule(data=st.data(), how=st.sampled_from(["private", "handle", "share"]),
-          steps=st.lists(st.sampled_from(["add_", "mul_", "copy_", "fill_", "add", "muls",
-                                          "new", "delete"]), min_size=1, max_size=5),
-          k=SCALARS)
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["private", "handle", "share"]),
+        steps=st.lists(
+            st.sampled_from(["add_", "mul_", "copy_", "fill_", "add", "muls", "new", "delete"]),
+            min_size=1,
+            max_size=5,
+        ),
+        k=SCALARS,
+    )
     def capture_graph(self, data, how, steps, k):
         """A whole capture in one step: begin, a few ops, end."""
         self._begin_capture(data, how, on_default=False)

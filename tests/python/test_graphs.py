@@ -1,4 +1,4 @@
-"""MTIAGraph / graph / graph_pool_handle (SPEC §2-§4): the cases PyTorch's own suite checks
+"""MTIAGraph / graph / graph_pool_handle: the cases PyTorch's own suite checks
 for CUDA graphs, written from the behaviour.
 
 Values are compared exactly (small integers in float32). Nothing here depends on timing:
@@ -23,14 +23,18 @@ MiB = 1 << 20
 
 # ---------------------------------------------------------------------------------- helpers
 
+
 def pool_info(pool, device=0):
     """libmtiart's view of a memory pool: exists, use_count, reserved/allocated bytes."""
     info = ffi.new("mtiart_pool_info *")
     mtia._C.check(lib.mtiart_pool_get_info(device, {"first": pool[0], "second": pool[1]}, info))
-    return SimpleNamespace(exists=bool(info.exists), use_count=int(info.use_count),
-                           reserved=int(info.reserved_bytes),
-                           allocated=int(info.allocated_bytes),
-                           active_blocks=int(info.active_blocks))
+    return SimpleNamespace(
+        exists=bool(info.exists),
+        use_count=int(info.use_count),
+        reserved=int(info.reserved_bytes),
+        allocated=int(info.allocated_bytes),
+        active_blocks=int(info.active_blocks),
+    )
 
 
 def same(t, expected):
@@ -63,6 +67,7 @@ def side():
 
 # ------------------------------------------------------------------- capture and replay
 
+
 def test_capture_in_place_and_out_of_place_ops_then_replay():
     a0 = np.arange(16, dtype=np.float32)
     a = mtia.from_numpy(a0.copy())
@@ -70,9 +75,9 @@ def test_capture_in_place_and_out_of_place_ops_then_replay():
     g = MTIAGraph()
     with mtia.graph(g):
         assert mtia.is_current_stream_capturing()
-        c = a + b           # out-of-place
-        c.mul_(2)           # in place on a tensor made by the capture
-        a.add_(1)           # in place on an eager tensor
+        c = a + b  # out-of-place
+        c.mul_(2)  # in place on a tensor made by the capture
+        a.add_(1)  # in place on an eager tensor
         d = (c - a).relu()  # chain of out-of-place ops
         e = -d * 0.5
     assert not mtia.is_current_stream_capturing()
@@ -176,6 +181,7 @@ def test_reset_of_an_empty_graph_is_a_no_op():
 
 # ------------------------------------------------------------------------- pool sharing
 
+
 def test_two_successive_graphs_with_and_without_pool_sharing():
     size = 64 * 1024  # 256 KiB per tensor: small blocks, temporaries in every step
     expected_b = None
@@ -208,15 +214,15 @@ def test_two_successive_graphs_with_and_without_pool_sharing():
 
         # Eager work interleaved with the replays, on the same stream.
         eager = mtia.zeros(size)
-        for i in range(5):
+        for _ in range(5):
             g0.replay()
-            eager.add_(b)          # reads g1's output of the previous replay (or garbage 0)
+            eager.add_(b)  # reads g1's output of the previous replay (or garbage 0)
             g1.replay()
             eager.mul_(0)
             eager.add_(b)
         # b = f^10(1) with f(t) = 2t + 2, i.e. 3 * 2**10 - 2.
-        same(b, np.full(size, 3 * 2 ** 10 - 2))
-        same(eager, np.full(size, 3 * 2 ** 10 - 2))
+        same(b, np.full(size, 3 * 2**10 - 2))
+        same(eager, np.full(size, 3 * 2**10 - 2))
         if expected_b is None:
             expected_b = b.numpy()
         reserved_by[share] = mtia.memory_reserved() - start
@@ -300,17 +306,18 @@ def test_graph_pool_handles_are_fresh_and_well_formed():
 
 # ----------------------------------------------------------------------- memory and pools
 
+
 def test_memory_statistics_right_after_capture():
     settle()
     a = mtia.ones(MiB // 4)  # 1 MiB
     before = mtia.memory_stats()
     g = MTIAGraph()
     with mtia.graph(g):
-        tmp = a * 2                  # 1 MiB temporary, freed inside the capture
-        out = tmp + 1                # 1 MiB output
+        tmp = a * 2  # 1 MiB temporary, freed inside the capture
+        out = tmp + 1  # 1 MiB output
         del tmp
-        big = mtia.zeros(3 * MiB // 4)   # 3 MiB temporary: its own segment
-        out2 = out * 3               # 1 MiB output (may reuse tmp's block)
+        big = mtia.zeros(3 * MiB // 4)  # 3 MiB temporary: its own segment
+        out2 = out * 3  # 1 MiB output (may reuse tmp's block)
         del big
     after = mtia.memory_stats()
     info = pool_info(g.pool())
@@ -320,19 +327,22 @@ def test_memory_statistics_right_after_capture():
     assert info.allocated == out.nbytes + out2.nbytes
     assert info.active_blocks == 2
     assert info.reserved >= 3 * MiB + 2 * MiB
-    assert after["allocated_bytes.all.current"] - before["allocated_bytes.all.current"] == \
-        out.nbytes + out2.nbytes
-    assert after["reserved_bytes.all.current"] - before["reserved_bytes.all.current"] == \
-        info.reserved
+    assert (
+        after["allocated_bytes.all.current"] - before["allocated_bytes.all.current"]
+        == out.nbytes + out2.nbytes
+    )
+    assert (
+        after["reserved_bytes.all.current"] - before["reserved_bytes.all.current"] == info.reserved
+    )
     assert after["private_pools"] == before["private_pools"] + 1
-    assert after["allocated_bytes.all.peak"] >= \
-        before["allocated_bytes.all.current"] + 3 * MiB
+    assert after["allocated_bytes.all.peak"] >= before["allocated_bytes.all.current"] + 3 * MiB
     assert mtia.memory_allocated() == after["dram"]["allocated_bytes"]
     g.replay()
     same(out2, np.full(MiB // 4, 9))
     # Replays allocate nothing.
-    assert mtia.memory_stats()["allocated_bytes.all.current"] == \
-        after["allocated_bytes.all.current"]
+    assert (
+        mtia.memory_stats()["allocated_bytes.all.current"] == after["allocated_bytes.all.current"]
+    )
     assert mtia.memory_reserved() == after["reserved_bytes.all.current"]
 
 
@@ -444,6 +454,7 @@ def test_reset_while_replays_are_pending(gate, side):
 
 
 # ----------------------------------------------------------------- multi-stream capture
+
 
 def test_fork_join_capture_over_three_streams():
     s0, s1, s2 = Stream(), Stream(), Stream()
@@ -614,11 +625,11 @@ def test_graph_context_on_a_stream_of_another_device():
 
 # ---------------------------------------------------------------------- capture errors
 
+
 def test_empty_capture_warns():
     g = MTIAGraph()
-    with pytest.warns(UserWarning, match="empty"):
-        with mtia.graph(g):
-            pass
+    with pytest.warns(UserWarning, match="empty"), mtia.graph(g):
+        pass
     g.replay()  # an empty graph still replays (does nothing)
     mtia.synchronize()
 
@@ -700,10 +711,9 @@ def test_unsafe_call_inside_capture_invalidates_it(unsafe, side):
 def test_unsafe_call_inside_graph_context_propagates(side):
     x = mtia.ones(3)
     g = MTIAGraph()
-    with pytest.raises(CaptureError):
-        with mtia.graph(g, stream=side):
-            y = x + 1
-            y.tolist()
+    with pytest.raises(CaptureError), mtia.graph(g, stream=side):
+        y = x + 1
+        y.tolist()
     assert not side.is_capturing()
     assert mtia.current_stream() == mtia.default_stream()
     with mtia.graph(g, stream=side):
@@ -712,8 +722,9 @@ def test_unsafe_call_inside_graph_context_propagates(side):
     same(y, [2, 2, 2])
 
 
-@pytest.mark.parametrize("mode,invalidates", [("global", True), ("thread_local", False),
-                                              ("relaxed", False)])
+@pytest.mark.parametrize(
+    "mode,invalidates", [("global", True), ("thread_local", False), ("relaxed", False)]
+)
 def test_capture_error_mode_and_another_threads_unsafe_call(mode, invalidates, side):
     x = mtia.ones(8)
     g = MTIAGraph()
@@ -756,10 +767,12 @@ def test_capture_error_modes_on_the_capturing_thread(side):
     same(y, [3] * 4)
     # thread_local: the capturing thread's own unsafe call still invalidates.
     g2 = MTIAGraph()
-    with pytest.raises(CaptureError):
-        with mtia.graph(g2, stream=side, capture_error_mode="thread_local"):
-            y2 = x + 1
-            mtia.synchronize()
+    with (
+        pytest.raises(CaptureError),
+        mtia.graph(g2, stream=side, capture_error_mode="thread_local"),
+    ):
+        y2 = x + 1
+        mtia.synchronize()
     del y2
     with pytest.raises(ValueError):
         MTIAGraph().capture_begin((0, 0), capture_error_mode="strict")
@@ -772,6 +785,7 @@ def test_capture_error_modes_on_the_capturing_thread(side):
 
 # ------------------------------------------------------------------------- keep_graph
 
+
 def test_keep_graph_false_forbids_instantiate():
     x = mtia.ones(4)
     g = MTIAGraph()
@@ -779,8 +793,9 @@ def test_keep_graph_false_forbids_instantiate():
         y = x + 1
     with pytest.raises(RuntimeError) as info:
         g.instantiate()
-    assert str(info.value) == ("instantiate() is intended to be called by the user only "
-                               "when keep_graph=True")
+    assert str(info.value) == (
+        "instantiate() is intended to be called by the user only when keep_graph=True"
+    )
     g.replay()
     same(y, [2] * 4)
     with pytest.raises(RuntimeError):
@@ -862,19 +877,19 @@ def test_debug_dump_writes_dot_with_the_nodes(tmp_path):
 
 # ------------------------------------------------------------- exceptions in the body
 
+
 def test_exception_inside_graph_context_is_propagated_and_cleaned_up(side):
     x = mtia.ones(4)
     g = MTIAGraph()
     err = KeyError("boom")
     before = mtia.current_stream()
     pool = None
-    with pytest.raises(KeyError) as info:
-        with mtia.graph(g, stream=side):
-            y = x * 2
-            pool = g.pool()
-            assert pool_info(pool).use_count == 1
-            mtia.set_stream(Stream())  # the body even changes the current stream
-            raise err
+    with pytest.raises(KeyError) as info, mtia.graph(g, stream=side):
+        y = x * 2
+        pool = g.pool()
+        assert pool_info(pool).use_count == 1
+        mtia.set_stream(Stream())  # the body even changes the current stream
+        raise err
     assert info.value is err
     assert mtia.current_stream() == before
     assert not side.is_capturing()
@@ -892,16 +907,16 @@ def test_exception_inside_graph_context_is_propagated_and_cleaned_up(side):
 def test_exception_inside_graph_context_on_another_device_restores_device():
     s1 = Stream(device=1)
     g = MTIAGraph()
-    with pytest.raises(ZeroDivisionError):
-        with mtia.graph(g, stream=s1):
-            assert mtia.current_device() == 1
-            1 / 0
+    with pytest.raises(ZeroDivisionError), mtia.graph(g, stream=s1):
+        assert mtia.current_device() == 1
+        _ = 1 / 0
     assert mtia.current_device() == 0
     assert mtia.current_stream(1) == mtia.default_stream(1)
     assert not s1.is_capturing()
 
 
 # ------------------------------------------------------------------------------- misuse
+
 
 def test_capture_begin_twice(side):
     g = MTIAGraph()
@@ -944,9 +959,8 @@ def test_capture_end_on_a_different_current_stream(side):
     x = mtia.ones(2)
     g.capture_begin()
     y = x * 3
-    with mtia.stream(side):
-        with pytest.raises(RuntimeError, match="same stream"):
-            g.capture_end()
+    with mtia.stream(side), pytest.raises(RuntimeError, match="same stream"):
+        g.capture_end()
     assert mtia.current_stream().is_capturing()
     g.capture_end()
     g.replay()
@@ -965,12 +979,22 @@ def test_replay_and_pool_before_capture():
         MTIAGraph(keep_graph=True).debug_dump("/dev/null")
 
 
-@pytest.mark.parametrize("pool,exc", [
-    ((1, 1), ValueError), ((-1, 0), ValueError), ((0, -5), ValueError),
-    ([0, 0], TypeError), (5, TypeError), (None, TypeError), ((0,), TypeError),
-    ((0, 0, 0), TypeError), (("a", 0), TypeError), ((1.0, 0), TypeError),
-    ((True, 0), TypeError),
-])
+@pytest.mark.parametrize(
+    "pool,exc",
+    [
+        ((1, 1), ValueError),
+        ((-1, 0), ValueError),
+        ((0, -5), ValueError),
+        ([0, 0], TypeError),
+        (5, TypeError),
+        (None, TypeError),
+        ((0,), TypeError),
+        ((0, 0, 0), TypeError),
+        (("a", 0), TypeError),
+        ((1.0, 0), TypeError),
+        ((True, 0), TypeError),
+    ],
+)
 def test_bad_pool_values(pool, exc):
     g = MTIAGraph()
     with pytest.raises(exc):
@@ -993,7 +1017,7 @@ def test_graph_of_a_non_graph_is_a_type_error():
     assert not mtia.is_current_stream_capturing()
 
 
-def test_seed_signatures():
+def test_torch_signatures():
     g = MTIAGraph(False)
     g2 = MTIAGraph(keep_graph=True)
     assert "keep_graph=True" in repr(g2)
@@ -1006,6 +1030,7 @@ def test_seed_signatures():
 
 
 # --------------------------------------------------------------------- host functions
+
 
 def test_host_functions_run_once_per_replay(side):
     calls = []
@@ -1112,11 +1137,10 @@ def test_unjoined_fork_inside_graph_context_raises_at_exit(side):
     x = mtia.ones(4)
     g = MTIAGraph()
     before = mtia.current_stream()
-    with pytest.raises(CaptureError, match="join"):
-        with mtia.graph(g, stream=side):
-            s1.wait_stream(side)
-            with mtia.stream(s1):
-                y = x + 1
+    with pytest.raises(CaptureError, match="join"), mtia.graph(g, stream=side):
+        s1.wait_stream(side)
+        with mtia.stream(s1):
+            y = x + 1
     assert mtia.current_stream() == before
     assert not side.is_capturing() and not s1.is_capturing()
     with mtia.graph(g, stream=side):

@@ -1,4 +1,4 @@
-"""Memory statistics, snapshots, empty_cache, record_stream and out-of-memory (SPEC §4-§5)."""
+"""Memory statistics, snapshots, empty_cache, record_stream and out-of-memory."""
 
 import gc
 
@@ -10,9 +10,15 @@ from mtia_graph import CaptureError, Stream
 MiB = 1 << 20
 
 TORCH_KEYS = [
-    "allocated_bytes.all.current", "allocated_bytes.all.peak", "reserved_bytes.all.current",
-    "reserved_bytes.all.peak", "active.all.current", "active_bytes.all.current",
-    "segment.all.current", "num_alloc_retries", "num_ooms",
+    "allocated_bytes.all.current",
+    "allocated_bytes.all.peak",
+    "reserved_bytes.all.current",
+    "reserved_bytes.all.peak",
+    "active.all.current",
+    "active_bytes.all.current",
+    "segment.all.current",
+    "num_alloc_retries",
+    "num_ooms",
 ]
 
 
@@ -66,10 +72,15 @@ def test_empty_cache_releases_free_segments():
 
 def test_memory_functions_take_a_device():
     last = mtia_graph.device_count() - 1
-    for fn in (mtia_graph.memory_allocated, mtia_graph.max_memory_allocated,
-               mtia_graph.memory_reserved, mtia_graph.max_memory_reserved,
-               mtia_graph.memory_stats, mtia_graph.reset_peak_memory_stats,
-               mtia_graph.snapshot):
+    for fn in (
+        mtia_graph.memory_allocated,
+        mtia_graph.max_memory_allocated,
+        mtia_graph.memory_reserved,
+        mtia_graph.max_memory_reserved,
+        mtia_graph.memory_stats,
+        mtia_graph.reset_peak_memory_stats,
+        mtia_graph.snapshot,
+    ):
         fn(last)
         fn(f"mtia:{last}")
         with pytest.raises(ValueError):
@@ -92,8 +103,17 @@ def test_snapshot_lists_blocks():
     segments = mtia_graph.snapshot()
     assert isinstance(segments, list) and segments
     for seg in segments:
-        for key in ("device", "address", "total_size", "allocated_size", "active_size",
-                    "requested_size", "stream", "segment_pool_id", "blocks"):
+        for key in (
+            "device",
+            "address",
+            "total_size",
+            "allocated_size",
+            "active_size",
+            "requested_size",
+            "stream",
+            "segment_pool_id",
+            "blocks",
+        ):
             assert key in seg
         assert sum(b["size"] for b in seg["blocks"]) == seg["total_size"]
         for b in seg["blocks"]:
@@ -167,7 +187,8 @@ def test_observer_argument_checks():
 
 
 def test_out_of_memory(subprocess_python):
-    r = subprocess_python("""
+    r = subprocess_python(
+        """
         import gc
         import mtia_graph
         calls = []
@@ -208,14 +229,17 @@ def test_out_of_memory(subprocess_python):
             pass
         assert len(calls) == 1
         print("OK")
-    """, env={"MTIART_DEVICE_MEMORY": "64M", "MTIART_NUM_DEVICES": "1"})
+    """,
+        env={"MTIART_DEVICE_MEMORY": "64M", "MTIART_NUM_DEVICES": "1"},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith("OK")
     assert "observer failure is ignored" in r.stderr
 
 
 def test_out_of_memory_larger_than_capacity_keeps_tensors_intact(subprocess_python):
-    r = subprocess_python("""
+    r = subprocess_python(
+        """
         import mtia_graph
         a = mtia_graph.arange(100)
         for n in (1 << 40, 65 << 20):
@@ -227,6 +251,8 @@ def test_out_of_memory_larger_than_capacity_keeps_tensors_intact(subprocess_pyth
                 raise SystemExit("no OutOfMemoryError")
         assert a.tolist() == list(range(100))
         print("OK")
-    """, env={"MTIART_DEVICE_MEMORY": "64M"})
+    """,
+        env={"MTIART_DEVICE_MEMORY": "64M"},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout

@@ -1,5 +1,6 @@
-"""Devices, initialisation, errors and the package surface (SPEC §5, §7)."""
+"""Devices, initialisation, errors and the package surface."""
 
+import inspect
 import threading
 
 import pytest
@@ -8,24 +9,60 @@ import mtia_graph
 from mtia_graph import Device
 from mtia_graph._C import ffi, lib
 
-
 # --------------------------------------------------------------------------- surface
 
-SPEC_NAMES = [
-    "is_available", "init", "is_initialized", "device_count", "current_device", "set_device",
-    "device", "get_device_properties", "get_device_capability", "synchronize", "Stream",
-    "Event", "current_stream", "default_stream", "set_stream", "stream", "StreamContext",
-    "is_current_stream_capturing", "empty_cache", "memory_stats", "memory_allocated",
-    "max_memory_allocated", "memory_reserved", "max_memory_reserved",
-    "reset_peak_memory_stats", "snapshot", "attach_out_of_memory_observer", "MTIAGraph",
-    "graph", "graph_pool_handle", "Tensor", "float32", "float64", "int32", "int64", "bool",
-    "empty", "zeros", "ones", "full", "arange", "tensor", "from_numpy", "empty_like",
-    "zeros_like", "full_like",
+TORCH_MTIA_NAMES = [
+    "is_available",
+    "init",
+    "is_initialized",
+    "device_count",
+    "current_device",
+    "set_device",
+    "device",
+    "get_device_properties",
+    "get_device_capability",
+    "synchronize",
+    "Stream",
+    "Event",
+    "current_stream",
+    "default_stream",
+    "set_stream",
+    "stream",
+    "StreamContext",
+    "is_current_stream_capturing",
+    "empty_cache",
+    "memory_stats",
+    "memory_allocated",
+    "max_memory_allocated",
+    "memory_reserved",
+    "max_memory_reserved",
+    "reset_peak_memory_stats",
+    "snapshot",
+    "attach_out_of_memory_observer",
+    "MTIAGraph",
+    "graph",
+    "graph_pool_handle",
+    "Tensor",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool",
+    "empty",
+    "zeros",
+    "ones",
+    "full",
+    "arange",
+    "tensor",
+    "from_numpy",
+    "empty_like",
+    "zeros_like",
+    "full_like",
 ]
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
-def test_spec_names_exist(name):
+@pytest.mark.parametrize("name", TORCH_MTIA_NAMES)
+def test_torch_mtia_names_exist(name):
     assert hasattr(mtia_graph, name)
 
 
@@ -42,6 +79,141 @@ def test_torch_dtype_aliases():
     assert "float" not in mtia_graph.__all__
 
 
+# What each public name is; a refactoring must not turn a class into a function or lose
+# a name.
+PUBLIC_KINDS = {
+    "exception": [
+        "MTIAError",
+        "OutOfMemoryError",
+        "InvalidHandleError",
+        "KernelError",
+        "CaptureError",
+        "MTIAValueError",
+    ],
+    "class": [
+        "Device",
+        "DeviceProperties",
+        "device",
+        "Stream",
+        "Event",
+        "StreamContext",
+        "MTIAGraph",
+        "graph",
+        "Tensor",
+        "dtype",
+        "Kernel",
+        "PythonKernel",
+    ],
+    "function": [
+        "is_available",
+        "init",
+        "is_initialized",
+        "device_count",
+        "current_device",
+        "set_device",
+        "get_device_properties",
+        "get_device_capability",
+        "stream",
+        "current_stream",
+        "default_stream",
+        "set_stream",
+        "synchronize",
+        "is_current_stream_capturing",
+        "launch_host_func",
+        "empty_cache",
+        "memory_stats",
+        "memory_allocated",
+        "max_memory_allocated",
+        "memory_reserved",
+        "max_memory_reserved",
+        "reset_peak_memory_stats",
+        "reset_accumulated_memory_stats",
+        "snapshot",
+        "attach_out_of_memory_observer",
+        "detach_out_of_memory_observer",
+        "graph_pool_handle",
+        "get_default_dtype",
+        "result_type",
+        "promote_types",
+        "can_cast",
+        "empty",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "tensor",
+        "from_numpy",
+        "empty_like",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "where",
+        "matmul",
+        "from_dlpack",
+        "load_kernel",
+        "kernel",
+    ],
+    "dtype": ["float32", "float64", "int32", "int64", "bool"],
+}
+
+
+def _kind_of(obj):
+    if isinstance(obj, type):
+        return "exception" if issubclass(obj, BaseException) else "class"
+    if isinstance(obj, mtia_graph.dtype):
+        return "dtype"
+    return "function" if inspect.isfunction(obj) else type(obj).__name__
+
+
+def test_public_names_keep_their_kinds():
+    listed = [name for names in PUBLIC_KINDS.values() for name in names]
+    assert sorted(listed) == sorted(mtia_graph.__all__)
+    for kind, names in PUBLIC_KINDS.items():
+        for name in names:
+            obj = getattr(mtia_graph, name)
+            assert _kind_of(obj) == kind, name
+            if kind != "dtype":
+                assert obj.__module__.split(".")[0] == "mtia_graph", (name, obj.__module__)
+
+
+@pytest.mark.parametrize(
+    "alias,name",
+    [
+        ("float", "float32"),
+        ("double", "float64"),
+        ("int", "int32"),
+        ("long", "int64"),
+        ("bool", "bool"),
+    ],
+)
+def test_torch_dtype_names_are_the_dtypes(alias, name):
+    import pickle
+
+    dt = getattr(mtia_graph, alias)
+    assert isinstance(dt, mtia_graph.dtype) and dt.name == name
+    assert getattr(mtia_graph, name) is dt
+    assert repr(dt) == f"mtia_graph.{name}"
+    assert pickle.loads(pickle.dumps(dt)) is dt
+    assert mtia_graph.tensor([1], dtype=alias).dtype is dt  # names work as dtype arguments
+
+
+def test_no_module_of_the_package_shadows_a_builtin():
+    # Only the package namespace binds torch's builtin-named dtypes (bool, float, int).
+    import builtins
+    import importlib
+    import pkgutil
+
+    shadowing = {}
+    for info in pkgutil.walk_packages(mtia_graph.__path__, "mtia_graph."):
+        if info.name.startswith("mtia_graph.bench") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        names = {n for n in vars(module) if not n.startswith("__") and hasattr(builtins, n)}
+        if names:
+            shadowing[info.name] = sorted(names)
+    assert not shadowing
+
+
 def test_graph_names_come_from_graphs_module():
     from mtia_graph import graphs
 
@@ -52,13 +224,19 @@ def test_graph_names_come_from_graphs_module():
 
 def test_exception_hierarchy():
     assert issubclass(mtia_graph.MTIAError, RuntimeError)
-    for cls in (mtia_graph.OutOfMemoryError, mtia_graph.InvalidHandleError,
-                mtia_graph.KernelError, mtia_graph.CaptureError, mtia_graph.MTIAValueError):
+    for cls in (
+        mtia_graph.OutOfMemoryError,
+        mtia_graph.InvalidHandleError,
+        mtia_graph.KernelError,
+        mtia_graph.CaptureError,
+        mtia_graph.MTIAValueError,
+    ):
         assert issubclass(cls, mtia_graph.MTIAError)
     assert issubclass(mtia_graph.MTIAValueError, ValueError)
 
 
 # --------------------------------------------------------------------------- init
+
 
 def test_import_does_not_initialise(subprocess_python):
     r = subprocess_python("""
@@ -73,8 +251,9 @@ def test_import_does_not_initialise(subprocess_python):
 
 
 def test_device_count_from_environment(subprocess_python):
-    r = subprocess_python("import mtia_graph; print(mtia_graph.device_count())",
-                          env={"MTIART_NUM_DEVICES": "3"})
+    r = subprocess_python(
+        "import mtia_graph; print(mtia_graph.device_count())", env={"MTIART_NUM_DEVICES": "3"}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3"
 
@@ -87,6 +266,7 @@ def test_available_and_initialised():
 
 
 # --------------------------------------------------------------------------- devices
+
 
 def test_current_device_and_set_device():
     assert mtia_graph.current_device() == 0
@@ -139,9 +319,8 @@ def test_device_context_manager_restores():
 
 def test_device_context_manager_restores_on_exception():
     target = mtia_graph.device_count() - 1
-    with pytest.raises(KeyError):
-        with mtia_graph.device(target):
-            raise KeyError("x")
+    with pytest.raises(KeyError), mtia_graph.device(target):
+        raise KeyError("x")
     assert mtia_graph.current_device() == 0
 
 
@@ -187,11 +366,20 @@ def test_device_value_type():
     assert pickle.loads(pickle.dumps(d)) == d
 
 
-@pytest.mark.parametrize("args,exc", [
-    (("cpu",), ValueError), (("mtia:-1",), ValueError), (("mtia:a",), ValueError),
-    ((-1,), ValueError), ((1.5,), TypeError), ((None,), TypeError), ((True,), TypeError),
-    (("mtia:1", 1), ValueError), (("mtia", "1"), TypeError),
-])
+@pytest.mark.parametrize(
+    "args,exc",
+    [
+        (("cpu",), ValueError),
+        (("mtia:-1",), ValueError),
+        (("mtia:a",), ValueError),
+        ((-1,), ValueError),
+        ((1.5,), TypeError),
+        ((None,), TypeError),
+        ((True,), TypeError),
+        (("mtia:1", 1), ValueError),
+        (("mtia", "1"), TypeError),
+    ],
+)
 def test_device_value_type_errors(args, exc):
     with pytest.raises(exc):
         Device(*args)
@@ -205,7 +393,7 @@ def test_get_device_properties():
     assert p.num_workers >= 1
     assert p.greatest_stream_priority < 0 == p.least_stream_priority
     assert p["total_memory"] == p.total_memory  # torch.mtia returns a dict
-    assert "name" in p.keys()
+    assert "name" in p.keys()  # noqa: SIM118 - keys() itself is under test
     with pytest.raises(KeyError):
         p["nope"]
     assert mtia_graph.get_device_capability() == (p.major, p.minor)
@@ -228,15 +416,19 @@ def test_get_device_properties_errors():
 
 
 def test_device_memory_capacity_from_environment(subprocess_python):
-    r = subprocess_python("""
+    r = subprocess_python(
+        """
         import mtia_graph
         print(mtia_graph.get_device_properties().total_memory)
-    """, env={"MTIART_DEVICE_MEMORY": "96M"})
+    """,
+        env={"MTIART_DEVICE_MEMORY": "96M"},
+    )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) == 96 << 20
 
 
 # --------------------------------------------------------------------------- errors
+
 
 def test_check_maps_status_codes():
     from mtia_graph import _C
@@ -276,9 +468,8 @@ def test_destroyed_stream_handle_is_an_error_not_a_crash():
         s.query()
     with pytest.raises(mtia_graph.InvalidHandleError):
         s.launch_host_func(lambda: None)
-    with mtia_graph.stream(s):
-        with pytest.raises(mtia_graph.InvalidHandleError):
-            mtia_graph.zeros(3)
+    with mtia_graph.stream(s), pytest.raises(mtia_graph.InvalidHandleError):
+        mtia_graph.zeros(3)
     # everything else still works
     t = mtia_graph.zeros(3)
     assert t.tolist() == [0.0, 0.0, 0.0]

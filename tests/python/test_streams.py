@@ -1,4 +1,4 @@
-"""Streams, events, stream contexts, host functions and capture state (SPEC §5)."""
+"""Streams, events, stream contexts, host functions and capture state."""
 
 import gc
 import re
@@ -8,8 +8,7 @@ import time
 import pytest
 
 import mtia_graph
-from mtia_graph import CaptureError, Device, Event, KernelError, Stream
-from mtia_graph import _C
+from mtia_graph import CaptureError, Device, Event, KernelError, Stream, callbacks
 
 
 def two_devices():
@@ -18,6 +17,7 @@ def two_devices():
 
 
 # --------------------------------------------------------------------------- Stream
+
 
 def test_default_and_current_stream():
     d = mtia_graph.default_stream()
@@ -63,11 +63,18 @@ def test_high_priority_stream_still_orders_its_own_work():
     assert [i for k, i in seen if k == "lo"] == list(range(20))
 
 
-@pytest.mark.parametrize("kwargs,exc", [
-    ({"priority": "high"}, TypeError), ({"priority": 1.5}, TypeError),
-    ({"priority": True}, TypeError), ({"device": 99}, ValueError),
-    ({"device": "cpu"}, ValueError), ({"device": 1.0}, TypeError), ({"bogus": 1}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc",
+    [
+        ({"priority": "high"}, TypeError),
+        ({"priority": 1.5}, TypeError),
+        ({"priority": True}, TypeError),
+        ({"device": 99}, ValueError),
+        ({"device": "cpu"}, ValueError),
+        ({"device": 1.0}, TypeError),
+        ({"bogus": 1}, TypeError),
+    ],
+)
 def test_stream_constructor_errors(kwargs, exc):
     with pytest.raises(exc):
         Stream(**kwargs)
@@ -135,11 +142,13 @@ def test_stream_methods_type_errors(method):
     with pytest.raises(TypeError):
         getattr(s, method)("not a stream or event")
     with pytest.raises(TypeError):
-        getattr(s, method)(s if method == "wait_event" else Event() if method == "wait_stream"
-                           else s)
+        getattr(s, method)(
+            s if method == "wait_event" else Event() if method == "wait_stream" else s
+        )
 
 
 # --------------------------------------------------------------------------- Event
+
 
 def test_event_defaults_and_query():
     e = Event()
@@ -226,6 +235,7 @@ def test_event_type_errors():
 
 # --------------------------------------------------------------------------- current stream
 
+
 def test_stream_context_sets_and_restores():
     s = Stream()
     d = mtia_graph.default_stream()
@@ -255,9 +265,8 @@ def test_stream_context_none_is_noop():
 
 def test_stream_context_restores_on_exception():
     s = Stream()
-    with pytest.raises(ZeroDivisionError):
-        with mtia_graph.stream(s):
-            1 / 0
+    with pytest.raises(ZeroDivisionError), mtia_graph.stream(s):
+        _ = 1 / 0
     assert mtia_graph.current_stream() == mtia_graph.default_stream()
 
 
@@ -346,6 +355,7 @@ def test_device_synchronize():
 
 # --------------------------------------------------------------------------- host functions
 
+
 def test_host_functions_run_in_order():
     s = Stream()
     out = []
@@ -353,7 +363,7 @@ def test_host_functions_run_in_order():
         s.launch_host_func(lambda i=i: out.append(i))
     s.synchronize()
     assert out == list(range(100))
-    assert not _C._oneshot  # one-shot entries are released once they ran
+    assert not callbacks._oneshot  # one-shot entries are released once they ran
 
 
 def test_module_level_launch_host_func_uses_current_stream():
@@ -361,7 +371,7 @@ def test_module_level_launch_host_func_uses_current_stream():
     out = []
     with mtia_graph.stream(s):
         cb = mtia_graph.launch_host_func(lambda: out.append(threading.current_thread()))
-    assert isinstance(cb, _C.HostCallback)
+    assert isinstance(cb, callbacks.HostCallback)
     s.synchronize()
     assert out and out[0] is not threading.current_thread()  # ran on a device worker
     mtia_graph.launch_host_func(lambda: out.append(2), stream=s)
@@ -434,6 +444,84 @@ def test_host_function_long_traceback_is_complete_in_python():
     assert long_text in str(info.value)
 
 
+def _report_by_stream_synchronize(s):
+    s.synchronize()
+
+
+def _report_by_device_synchronize(s):
+    mtia_graph.synchronize(s.device_index)
+
+
+def _report_by_query(s):
+    s.record_event().synchronize()
+    while not s.query():
+        pass
+
+
+def _report_by_copy_to_host(s):
+    with mtia_graph.stream(s):
+        mtia_graph.zeros(2).numpy()
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        _report_by_stream_synchronize,
+        _report_by_device_synchronize,
+        _report_by_query,
+        _report_by_copy_to_host,
+    ],
+)
+def test_failed_host_function_traceback_is_complete_whichever_call_reports_it(report):
+    s = Stream()
+    long_text = "y" * 3000
+
+    def fail_deep_inside():
+        raise LookupError(long_text)
+
+    s.launch_host_func(fail_deep_inside)
+    with pytest.raises(KernelError) as info:
+        report(s)
+    msg = str(info.value)
+    assert "Python host function raised:" in msg
+    assert "fail_deep_inside" in msg and f"LookupError: {long_text}" in msg
+    assert "host error #" not in msg  # the marker is replaced by the text it stands for
+    s.synchronize()
+
+
+def test_concurrent_host_function_failures_each_report_their_own_traceback():
+    # Streams on several workers fail at once, from several threads, more often than
+    # the package keeps tracebacks: each failure still comes back complete and its own.
+    rounds, threads = 150, 4
+    wrong, reported = [], []
+
+    def fail(tag):
+        raise KeyError(f"failure {tag} " + "z" * 600)
+
+    def run(worker):
+        try:
+            s = Stream()
+            for i in range(rounds):
+                tag = f"{worker}-{i}"
+                s.launch_host_func(lambda tag=tag: fail(tag))
+                with pytest.raises(KernelError) as info:
+                    s.synchronize()
+                msg = str(info.value)
+                if f"failure {tag} " + "z" * 600 not in msg or "raised:" not in msg:
+                    wrong.append(f"{tag}: {msg[:200]}")
+                reported.append(tag)
+        except BaseException as exc:  # noqa: BLE001 - the main thread reports it
+            wrong.append(f"worker {worker}: {exc!r}")
+
+    pool = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not wrong
+    assert len(reported) == rounds * threads
+
+
 def test_host_function_must_not_synchronize():
     s = Stream()
     s.launch_host_func(lambda: mtia_graph.synchronize())
@@ -452,6 +540,7 @@ def test_tensor_ops_from_host_function():
 
 
 # --------------------------------------------------------------------------- capture state
+
 
 def test_capture_state_and_unsafe_calls(raw_capture):
     s = Stream()
@@ -499,13 +588,13 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
     raw_capture.track(s)
     hits = []
     cid = raw_capture.begin(s)
-    assert cid > 0 and _C.capture_id_of(s._handle) == cid
+    assert cid > 0 and callbacks.capture_id_of(s._handle) == cid
     cb = s.launch_host_func(lambda: hits.append(1))
-    assert _C.keep_alive_for_capture(s._handle, "host buffer") is True
+    assert callbacks.keep_alive_for_capture(s._handle, "host buffer") is True
     graph = raw_capture.end(s)
-    keep = _C.capture_keepalive(cid)
+    keep = callbacks.capture_keepalive(cid)
     assert cb in keep and "host buffer" in keep
-    assert _C.capture_keepalive(cid) == []  # taken once
+    assert callbacks.capture_keepalive(cid) == []  # taken once
     assert hits == []  # captured, not run
     exe = raw_capture.instantiate(graph)
     raw_capture.launch(exe, s)
@@ -524,9 +613,9 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
 
 def test_keepalive_helpers_outside_capture():
     s = Stream()
-    assert _C.keep_alive_for_capture(s._handle, object()) is False
-    assert _C.capture_keepalive(123456789) == []
-    assert _C.capture_id_of(s._handle) == 0
+    assert callbacks.keep_alive_for_capture(s._handle, object()) is False
+    assert callbacks.capture_keepalive(123456789) == []
+    assert callbacks.capture_id_of(s._handle) == 0
 
 
 def test_graph_capture_with_host_function_via_mtiagraph():

@@ -2,15 +2,16 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import mtia_graph as mg
 
-SETTINGS = settings(max_examples=50, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 DTYPES = [mg.float32, mg.float64, mg.int32, mg.int64, mg.bool]
 dtypes = st.sampled_from(DTYPES)
@@ -70,8 +71,13 @@ def bool_sub(name, dt):
 
 
 @SETTINGS
-@given(data=st.data(), name=st.sampled_from(sorted(BINARY)), da=dtypes, db=dtypes,
-       shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, max_side=4))
+@given(
+    data=st.data(),
+    name=st.sampled_from(sorted(BINARY)),
+    da=dtypes,
+    db=dtypes,
+    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, max_side=4),
+)
 def test_binary_tensor_tensor(data, name, da, db, shapes):
     sa, sb = shapes.input_shapes
     a_np = data.draw(arrays(da, sa), label="a")
@@ -85,13 +91,20 @@ def test_binary_tensor_tensor(data, name, da, db, shapes):
     assert_matches(result, expected, out_dt)
 
 
-scalars = st.one_of(st.booleans(), st.integers(-100, 100),
-                    st.floats(-100, 100, allow_nan=False, width=32))
+scalars = st.one_of(
+    st.booleans(), st.integers(-100, 100), st.floats(-100, 100, allow_nan=False, width=32)
+)
 
 
 @SETTINGS
-@given(data=st.data(), name=st.sampled_from(sorted(BINARY)), da=dtypes, scalar=scalars,
-       shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4), reflected=st.booleans())
+@given(
+    data=st.data(),
+    name=st.sampled_from(sorted(BINARY)),
+    da=dtypes,
+    scalar=scalars,
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+    reflected=st.booleans(),
+)
 def test_binary_tensor_scalar(data, name, da, scalar, shape, reflected):
     a_np = data.draw(arrays(da, shape), label="a")
     a = mg.tensor(a_np)
@@ -112,9 +125,13 @@ def test_binary_tensor_scalar(data, name, da, scalar, shape, reflected):
 
 
 @SETTINGS
-@given(data=st.data(), name=st.sampled_from(["add", "sub", "mul", "div"]), da=dtypes,
-       db=dtypes, shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3,
-                                                           max_side=4))
+@given(
+    data=st.data(),
+    name=st.sampled_from(["add", "sub", "mul", "div"]),
+    da=dtypes,
+    db=dtypes,
+    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=4),
+)
 def test_inplace_matches_numpy_or_raises(data, name, da, db, shapes):
     sa, sb = shapes.input_shapes
     a_np = data.draw(arrays(da, sa), label="a")
@@ -142,8 +159,12 @@ def test_inplace_matches_numpy_or_raises(data, name, da, db, shapes):
 
 
 @SETTINGS
-@given(data=st.data(), dt=st.sampled_from([mg.float32, mg.float64, mg.int32, mg.int64]),
-       shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=5), keepdim=st.booleans())
+@given(
+    data=st.data(),
+    dt=st.sampled_from([mg.float32, mg.float64, mg.int32, mg.int64]),
+    shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
+    keepdim=st.booleans(),
+)
 def test_sum_matches_numpy(data, dt, shape, keepdim):
     a_np = data.draw(arrays(dt, shape), label="a")
     a = mg.tensor(a_np)
@@ -152,15 +173,24 @@ def test_sum_matches_numpy(data, dt, shape, keepdim):
     expected = a_np.astype(out_dt.to_numpy()).sum(axis=axis, keepdims=keepdim)
     got = a.sum(axis, keepdim=keepdim)
     assert got.dtype is out_dt
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4 if dt is mg.float32 else 1e-9,
-                               atol=1e-2 if dt is mg.float32 else 1e-9)
-    np.testing.assert_allclose(a.sum().numpy(), a_np.astype(out_dt.to_numpy()).sum(),
-                               rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(
+        got.numpy(),
+        expected,
+        rtol=1e-4 if dt is mg.float32 else 1e-9,
+        atol=1e-2 if dt is mg.float32 else 1e-9,
+    )
+    np.testing.assert_allclose(
+        a.sum().numpy(), a_np.astype(out_dt.to_numpy()).sum(), rtol=1e-4, atol=1e-2
+    )
 
 
 @SETTINGS
-@given(data=st.data(), src=dtypes, dst=dtypes,
-       shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4))
+@given(
+    data=st.data(),
+    src=dtypes,
+    dst=dtypes,
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+)
 def test_cast_matches_numpy(data, src, dst, shape):
     a_np = data.draw(arrays(src, shape), label="a")
     got = mg.tensor(a_np).to(dst)
@@ -169,13 +199,17 @@ def test_cast_matches_numpy(data, src, dst, shape):
 
 
 @SETTINGS
-@given(data=st.data(), dt=st.sampled_from([mg.float32, mg.float64, mg.int64]),
-       m=st.integers(1, 6), k=st.integers(0, 6), n=st.integers(1, 6),
-       batch=st.sampled_from([(), (2,), (1, 3)]))
+@given(
+    data=st.data(),
+    dt=st.sampled_from([mg.float32, mg.float64, mg.int64]),
+    m=st.integers(1, 6),
+    k=st.integers(0, 6),
+    n=st.integers(1, 6),
+    batch=st.sampled_from([(), (2,), (1, 3)]),
+)
 def test_matmul_matches_numpy(data, dt, m, k, n, batch):
-    a_np = data.draw(arrays(dt, batch + (m, k)), label="a")
-    b_np = data.draw(arrays(dt, (k, n) if data.draw(st.booleans()) else batch + (k, n)),
-                     label="b")
+    a_np = data.draw(arrays(dt, (*batch, m, k)), label="a")
+    b_np = data.draw(arrays(dt, (k, n) if data.draw(st.booleans()) else (*batch, k, n)), label="b")
     got = mg.tensor(a_np) @ mg.tensor(b_np)
     expected = a_np @ b_np
     assert got.dtype is dt and got.shape == expected.shape

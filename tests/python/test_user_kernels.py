@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import mtia_graph as mtia
-from mtia_graph import KernelError, MTIAGraph
-from mtia_graph import _C
+from mtia_graph import KernelError, MTIAGraph, callbacks
 
 C_SOURCE = textwrap.dedent(r"""
     #include <stdint.h>
@@ -81,6 +80,7 @@ def same(t, expected):
 
 
 # ----------------------------------------------------------------------------- C kernels
+
 
 def test_load_and_launch_c_kernel_with_blocks(kernel_lib):
     axpy = mtia.load_kernel(kernel_lib, "axpy")
@@ -172,6 +172,7 @@ def test_c_kernel_argument_errors(kernel_lib):
 
 # ------------------------------------------------------------------------ Python kernels
 
+
 def test_python_kernel_gets_views_and_scalars():
     seen = {}
 
@@ -187,8 +188,7 @@ def test_python_kernel_gets_views_and_scalars():
     out = mtia.zeros(2, dtype=mtia.float64)
     k(x, out, 2.0, "hello")
     same(out, [6.0, 24.0])
-    assert seen == {"shapes": ((2, 3), (2,)), "dtypes": (np.float64, np.float64),
-                    "tag": "hello"}
+    assert seen == {"shapes": ((2, 3), (2,)), "dtypes": (np.float64, np.float64), "tag": "hello"}
 
 
 def test_python_kernel_is_stream_ordered():
@@ -199,10 +199,10 @@ def test_python_kernel_is_stream_ordered():
     s = mtia.Stream()
     with mtia.stream(s):
         x = mtia.ones(8, dtype=mtia.int32)
-        x.add_(1)        # 2
-        double(x)        # 4
-        x.add_(1)        # 5
-        double(x)        # 10
+        x.add_(1)  # 2
+        double(x)  # 4
+        x.add_(1)  # 5
+        double(x)  # 10
     s.synchronize()
     same(x, [10] * 8)
 
@@ -275,7 +275,7 @@ def test_python_kernel_capture_and_replay():
     mtia.synchronize()
     _purge_retired()
     gc.collect()
-    assert not any(isinstance(o, _PyKernelLaunch) for o in _C._persistent.values())
+    assert not any(isinstance(o, _PyKernelLaunch) for o in callbacks._persistent.values())
 
 
 def test_eager_python_kernel_entries_are_released():
@@ -287,7 +287,7 @@ def test_eager_python_kernel_entries_are_released():
     for _ in range(10):
         noop(x)
     mtia.synchronize()
-    assert not _C._oneshot
+    assert not callbacks._oneshot
 
 
 def test_python_kernel_with_empty_tensor_and_no_tensors():
