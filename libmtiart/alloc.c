@@ -820,7 +820,7 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
 
 mtiart_status mt_alloc_init(mt_device *dev) {
     mt_allocator *a = calloc(1, sizeof *a);
-    if (!a) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!a) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
     /* Twice the capacity of address space keeps large segments from failing on a
      * fragmented range while the capacity itself is still respected. */
     a->arena_size = round_up(dev->capacity, GRANULE) * 2;
@@ -829,7 +829,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
     if (base == MAP_FAILED) {
         unsigned long long wanted = a->arena_size;
         free(a);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY,
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
                                  "cannot reserve %llu bytes of address space for device %d",
                                  wanted, dev->index);
     }
@@ -841,7 +841,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
         free(a->chunk_segment);
         free(a->chunk_used);
         free(a);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     a->default_pool.dev = dev;
     a->stats.capacity = dev->capacity;
@@ -863,7 +863,7 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
     pthread_mutex_unlock(&observers_lock);
     for (size_t i = 0; i < count; i++)
         copy[i].fn(dev->index, size, allocated, reserved, dev->capacity, copy[i].user_data);
-    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY,
+    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
                              "device %d out of memory: tried to allocate %llu bytes; capacity "
                              "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
                              "allocator (free cached memory with empty_cache, or raise "
@@ -892,7 +892,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     block *b = take_block(a, pool, sh, rounded, size);
     if (!b) {
@@ -914,7 +914,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         b = take_block(a, pool, sh, rounded, size);
         if (!b) {
             mt_spin_unlock(&a->lock);
-            return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
         }
     }
     mt_spin_unlock(&a->lock);
@@ -957,16 +957,16 @@ mtiart_status mt_pointer_device_quiet(const void *ptr, int *device) {
 }
 
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
-    if (!mt_initialized) return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
+    if (!mt_initialized) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
     mt_allocator *a = allocator_of(ptr, device);
     if (!a)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                                  "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1);
     mt_spin_unlock(&a->lock);
     if (!b)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                                  "[%p, +%zu bytes) is not inside a live device allocation "
                                  "(freed, out of bounds, or never allocated)",
                                  ptr, bytes);
@@ -977,7 +977,7 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
 
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr) {
     LOOKUP_STREAM(s, stream);
-    if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
+    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
     mt_pool *pool = mt_capture_pool_of(s);
     return mt_alloc(s->dev, s, pool, size, ptr);
 }
@@ -986,21 +986,21 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);
     if (st) return st;
-    if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
+    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
     return mt_alloc(dev, dev->default_stream, mt_capture_pool_of(dev->default_stream), size, ptr);
 }
 
 MTIART_API mtiart_status mtiart_free(void *ptr) {
     if (!ptr) return MTIART_SUCCESS;
     if (!mt_initialized)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_allocator *a = allocator_of(ptr, NULL);
-    if (!a) return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "free: %p is not device memory", ptr);
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "free: %p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                                  "free: %p is not the start of a live device allocation "
                                  "(double free, or an interior pointer)", ptr);
     }
@@ -1049,12 +1049,12 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
     int device;
     mt_allocator *a = ptr ? allocator_of(ptr, &device) : NULL;
     if (!a || !mt_initialized)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "record_stream: %p is not device memory", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "record_stream: %p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, 1);
     if (!b) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                                  "record_stream: %p is not a live device allocation", ptr);
     }
     if (b->seg->owner->stream_id != s->id) {
@@ -1066,7 +1066,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
                 stream_use *grown = realloc(b->uses, cap * sizeof *grown);
                 if (!grown) {
                     mt_spin_unlock(&a->lock);
-                    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+                    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
                 }
                 b->uses = grown;
                 b->cap_uses = cap;
@@ -1080,7 +1080,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
-    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    if (!device) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
     /* Out-parameters are written only on success: a freed pointer still lies in a
      * device's arena, and mt_check_range reports that device before it fails. */
     int found;
@@ -1108,7 +1108,7 @@ MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);
     if (st) return st;
-    if (!stats) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "stats is NULL");
+    if (!stats) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "stats is NULL");
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     *stats = a->stats;
@@ -1159,7 +1159,7 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
     mtiart_status st = mt_get_device(device, &dev);
     if (st) return st;
     if (!count || (capacity && !blocks))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
     mt_allocator *a = dev->alloc;
     size_t n = 0;
     mt_spin_lock(&a->lock);
@@ -1178,12 +1178,12 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
 }
 
 MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void *user_data) {
-    if (!fn) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
+    if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
     pthread_mutex_lock(&observers_lock);
     observer *grown = num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
     if (!grown) {
         pthread_mutex_unlock(&observers_lock);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many out-of-memory observers (at most 32)");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many out-of-memory observers (at most 32)");
     }
     observers = grown;
     observers[num_observers++] = (observer){fn, user_data};
@@ -1202,13 +1202,13 @@ MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void
         }
     }
     pthread_mutex_unlock(&observers_lock);
-    return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "observer was not attached");
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer was not attached");
 }
 
 /* ------------------------------------------------------------------ pools */
 
 MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
-    if (!pool) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    if (!pool) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
     pool->first = 0;
     pool->second = atomic_fetch_add(&next_pool_handle, 1);
     return MTIART_SUCCESS;
@@ -1216,7 +1216,7 @@ MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
 
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) {
     if (id.first && id.second)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "invalid pool id (%llu, %llu): one of the two numbers must be 0",
                                  (unsigned long long)id.first, (unsigned long long)id.second);
     mt_allocator *a = dev->alloc;
@@ -1227,7 +1227,7 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) 
         pool = calloc(1, sizeof *pool);
         if (!pool) {
             mt_spin_unlock(&a->lock);
-            return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
         }
         pool->id = id;
         pool->dev = dev;
@@ -1270,8 +1270,6 @@ void mt_pool_release(mt_pool *pool) {
 
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool) { return pool->id; }
 
-mt_device *mt_pool_device(const mt_pool *pool) { return pool->dev; }
-
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
@@ -1289,7 +1287,7 @@ MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id id,
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);
     if (st) return st;
-    if (!info) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    if (!info) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
     mt_allocator *a = dev->alloc;
     memset(info, 0, sizeof *info);
     mt_spin_lock(&a->lock);

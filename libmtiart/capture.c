@@ -19,7 +19,7 @@ static mt_capture *captures;
 static atomic_uint_least64_t next_capture_id = 1;
 
 static mtiart_status oom(void) {
-    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
 }
 
 static bool frontier_set(mt_stream *s, const size_t *nodes, size_t count) {
@@ -49,17 +49,10 @@ mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
         memcpy(reason, c->invalid_reason, sizeof reason);
         pthread_mutex_unlock(&c->lock);
         mt_op_release(op);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+        return mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
                                  "stream %llu is capturing into capture %llu, which was "
                                  "invalidated: %s",
                                  (unsigned long long)s->id, (unsigned long long)c->id, reason);
-    }
-    if (op->type == MT_OP_GRAPH) {
-        pthread_mutex_unlock(&c->lock);
-        mt_op_release(op);
-        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "launching a graph on a capturing stream (a child graph) is "
-                                 "not supported");
     }
     size_t index;
     mtiart_status st = mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args,
@@ -124,7 +117,7 @@ mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_ev
     invalidate_locked(victim, reason);
     pthread_mutex_unlock(&victim->lock);
     pthread_mutex_unlock(&captures_lock);
-    return mtiart__set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
+    return mt_set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
                              reason);
 }
 
@@ -132,7 +125,7 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
     pthread_mutex_lock(&c->lock);
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
         pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+        return mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
                                  "event record on stream %llu refused: capture %llu was "
                                  "invalidated: %s",
                                  (unsigned long long)s->id, (unsigned long long)c->id,
@@ -140,7 +133,7 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
     }
     if (e->capture && e->capture != c) {
         pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+        return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
                                  "the event is already recorded in another active capture");
     }
     /* Remember the event so its capture state is cleared when the capture ends. */
@@ -174,8 +167,6 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
                 c->events[c->num_events++] = e;
             }
             e->capture = c;
-            e->capture_id = c->id;
-            e->device = c->dev->index;
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -199,20 +190,20 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
     mt_capture *sc = atomic_load(&s->capture);
     mt_capture *ec = e->capture;
     if (ec && sc && ec != sc)
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+        return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
                                  "stream %llu (capture %llu) cannot wait on an event recorded "
                                  "in capture %llu",
                                  (unsigned long long)s->id, (unsigned long long)sc->id,
                                  (unsigned long long)ec->id);
     mt_capture *c = ec ? ec : sc;
     if (c->dev != s->dev)
-        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
                                  "a capture cannot span devices (stream on device %d, capture "
                                  "on device %d)", s->dev->index, c->dev->index);
     pthread_mutex_lock(&c->lock);
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
         pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+        return mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
                                  "wait refused: capture %llu was invalidated: %s",
                                  (unsigned long long)c->id, c->invalid_reason);
     }
@@ -267,10 +258,10 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
                                                      mtiart_pool_id pool_id) {
     LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
     mt_capture *current = atomic_load(&s->capture);
     if (current)
-        return mtiart__set_error(MTIART_ERROR_ALREADY_CAPTURING,
+        return mt_set_error(MTIART_ERROR_ALREADY_CAPTURING,
                                  "stream %llu is already capturing (capture %llu)",
                                  (unsigned long long)s->id, (unsigned long long)current->id);
     mt_capture *c = calloc(1, sizeof *c);
@@ -367,13 +358,13 @@ static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
     LOOKUP_STREAM(s, stream);
-    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    if (!graph) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
     mt_capture *c = atomic_load(&s->capture);
     if (!c)
-        return mtiart__set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
+        return mt_set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
                                  (unsigned long long)s->id);
     if (c->origin != s)
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_WRONG_STREAM,
+        return mt_set_error(MTIART_ERROR_CAPTURE_WRONG_STREAM,
                                  "capture %llu was begun on stream %llu, not on stream %llu",
                                  (unsigned long long)c->id, (unsigned long long)c->origin->id,
                                  (unsigned long long)s->id);
@@ -415,14 +406,14 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         mt_graph_free(g); /* releases nothing of the pool: the capture's use goes below */
         mt_pool_release(c->pool);
         free(c);
-        return mtiart__set_error(st, "%s; the capture was discarded", message);
+        return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
     free(c);
     g->handle = mt_handle_register(g, MT_KIND_GRAPH);
     if (!g->handle) {
         mt_graph_free(g);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
     }
     *graph = (mtiart_graph)(uintptr_t)g->handle;
     return MTIART_SUCCESS;

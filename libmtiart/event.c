@@ -10,13 +10,11 @@
 #include <sched.h>
 #include <stdlib.h>
 
-mt_event *mt_event_new(uint32_t flags, bool internal) {
+mt_event *mt_event_new(uint32_t flags) {
     mt_event *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     atomic_init(&e->refcount, 1);
     e->flags = flags;
-    e->internal = internal;
-    e->device = -1;
     return e;
 }
 
@@ -27,10 +25,6 @@ void mt_event_unref(mt_event *e) {
     free(e->waiters);
     free(e->capture_deps);
     free(e);
-}
-
-mt_event *mt_event_lookup(mtiart_event handle) {
-    return mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_EVENT);
 }
 
 void mt_event_complete(mt_event *e, uint64_t generation) {
@@ -55,36 +49,22 @@ void mt_event_complete(mt_event *e, uint64_t generation) {
     }
     atomic_store(&e->completed_word, (unsigned)generation);
     if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
-    /* Unblock satisfied waiters, at most 16 per pass, waking them after dropping the lock.
-     * Loop until no satisfied waiter is left: waiters of different generations can be
-     * interleaved (a re-recorded event), so an unsatisfied waiter at the front of the kept
-     * list must not hide satisfied ones behind it (they would stay parked until some
-     * later record completes, or forever). Looping here also keeps the timestamp from
-     * being taken again, as the former recursive call did. */
-    for (;;) {
-        mt_spin_lock(&e->lock);
-        if (e->num_waiters == 0) {
-            mt_spin_unlock(&e->lock);
-            return;
-        }
-        mt_stream *ready[16];
-        size_t num_ready = 0;
-        size_t kept = 0;
-        bool more = false;
-        uint64_t done = atomic_load(&e->completed);
-        for (size_t i = 0; i < e->num_waiters; i++) {
-            if (e->waiters[i].generation <= done && num_ready < 16) {
-                ready[num_ready++] = e->waiters[i].stream;
-            } else {
-                if (e->waiters[i].generation <= done) more = true;
-                e->waiters[kept++] = e->waiters[i];
-            }
-        }
-        e->num_waiters = kept;
-        mt_spin_unlock(&e->lock);
-        for (size_t i = 0; i < num_ready; i++) mt_stream_unblock(ready[i]);
-        if (!more) return;
+}
+
+size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap) {
+    /* Waiters of different generations can be interleaved (a re-recorded event), so the
+     * whole list is scanned: an unsatisfied waiter must not hide satisfied ones behind it
+     * (they would stay parked until some later record completes, or forever). */
+    mt_spin_lock(&e->lock);
+    size_t taken = 0, kept = 0;
+    uint64_t done = atomic_load(&e->completed);
+    for (size_t i = 0; i < e->num_waiters; i++) {
+        if (e->waiters[i].generation <= done && taken < cap) out[taken++] = e->waiters[i].stream;
+        else e->waiters[kept++] = e->waiters[i];
     }
+    e->num_waiters = kept;
+    mt_spin_unlock(&e->lock);
+    return taken;
 }
 
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
@@ -119,15 +99,15 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
 
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
     MT_INIT_OR_RETURN();
-    if (!event) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
+    if (!event) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
     if (flags & ~(uint32_t)(MTIART_EVENT_TIMING | MTIART_EVENT_BLOCKING_SYNC))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
-    mt_event *e = mt_event_new(flags, false);
-    if (!e) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
+    mt_event *e = mt_event_new(flags);
+    if (!e) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
     e->handle = mt_handle_register(e, MT_KIND_EVENT);
     if (!e->handle) {
         mt_event_unref(e);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
     }
     *event = (mtiart_event)(uintptr_t)e->handle;
     return MTIART_SUCCESS;
@@ -136,7 +116,7 @@ MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event
 MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
     LOOKUP_EVENT(e, event);
     if (mt_handle_unregister(e->handle, MT_KIND_EVENT) != e)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
     /* Pending records and waits hold their own references. */
     mt_event_unref(e);
     return MTIART_SUCCESS;
@@ -152,7 +132,6 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
      * of one event from several threads at once are a user race, as in CUDA. */
     uint64_t generation = atomic_fetch_add(&e->recorded, 1) + 1;
     e->capture = NULL;
-    e->device = s->dev->index;
     mt_event_ref(e);
     op.u.event.event = e;
     op.u.event.generation = generation;
@@ -191,7 +170,7 @@ MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
     mtiart_status st = mt_check_unsafe("mtiart_event_synchronize", NULL, e);
     if (st) return st;
     if (mt_on_worker())
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
+        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
                                  "cannot wait for an event from a kernel or host function");
     mt_event_host_wait(e, atomic_load(&e->recorded));
     return MTIART_SUCCESS;
@@ -201,16 +180,16 @@ MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_ev
                                                    float *milliseconds) {
     LOOKUP_EVENT(a, start);
     LOOKUP_EVENT(b, end);
-    if (!milliseconds) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "milliseconds is NULL");
+    if (!milliseconds) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "milliseconds is NULL");
     if (!(a->flags & MTIART_EVENT_TIMING) || !(b->flags & MTIART_EVENT_TIMING))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "elapsed time needs both events created with MTIART_EVENT_TIMING");
     uint64_t ra = atomic_load(&a->recorded), rb = atomic_load(&b->recorded);
     if (ra == 0 || rb == 0)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "elapsed time needs both events to have been recorded");
     if (atomic_load(&a->completed) < ra || atomic_load(&b->completed) < rb)
-        return mtiart__set_error(MTIART_NOT_READY, "an event has not completed yet");
+        return mt_set_error(MTIART_NOT_READY, "an event has not completed yet");
     double ms = ((double)b->timestamp_ns - (double)a->timestamp_ns) / 1e6;
     *milliseconds = (float)ms;
     return MTIART_SUCCESS;

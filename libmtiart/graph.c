@@ -44,7 +44,7 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     mtiart_status st = MTIART_SUCCESS;
     for (size_t i = 0; i < num_deps; i++)
         if (deps[i] >= g->num_nodes) {
-            st = mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+            st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                    "dependency %zu names node %zu, but the graph has %zu nodes",
                                    i, deps[i], g->num_nodes);
             goto fail;
@@ -95,7 +95,7 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     *index = g->num_nodes++;
     return MTIART_SUCCESS;
 oom:
-    st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
 fail:
     mt_op_release(op);
     return st;
@@ -107,13 +107,13 @@ MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
     mt_device *dev;
     mtiart_status st = mt_get_device(device, &dev);
     if (st) return st;
-    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    if (!graph) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
     mt_graph *g = mt_graph_new(dev);
-    if (!g) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!g) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
     g->handle = mt_handle_register(g, MT_KIND_GRAPH);
     if (!g->handle) {
         mt_graph_free(g);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
     }
     *graph = (mtiart_graph)(uintptr_t)g->handle;
     return MTIART_SUCCESS;
@@ -122,7 +122,7 @@ MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
 MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
     LOOKUP_GRAPH(g, graph);
     if (mt_handle_unregister(g->handle, MT_KIND_GRAPH) != g)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
     mt_graph_free(g);
     return MTIART_SUCCESS;
 }
@@ -136,14 +136,14 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       size_t *node) {
     LOOKUP_GRAPH(g, graph);
     if (!node || (num_dependencies && !dependencies))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
     for (uint32_t i = 0; i < num_args && args; i++) {
         if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
         int device;
         mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
         if (st) return st;
         if (device != g->dev->index)
-            return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
+            return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                                      "kernel argument %u is on device %d, the graph on device %d",
                                      i, device, g->dev->index);
     }
@@ -158,35 +158,35 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
                                                      size_t num_dependencies, size_t *node) {
     LOOKUP_GRAPH(g, graph);
     if (!node || (num_dependencies && !dependencies))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
     mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
     return mt_graph_append(g, &op, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
     LOOKUP_GRAPH(g, graph);
-    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    if (!device) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
     *device = g->dev->index;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
     *count = g->num_nodes;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
     *count = g->num_edges;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
     LOOKUP_GRAPH(g, graph);
-    if (!pool) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    if (!pool) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
     *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     return MTIART_SUCCESS;
 }
@@ -194,7 +194,7 @@ MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_i
 static void node_name(const mt_node *n, char *out, size_t cap) {
     static const char *copy_kinds[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
     switch (n->op.type) {
-    case MT_OP_KERNEL: mtiart__kernel_name(n->op.fn.kernel, out, cap); break;
+    case MT_OP_KERNEL: mt_kernel_name(n->op.fn.kernel, out, cap); break;
     case MT_OP_MEMCPY: snprintf(out, cap, "memcpy %s", copy_kinds[n->op.u.copy.kind & 3]); break;
     case MT_OP_FILL: snprintf(out, cap, "fill x%u", n->op.u.fill.size); break;
     case MT_OP_HOST: snprintf(out, cap, "host function"); break;
@@ -220,7 +220,7 @@ static mtiart_node_kind node_kind(const mt_node *n) {
 
 static mtiart_status check_node(mt_graph *g, size_t node) {
     if (node >= g->num_nodes)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)",
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)",
                                  node, g->num_nodes);
     return MTIART_SUCCESS;
 }
@@ -230,7 +230,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!info) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    if (!info) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
     const mt_node *n = &g->nodes[node];
     memset(info, 0, sizeof *info);
     info->kind = node_kind(n);
@@ -246,9 +246,9 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!use) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "use is NULL");
+    if (!use) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "use is NULL");
     if (index >= g->nodes[node].num_buffers)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
                                  g->nodes[node].num_buffers);
     *use = g->nodes[node].buffers[index];
     return MTIART_SUCCESS;
@@ -259,9 +259,9 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!dependency) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "dependency is NULL");
+    if (!dependency) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "dependency is NULL");
     if (index >= g->nodes[node].num_deps)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
                                  node, g->nodes[node].num_deps);
     *dependency = g->nodes[node].deps[index];
     return MTIART_SUCCESS;
@@ -287,7 +287,7 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
                                              size_t *length) {
     LOOKUP_GRAPH(g, graph);
     if (capacity && !buffer)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
     text_out t = {buffer, capacity, 0};
     static const char *access[] = {"", "R", "W", "RW"};
     static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",

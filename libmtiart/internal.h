@@ -7,6 +7,7 @@
 #endif
 
 #include "mtiart.h"
+#include "error.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -16,26 +17,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MT_LIKELY(x) __builtin_expect(!!(x), 1)
-#define MT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MT_CACHELINE 64
 #define MT_ALIGNED __attribute__((aligned(MT_CACHELINE)))
 
-/* ---------------------------------------------------------------- errors (error.c) */
-
-/* Store a thread-local error message and return `status`. */
-mtiart_status mtiart__set_error(mtiart_status status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* Copy an already formatted message (e.g. a stream's sticky error) into the thread slot. */
-mtiart_status mtiart__set_error_text(mtiart_status status, const char *text);
-/* Message set by mtiart_kernel_set_error_message on this worker; cleared by the read. */
-const char *mtiart__take_kernel_message(void);
-
-/* Thrown-away name for a kernel pointer (registry, then dladdr). Writes a NUL-terminated
- * string of at most cap-1 characters. */
-void mtiart__kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
-
-/* ---------------------------------------------------------------- sync primitives */
+/* ---------------------------------------------------------------- sync primitives (sync.c) */
 
 static inline void mt_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -97,7 +82,7 @@ void *mt_handle_lookup(uint64_t handle, unsigned kind);
 #define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
     type *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), (kind));                          \
     if (MT_UNLIKELY(!var))                                                                  \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                               \
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                               \
                                  "%s: invalid " label " handle %p (NULL, destroyed or not " \
                                  noun ")", __func__, (void *)(handle))
 #define LOOKUP_STREAM(var, handle) \
@@ -166,22 +151,43 @@ static inline uint8_t *mt_op_blob(mt_op *op) {
     return op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob;
 }
 
+/* ---------------------------------------------------------------- operations (op.c) */
+
+/* Room for the description of a failed kernel or host function. */
+#define MT_FAILURE_MAX 512
+
 /* Pack launch arguments into op (inline or heap). */
 mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
                                 const mtiart_arg *args, uint32_t num_args);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
-/* Release what an op owns (heap blob, references). */
+/* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
+ * stream queues hold them, and stream.c releases them. */
 void mt_op_release(mt_op *op);
 /* Deep copy (heap blob duplicated, references taken). */
 mtiart_status mt_op_clone(mt_op *dst, const mt_op *src);
+/* Run a KERNEL (over its blocks, with the device's workers helping), MEMCPY, FILL or HOST
+ * op on the calling worker; event and empty ops have nothing to run. `argv`: the kernel's
+ * argument vector, or NULL to unpack it from the op. Returns 0, or the code a failed
+ * kernel or host function returned with `failure` describing it. */
+int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap);
+/* The one description of a failure: "kernel NAME failed (code C): MESSAGE" (fn NULL: a
+ * host function). `message`: what the kernel set with mtiart_kernel_set_error_message,
+ * or NULL to take the calling worker's. */
+void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message, char *out,
+                         size_t cap);
+/* A kernel's name for messages and dumps (registry, then dladdr); NUL-terminated. */
+void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
 
 /* ---------------------------------------------------------------- devices (device.c) */
 
 #define MT_NUM_PRIORITIES 4 /* priorities 0 (least) .. -3 (greatest) */
 #define MT_MAX_JOBS 32
 
-/* Work that several workers can help with (a multi-block kernel, a graph replay). */
+/* Work that several workers can help with (a multi-block kernel, a graph replay): its
+ * owner posts it (mt_job_post), runs `help` itself, then retires it (mt_job_retire); idle
+ * workers that see the posted slot run `help` too, announcing themselves in `users` first
+ * so that the owner waits for them to leave. `help` returns once no work is left. */
 typedef struct mt_job {
     void (*help)(struct mt_job *job);
 } mt_job;
@@ -236,13 +242,24 @@ mtiart_status mt_ensure_init(void);
 extern atomic_int mt_initialized;
 
 mtiart_status mt_get_device(int index, mt_device **out);
-/* Put a stream on its device's ready list and wake a worker if needed. */
-void mt_device_push_ready(mt_device *dev, mt_stream *stream);
-/* Run `job` with the device's workers helping; returns when job->help has returned on
- * every helper that entered it. The caller runs job->help itself first. */
-void mt_device_run_job(mt_device *dev, mt_job *job);
+/* Look a device up as `mt_device *var`, or return the error (bad index, failed
+ * initialisation) from the calling public function. */
+#define LOOKUP_DEVICE(var, index)                                   \
+    mt_device *var;                                                 \
+    do {                                                            \
+        mtiart_status lookup_st_ = mt_get_device((index), &var);    \
+        if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_; \
+    } while (0)
 /* Whether the calling thread is one of the runtime's workers. */
 bool mt_on_worker(void);
+
+/* Wake a sleeping worker of the device (up to `count`) for new work (sync.c). */
+void mt_device_wake(mt_device *dev, int count);
+/* Publish a job for the device's idle workers; returns its slot, or NULL when the owner
+ * is on its own (a one-worker device, every slot taken). (sync.c) */
+mt_job_slot *mt_job_post(mt_device *dev, mt_job *job);
+/* Withdraw a posted job (NULL: nothing); returns once no helper is inside it. */
+void mt_job_retire(mt_device *dev, mt_job_slot *slot);
 
 /* ---------------------------------------------------------------- streams (stream.c) */
 
@@ -261,7 +278,6 @@ struct mt_stream {
     mt_device *dev;
     int priority;
     bool is_default;
-    atomic_bool destroyed;
 
     /* producer side, private to producers */
     mt_spinlock enqueue_lock MT_ALIGNED;
@@ -300,7 +316,8 @@ struct mt_stream {
     mt_stream *dev_prev, *dev_next; /* device stream list */
 };
 
-mt_stream *mt_stream_lookup(mtiart_stream handle);
+/* The default stream of a device being initialised. */
+mtiart_status mt_stream_create_default(mt_device *dev);
 void mt_stream_ref(mt_stream *s);
 void mt_stream_unref(mt_stream *s);
 /* Take a reference unless the stream is already being freed (for walks of the device's
@@ -312,18 +329,10 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
                                uint32_t num_args);
 /* Wait for the stream to finish everything enqueued before the call; report sticky error. */
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report);
-/* Record a sticky error (the first one wins). */
-void mt_stream_set_error(mt_stream *s, mtiart_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Worker entry: drain a RUNNING stream. */
+/* Worker: the most urgent stream on the device's ready lists (QUEUED), or NULL. */
+mt_stream *mt_stream_pop_ready(mt_device *dev);
+/* Worker entry: drain a stream taken from the ready lists. */
 void mt_stream_run(mt_stream *s);
-/* Put a BLOCKED stream back on the ready list (called once its wait is satisfied). */
-void mt_stream_unblock(mt_stream *s);
-/* Run one op on the worker. Returns false when the stream blocked on an event. */
-bool mt_execute_op(mt_stream *s, mt_op *op);
-/* Run a kernel over its blocks, spreading them over the device's workers. */
-int32_t mt_run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint32_t num_blocks,
-                      char *err, size_t errcap);
 
 /* ---------------------------------------------------------------- events (event.c) */
 
@@ -336,7 +345,6 @@ struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
-    bool internal;
     atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
     atomic_uint_least64_t completed; /* generation of the latest record executed */
     atomic_uint completed_word;      /* futex */
@@ -350,17 +358,19 @@ struct mt_event {
     _Atomic(mt_capture *) capture;
     size_t *capture_deps;
     size_t capture_deps_len;
-    uint64_t capture_id;
-    int device;
 };
 
-mt_event *mt_event_lookup(mtiart_event handle);
-mt_event *mt_event_new(uint32_t flags, bool internal);
+mt_event *mt_event_new(uint32_t flags);
 void mt_event_ref(mt_event *e);
 void mt_event_unref(mt_event *e);
-/* Worker: an EVENT_RECORD op executed. */
+/* Worker: an EVENT_RECORD op executed; publishes it and wakes host waiters. */
 void mt_event_complete(mt_event *e, uint64_t generation);
-/* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED) on the event. */
+/* Worker, after mt_event_complete: move up to `cap` parked streams whose wait is now
+ * satisfied into `out`; returns how many (the caller puts them back to work and calls
+ * again until none is left). */
+size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap);
+/* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED, set under the
+ * event's lock) on the event's waiter list. */
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
 /* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
  * recorded). */
@@ -371,7 +381,6 @@ void mt_event_host_wait(mt_event *e, uint64_t generation);
 /* ---------------------------------------------------------------- allocator (alloc.c) */
 
 mtiart_status mt_alloc_init(mt_device *dev);
-void mt_alloc_shutdown(mt_device *dev);
 /* Allocate from `pool` (NULL: the default pool) on behalf of stream s. */
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
 /* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
@@ -383,7 +392,6 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
 void mt_pool_release(mt_pool *pool);
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
-mt_device *mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
@@ -456,8 +464,10 @@ void mt_graph_free(mt_graph *g);
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
                               const mtiart_arg *args, uint32_t num_args, size_t *index);
 
-/* Worker: run one replay of an executable for `s`. */
-void mt_exec_run(mt_exec *x, mt_stream *s);
+/* Worker: run one replay of an executable. Returns 0, or the code of the first node that
+ * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller
+ * records it as its stream's sticky error. */
+int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap);
 void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */

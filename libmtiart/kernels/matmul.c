@@ -48,8 +48,8 @@ _Static_assert(sizeof(mm_params) == 40, "mm_params must stay small");
 #define MM_DTYPE(p) ((p).dtype & 0xf)
 #define MM_ISA(p) ((uint32_t)(p).dtype >> 4)
 
-enum { MM_ISA_GENERIC = MTIART__K_ISA_GENERIC, MM_ISA_AVX2 = MTIART__K_ISA_AVX2,
-       MM_ISA_AVX512 = MTIART__K_ISA_AVX512 };
+enum { MM_ISA_GENERIC = MT_K_ISA_GENERIC, MM_ISA_AVX2 = MT_K_ISA_AVX2,
+       MM_ISA_AVX512 = MT_K_ISA_AVX512 };
 
 /* Cache blocking: a KC x NR micro-panel of B stays in L1 while the MC x KC block of A
  * streams from L2; the KC x NC panel of B lives in L2/L3. */
@@ -446,14 +446,14 @@ static void mm_split(int64_t extent, uint32_t parts, uint32_t idx, int64_t align
 
 static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) {
     mm_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     const uint64_t per = (uint64_t)p.rgrid * p.cgrid;
     const uint64_t tiles = (uint64_t)p.batch * per;
     const uint64_t t0 = tiles * block / num_blocks, t1 = tiles * (block + 1) / num_blocks;
     if (t0 >= t1) return 0;
-    char *cbase = (char *)MTIART__K_BUF(args, p.slot_c);
-    const char *abase = (const char *)MTIART__K_BUF(args, p.slot_a);
-    const char *bbase = (const char *)MTIART__K_BUF(args, p.slot_b);
+    char *cbase = (char *)MT_K_BUF(args, p.slot_c);
+    const char *abase = (const char *)MT_K_BUF(args, p.slot_a);
+    const char *bbase = (const char *)MT_K_BUF(args, p.slot_b);
     const mm_shape sh = mm_tile_shape(MM_DTYPE(p), MM_ISA(p));
     const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
     const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
@@ -543,20 +543,20 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     static const char fn[] = "mtiart_op_matmul";
     int64_t no, na, nb;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)) ||
-        (st = mtiart__k_check(fn, "b", b, &nb)))
+    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)) ||
+        (st = mt_k_check(fn, "b", b, &nb)))
         return st;
     if (a->dtype != b->dtype || out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
-                                 mtiart__k_dtype_name(out->dtype), mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(b->dtype));
+                                 mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
+                                 mt_k_dtype_name(b->dtype));
     if (a->dtype == MTIART_DTYPE_BOOL)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: bool matmul is not supported",
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: bool matmul is not supported",
                                  fn);
     int nd = a->ndim;
     if ((nd != 2 && nd != 3) || b->ndim != nd || out->ndim != nd)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: needs out, a and b all 2-D or all 3-D (got %d, %d, %d)", fn,
                                  (int)out->ndim, (int)a->ndim, (int)b->ndim);
     int64_t batch = nd == 3 ? a->shape[0] : 1;
@@ -565,13 +565,13 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     if (nd == 3) ok = ok && b->shape[0] == batch && out->shape[0] == batch;
     if (!ok) {
         char b1[160], b2[160], b3[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: shapes do not match: out %s, a %s, b %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2),
-                                 mtiart__k_shape_str(b, b3, sizeof b3));
+                                 mt_k_shape_str(out, b1, sizeof b1),
+                                 mt_k_shape_str(a, b2, sizeof b2),
+                                 mt_k_shape_str(b, b3, sizeof b3));
     }
-    if (no == 0) return mtiart__k_nothing(stream);
+    if (no == 0) return mt_k_nothing(stream);
 
     mm_params p;
     memset(&p, 0, sizeof p);
@@ -579,20 +579,20 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     p.n = n;
     p.k = k;
     p.batch = batch;
-    uint32_t isa = mtiart__k_is_float(a->dtype) ? mtiart__k_isa() : MM_ISA_GENERIC;
+    uint32_t isa = mt_k_is_float(a->dtype) ? mt_k_isa() : MM_ISA_GENERIC;
     p.dtype = (uint8_t)(a->dtype | (int32_t)(isa << 4));
     uint32_t es = (uint32_t)mtiart_dtype_size((mtiart_dtype)a->dtype);
 
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
+    mt_klaunch kl;
+    mt_kl_init(&kl, fn, &p, sizeof p);
     /* C is written while A and B are still being read by other tiles: no aliasing. */
-    int sc = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
+    int sc = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
     int sa = sc < 0 || na == 0
                  ? sc
-                 : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
     int sb = sa < 0 || nb == 0
                  ? sa
-                 : mtiart__kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     /* With k == 0 there is nothing to read; the kernel only zeroes C and never touches the
      * slots of A and B, which then alias C's slot. */
@@ -605,7 +605,7 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint32_t want = 1;
     if (macs >= (UINT64_C(1) << 20)) {
         uint32_t w;
-        if ((st = mtiart__k_workers(stream, &w))) return st;
+        if ((st = mt_k_workers(stream, &w))) return st;
         /* One tile per worker: every extra tile repacks panels (measured: 4 tiles on 2
          * workers run 512^2 float32 matmuls ~30% slower than 2 tiles). Very large products
          * get two per worker, where the packing is cheap relative to the tile and the
@@ -620,5 +620,5 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
     uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
     if (blocks > 4096) blocks = 4096;
-    return mtiart__kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
+    return mt_kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
 }

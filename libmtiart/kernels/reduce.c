@@ -28,7 +28,7 @@ static const uint8_t k_esize[5] = {4, 8, 4, 8, 1};
  * read contiguously (accumulators on the stack, 8 KiB). */
 #define RD_COLS 1024
 /* Column chunk of softmax over a non-innermost dim (24 bytes of stack per column). */
-#define SM_COLS MTIART__K_SM_COLS
+#define SM_COLS MT_K_SM_COLS
 #define RD_NO_SLOT 0xff
 
 /* An accumulator: double for float inputs, wrapping int64 for integer/bool inputs. */
@@ -284,12 +284,12 @@ static void rd_range(const rd_params *p, const char *a, void *out, rd_acc *part,
 
 static int32_t k_reduce(void *const *args, uint32_t block, uint32_t num_blocks) {
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.outer * p.inner, block, num_blocks, 8, &lo, &hi);
+    mt_k_range(p.outer * p.inner, block, num_blocks, 8, &lo, &hi);
     if (lo >= hi) return 0;
-    const char *a = p.slot_in == RD_NO_SLOT ? NULL : (const char *)MTIART__K_BUF(args, p.slot_in);
-    rd_range(&p, a, MTIART__K_BUF(args, p.slot_out), NULL, lo, hi, 0, p.len);
+    const char *a = p.slot_in == RD_NO_SLOT ? NULL : (const char *)MT_K_BUF(args, p.slot_in);
+    rd_range(&p, a, MT_K_BUF(args, p.slot_out), NULL, lo, hi, 0, p.len);
     return 0;
 }
 
@@ -297,11 +297,11 @@ static int32_t k_reduce(void *const *args, uint32_t block, uint32_t num_blocks) 
  * part[b * outputs + j]. */
 static int32_t k_reduce_partial(void *const *args, uint32_t block, uint32_t num_blocks) {
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t l0, l1, nout = p.outer * p.inner;
-    mtiart__k_range(p.len, block, num_blocks, RD_LANES, &l0, &l1);
-    rd_acc *part = (rd_acc *)MTIART__K_BUF(args, p.slot_part) + (size_t)block * nout;
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot_in);
+    mt_k_range(p.len, block, num_blocks, RD_LANES, &l0, &l1);
+    rd_acc *part = (rd_acc *)MT_K_BUF(args, p.slot_part) + (size_t)block * nout;
+    const char *a = (const char *)MT_K_BUF(args, p.slot_in);
     if (l0 >= l1) {
         /* Rounding shares up to whole lane groups can leave trailing blocks empty: they
          * contribute the identity of the operation. */
@@ -327,10 +327,10 @@ static int32_t k_reduce_partial(void *const *args, uint32_t block, uint32_t num_
 static int32_t k_reduce_combine(void *const *args, uint32_t block, uint32_t num_blocks) {
     (void)block, (void)num_blocks;
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     const uint64_t nout = p.outer * p.inner;
-    const rd_acc *part = (const rd_acc *)MTIART__K_BUF(args, p.slot_part);
-    void *out = MTIART__K_BUF(args, p.slot_out);
+    const rd_acc *part = (const rd_acc *)MT_K_BUF(args, p.slot_part);
+    void *out = MT_K_BUF(args, p.slot_out);
     int isf = p.dtype == D_F32 || p.dtype == D_F64;
     for (uint64_t j = 0; j < nout; j++) {
         rd_acc v = part[j];
@@ -387,13 +387,13 @@ DEF_SM_COLS(sm_cols_f64, double, exp, cols_max_f64)
 
 static int32_t k_softmax(void *const *args, uint32_t block, uint32_t num_blocks) {
     sm_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     /* Work items: (outer row, column chunk) pairs. */
     uint64_t chunks = (p.inner + SM_COLS - 1) / SM_COLS;
     uint64_t lo, hi;
-    mtiart__k_range(p.outer * chunks, block, num_blocks, 1, &lo, &hi);
-    char *out = (char *)MTIART__K_BUF(args, p.slot_out);
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot_in);
+    mt_k_range(p.outer * chunks, block, num_blocks, 1, &lo, &hi);
+    char *out = (char *)MT_K_BUF(args, p.slot_out);
+    const char *a = (const char *)MT_K_BUF(args, p.slot_in);
     size_t es = k_esize[p.dtype];
     for (uint64_t t = lo; t < hi; t++) {
         uint64_t o = t / chunks, c0 = (t % chunks) * SM_COLS;
@@ -401,12 +401,12 @@ static int32_t k_softmax(void *const *args, uint32_t block, uint32_t num_blocks)
         size_t off = ((size_t)o * p.len * p.inner + c0) * es;
         if (p.inner == 1) {
             if (p.dtype == D_F32)
-                mtiart__k_softmax_row_f32((float *)(out + off), (const float *)(a + off),
+                mt_k_softmax_row_f32((float *)(out + off), (const float *)(a + off),
                                           (int64_t)p.len);
             else sm_row_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len);
         } else {
             if (p.dtype == D_F32)
-                mtiart__k_softmax_cols_f32((float *)(out + off), (const float *)(a + off),
+                mt_k_softmax_cols_f32((float *)(out + off), (const float *)(a + off),
                                            (int64_t)p.len, (int64_t)p.inner, (int64_t)w);
             else
                 sm_cols_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len,
@@ -433,7 +433,7 @@ static mtiart_status rd_dim(const char *fn, const mtiart_tensor_desc *a, int32_t
         return MTIART_SUCCESS;
     }
     if (dim < -nd || dim >= nd)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: dim %d out of range for a %d-d tensor", fn, (int)dim, nd);
     *out = dim < 0 ? dim + nd : dim;
     return MTIART_SUCCESS;
@@ -471,8 +471,8 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_REDUCE_MIN)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
+    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
         return st;
     int d;
     if ((st = rd_dim(fn, a, dim, &d))) return st;
@@ -487,36 +487,36 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
             want.shape[want.ndim++] = a->shape[i];
         }
     }
-    if (!mtiart__k_same_shape(out, &want)) {
+    if (!mt_k_same_shape(out, &want)) {
         char b1[160], b2[160], b3[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: out's shape %s does not match %s%s of a %s (expected %s)",
-                                 fn, mtiart__k_shape_str(out, b1, sizeof b1), k_rd_names[op],
+                                 fn, mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op],
                                  keepdim ? " with keepdim" : "",
-                                 mtiart__k_shape_str(a, b2, sizeof b2),
-                                 mtiart__k_shape_str(&want, b3, sizeof b3));
+                                 mt_k_shape_str(a, b2, sizeof b2),
+                                 mt_k_shape_str(&want, b3, sizeof b3));
     }
 
-    int isf = mtiart__k_is_float(a->dtype);
+    int isf = mt_k_is_float(a->dtype);
     int odt_ok;
     if (isf) odt_ok = out->dtype == a->dtype;
     else if (op == MTIART_REDUCE_SUM)
         odt_ok = out->dtype == a->dtype || out->dtype == MTIART_DTYPE_INT64;
-    else if (op == MTIART_REDUCE_MEAN) odt_ok = mtiart__k_is_float(out->dtype);
+    else if (op == MTIART_REDUCE_MEAN) odt_ok = mt_k_is_float(out->dtype);
     else odt_ok = out->dtype == a->dtype;
     if (!odt_ok)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: %s of a %s tensor cannot produce a %s out", fn,
-                                 k_rd_names[op], mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(out->dtype));
+                                 k_rd_names[op], mt_k_dtype_name(a->dtype),
+                                 mt_k_dtype_name(out->dtype));
 
     rd_params p;
     memset(&p, 0, sizeof p);
     rd_view(a, d, &p.outer, &p.len, &p.inner);
     uint64_t nout = p.outer * p.inner;
-    if (nout == 0) return mtiart__k_nothing(stream);
+    if (nout == 0) return mt_k_nothing(stream);
     if (p.len == 0 && (op == MTIART_REDUCE_MAX || op == MTIART_REDUCE_MIN))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: %s of an empty extent has no identity", fn, k_rd_names[op]);
     p.op = (uint8_t)op;
     p.dtype = (uint8_t)a->dtype;
@@ -524,7 +524,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
 
     uint32_t es = k_esize[a->dtype], os = k_esize[out->dtype];
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)na, MTIART__K_EW_GRAIN, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)na, MT_K_EW_GRAIN, &blocks))) return st;
 
     /* Splitting the outputs is best when each block gets whole contiguous rows (inner ==
      * 1) or wide runs of columns; otherwise blocks would stride through the input reading
@@ -538,12 +538,12 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
                  (p.inner == 1 ? nout >= (uint64_t)blocks * 8
                                : nout >= (uint64_t)blocks * RD_COLS) ||
                  nout * parts > (UINT64_C(1) << 19);
-    mtiart__klaunch kl;
+    mt_klaunch kl;
     /* out must not overlap a (checked here once for both modes). */
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    if (mtiart__kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
+    mt_kl_init(&kl, fn, &p, sizeof p);
+    if (mt_kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
         (na > 0 &&
-         mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
+         mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
         return MTIART_ERROR_INVALID_VALUE;
 
     void *scratch = NULL;
@@ -558,29 +558,29 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
         p.slot_out = 0;
         p.slot_in = na > 0 ? 1 : RD_NO_SLOT;
         if ((uint64_t)blocks > nout) blocks = (uint32_t)nout;
-        return mtiart__kl_launch(&kl, stream, k_reduce, "mtiart_reduce", blocks);
+        return mt_kl_launch(&kl, stream, k_reduce, "mtiart_reduce", blocks);
     }
 
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
     p.parts = (uint16_t)parts;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    p.slot_in = (uint8_t)mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es,
+    mt_kl_init(&kl, fn, &p, sizeof p);
+    p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es,
                                         MTIART_ARG_BUFFER_IN, 0);
-    p.slot_part = (uint8_t)mtiart__kl_buf(&kl, "scratch", scratch, parts * nout,
+    p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout,
                                           sizeof(rd_acc), MTIART_ARG_BUFFER_OUT, 0);
     p.slot_out = RD_NO_SLOT;
-    st = mtiart__kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial",
+    st = mt_kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial",
                            (uint32_t)parts);
     if (st == MTIART_SUCCESS) {
-        mtiart__klaunch kc;
+        mt_klaunch kc;
         rd_params pc = p;
-        mtiart__kl_init(&kc, fn, &pc, sizeof pc);
-        pc.slot_part = (uint8_t)mtiart__kl_buf(&kc, "scratch", scratch, parts * nout,
+        mt_kl_init(&kc, fn, &pc, sizeof pc);
+        pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout,
                                                sizeof(rd_acc), MTIART_ARG_BUFFER_IN, 0);
-        pc.slot_out = (uint8_t)mtiart__kl_buf(&kc, "out", out->data, nout, os,
+        pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os,
                                               MTIART_ARG_BUFFER_OUT, 0);
         pc.slot_in = RD_NO_SLOT;
-        st = mtiart__kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
+        st = mt_kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
     }
     /* Stream-ordered free: later work on this stream may reuse the block only after the
      * kernels above, so freeing right away is safe (and keeps captured graphs tidy). */
@@ -593,45 +593,45 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     static const char fn[] = "mtiart_op_softmax";
     int64_t no, na;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
+    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
         return st;
-    if (!mtiart__k_is_float(a->dtype))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+    if (!mt_k_is_float(a->dtype))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: softmax needs a float dtype, got %s", fn,
-                                 mtiart__k_dtype_name(a->dtype));
+                                 mt_k_dtype_name(a->dtype));
     if (out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
-                                 mtiart__k_dtype_name(out->dtype),
-                                 mtiart__k_dtype_name(a->dtype));
-    if (!mtiart__k_same_shape(out, a)) {
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
+                                 mt_k_dtype_name(out->dtype),
+                                 mt_k_dtype_name(a->dtype));
+    if (!mt_k_same_shape(out, a)) {
         char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "%s: out's shape %s differs from a's shape %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2));
+                                 mt_k_shape_str(out, b1, sizeof b1),
+                                 mt_k_shape_str(a, b2, sizeof b2));
     }
     if (dim == MTIART_REDUCE_ALL)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: softmax needs one dim", fn);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: softmax needs one dim", fn);
     int d;
     if ((st = rd_dim(fn, a, dim, &d))) return st;
-    if (no == 0) return mtiart__k_nothing(stream);
+    if (no == 0) return mt_k_nothing(stream);
     sm_params p;
     memset(&p, 0, sizeof p);
     rd_view(a, d, &p.outer, &p.len, &p.inner);
     p.dtype = (uint8_t)a->dtype;
     uint32_t es = k_esize[a->dtype];
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    mt_klaunch kl;
+    mt_kl_init(&kl, fn, &p, sizeof p);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot_out = (uint8_t)so;
     p.slot_in = (uint8_t)sa;
     /* exp dominates: fan out at a quarter of the elementwise grain. */
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN / 4, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN / 4, &blocks))) return st;
     uint64_t items = p.outer * ((p.inner + SM_COLS - 1) / SM_COLS);
     if (blocks > items) blocks = (uint32_t)items;
-    return mtiart__kl_launch(&kl, stream, k_softmax, "mtiart_softmax", blocks);
+    return mt_kl_launch(&kl, stream, k_softmax, "mtiart_softmax", blocks);
 }

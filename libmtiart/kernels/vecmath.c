@@ -9,7 +9,7 @@
  * comparisons and selects on vectors wider than the target's registers), so
  * vecmath_impl.h is compiled three times: 16-byte vectors for the x86-64 baseline (and
  * NEON or plain C elsewhere), 32-byte under `#pragma GCC target("avx2,fma")`, 64-byte under
- * AVX-512. mtiart__k_isa() picks one at each call. Explicit dispatch rather than
+ * AVX-512. mt_k_isa() picks one at each call. Explicit dispatch rather than
  * target_clones: the ifunc resolvers target_clones generate run during relocation, before
  * sanitizer runtimes are initialised, and crash TSan/ASan builds of the library.
  */
@@ -135,30 +135,30 @@ typedef uint32_t vm_u16 __attribute__((vector_size(64)));
 #if VM_X86
 #define VM_DISPATCH(fn, args)                                                                \
     do {                                                                                     \
-        uint32_t isa_ = mtiart__k_isa();                                                     \
-        if (isa_ >= MTIART__K_ISA_AVX512) vm_avx512_##fn args;                               \
-        else if (isa_ >= MTIART__K_ISA_AVX2) vm_avx2_##fn args;                              \
+        uint32_t isa_ = mt_k_isa();                                                     \
+        if (isa_ >= MT_K_ISA_AVX512) vm_avx512_##fn args;                               \
+        else if (isa_ >= MT_K_ISA_AVX2) vm_avx2_##fn args;                              \
         else vm_base_##fn args;                                                              \
     } while (0)
 #else
 #define VM_DISPATCH(fn, args) vm_base_##fn args
 #endif
 
-void mtiart__k_exp_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(exp, (o, a, n)); }
+void mt_k_exp_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(exp, (o, a, n)); }
 
-void mtiart__k_sigmoid_f32(float *o, const float *a, int64_t n) {
+void mt_k_sigmoid_f32(float *o, const float *a, int64_t n) {
     VM_DISPATCH(sigmoid, (o, a, n));
 }
 
-void mtiart__k_gelu_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu, (o, a, n)); }
+void mt_k_gelu_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu, (o, a, n)); }
 
-void mtiart__k_tanh_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(tanh, (o, a, n)); }
+void mt_k_tanh_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(tanh, (o, a, n)); }
 
-void mtiart__k_softmax_row_f32(float *o, const float *a, int64_t n) {
+void mt_k_softmax_row_f32(float *o, const float *a, int64_t n) {
     VM_DISPATCH(softmax_row, (o, a, n));
 }
 
-void mtiart__k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride,
+void mt_k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride,
                                 int64_t w) {
     VM_DISPATCH(softmax_cols, (o, a, len, stride, w));
 }

@@ -85,12 +85,12 @@ static void VM_NAME(softmax_row)(float *o, const float *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] *= inv;
 }
 
-/* Softmax down columns [0, w) (w <= MTIART__K_SM_COLS) of a slab of len rows spaced
+/* Softmax down columns [0, w) (w <= MT_K_SM_COLS) of a slab of len rows spaced
  * `stride` apart: the same passes, vectorised across the columns. */
 static void VM_NAME(softmax_cols)(float *o, const float *a, int64_t len, int64_t stride,
                                   int64_t w) {
-    float m[MTIART__K_SM_COLS], d[MTIART__K_SM_COLS];
-    double s[MTIART__K_SM_COLS];
+    float m[MT_K_SM_COLS], d[MT_K_SM_COLS];
+    double s[MT_K_SM_COLS];
     for (int64_t i = 0; i < w; i++) {
         m[i] = a[i];
         s[i] = 0.0;
