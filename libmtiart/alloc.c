@@ -820,7 +820,7 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
 
 mtiart_status mt_alloc_init(mt_device *dev) {
     mt_allocator *a = calloc(1, sizeof *a);
-    if (!a) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(a);
     /* Twice the capacity of address space keeps large segments from failing on a
      * fragmented range while the capacity itself is still respected. */
     a->arena_size = round_up(dev->capacity, GRANULE) * 2;
@@ -841,7 +841,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
         free(a->chunk_segment);
         free(a->chunk_used);
         free(a);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     a->default_pool.dev = dev;
     a->stats.capacity = dev->capacity;
@@ -892,7 +892,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     block *b = take_block(a, pool, sh, rounded, size);
     if (!b) {
@@ -914,7 +914,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         b = take_block(a, pool, sh, rounded, size);
         if (!b) {
             mt_spin_unlock(&a->lock);
-            return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_oom();
         }
     }
     mt_spin_unlock(&a->lock);
@@ -977,16 +977,14 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
 
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr) {
     LOOKUP_STREAM(s, stream);
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
+    MT_CHECK_NOT_NULL(ptr);
     mt_pool *pool = mt_capture_pool_of(s);
     return mt_alloc(s->dev, s, pool, size, ptr);
 }
 
 MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(ptr);
     return mt_alloc(dev, dev->default_stream, mt_capture_pool_of(dev->default_stream), size, ptr);
 }
 
@@ -1066,7 +1064,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
                 stream_use *grown = realloc(b->uses, cap * sizeof *grown);
                 if (!grown) {
                     mt_spin_unlock(&a->lock);
-                    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+                    return mt_oom();
                 }
                 b->uses = grown;
                 b->cap_uses = cap;
@@ -1080,7 +1078,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
-    if (!device) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    MT_CHECK_NOT_NULL(device);
     /* Out-parameters are written only on success: a freed pointer still lies in a
      * device's arena, and mt_check_range reports that device before it fails. */
     int found;
@@ -1090,10 +1088,8 @@ MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device)
 }
 
 MTIART_API mtiart_status mtiart_empty_cache(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
+    LOOKUP_DEVICE(dev, device);
+    mtiart_status st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
     if (st) return st;
     uint64_t horizon = settle_frees(dev);
     mt_allocator *a = dev->alloc;
@@ -1105,10 +1101,8 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stats) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "stats is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stats);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     *stats = a->stats;
@@ -1126,9 +1120,7 @@ MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     a->stats.allocated_bytes_peak = a->stats.allocated_bytes;
@@ -1141,9 +1133,7 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     a->stats.alloc_requests = a->stats.free_requests = 0;
@@ -1155,9 +1145,7 @@ MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
 
 MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *blocks,
                                                 size_t capacity, size_t *count) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    LOOKUP_DEVICE(dev, device);
     if (!count || (capacity && !blocks))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
     mt_allocator *a = dev->alloc;
@@ -1208,7 +1196,7 @@ MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void
 /* ------------------------------------------------------------------ pools */
 
 MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
-    if (!pool) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    MT_CHECK_NOT_NULL(pool);
     pool->first = 0;
     pool->second = atomic_fetch_add(&next_pool_handle, 1);
     return MTIART_SUCCESS;
@@ -1227,7 +1215,7 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) 
         pool = calloc(1, sizeof *pool);
         if (!pool) {
             mt_spin_unlock(&a->lock);
-            return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_oom();
         }
         pool->id = id;
         pool->dev = dev;
@@ -1284,10 +1272,8 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
 
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id id,
                                               mtiart_pool_info *info) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!info) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(info);
     mt_allocator *a = dev->alloc;
     memset(info, 0, sizeof *info);
     mt_spin_lock(&a->lock);

@@ -18,10 +18,6 @@ static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
 static mt_capture *captures;
 static atomic_uint_least64_t next_capture_id = 1;
 
-static mtiart_status oom(void) {
-    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-}
-
 static bool frontier_set(mt_stream *s, const size_t *nodes, size_t count) {
     if (count > s->frontier_cap) {
         size_t cap = count < 4 ? 4 : count;
@@ -57,7 +53,7 @@ mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
     size_t index;
     mtiart_status st = mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args,
                                        num_args, &index);
-    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     pthread_mutex_unlock(&c->lock);
     return st;
 }
@@ -142,7 +138,7 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
         mt_event **grown = realloc(c->events, cap * sizeof *grown);
         if (!grown) {
             pthread_mutex_unlock(&c->lock);
-            return oom();
+            return mt_oom();
         }
         c->events = grown;
         c->cap_events = cap;
@@ -157,7 +153,7 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
         size_t *deps = realloc(e->capture_deps, sizeof *deps);
         if (!deps || !frontier_set(s, &index, 1)) {
             if (deps) e->capture_deps = deps;
-            st = oom();
+            st = mt_oom();
         } else {
             e->capture_deps = deps;
             deps[0] = index;
@@ -215,7 +211,7 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
          * stream's own frontier (empty when the stream is just joining). */
         num_deps = (sc ? s->frontier_len : 0) + e->capture_deps_len;
         deps = malloc((num_deps ? num_deps : 1) * sizeof *deps);
-        if (!deps) st = oom();
+        if (!deps) st = mt_oom();
         else {
             size_t n = 0;
             if (sc) for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
@@ -236,11 +232,11 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
     size_t index;
     if (st == MTIART_SUCCESS) {
         if (!sc && !add_stream(c, s)) {
-            st = oom();
+            st = mt_oom();
             mt_op_release(&op);
         } else {
             st = mt_graph_append(c->graph, &op, deps, num_deps, NULL, 0, &index);
-            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
+            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
             if (!sc && st == MTIART_SUCCESS) atomic_store(&s->capture, c);
             else if (!sc) {
                 c->num_streams--;
@@ -265,7 +261,7 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
                                  "stream %llu is already capturing (capture %llu)",
                                  (unsigned long long)s->id, (unsigned long long)current->id);
     mt_capture *c = calloc(1, sizeof *c);
-    if (!c) return oom();
+    MT_CHECK_ALLOC(c);
     mtiart_status st = mt_pool_acquire(s->dev, pool_id, &c->pool);
     if (st) {
         free(c);
@@ -276,7 +272,7 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
         if (c->graph) mt_graph_free(c->graph);
         mt_pool_release(c->pool);
         free(c);
-        return oom();
+        return mt_oom();
     }
     c->id = atomic_fetch_add(&next_capture_id, 1);
     c->mode = mode;
@@ -358,7 +354,7 @@ static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
     LOOKUP_STREAM(s, stream);
-    if (!graph) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    MT_CHECK_NOT_NULL(graph);
     mt_capture *c = atomic_load(&s->capture);
     if (!c)
         return mt_set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",

@@ -246,17 +246,15 @@ mtiart_status mt_get_device(int index, mt_device **out) {
 
 MTIART_API mtiart_status mtiart_device_count(int *count) {
     MT_INIT_OR_RETURN();
-    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = mt_num_devices;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_device_get_properties(int device,
                                                       mtiart_device_properties *props) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!props) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "props is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(props);
     memset(props, 0, sizeof *props);
     snprintf(props->name, sizeof props->name, "mtiart CPU device %d", device);
     props->index = device;

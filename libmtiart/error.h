@@ -35,6 +35,14 @@ mtiart_status mt_oom(void);
         if (MT_UNLIKELY((ptr) == NULL)) return mt_oom(); \
     } while (0)
 
+/* Return MTIART_ERROR_INVALID_VALUE ("<arg> is NULL") from the calling function when a
+ * required pointer argument (an out-parameter, most often) is NULL. */
+#define MT_CHECK_NOT_NULL(arg)                                                             \
+    do {                                                                                   \
+        if (MT_UNLIKELY((arg) == NULL))                                                    \
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", #arg);           \
+    } while (0)
+
 /* ---------------------------------------------------------------- public-call scope */
 
 /* The public function the calling thread is in (NULL outside libmtiart). Initial-exec TLS:

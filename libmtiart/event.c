@@ -99,11 +99,11 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
 
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
     MT_INIT_OR_RETURN();
-    if (!event) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
+    MT_CHECK_NOT_NULL(event);
     if (flags & ~(uint32_t)(MTIART_EVENT_TIMING | MTIART_EVENT_BLOCKING_SYNC))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
     mt_event *e = mt_event_new(flags);
-    if (!e) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(e);
     e->handle = mt_handle_register(e, MT_KIND_EVENT);
     if (!e->handle) {
         mt_event_unref(e);
@@ -180,7 +180,7 @@ MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_ev
                                                    float *milliseconds) {
     LOOKUP_EVENT(a, start);
     LOOKUP_EVENT(b, end);
-    if (!milliseconds) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "milliseconds is NULL");
+    MT_CHECK_NOT_NULL(milliseconds);
     if (!(a->flags & MTIART_EVENT_TIMING) || !(b->flags & MTIART_EVENT_TIMING))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "elapsed time needs both events created with MTIART_EVENT_TIMING");

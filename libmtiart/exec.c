@@ -204,10 +204,8 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
     mtiart_status st = MTIART_SUCCESS;
     if (!chain_of || !chain_tail || !order || !position || !next_in_chain || !chain_head ||
-        !succ_count) {
-        st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+        !succ_count)
+        goto oom;
     uint32_t chains = 0;
     for (size_t v = 0; v < n; v++) {
         next_in_chain[v] = UINT32_MAX;
@@ -234,10 +232,8 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
     x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
     x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
-    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue || !x->stamps) {
-        st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue || !x->stamps)
+        goto oom;
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
         x->task_begin[c] = pos;
@@ -260,10 +256,7 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
             }
         }
     x->succ = malloc((total ? total : 1) * sizeof *x->succ);
-    if (!x->succ) {
-        st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->succ) goto oom;
     uint32_t offset = 0;
     for (uint32_t p = 0; p < n; p++) {
         uint32_t u = order[p];
@@ -287,20 +280,14 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
             argv_total += count;
         }
     x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
-    if (!x->argv_store) {
-        st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->argv_store) goto oom;
     size_t argv_used = 0;
     for (uint32_t p = 0; p < n; p++) {
         uint32_t v = order[p];
         mt_op *op = &x->ops[p];
+        /* Ops not reached (or not cloned) stay EMPTY, harmless for exec_free. */
         st = mt_op_clone(op, &g->nodes[v].op);
-        if (st) {
-            /* Only ops [0, p) are owned; make the rest harmless for exec_free. */
-            for (uint32_t q = p; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
-            goto done;
-        }
+        if (st) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
         xn->graph_index = v;
@@ -312,16 +299,15 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         }
         if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
             mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);
-            if (!grown) {
-                st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-                for (uint32_t q = p + 1; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
-                goto done;
-            }
+            if (!grown) goto oom;
             x->external = grown;
             mt_event_ref(op->u.event.event);
             x->external[x->num_external++] = op->u.event.event;
         }
     }
+    goto done;
+oom:
+    st = mt_oom();
 done:
     free(chain_of);
     free(chain_tail);
@@ -335,11 +321,11 @@ done:
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
     LOOKUP_GRAPH(g, graph);
-    if (!exec) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "exec is NULL");
+    MT_CHECK_NOT_NULL(exec);
     if (g->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
     mt_exec *x = aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
-    if (!x) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
     x->dev = g->dev;
@@ -349,7 +335,7 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     x->done = mt_event_new(MTIART_EVENT_DEFAULT);
     if (!x->nodes || !x->ops || !x->done) {
         exec_free(x);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
     mtiart_status st = build_plan(x, g);
@@ -380,7 +366,7 @@ MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count) {
     LOOKUP_EXEC(x, exec);
-    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = x->num_nodes;
     return MTIART_SUCCESS;
 }

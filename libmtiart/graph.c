@@ -95,7 +95,7 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     *index = g->num_nodes++;
     return MTIART_SUCCESS;
 oom:
-    st = mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    st = mt_oom();
 fail:
     mt_op_release(op);
     return st;
@@ -104,12 +104,10 @@ fail:
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!graph) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(graph);
     mt_graph *g = mt_graph_new(dev);
-    if (!g) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(g);
     g->handle = mt_handle_register(g, MT_KIND_GRAPH);
     if (!g->handle) {
         mt_graph_free(g);
@@ -165,28 +163,28 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
     LOOKUP_GRAPH(g, graph);
-    if (!device) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    MT_CHECK_NOT_NULL(device);
     *device = g->dev->index;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = g->num_nodes;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = g->num_edges;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
     LOOKUP_GRAPH(g, graph);
-    if (!pool) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    MT_CHECK_NOT_NULL(pool);
     *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     return MTIART_SUCCESS;
 }
@@ -230,7 +228,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!info) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    MT_CHECK_NOT_NULL(info);
     const mt_node *n = &g->nodes[node];
     memset(info, 0, sizeof *info);
     info->kind = node_kind(n);
@@ -246,7 +244,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!use) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "use is NULL");
+    MT_CHECK_NOT_NULL(use);
     if (index >= g->nodes[node].num_buffers)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
                                  g->nodes[node].num_buffers);
@@ -259,7 +257,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!dependency) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "dependency is NULL");
+    MT_CHECK_NOT_NULL(dependency);
     if (index >= g->nodes[node].num_deps)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
                                  node, g->nodes[node].num_deps);

@@ -164,7 +164,7 @@ uint32_t mt_blob_argv(uint8_t *blob, void **argv);
 /* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
  * stream queues hold them, and stream.c releases them. */
 void mt_op_release(mt_op *op);
-/* Deep copy (heap blob duplicated, references taken). */
+/* Deep copy (heap blob duplicated, references taken). On failure dst is an EMPTY op. */
 mtiart_status mt_op_clone(mt_op *dst, const mt_op *src);
 /* Run a KERNEL (over its blocks, with the device's workers helping), MEMCPY, FILL or HOST
  * op on the calling worker; event and empty ops have nothing to run. `argv`: the kernel's

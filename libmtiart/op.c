@@ -62,7 +62,7 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     op->u.kernel.blob_size = (uint32_t)total;
     if (total > MT_OP_INLINE_BYTES) {
         blob = malloc(total);
-        if (!blob) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        MT_CHECK_ALLOC(blob);
         op->u.kernel.heap_blob = blob;
     }
     op->type = MT_OP_KERNEL;
@@ -130,7 +130,10 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     case MT_OP_KERNEL:
         if (src->u.kernel.heap_blob) {
             dst->u.kernel.heap_blob = malloc(src->u.kernel.blob_size);
-            MT_CHECK_ALLOC(dst->u.kernel.heap_blob);
+            if (!dst->u.kernel.heap_blob) {
+                dst->type = MT_OP_EMPTY; /* owns nothing: safe to release */
+                return mt_oom();
+            }
             memcpy(dst->u.kernel.heap_blob, src->u.kernel.heap_blob, src->u.kernel.blob_size);
         }
         break;
@@ -276,7 +279,7 @@ MTIART_API mtiart_status mtiart_kernel_set_name(mtiart_kernel_fn kernel, const c
     if (!kernel || !name) return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                                    "mtiart_kernel_set_name: NULL argument");
     char *copy = strdup(name);
-    if (!copy) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(copy);
     pthread_mutex_lock(&names_lock);
     for (size_t i = 0; i < num_names; i++) {
         if (names[i].fn == kernel) {
@@ -292,7 +295,7 @@ MTIART_API mtiart_status mtiart_kernel_set_name(mtiart_kernel_fn kernel, const c
         if (!grown) {
             pthread_mutex_unlock(&names_lock);
             free(copy);
-            return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_oom();
         }
         names = grown;
         cap_names = cap;

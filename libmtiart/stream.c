@@ -36,7 +36,7 @@ static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
     if (!s || !chunk) {
         free(s);
         free(chunk);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     memset(s, 0, sizeof *s);
     chunk->next = NULL;
@@ -349,23 +349,19 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *stream) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stream) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "stream is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stream);
     *stream = (mtiart_stream)(uintptr_t)dev->default_stream->handle;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stream) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "stream is NULL");
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stream);
     if (priority > 0) priority = 0;
     if (priority < -(MT_NUM_PRIORITIES - 1)) priority = -(MT_NUM_PRIORITIES - 1);
     mt_stream *s;
-    st = stream_new(dev, priority, false, &s);
+    mtiart_status st = stream_new(dev, priority, false, &s);
     if (st) return st;
     *stream = (mtiart_stream)(uintptr_t)s->handle;
     return MTIART_SUCCESS;
@@ -389,21 +385,21 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {
     LOOKUP_STREAM(s, stream);
-    if (!device) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    MT_CHECK_NOT_NULL(device);
     *device = s->dev->index;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_priority(mtiart_stream stream, int *priority) {
     LOOKUP_STREAM(s, stream);
-    if (!priority) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "priority is NULL");
+    MT_CHECK_NOT_NULL(priority);
     *priority = s->priority;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id) {
     LOOKUP_STREAM(s, stream);
-    if (!id) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "id is NULL");
+    MT_CHECK_NOT_NULL(id);
     *id = s->id;
     return MTIART_SUCCESS;
 }
@@ -427,10 +423,8 @@ MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_device_synchronize(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    st = mt_check_unsafe("mtiart_device_synchronize", NULL, NULL);
+    LOOKUP_DEVICE(dev, device);
+    mtiart_status st = mt_check_unsafe("mtiart_device_synchronize", NULL, NULL);
     if (st) return st;
     if (mt_on_worker())
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
@@ -438,7 +432,7 @@ MTIART_API mtiart_status mtiart_device_synchronize(int device) {
     /* Snapshot the streams (with references) and wait for each outside the list lock. */
     size_t count = 0, cap = 16;
     mt_stream **streams = malloc(cap * sizeof *streams);
-    if (!streams) return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(streams);
     pthread_mutex_lock(&dev->streams_lock);
     for (mt_stream *s = dev->streams; s; s = s->dev_next) {
         if (count == cap) {

@@ -47,6 +47,14 @@ int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y) {
     return 1;
 }
 
+mtiart_status mt_k_check_same_shape(const char *fn, const mtiart_tensor_desc *out,
+                                    const mtiart_tensor_desc *a) {
+    if (mt_k_same_shape(out, a)) return MTIART_SUCCESS;
+    char b1[160], b2[160];
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out's shape %s differs from a's shape %s",
+                        fn, mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2));
+}
+
 mtiart_status mt_k_check(const char *fn, const char *name, const mtiart_tensor_desc *d,
                               int64_t *numel) {
     if (!d) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is NULL", fn, name);

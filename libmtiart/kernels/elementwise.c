@@ -798,13 +798,7 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     if (!k_bin_rows[op][a->dtype][0])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
                                  fn, k_bin_names[op], mt_k_dtype_name(a->dtype));
-    if (!mt_k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mt_k_shape_str(out, b1, sizeof b1),
-                                 mt_k_shape_str(a, b2, sizeof b2));
-    }
+    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -850,13 +844,7 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     if (!k_un_rows[op][a->dtype])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
                                  fn, k_un_names[op], mt_k_dtype_name(a->dtype));
-    if (!mt_k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mt_k_shape_str(out, b1, sizeof b1),
-                                 mt_k_shape_str(a, b2, sizeof b2));
-    }
+    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -943,13 +931,7 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
     mtiart_status st;
     if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
         return st;
-    if (!mt_k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mt_k_shape_str(out, b1, sizeof b1),
-                                 mt_k_shape_str(a, b2, sizeof b2));
-    }
+    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);

@@ -73,6 +73,11 @@ const char *mt_k_dtype_name(int32_t dtype);
 
 int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y);
 
+/* MTIART_SUCCESS when out has a's shape, else the error "out's shape (..) differs from a's
+ * shape (..)". */
+mtiart_status mt_k_check_same_shape(const char *fn, const mtiart_tensor_desc *out,
+                                    const mtiart_tensor_desc *a);
+
 static inline int mt_k_is_float(int32_t dtype) {
     return dtype == MTIART_DTYPE_FLOAT32 || dtype == MTIART_DTYPE_FLOAT64;
 }

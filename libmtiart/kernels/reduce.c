@@ -603,13 +603,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
                                  mt_k_dtype_name(out->dtype),
                                  mt_k_dtype_name(a->dtype));
-    if (!mt_k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mt_k_shape_str(out, b1, sizeof b1),
-                                 mt_k_shape_str(a, b2, sizeof b2));
-    }
+    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: softmax needs one dim", fn);
     int d;
