@@ -9,6 +9,9 @@
  *     a negative code on error, MTIART_NOT_READY (1) from queries whose work is pending.
  *     Out-parameters come last and are written only on success.
  *   - After an error, mtiart_last_error_message() gives a detailed, thread-local message.
+ *     It starts with the name of the public function the program called and ": "
+ *     ("mtiart_op_binary: a is float32 but b is int32"); a sticky kernel error is reported
+ *     by the call that synchronizes, under its own name, and says which kernel failed.
  *   - Handles are opaque. A NULL, destroyed or wrong-kind handle yields
  *     MTIART_ERROR_INVALID_HANDLE; it never crashes.
  *   - Every function may be called from any thread. Functions that wait for the device

@@ -861,8 +861,11 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
     if (count > 32) count = 32;
     if (count) memcpy(copy, observers, count * sizeof *copy); /* NULL while none attached */
     pthread_mutex_unlock(&observers_lock);
+    /* Observers are user code: the public calls they make name their own errors. */
+    const char *api = mt_api_suspend();
     for (size_t i = 0; i < count; i++)
         copy[i].fn(dev->index, size, allocated, reserved, dev->capacity, copy[i].user_data);
+    mt_api_resume(api);
     return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
                              "device %d out of memory: tried to allocate %llu bytes; capacity "
                              "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
@@ -973,9 +976,29 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
+/* "what index", or "what" alone (index < 0): the buffer's name in an error message. */
+static const char *buffer_label(char *out, size_t cap, const char *what, int index) {
+    if (index >= 0) snprintf(out, cap, "%s %d", what, index);
+    else snprintf(out, cap, "%s", what);
+    return out;
+}
+
+mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
+                              const char *what, int index) {
+    int found;
+    char label[64];
+    if (MT_UNLIKELY(mt_check_range(ptr, bytes, &found) != MTIART_SUCCESS))
+        return mt_error_context("%s", buffer_label(label, sizeof label, what, index));
+    if (MT_LIKELY(found == device)) return MTIART_SUCCESS;
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                        "%s points into device %d but the %s belongs to device %d",
+                        buffer_label(label, sizeof label, what, index), found, owner, device);
+}
+
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(ptr);
     mt_pool *pool = mt_capture_pool_of(s);
@@ -983,23 +1006,23 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
 }
 
 MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(ptr);
     return mt_alloc(dev, dev->default_stream, mt_capture_pool_of(dev->default_stream), size, ptr);
 }
 
 MTIART_API mtiart_status mtiart_free(void *ptr) {
+    MT_API_ENTRY();
     if (!ptr) return MTIART_SUCCESS;
-    if (!mt_initialized)
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
-    mt_allocator *a = allocator_of(ptr, NULL);
-    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "free: %p is not device memory", ptr);
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {
         mt_spin_unlock(&a->lock);
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "free: %p is not the start of a live device allocation "
+                                 "%p is not the start of a live device allocation "
                                  "(double free, or an interior pointer)", ptr);
     }
     block *b = *slot;
@@ -1043,17 +1066,23 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     int device;
     mt_allocator *a = ptr ? allocator_of(ptr, &device) : NULL;
     if (!a || !mt_initialized)
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "record_stream: %p is not device memory", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+    /* Refused as every other call mixing devices is: the stream cannot use the block. */
+    if (device != s->dev->index)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p points into device %d but the stream belongs to device %d", ptr,
+                            device, s->dev->index);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, 1);
     if (!b) {
         mt_spin_unlock(&a->lock);
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "record_stream: %p is not a live device allocation", ptr);
+                                 "%p is not a live device allocation", ptr);
     }
     if (b->seg->owner->stream_id != s->id) {
         bool known = false;
@@ -1078,6 +1107,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
+    MT_API_ENTRY();
     MT_CHECK_NOT_NULL(device);
     /* Out-parameters are written only on success: a freed pointer still lies in a
      * device's arena, and mt_check_range reports that device before it fails. */
@@ -1088,8 +1118,9 @@ MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device)
 }
 
 MTIART_API mtiart_status mtiart_empty_cache(int device) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
-    mtiart_status st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
+    mtiart_status st = mt_check_unsafe(NULL, NULL);
     if (st) return st;
     uint64_t horizon = settle_frees(dev);
     mt_allocator *a = dev->alloc;
@@ -1101,6 +1132,7 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(stats);
     mt_allocator *a = dev->alloc;
@@ -1120,6 +1152,7 @@ MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
@@ -1133,6 +1166,7 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
@@ -1145,6 +1179,7 @@ MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
 
 MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *blocks,
                                                 size_t capacity, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     if (!count || (capacity && !blocks))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
@@ -1166,6 +1201,7 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
 }
 
 MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void *user_data) {
+    MT_API_ENTRY();
     if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
     pthread_mutex_lock(&observers_lock);
     observer *grown = num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
@@ -1180,6 +1216,7 @@ MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void
 }
 
 MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void *user_data) {
+    MT_API_ENTRY();
     pthread_mutex_lock(&observers_lock);
     for (size_t i = 0; i < num_observers; i++) {
         if (observers[i].fn == fn && observers[i].user_data == user_data) {
@@ -1196,6 +1233,7 @@ MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void
 /* ------------------------------------------------------------------ pools */
 
 MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
+    MT_API_ENTRY();
     MT_CHECK_NOT_NULL(pool);
     pool->first = 0;
     pool->second = atomic_fetch_add(&next_pool_handle, 1);
@@ -1272,6 +1310,7 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
 
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id id,
                                               mtiart_pool_info *info) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(info);
     mt_allocator *a = dev->alloc;

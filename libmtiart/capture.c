@@ -76,7 +76,7 @@ static const char *mode_name(mtiart_capture_mode mode) {
     }
 }
 
-mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event) {
+mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event) {
     pthread_mutex_lock(&captures_lock);
     mt_capture *victim = NULL;
     const char *why = "";
@@ -104,17 +104,20 @@ mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_ev
         pthread_mutex_unlock(&captures_lock);
         return MTIART_SUCCESS;
     }
-    char reason[384];
-    snprintf(reason, sizeof reason,
-             "%s is not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
-             what, (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
+    /* The capture keeps the reason for the calls that find it invalidated later, so it
+     * names the call; this call's own message has the name in front already. */
+    char detail[320], reason[384];
+    snprintf(detail, sizeof detail,
+             "not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
+             (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
              mode_name(victim->mode), why);
+    snprintf(reason, sizeof reason, "%s is %s", mt_api_name ? mt_api_name : "a call", detail);
     pthread_mutex_lock(&victim->lock);
     invalidate_locked(victim, reason);
     pthread_mutex_unlock(&victim->lock);
     pthread_mutex_unlock(&captures_lock);
     return mt_set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
-                             reason);
+                        detail);
 }
 
 mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) {
@@ -252,6 +255,7 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
 MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
                                                      mtiart_capture_mode mode,
                                                      mtiart_pool_id pool_id) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
@@ -353,6 +357,7 @@ static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
 }
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(graph);
     mt_capture *c = atomic_load(&s->capture);
@@ -419,6 +424,7 @@ MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
                                                         mtiart_capture_status *status,
                                                         uint64_t *capture_id,
                                                         mtiart_pool_id *pool) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     pthread_mutex_lock(&captures_lock);
     mt_capture *c = atomic_load(&s->capture);

@@ -72,6 +72,13 @@ static bool env_size(const char *name, uint64_t *out, uint64_t min, uint64_t max
 
 bool mt_on_worker(void) { return tl_on_worker; }
 
+mtiart_status mt_check_may_wait(void) {
+    if (MT_LIKELY(!tl_on_worker)) return MTIART_SUCCESS;
+    return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                        "not permitted from a kernel or host function running on a device "
+                        "worker (waiting for the device there would deadlock)");
+}
+
 /* Help every posted job (see mt_job_post). The job's help function is called through the
  * slot: the one call a worker makes back up into the file that posted the job. */
 static bool help_jobs(mt_device *dev) {
@@ -215,13 +222,19 @@ oom:
 }
 
 mtiart_status mt_ensure_init(void) {
+    /* init_message is reported by every later call, whichever it is: no prefix in it. */
+    const char *api = mt_api_suspend();
     pthread_once(&init_once, do_init);
+    mt_api_resume(api);
     if (init_status != MTIART_SUCCESS)
         return mt_set_error(init_status, "runtime initialisation failed: %s", init_message);
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_init(void) { return mt_ensure_init(); }
+MTIART_API mtiart_status mtiart_init(void) {
+    MT_API_ENTRY();
+    return mt_ensure_init();
+}
 
 MTIART_API int mtiart_is_initialized(void) { return atomic_load(&mt_initialized); }
 
@@ -245,6 +258,7 @@ mtiart_status mt_get_device(int index, mt_device **out) {
 }
 
 MTIART_API mtiart_status mtiart_device_count(int *count) {
+    MT_API_ENTRY();
     MT_INIT_OR_RETURN();
     MT_CHECK_NOT_NULL(count);
     *count = mt_num_devices;
@@ -253,6 +267,7 @@ MTIART_API mtiart_status mtiart_device_count(int *count) {
 
 MTIART_API mtiart_status mtiart_device_get_properties(int device,
                                                       mtiart_device_properties *props) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(props);
     memset(props, 0, sizeof *props);

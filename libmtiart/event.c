@@ -98,6 +98,7 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
 }
 
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
+    MT_API_ENTRY();
     MT_INIT_OR_RETURN();
     MT_CHECK_NOT_NULL(event);
     if (flags & ~(uint32_t)(MTIART_EVENT_TIMING | MTIART_EVENT_BLOCKING_SYNC))
@@ -114,6 +115,7 @@ MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event
 }
 
 MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     if (mt_handle_unregister(e->handle, MT_KIND_EVENT) != e)
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
@@ -123,6 +125,7 @@ MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
 }
 
 MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     LOOKUP_STREAM(s, stream);
     mt_capture *c = atomic_load(&s->capture);
@@ -139,6 +142,7 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
 }
 
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     LOOKUP_EVENT(e, event);
     if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
@@ -155,10 +159,11 @@ mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t ge
 }
 
 MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     /* A query never waits, so it can only disturb a capture that recorded this event. */
     if (e->capture) {
-        mtiart_status st = mt_check_unsafe("mtiart_event_query", NULL, e);
+        mtiart_status st = mt_check_unsafe(NULL, e);
         if (st) return st;
     }
     return atomic_load(&e->completed) >= atomic_load(&e->recorded) ? MTIART_SUCCESS
@@ -166,18 +171,17 @@ MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
 }
 
 MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
-    mtiart_status st = mt_check_unsafe("mtiart_event_synchronize", NULL, e);
-    if (st) return st;
-    if (mt_on_worker())
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot wait for an event from a kernel or host function");
+    mtiart_status st = mt_check_unsafe(NULL, e);
+    if (st || (st = mt_check_may_wait())) return st;
     mt_event_host_wait(e, atomic_load(&e->recorded));
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(a, start);
     LOOKUP_EVENT(b, end);
     MT_CHECK_NOT_NULL(milliseconds);

@@ -320,6 +320,7 @@ done:
 }
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     MT_CHECK_NOT_NULL(exec);
     if (g->num_nodes > UINT32_MAX / 2)
@@ -357,6 +358,7 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     if (mt_handle_unregister(x->handle, MT_KIND_EXEC) != x)
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph exec destroyed concurrently");
@@ -365,6 +367,7 @@ MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     MT_CHECK_NOT_NULL(count);
     *count = x->num_nodes;
@@ -372,6 +375,7 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
 }
 
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     LOOKUP_STREAM(s, stream);
     if (s->dev != x->dev)

@@ -104,6 +104,7 @@ fail:
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(graph);
     mt_graph *g = mt_graph_new(dev);
@@ -118,6 +119,7 @@ MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
 }
 
 MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     if (mt_handle_unregister(g->handle, MT_KIND_GRAPH) != g)
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
@@ -132,21 +134,14 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       uint32_t num_blocks,
                                                       const mtiart_arg *args, uint32_t num_args,
                                                       size_t *node) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     if (!node || (num_dependencies && !dependencies))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        int device;
-        mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
-        if (st) return st;
-        if (device != g->dev->index)
-            return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                     "kernel argument %u is on device %d, the graph on device %d",
-                                     i, device, g->dev->index);
-    }
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
+    if (st) return st;
     mt_op op;
-    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (st) return st;
     return mt_graph_append(g, &op, dependencies, num_dependencies, args, num_args, node);
 }
@@ -154,6 +149,7 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
 MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
                                                      const size_t *dependencies,
                                                      size_t num_dependencies, size_t *node) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     if (!node || (num_dependencies && !dependencies))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
@@ -162,6 +158,7 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
 }
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     MT_CHECK_NOT_NULL(device);
     *device = g->dev->index;
@@ -169,6 +166,7 @@ MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     MT_CHECK_NOT_NULL(count);
     *count = g->num_nodes;
@@ -176,6 +174,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t 
 }
 
 MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     MT_CHECK_NOT_NULL(count);
     *count = g->num_edges;
@@ -183,6 +182,7 @@ MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t 
 }
 
 MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     MT_CHECK_NOT_NULL(pool);
     *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
@@ -225,6 +225,7 @@ static mtiart_status check_node(mt_graph *g, size_t node) {
 
 MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t node,
                                                     mtiart_node_info *info) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
@@ -241,6 +242,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
 
 MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t node,
                                                       uint32_t index, mtiart_buffer_use *use) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
@@ -254,6 +256,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
 
 MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, size_t node,
                                                           uint32_t index, size_t *dependency) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     mtiart_status st = check_node(g, node);
     if (st) return st;
@@ -283,6 +286,7 @@ static void emit(text_out *t, const char *fmt, ...) {
 
 MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
                                              size_t *length) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     if (capacity && !buffer)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");

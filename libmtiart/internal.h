@@ -77,14 +77,14 @@ void *mt_handle_lookup(uint64_t handle, unsigned kind);
 #define MT_HANDLE_VALUE(h) ((uint64_t)(uintptr_t)(h))
 
 /* Look a handle up as `type *var`, or return MTIART_ERROR_INVALID_HANDLE from the calling
- * public function with a message naming it: "<function>: invalid <label> handle <value>
- * (NULL, destroyed or not <noun>)". */
+ * public function: "<function>: invalid <label> handle <value> (NULL, destroyed or not
+ * <noun>)". */
 #define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
     type *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), (kind));                          \
     if (MT_UNLIKELY(!var))                                                                  \
-        return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                               \
-                                 "%s: invalid " label " handle %p (NULL, destroyed or not " \
-                                 noun ")", __func__, (void *)(handle))
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                                    \
+                            "invalid " label " handle %p (NULL, destroyed or not " noun ")", \
+                            (void *)(handle))
 #define LOOKUP_STREAM(var, handle) \
     MT_LOOKUP(var, struct mt_stream, MT_KIND_STREAM, handle, "stream", "a stream")
 #define LOOKUP_EVENT(var, handle) \
@@ -252,6 +252,9 @@ mtiart_status mt_get_device(int index, mt_device **out);
     } while (0)
 /* Whether the calling thread is one of the runtime's workers. */
 bool mt_on_worker(void);
+/* NOT_PERMITTED on a worker (inside a kernel or host function): a wait for the device
+ * there would deadlock. */
+mtiart_status mt_check_may_wait(void);
 
 /* Wake a sleeping worker of the device (up to `count`) for new work (sync.c). */
 void mt_device_wake(mt_device *dev, int count);
@@ -385,6 +388,21 @@ mtiart_status mt_alloc_init(mt_device *dev);
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
 /* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
+/* A buffer that work on device `device` (of a stream or graph: `owner`) will touch lies in
+ * one of its live allocations; the error names it as `what` (with ` index` if >= 0). */
+mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
+                              const char *what, int index);
+/* mt_check_buffer for every buffer argument of a kernel launch. */
+static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint32_t num_args,
+                                                    int device, const char *owner) {
+    for (uint32_t i = 0; i < num_args && args; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
+        mtiart_status st =
+            mt_check_buffer(args[i].value, args[i].extent, device, owner, "kernel argument", (int)i);
+        if (MT_UNLIKELY(st)) return st;
+    }
+    return MTIART_SUCCESS;
+}
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
@@ -422,15 +440,16 @@ extern atomic_int mt_active_captures;
 /* Record an op as a node of the stream's capture. */
 mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
                                 const mtiart_arg *args, uint32_t num_args);
-/* An unsafe call (`what`): fails with CAPTURE_UNSUPPORTED and invalidates captures
- * according to their modes. `stream`/`event` name the object the call is about (may be
- * NULL): a call on a capturing stream or captured event always fails. */
-mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event);
-static inline mtiart_status mt_check_unsafe(const char *what, mt_stream *stream,
-                                            mt_event *event) {
+/* A call unsafe during capture (it waits for the device): fails with CAPTURE_UNSUPPORTED
+ * and invalidates the captures it would disturb, according to their modes; the reason
+ * kept in the capture names the public function being called. `stream`/`event`: the
+ * object the call is about (may be NULL): a call on a capturing stream or a captured
+ * event always fails. */
+mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event);
+static inline mtiart_status mt_check_unsafe(mt_stream *stream, mt_event *event) {
     if (MT_LIKELY(atomic_load_explicit(&mt_active_captures, memory_order_acquire) == 0))
         return MTIART_SUCCESS;
-    return mt_capture_check_unsafe(what, stream, event);
+    return mt_capture_check_unsafe(stream, event);
 }
 /* Event record on a capturing stream, and a wait on a captured event. */
 mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e);

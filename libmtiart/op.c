@@ -276,8 +276,8 @@ static kernel_name *names;
 static size_t num_names, cap_names;
 
 MTIART_API mtiart_status mtiart_kernel_set_name(mtiart_kernel_fn kernel, const char *name) {
-    if (!kernel || !name) return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                                   "mtiart_kernel_set_name: NULL argument");
+    MT_API_ENTRY();
+    if (!kernel || !name) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL argument");
     char *copy = strdup(name);
     MT_CHECK_ALLOC(copy);
     pthread_mutex_lock(&names_lock);
@@ -326,8 +326,9 @@ void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
 
 MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
                                             mtiart_kernel_fn *kernel) {
+    MT_API_ENTRY();
     if (!library_path || !symbol || !kernel)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "mtiart_kernel_load: NULL argument");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL argument");
     void *lib = dlopen(library_path, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
         const char *why = dlerror();

@@ -336,10 +336,8 @@ void mt_stream_run(mt_stream *s) {
 /* ------------------------------------------------------------------ waiting */
 
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
-    if (mt_on_worker())
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot wait for a stream from a kernel or host function "
-                                 "running on a device worker (it would deadlock)");
+    mtiart_status st = mt_check_may_wait();
+    if (st) return st;
     mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
                     &s->host_waiters, mt_spin_ns);
     mt_alloc_vg_poll(s->dev);
@@ -349,6 +347,7 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *stream) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(stream);
     *stream = (mtiart_stream)(uintptr_t)dev->default_stream->handle;
@@ -356,6 +355,7 @@ MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *st
 }
 
 MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(stream);
     if (priority > 0) priority = 0;
@@ -368,6 +368,7 @@ MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_s
 }
 
 MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (s->is_default)
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
@@ -384,6 +385,7 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(device);
     *device = s->dev->index;
@@ -391,6 +393,7 @@ MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *dev
 }
 
 MTIART_API mtiart_status mtiart_stream_get_priority(mtiart_stream stream, int *priority) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(priority);
     *priority = s->priority;
@@ -398,6 +401,7 @@ MTIART_API mtiart_status mtiart_stream_get_priority(mtiart_stream stream, int *p
 }
 
 MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(id);
     *id = s->id;
@@ -405,10 +409,11 @@ MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id
 }
 
 MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     /* A query never waits, so it only concerns a capture when this stream captures. */
     if (atomic_load(&s->capture)) {
-        mtiart_status st = mt_check_unsafe("mtiart_stream_query", s, NULL);
+        mtiart_status st = mt_check_unsafe(s, NULL);
         if (st) return st;
     }
     if (atomic_load(&s->completed) < atomic_load(&s->enqueued)) return MTIART_NOT_READY;
@@ -416,19 +421,18 @@ MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    mtiart_status st = mt_check_unsafe("mtiart_stream_synchronize", s, NULL);
+    mtiart_status st = mt_check_unsafe(s, NULL);
     if (st) return st;
     return mt_stream_wait_idle(s, true);
 }
 
 MTIART_API mtiart_status mtiart_device_synchronize(int device) {
+    MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
-    mtiart_status st = mt_check_unsafe("mtiart_device_synchronize", NULL, NULL);
-    if (st) return st;
-    if (mt_on_worker())
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot synchronize the device from a kernel or host function");
+    mtiart_status st = mt_check_unsafe(NULL, NULL);
+    if (st || (st = mt_check_may_wait())) return st;
     /* Snapshot the streams (with references) and wait for each outside the list lock. */
     size_t count = 0, cap = 16;
     mt_stream **streams = malloc(cap * sizeof *streams);
@@ -458,29 +462,19 @@ MTIART_API mtiart_status mtiart_device_synchronize(int device) {
 MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
                                               uint32_t num_blocks, const mtiart_arg *args,
                                               uint32_t num_args) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        int device;
-        mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
-        if (MT_UNLIKELY(st)) {
-            char detail[512];
-            snprintf(detail, sizeof detail, "%s", mtiart_last_error_message());
-            return mt_set_error(st, "kernel argument %u: %s", i, detail);
-        }
-        if (MT_UNLIKELY(device != s->dev->index))
-            return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                     "kernel argument %u points into device %d but the stream "
-                                     "belongs to device %d", i, device, s->dev->index);
-    }
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, s->dev->index, "stream");
+    if (MT_UNLIKELY(st)) return st;
     mt_op op;
-    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (MT_UNLIKELY(st)) return st;
     return mt_stream_submit(s, &op, args, num_args);
 }
 
 MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_host_fn fn,
                                                  void *user_data) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "host function is NULL");
     mt_op op = {.type = MT_OP_HOST, .num_blocks = 1};
@@ -489,22 +483,12 @@ MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_ho
     return mt_stream_submit(s, &op, NULL, 0);
 }
 
+/* One side ("destination", "source") of a copy or fill on stream s. */
 static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
                                      bool device_side, mt_stream *s) {
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "memcpy: %s is NULL", side);
+    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
     if (!device_side) return MTIART_SUCCESS;
-    int device;
-    mtiart_status st = mt_check_range(ptr, bytes, &device);
-    if (st) {
-        char detail[512];
-        snprintf(detail, sizeof detail, "%s", mtiart_last_error_message());
-        return mt_set_error(st, "memcpy %s: %s", side, detail);
-    }
-    if (device != s->dev->index)
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "memcpy %s is on device %d, the stream on device %d", side,
-                                 device, s->dev->index);
-    return MTIART_SUCCESS;
+    return mt_check_buffer(ptr, bytes, s->dev->index, "stream", side, -1);
 }
 
 static bool is_device_pointer(const void *ptr) {
@@ -515,6 +499,7 @@ static bool is_device_pointer(const void *ptr) {
 
 MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, const void *src,
                                              size_t bytes, mtiart_memcpy_kind kind) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (kind == MTIART_MEMCPY_DEFAULT) {
         bool d = is_device_pointer(dst), sd = is_device_pointer(src);
@@ -522,7 +507,7 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
                  : (sd ? MTIART_MEMCPY_DEVICE_TO_HOST : MTIART_MEMCPY_HOST_TO_HOST);
     }
     if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "memcpy: unknown kind %d", (int)kind);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
     if (bytes == 0) return MTIART_SUCCESS;
     bool dst_dev = kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
     bool src_dev = kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
@@ -540,13 +525,11 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
 
 MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,
                                        size_t bytes, mtiart_memcpy_kind kind) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     /* Checked before enqueueing so that a refused call leaves nothing behind. */
-    mtiart_status st = mt_check_unsafe("mtiart_memcpy (synchronous copy)", s, NULL);
-    if (st) return st;
-    if (mt_on_worker())
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "synchronous memcpy from a kernel or host function");
+    mtiart_status st = mt_check_unsafe(s, NULL);
+    if (st || (st = mt_check_may_wait())) return st;
     st = mtiart_memcpy_async(stream, dst, src, bytes, kind);
     if (st) return st;
     return mt_stream_wait_idle(s, true);
@@ -554,16 +537,17 @@ MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const vo
 
 MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, const void *pattern,
                                            uint32_t pattern_size, size_t count) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (!pattern || (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
                      pattern_size != 8))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "fill: pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
+                                 "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
                                  pattern_size);
     if (count == 0) return MTIART_SUCCESS;
     if (count > SIZE_MAX / pattern_size)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "fill: count overflows");
-    mtiart_status st = check_copy_side("fill destination", dst, count * pattern_size, true, s);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
+    mtiart_status st = check_copy_side("destination", dst, count * pattern_size, true, s);
     if (st) return st;
     mt_op op = {.type = MT_OP_FILL, .num_blocks = 1};
     op.u.fill.dst = dst;
@@ -576,6 +560,7 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
 
 MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, int value,
                                              size_t bytes) {
+    MT_API_ENTRY();
     uint8_t byte = (uint8_t)value;
     return mtiart_fill_async(stream, dst, &byte, 1, bytes);
 }

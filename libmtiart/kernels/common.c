@@ -47,24 +47,23 @@ int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y) {
     return 1;
 }
 
-mtiart_status mt_k_check_same_shape(const char *fn, const mtiart_tensor_desc *out,
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out,
                                     const mtiart_tensor_desc *a) {
     if (mt_k_same_shape(out, a)) return MTIART_SUCCESS;
     char b1[160], b2[160];
-    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out's shape %s differs from a's shape %s",
-                        fn, mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2));
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out's shape %s differs from a's shape %s",
+                        mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2));
 }
 
-mtiart_status mt_k_check(const char *fn, const char *name, const mtiart_tensor_desc *d,
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
                               int64_t *numel) {
-    if (!d) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is NULL", fn, name);
+    if (!d) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", name);
     size_t es = mtiart_dtype_size((mtiart_dtype)d->dtype);
     if (es == 0)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s has unknown dtype %d", fn,
-                                 name, (int)d->dtype);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has unknown dtype %d", name, (int)d->dtype);
     if (d->ndim < 0 || d->ndim > MTIART_MAX_DIMS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s has ndim %d, outside [0, %d]", fn, name, (int)d->ndim,
+                                 "%s has ndim %d, outside [0, %d]", name, (int)d->ndim,
                                  MTIART_MAX_DIMS);
     /* Bound the byte size well below 2^63 so that every later offset computation in
      * int64 is safe without further checks. */
@@ -75,7 +74,7 @@ mtiart_status mt_k_check(const char *fn, const char *name, const mtiart_tensor_d
         int64_t s = d->shape[i];
         if (s < 0)
             return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                     "%s: %s has negative dimension %lld at dim %d", fn, name,
+                                     "%s has negative dimension %lld at dim %d", name,
                                      (long long)s, i);
         if (s == 0) zero = 1;
         else if (n > limit / s) n = limit + 1; /* saturate; reported below unless empty */
@@ -83,10 +82,10 @@ mtiart_status mt_k_check(const char *fn, const char *name, const mtiart_tensor_d
     }
     if (zero) n = 0;
     if (n > limit / (int64_t)es)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is too large", fn, name);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is too large", name);
     if (n > 0 && !d->data)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s has NULL data but %lld elements", fn, name,
+                                 "%s has NULL data but %lld elements", name,
                                  (long long)n);
     *numel = n;
     return MTIART_SUCCESS;
@@ -155,8 +154,7 @@ mtiart_status mt_k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
 
 /* ---- launch building ------------------------------------------------------------------ */
 
-void mt_kl_init(mt_klaunch *kl, const char *fn, const void *params, uint32_t size) {
-    kl->fn = fn;
+void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size) {
     kl->args[0].kind = MTIART_ARG_VALUE;
     kl->args[0].size = size;
     kl->args[0].value = params;
@@ -180,14 +178,14 @@ int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
         }
         if (writes && p0 < q1 && q0 < p1) {
             mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                              "%s: %s overlaps %s in device memory; only an exact in-place "
+                              "%s overlaps %s in device memory; only an exact in-place "
                               "alias of same-shaped operands is supported",
-                              kl->fn, name, kl->meta[s].name);
+                              name, kl->meta[s].name);
             return -1;
         }
     }
     if (kl->nargs >= 1 + MT_K_MAX_BUFS) {
-        mt_set_error(MTIART_ERROR_INTERNAL, "%s: too many buffers", kl->fn);
+        mt_set_error(MTIART_ERROR_INTERNAL, "too many buffers");
         return -1;
     }
     uint32_t s = kl->nargs - 1;

@@ -637,7 +637,7 @@ static int32_t k_arange(void *const *args, uint32_t block, uint32_t num_blocks) 
 /* ---- host side ------------------------------------------------------------------------------- */
 
 /* Strides (in elements) of `in` broadcast against out's dims; 0 where `in` is broadcast. */
-static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_tensor_desc *in,
+static mtiart_status bc_strides(const char *name, const mtiart_tensor_desc *in,
                                 const mtiart_tensor_desc *out, int64_t *stride) {
     int shift = out->ndim - in->ndim;
     int ok = shift >= 0;
@@ -648,8 +648,7 @@ static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_t
     if (!ok) {
         char b1[160], b2[160];
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of shape %s cannot be broadcast to out's shape %s", fn,
-                                 name, mt_k_shape_str(in, b1, sizeof b1),
+                                 "%s of shape %s cannot be broadcast to out's shape %s", name, mt_k_shape_str(in, b1, sizeof b1),
                                  mt_k_shape_str(out, b2, sizeof b2));
     }
     int64_t acc = 1;
@@ -668,12 +667,12 @@ static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_t
 /* Describe out = f(ins...) as a minimal iteration space: drop out's unit dims and merge
  * neighbours that every input walks contiguously, so the common "(N, C) + (C,)" ends up as
  * a 2-D loop whatever the original rank. */
-static mtiart_status bc_build(const char *fn, const mtiart_tensor_desc *out,
+static mtiart_status bc_build(const mtiart_tensor_desc *out,
                               const mtiart_tensor_desc *const *ins, const char *const *names,
                               int nin, bc_params *p) {
     int64_t st[3][MTIART_MAX_DIMS];
     for (int k = 0; k < nin; k++) {
-        mtiart_status s = bc_strides(fn, names[k], ins[k], out, st[k]);
+        mtiart_status s = bc_strides(names[k], ins[k], out, st[k]);
         if (s != MTIART_SUCCESS) return s;
     }
     int64_t shape[MTIART_MAX_DIMS], cst[3][MTIART_MAX_DIMS];
@@ -724,30 +723,29 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
                                           const mtiart_tensor_desc *out,
                                           const mtiart_tensor_desc *a,
                                           const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_binary";
+    MT_API_ENTRY();
     int64_t no, na, nb;
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)) ||
-        (st = mt_k_check(fn, "b", b, &nb)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)) ||
+        (st = mt_k_check("b", b, &nb)))
         return st;
     if (a->dtype != b->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: a is %s but b is %s", fn,
-                                 mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a is %s but b is %s", mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s of %s needs a %s out, got %s",
-                                 fn, k_bin_names[op], mt_k_dtype_name(a->dtype),
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
+                                 k_bin_names[op], mt_k_dtype_name(a->dtype),
                                  mt_k_dtype_name(odt), mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_bin_names[op], mt_k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                                 k_bin_names[op], mt_k_dtype_name(a->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[2] = {a, b};
     static const char *const names[2] = {"a", "b"};
-    if ((st = bc_build(fn, out, ins, names, 2, &p))) return st;
+    if ((st = bc_build(out, ins, names, 2, &p))) return st;
     if (no == 0) return mt_k_nothing(stream);
 
     uint32_t es = k_esize[a->dtype];
@@ -757,8 +755,8 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
     p.h.dtype2 = (uint8_t)out->dtype;
     int flat = bc_is_flat(&p);
     mt_klaunch kl;
-    if (flat) mt_kl_init(&kl, fn, &p.h, sizeof p.h);
-    else mt_kl_init(&kl, fn, &p, bc_size(&p));
+    if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
+    else mt_kl_init(&kl, &p, bc_size(&p));
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no,
                             (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
@@ -783,22 +781,22 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
                                                  const mtiart_tensor_desc *out,
                                                  const mtiart_tensor_desc *a, double fscalar,
                                                  int64_t iscalar, int scalar_first) {
-    static const char fn[] = "mtiart_op_binary_scalar";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
         return st;
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s of %s needs a %s out, got %s",
-                                 fn, k_bin_names[op], mt_k_dtype_name(a->dtype),
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
+                                 k_bin_names[op], mt_k_dtype_name(a->dtype),
                                  mt_k_dtype_name(odt), mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_bin_names[op], mt_k_dtype_name(a->dtype));
-    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                                 k_bin_names[op], mt_k_dtype_name(a->dtype));
+    if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -809,7 +807,7 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     p.flags = scalar_first ? EWF_PARAM_FIRST : EWF_PARAM_SECOND;
     p.s = mt_k_scalar(a->dtype, fscalar, iscalar);
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no,
                             (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
@@ -830,21 +828,20 @@ static const char *const k_un_names[9] = {"neg",  "abs",  "relu",    "exp", "log
 MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
                                          const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *a) {
-    static const char fn[] = "mtiart_op_unary";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_UNARY_GELU)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
         return st;
     if (out->dtype != a->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
-                                 mt_k_dtype_name(out->dtype),
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s", mt_k_dtype_name(out->dtype),
                                  mt_k_dtype_name(a->dtype));
     if (!k_un_rows[op][a->dtype])
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_un_names[op], mt_k_dtype_name(a->dtype));
-    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                                 k_un_names[op], mt_k_dtype_name(a->dtype));
+    if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -852,7 +849,7 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     p.op = (uint8_t)op;
     p.dtype = p.dtype2 = (uint8_t)a->dtype;
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
@@ -872,34 +869,32 @@ MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tens
                                          const mtiart_tensor_desc *cond,
                                          const mtiart_tensor_desc *a,
                                          const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_where";
+    MT_API_ENTRY();
     int64_t no, nc, na, nb;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no)) ||
-        (st = mt_k_check(fn, "cond", cond, &nc)) ||
-        (st = mt_k_check(fn, "a", a, &na)) || (st = mt_k_check(fn, "b", b, &nb)))
+    if ((st = mt_k_check("out", out, &no)) ||
+        (st = mt_k_check("cond", cond, &nc)) ||
+        (st = mt_k_check("a", a, &na)) || (st = mt_k_check("b", b, &nb)))
         return st;
     if (cond->dtype != MTIART_DTYPE_BOOL)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: cond must be bool, got %s", fn,
-                                 mt_k_dtype_name(cond->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "cond must be bool, got %s", mt_k_dtype_name(cond->dtype));
     if (a->dtype != b->dtype || out->dtype != a->dtype)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
-                                 mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
+                                 "out, a and b must share a dtype (got %s, %s, %s)", mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
                                  mt_k_dtype_name(b->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[3] = {cond, a, b};
     static const char *const names[3] = {"cond", "a", "b"};
-    if ((st = bc_build(fn, out, ins, names, 3, &p))) return st;
+    if ((st = bc_build(out, ins, names, 3, &p))) return st;
     if (no == 0) return mt_k_nothing(stream);
     uint32_t es = k_esize[a->dtype];
     p.h.n = (uint64_t)no;
     p.h.dtype = p.h.dtype2 = (uint8_t)a->dtype;
     int flat = bc_is_flat(&p);
     mt_klaunch kl;
-    if (flat) mt_kl_init(&kl, fn, &p.h, sizeof p.h);
-    else mt_kl_init(&kl, fn, &p, bc_size(&p));
+    if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
+    else mt_kl_init(&kl, &p, bc_size(&p));
     int s0 = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
     int s1 = s0 < 0 ? -1
                     : mt_kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1,
@@ -926,12 +921,12 @@ MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tens
 
 MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tensor_desc *out,
                                         const mtiart_tensor_desc *a) {
-    static const char fn[] = "mtiart_op_cast";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
         return st;
-    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
+    if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -939,7 +934,7 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
     p.dtype = (uint8_t)a->dtype;
     p.dtype2 = (uint8_t)out->dtype;
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
                             MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
@@ -955,10 +950,10 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
 
 MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tensor_desc *out,
                                         double fscalar, int64_t iscalar) {
-    static const char fn[] = "mtiart_op_fill";
+    MT_API_ENTRY();
     int64_t no;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no))) return st;
+    if ((st = mt_k_check("out", out, &no))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -978,7 +973,7 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
     default: memcpy(&p.s.bits, &s, 8); break;
     }
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
                             MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
@@ -990,13 +985,13 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
 
 MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           double start, double step) {
-    static const char fn[] = "mtiart_op_arange";
+    MT_API_ENTRY();
     int64_t no;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no))) return st;
+    if ((st = mt_k_check("out", out, &no))) return st;
     if (!isfinite(start) || !isfinite(step))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: start and step must be finite", fn);
+                                 "start and step must be finite");
     if (no == 0) return mt_k_nothing(stream);
     ar_params p;
     memset(&p, 0, sizeof p);
@@ -1010,7 +1005,7 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
         fabs(step) < 9.2e18)
         p.flags |= EWF_INTEGRAL;
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
                             MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;

@@ -36,7 +36,6 @@
 
 /* Host-side builder of one launch: the parameter VALUE plus deduplicated buffers. */
 typedef struct mt_klaunch {
-    const char *fn;                /* public function name, for error messages */
     mtiart_arg args[1 + MT_K_MAX_BUFS];
     uint32_t nargs;
     struct {
@@ -47,7 +46,7 @@ typedef struct mt_klaunch {
     } meta[MT_K_MAX_BUFS];
 } mt_klaunch;
 
-void mt_kl_init(mt_klaunch *kl, const char *fn, const void *params, uint32_t size);
+void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size);
 
 /* Register a device buffer; returns its slot or -1 after setting MTIART_ERROR_INVALID_VALUE.
  * The same pointer registered twice is merged into one argument (IN + OUT = INOUT), which
@@ -63,7 +62,7 @@ mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_f
 
 /* Validate a descriptor: non-NULL, known dtype, ndim in range, non-negative dims, element
  * count that fits in memory, data non-NULL unless empty. */
-mtiart_status mt_k_check(const char *fn, const char *name, const mtiart_tensor_desc *d,
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
                               int64_t *numel);
 
 /* Render "(2, 3, 4)" into buf for error messages. */
@@ -75,7 +74,7 @@ int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y);
 
 /* MTIART_SUCCESS when out has a's shape, else the error "out's shape (..) differs from a's
  * shape (..)". */
-mtiart_status mt_k_check_same_shape(const char *fn, const mtiart_tensor_desc *out,
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out,
                                     const mtiart_tensor_desc *a);
 
 static inline int mt_k_is_float(int32_t dtype) {

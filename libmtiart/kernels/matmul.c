@@ -468,7 +468,7 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         if (!ap || !bp) {
             free(ap);
             free(bp);
-            mtiart_kernel_set_error_message("mtiart_matmul: out of host memory for packing");
+            mtiart_kernel_set_error_message("out of host memory for packing");
             return 1;
         }
     }
@@ -540,25 +540,22 @@ static void mm_grid(int64_t m, int64_t n, int64_t k, int64_t batch, uint32_t wan
 MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           const mtiart_tensor_desc *a,
                                           const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_matmul";
+    MT_API_ENTRY();
     int64_t no, na, nb;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)) ||
-        (st = mt_k_check(fn, "b", b, &nb)))
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)) ||
+        (st = mt_k_check("b", b, &nb)))
         return st;
     if (a->dtype != b->dtype || out->dtype != a->dtype)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
-                                 mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
+                                 "out, a and b must share a dtype (got %s, %s, %s)", mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
                                  mt_k_dtype_name(b->dtype));
     if (a->dtype == MTIART_DTYPE_BOOL)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: bool matmul is not supported",
-                                 fn);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "bool matmul is not supported");
     int nd = a->ndim;
     if ((nd != 2 && nd != 3) || b->ndim != nd || out->ndim != nd)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: needs out, a and b all 2-D or all 3-D (got %d, %d, %d)", fn,
-                                 (int)out->ndim, (int)a->ndim, (int)b->ndim);
+                                 "needs out, a and b all 2-D or all 3-D (got %d, %d, %d)", (int)out->ndim, (int)a->ndim, (int)b->ndim);
     int64_t batch = nd == 3 ? a->shape[0] : 1;
     int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1];
     int ok = b->shape[nd - 2] == k && out->shape[nd - 2] == m && out->shape[nd - 1] == n;
@@ -566,8 +563,7 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     if (!ok) {
         char b1[160], b2[160], b3[160];
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: shapes do not match: out %s, a %s, b %s", fn,
-                                 mt_k_shape_str(out, b1, sizeof b1),
+                                 "shapes do not match: out %s, a %s, b %s", mt_k_shape_str(out, b1, sizeof b1),
                                  mt_k_shape_str(a, b2, sizeof b2),
                                  mt_k_shape_str(b, b3, sizeof b3));
     }
@@ -584,7 +580,7 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint32_t es = (uint32_t)mtiart_dtype_size((mtiart_dtype)a->dtype);
 
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     /* C is written while A and B are still being read by other tiles: no aliasing. */
     int sc = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
     int sa = sc < 0 || na == 0

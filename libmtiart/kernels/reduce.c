@@ -422,7 +422,7 @@ static const char *const k_rd_names[4] = {"sum", "mean", "max", "min"};
 
 /* Resolve `dim` of a: MTIART_REDUCE_ALL gives -1 ("all"); a 0-d tensor accepts 0 and -1 as
  * torch does. */
-static mtiart_status rd_dim(const char *fn, const mtiart_tensor_desc *a, int32_t dim, int *out) {
+static mtiart_status rd_dim(const mtiart_tensor_desc *a, int32_t dim, int *out) {
     if (dim == MTIART_REDUCE_ALL) {
         *out = -1;
         return MTIART_SUCCESS;
@@ -434,7 +434,7 @@ static mtiart_status rd_dim(const char *fn, const mtiart_tensor_desc *a, int32_t
     }
     if (dim < -nd || dim >= nd)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: dim %d out of range for a %d-d tensor", fn, (int)dim, nd);
+                                 "dim %d out of range for a %d-d tensor", (int)dim, nd);
     *out = dim < 0 ? dim + nd : dim;
     return MTIART_SUCCESS;
 }
@@ -467,15 +467,15 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
                                           const mtiart_tensor_desc *out,
                                           const mtiart_tensor_desc *a, int32_t dim,
                                           int keepdim) {
-    static const char fn[] = "mtiart_op_reduce";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_REDUCE_MIN)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
         return st;
     int d;
-    if ((st = rd_dim(fn, a, dim, &d))) return st;
+    if ((st = rd_dim(a, dim, &d))) return st;
 
     /* Expected shape of out. */
     mtiart_tensor_desc want;
@@ -490,8 +490,8 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if (!mt_k_same_shape(out, &want)) {
         char b1[160], b2[160], b3[160];
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s does not match %s%s of a %s (expected %s)",
-                                 fn, mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op],
+                                 "out's shape %s does not match %s%s of a %s (expected %s)",
+                                 mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op],
                                  keepdim ? " with keepdim" : "",
                                  mt_k_shape_str(a, b2, sizeof b2),
                                  mt_k_shape_str(&want, b3, sizeof b3));
@@ -506,8 +506,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     else odt_ok = out->dtype == a->dtype;
     if (!odt_ok)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of a %s tensor cannot produce a %s out", fn,
-                                 k_rd_names[op], mt_k_dtype_name(a->dtype),
+                                 "%s of a %s tensor cannot produce a %s out", k_rd_names[op], mt_k_dtype_name(a->dtype),
                                  mt_k_dtype_name(out->dtype));
 
     rd_params p;
@@ -517,7 +516,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if (nout == 0) return mt_k_nothing(stream);
     if (p.len == 0 && (op == MTIART_REDUCE_MAX || op == MTIART_REDUCE_MIN))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of an empty extent has no identity", fn, k_rd_names[op]);
+                                 "%s of an empty extent has no identity", k_rd_names[op]);
     p.op = (uint8_t)op;
     p.dtype = (uint8_t)a->dtype;
     p.odtype = (uint8_t)out->dtype;
@@ -540,7 +539,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
                  nout * parts > (UINT64_C(1) << 19);
     mt_klaunch kl;
     /* out must not overlap a (checked here once for both modes). */
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     if (mt_kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
         (na > 0 &&
          mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
@@ -563,7 +562,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
 
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
     p.parts = (uint16_t)parts;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es,
                                         MTIART_ARG_BUFFER_IN, 0);
     p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout,
@@ -574,7 +573,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if (st == MTIART_SUCCESS) {
         mt_klaunch kc;
         rd_params pc = p;
-        mt_kl_init(&kc, fn, &pc, sizeof pc);
+        mt_kl_init(&kc, &pc, sizeof pc);
         pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout,
                                                sizeof(rd_acc), MTIART_ARG_BUFFER_IN, 0);
         pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os,
@@ -590,24 +589,22 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
 
 MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_tensor_desc *out,
                                            const mtiart_tensor_desc *a, int32_t dim) {
-    static const char fn[] = "mtiart_op_softmax";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mt_k_check(fn, "out", out, &no)) || (st = mt_k_check(fn, "a", a, &na)))
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
         return st;
     if (!mt_k_is_float(a->dtype))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: softmax needs a float dtype, got %s", fn,
-                                 mt_k_dtype_name(a->dtype));
+                                 "softmax needs a float dtype, got %s", mt_k_dtype_name(a->dtype));
     if (out->dtype != a->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
-                                 mt_k_dtype_name(out->dtype),
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s", mt_k_dtype_name(out->dtype),
                                  mt_k_dtype_name(a->dtype));
-    if ((st = mt_k_check_same_shape(fn, out, a))) return st;
+    if ((st = mt_k_check_same_shape(out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: softmax needs one dim", fn);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs one dim");
     int d;
-    if ((st = rd_dim(fn, a, dim, &d))) return st;
+    if ((st = rd_dim(a, dim, &d))) return st;
     if (no == 0) return mt_k_nothing(stream);
     sm_params p;
     memset(&p, 0, sizeof p);
@@ -615,7 +612,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     p.dtype = (uint8_t)a->dtype;
     uint32_t es = k_esize[a->dtype];
     mt_klaunch kl;
-    mt_kl_init(&kl, fn, &p, sizeof p);
+    mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
                     : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);

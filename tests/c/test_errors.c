@@ -555,6 +555,14 @@ static int child_two_devices(void) {
     CHECK_STATUS(mtiart_memcpy_async(s0, p0, p1, 256, MTIART_MEMCPY_DEVICE_TO_DEVICE),
                  MTIART_ERROR_INVALID_POINTER);
     CHECK_STATUS(mtiart_memset_async(s0, p1, 0, 256), MTIART_ERROR_INVALID_POINTER);
+    CHECK(strncmp(mtiart_last_error_message(),
+                  "mtiart_memset_async: destination points into device 1", 53) == 0);
+    CHECK(strstr(mtiart_last_error_message(), "memcpy") == NULL);
+    /* record_stream too: a stream cannot use a block of another device. */
+    CHECK_STATUS(mtiart_record_stream(p1, s0), MTIART_ERROR_INVALID_POINTER);
+    CHECK(strstr(mtiart_last_error_message(), "device 1") != NULL);
+    CHECK_STATUS(mtiart_record_stream(p0, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_record_stream(p1, s1));
     mtiart_arg a = {MTIART_ARG_BUFFER_IN, 0, p1, 256};
     CHECK_STATUS(mtiart_launch_kernel(s0, k_count, 1, &a, 1), MTIART_ERROR_INVALID_POINTER);
     mtiart_graph g;
