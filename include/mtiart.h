@@ -13,7 +13,10 @@
  *     ("mtiart_op_binary: a is float32 but b is int32"); a sticky kernel error is reported
  *     by the call that synchronizes, under its own name, and says which kernel failed.
  *   - Handles are opaque. A NULL, destroyed or wrong-kind handle yields
- *     MTIART_ERROR_INVALID_HANDLE; it never crashes.
+ *     MTIART_ERROR_INVALID_HANDLE; it never crashes. A call racing the destruction of a
+ *     handle it was given (on another thread) either completes as if it came first or
+ *     returns MTIART_ERROR_INVALID_HANDLE: a destroy makes the handle invalid at once, and
+ *     the object goes when the last call still using it returns (a destroy never waits).
  *   - Every function may be called from any thread. Functions that wait for the device
  *     (synchronize, blocking copies) must not be called from a host function or kernel
  *     running on a device worker; they return MTIART_ERROR_NOT_PERMITTED there.

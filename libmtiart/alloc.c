@@ -1001,15 +1001,20 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(ptr);
-    mt_pool *pool = mt_capture_pool_of(s);
-    return mt_alloc(s->dev, s, pool, size, ptr);
+    mt_pool *pool = mt_capture_pool_retain(s);
+    mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
+    if (pool) mt_pool_release(pool);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(ptr);
-    return mt_alloc(dev, dev->default_stream, mt_capture_pool_of(dev->default_stream), size, ptr);
+    mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
+    mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
+    if (pool) mt_pool_release(pool);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_free(void *ptr) {
@@ -1037,7 +1042,7 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
     for (uint32_t i = 0; i < b->num_uses; i++) {
         mt_stream *u = b->uses[i].stream;
         b->uses[i].target = atomic_load(&u->enqueued);
-        uint64_t capture_id = mt_capture_id_of(u);
+        uint64_t capture_id = atomic_load(&u->capture_id);
         if (capture_id) b->capture_id = capture_id;
     }
     if (VG_ON() && a->num_zombies) vg_zombies_poll(a);

@@ -97,6 +97,8 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
     mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin);
 }
 
+static void release_event(void *e) { mt_event_unref(e); }
+
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
     MT_API_ENTRY();
     MT_INIT_OR_RETURN();
@@ -105,11 +107,8 @@ MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
     mt_event *e = mt_event_new(flags);
     MT_CHECK_ALLOC(e);
-    e->handle = mt_handle_register(e, MT_KIND_EVENT);
-    if (!e->handle) {
-        mt_event_unref(e);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
+    mtiart_status st = mt_handle_register(e, MT_KIND_EVENT, release_event, &e->handle);
+    if (st) return st;
     *event = (mtiart_event)(uintptr_t)e->handle;
     return MTIART_SUCCESS;
 }
@@ -117,10 +116,9 @@ MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event
 MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
     MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
-    if (mt_handle_unregister(e->handle, MT_KIND_EVENT) != e)
+    if (!mt_handle_retire(&e_pin))
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
     /* Pending records and waits hold their own references. */
-    mt_event_unref(e);
     return MTIART_SUCCESS;
 }
 
@@ -128,24 +126,35 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
     MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     LOOKUP_STREAM(s, stream);
-    mt_capture *c = atomic_load(&s->capture);
-    if (c) return mt_capture_event_record(c, s, e);
+    if (atomic_load(&s->capture)) {
+        mtiart_status st = mt_capture_event_record(s, e);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: an eager record */
+    }
     mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
-    /* The generation is taken under the stream's submission order by the caller: records
-     * of one event from several threads at once are a user race, as in CUDA. */
-    uint64_t generation = atomic_fetch_add(&e->recorded, 1) + 1;
+    /* The generation is reserved, and published in `recorded` only once the op is in the
+     * queue: a wait made meanwhile on another thread must not refer to a record that is
+     * not enqueued yet (on the same stream it would wait for itself). Straight into the
+     * queue: a capture begun since the check above comes after this record. */
+    uint64_t generation = atomic_fetch_add(&e->reserved, 1) + 1;
     e->capture = NULL;
     mt_event_ref(e);
     op.u.event.event = e;
     op.u.event.generation = generation;
-    return mt_stream_submit(s, &op, NULL, 0);
+    mtiart_status st = mt_stream_enqueue(s, &op);
+    if (st) return st;
+    /* Records of one event from several threads race as in CUDA: the newest wins. */
+    uint64_t latest = atomic_load(&e->recorded);
+    while (latest < generation && !atomic_compare_exchange_weak(&e->recorded, &latest, generation)) {
+    }
+    return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     LOOKUP_EVENT(e, event);
-    if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
+    if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, &s_pin, e);
     return mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded));
 }
 
@@ -179,6 +188,17 @@ MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
     return MTIART_SUCCESS;
 }
 
+/* The timestamp of a timing event's record `generation`, if that record has completed. Read
+ * under the lock that mt_event_complete writes it under (a worker may be completing a
+ * newer record right now). */
+static bool completed_time(mt_event *e, uint64_t generation, uint64_t *ns) {
+    mt_spin_lock(&e->lock);
+    bool done = atomic_load(&e->completed) >= generation;
+    *ns = e->timestamp_ns;
+    mt_spin_unlock(&e->lock);
+    return done;
+}
+
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds) {
     MT_API_ENTRY();
@@ -192,9 +212,9 @@ MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_ev
     if (ra == 0 || rb == 0)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                                  "elapsed time needs both events to have been recorded");
-    if (atomic_load(&a->completed) < ra || atomic_load(&b->completed) < rb)
+    uint64_t ta, tb;
+    if (!completed_time(a, ra, &ta) || !completed_time(b, rb, &tb))
         return mt_set_error(MTIART_NOT_READY, "an event has not completed yet");
-    double ms = ((double)b->timestamp_ns - (double)a->timestamp_ns) / 1e6;
-    *milliseconds = (float)ms;
+    *milliseconds = (float)(((double)tb - (double)ta) / 1e6);
     return MTIART_SUCCESS;
 }

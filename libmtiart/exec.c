@@ -85,6 +85,8 @@ void mt_exec_unref(mt_exec *x) {
 
 mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
 
+static void release_exec(void *x) { mt_exec_unref(x); }
+
 /* ------------------------------------------------------------------ replay */
 
 /* The first node of this replay that failed wins; later failures are dropped, as a
@@ -322,6 +324,7 @@ done:
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(exec);
     if (g->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
@@ -348,11 +351,8 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
         mt_pool_retain(g->pool);
         x->pool = g->pool;
     }
-    x->handle = mt_handle_register(x, MT_KIND_EXEC);
-    if (!x->handle) {
-        exec_free(x);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
+    st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
+    if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
     return MTIART_SUCCESS;
 }
@@ -360,10 +360,9 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
-    if (mt_handle_unregister(x->handle, MT_KIND_EXEC) != x)
+    if (!mt_handle_retire(&x_pin))
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph exec destroyed concurrently");
-    mt_exec_unref(x); /* launches still in flight hold their own references */
-    return MTIART_SUCCESS;
+    return MTIART_SUCCESS; /* launches still in flight hold their own references */
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count) {

@@ -6,8 +6,18 @@
 
 mt_graph *mt_graph_new(mt_device *dev) {
     mt_graph *g = calloc(1, sizeof *g);
-    if (g) g->dev = dev;
+    if (!g) return NULL;
+    g->dev = dev;
+    pthread_mutex_init(&g->lock, NULL);
     return g;
+}
+
+static void release_graph(void *g) { mt_graph_free(g); }
+
+mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
+    mtiart_status st = mt_handle_register(g, MT_KIND_GRAPH, release_graph, &g->handle);
+    if (st == MTIART_SUCCESS) *handle = (mtiart_graph)(uintptr_t)g->handle;
+    return st;
 }
 
 void mt_graph_free(mt_graph *g) {
@@ -18,6 +28,7 @@ void mt_graph_free(mt_graph *g) {
     }
     free(g->nodes);
     if (g->pool) mt_pool_release(g->pool);
+    pthread_mutex_destroy(&g->lock);
     free(g);
 }
 
@@ -109,22 +120,15 @@ MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
     MT_CHECK_NOT_NULL(graph);
     mt_graph *g = mt_graph_new(dev);
     MT_CHECK_ALLOC(g);
-    g->handle = mt_handle_register(g, MT_KIND_GRAPH);
-    if (!g->handle) {
-        mt_graph_free(g);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
-    *graph = (mtiart_graph)(uintptr_t)g->handle;
-    return MTIART_SUCCESS;
+    return mt_graph_publish(g, graph);
 }
 
 MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (mt_handle_unregister(g->handle, MT_KIND_GRAPH) != g)
+    if (!mt_handle_retire(&g_pin))
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
-    mt_graph_free(g);
-    return MTIART_SUCCESS;
+    return MTIART_SUCCESS; /* freed when the last call using it returns */
 }
 
 MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
@@ -136,6 +140,7 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       size_t *node) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     if (!node || (num_dependencies && !dependencies))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
     mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
@@ -151,6 +156,7 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
                                                      size_t num_dependencies, size_t *node) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     if (!node || (num_dependencies && !dependencies))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
     mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
@@ -160,6 +166,7 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(device);
     *device = g->dev->index;
     return MTIART_SUCCESS;
@@ -168,6 +175,7 @@ MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device
 MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(count);
     *count = g->num_nodes;
     return MTIART_SUCCESS;
@@ -176,6 +184,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t 
 MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(count);
     *count = g->num_edges;
     return MTIART_SUCCESS;
@@ -184,6 +193,7 @@ MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t 
 MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(pool);
     *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     return MTIART_SUCCESS;
@@ -227,6 +237,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
                                                     mtiart_node_info *info) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
     MT_CHECK_NOT_NULL(info);
@@ -244,6 +255,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
                                                       uint32_t index, mtiart_buffer_use *use) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
     MT_CHECK_NOT_NULL(use);
@@ -258,6 +270,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
                                                           uint32_t index, size_t *dependency) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
     MT_CHECK_NOT_NULL(dependency);
@@ -288,6 +301,7 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
                                              size_t *length) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     if (capacity && !buffer)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
     text_out t = {buffer, capacity, 0};

@@ -66,21 +66,83 @@ uint64_t mt_now_ns(void);
 
 enum mt_kind { MT_KIND_STREAM = 1, MT_KIND_EVENT = 2, MT_KIND_GRAPH = 3, MT_KIND_EXEC = 4 };
 
-/* Register an object; returns the opaque handle value (never 0), or 0 when the table is
- * full. */
-uint64_t mt_handle_register(void *object, unsigned kind);
-/* Invalidate a handle; returns the object it named (NULL if it was not valid). */
-void *mt_handle_unregister(uint64_t handle, unsigned kind);
-/* The object a handle names, or NULL for a NULL, stale or wrong-kind handle. */
-void *mt_handle_lookup(uint64_t handle, unsigned kind);
+/* A handle is (generation << 28) | (slot index << 4) | kind. A slot's `state` is
+ * (generation << 28) | (kind << 24) | pins, so one comparison checks a handle's generation
+ * and kind; the generation is odd while the handle is live (see handle.c for the rule). */
+#define MT_HANDLE_KIND_BITS 4
+#define MT_HANDLE_INDEX_BITS 24
+#define MT_HANDLE_GEN_SHIFT (MT_HANDLE_KIND_BITS + MT_HANDLE_INDEX_BITS)
+#define MT_HANDLE_CHUNK_SLOTS 4096
+#define MT_PIN_BITS 24
+#define MT_PIN_MASK ((UINT64_C(1) << MT_PIN_BITS) - 1)
+typedef struct mt_handle_slot {
+    atomic_uint_least64_t state;
+    void *object;
+    void (*release)(void *object); /* drops the table's reference */
+    uint32_t index, next_free;
+} mt_handle_slot;
+
+/* Slots, in chunks that are allocated once and never freed or moved. */
+extern _Atomic(mt_handle_slot *) mt_handle_chunks[];
+
+/* A call's hold on a handle: from a successful mt_handle_pin until mt_handle_unpin. */
+typedef struct mt_pin {
+    mt_handle_slot *slot;
+} mt_pin;
+
+/* Register an object under a new handle. `release` drops the table's reference once the
+ * handle is destroyed and no call holds it any more. On failure (table full) `release` is
+ * called at once and MTIART_ERROR_OUT_OF_MEMORY returned. */
+mtiart_status mt_handle_register(void *object, unsigned kind, void (*release)(void *),
+                                 uint64_t *handle);
+/* Destroy the pinned handle: new lookups fail from now on, and the table's reference is
+ * dropped when the last call holding it returns. false if another destroy came first. */
+bool mt_handle_retire(mt_pin *pin);
+/* Whether the pinned handle has not been destroyed (yet). */
+static inline bool mt_handle_alive(const mt_pin *pin) {
+    return (atomic_load(&pin->slot->state) >> MT_HANDLE_GEN_SHIFT) & 1;
+}
+void mt_handle_last_out(mt_handle_slot *slot) __attribute__((noinline, cold));
+static inline void mt_handle_unpin(mt_handle_slot *slot) {
+    uint64_t before = atomic_fetch_sub_explicit(&slot->state, 1, memory_order_acq_rel);
+    /* The last call out of a destroyed handle releases the object. */
+    if (MT_UNLIKELY((before & MT_PIN_MASK) == 1 && !((before >> MT_HANDLE_GEN_SHIFT) & 1)))
+        mt_handle_last_out(slot);
+}
+static inline void mt_pin_release(mt_pin *pin) {
+    if (pin->slot) mt_handle_unpin(pin->slot);
+}
+
+/* The object a live handle of `kind` names, pinned in `pin`; NULL (nothing pinned) for a
+ * NULL, destroyed, forged or wrong-kind handle. One compare-and-swap. */
+static inline void *mt_handle_pin(uint64_t handle, unsigned kind, mt_pin *pin) {
+    uint32_t index = (uint32_t)(handle >> MT_HANDLE_KIND_BITS) & ((1u << MT_HANDLE_INDEX_BITS) - 1);
+    uint64_t expect = (handle >> MT_HANDLE_GEN_SHIFT) << MT_HANDLE_KIND_BITS | kind;
+    if (MT_UNLIKELY((handle & ((1u << MT_HANDLE_KIND_BITS) - 1)) != kind || index == 0 ||
+                    !((handle >> MT_HANDLE_GEN_SHIFT) & 1)))
+        return NULL;
+    mt_handle_slot *chunk = atomic_load_explicit(&mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS],
+                                                 memory_order_acquire);
+    if (MT_UNLIKELY(!chunk)) return NULL;
+    mt_handle_slot *s = &chunk[index % MT_HANDLE_CHUNK_SLOTS];
+    uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+    do {
+        if (MT_UNLIKELY(state >> MT_PIN_BITS != expect)) return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(&s->state, &state, state + 1,
+                                                    memory_order_acquire, memory_order_relaxed));
+    pin->slot = s;
+    return s->object;
+}
 
 #define MT_HANDLE_VALUE(h) ((uint64_t)(uintptr_t)(h))
 
-/* Look a handle up as `type *var`, or return MTIART_ERROR_INVALID_HANDLE from the calling
- * public function: "<function>: invalid <label> handle <value> (NULL, destroyed or not
- * <noun>)". */
+/* Look a handle up as `type *var`, pinned until the calling function returns (the pin,
+ * `var##_pin`, is released by a cleanup attribute on every return path), or return
+ * MTIART_ERROR_INVALID_HANDLE from the calling public function: "<function>: invalid
+ * <label> handle <value> (NULL, destroyed or not <noun>)". */
 #define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
-    type *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), (kind));                          \
+    mt_pin var##_pin __attribute__((cleanup(mt_pin_release))) = {NULL};                     \
+    type *var = mt_handle_pin(MT_HANDLE_VALUE(handle), (kind), &var##_pin);                 \
     if (MT_UNLIKELY(!var))                                                                  \
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                                    \
                             "invalid " label " handle %p (NULL, destroyed or not " noun ")", \
@@ -311,8 +373,11 @@ struct mt_stream {
     atomic_int error_status;
     char error_message[512];
 
-    /* capture state, guarded by the capture's lock */
+    /* capture state: `capture` (and `capture_id`, its id, for readers that hold no capture
+     * lock) changes under captures_lock and the capture's lock; the frontier under the
+     * capture's lock */
     _Atomic(mt_capture *) capture;
+    atomic_uint_least64_t capture_id;
     size_t *frontier;
     size_t frontier_len, frontier_cap;
 
@@ -327,9 +392,12 @@ void mt_stream_unref(mt_stream *s);
  * stream list, under its lock). */
 bool mt_stream_try_ref(mt_stream *s);
 /* Enqueue a filled op, or record it as a graph node when the stream is capturing. `args`
- * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. */
+ * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. On
+ * failure the op has been released. */
 mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
                                uint32_t num_args);
+/* Enqueue an op whatever the stream's capture state. */
+mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op);
 /* Wait for the stream to finish everything enqueued before the call; report sticky error. */
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report);
 /* Worker: the most urgent stream on the device's ready lists (QUEUED), or NULL. */
@@ -348,6 +416,7 @@ struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
+    atomic_uint_least64_t reserved;  /* generations handed out to records */
     atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
     atomic_uint_least64_t completed; /* generation of the latest record executed */
     atomic_uint completed_word;      /* futex */
@@ -436,10 +505,15 @@ struct mt_capture {
     mt_capture *next, *prev; /* active capture list */
 };
 
+/* Lock order: captures_lock (capture.c), then a capture's lock, then the allocator's lock
+ * or a stream's or event's spinlocks. A capture is reached from a stream or event only
+ * under captures_lock, and freed only after it has been unlinked under both locks. */
 extern atomic_int mt_active_captures;
-/* Record an op as a node of the stream's capture. */
-mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
-                                const mtiart_arg *args, uint32_t num_args);
+/* Record an op as a node of the stream's capture (the op is moved in or released).
+ * MTIART_ERROR_NOT_CAPTURING, no message and the op untouched, when the capture has
+ * ended since the caller saw the stream capturing: the caller runs the op eagerly. */
+mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                                uint32_t num_args);
 /* A call unsafe during capture (it waits for the device): fails with CAPTURE_UNSUPPORTED
  * and invalidates the captures it would disturb, according to their modes; the reason
  * kept in the capture names the public function being called. `stream`/`event`: the
@@ -451,12 +525,17 @@ static inline mtiart_status mt_check_unsafe(mt_stream *stream, mt_event *event) 
         return MTIART_SUCCESS;
     return mt_capture_check_unsafe(stream, event);
 }
-/* Event record on a capturing stream, and a wait on a captured event. */
-mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e);
-mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e);
-/* The pool a capturing stream allocates from (NULL if not capturing). */
-mt_pool *mt_capture_pool_of(mt_stream *s);
-uint64_t mt_capture_id_of(mt_stream *s);
+/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record),
+ * and a wait that involves a capture (the stream's, or the event's). */
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e);
+mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e);
+/* Destroy a stream's handle (pinned in `pin`) unless it takes part in a capture: one step
+ * under captures_lock, so that a capture taking the stream in either comes first (and the
+ * destroy is refused) or finds the handle destroyed. */
+mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin);
+/* The pool a capturing stream allocates from, retained (mt_pool_release it after the
+ * allocation); NULL if the stream is not capturing. */
+mt_pool *mt_capture_pool_retain(mt_stream *s);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -470,6 +549,7 @@ typedef struct mt_node {
 
 struct mt_graph {
     uint64_t handle;
+    pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
@@ -479,6 +559,13 @@ struct mt_graph {
 
 mt_graph *mt_graph_new(mt_device *dev);
 void mt_graph_free(mt_graph *g);
+/* Give a graph a handle (the table owns it from now on; freed if that fails). */
+mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle);
+/* Hold the graph's lock until the calling function returns. */
+static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->lock); }
+#define LOCK_GRAPH(g)                                                                    \
+    mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =            \
+        (pthread_mutex_lock(&(g)->lock), (g))
 /* Append a node (the op is moved in: the graph owns its heap blob and references). */
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
                               const mtiart_arg *args, uint32_t num_args, size_t *index);

@@ -28,6 +28,8 @@ static atomic_uint_least64_t next_stream_id = 1;
 
 /* ------------------------------------------------------------------ lifetime */
 
+static void release_stream(void *s) { mt_stream_unref(s); }
+
 static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
                                 mt_stream **out) {
     mt_stream *s = aligned_alloc(MT_CACHELINE, (sizeof(mt_stream) + MT_CACHELINE - 1) /
@@ -46,17 +48,14 @@ static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
     s->priority = priority;
     s->is_default = is_default;
     s->head_chunk = s->tail_chunk = chunk;
-    s->handle = mt_handle_register(s, MT_KIND_STREAM);
-    if (!s->handle) {
-        free(chunk);
-        free(s);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
     pthread_mutex_lock(&dev->streams_lock);
     s->dev_next = dev->streams;
     if (dev->streams) dev->streams->dev_prev = s;
     dev->streams = s;
     pthread_mutex_unlock(&dev->streams_lock);
+    /* The reference taken at creation is the handle table's. */
+    mtiart_status st = mt_handle_register(s, MT_KIND_STREAM, release_stream, &s->handle);
+    if (st) return st;
     *out = s;
     return MTIART_SUCCESS;
 }
@@ -170,19 +169,7 @@ static void release_queued(mt_op *op) {
     else mt_op_release(op);
 }
 
-mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                               uint32_t num_args) {
-    mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
-    if (MT_UNLIKELY(capture != NULL)) {
-        if (op->type == MT_OP_GRAPH) {
-            release_queued(op);
-            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                "launching a graph on a capturing stream (a child graph) is "
-                                "not supported");
-        }
-        return mt_capture_record(capture, s, op, args, num_args);
-    }
-
+static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
     mt_spin_lock(&s->enqueue_lock);
     if (MT_UNLIKELY(s->tail_pos == MT_CHUNK_OPS)) {
         mt_chunk *chunk = atomic_exchange(&s->spare_chunk, NULL);
@@ -215,6 +202,25 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
         }
     }
     return MTIART_SUCCESS;
+}
+
+mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op) { return enqueue(s, op); }
+
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                               uint32_t num_args) {
+    mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
+    if (MT_UNLIKELY(capture != NULL)) {
+        if (op->type == MT_OP_GRAPH) {
+            release_queued(op);
+            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                "launching a graph on a capturing stream (a child graph) is "
+                                "not supported");
+        }
+        mtiart_status st = mt_capture_record(s, op, args, num_args);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: the op runs eagerly */
+    }
+    return enqueue(s, op);
 }
 
 /* ------------------------------------------------------------------ execution */
@@ -374,14 +380,8 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
                                  "the default stream of device %d cannot be destroyed",
                                  s->dev->index);
-    if (atomic_load(&s->capture))
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "stream %llu is capturing; end the capture before destroying it",
-                                 (unsigned long long)s->id);
-    if (mt_handle_unregister(s->handle, MT_KIND_STREAM) != s)
-        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream destroyed concurrently");
-    mt_stream_unref(s);
-    return MTIART_SUCCESS;
+    /* Work already enqueued holds the stream until it has run. */
+    return mt_capture_retire_stream(s, &s_pin);
 }
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {
