@@ -285,7 +285,7 @@ mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e
     bool eager = !sc && !ec; /* the capture ended meanwhile: an ordinary wait */
     if (!eager) st = capture_wait_locked(s, pin, e, sc, ec);
     pthread_mutex_unlock(&captures_lock);
-    return eager ? mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded)) : st;
+    return eager ? mt_stream_enqueue_wait(s, e, atomic_load(&e->recorded)) : st;
 }
 
 mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin) {

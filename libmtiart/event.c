@@ -155,16 +155,16 @@ MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_e
     LOOKUP_STREAM(s, stream);
     LOOKUP_EVENT(e, event);
     if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, &s_pin, e);
-    return mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded));
+    return mt_stream_enqueue_wait(s, e, atomic_load(&e->recorded));
 }
 
-mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation) {
+mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation) {
     if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
     mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
     mt_event_ref(e);
     op.u.event.event = e;
     op.u.event.generation = generation;
-    return mt_stream_submit(s, &op, NULL, 0);
+    return mt_stream_enqueue(s, &op);
 }
 
 MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {

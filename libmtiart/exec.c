@@ -389,17 +389,19 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
     if (x->last_stream_id != s->id)
-        st = mt_stream_submit_event_wait(s, x->done, atomic_load(&x->done->recorded));
+        st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = mt_stream_submit_event_wait(s, x->external[i],
+        st = mt_stream_enqueue_wait(s, x->external[i],
                                          atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
-        st = mt_stream_submit(s, &op, NULL, 0);
+        /* Straight into the queue, as the waits above: a capture the stream began since
+         * the check comes after this launch. */
+        st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
             atomic_store(&x->done->recorded, op.u.graph.generation);
             x->last_stream_id = s->id;

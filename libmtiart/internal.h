@@ -292,7 +292,8 @@ struct mt_device {
 extern int mt_num_devices;
 extern mt_device *mt_devices;
 
-/* Initialise lazily; every public entry point calls this first. */
+/* Initialise lazily. Public functions that do not start from a handle (which only an
+ * initialised runtime hands out) call this first, directly or through LOOKUP_DEVICE. */
 mtiart_status mt_ensure_init(void);
 #define MT_INIT_OR_RETURN()                                  \
     do {                                                     \
@@ -445,8 +446,8 @@ size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap);
  * event's lock) on the event's waiter list. */
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
 /* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
- * recorded). */
-mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation);
+ * recorded), into the queue whatever the stream's capture state. */
+mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation);
 /* Host: wait until generation completes. */
 void mt_event_host_wait(mt_event *e, uint64_t generation);
 

@@ -209,12 +209,6 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
                                uint32_t num_args) {
     mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
     if (MT_UNLIKELY(capture != NULL)) {
-        if (op->type == MT_OP_GRAPH) {
-            release_queued(op);
-            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                "launching a graph on a capturing stream (a child graph) is "
-                                "not supported");
-        }
         mtiart_status st = mt_capture_record(s, op, args, num_args);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: the op runs eagerly */

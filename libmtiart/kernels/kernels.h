@@ -1,9 +1,9 @@
 /*
  * kernels.h - internal helpers shared by the kernel library (the .c files next to it).
  *
- * The kernel library sits on top of the public API only: every operation validates its
- * descriptors on the host, packs a small parameter struct and enqueues a static kernel with
- * mtiart_launch_kernel. Device pointers always travel as BUFFER arguments (never inside the
+ * The kernel library sits on top of the public API (plus error.h, for the runtime's error
+ * messages): every operation validates its descriptors on the host, packs a small
+ * parameter struct and enqueues a static kernel with mtiart_launch_kernel. Device pointers always travel as BUFFER arguments (never inside the
  * parameter struct) so the runtime sees exactly which memory each kernel reads and writes,
  * which graph capture relies on.
  *
