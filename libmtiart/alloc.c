@@ -33,7 +33,11 @@
 #define NUM_BINS (LINEAR_BINS + 40 * (1 << SUB_BITS))
 #define BITMAP_WORDS ((NUM_BINS + 63) / 64)
 
-enum { BLK_ACTIVE = MTIART_BLOCK_ACTIVE, BLK_PENDING = MTIART_BLOCK_PENDING_FREE, BLK_FREE = MTIART_BLOCK_FREE };
+enum {
+    BLK_ACTIVE = MTIART_BLOCK_ACTIVE,
+    BLK_PENDING = MTIART_BLOCK_PENDING_FREE,
+    BLK_FREE = MTIART_BLOCK_FREE
+};
 
 typedef struct segment segment;
 typedef struct stream_heap stream_heap;
@@ -44,7 +48,7 @@ typedef struct stream_use {
 } stream_use;
 
 typedef struct block {
-    uintptr_t addr_hidden;       /* ~address: read with blk_addr() (see hide_addr) */
+    uintptr_t addr_hidden; /* ~address: read with blk_addr() (see hide_addr) */
     size_t size;
     size_t requested;
     struct block *prev, *next;   /* address neighbours inside the segment */
@@ -52,7 +56,7 @@ typedef struct block {
     segment *seg;
     uint8_t state;
     uint16_t bin;
-    uint64_t capture_id;         /* pending until the end of this capture */
+    uint64_t capture_id; /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
 } block;
@@ -168,7 +172,9 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
  */
 #ifdef MTIART_HAVE_VALGRIND
 #define VG_ON() RUNNING_ON_VALGRIND
-#define VG_ALLOC(b, defined) VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0, (defined))
+#define VG_ALLOC(b, defined)                                                                       \
+    VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0,         \
+                              (defined))
 #define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
 #define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
@@ -718,8 +724,7 @@ static bool vg_zombie_add(mt_allocator *a, block *b) {
         a->zombies = grown;
         a->cap_zombies = cap;
     }
-    a->zombies[a->num_zombies++] =
-        (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
+    a->zombies[a->num_zombies++] = (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
     return true;
 }
 
@@ -830,8 +835,8 @@ mtiart_status mt_alloc_init(mt_device *dev) {
         unsigned long long wanted = a->arena_size;
         free(a);
         return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
-                                 "cannot reserve %llu bytes of address space for device %d",
-                                 wanted, dev->index);
+                            "cannot reserve %llu bytes of address space for device %d", wanted,
+                            dev->index);
     }
     a->base_hidden = hide_addr(round_up((uintptr_t)base, GRANULE));
     a->num_chunks = a->arena_size / GRANULE;
@@ -867,13 +872,12 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
         copy[i].fn(dev->index, size, allocated, reserved, dev->capacity, copy[i].user_data);
     mt_api_resume(api);
     return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
-                             "device %d out of memory: tried to allocate %llu bytes; capacity "
-                             "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
-                             "allocator (free cached memory with empty_cache, or raise "
-                             "MTIART_DEVICE_MEMORY)",
-                             dev->index, (unsigned long long)size,
-                             (unsigned long long)dev->capacity, (unsigned long long)allocated,
-                             (unsigned long long)reserved);
+                        "device %d out of memory: tried to allocate %llu bytes; capacity "
+                        "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
+                        "allocator (free cached memory with empty_cache, or raise "
+                        "MTIART_DEVICE_MEMORY)",
+                        dev->index, (unsigned long long)size, (unsigned long long)dev->capacity,
+                        (unsigned long long)allocated, (unsigned long long)reserved);
 }
 
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out) {
@@ -944,8 +948,7 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
     if (!b) {
         segment *seg = atomic_load(&a->chunk_segment[(p - arena_base(a)) / GRANULE]);
         if (!seg) return NULL;
-        for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {
-        }
+        for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {}
         if (!b) return NULL;
     }
     if (b->state != BLK_ACTIVE) return NULL;
@@ -960,19 +963,18 @@ mtiart_status mt_pointer_device_quiet(const void *ptr, int *device) {
 }
 
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
-    if (!mt_initialized) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
+    if (!mt_initialized)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
     mt_allocator *a = allocator_of(ptr, device);
-    if (!a)
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "%p is not device memory", ptr);
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1);
     mt_spin_unlock(&a->lock);
     if (!b)
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "[%p, +%zu bytes) is not inside a live device allocation "
-                                 "(freed, out of bounds, or never allocated)",
-                                 ptr, bytes);
+                            "[%p, +%zu bytes) is not inside a live device allocation "
+                            "(freed, out of bounds, or never allocated)",
+                            ptr, bytes);
     return MTIART_SUCCESS;
 }
 
@@ -1027,8 +1029,9 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
     if (!slot || (*slot)->state != BLK_ACTIVE) {
         mt_spin_unlock(&a->lock);
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "%p is not the start of a live device allocation "
-                                 "(double free, or an interior pointer)", ptr);
+                            "%p is not the start of a live device allocation "
+                            "(double free, or an interior pointer)",
+                            ptr);
     }
     block *b = *slot;
     a->stats.free_requests++;
@@ -1086,8 +1089,8 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
     block *b = find_block(a, (uintptr_t)ptr, 1);
     if (!b) {
         mt_spin_unlock(&a->lock);
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "%p is not a live device allocation", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not a live device allocation",
+                            ptr);
     }
     if (b->seg->owner->stream_id != s->id) {
         bool known = false;
@@ -1144,7 +1147,8 @@ MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats
     mt_spin_lock(&a->lock);
     *stats = a->stats;
     stats->inactive_split_blocks = stats->inactive_split_bytes = 0;
-    for (mt_pool *pool = &a->default_pool; pool; pool = pool == &a->default_pool ? a->pools : pool->next)
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             if (seg->busy_blocks)
                 for (block *b = seg->first; b; b = b->next)
@@ -1191,14 +1195,20 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
     mt_allocator *a = dev->alloc;
     size_t n = 0;
     mt_spin_lock(&a->lock);
-    for (mt_pool *pool = &a->default_pool; pool; pool = pool == &a->default_pool ? a->pools : pool->next)
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
-                blocks[n] = (mtiart_block_info){
-                    .address = blk_addr(b), .size = b->size, .requested_size = b->requested,
-                    .segment_address = seg_addr(seg), .segment_size = seg->size, .pool = pool->id,
-                    .stream_id = seg->owner->stream_id, .state = b->state, .device = device};
+                blocks[n] = (mtiart_block_info){.address = blk_addr(b),
+                                                .size = b->size,
+                                                .requested_size = b->requested,
+                                                .segment_address = seg_addr(seg),
+                                                .segment_size = seg->size,
+                                                .pool = pool->id,
+                                                .stream_id = seg->owner->stream_id,
+                                                .state = b->state,
+                                                .device = device};
             }
     mt_spin_unlock(&a->lock);
     *count = n;
@@ -1209,10 +1219,12 @@ MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void
     MT_API_ENTRY();
     if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
     pthread_mutex_lock(&observers_lock);
-    observer *grown = num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
+    observer *grown =
+        num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
     if (!grown) {
         pthread_mutex_unlock(&observers_lock);
-        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many out-of-memory observers (at most 32)");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
+                            "too many out-of-memory observers (at most 32)");
     }
     observers = grown;
     observers[num_observers++] = (observer){fn, user_data};
@@ -1248,8 +1260,8 @@ MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) {
     if (id.first && id.second)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "invalid pool id (%llu, %llu): one of the two numbers must be 0",
-                                 (unsigned long long)id.first, (unsigned long long)id.second);
+                            "invalid pool id (%llu, %llu): one of the two numbers must be 0",
+                            (unsigned long long)id.first, (unsigned long long)id.second);
     mt_allocator *a = dev->alloc;
     if (id.first == 0 && id.second == 0) id.first = atomic_fetch_add(&next_graph_pool, 1);
     mt_spin_lock(&a->lock);

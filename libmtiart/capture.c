@@ -61,11 +61,11 @@ static void set_capture(mt_stream *s, mt_capture *c) {
 /* The error for work on stream s that capture c, invalidated, refuses. Called with c's lock
  * held, and releases it: once it is released the capture may be ended and freed. */
 static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
-    mtiart_status st = mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
-                                    "stream %llu takes part in capture %llu, which was "
-                                    "invalidated: %s",
-                                    (unsigned long long)s->id, (unsigned long long)c->id,
-                                    c->invalid_reason);
+    mtiart_status st =
+        mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+                     "stream %llu takes part in capture %llu, which was "
+                     "invalidated: %s",
+                     (unsigned long long)s->id, (unsigned long long)c->id, c->invalid_reason);
     pthread_mutex_unlock(&c->lock);
     return st;
 }
@@ -79,8 +79,8 @@ mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
         return refuse_invalidated(c, s);
     }
     size_t index;
-    mtiart_status st = mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args,
-                                       num_args, &index);
+    mtiart_status st =
+        mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args, num_args, &index);
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     pthread_mutex_unlock(&c->lock);
     return st;
@@ -155,7 +155,7 @@ mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e) {
     if (e->capture && e->capture != c) {
         pthread_mutex_unlock(&c->lock);
         return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
-                                 "the event is already recorded in another active capture");
+                            "the event is already recorded in another active capture");
     }
     /* Remember the event so its capture state is cleared when the capture ends. */
     if (!e->capture && c->num_events == c->cap_events) {
@@ -173,7 +173,8 @@ mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e) {
     op.u.event.event = e;
     op.u.event.generation = 0;
     size_t index;
-    mtiart_status st = mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
+    mtiart_status st =
+        mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
     if (st == MTIART_SUCCESS) {
         size_t *deps = realloc(e->capture_deps, sizeof *deps);
         if (!deps || !frontier_set(s, &index, 1)) {
@@ -213,15 +214,16 @@ static mtiart_status capture_wait_locked(mt_stream *s, const mt_pin *pin, mt_eve
                                          mt_capture *sc, mt_capture *ec) {
     if (ec && sc && ec != sc)
         return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
-                                 "stream %llu (capture %llu) cannot wait on an event recorded "
-                                 "in capture %llu",
-                                 (unsigned long long)s->id, (unsigned long long)sc->id,
-                                 (unsigned long long)ec->id);
+                            "stream %llu (capture %llu) cannot wait on an event recorded "
+                            "in capture %llu",
+                            (unsigned long long)s->id, (unsigned long long)sc->id,
+                            (unsigned long long)ec->id);
     mt_capture *c = ec ? ec : sc;
     if (c->dev != s->dev)
         return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "a capture cannot span devices (stream on device %d, capture "
-                                 "on device %d)", s->dev->index, c->dev->index);
+                            "a capture cannot span devices (stream on device %d, capture "
+                            "on device %d)",
+                            s->dev->index, c->dev->index);
     pthread_mutex_lock(&c->lock);
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
     mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
@@ -235,7 +237,8 @@ static mtiart_status capture_wait_locked(mt_stream *s, const mt_pin *pin, mt_eve
         if (!deps) st = mt_oom();
         else {
             size_t n = 0;
-            if (sc) for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
+            if (sc)
+                for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
             for (size_t i = 0; i < e->capture_deps_len; i++) deps[n++] = e->capture_deps[i];
         }
         op.u.event.event = NULL;
@@ -311,8 +314,7 @@ static mtiart_status already_capturing(const mt_stream *s, uint64_t capture_id) 
                         (unsigned long long)s->id, (unsigned long long)capture_id);
 }
 
-MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
-                                                     mtiart_capture_mode mode,
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
                                                      mtiart_pool_id pool_id) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);

@@ -41,10 +41,26 @@ static bool parse_size(const char *text, uint64_t *out) {
     if (errno || end == text) return false;
     uint64_t scale = 1;
     switch (*end) {
-    case 'k': case 'K': scale = 1ull << 10; end++; break;
-    case 'm': case 'M': scale = 1ull << 20; end++; break;
-    case 'g': case 'G': scale = 1ull << 30; end++; break;
-    case 't': case 'T': scale = 1ull << 40; end++; break;
+    case 'k':
+    case 'K':
+        scale = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        scale = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        scale = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        scale = 1ull << 40;
+        end++;
+        break;
     default: break;
     }
     if (*end == 'i' || *end == 'I') end++;
@@ -251,8 +267,8 @@ mtiart_status mt_get_device(int index, mt_device **out) {
     MT_INIT_OR_RETURN();
     if (index < 0 || index >= mt_num_devices)
         return mt_set_error(MTIART_ERROR_INVALID_DEVICE,
-                                 "invalid device %d (the runtime has %d device%s)", index,
-                                 mt_num_devices, mt_num_devices == 1 ? "" : "s");
+                            "invalid device %d (the runtime has %d device%s)", index,
+                            mt_num_devices, mt_num_devices == 1 ? "" : "s");
     *out = &mt_devices[index];
     return MTIART_SUCCESS;
 }
@@ -265,8 +281,7 @@ MTIART_API mtiart_status mtiart_device_count(int *count) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_device_get_properties(int device,
-                                                      mtiart_device_properties *props) {
+MTIART_API mtiart_status mtiart_device_get_properties(int device, mtiart_device_properties *props) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(props);

@@ -24,8 +24,7 @@ static const status_entry status_table[] = {
     {MTIART_ERROR_OUT_OF_MEMORY, "MTIART_ERROR_OUT_OF_MEMORY", "out of device memory"},
     {MTIART_ERROR_INVALID_POINTER, "MTIART_ERROR_INVALID_POINTER",
      "pointer is not live device memory"},
-    {MTIART_ERROR_KERNEL_FAILED, "MTIART_ERROR_KERNEL_FAILED",
-     "a kernel or host function failed"},
+    {MTIART_ERROR_KERNEL_FAILED, "MTIART_ERROR_KERNEL_FAILED", "a kernel or host function failed"},
     {MTIART_ERROR_NOT_PERMITTED, "MTIART_ERROR_NOT_PERMITTED", "operation not permitted here"},
     {MTIART_ERROR_CAPTURE_UNSUPPORTED, "MTIART_ERROR_CAPTURE_UNSUPPORTED",
      "operation not permitted while a stream is capturing"},
@@ -110,4 +109,6 @@ mtiart_status mt_error_context(const char *fmt, ...) {
     return mt_set_error(tl_last_status, "%s: %s", context, detail);
 }
 
-mtiart_status mt_oom(void) { return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory"); }
+mtiart_status mt_oom(void) {
+    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+}

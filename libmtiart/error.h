@@ -30,17 +30,17 @@ mtiart_status mt_error_context(const char *fmt, ...) __attribute__((format(print
  * an allocation gave NULL (functions with something to undo use mt_oom() on their way
  * out instead). */
 mtiart_status mt_oom(void);
-#define MT_CHECK_ALLOC(ptr)                          \
-    do {                                             \
-        if (MT_UNLIKELY((ptr) == NULL)) return mt_oom(); \
+#define MT_CHECK_ALLOC(ptr)                                                                        \
+    do {                                                                                           \
+        if (MT_UNLIKELY((ptr) == NULL)) return mt_oom();                                           \
     } while (0)
 
 /* Return MTIART_ERROR_INVALID_VALUE ("<arg> is NULL") from the calling function when a
  * required pointer argument (an out-parameter, most often) is NULL. */
-#define MT_CHECK_NOT_NULL(arg)                                                             \
-    do {                                                                                   \
-        if (MT_UNLIKELY((arg) == NULL))                                                    \
-            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", #arg);           \
+#define MT_CHECK_NOT_NULL(arg)                                                                     \
+    do {                                                                                           \
+        if (MT_UNLIKELY((arg) == NULL))                                                            \
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", #arg);                   \
     } while (0)
 
 /* ---------------------------------------------------------------- public-call scope */
@@ -61,8 +61,8 @@ static inline void mt_api_leave(const char *const *entered) {
 }
 
 /* First statement of every public function: names the errors set until it returns. */
-#define MT_API_ENTRY()                                                              \
-    const char *const mt_api_entered_ __attribute__((cleanup(mt_api_leave), unused)) = \
+#define MT_API_ENTRY()                                                                             \
+    const char *const mt_api_entered_ __attribute__((cleanup(mt_api_leave), unused)) =             \
         mt_api_enter(__func__)
 
 /* Leave the public-call scope around a call out to user code (an out-of-memory observer):

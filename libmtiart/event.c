@@ -44,8 +44,7 @@ void mt_event_complete(mt_event *e, uint64_t generation) {
     } else {
         uint64_t current = atomic_load(&e->completed);
         while (current < generation &&
-               !atomic_compare_exchange_weak(&e->completed, &current, generation)) {
-        }
+               !atomic_compare_exchange_weak(&e->completed, &current, generation)) {}
     }
     atomic_store(&e->completed_word, (unsigned)generation);
     if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
@@ -145,8 +144,8 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
     if (st) return st;
     /* Records of one event from several threads race as in CUDA: the newest wins. */
     uint64_t latest = atomic_load(&e->recorded);
-    while (latest < generation && !atomic_compare_exchange_weak(&e->recorded, &latest, generation)) {
-    }
+    while (latest < generation &&
+           !atomic_compare_exchange_weak(&e->recorded, &latest, generation)) {}
     return MTIART_SUCCESS;
 }
 
@@ -176,7 +175,7 @@ MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
         if (st) return st;
     }
     return atomic_load(&e->completed) >= atomic_load(&e->recorded) ? MTIART_SUCCESS
-                                                                    : MTIART_NOT_READY;
+                                                                   : MTIART_NOT_READY;
 }
 
 MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
@@ -207,11 +206,11 @@ MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_ev
     MT_CHECK_NOT_NULL(milliseconds);
     if (!(a->flags & MTIART_EVENT_TIMING) || !(b->flags & MTIART_EVENT_TIMING))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "elapsed time needs both events created with MTIART_EVENT_TIMING");
+                            "elapsed time needs both events created with MTIART_EVENT_TIMING");
     uint64_t ra = atomic_load(&a->recorded), rb = atomic_load(&b->recorded);
     if (ra == 0 || rb == 0)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "elapsed time needs both events to have been recorded");
+                            "elapsed time needs both events to have been recorded");
     uint64_t ta, tb;
     if (!completed_time(a, ra, &ta) || !completed_time(b, rb, &tb))
         return mt_set_error(MTIART_NOT_READY, "an event has not completed yet");

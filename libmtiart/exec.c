@@ -170,7 +170,8 @@ int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
         run_nodes(x, 0, (uint32_t)x->num_nodes, false);
     } else {
         if (++x->epoch == 0) {
-            for (uint32_t i = 0; i < x->num_tasks; i++) atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
+            for (uint32_t i = 0; i < x->num_tasks; i++)
+                atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
             x->epoch = 1;
         }
         for (uint32_t t = 0; t < x->num_tasks; t++)
@@ -184,7 +185,8 @@ int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
         atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
         graph_job job = {.base = {graph_job_help}, .x = x};
         /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
-        mt_job_slot *slot = x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
+        mt_job_slot *slot =
+            x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
         graph_job_help(&job.base);
         mt_job_retire(x->dev, slot);
     }
@@ -200,7 +202,7 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
     uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
     uint32_t *order = malloc((n ? n : 1) * sizeof *order);       /* layout position -> node */
-    uint32_t *position = malloc((n ? n : 1) * sizeof *position);  /* node -> layout position */
+    uint32_t *position = malloc((n ? n : 1) * sizeof *position); /* node -> layout position */
     uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
     uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
@@ -234,7 +236,8 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
     x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
     x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
-    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue || !x->stamps)
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue ||
+        !x->stamps)
         goto oom;
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
@@ -328,7 +331,8 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     MT_CHECK_NOT_NULL(exec);
     if (g->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
-    mt_exec *x = aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    mt_exec *x =
+        aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
@@ -379,12 +383,12 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
     LOOKUP_STREAM(s, stream);
     if (s->dev != x->dev)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "graph belongs to device %d, the stream to device %d",
-                                 x->dev->index, s->dev->index);
+                            "graph belongs to device %d, the stream to device %d", x->dev->index,
+                            s->dev->index);
     if (atomic_load(&s->capture))
         return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "launching a graph on a capturing stream (a child graph) is "
-                                 "not supported");
+                            "launching a graph on a capturing stream (a child graph) is "
+                            "not supported");
     mt_spin_lock(&x->launch_lock);
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
@@ -392,8 +396,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = mt_stream_enqueue_wait(s, x->external[i],
-                                         atomic_load(&x->external[i]->recorded));
+        st = mt_stream_enqueue_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);

@@ -41,12 +41,12 @@ static uint32_t count_buffers(const mt_op *op, const mtiart_arg *args, uint32_t 
     }
     case MT_OP_MEMCPY:
         return (op->u.copy.kind == MTIART_MEMCPY_HOST_TO_DEVICE ||
-                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST) ? 1
-               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2 : 0;
-    case MT_OP_FILL:
-        return 1;
-    default:
-        return 0;
+                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST)
+                   ? 1
+               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2
+                                                                   : 0;
+    case MT_OP_FILL: return 1;
+    default: return 0;
     }
 }
 
@@ -56,8 +56,8 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     for (size_t i = 0; i < num_deps; i++)
         if (deps[i] >= g->num_nodes) {
             st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                   "dependency %zu names node %zu, but the graph has %zu nodes",
-                                   i, deps[i], g->num_nodes);
+                              "dependency %zu names node %zu, but the graph has %zu nodes", i,
+                              deps[i], g->num_nodes);
             goto fail;
         }
     if (g->num_nodes == g->cap_nodes) {
@@ -134,8 +134,7 @@ MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
 MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       const size_t *dependencies,
                                                       size_t num_dependencies,
-                                                      mtiart_kernel_fn kernel,
-                                                      uint32_t num_blocks,
+                                                      mtiart_kernel_fn kernel, uint32_t num_blocks,
                                                       const mtiart_arg *args, uint32_t num_args,
                                                       size_t *node) {
     MT_API_ENTRY();
@@ -151,8 +150,7 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
     return mt_graph_append(g, &op, dependencies, num_dependencies, args, num_args, node);
 }
 
-MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
-                                                     const size_t *dependencies,
+MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const size_t *dependencies,
                                                      size_t num_dependencies, size_t *node) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
@@ -228,8 +226,8 @@ static mtiart_node_kind node_kind(const mt_node *n) {
 
 static mtiart_status check_node(mt_graph *g, size_t node) {
     if (node >= g->num_nodes)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)",
-                                 node, g->num_nodes);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)", node,
+                            g->num_nodes);
     return MTIART_SUCCESS;
 }
 
@@ -261,7 +259,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
     MT_CHECK_NOT_NULL(use);
     if (index >= g->nodes[node].num_buffers)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
-                                 g->nodes[node].num_buffers);
+                            g->nodes[node].num_buffers);
     *use = g->nodes[node].buffers[index];
     return MTIART_SUCCESS;
 }
@@ -275,8 +273,8 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
     if (st) return st;
     MT_CHECK_NOT_NULL(dependency);
     if (index >= g->nodes[node].num_deps)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
-                                 node, g->nodes[node].num_deps);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies", node,
+                            g->nodes[node].num_deps);
     *dependency = g->nodes[node].deps[index];
     return MTIART_SUCCESS;
 }
@@ -302,15 +300,15 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    if (capacity && !buffer)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+    if (capacity && !buffer) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
     text_out t = {buffer, capacity, 0};
     static const char *access[] = {"", "R", "W", "RW"};
     static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
-                                   "white", "white", "white"};
+                                   "white",     "white",       "white"};
     mtiart_pool_id pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
-    emit(&t, "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
-             "  node [shape=box, style=filled, fontname=monospace];\n",
+    emit(&t,
+         "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
+         "  node [shape=box, style=filled, fontname=monospace];\n",
          g->num_nodes, g->num_edges, g->dev->index, (unsigned long long)pool.first,
          (unsigned long long)pool.second);
     for (size_t i = 0; i < g->num_nodes; i++) {
@@ -321,7 +319,8 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
         if (n->op.type == MT_OP_KERNEL) emit(&t, "\\nblocks=%u", n->op.num_blocks);
         for (uint32_t b = 0; b < n->num_buffers; b++)
             emit(&t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
-                 (unsigned long long)n->buffers[b].address, (unsigned long long)n->buffers[b].bytes);
+                 (unsigned long long)n->buffers[b].address,
+                 (unsigned long long)n->buffers[b].bytes);
         emit(&t, "\"];\n");
     }
     for (size_t i = 0; i < g->num_nodes; i++)

@@ -34,8 +34,8 @@ static uint32_t free_head = UINT32_MAX;
 static uint32_t next_unused = 1; /* index 0 is never used */
 
 static mt_handle_slot *slot_at(uint32_t index) {
-    mt_handle_slot *chunk =
-        atomic_load_explicit(&mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS], memory_order_acquire);
+    mt_handle_slot *chunk = atomic_load_explicit(&mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS],
+                                                 memory_order_acquire);
     return chunk ? &chunk[index % MT_HANDLE_CHUNK_SLOTS] : NULL;
 }
 
@@ -71,8 +71,9 @@ mtiart_status mt_handle_register(void *object, unsigned kind, void (*release)(vo
     s->object = object;
     s->release = release;
     s->index = index;
-    uint64_t generation = (atomic_load_explicit(&s->state, memory_order_relaxed) >>
-                           MT_HANDLE_GEN_SHIFT) + 1; /* odd: live; no pins can be left */
+    uint64_t generation =
+        (atomic_load_explicit(&s->state, memory_order_relaxed) >> MT_HANDLE_GEN_SHIFT) +
+        1; /* odd: live; no pins can be left */
     atomic_store_explicit(&s->state,
                           generation << MT_HANDLE_GEN_SHIFT | (uint64_t)kind << MT_PIN_BITS,
                           memory_order_release);

@@ -140,22 +140,21 @@ static inline void *mt_handle_pin(uint64_t handle, unsigned kind, mt_pin *pin) {
  * `var##_pin`, is released by a cleanup attribute on every return path), or return
  * MTIART_ERROR_INVALID_HANDLE from the calling public function: "<function>: invalid
  * <label> handle <value> (NULL, destroyed or not <noun>)". */
-#define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
-    mt_pin var##_pin __attribute__((cleanup(mt_pin_release))) = {NULL};                     \
-    type *var = mt_handle_pin(MT_HANDLE_VALUE(handle), (kind), &var##_pin);                 \
-    if (MT_UNLIKELY(!var))                                                                  \
-        return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                                    \
-                            "invalid " label " handle %p (NULL, destroyed or not " noun ")", \
-                            (void *)(handle))
-#define LOOKUP_STREAM(var, handle) \
+#define MT_LOOKUP(var, type, kind, handle, label, noun)                                            \
+    mt_pin var##_pin __attribute__((cleanup(mt_pin_release))) = {NULL};                            \
+    type *var = mt_handle_pin(MT_HANDLE_VALUE(handle), (kind), &var##_pin);                        \
+    if (MT_UNLIKELY(!var))                                                                         \
+    return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                                               \
+                        "invalid " label " handle %p (NULL, destroyed or not " noun ")",           \
+                        (void *)(handle))
+#define LOOKUP_STREAM(var, handle)                                                                 \
     MT_LOOKUP(var, struct mt_stream, MT_KIND_STREAM, handle, "stream", "a stream")
-#define LOOKUP_EVENT(var, handle) \
+#define LOOKUP_EVENT(var, handle)                                                                  \
     MT_LOOKUP(var, struct mt_event, MT_KIND_EVENT, handle, "event", "an event")
-#define LOOKUP_GRAPH(var, handle) \
+#define LOOKUP_GRAPH(var, handle)                                                                  \
     MT_LOOKUP(var, struct mt_graph, MT_KIND_GRAPH, handle, "graph", "a graph")
-#define LOOKUP_EXEC(var, handle)                                                 \
-    MT_LOOKUP(var, struct mt_exec, MT_KIND_EXEC, handle, "graph exec",          \
-              "an executable graph")
+#define LOOKUP_EXEC(var, handle)                                                                   \
+    MT_LOOKUP(var, struct mt_exec, MT_KIND_EXEC, handle, "graph exec", "an executable graph")
 
 /* ---------------------------------------------------------------- forward types */
 
@@ -197,16 +196,37 @@ typedef struct mt_op {
         mtiart_host_fn host;
     } fn;
     union {
-        struct { uint8_t *heap_blob; uint32_t blob_size; } kernel;
-        struct { void *user_data; } host;
-        struct { void *dst; const void *src; size_t bytes; uint32_t kind; } copy;
-        struct { void *dst; uint64_t pattern; size_t count; uint32_t size; } fill;
-        struct { mt_event *event; uint64_t generation; } event;
-        struct { mt_exec *exec; uint64_t generation; } graph;
+        struct {
+            uint8_t *heap_blob;
+            uint32_t blob_size;
+        } kernel;
+        struct {
+            void *user_data;
+        } host;
+        struct {
+            void *dst;
+            const void *src;
+            size_t bytes;
+            uint32_t kind;
+        } copy;
+        struct {
+            void *dst;
+            uint64_t pattern;
+            size_t count;
+            uint32_t size;
+        } fill;
+        struct {
+            mt_event *event;
+            uint64_t generation;
+        } event;
+        struct {
+            mt_exec *exec;
+            uint64_t generation;
+        } graph;
     } u;
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
-                                                  * between a producer and the consumer */
+                                                 * between a producer and the consumer */
 
 /* The argument blob of a kernel op. */
 static inline uint8_t *mt_op_blob(mt_op *op) {
@@ -295,23 +315,23 @@ extern mt_device *mt_devices;
 /* Initialise lazily. Public functions that do not start from a handle (which only an
  * initialised runtime hands out) call this first, directly or through LOOKUP_DEVICE. */
 mtiart_status mt_ensure_init(void);
-#define MT_INIT_OR_RETURN()                                  \
-    do {                                                     \
-        if (MT_UNLIKELY(!mt_initialized)) {                  \
-            mtiart_status st__ = mt_ensure_init();           \
-            if (st__ != MTIART_SUCCESS) return st__;         \
-        }                                                    \
+#define MT_INIT_OR_RETURN()                                                                        \
+    do {                                                                                           \
+        if (MT_UNLIKELY(!mt_initialized)) {                                                        \
+            mtiart_status st__ = mt_ensure_init();                                                 \
+            if (st__ != MTIART_SUCCESS) return st__;                                               \
+        }                                                                                          \
     } while (0)
 extern atomic_int mt_initialized;
 
 mtiart_status mt_get_device(int index, mt_device **out);
 /* Look a device up as `mt_device *var`, or return the error (bad index, failed
  * initialisation) from the calling public function. */
-#define LOOKUP_DEVICE(var, index)                                   \
-    mt_device *var;                                                 \
-    do {                                                            \
-        mtiart_status lookup_st_ = mt_get_device((index), &var);    \
-        if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_; \
+#define LOOKUP_DEVICE(var, index)                                                                  \
+    mt_device *var;                                                                                \
+    do {                                                                                           \
+        mtiart_status lookup_st_ = mt_get_device((index), &var);                                   \
+        if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_;                          \
     } while (0)
 /* Whether the calling thread is one of the runtime's workers. */
 bool mt_on_worker(void);
@@ -329,7 +349,12 @@ void mt_job_retire(mt_device *dev, mt_job_slot *slot);
 
 /* ---------------------------------------------------------------- streams (stream.c) */
 
-enum mt_sched { MT_SCHED_IDLE = 0, MT_SCHED_QUEUED = 1, MT_SCHED_RUNNING = 2, MT_SCHED_BLOCKED = 3 };
+enum mt_sched {
+    MT_SCHED_IDLE = 0,
+    MT_SCHED_QUEUED = 1,
+    MT_SCHED_RUNNING = 2,
+    MT_SCHED_BLOCKED = 3
+};
 
 #define MT_CHUNK_OPS 64
 typedef struct mt_chunk {
@@ -395,8 +420,7 @@ bool mt_stream_try_ref(mt_stream *s);
 /* Enqueue a filled op, or record it as a graph node when the stream is capturing. `args`
  * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. On
  * failure the op has been released. */
-mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                               uint32_t num_args);
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args);
 /* Enqueue an op whatever the stream's capture state. */
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op);
 /* Wait for the stream to finish everything enqueued before the call; report sticky error. */
@@ -422,7 +446,7 @@ struct mt_event {
     atomic_uint_least64_t completed; /* generation of the latest record executed */
     atomic_uint completed_word;      /* futex */
     atomic_int host_waiters;
-    uint64_t timestamp_ns;           /* of the completed generation */
+    uint64_t timestamp_ns; /* of the completed generation */
     mt_spinlock lock;
     mt_event_waiter *waiters;
     size_t num_waiters, cap_waiters;
@@ -467,8 +491,8 @@ static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint
                                                     int device, const char *owner) {
     for (uint32_t i = 0; i < num_args && args; i++) {
         if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        mtiart_status st =
-            mt_check_buffer(args[i].value, args[i].extent, device, owner, "kernel argument", (int)i);
+        mtiart_status st = mt_check_buffer(args[i].value, args[i].extent, device, owner,
+                                           "kernel argument", (int)i);
         if (MT_UNLIKELY(st)) return st;
     }
     return MTIART_SUCCESS;
@@ -501,7 +525,7 @@ struct mt_capture {
     char invalid_reason[384];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
     size_t num_streams, cap_streams;
-    mt_event **events;   /* events recorded in the capture, each holding a reference */
+    mt_event **events; /* events recorded in the capture, each holding a reference */
     size_t num_events, cap_events;
     mt_capture *next, *prev; /* active capture list */
 };
@@ -513,8 +537,7 @@ extern atomic_int mt_active_captures;
 /* Record an op as a node of the stream's capture (the op is moved in or released).
  * MTIART_ERROR_NOT_CAPTURING, no message and the op untouched, when the capture has
  * ended since the caller saw the stream capturing: the caller runs the op eagerly. */
-mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                                uint32_t num_args);
+mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args);
 /* A call unsafe during capture (it waits for the device): fails with CAPTURE_UNSUPPORTED
  * and invalidates the captures it would disturb, according to their modes; the reason
  * kept in the capture names the public function being called. `stream`/`event`: the
@@ -564,8 +587,8 @@ void mt_graph_free(mt_graph *g);
 mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle);
 /* Hold the graph's lock until the calling function returns. */
 static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->lock); }
-#define LOCK_GRAPH(g)                                                                    \
-    mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =            \
+#define LOCK_GRAPH(g)                                                                              \
+    mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =                      \
         (pthread_mutex_lock(&(g)->lock), (g))
 /* Append a node (the op is moved in: the graph owns its heap blob and references). */
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,

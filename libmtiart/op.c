@@ -36,25 +36,25 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "num_blocks must be at least 1");
     if (num_args > MT_MAX_ARGS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%u kernel arguments (at most %d)",
-                                 num_args, MT_MAX_ARGS);
+                            num_args, MT_MAX_ARGS);
     if (num_args && !args)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "args is NULL but num_args is %u",
-                                 num_args);
+                            num_args);
     size_t total = align8(2 + 2 * (size_t)num_args);
     for (uint32_t i = 0; i < num_args; i++) {
         const mtiart_arg *a = &args[i];
         if (a->kind == MTIART_ARG_VALUE) {
             if (a->size == 0 || a->size > 4096 || !a->value)
                 return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                         "argument %u: a value argument needs 1..4096 bytes "
-                                         "and a non-NULL value (size %u)",
-                                         i, a->size);
+                                    "argument %u: a value argument needs 1..4096 bytes "
+                                    "and a non-NULL value (size %u)",
+                                    i, a->size);
             total = align8(total) + a->size;
         } else if (a->kind <= MTIART_ARG_BUFFER_INOUT) {
             total = align8(total) + sizeof(void *);
         } else {
-            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "argument %u: unknown kind %u",
-                                     i, a->kind);
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "argument %u: unknown kind %u", i,
+                                a->kind);
         }
     }
     uint8_t *blob = op->inline_blob;
@@ -119,8 +119,7 @@ void mt_op_release(mt_op *op) {
         if (op->u.event.event) mt_event_unref(op->u.event.event);
         op->u.event.event = NULL;
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -141,8 +140,7 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     case MT_OP_EVENT_WAIT:
         if (src->u.event.event) mt_event_ref(src->u.event.event);
         break;
-    default:
-        break;
+    default: break;
     }
     return MTIART_SUCCESS;
 }
@@ -216,8 +214,7 @@ static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint
         if (MT_UNLIKELY(rc != 0)) mt_describe_failure(fn, rc, NULL, failure, cap);
         return rc;
     }
-    kernel_job job = {.base = {kernel_job_help}, .fn = fn, .argv = argv,
-                      .num_blocks = num_blocks};
+    kernel_job job = {.base = {kernel_job_help}, .fn = fn, .argv = argv, .num_blocks = num_blocks};
     mt_job_slot *slot = mt_job_post(dev, &job.base);
     kernel_job_help(&job.base);
     mt_job_retire(dev, slot);
@@ -231,9 +228,21 @@ static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint
 static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t count) {
     switch (size) {
     case 1: memset(dst, (int)(pattern & 0xff), count); break;
-    case 2: { uint16_t v = (uint16_t)pattern, *p = dst; for (size_t i = 0; i < count; i++) p[i] = v; break; }
-    case 4: { uint32_t v = (uint32_t)pattern, *p = dst; for (size_t i = 0; i < count; i++) p[i] = v; break; }
-    default: { uint64_t *p = dst; for (size_t i = 0; i < count; i++) p[i] = pattern; break; }
+    case 2: {
+        uint16_t v = (uint16_t)pattern, *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = v;
+        break;
+    }
+    case 4: {
+        uint32_t v = (uint32_t)pattern, *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = v;
+        break;
+    }
+    default: {
+        uint64_t *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = pattern;
+        break;
+    }
     }
 }
 
@@ -247,9 +256,7 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
         }
         return run_kernel(dev, op->fn.kernel, argv, op->num_blocks, failure, cap);
     }
-    case MT_OP_MEMCPY:
-        memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
-        return 0;
+    case MT_OP_MEMCPY: memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes); return 0;
     case MT_OP_FILL:
         fill_pattern(op->u.fill.dst, op->u.fill.pattern, op->u.fill.size, op->u.fill.count);
         return 0;
@@ -258,8 +265,7 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
         if (MT_UNLIKELY(rc != 0)) mt_describe_failure(NULL, rc, NULL, failure, cap);
         return rc;
     }
-    default: /* event records and waits, empty nodes: they only order other work */
-        return 0;
+    default: /* event records and waits, empty nodes: they only order other work */ return 0;
     }
 }
 
@@ -317,11 +323,13 @@ void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
     pthread_mutex_unlock(&names_lock);
     Dl_info info;
     /* dladdr finds exported symbols only; static kernels fall back to their address. */
-    union { mtiart_kernel_fn fn; void *p; } cast = {.fn = fn};
+    union {
+        mtiart_kernel_fn fn;
+        void *p;
+    } cast = {.fn = fn};
     if (dladdr(cast.p, &info) && info.dli_sname && info.dli_saddr == cast.p)
         snprintf(out, cap, "%s", info.dli_sname);
-    else
-        snprintf(out, cap, "kernel@%p", cast.p);
+    else snprintf(out, cap, "kernel@%p", cast.p);
 }
 
 MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
@@ -333,21 +341,24 @@ MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char
     if (!lib) {
         const char *why = dlerror();
         return mt_set_error(MTIART_ERROR_LOAD_FAILED, "cannot load '%s': %s", library_path,
-                                 why ? why : "unknown error");
+                            why ? why : "unknown error");
     }
     dlerror();
     void *sym = dlsym(lib, symbol);
     const char *why = dlerror();
     if (!sym || why) {
         /* The message first: dlclose frees the string dlerror returned. */
-        mtiart_status st = mt_set_error(MTIART_ERROR_LOAD_FAILED,
-                                             "symbol '%s' not found in '%s'%s%s", symbol,
-                                             library_path, why ? ": " : "", why ? why : "");
+        mtiart_status st =
+            mt_set_error(MTIART_ERROR_LOAD_FAILED, "symbol '%s' not found in '%s'%s%s", symbol,
+                         library_path, why ? ": " : "", why ? why : "");
         /* Dropping our reference keeps the process clean when the lookup fails. */
         dlclose(lib);
         return st;
     }
-    union { void *p; mtiart_kernel_fn fn; } cast = {.p = sym};
+    union {
+        void *p;
+        mtiart_kernel_fn fn;
+    } cast = {.p = sym};
     *kernel = cast.fn;
     mtiart_kernel_set_name(cast.fn, symbol);
     return MTIART_SUCCESS;

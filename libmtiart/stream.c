@@ -30,8 +30,7 @@ static atomic_uint_least64_t next_stream_id = 1;
 
 static void release_stream(void *s) { mt_stream_unref(s); }
 
-static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
-                                mt_stream **out) {
+static mtiart_status stream_new(mt_device *dev, int priority, bool is_default, mt_stream **out) {
     mt_stream *s = aligned_alloc(MT_CACHELINE, (sizeof(mt_stream) + MT_CACHELINE - 1) /
                                                    MT_CACHELINE * MT_CACHELINE);
     mt_chunk *chunk = aligned_alloc(MT_CACHELINE, sizeof *chunk);
@@ -64,7 +63,9 @@ mtiart_status mt_stream_create_default(mt_device *dev) {
     return stream_new(dev, 0, true, &dev->default_stream);
 }
 
-void mt_stream_ref(mt_stream *s) { atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed); }
+void mt_stream_ref(mt_stream *s) {
+    atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed);
+}
 
 bool mt_stream_try_ref(mt_stream *s) {
     int count = atomic_load(&s->refcount);
@@ -205,8 +206,7 @@ static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
 
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op) { return enqueue(s, op); }
 
-mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                               uint32_t num_args) {
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args) {
     mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
     if (MT_UNLIKELY(capture != NULL)) {
         mtiart_status st = mt_capture_record(s, op, args, num_args);
@@ -337,8 +337,8 @@ void mt_stream_run(mt_stream *s) {
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
     mtiart_status st = mt_check_may_wait();
     if (st) return st;
-    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
-                    &s->host_waiters, mt_spin_ns);
+    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word, &s->host_waiters,
+                    mt_spin_ns);
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
 }
@@ -371,8 +371,7 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
     LOOKUP_STREAM(s, stream);
     if (s->is_default)
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "the default stream of device %d cannot be destroyed",
-                                 s->dev->index);
+                            "the default stream of device %d cannot be destroyed", s->dev->index);
     /* Work already enqueued holds the stream until it has run. */
     return mt_capture_retire_stream(s, &s_pin);
 }
@@ -532,11 +531,11 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
                                            uint32_t pattern_size, size_t count) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!pattern || (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
-                     pattern_size != 8))
+    if (!pattern ||
+        (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 && pattern_size != 8))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
-                                 pattern_size);
+                            "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
+                            pattern_size);
     if (count == 0) return MTIART_SUCCESS;
     if (count > SIZE_MAX / pattern_size)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");

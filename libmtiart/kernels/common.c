@@ -34,8 +34,8 @@ const char *mt_k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap) {
     int nd = d->ndim < 0 ? 0 : (d->ndim > MTIART_MAX_DIMS ? MTIART_MAX_DIMS : d->ndim);
     len += (size_t)snprintf(buf, cap, "(");
     for (int i = 0; i < nd && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, i ? ", %lld" : "%lld",
-                                (long long)d->shape[i]);
+        len +=
+            (size_t)snprintf(buf + len, cap - len, i ? ", %lld" : "%lld", (long long)d->shape[i]);
     if (len < cap) snprintf(buf + len, cap - len, nd == 1 ? ",)" : ")");
     return buf;
 }
@@ -47,24 +47,22 @@ int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y) {
     return 1;
 }
 
-mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out,
-                                    const mtiart_tensor_desc *a) {
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a) {
     if (mt_k_same_shape(out, a)) return MTIART_SUCCESS;
     char b1[160], b2[160];
     return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out's shape %s differs from a's shape %s",
                         mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2));
 }
 
-mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
-                              int64_t *numel) {
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t *numel) {
     if (!d) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", name);
     size_t es = mtiart_dtype_size((mtiart_dtype)d->dtype);
     if (es == 0)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has unknown dtype %d", name, (int)d->dtype);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has unknown dtype %d", name,
+                            (int)d->dtype);
     if (d->ndim < 0 || d->ndim > MTIART_MAX_DIMS)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s has ndim %d, outside [0, %d]", name, (int)d->ndim,
-                                 MTIART_MAX_DIMS);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has ndim %d, outside [0, %d]", name,
+                            (int)d->ndim, MTIART_MAX_DIMS);
     /* Bound the byte size well below 2^63 so that every later offset computation in
      * int64 is safe without further checks. */
     const int64_t limit = INT64_C(1) << 56;
@@ -74,8 +72,7 @@ mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
         int64_t s = d->shape[i];
         if (s < 0)
             return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                     "%s has negative dimension %lld at dim %d", name,
-                                     (long long)s, i);
+                                "%s has negative dimension %lld at dim %d", name, (long long)s, i);
         if (s == 0) zero = 1;
         else if (n > limit / s) n = limit + 1; /* saturate; reported below unless empty */
         else n *= s;
@@ -84,9 +81,8 @@ mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
     if (n > limit / (int64_t)es)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is too large", name);
     if (n > 0 && !d->data)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s has NULL data but %lld elements", name,
-                                 (long long)n);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has NULL data but %lld elements", name,
+                            (long long)n);
     *numel = n;
     return MTIART_SUCCESS;
 }
@@ -134,7 +130,7 @@ mtiart_status mt_k_workers(mtiart_stream stream, uint32_t *workers) {
 }
 
 mtiart_status mt_k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
-                               uint32_t *num_blocks) {
+                          uint32_t *num_blocks) {
     if (grain == 0) grain = 1;
     if (work < 2 * grain) {
         *num_blocks = 1;
@@ -162,8 +158,8 @@ void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size) {
     kl->nargs = 1;
 }
 
-int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
-                   uint32_t esize, mtiart_arg_kind kind, int alias_ok) {
+int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
+              mtiart_arg_kind kind, int alias_ok) {
     uint64_t bytes = numel * esize;
     uintptr_t p0 = (uintptr_t)ptr, p1 = p0 + bytes;
     for (uint32_t s = 0; s + 1 < kl->nargs; s++) {
@@ -178,9 +174,9 @@ int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
         }
         if (writes && p0 < q1 && q0 < p1) {
             mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                              "%s overlaps %s in device memory; only an exact in-place "
-                              "alias of same-shaped operands is supported",
-                              name, kl->meta[s].name);
+                         "%s overlaps %s in device memory; only an exact in-place "
+                         "alias of same-shaped operands is supported",
+                         name, kl->meta[s].name);
             return -1;
         }
     }
@@ -212,8 +208,7 @@ static void k_name_once(mtiart_kernel_fn fn, const char *kname) {
         if (cur == fn) return;
         if (cur == NULL) {
             mtiart_kernel_fn expected = NULL;
-            if (atomic_compare_exchange_strong(&k_named[i], &expected, fn) ||
-                expected == fn) {
+            if (atomic_compare_exchange_strong(&k_named[i], &expected, fn) || expected == fn) {
                 if (expected == NULL) mtiart_kernel_set_name(fn, kname);
                 return;
             }
@@ -222,7 +217,7 @@ static void k_name_once(mtiart_kernel_fn fn, const char *kname) {
 }
 
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                                const char *kname, uint32_t num_blocks) {
+                           const char *kname, uint32_t num_blocks) {
     k_name_once(fn, kname);
     return mtiart_launch_kernel(stream, fn, num_blocks ? num_blocks : 1, kl->args, kl->nargs);
 }
@@ -234,10 +229,8 @@ static uint32_t k_detect_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     /* __builtin_cpu_supports also checks that the OS saves the wider registers. */
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        best = MT_K_ISA_AVX2;
-    if (best == MT_K_ISA_AVX2 && __builtin_cpu_supports("avx512f"))
-        best = MT_K_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = MT_K_ISA_AVX2;
+    if (best == MT_K_ISA_AVX2 && __builtin_cpu_supports("avx512f")) best = MT_K_ISA_AVX512;
 #endif
     const char *env = getenv("MTIART_KERNEL_ISA");
     if (env) {

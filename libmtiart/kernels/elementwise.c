@@ -25,25 +25,31 @@
  * dtype, so neighbouring blocks never share a written line. */
 #define EW_ALIGN 64
 
-#define EW_LOOP(n, BODY)                                                                     \
-    do {                                                                                     \
-        int64_t i_ = 0;                                                                      \
-        for (; i_ + EW_GROUP <= (n); i_ += EW_GROUP) {                                       \
-            _Pragma("GCC ivdep") for (int j_ = 0; j_ < EW_GROUP; j_++) {                     \
-                int64_t i = i_ + j_;                                                         \
-                BODY;                                                                        \
-            }                                                                                \
-        }                                                                                    \
-        for (; i_ < (n); i_++) {                                                             \
-            int64_t i = i_;                                                                  \
-            BODY;                                                                            \
-        }                                                                                    \
+#define EW_LOOP(n, BODY)                                                                           \
+    do {                                                                                           \
+        int64_t i_ = 0;                                                                            \
+        for (; i_ + EW_GROUP <= (n); i_ += EW_GROUP) {                                             \
+            _Pragma("GCC ivdep") for (int j_ = 0; j_ < EW_GROUP; j_++) {                           \
+                int64_t i = i_ + j_;                                                               \
+                BODY;                                                                              \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i_ < (n); i_++) {                                                                   \
+            int64_t i = i_;                                                                        \
+            BODY;                                                                                  \
+        }                                                                                          \
     } while (0)
 
 typedef uint8_t kbool;
 
-enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
-       D_I64 = MTIART_DTYPE_INT64, D_B = MTIART_DTYPE_BOOL, D_COUNT = 5 };
+enum {
+    D_F32 = MTIART_DTYPE_FLOAT32,
+    D_F64 = MTIART_DTYPE_FLOAT64,
+    D_I32 = MTIART_DTYPE_INT32,
+    D_I64 = MTIART_DTYPE_INT64,
+    D_B = MTIART_DTYPE_BOOL,
+    D_COUNT = 5
+};
 
 static const uint8_t k_esize[D_COUNT] = {4, 8, 4, 8, 1};
 
@@ -52,18 +58,18 @@ static const uint8_t k_esize[D_COUNT] = {4, 8, 4, 8, 1};
 /* Compact parameters of contiguous (same-shape or scalar) elementwise kernels: 24 bytes, so
  * a launch with three buffers stays within the runtime's inline argument storage. */
 typedef struct ew_params {
-    uint64_t n;          /* elements of out */
+    uint64_t n; /* elements of out */
     uint8_t op;
-    uint8_t dtype;       /* input dtype */
-    uint8_t dtype2;      /* output dtype where it differs (cast) */
-    uint8_t flags;       /* EWF_* */
-    uint8_t slot[4];     /* buffer slots: out, then inputs */
-    mt_kscalar s;   /* scalar operand / fill bits */
+    uint8_t dtype;   /* input dtype */
+    uint8_t dtype2;  /* output dtype where it differs (cast) */
+    uint8_t flags;   /* EWF_* */
+    uint8_t slot[4]; /* buffer slots: out, then inputs */
+    mt_kscalar s;    /* scalar operand / fill bits */
 } ew_params;
 _Static_assert(sizeof(ew_params) == 24, "ew_params must stay small");
 
 enum {
-    EWF_SCALAR_BUF0 = 1,   /* input 0 is a single element broadcast over out */
+    EWF_SCALAR_BUF0 = 1, /* input 0 is a single element broadcast over out */
     EWF_SCALAR_BUF1 = 2,
     EWF_SCALAR_BUF2 = 4,
     EWF_PARAM_FIRST = 8,   /* binary scalar: p.s is the first operand */
@@ -101,12 +107,10 @@ static inline int64_t k_idiv64(int64_t x, int64_t y) {
  * "integer indefinite" value (what numpy gives on x86) for NaN and out-of-range values. */
 #define F32_TO_I32(x) (((x) > -2147483904.0f && (x) < 2147483648.0f) ? (int32_t)(x) : INT32_MIN)
 #define F64_TO_I32(x) (((x) > -2147483649.0 && (x) < 2147483648.0) ? (int32_t)(x) : INT32_MIN)
-#define F32_TO_I64(x)                                                                        \
-    (((x) >= -9223372036854775808.0f && (x) < 9223372036854775808.0f) ? (int64_t)(x)        \
-                                                                         : INT64_MIN)
-#define F64_TO_I64(x)                                                                        \
-    (((x) >= -9223372036854775808.0 && (x) < 9223372036854775808.0) ? (int64_t)(x)          \
-                                                                       : INT64_MIN)
+#define F32_TO_I64(x)                                                                              \
+    (((x) >= -9223372036854775808.0f && (x) < 9223372036854775808.0f) ? (int64_t)(x) : INT64_MIN)
+#define F64_TO_I64(x)                                                                              \
+    (((x) >= -9223372036854775808.0 && (x) < 9223372036854775808.0) ? (int64_t)(x) : INT64_MIN)
 
 static inline double k_tanh(double x) {
     double ax = fabs(x);
@@ -139,54 +143,64 @@ static void uf32_tanh(void *o, const void *a, int64_t n) { mt_k_tanh_f32(o, a, n
 typedef void (*bin_row_fn)(void *o, const void *a, const void *b, int64_t n);
 enum { M_VV = 0, M_VS = 1, M_SV = 2 };
 
-#define DEF_BIN(NAME, T, OT, EXPR)                                                           \
-    static void NAME##_vv(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T *a = (const T *)a_, *b = (const T *)b_;                                      \
-        EW_LOOP(n, { T x = a[i]; T y = b[i]; o[i] = (OT)(EXPR); });                          \
-    }                                                                                        \
-    static void NAME##_vs(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T *a = (const T *)a_;                                                          \
-        const T y = *(const T *)b_;                                                          \
-        EW_LOOP(n, { T x = a[i]; o[i] = (OT)(EXPR); });                                      \
-    }                                                                                        \
-    static void NAME##_sv(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T x = *(const T *)a_;                                                          \
-        const T *b = (const T *)b_;                                                          \
-        EW_LOOP(n, { T y = b[i]; o[i] = (OT)(EXPR); });                                      \
+#define DEF_BIN(NAME, T, OT, EXPR)                                                                 \
+    static void NAME##_vv(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T *a = (const T *)a_, *b = (const T *)b_;                                            \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            T y = b[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
+    }                                                                                              \
+    static void NAME##_vs(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T *a = (const T *)a_;                                                                \
+        const T y = *(const T *)b_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
+    }                                                                                              \
+    static void NAME##_sv(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T x = *(const T *)a_;                                                                \
+        const T *b = (const T *)b_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T y = b[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
     }
 
 /* NaN-propagating maximum/minimum, as numpy's maximum/minimum. */
 #define FMAX(x, y) (((x) > (y) || (x) != (x)) ? (x) : (y))
 #define FMIN(x, y) (((x) < (y) || (x) != (x)) ? (x) : (y))
 
-#define DEF_BIN_CMP(PFX, T)                                                                  \
-    DEF_BIN(PFX##_eq, T, kbool, x == y)                                                      \
-    DEF_BIN(PFX##_ne, T, kbool, x != y)                                                      \
-    DEF_BIN(PFX##_lt, T, kbool, x < y)                                                       \
-    DEF_BIN(PFX##_le, T, kbool, x <= y)                                                      \
-    DEF_BIN(PFX##_gt, T, kbool, x > y)                                                       \
+#define DEF_BIN_CMP(PFX, T)                                                                        \
+    DEF_BIN(PFX##_eq, T, kbool, x == y)                                                            \
+    DEF_BIN(PFX##_ne, T, kbool, x != y)                                                            \
+    DEF_BIN(PFX##_lt, T, kbool, x < y)                                                             \
+    DEF_BIN(PFX##_le, T, kbool, x <= y)                                                            \
+    DEF_BIN(PFX##_gt, T, kbool, x > y)                                                             \
     DEF_BIN(PFX##_ge, T, kbool, x >= y)
 
-#define DEF_BIN_FLOAT(PFX, T)                                                                \
-    DEF_BIN(PFX##_add, T, T, x + y)                                                          \
-    DEF_BIN(PFX##_sub, T, T, x - y)                                                          \
-    DEF_BIN(PFX##_mul, T, T, x * y)                                                          \
-    DEF_BIN(PFX##_div, T, T, x / y)                                                          \
-    DEF_BIN(PFX##_max, T, T, FMAX(x, y))                                                     \
-    DEF_BIN(PFX##_min, T, T, FMIN(x, y))                                                     \
+#define DEF_BIN_FLOAT(PFX, T)                                                                      \
+    DEF_BIN(PFX##_add, T, T, x + y)                                                                \
+    DEF_BIN(PFX##_sub, T, T, x - y)                                                                \
+    DEF_BIN(PFX##_mul, T, T, x *y)                                                                 \
+    DEF_BIN(PFX##_div, T, T, x / y)                                                                \
+    DEF_BIN(PFX##_max, T, T, FMAX(x, y))                                                           \
+    DEF_BIN(PFX##_min, T, T, FMIN(x, y))                                                           \
     DEF_BIN_CMP(PFX, T)
 
 /* Wrapping arithmetic through the unsigned type: signed overflow is undefined in C. */
-#define DEF_BIN_INT(PFX, T, U, IDIV)                                                         \
-    DEF_BIN(PFX##_add, T, T, (U)x + (U)y)                                                    \
-    DEF_BIN(PFX##_sub, T, T, (U)x - (U)y)                                                    \
-    DEF_BIN(PFX##_mul, T, T, (U)x * (U)y)                                                    \
-    DEF_BIN(PFX##_div, T, T, IDIV(x, y))                                                     \
-    DEF_BIN(PFX##_max, T, T, x > y ? x : y)                                                  \
-    DEF_BIN(PFX##_min, T, T, x < y ? x : y)                                                  \
+#define DEF_BIN_INT(PFX, T, U, IDIV)                                                               \
+    DEF_BIN(PFX##_add, T, T, (U)x + (U)y)                                                          \
+    DEF_BIN(PFX##_sub, T, T, (U)x - (U)y)                                                          \
+    DEF_BIN(PFX##_mul, T, T, (U)x *(U)y)                                                           \
+    DEF_BIN(PFX##_div, T, T, IDIV(x, y))                                                           \
+    DEF_BIN(PFX##_max, T, T, x > y ? x : y)                                                        \
+    DEF_BIN(PFX##_min, T, T, x < y ? x : y)                                                        \
     DEF_BIN_CMP(PFX, T)
 
 DEF_BIN_FLOAT(bf32, float)
@@ -195,15 +209,17 @@ DEF_BIN_INT(bi32, int32_t, uint32_t, k_idiv32)
 DEF_BIN_INT(bi64, int64_t, uint64_t, k_idiv64)
 /* bool follows numpy: add is logical or, mul logical and; sub and div are rejected. */
 DEF_BIN(bb_add, kbool, kbool, x | y)
-DEF_BIN(bb_mul, kbool, kbool, x & y)
+DEF_BIN(bb_mul, kbool, kbool, x &y)
 DEF_BIN(bb_max, kbool, kbool, x | y)
-DEF_BIN(bb_min, kbool, kbool, x & y)
+DEF_BIN(bb_min, kbool, kbool, x &y)
 DEF_BIN_CMP(bb, kbool)
 
-#define BIN3(NAME) {NAME##_vv, NAME##_vs, NAME##_sv}
-#define NOBIN {NULL, NULL, NULL}
-#define BIN_ROW(op, bop)                                                                     \
-    {BIN3(bf32_##op), BIN3(bf64_##op), BIN3(bi32_##op), BIN3(bi64_##op), bop}
+#define BIN3(NAME)                                                                                 \
+    { NAME##_vv, NAME##_vs, NAME##_sv }
+#define NOBIN                                                                                      \
+    { NULL, NULL, NULL }
+#define BIN_ROW(op, bop)                                                                           \
+    { BIN3(bf32_##op), BIN3(bf64_##op), BIN3(bi32_##op), BIN3(bi64_##op), bop }
 
 static const bin_row_fn k_bin_rows[12][D_COUNT][3] = {
     BIN_ROW(add, BIN3(bb_add)), BIN_ROW(sub, NOBIN),        BIN_ROW(mul, BIN3(bb_mul)),
@@ -215,8 +231,7 @@ static const bin_row_fn k_bin_rows[12][D_COUNT][3] = {
 static int bin_is_cmp(int op) { return op >= MTIART_BINARY_EQ && op <= MTIART_BINARY_GE; }
 
 /* out[0..n) = a OP b where both operands are single elements: compute once, replicate. */
-static void bin_row_ss(bin_row_fn vv, size_t os, char *o, const void *a, const void *b,
-                       int64_t n) {
+static void bin_row_ss(bin_row_fn vv, size_t os, char *o, const void *a, const void *b, int64_t n) {
     vv(o, a, b, 1);
     for (int64_t i = 1; i < n; i++) memcpy(o + (size_t)i * os, o, os);
 }
@@ -335,25 +350,25 @@ static int32_t k_binary_bcast(void *const *args, uint32_t block, uint32_t num_bl
 /* where only moves bits, so it is specialised on element size, not dtype. The select is a
  * bit mask: both operands are loaded unconditionally (a conditional load would stop gcc
  * if-converting, and so vectorising, the loop) and blended with -(c != 0). */
-#define WHERE_BLEND(T, c, x, y)                                                              \
+#define WHERE_BLEND(T, c, x, y)                                                                    \
     ((T)(((x) & (T)(0 - (T)((c) != 0))) | ((y) & (T)((T)((c) != 0) - 1))))
-#define DEF_WHERE(SZ, T)                                                                     \
-    static void where##SZ(void *o_, const kbool *c, int sc, const void *a_, int sa,          \
-                          const void *b_, int sb, int64_t n) {                               \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_, *b = (const T *)b_;                                      \
-        if (sc && sa && sb) {                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], b[i]); });                        \
-        } else if (sc && sa) {                                                               \
-            const T y = b[0];                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], y); });                           \
-        } else if (sc && sb) {                                                               \
-            const T x = a[0];                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], x, b[i]); });                           \
-        } else {                                                                             \
-            for (int64_t i = 0; i < n; i++)                                                  \
-                o[i] = WHERE_BLEND(T, c[i * sc], a[i * sa], b[i * sb]);                      \
-        }                                                                                    \
+#define DEF_WHERE(SZ, T)                                                                           \
+    static void where##SZ(void *o_, const kbool *c, int sc, const void *a_, int sa,                \
+                          const void *b_, int sb, int64_t n) {                                     \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_, *b = (const T *)b_;                                            \
+        if (sc && sa && sb) {                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], b[i]); });                              \
+        } else if (sc && sa) {                                                                     \
+            const T y = b[0];                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], y); });                                 \
+        } else if (sc && sb) {                                                                     \
+            const T x = a[0];                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], x, b[i]); });                                 \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                o[i] = WHERE_BLEND(T, c[i * sc], a[i * sa], b[i * sb]);                            \
+        }                                                                                          \
     }
 DEF_WHERE(1, uint8_t)
 DEF_WHERE(4, uint32_t)
@@ -408,21 +423,24 @@ static int32_t k_where_bcast(void *const *args, uint32_t block, uint32_t num_blo
 
 typedef void (*un_row_fn)(void *o, const void *a, int64_t n);
 
-#define DEF_UN(NAME, T, EXPR)                                                                \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_;                                                          \
-        EW_LOOP(n, { T x = a[i]; o[i] = (T)(EXPR); });                                       \
+#define DEF_UN(NAME, T, EXPR)                                                                      \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            o[i] = (T)(EXPR);                                                                      \
+        });                                                                                        \
     }
 /* Library calls do not vectorise, so a plain loop avoids pointless unrolling. */
-#define DEF_UN_CALL(NAME, T, EXPR)                                                           \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_;                                                          \
-        for (int64_t i = 0; i < n; i++) {                                                    \
-            T x = a[i];                                                                      \
-            o[i] = (T)(EXPR);                                                                \
-        }                                                                                    \
+#define DEF_UN_CALL(NAME, T, EXPR)                                                                 \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_;                                                                \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = a[i];                                                                            \
+            o[i] = (T)(EXPR);                                                                      \
+        }                                                                                          \
     }
 
 DEF_UN(uf32_neg, float, -x)
@@ -495,11 +513,14 @@ static int32_t k_unary(void *const *args, uint32_t block, uint32_t num_blocks) {
 
 /* ---- cast ---------------------------------------------------------------------------------- */
 
-#define DEF_CAST(NAME, S, D, EXPR)                                                           \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        D *o = (D *)o_;                                                                      \
-        const S *a = (const S *)a_;                                                          \
-        EW_LOOP(n, { S x = a[i]; o[i] = (D)(EXPR); });                                       \
+#define DEF_CAST(NAME, S, D, EXPR)                                                                 \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        D *o = (D *)o_;                                                                            \
+        const S *a = (const S *)a_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            S x = a[i];                                                                            \
+            o[i] = (D)(EXPR);                                                                      \
+        });                                                                                        \
     }
 
 static void cast_copy(void *o, const void *a, int64_t n) { (void)o, (void)a, (void)n; }
@@ -549,11 +570,11 @@ static int32_t k_cast(void *const *args, uint32_t block, uint32_t num_blocks) {
 
 /* ---- fill and arange ------------------------------------------------------------------------ */
 
-#define DEF_FILL(SZ, T)                                                                      \
-    static void fill##SZ(void *o_, uint64_t bits, int64_t n) {                               \
-        T *o = (T *)o_;                                                                      \
-        const T v = (T)bits;                                                                 \
-        EW_LOOP(n, { o[i] = v; });                                                           \
+#define DEF_FILL(SZ, T)                                                                            \
+    static void fill##SZ(void *o_, uint64_t bits, int64_t n) {                                     \
+        T *o = (T *)o_;                                                                            \
+        const T v = (T)bits;                                                                       \
+        EW_LOOP(n, { o[i] = v; });                                                                 \
     }
 DEF_FILL(4, uint32_t)
 DEF_FILL(8, uint64_t)
@@ -648,8 +669,8 @@ static mtiart_status bc_strides(const char *name, const mtiart_tensor_desc *in,
     if (!ok) {
         char b1[160], b2[160];
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s of shape %s cannot be broadcast to out's shape %s", name, mt_k_shape_str(in, b1, sizeof b1),
-                                 mt_k_shape_str(out, b2, sizeof b2));
+                            "%s of shape %s cannot be broadcast to out's shape %s", name,
+                            mt_k_shape_str(in, b1, sizeof b1), mt_k_shape_str(out, b2, sizeof b2));
     }
     int64_t acc = 1;
     for (int d = out->ndim - 1; d >= 0; d--) {
@@ -667,9 +688,8 @@ static mtiart_status bc_strides(const char *name, const mtiart_tensor_desc *in,
 /* Describe out = f(ins...) as a minimal iteration space: drop out's unit dims and merge
  * neighbours that every input walks contiguously, so the common "(N, C) + (C,)" ends up as
  * a 2-D loop whatever the original rank. */
-static mtiart_status bc_build(const mtiart_tensor_desc *out,
-                              const mtiart_tensor_desc *const *ins, const char *const *names,
-                              int nin, bc_params *p) {
+static mtiart_status bc_build(const mtiart_tensor_desc *out, const mtiart_tensor_desc *const *ins,
+                              const char *const *names, int nin, bc_params *p) {
     int64_t st[3][MTIART_MAX_DIMS];
     for (int k = 0; k < nin; k++) {
         mtiart_status s = bc_strides(names[k], ins[k], out, st[k]);
@@ -732,15 +752,16 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
         (st = mt_k_check("b", b, &nb)))
         return st;
     if (a->dtype != b->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a is %s but b is %s", mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a is %s but b is %s",
+                            mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
-                                 k_bin_names[op], mt_k_dtype_name(a->dtype),
-                                 mt_k_dtype_name(odt), mt_k_dtype_name(out->dtype));
+                            k_bin_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(odt),
+                            mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
-                                 k_bin_names[op], mt_k_dtype_name(a->dtype));
+                            k_bin_names[op], mt_k_dtype_name(a->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[2] = {a, b};
@@ -757,12 +778,10 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
     mt_klaunch kl;
     if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
     else mt_kl_init(&kl, &p, bc_size(&p));
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no,
-                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int sb = sa < 0 ? -1
-                    : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                       MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int sb = sa < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)so;
     p.h.slot[1] = (uint8_t)sa;
@@ -786,16 +805,15 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
-        return st;
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
-                                 k_bin_names[op], mt_k_dtype_name(a->dtype),
-                                 mt_k_dtype_name(odt), mt_k_dtype_name(out->dtype));
+                            k_bin_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(odt),
+                            mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
-                                 k_bin_names[op], mt_k_dtype_name(a->dtype));
+                            k_bin_names[op], mt_k_dtype_name(a->dtype));
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
@@ -809,10 +827,9 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no,
-                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                       MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     /* The kernel reads operand slots 1 and 2; the parameter operand's slot is unused. */
@@ -833,14 +850,13 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     mtiart_status st;
     if ((unsigned)op > MTIART_UNARY_GELU)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
-        return st;
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     if (out->dtype != a->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s", mt_k_dtype_name(out->dtype),
-                                 mt_k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s",
+                            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype));
     if (!k_un_rows[op][a->dtype])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
-                                 k_un_names[op], mt_k_dtype_name(a->dtype));
+                            k_un_names[op], mt_k_dtype_name(a->dtype));
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
@@ -852,14 +868,13 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
     /* Transcendentals cost far more than their memory traffic: fan out sooner. */
-    uint64_t grain = op >= MTIART_UNARY_EXP && op != MTIART_UNARY_SQRT ? MT_K_EW_GRAIN / 8
-                                                                       : MT_K_EW_GRAIN;
+    uint64_t grain =
+        op >= MTIART_UNARY_EXP && op != MTIART_UNARY_SQRT ? MT_K_EW_GRAIN / 8 : MT_K_EW_GRAIN;
     uint32_t blocks;
     if ((st = mt_k_blocks(stream, (uint64_t)no, grain, &blocks))) return st;
     return mt_kl_launch(&kl, stream, k_unary, "mtiart_unary", blocks);
@@ -867,21 +882,20 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
 
 MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *cond,
-                                         const mtiart_tensor_desc *a,
-                                         const mtiart_tensor_desc *b) {
+                                         const mtiart_tensor_desc *a, const mtiart_tensor_desc *b) {
     MT_API_ENTRY();
     int64_t no, nc, na, nb;
     mtiart_status st;
-    if ((st = mt_k_check("out", out, &no)) ||
-        (st = mt_k_check("cond", cond, &nc)) ||
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("cond", cond, &nc)) ||
         (st = mt_k_check("a", a, &na)) || (st = mt_k_check("b", b, &nb)))
         return st;
     if (cond->dtype != MTIART_DTYPE_BOOL)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "cond must be bool, got %s", mt_k_dtype_name(cond->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "cond must be bool, got %s",
+                            mt_k_dtype_name(cond->dtype));
     if (a->dtype != b->dtype || out->dtype != a->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "out, a and b must share a dtype (got %s, %s, %s)", mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype),
-                                 mt_k_dtype_name(b->dtype));
+        return mt_set_error(
+            MTIART_ERROR_INVALID_VALUE, "out, a and b must share a dtype (got %s, %s, %s)",
+            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[3] = {cond, a, b};
@@ -896,13 +910,10 @@ MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tens
     if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
     else mt_kl_init(&kl, &p, bc_size(&p));
     int s0 = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int s1 = s0 < 0 ? -1
-                    : mt_kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1,
-                                     MTIART_ARG_BUFFER_IN, 1);
-    int s2 = s1 < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int s3 = s2 < 0 ? -1
-                    : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+    int s1 =
+        s0 < 0 ? -1 : mt_kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1, MTIART_ARG_BUFFER_IN, 1);
+    int s2 = s1 < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int s3 = s2 < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (s3 < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)s0;
     p.h.slot[1] = (uint8_t)s1;
@@ -924,8 +935,7 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
     MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
-        return st;
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
@@ -936,10 +946,10 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 1);
+                       MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
                     : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, k_esize[a->dtype],
-                                     MTIART_ARG_BUFFER_IN, 1);
+                                MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
@@ -975,7 +985,7 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 0);
+                       MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     uint32_t blocks;
@@ -990,8 +1000,7 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
     mtiart_status st;
     if ((st = mt_k_check("out", out, &no))) return st;
     if (!isfinite(start) || !isfinite(step))
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "start and step must be finite");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "start and step must be finite");
     if (no == 0) return mt_k_nothing(stream);
     ar_params p;
     memset(&p, 0, sizeof p);
@@ -1001,13 +1010,12 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
     p.step = step;
     /* Integer outputs with integral start/step are computed exactly in integers: doubles
      * would round above 2^53. */
-    if (start == trunc(start) && step == trunc(step) && fabs(start) < 9.2e18 &&
-        fabs(step) < 9.2e18)
+    if (start == trunc(start) && step == trunc(step) && fabs(start) < 9.2e18 && fabs(step) < 9.2e18)
         p.flags |= EWF_INTEGRAL;
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 0);
+                       MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot = (uint8_t)so;
     uint32_t blocks;

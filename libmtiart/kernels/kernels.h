@@ -3,9 +3,9 @@
  *
  * The kernel library sits on top of the public API (plus error.h, for the runtime's error
  * messages): every operation validates its descriptors on the host, packs a small
- * parameter struct and enqueues a static kernel with mtiart_launch_kernel. Device pointers always travel as BUFFER arguments (never inside the
- * parameter struct) so the runtime sees exactly which memory each kernel reads and writes,
- * which graph capture relies on.
+ * parameter struct and enqueues a static kernel with mtiart_launch_kernel. Device pointers always
+ * travel as BUFFER arguments (never inside the parameter struct) so the runtime sees exactly which
+ * memory each kernel reads and writes, which graph capture relies on.
  *
  * Argument layout of every kernel in this library: args[0] is the parameter struct (a VALUE
  * argument), args[1 + s] is buffer slot s. Parameter structs name their buffers by slot
@@ -53,17 +53,16 @@ void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size);
  * is only accepted for writes when both sides allow it (`alias_ok`) and overlay element for
  * element (same element size and count). Any other overlap with a written buffer is
  * rejected: blocks run concurrently, so partial overlaps would race. */
-int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
-                   uint32_t esize, mtiart_arg_kind kind, int alias_ok);
+int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
+              mtiart_arg_kind kind, int alias_ok);
 
 /* Enqueue the kernel; names it on first use so graph dumps show e.g. "mtiart_binary". */
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                                const char *kname, uint32_t num_blocks);
+                           const char *kname, uint32_t num_blocks);
 
 /* Validate a descriptor: non-NULL, known dtype, ndim in range, non-negative dims, element
  * count that fits in memory, data non-NULL unless empty. */
-mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d,
-                              int64_t *numel);
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t *numel);
 
 /* Render "(2, 3, 4)" into buf for error messages. */
 const char *mt_k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap);
@@ -74,8 +73,7 @@ int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y);
 
 /* MTIART_SUCCESS when out has a's shape, else the error "out's shape (..) differs from a's
  * shape (..)". */
-mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out,
-                                    const mtiart_tensor_desc *a);
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a);
 
 static inline int mt_k_is_float(int32_t dtype) {
     return dtype == MTIART_DTYPE_FLOAT32 || dtype == MTIART_DTYPE_FLOAT64;
@@ -93,12 +91,12 @@ mtiart_status mt_k_workers(mtiart_stream stream, uint32_t *workers);
 
 /* Blocks for `work` units: 1 below 2 * grain, else about workers * 4, at most work / grain. */
 mtiart_status mt_k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
-                               uint32_t *num_blocks);
+                          uint32_t *num_blocks);
 
 /* Block `block`'s share [lo, hi) of n items, in chunks that are multiples of `align` so
  * that neighbouring blocks never write the same cache line. */
-static inline void mt_k_range(uint64_t n, uint32_t block, uint32_t num_blocks,
-                                   uint64_t align, uint64_t *lo, uint64_t *hi) {
+static inline void mt_k_range(uint64_t n, uint32_t block, uint32_t num_blocks, uint64_t align,
+                              uint64_t *lo, uint64_t *hi) {
     uint64_t chunk = (n + num_blocks - 1) / num_blocks;
     chunk = (chunk + align - 1) / align * align;
     uint64_t l = (uint64_t)block * chunk;
@@ -124,8 +122,7 @@ void mt_k_tanh_f32(float *o, const float *a, int64_t n);
 /* Softmax of a contiguous row, and down columns [0, w) (w <= MT_K_SM_COLS) of len rows
  * spaced `stride` elements apart. */
 void mt_k_softmax_row_f32(float *o, const float *a, int64_t n);
-void mt_k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride,
-                                int64_t w);
+void mt_k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride, int64_t w);
 
 /* Element bits of a scalar in a given dtype, for parameter structs. */
 typedef union mt_kscalar {

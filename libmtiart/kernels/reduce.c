@@ -18,8 +18,13 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
-       D_I64 = MTIART_DTYPE_INT64, D_B = MTIART_DTYPE_BOOL };
+enum {
+    D_F32 = MTIART_DTYPE_FLOAT32,
+    D_F64 = MTIART_DTYPE_FLOAT64,
+    D_I32 = MTIART_DTYPE_INT32,
+    D_I64 = MTIART_DTYPE_INT64,
+    D_B = MTIART_DTYPE_BOOL
+};
 
 static const uint8_t k_esize[5] = {4, 8, 4, 8, 1};
 
@@ -56,35 +61,35 @@ typedef struct rd_params {
  * additionally restarts its lanes every chunk, a two-level sum whose error grows with
  * chunk/lanes + n/chunk rather than n. */
 #define RD_SUM_CHUNK 4096
-#define DEF_ROW_FSUM(NAME, T)                                                                \
-    static double NAME(const T *a, int64_t n) {                                              \
-        double total = 0.0;                                                                  \
-        int64_t i = 0;                                                                       \
-        while (i < n) {                                                                      \
-            int64_t end = n - i > RD_SUM_CHUNK ? i + RD_SUM_CHUNK : n;                       \
-            double acc[RD_LANES] = {0};                                                      \
-            for (; i + RD_LANES <= end; i += RD_LANES)                                       \
-                for (int j = 0; j < RD_LANES; j++) acc[j] += (double)a[i + j];               \
-            double s = 0.0;                                                                  \
-            for (; i < end; i++) s += (double)a[i];                                          \
-            for (int j = 0; j < RD_LANES; j++) s += acc[j];                                  \
-            total += s;                                                                      \
-        }                                                                                    \
-        return total;                                                                        \
+#define DEF_ROW_FSUM(NAME, T)                                                                      \
+    static double NAME(const T *a, int64_t n) {                                                    \
+        double total = 0.0;                                                                        \
+        int64_t i = 0;                                                                             \
+        while (i < n) {                                                                            \
+            int64_t end = n - i > RD_SUM_CHUNK ? i + RD_SUM_CHUNK : n;                             \
+            double acc[RD_LANES] = {0};                                                            \
+            for (; i + RD_LANES <= end; i += RD_LANES)                                             \
+                for (int j = 0; j < RD_LANES; j++) acc[j] += (double)a[i + j];                     \
+            double s = 0.0;                                                                        \
+            for (; i < end; i++) s += (double)a[i];                                                \
+            for (int j = 0; j < RD_LANES; j++) s += acc[j];                                        \
+            total += s;                                                                            \
+        }                                                                                          \
+        return total;                                                                              \
     }
 DEF_ROW_FSUM(row_sum_f32, float)
 DEF_ROW_FSUM(row_sum_f64, double)
 
-#define DEF_ROW_ISUM(NAME, T)                                                                \
-    static int64_t NAME(const T *a, int64_t n) {                                             \
-        uint64_t acc[RD_LANES] = {0};                                                        \
-        int64_t i = 0;                                                                       \
-        for (; i + RD_LANES <= n; i += RD_LANES)                                             \
-            for (int j = 0; j < RD_LANES; j++) acc[j] += (uint64_t)(int64_t)a[i + j];        \
-        uint64_t s = 0;                                                                      \
-        for (; i < n; i++) s += (uint64_t)(int64_t)a[i];                                     \
-        for (int j = 0; j < RD_LANES; j++) s += acc[j];                                      \
-        return (int64_t)s;                                                                   \
+#define DEF_ROW_ISUM(NAME, T)                                                                      \
+    static int64_t NAME(const T *a, int64_t n) {                                                   \
+        uint64_t acc[RD_LANES] = {0};                                                              \
+        int64_t i = 0;                                                                             \
+        for (; i + RD_LANES <= n; i += RD_LANES)                                                   \
+            for (int j = 0; j < RD_LANES; j++) acc[j] += (uint64_t)(int64_t)a[i + j];              \
+        uint64_t s = 0;                                                                            \
+        for (; i < n; i++) s += (uint64_t)(int64_t)a[i];                                           \
+        for (int j = 0; j < RD_LANES; j++) s += acc[j];                                            \
+        return (int64_t)s;                                                                         \
     }
 DEF_ROW_ISUM(row_sum_i32, int32_t)
 DEF_ROW_ISUM(row_sum_i64, int64_t)
@@ -92,17 +97,17 @@ DEF_ROW_ISUM(row_sum_b, uint8_t)
 
 /* Lanes start from the first element, so no identity value (and no infinity for ints) is
  * needed; n >= 1 is guaranteed by the host side. */
-#define DEF_ROW_EXT(NAME, T, R, OP)                                                          \
-    static R NAME(const T *a, int64_t n) {                                                   \
-        T acc[RD_LANES];                                                                     \
-        for (int j = 0; j < RD_LANES; j++) acc[j] = a[0];                                    \
-        int64_t i = 0;                                                                       \
-        for (; i + RD_LANES <= n; i += RD_LANES)                                             \
-            for (int j = 0; j < RD_LANES; j++) acc[j] = OP(acc[j], a[i + j]);                \
-        T m = a[0];                                                                          \
-        for (; i < n; i++) m = OP(m, a[i]);                                                  \
-        for (int j = 0; j < RD_LANES; j++) m = OP(m, acc[j]);                                \
-        return (R)m;                                                                         \
+#define DEF_ROW_EXT(NAME, T, R, OP)                                                                \
+    static R NAME(const T *a, int64_t n) {                                                         \
+        T acc[RD_LANES];                                                                           \
+        for (int j = 0; j < RD_LANES; j++) acc[j] = a[0];                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + RD_LANES <= n; i += RD_LANES)                                                   \
+            for (int j = 0; j < RD_LANES; j++) acc[j] = OP(acc[j], a[i + j]);                      \
+        T m = a[0];                                                                                \
+        for (; i < n; i++) m = OP(m, a[i]);                                                        \
+        for (int j = 0; j < RD_LANES; j++) m = OP(m, acc[j]);                                      \
+        return (R)m;                                                                               \
     }
 DEF_ROW_EXT(row_max_f32, float, double, FMAX)
 DEF_ROW_EXT(row_min_f32, float, double, FMIN)
@@ -131,21 +136,21 @@ static rd_acc rd_row(int op, int dtype, const void *a, int64_t n) {
 
 /* ---- column reductions (inner > 1): acc[i] op= a[l * stride + i] ----------------------- */
 
-#define DEF_COLS(NAME, T, A, EXPR)                                                           \
-    static void NAME(A *acc, const T *a, int64_t len, int64_t stride, int64_t w, int init) { \
-        int64_t l = 0;                                                                       \
-        if (init) {                                                                          \
-            for (int64_t i = 0; i < w; i++) acc[i] = (A)a[i];                                \
-            l = 1;                                                                           \
-        }                                                                                    \
-        for (; l < len; l++) {                                                               \
-            const T *row = a + l * stride;                                                   \
-            for (int64_t i = 0; i < w; i++) {                                                \
-                A m = acc[i];                                                                \
-                A x = (A)row[i];                                                             \
-                acc[i] = (EXPR);                                                             \
-            }                                                                                \
-        }                                                                                    \
+#define DEF_COLS(NAME, T, A, EXPR)                                                                 \
+    static void NAME(A *acc, const T *a, int64_t len, int64_t stride, int64_t w, int init) {       \
+        int64_t l = 0;                                                                             \
+        if (init) {                                                                                \
+            for (int64_t i = 0; i < w; i++) acc[i] = (A)a[i];                                      \
+            l = 1;                                                                                 \
+        }                                                                                          \
+        for (; l < len; l++) {                                                                     \
+            const T *row = a + l * stride;                                                         \
+            for (int64_t i = 0; i < w; i++) {                                                      \
+                A m = acc[i];                                                                      \
+                A x = (A)row[i];                                                                   \
+                acc[i] = (EXPR);                                                                   \
+            }                                                                                      \
+        }                                                                                          \
     }
 DEF_COLS(cols_sum_f32, float, double, m + x)
 DEF_COLS(cols_sum_f64, double, double, m + x)
@@ -348,40 +353,40 @@ typedef struct sm_params {
 } sm_params;
 
 /* One contiguous row. Reads all of a row before writing any of it, so out may alias a. */
-#define DEF_SM_ROW(NAME, T, EXP, MAXROW)                                                     \
-    static void NAME(T *o, const T *a, int64_t n) {                                          \
-        T m = (T)MAXROW(a, n);                                                               \
-        double s = 0.0;                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                    \
-            T e = EXP(a[i] - m);                                                             \
-            o[i] = e;                                                                        \
-            s += (double)e;                                                                  \
-        }                                                                                    \
-        const T inv = (T)(1.0 / s);                                                          \
-        for (int64_t i = 0; i < n; i++) o[i] *= inv;                                         \
+#define DEF_SM_ROW(NAME, T, EXP, MAXROW)                                                           \
+    static void NAME(T *o, const T *a, int64_t n) {                                                \
+        T m = (T)MAXROW(a, n);                                                                     \
+        double s = 0.0;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T e = EXP(a[i] - m);                                                                   \
+            o[i] = e;                                                                              \
+            s += (double)e;                                                                        \
+        }                                                                                          \
+        const T inv = (T)(1.0 / s);                                                                \
+        for (int64_t i = 0; i < n; i++) o[i] *= inv;                                               \
     }
 DEF_SM_ROW(sm_row_f64, double, exp, row_max_f64)
 
 /* Columns [0, w) of a (len, stride) slab: the same three passes, vectorised across w. */
-#define DEF_SM_COLS(NAME, T, EXP, COLMAX)                                                    \
-    static void NAME(T *o, const T *a, int64_t len, int64_t stride, int64_t w) {             \
-        double m[SM_COLS], s[SM_COLS];                                                       \
-        COLMAX(m, a, len, stride, w, 1);                                                     \
-        for (int64_t i = 0; i < w; i++) s[i] = 0.0;                                          \
-        for (int64_t l = 0; l < len; l++) {                                                  \
-            const T *ar = a + l * stride;                                                    \
-            T *orow = o + l * stride;                                                        \
-            for (int64_t i = 0; i < w; i++) {                                                \
-                T e = EXP(ar[i] - (T)m[i]);                                                  \
-                orow[i] = e;                                                                 \
-                s[i] += (double)e;                                                           \
-            }                                                                                \
-        }                                                                                    \
-        for (int64_t i = 0; i < w; i++) s[i] = 1.0 / s[i];                                   \
-        for (int64_t l = 0; l < len; l++) {                                                  \
-            T *orow = o + l * stride;                                                        \
-            for (int64_t i = 0; i < w; i++) orow[i] *= (T)s[i];                              \
-        }                                                                                    \
+#define DEF_SM_COLS(NAME, T, EXP, COLMAX)                                                          \
+    static void NAME(T *o, const T *a, int64_t len, int64_t stride, int64_t w) {                   \
+        double m[SM_COLS], s[SM_COLS];                                                             \
+        COLMAX(m, a, len, stride, w, 1);                                                           \
+        for (int64_t i = 0; i < w; i++) s[i] = 0.0;                                                \
+        for (int64_t l = 0; l < len; l++) {                                                        \
+            const T *ar = a + l * stride;                                                          \
+            T *orow = o + l * stride;                                                              \
+            for (int64_t i = 0; i < w; i++) {                                                      \
+                T e = EXP(ar[i] - (T)m[i]);                                                        \
+                orow[i] = e;                                                                       \
+                s[i] += (double)e;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t i = 0; i < w; i++) s[i] = 1.0 / s[i];                                         \
+        for (int64_t l = 0; l < len; l++) {                                                        \
+            T *orow = o + l * stride;                                                              \
+            for (int64_t i = 0; i < w; i++) orow[i] *= (T)s[i];                                    \
+        }                                                                                          \
     }
 DEF_SM_COLS(sm_cols_f64, double, exp, cols_max_f64)
 
@@ -402,12 +407,12 @@ static int32_t k_softmax(void *const *args, uint32_t block, uint32_t num_blocks)
         if (p.inner == 1) {
             if (p.dtype == D_F32)
                 mt_k_softmax_row_f32((float *)(out + off), (const float *)(a + off),
-                                          (int64_t)p.len);
+                                     (int64_t)p.len);
             else sm_row_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len);
         } else {
             if (p.dtype == D_F32)
                 mt_k_softmax_cols_f32((float *)(out + off), (const float *)(a + off),
-                                           (int64_t)p.len, (int64_t)p.inner, (int64_t)w);
+                                      (int64_t)p.len, (int64_t)p.inner, (int64_t)w);
             else
                 sm_cols_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len,
                             (int64_t)p.inner, (int64_t)w);
@@ -433,8 +438,8 @@ static mtiart_status rd_dim(const mtiart_tensor_desc *a, int32_t dim, int *out) 
         return MTIART_SUCCESS;
     }
     if (dim < -nd || dim >= nd)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "dim %d out of range for a %d-d tensor", (int)dim, nd);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "dim %d out of range for a %d-d tensor",
+                            (int)dim, nd);
     *out = dim < 0 ? dim + nd : dim;
     return MTIART_SUCCESS;
 }
@@ -465,15 +470,13 @@ static void rd_view(const mtiart_tensor_desc *a, int d, uint64_t *outer, uint64_
  */
 MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op op,
                                           const mtiart_tensor_desc *out,
-                                          const mtiart_tensor_desc *a, int32_t dim,
-                                          int keepdim) {
+                                          const mtiart_tensor_desc *a, int32_t dim, int keepdim) {
     MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_REDUCE_MIN)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
-        return st;
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     int d;
     if ((st = rd_dim(a, dim, &d))) return st;
 
@@ -489,12 +492,10 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     }
     if (!mt_k_same_shape(out, &want)) {
         char b1[160], b2[160], b3[160];
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "out's shape %s does not match %s%s of a %s (expected %s)",
-                                 mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op],
-                                 keepdim ? " with keepdim" : "",
-                                 mt_k_shape_str(a, b2, sizeof b2),
-                                 mt_k_shape_str(&want, b3, sizeof b3));
+        return mt_set_error(
+            MTIART_ERROR_INVALID_VALUE, "out's shape %s does not match %s%s of a %s (expected %s)",
+            mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op], keepdim ? " with keepdim" : "",
+            mt_k_shape_str(a, b2, sizeof b2), mt_k_shape_str(&want, b3, sizeof b3));
     }
 
     int isf = mt_k_is_float(a->dtype);
@@ -505,9 +506,8 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     else if (op == MTIART_REDUCE_MEAN) odt_ok = mt_k_is_float(out->dtype);
     else odt_ok = out->dtype == a->dtype;
     if (!odt_ok)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s of a %s tensor cannot produce a %s out", k_rd_names[op], mt_k_dtype_name(a->dtype),
-                                 mt_k_dtype_name(out->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of a %s tensor cannot produce a %s out",
+                            k_rd_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(out->dtype));
 
     rd_params p;
     memset(&p, 0, sizeof p);
@@ -515,8 +515,8 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     uint64_t nout = p.outer * p.inner;
     if (nout == 0) return mt_k_nothing(stream);
     if (p.len == 0 && (op == MTIART_REDUCE_MAX || op == MTIART_REDUCE_MIN))
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s of an empty extent has no identity", k_rd_names[op]);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of an empty extent has no identity",
+                            k_rd_names[op]);
     p.op = (uint8_t)op;
     p.dtype = (uint8_t)a->dtype;
     p.odtype = (uint8_t)out->dtype;
@@ -533,24 +533,22 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if (parts > p.len / RD_LANES) parts = p.len / RD_LANES;
     if (parts < 1) parts = 1;
     if (parts > 0xffff) parts = 0xffff;
-    int direct = blocks == 1 || parts == 1 ||
-                 (p.inner == 1 ? nout >= (uint64_t)blocks * 8
-                               : nout >= (uint64_t)blocks * RD_COLS) ||
-                 nout * parts > (UINT64_C(1) << 19);
+    int direct =
+        blocks == 1 || parts == 1 ||
+        (p.inner == 1 ? nout >= (uint64_t)blocks * 8 : nout >= (uint64_t)blocks * RD_COLS) ||
+        nout * parts > (UINT64_C(1) << 19);
     mt_klaunch kl;
     /* out must not overlap a (checked here once for both modes). */
     mt_kl_init(&kl, &p, sizeof p);
     if (mt_kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
-        (na > 0 &&
-         mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
+        (na > 0 && mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
         return MTIART_ERROR_INVALID_VALUE;
 
     void *scratch = NULL;
     /* Without scratch memory (device full, or an allocator that refuses) the direct mode
      * still computes the same result, just with less parallelism. */
-    if (!direct &&
-        mtiart_malloc_async(stream, (size_t)(parts * nout * sizeof(rd_acc)), &scratch) !=
-            MTIART_SUCCESS)
+    if (!direct && mtiart_malloc_async(stream, (size_t)(parts * nout * sizeof(rd_acc)), &scratch) !=
+                       MTIART_SUCCESS)
         direct = 1;
 
     if (direct) {
@@ -563,21 +561,18 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
     p.parts = (uint16_t)parts;
     mt_kl_init(&kl, &p, sizeof p);
-    p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es,
-                                        MTIART_ARG_BUFFER_IN, 0);
-    p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout,
-                                          sizeof(rd_acc), MTIART_ARG_BUFFER_OUT, 0);
+    p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+    p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout, sizeof(rd_acc),
+                                     MTIART_ARG_BUFFER_OUT, 0);
     p.slot_out = RD_NO_SLOT;
-    st = mt_kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial",
-                           (uint32_t)parts);
+    st = mt_kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial", (uint32_t)parts);
     if (st == MTIART_SUCCESS) {
         mt_klaunch kc;
         rd_params pc = p;
         mt_kl_init(&kc, &pc, sizeof pc);
-        pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout,
-                                               sizeof(rd_acc), MTIART_ARG_BUFFER_IN, 0);
-        pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os,
-                                              MTIART_ARG_BUFFER_OUT, 0);
+        pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout, sizeof(rd_acc),
+                                          MTIART_ARG_BUFFER_IN, 0);
+        pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0);
         pc.slot_in = RD_NO_SLOT;
         st = mt_kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
     }
@@ -592,14 +587,13 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)))
-        return st;
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     if (!mt_k_is_float(a->dtype))
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "softmax needs a float dtype, got %s", mt_k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs a float dtype, got %s",
+                            mt_k_dtype_name(a->dtype));
     if (out->dtype != a->dtype)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s", mt_k_dtype_name(out->dtype),
-                                 mt_k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s",
+                            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype));
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs one dim");
@@ -614,8 +608,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot_out = (uint8_t)so;
     p.slot_in = (uint8_t)sa;

@@ -50,8 +50,8 @@ static int32_t k_noop(void *const *args, uint32_t block, uint32_t num_blocks) {
 static void fail(const char *what, int line, mtiart_status st) {
     pthread_mutex_lock(&g_fail_lock);
     if (!g_fail[0])
-        snprintf(g_fail, sizeof g_fail, "line %d: %s -> %s: %s", line, what,
-                 mtiart_status_name(st), mtiart_last_error_message());
+        snprintf(g_fail, sizeof g_fail, "line %d: %s -> %s: %s", line, what, mtiart_status_name(st),
+                 mtiart_last_error_message());
     pthread_mutex_unlock(&g_fail_lock);
     atomic_store(&g_stop, 1);
 }
@@ -73,8 +73,7 @@ static bool allowed(mtiart_status st) {
     case MTIART_ERROR_ALREADY_CAPTURING:
     case MTIART_ERROR_NOT_SUPPORTED: /* a graph launch onto a stream that began capturing */
         return true;
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -88,10 +87,10 @@ static mtiart_status use(int kind, const char *what, int line, mtiart_status st)
 #define USE(kind, call) use((kind), #call, __LINE__, (call))
 
 /* A call that must succeed (setting up the objects themselves). */
-#define MUST(call)                                                                       \
-    do {                                                                                 \
-        mtiart_status must_ = (call);                                                    \
-        if (must_ != MTIART_SUCCESS) fail(#call, __LINE__, must_);                       \
+#define MUST(call)                                                                                 \
+    do {                                                                                           \
+        mtiart_status must_ = (call);                                                              \
+        if (must_ != MTIART_SUCCESS) fail(#call, __LINE__, must_);                                 \
     } while (0)
 
 static uint32_t rnd(uint32_t *seed) {
@@ -194,9 +193,7 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
         MUST(mtiart_graph_exec_destroy(x)); /* the launch in flight keeps it */
         if (rnd(seed) % 4 == 0) MUST(mtiart_stream_synchronize(g_graph_stream));
         break;
-    case 5:
-        USE(K_GRAPH, mtiart_graph_add_kernel_node(g, deps, 1, k_noop, 1, &arg, 1, &dep));
-        break;
+    case 5: USE(K_GRAPH, mtiart_graph_add_kernel_node(g, deps, 1, k_noop, 1, &arg, 1, &dep)); break;
     case 6: USE(K_GRAPH, mtiart_graph_get_node_count(g, &count)); break;
     case 7: USE(K_GRAPH, mtiart_graph_get_edge_count(g, &count)); break;
     case 8: USE(K_GRAPH, mtiart_graph_get_device(g, &device)); break;
@@ -223,8 +220,8 @@ typedef struct user {
 
 static void *user_main(void *arg) {
     user *u = arg;
-    static void (*const use_fn[K_COUNT])(uint32_t *, uint64_t) = {use_stream, use_event,
-                                                                  use_graph, use_exec};
+    static void (*const use_fn[K_COUNT])(uint32_t *, uint64_t) = {use_stream, use_event, use_graph,
+                                                                  use_exec};
     while (!atomic_load(&g_stop)) {
         /* Keep the handle for a while: the destroyer will have destroyed it meanwhile. */
         if (!u->held || rnd(&u->seed) % 8 == 0) u->held = atomic_load(&g_current[u->kind]);

@@ -46,11 +46,11 @@ static void expect_message(int line, mtiart_status st, const char *name, const c
 }
 
 /* Make the call (any expression) and check its message names `name`. */
-#define EXPECT_NAMED(call, name, contains)                                               \
-    do {                                                                                 \
-        mtiart_clear_last_error();                                                       \
-        mtiart_status st_ = (call);                                                      \
-        expect_message(__LINE__, st_, (name), (contains));                               \
+#define EXPECT_NAMED(call, name, contains)                                                         \
+    do {                                                                                           \
+        mtiart_clear_last_error();                                                                 \
+        mtiart_status st_ = (call);                                                                \
+        expect_message(__LINE__, st_, (name), (contains));                                         \
     } while (0)
 
 /* The call's own name: the common case. */
@@ -209,8 +209,8 @@ static void test_kernel_library(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_op_binary, s, (mtiart_binary_op)99, &f4, &f4, &f4);
     EXPECT_PREFIX(mtiart_op_binary, s, MTIART_BINARY_ADD, &f4, &f4, &i4);
     EXPECT_PREFIX(mtiart_op_binary, s, MTIART_BINARY_ADD, &f4, &f6, &f4);
-    EXPECT_NAMED(mtiart_op_binary(bad_stream, MTIART_BINARY_ADD, &f4, &f4, &f4),
-                 "mtiart_op_binary", "invalid stream handle");
+    EXPECT_NAMED(mtiart_op_binary(bad_stream, MTIART_BINARY_ADD, &f4, &f4, &f4), "mtiart_op_binary",
+                 "invalid stream handle");
     EXPECT_NAMED(mtiart_op_binary(s, MTIART_BINARY_ADD, &stray, &f4, &f4), "mtiart_op_binary",
                  "kernel argument");
     EXPECT_PREFIX(mtiart_op_binary_scalar, s, MTIART_BINARY_ADD, &f6, &f4, 1.0, 1, 0);
