@@ -80,7 +80,8 @@ static void bench_eager(void) {
         bench_row_from(r, &s[0], &s[1]);
         r->baseline_name = "direct call of the same (empty) kernel function in a loop";
         r->target = 25;
-        bench_set_params(r, "\"batch\": %d, \"batches_per_rep\": %d, \"kernel\": \"empty, 1 block\"",
+        bench_set_params(r,
+                         "\"batch\": %d, \"batches_per_rep\": %d, \"kernel\": \"empty, 1 block\"",
                          EAGER_BATCH, c.batches);
         bench_set_note(r, "mtiart_launch_kernel, enqueue only: batches of 1000 launches, each "
                           "batch followed by an untimed synchronize");
@@ -99,8 +100,8 @@ static void bench_eager(void) {
 /* ------------------------------------------------------------------ eager kernel-library op */
 
 typedef mtiart_status (*op_binary_scalar_fn)(mtiart_stream, mtiart_binary_op,
-                                             const mtiart_tensor_desc *,
-                                             const mtiart_tensor_desc *, double, int64_t, int);
+                                             const mtiart_tensor_desc *, const mtiart_tensor_desc *,
+                                             double, int64_t, int);
 
 typedef struct op_ctx {
     bench_direct direct;
@@ -159,8 +160,9 @@ static const char *probe_kernel(probed_kernel *k, void *buf) {
     char path[PATH_MAX];
     unsigned long offset;
     int used;
-    if (sscanf(out + 3, "%4095s %lu %u %u%n", path, &offset, &k->num_blocks, &k->nargs,
-               &used) != 4 || k->nargs > 16)
+    if (sscanf(out + 3, "%4095s %lu %u %u%n", path, &offset, &k->num_blocks, &k->nargs, &used) !=
+            4 ||
+        k->nargs > 16)
         return "kernel_probe printed something unexpected";
     Dl_info here;
     if (!dladdr((void *)mtiart_init, &here) || !here.dli_fname)
@@ -237,8 +239,9 @@ static void bench_op_add_scalar(void) {
                        "arguments and data";
     bench_samples sync = {.n = c.with_sync.n - 1};
     memcpy(sync.v, c.with_sync.v + 1, sizeof(double) * (size_t)sync.n);
-    bench_set_params(r, "\"batch\": %d, \"batches_per_rep\": %d, \"incl_sync_ns_per_op\": %.4g, "
-                        "\"kernel_blocks\": %u",
+    bench_set_params(r,
+                     "\"batch\": %d, \"batches_per_rep\": %d, \"incl_sync_ns_per_op\": %.4g, "
+                     "\"kernel_blocks\": %u",
                      EAGER_BATCH, c.batches, bench_median(sync.v, sync.n), k.num_blocks);
     bench_finish_row(r);
     BENCH_CHECK(mtiart_stream_synchronize(g_stream));
@@ -372,8 +375,9 @@ static void bench_replay(void) {
                 if (n == 1000 && shape == BENCH_CHAIN && b2b) r->ratio_target = 2;
                 if (n == 1000 && shape == BENCH_INDEPENDENT && b2b) r->target = 10;
                 if (n == 10 && b2b) r->target = 20;
-                bench_set_params(r, "\"nodes\": %zu, \"shape\": \"%s\", \"replays_per_rep\": %d, "
-                                    "\"workers\": %d",
+                bench_set_params(r,
+                                 "\"nodes\": %zu, \"shape\": \"%s\", \"replays_per_rep\": %d, "
+                                 "\"workers\": %d",
                                  n, bench_shape_name(shape), c.launches, bench_cfg.workers);
                 bench_set_note(r, b2b ? "all replays launched back to back, then one "
                                         "synchronize; per node"
@@ -395,7 +399,8 @@ typedef struct capture_ctx {
 
 static double capture_rep(void *p) {
     capture_ctx *c = p;
-    double capture_part, total = bench_time_chain_build(g_stream, c->n, c->rounds, 1, &capture_part);
+    double capture_part,
+        total = bench_time_chain_build(g_stream, c->n, c->rounds, 1, &capture_part);
     if (c->capture_part.n < BENCH_MAX_REPS) {
         c->capture_part.v[c->capture_part.n++] = capture_part;
         c->inst_part.v[c->inst_part.n++] = total - capture_part;
@@ -417,8 +422,9 @@ static void bench_capture(void) {
                        "instantiate)";
     r->target = 30;
     /* the first part is the warm-up's */
-    bench_set_params(r, "\"nodes\": %zu, \"capture_ns_per_node\": %.4g, "
-                        "\"instantiate_ns_per_node\": %.4g",
+    bench_set_params(r,
+                     "\"nodes\": %zu, \"capture_ns_per_node\": %.4g, "
+                     "\"instantiate_ns_per_node\": %.4g",
                      c.n, bench_median(c.capture_part.v + 1, c.capture_part.n - 1),
                      bench_median(c.inst_part.v + 1, c.inst_part.n - 1));
     bench_set_note(r, "begin capture, 1000 empty launches, end capture, instantiate; per node");
@@ -539,7 +545,8 @@ static void bench_elementwise(void) {
     int want_mt = bench_selected("elementwise_add_f32_vs_memcpy_mt");
     if (!want_1t && !want_mt) return;
     const size_t n = 16u << 20;
-    ew_ctx c = {.bytes = n * sizeof(float), .times = bench_cfg.quick ? 1 : 4,
+    ew_ctx c = {.bytes = n * sizeof(float),
+                .times = bench_cfg.quick ? 1 : 4,
                 .threads = bench_cfg.workers > 64 ? 64 : bench_cfg.workers};
     *(void **)&c.op = dlsym(RTLD_DEFAULT, "mtiart_op_binary");
     void *a = NULL, *b = NULL, *out = NULL;
@@ -568,16 +575,19 @@ static void bench_elementwise(void) {
     for (int mt = 0; mt <= 1; mt++) {
         if (!(mt ? want_mt : want_1t)) continue;
         bench_row *r = bench_new_row(mt ? "elementwise_add_f32_vs_memcpy_mt"
-                                        : "elementwise_add_f32_vs_memcpy_1t", "GB/s", 1);
+                                        : "elementwise_add_f32_vs_memcpy_1t",
+                                     "GB/s", 1);
         r->baseline_name = mt ? "memcpy of the same bytes split over as many threads as the "
                                 "runtime has workers, read + write traffic"
                               : "memcpy of the same bytes on one thread, read + write traffic";
         if (mt) r->ratio_target = 0.8;
-        bench_set_params(r, "\"elements\": %zu, \"dtype\": \"float32\", \"traffic\": \"3 x %zu "
-                            "bytes\", \"runtime_workers\": %d, \"memcpy_threads\": %d",
+        bench_set_params(r,
+                         "\"elements\": %zu, \"dtype\": \"float32\", \"traffic\": \"3 x %zu "
+                         "bytes\", \"runtime_workers\": %d, \"memcpy_threads\": %d",
                          n, n * 4, bench_cfg.workers, mt ? c.threads : 1);
-        bench_set_note(r, "mtiart_op_binary ADD out = a + b on all %d workers, then synchronize; "
-                          "against memcpy on %d thread%s",
+        bench_set_note(r,
+                       "mtiart_op_binary ADD out = a + b on all %d workers, then synchronize; "
+                       "against memcpy on %d thread%s",
                        bench_cfg.workers, mt ? c.threads : 1, mt && c.threads > 1 ? "s" : "");
         if (!c.op) bench_set_skipped(r, "mtiart_op_binary is not in this libmtiart");
         else bench_row_from(r, &s[0], &s[1 + mt]);
@@ -607,8 +617,7 @@ static double cpu_seconds(clockid_t which) {
 static int32_t sleep_host_fn(void *user_data) {
     double seconds = *(const double *)user_data;
     struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
+    while (nanosleep(&ts, &ts) != 0) {}
     return 0;
 }
 
@@ -623,11 +632,13 @@ typedef struct cpu_ctx {
 static double cpu_wait_rep(void *p) {
     cpu_ctx *c = p;
     BENCH_CHECK(mtiart_stream_synchronize(g_stream));
-    double t0 = bench_now_ns(), host0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID), all0 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
+    double t0 = bench_now_ns(), host0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID),
+           all0 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
     BENCH_CHECK(mtiart_launch_host_func(g_stream, sleep_host_fn, &c->seconds));
     BENCH_CHECK(mtiart_stream_synchronize(g_stream));
     double wall = (bench_now_ns() - t0) * 1e-9;
-    double host = cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - host0, all = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - all0;
+    double host = cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - host0,
+           all = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - all0;
     if (c->host.n < BENCH_MAX_REPS) {
         c->host.v[c->host.n++] = host / wall;
         c->workers.v[c->workers.n++] = (all - host) / wall;
@@ -636,7 +647,8 @@ static double cpu_wait_rep(void *p) {
     all0 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
     usleep((useconds_t)(c->seconds * 1e6));
     wall = (bench_now_ns() - t0) * 1e-9;
-    if (c->idle.n < BENCH_MAX_REPS) c->idle.v[c->idle.n++] = (cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - all0) / wall;
+    if (c->idle.n < BENCH_MAX_REPS)
+        c->idle.v[c->idle.n++] = (cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - all0) / wall;
     return 0;
 }
 
@@ -644,8 +656,7 @@ static double cpu_wait_rep(void *p) {
 static double cpu_spin_rep(void *p) {
     cpu_ctx *c = p;
     double t0 = bench_now_ns(), cpu0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
-    while (bench_now_ns() - t0 < c->seconds * 1e9) {
-    }
+    while (bench_now_ns() - t0 < c->seconds * 1e9) {}
     return (cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0) / ((bench_now_ns() - t0) * 1e-9);
 }
 
@@ -711,8 +722,7 @@ typedef enum scaling_kind { SCALE_INDEPENDENT, SCALE_FANOUT, SCALE_EAGER_BLOCKS 
 static const struct {
     const char *prefix, *arg, *note;
 } scaling_kinds[3] = {
-    {"scaling_workers", "independent",
-     "graph of independent compute nodes, replays back to back"},
+    {"scaling_workers", "independent", "graph of independent compute nodes, replays back to back"},
     {"scaling_fanout", "fanout",
      "graph of one compute node followed by the other compute nodes depending on it, replays "
      "back to back"},
@@ -760,8 +770,8 @@ static double run_scaling_child(const char *self, int workers, const char *kind,
     snprintf(a_nodes, sizeof a_nodes, "%d", nodes);
     snprintf(a_replays, sizeof a_replays, "%d", replays);
     snprintf(env_workers, sizeof env_workers, "MTIART_NUM_WORKERS=%d", workers);
-    char *argv[] = {(char *)self, "--scaling-child", (char *)kind, a_iter, a_nodes, a_replays,
-                    NULL};
+    char *argv[] = {(char *)self, "--scaling-child", (char *)kind, a_iter,
+                    a_nodes,      a_replays,         NULL};
     if (bench_run_child(argv, env_workers, out, sizeof out) != 0) return NAN;
     return strtod(out, NULL);
 }
@@ -835,8 +845,9 @@ static void bench_scaling(const int *counts, int ncounts) {
                 us.v[us.n++] = tw / 1000.0;
                 us1.v[us1.n++] = t1 / 1000.0;
             }
-            bench_set_note(row, "%s; %d nodes of ~50 us; speedup over 1 worker, median of %d "
-                                "interleaved rounds%s",
+            bench_set_note(row,
+                           "%s; %d nodes of ~50 us; speedup over 1 worker, median of %d "
+                           "interleaved rounds%s",
                            scaling_kinds[k].note, nodes, rounds,
                            oversubscribed ? "; OVERSUBSCRIBED: more workers than CPUs" : "");
             if (speedup.n == 0) {
@@ -848,15 +859,17 @@ static void bench_scaling(const int *counts, int ncounts) {
             bench_row_from(row, &speedup, NULL);
             double sp[BENCH_MAX_REPS];
             memcpy(sp, speedup.v, sizeof(double) * (size_t)speedup.n);
-            double q1 = bench_quantile(sp, speedup.n, 0.25), q3 = bench_quantile(sp, speedup.n, 0.75);
-            bench_set_params(row, "\"workers\": %d, \"ncpu\": %d, \"oversubscribed\": %s, "
-                                  "\"nodes\": %d, \"node_us\": 50, \"runs_per_round\": %d, "
-                                  "\"speedup_q1\": %.4g, \"speedup_q3\": %.4g, "
-                                  "\"us_per_run\": %.4g, \"us_per_run_1_worker\": %.4g, "
-                                  "\"efficiency\": %.3g",
+            double q1 = bench_quantile(sp, speedup.n, 0.25),
+                   q3 = bench_quantile(sp, speedup.n, 0.75);
+            bench_set_params(row,
+                             "\"workers\": %d, \"ncpu\": %d, \"oversubscribed\": %s, "
+                             "\"nodes\": %d, \"node_us\": 50, \"runs_per_round\": %d, "
+                             "\"speedup_q1\": %.4g, \"speedup_q3\": %.4g, "
+                             "\"us_per_run\": %.4g, \"us_per_run_1_worker\": %.4g, "
+                             "\"efficiency\": %.3g",
                              counts[i], bench_cfg.ncpu, oversubscribed ? "true" : "false", nodes,
-                             replays, q1, q3, bench_median(us.v, us.n),
-                             bench_median(us1.v, us1.n), row->value / counts[i]);
+                             replays, q1, q3, bench_median(us.v, us.n), bench_median(us1.v, us1.n),
+                             row->value / counts[i]);
             bench_finish_row(row);
         }
 }

@@ -17,8 +17,8 @@ extern char **environ;
 bench_config bench_cfg;
 
 void bench_die_status(const char *file, int line, const char *call, mtiart_status st) {
-    fprintf(stderr, "bench: %s:%d: %s failed: %s (%s)\n", file, line, call,
-            mtiart_status_name(st), mtiart_last_error_message());
+    fprintf(stderr, "bench: %s:%d: %s failed: %s (%s)\n", file, line, call, mtiart_status_name(st),
+            mtiart_last_error_message());
     exit(1);
 }
 
@@ -185,8 +185,7 @@ static double row_ratio(const bench_row *r) {
 static int row_pass(const bench_row *r) {
     if (r->skipped[0] || (isnan(r->target) && isnan(r->ratio_target))) return -1;
     int ok = !isnan(r->value);
-    if (!isnan(r->target))
-        ok &= r->higher_better ? r->value >= r->target : r->value <= r->target;
+    if (!isnan(r->target)) ok &= r->higher_better ? r->value >= r->target : r->value <= r->target;
     if (!isnan(r->ratio_target)) {
         double q = row_ratio(r);
         ok &= !isnan(q) && (r->higher_better ? q >= r->ratio_target : q <= r->ratio_target);
@@ -220,7 +219,10 @@ static void emit_json(const bench_row *r) {
     json_number(f, r->ratio_target);
     int pass = row_pass(r);
     fprintf(f, ", \"pass\": %s, \"reps\": %d, \"min\": ",
-            pass < 0 ? "null" : pass ? "true" : "false", skipped ? 0 : r->reps);
+            pass < 0 ? "null"
+            : pass   ? "true"
+                     : "false",
+            skipped ? 0 : r->reps);
     json_number(f, skipped ? NAN : r->vmin);
     fputs(", \"max\": ", f);
     json_number(f, skipped ? NAN : r->vmax);
@@ -251,14 +253,15 @@ void bench_print_table(void) {
     if (bench_cfg.list || bench_cfg.json_only) return;
     printf("\n%-34s %10s %-8s %10s %8s %-14s %s\n", "benchmark", "median", "unit", "baseline",
            "ratio", "target", "result");
-    printf("%.*s\n", 100, "----------------------------------------------------------------"
-                          "----------------------------------------------------------------");
+    printf("%.*s\n", 100,
+           "----------------------------------------------------------------"
+           "----------------------------------------------------------------");
     for (int i = 0; i < num_rows; i++) {
         const bench_row *r = &rows[i];
         char v[32], b[32], q[32], t[64] = "", part[32];
         if (r->skipped[0]) {
-            printf("%-34s %10s %-8s %10s %8s %-14s skipped: %s\n", r->name, "-", r->unit, "-",
-                   "-", "-", r->skipped);
+            printf("%-34s %10s %-8s %10s %8s %-14s skipped: %s\n", r->name, "-", r->unit, "-", "-",
+                   "-", r->skipped);
             continue;
         }
         fmt_num(v, sizeof v, r->value);
@@ -276,7 +279,9 @@ void bench_print_table(void) {
         if (!t[0]) snprintf(t, sizeof t, "-");
         int pass = row_pass(r);
         printf("%-34s %10s %-8s %10s %8s %-14s %s\n", r->name, v, r->unit, b, q, t,
-               pass < 0 ? "" : pass ? "PASS" : "MISS");
+               pass < 0 ? ""
+               : pass   ? "PASS"
+                        : "MISS");
     }
     printf("\nratio = median / baseline (same process, interleaved reps); baselines:\n");
     for (int i = 0; i < num_rows; i++) {
@@ -354,8 +359,8 @@ mtiart_graph bench_build_graph(bench_shape shape, size_t n, mtiart_kernel_fn ker
         if (i > 0 && shape == BENCH_CHAIN) dep = &prev;
         if (i > 0 && shape == BENCH_FANOUT) dep = &root;
         size_t node;
-        BENCH_CHECK(mtiart_graph_add_kernel_node(g, dep, dep ? 1 : 0, kernel, 1, args, nargs,
-                                                 &node));
+        BENCH_CHECK(
+            mtiart_graph_add_kernel_node(g, dep, dep ? 1 : 0, kernel, 1, args, nargs, &node));
         if (i == 0) root = node;
         prev = node;
     }
@@ -370,8 +375,8 @@ mtiart_graph_exec bench_instantiate(bench_shape shape, size_t n) {
     return x;
 }
 
-__attribute__((noinline)) static void direct_loop(mtiart_kernel_fn fn, void *const *argv,
-                                                  size_t n, size_t times) {
+__attribute__((noinline)) static void direct_loop(mtiart_kernel_fn fn, void *const *argv, size_t n,
+                                                  size_t times) {
     for (size_t t = 0; t < times; t++)
         for (size_t i = 0; i < n; i++) {
             mtiart_kernel_fn f = fn;
@@ -487,8 +492,7 @@ int bench_run_child(char *const argv[], const char *setenv_kv, char *out, size_t
     out[got] = '\0';
     close(fds[0]);
     int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 

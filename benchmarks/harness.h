@@ -23,10 +23,10 @@
 extern "C" {
 #endif
 
-#define BENCH_CHECK(call)                                                                  \
-    do {                                                                                   \
-        mtiart_status st_ = (call);                                                        \
-        if (st_ != MTIART_SUCCESS) bench_die_status(__FILE__, __LINE__, #call, st_);       \
+#define BENCH_CHECK(call)                                                                          \
+    do {                                                                                           \
+        mtiart_status st_ = (call);                                                                \
+        if (st_ != MTIART_SUCCESS) bench_die_status(__FILE__, __LINE__, #call, st_);               \
     } while (0)
 
 /* Keep the compiler from reasoning about a value or about memory (defeats constant folding
@@ -82,9 +82,9 @@ typedef struct bench_row {
     double target;       /* NAN: none */
     double ratio_target; /* NAN: none */
     int reps;
-    char params[512];    /* JSON object text */
+    char params[512]; /* JSON object text */
     char note[512];
-    char skipped[256];   /* empty: not skipped */
+    char skipped[256]; /* empty: not skipped */
 } bench_row;
 
 bench_row *bench_new_row(const char *name, const char *unit, int higher_better);

@@ -85,8 +85,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     printf("OK %s %lu %u %u", info.dli_fname,
-           (unsigned long)((char *)*(void **)&probe.fn - (char *)info.dli_fbase),
-           probe.num_blocks, probe.nargs);
+           (unsigned long)((char *)*(void **)&probe.fn - (char *)info.dli_fbase), probe.num_blocks,
+           probe.nargs);
     for (uint32_t i = 0; i < probe.nargs; i++) {
         const mtiart_arg *a = &probe.args[i];
         if (a->kind == MTIART_ARG_VALUE) {

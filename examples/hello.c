@@ -13,14 +13,14 @@
 #include "mtiart.h"
 
 /* Check a libmtiart call; on failure print the status name and the detailed message. */
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        mtiart_status check_status_ = (call);                                          \
-        if (check_status_ != MTIART_SUCCESS) {                                         \
-            fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call,   \
-                    mtiart_status_name(check_status_), mtiart_last_error_message());   \
-            exit(1);                                                                   \
-        }                                                                              \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        mtiart_status check_status_ = (call);                                                      \
+        if (check_status_ != MTIART_SUCCESS) {                                                     \
+            fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call,               \
+                    mtiart_status_name(check_status_), mtiart_last_error_message());               \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define N 16
@@ -37,21 +37,18 @@ typedef struct scale_params {
  * argument i: for a buffer, *(float **)args[i] is the device pointer; for a value, args[i]
  * points at a copy of its bytes. Each block scales its own slice of the array.
  */
-static int32_t scale_kernel(void *const *args, uint32_t block, uint32_t num_blocks)
-{
+static int32_t scale_kernel(void *const *args, uint32_t block, uint32_t num_blocks) {
     float *data = *(float *const *)args[0];
     const scale_params *p = (const scale_params *)args[1];
     uint32_t per_block = (p->count + num_blocks - 1) / num_blocks;
     uint32_t begin = block * per_block;
     uint32_t end = begin + per_block < p->count ? begin + per_block : p->count;
-    for (uint32_t i = begin; i < end; i++)
-        data[i] *= p->factor;
+    for (uint32_t i = begin; i < end; i++) data[i] *= p->factor;
     return 0;
 }
 
 /* Enqueue scale_kernel on `stream`: data[0..count) *= factor, in 4 blocks. */
-static void launch_scale(mtiart_stream stream, float *data, uint32_t count, float factor)
-{
+static void launch_scale(mtiart_stream stream, float *data, uint32_t count, float factor) {
     scale_params params = {factor, count};
     mtiart_arg args[2] = {
         {MTIART_ARG_BUFFER_INOUT, 0, data, count * sizeof(float)},
@@ -60,8 +57,7 @@ static void launch_scale(mtiart_stream stream, float *data, uint32_t count, floa
     CHECK(mtiart_launch_kernel(stream, scale_kernel, 4, args, 2));
 }
 
-int main(void)
-{
+int main(void) {
     int device_count = 0;
     mtiart_device_properties props;
     mtiart_stream stream;
@@ -84,8 +80,7 @@ int main(void)
     CHECK(mtiart_kernel_set_name(scale_kernel, "scale"));
 
     /* Device memory, stream-ordered, filled from the host. */
-    for (int i = 0; i < N; i++)
-        host[i] = (float)i;
+    for (int i = 0; i < N; i++) host[i] = (float)i;
     CHECK(mtiart_malloc_async(stream, sizeof host, &memory));
     data = memory;
     CHECK(mtiart_memcpy_async(stream, data, host, sizeof host, MTIART_MEMCPY_HOST_TO_DEVICE));
@@ -101,8 +96,7 @@ int main(void)
     /* ...then instantiate it and replay it: each replay doubles the data again. */
     CHECK(mtiart_graph_instantiate(graph, &exec));
     CHECK(mtiart_graph_destroy(graph));
-    for (int r = 0; r < REPLAYS; r++)
-        CHECK(mtiart_graph_launch(exec, stream));
+    for (int r = 0; r < REPLAYS; r++) CHECK(mtiart_graph_launch(exec, stream));
 
     /* Copy back; mtiart_memcpy waits for everything enqueued before it. */
     CHECK(mtiart_memcpy(stream, host, data, sizeof host, MTIART_MEMCPY_DEVICE_TO_HOST));
@@ -110,8 +104,7 @@ int main(void)
     for (int i = 0; i < N; i++) {
         float expected = (float)i * 2.0f * (float)(1 << REPLAYS);
         printf("%s%g", i ? " " : "result: ", host[i]);
-        if (host[i] != expected)
-            ok = 0;
+        if (host[i] != expected) ok = 0;
     }
     printf("\n");
 

@@ -16,14 +16,14 @@
 
 #include "mtiart.h"
 
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        mtiart_status check_status_ = (call);                                          \
-        if (check_status_ != MTIART_SUCCESS) {                                         \
-            fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call,   \
-                    mtiart_status_name(check_status_), mtiart_last_error_message());   \
-            exit(1);                                                                   \
-        }                                                                              \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        mtiart_status check_status_ = (call);                                                      \
+        if (check_status_ != MTIART_SUCCESS) {                                                     \
+            fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call,               \
+                    mtiart_status_name(check_status_), mtiart_last_error_message());               \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 enum { BATCH = 16, FEATURES = 64, HIDDEN = 128, CLASSES = 10, STEPS = 500 };
@@ -36,7 +36,8 @@ static mtiart_tensor_desc tensor(mtiart_stream s, int64_t rows, int64_t cols) {
     t.ndim = rows ? 2 : 1;
     t.shape[0] = rows ? rows : cols;
     t.shape[1] = cols;
-    CHECK(mtiart_malloc_async(s, (size_t)(rows ? rows : 1) * (size_t)cols * sizeof(float), &t.data));
+    CHECK(
+        mtiart_malloc_async(s, (size_t)(rows ? rows : 1) * (size_t)cols * sizeof(float), &t.data));
     return t;
 }
 
@@ -71,7 +72,8 @@ static void reference(const float *x, const float *w1, const float *b1, const fl
         double h[HIDDEN], logits[CLASSES], max = -INFINITY, sum = 0;
         for (int j = 0; j < HIDDEN; j++) {
             double v = b1[j];
-            for (int k = 0; k < FEATURES; k++) v += (double)x[r * FEATURES + k] * w1[k * HIDDEN + j];
+            for (int k = 0; k < FEATURES; k++)
+                v += (double)x[r * FEATURES + k] * w1[k * HIDDEN + j];
             h[j] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
         }
         for (int c = 0; c < CLASSES; c++) {
@@ -105,8 +107,8 @@ int main(void) {
     for (int i = 0; i < HIDDEN; i++) b1[i] = frand() / 10;
     for (int i = 0; i < CLASSES; i++) b2[i] = frand() / 10;
 
-    model m = {tensor(s, FEATURES, HIDDEN), tensor(s, 0, HIDDEN), tensor(s, HIDDEN, CLASSES),
-               tensor(s, 0, CLASSES), tensor(s, BATCH, HIDDEN), tensor(s, BATCH, CLASSES)};
+    model m = {tensor(s, FEATURES, HIDDEN), tensor(s, 0, HIDDEN),     tensor(s, HIDDEN, CLASSES),
+               tensor(s, 0, CLASSES),       tensor(s, BATCH, HIDDEN), tensor(s, BATCH, CLASSES)};
     upload(s, &m.w1, w1);
     upload(s, &m.b1, b1);
     upload(s, &m.w2, w2);
@@ -139,7 +141,8 @@ int main(void) {
             if (err > worst) worst = err;
         }
     }
-    printf("max |error| vs reference over 5 inputs: %.2e (%s)\n", worst, worst < 1e-5 ? "OK" : "MISMATCH");
+    printf("max |error| vs reference over 5 inputs: %.2e (%s)\n", worst,
+           worst < 1e-5 ? "OK" : "MISMATCH");
 
     double t0 = now();
     for (int i = 0; i < STEPS; i++) step(s, &m, &x, &out);

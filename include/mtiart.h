@@ -9,8 +9,14 @@
  *     a negative code on error, MTIART_NOT_READY (1) from queries whose work is pending.
  *     Out-parameters come last and are written only on success.
  *   - After an error, mtiart_last_error_message() gives a detailed, thread-local message.
+ *     It starts with the name of the public function the program called and ": "
+ *     ("mtiart_op_binary: a is float32 but b is int32"); a sticky kernel error is reported
+ *     by the call that synchronizes, under its own name, and says which kernel failed.
  *   - Handles are opaque. A NULL, destroyed or wrong-kind handle yields
- *     MTIART_ERROR_INVALID_HANDLE; it never crashes.
+ *     MTIART_ERROR_INVALID_HANDLE; it never crashes. A call racing the destruction of a
+ *     handle it was given (on another thread) either completes as if it came first or
+ *     returns MTIART_ERROR_INVALID_HANDLE: a destroy makes the handle invalid at once, and
+ *     the object goes when the last call still using it returns (a destroy never waits).
  *   - Every function may be called from any thread. Functions that wait for the device
  *     (synchronize, blocking copies) must not be called from a host function or kernel
  *     running on a device worker; they return MTIART_ERROR_NOT_PERMITTED there.
@@ -23,6 +29,13 @@
  *   MTIART_DEVICE_MEMORY  capacity of each device in bytes; K/M/G suffixes accepted
  *                         (default 4G)
  *   MTIART_NUM_WORKERS    worker threads per device (default: the number of online CPUs)
+ *   MTIART_SPIN_US        microseconds an idle worker or a waiting host thread spins before
+ *                         it sleeps (default 50; 0 under valgrind, where spinning only
+ *                         delays the other threads)
+ *   MTIART_KERNEL_ISA     cap on the x86 instruction set of the kernel library: generic,
+ *                         avx2 or avx512 (default: the best the CPU supports; to test
+ *                         every code path on one machine). Read at the first kernel-library
+ *                         call.
  *
  * Versioning: the ABI follows the soname (libmtiart.so.MAJOR); additions within a major
  * version are backwards compatible. Structs passed by pointer are never resized within
@@ -34,7 +47,7 @@
 #define MTIART_VERSION_MAJOR 0
 #define MTIART_VERSION_MINOR 1
 #define MTIART_VERSION_PATCH 0
-#define MTIART_VERSION_NUMBER \
+#define MTIART_VERSION_NUMBER                                                                      \
     (MTIART_VERSION_MAJOR * 10000 + MTIART_VERSION_MINOR * 100 + MTIART_VERSION_PATCH)
 
 /* MTIART_CDEF is defined when the header is preprocessed into cffi declarations. */
@@ -61,24 +74,24 @@ extern "C" {
 
 typedef enum mtiart_status {
     MTIART_SUCCESS = 0,
-    MTIART_NOT_READY = 1,                     /* query: work still pending (not an error) */
-    MTIART_ERROR_INVALID_VALUE = -1,          /* an argument is out of range or NULL */
-    MTIART_ERROR_INVALID_HANDLE = -2,         /* NULL, destroyed or wrong-kind handle */
-    MTIART_ERROR_INVALID_DEVICE = -3,         /* no such device index */
-    MTIART_ERROR_OUT_OF_MEMORY = -4,          /* device capacity exhausted */
-    MTIART_ERROR_INVALID_POINTER = -5,        /* not (a live range of) device memory */
-    MTIART_ERROR_KERNEL_FAILED = -6,          /* a kernel or host function reported failure */
-    MTIART_ERROR_NOT_PERMITTED = -7,          /* not allowed in this state/thread */
-    MTIART_ERROR_CAPTURE_UNSUPPORTED = -8,    /* unsafe call while a stream is capturing */
-    MTIART_ERROR_CAPTURE_INVALIDATED = -9,    /* the capture was invalidated earlier */
-    MTIART_ERROR_CAPTURE_UNJOINED = -10,      /* a forked stream never rejoined the origin */
-    MTIART_ERROR_CAPTURE_WRONG_STREAM = -11,  /* end capture on a stream that did not begin it */
-    MTIART_ERROR_CAPTURE_ISOLATION = -12,     /* mixing two different captures */
-    MTIART_ERROR_NOT_CAPTURING = -13,         /* end capture on a stream that is not capturing */
-    MTIART_ERROR_ALREADY_CAPTURING = -14,     /* begin capture on a capturing stream */
-    MTIART_ERROR_NOT_SUPPORTED = -15,         /* valid request this build cannot do */
-    MTIART_ERROR_LOAD_FAILED = -16,           /* a shared library or symbol could not be loaded */
-    MTIART_ERROR_INTERNAL = -17               /* a bug in libmtiart */
+    MTIART_NOT_READY = 1,                    /* query: work still pending (not an error) */
+    MTIART_ERROR_INVALID_VALUE = -1,         /* an argument is out of range or NULL */
+    MTIART_ERROR_INVALID_HANDLE = -2,        /* NULL, destroyed or wrong-kind handle */
+    MTIART_ERROR_INVALID_DEVICE = -3,        /* no such device index */
+    MTIART_ERROR_OUT_OF_MEMORY = -4,         /* device capacity exhausted */
+    MTIART_ERROR_INVALID_POINTER = -5,       /* not (a live range of) device memory */
+    MTIART_ERROR_KERNEL_FAILED = -6,         /* a kernel or host function reported failure */
+    MTIART_ERROR_NOT_PERMITTED = -7,         /* not allowed in this state/thread */
+    MTIART_ERROR_CAPTURE_UNSUPPORTED = -8,   /* unsafe call while a stream is capturing */
+    MTIART_ERROR_CAPTURE_INVALIDATED = -9,   /* the capture was invalidated earlier */
+    MTIART_ERROR_CAPTURE_UNJOINED = -10,     /* a forked stream never rejoined the origin */
+    MTIART_ERROR_CAPTURE_WRONG_STREAM = -11, /* end capture on a stream that did not begin it */
+    MTIART_ERROR_CAPTURE_ISOLATION = -12,    /* mixing two different captures */
+    MTIART_ERROR_NOT_CAPTURING = -13,        /* end capture on a stream that is not capturing */
+    MTIART_ERROR_ALREADY_CAPTURING = -14,    /* begin capture on a capturing stream */
+    MTIART_ERROR_NOT_SUPPORTED = -15,        /* valid request this build cannot do */
+    MTIART_ERROR_LOAD_FAILED = -16,          /* a shared library or symbol could not be loaded */
+    MTIART_ERROR_INTERNAL = -17              /* a bug in libmtiart */
 } mtiart_status;
 
 /* The name of a status code ("MTIART_ERROR_INVALID_HANDLE"); never NULL. */
@@ -117,20 +130,19 @@ MTIART_API int mtiart_is_initialized(void);
 MTIART_API mtiart_status mtiart_device_count(int *count);
 
 typedef struct mtiart_device_properties {
-    char name[64];             /* "mtiart CPU device N" */
-    int32_t index;             /* device index */
-    int32_t num_workers;       /* worker threads executing streams of this device */
-    int32_t capability_major;  /* runtime feature level */
+    char name[64];            /* "mtiart CPU device N" */
+    int32_t index;            /* device index */
+    int32_t num_workers;      /* worker threads executing streams of this device */
+    int32_t capability_major; /* runtime feature level */
     int32_t capability_minor;
-    uint64_t total_memory;     /* capacity in bytes */
-    uint64_t segment_granularity; /* device memory is reserved in multiples of this */
+    uint64_t total_memory;            /* capacity in bytes */
+    uint64_t segment_granularity;     /* device memory is reserved in multiples of this */
     int32_t least_stream_priority;    /* 0 */
     int32_t greatest_stream_priority; /* most urgent (negative) */
 } mtiart_device_properties;
 
 /* Properties of a device. */
-MTIART_API mtiart_status mtiart_device_get_properties(int device,
-                                                      mtiart_device_properties *props);
+MTIART_API mtiart_status mtiart_device_get_properties(int device, mtiart_device_properties *props);
 
 /* Wait until all work on all streams of the device is done. Reports (and clears) the
  * first sticky kernel error of any of its streams. */
@@ -189,17 +201,17 @@ MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_e
 typedef int32_t (*mtiart_kernel_fn)(void *const *args, uint32_t block, uint32_t num_blocks);
 
 typedef enum mtiart_arg_kind {
-    MTIART_ARG_VALUE = 0,        /* `size` plain bytes copied from `value` at launch */
-    MTIART_ARG_BUFFER_IN = 1,    /* device buffer the kernel reads */
-    MTIART_ARG_BUFFER_OUT = 2,   /* device buffer the kernel writes */
-    MTIART_ARG_BUFFER_INOUT = 3  /* device buffer the kernel reads and writes */
+    MTIART_ARG_VALUE = 0,       /* `size` plain bytes copied from `value` at launch */
+    MTIART_ARG_BUFFER_IN = 1,   /* device buffer the kernel reads */
+    MTIART_ARG_BUFFER_OUT = 2,  /* device buffer the kernel writes */
+    MTIART_ARG_BUFFER_INOUT = 3 /* device buffer the kernel reads and writes */
 } mtiart_arg_kind;
 
 typedef struct mtiart_arg {
-    uint32_t kind;        /* an mtiart_arg_kind */
-    uint32_t size;        /* VALUE: number of bytes (1..4096); BUFFER: ignored */
-    const void *value;    /* VALUE: the bytes to copy; BUFFER: the device pointer itself */
-    uint64_t extent;      /* BUFFER: bytes the kernel may touch from the pointer */
+    uint32_t kind;     /* an mtiart_arg_kind */
+    uint32_t size;     /* VALUE: number of bytes (1..4096); BUFFER: ignored */
+    const void *value; /* VALUE: the bytes to copy; BUFFER: the device pointer itself */
+    uint64_t extent;   /* BUFFER: bytes the kernel may touch from the pointer */
 } mtiart_arg;
 
 /* Enqueue a kernel on a stream. Arguments are copied at the call; buffer arguments must lie
@@ -232,7 +244,7 @@ typedef enum mtiart_memcpy_kind {
     MTIART_MEMCPY_HOST_TO_DEVICE = 1,
     MTIART_MEMCPY_DEVICE_TO_HOST = 2,
     MTIART_MEMCPY_DEVICE_TO_DEVICE = 3,
-    MTIART_MEMCPY_DEFAULT = 4  /* inferred from the pointers */
+    MTIART_MEMCPY_DEFAULT = 4 /* inferred from the pointers */
 } mtiart_memcpy_kind;
 
 /* Enqueue a copy. Device sides are checked to lie in live allocations; host sides must stay
@@ -258,8 +270,8 @@ MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, in
 
 typedef enum mtiart_event_flags {
     MTIART_EVENT_DEFAULT = 0,
-    MTIART_EVENT_TIMING = 1,         /* record timestamps for mtiart_event_elapsed_time */
-    MTIART_EVENT_BLOCKING_SYNC = 2   /* synchronize sleeps instead of spinning first */
+    MTIART_EVENT_TIMING = 1,       /* record timestamps for mtiart_event_elapsed_time */
+    MTIART_EVENT_BLOCKING_SYNC = 2 /* synchronize sleeps instead of spinning first */
 } mtiart_event_flags;
 
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event);
@@ -316,27 +328,27 @@ MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device)
 MTIART_API mtiart_status mtiart_empty_cache(int device);
 
 typedef struct mtiart_memory_stats {
-    uint64_t allocated_bytes;        /* bytes in blocks handed out (rounded sizes) */
+    uint64_t allocated_bytes; /* bytes in blocks handed out (rounded sizes) */
     uint64_t allocated_bytes_peak;
-    uint64_t requested_bytes;        /* bytes asked for */
-    uint64_t reserved_bytes;         /* bytes in segments */
+    uint64_t requested_bytes; /* bytes asked for */
+    uint64_t reserved_bytes;  /* bytes in segments */
     uint64_t reserved_bytes_peak;
-    uint64_t active_blocks;          /* blocks handed out or awaiting stream-ordered free */
+    uint64_t active_blocks; /* blocks handed out or awaiting stream-ordered free */
     uint64_t active_blocks_peak;
     uint64_t active_bytes;
     uint64_t active_bytes_peak;
-    uint64_t inactive_split_blocks;  /* free pieces of partly used segments */
+    uint64_t inactive_split_blocks; /* free pieces of partly used segments */
     uint64_t inactive_split_bytes;
     uint64_t segments;
     uint64_t segments_peak;
     uint64_t alloc_requests;
     uint64_t free_requests;
-    uint64_t segment_allocs;         /* segments reserved from the device */
+    uint64_t segment_allocs; /* segments reserved from the device */
     uint64_t segment_frees;
-    uint64_t num_alloc_retries;      /* allocations that had to release cache and retry */
+    uint64_t num_alloc_retries; /* allocations that had to release cache and retry */
     uint64_t num_ooms;
     uint64_t capacity;
-    uint64_t private_pools;          /* private pools alive */
+    uint64_t private_pools; /* private pools alive */
 } mtiart_memory_stats;
 
 MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats);
@@ -348,9 +360,9 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device);
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device);
 
 typedef enum mtiart_block_state {
-    MTIART_BLOCK_ACTIVE = 0,        /* handed out */
-    MTIART_BLOCK_PENDING_FREE = 1,  /* freed, waiting for recorded streams */
-    MTIART_BLOCK_FREE = 2           /* cached */
+    MTIART_BLOCK_ACTIVE = 0,       /* handed out */
+    MTIART_BLOCK_PENDING_FREE = 1, /* freed, waiting for recorded streams */
+    MTIART_BLOCK_FREE = 2          /* cached */
 } mtiart_block_state;
 
 typedef struct mtiart_block_info {
@@ -361,7 +373,7 @@ typedef struct mtiart_block_info {
     uint64_t segment_size;
     mtiart_pool_id pool;
     uint64_t stream_id;
-    int32_t state;                  /* an mtiart_block_state */
+    int32_t state; /* an mtiart_block_state */
     int32_t device;
 } mtiart_block_info;
 
@@ -374,17 +386,15 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
 typedef void (*mtiart_oom_observer)(int device, uint64_t requested, uint64_t allocated,
                                     uint64_t reserved, uint64_t capacity, void *user_data);
 
-MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer observer,
-                                                    void *user_data);
-MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer observer,
-                                                    void *user_data);
+MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer observer, void *user_data);
+MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer observer, void *user_data);
 
 /* A fresh pool id (0, n) that several captures can share. */
 MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool);
 
 typedef struct mtiart_pool_info {
-    int32_t exists;            /* 0 if the pool holds no memory and has no users */
-    int32_t use_count;         /* graphs, executables and captures using the pool */
+    int32_t exists;    /* 0 if the pool holds no memory and has no users */
+    int32_t use_count; /* graphs, executables and captures using the pool */
     uint64_t reserved_bytes;
     uint64_t allocated_bytes;
     uint64_t active_blocks;
@@ -411,8 +421,7 @@ typedef enum mtiart_capture_status {
 
 /* Start capturing `stream`: its work is recorded into a graph instead of run. Allocations
  * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). */
-MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
-                                                     mtiart_capture_mode mode,
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
                                                      mtiart_pool_id pool);
 
 /* End the capture begun on `stream`. On success *graph receives the captured graph (which
@@ -423,8 +432,7 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
 /* Capture state of a stream and the id of its capture (0 if none). */
 MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
                                                         mtiart_capture_status *status,
-                                                        uint64_t *capture_id,
-                                                        mtiart_pool_id *pool);
+                                                        uint64_t *capture_id, mtiart_pool_id *pool);
 
 /* ------------------------------------------------------------------------------------ */
 /* Graphs                                                                               */
@@ -435,23 +443,23 @@ typedef enum mtiart_node_kind {
     MTIART_NODE_MEMCPY = 1,
     MTIART_NODE_FILL = 2,
     MTIART_NODE_HOST = 3,
-    MTIART_NODE_EVENT_RECORD = 4,   /* ordering point of a fork/join inside the graph */
-    MTIART_NODE_EVENT_WAIT = 5,     /* waits for an event recorded outside the graph */
+    MTIART_NODE_EVENT_RECORD = 4, /* ordering point of a fork/join inside the graph */
+    MTIART_NODE_EVENT_WAIT = 5,   /* waits for an event recorded outside the graph */
     MTIART_NODE_EMPTY = 6
 } mtiart_node_kind;
 
 typedef struct mtiart_node_info {
-    int32_t kind;                 /* an mtiart_node_kind */
-    uint32_t num_blocks;          /* kernels */
-    uint32_t num_buffers;         /* device buffers the node touches */
+    int32_t kind;         /* an mtiart_node_kind */
+    uint32_t num_blocks;  /* kernels */
+    uint32_t num_buffers; /* device buffers the node touches */
     uint32_t num_dependencies;
-    char name[64];                /* kernel name, "memcpy HtoD", ... */
+    char name[64]; /* kernel name, "memcpy HtoD", ... */
 } mtiart_node_info;
 
 typedef struct mtiart_buffer_use {
     uint64_t address;
     uint64_t bytes;
-    uint32_t access;              /* MTIART_ARG_BUFFER_IN / OUT / INOUT */
+    uint32_t access; /* MTIART_ARG_BUFFER_IN / OUT / INOUT */
     uint32_t reserved;
 } mtiart_buffer_use;
 
@@ -464,14 +472,12 @@ MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph);
 MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       const size_t *dependencies,
                                                       size_t num_dependencies,
-                                                      mtiart_kernel_fn kernel,
-                                                      uint32_t num_blocks,
+                                                      mtiart_kernel_fn kernel, uint32_t num_blocks,
                                                       const mtiart_arg *args, uint32_t num_args,
                                                       size_t *node);
 
 /* Add an empty node (a join point). */
-MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
-                                                     const size_t *dependencies,
+MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const size_t *dependencies,
                                                      size_t num_dependencies, size_t *node);
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device);
@@ -528,8 +534,8 @@ MTIART_API size_t mtiart_dtype_size(mtiart_dtype dtype);
 /* A contiguous, row-major array in device memory. ndim 0 is a scalar (one element). */
 typedef struct mtiart_tensor_desc {
     void *data;
-    int32_t dtype;                 /* an mtiart_dtype */
-    int32_t ndim;                  /* 0..MTIART_MAX_DIMS */
+    int32_t dtype; /* an mtiart_dtype */
+    int32_t ndim;  /* 0..MTIART_MAX_DIMS */
     int64_t shape[MTIART_MAX_DIMS];
 } mtiart_tensor_desc;
 
@@ -537,10 +543,10 @@ typedef enum mtiart_binary_op {
     MTIART_BINARY_ADD = 0,
     MTIART_BINARY_SUB = 1,
     MTIART_BINARY_MUL = 2,
-    MTIART_BINARY_DIV = 3,         /* true division for floats; C division for ints */
+    MTIART_BINARY_DIV = 3, /* true division for floats; C division for ints */
     MTIART_BINARY_MAXIMUM = 4,
     MTIART_BINARY_MINIMUM = 5,
-    MTIART_BINARY_EQ = 6,          /* comparisons write bool */
+    MTIART_BINARY_EQ = 6, /* comparisons write bool */
     MTIART_BINARY_NE = 7,
     MTIART_BINARY_LT = 8,
     MTIART_BINARY_LE = 9,
@@ -557,7 +563,7 @@ typedef enum mtiart_unary_op {
     MTIART_UNARY_SQRT = 5,
     MTIART_UNARY_TANH = 6,
     MTIART_UNARY_SIGMOID = 7,
-    MTIART_UNARY_GELU = 8          /* tanh approximation, as torch's gelu(approximate="tanh") */
+    MTIART_UNARY_GELU = 8 /* tanh approximation, as torch's gelu(approximate="tanh") */
 } mtiart_unary_op;
 
 typedef enum mtiart_reduce_op {
@@ -571,8 +577,7 @@ typedef enum mtiart_reduce_op {
  * out has that dtype (bool for comparisons). out may alias a or b exactly (in-place). */
 MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op op,
                                           const mtiart_tensor_desc *out,
-                                          const mtiart_tensor_desc *a,
-                                          const mtiart_tensor_desc *b);
+                                          const mtiart_tensor_desc *a, const mtiart_tensor_desc *b);
 
 /* out = a OP scalar (or scalar OP a when `scalar_first`). The scalar is `fscalar` for
  * floating dtypes and `iscalar` for integer and bool dtypes. out and a have the same
@@ -592,13 +597,11 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
 #define MTIART_REDUCE_ALL (-1000)
 MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op op,
                                           const mtiart_tensor_desc *out,
-                                          const mtiart_tensor_desc *a, int32_t dim,
-                                          int keepdim);
+                                          const mtiart_tensor_desc *a, int32_t dim, int keepdim);
 
 /* out = a @ b for 2-D (m,k)x(k,n) or batched 3-D (B,m,k)x(B,k,n); float dtypes and ints. */
 MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_tensor_desc *out,
-                                          const mtiart_tensor_desc *a,
-                                          const mtiart_tensor_desc *b);
+                                          const mtiart_tensor_desc *a, const mtiart_tensor_desc *b);
 
 /* Softmax over one dimension (float dtypes). */
 MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_tensor_desc *out,
@@ -607,8 +610,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
 /* out = cond ? a : b with broadcasting; cond is bool. */
 MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *cond,
-                                         const mtiart_tensor_desc *a,
-                                         const mtiart_tensor_desc *b);
+                                         const mtiart_tensor_desc *a, const mtiart_tensor_desc *b);
 
 /* out = a converted to out's dtype (same shape). */
 MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tensor_desc *out,

@@ -33,7 +33,11 @@
 #define NUM_BINS (LINEAR_BINS + 40 * (1 << SUB_BITS))
 #define BITMAP_WORDS ((NUM_BINS + 63) / 64)
 
-enum { BLK_ACTIVE = MTIART_BLOCK_ACTIVE, BLK_PENDING = MTIART_BLOCK_PENDING_FREE, BLK_FREE = MTIART_BLOCK_FREE };
+enum {
+    BLK_ACTIVE = MTIART_BLOCK_ACTIVE,
+    BLK_PENDING = MTIART_BLOCK_PENDING_FREE,
+    BLK_FREE = MTIART_BLOCK_FREE
+};
 
 typedef struct segment segment;
 typedef struct stream_heap stream_heap;
@@ -44,7 +48,7 @@ typedef struct stream_use {
 } stream_use;
 
 typedef struct block {
-    uintptr_t addr_hidden;       /* ~address: read with blk_addr() (see hide_addr) */
+    uintptr_t addr_hidden; /* ~address: read with blk_addr() (see hide_addr) */
     size_t size;
     size_t requested;
     struct block *prev, *next;   /* address neighbours inside the segment */
@@ -52,7 +56,7 @@ typedef struct block {
     segment *seg;
     uint8_t state;
     uint16_t bin;
-    uint64_t capture_id;         /* pending until the end of this capture */
+    uint64_t capture_id; /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
 } block;
@@ -168,7 +172,9 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
  */
 #ifdef MTIART_HAVE_VALGRIND
 #define VG_ON() RUNNING_ON_VALGRIND
-#define VG_ALLOC(b, defined) VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0, (defined))
+#define VG_ALLOC(b, defined)                                                                       \
+    VALGRIND_MALLOCLIKE_BLOCK((void *)blk_addr(b), (b)->requested ? (b)->requested : 1, 0,         \
+                              (defined))
 #define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
 #define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
@@ -718,8 +724,7 @@ static bool vg_zombie_add(mt_allocator *a, block *b) {
         a->zombies = grown;
         a->cap_zombies = cap;
     }
-    a->zombies[a->num_zombies++] =
-        (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
+    a->zombies[a->num_zombies++] = (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
     return true;
 }
 
@@ -820,7 +825,7 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
 
 mtiart_status mt_alloc_init(mt_device *dev) {
     mt_allocator *a = calloc(1, sizeof *a);
-    if (!a) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(a);
     /* Twice the capacity of address space keeps large segments from failing on a
      * fragmented range while the capacity itself is still respected. */
     a->arena_size = round_up(dev->capacity, GRANULE) * 2;
@@ -829,9 +834,9 @@ mtiart_status mt_alloc_init(mt_device *dev) {
     if (base == MAP_FAILED) {
         unsigned long long wanted = a->arena_size;
         free(a);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY,
-                                 "cannot reserve %llu bytes of address space for device %d",
-                                 wanted, dev->index);
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
+                            "cannot reserve %llu bytes of address space for device %d", wanted,
+                            dev->index);
     }
     a->base_hidden = hide_addr(round_up((uintptr_t)base, GRANULE));
     a->num_chunks = a->arena_size / GRANULE;
@@ -841,7 +846,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
         free(a->chunk_segment);
         free(a->chunk_used);
         free(a);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     a->default_pool.dev = dev;
     a->stats.capacity = dev->capacity;
@@ -861,16 +866,18 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
     if (count > 32) count = 32;
     if (count) memcpy(copy, observers, count * sizeof *copy); /* NULL while none attached */
     pthread_mutex_unlock(&observers_lock);
+    /* Observers are user code: the public calls they make name their own errors. */
+    const char *api = mt_api_suspend();
     for (size_t i = 0; i < count; i++)
         copy[i].fn(dev->index, size, allocated, reserved, dev->capacity, copy[i].user_data);
-    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY,
-                             "device %d out of memory: tried to allocate %llu bytes; capacity "
-                             "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
-                             "allocator (free cached memory with empty_cache, or raise "
-                             "MTIART_DEVICE_MEMORY)",
-                             dev->index, (unsigned long long)size,
-                             (unsigned long long)dev->capacity, (unsigned long long)allocated,
-                             (unsigned long long)reserved);
+    mt_api_resume(api);
+    return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
+                        "device %d out of memory: tried to allocate %llu bytes; capacity "
+                        "%llu bytes, %llu bytes allocated, %llu bytes reserved by the "
+                        "allocator (free cached memory with empty_cache, or raise "
+                        "MTIART_DEVICE_MEMORY)",
+                        dev->index, (unsigned long long)size, (unsigned long long)dev->capacity,
+                        (unsigned long long)allocated, (unsigned long long)reserved);
 }
 
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out) {
@@ -892,7 +899,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     block *b = take_block(a, pool, sh, rounded, size);
     if (!b) {
@@ -914,7 +921,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         b = take_block(a, pool, sh, rounded, size);
         if (!b) {
             mt_spin_unlock(&a->lock);
-            return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_oom();
         }
     }
     mt_spin_unlock(&a->lock);
@@ -941,8 +948,7 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
     if (!b) {
         segment *seg = atomic_load(&a->chunk_segment[(p - arena_base(a)) / GRANULE]);
         if (!seg) return NULL;
-        for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {
-        }
+        for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {}
         if (!b) return NULL;
     }
     if (b->state != BLK_ACTIVE) return NULL;
@@ -957,52 +963,75 @@ mtiart_status mt_pointer_device_quiet(const void *ptr, int *device) {
 }
 
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
-    if (!mt_initialized) return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
+    if (!mt_initialized)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "runtime not initialised");
     mt_allocator *a = allocator_of(ptr, device);
-    if (!a)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "%p is not device memory", ptr);
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1);
     mt_spin_unlock(&a->lock);
     if (!b)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "[%p, +%zu bytes) is not inside a live device allocation "
-                                 "(freed, out of bounds, or never allocated)",
-                                 ptr, bytes);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "[%p, +%zu bytes) is not inside a live device allocation "
+                            "(freed, out of bounds, or never allocated)",
+                            ptr, bytes);
     return MTIART_SUCCESS;
+}
+
+/* "what index", or "what" alone (index < 0): the buffer's name in an error message. */
+static const char *buffer_label(char *out, size_t cap, const char *what, int index) {
+    if (index >= 0) snprintf(out, cap, "%s %d", what, index);
+    else snprintf(out, cap, "%s", what);
+    return out;
+}
+
+mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
+                              const char *what, int index) {
+    int found;
+    char label[64];
+    if (MT_UNLIKELY(mt_check_range(ptr, bytes, &found) != MTIART_SUCCESS))
+        return mt_error_context("%s", buffer_label(label, sizeof label, what, index));
+    if (MT_LIKELY(found == device)) return MTIART_SUCCESS;
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                        "%s points into device %d but the %s belongs to device %d",
+                        buffer_label(label, sizeof label, what, index), found, owner, device);
 }
 
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
-    mt_pool *pool = mt_capture_pool_of(s);
-    return mt_alloc(s->dev, s, pool, size, ptr);
+    MT_CHECK_NOT_NULL(ptr);
+    mt_pool *pool = mt_capture_pool_retain(s);
+    mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
+    if (pool) mt_pool_release(pool);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
-    return mt_alloc(dev, dev->default_stream, mt_capture_pool_of(dev->default_stream), size, ptr);
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(ptr);
+    mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
+    mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
+    if (pool) mt_pool_release(pool);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_free(void *ptr) {
+    MT_API_ENTRY();
     if (!ptr) return MTIART_SUCCESS;
-    if (!mt_initialized)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
-    mt_allocator *a = allocator_of(ptr, NULL);
-    if (!a) return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "free: %p is not device memory", ptr);
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "free: %p is not the start of a live device allocation "
-                                 "(double free, or an interior pointer)", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p is not the start of a live device allocation "
+                            "(double free, or an interior pointer)",
+                            ptr);
     }
     block *b = *slot;
     a->stats.free_requests++;
@@ -1016,7 +1045,7 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
     for (uint32_t i = 0; i < b->num_uses; i++) {
         mt_stream *u = b->uses[i].stream;
         b->uses[i].target = atomic_load(&u->enqueued);
-        uint64_t capture_id = mt_capture_id_of(u);
+        uint64_t capture_id = atomic_load(&u->capture_id);
         if (capture_id) b->capture_id = capture_id;
     }
     if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
@@ -1045,17 +1074,23 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     int device;
     mt_allocator *a = ptr ? allocator_of(ptr, &device) : NULL;
     if (!a || !mt_initialized)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER, "record_stream: %p is not device memory", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+    /* Refused as every other call mixing devices is: the stream cannot use the block. */
+    if (device != s->dev->index)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p points into device %d but the stream belongs to device %d", ptr,
+                            device, s->dev->index);
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, 1);
     if (!b) {
         mt_spin_unlock(&a->lock);
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "record_stream: %p is not a live device allocation", ptr);
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not a live device allocation",
+                            ptr);
     }
     if (b->seg->owner->stream_id != s->id) {
         bool known = false;
@@ -1066,7 +1101,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
                 stream_use *grown = realloc(b->uses, cap * sizeof *grown);
                 if (!grown) {
                     mt_spin_unlock(&a->lock);
-                    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+                    return mt_oom();
                 }
                 b->uses = grown;
                 b->cap_uses = cap;
@@ -1080,7 +1115,8 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
-    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    MT_API_ENTRY();
+    MT_CHECK_NOT_NULL(device);
     /* Out-parameters are written only on success: a freed pointer still lies in a
      * device's arena, and mt_check_range reports that device before it fails. */
     int found;
@@ -1090,10 +1126,9 @@ MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device)
 }
 
 MTIART_API mtiart_status mtiart_empty_cache(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    st = mt_check_unsafe("mtiart_empty_cache", NULL, NULL);
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    mtiart_status st = mt_check_unsafe(NULL, NULL);
     if (st) return st;
     uint64_t horizon = settle_frees(dev);
     mt_allocator *a = dev->alloc;
@@ -1105,15 +1140,15 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stats) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "stats is NULL");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stats);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     *stats = a->stats;
     stats->inactive_split_blocks = stats->inactive_split_bytes = 0;
-    for (mt_pool *pool = &a->default_pool; pool; pool = pool == &a->default_pool ? a->pools : pool->next)
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             if (seg->busy_blocks)
                 for (block *b = seg->first; b; b = b->next)
@@ -1126,9 +1161,8 @@ MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     a->stats.allocated_bytes_peak = a->stats.allocated_bytes;
@@ -1141,9 +1175,8 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
 }
 
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
     a->stats.alloc_requests = a->stats.free_requests = 0;
@@ -1155,22 +1188,27 @@ MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device) {
 
 MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *blocks,
                                                 size_t capacity, size_t *count) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
     if (!count || (capacity && !blocks))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output with non-zero capacity");
     mt_allocator *a = dev->alloc;
     size_t n = 0;
     mt_spin_lock(&a->lock);
-    for (mt_pool *pool = &a->default_pool; pool; pool = pool == &a->default_pool ? a->pools : pool->next)
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
-                blocks[n] = (mtiart_block_info){
-                    .address = blk_addr(b), .size = b->size, .requested_size = b->requested,
-                    .segment_address = seg_addr(seg), .segment_size = seg->size, .pool = pool->id,
-                    .stream_id = seg->owner->stream_id, .state = b->state, .device = device};
+                blocks[n] = (mtiart_block_info){.address = blk_addr(b),
+                                                .size = b->size,
+                                                .requested_size = b->requested,
+                                                .segment_address = seg_addr(seg),
+                                                .segment_size = seg->size,
+                                                .pool = pool->id,
+                                                .stream_id = seg->owner->stream_id,
+                                                .state = b->state,
+                                                .device = device};
             }
     mt_spin_unlock(&a->lock);
     *count = n;
@@ -1178,12 +1216,15 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
 }
 
 MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void *user_data) {
-    if (!fn) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
+    MT_API_ENTRY();
+    if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer is NULL");
     pthread_mutex_lock(&observers_lock);
-    observer *grown = num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
+    observer *grown =
+        num_observers < 32 ? realloc(observers, (num_observers + 1) * sizeof *grown) : NULL;
     if (!grown) {
         pthread_mutex_unlock(&observers_lock);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many out-of-memory observers (at most 32)");
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
+                            "too many out-of-memory observers (at most 32)");
     }
     observers = grown;
     observers[num_observers++] = (observer){fn, user_data};
@@ -1192,6 +1233,7 @@ MTIART_API mtiart_status mtiart_attach_oom_observer(mtiart_oom_observer fn, void
 }
 
 MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void *user_data) {
+    MT_API_ENTRY();
     pthread_mutex_lock(&observers_lock);
     for (size_t i = 0; i < num_observers; i++) {
         if (observers[i].fn == fn && observers[i].user_data == user_data) {
@@ -1202,13 +1244,14 @@ MTIART_API mtiart_status mtiart_detach_oom_observer(mtiart_oom_observer fn, void
         }
     }
     pthread_mutex_unlock(&observers_lock);
-    return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "observer was not attached");
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "observer was not attached");
 }
 
 /* ------------------------------------------------------------------ pools */
 
 MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
-    if (!pool) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    MT_API_ENTRY();
+    MT_CHECK_NOT_NULL(pool);
     pool->first = 0;
     pool->second = atomic_fetch_add(&next_pool_handle, 1);
     return MTIART_SUCCESS;
@@ -1216,9 +1259,9 @@ MTIART_API mtiart_status mtiart_pool_handle_create(mtiart_pool_id *pool) {
 
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) {
     if (id.first && id.second)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "invalid pool id (%llu, %llu): one of the two numbers must be 0",
-                                 (unsigned long long)id.first, (unsigned long long)id.second);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "invalid pool id (%llu, %llu): one of the two numbers must be 0",
+                            (unsigned long long)id.first, (unsigned long long)id.second);
     mt_allocator *a = dev->alloc;
     if (id.first == 0 && id.second == 0) id.first = atomic_fetch_add(&next_graph_pool, 1);
     mt_spin_lock(&a->lock);
@@ -1227,7 +1270,7 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) 
         pool = calloc(1, sizeof *pool);
         if (!pool) {
             mt_spin_unlock(&a->lock);
-            return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            return mt_oom();
         }
         pool->id = id;
         pool->dev = dev;
@@ -1270,8 +1313,6 @@ void mt_pool_release(mt_pool *pool) {
 
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool) { return pool->id; }
 
-mt_device *mt_pool_device(const mt_pool *pool) { return pool->dev; }
-
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
@@ -1286,10 +1327,9 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
 
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id id,
                                               mtiart_pool_info *info) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!info) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(info);
     mt_allocator *a = dev->alloc;
     memset(info, 0, sizeof *info);
     mt_spin_lock(&a->lock);

@@ -6,7 +6,12 @@
  *
  * Unsafe calls (anything that waits for the device) are refused while a capture they
  * could disturb is active, and invalidate that capture: calls on a capturing stream or a
- * captured event always; other calls according to the capture's mode, as in CUDA.
+ * captured event always; other calls according to the capture's mode, as in CUDA. *
+ * Locks: captures_lock guards the list of active captures and every change of which
+ * capture a stream or event belongs to (begin, a stream joining, the end, a stream's
+ * destruction), and is taken before a capture's own lock, which guards its graph and its
+ * streams' frontiers. A capture pointer read from a stream or event is used only under
+ * captures_lock, or under the capture's lock taken while captures_lock was held.
  */
 #include "internal.h"
 
@@ -17,10 +22,6 @@ atomic_int mt_active_captures;
 static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
 static mt_capture *captures;
 static atomic_uint_least64_t next_capture_id = 1;
-
-static mtiart_status oom(void) {
-    return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-}
 
 static bool frontier_set(mt_stream *s, const size_t *nodes, size_t count) {
     if (count > s->frontier_cap) {
@@ -41,42 +42,58 @@ static void invalidate_locked(mt_capture *c, const char *reason) {
     snprintf(c->invalid_reason, sizeof c->invalid_reason, "%s", reason);
 }
 
-mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
-                                const mtiart_arg *args, uint32_t num_args) {
-    pthread_mutex_lock(&c->lock);
-    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
-        char reason[sizeof c->invalid_reason];
-        memcpy(reason, c->invalid_reason, sizeof reason);
-        pthread_mutex_unlock(&c->lock);
-        mt_op_release(op);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
-                                 "stream %llu is capturing into capture %llu, which was "
-                                 "invalidated: %s",
-                                 (unsigned long long)s->id, (unsigned long long)c->id, reason);
-    }
-    if (op->type == MT_OP_GRAPH) {
-        pthread_mutex_unlock(&c->lock);
-        mt_op_release(op);
-        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "launching a graph on a capturing stream (a child graph) is "
-                                 "not supported");
-    }
-    size_t index;
-    mtiart_status st = mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args,
-                                       num_args, &index);
-    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
+/* The capture stream s takes part in, with its lock held (which keeps it alive: ending a
+ * capture takes captures_lock, then its lock); NULL if the stream is not capturing. */
+static mt_capture *lock_capture_of(mt_stream *s) {
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *c = atomic_load(&s->capture);
+    if (c) pthread_mutex_lock(&c->lock);
+    pthread_mutex_unlock(&captures_lock);
+    return c;
+}
+
+/* Make s part of capture c, or leave it (c NULL); captures_lock and c's lock held. */
+static void set_capture(mt_stream *s, mt_capture *c) {
+    atomic_store(&s->capture_id, c ? c->id : 0);
+    atomic_store(&s->capture, c);
+}
+
+/* The error for work on stream s that capture c, invalidated, refuses. Called with c's lock
+ * held, and releases it: once it is released the capture may be ended and freed. */
+static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
+    mtiart_status st =
+        mt_set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
+                     "stream %llu takes part in capture %llu, which was "
+                     "invalidated: %s",
+                     (unsigned long long)s->id, (unsigned long long)c->id, c->invalid_reason);
     pthread_mutex_unlock(&c->lock);
     return st;
 }
 
-mt_pool *mt_capture_pool_of(mt_stream *s) {
-    mt_capture *c = atomic_load_explicit(&s->capture, memory_order_acquire);
-    return c ? c->pool : NULL;
+mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                                uint32_t num_args) {
+    mt_capture *c = lock_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        mt_op_release(op);
+        return refuse_invalidated(c, s);
+    }
+    size_t index;
+    mtiart_status st =
+        mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args, num_args, &index);
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    pthread_mutex_unlock(&c->lock);
+    return st;
 }
 
-uint64_t mt_capture_id_of(mt_stream *s) {
-    mt_capture *c = atomic_load_explicit(&s->capture, memory_order_acquire);
-    return c ? c->id : 0;
+mt_pool *mt_capture_pool_retain(mt_stream *s) {
+    if (MT_LIKELY(!atomic_load(&s->capture))) return NULL;
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *c = atomic_load(&s->capture);
+    mt_pool *pool = c ? c->pool : NULL;
+    if (pool) mt_pool_retain(pool);
+    pthread_mutex_unlock(&captures_lock);
+    return pool;
 }
 
 static const char *mode_name(mtiart_capture_mode mode) {
@@ -87,7 +104,7 @@ static const char *mode_name(mtiart_capture_mode mode) {
     }
 }
 
-mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event) {
+mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event) {
     pthread_mutex_lock(&captures_lock);
     mt_capture *victim = NULL;
     const char *why = "";
@@ -115,33 +132,30 @@ mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_ev
         pthread_mutex_unlock(&captures_lock);
         return MTIART_SUCCESS;
     }
-    char reason[384];
-    snprintf(reason, sizeof reason,
-             "%s is not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
-             what, (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
+    /* The capture keeps the reason for the calls that find it invalidated later, so it
+     * names the call; this call's own message has the name in front already. */
+    char detail[320], reason[384];
+    snprintf(detail, sizeof detail,
+             "not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
+             (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
              mode_name(victim->mode), why);
+    snprintf(reason, sizeof reason, "%s is %s", mt_api_name ? mt_api_name : "a call", detail);
     pthread_mutex_lock(&victim->lock);
     invalidate_locked(victim, reason);
     pthread_mutex_unlock(&victim->lock);
     pthread_mutex_unlock(&captures_lock);
-    return mtiart__set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
-                             reason);
+    return mt_set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
+                        detail);
 }
 
-mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) {
-    pthread_mutex_lock(&c->lock);
-    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
-        pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
-                                 "event record on stream %llu refused: capture %llu was "
-                                 "invalidated: %s",
-                                 (unsigned long long)s->id, (unsigned long long)c->id,
-                                 c->invalid_reason);
-    }
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e) {
+    mt_capture *c = lock_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
     if (e->capture && e->capture != c) {
         pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
-                                 "the event is already recorded in another active capture");
+        return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                            "the event is already recorded in another active capture");
     }
     /* Remember the event so its capture state is cleared when the capture ends. */
     if (!e->capture && c->num_events == c->cap_events) {
@@ -149,7 +163,7 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
         mt_event **grown = realloc(c->events, cap * sizeof *grown);
         if (!grown) {
             pthread_mutex_unlock(&c->lock);
-            return oom();
+            return mt_oom();
         }
         c->events = grown;
         c->cap_events = cap;
@@ -159,12 +173,13 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
     op.u.event.event = e;
     op.u.event.generation = 0;
     size_t index;
-    mtiart_status st = mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
+    mtiart_status st =
+        mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
     if (st == MTIART_SUCCESS) {
         size_t *deps = realloc(e->capture_deps, sizeof *deps);
         if (!deps || !frontier_set(s, &index, 1)) {
             if (deps) e->capture_deps = deps;
-            st = oom();
+            st = mt_oom();
         } else {
             e->capture_deps = deps;
             deps[0] = index;
@@ -174,8 +189,6 @@ mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e) 
                 c->events[c->num_events++] = e;
             }
             e->capture = c;
-            e->capture_id = c->id;
-            e->device = c->dev->index;
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -195,27 +208,24 @@ static bool add_stream(mt_capture *c, mt_stream *s) {
     return true;
 }
 
-mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
-    mt_capture *sc = atomic_load(&s->capture);
-    mt_capture *ec = e->capture;
+/* mt_capture_event_wait with captures_lock held: sc and ec (the stream's and the event's
+ * captures, not both NULL) stay alive. */
+static mtiart_status capture_wait_locked(mt_stream *s, const mt_pin *pin, mt_event *e,
+                                         mt_capture *sc, mt_capture *ec) {
     if (ec && sc && ec != sc)
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_ISOLATION,
-                                 "stream %llu (capture %llu) cannot wait on an event recorded "
-                                 "in capture %llu",
-                                 (unsigned long long)s->id, (unsigned long long)sc->id,
-                                 (unsigned long long)ec->id);
+        return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                            "stream %llu (capture %llu) cannot wait on an event recorded "
+                            "in capture %llu",
+                            (unsigned long long)s->id, (unsigned long long)sc->id,
+                            (unsigned long long)ec->id);
     mt_capture *c = ec ? ec : sc;
     if (c->dev != s->dev)
-        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "a capture cannot span devices (stream on device %d, capture "
-                                 "on device %d)", s->dev->index, c->dev->index);
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "a capture cannot span devices (stream on device %d, capture "
+                            "on device %d)",
+                            s->dev->index, c->dev->index);
     pthread_mutex_lock(&c->lock);
-    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
-        pthread_mutex_unlock(&c->lock);
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_INVALIDATED,
-                                 "wait refused: capture %llu was invalidated: %s",
-                                 (unsigned long long)c->id, c->invalid_reason);
-    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
     mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
     size_t *deps = NULL, num_deps = 0;
     mtiart_status st = MTIART_SUCCESS;
@@ -224,10 +234,11 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
          * stream's own frontier (empty when the stream is just joining). */
         num_deps = (sc ? s->frontier_len : 0) + e->capture_deps_len;
         deps = malloc((num_deps ? num_deps : 1) * sizeof *deps);
-        if (!deps) st = oom();
+        if (!deps) st = mt_oom();
         else {
             size_t n = 0;
-            if (sc) for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
+            if (sc)
+                for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
             for (size_t i = 0; i < e->capture_deps_len; i++) deps[n++] = e->capture_deps[i];
         }
         op.u.event.event = NULL;
@@ -243,14 +254,20 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
         num_deps = s->frontier_len;
     }
     size_t index;
-    if (st == MTIART_SUCCESS) {
+    /* Joining is atomic with the stream's destruction (both under captures_lock): a
+     * stream destroyed before it could join must not become part of the capture. */
+    if (st == MTIART_SUCCESS && !sc && !mt_handle_alive(pin)) {
+        st = mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
+                          (unsigned long long)s->id);
+        mt_op_release(&op);
+    } else if (st == MTIART_SUCCESS) {
         if (!sc && !add_stream(c, s)) {
-            st = oom();
+            st = mt_oom();
             mt_op_release(&op);
         } else {
             st = mt_graph_append(c->graph, &op, deps, num_deps, NULL, 0, &index);
-            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = oom();
-            if (!sc && st == MTIART_SUCCESS) atomic_store(&s->capture, c);
+            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+            if (!sc && st == MTIART_SUCCESS) set_capture(s, c);
             else if (!sc) {
                 c->num_streams--;
                 mt_stream_unref(s);
@@ -262,19 +279,50 @@ mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e) {
     return st;
 }
 
-MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
-                                                     mtiart_capture_mode mode,
+mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e) {
+    /* captures_lock keeps the captures read here alive: one is freed only after it has
+     * been unlinked under this lock. */
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *sc = atomic_load(&s->capture), *ec = atomic_load(&e->capture);
+    mtiart_status st = MTIART_SUCCESS;
+    bool eager = !sc && !ec; /* the capture ended meanwhile: an ordinary wait */
+    if (!eager) st = capture_wait_locked(s, pin, e, sc, ec);
+    pthread_mutex_unlock(&captures_lock);
+    return eager ? mt_stream_enqueue_wait(s, e, atomic_load(&e->recorded)) : st;
+}
+
+mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin) {
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *c = atomic_load(&s->capture);
+    uint64_t capture_id = c ? c->id : 0;
+    bool retired = !c && mt_handle_retire(pin);
+    pthread_mutex_unlock(&captures_lock);
+    if (c)
+        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                            "stream %llu is capturing (capture %llu); end the capture before "
+                            "destroying it",
+                            (unsigned long long)s->id, (unsigned long long)capture_id);
+    if (!retired)
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
+                            (unsigned long long)s->id);
+    return MTIART_SUCCESS;
+}
+
+static mtiart_status already_capturing(const mt_stream *s, uint64_t capture_id) {
+    return mt_set_error(MTIART_ERROR_ALREADY_CAPTURING,
+                        "stream %llu is already capturing (capture %llu)",
+                        (unsigned long long)s->id, (unsigned long long)capture_id);
+}
+
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
                                                      mtiart_pool_id pool_id) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
-    mt_capture *current = atomic_load(&s->capture);
-    if (current)
-        return mtiart__set_error(MTIART_ERROR_ALREADY_CAPTURING,
-                                 "stream %llu is already capturing (capture %llu)",
-                                 (unsigned long long)s->id, (unsigned long long)current->id);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
+    if (atomic_load(&s->capture)) return already_capturing(s, atomic_load(&s->capture_id));
     mt_capture *c = calloc(1, sizeof *c);
-    if (!c) return oom();
+    MT_CHECK_ALLOC(c);
     mtiart_status st = mt_pool_acquire(s->dev, pool_id, &c->pool);
     if (st) {
         free(c);
@@ -285,7 +333,7 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
         if (c->graph) mt_graph_free(c->graph);
         mt_pool_release(c->pool);
         free(c);
-        return oom();
+        return mt_oom();
     }
     c->id = atomic_fetch_add(&next_capture_id, 1);
     c->mode = mode;
@@ -294,28 +342,43 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream,
     c->origin = s;
     c->status = MTIART_CAPTURE_STATUS_ACTIVE;
     pthread_mutex_init(&c->lock, NULL);
-    s->frontier_len = 0;
+    /* The checks and the start are one step under captures_lock, against another begin
+     * on the same stream, its joining another capture, and its destruction. */
     pthread_mutex_lock(&captures_lock);
-    c->next = captures;
-    if (captures) captures->prev = c;
-    captures = c;
-    atomic_fetch_add(&mt_active_captures, 1);
-    atomic_store(&s->capture, c);
+    mt_capture *current = atomic_load(&s->capture);
+    uint64_t current_id = current ? current->id : 0;
+    bool alive = mt_handle_alive(&s_pin);
+    if (!current && alive) {
+        s->frontier_len = 0;
+        c->next = captures;
+        if (captures) captures->prev = c;
+        captures = c;
+        atomic_fetch_add(&mt_active_captures, 1);
+        set_capture(s, c);
+    }
     pthread_mutex_unlock(&captures_lock);
-    return MTIART_SUCCESS;
+    if (!current && alive) return MTIART_SUCCESS;
+    mt_graph_free(c->graph);
+    mt_pool_release(c->pool);
+    mt_stream_unref(s);
+    pthread_mutex_destroy(&c->lock);
+    free(c->streams);
+    free(c);
+    if (current) return already_capturing(s, current_id);
+    return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
+                        (unsigned long long)s->id);
 }
 
-/* Detach every stream and event from the capture and unlink it. */
-static void capture_finish(mt_capture *c) {
-    pthread_mutex_lock(&captures_lock);
+/* Unlink the capture and detach its streams and events (captures_lock and its lock held):
+ * from here on no call can reach it. */
+static void detach_locked(mt_capture *c) {
     if (c->prev) c->prev->next = c->next;
     else captures = c->next;
     if (c->next) c->next->prev = c->prev;
     atomic_fetch_sub(&mt_active_captures, 1);
-    pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->num_streams; i++) {
         mt_stream *s = c->streams[i];
-        atomic_store(&s->capture, NULL);
+        set_capture(s, NULL);
         s->frontier_len = 0;
     }
     for (size_t i = 0; i < c->num_events; i++) {
@@ -328,8 +391,10 @@ static void capture_finish(mt_capture *c) {
             e->capture_deps_len = 0;
         }
     }
-    pthread_mutex_unlock(&c->lock);
-    pthread_mutex_unlock(&captures_lock);
+}
+
+/* Release what a detached capture holds, except its graph and pool use. */
+static void release_detached(mt_capture *c) {
     for (size_t i = 0; i < c->num_streams; i++) mt_stream_unref(c->streams[i]);
     for (size_t i = 0; i < c->num_events; i++) mt_event_unref(c->events[i]);
     free(c->events);
@@ -366,17 +431,24 @@ static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
 }
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    MT_CHECK_NOT_NULL(graph);
+    /* Checking and ending are one step under captures_lock: a second end_capture, or a
+     * call recording into the capture, finds it whole or not at all. */
+    pthread_mutex_lock(&captures_lock);
     mt_capture *c = atomic_load(&s->capture);
-    if (!c)
-        return mtiart__set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
-                                 (unsigned long long)s->id);
-    if (c->origin != s)
-        return mtiart__set_error(MTIART_ERROR_CAPTURE_WRONG_STREAM,
-                                 "capture %llu was begun on stream %llu, not on stream %llu",
-                                 (unsigned long long)c->id, (unsigned long long)c->origin->id,
-                                 (unsigned long long)s->id);
+    if (!c || c->origin != s) {
+        uint64_t id = c ? c->id : 0, origin = c ? c->origin->id : 0;
+        pthread_mutex_unlock(&captures_lock);
+        if (!c)
+            return mt_set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
+                                (unsigned long long)s->id);
+        return mt_set_error(MTIART_ERROR_CAPTURE_WRONG_STREAM,
+                            "capture %llu was begun on stream %llu, not on stream %llu",
+                            (unsigned long long)id, (unsigned long long)origin,
+                            (unsigned long long)s->id);
+    }
     pthread_mutex_lock(&c->lock);
     mtiart_status st = MTIART_SUCCESS;
     char message[512] = "";
@@ -408,30 +480,27 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         }
         free(joined);
     }
+    detach_locked(c);
     pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&captures_lock);
+    release_detached(c);
     mt_graph *g = c->graph;
-    capture_finish(c);
     if (st != MTIART_SUCCESS) {
         mt_graph_free(g); /* releases nothing of the pool: the capture's use goes below */
         mt_pool_release(c->pool);
         free(c);
-        return mtiart__set_error(st, "%s; the capture was discarded", message);
+        return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
     free(c);
-    g->handle = mt_handle_register(g, MT_KIND_GRAPH);
-    if (!g->handle) {
-        mt_graph_free(g);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
-    *graph = (mtiart_graph)(uintptr_t)g->handle;
-    return MTIART_SUCCESS;
+    return mt_graph_publish(g, graph);
 }
 
 MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
                                                         mtiart_capture_status *status,
                                                         uint64_t *capture_id,
                                                         mtiart_pool_id *pool) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     pthread_mutex_lock(&captures_lock);
     mt_capture *c = atomic_load(&s->capture);

@@ -2,20 +2,18 @@
  * Runtime initialisation, devices and their workers.
  *
  * Each device owns worker threads. Streams with pending work sit on the device's ready
- * lists (one per priority); a worker takes a stream and drains it, so each stream runs in
- * order while different streams run in parallel. Idle workers spin briefly (one at a time)
- * before sleeping on a futex, which keeps a launch-and-wait round trip short without
- * burning every core. Multi-block kernels and graph replays post "jobs" that idle workers
- * help with.
+ * lists (one per priority, kept by stream.c); a worker takes a stream and drains it, so
+ * each stream runs in order while different streams run in parallel. Idle workers spin
+ * briefly (one at a time) before sleeping on a futex, which keeps a launch-and-wait round
+ * trip short without burning every core. Multi-block kernels and graph replays post "jobs"
+ * (sync.c) that idle workers help with. The worker loop is the top of the runtime's
+ * layering (see op.c): it calls down into stream.c and nothing calls back into it.
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <linux/futex.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,52 +32,6 @@ static mtiart_status init_status = MTIART_SUCCESS;
 static char init_message[256];
 static _Thread_local bool tl_on_worker;
 
-/* ------------------------------------------------------------------ primitives */
-
-void mt_spin_lock_slow(mt_spinlock *lock) {
-    for (unsigned spins = 0;; spins++) {
-        while (atomic_load_explicit(&lock->locked, memory_order_relaxed)) {
-            if (spins++ < 64) mt_cpu_relax();
-            else sched_yield();
-        }
-        if (!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire)) return;
-    }
-}
-
-void mt_futex_wait(atomic_uint *word, unsigned expected) {
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
-}
-
-void mt_futex_wake(atomic_uint *word, int count) {
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
-}
-
-void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, uint64_t spin_ns) {
-    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return;
-    uint64_t deadline = mt_now_ns() + spin_ns;
-    for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
-        if ((i & 63) == 0 && mt_now_ns() >= deadline) {
-            unsigned seen = atomic_load(word);
-            /* seq_cst increment then re-check: pairs with the store-then-load of waiters
-             * on the completing side, so a wake cannot be missed. */
-            atomic_fetch_add(waiters, 1);
-            if (atomic_load(counter) < target) mt_futex_wait(word, seen);
-            atomic_fetch_sub(waiters, 1);
-        } else {
-            mt_cpu_relax();
-        }
-    }
-}
-
-uint64_t mt_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-bool mt_on_worker(void) { return tl_on_worker; }
-
 /* ------------------------------------------------------------------ configuration */
 
 static bool parse_size(const char *text, uint64_t *out) {
@@ -89,10 +41,26 @@ static bool parse_size(const char *text, uint64_t *out) {
     if (errno || end == text) return false;
     uint64_t scale = 1;
     switch (*end) {
-    case 'k': case 'K': scale = 1ull << 10; end++; break;
-    case 'm': case 'M': scale = 1ull << 20; end++; break;
-    case 'g': case 'G': scale = 1ull << 30; end++; break;
-    case 't': case 'T': scale = 1ull << 40; end++; break;
+    case 'k':
+    case 'K':
+        scale = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        scale = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        scale = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        scale = 1ull << 40;
+        end++;
+        break;
     default: break;
     }
     if (*end == 'i' || *end == 'I') end++;
@@ -116,49 +84,19 @@ static bool env_size(const char *name, uint64_t *out, uint64_t min, uint64_t max
     return true;
 }
 
-/* ------------------------------------------------------------------ ready lists */
+/* ------------------------------------------------------------------ workers */
 
-void mt_device_push_ready(mt_device *dev, mt_stream *s) {
-    int level = -s->priority; /* 0 .. MT_NUM_PRIORITIES-1, higher is more urgent */
-    s->ready_next = NULL;
-    mt_spin_lock(&dev->ready_lock);
-    if (dev->ready_tail[level]) dev->ready_tail[level]->ready_next = s;
-    else dev->ready_head[level] = s;
-    dev->ready_tail[level] = s;
-    atomic_fetch_add(&dev->ready_count, 1);
-    mt_spin_unlock(&dev->ready_lock);
-    /* A spinning worker will see the count; otherwise wake a sleeper. */
-    if (atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
-        atomic_fetch_add(&dev->wake_word, 1);
-        mt_futex_wake(&dev->wake_word, 1);
-    }
+bool mt_on_worker(void) { return tl_on_worker; }
+
+mtiart_status mt_check_may_wait(void) {
+    if (MT_LIKELY(!tl_on_worker)) return MTIART_SUCCESS;
+    return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                        "not permitted from a kernel or host function running on a device "
+                        "worker (waiting for the device there would deadlock)");
 }
 
-static mt_stream *pop_ready(mt_device *dev) {
-    if (atomic_load_explicit(&dev->ready_count, memory_order_acquire) == 0) return NULL;
-    mt_stream *s = NULL;
-    mt_spin_lock(&dev->ready_lock);
-    for (int level = MT_NUM_PRIORITIES - 1; level >= 0; level--) {
-        s = dev->ready_head[level];
-        if (s) {
-            dev->ready_head[level] = s->ready_next;
-            if (!dev->ready_head[level]) dev->ready_tail[level] = NULL;
-            atomic_fetch_sub(&dev->ready_count, 1);
-            break;
-        }
-    }
-    unsigned left = atomic_load_explicit(&dev->ready_count, memory_order_relaxed);
-    mt_spin_unlock(&dev->ready_lock);
-    /* More work than this worker can take: make sure someone else looks. */
-    if (s && left > 0 && atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
-        atomic_fetch_add(&dev->wake_word, 1);
-        mt_futex_wake(&dev->wake_word, 1);
-    }
-    return s;
-}
-
-/* ------------------------------------------------------------------ jobs */
-
+/* Help every posted job (see mt_job_post). The job's help function is called through the
+ * slot: the one call a worker makes back up into the file that posted the job. */
 static bool help_jobs(mt_device *dev) {
     bool helped = false;
     for (int i = 0; i < MT_MAX_JOBS; i++) {
@@ -175,36 +113,6 @@ static bool help_jobs(mt_device *dev) {
     }
     return helped;
 }
-
-void mt_device_run_job(mt_device *dev, mt_job *job) {
-    mt_job_slot *slot = NULL;
-    if (dev->num_workers > 1) {
-        for (int i = 0; i < MT_MAX_JOBS && !slot; i++) {
-            mt_job *expected = NULL;
-            if (atomic_compare_exchange_strong(&dev->jobs[i].job, &expected, job))
-                slot = &dev->jobs[i];
-        }
-    }
-    if (slot) {
-        atomic_fetch_add(&dev->active_jobs, 1);
-        if (atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
-            atomic_fetch_add(&dev->wake_word, 1);
-            mt_futex_wake(&dev->wake_word, dev->num_workers - 1);
-        }
-    }
-    job->help(job);
-    if (slot) {
-        atomic_store(&slot->job, NULL);
-        atomic_fetch_sub(&dev->active_jobs, 1);
-        /* Helpers that already entered may still be leaving job->help. */
-        for (unsigned spins = 0; atomic_load(&slot->users) != 0; spins++) {
-            if (spins < 1024) mt_cpu_relax();
-            else sched_yield();
-        }
-    }
-}
-
-/* ------------------------------------------------------------------ workers */
 
 static bool has_work(mt_device *dev) {
     return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->active_jobs) != 0 ||
@@ -237,7 +145,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         if (atomic_load_explicit(&dev->active_jobs, memory_order_relaxed) && help_jobs(dev))
             continue;
-        mt_stream *s = pop_ready(dev);
+        mt_stream *s = mt_stream_pop_ready(dev);
         if (s) {
             mt_stream_run(s);
             continue;
@@ -273,8 +181,6 @@ static void shutdown_runtime(void) {
         mt_alloc_vg_poll(dev); /* frees valgrind deferred until their streams were done */
     }
 }
-
-mtiart_status mt_stream_create_default(mt_device *dev);
 
 static void do_init(void) {
     uint64_t num_devices = 1, capacity = 4ull << 30, workers = 0, spin_us = 50;
@@ -332,13 +238,19 @@ oom:
 }
 
 mtiart_status mt_ensure_init(void) {
+    /* init_message is reported by every later call, whichever it is: no prefix in it. */
+    const char *api = mt_api_suspend();
     pthread_once(&init_once, do_init);
+    mt_api_resume(api);
     if (init_status != MTIART_SUCCESS)
-        return mtiart__set_error(init_status, "runtime initialisation failed: %s", init_message);
+        return mt_set_error(init_status, "runtime initialisation failed: %s", init_message);
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_init(void) { return mt_ensure_init(); }
+MTIART_API mtiart_status mtiart_init(void) {
+    MT_API_ENTRY();
+    return mt_ensure_init();
+}
 
 MTIART_API int mtiart_is_initialized(void) { return atomic_load(&mt_initialized); }
 
@@ -354,26 +266,25 @@ MTIART_API const char *mtiart_version_string(void) {
 mtiart_status mt_get_device(int index, mt_device **out) {
     MT_INIT_OR_RETURN();
     if (index < 0 || index >= mt_num_devices)
-        return mtiart__set_error(MTIART_ERROR_INVALID_DEVICE,
-                                 "invalid device %d (the runtime has %d device%s)", index,
-                                 mt_num_devices, mt_num_devices == 1 ? "" : "s");
+        return mt_set_error(MTIART_ERROR_INVALID_DEVICE,
+                            "invalid device %d (the runtime has %d device%s)", index,
+                            mt_num_devices, mt_num_devices == 1 ? "" : "s");
     *out = &mt_devices[index];
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_device_count(int *count) {
+    MT_API_ENTRY();
     MT_INIT_OR_RETURN();
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = mt_num_devices;
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_device_get_properties(int device,
-                                                      mtiart_device_properties *props) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!props) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "props is NULL");
+MTIART_API mtiart_status mtiart_device_get_properties(int device, mtiart_device_properties *props) {
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(props);
     memset(props, 0, sizeof *props);
     snprintf(props->name, sizeof props->name, "mtiart CPU device %d", device);
     props->index = device;

@@ -10,13 +10,11 @@
 #include <sched.h>
 #include <stdlib.h>
 
-mt_event *mt_event_new(uint32_t flags, bool internal) {
+mt_event *mt_event_new(uint32_t flags) {
     mt_event *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     atomic_init(&e->refcount, 1);
     e->flags = flags;
-    e->internal = internal;
-    e->device = -1;
     return e;
 }
 
@@ -27,10 +25,6 @@ void mt_event_unref(mt_event *e) {
     free(e->waiters);
     free(e->capture_deps);
     free(e);
-}
-
-mt_event *mt_event_lookup(mtiart_event handle) {
-    return mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_EVENT);
 }
 
 void mt_event_complete(mt_event *e, uint64_t generation) {
@@ -50,41 +44,26 @@ void mt_event_complete(mt_event *e, uint64_t generation) {
     } else {
         uint64_t current = atomic_load(&e->completed);
         while (current < generation &&
-               !atomic_compare_exchange_weak(&e->completed, &current, generation)) {
-        }
+               !atomic_compare_exchange_weak(&e->completed, &current, generation)) {}
     }
     atomic_store(&e->completed_word, (unsigned)generation);
     if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
-    /* Unblock satisfied waiters, at most 16 per pass, waking them after dropping the lock.
-     * Loop until no satisfied waiter is left: waiters of different generations can be
-     * interleaved (a re-recorded event), so an unsatisfied waiter at the front of the kept
-     * list must not hide satisfied ones behind it (they would stay parked until some
-     * later record completes, or forever). Looping here also keeps the timestamp from
-     * being taken again, as the former recursive call did. */
-    for (;;) {
-        mt_spin_lock(&e->lock);
-        if (e->num_waiters == 0) {
-            mt_spin_unlock(&e->lock);
-            return;
-        }
-        mt_stream *ready[16];
-        size_t num_ready = 0;
-        size_t kept = 0;
-        bool more = false;
-        uint64_t done = atomic_load(&e->completed);
-        for (size_t i = 0; i < e->num_waiters; i++) {
-            if (e->waiters[i].generation <= done && num_ready < 16) {
-                ready[num_ready++] = e->waiters[i].stream;
-            } else {
-                if (e->waiters[i].generation <= done) more = true;
-                e->waiters[kept++] = e->waiters[i];
-            }
-        }
-        e->num_waiters = kept;
-        mt_spin_unlock(&e->lock);
-        for (size_t i = 0; i < num_ready; i++) mt_stream_unblock(ready[i]);
-        if (!more) return;
+}
+
+size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap) {
+    /* Waiters of different generations can be interleaved (a re-recorded event), so the
+     * whole list is scanned: an unsatisfied waiter must not hide satisfied ones behind it
+     * (they would stay parked until some later record completes, or forever). */
+    mt_spin_lock(&e->lock);
+    size_t taken = 0, kept = 0;
+    uint64_t done = atomic_load(&e->completed);
+    for (size_t i = 0; i < e->num_waiters; i++) {
+        if (e->waiters[i].generation <= done && taken < cap) out[taken++] = e->waiters[i].stream;
+        else e->waiters[kept++] = e->waiters[i];
     }
+    e->num_waiters = kept;
+    mt_spin_unlock(&e->lock);
+    return taken;
 }
 
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
@@ -117,101 +96,124 @@ void mt_event_host_wait(mt_event *e, uint64_t generation) {
     mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin);
 }
 
+static void release_event(void *e) { mt_event_unref(e); }
+
 MTIART_API mtiart_status mtiart_event_create(uint32_t flags, mtiart_event *event) {
+    MT_API_ENTRY();
     MT_INIT_OR_RETURN();
-    if (!event) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "event is NULL");
+    MT_CHECK_NOT_NULL(event);
     if (flags & ~(uint32_t)(MTIART_EVENT_TIMING | MTIART_EVENT_BLOCKING_SYNC))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
-    mt_event *e = mt_event_new(flags, false);
-    if (!e) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-    e->handle = mt_handle_register(e, MT_KIND_EVENT);
-    if (!e->handle) {
-        mt_event_unref(e);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown event flags 0x%x", flags);
+    mt_event *e = mt_event_new(flags);
+    MT_CHECK_ALLOC(e);
+    mtiart_status st = mt_handle_register(e, MT_KIND_EVENT, release_event, &e->handle);
+    if (st) return st;
     *event = (mtiart_event)(uintptr_t)e->handle;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
-    if (mt_handle_unregister(e->handle, MT_KIND_EVENT) != e)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
+    if (!mt_handle_retire(&e_pin))
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "event destroyed concurrently");
     /* Pending records and waits hold their own references. */
-    mt_event_unref(e);
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     LOOKUP_STREAM(s, stream);
-    mt_capture *c = atomic_load(&s->capture);
-    if (c) return mt_capture_event_record(c, s, e);
+    if (atomic_load(&s->capture)) {
+        mtiart_status st = mt_capture_event_record(s, e);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: an eager record */
+    }
     mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
-    /* The generation is taken under the stream's submission order by the caller: records
-     * of one event from several threads at once are a user race, as in CUDA. */
-    uint64_t generation = atomic_fetch_add(&e->recorded, 1) + 1;
+    /* The generation is reserved, and published in `recorded` only once the op is in the
+     * queue: a wait made meanwhile on another thread must not refer to a record that is
+     * not enqueued yet (on the same stream it would wait for itself). Straight into the
+     * queue: a capture begun since the check above comes after this record. */
+    uint64_t generation = atomic_fetch_add(&e->reserved, 1) + 1;
     e->capture = NULL;
-    e->device = s->dev->index;
     mt_event_ref(e);
     op.u.event.event = e;
     op.u.event.generation = generation;
-    return mt_stream_submit(s, &op, NULL, 0);
+    mtiart_status st = mt_stream_enqueue(s, &op);
+    if (st) return st;
+    /* Records of one event from several threads race as in CUDA: the newest wins. */
+    uint64_t latest = atomic_load(&e->recorded);
+    while (latest < generation &&
+           !atomic_compare_exchange_weak(&e->recorded, &latest, generation)) {}
+    return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     LOOKUP_EVENT(e, event);
-    if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, e);
-    return mt_stream_submit_event_wait(s, e, atomic_load(&e->recorded));
+    if (e->capture || atomic_load(&s->capture)) return mt_capture_event_wait(s, &s_pin, e);
+    return mt_stream_enqueue_wait(s, e, atomic_load(&e->recorded));
 }
 
-mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation) {
+mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation) {
     if (generation == 0 || atomic_load(&e->completed) >= generation) return MTIART_SUCCESS;
     mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
     mt_event_ref(e);
     op.u.event.event = e;
     op.u.event.generation = generation;
-    return mt_stream_submit(s, &op, NULL, 0);
+    return mt_stream_enqueue(s, &op);
 }
 
 MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     /* A query never waits, so it can only disturb a capture that recorded this event. */
     if (e->capture) {
-        mtiart_status st = mt_check_unsafe("mtiart_event_query", NULL, e);
+        mtiart_status st = mt_check_unsafe(NULL, e);
         if (st) return st;
     }
     return atomic_load(&e->completed) >= atomic_load(&e->recorded) ? MTIART_SUCCESS
-                                                                    : MTIART_NOT_READY;
+                                                                   : MTIART_NOT_READY;
 }
 
 MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
-    mtiart_status st = mt_check_unsafe("mtiart_event_synchronize", NULL, e);
-    if (st) return st;
-    if (mt_on_worker())
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot wait for an event from a kernel or host function");
+    mtiart_status st = mt_check_unsafe(NULL, e);
+    if (st || (st = mt_check_may_wait())) return st;
     mt_event_host_wait(e, atomic_load(&e->recorded));
     return MTIART_SUCCESS;
 }
 
+/* The timestamp of a timing event's record `generation`, if that record has completed. Read
+ * under the lock that mt_event_complete writes it under (a worker may be completing a
+ * newer record right now). */
+static bool completed_time(mt_event *e, uint64_t generation, uint64_t *ns) {
+    mt_spin_lock(&e->lock);
+    bool done = atomic_load(&e->completed) >= generation;
+    *ns = e->timestamp_ns;
+    mt_spin_unlock(&e->lock);
+    return done;
+}
+
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds) {
+    MT_API_ENTRY();
     LOOKUP_EVENT(a, start);
     LOOKUP_EVENT(b, end);
-    if (!milliseconds) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "milliseconds is NULL");
+    MT_CHECK_NOT_NULL(milliseconds);
     if (!(a->flags & MTIART_EVENT_TIMING) || !(b->flags & MTIART_EVENT_TIMING))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "elapsed time needs both events created with MTIART_EVENT_TIMING");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "elapsed time needs both events created with MTIART_EVENT_TIMING");
     uint64_t ra = atomic_load(&a->recorded), rb = atomic_load(&b->recorded);
     if (ra == 0 || rb == 0)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "elapsed time needs both events to have been recorded");
-    if (atomic_load(&a->completed) < ra || atomic_load(&b->completed) < rb)
-        return mtiart__set_error(MTIART_NOT_READY, "an event has not completed yet");
-    double ms = ((double)b->timestamp_ns - (double)a->timestamp_ns) / 1e6;
-    *milliseconds = (float)ms;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "elapsed time needs both events to have been recorded");
+    uint64_t ta, tb;
+    if (!completed_time(a, ra, &ta) || !completed_time(b, rb, &tb))
+        return mt_set_error(MTIART_NOT_READY, "an event has not completed yet");
+    *milliseconds = (float)(((double)tb - (double)ta) / 1e6);
     return MTIART_SUCCESS;
 }

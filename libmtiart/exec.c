@@ -52,7 +52,9 @@ struct mt_exec {
     atomic_uint queue_head MT_ALIGNED;
     atomic_uint remaining MT_ALIGNED;
     uint32_t epoch;
-    mt_stream *stream;
+    atomic_int failed; /* the replay's first failure (node_failed) */
+    int32_t failure_code;
+    char failure[MT_FAILURE_MAX + 32]; /* "graph node N: " + the node's failure */
 };
 
 void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
@@ -83,40 +85,29 @@ void mt_exec_unref(mt_exec *x) {
 
 mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
 
+static void release_exec(void *x) { mt_exec_unref(x); }
+
 /* ------------------------------------------------------------------ replay */
 
-static void run_slow_node(mt_exec *x, xnode *n, mt_stream *s) {
-    mt_op *op = n->op;
-    switch (op->type) {
-    case MT_OP_KERNEL: {
-        char message[256];
-        int32_t rc = mt_run_kernel(x->dev, op->fn.kernel, n->argv, op->num_blocks, message,
-                                   sizeof message);
-        if (rc) {
-            char name[96];
-            mtiart__kernel_name(op->fn.kernel, name, sizeof name);
-            mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED,
-                                "graph node %u: kernel %s failed (code %d)%s%s", n->graph_index,
-                                name, rc, message[0] ? ": " : "", message);
-        }
-        break;
-    }
-    case MT_OP_MEMCPY:
-    case MT_OP_FILL:
-    case MT_OP_HOST:
-        mt_execute_op(s, op);
-        break;
-    default: /* event record/wait and empty nodes only order the graph */
-        break;
-    }
+/* The first node of this replay that failed wins; later failures are dropped, as a
+ * stream's sticky error keeps its first. Nodes run on several workers at once. */
+static void node_failed(mt_exec *x, const xnode *n, int32_t code, const char *failure) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&x->failed, &expected, 1)) return;
+    x->failure_code = code;
+    snprintf(x->failure, sizeof x->failure, "graph node %u: %s", n->graph_index, failure);
 }
 
-static void kernel_failed(xnode *n, mt_stream *s, int32_t rc) {
-    const char *message = mtiart__take_kernel_message();
-    char name[96];
-    mtiart__kernel_name(n->fn, name, sizeof name);
-    mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED, "graph node %u: kernel %s failed (code %d)%s%s",
-                        n->graph_index, name, rc, message ? ": " : "", message ? message : "");
+static void run_node(mt_exec *x, xnode *n) {
+    char failure[MT_FAILURE_MAX];
+    int32_t rc;
+    if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
+        rc = n->fn(n->argv, 0, 1);
+        if (MT_UNLIKELY(rc != 0)) mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
+    } else {
+        rc = mt_op_run(x->dev, n->op, n->argv, failure, sizeof failure);
+    }
+    if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
 }
 
 static void release_task(mt_exec *x, uint32_t task) {
@@ -126,14 +117,9 @@ static void release_task(mt_exec *x, uint32_t task) {
     atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
 }
 
-static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, mt_stream *s, bool release) {
+static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, bool release) {
     for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) {
-        if (MT_LIKELY(n->fn != NULL)) {
-            int32_t rc = n->fn(n->argv, 0, 1);
-            if (MT_UNLIKELY(rc != 0)) kernel_failed(n, s, rc);
-        } else {
-            run_slow_node(x, n, s);
-        }
+        run_node(x, n);
         if (release)
             for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
     }
@@ -172,34 +158,41 @@ static void graph_job_help(mt_job *base) {
             while (atomic_load_explicit(&x->stamps[i], memory_order_acquire) != x->epoch)
                 mt_cpu_relax();
             uint32_t task = x->queue[i];
-            run_nodes(x, x->task_begin[task], x->task_begin[task + 1], x->stream, true);
+            run_nodes(x, x->task_begin[task], x->task_begin[task + 1], true);
         }
         atomic_fetch_sub_explicit(&x->remaining, take, memory_order_acq_rel);
     }
 }
 
-void mt_exec_run(mt_exec *x, mt_stream *s) {
+int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
+    atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
     if (x->num_tasks <= 1) {
-        run_nodes(x, 0, (uint32_t)x->num_nodes, s, false);
-        return;
+        run_nodes(x, 0, (uint32_t)x->num_nodes, false);
+    } else {
+        if (++x->epoch == 0) {
+            for (uint32_t i = 0; i < x->num_tasks; i++)
+                atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
+            x->epoch = 1;
+        }
+        for (uint32_t t = 0; t < x->num_tasks; t++)
+            atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
+        for (uint32_t i = 0; i < x->num_roots; i++) {
+            x->queue[i] = x->roots[i];
+            atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
+        }
+        atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
+        atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
+        atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
+        graph_job job = {.base = {graph_job_help}, .x = x};
+        /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
+        mt_job_slot *slot =
+            x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
+        graph_job_help(&job.base);
+        mt_job_retire(x->dev, slot);
     }
-    if (++x->epoch == 0) {
-        for (uint32_t i = 0; i < x->num_tasks; i++) atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
-        x->epoch = 1;
-    }
-    x->stream = s;
-    for (uint32_t t = 0; t < x->num_tasks; t++)
-        atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
-    for (uint32_t i = 0; i < x->num_roots; i++) {
-        x->queue[i] = x->roots[i];
-        atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
-    }
-    atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
-    atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
-    atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
-    graph_job job = {.base = {graph_job_help}, .x = x};
-    if (x->num_roots > 1 || x->num_tasks > 2) mt_device_run_job(x->dev, &job.base);
-    else job.base.help(&job.base);
+    if (MT_LIKELY(!atomic_load_explicit(&x->failed, memory_order_acquire))) return 0;
+    snprintf(failure, cap, "%s", x->failure);
+    return x->failure_code;
 }
 
 /* ------------------------------------------------------------------ instantiation */
@@ -209,16 +202,14 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
     uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
     uint32_t *order = malloc((n ? n : 1) * sizeof *order);       /* layout position -> node */
-    uint32_t *position = malloc((n ? n : 1) * sizeof *position);  /* node -> layout position */
+    uint32_t *position = malloc((n ? n : 1) * sizeof *position); /* node -> layout position */
     uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
     uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
     mtiart_status st = MTIART_SUCCESS;
     if (!chain_of || !chain_tail || !order || !position || !next_in_chain || !chain_head ||
-        !succ_count) {
-        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+        !succ_count)
+        goto oom;
     uint32_t chains = 0;
     for (size_t v = 0; v < n; v++) {
         next_in_chain[v] = UINT32_MAX;
@@ -245,10 +236,9 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
     x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
     x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
-    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue || !x->stamps) {
-        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue ||
+        !x->stamps)
+        goto oom;
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
         x->task_begin[c] = pos;
@@ -271,10 +261,7 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
             }
         }
     x->succ = malloc((total ? total : 1) * sizeof *x->succ);
-    if (!x->succ) {
-        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->succ) goto oom;
     uint32_t offset = 0;
     for (uint32_t p = 0; p < n; p++) {
         uint32_t u = order[p];
@@ -298,20 +285,14 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
             argv_total += count;
         }
     x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
-    if (!x->argv_store) {
-        st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (!x->argv_store) goto oom;
     size_t argv_used = 0;
     for (uint32_t p = 0; p < n; p++) {
         uint32_t v = order[p];
         mt_op *op = &x->ops[p];
+        /* Ops not reached (or not cloned) stay EMPTY, harmless for exec_free. */
         st = mt_op_clone(op, &g->nodes[v].op);
-        if (st) {
-            /* Only ops [0, p) are owned; make the rest harmless for exec_free. */
-            for (uint32_t q = p; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
-            goto done;
-        }
+        if (st) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
         xn->graph_index = v;
@@ -323,16 +304,15 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         }
         if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
             mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);
-            if (!grown) {
-                st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-                for (uint32_t q = p + 1; q < n; q++) x->ops[q].type = MT_OP_EMPTY;
-                goto done;
-            }
+            if (!grown) goto oom;
             x->external = grown;
             mt_event_ref(op->u.event.event);
             x->external[x->num_external++] = op->u.event.event;
         }
     }
+    goto done;
+oom:
+    st = mt_oom();
 done:
     free(chain_of);
     free(chain_tail);
@@ -345,22 +325,25 @@ done:
 }
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (!exec) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "exec is NULL");
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(exec);
     if (g->num_nodes > UINT32_MAX / 2)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
-    mt_exec *x = aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
-    if (!x) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    mt_exec *x =
+        aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
     x->dev = g->dev;
     x->num_nodes = g->num_nodes;
     x->nodes = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->nodes);
     x->ops = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->ops);
-    x->done = mt_event_new(MTIART_EVENT_DEFAULT, true);
+    x->done = mt_event_new(MTIART_EVENT_DEFAULT);
     if (!x->nodes || !x->ops || !x->done) {
         exec_free(x);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
     mtiart_status st = build_plan(x, g);
@@ -372,56 +355,56 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
         mt_pool_retain(g->pool);
         x->pool = g->pool;
     }
-    x->handle = mt_handle_register(x, MT_KIND_EXEC);
-    if (!x->handle) {
-        exec_free(x);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
+    st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
+    if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
-    if (mt_handle_unregister(x->handle, MT_KIND_EXEC) != x)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "graph exec destroyed concurrently");
-    mt_exec_unref(x); /* launches still in flight hold their own references */
-    return MTIART_SUCCESS;
+    if (!mt_handle_retire(&x_pin))
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph exec destroyed concurrently");
+    return MTIART_SUCCESS; /* launches still in flight hold their own references */
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    MT_CHECK_NOT_NULL(count);
     *count = x->num_nodes;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     LOOKUP_STREAM(s, stream);
     if (s->dev != x->dev)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "graph belongs to device %d, the stream to device %d",
-                                 x->dev->index, s->dev->index);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "graph belongs to device %d, the stream to device %d", x->dev->index,
+                            s->dev->index);
     if (atomic_load(&s->capture))
-        return mtiart__set_error(MTIART_ERROR_NOT_SUPPORTED,
-                                 "launching a graph on a capturing stream (a child graph) is "
-                                 "not supported");
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "launching a graph on a capturing stream (a child graph) is "
+                            "not supported");
     mt_spin_lock(&x->launch_lock);
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
     if (x->last_stream_id != s->id)
-        st = mt_stream_submit_event_wait(s, x->done, atomic_load(&x->done->recorded));
+        st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = mt_stream_submit_event_wait(s, x->external[i],
-                                         atomic_load(&x->external[i]->recorded));
+        st = mt_stream_enqueue_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
-        st = mt_stream_submit(s, &op, NULL, 0);
+        /* Straight into the queue, as the waits above: a capture the stream began since
+         * the check comes after this launch. */
+        st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
             atomic_store(&x->done->recorded, op.u.graph.generation);
             x->last_stream_id = s->id;

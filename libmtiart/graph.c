@@ -6,8 +6,18 @@
 
 mt_graph *mt_graph_new(mt_device *dev) {
     mt_graph *g = calloc(1, sizeof *g);
-    if (g) g->dev = dev;
+    if (!g) return NULL;
+    g->dev = dev;
+    pthread_mutex_init(&g->lock, NULL);
     return g;
+}
+
+static void release_graph(void *g) { mt_graph_free(g); }
+
+mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
+    mtiart_status st = mt_handle_register(g, MT_KIND_GRAPH, release_graph, &g->handle);
+    if (st == MTIART_SUCCESS) *handle = (mtiart_graph)(uintptr_t)g->handle;
+    return st;
 }
 
 void mt_graph_free(mt_graph *g) {
@@ -18,6 +28,7 @@ void mt_graph_free(mt_graph *g) {
     }
     free(g->nodes);
     if (g->pool) mt_pool_release(g->pool);
+    pthread_mutex_destroy(&g->lock);
     free(g);
 }
 
@@ -30,12 +41,12 @@ static uint32_t count_buffers(const mt_op *op, const mtiart_arg *args, uint32_t 
     }
     case MT_OP_MEMCPY:
         return (op->u.copy.kind == MTIART_MEMCPY_HOST_TO_DEVICE ||
-                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST) ? 1
-               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2 : 0;
-    case MT_OP_FILL:
-        return 1;
-    default:
-        return 0;
+                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST)
+                   ? 1
+               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2
+                                                                   : 0;
+    case MT_OP_FILL: return 1;
+    default: return 0;
     }
 }
 
@@ -44,9 +55,9 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     mtiart_status st = MTIART_SUCCESS;
     for (size_t i = 0; i < num_deps; i++)
         if (deps[i] >= g->num_nodes) {
-            st = mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                   "dependency %zu names node %zu, but the graph has %zu nodes",
-                                   i, deps[i], g->num_nodes);
+            st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                              "dependency %zu names node %zu, but the graph has %zu nodes", i,
+                              deps[i], g->num_nodes);
             goto fail;
         }
     if (g->num_nodes == g->cap_nodes) {
@@ -95,7 +106,7 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
     *index = g->num_nodes++;
     return MTIART_SUCCESS;
 oom:
-    st = mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    st = mt_oom();
 fail:
     mt_op_release(op);
     return st;
@@ -104,89 +115,84 @@ fail:
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_graph_create(int device, mtiart_graph *graph) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!graph) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "graph is NULL");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(graph);
     mt_graph *g = mt_graph_new(dev);
-    if (!g) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-    g->handle = mt_handle_register(g, MT_KIND_GRAPH);
-    if (!g->handle) {
-        mt_graph_free(g);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
-    *graph = (mtiart_graph)(uintptr_t)g->handle;
-    return MTIART_SUCCESS;
+    MT_CHECK_ALLOC(g);
+    return mt_graph_publish(g, graph);
 }
 
 MTIART_API mtiart_status mtiart_graph_destroy(mtiart_graph graph) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (mt_handle_unregister(g->handle, MT_KIND_GRAPH) != g)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
-    mt_graph_free(g);
-    return MTIART_SUCCESS;
+    if (!mt_handle_retire(&g_pin))
+        return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "graph destroyed concurrently");
+    return MTIART_SUCCESS; /* freed when the last call using it returns */
 }
 
 MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
                                                       const size_t *dependencies,
                                                       size_t num_dependencies,
-                                                      mtiart_kernel_fn kernel,
-                                                      uint32_t num_blocks,
+                                                      mtiart_kernel_fn kernel, uint32_t num_blocks,
                                                       const mtiart_arg *args, uint32_t num_args,
                                                       size_t *node) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     if (!node || (num_dependencies && !dependencies))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        int device;
-        mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
-        if (st) return st;
-        if (device != g->dev->index)
-            return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                     "kernel argument %u is on device %d, the graph on device %d",
-                                     i, device, g->dev->index);
-    }
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
+    if (st) return st;
     mt_op op;
-    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (st) return st;
     return mt_graph_append(g, &op, dependencies, num_dependencies, args, num_args, node);
 }
 
-MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph,
-                                                     const size_t *dependencies,
+MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const size_t *dependencies,
                                                      size_t num_dependencies, size_t *node) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     if (!node || (num_dependencies && !dependencies))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
     mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
     return mt_graph_append(g, &op, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(device);
     *device = g->dev->index;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_count(mtiart_graph graph, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(count);
     *count = g->num_nodes;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_edge_count(mtiart_graph graph, size_t *count) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (!count) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "count is NULL");
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(count);
     *count = g->num_edges;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_id *pool) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (!pool) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "pool is NULL");
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(pool);
     *pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     return MTIART_SUCCESS;
 }
@@ -194,7 +200,7 @@ MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_i
 static void node_name(const mt_node *n, char *out, size_t cap) {
     static const char *copy_kinds[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
     switch (n->op.type) {
-    case MT_OP_KERNEL: mtiart__kernel_name(n->op.fn.kernel, out, cap); break;
+    case MT_OP_KERNEL: mt_kernel_name(n->op.fn.kernel, out, cap); break;
     case MT_OP_MEMCPY: snprintf(out, cap, "memcpy %s", copy_kinds[n->op.u.copy.kind & 3]); break;
     case MT_OP_FILL: snprintf(out, cap, "fill x%u", n->op.u.fill.size); break;
     case MT_OP_HOST: snprintf(out, cap, "host function"); break;
@@ -220,17 +226,19 @@ static mtiart_node_kind node_kind(const mt_node *n) {
 
 static mtiart_status check_node(mt_graph *g, size_t node) {
     if (node >= g->num_nodes)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)",
-                                 node, g->num_nodes);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)", node,
+                            g->num_nodes);
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t node,
                                                     mtiart_node_info *info) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!info) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "info is NULL");
+    MT_CHECK_NOT_NULL(info);
     const mt_node *n = &g->nodes[node];
     memset(info, 0, sizeof *info);
     info->kind = node_kind(n);
@@ -243,26 +251,30 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
 
 MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t node,
                                                       uint32_t index, mtiart_buffer_use *use) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!use) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "use is NULL");
+    MT_CHECK_NOT_NULL(use);
     if (index >= g->nodes[node].num_buffers)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
-                                 g->nodes[node].num_buffers);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
+                            g->nodes[node].num_buffers);
     *use = g->nodes[node].buffers[index];
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, size_t node,
                                                           uint32_t index, size_t *dependency) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     mtiart_status st = check_node(g, node);
     if (st) return st;
-    if (!dependency) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "dependency is NULL");
+    MT_CHECK_NOT_NULL(dependency);
     if (index >= g->nodes[node].num_deps)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies",
-                                 node, g->nodes[node].num_deps);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u dependencies", node,
+                            g->nodes[node].num_deps);
     *dependency = g->nodes[node].deps[index];
     return MTIART_SUCCESS;
 }
@@ -285,16 +297,18 @@ static void emit(text_out *t, const char *fmt, ...) {
 
 MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
                                              size_t *length) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    if (capacity && !buffer)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+    LOCK_GRAPH(g);
+    if (capacity && !buffer) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
     text_out t = {buffer, capacity, 0};
     static const char *access[] = {"", "R", "W", "RW"};
     static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
-                                   "white", "white", "white"};
+                                   "white",     "white",       "white"};
     mtiart_pool_id pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
-    emit(&t, "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
-             "  node [shape=box, style=filled, fontname=monospace];\n",
+    emit(&t,
+         "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
+         "  node [shape=box, style=filled, fontname=monospace];\n",
          g->num_nodes, g->num_edges, g->dev->index, (unsigned long long)pool.first,
          (unsigned long long)pool.second);
     for (size_t i = 0; i < g->num_nodes; i++) {
@@ -305,7 +319,8 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
         if (n->op.type == MT_OP_KERNEL) emit(&t, "\\nblocks=%u", n->op.num_blocks);
         for (uint32_t b = 0; b < n->num_buffers; b++)
             emit(&t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
-                 (unsigned long long)n->buffers[b].address, (unsigned long long)n->buffers[b].bytes);
+                 (unsigned long long)n->buffers[b].address,
+                 (unsigned long long)n->buffers[b].bytes);
         emit(&t, "\"];\n");
     }
     for (size_t i = 0; i < g->num_nodes; i++)

@@ -1,95 +1,108 @@
 /*
- * Handle table. A handle encodes (generation, slot index, kind), so a destroyed handle
- * (generation moved on) or a handle of another kind is detected without touching freed
- * memory. Slots live in chunks that are never freed or moved, so lookups take no lock.
+ * Handle table, and the one lifetime rule for handles.
+ *
+ * A handle encodes (generation, slot index, kind), so a destroyed handle (generation moved
+ * on) or a handle of another kind is detected without touching freed memory. Slots live in
+ * chunks that are never freed or moved, so lookups take no lock.
+ *
+ * The rule: every public call that looks a handle up holds ("pins") it until it returns,
+ * so a call racing a destroy of the same handle either completes as if it came first or
+ * returns MTIART_ERROR_INVALID_HANDLE; it never uses freed memory.
+ *
+ *   - Each slot has one atomic word: (generation, kind, pins), pins being the number of
+ *     calls inside the object right now. The generation is odd while the handle is live.
+ *   - A lookup pins with one compare-and-swap that succeeds only while generation and kind
+ *     are the handle's; unpinning is one atomic decrement (mt_handle_unpin, run on every
+ *     return path by the cleanup attribute the LOOKUP_* macros put on the pin).
+ *   - Destroying advances the generation (even: new lookups fail at once) and never waits
+ *     for the calls inside: the last one out (the decrement that leaves no pin on an even
+ *     generation) drops the table's reference to the object and recycles the slot. Since
+ *     a destroy is itself a pinned call, that is at the latest the destroy returning.
+ *
+ * Objects that work in flight uses (queued ops, graph nodes, captures) keep their own
+ * reference counts; the table's reference is one of them.
  */
 #include "internal.h"
 
 #include <stdlib.h>
 
-#define KIND_BITS 4
-#define INDEX_BITS 24
-#define CHUNK_SLOTS 4096
-#define NUM_CHUNKS ((1u << INDEX_BITS) / CHUNK_SLOTS)
+#define NUM_CHUNKS ((1u << MT_HANDLE_INDEX_BITS) / MT_HANDLE_CHUNK_SLOTS)
 
-typedef struct slot {
-    atomic_uint_least64_t generation; /* odd while live */
-    _Atomic(void *) object;
-    uint32_t next_free;
-} slot;
-
-static _Atomic(slot *) chunks[NUM_CHUNKS];
+_Atomic(mt_handle_slot *) mt_handle_chunks[NUM_CHUNKS];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t free_head = UINT32_MAX;
 static uint32_t next_unused = 1; /* index 0 is never used */
 
-static slot *slot_at(uint32_t index) {
-    slot *chunk = atomic_load_explicit(&chunks[index / CHUNK_SLOTS], memory_order_acquire);
-    return chunk ? &chunk[index % CHUNK_SLOTS] : NULL;
+static mt_handle_slot *slot_at(uint32_t index) {
+    mt_handle_slot *chunk = atomic_load_explicit(&mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS],
+                                                 memory_order_acquire);
+    return chunk ? &chunk[index % MT_HANDLE_CHUNK_SLOTS] : NULL;
 }
 
-uint64_t mt_handle_register(void *object, unsigned kind) {
-    pthread_mutex_lock(&table_lock);
-    uint32_t index;
+/* A free slot index (table_lock held), or UINT32_MAX when the table is full. */
+static uint32_t take_index(void) {
     if (free_head != UINT32_MAX) {
-        index = free_head;
+        uint32_t index = free_head;
         free_head = slot_at(index)->next_free;
-    } else {
-        if (next_unused >= (1u << INDEX_BITS)) {
-            pthread_mutex_unlock(&table_lock);
-            return 0;
-        }
-        index = next_unused++;
-        if (!atomic_load_explicit(&chunks[index / CHUNK_SLOTS], memory_order_relaxed)) {
-            slot *chunk = calloc(CHUNK_SLOTS, sizeof *chunk);
-            if (!chunk) {
-                next_unused--;
-                pthread_mutex_unlock(&table_lock);
-                return 0;
-            }
-            atomic_store_explicit(&chunks[index / CHUNK_SLOTS], chunk, memory_order_release);
-        }
+        return index;
     }
-    slot *s = slot_at(index);
-    atomic_store_explicit(&s->object, object, memory_order_relaxed);
-    uint64_t generation = atomic_load_explicit(&s->generation, memory_order_relaxed) + 1;
-    atomic_store_explicit(&s->generation, generation, memory_order_release);
-    pthread_mutex_unlock(&table_lock);
-    return (generation << (KIND_BITS + INDEX_BITS)) | ((uint64_t)index << KIND_BITS) | kind;
+    if (next_unused >= (1u << MT_HANDLE_INDEX_BITS)) return UINT32_MAX;
+    uint32_t index = next_unused;
+    _Atomic(mt_handle_slot *) *chunk = &mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS];
+    if (!atomic_load_explicit(chunk, memory_order_relaxed)) {
+        mt_handle_slot *slots = calloc(MT_HANDLE_CHUNK_SLOTS, sizeof *slots);
+        if (!slots) return UINT32_MAX;
+        atomic_store_explicit(chunk, slots, memory_order_release);
+    }
+    next_unused++;
+    return index;
 }
 
-static slot *decode(uint64_t handle, unsigned kind, uint64_t *generation) {
-    if ((handle & ((1u << KIND_BITS) - 1)) != kind) return NULL;
-    uint32_t index = (uint32_t)((handle >> KIND_BITS) & ((1u << INDEX_BITS) - 1));
-    if (index == 0) return NULL;
-    *generation = handle >> (KIND_BITS + INDEX_BITS);
-    if ((*generation & 1) == 0) return NULL;
-    return slot_at(index);
-}
-
-void *mt_handle_lookup(uint64_t handle, unsigned kind) {
-    uint64_t generation;
-    slot *s = decode(handle, kind, &generation);
-    if (!s) return NULL;
-    if (atomic_load_explicit(&s->generation, memory_order_acquire) != generation) return NULL;
-    return atomic_load_explicit(&s->object, memory_order_acquire);
-}
-
-void *mt_handle_unregister(uint64_t handle, unsigned kind) {
-    uint64_t generation;
-    slot *s = decode(handle, kind, &generation);
-    if (!s) return NULL;
+mtiart_status mt_handle_register(void *object, unsigned kind, void (*release)(void *),
+                                 uint64_t *handle) {
     pthread_mutex_lock(&table_lock);
-    void *object = NULL;
-    if (atomic_load_explicit(&s->generation, memory_order_relaxed) == generation) {
-        object = atomic_load_explicit(&s->object, memory_order_relaxed);
-        atomic_store_explicit(&s->object, NULL, memory_order_relaxed);
-        atomic_store_explicit(&s->generation, generation + 1, memory_order_release);
-        s->next_free = (uint32_t)((handle >> KIND_BITS) & ((1u << INDEX_BITS) - 1));
-        uint32_t index = s->next_free;
-        s->next_free = free_head;
-        free_head = index;
+    uint32_t index = take_index();
+    if (index == UINT32_MAX) {
+        pthread_mutex_unlock(&table_lock);
+        release(object);
+        return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
     }
+    mt_handle_slot *s = slot_at(index);
+    s->object = object;
+    s->release = release;
+    s->index = index;
+    uint64_t generation =
+        (atomic_load_explicit(&s->state, memory_order_relaxed) >> MT_HANDLE_GEN_SHIFT) +
+        1; /* odd: live; no pins can be left */
+    atomic_store_explicit(&s->state,
+                          generation << MT_HANDLE_GEN_SHIFT | (uint64_t)kind << MT_PIN_BITS,
+                          memory_order_release);
     pthread_mutex_unlock(&table_lock);
-    return object;
+    *handle = generation << MT_HANDLE_GEN_SHIFT | (uint64_t)index << MT_HANDLE_KIND_BITS | kind;
+    return MTIART_SUCCESS;
+}
+
+bool mt_handle_retire(mt_pin *pin) {
+    mt_handle_slot *s = pin->slot;
+    uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+    while ((state >> MT_HANDLE_GEN_SHIFT) & 1) {
+        if (atomic_compare_exchange_weak_explicit(&s->state, &state,
+                                                  state + (UINT64_C(1) << MT_HANDLE_GEN_SHIFT),
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            return true; /* our own pin keeps it: the release is at the latest our return */
+    }
+    return false; /* another destroy came first */
+}
+
+void mt_handle_last_out(mt_handle_slot *s) {
+    /* Every call that left before did so with an acq_rel decrement of the same word, so
+     * all they did with the object happens before its release here. */
+    void *object = s->object;
+    void (*release)(void *) = s->release;
+    s->object = NULL;
+    pthread_mutex_lock(&table_lock);
+    s->next_free = free_head;
+    free_head = s->index;
+    pthread_mutex_unlock(&table_lock);
+    release(object);
 }

@@ -7,6 +7,7 @@
 #endif
 
 #include "mtiart.h"
+#include "error.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -16,26 +17,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MT_LIKELY(x) __builtin_expect(!!(x), 1)
-#define MT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MT_CACHELINE 64
 #define MT_ALIGNED __attribute__((aligned(MT_CACHELINE)))
 
-/* ---------------------------------------------------------------- errors (error.c) */
-
-/* Store a thread-local error message and return `status`. */
-mtiart_status mtiart__set_error(mtiart_status status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* Copy an already formatted message (e.g. a stream's sticky error) into the thread slot. */
-mtiart_status mtiart__set_error_text(mtiart_status status, const char *text);
-/* Message set by mtiart_kernel_set_error_message on this worker; cleared by the read. */
-const char *mtiart__take_kernel_message(void);
-
-/* Thrown-away name for a kernel pointer (registry, then dladdr). Writes a NUL-terminated
- * string of at most cap-1 characters. */
-void mtiart__kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
-
-/* ---------------------------------------------------------------- sync primitives */
+/* ---------------------------------------------------------------- sync primitives (sync.c) */
 
 static inline void mt_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -81,34 +66,95 @@ uint64_t mt_now_ns(void);
 
 enum mt_kind { MT_KIND_STREAM = 1, MT_KIND_EVENT = 2, MT_KIND_GRAPH = 3, MT_KIND_EXEC = 4 };
 
-/* Register an object; returns the opaque handle value (never 0), or 0 when the table is
- * full. */
-uint64_t mt_handle_register(void *object, unsigned kind);
-/* Invalidate a handle; returns the object it named (NULL if it was not valid). */
-void *mt_handle_unregister(uint64_t handle, unsigned kind);
-/* The object a handle names, or NULL for a NULL, stale or wrong-kind handle. */
-void *mt_handle_lookup(uint64_t handle, unsigned kind);
+/* A handle is (generation << 28) | (slot index << 4) | kind. A slot's `state` is
+ * (generation << 28) | (kind << 24) | pins, so one comparison checks a handle's generation
+ * and kind; the generation is odd while the handle is live (see handle.c for the rule). */
+#define MT_HANDLE_KIND_BITS 4
+#define MT_HANDLE_INDEX_BITS 24
+#define MT_HANDLE_GEN_SHIFT (MT_HANDLE_KIND_BITS + MT_HANDLE_INDEX_BITS)
+#define MT_HANDLE_CHUNK_SLOTS 4096
+#define MT_PIN_BITS 24
+#define MT_PIN_MASK ((UINT64_C(1) << MT_PIN_BITS) - 1)
+typedef struct mt_handle_slot {
+    atomic_uint_least64_t state;
+    void *object;
+    void (*release)(void *object); /* drops the table's reference */
+    uint32_t index, next_free;
+} mt_handle_slot;
+
+/* Slots, in chunks that are allocated once and never freed or moved. */
+extern _Atomic(mt_handle_slot *) mt_handle_chunks[];
+
+/* A call's hold on a handle: from a successful mt_handle_pin until mt_handle_unpin. */
+typedef struct mt_pin {
+    mt_handle_slot *slot;
+} mt_pin;
+
+/* Register an object under a new handle. `release` drops the table's reference once the
+ * handle is destroyed and no call holds it any more. On failure (table full) `release` is
+ * called at once and MTIART_ERROR_OUT_OF_MEMORY returned. */
+mtiart_status mt_handle_register(void *object, unsigned kind, void (*release)(void *),
+                                 uint64_t *handle);
+/* Destroy the pinned handle: new lookups fail from now on, and the table's reference is
+ * dropped when the last call holding it returns. false if another destroy came first. */
+bool mt_handle_retire(mt_pin *pin);
+/* Whether the pinned handle has not been destroyed (yet). */
+static inline bool mt_handle_alive(const mt_pin *pin) {
+    return (atomic_load(&pin->slot->state) >> MT_HANDLE_GEN_SHIFT) & 1;
+}
+void mt_handle_last_out(mt_handle_slot *slot) __attribute__((noinline, cold));
+static inline void mt_handle_unpin(mt_handle_slot *slot) {
+    uint64_t before = atomic_fetch_sub_explicit(&slot->state, 1, memory_order_acq_rel);
+    /* The last call out of a destroyed handle releases the object. */
+    if (MT_UNLIKELY((before & MT_PIN_MASK) == 1 && !((before >> MT_HANDLE_GEN_SHIFT) & 1)))
+        mt_handle_last_out(slot);
+}
+static inline void mt_pin_release(mt_pin *pin) {
+    if (pin->slot) mt_handle_unpin(pin->slot);
+}
+
+/* The object a live handle of `kind` names, pinned in `pin`; NULL (nothing pinned) for a
+ * NULL, destroyed, forged or wrong-kind handle. One compare-and-swap. */
+static inline void *mt_handle_pin(uint64_t handle, unsigned kind, mt_pin *pin) {
+    uint32_t index = (uint32_t)(handle >> MT_HANDLE_KIND_BITS) & ((1u << MT_HANDLE_INDEX_BITS) - 1);
+    uint64_t expect = (handle >> MT_HANDLE_GEN_SHIFT) << MT_HANDLE_KIND_BITS | kind;
+    if (MT_UNLIKELY((handle & ((1u << MT_HANDLE_KIND_BITS) - 1)) != kind || index == 0 ||
+                    !((handle >> MT_HANDLE_GEN_SHIFT) & 1)))
+        return NULL;
+    mt_handle_slot *chunk = atomic_load_explicit(&mt_handle_chunks[index / MT_HANDLE_CHUNK_SLOTS],
+                                                 memory_order_acquire);
+    if (MT_UNLIKELY(!chunk)) return NULL;
+    mt_handle_slot *s = &chunk[index % MT_HANDLE_CHUNK_SLOTS];
+    uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+    do {
+        if (MT_UNLIKELY(state >> MT_PIN_BITS != expect)) return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(&s->state, &state, state + 1,
+                                                    memory_order_acquire, memory_order_relaxed));
+    pin->slot = s;
+    return s->object;
+}
 
 #define MT_HANDLE_VALUE(h) ((uint64_t)(uintptr_t)(h))
 
-/* Look a handle up as `type *var`, or return MTIART_ERROR_INVALID_HANDLE from the calling
- * public function with a message naming it: "<function>: invalid <label> handle <value>
- * (NULL, destroyed or not <noun>)". */
-#define MT_LOOKUP(var, type, kind, handle, label, noun)                                     \
-    type *var = mt_handle_lookup(MT_HANDLE_VALUE(handle), (kind));                          \
-    if (MT_UNLIKELY(!var))                                                                  \
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE,                               \
-                                 "%s: invalid " label " handle %p (NULL, destroyed or not " \
-                                 noun ")", __func__, (void *)(handle))
-#define LOOKUP_STREAM(var, handle) \
+/* Look a handle up as `type *var`, pinned until the calling function returns (the pin,
+ * `var##_pin`, is released by a cleanup attribute on every return path), or return
+ * MTIART_ERROR_INVALID_HANDLE from the calling public function: "<function>: invalid
+ * <label> handle <value> (NULL, destroyed or not <noun>)". */
+#define MT_LOOKUP(var, type, kind, handle, label, noun)                                            \
+    mt_pin var##_pin __attribute__((cleanup(mt_pin_release))) = {NULL};                            \
+    type *var = mt_handle_pin(MT_HANDLE_VALUE(handle), (kind), &var##_pin);                        \
+    if (MT_UNLIKELY(!var))                                                                         \
+    return mt_set_error(MTIART_ERROR_INVALID_HANDLE,                                               \
+                        "invalid " label " handle %p (NULL, destroyed or not " noun ")",           \
+                        (void *)(handle))
+#define LOOKUP_STREAM(var, handle)                                                                 \
     MT_LOOKUP(var, struct mt_stream, MT_KIND_STREAM, handle, "stream", "a stream")
-#define LOOKUP_EVENT(var, handle) \
+#define LOOKUP_EVENT(var, handle)                                                                  \
     MT_LOOKUP(var, struct mt_event, MT_KIND_EVENT, handle, "event", "an event")
-#define LOOKUP_GRAPH(var, handle) \
+#define LOOKUP_GRAPH(var, handle)                                                                  \
     MT_LOOKUP(var, struct mt_graph, MT_KIND_GRAPH, handle, "graph", "a graph")
-#define LOOKUP_EXEC(var, handle)                                                 \
-    MT_LOOKUP(var, struct mt_exec, MT_KIND_EXEC, handle, "graph exec",          \
-              "an executable graph")
+#define LOOKUP_EXEC(var, handle)                                                                   \
+    MT_LOOKUP(var, struct mt_exec, MT_KIND_EXEC, handle, "graph exec", "an executable graph")
 
 /* ---------------------------------------------------------------- forward types */
 
@@ -150,38 +196,80 @@ typedef struct mt_op {
         mtiart_host_fn host;
     } fn;
     union {
-        struct { uint8_t *heap_blob; uint32_t blob_size; } kernel;
-        struct { void *user_data; } host;
-        struct { void *dst; const void *src; size_t bytes; uint32_t kind; } copy;
-        struct { void *dst; uint64_t pattern; size_t count; uint32_t size; } fill;
-        struct { mt_event *event; uint64_t generation; } event;
-        struct { mt_exec *exec; uint64_t generation; } graph;
+        struct {
+            uint8_t *heap_blob;
+            uint32_t blob_size;
+        } kernel;
+        struct {
+            void *user_data;
+        } host;
+        struct {
+            void *dst;
+            const void *src;
+            size_t bytes;
+            uint32_t kind;
+        } copy;
+        struct {
+            void *dst;
+            uint64_t pattern;
+            size_t count;
+            uint32_t size;
+        } fill;
+        struct {
+            mt_event *event;
+            uint64_t generation;
+        } event;
+        struct {
+            mt_exec *exec;
+            uint64_t generation;
+        } graph;
     } u;
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
-                                                  * between a producer and the consumer */
+                                                 * between a producer and the consumer */
 
 /* The argument blob of a kernel op. */
 static inline uint8_t *mt_op_blob(mt_op *op) {
     return op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob;
 }
 
+/* ---------------------------------------------------------------- operations (op.c) */
+
+/* Room for the description of a failed kernel or host function. */
+#define MT_FAILURE_MAX 512
+
 /* Pack launch arguments into op (inline or heap). */
 mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
                                 const mtiart_arg *args, uint32_t num_args);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
-/* Release what an op owns (heap blob, references). */
+/* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
+ * stream queues hold them, and stream.c releases them. */
 void mt_op_release(mt_op *op);
-/* Deep copy (heap blob duplicated, references taken). */
+/* Deep copy (heap blob duplicated, references taken). On failure dst is an EMPTY op. */
 mtiart_status mt_op_clone(mt_op *dst, const mt_op *src);
+/* Run a KERNEL (over its blocks, with the device's workers helping), MEMCPY, FILL or HOST
+ * op on the calling worker; event and empty ops have nothing to run. `argv`: the kernel's
+ * argument vector, or NULL to unpack it from the op. Returns 0, or the code a failed
+ * kernel or host function returned with `failure` describing it. */
+int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap);
+/* The one description of a failure: "kernel NAME failed (code C): MESSAGE" (fn NULL: a
+ * host function). `message`: what the kernel set with mtiart_kernel_set_error_message,
+ * or NULL to take the calling worker's. */
+void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message, char *out,
+                         size_t cap);
+/* A kernel's name for messages and dumps (registry, then dladdr); NUL-terminated. */
+void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
 
 /* ---------------------------------------------------------------- devices (device.c) */
 
 #define MT_NUM_PRIORITIES 4 /* priorities 0 (least) .. -3 (greatest) */
 #define MT_MAX_JOBS 32
 
-/* Work that several workers can help with (a multi-block kernel, a graph replay). */
+/* Work that several workers can help with (a multi-block kernel, a graph replay): its
+ * owner posts it (mt_job_post), runs `help` itself, then retires it (mt_job_retire); idle
+ * workers that see the posted slot run `help` too, announcing themselves in `users` first
+ * so that the owner waits for them to leave. `help` returns once no work is left. */
 typedef struct mt_job {
     void (*help)(struct mt_job *job);
 } mt_job;
@@ -224,29 +312,49 @@ struct mt_device {
 extern int mt_num_devices;
 extern mt_device *mt_devices;
 
-/* Initialise lazily; every public entry point calls this first. */
+/* Initialise lazily. Public functions that do not start from a handle (which only an
+ * initialised runtime hands out) call this first, directly or through LOOKUP_DEVICE. */
 mtiart_status mt_ensure_init(void);
-#define MT_INIT_OR_RETURN()                                  \
-    do {                                                     \
-        if (MT_UNLIKELY(!mt_initialized)) {                  \
-            mtiart_status st__ = mt_ensure_init();           \
-            if (st__ != MTIART_SUCCESS) return st__;         \
-        }                                                    \
+#define MT_INIT_OR_RETURN()                                                                        \
+    do {                                                                                           \
+        if (MT_UNLIKELY(!mt_initialized)) {                                                        \
+            mtiart_status st__ = mt_ensure_init();                                                 \
+            if (st__ != MTIART_SUCCESS) return st__;                                               \
+        }                                                                                          \
     } while (0)
 extern atomic_int mt_initialized;
 
 mtiart_status mt_get_device(int index, mt_device **out);
-/* Put a stream on its device's ready list and wake a worker if needed. */
-void mt_device_push_ready(mt_device *dev, mt_stream *stream);
-/* Run `job` with the device's workers helping; returns when job->help has returned on
- * every helper that entered it. The caller runs job->help itself first. */
-void mt_device_run_job(mt_device *dev, mt_job *job);
+/* Look a device up as `mt_device *var`, or return the error (bad index, failed
+ * initialisation) from the calling public function. */
+#define LOOKUP_DEVICE(var, index)                                                                  \
+    mt_device *var;                                                                                \
+    do {                                                                                           \
+        mtiart_status lookup_st_ = mt_get_device((index), &var);                                   \
+        if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_;                          \
+    } while (0)
 /* Whether the calling thread is one of the runtime's workers. */
 bool mt_on_worker(void);
+/* NOT_PERMITTED on a worker (inside a kernel or host function): a wait for the device
+ * there would deadlock. */
+mtiart_status mt_check_may_wait(void);
+
+/* Wake a sleeping worker of the device (up to `count`) for new work (sync.c). */
+void mt_device_wake(mt_device *dev, int count);
+/* Publish a job for the device's idle workers; returns its slot, or NULL when the owner
+ * is on its own (a one-worker device, every slot taken). (sync.c) */
+mt_job_slot *mt_job_post(mt_device *dev, mt_job *job);
+/* Withdraw a posted job (NULL: nothing); returns once no helper is inside it. */
+void mt_job_retire(mt_device *dev, mt_job_slot *slot);
 
 /* ---------------------------------------------------------------- streams (stream.c) */
 
-enum mt_sched { MT_SCHED_IDLE = 0, MT_SCHED_QUEUED = 1, MT_SCHED_RUNNING = 2, MT_SCHED_BLOCKED = 3 };
+enum mt_sched {
+    MT_SCHED_IDLE = 0,
+    MT_SCHED_QUEUED = 1,
+    MT_SCHED_RUNNING = 2,
+    MT_SCHED_BLOCKED = 3
+};
 
 #define MT_CHUNK_OPS 64
 typedef struct mt_chunk {
@@ -261,7 +369,6 @@ struct mt_stream {
     mt_device *dev;
     int priority;
     bool is_default;
-    atomic_bool destroyed;
 
     /* producer side, private to producers */
     mt_spinlock enqueue_lock MT_ALIGNED;
@@ -292,38 +399,36 @@ struct mt_stream {
     atomic_int error_status;
     char error_message[512];
 
-    /* capture state, guarded by the capture's lock */
+    /* capture state: `capture` (and `capture_id`, its id, for readers that hold no capture
+     * lock) changes under captures_lock and the capture's lock; the frontier under the
+     * capture's lock */
     _Atomic(mt_capture *) capture;
+    atomic_uint_least64_t capture_id;
     size_t *frontier;
     size_t frontier_len, frontier_cap;
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
 };
 
-mt_stream *mt_stream_lookup(mtiart_stream handle);
+/* The default stream of a device being initialised. */
+mtiart_status mt_stream_create_default(mt_device *dev);
 void mt_stream_ref(mt_stream *s);
 void mt_stream_unref(mt_stream *s);
 /* Take a reference unless the stream is already being freed (for walks of the device's
  * stream list, under its lock). */
 bool mt_stream_try_ref(mt_stream *s);
 /* Enqueue a filled op, or record it as a graph node when the stream is capturing. `args`
- * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. */
-mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                               uint32_t num_args);
+ * describe the buffers of a kernel op (for the graph's buffer list); may be NULL. On
+ * failure the op has been released. */
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args);
+/* Enqueue an op whatever the stream's capture state. */
+mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op);
 /* Wait for the stream to finish everything enqueued before the call; report sticky error. */
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report);
-/* Record a sticky error (the first one wins). */
-void mt_stream_set_error(mt_stream *s, mtiart_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Worker entry: drain a RUNNING stream. */
+/* Worker: the most urgent stream on the device's ready lists (QUEUED), or NULL. */
+mt_stream *mt_stream_pop_ready(mt_device *dev);
+/* Worker entry: drain a stream taken from the ready lists. */
 void mt_stream_run(mt_stream *s);
-/* Put a BLOCKED stream back on the ready list (called once its wait is satisfied). */
-void mt_stream_unblock(mt_stream *s);
-/* Run one op on the worker. Returns false when the stream blocked on an event. */
-bool mt_execute_op(mt_stream *s, mt_op *op);
-/* Run a kernel over its blocks, spreading them over the device's workers. */
-int32_t mt_run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint32_t num_blocks,
-                      char *err, size_t errcap);
 
 /* ---------------------------------------------------------------- events (event.c) */
 
@@ -336,12 +441,12 @@ struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
-    bool internal;
+    atomic_uint_least64_t reserved;  /* generations handed out to records */
     atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
     atomic_uint_least64_t completed; /* generation of the latest record executed */
     atomic_uint completed_word;      /* futex */
     atomic_int host_waiters;
-    uint64_t timestamp_ns;           /* of the completed generation */
+    uint64_t timestamp_ns; /* of the completed generation */
     mt_spinlock lock;
     mt_event_waiter *waiters;
     size_t num_waiters, cap_waiters;
@@ -350,32 +455,48 @@ struct mt_event {
     _Atomic(mt_capture *) capture;
     size_t *capture_deps;
     size_t capture_deps_len;
-    uint64_t capture_id;
-    int device;
 };
 
-mt_event *mt_event_lookup(mtiart_event handle);
-mt_event *mt_event_new(uint32_t flags, bool internal);
+mt_event *mt_event_new(uint32_t flags);
 void mt_event_ref(mt_event *e);
 void mt_event_unref(mt_event *e);
-/* Worker: an EVENT_RECORD op executed. */
+/* Worker: an EVENT_RECORD op executed; publishes it and wakes host waiters. */
 void mt_event_complete(mt_event *e, uint64_t generation);
-/* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED) on the event. */
+/* Worker, after mt_event_complete: move up to `cap` parked streams whose wait is now
+ * satisfied into `out`; returns how many (the caller puts them back to work and calls
+ * again until none is left). */
+size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap);
+/* Worker: returns true if the wait is satisfied, else parks `s` (BLOCKED, set under the
+ * event's lock) on the event's waiter list. */
 bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
 /* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
- * recorded). */
-mtiart_status mt_stream_submit_event_wait(mt_stream *s, mt_event *e, uint64_t generation);
+ * recorded), into the queue whatever the stream's capture state. */
+mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation);
 /* Host: wait until generation completes. */
 void mt_event_host_wait(mt_event *e, uint64_t generation);
 
 /* ---------------------------------------------------------------- allocator (alloc.c) */
 
 mtiart_status mt_alloc_init(mt_device *dev);
-void mt_alloc_shutdown(mt_device *dev);
 /* Allocate from `pool` (NULL: the default pool) on behalf of stream s. */
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
 /* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
+/* A buffer that work on device `device` (of a stream or graph: `owner`) will touch lies in
+ * one of its live allocations; the error names it as `what` (with ` index` if >= 0). */
+mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
+                              const char *what, int index);
+/* mt_check_buffer for every buffer argument of a kernel launch. */
+static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint32_t num_args,
+                                                    int device, const char *owner) {
+    for (uint32_t i = 0; i < num_args && args; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
+        mtiart_status st = mt_check_buffer(args[i].value, args[i].extent, device, owner,
+                                           "kernel argument", (int)i);
+        if (MT_UNLIKELY(st)) return st;
+    }
+    return MTIART_SUCCESS;
+}
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
@@ -383,7 +504,6 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
 void mt_pool_release(mt_pool *pool);
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
-mt_device *mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
@@ -405,31 +525,41 @@ struct mt_capture {
     char invalid_reason[384];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
     size_t num_streams, cap_streams;
-    mt_event **events;   /* events recorded in the capture, each holding a reference */
+    mt_event **events; /* events recorded in the capture, each holding a reference */
     size_t num_events, cap_events;
     mt_capture *next, *prev; /* active capture list */
 };
 
+/* Lock order: captures_lock (capture.c), then a capture's lock, then the allocator's lock
+ * or a stream's or event's spinlocks. A capture is reached from a stream or event only
+ * under captures_lock, and freed only after it has been unlinked under both locks. */
 extern atomic_int mt_active_captures;
-/* Record an op as a node of the stream's capture. */
-mtiart_status mt_capture_record(mt_capture *c, mt_stream *s, mt_op *op,
-                                const mtiart_arg *args, uint32_t num_args);
-/* An unsafe call (`what`): fails with CAPTURE_UNSUPPORTED and invalidates captures
- * according to their modes. `stream`/`event` name the object the call is about (may be
- * NULL): a call on a capturing stream or captured event always fails. */
-mtiart_status mt_capture_check_unsafe(const char *what, mt_stream *stream, mt_event *event);
-static inline mtiart_status mt_check_unsafe(const char *what, mt_stream *stream,
-                                            mt_event *event) {
+/* Record an op as a node of the stream's capture (the op is moved in or released).
+ * MTIART_ERROR_NOT_CAPTURING, no message and the op untouched, when the capture has
+ * ended since the caller saw the stream capturing: the caller runs the op eagerly. */
+mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args);
+/* A call unsafe during capture (it waits for the device): fails with CAPTURE_UNSUPPORTED
+ * and invalidates the captures it would disturb, according to their modes; the reason
+ * kept in the capture names the public function being called. `stream`/`event`: the
+ * object the call is about (may be NULL): a call on a capturing stream or a captured
+ * event always fails. */
+mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event);
+static inline mtiart_status mt_check_unsafe(mt_stream *stream, mt_event *event) {
     if (MT_LIKELY(atomic_load_explicit(&mt_active_captures, memory_order_acquire) == 0))
         return MTIART_SUCCESS;
-    return mt_capture_check_unsafe(what, stream, event);
+    return mt_capture_check_unsafe(stream, event);
 }
-/* Event record on a capturing stream, and a wait on a captured event. */
-mtiart_status mt_capture_event_record(mt_capture *c, mt_stream *s, mt_event *e);
-mtiart_status mt_capture_event_wait(mt_stream *s, mt_event *e);
-/* The pool a capturing stream allocates from (NULL if not capturing). */
-mt_pool *mt_capture_pool_of(mt_stream *s);
-uint64_t mt_capture_id_of(mt_stream *s);
+/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record),
+ * and a wait that involves a capture (the stream's, or the event's). */
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e);
+mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e);
+/* Destroy a stream's handle (pinned in `pin`) unless it takes part in a capture: one step
+ * under captures_lock, so that a capture taking the stream in either comes first (and the
+ * destroy is refused) or finds the handle destroyed. */
+mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin);
+/* The pool a capturing stream allocates from, retained (mt_pool_release it after the
+ * allocation); NULL if the stream is not capturing. */
+mt_pool *mt_capture_pool_retain(mt_stream *s);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -443,6 +573,7 @@ typedef struct mt_node {
 
 struct mt_graph {
     uint64_t handle;
+    pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
@@ -452,12 +583,21 @@ struct mt_graph {
 
 mt_graph *mt_graph_new(mt_device *dev);
 void mt_graph_free(mt_graph *g);
+/* Give a graph a handle (the table owns it from now on; freed if that fails). */
+mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle);
+/* Hold the graph's lock until the calling function returns. */
+static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->lock); }
+#define LOCK_GRAPH(g)                                                                              \
+    mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =                      \
+        (pthread_mutex_lock(&(g)->lock), (g))
 /* Append a node (the op is moved in: the graph owns its heap blob and references). */
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
                               const mtiart_arg *args, uint32_t num_args, size_t *index);
 
-/* Worker: run one replay of an executable for `s`. */
-void mt_exec_run(mt_exec *x, mt_stream *s);
+/* Worker: run one replay of an executable. Returns 0, or the code of the first node that
+ * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller
+ * records it as its stream's sticky error. */
+int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap);
 void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */

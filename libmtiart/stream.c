@@ -26,141 +26,18 @@
 
 static atomic_uint_least64_t next_stream_id = 1;
 
-/* ------------------------------------------------------------------ op packing */
-
-static inline size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
-
-mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
-                                const mtiart_arg *args, uint32_t num_args) {
-    if (!fn) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "kernel function is NULL");
-    if (num_blocks == 0)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "num_blocks must be at least 1");
-    if (num_args > MT_MAX_ARGS)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%u kernel arguments (at most %d)",
-                                 num_args, MT_MAX_ARGS);
-    if (num_args && !args)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "args is NULL but num_args is %u",
-                                 num_args);
-    size_t total = align8(2 + 2 * (size_t)num_args);
-    for (uint32_t i = 0; i < num_args; i++) {
-        const mtiart_arg *a = &args[i];
-        if (a->kind == MTIART_ARG_VALUE) {
-            if (a->size == 0 || a->size > 4096 || !a->value)
-                return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                         "argument %u: a value argument needs 1..4096 bytes "
-                                         "and a non-NULL value (size %u)",
-                                         i, a->size);
-            total = align8(total) + a->size;
-        } else if (a->kind <= MTIART_ARG_BUFFER_INOUT) {
-            total = align8(total) + sizeof(void *);
-        } else {
-            return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "argument %u: unknown kind %u",
-                                     i, a->kind);
-        }
-    }
-    uint8_t *blob = op->inline_blob;
-    op->u.kernel.heap_blob = NULL;
-    op->u.kernel.blob_size = (uint32_t)total;
-    if (total > MT_OP_INLINE_BYTES) {
-        blob = malloc(total);
-        if (!blob) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-        op->u.kernel.heap_blob = blob;
-    }
-    op->type = MT_OP_KERNEL;
-    op->num_blocks = num_blocks;
-    op->fn.kernel = fn;
-    uint16_t count = (uint16_t)num_args;
-    memcpy(blob, &count, 2);
-    size_t offset = align8(2 + 2 * (size_t)num_args);
-    for (uint32_t i = 0; i < num_args; i++) {
-        const mtiart_arg *a = &args[i];
-        offset = align8(offset);
-        /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
-         * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
-         * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
-        uint16_t off16 = (uint16_t)(offset >> 3);
-        memcpy(blob + 2 + 2 * i, &off16, 2);
-        if (a->kind == MTIART_ARG_VALUE) {
-            memcpy(blob + offset, a->value, a->size);
-            offset += a->size;
-        } else {
-            memcpy(blob + offset, &a->value, sizeof(void *));
-            offset += sizeof(void *);
-        }
-    }
-    return MTIART_SUCCESS;
-}
-
-uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
-    uint16_t count;
-    memcpy(&count, blob, 2);
-    for (uint32_t i = 0; i < count; i++) {
-        uint16_t off;
-        memcpy(&off, blob + 2 + 2 * i, 2);
-        argv[i] = blob + ((size_t)off << 3);
-    }
-    return count;
-}
-
-void mt_op_release(mt_op *op) {
-    switch (op->type) {
-    case MT_OP_KERNEL:
-        /* No write to the slot when there is nothing to free: the consumer keeps its
-         * hands off lines the producer may be about to reuse. */
-        if (op->u.kernel.heap_blob) {
-            free(op->u.kernel.heap_blob);
-            op->u.kernel.heap_blob = NULL;
-        }
-        break;
-    case MT_OP_EVENT_RECORD:
-    case MT_OP_EVENT_WAIT:
-        if (op->u.event.event) mt_event_unref(op->u.event.event);
-        op->u.event.event = NULL;
-        break;
-    case MT_OP_GRAPH:
-        if (op->u.graph.exec) mt_exec_unref(op->u.graph.exec);
-        op->u.graph.exec = NULL;
-        break;
-    default:
-        break;
-    }
-}
-
-mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
-    *dst = *src;
-    switch (src->type) {
-    case MT_OP_KERNEL:
-        if (src->u.kernel.heap_blob) {
-            dst->u.kernel.heap_blob = malloc(src->u.kernel.blob_size);
-            if (!dst->u.kernel.heap_blob)
-                return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
-            memcpy(dst->u.kernel.heap_blob, src->u.kernel.heap_blob, src->u.kernel.blob_size);
-        }
-        break;
-    case MT_OP_EVENT_RECORD:
-    case MT_OP_EVENT_WAIT:
-        if (src->u.event.event) mt_event_ref(src->u.event.event);
-        break;
-    case MT_OP_GRAPH:
-        if (src->u.graph.exec) mt_exec_ref(src->u.graph.exec);
-        break;
-    default:
-        break;
-    }
-    return MTIART_SUCCESS;
-}
-
 /* ------------------------------------------------------------------ lifetime */
 
-static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
-                                mt_stream **out) {
+static void release_stream(void *s) { mt_stream_unref(s); }
+
+static mtiart_status stream_new(mt_device *dev, int priority, bool is_default, mt_stream **out) {
     mt_stream *s = aligned_alloc(MT_CACHELINE, (sizeof(mt_stream) + MT_CACHELINE - 1) /
                                                    MT_CACHELINE * MT_CACHELINE);
     mt_chunk *chunk = aligned_alloc(MT_CACHELINE, sizeof *chunk);
     if (!s || !chunk) {
         free(s);
         free(chunk);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return mt_oom();
     }
     memset(s, 0, sizeof *s);
     chunk->next = NULL;
@@ -170,17 +47,14 @@ static mtiart_status stream_new(mt_device *dev, int priority, bool is_default,
     s->priority = priority;
     s->is_default = is_default;
     s->head_chunk = s->tail_chunk = chunk;
-    s->handle = mt_handle_register(s, MT_KIND_STREAM);
-    if (!s->handle) {
-        free(chunk);
-        free(s);
-        return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "too many live handles");
-    }
     pthread_mutex_lock(&dev->streams_lock);
     s->dev_next = dev->streams;
     if (dev->streams) dev->streams->dev_prev = s;
     dev->streams = s;
     pthread_mutex_unlock(&dev->streams_lock);
+    /* The reference taken at creation is the handle table's. */
+    mtiart_status st = mt_handle_register(s, MT_KIND_STREAM, release_stream, &s->handle);
+    if (st) return st;
     *out = s;
     return MTIART_SUCCESS;
 }
@@ -189,11 +63,9 @@ mtiart_status mt_stream_create_default(mt_device *dev) {
     return stream_new(dev, 0, true, &dev->default_stream);
 }
 
-mt_stream *mt_stream_lookup(mtiart_stream handle) {
-    return mt_handle_lookup(MT_HANDLE_VALUE(handle), MT_KIND_STREAM);
+void mt_stream_ref(mt_stream *s) {
+    atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed);
 }
-
-void mt_stream_ref(mt_stream *s) { atomic_fetch_add_explicit(&s->refcount, 1, memory_order_relaxed); }
 
 bool mt_stream_try_ref(mt_stream *s) {
     int count = atomic_load(&s->refcount);
@@ -219,7 +91,10 @@ void mt_stream_unref(mt_stream *s) {
 
 /* ------------------------------------------------------------------ errors */
 
-void mt_stream_set_error(mt_stream *s, mtiart_status status, const char *fmt, ...) {
+/* Record a sticky error: the first one wins until a synchronize or query reports it. */
+static void set_sticky(mt_stream *s, mtiart_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_sticky(mt_stream *s, mtiart_status status, const char *fmt, ...) {
     mt_spin_lock(&s->error_lock);
     if (atomic_load(&s->error_status) == 0) {
         va_list ap;
@@ -241,24 +116,69 @@ static mtiart_status report_sticky(mt_stream *s) {
     atomic_store(&s->error_status, 0);
     mt_spin_unlock(&s->error_lock);
     if (status == 0) return MTIART_SUCCESS;
-    return mtiart__set_error(status, "stream %llu: %s", (unsigned long long)s->id, message);
+    return mt_set_error(status, "stream %llu: %s", (unsigned long long)s->id, message);
+}
+
+/* ------------------------------------------------------------------ ready lists */
+
+/* Put a stream on its device's ready list and wake a worker if needed. */
+static void push_ready(mt_device *dev, mt_stream *s) {
+    int level = -s->priority; /* 0 .. MT_NUM_PRIORITIES-1, higher is more urgent */
+    s->ready_next = NULL;
+    mt_spin_lock(&dev->ready_lock);
+    if (dev->ready_tail[level]) dev->ready_tail[level]->ready_next = s;
+    else dev->ready_head[level] = s;
+    dev->ready_tail[level] = s;
+    atomic_fetch_add(&dev->ready_count, 1);
+    mt_spin_unlock(&dev->ready_lock);
+    mt_device_wake(dev, 1);
+}
+
+mt_stream *mt_stream_pop_ready(mt_device *dev) {
+    if (atomic_load_explicit(&dev->ready_count, memory_order_acquire) == 0) return NULL;
+    mt_stream *s = NULL;
+    mt_spin_lock(&dev->ready_lock);
+    for (int level = MT_NUM_PRIORITIES - 1; level >= 0; level--) {
+        s = dev->ready_head[level];
+        if (s) {
+            dev->ready_head[level] = s->ready_next;
+            if (!dev->ready_head[level]) dev->ready_tail[level] = NULL;
+            atomic_fetch_sub(&dev->ready_count, 1);
+            break;
+        }
+    }
+    unsigned left = atomic_load_explicit(&dev->ready_count, memory_order_relaxed);
+    mt_spin_unlock(&dev->ready_lock);
+    /* More work than this worker can take: make sure someone else looks. */
+    if (s && left > 0) mt_device_wake(dev, 1);
+    return s;
+}
+
+/* A BLOCKED stream whose wait is satisfied goes back on the ready list. */
+static void unblock(mt_stream *s) {
+    int expected = MT_SCHED_BLOCKED;
+    if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED))
+        push_ready(s->dev, s);
 }
 
 /* ------------------------------------------------------------------ enqueue */
 
-mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
-                               uint32_t num_args) {
-    mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
-    if (MT_UNLIKELY(capture != NULL)) return mt_capture_record(capture, s, op, args, num_args);
+/* What a queue slot owns: a GRAPH op (which only queues hold) its executable, any other
+ * op what op.c releases. */
+static void release_queued(mt_op *op) {
+    if (op->type == MT_OP_GRAPH) mt_exec_unref(op->u.graph.exec);
+    else mt_op_release(op);
+}
 
+static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
     mt_spin_lock(&s->enqueue_lock);
     if (MT_UNLIKELY(s->tail_pos == MT_CHUNK_OPS)) {
         mt_chunk *chunk = atomic_exchange(&s->spare_chunk, NULL);
         if (!chunk) chunk = aligned_alloc(MT_CACHELINE, sizeof *chunk);
         if (!chunk) {
             mt_spin_unlock(&s->enqueue_lock);
-            mt_op_release(op);
-            return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+            release_queued(op);
+            return mt_oom();
         }
         chunk->next = NULL;
         s->tail_chunk->next = chunk;
@@ -266,10 +186,9 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
         s->tail_pos = 0;
     }
     mt_op *slot = &s->tail_chunk->ops[s->tail_pos++];
-    /* Only the used part of the inline blob needs copying. */
-    size_t used = offsetof(mt_op, inline_blob);
-    if (op->type == MT_OP_KERNEL && !op->u.kernel.heap_blob) used += op->u.kernel.blob_size;
-    memcpy(slot, op, used);
+    /* The whole slot, two cache lines: a copy of fixed size is a few vector moves, where
+     * copying only the used part of the inline blob took a call to memcpy. */
+    memcpy(slot, op, sizeof *op);
     uint64_t seq = atomic_load_explicit(&s->enqueued, memory_order_relaxed) + 1;
     /* seq_cst pairs with the worker's store of IDLE followed by its load of enqueued. */
     atomic_store(&s->enqueued, seq);
@@ -279,105 +198,40 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args,
         int expected = MT_SCHED_IDLE;
         if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
             mt_stream_ref(s);
-            mt_device_push_ready(s->dev, s);
+            push_ready(s->dev, s);
         }
     }
     return MTIART_SUCCESS;
 }
 
+mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op) { return enqueue(s, op); }
+
+mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args) {
+    mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
+    if (MT_UNLIKELY(capture != NULL)) {
+        mtiart_status st = mt_capture_record(s, op, args, num_args);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: the op runs eagerly */
+    }
+    return enqueue(s, op);
+}
+
 /* ------------------------------------------------------------------ execution */
 
-typedef struct kernel_job {
-    mt_job base;
-    mtiart_kernel_fn fn;
-    void **argv;
-    uint32_t num_blocks;
-    atomic_uint next_block;
-    atomic_int failed;
-    int32_t code;
-    char message[256];
-} kernel_job;
-
-static void kernel_job_help(mt_job *base) {
-    kernel_job *job = (kernel_job *)base;
-    uint32_t block;
-    while ((block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed)) <
-           job->num_blocks) {
-        int32_t rc = job->fn(job->argv, block, job->num_blocks);
-        if (MT_UNLIKELY(rc != 0)) {
-            const char *message = mtiart__take_kernel_message();
-            int expected = 0;
-            if (atomic_compare_exchange_strong(&job->failed, &expected, 1)) {
-                job->code = rc;
-                snprintf(job->message, sizeof job->message, "%s", message ? message : "");
-            }
-        }
-    }
-}
-
-int32_t mt_run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint32_t num_blocks,
-                      char *err, size_t errcap) {
-    if (num_blocks == 1) {
-        int32_t rc = fn(argv, 0, 1);
-        if (MT_UNLIKELY(rc != 0)) {
-            const char *message = mtiart__take_kernel_message();
-            snprintf(err, errcap, "%s", message ? message : "");
-        }
-        return rc;
-    }
-    kernel_job job = {.base = {kernel_job_help}, .fn = fn, .argv = argv,
-                      .num_blocks = num_blocks};
-    mt_device_run_job(dev, &job.base);
-    if (atomic_load(&job.failed)) {
-        snprintf(err, errcap, "%s", job.message);
-        return job.code;
-    }
-    return 0;
-}
-
-static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t count) {
-    switch (size) {
-    case 1: memset(dst, (int)(pattern & 0xff), count); break;
-    case 2: { uint16_t v = (uint16_t)pattern, *p = dst; for (size_t i = 0; i < count; i++) p[i] = v; break; }
-    case 4: { uint32_t v = (uint32_t)pattern, *p = dst; for (size_t i = 0; i < count; i++) p[i] = v; break; }
-    default: { uint64_t *p = dst; for (size_t i = 0; i < count; i++) p[i] = pattern; break; }
-    }
+/* An event record ran: complete it and put the streams parked on it back to work. */
+static void complete_event(mt_event *e, uint64_t generation) {
+    mt_event_complete(e, generation);
+    mt_stream *ready[16];
+    for (size_t n; (n = mt_event_take_ready(e, ready, 16)) != 0;)
+        for (size_t i = 0; i < n; i++) unblock(ready[i]);
 }
 
 static void mark_completed(mt_stream *s, uint64_t consumed);
 
-/* EVENT_RECORD and GRAPH ops run only from mt_stream_run (graph replays skip them). */
-bool mt_execute_op(mt_stream *s, mt_op *op) {
+/* Run the op at the head of the queue; false when the stream parked on an event. */
+static bool run_op(mt_stream *s, mt_op *op) {
+    char failure[MT_FAILURE_MAX];
     switch (op->type) {
-    case MT_OP_KERNEL: {
-        void *argv[MT_MAX_ARGS];
-        mt_blob_argv(mt_op_blob(op), argv);
-        char message[256];
-        int32_t rc = mt_run_kernel(s->dev, op->fn.kernel, argv, op->num_blocks, message,
-                                   sizeof message);
-        if (MT_UNLIKELY(rc != 0)) {
-            char name[96];
-            mtiart__kernel_name(op->fn.kernel, name, sizeof name);
-            mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED, "kernel %s failed (code %d)%s%s",
-                                name, rc, message[0] ? ": " : "", message);
-        }
-        return true;
-    }
-    case MT_OP_MEMCPY:
-        memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
-        return true;
-    case MT_OP_FILL:
-        fill_pattern(op->u.fill.dst, op->u.fill.pattern, op->u.fill.size, op->u.fill.count);
-        return true;
-    case MT_OP_HOST: {
-        int32_t rc = op->fn.host(op->u.host.user_data);
-        if (MT_UNLIKELY(rc != 0)) {
-            const char *message = mtiart__take_kernel_message();
-            mt_stream_set_error(s, MTIART_ERROR_KERNEL_FAILED, "host function failed (code %d)%s%s",
-                                rc, message ? ": " : "", message ? message : "");
-        }
-        return true;
-    }
     case MT_OP_EVENT_RECORD:
         /* The event first: a stream synchronize that returns must find every record it
          * waited for complete (mtiart_stream_synchronize waits for "all work enqueued",
@@ -385,18 +239,23 @@ bool mt_execute_op(mt_stream *s, mt_op *op) {
          * the stream marked first, the host could see it idle before the event completed).
          * The stream's progress is published right after, so an event waiter sees the
          * stream idle (record as its last op) all but at once. */
-        mt_event_complete(op->u.event.event, op->u.event.generation);
+        complete_event(op->u.event.event, op->u.event.generation);
         mark_completed(s, s->consumed + 1);
         return true;
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);
-    case MT_OP_GRAPH:
-        mt_exec_run(op->u.graph.exec, s);
+    case MT_OP_GRAPH: {
+        mt_exec *x = op->u.graph.exec;
+        int32_t rc = mt_exec_run(x, failure, sizeof failure);
+        if (MT_UNLIKELY(rc != 0)) set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
         /* Not marked complete early: the op's release (which may free the executable
          * and its pool use) must happen before a synchronize returns. */
-        mt_event_complete(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
+        complete_event(mt_exec_done_event(x), op->u.graph.generation);
         return true;
+    }
     default:
+        if (MT_UNLIKELY(mt_op_run(s->dev, op, NULL, failure, sizeof failure) != 0))
+            set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
         return true;
     }
 }
@@ -453,7 +312,7 @@ void mt_stream_run(mt_stream *s) {
         if (MT_UNLIKELY(++budget > 512)) {
             /* Let other streams of the same priority have a turn. */
             atomic_store(&s->sched, MT_SCHED_QUEUED);
-            mt_device_push_ready(s->dev, s);
+            push_ready(s->dev, s);
             return;
         }
         if (MT_UNLIKELY(s->head_pos == MT_CHUNK_OPS)) {
@@ -464,8 +323,8 @@ void mt_stream_run(mt_stream *s) {
             free(old);
         }
         mt_op *op = &s->head_chunk->ops[s->head_pos];
-        if (!mt_execute_op(s, op)) return; /* parked on an event; the waker owns it now */
-        mt_op_release(op);
+        if (!run_op(s, op)) return; /* parked on an event; the waker owns it now */
+        release_queued(op);
         VG_FORGET_OP(op);
         s->head_pos++;
         s->consumed = consumed + 1;
@@ -473,21 +332,13 @@ void mt_stream_run(mt_stream *s) {
     }
 }
 
-void mt_stream_unblock(mt_stream *s) {
-    int expected = MT_SCHED_BLOCKED;
-    if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED))
-        mt_device_push_ready(s->dev, s);
-}
-
 /* ------------------------------------------------------------------ waiting */
 
 mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
-    if (mt_on_worker())
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot wait for a stream from a kernel or host function "
-                                 "running on a device worker (it would deadlock)");
-    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
-                    &s->host_waiters, mt_spin_ns);
+    mtiart_status st = mt_check_may_wait();
+    if (st) return st;
+    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word, &s->host_waiters,
+                    mt_spin_ns);
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
 }
@@ -495,71 +346,66 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
 /* ------------------------------------------------------------------ public API */
 
 MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *stream) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stream) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "stream is NULL");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stream);
     *stream = (mtiart_stream)(uintptr_t)dev->default_stream->handle;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    if (!stream) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "stream is NULL");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stream);
     if (priority > 0) priority = 0;
     if (priority < -(MT_NUM_PRIORITIES - 1)) priority = -(MT_NUM_PRIORITIES - 1);
     mt_stream *s;
-    st = stream_new(dev, priority, false, &s);
+    mtiart_status st = stream_new(dev, priority, false, &s);
     if (st) return st;
     *stream = (mtiart_stream)(uintptr_t)s->handle;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (s->is_default)
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "the default stream of device %d cannot be destroyed",
-                                 s->dev->index);
-    if (atomic_load(&s->capture))
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "stream %llu is capturing; end the capture before destroying it",
-                                 (unsigned long long)s->id);
-    if (mt_handle_unregister(s->handle, MT_KIND_STREAM) != s)
-        return mtiart__set_error(MTIART_ERROR_INVALID_HANDLE, "stream destroyed concurrently");
-    atomic_store(&s->destroyed, true);
-    mt_stream_unref(s);
-    return MTIART_SUCCESS;
+        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                            "the default stream of device %d cannot be destroyed", s->dev->index);
+    /* Work already enqueued holds the stream until it has run. */
+    return mt_capture_retire_stream(s, &s_pin);
 }
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!device) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "device is NULL");
+    MT_CHECK_NOT_NULL(device);
     *device = s->dev->index;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_priority(mtiart_stream stream, int *priority) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!priority) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "priority is NULL");
+    MT_CHECK_NOT_NULL(priority);
     *priority = s->priority;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!id) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "id is NULL");
+    MT_CHECK_NOT_NULL(id);
     *id = s->id;
     return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     /* A query never waits, so it only concerns a capture when this stream captures. */
     if (atomic_load(&s->capture)) {
-        mtiart_status st = mt_check_unsafe("mtiart_stream_query", s, NULL);
+        mtiart_status st = mt_check_unsafe(s, NULL);
         if (st) return st;
     }
     if (atomic_load(&s->completed) < atomic_load(&s->enqueued)) return MTIART_NOT_READY;
@@ -567,25 +413,22 @@ MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream) {
 }
 
 MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    mtiart_status st = mt_check_unsafe("mtiart_stream_synchronize", s, NULL);
+    mtiart_status st = mt_check_unsafe(s, NULL);
     if (st) return st;
     return mt_stream_wait_idle(s, true);
 }
 
 MTIART_API mtiart_status mtiart_device_synchronize(int device) {
-    mt_device *dev;
-    mtiart_status st = mt_get_device(device, &dev);
-    if (st) return st;
-    st = mt_check_unsafe("mtiart_device_synchronize", NULL, NULL);
-    if (st) return st;
-    if (mt_on_worker())
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "cannot synchronize the device from a kernel or host function");
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    mtiart_status st = mt_check_unsafe(NULL, NULL);
+    if (st || (st = mt_check_may_wait())) return st;
     /* Snapshot the streams (with references) and wait for each outside the list lock. */
     size_t count = 0, cap = 16;
     mt_stream **streams = malloc(cap * sizeof *streams);
-    if (!streams) return mtiart__set_error(MTIART_ERROR_OUT_OF_MEMORY, "out of host memory");
+    MT_CHECK_ALLOC(streams);
     pthread_mutex_lock(&dev->streams_lock);
     for (mt_stream *s = dev->streams; s; s = s->dev_next) {
         if (count == cap) {
@@ -611,53 +454,33 @@ MTIART_API mtiart_status mtiart_device_synchronize(int device) {
 MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
                                               uint32_t num_blocks, const mtiart_arg *args,
                                               uint32_t num_args) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        int device;
-        mtiart_status st = mt_check_range(args[i].value, args[i].extent, &device);
-        if (MT_UNLIKELY(st)) {
-            char detail[512];
-            snprintf(detail, sizeof detail, "%s", mtiart_last_error_message());
-            return mtiart__set_error(st, "kernel argument %u: %s", i, detail);
-        }
-        if (MT_UNLIKELY(device != s->dev->index))
-            return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                     "kernel argument %u points into device %d but the stream "
-                                     "belongs to device %d", i, device, s->dev->index);
-    }
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, s->dev->index, "stream");
+    if (MT_UNLIKELY(st)) return st;
     mt_op op;
-    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (MT_UNLIKELY(st)) return st;
     return mt_stream_submit(s, &op, args, num_args);
 }
 
 MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_host_fn fn,
                                                  void *user_data) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!fn) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "host function is NULL");
+    if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "host function is NULL");
     mt_op op = {.type = MT_OP_HOST, .num_blocks = 1};
     op.fn.host = fn;
     op.u.host.user_data = user_data;
     return mt_stream_submit(s, &op, NULL, 0);
 }
 
+/* One side ("destination", "source") of a copy or fill on stream s. */
 static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
                                      bool device_side, mt_stream *s) {
-    if (!ptr) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "memcpy: %s is NULL", side);
+    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
     if (!device_side) return MTIART_SUCCESS;
-    int device;
-    mtiart_status st = mt_check_range(ptr, bytes, &device);
-    if (st) {
-        char detail[512];
-        snprintf(detail, sizeof detail, "%s", mtiart_last_error_message());
-        return mtiart__set_error(st, "memcpy %s: %s", side, detail);
-    }
-    if (device != s->dev->index)
-        return mtiart__set_error(MTIART_ERROR_INVALID_POINTER,
-                                 "memcpy %s is on device %d, the stream on device %d", side,
-                                 device, s->dev->index);
-    return MTIART_SUCCESS;
+    return mt_check_buffer(ptr, bytes, s->dev->index, "stream", side, -1);
 }
 
 static bool is_device_pointer(const void *ptr) {
@@ -668,6 +491,7 @@ static bool is_device_pointer(const void *ptr) {
 
 MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, const void *src,
                                              size_t bytes, mtiart_memcpy_kind kind) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (kind == MTIART_MEMCPY_DEFAULT) {
         bool d = is_device_pointer(dst), sd = is_device_pointer(src);
@@ -675,7 +499,7 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
                  : (sd ? MTIART_MEMCPY_DEVICE_TO_HOST : MTIART_MEMCPY_HOST_TO_HOST);
     }
     if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "memcpy: unknown kind %d", (int)kind);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
     if (bytes == 0) return MTIART_SUCCESS;
     bool dst_dev = kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
     bool src_dev = kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
@@ -693,13 +517,11 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
 
 MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,
                                        size_t bytes, mtiart_memcpy_kind kind) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     /* Checked before enqueueing so that a refused call leaves nothing behind. */
-    mtiart_status st = mt_check_unsafe("mtiart_memcpy (synchronous copy)", s, NULL);
-    if (st) return st;
-    if (mt_on_worker())
-        return mtiart__set_error(MTIART_ERROR_NOT_PERMITTED,
-                                 "synchronous memcpy from a kernel or host function");
+    mtiart_status st = mt_check_unsafe(s, NULL);
+    if (st || (st = mt_check_may_wait())) return st;
     st = mtiart_memcpy_async(stream, dst, src, bytes, kind);
     if (st) return st;
     return mt_stream_wait_idle(s, true);
@@ -707,16 +529,17 @@ MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const vo
 
 MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, const void *pattern,
                                            uint32_t pattern_size, size_t count) {
+    MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!pattern || (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 &&
-                     pattern_size != 8))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "fill: pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
-                                 pattern_size);
+    if (!pattern ||
+        (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 && pattern_size != 8))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
+                            pattern_size);
     if (count == 0) return MTIART_SUCCESS;
     if (count > SIZE_MAX / pattern_size)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "fill: count overflows");
-    mtiart_status st = check_copy_side("fill destination", dst, count * pattern_size, true, s);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
+    mtiart_status st = check_copy_side("destination", dst, count * pattern_size, true, s);
     if (st) return st;
     mt_op op = {.type = MT_OP_FILL, .num_blocks = 1};
     op.u.fill.dst = dst;
@@ -729,6 +552,7 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
 
 MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, int value,
                                              size_t bytes) {
+    MT_API_ENTRY();
     uint8_t byte = (uint8_t)value;
     return mtiart_fill_async(stream, dst, &byte, 1, bytes);
 }

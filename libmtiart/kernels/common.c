@@ -18,7 +18,7 @@ MTIART_API size_t mtiart_dtype_size(mtiart_dtype dtype) {
     return 0;
 }
 
-const char *mtiart__k_dtype_name(int32_t dtype) {
+const char *mt_k_dtype_name(int32_t dtype) {
     switch (dtype) {
     case MTIART_DTYPE_FLOAT32: return "float32";
     case MTIART_DTYPE_FLOAT64: return "float64";
@@ -29,35 +29,40 @@ const char *mtiart__k_dtype_name(int32_t dtype) {
     return "unknown";
 }
 
-const char *mtiart__k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap) {
+const char *mt_k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap) {
     size_t len = 0;
     int nd = d->ndim < 0 ? 0 : (d->ndim > MTIART_MAX_DIMS ? MTIART_MAX_DIMS : d->ndim);
     len += (size_t)snprintf(buf, cap, "(");
     for (int i = 0; i < nd && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, i ? ", %lld" : "%lld",
-                                (long long)d->shape[i]);
+        len +=
+            (size_t)snprintf(buf + len, cap - len, i ? ", %lld" : "%lld", (long long)d->shape[i]);
     if (len < cap) snprintf(buf + len, cap - len, nd == 1 ? ",)" : ")");
     return buf;
 }
 
-int mtiart__k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y) {
+int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y) {
     if (x->ndim != y->ndim) return 0;
     for (int i = 0; i < x->ndim; i++)
         if (x->shape[i] != y->shape[i]) return 0;
     return 1;
 }
 
-mtiart_status mtiart__k_check(const char *fn, const char *name, const mtiart_tensor_desc *d,
-                              int64_t *numel) {
-    if (!d) return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is NULL", fn, name);
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a) {
+    if (mt_k_same_shape(out, a)) return MTIART_SUCCESS;
+    char b1[160], b2[160];
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out's shape %s differs from a's shape %s",
+                        mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2));
+}
+
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t *numel) {
+    if (!d) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", name);
     size_t es = mtiart_dtype_size((mtiart_dtype)d->dtype);
     if (es == 0)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s has unknown dtype %d", fn,
-                                 name, (int)d->dtype);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has unknown dtype %d", name,
+                            (int)d->dtype);
     if (d->ndim < 0 || d->ndim > MTIART_MAX_DIMS)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s has ndim %d, outside [0, %d]", fn, name, (int)d->ndim,
-                                 MTIART_MAX_DIMS);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has ndim %d, outside [0, %d]", name,
+                            (int)d->ndim, MTIART_MAX_DIMS);
     /* Bound the byte size well below 2^63 so that every later offset computation in
      * int64 is safe without further checks. */
     const int64_t limit = INT64_C(1) << 56;
@@ -66,26 +71,24 @@ mtiart_status mtiart__k_check(const char *fn, const char *name, const mtiart_ten
     for (int i = 0; i < d->ndim; i++) {
         int64_t s = d->shape[i];
         if (s < 0)
-            return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                     "%s: %s has negative dimension %lld at dim %d", fn, name,
-                                     (long long)s, i);
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                                "%s has negative dimension %lld at dim %d", name, (long long)s, i);
         if (s == 0) zero = 1;
         else if (n > limit / s) n = limit + 1; /* saturate; reported below unless empty */
         else n *= s;
     }
     if (zero) n = 0;
     if (n > limit / (int64_t)es)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is too large", fn, name);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is too large", name);
     if (n > 0 && !d->data)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s has NULL data but %lld elements", fn, name,
-                                 (long long)n);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s has NULL data but %lld elements", name,
+                            (long long)n);
     *numel = n;
     return MTIART_SUCCESS;
 }
 
-mtiart__kscalar mtiart__k_scalar(int32_t dtype, double f, int64_t i) {
-    mtiart__kscalar s;
+mt_kscalar mt_k_scalar(int32_t dtype, double f, int64_t i) {
+    mt_kscalar s;
     s.bits = 0;
     switch (dtype) {
     case MTIART_DTYPE_FLOAT32: s.f32 = (float)f; break;
@@ -99,17 +102,17 @@ mtiart__kscalar mtiart__k_scalar(int32_t dtype, double f, int64_t i) {
 
 /* ---- worker counts ------------------------------------------------------------------ */
 
-#define MTIART__K_CACHED_DEVICES 64
+#define MT_K_CACHED_DEVICES 64
 
 /* 0 = not queried yet. Devices never change their worker count, so a racy double query
  * is harmless. */
-static _Atomic uint32_t k_workers[MTIART__K_CACHED_DEVICES];
+static _Atomic uint32_t k_workers[MT_K_CACHED_DEVICES];
 
-mtiart_status mtiart__k_workers(mtiart_stream stream, uint32_t *workers) {
+mtiart_status mt_k_workers(mtiart_stream stream, uint32_t *workers) {
     int dev = -1;
     mtiart_status st = mtiart_stream_get_device(stream, &dev);
     if (st != MTIART_SUCCESS) return st;
-    if (dev >= 0 && dev < MTIART__K_CACHED_DEVICES) {
+    if (dev >= 0 && dev < MT_K_CACHED_DEVICES) {
         uint32_t w = atomic_load_explicit(&k_workers[dev], memory_order_relaxed);
         if (w) {
             *workers = w;
@@ -120,21 +123,21 @@ mtiart_status mtiart__k_workers(mtiart_stream stream, uint32_t *workers) {
     st = mtiart_device_get_properties(dev, &props);
     if (st != MTIART_SUCCESS) return st;
     uint32_t w = props.num_workers > 0 ? (uint32_t)props.num_workers : 1;
-    if (dev >= 0 && dev < MTIART__K_CACHED_DEVICES)
+    if (dev >= 0 && dev < MT_K_CACHED_DEVICES)
         atomic_store_explicit(&k_workers[dev], w, memory_order_relaxed);
     *workers = w;
     return MTIART_SUCCESS;
 }
 
-mtiart_status mtiart__k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
-                               uint32_t *num_blocks) {
+mtiart_status mt_k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
+                          uint32_t *num_blocks) {
     if (grain == 0) grain = 1;
     if (work < 2 * grain) {
         *num_blocks = 1;
         return MTIART_SUCCESS;
     }
     uint32_t w;
-    mtiart_status st = mtiart__k_workers(stream, &w);
+    mtiart_status st = mt_k_workers(stream, &w);
     if (st != MTIART_SUCCESS) return st;
     /* Four blocks per worker evens out workers that start late or share a core. */
     uint64_t nb = (uint64_t)w * 4;
@@ -147,8 +150,7 @@ mtiart_status mtiart__k_blocks(mtiart_stream stream, uint64_t work, uint64_t gra
 
 /* ---- launch building ------------------------------------------------------------------ */
 
-void mtiart__kl_init(mtiart__klaunch *kl, const char *fn, const void *params, uint32_t size) {
-    kl->fn = fn;
+void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size) {
     kl->args[0].kind = MTIART_ARG_VALUE;
     kl->args[0].size = size;
     kl->args[0].value = params;
@@ -156,8 +158,8 @@ void mtiart__kl_init(mtiart__klaunch *kl, const char *fn, const void *params, ui
     kl->nargs = 1;
 }
 
-int mtiart__kl_buf(mtiart__klaunch *kl, const char *name, const void *ptr, uint64_t numel,
-                   uint32_t esize, mtiart_arg_kind kind, int alias_ok) {
+int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
+              mtiart_arg_kind kind, int alias_ok) {
     uint64_t bytes = numel * esize;
     uintptr_t p0 = (uintptr_t)ptr, p1 = p0 + bytes;
     for (uint32_t s = 0; s + 1 < kl->nargs; s++) {
@@ -171,15 +173,15 @@ int mtiart__kl_buf(mtiart__klaunch *kl, const char *name, const void *ptr, uint6
             return (int)s;
         }
         if (writes && p0 < q1 && q0 < p1) {
-            mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                              "%s: %s overlaps %s in device memory; only an exact in-place "
-                              "alias of same-shaped operands is supported",
-                              kl->fn, name, kl->meta[s].name);
+            mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                         "%s overlaps %s in device memory; only an exact in-place "
+                         "alias of same-shaped operands is supported",
+                         name, kl->meta[s].name);
             return -1;
         }
     }
-    if (kl->nargs >= 1 + MTIART__K_MAX_BUFS) {
-        mtiart__set_error(MTIART_ERROR_INTERNAL, "%s: too many buffers", kl->fn);
+    if (kl->nargs >= 1 + MT_K_MAX_BUFS) {
+        mt_set_error(MTIART_ERROR_INTERNAL, "too many buffers");
         return -1;
     }
     uint32_t s = kl->nargs - 1;
@@ -197,17 +199,16 @@ int mtiart__kl_buf(mtiart__klaunch *kl, const char *name, const void *ptr, uint6
 
 /* Kernel names are registered once per kernel; the table is tiny and lookups are rare
  * enough (one per launch, a handful of entries) that a linear scan is cheapest. */
-#define MTIART__K_NAMES 64
-static _Atomic(mtiart_kernel_fn) k_named[MTIART__K_NAMES];
+#define MT_K_NAMES 64
+static _Atomic(mtiart_kernel_fn) k_named[MT_K_NAMES];
 
 static void k_name_once(mtiart_kernel_fn fn, const char *kname) {
-    for (int i = 0; i < MTIART__K_NAMES; i++) {
+    for (int i = 0; i < MT_K_NAMES; i++) {
         mtiart_kernel_fn cur = atomic_load_explicit(&k_named[i], memory_order_acquire);
         if (cur == fn) return;
         if (cur == NULL) {
             mtiart_kernel_fn expected = NULL;
-            if (atomic_compare_exchange_strong(&k_named[i], &expected, fn) ||
-                expected == fn) {
+            if (atomic_compare_exchange_strong(&k_named[i], &expected, fn) || expected == fn) {
                 if (expected == NULL) mtiart_kernel_set_name(fn, kname);
                 return;
             }
@@ -215,8 +216,8 @@ static void k_name_once(mtiart_kernel_fn fn, const char *kname) {
     }
 }
 
-mtiart_status mtiart__kl_launch(mtiart__klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                                const char *kname, uint32_t num_blocks) {
+mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
+                           const char *kname, uint32_t num_blocks) {
     k_name_once(fn, kname);
     return mtiart_launch_kernel(stream, fn, num_blocks ? num_blocks : 1, kl->args, kl->nargs);
 }
@@ -224,26 +225,24 @@ mtiart_status mtiart__kl_launch(mtiart__klaunch *kl, mtiart_stream stream, mtiar
 /* ---- ISA level -------------------------------------------------------------------------- */
 
 static uint32_t k_detect_isa(void) {
-    uint32_t best = MTIART__K_ISA_GENERIC;
+    uint32_t best = MT_K_ISA_GENERIC;
 #if defined(__x86_64__) && defined(__GNUC__)
     /* __builtin_cpu_supports also checks that the OS saves the wider registers. */
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        best = MTIART__K_ISA_AVX2;
-    if (best == MTIART__K_ISA_AVX2 && __builtin_cpu_supports("avx512f"))
-        best = MTIART__K_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = MT_K_ISA_AVX2;
+    if (best == MT_K_ISA_AVX2 && __builtin_cpu_supports("avx512f")) best = MT_K_ISA_AVX512;
 #endif
     const char *env = getenv("MTIART_KERNEL_ISA");
     if (env) {
         uint32_t cap = best;
-        if (!strcmp(env, "generic")) cap = MTIART__K_ISA_GENERIC;
-        else if (!strcmp(env, "avx2")) cap = MTIART__K_ISA_AVX2;
+        if (!strcmp(env, "generic")) cap = MT_K_ISA_GENERIC;
+        else if (!strcmp(env, "avx2")) cap = MT_K_ISA_AVX2;
         if (cap < best) best = cap;
     }
     return best;
 }
 
-uint32_t mtiart__k_isa(void) {
+uint32_t mt_k_isa(void) {
     static _Atomic uint32_t cached = UINT32_MAX;
     uint32_t v = atomic_load_explicit(&cached, memory_order_relaxed);
     if (v == UINT32_MAX) {

@@ -25,25 +25,31 @@
  * dtype, so neighbouring blocks never share a written line. */
 #define EW_ALIGN 64
 
-#define EW_LOOP(n, BODY)                                                                     \
-    do {                                                                                     \
-        int64_t i_ = 0;                                                                      \
-        for (; i_ + EW_GROUP <= (n); i_ += EW_GROUP) {                                       \
-            _Pragma("GCC ivdep") for (int j_ = 0; j_ < EW_GROUP; j_++) {                     \
-                int64_t i = i_ + j_;                                                         \
-                BODY;                                                                        \
-            }                                                                                \
-        }                                                                                    \
-        for (; i_ < (n); i_++) {                                                             \
-            int64_t i = i_;                                                                  \
-            BODY;                                                                            \
-        }                                                                                    \
+#define EW_LOOP(n, BODY)                                                                           \
+    do {                                                                                           \
+        int64_t i_ = 0;                                                                            \
+        for (; i_ + EW_GROUP <= (n); i_ += EW_GROUP) {                                             \
+            _Pragma("GCC ivdep") for (int j_ = 0; j_ < EW_GROUP; j_++) {                           \
+                int64_t i = i_ + j_;                                                               \
+                BODY;                                                                              \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i_ < (n); i_++) {                                                                   \
+            int64_t i = i_;                                                                        \
+            BODY;                                                                                  \
+        }                                                                                          \
     } while (0)
 
 typedef uint8_t kbool;
 
-enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
-       D_I64 = MTIART_DTYPE_INT64, D_B = MTIART_DTYPE_BOOL, D_COUNT = 5 };
+enum {
+    D_F32 = MTIART_DTYPE_FLOAT32,
+    D_F64 = MTIART_DTYPE_FLOAT64,
+    D_I32 = MTIART_DTYPE_INT32,
+    D_I64 = MTIART_DTYPE_INT64,
+    D_B = MTIART_DTYPE_BOOL,
+    D_COUNT = 5
+};
 
 static const uint8_t k_esize[D_COUNT] = {4, 8, 4, 8, 1};
 
@@ -52,18 +58,18 @@ static const uint8_t k_esize[D_COUNT] = {4, 8, 4, 8, 1};
 /* Compact parameters of contiguous (same-shape or scalar) elementwise kernels: 24 bytes, so
  * a launch with three buffers stays within the runtime's inline argument storage. */
 typedef struct ew_params {
-    uint64_t n;          /* elements of out */
+    uint64_t n; /* elements of out */
     uint8_t op;
-    uint8_t dtype;       /* input dtype */
-    uint8_t dtype2;      /* output dtype where it differs (cast) */
-    uint8_t flags;       /* EWF_* */
-    uint8_t slot[4];     /* buffer slots: out, then inputs */
-    mtiart__kscalar s;   /* scalar operand / fill bits */
+    uint8_t dtype;   /* input dtype */
+    uint8_t dtype2;  /* output dtype where it differs (cast) */
+    uint8_t flags;   /* EWF_* */
+    uint8_t slot[4]; /* buffer slots: out, then inputs */
+    mt_kscalar s;    /* scalar operand / fill bits */
 } ew_params;
 _Static_assert(sizeof(ew_params) == 24, "ew_params must stay small");
 
 enum {
-    EWF_SCALAR_BUF0 = 1,   /* input 0 is a single element broadcast over out */
+    EWF_SCALAR_BUF0 = 1, /* input 0 is a single element broadcast over out */
     EWF_SCALAR_BUF1 = 2,
     EWF_SCALAR_BUF2 = 4,
     EWF_PARAM_FIRST = 8,   /* binary scalar: p.s is the first operand */
@@ -101,12 +107,10 @@ static inline int64_t k_idiv64(int64_t x, int64_t y) {
  * "integer indefinite" value (what numpy gives on x86) for NaN and out-of-range values. */
 #define F32_TO_I32(x) (((x) > -2147483904.0f && (x) < 2147483648.0f) ? (int32_t)(x) : INT32_MIN)
 #define F64_TO_I32(x) (((x) > -2147483649.0 && (x) < 2147483648.0) ? (int32_t)(x) : INT32_MIN)
-#define F32_TO_I64(x)                                                                        \
-    (((x) >= -9223372036854775808.0f && (x) < 9223372036854775808.0f) ? (int64_t)(x)        \
-                                                                         : INT64_MIN)
-#define F64_TO_I64(x)                                                                        \
-    (((x) >= -9223372036854775808.0 && (x) < 9223372036854775808.0) ? (int64_t)(x)          \
-                                                                       : INT64_MIN)
+#define F32_TO_I64(x)                                                                              \
+    (((x) >= -9223372036854775808.0f && (x) < 9223372036854775808.0f) ? (int64_t)(x) : INT64_MIN)
+#define F64_TO_I64(x)                                                                              \
+    (((x) >= -9223372036854775808.0 && (x) < 9223372036854775808.0) ? (int64_t)(x) : INT64_MIN)
 
 static inline double k_tanh(double x) {
     double ax = fabs(x);
@@ -129,64 +133,74 @@ static inline double k_gelu(double x) {
 }
 
 /* float32 exp, sigmoid, gelu and tanh: the vectorised versions of vecmath.c. */
-static void uf32_exp(void *o, const void *a, int64_t n) { mtiart__k_exp_f32(o, a, n); }
-static void uf32_sigmoid(void *o, const void *a, int64_t n) { mtiart__k_sigmoid_f32(o, a, n); }
-static void uf32_gelu(void *o, const void *a, int64_t n) { mtiart__k_gelu_f32(o, a, n); }
-static void uf32_tanh(void *o, const void *a, int64_t n) { mtiart__k_tanh_f32(o, a, n); }
+static void uf32_exp(void *o, const void *a, int64_t n) { mt_k_exp_f32(o, a, n); }
+static void uf32_sigmoid(void *o, const void *a, int64_t n) { mt_k_sigmoid_f32(o, a, n); }
+static void uf32_gelu(void *o, const void *a, int64_t n) { mt_k_gelu_f32(o, a, n); }
+static void uf32_tanh(void *o, const void *a, int64_t n) { mt_k_tanh_f32(o, a, n); }
 
 /* ---- binary row functions ------------------------------------------------------------------ */
 
 typedef void (*bin_row_fn)(void *o, const void *a, const void *b, int64_t n);
 enum { M_VV = 0, M_VS = 1, M_SV = 2 };
 
-#define DEF_BIN(NAME, T, OT, EXPR)                                                           \
-    static void NAME##_vv(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T *a = (const T *)a_, *b = (const T *)b_;                                      \
-        EW_LOOP(n, { T x = a[i]; T y = b[i]; o[i] = (OT)(EXPR); });                          \
-    }                                                                                        \
-    static void NAME##_vs(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T *a = (const T *)a_;                                                          \
-        const T y = *(const T *)b_;                                                          \
-        EW_LOOP(n, { T x = a[i]; o[i] = (OT)(EXPR); });                                      \
-    }                                                                                        \
-    static void NAME##_sv(void *o_, const void *a_, const void *b_, int64_t n) {             \
-        OT *o = (OT *)o_;                                                                    \
-        const T x = *(const T *)a_;                                                          \
-        const T *b = (const T *)b_;                                                          \
-        EW_LOOP(n, { T y = b[i]; o[i] = (OT)(EXPR); });                                      \
+#define DEF_BIN(NAME, T, OT, EXPR)                                                                 \
+    static void NAME##_vv(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T *a = (const T *)a_, *b = (const T *)b_;                                            \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            T y = b[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
+    }                                                                                              \
+    static void NAME##_vs(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T *a = (const T *)a_;                                                                \
+        const T y = *(const T *)b_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
+    }                                                                                              \
+    static void NAME##_sv(void *o_, const void *a_, const void *b_, int64_t n) {                   \
+        OT *o = (OT *)o_;                                                                          \
+        const T x = *(const T *)a_;                                                                \
+        const T *b = (const T *)b_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T y = b[i];                                                                            \
+            o[i] = (OT)(EXPR);                                                                     \
+        });                                                                                        \
     }
 
 /* NaN-propagating maximum/minimum, as numpy's maximum/minimum. */
 #define FMAX(x, y) (((x) > (y) || (x) != (x)) ? (x) : (y))
 #define FMIN(x, y) (((x) < (y) || (x) != (x)) ? (x) : (y))
 
-#define DEF_BIN_CMP(PFX, T)                                                                  \
-    DEF_BIN(PFX##_eq, T, kbool, x == y)                                                      \
-    DEF_BIN(PFX##_ne, T, kbool, x != y)                                                      \
-    DEF_BIN(PFX##_lt, T, kbool, x < y)                                                       \
-    DEF_BIN(PFX##_le, T, kbool, x <= y)                                                      \
-    DEF_BIN(PFX##_gt, T, kbool, x > y)                                                       \
+#define DEF_BIN_CMP(PFX, T)                                                                        \
+    DEF_BIN(PFX##_eq, T, kbool, x == y)                                                            \
+    DEF_BIN(PFX##_ne, T, kbool, x != y)                                                            \
+    DEF_BIN(PFX##_lt, T, kbool, x < y)                                                             \
+    DEF_BIN(PFX##_le, T, kbool, x <= y)                                                            \
+    DEF_BIN(PFX##_gt, T, kbool, x > y)                                                             \
     DEF_BIN(PFX##_ge, T, kbool, x >= y)
 
-#define DEF_BIN_FLOAT(PFX, T)                                                                \
-    DEF_BIN(PFX##_add, T, T, x + y)                                                          \
-    DEF_BIN(PFX##_sub, T, T, x - y)                                                          \
-    DEF_BIN(PFX##_mul, T, T, x * y)                                                          \
-    DEF_BIN(PFX##_div, T, T, x / y)                                                          \
-    DEF_BIN(PFX##_max, T, T, FMAX(x, y))                                                     \
-    DEF_BIN(PFX##_min, T, T, FMIN(x, y))                                                     \
+#define DEF_BIN_FLOAT(PFX, T)                                                                      \
+    DEF_BIN(PFX##_add, T, T, x + y)                                                                \
+    DEF_BIN(PFX##_sub, T, T, x - y)                                                                \
+    DEF_BIN(PFX##_mul, T, T, x *y)                                                                 \
+    DEF_BIN(PFX##_div, T, T, x / y)                                                                \
+    DEF_BIN(PFX##_max, T, T, FMAX(x, y))                                                           \
+    DEF_BIN(PFX##_min, T, T, FMIN(x, y))                                                           \
     DEF_BIN_CMP(PFX, T)
 
 /* Wrapping arithmetic through the unsigned type: signed overflow is undefined in C. */
-#define DEF_BIN_INT(PFX, T, U, IDIV)                                                         \
-    DEF_BIN(PFX##_add, T, T, (U)x + (U)y)                                                    \
-    DEF_BIN(PFX##_sub, T, T, (U)x - (U)y)                                                    \
-    DEF_BIN(PFX##_mul, T, T, (U)x * (U)y)                                                    \
-    DEF_BIN(PFX##_div, T, T, IDIV(x, y))                                                     \
-    DEF_BIN(PFX##_max, T, T, x > y ? x : y)                                                  \
-    DEF_BIN(PFX##_min, T, T, x < y ? x : y)                                                  \
+#define DEF_BIN_INT(PFX, T, U, IDIV)                                                               \
+    DEF_BIN(PFX##_add, T, T, (U)x + (U)y)                                                          \
+    DEF_BIN(PFX##_sub, T, T, (U)x - (U)y)                                                          \
+    DEF_BIN(PFX##_mul, T, T, (U)x *(U)y)                                                           \
+    DEF_BIN(PFX##_div, T, T, IDIV(x, y))                                                           \
+    DEF_BIN(PFX##_max, T, T, x > y ? x : y)                                                        \
+    DEF_BIN(PFX##_min, T, T, x < y ? x : y)                                                        \
     DEF_BIN_CMP(PFX, T)
 
 DEF_BIN_FLOAT(bf32, float)
@@ -195,15 +209,17 @@ DEF_BIN_INT(bi32, int32_t, uint32_t, k_idiv32)
 DEF_BIN_INT(bi64, int64_t, uint64_t, k_idiv64)
 /* bool follows numpy: add is logical or, mul logical and; sub and div are rejected. */
 DEF_BIN(bb_add, kbool, kbool, x | y)
-DEF_BIN(bb_mul, kbool, kbool, x & y)
+DEF_BIN(bb_mul, kbool, kbool, x &y)
 DEF_BIN(bb_max, kbool, kbool, x | y)
-DEF_BIN(bb_min, kbool, kbool, x & y)
+DEF_BIN(bb_min, kbool, kbool, x &y)
 DEF_BIN_CMP(bb, kbool)
 
-#define BIN3(NAME) {NAME##_vv, NAME##_vs, NAME##_sv}
-#define NOBIN {NULL, NULL, NULL}
-#define BIN_ROW(op, bop)                                                                     \
-    {BIN3(bf32_##op), BIN3(bf64_##op), BIN3(bi32_##op), BIN3(bi64_##op), bop}
+#define BIN3(NAME)                                                                                 \
+    { NAME##_vv, NAME##_vs, NAME##_sv }
+#define NOBIN                                                                                      \
+    { NULL, NULL, NULL }
+#define BIN_ROW(op, bop)                                                                           \
+    { BIN3(bf32_##op), BIN3(bf64_##op), BIN3(bi32_##op), BIN3(bi64_##op), bop }
 
 static const bin_row_fn k_bin_rows[12][D_COUNT][3] = {
     BIN_ROW(add, BIN3(bb_add)), BIN_ROW(sub, NOBIN),        BIN_ROW(mul, BIN3(bb_mul)),
@@ -215,8 +231,7 @@ static const bin_row_fn k_bin_rows[12][D_COUNT][3] = {
 static int bin_is_cmp(int op) { return op >= MTIART_BINARY_EQ && op <= MTIART_BINARY_GE; }
 
 /* out[0..n) = a OP b where both operands are single elements: compute once, replicate. */
-static void bin_row_ss(bin_row_fn vv, size_t os, char *o, const void *a, const void *b,
-                       int64_t n) {
+static void bin_row_ss(bin_row_fn vv, size_t os, char *o, const void *a, const void *b, int64_t n) {
     vv(o, a, b, 1);
     for (int64_t i = 1; i < n; i++) memcpy(o + (size_t)i * os, o, os);
 }
@@ -234,31 +249,31 @@ static size_t bin_out_size(int op, int dtype) { return bin_is_cmp(op) ? 1 : k_es
 
 static int32_t k_binary(void *const *args, uint32_t block, uint32_t num_blocks) {
     ew_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
     size_t es = k_esize[p.dtype], os = bin_out_size(p.op, p.dtype);
-    char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * os;
+    char *o = (char *)MT_K_BUF(args, p.slot[0]) + lo * os;
     const char *a, *b;
     int sa = 1, sb = 1;
     if (p.flags & EWF_PARAM_FIRST) {
         a = (const char *)&p.s;
         sa = 0;
     } else if (p.flags & EWF_SCALAR_BUF0) {
-        a = (const char *)MTIART__K_BUF(args, p.slot[1]);
+        a = (const char *)MT_K_BUF(args, p.slot[1]);
         sa = 0;
     } else {
-        a = (const char *)MTIART__K_BUF(args, p.slot[1]) + lo * es;
+        a = (const char *)MT_K_BUF(args, p.slot[1]) + lo * es;
     }
     if (p.flags & EWF_PARAM_SECOND) {
         b = (const char *)&p.s;
         sb = 0;
     } else if (p.flags & EWF_SCALAR_BUF1) {
-        b = (const char *)MTIART__K_BUF(args, p.slot[2]);
+        b = (const char *)MT_K_BUF(args, p.slot[2]);
         sb = 0;
     } else {
-        b = (const char *)MTIART__K_BUF(args, p.slot[2]) + lo * es;
+        b = (const char *)MT_K_BUF(args, p.slot[2]) + lo * es;
     }
     bin_row(p.op, p.dtype, o, os, a, sa, b, sb, (int64_t)(hi - lo));
     return 0;
@@ -315,9 +330,9 @@ static void bc_iterate(const bc_params *p, void *const *args, uint64_t lo, uint6
 static void bc_binary_row(const bc_params *p, void *const *args, int64_t out_off,
                           const int64_t *in_off, const int64_t *in_step, int64_t len) {
     size_t es = k_esize[p->h.dtype], os = bin_out_size(p->h.op, p->h.dtype);
-    char *o = (char *)MTIART__K_BUF(args, p->h.slot[0]) + (size_t)out_off * os;
-    const char *a = (const char *)MTIART__K_BUF(args, p->h.slot[1]) + (size_t)in_off[0] * es;
-    const char *b = (const char *)MTIART__K_BUF(args, p->h.slot[2]) + (size_t)in_off[1] * es;
+    char *o = (char *)MT_K_BUF(args, p->h.slot[0]) + (size_t)out_off * os;
+    const char *a = (const char *)MT_K_BUF(args, p->h.slot[1]) + (size_t)in_off[0] * es;
+    const char *b = (const char *)MT_K_BUF(args, p->h.slot[2]) + (size_t)in_off[1] * es;
     bin_row(p->h.op, p->h.dtype, o, os, a, in_step[0] != 0, b, in_step[1] != 0, len);
 }
 
@@ -325,7 +340,7 @@ static int32_t k_binary_bcast(void *const *args, uint32_t block, uint32_t num_bl
     bc_params p;
     bc_load(&p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.h.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.h.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo < hi) bc_iterate(&p, args, lo, hi, bc_binary_row);
     return 0;
 }
@@ -335,25 +350,25 @@ static int32_t k_binary_bcast(void *const *args, uint32_t block, uint32_t num_bl
 /* where only moves bits, so it is specialised on element size, not dtype. The select is a
  * bit mask: both operands are loaded unconditionally (a conditional load would stop gcc
  * if-converting, and so vectorising, the loop) and blended with -(c != 0). */
-#define WHERE_BLEND(T, c, x, y)                                                              \
+#define WHERE_BLEND(T, c, x, y)                                                                    \
     ((T)(((x) & (T)(0 - (T)((c) != 0))) | ((y) & (T)((T)((c) != 0) - 1))))
-#define DEF_WHERE(SZ, T)                                                                     \
-    static void where##SZ(void *o_, const kbool *c, int sc, const void *a_, int sa,          \
-                          const void *b_, int sb, int64_t n) {                               \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_, *b = (const T *)b_;                                      \
-        if (sc && sa && sb) {                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], b[i]); });                        \
-        } else if (sc && sa) {                                                               \
-            const T y = b[0];                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], y); });                           \
-        } else if (sc && sb) {                                                               \
-            const T x = a[0];                                                                \
-            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], x, b[i]); });                           \
-        } else {                                                                             \
-            for (int64_t i = 0; i < n; i++)                                                  \
-                o[i] = WHERE_BLEND(T, c[i * sc], a[i * sa], b[i * sb]);                      \
-        }                                                                                    \
+#define DEF_WHERE(SZ, T)                                                                           \
+    static void where##SZ(void *o_, const kbool *c, int sc, const void *a_, int sa,                \
+                          const void *b_, int sb, int64_t n) {                                     \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_, *b = (const T *)b_;                                            \
+        if (sc && sa && sb) {                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], b[i]); });                              \
+        } else if (sc && sa) {                                                                     \
+            const T y = b[0];                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], a[i], y); });                                 \
+        } else if (sc && sb) {                                                                     \
+            const T x = a[0];                                                                      \
+            EW_LOOP(n, { o[i] = WHERE_BLEND(T, c[i], x, b[i]); });                                 \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                o[i] = WHERE_BLEND(T, c[i * sc], a[i * sa], b[i * sb]);                            \
+        }                                                                                          \
     }
 DEF_WHERE(1, uint8_t)
 DEF_WHERE(4, uint32_t)
@@ -370,17 +385,17 @@ static void where_row(size_t es, char *o, const kbool *c, int sc, const char *a,
 
 static int32_t k_where(void *const *args, uint32_t block, uint32_t num_blocks) {
     ew_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
     size_t es = k_esize[p.dtype];
     int sc = !(p.flags & EWF_SCALAR_BUF0), sa = !(p.flags & EWF_SCALAR_BUF1),
         sb = !(p.flags & EWF_SCALAR_BUF2);
-    char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * es;
-    const kbool *c = (const kbool *)MTIART__K_BUF(args, p.slot[1]) + (sc ? lo : 0);
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot[2]) + (sa ? lo * es : 0);
-    const char *b = (const char *)MTIART__K_BUF(args, p.slot[3]) + (sb ? lo * es : 0);
+    char *o = (char *)MT_K_BUF(args, p.slot[0]) + lo * es;
+    const kbool *c = (const kbool *)MT_K_BUF(args, p.slot[1]) + (sc ? lo : 0);
+    const char *a = (const char *)MT_K_BUF(args, p.slot[2]) + (sa ? lo * es : 0);
+    const char *b = (const char *)MT_K_BUF(args, p.slot[3]) + (sb ? lo * es : 0);
     where_row(es, o, c, sc, a, sa, b, sb, (int64_t)(hi - lo));
     return 0;
 }
@@ -388,10 +403,10 @@ static int32_t k_where(void *const *args, uint32_t block, uint32_t num_blocks) {
 static void bc_where_row(const bc_params *p, void *const *args, int64_t out_off,
                          const int64_t *in_off, const int64_t *in_step, int64_t len) {
     size_t es = k_esize[p->h.dtype];
-    char *o = (char *)MTIART__K_BUF(args, p->h.slot[0]) + (size_t)out_off * es;
-    const kbool *c = (const kbool *)MTIART__K_BUF(args, p->h.slot[1]) + in_off[0];
-    const char *a = (const char *)MTIART__K_BUF(args, p->h.slot[2]) + (size_t)in_off[1] * es;
-    const char *b = (const char *)MTIART__K_BUF(args, p->h.slot[3]) + (size_t)in_off[2] * es;
+    char *o = (char *)MT_K_BUF(args, p->h.slot[0]) + (size_t)out_off * es;
+    const kbool *c = (const kbool *)MT_K_BUF(args, p->h.slot[1]) + in_off[0];
+    const char *a = (const char *)MT_K_BUF(args, p->h.slot[2]) + (size_t)in_off[1] * es;
+    const char *b = (const char *)MT_K_BUF(args, p->h.slot[3]) + (size_t)in_off[2] * es;
     where_row(es, o, c, in_step[0] != 0, a, in_step[1] != 0, b, in_step[2] != 0, len);
 }
 
@@ -399,7 +414,7 @@ static int32_t k_where_bcast(void *const *args, uint32_t block, uint32_t num_blo
     bc_params p;
     bc_load(&p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.h.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.h.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo < hi) bc_iterate(&p, args, lo, hi, bc_where_row);
     return 0;
 }
@@ -408,21 +423,24 @@ static int32_t k_where_bcast(void *const *args, uint32_t block, uint32_t num_blo
 
 typedef void (*un_row_fn)(void *o, const void *a, int64_t n);
 
-#define DEF_UN(NAME, T, EXPR)                                                                \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_;                                                          \
-        EW_LOOP(n, { T x = a[i]; o[i] = (T)(EXPR); });                                       \
+#define DEF_UN(NAME, T, EXPR)                                                                      \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            T x = a[i];                                                                            \
+            o[i] = (T)(EXPR);                                                                      \
+        });                                                                                        \
     }
 /* Library calls do not vectorise, so a plain loop avoids pointless unrolling. */
-#define DEF_UN_CALL(NAME, T, EXPR)                                                           \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        T *o = (T *)o_;                                                                      \
-        const T *a = (const T *)a_;                                                          \
-        for (int64_t i = 0; i < n; i++) {                                                    \
-            T x = a[i];                                                                      \
-            o[i] = (T)(EXPR);                                                                \
-        }                                                                                    \
+#define DEF_UN_CALL(NAME, T, EXPR)                                                                 \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        T *o = (T *)o_;                                                                            \
+        const T *a = (const T *)a_;                                                                \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = a[i];                                                                            \
+            o[i] = (T)(EXPR);                                                                      \
+        }                                                                                          \
     }
 
 DEF_UN(uf32_neg, float, -x)
@@ -482,24 +500,27 @@ static const un_row_fn k_un_rows[9][D_COUNT] = {
 
 static int32_t k_unary(void *const *args, uint32_t block, uint32_t num_blocks) {
     ew_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
     size_t es = k_esize[p.dtype];
-    char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * es;
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot[1]) + lo * es;
+    char *o = (char *)MT_K_BUF(args, p.slot[0]) + lo * es;
+    const char *a = (const char *)MT_K_BUF(args, p.slot[1]) + lo * es;
     k_un_rows[p.op][p.dtype](o, a, (int64_t)(hi - lo));
     return 0;
 }
 
 /* ---- cast ---------------------------------------------------------------------------------- */
 
-#define DEF_CAST(NAME, S, D, EXPR)                                                           \
-    static void NAME(void *o_, const void *a_, int64_t n) {                                  \
-        D *o = (D *)o_;                                                                      \
-        const S *a = (const S *)a_;                                                          \
-        EW_LOOP(n, { S x = a[i]; o[i] = (D)(EXPR); });                                       \
+#define DEF_CAST(NAME, S, D, EXPR)                                                                 \
+    static void NAME(void *o_, const void *a_, int64_t n) {                                        \
+        D *o = (D *)o_;                                                                            \
+        const S *a = (const S *)a_;                                                                \
+        EW_LOOP(n, {                                                                               \
+            S x = a[i];                                                                            \
+            o[i] = (D)(EXPR);                                                                      \
+        });                                                                                        \
     }
 
 static void cast_copy(void *o, const void *a, int64_t n) { (void)o, (void)a, (void)n; }
@@ -535,13 +556,13 @@ static const un_row_fn k_cast_rows[D_COUNT][D_COUNT] = {
 
 static int32_t k_cast(void *const *args, uint32_t block, uint32_t num_blocks) {
     ew_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
     size_t is = k_esize[p.dtype], os = k_esize[p.dtype2];
-    char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * os;
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot[1]) + lo * is;
+    char *o = (char *)MT_K_BUF(args, p.slot[0]) + lo * os;
+    const char *a = (const char *)MT_K_BUF(args, p.slot[1]) + lo * is;
     if (p.dtype == p.dtype2) memmove(o, a, (hi - lo) * is);
     else k_cast_rows[p.dtype][p.dtype2](o, a, (int64_t)(hi - lo));
     return 0;
@@ -549,23 +570,23 @@ static int32_t k_cast(void *const *args, uint32_t block, uint32_t num_blocks) {
 
 /* ---- fill and arange ------------------------------------------------------------------------ */
 
-#define DEF_FILL(SZ, T)                                                                      \
-    static void fill##SZ(void *o_, uint64_t bits, int64_t n) {                               \
-        T *o = (T *)o_;                                                                      \
-        const T v = (T)bits;                                                                 \
-        EW_LOOP(n, { o[i] = v; });                                                           \
+#define DEF_FILL(SZ, T)                                                                            \
+    static void fill##SZ(void *o_, uint64_t bits, int64_t n) {                                     \
+        T *o = (T *)o_;                                                                            \
+        const T v = (T)bits;                                                                       \
+        EW_LOOP(n, { o[i] = v; });                                                                 \
     }
 DEF_FILL(4, uint32_t)
 DEF_FILL(8, uint64_t)
 
 static int32_t k_fill(void *const *args, uint32_t block, uint32_t num_blocks) {
     ew_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
     size_t es = k_esize[p.dtype];
-    char *o = (char *)MTIART__K_BUF(args, p.slot[0]) + lo * es;
+    char *o = (char *)MT_K_BUF(args, p.slot[0]) + lo * es;
     /* A pattern of identical bytes (zeros above all) is a memset, which glibc does with
      * the fastest stores the CPU has. */
     uint64_t b0 = p.s.bits & 0xff, rep = b0 * UINT64_C(0x0101010101010101);
@@ -579,11 +600,11 @@ static int32_t k_fill(void *const *args, uint32_t block, uint32_t num_blocks) {
 
 static int32_t k_arange(void *const *args, uint32_t block, uint32_t num_blocks) {
     ar_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
+    mt_k_range(p.n, block, num_blocks, EW_ALIGN, &lo, &hi);
     if (lo >= hi) return 0;
-    void *base = MTIART__K_BUF(args, p.slot);
+    void *base = MT_K_BUF(args, p.slot);
     const int64_t n = (int64_t)(hi - lo), l0 = (int64_t)lo;
     const double start = p.start, step = p.step;
     /* Each element is computed from its index (never by repeated addition), so blocks
@@ -637,7 +658,7 @@ static int32_t k_arange(void *const *args, uint32_t block, uint32_t num_blocks) 
 /* ---- host side ------------------------------------------------------------------------------- */
 
 /* Strides (in elements) of `in` broadcast against out's dims; 0 where `in` is broadcast. */
-static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_tensor_desc *in,
+static mtiart_status bc_strides(const char *name, const mtiart_tensor_desc *in,
                                 const mtiart_tensor_desc *out, int64_t *stride) {
     int shift = out->ndim - in->ndim;
     int ok = shift >= 0;
@@ -647,10 +668,9 @@ static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_t
     }
     if (!ok) {
         char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of shape %s cannot be broadcast to out's shape %s", fn,
-                                 name, mtiart__k_shape_str(in, b1, sizeof b1),
-                                 mtiart__k_shape_str(out, b2, sizeof b2));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "%s of shape %s cannot be broadcast to out's shape %s", name,
+                            mt_k_shape_str(in, b1, sizeof b1), mt_k_shape_str(out, b2, sizeof b2));
     }
     int64_t acc = 1;
     for (int d = out->ndim - 1; d >= 0; d--) {
@@ -668,12 +688,11 @@ static mtiart_status bc_strides(const char *fn, const char *name, const mtiart_t
 /* Describe out = f(ins...) as a minimal iteration space: drop out's unit dims and merge
  * neighbours that every input walks contiguously, so the common "(N, C) + (C,)" ends up as
  * a 2-D loop whatever the original rank. */
-static mtiart_status bc_build(const char *fn, const mtiart_tensor_desc *out,
-                              const mtiart_tensor_desc *const *ins, const char *const *names,
-                              int nin, bc_params *p) {
+static mtiart_status bc_build(const mtiart_tensor_desc *out, const mtiart_tensor_desc *const *ins,
+                              const char *const *names, int nin, bc_params *p) {
     int64_t st[3][MTIART_MAX_DIMS];
     for (int k = 0; k < nin; k++) {
-        mtiart_status s = bc_strides(fn, names[k], ins[k], out, st[k]);
+        mtiart_status s = bc_strides(names[k], ins[k], out, st[k]);
         if (s != MTIART_SUCCESS) return s;
     }
     int64_t shape[MTIART_MAX_DIMS], cst[3][MTIART_MAX_DIMS];
@@ -724,31 +743,31 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
                                           const mtiart_tensor_desc *out,
                                           const mtiart_tensor_desc *a,
                                           const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_binary";
+    MT_API_ENTRY();
     int64_t no, na, nb;
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)) ||
-        (st = mtiart__k_check(fn, "b", b, &nb)))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)) ||
+        (st = mt_k_check("b", b, &nb)))
         return st;
     if (a->dtype != b->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: a is %s but b is %s", fn,
-                                 mtiart__k_dtype_name(a->dtype), mtiart__k_dtype_name(b->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a is %s but b is %s",
+                            mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s of %s needs a %s out, got %s",
-                                 fn, k_bin_names[op], mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(odt), mtiart__k_dtype_name(out->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
+                            k_bin_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(odt),
+                            mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_bin_names[op], mtiart__k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                            k_bin_names[op], mt_k_dtype_name(a->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[2] = {a, b};
     static const char *const names[2] = {"a", "b"};
-    if ((st = bc_build(fn, out, ins, names, 2, &p))) return st;
-    if (no == 0) return mtiart__k_nothing(stream);
+    if ((st = bc_build(out, ins, names, 2, &p))) return st;
+    if (no == 0) return mt_k_nothing(stream);
 
     uint32_t es = k_esize[a->dtype];
     p.h.n = (uint64_t)no;
@@ -756,56 +775,47 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
     p.h.dtype = (uint8_t)a->dtype;
     p.h.dtype2 = (uint8_t)out->dtype;
     int flat = bc_is_flat(&p);
-    mtiart__klaunch kl;
-    if (flat) mtiart__kl_init(&kl, fn, &p.h, sizeof p.h);
-    else mtiart__kl_init(&kl, fn, &p, bc_size(&p));
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no,
-                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int sb = sa < 0 ? -1
-                    : mtiart__kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+    mt_klaunch kl;
+    if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
+    else mt_kl_init(&kl, &p, bc_size(&p));
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                       MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int sb = sa < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)so;
     p.h.slot[1] = (uint8_t)sa;
     p.h.slot[2] = (uint8_t)sb;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
     if (flat) {
         if (p.d[1] == 0) p.h.flags |= EWF_SCALAR_BUF0;
         if (p.d[2] == 0) p.h.flags |= EWF_SCALAR_BUF1;
-        return mtiart__kl_launch(&kl, stream, k_binary, "mtiart_binary", blocks);
+        return mt_kl_launch(&kl, stream, k_binary, "mtiart_binary", blocks);
     }
-    return mtiart__kl_launch(&kl, stream, k_binary_bcast, "mtiart_binary_bcast", blocks);
+    return mt_kl_launch(&kl, stream, k_binary_bcast, "mtiart_binary_bcast", blocks);
 }
 
 MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_binary_op op,
                                                  const mtiart_tensor_desc *out,
                                                  const mtiart_tensor_desc *a, double fscalar,
                                                  int64_t iscalar, int scalar_first) {
-    static const char fn[] = "mtiart_op_binary_scalar";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
-        return st;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s of %s needs a %s out, got %s",
-                                 fn, k_bin_names[op], mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(odt), mtiart__k_dtype_name(out->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
+                            k_bin_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(odt),
+                            mt_k_dtype_name(out->dtype));
     if (!k_bin_rows[op][a->dtype][0])
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_bin_names[op], mtiart__k_dtype_name(a->dtype));
-    if (!mtiart__k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2));
-    }
-    if (no == 0) return mtiart__k_nothing(stream);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                            k_bin_names[op], mt_k_dtype_name(a->dtype));
+    if ((st = mt_k_check_same_shape(out, a))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
     p.n = (uint64_t)no;
@@ -813,21 +823,20 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     p.dtype = (uint8_t)a->dtype;
     p.dtype2 = (uint8_t)out->dtype;
     p.flags = scalar_first ? EWF_PARAM_FIRST : EWF_PARAM_SECOND;
-    p.s = mtiart__k_scalar(a->dtype, fscalar, iscalar);
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
+    p.s = mt_k_scalar(a->dtype, fscalar, iscalar);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no,
-                            (uint32_t)bin_out_size(op, a->dtype), MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                       MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     /* The kernel reads operand slots 1 and 2; the parameter operand's slot is unused. */
     p.slot[1] = p.slot[2] = (uint8_t)sa;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
-    return mtiart__kl_launch(&kl, stream, k_binary, "mtiart_binary_scalar", blocks);
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
+    return mt_kl_launch(&kl, stream, k_binary, "mtiart_binary_scalar", blocks);
 }
 
 static const char *const k_un_names[9] = {"neg",  "abs",  "relu",    "exp", "log",
@@ -836,153 +845,131 @@ static const char *const k_un_names[9] = {"neg",  "abs",  "relu",    "exp", "log
 MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
                                          const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *a) {
-    static const char fn[] = "mtiart_op_unary";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_UNARY_GELU)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
-        return st;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     if (out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
-                                 mtiart__k_dtype_name(out->dtype),
-                                 mtiart__k_dtype_name(a->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s",
+                            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype));
     if (!k_un_rows[op][a->dtype])
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s is not supported for %s",
-                                 fn, k_un_names[op], mtiart__k_dtype_name(a->dtype));
-    if (!mtiart__k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2));
-    }
-    if (no == 0) return mtiart__k_nothing(stream);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
+                            k_un_names[op], mt_k_dtype_name(a->dtype));
+    if ((st = mt_k_check_same_shape(out, a))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
     p.n = (uint64_t)no;
     p.op = (uint8_t)op;
     p.dtype = p.dtype2 = (uint8_t)a->dtype;
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
     /* Transcendentals cost far more than their memory traffic: fan out sooner. */
-    uint64_t grain = op >= MTIART_UNARY_EXP && op != MTIART_UNARY_SQRT ? MTIART__K_EW_GRAIN / 8
-                                                                       : MTIART__K_EW_GRAIN;
+    uint64_t grain =
+        op >= MTIART_UNARY_EXP && op != MTIART_UNARY_SQRT ? MT_K_EW_GRAIN / 8 : MT_K_EW_GRAIN;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, grain, &blocks))) return st;
-    return mtiart__kl_launch(&kl, stream, k_unary, "mtiart_unary", blocks);
+    if ((st = mt_k_blocks(stream, (uint64_t)no, grain, &blocks))) return st;
+    return mt_kl_launch(&kl, stream, k_unary, "mtiart_unary", blocks);
 }
 
 MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *cond,
-                                         const mtiart_tensor_desc *a,
-                                         const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_where";
+                                         const mtiart_tensor_desc *a, const mtiart_tensor_desc *b) {
+    MT_API_ENTRY();
     int64_t no, nc, na, nb;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) ||
-        (st = mtiart__k_check(fn, "cond", cond, &nc)) ||
-        (st = mtiart__k_check(fn, "a", a, &na)) || (st = mtiart__k_check(fn, "b", b, &nb)))
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("cond", cond, &nc)) ||
+        (st = mt_k_check("a", a, &na)) || (st = mt_k_check("b", b, &nb)))
         return st;
     if (cond->dtype != MTIART_DTYPE_BOOL)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: cond must be bool, got %s", fn,
-                                 mtiart__k_dtype_name(cond->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "cond must be bool, got %s",
+                            mt_k_dtype_name(cond->dtype));
     if (a->dtype != b->dtype || out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
-                                 mtiart__k_dtype_name(out->dtype), mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(b->dtype));
+        return mt_set_error(
+            MTIART_ERROR_INVALID_VALUE, "out, a and b must share a dtype (got %s, %s, %s)",
+            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     bc_params p;
     memset(&p, 0, sizeof p);
     const mtiart_tensor_desc *ins[3] = {cond, a, b};
     static const char *const names[3] = {"cond", "a", "b"};
-    if ((st = bc_build(fn, out, ins, names, 3, &p))) return st;
-    if (no == 0) return mtiart__k_nothing(stream);
+    if ((st = bc_build(out, ins, names, 3, &p))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     uint32_t es = k_esize[a->dtype];
     p.h.n = (uint64_t)no;
     p.h.dtype = p.h.dtype2 = (uint8_t)a->dtype;
     int flat = bc_is_flat(&p);
-    mtiart__klaunch kl;
-    if (flat) mtiart__kl_init(&kl, fn, &p.h, sizeof p.h);
-    else mtiart__kl_init(&kl, fn, &p, bc_size(&p));
-    int s0 = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int s1 = s0 < 0 ? -1
-                    : mtiart__kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1,
-                                     MTIART_ARG_BUFFER_IN, 1);
-    int s2 = s1 < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int s3 = s2 < 0 ? -1
-                    : mtiart__kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+    mt_klaunch kl;
+    if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
+    else mt_kl_init(&kl, &p, bc_size(&p));
+    int s0 = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int s1 =
+        s0 < 0 ? -1 : mt_kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1, MTIART_ARG_BUFFER_IN, 1);
+    int s2 = s1 < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int s3 = s2 < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (s3 < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)s0;
     p.h.slot[1] = (uint8_t)s1;
     p.h.slot[2] = (uint8_t)s2;
     p.h.slot[3] = (uint8_t)s3;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
     if (flat) {
         if (p.d[1] == 0) p.h.flags |= EWF_SCALAR_BUF0;
         if (p.d[2] == 0) p.h.flags |= EWF_SCALAR_BUF1;
         if (p.d[3] == 0) p.h.flags |= EWF_SCALAR_BUF2;
-        return mtiart__kl_launch(&kl, stream, k_where, "mtiart_where", blocks);
+        return mt_kl_launch(&kl, stream, k_where, "mtiart_where", blocks);
     }
-    return mtiart__kl_launch(&kl, stream, k_where_bcast, "mtiart_where_bcast", blocks);
+    return mt_kl_launch(&kl, stream, k_where_bcast, "mtiart_where_bcast", blocks);
 }
 
 MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tensor_desc *out,
                                         const mtiart_tensor_desc *a) {
-    static const char fn[] = "mtiart_op_cast";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
-        return st;
-    if (!mtiart__k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2));
-    }
-    if (no == 0) return mtiart__k_nothing(stream);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
+    if ((st = mt_k_check_same_shape(out, a))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
     p.n = (uint64_t)no;
     p.dtype = (uint8_t)a->dtype;
     p.dtype2 = (uint8_t)out->dtype;
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 1);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
+                       MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, k_esize[a->dtype],
-                                     MTIART_ARG_BUFFER_IN, 1);
+                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, k_esize[a->dtype],
+                                MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
-    return mtiart__kl_launch(&kl, stream, k_cast, "mtiart_cast", blocks);
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
+    return mt_kl_launch(&kl, stream, k_cast, "mtiart_cast", blocks);
 }
 
 MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tensor_desc *out,
                                         double fscalar, int64_t iscalar) {
-    static const char fn[] = "mtiart_op_fill";
+    MT_API_ENTRY();
     int64_t no;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no))) return st;
-    if (no == 0) return mtiart__k_nothing(stream);
+    if ((st = mt_k_check("out", out, &no))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
     p.n = (uint64_t)no;
     p.dtype = p.dtype2 = (uint8_t)out->dtype;
-    mtiart__kscalar s = mtiart__k_scalar(out->dtype, fscalar, iscalar);
+    mt_kscalar s = mt_k_scalar(out->dtype, fscalar, iscalar);
     /* Widen the element's own bytes to the low bits of `bits`, which the kernel narrows
      * back with a plain integer conversion. */
     switch (k_esize[out->dtype]) {
@@ -995,27 +982,26 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
     }
     default: memcpy(&p.s.bits, &s, 8); break;
     }
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 0);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
+                       MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
-    return mtiart__kl_launch(&kl, stream, k_fill, "mtiart_fill", blocks);
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
+    return mt_kl_launch(&kl, stream, k_fill, "mtiart_fill", blocks);
 }
 
 MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           double start, double step) {
-    static const char fn[] = "mtiart_op_arange";
+    MT_API_ENTRY();
     int64_t no;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no))) return st;
+    if ((st = mt_k_check("out", out, &no))) return st;
     if (!isfinite(start) || !isfinite(step))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: start and step must be finite", fn);
-    if (no == 0) return mtiart__k_nothing(stream);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "start and step must be finite");
+    if (no == 0) return mt_k_nothing(stream);
     ar_params p;
     memset(&p, 0, sizeof p);
     p.n = (uint64_t)no;
@@ -1024,16 +1010,15 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
     p.step = step;
     /* Integer outputs with integral start/step are computed exactly in integers: doubles
      * would round above 2^53. */
-    if (start == trunc(start) && step == trunc(step) && fabs(start) < 9.2e18 &&
-        fabs(step) < 9.2e18)
+    if (start == trunc(start) && step == trunc(step) && fabs(start) < 9.2e18 && fabs(step) < 9.2e18)
         p.flags |= EWF_INTEGRAL;
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                            MTIART_ARG_BUFFER_OUT, 0);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
+                       MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot = (uint8_t)so;
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN, &blocks))) return st;
-    return mtiart__kl_launch(&kl, stream, k_arange, "mtiart_arange", blocks);
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN, &blocks))) return st;
+    return mt_kl_launch(&kl, stream, k_arange, "mtiart_arange", blocks);
 }

@@ -1,11 +1,11 @@
 /*
  * kernels.h - internal helpers shared by the kernel library (the .c files next to it).
  *
- * The kernel library sits on top of the public API only: every operation validates its
- * descriptors on the host, packs a small parameter struct and enqueues a static kernel with
- * mtiart_launch_kernel. Device pointers always travel as BUFFER arguments (never inside the
- * parameter struct) so the runtime sees exactly which memory each kernel reads and writes,
- * which graph capture relies on.
+ * The kernel library sits on top of the public API (plus error.h, for the runtime's error
+ * messages): every operation validates its descriptors on the host, packs a small
+ * parameter struct and enqueues a static kernel with mtiart_launch_kernel. Device pointers always
+ * travel as BUFFER arguments (never inside the parameter struct) so the runtime sees exactly which
+ * memory each kernel reads and writes, which graph capture relies on.
  *
  * Argument layout of every kernel in this library: args[0] is the parameter struct (a VALUE
  * argument), args[1 + s] is buffer slot s. Parameter structs name their buffers by slot
@@ -15,90 +15,88 @@
 #define MTIART_KERNELS_H
 
 #include "mtiart.h"
+#include "../error.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
-/* Implemented by the runtime (libmtiart/error.c): stores the thread-local message and
- * returns `status`. */
-mtiart_status mtiart__set_error(mtiart_status status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-#define MTIART__K_MAX_BUFS 4
+#define MT_K_MAX_BUFS 4
 
 /* Element counts below this run as a single block: fanning out costs more than it saves. */
-#define MTIART__K_EW_GRAIN 16384
+#define MT_K_EW_GRAIN 16384
 
 /* Slot s's device pointer inside a kernel. */
-#define MTIART__K_BUF(args, slot) (*(void *const *)(args)[1 + (slot)])
+#define MT_K_BUF(args, slot) (*(void *const *)(args)[1 + (slot)])
 
 /* Copy the parameter struct out of the runtime's argument storage: the runtime makes no
  * alignment promise for VALUE bytes, and a local copy lets the compiler keep fields in
  * registers. */
-#define MTIART__K_PARAMS(dst, args) memcpy(&(dst), (args)[0], sizeof(dst))
+#define MT_K_PARAMS(dst, args) memcpy(&(dst), (args)[0], sizeof(dst))
 
 /* Host-side builder of one launch: the parameter VALUE plus deduplicated buffers. */
-typedef struct mtiart__klaunch {
-    const char *fn;                /* public function name, for error messages */
-    mtiart_arg args[1 + MTIART__K_MAX_BUFS];
+typedef struct mt_klaunch {
+    mtiart_arg args[1 + MT_K_MAX_BUFS];
     uint32_t nargs;
     struct {
         const char *name;
         uint64_t numel;
         uint32_t esize;
         int alias_ok;
-    } meta[MTIART__K_MAX_BUFS];
-} mtiart__klaunch;
+    } meta[MT_K_MAX_BUFS];
+} mt_klaunch;
 
-void mtiart__kl_init(mtiart__klaunch *kl, const char *fn, const void *params, uint32_t size);
+void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size);
 
 /* Register a device buffer; returns its slot or -1 after setting MTIART_ERROR_INVALID_VALUE.
  * The same pointer registered twice is merged into one argument (IN + OUT = INOUT), which
  * is only accepted for writes when both sides allow it (`alias_ok`) and overlay element for
  * element (same element size and count). Any other overlap with a written buffer is
  * rejected: blocks run concurrently, so partial overlaps would race. */
-int mtiart__kl_buf(mtiart__klaunch *kl, const char *name, const void *ptr, uint64_t numel,
-                   uint32_t esize, mtiart_arg_kind kind, int alias_ok);
+int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
+              mtiart_arg_kind kind, int alias_ok);
 
 /* Enqueue the kernel; names it on first use so graph dumps show e.g. "mtiart_binary". */
-mtiart_status mtiart__kl_launch(mtiart__klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                                const char *kname, uint32_t num_blocks);
+mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
+                           const char *kname, uint32_t num_blocks);
 
 /* Validate a descriptor: non-NULL, known dtype, ndim in range, non-negative dims, element
  * count that fits in memory, data non-NULL unless empty. */
-mtiart_status mtiart__k_check(const char *fn, const char *name, const mtiart_tensor_desc *d,
-                              int64_t *numel);
+mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t *numel);
 
 /* Render "(2, 3, 4)" into buf for error messages. */
-const char *mtiart__k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap);
+const char *mt_k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap);
 
-const char *mtiart__k_dtype_name(int32_t dtype);
+const char *mt_k_dtype_name(int32_t dtype);
 
-int mtiart__k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y);
+int mt_k_same_shape(const mtiart_tensor_desc *x, const mtiart_tensor_desc *y);
 
-static inline int mtiart__k_is_float(int32_t dtype) {
+/* MTIART_SUCCESS when out has a's shape, else the error "out's shape (..) differs from a's
+ * shape (..)". */
+mtiart_status mt_k_check_same_shape(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a);
+
+static inline int mt_k_is_float(int32_t dtype) {
     return dtype == MTIART_DTYPE_FLOAT32 || dtype == MTIART_DTYPE_FLOAT64;
 }
 
 /* Result of an operation with nothing to do (an empty output): still reports a bad stream
  * handle, as the launch would have. */
-static inline mtiart_status mtiart__k_nothing(mtiart_stream stream) {
+static inline mtiart_status mt_k_nothing(mtiart_stream stream) {
     int dev;
     return mtiart_stream_get_device(stream, &dev);
 }
 
 /* Number of worker threads of the stream's device (cached per device). */
-mtiart_status mtiart__k_workers(mtiart_stream stream, uint32_t *workers);
+mtiart_status mt_k_workers(mtiart_stream stream, uint32_t *workers);
 
 /* Blocks for `work` units: 1 below 2 * grain, else about workers * 4, at most work / grain. */
-mtiart_status mtiart__k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
-                               uint32_t *num_blocks);
+mtiart_status mt_k_blocks(mtiart_stream stream, uint64_t work, uint64_t grain,
+                          uint32_t *num_blocks);
 
 /* Block `block`'s share [lo, hi) of n items, in chunks that are multiples of `align` so
  * that neighbouring blocks never write the same cache line. */
-static inline void mtiart__k_range(uint64_t n, uint32_t block, uint32_t num_blocks,
-                                   uint64_t align, uint64_t *lo, uint64_t *hi) {
+static inline void mt_k_range(uint64_t n, uint32_t block, uint32_t num_blocks, uint64_t align,
+                              uint64_t *lo, uint64_t *hi) {
     uint64_t chunk = (n + num_blocks - 1) / num_blocks;
     chunk = (chunk + align - 1) / align * align;
     uint64_t l = (uint64_t)block * chunk;
@@ -111,32 +109,31 @@ static inline void mtiart__k_range(uint64_t n, uint32_t block, uint32_t num_bloc
 
 /* x86 ISA level the kernels may use: the best the CPU (and OS) support, capped by the
  * environment variable MTIART_KERNEL_ISA=generic|avx2|avx512 (to test every code path on
- * one machine). Always MTIART__K_ISA_GENERIC off x86-64. Cached after the first call. */
-enum { MTIART__K_ISA_GENERIC = 0, MTIART__K_ISA_AVX2 = 1, MTIART__K_ISA_AVX512 = 2 };
-uint32_t mtiart__k_isa(void);
+ * one machine). Always MT_K_ISA_GENERIC off x86-64. Cached after the first call. */
+enum { MT_K_ISA_GENERIC = 0, MT_K_ISA_AVX2 = 1, MT_K_ISA_AVX512 = 2 };
+uint32_t mt_k_isa(void);
 
 /* Vectorised float32 kernels of vecmath.c (n elements; o may equal a). */
-#define MTIART__K_SM_COLS 256
-void mtiart__k_exp_f32(float *o, const float *a, int64_t n);
-void mtiart__k_sigmoid_f32(float *o, const float *a, int64_t n);
-void mtiart__k_gelu_f32(float *o, const float *a, int64_t n);
-void mtiart__k_tanh_f32(float *o, const float *a, int64_t n);
-/* Softmax of a contiguous row, and down columns [0, w) (w <= MTIART__K_SM_COLS) of len rows
+#define MT_K_SM_COLS 256
+void mt_k_exp_f32(float *o, const float *a, int64_t n);
+void mt_k_sigmoid_f32(float *o, const float *a, int64_t n);
+void mt_k_gelu_f32(float *o, const float *a, int64_t n);
+void mt_k_tanh_f32(float *o, const float *a, int64_t n);
+/* Softmax of a contiguous row, and down columns [0, w) (w <= MT_K_SM_COLS) of len rows
  * spaced `stride` elements apart. */
-void mtiart__k_softmax_row_f32(float *o, const float *a, int64_t n);
-void mtiart__k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride,
-                                int64_t w);
+void mt_k_softmax_row_f32(float *o, const float *a, int64_t n);
+void mt_k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride, int64_t w);
 
 /* Element bits of a scalar in a given dtype, for parameter structs. */
-typedef union mtiart__kscalar {
+typedef union mt_kscalar {
     double f64;
     float f32;
     int32_t i32;
     int64_t i64;
     uint8_t b;
     uint64_t bits;
-} mtiart__kscalar;
+} mt_kscalar;
 
-mtiart__kscalar mtiart__k_scalar(int32_t dtype, double f, int64_t i);
+mt_kscalar mt_k_scalar(int32_t dtype, double f, int64_t i);
 
 #endif /* MTIART_KERNELS_H */

@@ -32,8 +32,12 @@
 #define MM_X86 0
 #endif
 
-enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
-       D_I64 = MTIART_DTYPE_INT64 };
+enum {
+    D_F32 = MTIART_DTYPE_FLOAT32,
+    D_F64 = MTIART_DTYPE_FLOAT64,
+    D_I32 = MTIART_DTYPE_INT32,
+    D_I64 = MTIART_DTYPE_INT64
+};
 
 /* 40 bytes: with its three buffers the launch fits the runtime's inline argument storage. */
 typedef struct mm_params {
@@ -48,8 +52,11 @@ _Static_assert(sizeof(mm_params) == 40, "mm_params must stay small");
 #define MM_DTYPE(p) ((p).dtype & 0xf)
 #define MM_ISA(p) ((uint32_t)(p).dtype >> 4)
 
-enum { MM_ISA_GENERIC = MTIART__K_ISA_GENERIC, MM_ISA_AVX2 = MTIART__K_ISA_AVX2,
-       MM_ISA_AVX512 = MTIART__K_ISA_AVX512 };
+enum {
+    MM_ISA_GENERIC = MT_K_ISA_GENERIC,
+    MM_ISA_AVX2 = MT_K_ISA_AVX2,
+    MM_ISA_AVX512 = MT_K_ISA_AVX512
+};
 
 /* Cache blocking: a KC x NR micro-panel of B stays in L1 while the MC x KC block of A
  * streams from L2; the KC x NC panel of B lives in L2/L3. */
@@ -59,25 +66,25 @@ enum { MM_ISA_GENERIC = MTIART__K_ISA_GENERIC, MM_ISA_AVX2 = MTIART__K_ISA_AVX2,
 
 typedef void (*ukr_f32_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                            int first);
-typedef void (*ukr_f64_fn)(int64_t kc, const double *a, const double *b, double *c,
-                           int64_t ldc, int first);
+typedef void (*ukr_f64_fn)(int64_t kc, const double *a, const double *b, double *c, int64_t ldc,
+                           int first);
 
 /* ---- generic micro-kernels ------------------------------------------------------------------ */
 
-#define DEF_UKR_GENERIC(NAME, T, MR, NR)                                                     \
-    static void NAME(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int first) {     \
-        T acc[MR][NR];                                                                       \
-        for (int r = 0; r < MR; r++)                                                         \
-            for (int j = 0; j < NR; j++) acc[r][j] = 0;                                      \
-        for (int64_t p = 0; p < kc; p++) {                                                   \
-            for (int r = 0; r < MR; r++) {                                                   \
-                const T av = a[p * MR + r];                                                  \
-                for (int j = 0; j < NR; j++) acc[r][j] += av * b[p * NR + j];                \
-            }                                                                                \
-        }                                                                                    \
-        for (int r = 0; r < MR; r++)                                                         \
-            for (int j = 0; j < NR; j++)                                                     \
-                c[r * ldc + j] = first ? acc[r][j] : c[r * ldc + j] + acc[r][j];             \
+#define DEF_UKR_GENERIC(NAME, T, MR, NR)                                                           \
+    static void NAME(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int first) {           \
+        T acc[MR][NR];                                                                             \
+        for (int r = 0; r < MR; r++)                                                               \
+            for (int j = 0; j < NR; j++) acc[r][j] = 0;                                            \
+        for (int64_t p = 0; p < kc; p++) {                                                         \
+            for (int r = 0; r < MR; r++) {                                                         \
+                const T av = a[p * MR + r];                                                        \
+                for (int j = 0; j < NR; j++) acc[r][j] += av * b[p * NR + j];                      \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < MR; r++)                                                               \
+            for (int j = 0; j < NR; j++)                                                           \
+                c[r * ldc + j] = first ? acc[r][j] : c[r * ldc + j] + acc[r][j];                   \
     }
 DEF_UKR_GENERIC(ukr_f32_generic, float, 4, 16)
 DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
@@ -87,22 +94,20 @@ DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
 #if MM_X86
 
 /* Row r of the tile: two vector accumulators (c##r##0, c##r##1) updated with a[r]. */
-#define MM_ROWS12(X)                                                                          \
-    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define MM_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define MM_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 /* AVX-512 float32: 12 x 32 tile, 24 zmm accumulators + 2 for B + 1 broadcast. */
-__attribute__((target("avx512f")))
-static void ukr_f32_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                           int first) {
+__attribute__((target("avx512f"))) static void
+ukr_f32_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int first) {
 #define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
     MM_ROWS12(DECL)
 #undef DECL
-#define STEP(r)                                                                              \
-    {                                                                                        \
-        __m512 av = _mm512_set1_ps(a[r]);                                                    \
-        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                          \
-        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                          \
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m512 av = _mm512_set1_ps(a[r]);                                                          \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                \
     }
 #pragma GCC unroll 2
     for (int64_t p = 0; p < kc; p++) {
@@ -112,32 +117,31 @@ static void ukr_f32_avx512(int64_t kc, const float *a, const float *b, float *c,
         b += 32;
     }
 #undef STEP
-#define STORE(r)                                                                             \
-    {                                                                                        \
-        float *cr = c + (r) * ldc;                                                           \
-        if (!first) {                                                                        \
-            c##r##0 = _mm512_add_ps(c##r##0, _mm512_loadu_ps(cr));                           \
-            c##r##1 = _mm512_add_ps(c##r##1, _mm512_loadu_ps(cr + 16));                      \
-        }                                                                                    \
-        _mm512_storeu_ps(cr, c##r##0);                                                       \
-        _mm512_storeu_ps(cr + 16, c##r##1);                                                  \
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm512_add_ps(c##r##0, _mm512_loadu_ps(cr));                                 \
+            c##r##1 = _mm512_add_ps(c##r##1, _mm512_loadu_ps(cr + 16));                            \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##r##0);                                                             \
+        _mm512_storeu_ps(cr + 16, c##r##1);                                                        \
     }
     MM_ROWS12(STORE)
 #undef STORE
 }
 
 /* AVX-512 float64: 12 x 16 tile. */
-__attribute__((target("avx512f")))
-static void ukr_f64_avx512(int64_t kc, const double *a, const double *b, double *c,
-                           int64_t ldc, int first) {
+__attribute__((target("avx512f"))) static void
+ukr_f64_avx512(int64_t kc, const double *a, const double *b, double *c, int64_t ldc, int first) {
 #define DECL(r) __m512d c##r##0 = _mm512_setzero_pd(), c##r##1 = _mm512_setzero_pd();
     MM_ROWS12(DECL)
 #undef DECL
-#define STEP(r)                                                                              \
-    {                                                                                        \
-        __m512d av = _mm512_set1_pd(a[r]);                                                   \
-        c##r##0 = _mm512_fmadd_pd(av, b0, c##r##0);                                          \
-        c##r##1 = _mm512_fmadd_pd(av, b1, c##r##1);                                          \
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m512d av = _mm512_set1_pd(a[r]);                                                         \
+        c##r##0 = _mm512_fmadd_pd(av, b0, c##r##0);                                                \
+        c##r##1 = _mm512_fmadd_pd(av, b1, c##r##1);                                                \
     }
 #pragma GCC unroll 2
     for (int64_t p = 0; p < kc; p++) {
@@ -147,32 +151,31 @@ static void ukr_f64_avx512(int64_t kc, const double *a, const double *b, double 
         b += 16;
     }
 #undef STEP
-#define STORE(r)                                                                             \
-    {                                                                                        \
-        double *cr = c + (r) * ldc;                                                          \
-        if (!first) {                                                                        \
-            c##r##0 = _mm512_add_pd(c##r##0, _mm512_loadu_pd(cr));                           \
-            c##r##1 = _mm512_add_pd(c##r##1, _mm512_loadu_pd(cr + 8));                       \
-        }                                                                                    \
-        _mm512_storeu_pd(cr, c##r##0);                                                       \
-        _mm512_storeu_pd(cr + 8, c##r##1);                                                   \
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        double *cr = c + (r)*ldc;                                                                  \
+        if (!first) {                                                                              \
+            c##r##0 = _mm512_add_pd(c##r##0, _mm512_loadu_pd(cr));                                 \
+            c##r##1 = _mm512_add_pd(c##r##1, _mm512_loadu_pd(cr + 8));                             \
+        }                                                                                          \
+        _mm512_storeu_pd(cr, c##r##0);                                                             \
+        _mm512_storeu_pd(cr + 8, c##r##1);                                                         \
     }
     MM_ROWS12(STORE)
 #undef STORE
 }
 
 /* AVX2 + FMA float32: 6 x 16 tile, 12 ymm accumulators. */
-__attribute__((target("avx2,fma")))
-static void ukr_f32_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                         int first) {
+__attribute__((target("avx2,fma"))) static void
+ukr_f32_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int first) {
 #define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
     MM_ROWS6(DECL)
 #undef DECL
-#define STEP(r)                                                                              \
-    {                                                                                        \
-        __m256 av = _mm256_broadcast_ss(a + (r));                                            \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                          \
-        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                          \
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m256 av = _mm256_broadcast_ss(a + (r));                                                  \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                \
     }
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
@@ -182,32 +185,31 @@ static void ukr_f32_avx2(int64_t kc, const float *a, const float *b, float *c, i
         b += 16;
     }
 #undef STEP
-#define STORE(r)                                                                             \
-    {                                                                                        \
-        float *cr = c + (r) * ldc;                                                           \
-        if (!first) {                                                                        \
-            c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(cr));                           \
-            c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(cr + 8));                       \
-        }                                                                                    \
-        _mm256_storeu_ps(cr, c##r##0);                                                       \
-        _mm256_storeu_ps(cr + 8, c##r##1);                                                   \
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(cr));                                 \
+            c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(cr + 8));                             \
+        }                                                                                          \
+        _mm256_storeu_ps(cr, c##r##0);                                                             \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                         \
     }
     MM_ROWS6(STORE)
 #undef STORE
 }
 
 /* AVX2 + FMA float64: 6 x 8 tile. */
-__attribute__((target("avx2,fma")))
-static void ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ldc,
-                         int first) {
+__attribute__((target("avx2,fma"))) static void
+ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ldc, int first) {
 #define DECL(r) __m256d c##r##0 = _mm256_setzero_pd(), c##r##1 = _mm256_setzero_pd();
     MM_ROWS6(DECL)
 #undef DECL
-#define STEP(r)                                                                              \
-    {                                                                                        \
-        __m256d av = _mm256_broadcast_sd(a + (r));                                           \
-        c##r##0 = _mm256_fmadd_pd(av, b0, c##r##0);                                          \
-        c##r##1 = _mm256_fmadd_pd(av, b1, c##r##1);                                          \
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m256d av = _mm256_broadcast_sd(a + (r));                                                 \
+        c##r##0 = _mm256_fmadd_pd(av, b0, c##r##0);                                                \
+        c##r##1 = _mm256_fmadd_pd(av, b1, c##r##1);                                                \
     }
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
@@ -217,15 +219,15 @@ static void ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c
         b += 8;
     }
 #undef STEP
-#define STORE(r)                                                                             \
-    {                                                                                        \
-        double *cr = c + (r) * ldc;                                                          \
-        if (!first) {                                                                        \
-            c##r##0 = _mm256_add_pd(c##r##0, _mm256_loadu_pd(cr));                           \
-            c##r##1 = _mm256_add_pd(c##r##1, _mm256_loadu_pd(cr + 4));                       \
-        }                                                                                    \
-        _mm256_storeu_pd(cr, c##r##0);                                                       \
-        _mm256_storeu_pd(cr + 4, c##r##1);                                                   \
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        double *cr = c + (r)*ldc;                                                                  \
+        if (!first) {                                                                              \
+            c##r##0 = _mm256_add_pd(c##r##0, _mm256_loadu_pd(cr));                                 \
+            c##r##1 = _mm256_add_pd(c##r##1, _mm256_loadu_pd(cr + 4));                             \
+        }                                                                                          \
+        _mm256_storeu_pd(cr, c##r##0);                                                             \
+        _mm256_storeu_pd(cr + 4, c##r##1);                                                         \
     }
     MM_ROWS6(STORE)
 #undef STORE
@@ -243,8 +245,14 @@ static mm_shape mm_tile_shape(int dtype, uint32_t isa) {
     mm_shape s;
     int f32 = dtype == D_F32;
     switch (isa) {
-    case MM_ISA_AVX512: s.mr = 12; s.nr = f32 ? 32 : 16; break;
-    case MM_ISA_AVX2: s.mr = 6; s.nr = f32 ? 16 : 8; break;
+    case MM_ISA_AVX512:
+        s.mr = 12;
+        s.nr = f32 ? 32 : 16;
+        break;
+    case MM_ISA_AVX2:
+        s.mr = 6;
+        s.nr = f32 ? 16 : 8;
+        break;
     default:
         if (dtype == D_F32 || dtype == D_F64) {
             s.mr = 4;
@@ -261,9 +269,7 @@ static mm_shape mm_tile_shape(int dtype, uint32_t isa) {
 /* ---- float GEMM driver ----------------------------------------------------------------------- */
 
 /* 64-byte aligned so the micro-kernels can use aligned vector loads of packed panels. */
-static void *mm_alloc(size_t bytes) {
-    return aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-}
+static void *mm_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64 + 64); }
 
 /* Pack rows [0, rows) of an MR-row panel of A: dst[p * mr + r] = a[r * lda + p]. This is
  * a transpose, so groups of rows go through SSE register transposes (4x4 floats, 2x2
@@ -297,8 +303,8 @@ static void pack_a_rows_f32(float *dst, const float *a, int64_t lda, int64_t row
         for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = a[r * lda + p];
 }
 
-static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t rows,
-                            int64_t kc, int mr) {
+static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t rows, int64_t kc,
+                            int mr) {
     int64_t r0 = 0;
 #if defined(__SSE2__)
     for (; r0 + 2 <= rows; r0 += 2) {
@@ -320,69 +326,67 @@ static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t r
 }
 
 /* One tile: C[r0:r1, c0:c1] = A[r0:r1, :] @ B[:, c0:c1] (row strides k, n, n). */
-#define DEF_GEMM_TILE(SUF, T, UKR_T)                                                         \
-    static void pack_a_##SUF(T *dst, const T *a, int64_t lda, int64_t mc, int64_t kc,        \
-                             int mr) {                                                       \
-        for (int64_t i = 0; i < mc; i += mr) {                                               \
-            int64_t rows = mc - i < mr ? mc - i : mr;                                        \
-            pack_a_rows_##SUF(dst, a + i * lda, lda, rows, kc, mr);                          \
-            for (int64_t r = rows; r < mr; r++)                                              \
-                for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = 0;                        \
-            dst += kc * mr;                                                                  \
-        }                                                                                    \
-    }                                                                                        \
-    static void pack_b_##SUF(T *dst, const T *b, int64_t ldb, int64_t kc, int64_t nc,        \
-                             int nr) {                                                       \
-        int64_t panels = (nc + nr - 1) / nr;                                                 \
-        for (int64_t p = 0; p < kc; p++) {                                                   \
-            const T *src = b + p * ldb;                                                      \
-            for (int64_t j = 0; j < panels; j++) {                                           \
-                T *d = dst + j * kc * nr + p * nr;                                           \
-                int64_t cols = nc - j * nr < nr ? nc - j * nr : nr;                          \
-                memcpy(d, src + j * nr, (size_t)cols * sizeof(T));                           \
-                for (int64_t c = cols; c < nr; c++) d[c] = 0;                                \
-            }                                                                                \
-        }                                                                                    \
-    }                                                                                        \
-    static void gemm_tile_##SUF(UKR_T ukr, int mr, int nr, T *ap, T *bp, const T *a,         \
-                                const T *b, T *c, int64_t k, int64_t n, int64_t r0,          \
-                                int64_t r1, int64_t c0, int64_t c1) {                        \
-        T tmp[12 * 32] __attribute__((aligned(64)));                                         \
-        if (k == 0) {                                                                        \
-            for (int64_t i = r0; i < r1; i++)                                                \
-                memset(c + i * n + c0, 0, (size_t)(c1 - c0) * sizeof(T));                    \
-            return;                                                                          \
-        }                                                                                    \
-        for (int64_t jc = c0; jc < c1; jc += MM_NC) {                                        \
-            int64_t nc = c1 - jc < MM_NC ? c1 - jc : MM_NC;                                  \
-            for (int64_t pc = 0; pc < k; pc += MM_KC) {                                      \
-                int64_t kc = k - pc < MM_KC ? k - pc : MM_KC;                                \
-                int first = pc == 0;                                                         \
-                pack_b_##SUF(bp, b + pc * n + jc, n, kc, nc, nr);                            \
-                for (int64_t ic = r0; ic < r1; ic += MM_MC) {                                \
-                    int64_t mc = r1 - ic < MM_MC ? r1 - ic : MM_MC;                          \
-                    pack_a_##SUF(ap, a + ic * k + pc, k, mc, kc, mr);                        \
-                    for (int64_t jr = 0; jr < nc; jr += nr) {                                \
-                        int64_t nn = nc - jr < nr ? nc - jr : nr;                            \
-                        const T *bpp = bp + (jr / nr) * kc * nr;                             \
-                        for (int64_t ir = 0; ir < mc; ir += mr) {                            \
-                            int64_t mm = mc - ir < mr ? mc - ir : mr;                        \
-                            const T *app = ap + (ir / mr) * kc * mr;                         \
-                            T *cc = c + (ic + ir) * n + jc + jr;                             \
-                            if (mm == mr && nn == nr) {                                      \
-                                ukr(kc, app, bpp, cc, n, first);                             \
-                            } else {                                                         \
-                                ukr(kc, app, bpp, tmp, nr, 1);                               \
-                                for (int64_t r = 0; r < mm; r++)                             \
-                                    for (int64_t q = 0; q < nn; q++)                         \
-                                        cc[r * n + q] = first ? tmp[r * nr + q]              \
-                                                              : cc[r * n + q] + tmp[r * nr + q]; \
-                            }                                                                \
-                        }                                                                    \
-                    }                                                                        \
-                }                                                                            \
-            }                                                                                \
-        }                                                                                    \
+#define DEF_GEMM_TILE(SUF, T, UKR_T)                                                               \
+    static void pack_a_##SUF(T *dst, const T *a, int64_t lda, int64_t mc, int64_t kc, int mr) {    \
+        for (int64_t i = 0; i < mc; i += mr) {                                                     \
+            int64_t rows = mc - i < mr ? mc - i : mr;                                              \
+            pack_a_rows_##SUF(dst, a + i * lda, lda, rows, kc, mr);                                \
+            for (int64_t r = rows; r < mr; r++)                                                    \
+                for (int64_t p = 0; p < kc; p++) dst[p * mr + r] = 0;                              \
+            dst += kc * mr;                                                                        \
+        }                                                                                          \
+    }                                                                                              \
+    static void pack_b_##SUF(T *dst, const T *b, int64_t ldb, int64_t kc, int64_t nc, int nr) {    \
+        int64_t panels = (nc + nr - 1) / nr;                                                       \
+        for (int64_t p = 0; p < kc; p++) {                                                         \
+            const T *src = b + p * ldb;                                                            \
+            for (int64_t j = 0; j < panels; j++) {                                                 \
+                T *d = dst + j * kc * nr + p * nr;                                                 \
+                int64_t cols = nc - j * nr < nr ? nc - j * nr : nr;                                \
+                memcpy(d, src + j * nr, (size_t)cols * sizeof(T));                                 \
+                for (int64_t c = cols; c < nr; c++) d[c] = 0;                                      \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void gemm_tile_##SUF(UKR_T ukr, int mr, int nr, T *ap, T *bp, const T *a, const T *b,   \
+                                T *c, int64_t k, int64_t n, int64_t r0, int64_t r1, int64_t c0,    \
+                                int64_t c1) {                                                      \
+        T tmp[12 * 32] __attribute__((aligned(64)));                                               \
+        if (k == 0) {                                                                              \
+            for (int64_t i = r0; i < r1; i++)                                                      \
+                memset(c + i * n + c0, 0, (size_t)(c1 - c0) * sizeof(T));                          \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t jc = c0; jc < c1; jc += MM_NC) {                                              \
+            int64_t nc = c1 - jc < MM_NC ? c1 - jc : MM_NC;                                        \
+            for (int64_t pc = 0; pc < k; pc += MM_KC) {                                            \
+                int64_t kc = k - pc < MM_KC ? k - pc : MM_KC;                                      \
+                int first = pc == 0;                                                               \
+                pack_b_##SUF(bp, b + pc * n + jc, n, kc, nc, nr);                                  \
+                for (int64_t ic = r0; ic < r1; ic += MM_MC) {                                      \
+                    int64_t mc = r1 - ic < MM_MC ? r1 - ic : MM_MC;                                \
+                    pack_a_##SUF(ap, a + ic * k + pc, k, mc, kc, mr);                              \
+                    for (int64_t jr = 0; jr < nc; jr += nr) {                                      \
+                        int64_t nn = nc - jr < nr ? nc - jr : nr;                                  \
+                        const T *bpp = bp + (jr / nr) * kc * nr;                                   \
+                        for (int64_t ir = 0; ir < mc; ir += mr) {                                  \
+                            int64_t mm = mc - ir < mr ? mc - ir : mr;                              \
+                            const T *app = ap + (ir / mr) * kc * mr;                               \
+                            T *cc = c + (ic + ir) * n + jc + jr;                                   \
+                            if (mm == mr && nn == nr) {                                            \
+                                ukr(kc, app, bpp, cc, n, first);                                   \
+                            } else {                                                               \
+                                ukr(kc, app, bpp, tmp, nr, 1);                                     \
+                                for (int64_t r = 0; r < mm; r++)                                   \
+                                    for (int64_t q = 0; q < nn; q++)                               \
+                                        cc[r * n + q] = first ? tmp[r * nr + q]                    \
+                                                              : cc[r * n + q] + tmp[r * nr + q];   \
+                            }                                                                      \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 DEF_GEMM_TILE(f32, float, ukr_f32_fn)
@@ -411,24 +415,24 @@ static ukr_f64_fn mm_ukr_f64(uint32_t isa) {
  * a[i,p] * B[p, chunk] so the inner loop is a contiguous, vectorisable axpy; the B chunk is
  * reused from cache across rows. Unsigned arithmetic gives defined wrap-around. */
 #define MM_ICOLS 512
-#define DEF_IMM(SUF, T, U)                                                                   \
-    static void imm_tile_##SUF(const T *a, const T *b, T *c, int64_t k, int64_t n,           \
-                               int64_t r0, int64_t r1, int64_t c0, int64_t c1) {             \
-        for (int64_t jc = c0; jc < c1; jc += MM_ICOLS) {                                     \
-            int64_t w = c1 - jc < MM_ICOLS ? c1 - jc : MM_ICOLS;                             \
-            for (int64_t i = r0; i < r1; i++) {                                              \
-                U acc[MM_ICOLS];                                                             \
-                for (int64_t j = 0; j < w; j++) acc[j] = 0;                                  \
-                const T *ar = a + i * k;                                                     \
-                for (int64_t p = 0; p < k; p++) {                                            \
-                    const U av = (U)ar[p];                                                   \
-                    const T *br = b + p * n + jc;                                            \
-                    for (int64_t j = 0; j < w; j++) acc[j] += av * (U)br[j];                 \
-                }                                                                            \
-                T *cr = c + i * n + jc;                                                      \
-                for (int64_t j = 0; j < w; j++) cr[j] = (T)acc[j];                           \
-            }                                                                                \
-        }                                                                                    \
+#define DEF_IMM(SUF, T, U)                                                                         \
+    static void imm_tile_##SUF(const T *a, const T *b, T *c, int64_t k, int64_t n, int64_t r0,     \
+                               int64_t r1, int64_t c0, int64_t c1) {                               \
+        for (int64_t jc = c0; jc < c1; jc += MM_ICOLS) {                                           \
+            int64_t w = c1 - jc < MM_ICOLS ? c1 - jc : MM_ICOLS;                                   \
+            for (int64_t i = r0; i < r1; i++) {                                                    \
+                U acc[MM_ICOLS];                                                                   \
+                for (int64_t j = 0; j < w; j++) acc[j] = 0;                                        \
+                const T *ar = a + i * k;                                                           \
+                for (int64_t p = 0; p < k; p++) {                                                  \
+                    const U av = (U)ar[p];                                                         \
+                    const T *br = b + p * n + jc;                                                  \
+                    for (int64_t j = 0; j < w; j++) acc[j] += av * (U)br[j];                       \
+                }                                                                                  \
+                T *cr = c + i * n + jc;                                                            \
+                for (int64_t j = 0; j < w; j++) cr[j] = (T)acc[j];                                 \
+            }                                                                                      \
+        }                                                                                          \
     }
 DEF_IMM(i32, int32_t, uint32_t)
 DEF_IMM(i64, int64_t, uint64_t)
@@ -446,14 +450,14 @@ static void mm_split(int64_t extent, uint32_t parts, uint32_t idx, int64_t align
 
 static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) {
     mm_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     const uint64_t per = (uint64_t)p.rgrid * p.cgrid;
     const uint64_t tiles = (uint64_t)p.batch * per;
     const uint64_t t0 = tiles * block / num_blocks, t1 = tiles * (block + 1) / num_blocks;
     if (t0 >= t1) return 0;
-    char *cbase = (char *)MTIART__K_BUF(args, p.slot_c);
-    const char *abase = (const char *)MTIART__K_BUF(args, p.slot_a);
-    const char *bbase = (const char *)MTIART__K_BUF(args, p.slot_b);
+    char *cbase = (char *)MT_K_BUF(args, p.slot_c);
+    const char *abase = (const char *)MT_K_BUF(args, p.slot_a);
+    const char *bbase = (const char *)MT_K_BUF(args, p.slot_b);
     const mm_shape sh = mm_tile_shape(MM_DTYPE(p), MM_ISA(p));
     const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
     const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
@@ -468,7 +472,7 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         if (!ap || !bp) {
             free(ap);
             free(bp);
-            mtiart_kernel_set_error_message("mtiart_matmul: out of host memory for packing");
+            mtiart_kernel_set_error_message("out of host memory for packing");
             return 1;
         }
     }
@@ -492,12 +496,12 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
                           (const double *)b, (double *)c, p.k, p.n, r0, r1, c0, c1);
             break;
         case D_I32:
-            imm_tile_i32((const int32_t *)a, (const int32_t *)b, (int32_t *)c, p.k, p.n, r0, r1,
-                         c0, c1);
+            imm_tile_i32((const int32_t *)a, (const int32_t *)b, (int32_t *)c, p.k, p.n, r0, r1, c0,
+                         c1);
             break;
         default:
-            imm_tile_i64((const int64_t *)a, (const int64_t *)b, (int64_t *)c, p.k, p.n, r0, r1,
-                         c0, c1);
+            imm_tile_i64((const int64_t *)a, (const int64_t *)b, (int64_t *)c, p.k, p.n, r0, r1, c0,
+                         c1);
             break;
         }
     }
@@ -540,38 +544,34 @@ static void mm_grid(int64_t m, int64_t n, int64_t k, int64_t batch, uint32_t wan
 MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           const mtiart_tensor_desc *a,
                                           const mtiart_tensor_desc *b) {
-    static const char fn[] = "mtiart_op_matmul";
+    MT_API_ENTRY();
     int64_t no, na, nb;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)) ||
-        (st = mtiart__k_check(fn, "b", b, &nb)))
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na)) ||
+        (st = mt_k_check("b", b, &nb)))
         return st;
     if (a->dtype != b->dtype || out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out, a and b must share a dtype (got %s, %s, %s)", fn,
-                                 mtiart__k_dtype_name(out->dtype), mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(b->dtype));
+        return mt_set_error(
+            MTIART_ERROR_INVALID_VALUE, "out, a and b must share a dtype (got %s, %s, %s)",
+            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype), mt_k_dtype_name(b->dtype));
     if (a->dtype == MTIART_DTYPE_BOOL)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: bool matmul is not supported",
-                                 fn);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "bool matmul is not supported");
     int nd = a->ndim;
     if ((nd != 2 && nd != 3) || b->ndim != nd || out->ndim != nd)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: needs out, a and b all 2-D or all 3-D (got %d, %d, %d)", fn,
-                                 (int)out->ndim, (int)a->ndim, (int)b->ndim);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "needs out, a and b all 2-D or all 3-D (got %d, %d, %d)",
+                            (int)out->ndim, (int)a->ndim, (int)b->ndim);
     int64_t batch = nd == 3 ? a->shape[0] : 1;
     int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1];
     int ok = b->shape[nd - 2] == k && out->shape[nd - 2] == m && out->shape[nd - 1] == n;
     if (nd == 3) ok = ok && b->shape[0] == batch && out->shape[0] == batch;
     if (!ok) {
         char b1[160], b2[160], b3[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: shapes do not match: out %s, a %s, b %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2),
-                                 mtiart__k_shape_str(b, b3, sizeof b3));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "shapes do not match: out %s, a %s, b %s",
+                            mt_k_shape_str(out, b1, sizeof b1), mt_k_shape_str(a, b2, sizeof b2),
+                            mt_k_shape_str(b, b3, sizeof b3));
     }
-    if (no == 0) return mtiart__k_nothing(stream);
+    if (no == 0) return mt_k_nothing(stream);
 
     mm_params p;
     memset(&p, 0, sizeof p);
@@ -579,20 +579,20 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     p.n = n;
     p.k = k;
     p.batch = batch;
-    uint32_t isa = mtiart__k_is_float(a->dtype) ? mtiart__k_isa() : MM_ISA_GENERIC;
+    uint32_t isa = mt_k_is_float(a->dtype) ? mt_k_isa() : MM_ISA_GENERIC;
     p.dtype = (uint8_t)(a->dtype | (int32_t)(isa << 4));
     uint32_t es = (uint32_t)mtiart_dtype_size((mtiart_dtype)a->dtype);
 
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
     /* C is written while A and B are still being read by other tiles: no aliasing. */
-    int sc = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
+    int sc = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
     int sa = sc < 0 || na == 0
                  ? sc
-                 : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
     int sb = sa < 0 || nb == 0
                  ? sa
-                 : mtiart__kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     /* With k == 0 there is nothing to read; the kernel only zeroes C and never touches the
      * slots of A and B, which then alias C's slot. */
@@ -605,7 +605,7 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint32_t want = 1;
     if (macs >= (UINT64_C(1) << 20)) {
         uint32_t w;
-        if ((st = mtiart__k_workers(stream, &w))) return st;
+        if ((st = mt_k_workers(stream, &w))) return st;
         /* One tile per worker: every extra tile repacks panels (measured: 4 tiles on 2
          * workers run 512^2 float32 matmuls ~30% slower than 2 tiles). Very large products
          * get two per worker, where the packing is cheap relative to the tile and the
@@ -620,5 +620,5 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
     uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
     if (blocks > 4096) blocks = 4096;
-    return mtiart__kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
+    return mt_kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
 }

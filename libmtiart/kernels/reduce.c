@@ -18,8 +18,13 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { D_F32 = MTIART_DTYPE_FLOAT32, D_F64 = MTIART_DTYPE_FLOAT64, D_I32 = MTIART_DTYPE_INT32,
-       D_I64 = MTIART_DTYPE_INT64, D_B = MTIART_DTYPE_BOOL };
+enum {
+    D_F32 = MTIART_DTYPE_FLOAT32,
+    D_F64 = MTIART_DTYPE_FLOAT64,
+    D_I32 = MTIART_DTYPE_INT32,
+    D_I64 = MTIART_DTYPE_INT64,
+    D_B = MTIART_DTYPE_BOOL
+};
 
 static const uint8_t k_esize[5] = {4, 8, 4, 8, 1};
 
@@ -28,7 +33,7 @@ static const uint8_t k_esize[5] = {4, 8, 4, 8, 1};
  * read contiguously (accumulators on the stack, 8 KiB). */
 #define RD_COLS 1024
 /* Column chunk of softmax over a non-innermost dim (24 bytes of stack per column). */
-#define SM_COLS MTIART__K_SM_COLS
+#define SM_COLS MT_K_SM_COLS
 #define RD_NO_SLOT 0xff
 
 /* An accumulator: double for float inputs, wrapping int64 for integer/bool inputs. */
@@ -56,35 +61,35 @@ typedef struct rd_params {
  * additionally restarts its lanes every chunk, a two-level sum whose error grows with
  * chunk/lanes + n/chunk rather than n. */
 #define RD_SUM_CHUNK 4096
-#define DEF_ROW_FSUM(NAME, T)                                                                \
-    static double NAME(const T *a, int64_t n) {                                              \
-        double total = 0.0;                                                                  \
-        int64_t i = 0;                                                                       \
-        while (i < n) {                                                                      \
-            int64_t end = n - i > RD_SUM_CHUNK ? i + RD_SUM_CHUNK : n;                       \
-            double acc[RD_LANES] = {0};                                                      \
-            for (; i + RD_LANES <= end; i += RD_LANES)                                       \
-                for (int j = 0; j < RD_LANES; j++) acc[j] += (double)a[i + j];               \
-            double s = 0.0;                                                                  \
-            for (; i < end; i++) s += (double)a[i];                                          \
-            for (int j = 0; j < RD_LANES; j++) s += acc[j];                                  \
-            total += s;                                                                      \
-        }                                                                                    \
-        return total;                                                                        \
+#define DEF_ROW_FSUM(NAME, T)                                                                      \
+    static double NAME(const T *a, int64_t n) {                                                    \
+        double total = 0.0;                                                                        \
+        int64_t i = 0;                                                                             \
+        while (i < n) {                                                                            \
+            int64_t end = n - i > RD_SUM_CHUNK ? i + RD_SUM_CHUNK : n;                             \
+            double acc[RD_LANES] = {0};                                                            \
+            for (; i + RD_LANES <= end; i += RD_LANES)                                             \
+                for (int j = 0; j < RD_LANES; j++) acc[j] += (double)a[i + j];                     \
+            double s = 0.0;                                                                        \
+            for (; i < end; i++) s += (double)a[i];                                                \
+            for (int j = 0; j < RD_LANES; j++) s += acc[j];                                        \
+            total += s;                                                                            \
+        }                                                                                          \
+        return total;                                                                              \
     }
 DEF_ROW_FSUM(row_sum_f32, float)
 DEF_ROW_FSUM(row_sum_f64, double)
 
-#define DEF_ROW_ISUM(NAME, T)                                                                \
-    static int64_t NAME(const T *a, int64_t n) {                                             \
-        uint64_t acc[RD_LANES] = {0};                                                        \
-        int64_t i = 0;                                                                       \
-        for (; i + RD_LANES <= n; i += RD_LANES)                                             \
-            for (int j = 0; j < RD_LANES; j++) acc[j] += (uint64_t)(int64_t)a[i + j];        \
-        uint64_t s = 0;                                                                      \
-        for (; i < n; i++) s += (uint64_t)(int64_t)a[i];                                     \
-        for (int j = 0; j < RD_LANES; j++) s += acc[j];                                      \
-        return (int64_t)s;                                                                   \
+#define DEF_ROW_ISUM(NAME, T)                                                                      \
+    static int64_t NAME(const T *a, int64_t n) {                                                   \
+        uint64_t acc[RD_LANES] = {0};                                                              \
+        int64_t i = 0;                                                                             \
+        for (; i + RD_LANES <= n; i += RD_LANES)                                                   \
+            for (int j = 0; j < RD_LANES; j++) acc[j] += (uint64_t)(int64_t)a[i + j];              \
+        uint64_t s = 0;                                                                            \
+        for (; i < n; i++) s += (uint64_t)(int64_t)a[i];                                           \
+        for (int j = 0; j < RD_LANES; j++) s += acc[j];                                            \
+        return (int64_t)s;                                                                         \
     }
 DEF_ROW_ISUM(row_sum_i32, int32_t)
 DEF_ROW_ISUM(row_sum_i64, int64_t)
@@ -92,17 +97,17 @@ DEF_ROW_ISUM(row_sum_b, uint8_t)
 
 /* Lanes start from the first element, so no identity value (and no infinity for ints) is
  * needed; n >= 1 is guaranteed by the host side. */
-#define DEF_ROW_EXT(NAME, T, R, OP)                                                          \
-    static R NAME(const T *a, int64_t n) {                                                   \
-        T acc[RD_LANES];                                                                     \
-        for (int j = 0; j < RD_LANES; j++) acc[j] = a[0];                                    \
-        int64_t i = 0;                                                                       \
-        for (; i + RD_LANES <= n; i += RD_LANES)                                             \
-            for (int j = 0; j < RD_LANES; j++) acc[j] = OP(acc[j], a[i + j]);                \
-        T m = a[0];                                                                          \
-        for (; i < n; i++) m = OP(m, a[i]);                                                  \
-        for (int j = 0; j < RD_LANES; j++) m = OP(m, acc[j]);                                \
-        return (R)m;                                                                         \
+#define DEF_ROW_EXT(NAME, T, R, OP)                                                                \
+    static R NAME(const T *a, int64_t n) {                                                         \
+        T acc[RD_LANES];                                                                           \
+        for (int j = 0; j < RD_LANES; j++) acc[j] = a[0];                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + RD_LANES <= n; i += RD_LANES)                                                   \
+            for (int j = 0; j < RD_LANES; j++) acc[j] = OP(acc[j], a[i + j]);                      \
+        T m = a[0];                                                                                \
+        for (; i < n; i++) m = OP(m, a[i]);                                                        \
+        for (int j = 0; j < RD_LANES; j++) m = OP(m, acc[j]);                                      \
+        return (R)m;                                                                               \
     }
 DEF_ROW_EXT(row_max_f32, float, double, FMAX)
 DEF_ROW_EXT(row_min_f32, float, double, FMIN)
@@ -131,21 +136,21 @@ static rd_acc rd_row(int op, int dtype, const void *a, int64_t n) {
 
 /* ---- column reductions (inner > 1): acc[i] op= a[l * stride + i] ----------------------- */
 
-#define DEF_COLS(NAME, T, A, EXPR)                                                           \
-    static void NAME(A *acc, const T *a, int64_t len, int64_t stride, int64_t w, int init) { \
-        int64_t l = 0;                                                                       \
-        if (init) {                                                                          \
-            for (int64_t i = 0; i < w; i++) acc[i] = (A)a[i];                                \
-            l = 1;                                                                           \
-        }                                                                                    \
-        for (; l < len; l++) {                                                               \
-            const T *row = a + l * stride;                                                   \
-            for (int64_t i = 0; i < w; i++) {                                                \
-                A m = acc[i];                                                                \
-                A x = (A)row[i];                                                             \
-                acc[i] = (EXPR);                                                             \
-            }                                                                                \
-        }                                                                                    \
+#define DEF_COLS(NAME, T, A, EXPR)                                                                 \
+    static void NAME(A *acc, const T *a, int64_t len, int64_t stride, int64_t w, int init) {       \
+        int64_t l = 0;                                                                             \
+        if (init) {                                                                                \
+            for (int64_t i = 0; i < w; i++) acc[i] = (A)a[i];                                      \
+            l = 1;                                                                                 \
+        }                                                                                          \
+        for (; l < len; l++) {                                                                     \
+            const T *row = a + l * stride;                                                         \
+            for (int64_t i = 0; i < w; i++) {                                                      \
+                A m = acc[i];                                                                      \
+                A x = (A)row[i];                                                                   \
+                acc[i] = (EXPR);                                                                   \
+            }                                                                                      \
+        }                                                                                          \
     }
 DEF_COLS(cols_sum_f32, float, double, m + x)
 DEF_COLS(cols_sum_f64, double, double, m + x)
@@ -284,12 +289,12 @@ static void rd_range(const rd_params *p, const char *a, void *out, rd_acc *part,
 
 static int32_t k_reduce(void *const *args, uint32_t block, uint32_t num_blocks) {
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t lo, hi;
-    mtiart__k_range(p.outer * p.inner, block, num_blocks, 8, &lo, &hi);
+    mt_k_range(p.outer * p.inner, block, num_blocks, 8, &lo, &hi);
     if (lo >= hi) return 0;
-    const char *a = p.slot_in == RD_NO_SLOT ? NULL : (const char *)MTIART__K_BUF(args, p.slot_in);
-    rd_range(&p, a, MTIART__K_BUF(args, p.slot_out), NULL, lo, hi, 0, p.len);
+    const char *a = p.slot_in == RD_NO_SLOT ? NULL : (const char *)MT_K_BUF(args, p.slot_in);
+    rd_range(&p, a, MT_K_BUF(args, p.slot_out), NULL, lo, hi, 0, p.len);
     return 0;
 }
 
@@ -297,11 +302,11 @@ static int32_t k_reduce(void *const *args, uint32_t block, uint32_t num_blocks) 
  * part[b * outputs + j]. */
 static int32_t k_reduce_partial(void *const *args, uint32_t block, uint32_t num_blocks) {
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     uint64_t l0, l1, nout = p.outer * p.inner;
-    mtiart__k_range(p.len, block, num_blocks, RD_LANES, &l0, &l1);
-    rd_acc *part = (rd_acc *)MTIART__K_BUF(args, p.slot_part) + (size_t)block * nout;
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot_in);
+    mt_k_range(p.len, block, num_blocks, RD_LANES, &l0, &l1);
+    rd_acc *part = (rd_acc *)MT_K_BUF(args, p.slot_part) + (size_t)block * nout;
+    const char *a = (const char *)MT_K_BUF(args, p.slot_in);
     if (l0 >= l1) {
         /* Rounding shares up to whole lane groups can leave trailing blocks empty: they
          * contribute the identity of the operation. */
@@ -327,10 +332,10 @@ static int32_t k_reduce_partial(void *const *args, uint32_t block, uint32_t num_
 static int32_t k_reduce_combine(void *const *args, uint32_t block, uint32_t num_blocks) {
     (void)block, (void)num_blocks;
     rd_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     const uint64_t nout = p.outer * p.inner;
-    const rd_acc *part = (const rd_acc *)MTIART__K_BUF(args, p.slot_part);
-    void *out = MTIART__K_BUF(args, p.slot_out);
+    const rd_acc *part = (const rd_acc *)MT_K_BUF(args, p.slot_part);
+    void *out = MT_K_BUF(args, p.slot_out);
     int isf = p.dtype == D_F32 || p.dtype == D_F64;
     for (uint64_t j = 0; j < nout; j++) {
         rd_acc v = part[j];
@@ -348,52 +353,52 @@ typedef struct sm_params {
 } sm_params;
 
 /* One contiguous row. Reads all of a row before writing any of it, so out may alias a. */
-#define DEF_SM_ROW(NAME, T, EXP, MAXROW)                                                     \
-    static void NAME(T *o, const T *a, int64_t n) {                                          \
-        T m = (T)MAXROW(a, n);                                                               \
-        double s = 0.0;                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                    \
-            T e = EXP(a[i] - m);                                                             \
-            o[i] = e;                                                                        \
-            s += (double)e;                                                                  \
-        }                                                                                    \
-        const T inv = (T)(1.0 / s);                                                          \
-        for (int64_t i = 0; i < n; i++) o[i] *= inv;                                         \
+#define DEF_SM_ROW(NAME, T, EXP, MAXROW)                                                           \
+    static void NAME(T *o, const T *a, int64_t n) {                                                \
+        T m = (T)MAXROW(a, n);                                                                     \
+        double s = 0.0;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T e = EXP(a[i] - m);                                                                   \
+            o[i] = e;                                                                              \
+            s += (double)e;                                                                        \
+        }                                                                                          \
+        const T inv = (T)(1.0 / s);                                                                \
+        for (int64_t i = 0; i < n; i++) o[i] *= inv;                                               \
     }
 DEF_SM_ROW(sm_row_f64, double, exp, row_max_f64)
 
 /* Columns [0, w) of a (len, stride) slab: the same three passes, vectorised across w. */
-#define DEF_SM_COLS(NAME, T, EXP, COLMAX)                                                    \
-    static void NAME(T *o, const T *a, int64_t len, int64_t stride, int64_t w) {             \
-        double m[SM_COLS], s[SM_COLS];                                                       \
-        COLMAX(m, a, len, stride, w, 1);                                                     \
-        for (int64_t i = 0; i < w; i++) s[i] = 0.0;                                          \
-        for (int64_t l = 0; l < len; l++) {                                                  \
-            const T *ar = a + l * stride;                                                    \
-            T *orow = o + l * stride;                                                        \
-            for (int64_t i = 0; i < w; i++) {                                                \
-                T e = EXP(ar[i] - (T)m[i]);                                                  \
-                orow[i] = e;                                                                 \
-                s[i] += (double)e;                                                           \
-            }                                                                                \
-        }                                                                                    \
-        for (int64_t i = 0; i < w; i++) s[i] = 1.0 / s[i];                                   \
-        for (int64_t l = 0; l < len; l++) {                                                  \
-            T *orow = o + l * stride;                                                        \
-            for (int64_t i = 0; i < w; i++) orow[i] *= (T)s[i];                              \
-        }                                                                                    \
+#define DEF_SM_COLS(NAME, T, EXP, COLMAX)                                                          \
+    static void NAME(T *o, const T *a, int64_t len, int64_t stride, int64_t w) {                   \
+        double m[SM_COLS], s[SM_COLS];                                                             \
+        COLMAX(m, a, len, stride, w, 1);                                                           \
+        for (int64_t i = 0; i < w; i++) s[i] = 0.0;                                                \
+        for (int64_t l = 0; l < len; l++) {                                                        \
+            const T *ar = a + l * stride;                                                          \
+            T *orow = o + l * stride;                                                              \
+            for (int64_t i = 0; i < w; i++) {                                                      \
+                T e = EXP(ar[i] - (T)m[i]);                                                        \
+                orow[i] = e;                                                                       \
+                s[i] += (double)e;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t i = 0; i < w; i++) s[i] = 1.0 / s[i];                                         \
+        for (int64_t l = 0; l < len; l++) {                                                        \
+            T *orow = o + l * stride;                                                              \
+            for (int64_t i = 0; i < w; i++) orow[i] *= (T)s[i];                                    \
+        }                                                                                          \
     }
 DEF_SM_COLS(sm_cols_f64, double, exp, cols_max_f64)
 
 static int32_t k_softmax(void *const *args, uint32_t block, uint32_t num_blocks) {
     sm_params p;
-    MTIART__K_PARAMS(p, args);
+    MT_K_PARAMS(p, args);
     /* Work items: (outer row, column chunk) pairs. */
     uint64_t chunks = (p.inner + SM_COLS - 1) / SM_COLS;
     uint64_t lo, hi;
-    mtiart__k_range(p.outer * chunks, block, num_blocks, 1, &lo, &hi);
-    char *out = (char *)MTIART__K_BUF(args, p.slot_out);
-    const char *a = (const char *)MTIART__K_BUF(args, p.slot_in);
+    mt_k_range(p.outer * chunks, block, num_blocks, 1, &lo, &hi);
+    char *out = (char *)MT_K_BUF(args, p.slot_out);
+    const char *a = (const char *)MT_K_BUF(args, p.slot_in);
     size_t es = k_esize[p.dtype];
     for (uint64_t t = lo; t < hi; t++) {
         uint64_t o = t / chunks, c0 = (t % chunks) * SM_COLS;
@@ -401,13 +406,13 @@ static int32_t k_softmax(void *const *args, uint32_t block, uint32_t num_blocks)
         size_t off = ((size_t)o * p.len * p.inner + c0) * es;
         if (p.inner == 1) {
             if (p.dtype == D_F32)
-                mtiart__k_softmax_row_f32((float *)(out + off), (const float *)(a + off),
-                                          (int64_t)p.len);
+                mt_k_softmax_row_f32((float *)(out + off), (const float *)(a + off),
+                                     (int64_t)p.len);
             else sm_row_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len);
         } else {
             if (p.dtype == D_F32)
-                mtiart__k_softmax_cols_f32((float *)(out + off), (const float *)(a + off),
-                                           (int64_t)p.len, (int64_t)p.inner, (int64_t)w);
+                mt_k_softmax_cols_f32((float *)(out + off), (const float *)(a + off),
+                                      (int64_t)p.len, (int64_t)p.inner, (int64_t)w);
             else
                 sm_cols_f64((double *)(out + off), (const double *)(a + off), (int64_t)p.len,
                             (int64_t)p.inner, (int64_t)w);
@@ -422,7 +427,7 @@ static const char *const k_rd_names[4] = {"sum", "mean", "max", "min"};
 
 /* Resolve `dim` of a: MTIART_REDUCE_ALL gives -1 ("all"); a 0-d tensor accepts 0 and -1 as
  * torch does. */
-static mtiart_status rd_dim(const char *fn, const mtiart_tensor_desc *a, int32_t dim, int *out) {
+static mtiart_status rd_dim(const mtiart_tensor_desc *a, int32_t dim, int *out) {
     if (dim == MTIART_REDUCE_ALL) {
         *out = -1;
         return MTIART_SUCCESS;
@@ -433,8 +438,8 @@ static mtiart_status rd_dim(const char *fn, const mtiart_tensor_desc *a, int32_t
         return MTIART_SUCCESS;
     }
     if (dim < -nd || dim >= nd)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: dim %d out of range for a %d-d tensor", fn, (int)dim, nd);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "dim %d out of range for a %d-d tensor",
+                            (int)dim, nd);
     *out = dim < 0 ? dim + nd : dim;
     return MTIART_SUCCESS;
 }
@@ -465,17 +470,15 @@ static void rd_view(const mtiart_tensor_desc *a, int d, uint64_t *outer, uint64_
  */
 MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op op,
                                           const mtiart_tensor_desc *out,
-                                          const mtiart_tensor_desc *a, int32_t dim,
-                                          int keepdim) {
-    static const char fn[] = "mtiart_op_reduce";
+                                          const mtiart_tensor_desc *a, int32_t dim, int keepdim) {
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
     if ((unsigned)op > MTIART_REDUCE_MIN)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: unknown op %d", fn, (int)op);
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
-        return st;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     int d;
-    if ((st = rd_dim(fn, a, dim, &d))) return st;
+    if ((st = rd_dim(a, dim, &d))) return st;
 
     /* Expected shape of out. */
     mtiart_tensor_desc want;
@@ -487,44 +490,40 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
             want.shape[want.ndim++] = a->shape[i];
         }
     }
-    if (!mtiart__k_same_shape(out, &want)) {
+    if (!mt_k_same_shape(out, &want)) {
         char b1[160], b2[160], b3[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s does not match %s%s of a %s (expected %s)",
-                                 fn, mtiart__k_shape_str(out, b1, sizeof b1), k_rd_names[op],
-                                 keepdim ? " with keepdim" : "",
-                                 mtiart__k_shape_str(a, b2, sizeof b2),
-                                 mtiart__k_shape_str(&want, b3, sizeof b3));
+        return mt_set_error(
+            MTIART_ERROR_INVALID_VALUE, "out's shape %s does not match %s%s of a %s (expected %s)",
+            mt_k_shape_str(out, b1, sizeof b1), k_rd_names[op], keepdim ? " with keepdim" : "",
+            mt_k_shape_str(a, b2, sizeof b2), mt_k_shape_str(&want, b3, sizeof b3));
     }
 
-    int isf = mtiart__k_is_float(a->dtype);
+    int isf = mt_k_is_float(a->dtype);
     int odt_ok;
     if (isf) odt_ok = out->dtype == a->dtype;
     else if (op == MTIART_REDUCE_SUM)
         odt_ok = out->dtype == a->dtype || out->dtype == MTIART_DTYPE_INT64;
-    else if (op == MTIART_REDUCE_MEAN) odt_ok = mtiart__k_is_float(out->dtype);
+    else if (op == MTIART_REDUCE_MEAN) odt_ok = mt_k_is_float(out->dtype);
     else odt_ok = out->dtype == a->dtype;
     if (!odt_ok)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of a %s tensor cannot produce a %s out", fn,
-                                 k_rd_names[op], mtiart__k_dtype_name(a->dtype),
-                                 mtiart__k_dtype_name(out->dtype));
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of a %s tensor cannot produce a %s out",
+                            k_rd_names[op], mt_k_dtype_name(a->dtype), mt_k_dtype_name(out->dtype));
 
     rd_params p;
     memset(&p, 0, sizeof p);
     rd_view(a, d, &p.outer, &p.len, &p.inner);
     uint64_t nout = p.outer * p.inner;
-    if (nout == 0) return mtiart__k_nothing(stream);
+    if (nout == 0) return mt_k_nothing(stream);
     if (p.len == 0 && (op == MTIART_REDUCE_MAX || op == MTIART_REDUCE_MIN))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: %s of an empty extent has no identity", fn, k_rd_names[op]);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of an empty extent has no identity",
+                            k_rd_names[op]);
     p.op = (uint8_t)op;
     p.dtype = (uint8_t)a->dtype;
     p.odtype = (uint8_t)out->dtype;
 
     uint32_t es = k_esize[a->dtype], os = k_esize[out->dtype];
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)na, MTIART__K_EW_GRAIN, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)na, MT_K_EW_GRAIN, &blocks))) return st;
 
     /* Splitting the outputs is best when each block gets whole contiguous rows (inner ==
      * 1) or wide runs of columns; otherwise blocks would stride through the input reading
@@ -534,53 +533,48 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if (parts > p.len / RD_LANES) parts = p.len / RD_LANES;
     if (parts < 1) parts = 1;
     if (parts > 0xffff) parts = 0xffff;
-    int direct = blocks == 1 || parts == 1 ||
-                 (p.inner == 1 ? nout >= (uint64_t)blocks * 8
-                               : nout >= (uint64_t)blocks * RD_COLS) ||
-                 nout * parts > (UINT64_C(1) << 19);
-    mtiart__klaunch kl;
+    int direct =
+        blocks == 1 || parts == 1 ||
+        (p.inner == 1 ? nout >= (uint64_t)blocks * 8 : nout >= (uint64_t)blocks * RD_COLS) ||
+        nout * parts > (UINT64_C(1) << 19);
+    mt_klaunch kl;
     /* out must not overlap a (checked here once for both modes). */
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    if (mtiart__kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
-        (na > 0 &&
-         mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
+    mt_kl_init(&kl, &p, sizeof p);
+    if (mt_kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
+        (na > 0 && mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
         return MTIART_ERROR_INVALID_VALUE;
 
     void *scratch = NULL;
     /* Without scratch memory (device full, or an allocator that refuses) the direct mode
      * still computes the same result, just with less parallelism. */
-    if (!direct &&
-        mtiart_malloc_async(stream, (size_t)(parts * nout * sizeof(rd_acc)), &scratch) !=
-            MTIART_SUCCESS)
+    if (!direct && mtiart_malloc_async(stream, (size_t)(parts * nout * sizeof(rd_acc)), &scratch) !=
+                       MTIART_SUCCESS)
         direct = 1;
 
     if (direct) {
         p.slot_out = 0;
         p.slot_in = na > 0 ? 1 : RD_NO_SLOT;
         if ((uint64_t)blocks > nout) blocks = (uint32_t)nout;
-        return mtiart__kl_launch(&kl, stream, k_reduce, "mtiart_reduce", blocks);
+        return mt_kl_launch(&kl, stream, k_reduce, "mtiart_reduce", blocks);
     }
 
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
     p.parts = (uint16_t)parts;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    p.slot_in = (uint8_t)mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es,
-                                        MTIART_ARG_BUFFER_IN, 0);
-    p.slot_part = (uint8_t)mtiart__kl_buf(&kl, "scratch", scratch, parts * nout,
-                                          sizeof(rd_acc), MTIART_ARG_BUFFER_OUT, 0);
+    mt_kl_init(&kl, &p, sizeof p);
+    p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+    p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout, sizeof(rd_acc),
+                                     MTIART_ARG_BUFFER_OUT, 0);
     p.slot_out = RD_NO_SLOT;
-    st = mtiart__kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial",
-                           (uint32_t)parts);
+    st = mt_kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial", (uint32_t)parts);
     if (st == MTIART_SUCCESS) {
-        mtiart__klaunch kc;
+        mt_klaunch kc;
         rd_params pc = p;
-        mtiart__kl_init(&kc, fn, &pc, sizeof pc);
-        pc.slot_part = (uint8_t)mtiart__kl_buf(&kc, "scratch", scratch, parts * nout,
-                                               sizeof(rd_acc), MTIART_ARG_BUFFER_IN, 0);
-        pc.slot_out = (uint8_t)mtiart__kl_buf(&kc, "out", out->data, nout, os,
-                                              MTIART_ARG_BUFFER_OUT, 0);
+        mt_kl_init(&kc, &pc, sizeof pc);
+        pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout, sizeof(rd_acc),
+                                          MTIART_ARG_BUFFER_IN, 0);
+        pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0);
         pc.slot_in = RD_NO_SLOT;
-        st = mtiart__kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
+        st = mt_kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
     }
     /* Stream-ordered free: later work on this stream may reuse the block only after the
      * kernels above, so freeing right away is safe (and keeps captured graphs tidy). */
@@ -590,48 +584,38 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
 
 MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_tensor_desc *out,
                                            const mtiart_tensor_desc *a, int32_t dim) {
-    static const char fn[] = "mtiart_op_softmax";
+    MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((st = mtiart__k_check(fn, "out", out, &no)) || (st = mtiart__k_check(fn, "a", a, &na)))
-        return st;
-    if (!mtiart__k_is_float(a->dtype))
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: softmax needs a float dtype, got %s", fn,
-                                 mtiart__k_dtype_name(a->dtype));
+    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
+    if (!mt_k_is_float(a->dtype))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs a float dtype, got %s",
+                            mt_k_dtype_name(a->dtype));
     if (out->dtype != a->dtype)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: out is %s but a is %s", fn,
-                                 mtiart__k_dtype_name(out->dtype),
-                                 mtiart__k_dtype_name(a->dtype));
-    if (!mtiart__k_same_shape(out, a)) {
-        char b1[160], b2[160];
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE,
-                                 "%s: out's shape %s differs from a's shape %s", fn,
-                                 mtiart__k_shape_str(out, b1, sizeof b1),
-                                 mtiart__k_shape_str(a, b2, sizeof b2));
-    }
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s",
+                            mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype));
+    if ((st = mt_k_check_same_shape(out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
-        return mtiart__set_error(MTIART_ERROR_INVALID_VALUE, "%s: softmax needs one dim", fn);
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs one dim");
     int d;
-    if ((st = rd_dim(fn, a, dim, &d))) return st;
-    if (no == 0) return mtiart__k_nothing(stream);
+    if ((st = rd_dim(a, dim, &d))) return st;
+    if (no == 0) return mt_k_nothing(stream);
     sm_params p;
     memset(&p, 0, sizeof p);
     rd_view(a, d, &p.outer, &p.len, &p.inner);
     p.dtype = (uint8_t)a->dtype;
     uint32_t es = k_esize[a->dtype];
-    mtiart__klaunch kl;
-    mtiart__kl_init(&kl, fn, &p, sizeof p);
-    int so = mtiart__kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1
-                    : mtiart__kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    mt_klaunch kl;
+    mt_kl_init(&kl, &p, sizeof p);
+    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot_out = (uint8_t)so;
     p.slot_in = (uint8_t)sa;
     /* exp dominates: fan out at a quarter of the elementwise grain. */
     uint32_t blocks;
-    if ((st = mtiart__k_blocks(stream, (uint64_t)no, MTIART__K_EW_GRAIN / 4, &blocks))) return st;
+    if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN / 4, &blocks))) return st;
     uint64_t items = p.outer * ((p.inner + SM_COLS - 1) / SM_COLS);
     if (blocks > items) blocks = (uint32_t)items;
-    return mtiart__kl_launch(&kl, stream, k_softmax, "mtiart_softmax", blocks);
+    return mt_kl_launch(&kl, stream, k_softmax, "mtiart_softmax", blocks);
 }

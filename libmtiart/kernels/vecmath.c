@@ -9,7 +9,7 @@
  * comparisons and selects on vectors wider than the target's registers), so
  * vecmath_impl.h is compiled three times: 16-byte vectors for the x86-64 baseline (and
  * NEON or plain C elsewhere), 32-byte under `#pragma GCC target("avx2,fma")`, 64-byte under
- * AVX-512. mtiart__k_isa() picks one at each call. Explicit dispatch rather than
+ * AVX-512. mt_k_isa() picks one at each call. Explicit dispatch rather than
  * target_clones: the ifunc resolvers target_clones generate run during relocation, before
  * sanitizer runtimes are initialised, and crash TSan/ASan builds of the library.
  */
@@ -40,52 +40,52 @@ typedef uint32_t vm_u16 __attribute__((vector_size(64)));
 #define VM_SPLAT(x) ((VM_VF){0} + (float)(x))
 /* m ? a : b per lane, m from a vector comparison (all-ones or zero lanes). */
 #define VM_SEL(m, a, b) ((VM_VF)(((m) & (VM_VI)(a)) | (~(m) & (VM_VI)(b))))
-#define VM_ABS(x) ((VM_VF)((VM_VI)(x) & 0x7fffffff))
+#define VM_ABS(x) ((VM_VF)((VM_VI)(x)&0x7fffffff))
 
 /* out = exp(x) within 2 ulp (Cephes' expf polynomial). exp(x) = 2^n * exp(r) with
  * n = rint(x / ln 2), |r| <= ln 2 / 2; 2^n is applied as two factors so each stays a normal
  * float from the denormal range (x ~ -104) up to overflow (x ~ 89). NaN propagates (the
  * clamps compare false); +-inf give inf and 0. Adding 1.5 * 2^23 rounds x / ln 2 to the
  * integer n, which then sits in the low mantissa bits of t. */
-#define VM_EXP(out, xin)                                                                     \
-    do {                                                                                     \
-        VM_VF x_ = (xin);                                                                    \
-        x_ = VM_SEL(x_ < -104.0f, VM_SPLAT(-104.0f), x_);                                    \
-        x_ = VM_SEL(x_ > 89.0f, VM_SPLAT(89.0f), x_);                                        \
-        VM_VF t_ = x_ * 1.44269504088896341f + 12582912.0f;                                  \
-        VM_VF fn_ = t_ - 12582912.0f;                                                        \
-        VM_VI n_ = (VM_VI)t_ - 0x4B400000;                                                   \
-        VM_VF r_ = x_ - fn_ * 0.693359375f;                                                  \
-        r_ = r_ - fn_ * -2.12194440e-4f;                                                     \
-        VM_VF p_ = r_ * 1.9875691500e-4f + 1.3981999507e-3f;                                 \
-        p_ = p_ * r_ + 8.3334519073e-3f;                                                     \
-        p_ = p_ * r_ + 4.1665795894e-2f;                                                     \
-        p_ = p_ * r_ + 1.6666665459e-1f;                                                     \
-        p_ = p_ * r_ + 5.0000001201e-1f;                                                     \
-        p_ = p_ * (r_ * r_) + r_ + 1.0f;                                                     \
-        VM_VI n1_ = n_ >> 1, n2_ = n_ - n1_;                                                 \
-        (out) = p_ * (VM_VF)((VM_VU)(n1_ + 127) << 23) * (VM_VF)((VM_VU)(n2_ + 127) << 23);  \
+#define VM_EXP(out, xin)                                                                           \
+    do {                                                                                           \
+        VM_VF x_ = (xin);                                                                          \
+        x_ = VM_SEL(x_ < -104.0f, VM_SPLAT(-104.0f), x_);                                          \
+        x_ = VM_SEL(x_ > 89.0f, VM_SPLAT(89.0f), x_);                                              \
+        VM_VF t_ = x_ * 1.44269504088896341f + 12582912.0f;                                        \
+        VM_VF fn_ = t_ - 12582912.0f;                                                              \
+        VM_VI n_ = (VM_VI)t_ - 0x4B400000;                                                         \
+        VM_VF r_ = x_ - fn_ * 0.693359375f;                                                        \
+        r_ = r_ - fn_ * -2.12194440e-4f;                                                           \
+        VM_VF p_ = r_ * 1.9875691500e-4f + 1.3981999507e-3f;                                       \
+        p_ = p_ * r_ + 8.3334519073e-3f;                                                           \
+        p_ = p_ * r_ + 4.1665795894e-2f;                                                           \
+        p_ = p_ * r_ + 1.6666665459e-1f;                                                           \
+        p_ = p_ * r_ + 5.0000001201e-1f;                                                           \
+        p_ = p_ * (r_ * r_) + r_ + 1.0f;                                                           \
+        VM_VI n1_ = n_ >> 1, n2_ = n_ - n1_;                                                       \
+        (out) = p_ * (VM_VF)((VM_VU)(n1_ + 127) << 23) * (VM_VF)((VM_VU)(n2_ + 127) << 23);        \
     } while (0)
 
 /* For i in [0, n): o[i] = the body (the trailing arguments, which read the vector `x` =
  * a[i .. i + VM_W) and assign the vector `y`). The tail runs through the same vector code
  * on a zero-padded copy, so every element is computed identically whatever its position. */
-#define VM_MAP(o, a, n, ...)                                                                 \
-    do {                                                                                     \
-        int64_t i_ = 0;                                                                      \
-        for (; i_ + VM_W <= (n); i_ += VM_W) {                                               \
-            VM_VF x, y;                                                                      \
-            memcpy(&x, (a) + i_, sizeof x);                                                  \
-            __VA_ARGS__;                                                                     \
-            memcpy((o) + i_, &y, sizeof y);                                                  \
-        }                                                                                    \
-        if (i_ < (n)) {                                                                      \
-            size_t left_ = sizeof(float) * (size_t)((n) - i_);                               \
-            VM_VF x = VM_SPLAT(0.0f), y;                                                     \
-            memcpy(&x, (a) + i_, left_);                                                     \
-            __VA_ARGS__;                                                                     \
-            memcpy((o) + i_, &y, left_);                                                     \
-        }                                                                                    \
+#define VM_MAP(o, a, n, ...)                                                                       \
+    do {                                                                                           \
+        int64_t i_ = 0;                                                                            \
+        for (; i_ + VM_W <= (n); i_ += VM_W) {                                                     \
+            VM_VF x, y;                                                                            \
+            memcpy(&x, (a) + i_, sizeof x);                                                        \
+            __VA_ARGS__;                                                                           \
+            memcpy((o) + i_, &y, sizeof y);                                                        \
+        }                                                                                          \
+        if (i_ < (n)) {                                                                            \
+            size_t left_ = sizeof(float) * (size_t)((n)-i_);                                       \
+            VM_VF x = VM_SPLAT(0.0f), y;                                                           \
+            memcpy(&x, (a) + i_, left_);                                                           \
+            __VA_ARGS__;                                                                           \
+            memcpy((o) + i_, &y, left_);                                                           \
+        }                                                                                          \
     } while (0)
 
 #define VM_VF vm_f4
@@ -133,32 +133,29 @@ typedef uint32_t vm_u16 __attribute__((vector_size(64)));
 #endif
 
 #if VM_X86
-#define VM_DISPATCH(fn, args)                                                                \
-    do {                                                                                     \
-        uint32_t isa_ = mtiart__k_isa();                                                     \
-        if (isa_ >= MTIART__K_ISA_AVX512) vm_avx512_##fn args;                               \
-        else if (isa_ >= MTIART__K_ISA_AVX2) vm_avx2_##fn args;                              \
-        else vm_base_##fn args;                                                              \
+#define VM_DISPATCH(fn, args)                                                                      \
+    do {                                                                                           \
+        uint32_t isa_ = mt_k_isa();                                                                \
+        if (isa_ >= MT_K_ISA_AVX512) vm_avx512_##fn args;                                          \
+        else if (isa_ >= MT_K_ISA_AVX2) vm_avx2_##fn args;                                         \
+        else vm_base_##fn args;                                                                    \
     } while (0)
 #else
 #define VM_DISPATCH(fn, args) vm_base_##fn args
 #endif
 
-void mtiart__k_exp_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(exp, (o, a, n)); }
+void mt_k_exp_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(exp, (o, a, n)); }
 
-void mtiart__k_sigmoid_f32(float *o, const float *a, int64_t n) {
-    VM_DISPATCH(sigmoid, (o, a, n));
-}
+void mt_k_sigmoid_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(sigmoid, (o, a, n)); }
 
-void mtiart__k_gelu_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu, (o, a, n)); }
+void mt_k_gelu_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu, (o, a, n)); }
 
-void mtiart__k_tanh_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(tanh, (o, a, n)); }
+void mt_k_tanh_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(tanh, (o, a, n)); }
 
-void mtiart__k_softmax_row_f32(float *o, const float *a, int64_t n) {
+void mt_k_softmax_row_f32(float *o, const float *a, int64_t n) {
     VM_DISPATCH(softmax_row, (o, a, n));
 }
 
-void mtiart__k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride,
-                                int64_t w) {
+void mt_k_softmax_cols_f32(float *o, const float *a, int64_t len, int64_t stride, int64_t w) {
     VM_DISPATCH(softmax_cols, (o, a, len, stride, w));
 }

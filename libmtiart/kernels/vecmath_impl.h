@@ -4,18 +4,16 @@
  * shared header: it defines functions.
  */
 
-static void VM_NAME(exp)(float *o, const float *a, int64_t n) {
-    VM_MAP(o, a, n, VM_EXP(y, x));
-}
+static void VM_NAME(exp)(float *o, const float *a, int64_t n) { VM_MAP(o, a, n, VM_EXP(y, x)); }
 
 /* exp of a non-positive argument never overflows, and e / (1 + e) for negative x keeps full
  * relative precision in the left tail. */
-#define VM_SIGMOID(y, x)                                                                     \
-    do {                                                                                     \
-        VM_VF e_, r_;                                                                   \
-        VM_EXP(e_, -VM_ABS(x));                                                  \
-        r_ = 1.0f / (1.0f + e_);                                                             \
-        (y) = VM_SEL((x) >= 0.0f, r_, e_ * r_);                                        \
+#define VM_SIGMOID(y, x)                                                                           \
+    do {                                                                                           \
+        VM_VF e_, r_;                                                                              \
+        VM_EXP(e_, -VM_ABS(x));                                                                    \
+        r_ = 1.0f / (1.0f + e_);                                                                   \
+        (y) = VM_SEL((x) >= 0.0f, r_, e_ * r_);                                                    \
     } while (0)
 
 static void VM_NAME(sigmoid)(float *o, const float *a, int64_t n) {
@@ -37,9 +35,12 @@ static void VM_NAME(gelu)(float *o, const float *a, int64_t n) {
 static void VM_NAME(tanh)(float *o, const float *a, int64_t n) {
     VM_MAP(o, a, n, {
         VM_VF ax = VM_ABS(x), z = x * x, e;
-        VM_VF small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z -
-                              5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
-                            3.33332819422e-1f) * z * x + x;
+        VM_VF small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                        1.33314422036e-1f) *
+                           z -
+                       3.33332819422e-1f) *
+                          z * x +
+                      x;
         VM_EXP(e, 2.0f * ax);
         VM_VF big = 1.0f - 2.0f / (e + 1.0f);
         big = (VM_VF)((VM_VI)big | ((VM_VI)x & (int32_t)0x80000000));
@@ -85,12 +86,12 @@ static void VM_NAME(softmax_row)(float *o, const float *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] *= inv;
 }
 
-/* Softmax down columns [0, w) (w <= MTIART__K_SM_COLS) of a slab of len rows spaced
+/* Softmax down columns [0, w) (w <= MT_K_SM_COLS) of a slab of len rows spaced
  * `stride` apart: the same passes, vectorised across the columns. */
 static void VM_NAME(softmax_cols)(float *o, const float *a, int64_t len, int64_t stride,
                                   int64_t w) {
-    float m[MTIART__K_SM_COLS], d[MTIART__K_SM_COLS];
-    double s[MTIART__K_SM_COLS];
+    float m[MT_K_SM_COLS], d[MT_K_SM_COLS];
+    double s[MT_K_SM_COLS];
     for (int64_t i = 0; i < w; i++) {
         m[i] = a[i];
         s[i] = 0.0;

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 from typing_extensions import Self
 
-from ._C import capture_info, check, ffi, lib, raise_status
+from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
 from .callbacks import capture_keepalive
 from .device import device as _device_context
 from .memory import empty_cache
@@ -79,6 +79,15 @@ def _capture_mode(mode: str) -> int:
         raise ValueError(
             f"capture_error_mode must be one of {sorted(_CAPTURE_MODES)}, got {mode!r}"
         ) from None
+
+
+def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn:
+    """Raise for a failed call on one of a graph's handles. A handle another thread's
+    reset() destroyed during the call gets a message saying so."""
+    if reset_meanwhile and status == lib.MTIART_ERROR_INVALID_HANDLE:
+        raise InvalidHandleError(
+            f"{what}: the graph was reset by another thread during the call", status)
+    raise_status(status, what)
 
 
 def graph_pool_handle() -> _POOL_HANDLE:
@@ -197,21 +206,22 @@ class MTIAGraph:
             self._retire_keepalive()
             raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
-        self._captured = True
-        count = ffi.new("size_t *")
-        check(lib.mtiart_graph_get_node_count(self._graph, count))
-        if count[0] == 0:
-            warnings.warn(
-                "The MTIA graph is empty: nothing was captured. This usually means that "
-                "the graph was captured on the wrong device or stream.",
-                UserWarning,
-                stacklevel=2,
-            )
-        if not self._keep_graph:
-            try:
-                self._instantiate()
-            finally:
-                self._destroy_template()
+        try:
+            count = ffi.new("size_t *")
+            check(lib.mtiart_graph_get_node_count(self._graph, count))
+            if count[0] == 0:
+                warnings.warn(
+                    "The MTIA graph is empty: nothing was captured. This usually means that "
+                    "the graph was captured on the wrong device or stream.",
+                    UserWarning, stacklevel=2)
+            if not self._keep_graph:
+                try:
+                    self._instantiate()
+                finally:
+                    self._destroy_template()
+        finally:
+            # Last: a replay() on another thread sees the whole graph or none of it.
+            self._captured = True
 
     def instantiate(self) -> None:
         """Instantiate the captured MTIA graph (``keep_graph=True`` only; may repeat)."""
@@ -236,7 +246,7 @@ class MTIAGraph:
         stream = current_stream(self._device)
         status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
-            raise_status(status, "MTIAGraph.replay")
+            _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         if self._keepalive:
             self._last_replay_stream = stream
 
@@ -264,24 +274,33 @@ class MTIAGraph:
 
     def dot(self) -> str:
         """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
-        if self._graph is None:
-            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+        graph = self._graph
+        if graph is None:
+            raise RuntimeError(
+                "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
         length = ffi.new("size_t *")
-        check(lib.mtiart_graph_to_dot(self._graph, ffi.NULL, 0, length))
-        buf = ffi.new("char[]", length[0] + 1)
-        check(lib.mtiart_graph_to_dot(self._graph, buf, length[0] + 1, length))
-        text: bytes = ffi.string(buf)
-        return text.decode()
+        status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
+        if status == 0:
+            buf = ffi.new("char[]", length[0] + 1)
+            status = lib.mtiart_graph_to_dot(graph, buf, length[0] + 1, length)
+        if status:
+            _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
+        return ffi.string(buf).decode()
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
         count = ffi.new("size_t *")
-        if self._exec is not None:
-            check(lib.mtiart_graph_exec_get_node_count(self._exec, count))
-        elif self._graph is not None:
-            check(lib.mtiart_graph_get_node_count(self._graph, count))
+        exec_, graph = self._exec, self._graph
+        if exec_ is not None:
+            status = lib.mtiart_graph_exec_get_node_count(exec_, count)
+            reset_meanwhile = self._exec is not exec_
+        elif graph is not None:
+            status = lib.mtiart_graph_get_node_count(graph, count)
+            reset_meanwhile = self._graph is not graph
         else:
             raise RuntimeError("MTIAGraph.num_nodes() called before a successful capture")
+        if status:
+            _raise_graph_call(status, "MTIAGraph.num_nodes", reset_meanwhile)
         return int(count[0])
 
     def __repr__(self) -> str:
@@ -334,6 +353,9 @@ class MTIAGraph:
         _purge_retired()
 
     def _reset(self) -> None:
+        # First: a replay() on another thread that finds no executable now reports an
+        # empty graph instead of instantiating one.
+        self._captured = False
         stream = self._capture_stream
         if stream is not None:
             # Abandon an unfinished capture: end it and drop whatever it produced.
@@ -347,7 +369,6 @@ class MTIAGraph:
             check(lib.mtiart_graph_exec_destroy(exec_))
         self._destroy_template()
         self._retire_keepalive()
-        self._captured = False
         self._pool = None
         self._capture_id = 0
 

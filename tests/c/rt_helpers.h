@@ -44,24 +44,23 @@ static inline void sleep_ms(double ms) {
     struct timespec ts;
     ts.tv_sec = (time_t)(ms / 1000);
     ts.tv_nsec = (long)((ms - (double)ts.tv_sec * 1000) * 1e6);
-    while (nanosleep(&ts, &ts) != 0) {
-    }
+    while (nanosleep(&ts, &ts) != 0) {}
 }
 
 /* Poll `cond` for up to `timeout_ms`; evaluates to whether it became true. */
-#define WAIT_UNTIL(cond, timeout_ms)                                                    \
-    ({                                                                                  \
-        double deadline_ = now_ms() + (timeout_ms);                                     \
-        bool ok_ = false;                                                               \
-        for (;;) {                                                                      \
-            if (cond) {                                                                 \
-                ok_ = true;                                                             \
-                break;                                                                  \
-            }                                                                           \
-            if (now_ms() > deadline_) break;                                            \
-            sleep_ms(1);                                                                \
-        }                                                                               \
-        ok_;                                                                            \
+#define WAIT_UNTIL(cond, timeout_ms)                                                               \
+    ({                                                                                             \
+        double deadline_ = now_ms() + (timeout_ms);                                                \
+        bool ok_ = false;                                                                          \
+        for (;;) {                                                                                 \
+            if (cond) {                                                                            \
+                ok_ = true;                                                                        \
+                break;                                                                             \
+            }                                                                                      \
+            if (now_ms() > deadline_) break;                                                       \
+            sleep_ms(1);                                                                           \
+        }                                                                                          \
+        ok_;                                                                                       \
     })
 
 /* Wait for a stream with a timeout instead of hanging the test on a runtime bug. */

@@ -33,7 +33,8 @@ static void check_clean(int line) {
     CHECK_OK(mtiart_empty_cache(0));
     mtiart_memory_stats s = stats();
     if (s.allocated_bytes || s.reserved_bytes || s.active_blocks || s.segments) {
-        fprintf(stderr, "line %d: not clean: allocated %llu reserved %llu active %llu segments %llu\n",
+        fprintf(stderr,
+                "line %d: not clean: allocated %llu reserved %llu active %llu segments %llu\n",
                 line, (unsigned long long)s.allocated_bytes, (unsigned long long)s.reserved_bytes,
                 (unsigned long long)s.active_blocks, (unsigned long long)s.segments);
         test_failures++;
@@ -285,8 +286,8 @@ static void test_capacity_oom(void) {
     CHECK_STATUS(mtiart_malloc(0, 10 * MiB, &p), MTIART_ERROR_OUT_OF_MEMORY);
     msg = mtiart_last_error_message();
     CHECK(strstr(msg, "out of memory") != NULL);
-    CHECK(strstr(msg, "10485760") != NULL);  /* requested */
-    CHECK(strstr(msg, "62914560") != NULL);  /* allocated and reserved: 60 MiB */
+    CHECK(strstr(msg, "10485760") != NULL); /* requested */
+    CHECK(strstr(msg, "62914560") != NULL); /* allocated and reserved: 60 MiB */
     CHECK(rec.calls == 2);
     CHECK(rec.requested == 10 * MiB && rec.allocated == 60 * MiB && rec.reserved == 60 * MiB);
     CHECK(stats().num_ooms == s0.num_ooms + 2);
@@ -386,7 +387,7 @@ static void test_record_stream(void) {
     launch_gate(user, &g);
     CHECK_OK(launch_add_i64(user, x, 1));
     CHECK_OK(mtiart_record_stream(x, user));
-    CHECK_OK(mtiart_record_stream(x, user)); /* twice is fine */
+    CHECK_OK(mtiart_record_stream(x, user));  /* twice is fine */
     CHECK_OK(mtiart_record_stream(x, owner)); /* the owner itself is implied */
     mtiart_memory_stats before = stats();
     CHECK_OK(mtiart_free(x));
@@ -524,7 +525,8 @@ static void test_pools(void) {
     CHECK_OK(mtiart_malloc_async(s, 10000, &p));
     CHECK_OK(mtiart_memset_async(s, p, 0, 10000));
     CHECK_OK(mtiart_pool_get_info(0, h1, &info));
-    CHECK(info.active_blocks == 1 && info.allocated_bytes == 10240 && info.reserved_bytes == 2 * MiB);
+    CHECK(info.active_blocks == 1 && info.allocated_bytes == 10240 &&
+          info.reserved_bytes == 2 * MiB);
     mtiart_block_info b = block_at(p);
     CHECK(b.pool.first == h1.first && b.pool.second == h1.second);
     CHECK(stats().private_pools >= 1);

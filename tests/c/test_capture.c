@@ -98,7 +98,8 @@ static void test_begin_end_info(void) {
     /* Capturing on the default stream is allowed. */
     mtiart_stream def;
     CHECK_OK(mtiart_stream_get_default(0, &def));
-    CHECK_OK(mtiart_stream_begin_capture(def, MTIART_CAPTURE_MODE_THREAD_LOCAL, (mtiart_pool_id){0, 0}));
+    CHECK_OK(
+        mtiart_stream_begin_capture(def, MTIART_CAPTURE_MODE_THREAD_LOCAL, (mtiart_pool_id){0, 0}));
     atomic_long counter = 0;
     launch_count(def, &counter);
     CHECK_OK(mtiart_stream_end_capture(def, &g));
@@ -233,7 +234,8 @@ static void test_record_stream_in_capture(void) {
     CHECK_OK(launch_add_i64(s0, p, 21));
     CHECK_OK(mtiart_event_record(fork, s0));
     CHECK_OK(mtiart_stream_wait_event(s1, fork));
-    mtiart_arg a[2] = {{MTIART_ARG_BUFFER_INOUT, 0, out, 8}, {MTIART_ARG_VALUE, 8, &(int64_t){2}, 0}};
+    mtiart_arg a[2] = {{MTIART_ARG_BUFFER_INOUT, 0, out, 8},
+                       {MTIART_ARG_VALUE, 8, &(int64_t){2}, 0}};
     CHECK_OK(mtiart_memcpy_async(s1, out, p, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE));
     CHECK_OK(mtiart_launch_kernel(s1, k_mul_i64, 1, a, 2));
     CHECK_OK(mtiart_record_stream(p, s1));
@@ -277,7 +279,8 @@ static void test_fork_join(void) {
     CHECK_OK(mtiart_memset_async(s0, v, 0, 4 * sizeof(int64_t)));
     CHECK_OK(mtiart_stream_synchronize(s0));
     for (int round = 0; round < 2; round++) {
-        CHECK_OK(mtiart_stream_begin_capture(s0, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+        CHECK_OK(
+            mtiart_stream_begin_capture(s0, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
         uint64_t id0, id1;
         capture_status(s0, &id0, NULL);
         CHECK_OK(launch_add_i64(s0, &v[0], 1));
@@ -307,8 +310,9 @@ static void test_fork_join(void) {
             /* Ending on a forked stream is the wrong stream. */
             CHECK_STATUS(mtiart_stream_end_capture(s1, &g), MTIART_ERROR_CAPTURE_WRONG_STREAM);
             CHECK(capture_status(s0, NULL, NULL) == MTIART_CAPTURE_STATUS_ACTIVE);
-            CHECK_STATUS(mtiart_stream_begin_capture(s1, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}),
-                         MTIART_ERROR_ALREADY_CAPTURING);
+            CHECK_STATUS(
+                mtiart_stream_begin_capture(s1, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}),
+                MTIART_ERROR_ALREADY_CAPTURING);
             CHECK_STATUS(mtiart_stream_destroy(s2), MTIART_ERROR_NOT_PERMITTED);
         }
         CHECK_OK(mtiart_stream_end_capture(s0, &g));
@@ -343,7 +347,8 @@ static void test_unjoined(void) {
     atomic_long counter = 0;
     for (int variant = 0; variant < 2; variant++) {
         mtiart_pool_id pool;
-        CHECK_OK(mtiart_stream_begin_capture(s0, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+        CHECK_OK(
+            mtiart_stream_begin_capture(s0, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
         capture_status(s0, NULL, &pool);
         launch_count(s0, &counter);
         CHECK_OK(mtiart_event_record(fork, s0));
@@ -497,10 +502,13 @@ enum unsafe_call {
     U_COUNT
 };
 
-static const char *const unsafe_names[U_COUNT] = {
-    "mtiart_stream_synchronize", "mtiart_stream_query", "mtiart_device_synchronize",
-    "mtiart_event_query",        "mtiart_event_synchronize", "mtiart_empty_cache",
-    "mtiart_memcpy"};
+static const char *const unsafe_names[U_COUNT] = {"mtiart_stream_synchronize",
+                                                  "mtiart_stream_query",
+                                                  "mtiart_device_synchronize",
+                                                  "mtiart_event_query",
+                                                  "mtiart_event_synchronize",
+                                                  "mtiart_empty_cache",
+                                                  "mtiart_memcpy"};
 
 static void test_unsafe_calls(void) {
     mtiart_stream s, forked;
@@ -520,7 +528,8 @@ static void test_unsafe_calls(void) {
     for (int call = 0; call < U_COUNT; call++) {
         for (int on_fork = 0; on_fork < 2; on_fork++) {
             mtiart_pool_id pool;
-            CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+            CHECK_OK(
+                mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
             capture_status(s, NULL, &pool);
             void *p;
             CHECK_OK(mtiart_malloc_async(s, 128, &p));
@@ -548,14 +557,16 @@ static void test_unsafe_calls(void) {
             }
             CHECK(st == MTIART_ERROR_CAPTURE_UNSUPPORTED);
             const char *msg = mtiart_last_error_message();
-            if (!strstr(msg, unsafe_names[call]) || !strstr(msg, sid_text) || !strstr(msg, "captur")) {
+            if (!strstr(msg, unsafe_names[call]) || !strstr(msg, sid_text) ||
+                !strstr(msg, "captur")) {
                 fprintf(stderr, "message for %s lacks the call or the stream: %s\n",
                         unsafe_names[call], msg);
                 test_failures++;
             }
             CHECK(capture_status(s, NULL, NULL) == MTIART_CAPTURE_STATUS_INVALIDATED);
             /* Later work on the invalidated capture is refused. */
-            CHECK_STATUS(mtiart_launch_kernel(s, k_count, 1, NULL, 0), MTIART_ERROR_CAPTURE_INVALIDATED);
+            CHECK_STATUS(mtiart_launch_kernel(s, k_count, 1, NULL, 0),
+                         MTIART_ERROR_CAPTURE_INVALIDATED);
             if (on_fork)
                 CHECK_STATUS(mtiart_event_record(fork, forked), MTIART_ERROR_CAPTURE_INVALIDATED);
             mtiart_graph g = NULL;
@@ -657,7 +668,8 @@ static void test_modes(void) {
             /* ...but not a call on the capturing stream itself. */
             CHECK_STATUS(mtiart_stream_synchronize(s), MTIART_ERROR_CAPTURE_UNSUPPORTED);
             CHECK_STATUS(mtiart_stream_end_capture(s, &g), MTIART_ERROR_CAPTURE_INVALIDATED);
-            CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+            CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_RELAXED,
+                                                 (mtiart_pool_id){0, 0}));
             CHECK_OK(mtiart_device_synchronize(0));
             CHECK_OK(mtiart_stream_end_capture(s, &g));
             CHECK_OK(mtiart_graph_destroy(g));
@@ -757,7 +769,8 @@ static void *parallel_capture(void *arg) {
         int64_t *x;
         mtiart_graph g;
         mtiart_graph_exec ex;
-        if (mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_THREAD_LOCAL, (mtiart_pool_id){0, 0}) ||
+        if (mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_THREAD_LOCAL,
+                                        (mtiart_pool_id){0, 0}) ||
             mtiart_malloc_async(s, 8, (void **)&x) || mtiart_memset_async(s, x, 0, 8) ||
             launch_add_i64(s, x, c->index + 1) || mtiart_stream_end_capture(s, &g) ||
             mtiart_graph_instantiate(g, &ex) || mtiart_graph_destroy(g)) {

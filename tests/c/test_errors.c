@@ -24,24 +24,34 @@ static void check_stream_works(int line) {
 #define STREAM_WORKS() check_stream_works(__LINE__)
 
 /* A failing call must set a non-empty message and mtiart_last_error. */
-#define CHECK_FAIL(call, expected)                                                      \
-    do {                                                                                \
-        mtiart_clear_last_error();                                                      \
-        CHECK_STATUS(call, expected);                                                   \
-        CHECK(mtiart_last_error() == (expected));                                       \
-        CHECK(mtiart_last_error_message()[0] != '\0');                                  \
+#define CHECK_FAIL(call, expected)                                                                 \
+    do {                                                                                           \
+        mtiart_clear_last_error();                                                                 \
+        CHECK_STATUS(call, expected);                                                              \
+        CHECK(mtiart_last_error() == (expected));                                                  \
+        CHECK(mtiart_last_error_message()[0] != '\0');                                             \
     } while (0)
 
 static void test_status_names(void) {
-    const mtiart_status all[] = {
-        MTIART_SUCCESS, MTIART_NOT_READY, MTIART_ERROR_INVALID_VALUE,
-        MTIART_ERROR_INVALID_HANDLE, MTIART_ERROR_INVALID_DEVICE, MTIART_ERROR_OUT_OF_MEMORY,
-        MTIART_ERROR_INVALID_POINTER, MTIART_ERROR_KERNEL_FAILED, MTIART_ERROR_NOT_PERMITTED,
-        MTIART_ERROR_CAPTURE_UNSUPPORTED, MTIART_ERROR_CAPTURE_INVALIDATED,
-        MTIART_ERROR_CAPTURE_UNJOINED, MTIART_ERROR_CAPTURE_WRONG_STREAM,
-        MTIART_ERROR_CAPTURE_ISOLATION, MTIART_ERROR_NOT_CAPTURING,
-        MTIART_ERROR_ALREADY_CAPTURING, MTIART_ERROR_NOT_SUPPORTED, MTIART_ERROR_LOAD_FAILED,
-        MTIART_ERROR_INTERNAL};
+    const mtiart_status all[] = {MTIART_SUCCESS,
+                                 MTIART_NOT_READY,
+                                 MTIART_ERROR_INVALID_VALUE,
+                                 MTIART_ERROR_INVALID_HANDLE,
+                                 MTIART_ERROR_INVALID_DEVICE,
+                                 MTIART_ERROR_OUT_OF_MEMORY,
+                                 MTIART_ERROR_INVALID_POINTER,
+                                 MTIART_ERROR_KERNEL_FAILED,
+                                 MTIART_ERROR_NOT_PERMITTED,
+                                 MTIART_ERROR_CAPTURE_UNSUPPORTED,
+                                 MTIART_ERROR_CAPTURE_INVALIDATED,
+                                 MTIART_ERROR_CAPTURE_UNJOINED,
+                                 MTIART_ERROR_CAPTURE_WRONG_STREAM,
+                                 MTIART_ERROR_CAPTURE_ISOLATION,
+                                 MTIART_ERROR_NOT_CAPTURING,
+                                 MTIART_ERROR_ALREADY_CAPTURING,
+                                 MTIART_ERROR_NOT_SUPPORTED,
+                                 MTIART_ERROR_LOAD_FAILED,
+                                 MTIART_ERROR_INTERNAL};
     const size_t n = sizeof all / sizeof all[0];
     CHECK(n == 19);
     for (size_t i = 0; i < n; i++) {
@@ -58,7 +68,8 @@ static void test_status_names(void) {
             CHECK(strcmp(text, mtiart_status_string(all[j])) != 0);
         }
     }
-    CHECK(strcmp(mtiart_status_name(MTIART_ERROR_INVALID_HANDLE), "MTIART_ERROR_INVALID_HANDLE") == 0);
+    CHECK(strcmp(mtiart_status_name(MTIART_ERROR_INVALID_HANDLE), "MTIART_ERROR_INVALID_HANDLE") ==
+          0);
     CHECK(strcmp(mtiart_status_name(MTIART_SUCCESS), "MTIART_SUCCESS") == 0);
     CHECK(strcmp(mtiart_status_name(MTIART_ERROR_INTERNAL), "MTIART_ERROR_INTERNAL") == 0);
     /* Unknown codes still give strings. */
@@ -70,12 +81,27 @@ static void test_status_names(void) {
 
 /* Handle values that were never handed out. */
 static const uint64_t garbage_values[] = {
-    1, 2, 3, 4, 0x10, 0x11, 0x12, 0x13, 0x14, 0xdeadbeef, 0xdeadbeefcafef00dull,
-    UINT64_MAX, UINT64_MAX - 1, 0x7fffffffffffffffull,
+    1,
+    2,
+    3,
+    4,
+    0x10,
+    0x11,
+    0x12,
+    0x13,
+    0x14,
+    0xdeadbeef,
+    0xdeadbeefcafef00dull,
+    UINT64_MAX,
+    UINT64_MAX - 1,
+    0x7fffffffffffffffull,
     /* right kind bits, odd generations, indices that were never (or not so) used */
-    (12345ull << 28) | (7ull << 4) | 1, (99999ull << 28) | (3ull << 4) | 2,
-    (777ull << 28) | (0xfffffull << 4) | 1, (1ull << 28) | (0xffffffull << 4) | 3,
-    (3ull << 28) | (0x123456ull << 4) | 4, (1ull << 40) | (5ull << 4) | 1,
+    (12345ull << 28) | (7ull << 4) | 1,
+    (99999ull << 28) | (3ull << 4) | 2,
+    (777ull << 28) | (0xfffffull << 4) | 1,
+    (1ull << 28) | (0xffffffull << 4) | 3,
+    (3ull << 28) | (0x123456ull << 4) | 4,
+    (1ull << 40) | (5ull << 4) | 1,
 };
 
 static void test_invalid_handles(void) {
@@ -117,9 +143,9 @@ static void test_invalid_handles(void) {
     CHECK_FAIL(mtiart_graph_instantiate(NULL, &exec), MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_graph_exec_destroy(NULL), MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_graph_launch(NULL, s), MTIART_ERROR_INVALID_HANDLE);
-    CHECK_FAIL(mtiart_stream_begin_capture(NULL, MTIART_CAPTURE_MODE_GLOBAL,
-                                           (mtiart_pool_id){0, 0}),
-               MTIART_ERROR_INVALID_HANDLE);
+    CHECK_FAIL(
+        mtiart_stream_begin_capture(NULL, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}),
+        MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_stream_end_capture(NULL, &graph), MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_stream_get_capture_info(NULL, NULL, NULL, NULL), MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_record_stream(p, NULL), MTIART_ERROR_INVALID_HANDLE);
@@ -133,11 +159,15 @@ static void test_invalid_handles(void) {
     CHECK_FAIL(mtiart_stream_wait_event(s, (mtiart_event)(void *)s), MTIART_ERROR_INVALID_HANDLE);
     CHECK_OK(mtiart_graph_create(0, &graph));
     CHECK_OK(mtiart_graph_instantiate(graph, &exec));
-    CHECK_FAIL(mtiart_graph_launch((mtiart_graph_exec)(void *)graph, s), MTIART_ERROR_INVALID_HANDLE);
-    CHECK_FAIL(mtiart_graph_exec_destroy((mtiart_graph_exec)(void *)graph), MTIART_ERROR_INVALID_HANDLE);
+    CHECK_FAIL(mtiart_graph_launch((mtiart_graph_exec)(void *)graph, s),
+               MTIART_ERROR_INVALID_HANDLE);
+    CHECK_FAIL(mtiart_graph_exec_destroy((mtiart_graph_exec)(void *)graph),
+               MTIART_ERROR_INVALID_HANDLE);
     CHECK_FAIL(mtiart_graph_destroy((mtiart_graph)(void *)exec), MTIART_ERROR_INVALID_HANDLE);
-    CHECK_FAIL(mtiart_graph_get_node_count((mtiart_graph)(void *)s, &count), MTIART_ERROR_INVALID_HANDLE);
-    CHECK_FAIL(mtiart_graph_launch(exec, (mtiart_stream)(void *)graph), MTIART_ERROR_INVALID_HANDLE);
+    CHECK_FAIL(mtiart_graph_get_node_count((mtiart_graph)(void *)s, &count),
+               MTIART_ERROR_INVALID_HANDLE);
+    CHECK_FAIL(mtiart_graph_launch(exec, (mtiart_stream)(void *)graph),
+               MTIART_ERROR_INVALID_HANDLE);
     /* Both still valid after the misuse. */
     CHECK_OK(mtiart_graph_launch(exec, s));
     CHECK_OK(mtiart_stream_synchronize(s));
@@ -161,8 +191,8 @@ static void test_invalid_handles(void) {
     void *heap = malloc(64);
     void *dev_mem;
     CHECK_OK(mtiart_malloc(0, 64, &dev_mem));
-    void *ptrs[] = {&local, heap, dev_mem, (void *)test_invalid_handles, (char *)heap + 1,
-                    (char *)&local + 3};
+    void *ptrs[] = {
+        &local, heap, dev_mem, (void *)test_invalid_handles, (char *)heap + 1, (char *)&local + 3};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) {
         CHECK_FAIL(mtiart_stream_query((mtiart_stream)ptrs[i]), MTIART_ERROR_INVALID_HANDLE);
         CHECK_FAIL(mtiart_event_synchronize((mtiart_event)ptrs[i]), MTIART_ERROR_INVALID_HANDLE);
@@ -279,8 +309,9 @@ static void test_null_out_params(void) {
     CHECK_FAIL(mtiart_pool_handle_create(NULL), MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_pool_get_info(0, (mtiart_pool_id){0, 0}, NULL), MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_attach_oom_observer(NULL, NULL), MTIART_ERROR_INVALID_VALUE);
-    CHECK_FAIL(mtiart_detach_oom_observer((mtiart_oom_observer)(void (*)(void))test_null_out_params, NULL),
-               MTIART_ERROR_INVALID_VALUE);
+    CHECK_FAIL(
+        mtiart_detach_oom_observer((mtiart_oom_observer)(void (*)(void))test_null_out_params, NULL),
+        MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_graph_create(0, NULL), MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_graph_instantiate(g, NULL), MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_graph_get_node_count(g, NULL), MTIART_ERROR_INVALID_VALUE);
@@ -299,7 +330,8 @@ static void test_null_out_params(void) {
     mtiart_kernel_fn fn;
     CHECK_FAIL(mtiart_kernel_load(NULL, "x", &fn), MTIART_ERROR_INVALID_VALUE);
     CHECK_FAIL(mtiart_kernel_load("libc.so.6", "x", NULL), MTIART_ERROR_INVALID_VALUE);
-    CHECK_FAIL(mtiart_kernel_load("/nonexistent/libnothing.so", "x", &fn), MTIART_ERROR_LOAD_FAILED);
+    CHECK_FAIL(mtiart_kernel_load("/nonexistent/libnothing.so", "x", &fn),
+               MTIART_ERROR_LOAD_FAILED);
     CHECK_FAIL(mtiart_kernel_load("libc.so.6", "mtiart_no_such_symbol_anywhere", &fn),
                MTIART_ERROR_LOAD_FAILED);
     CHECK_FAIL(mtiart_stream_end_capture(s, NULL), MTIART_ERROR_INVALID_VALUE);
@@ -465,12 +497,14 @@ static void *msg_thread(void *arg) {
     pthread_barrier_wait(t->barrier); /* both threads have failed */
     pthread_barrier_wait(t->barrier);
     if (t->which == 0) {
-        if (st != MTIART_ERROR_INVALID_DEVICE || mtiart_last_error() != MTIART_ERROR_INVALID_DEVICE ||
+        if (st != MTIART_ERROR_INVALID_DEVICE ||
+            mtiart_last_error() != MTIART_ERROR_INVALID_DEVICE ||
             !strstr(mtiart_last_error_message(), "77") ||
             strstr(mtiart_last_error_message(), "stream handle"))
             t->ok = 0;
     } else {
-        if (st != MTIART_ERROR_INVALID_HANDLE || mtiart_last_error() != MTIART_ERROR_INVALID_HANDLE ||
+        if (st != MTIART_ERROR_INVALID_HANDLE ||
+            mtiart_last_error() != MTIART_ERROR_INVALID_HANDLE ||
             !strstr(mtiart_last_error_message(), "stream"))
             t->ok = 0;
     }
@@ -555,6 +589,14 @@ static int child_two_devices(void) {
     CHECK_STATUS(mtiart_memcpy_async(s0, p0, p1, 256, MTIART_MEMCPY_DEVICE_TO_DEVICE),
                  MTIART_ERROR_INVALID_POINTER);
     CHECK_STATUS(mtiart_memset_async(s0, p1, 0, 256), MTIART_ERROR_INVALID_POINTER);
+    CHECK(strncmp(mtiart_last_error_message(),
+                  "mtiart_memset_async: destination points into device 1", 53) == 0);
+    CHECK(strstr(mtiart_last_error_message(), "memcpy") == NULL);
+    /* record_stream too: a stream cannot use a block of another device. */
+    CHECK_STATUS(mtiart_record_stream(p1, s0), MTIART_ERROR_INVALID_POINTER);
+    CHECK(strstr(mtiart_last_error_message(), "device 1") != NULL);
+    CHECK_STATUS(mtiart_record_stream(p0, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_record_stream(p1, s1));
     mtiart_arg a = {MTIART_ARG_BUFFER_IN, 0, p1, 256};
     CHECK_STATUS(mtiart_launch_kernel(s0, k_count, 1, &a, 1), MTIART_ERROR_INVALID_POINTER);
     mtiart_graph g;
@@ -658,8 +700,10 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], "--two-devices") == 0) return child_two_devices();
         if (strcmp(argv[1], "--bad-memory") == 0)
             return child_bad_config("MTIART_DEVICE_MEMORY", "lots");
-        if (strcmp(argv[1], "--bad-workers") == 0) return child_bad_config("MTIART_NUM_WORKERS", "0");
-        if (strcmp(argv[1], "--bad-devices") == 0) return child_bad_config("MTIART_NUM_DEVICES", "65");
+        if (strcmp(argv[1], "--bad-workers") == 0)
+            return child_bad_config("MTIART_NUM_WORKERS", "0");
+        if (strcmp(argv[1], "--bad-devices") == 0)
+            return child_bad_config("MTIART_NUM_DEVICES", "65");
         return 2;
     }
     /* Configurations in child processes, before this process initialises. */
@@ -668,7 +712,8 @@ int main(int argc, char **argv) {
     run_child(argv[0], "--bad-workers");
     run_child(argv[0], "--bad-devices");
     /* Before initialisation: status names work without the runtime. */
-    CHECK(strcmp(mtiart_status_name(MTIART_ERROR_OUT_OF_MEMORY), "MTIART_ERROR_OUT_OF_MEMORY") == 0);
+    CHECK(strcmp(mtiart_status_name(MTIART_ERROR_OUT_OF_MEMORY), "MTIART_ERROR_OUT_OF_MEMORY") ==
+          0);
     CHECK_OK(mtiart_init());
     CHECK(mtiart_is_initialized() == 1);
     CHECK_OK(mtiart_stream_create(0, 0, &g_stream));

@@ -487,7 +487,7 @@ static void test_mixed_generation_waiters(void) {
     CHECK_OK(mtiart_event_record(e, g_stream)); /* second record */
     CHECK_OK(mtiart_stream_wait_event(t_stream, e));
     launch_count(t_stream, &t_counter);
-    sleep_ms(30); /* s[] and t_stream park on e, `late` on f */
+    sleep_ms(30);              /* s[] and t_stream park on e, `late` on f */
     atomic_store(&g1.open, 1); /* f completes; `late` parks on e during the sleep */
     if (g_workers >= 2) {
         /* g_stream now holds one worker in gate2; the first record of e is complete. */

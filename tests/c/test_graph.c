@@ -60,7 +60,8 @@ static int32_t k_end(void *const *args, uint32_t block, uint32_t num_blocks) {
     return rc;
 }
 
-static size_t add_node(mtiart_graph g, gstate *st, mtiart_kernel_fn fn, const int *deps, int ndeps) {
+static size_t add_node(mtiart_graph g, gstate *st, mtiart_kernel_fn fn, const int *deps,
+                       int ndeps) {
     int i = st->n++;
     st->ndeps[i] = ndeps;
     size_t d[MAXD];
@@ -79,7 +80,8 @@ static void check_counts(gstate *st, int expected, int line) {
     int bad = 0;
     for (int i = 0; i < st->n; i++) bad += atomic_load(&st->count[i]) != expected;
     if (bad || atomic_load(&st->errors)) {
-        fprintf(stderr, "line %d: %d node(s) ran a wrong number of times (want %d), %d order errors\n",
+        fprintf(stderr,
+                "line %d: %d node(s) ran a wrong number of times (want %d), %d order errors\n",
                 line, bad, expected, atomic_load(&st->errors));
         test_failures++;
     }
@@ -155,7 +157,8 @@ static void test_shapes(void) {
     int fi = st->n++;
     st->ndeps[fi] = 1;
     st->deps[fi][0] = after;
-    mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof st, &st, 0}, {MTIART_ARG_VALUE, sizeof fi, &fi, 0}};
+    mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof st, &st, 0},
+                       {MTIART_ARG_VALUE, sizeof fi, &fi, 0}};
     CHECK_OK(mtiart_graph_add_kernel_node(g, dep_on_join, 2, k_node, 1, a, 2, &final));
     CHECK(final == (size_t)fi);
     mtiart_graph_exec x;
@@ -461,7 +464,8 @@ static void test_failures_and_blocks(void) {
         CHECK_OK(mtiart_graph_create(0, &g));
         size_t a, b, c;
         CHECK_OK(mtiart_graph_add_empty_node(g, NULL, 0, &a));
-        if (variant == 0) CHECK_OK(mtiart_graph_add_kernel_node(g, &a, 1, k_fail_node, 4, NULL, 0, &b));
+        if (variant == 0)
+            CHECK_OK(mtiart_graph_add_kernel_node(g, &a, 1, k_fail_node, 4, NULL, 0, &b));
         else CHECK_OK(mtiart_graph_add_kernel_node(g, &a, 1, k_fail_single, 1, NULL, 0, &b));
         atomic_long *cp = &counter;
         mtiart_arg ca = {MTIART_ARG_VALUE, sizeof cp, &cp, 0};
@@ -491,7 +495,8 @@ static void test_failures_and_blocks(void) {
     for (int k = 0; k < B; k++) {
         atomic_int *mine = hits + k * NB;
         uint32_t nb = NB;
-        mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof mine, &mine, 0}, {MTIART_ARG_VALUE, sizeof nb, &nb, 0}};
+        mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof mine, &mine, 0},
+                           {MTIART_ARG_VALUE, sizeof nb, &nb, 0}};
         size_t node;
         CHECK_OK(mtiart_graph_add_kernel_node(g, &root, 1, k_block_hits, NB, a, 2, &node));
     }

@@ -19,36 +19,35 @@ static int g_failures;
 static int g_checks;
 static mtiart_stream S;
 
-#define FAIL(...)                                                                            \
-    do {                                                                                     \
-        g_failures++;                                                                        \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                 \
-        fprintf(stderr, __VA_ARGS__);                                                        \
-        fputc('\n', stderr);                                                                 \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        g_failures++;                                                                              \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fputc('\n', stderr);                                                                       \
     } while (0)
 
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) FAIL(__VA_ARGS__);                                                      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        g_checks++;                                                                                \
+        if (!(cond)) FAIL(__VA_ARGS__);                                                            \
     } while (0)
 
-#define CHECK_OK(expr)                                                                       \
-    do {                                                                                     \
-        mtiart_status st_ = (expr);                                                          \
-        g_checks++;                                                                          \
-        if (st_ != MTIART_SUCCESS)                                                           \
-            FAIL("%s -> %d (%s)", #expr, (int)st_, mtiart_last_error_message());             \
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        mtiart_status st_ = (expr);                                                                \
+        g_checks++;                                                                                \
+        if (st_ != MTIART_SUCCESS)                                                                 \
+            FAIL("%s -> %d (%s)", #expr, (int)st_, mtiart_last_error_message());                   \
     } while (0)
 
-#define CHECK_INVALID(expr)                                                                  \
-    do {                                                                                     \
-        mtiart_status st_ = (expr);                                                          \
-        g_checks++;                                                                          \
-        if (st_ != MTIART_ERROR_INVALID_VALUE)                                               \
-            FAIL("%s -> %d, expected MTIART_ERROR_INVALID_VALUE", #expr, (int)st_);          \
-        else if (!mtiart_last_error_message()[0])                                            \
-            FAIL("%s: no error message", #expr);                                             \
+#define CHECK_INVALID(expr)                                                                        \
+    do {                                                                                           \
+        mtiart_status st_ = (expr);                                                                \
+        g_checks++;                                                                                \
+        if (st_ != MTIART_ERROR_INVALID_VALUE)                                                     \
+            FAIL("%s -> %d, expected MTIART_ERROR_INVALID_VALUE", #expr, (int)st_);                \
+        else if (!mtiart_last_error_message()[0]) FAIL("%s: no error message", #expr);             \
     } while (0)
 
 static const char *dt_name(int dt) {
@@ -172,13 +171,15 @@ static void t_random(tensor *t, double lo, double hi, int extremes) {
 }
 
 static void upload(tensor *t) {
-    if (t->n) CHECK_OK(mtiart_memcpy(S, t->d.data, t->host, (size_t)t->n * t->es,
-                                     MTIART_MEMCPY_HOST_TO_DEVICE));
+    if (t->n)
+        CHECK_OK(mtiart_memcpy(S, t->d.data, t->host, (size_t)t->n * t->es,
+                               MTIART_MEMCPY_HOST_TO_DEVICE));
 }
 static void download(tensor *t) {
     CHECK_OK(mtiart_stream_synchronize(S));
-    if (t->n) CHECK_OK(mtiart_memcpy(S, t->host, t->d.data, (size_t)t->n * t->es,
-                                     MTIART_MEMCPY_DEVICE_TO_HOST));
+    if (t->n)
+        CHECK_OK(mtiart_memcpy(S, t->host, t->d.data, (size_t)t->n * t->es,
+                               MTIART_MEMCPY_DEVICE_TO_HOST));
 }
 
 /* Compare one element; floats within rtol/atol (NaN matches NaN), others exactly. */
@@ -229,8 +230,7 @@ static tensor h_like(const tensor *t, int dt) {
 static void h_free(tensor *h) { free(h->host); }
 
 /* Flat index into `in` for out's flat index `i` under numpy broadcasting. */
-static int64_t bcast_index(const mtiart_tensor_desc *out, const mtiart_tensor_desc *in,
-                           int64_t i) {
+static int64_t bcast_index(const mtiart_tensor_desc *out, const mtiart_tensor_desc *in, int64_t i) {
     int64_t idx = 0, stride = 1;
     for (int d = out->ndim - 1, e = in->ndim - 1; d >= 0; d--, e--) {
         int64_t od = out->shape[d];
@@ -320,8 +320,8 @@ static void test_dtype_size(void) {
 }
 
 /* out = a OP b for the given shapes, every op and dtype. */
-static void run_binary_case(int dt, int ndo, const int64_t *so, int nda, const int64_t *sa,
-                            int ndb, const int64_t *sb) {
+static void run_binary_case(int dt, int ndo, const int64_t *so, int nda, const int64_t *sa, int ndb,
+                            const int64_t *sb) {
     tensor a = t_new(dt, nda, sa), b = t_new(dt, ndb, sb);
     t_random(&a, -4, 4, 1);
     t_random(&b, -4, 4, 1);
@@ -344,8 +344,8 @@ static void run_binary_case(int dt, int ndo, const int64_t *so, int nda, const i
         download(&o);
         tensor h = h_like(&o, odt);
         for (int64_t i = 0; i < o.n; i++)
-            ref_binary(op, dt, &a, bcast_index(&o.d, &a.d, i), &b, bcast_index(&o.d, &b.d, i),
-                       &h, i);
+            ref_binary(op, dt, &a, bcast_index(&o.d, &a.d, i), &b, bcast_index(&o.d, &b.d, i), &h,
+                       i);
         char what[96];
         snprintf(what, sizeof what, "binary op %d out n=%lld", op, (long long)o.n);
         t_compare(what, &o, &h, 1e-6, 0);
@@ -364,15 +364,14 @@ static void test_binary(void) {
         /* broadcasting */
         run_binary_case(dt, 3, SHAPE(3, 4, 5), 3, SHAPE(3, 1, 5), 2, SHAPE(4, 1));
         run_binary_case(dt, 2, SHAPE(6, 5), 2, SHAPE(6, 5), 1, SHAPE(5));
-        run_binary_case(dt, 2, SHAPE(6, 5), 0, SHAPE(0), 2, SHAPE(6, 5));   /* 0-d a */
-        run_binary_case(dt, 2, SHAPE(6, 5), 2, SHAPE(6, 5), 1, SHAPE(1));   /* (1,) b */
-        run_binary_case(dt, 2, SHAPE(2, 3), 1, SHAPE(3), 2, SHAPE(1, 3));   /* out larger */
-        run_binary_case(dt, 1, SHAPE(9), 1, SHAPE(1), 0, SHAPE(0));        /* both single */
+        run_binary_case(dt, 2, SHAPE(6, 5), 0, SHAPE(0), 2, SHAPE(6, 5)); /* 0-d a */
+        run_binary_case(dt, 2, SHAPE(6, 5), 2, SHAPE(6, 5), 1, SHAPE(1)); /* (1,) b */
+        run_binary_case(dt, 2, SHAPE(2, 3), 1, SHAPE(3), 2, SHAPE(1, 3)); /* out larger */
+        run_binary_case(dt, 1, SHAPE(9), 1, SHAPE(1), 0, SHAPE(0));       /* both single */
         run_binary_case(dt, 4, SHAPE(2, 1, 3, 4), 4, SHAPE(2, 1, 1, 4), 3, SHAPE(1, 3, 1));
     }
     /* many-block broadcasting: rows, columns and an outer product */
-    run_binary_case(MTIART_DTYPE_FLOAT32, 2, SHAPE(1000, 301), 2, SHAPE(1000, 301), 1,
-                    SHAPE(301));
+    run_binary_case(MTIART_DTYPE_FLOAT32, 2, SHAPE(1000, 301), 2, SHAPE(1000, 301), 1, SHAPE(301));
     run_binary_case(MTIART_DTYPE_FLOAT32, 2, SHAPE(1000, 301), 2, SHAPE(1000, 1), 2,
                     SHAPE(1000, 301));
     run_binary_case(MTIART_DTYPE_INT64, 2, SHAPE(517, 333), 2, SHAPE(517, 1), 1, SHAPE(333));
@@ -424,8 +423,8 @@ static void test_binary_scalar(void) {
                     for (int first = 0; first < 2; first++) {
                         int odt = is_cmp(op) ? MTIART_DTYPE_BOOL : dt;
                         tensor o = T_NEW(odt, n);
-                        mtiart_status st = mtiart_op_binary_scalar(
-                            S, (mtiart_binary_op)op, &o.d, &a.d, fs[sv], is[sv], first);
+                        mtiart_status st = mtiart_op_binary_scalar(S, (mtiart_binary_op)op, &o.d,
+                                                                   &a.d, fs[sv], is[sv], first);
                         if (!binary_supported(op, dt)) {
                             CHECK(st == MTIART_ERROR_INVALID_VALUE, "bool scalar op %d", op);
                             t_free(&o);
@@ -444,8 +443,8 @@ static void test_binary_scalar(void) {
                             else ref_binary(op, dt, &a, i, &sc, 0, &h, i);
                         }
                         char what[96];
-                        snprintf(what, sizeof what, "scalar op %d s=%g first=%d n=%lld", op,
-                                 fs[sv], first, (long long)n);
+                        snprintf(what, sizeof what, "scalar op %d s=%g first=%d n=%lld", op, fs[sv],
+                                 first, (long long)n);
                         t_compare(what, &o, &h, 1e-6, 0);
                         h_free(&h);
                         h_free(&sc);
@@ -584,8 +583,8 @@ static void run_reduce_case(int op, int dt, int odt, int nd, const int64_t *shap
     }
     tensor o = t_new(odt, ond, oshape);
     mtiart_status st = mtiart_op_reduce(S, (mtiart_reduce_op)op, &o.d, &a.d, dim, keepdim);
-    CHECK(st == MTIART_SUCCESS, "reduce op %d %s->%s dim %d: %s", op, dt_name(dt),
-          dt_name(odt), dim, mtiart_last_error_message());
+    CHECK(st == MTIART_SUCCESS, "reduce op %d %s->%s dim %d: %s", op, dt_name(dt), dt_name(odt),
+          dim, mtiart_last_error_message());
     download(&o);
     tensor h = h_like(&o, odt);
     for (int64_t oo = 0; oo < outer; oo++) {
@@ -622,8 +621,8 @@ static void run_reduce_case(int op, int dt, int odt, int nd, const int64_t *shap
         }
     }
     char what[128];
-    snprintf(what, sizeof what, "reduce op %d %s->%s n=%lld dim %d keepdim %d", op,
-             dt_name(dt), dt_name(odt), (long long)a.n, dim, keepdim);
+    snprintf(what, sizeof what, "reduce op %d %s->%s n=%lld dim %d keepdim %d", op, dt_name(dt),
+             dt_name(odt), (long long)a.n, dim, keepdim);
     /* float32 sums: the reference sums in double, so both sides are within ~1e-6 */
     t_compare(what, &o, &h, odt == MTIART_DTYPE_FLOAT32 ? 2e-5 : 1e-10,
               odt == MTIART_DTYPE_FLOAT32 ? 1e-4 : 1e-9);
@@ -665,8 +664,7 @@ static void test_reduce(void) {
     for (int op = 0; op < 4; op++) {
         run_reduce_case(op, MTIART_DTYPE_FLOAT32, MTIART_DTYPE_FLOAT32, 1, SHAPE(500000),
                         MTIART_REDUCE_ALL, 0, 123457);
-        run_reduce_case(op, MTIART_DTYPE_FLOAT64, MTIART_DTYPE_FLOAT64, 2, SHAPE(50, 60), 0, 0,
-                        7);
+        run_reduce_case(op, MTIART_DTYPE_FLOAT64, MTIART_DTYPE_FLOAT64, 2, SHAPE(50, 60), 0, 0, 7);
     }
     /* float32 sum of many equal values stays accurate (numpy's pairwise sum gives 1e7) */
     tensor a = T_NEW(MTIART_DTYPE_FLOAT32, 10000000);
@@ -698,10 +696,10 @@ static void test_reduce_invalid(void) {
     tensor o3 = T_NEW(MTIART_DTYPE_FLOAT32, 3);
     tensor s = t_scalar(MTIART_DTYPE_FLOAT32);
     tensor si = t_scalar(MTIART_DTYPE_INT64);
-    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, 2, 0));   /* bad dim */
+    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, 2, 0)); /* bad dim */
     CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, -3, 0));
-    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, 0, 0));   /* shape */
-    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o3.d, &a.d, 0, 1));   /* keepdim */
+    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, 0, 0)); /* shape */
+    CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o3.d, &a.d, 0, 1)); /* keepdim */
     CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &o2.d, &a.d, MTIART_REDUCE_ALL, 0));
     CHECK_INVALID(mtiart_op_reduce(S, MTIART_REDUCE_SUM, &si.d, &a.d, MTIART_REDUCE_ALL, 0));
     CHECK_INVALID(mtiart_op_reduce(S, (mtiart_reduce_op)9, &s.d, &a.d, MTIART_REDUCE_ALL, 0));
@@ -832,7 +830,7 @@ static void test_softmax(void) {
         run_softmax_case(dt, 2, SHAPE(5, 37), 0, 3);
         run_softmax_case(dt, 3, SHAPE(3, 300, 5), 1, 3);
         run_softmax_case(dt, 3, SHAPE(4, 6, 700), 1, 3);
-        run_softmax_case(dt, 2, SHAPE(2000, 100), 1, 3);  /* many blocks */
+        run_softmax_case(dt, 2, SHAPE(2000, 100), 1, 3); /* many blocks */
         run_softmax_case(dt, 2, SHAPE(300, 1000), 0, 3);
         run_softmax_case(dt, 2, SHAPE(8, 64), 1, 1000); /* large logits: must not overflow */
         run_softmax_case(dt, 1, SHAPE(1), 0, 3);
@@ -854,8 +852,8 @@ static void test_softmax(void) {
     t_free(&ti);
 }
 
-static void run_where_case(int dt, int ndo, const int64_t *so, int ndc, const int64_t *sc,
-                           int nda, const int64_t *sa, int ndb, const int64_t *sb) {
+static void run_where_case(int dt, int ndo, const int64_t *so, int ndc, const int64_t *sc, int nda,
+                           const int64_t *sa, int ndb, const int64_t *sb) {
     tensor c = t_new(MTIART_DTYPE_BOOL, ndc, sc), a = t_new(dt, nda, sa), b = t_new(dt, ndb, sb);
     tensor o = t_new(dt, ndo, so);
     t_random(&c, 0, 1, 0);
@@ -895,9 +893,8 @@ static void test_where(void) {
 }
 
 static void test_cast(void) {
-    const double vals[] = {0.0,    1.0,   -1.0,   2.75,       -2.75, 0.5,
-                           -0.5,   1e6,   -1e6,   123456.875, 3.0,   -7.0,
-                           1e-30,  100.0, -100.0, 65537.0};
+    const double vals[] = {0.0,  1.0,        -1.0, 2.75, -2.75, 0.5,   -0.5,   1e6,
+                           -1e6, 123456.875, 3.0,  -7.0, 1e-30, 100.0, -100.0, 65537.0};
     const int nv = (int)(sizeof vals / sizeof vals[0]);
     for (int big = 0; big < 2; big++) {
         int64_t n = big ? 200000 : 50;
@@ -968,7 +965,8 @@ static void test_fill_arange(void) {
             download(&o);
             ok = 1;
             for (int64_t i = 0; i < n && ok; i++) {
-                if (dt == MTIART_DTYPE_FLOAT32) ok &= get_f(&o, i) == (float)(-3.5 + 0.25 * (double)i);
+                if (dt == MTIART_DTYPE_FLOAT32)
+                    ok &= get_f(&o, i) == (float)(-3.5 + 0.25 * (double)i);
                 else if (dt == MTIART_DTYPE_FLOAT64) ok &= get_f(&o, i) == -3.5 + 0.25 * (double)i;
                 else if (dt == MTIART_DTYPE_BOOL) ok &= get_i(&o, i) == (-3 + 2 * i != 0);
                 else ok &= get_i(&o, i) == wrap(dt, -3 + 2 * i);
@@ -1071,8 +1069,7 @@ static void test_chain_big(void) {
         want += v;
     }
     CHECK(ok, "chain elementwise");
-    CHECK(fabs(get_f(&s, 0) - want) <= 1e-9 * want, "chain sum %.12g vs %.12g", get_f(&s, 0),
-          want);
+    CHECK(fabs(get_f(&s, 0) - want) <= 1e-9 * want, "chain sum %.12g vs %.12g", get_f(&s, 0), want);
     t_free(&x), t_free(&y), t_free(&s), t_free(&y64);
 }
 
@@ -1109,8 +1106,8 @@ static void test_capture(void) {
             mtiart_buffer_use use;
             CHECK(info.num_buffers == 1, "in-place relu node has %u buffers", info.num_buffers);
             CHECK_OK(mtiart_graph_get_node_buffer(g, i, 0, &use));
-            CHECK(use.access == MTIART_ARG_BUFFER_INOUT && use.address == (uint64_t)(uintptr_t)y.d.data &&
-                      use.bytes == (uint64_t)n * 4,
+            CHECK(use.access == MTIART_ARG_BUFFER_INOUT &&
+                      use.address == (uint64_t)(uintptr_t)y.d.data && use.bytes == (uint64_t)n * 4,
                   "relu buffer: access %u bytes %llu", use.access, (unsigned long long)use.bytes);
         }
         if (!strcmp(info.name, "mtiart_binary_scalar")) {
@@ -1133,8 +1130,8 @@ static void test_capture(void) {
         CHECK_OK(mtiart_graph_launch(ge, cs));
         CHECK_OK(mtiart_stream_synchronize(cs));
         CHECK_OK(mtiart_memcpy(cs, s.host, s.d.data, 4, MTIART_MEMCPY_DEVICE_TO_HOST));
-        CHECK(fabs(get_f(&s, 0) - want) <= 1e-5 * want, "graph replay %d: sum %.9g want %.9g",
-              rep, get_f(&s, 0), want);
+        CHECK(fabs(get_f(&s, 0) - want) <= 1e-5 * want, "graph replay %d: sum %.9g want %.9g", rep,
+              get_f(&s, 0), want);
     }
     CHECK_OK(mtiart_graph_exec_destroy(ge));
     CHECK_OK(mtiart_graph_destroy(g));

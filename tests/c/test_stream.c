@@ -204,10 +204,15 @@ static void test_priorities(void) {
     CHECK(props.greatest_stream_priority < 0);
     CHECK(props.num_workers == g_workers);
     CHECK(strstr(props.name, "0") != NULL);
-    const int asked[] = {0, -1, props.greatest_stream_priority, 5, 1000, -1000,
-                         props.greatest_stream_priority - 1};
-    const int want[] = {0, -1, props.greatest_stream_priority, 0, 0,
-                        props.greatest_stream_priority, props.greatest_stream_priority};
+    const int asked[] = {0,    -1,    props.greatest_stream_priority,    5,
+                         1000, -1000, props.greatest_stream_priority - 1};
+    const int want[] = {0,
+                        -1,
+                        props.greatest_stream_priority,
+                        0,
+                        0,
+                        props.greatest_stream_priority,
+                        props.greatest_stream_priority};
     atomic_long counter = 0;
     for (size_t i = 0; i < sizeof asked / sizeof asked[0]; i++) {
         mtiart_stream s;
@@ -442,7 +447,8 @@ static void test_multi_block(void) {
         uint32_t n = 500;
         mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof mine, &mine, 0},
                            {MTIART_ARG_VALUE, sizeof n, &n, 0}};
-        for (int rep = 0; rep < 20; rep++) CHECK_OK(mtiart_launch_kernel(more[k], k_blocks, n, a, 2));
+        for (int rep = 0; rep < 20; rep++)
+            CHECK_OK(mtiart_launch_kernel(more[k], k_blocks, n, a, 2));
     }
     int bad = 0;
     for (int k = 0; k < 4; k++) {
@@ -523,7 +529,8 @@ static int32_t k_sync_inside(void *const *args, uint32_t block, uint32_t num_blo
     (void)block;
     if (mtiart_stream_synchronize(kernel_sync_stream) != MTIART_ERROR_NOT_PERMITTED)
         atomic_fetch_add(&kernel_sync_bad, 1);
-    if (mtiart_device_synchronize(0) != MTIART_ERROR_NOT_PERMITTED) atomic_fetch_add(&kernel_sync_bad, 1);
+    if (mtiart_device_synchronize(0) != MTIART_ERROR_NOT_PERMITTED)
+        atomic_fetch_add(&kernel_sync_bad, 1);
     return 0;
 }
 
@@ -683,13 +690,15 @@ static void test_arguments(void) {
         a[0] = (mtiart_arg){MTIART_ARG_VALUE, sizeof spec, &spec, 0};
         for (uint32_t i = 1; i < spec->count; i++) {
             spec->size[i] = k == 3 ? 4096 : (k == 2 ? 1 + (i * 37) % 300 : i);
-            for (uint32_t j = 0; j < spec->size[i]; j++) values[i][j] = (unsigned char)(i * 31 + j % 251);
+            for (uint32_t j = 0; j < spec->size[i]; j++)
+                values[i][j] = (unsigned char)(i * 31 + j % 251);
             a[i] = (mtiart_arg){MTIART_ARG_VALUE, spec->size[i], values[i], 0};
         }
         CHECK_OK(mtiart_launch_kernel(s, k_check_args, 3, a, spec->count));
         /* captured */
         mtiart_graph g;
-        CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+        CHECK_OK(
+            mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
         CHECK_OK(mtiart_launch_kernel(s, k_check_args, 1, a, spec->count));
         CHECK_OK(mtiart_stream_end_capture(s, &g));
         /* hand-built */
@@ -719,7 +728,8 @@ static void *shared_sync_thread(void *arg) {
     for (int i = 0; i < 300; i++) {
         mtiart_arg a = {MTIART_ARG_VALUE, sizeof c->counter, &c->counter, 0};
         long before = atomic_load(c->counter);
-        if (mtiart_launch_kernel(c->s, k_count, 1, &a, 1) || mtiart_stream_synchronize(c->s)) c->failed = 1;
+        if (mtiart_launch_kernel(c->s, k_count, 1, &a, 1) || mtiart_stream_synchronize(c->s))
+            c->failed = 1;
         /* at least our own launch has run */
         if (atomic_load(c->counter) < before + 1) c->failed = 1;
     }

@@ -64,15 +64,15 @@ typedef struct worker {
     char where[128];
 } worker;
 
-#define FAIL_IF(cond)                                                                    \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            if (!w->failed)                                                              \
-                snprintf(w->where, sizeof w->where, "line %d: %s (%s)", __LINE__, #cond,  \
-                         mtiart_last_error_message());                                   \
-            w->failed = 1;                                                               \
-            return;                                                                      \
-        }                                                                                \
+#define FAIL_IF(cond)                                                                              \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            if (!w->failed)                                                                        \
+                snprintf(w->where, sizeof w->where, "line %d: %s (%s)", __LINE__, #cond,           \
+                         mtiart_last_error_message());                                             \
+            w->failed = 1;                                                                         \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 static uint32_t rnd(worker *w) {
@@ -326,7 +326,8 @@ int main(void) {
     }
     CHECK_OK(mtiart_device_synchronize(0));
     int64_t shared = -1;
-    CHECK_OK(mtiart_memcpy(def, &shared, g_shared_value, sizeof shared, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK_OK(
+        mtiart_memcpy(def, &shared, g_shared_value, sizeof shared, MTIART_MEMCPY_DEVICE_TO_HOST));
     CHECK(shared == 4 * atomic_load(&g_shared_launches));
     CHECK(atomic_load(&g_shared_overlaps) == 0);
     CHECK_OK(mtiart_graph_exec_destroy(g_shared_exec));

@@ -55,7 +55,7 @@ static bool more(void) { return in_pos < in_size; }
 
 static const char *fz_op = "";
 static int fz_step;
-static uint64_t fz_ops_done; /* operations decoded, all inputs */
+static uint64_t fz_ops_done;                            /* operations decoded, all inputs */
 static uint64_t fz_graphs_made, fz_replays, fz_kernels; /* how deep the inputs got */
 
 static void fail(const char *fmt, ...) {
@@ -108,16 +108,24 @@ static void expect(mtiart_status st, mtiart_status want, const char *what) {
 
 /* ------------------------------------------------------------------ world */
 
-typedef struct { mtiart_stream h; bool live; uint64_t id; unsigned sink; } fz_stream;
-typedef struct { mtiart_event h; bool live; } fz_event;
+typedef struct {
+    mtiart_stream h;
+    bool live;
+    uint64_t id;
+    unsigned sink;
+} fz_stream;
+typedef struct {
+    mtiart_event h;
+    bool live;
+} fz_event;
 typedef struct {
     void *p;
     size_t size;
     bool live;
-    uint32_t gen;            /* bumped by each allocation into the slot */
-    int owner;               /* stream slot the block belongs to... */
-    uint64_t owner_id;       /* ...while that slot holds this stream */
-    mtiart_pool_id pool;     /* (0,0): default pool */
+    uint32_t gen;        /* bumped by each allocation into the slot */
+    int owner;           /* stream slot the block belongs to... */
+    uint64_t owner_id;   /* ...while that slot holds this stream */
+    mtiart_pool_id pool; /* (0,0): default pool */
 } fz_ptr;
 typedef struct {
     int slot;
@@ -131,7 +139,7 @@ typedef struct {
     mtiart_pool_id pool;
     fz_use uses[FZ_GRAPH_PTRS]; /* blocks the captured work touches */
     int num_ptrs;
-    bool overflow;           /* touched more than we track: never replayed */
+    bool overflow; /* touched more than we track: never replayed */
 } fz_graph;
 typedef struct {
     bool active;
@@ -268,7 +276,8 @@ static bool same_pool(mtiart_pool_id a, mtiart_pool_id b) {
 
 static mtiart_pool_id pool_arg(void) {
     switch (u8() % 6) {
-    case 0: case 1: return (mtiart_pool_id){0, 0};
+    case 0:
+    case 1: return (mtiart_pool_id){0, 0};
     case 2: return pool_handles[0];
     case 3: return pool_handles[1];
     case 4: return (mtiart_pool_id){u8() % 4, u8() % 4}; /* (a, b) with both set is invalid */
@@ -324,7 +333,8 @@ static void op_malloc(void) {
         return;
     }
     if (st != MTIART_SUCCESS) {
-        if (st != MTIART_ERROR_OUT_OF_MEMORY) fail("malloc of %zu: %s", size, mtiart_status_name(st));
+        if (st != MTIART_ERROR_OUT_OF_MEMORY)
+            fail("malloc of %zu: %s", size, mtiart_status_name(st));
         return;
     }
     if (size == 0) {
@@ -338,10 +348,16 @@ static void op_malloc(void) {
     }
     int c = capture_of(slot);
     trace("ptr %d = %p +%zu on stream %d, capture %d", pi, p, size, slot, c);
-    ptrs[pi] = (fz_ptr){p, size, true, ptrs[pi].gen + 1, slot, streams[slot].id,
+    ptrs[pi] = (fz_ptr){p,
+                        size,
+                        true,
+                        ptrs[pi].gen + 1,
+                        slot,
+                        streams[slot].id,
                         c >= 0 ? captures[c].pool : (mtiart_pool_id){0, 0}};
     int dev = -1;
-    expect(mtiart_pointer_get_device((char *)p + size - 1, &dev), MTIART_SUCCESS, "pointer_get_device");
+    expect(mtiart_pointer_get_device((char *)p + size - 1, &dev), MTIART_SUCCESS,
+           "pointer_get_device");
     if (dev != 0) fail("pointer on device %d", dev);
 }
 
@@ -358,8 +374,7 @@ static void op_free(void) {
         expect(mtiart_free(u8() & 1 ? (void *)host_buf : (void *)(uintptr_t)(u64() | 1)),
                MTIART_ERROR_INVALID_POINTER, "free foreign");
         return;
-    default:
-        break;
+    default: break;
     }
     if (!p->p) {
         expect(mtiart_free(NULL), MTIART_SUCCESS, "free NULL");
@@ -397,7 +412,8 @@ static void op_kernel(void) {
         {MTIART_ARG_VALUE, sizeof value, &value, 0},
         {MTIART_ARG_VALUE, sizeof fail_code, &fail_code, 0},
     };
-    mtiart_status st = chk(mtiart_launch_kernel(h, fz_fill_kernel, blocks, args, 4), "launch_kernel");
+    mtiart_status st =
+        chk(mtiart_launch_kernel(h, fz_fill_kernel, blocks, args, 4), "launch_kernel");
     trace("stream %d ptr %d %p +%llu%s", slot, pi, dst, (unsigned long long)bytes,
           capture_of(slot) >= 0 ? " (captured)" : "");
     if (!live_stream) {
@@ -432,15 +448,17 @@ static void op_copy(void) {
     mtiart_status st;
     switch (u8() % 4) {
     case 0:
-        st = chk(mtiart_memcpy_async(h, dev, host_buf, fits ? bytes : 16,
-                                     MTIART_MEMCPY_HOST_TO_DEVICE), "memcpy HtoD");
+        st = chk(
+            mtiart_memcpy_async(h, dev, host_buf, fits ? bytes : 16, MTIART_MEMCPY_HOST_TO_DEVICE),
+            "memcpy HtoD");
         if (!fits) bytes = 16, fits = p->live && p->size >= 16;
         break;
     case 1:
         /* DEFAULT infers the kind from the pointers: only with a real device pointer */
-        st = chk(mtiart_memcpy_async(h, sink_of(slot), dev, fits ? bytes : 16,
-                                     p->live ? MTIART_MEMCPY_DEFAULT : MTIART_MEMCPY_DEVICE_TO_HOST),
-                 "memcpy DtoH");
+        st =
+            chk(mtiart_memcpy_async(h, sink_of(slot), dev, fits ? bytes : 16,
+                                    p->live ? MTIART_MEMCPY_DEFAULT : MTIART_MEMCPY_DEVICE_TO_HOST),
+                "memcpy DtoH");
         if (!fits) bytes = 16, fits = p->live && p->size >= 16;
         break;
     case 2:
@@ -485,17 +503,20 @@ static void op_event(void) {
             e->live = true;
         }
         return;
-    case 1: case 2: {
-        mtiart_status st = chk(mtiart_event_record(e->live ? e->h : stale_event, h), "event_record");
+    case 1:
+    case 2: {
+        mtiart_status st =
+            chk(mtiart_event_record(e->live ? e->h : stale_event, h), "event_record");
         trace("event %d on stream %d", ei, slot);
         if ((!e->live || !live_stream) && st != MTIART_ERROR_INVALID_HANDLE)
             fail("record with a dead handle: %d", st);
         return;
     }
-    case 3: case 4: {
+    case 3:
+    case 4: {
         int before = capture_of(slot);
-        mtiart_status st = chk(mtiart_stream_wait_event(h, e->live ? e->h : stale_event),
-                               "stream_wait_event");
+        mtiart_status st =
+            chk(mtiart_stream_wait_event(h, e->live ? e->h : stale_event), "stream_wait_event");
         trace("stream %d event %d", slot, ei);
         if ((!e->live || !live_stream) && st != MTIART_ERROR_INVALID_HANDLE)
             fail("wait with a dead handle: %d", st);
@@ -504,13 +525,16 @@ static void op_event(void) {
             mtiart_capture_status cs;
             uint64_t id;
             mtiart_pool_id pool;
-            expect(mtiart_stream_get_capture_info(h, &cs, &id, &pool), MTIART_SUCCESS, "capture_info");
+            expect(mtiart_stream_get_capture_info(h, &cs, &id, &pool), MTIART_SUCCESS,
+                   "capture_info");
             if (cs != MTIART_CAPTURE_STATUS_NONE) {
                 for (int c = 0; c < FZ_STREAMS; c++)
                     if (captures[c].active && same_pool(captures[c].pool, pool)) {
                         mtiart_capture_status os;
                         uint64_t oid;
-                        chk(mtiart_stream_get_capture_info(streams[captures[c].origin].h, &os, &oid, NULL), "ci");
+                        chk(mtiart_stream_get_capture_info(streams[captures[c].origin].h, &os, &oid,
+                                                           NULL),
+                            "ci");
                         if (oid == id) stream_capture[slot] = c;
                     }
                 if (stream_capture[slot] < 0) fail("joined an unknown capture");
@@ -518,9 +542,7 @@ static void op_event(void) {
         }
         return;
     }
-    case 5:
-        chk(mtiart_event_query(e->live ? e->h : stale_event), "event_query");
-        return;
+    case 5: chk(mtiart_event_query(e->live ? e->h : stale_event), "event_query"); return;
     default: {
         float ms;
         chk(mtiart_event_elapsed_time(e->h, events[pick(FZ_EVENTS)].h, &ms), "elapsed_time");
@@ -559,9 +581,10 @@ static void op_capture(void) {
                  mtiart_status_name(st), mtiart_status_name(want));
         if (st == MTIART_SUCCESS) {
             mtiart_pool_id actual;
-            expect(mtiart_stream_get_capture_info(h, NULL, NULL, &actual), MTIART_SUCCESS, "capture_info");
-            captures[slot] = (fz_capture){.active = true, .origin = slot, .pool = actual,
-                                          .sink = next_sink++ % FZ_SINKS};
+            expect(mtiart_stream_get_capture_info(h, NULL, NULL, &actual), MTIART_SUCCESS,
+                   "capture_info");
+            captures[slot] = (fz_capture){
+                .active = true, .origin = slot, .pool = actual, .sink = next_sink++ % FZ_SINKS};
             stream_capture[slot] = slot;
         }
         return;
@@ -594,7 +617,10 @@ static void op_capture(void) {
     fz_graph *fg = &graphs[gi];
     if (fg->graph_live) expect(mtiart_graph_destroy(fg->g), MTIART_SUCCESS, "graph_destroy");
     if (fg->exec_live) expect(mtiart_graph_exec_destroy(fg->x), MTIART_SUCCESS, "exec_destroy");
-    *fg = (fz_graph){.g = g, .graph_live = true, .pool = cap.pool, .num_ptrs = cap.num_ptrs,
+    *fg = (fz_graph){.g = g,
+                     .graph_live = true,
+                     .pool = cap.pool,
+                     .num_ptrs = cap.num_ptrs,
                      .overflow = cap.overflow};
     memcpy(fg->uses, cap.uses, sizeof cap.uses);
     mtiart_pool_id gp;
@@ -629,16 +655,17 @@ static void op_graph(void) {
         if (fg->exec_live || !fg->graph_live) { /* a second executable, or a bad handle */
             mtiart_graph_exec x2;
             expect(mtiart_graph_instantiate(fg->graph_live ? fg->g : (mtiart_graph)(uintptr_t)u64(),
-                                            &x2), fg->graph_live ? MTIART_SUCCESS
-                                                                  : MTIART_ERROR_INVALID_HANDLE,
-                   "instantiate");
-            if (fg->graph_live) expect(mtiart_graph_exec_destroy(x2), MTIART_SUCCESS, "exec_destroy");
+                                            &x2),
+                   fg->graph_live ? MTIART_SUCCESS : MTIART_ERROR_INVALID_HANDLE, "instantiate");
+            if (fg->graph_live)
+                expect(mtiart_graph_exec_destroy(x2), MTIART_SUCCESS, "exec_destroy");
             return;
         }
         expect(mtiart_graph_instantiate(fg->g, &fg->x), MTIART_SUCCESS, "instantiate");
         fg->exec_live = true;
         return;
-    case 1: case 2: {
+    case 1:
+    case 2: {
         if (!fg->exec_live) {
             expect(mtiart_graph_launch((mtiart_graph_exec)(uintptr_t)u64(), h),
                    MTIART_ERROR_INVALID_HANDLE, "launch dead");
@@ -667,7 +694,8 @@ static void op_graph(void) {
         if (fg->exec_live) {
             expect(mtiart_graph_exec_destroy(fg->x), MTIART_SUCCESS, "exec_destroy");
             fg->exec_live = false;
-            expect(mtiart_graph_exec_destroy(fg->x), MTIART_ERROR_INVALID_HANDLE, "exec_destroy twice");
+            expect(mtiart_graph_exec_destroy(fg->x), MTIART_ERROR_INVALID_HANDLE,
+                   "exec_destroy twice");
         }
         return;
     default:
@@ -679,7 +707,8 @@ static void op_graph(void) {
             size_t node = (size_t)u32();
             chk(mtiart_graph_get_node_info(fg->g, node, &ni), "node_info");
             if (n) {
-                expect(mtiart_graph_get_node_info(fg->g, node % n, &ni), MTIART_SUCCESS, "node_info");
+                expect(mtiart_graph_get_node_info(fg->g, node % n, &ni), MTIART_SUCCESS,
+                       "node_info");
                 mtiart_buffer_use use;
                 chk(mtiart_graph_get_node_buffer(fg->g, node % n, u8() % 3, &use), "node_buffer");
                 size_t dep;
@@ -697,7 +726,8 @@ static void op_sync(void) {
     int slot;
     mtiart_stream h = stream_arg(&slot);
     switch (u8() % 5) {
-    case 0: case 1: {
+    case 0:
+    case 1: {
         mtiart_status st = chk(mtiart_stream_synchronize(h), "stream_synchronize");
         if (st == MTIART_ERROR_CAPTURE_UNSUPPORTED) {
             /* invalidates the capture; its end reports that */
@@ -762,8 +792,9 @@ static void op_misc(void) {
 #endif
         if (!ptrs[pi].live || slot < 0 || !streams[slot].live || !use_on(pi, slot)) return;
         size_t bytes = ptrs[pi].size < FZ_HOST_BYTES ? ptrs[pi].size : FZ_HOST_BYTES;
-        mtiart_status st = chk(mtiart_memcpy(h, sink_of(slot), ptrs[pi].p, bytes,
-                                             MTIART_MEMCPY_DEVICE_TO_HOST), "memcpy sync");
+        mtiart_status st =
+            chk(mtiart_memcpy(h, sink_of(slot), ptrs[pi].p, bytes, MTIART_MEMCPY_DEVICE_TO_HOST),
+                "memcpy sync");
         if (!any_capture() && st != MTIART_SUCCESS && st != MTIART_ERROR_KERNEL_FAILED)
             fail("memcpy: %s", mtiart_last_error_message());
         return;
@@ -819,18 +850,21 @@ static void teardown(void) {
         forget_capture(c);
     }
     for (int i = 0; i < FZ_GRAPHS; i++) {
-        if (graphs[i].graph_live) expect(mtiart_graph_destroy(graphs[i].g), MTIART_SUCCESS, "graph_destroy");
+        if (graphs[i].graph_live)
+            expect(mtiart_graph_destroy(graphs[i].g), MTIART_SUCCESS, "graph_destroy");
         if (graphs[i].exec_live)
             expect(mtiart_graph_exec_destroy(graphs[i].x), MTIART_SUCCESS, "exec_destroy");
     }
     for (int i = 0; i < FZ_STREAMS; i++)
         if (streams[i].live) drain(streams[i].h);
     for (int i = 0; i < FZ_EVENTS; i++)
-        if (events[i].live) expect(mtiart_event_destroy(events[i].h), MTIART_SUCCESS, "event_destroy");
+        if (events[i].live)
+            expect(mtiart_event_destroy(events[i].h), MTIART_SUCCESS, "event_destroy");
     for (int i = 0; i < FZ_PTRS; i++)
         if (ptrs[i].live) expect(mtiart_free(ptrs[i].p), MTIART_SUCCESS, "teardown free");
     for (int i = 1; i < FZ_STREAMS; i++)
-        if (streams[i].live) expect(mtiart_stream_destroy(streams[i].h), MTIART_SUCCESS, "stream_destroy");
+        if (streams[i].live)
+            expect(mtiart_stream_destroy(streams[i].h), MTIART_SUCCESS, "stream_destroy");
     /* Destroyed streams still report their sticky errors here, one per call. */
     mtiart_status st_sync;
     int rounds = 0;
@@ -859,9 +893,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (fz_step = 0; fz_step < FZ_MAX_OPS && more(); fz_step++) {
         switch (u8() % 12) {
         case 0: op_stream(); break;
-        case 1: case 2: op_malloc(); break;
+        case 1:
+        case 2: op_malloc(); break;
         case 3: op_free(); break;
-        case 4: case 5: op_kernel(); break;
+        case 4:
+        case 5: op_kernel(); break;
         case 6: op_copy(); break;
         case 7: op_event(); break;
         case 8: op_capture(); break;
@@ -919,15 +955,22 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "-runs") && i + 1 < argc) runs = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "-max_total_time") && i + 1 < argc) max_time = atof(argv[++i]);
-        else if (!strcmp(argv[i], "-max_len") && i + 1 < argc) max_len = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "-max_len") && i + 1 < argc)
+            max_len = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "-save_dir") && i + 1 < argc) save_dir = argv[++i];
         else if (argv[i][0] == '-') return usage();
-        else { first_file = i; break; }
+        else {
+            first_file = i;
+            break;
+        }
     }
     if (first_file < argc) {
         for (int i = first_file; i < argc; i++) {
             FILE *f = fopen(argv[i], "rb");
-            if (!f) { perror(argv[i]); return 2; }
+            if (!f) {
+                perror(argv[i]);
+                return 2;
+            }
             static uint8_t buf[1 << 20];
             size_t n = fread(buf, 1, sizeof buf, f);
             fclose(f);
@@ -965,9 +1008,8 @@ int main(int argc, char **argv) {
     }
     printf("fuzz_api: %llu inputs, %llu operations (%llu kernels, %llu graphs, %llu replays) "
            "in %.1f s, no failure\n",
-           (unsigned long long)run, (unsigned long long)fz_ops_done,
-           (unsigned long long)fz_kernels, (unsigned long long)fz_graphs_made,
-           (unsigned long long)fz_replays, now_s() - start);
+           (unsigned long long)run, (unsigned long long)fz_ops_done, (unsigned long long)fz_kernels,
+           (unsigned long long)fz_graphs_made, (unsigned long long)fz_replays, now_s() - start);
     free(buf);
     return 0;
 }

@@ -128,8 +128,7 @@ int main(void) {
     OK(mtiart_memory_get_stats(0, &stats));
     if (stats.active_blocks || stats.allocated_bytes || stats.private_pools) {
         fprintf(stderr, "left over: %llu blocks, %llu bytes, %llu pools\n",
-                (unsigned long long)stats.active_blocks,
-                (unsigned long long)stats.allocated_bytes,
+                (unsigned long long)stats.active_blocks, (unsigned long long)stats.allocated_bytes,
                 (unsigned long long)stats.private_pools);
         failures++;
     }

@@ -18,14 +18,14 @@
 
 #include "mtiart.h"
 
-#define OK(call)                                                                          \
-    do {                                                                                  \
-        mtiart_status st_ = (call);                                                       \
-        if (st_ != MTIART_SUCCESS) {                                                      \
-            fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call,            \
-                    mtiart_status_name(st_), mtiart_last_error_message());                 \
-            exit(1);                                                                      \
-        }                                                                                 \
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        mtiart_status st_ = (call);                                                                \
+        if (st_ != MTIART_SUCCESS) {                                                               \
+            fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call,                    \
+                    mtiart_status_name(st_), mtiart_last_error_message());                         \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define NOINLINE __attribute__((noinline, noclone))

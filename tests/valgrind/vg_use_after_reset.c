@@ -37,7 +37,7 @@ int main(void) {
     OK(mtiart_graph_launch(exec, s));
     OK(mtiart_graph_launch(exec, s));
     OK(mtiart_stream_synchronize(s));
-    float sum = read_live_output(out); /* fine: the output is live */
+    float sum = read_live_output(out);   /* fine: the output is live */
     OK(mtiart_graph_exec_destroy(exec)); /* reset() */
     OK(mtiart_graph_destroy(graph));
     sum += read_live_output(out);        /* still fine */

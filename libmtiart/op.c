@@ -1,0 +1,365 @@
+/*
+ * Stream operations (mt_op): what a stream queue slot holds and what a graph node records.
+ * This file packs them, copies and releases them, and runs the ones that do work: a kernel
+ * over its blocks, a copy, a fill, a host function. It also keeps what names a kernel in
+ * messages and dumps (the name registry, mtiart_kernel_set_name, mtiart_kernel_load) and
+ * the one description of a kernel or host function that failed.
+ *
+ * Layering. A worker's call chain runs one way through the files and never comes back:
+ *
+ *     device.c   worker threads: take a ready stream, or help a posted job
+ *       stream.c   drain a stream in order; event records and waits; graph launches
+ *         exec.c     replay an executable graph's plan
+ *           op.c       run one operation                      <- this file
+ *             sync.c     post a job for the other workers; locks, futexes, clocks
+ *
+ * (stream.c also calls event.c to complete records and park on waits; event.c goes no
+ * further than sync.c.) So this file knows nothing of streams or executables: a failing
+ * op returns its code and a description, and the caller (a stream's drain, a replay)
+ * records the sticky error. The one call back up is a job's help function, which a worker
+ * that helps calls through the job, as a thread pool runs a task.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------------------ packing */
+
+static inline size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
+                                const mtiart_arg *args, uint32_t num_args) {
+    if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "kernel function is NULL");
+    if (num_blocks == 0)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "num_blocks must be at least 1");
+    if (num_args > MT_MAX_ARGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%u kernel arguments (at most %d)",
+                            num_args, MT_MAX_ARGS);
+    if (num_args && !args)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "args is NULL but num_args is %u",
+                            num_args);
+    size_t total = align8(2 + 2 * (size_t)num_args);
+    for (uint32_t i = 0; i < num_args; i++) {
+        const mtiart_arg *a = &args[i];
+        if (a->kind == MTIART_ARG_VALUE) {
+            if (a->size == 0 || a->size > 4096 || !a->value)
+                return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                                    "argument %u: a value argument needs 1..4096 bytes "
+                                    "and a non-NULL value (size %u)",
+                                    i, a->size);
+            total = align8(total) + a->size;
+        } else if (a->kind <= MTIART_ARG_BUFFER_INOUT) {
+            total = align8(total) + sizeof(void *);
+        } else {
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE, "argument %u: unknown kind %u", i,
+                                a->kind);
+        }
+    }
+    uint8_t *blob = op->inline_blob;
+    op->u.kernel.heap_blob = NULL;
+    op->u.kernel.blob_size = (uint32_t)total;
+    if (total > MT_OP_INLINE_BYTES) {
+        blob = malloc(total);
+        MT_CHECK_ALLOC(blob);
+        op->u.kernel.heap_blob = blob;
+    }
+    op->type = MT_OP_KERNEL;
+    op->num_blocks = num_blocks;
+    op->fn.kernel = fn;
+    uint16_t count = (uint16_t)num_args;
+    memcpy(blob, &count, 2);
+    size_t offset = align8(2 + 2 * (size_t)num_args);
+    for (uint32_t i = 0; i < num_args; i++) {
+        const mtiart_arg *a = &args[i];
+        offset = align8(offset);
+        /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
+         * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
+         * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
+        uint16_t off16 = (uint16_t)(offset >> 3);
+        memcpy(blob + 2 + 2 * i, &off16, 2);
+        if (a->kind == MTIART_ARG_VALUE) {
+            memcpy(blob + offset, a->value, a->size);
+            offset += a->size;
+        } else {
+            memcpy(blob + offset, &a->value, sizeof(void *));
+            offset += sizeof(void *);
+        }
+    }
+    return MTIART_SUCCESS;
+}
+
+uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
+    uint16_t count;
+    memcpy(&count, blob, 2);
+    for (uint32_t i = 0; i < count; i++) {
+        uint16_t off;
+        memcpy(&off, blob + 2 + 2 * i, 2);
+        argv[i] = blob + ((size_t)off << 3);
+    }
+    return count;
+}
+
+/* ------------------------------------------------------------------ ownership */
+
+/* GRAPH ops never get here: they exist only in stream queues, which release them. */
+void mt_op_release(mt_op *op) {
+    switch (op->type) {
+    case MT_OP_KERNEL:
+        /* No write to the slot when there is nothing to free: the consumer keeps its
+         * hands off lines the producer may be about to reuse. */
+        if (op->u.kernel.heap_blob) {
+            free(op->u.kernel.heap_blob);
+            op->u.kernel.heap_blob = NULL;
+        }
+        break;
+    case MT_OP_EVENT_RECORD:
+    case MT_OP_EVENT_WAIT:
+        if (op->u.event.event) mt_event_unref(op->u.event.event);
+        op->u.event.event = NULL;
+        break;
+    default: break;
+    }
+}
+
+mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
+    *dst = *src;
+    switch (src->type) {
+    case MT_OP_KERNEL:
+        if (src->u.kernel.heap_blob) {
+            dst->u.kernel.heap_blob = malloc(src->u.kernel.blob_size);
+            if (!dst->u.kernel.heap_blob) {
+                dst->type = MT_OP_EMPTY; /* owns nothing: safe to release */
+                return mt_oom();
+            }
+            memcpy(dst->u.kernel.heap_blob, src->u.kernel.heap_blob, src->u.kernel.blob_size);
+        }
+        break;
+    case MT_OP_EVENT_RECORD:
+    case MT_OP_EVENT_WAIT:
+        if (src->u.event.event) mt_event_ref(src->u.event.event);
+        break;
+    default: break;
+    }
+    return MTIART_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ failures */
+
+static _Thread_local char tl_kernel_message[512];
+static _Thread_local bool tl_kernel_message_set;
+
+MTIART_API void mtiart_kernel_set_error_message(const char *message) {
+    snprintf(tl_kernel_message, sizeof tl_kernel_message, "%s", message ? message : "");
+    tl_kernel_message_set = true;
+}
+
+/* The message the calling worker's kernel or host function set, once (NULL if none). */
+static const char *take_kernel_message(void) {
+    if (!tl_kernel_message_set) return NULL;
+    tl_kernel_message_set = false;
+    return tl_kernel_message;
+}
+
+void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message, char *out,
+                         size_t cap) {
+    if (!message) message = take_kernel_message();
+    const char *sep = message && message[0] ? ": " : "";
+    if (!message) message = "";
+    if (!fn) {
+        snprintf(out, cap, "host function failed (code %d)%s%s", code, sep, message);
+        return;
+    }
+    char name[96];
+    mt_kernel_name(fn, name, sizeof name);
+    snprintf(out, cap, "kernel %s failed (code %d)%s%s", name, code, sep, message);
+}
+
+/* ------------------------------------------------------------------ running */
+
+typedef struct kernel_job {
+    mt_job base;
+    mtiart_kernel_fn fn;
+    void **argv;
+    uint32_t num_blocks;
+    atomic_uint next_block;
+    atomic_int failed;
+    int32_t code;
+    char message[sizeof tl_kernel_message];
+} kernel_job;
+
+static void kernel_job_help(mt_job *base) {
+    kernel_job *job = (kernel_job *)base;
+    uint32_t block;
+    while ((block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed)) <
+           job->num_blocks) {
+        int32_t rc = job->fn(job->argv, block, job->num_blocks);
+        if (MT_UNLIKELY(rc != 0)) {
+            const char *message = take_kernel_message();
+            int expected = 0;
+            if (atomic_compare_exchange_strong(&job->failed, &expected, 1)) {
+                job->code = rc;
+                snprintf(job->message, sizeof job->message, "%s", message ? message : "");
+            }
+        }
+    }
+}
+
+/* A kernel over its blocks, spread over the device's workers when there are several. */
+static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint32_t num_blocks,
+                          char *failure, size_t cap) {
+    if (num_blocks == 1) {
+        int32_t rc = fn(argv, 0, 1);
+        if (MT_UNLIKELY(rc != 0)) mt_describe_failure(fn, rc, NULL, failure, cap);
+        return rc;
+    }
+    kernel_job job = {.base = {kernel_job_help}, .fn = fn, .argv = argv, .num_blocks = num_blocks};
+    mt_job_slot *slot = mt_job_post(dev, &job.base);
+    kernel_job_help(&job.base);
+    mt_job_retire(dev, slot);
+    if (MT_UNLIKELY(atomic_load(&job.failed))) {
+        mt_describe_failure(fn, job.code, job.message, failure, cap);
+        return job.code;
+    }
+    return 0;
+}
+
+static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t count) {
+    switch (size) {
+    case 1: memset(dst, (int)(pattern & 0xff), count); break;
+    case 2: {
+        uint16_t v = (uint16_t)pattern, *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = v;
+        break;
+    }
+    case 4: {
+        uint32_t v = (uint32_t)pattern, *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = v;
+        break;
+    }
+    default: {
+        uint64_t *p = dst;
+        for (size_t i = 0; i < count; i++) p[i] = pattern;
+        break;
+    }
+    }
+}
+
+int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
+    switch (op->type) {
+    case MT_OP_KERNEL: {
+        void *unpacked[MT_MAX_ARGS];
+        if (!argv) {
+            mt_blob_argv(mt_op_blob(op), unpacked);
+            argv = unpacked;
+        }
+        return run_kernel(dev, op->fn.kernel, argv, op->num_blocks, failure, cap);
+    }
+    case MT_OP_MEMCPY: memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes); return 0;
+    case MT_OP_FILL:
+        fill_pattern(op->u.fill.dst, op->u.fill.pattern, op->u.fill.size, op->u.fill.count);
+        return 0;
+    case MT_OP_HOST: {
+        int32_t rc = op->fn.host(op->u.host.user_data);
+        if (MT_UNLIKELY(rc != 0)) mt_describe_failure(NULL, rc, NULL, failure, cap);
+        return rc;
+    }
+    default: /* event records and waits, empty nodes: they only order other work */ return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ kernel names */
+
+/* A small registry (user-given names win), then the dynamic symbol. */
+typedef struct kernel_name {
+    mtiart_kernel_fn fn;
+    char *name;
+} kernel_name;
+
+static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
+static kernel_name *names;
+static size_t num_names, cap_names;
+
+MTIART_API mtiart_status mtiart_kernel_set_name(mtiart_kernel_fn kernel, const char *name) {
+    MT_API_ENTRY();
+    if (!kernel || !name) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL argument");
+    char *copy = strdup(name);
+    MT_CHECK_ALLOC(copy);
+    pthread_mutex_lock(&names_lock);
+    for (size_t i = 0; i < num_names; i++) {
+        if (names[i].fn == kernel) {
+            free(names[i].name);
+            names[i].name = copy;
+            pthread_mutex_unlock(&names_lock);
+            return MTIART_SUCCESS;
+        }
+    }
+    if (num_names == cap_names) {
+        size_t cap = cap_names ? cap_names * 2 : 16;
+        kernel_name *grown = realloc(names, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&names_lock);
+            free(copy);
+            return mt_oom();
+        }
+        names = grown;
+        cap_names = cap;
+    }
+    names[num_names++] = (kernel_name){kernel, copy};
+    pthread_mutex_unlock(&names_lock);
+    return MTIART_SUCCESS;
+}
+
+void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
+    pthread_mutex_lock(&names_lock);
+    for (size_t i = 0; i < num_names; i++) {
+        if (names[i].fn == fn) {
+            snprintf(out, cap, "%s", names[i].name);
+            pthread_mutex_unlock(&names_lock);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&names_lock);
+    Dl_info info;
+    /* dladdr finds exported symbols only; static kernels fall back to their address. */
+    union {
+        mtiart_kernel_fn fn;
+        void *p;
+    } cast = {.fn = fn};
+    if (dladdr(cast.p, &info) && info.dli_sname && info.dli_saddr == cast.p)
+        snprintf(out, cap, "%s", info.dli_sname);
+    else snprintf(out, cap, "kernel@%p", cast.p);
+}
+
+MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
+                                            mtiart_kernel_fn *kernel) {
+    MT_API_ENTRY();
+    if (!library_path || !symbol || !kernel)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL argument");
+    void *lib = dlopen(library_path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *why = dlerror();
+        return mt_set_error(MTIART_ERROR_LOAD_FAILED, "cannot load '%s': %s", library_path,
+                            why ? why : "unknown error");
+    }
+    dlerror();
+    void *sym = dlsym(lib, symbol);
+    const char *why = dlerror();
+    if (!sym || why) {
+        /* The message first: dlclose frees the string dlerror returned. */
+        mtiart_status st =
+            mt_set_error(MTIART_ERROR_LOAD_FAILED, "symbol '%s' not found in '%s'%s%s", symbol,
+                         library_path, why ? ": " : "", why ? why : "");
+        /* Dropping our reference keeps the process clean when the lookup fails. */
+        dlclose(lib);
+        return st;
+    }
+    union {
+        void *p;
+        mtiart_kernel_fn fn;
+    } cast = {.p = sym};
+    *kernel = cast.fn;
+    mtiart_kernel_set_name(cast.fn, symbol);
+    return MTIART_SUCCESS;
+}
