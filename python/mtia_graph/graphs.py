@@ -86,7 +86,8 @@ def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn
     reset() destroyed during the call gets a message saying so."""
     if reset_meanwhile and status == lib.MTIART_ERROR_INVALID_HANDLE:
         raise InvalidHandleError(
-            f"{what}: the graph was reset by another thread during the call", status)
+            f"{what}: the graph was reset by another thread during the call", status
+        )
     raise_status(status, what)
 
 
@@ -213,7 +214,9 @@ class MTIAGraph:
                 warnings.warn(
                     "The MTIA graph is empty: nothing was captured. This usually means that "
                     "the graph was captured on the wrong device or stream.",
-                    UserWarning, stacklevel=2)
+                    UserWarning,
+                    stacklevel=2,
+                )
             if not self._keep_graph:
                 try:
                     self._instantiate()
@@ -276,8 +279,7 @@ class MTIAGraph:
         """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
         graph = self._graph
         if graph is None:
-            raise RuntimeError(
-                "no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
         length = ffi.new("size_t *")
         status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
         if status == 0:
@@ -285,7 +287,8 @@ class MTIAGraph:
             status = lib.mtiart_graph_to_dot(graph, buf, length[0] + 1, length)
         if status:
             _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
-        return ffi.string(buf).decode()
+        text: bytes = ffi.string(buf)
+        return text.decode()
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""

@@ -42,10 +42,15 @@ def _run_threads(workers, duration=DURATION):
 
 def _empty_graph_error(exc):
     """The documented RuntimeError of a graph that holds no capture right now."""
-    return (isinstance(exc, RuntimeError) and not isinstance(exc, MTIAError)
-            and ("before a successful capture" in str(exc)
-                 or "without a preceding successful capture" in str(exc)
-                 or "no graph template" in str(exc)))
+    return (
+        isinstance(exc, RuntimeError)
+        and not isinstance(exc, MTIAError)
+        and (
+            "before a successful capture" in str(exc)
+            or "without a preceding successful capture" in str(exc)
+            or "no graph template" in str(exc)
+        )
+    )
 
 
 def _capture(g, x):
@@ -81,6 +86,7 @@ def test_replay_dot_num_nodes_while_another_thread_resets():
                         if not _empty_graph_error(exc):
                             raise
                         note("empty")
+
         return run
 
     def resetter(stop):
@@ -91,8 +97,16 @@ def test_replay_dot_num_nodes_while_another_thread_resets():
                 note("resets")
                 _capture(graph, tensor)
 
-    _run_threads([user(g.replay), user(g.replay), user(g.num_nodes), user(template.dot),
-                  user(template.num_nodes), resetter])
+    _run_threads(
+        [
+            user(g.replay),
+            user(g.replay),
+            user(g.num_nodes),
+            user(template.dot),
+            user(template.num_nodes),
+            resetter,
+        ]
+    )
     mtia.synchronize()
     assert counts["resets"] > 5
     assert counts["ok"] > 0
@@ -110,20 +124,24 @@ def test_reset_racing_replay_reports_the_reset_clearly():
     """A replay whose executable another thread destroys mid-call: InvalidHandleError
     naming the reset, never a crash or a bare handle error."""
     x = mtia.zeros(16)
-    seen = []
+    seen: list[MTIAError] = []
+    unexpected: list[BaseException] = []
     for _ in range(200):
         g = MTIAGraph()
         _capture(g, x)
         barrier = threading.Barrier(2)
 
-        def replay():
+        def replay(g: MTIAGraph = g, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
                 g.replay()
             except MTIAError as exc:
                 seen.append(exc)
             except RuntimeError as exc:
-                assert _empty_graph_error(exc), str(exc)
+                if not _empty_graph_error(exc):
+                    unexpected.append(exc)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                unexpected.append(exc)
 
         t = threading.Thread(target=replay)
         t.start()
@@ -131,6 +149,7 @@ def test_reset_racing_replay_reports_the_reset_clearly():
         g.reset()
         t.join()
     mtia.synchronize()
+    assert not unexpected, unexpected
     for exc in seen:
         assert isinstance(exc, InvalidHandleError)
         assert "reset by another thread" in str(exc)
@@ -185,6 +204,7 @@ def test_streams_and_events_used_while_dropped_elsewhere():
                 except MTIAError:
                     with lock:
                         calls["error"] += 1
+
         return run
 
     def owner(stop):
