@@ -563,7 +563,9 @@ typedef enum mtiart_unary_op {
     MTIART_UNARY_SQRT = 5,
     MTIART_UNARY_TANH = 6,
     MTIART_UNARY_SIGMOID = 7,
-    MTIART_UNARY_GELU = 8 /* tanh approximation, as torch's gelu(approximate="tanh") */
+    MTIART_UNARY_GELU = 8,    /* tanh approximation, as torch's gelu(approximate="tanh") */
+    MTIART_UNARY_GELU_ERF = 9 /* exact x * Phi(x) (Phi: the normal CDF, through erfc), as
+                               * torch's gelu(approximate="none") */
 } mtiart_unary_op;
 
 typedef enum mtiart_reduce_op {
@@ -587,7 +589,8 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
                                                  const mtiart_tensor_desc *a, double fscalar,
                                                  int64_t iscalar, int scalar_first);
 
-/* out = OP(a), same shape and dtype (float dtypes for exp/log/sqrt/tanh/sigmoid/gelu). */
+/* out = OP(a), same shape and dtype (float dtypes for exp/log/sqrt/tanh/sigmoid and both
+ * gelus). */
 MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
                                          const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *a);

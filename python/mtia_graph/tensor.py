@@ -29,7 +29,16 @@ from typing import Any, Optional, SupportsIndex, Union
 
 import numpy as np
 
-from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
+from ._C import (
+    CaptureError,
+    MTIAError,
+    MTIAValueError,
+    capture_info,
+    check,
+    ffi,
+    lib,
+    raise_status,
+)
 from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
 from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
 from .device import Device, _device_index, _device_object, _DeviceLike
@@ -119,8 +128,10 @@ _FLOAT_UNARY = frozenset(
         lib.MTIART_UNARY_TANH,
         lib.MTIART_UNARY_SIGMOID,
         lib.MTIART_UNARY_GELU,
+        lib.MTIART_UNARY_GELU_ERF,
     )
 )
+_GELU_OPS = {"none": lib.MTIART_UNARY_GELU_ERF, "tanh": lib.MTIART_UNARY_GELU}
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 
 
@@ -1025,9 +1036,18 @@ class Tensor:
         """Elementwise logistic sigmoid (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_SIGMOID, "sigmoid")
 
-    def gelu(self) -> Tensor:
-        """GELU, tanh approximation."""
-        return _unary(self, lib.MTIART_UNARY_GELU, "gelu")
+    def gelu(self, approximate: str = "none") -> Tensor:
+        """GELU, as torch's: ``x * Phi(x)`` (Phi the standard normal CDF, computed through
+        erfc) with ``approximate="none"``, or the tanh approximation
+        ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`` with ``"tanh"``. Integer
+        inputs give float32."""
+        op = _GELU_OPS.get(approximate) if isinstance(approximate, str) else None
+        if op is None:
+            raise MTIAValueError(
+                f"gelu(): approximate must be 'none' or 'tanh', got {approximate!r}",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
+        return _unary(self, op, "gelu")
 
     def clone(self) -> Tensor:
         """A copy in new memory."""
