@@ -148,6 +148,13 @@ MTIART_API mtiart_status mtiart_device_get_properties(int device, mtiart_device_
  * first sticky kernel error of any of its streams. */
 MTIART_API mtiart_status mtiart_device_synchronize(int device);
 
+/* mtiart_device_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no
+ * limit; 0: only look): MTIART_NOT_READY, with nothing reported or cleared, when a stream
+ * of the device still had work by then. Calling it again waits for the work enqueued before
+ * that call. For interruptible waits: the caller regains control at least every
+ * `timeout_ns`; the work goes on either way. */
+MTIART_API mtiart_status mtiart_device_synchronize_timeout(int device, uint64_t timeout_ns);
+
 /* ------------------------------------------------------------------------------------ */
 /* Streams                                                                              */
 /* ------------------------------------------------------------------------------------ */
@@ -186,6 +193,14 @@ MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream);
 /* Work enqueued on `stream` after this call waits for the most recent record of `event`
  * made before this call (no-op if the event was never recorded). */
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event);
+
+/* mtiart_stream_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no
+ * limit; 0: only look): MTIART_NOT_READY, with nothing reported, when the work enqueued
+ * before the call is not done by then. Calling it again waits for the work enqueued before
+ * that call; to keep waiting for a fixed point of a stream that other threads keep feeding,
+ * record an event there and use mtiart_event_synchronize_timeout. */
+MTIART_API mtiart_status mtiart_stream_synchronize_timeout(mtiart_stream stream,
+                                                           uint64_t timeout_ns);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernels and stream operations                                                        */
@@ -264,6 +279,16 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
 MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, int value,
                                              size_t bytes);
 
+/* mtiart_memcpy, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no limit) for the copy
+ * (and everything before it on the stream). MTIART_NOT_READY when it has not run by then:
+ * the copy stays enqueued and runs in stream order, so a host side must stay valid until the
+ * stream has done it (wait with mtiart_stream_synchronize_timeout, or an event recorded
+ * after the call). A call refused before enqueueing (capture, bad arguments) enqueues
+ * nothing. */
+MTIART_API mtiart_status mtiart_memcpy_timeout(mtiart_stream stream, void *dst, const void *src,
+                                               size_t bytes, mtiart_memcpy_kind kind,
+                                               uint64_t timeout_ns);
+
 /* ------------------------------------------------------------------------------------ */
 /* Events                                                                               */
 /* ------------------------------------------------------------------------------------ */
@@ -291,6 +316,11 @@ MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event);
 /* Milliseconds between two completed records of timing events. */
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds);
+
+/* mtiart_event_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no limit;
+ * 0: only look) for the record that was the most recent at the call: MTIART_NOT_READY if it
+ * has not completed by then. */
+MTIART_API mtiart_status mtiart_event_synchronize_timeout(mtiart_event event, uint64_t timeout_ns);
 
 /* ------------------------------------------------------------------------------------ */
 /* Memory                                                                               */

@@ -108,7 +108,8 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     uint64_t id;
     mtiart_capture_status cs;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
-    switch (rnd(seed) % 12) {
+    char back[8];
+    switch (rnd(seed) % 14) {
     case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
@@ -154,6 +155,11 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
     case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
+    case 11: USE(K_STREAM, mtiart_stream_synchronize_timeout(s, rnd(seed) % 2 ? 0 : 100000)); break;
+    case 12:
+        USE(K_STREAM, mtiart_memcpy_timeout(s, back, g_dev, sizeof back,
+                                            MTIART_MEMCPY_DEVICE_TO_HOST, UINT64_MAX));
+        break;
     default: USE(K_STREAM, mtiart_stream_get_capture_info(s, &cs, &id, NULL)); break;
     }
 }
@@ -161,12 +167,13 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
 static void use_event(uint32_t *seed, uint64_t handle) {
     mtiart_event e = (mtiart_event)(uintptr_t)handle;
     float ms;
-    switch (rnd(seed) % 6) {
+    switch (rnd(seed) % 7) {
     case 0: USE(K_EVENT, mtiart_event_record(e, g_event_stream)); break;
     case 1: USE(K_EVENT, mtiart_event_query(e)); break;
     case 2: USE(K_EVENT, mtiart_event_synchronize(e)); break;
     case 3: USE(K_EVENT, mtiart_event_elapsed_time(g_timing_event, e, &ms)); break;
     case 4: USE(K_EVENT, mtiart_event_elapsed_time(e, g_timing_event, &ms)); break;
+    case 5: USE(K_EVENT, mtiart_event_synchronize_timeout(e, rnd(seed) % 2 ? 0 : 100000)); break;
     default: USE(K_EVENT, mtiart_stream_wait_event(g_event_stream, e)); break;
     }
 }
