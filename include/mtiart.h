@@ -20,6 +20,10 @@
  *   - Every function may be called from any thread. Functions that wait for the device
  *     (synchronize, blocking copies) must not be called from a host function or kernel
  *     running on a device worker; they return MTIART_ERROR_NOT_PERMITTED there.
+ *   - In a child of fork() made after the runtime was initialised, every call (but the error,
+ *     version and dtype-size queries) returns MTIART_ERROR_NOT_PERMITTED at once: the workers,
+ *     and any lock another thread held, stayed in the parent. A child forked before the
+ *     initialisation uses a runtime of its own as usual; so do programs started afresh.
  *   - Device memory is addressed by plain pointers. Kernels, host functions and host code
  *     may dereference them (the "device" is this process's CPU), but only work ordered on
  *     a stream sees a consistent view; host code must synchronize first.
