@@ -12,7 +12,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._C import check, ffi, lib, raise_status
+from ._C import (
+    WAIT_SLICE_NS,
+    check,
+    ffi,
+    finish_stream_wait,
+    keep_until_done,
+    lib,
+    raise_status,
+)
 from ._shapes import _MAX_DIMS, Shape, _numel
 from .callbacks import keep_alive_for_capture
 from .dtypes import _BY_NP, _SUPPORTED, bool_, dtype, float32, int64
@@ -23,6 +31,8 @@ _malloc_async = lib.mtiart_malloc_async
 _free = lib.mtiart_free
 _H2D = lib.MTIART_MEMCPY_HOST_TO_DEVICE
 _D2H = lib.MTIART_MEMCPY_DEVICE_TO_HOST
+_memcpy_timeout = lib.mtiart_memcpy_timeout
+_NOT_READY = lib.MTIART_NOT_READY
 
 
 class _Storage:
@@ -41,6 +51,28 @@ class _Storage:
         self.device = device
 
 
+def _copy_and_wait(
+    stream_handle: Any, dst: Any, src: Any, nbytes: int, kind: int, host: Any, what: str
+) -> None:
+    """A blocking copy between ``host`` (the host side's owner) and device memory, waited
+    for in slices (interruptible). If the wait is interrupted, the copy still runs in stream
+    order, so ``host`` is kept alive until it has."""
+    pending = True  # until the copy is known to be done or refused
+    try:
+        status = _memcpy_timeout(stream_handle, dst, src, nbytes, kind, WAIT_SLICE_NS)
+        if status != _NOT_READY:
+            pending = False
+            if status:
+                raise_status(status, what)
+            return
+        finish_stream_wait(stream_handle, status, what)
+        pending = False
+    except BaseException:
+        if pending:
+            keep_until_done(stream_handle, host)
+        raise
+
+
 def _upload(stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str) -> None:
     """Copy the C-contiguous host array ``arr`` to device memory at ``dst``.
 
@@ -52,10 +84,9 @@ def _upload(stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str) 
         return
     src = ffi.from_buffer(arr)
     if keep_alive_for_capture(stream_handle, arr):
-        status = lib.mtiart_memcpy_async(stream_handle, dst, src, arr.nbytes, _H2D)
+        check(lib.mtiart_memcpy_async(stream_handle, dst, src, arr.nbytes, _H2D), what)
     else:
-        status = lib.mtiart_memcpy(stream_handle, dst, src, arr.nbytes, _H2D)
-    check(status, what)
+        _copy_and_wait(stream_handle, dst, src, arr.nbytes, _H2D, arr, what)
 
 
 def _download(
@@ -64,12 +95,8 @@ def _download(
     """A host copy of the device array at ``src`` (waits for the stream)."""
     arr = np.empty(shape, dtype=np_dtype)
     if arr.nbytes:
-        check(
-            lib.mtiart_memcpy(
-                stream_handle, ffi.from_buffer(arr, require_writable=True), src, arr.nbytes, _D2H
-            ),
-            "copy to host",
-        )
+        dst = ffi.from_buffer(arr, require_writable=True)
+        _copy_and_wait(stream_handle, dst, src, arr.nbytes, _D2H, arr, "copy to host")
     return arr
 
 

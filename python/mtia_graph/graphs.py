@@ -15,12 +15,20 @@ from typing import Any, NoReturn, Optional, Union
 
 from typing_extensions import Self
 
-from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
+from ._C import (
+    InvalidHandleError,
+    capture_info,
+    check,
+    ffi,
+    keep_until_done,
+    lib,
+    raise_status,
+    release_done,
+)
 from .callbacks import capture_keepalive
 from .device import device as _device_context
 from .memory import empty_cache
 from .streams import (
-    Event,
     Stream,
     current_stream,
     stream as _stream_context,
@@ -36,20 +44,6 @@ _CAPTURE_MODES: dict[str, int] = {
     "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
     "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
 }
-
-# Python host functions captured into graphs that were reset while a replay might still be
-# running: (event recorded after the last replay, callables). Entries go once the event
-# has completed; a query never waits, so this is safe even while another capture runs.
-_retired: list[tuple[Optional[Event], list[Any]]] = []
-
-
-def _purge_retired() -> None:
-    keep = []
-    for event, callbacks in _retired:
-        if event is not None and event.query():
-            continue
-        keep.append((event, callbacks))
-    _retired[:] = keep
 
 
 def _check_pool(pool: Any) -> tuple[int, int]:
@@ -347,13 +341,11 @@ class MTIAGraph:
         self._last_replay_stream = None
         if stream is not None:
             # A replay may still be running: keep the callables until it has completed.
-            event = None
-            if not stream.is_capturing():
-                event = Event()
-                event.record(stream)
-            _retired.append((event, keepalive))
-        # else: never replayed (or the capture failed): nothing can call them any more.
-        _purge_retired()
+            keep_until_done(stream._handle, keepalive)
+        else:
+            # Never replayed (or the capture failed): nothing can call them any more. What
+            # earlier resets kept may be done by now.
+            release_done()
 
     def _reset(self) -> None:
         # First: a replay() on another thread that finds no executable now reports an

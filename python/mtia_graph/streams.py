@@ -12,7 +12,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from . import callbacks
-from ._C import capture_info, check, ffi, lib, raise_status
+from ._C import capture_info, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
 from .device import (
     Device,
     _device_index,
@@ -100,8 +100,10 @@ class Stream:
         return check(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
 
     def synchronize(self) -> None:
-        """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
-        check(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
+        """Wait for all work enqueued so far; raises a sticky kernel/host-function error.
+
+        Interruptible: Ctrl-C (KeyboardInterrupt) stops the wait, not the work."""
+        wait_stream(self._handle, "Stream.synchronize")
 
     def wait_event(self, event: Event) -> None:
         """Make work enqueued later on this stream wait for ``event``'s latest record."""
@@ -195,8 +197,9 @@ class Event:
         return check(lib.mtiart_event_query(self._handle), "Event.query") == 0
 
     def synchronize(self) -> None:
-        """Wait until the latest record has completed."""
-        check(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
+        """Wait until the latest record has completed (interruptible, as
+        :meth:`Stream.synchronize`)."""
+        wait_event(self._handle, "Event.synchronize")
 
     def elapsed_time(self, end_event: Event) -> float:
         """Milliseconds from this event's record to ``end_event``'s (both timing events,
@@ -325,10 +328,10 @@ def synchronize(device: _DeviceLike = None) -> None:
     """Wait for all work on all streams of a device (default: the current device).
 
     Raises the first sticky kernel/host-function error of its streams, and
-    :class:`CaptureError` while a capture is active.
+    :class:`CaptureError` while a capture is active. Interruptible: Ctrl-C
+    (KeyboardInterrupt) stops the wait, not the work.
     """
-    idx = _device_index(device)
-    check(lib.mtiart_device_synchronize(idx), "synchronize")
+    wait_device(_device_index(device), "synchronize")
 
 
 def is_current_stream_capturing() -> bool:

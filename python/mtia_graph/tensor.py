@@ -34,10 +34,10 @@ from ._C import (
     MTIAError,
     MTIAValueError,
     capture_info,
-    check,
     ffi,
     lib,
     raise_status,
+    wait_stream,
 )
 from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
 from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
@@ -651,7 +651,7 @@ class Tensor:
                 "(exporting synchronizes the stream)",
                 lib.MTIART_ERROR_CAPTURE_UNSUPPORTED,
             )
-        check(lib.mtiart_stream_synchronize(h), "__dlpack__")
+        wait_stream(h, "__dlpack__")
         view = _host_view(self._storage, self._data, self._shape, self._dtype._np)
         kwargs: dict[str, Any] = {}
         if max_version is not None:

@@ -266,14 +266,14 @@ def test_python_kernel_capture_and_replay():
     assert calls == [3.0] * 4
     # the captured launch is kept by the graph; after reset (and the last replay's
     # completion) it is released
-    from mtia_graph.graphs import _purge_retired
+    from mtia_graph._C import release_done
     from mtia_graph.kernels import _PyKernelLaunch
 
     assert any(isinstance(o, _PyKernelLaunch) for o in g._keepalive)
     g.reset()
     del g
     mtia.synchronize()
-    _purge_retired()
+    release_done()
     gc.collect()
     assert not any(isinstance(o, _PyKernelLaunch) for o in callbacks._persistent.values())
 
