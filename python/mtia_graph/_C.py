@@ -271,6 +271,8 @@ def wait_stream(stream_handle: Any, what: str) -> None:
     status = _stream_sync(stream_handle, WAIT_SLICE_NS)
     if status:
         finish_stream_wait(stream_handle, status, what)
+    if _kept:
+        release_done()
 
 
 def finish_stream_wait(stream_handle: Any, status: int, what: str) -> None:
@@ -303,6 +305,8 @@ def wait_device(device: int, what: str) -> None:
         status = sync(device, WAIT_SLICE_NS)
     if status:
         raise_status(status, what)
+    if _kept:
+        release_done()
 
 
 # (event recorded after the work that uses the object, or None: kept for good; the object)
@@ -311,7 +315,8 @@ _kept_lock = threading.Lock()
 
 
 def release_done() -> None:
-    """Drop what :func:`keep_until_done` kept for work that has completed since."""
+    """Drop what :func:`keep_until_done` kept for work that has completed since (done by
+    every synchronize that finds something kept)."""
     with _kept_lock:
         _kept[:] = [
             (event, obj)

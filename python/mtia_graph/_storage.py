@@ -1,9 +1,15 @@
 """The device memory behind tensors, and copies between it and host memory.
 
 A :class:`_Storage` is one device allocation, freed stream-ordered (``mtiart_free``
-through ``ffi.gc``) when the last object referring to it goes. Copies to the device are
-synchronous, except on a capturing stream, where they become graph nodes that read their
-host buffer at every replay (so the buffer is kept as long as the graph).
+through ``ffi.gc``) when the last object referring to it goes.
+
+Copies to the device are synchronous, except on a capturing stream, where they become
+graph nodes. The one rule for host memory in a capture: a captured copy reads the host
+memory it was given at every replay, and the graph keeps that memory alive. Memory the
+caller holds (a numpy array, any buffer-protocol object) is therefore used in place,
+never through a converted copy, so it must already be C-contiguous, of the tensor's dtype
+and shape (:func:`_host_array`, :func:`_copy_source` say how to fix one that is not);
+numbers and sequences become a private array, i.e. their values at capture time.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 
 from ._C import (
     WAIT_SLICE_NS,
+    CaptureError,
     check,
     ffi,
     finish_stream_wait,
@@ -22,7 +29,7 @@ from ._C import (
     raise_status,
 )
 from ._shapes import _MAX_DIMS, Shape, _numel
-from .callbacks import keep_alive_for_capture
+from .callbacks import keep_for_capture
 from .dtypes import _BY_NP, _SUPPORTED, bool_, dtype, float32, int64
 
 _new = ffi.new
@@ -73,17 +80,20 @@ def _copy_and_wait(
         raise
 
 
-def _upload(stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str) -> None:
+def _upload(
+    stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str, capture_id: int
+) -> None:
     """Copy the C-contiguous host array ``arr`` to device memory at ``dst``.
 
-    Synchronous when the stream is not capturing (the host buffer may go away at once);
-    while it captures, the copy becomes a graph node reading ``arr`` at every replay, so
-    ``arr`` is kept alive as long as the graph.
+    Synchronous when the stream is not capturing (``capture_id`` 0; the host buffer may go
+    away at once); while it captures, the copy becomes a graph node reading ``arr`` at
+    every replay, so ``arr`` is kept alive as long as the graph.
     """
     if not arr.nbytes:
         return
     src = ffi.from_buffer(arr)
-    if keep_alive_for_capture(stream_handle, arr):
+    if capture_id:
+        keep_for_capture(capture_id, arr)
         check(lib.mtiart_memcpy_async(stream_handle, dst, src, arr.nbytes, _H2D), what)
     else:
         _copy_and_wait(stream_handle, dst, src, arr.nbytes, _H2D, arr, what)
@@ -142,9 +152,43 @@ def _numeric_array(data: Any, failure: str) -> np.ndarray[Any, Any]:
     return arr
 
 
-def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], dtype]:
+def _held_by_caller(arr: np.ndarray[Any, Any], data: Any) -> bool:
+    """Whether ``arr`` (``np.asarray(data)``) is memory the caller holds (an array or a
+    buffer), not a private array numpy built from numbers or sequences."""
+    return arr is data or arr.base is not None
+
+
+def _check_in_place(
+    arr: np.ndarray[Any, Any], dt: dtype, what: str, shape: Optional[Shape] = None
+) -> None:
+    """CaptureError unless the graph can read ``arr`` as it is at every replay, as the
+    contents of a ``dt`` tensor (of ``shape`` when given)."""
+    if arr.dtype != dt._np:
+        problem = f"it is {arr.dtype} and the tensor {dt.name}: pass an array of dtype {dt._np}"
+    elif not arr.flags.c_contiguous:
+        problem = "it is not C-contiguous: pass np.ascontiguousarray(a)"
+    elif shape is not None and arr.size != _numel(shape):
+        problem = f"it has shape {arr.shape}, broadcast to {shape}: pass an array of shape {shape}"
+    else:
+        return
+    raise CaptureError(
+        f"{what}(): in a capture, the copy of a host array reads the array itself at every "
+        f"replay, so it cannot convert this one ({problem}, and update that array between "
+        f"replays)",
+        lib.MTIART_ERROR_CAPTURE_UNSUPPORTED,
+    )
+
+
+def _host_array(
+    data: Any, dt: Optional[dtype], what: str, in_place: bool = False
+) -> tuple[np.ndarray[Any, Any], dtype]:
     """Host data as a C-contiguous array of a supported dtype (torch's inference rules:
-    numpy arrays keep their dtype, Python floats give float32, ints int64)."""
+    numpy arrays keep their dtype, Python floats give float32, ints int64).
+
+    ``in_place`` (the stream captures): memory the caller holds is returned itself, so the
+    graph reads it at every replay (see the module docstring); CaptureError if it would
+    need converting.
+    """
     if isinstance(data, (np.ndarray, np.generic)):
         arr = np.asarray(data)
         if dt is None:
@@ -161,4 +205,25 @@ def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], d
             dt = bool_ if kind == "b" else int64 if kind in "iu" else float32
     if arr.ndim > _MAX_DIMS:
         raise ValueError(f"at most {_MAX_DIMS} dimensions are supported, got {arr.ndim}")
+    if in_place and _held_by_caller(arr, data):
+        _check_in_place(arr, dt, what)
+        return arr, dt
     return arr.astype(dt._np, order="C", copy=False), dt  # keeps 0-d arrays 0-d
+
+
+def _copy_source(
+    data: Any, dt: dtype, shape: Shape, what: str, in_place: bool = False
+) -> np.ndarray[Any, Any]:
+    """Host data to copy into a ``dt`` tensor of ``shape``: broadcast and converted, as a
+    C-contiguous array of ``shape`` elements (with ``in_place``, as :func:`_host_array`)."""
+    arr = _numeric_array(data, f"{what}(): cannot copy from")
+    try:
+        view = np.broadcast_to(arr, shape)
+    except ValueError:
+        raise ValueError(
+            f"{what}(): source of shape {arr.shape} cannot be broadcast to {shape}"
+        ) from None
+    if in_place and _held_by_caller(arr, data):
+        _check_in_place(arr, dt, what, shape)
+        return arr
+    return view.astype(dt._np, order="C", copy=False)

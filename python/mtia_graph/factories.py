@@ -11,12 +11,30 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._C import capture_info, lib, raise_status
+from ._C import lib, raise_status
 from ._shapes import _broadcast_shapes, _parse_size
 from .device import _device_index, _DeviceLike
-from .dtypes import _DTypeLike, _is_scalar, _Scalar, _scalar_dtype, bool_, float32, int64
+from .dtypes import (
+    _DTypeLike,
+    _is_scalar,
+    _Scalar,
+    _scalar_dtype,
+    _to_dtype,
+    bool_,
+    float32,
+    int64,
+)
 from .streams import _stream_handle
-from .tensor import Tensor, _cast, _empty, _matmul, _resolve, _same_device, result_type, tensor
+from .tensor import (
+    Tensor,
+    _cast,
+    _empty,
+    _from_host,
+    _matmul,
+    _resolve,
+    _same_device,
+    result_type,
+)
 
 __all__ = [
     "arange",
@@ -120,11 +138,13 @@ def from_numpy(
 ) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
-    Unlike torch.from_numpy the memory is not shared: the tensor lives on the device.
+    Unlike torch.from_numpy the memory is not shared: the tensor lives on the device. In a
+    capture the copy reads ``array`` at every replay (see :func:`tensor`).
     """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(array).__name__}")
-    return tensor(array, dtype=dtype, device=device)
+    dt = None if dtype is None else _to_dtype(dtype)
+    return _from_host(array, dt, _device_index(device), "from_numpy")
 
 
 def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
@@ -137,8 +157,9 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     memory is not part of. Supported dtypes: float32, float64, int32, int64, bool.
 
     Eagerly the copy completes before this returns, so the source may change afterwards.
-    While the current stream captures, the values are snapshotted at capture time and
-    the graph's copy node replays them.
+    While the current stream captures, the graph's copy node reads the exporter's memory
+    at every replay, as for any host array (which must then be C-contiguous), and the
+    graph keeps it alive.
     """
     if isinstance(obj, Tensor):
         if device is None or _device_index(device) == obj._dev:
@@ -148,16 +169,7 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
         raise TypeError(
             f"from_dlpack() expects an object with __dlpack__, got {type(obj).__name__}"
         )
-    arr = np.from_dlpack(obj)
-    dev = _device_index(device)
-    h = _stream_handle(dev)
-    if capture_info(h, "from_dlpack").capturing:
-        # the captured copy reads its source at every replay: give it a private snapshot
-        # instead of the exporter's memory
-        arr = np.array(arr, copy=True, order="C")
-    else:
-        arr = np.ascontiguousarray(arr)
-    return tensor(arr, device=dev)
+    return _from_host(np.from_dlpack(obj), None, _device_index(device), "from_dlpack")
 
 
 def empty_like(

@@ -40,7 +40,8 @@ from ._C import (
     wait_stream,
 )
 from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
-from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
+from ._storage import _copy_source, _download, _host_array, _host_view, _Storage, _upload
+from .callbacks import capture_id_of
 from .device import Device, _device_index, _device_object, _DeviceLike
 from .dtypes import (
     _BY_NAME,
@@ -274,7 +275,7 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     elif _is_scalar(b):
         dt = result_type(a, b)
     elif isinstance(b, (np.ndarray, list, tuple)):
-        b = tensor(b, device=a._dev)
+        b = _from_host(b, None, a._dev, _BIN_NAMES[op])
         dt = result_type(a, b)
     else:
         return NotImplemented  # type: ignore[no-any-return]  # operators pass it to Python
@@ -315,7 +316,7 @@ def _binary_(self: Tensor, b: object, op: int) -> Tensor:
         _same_device(self, b)
     elif not _is_scalar(b):
         if isinstance(b, (np.ndarray, list, tuple)):
-            b = tensor(b, device=self._dev)
+            b = _from_host(b, None, self._dev, _BIN_NAMES[op] + "_")
         else:
             raise TypeError(
                 f"{_BIN_NAMES[op]}_(): expected a Tensor or a number, got {type(b).__name__}"
@@ -758,28 +759,14 @@ class Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
         broadcasting it to self's shape and converting its dtype."""
         if not isinstance(src, Tensor):
-            arr = _numeric_array(src, "copy_(): cannot copy from")
-            try:
-                arr = np.broadcast_to(arr, self._shape)
-            except ValueError:
-                raise ValueError(
-                    f"copy_(): source of shape {arr.shape} cannot be broadcast to {self._shape}"
-                ) from None
-            _upload(
-                _stream_handle(self._dev),
-                self._data,
-                arr.astype(self._dtype._np, order="C"),
-                "copy_",
-            )
+            h = _stream_handle(self._dev)
+            cid = capture_id_of(h)
+            arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
+            _upload(h, self._data, arr, "copy_", cid)
             return self
         if src._dev != self._dev:
-            _upload(
-                _stream_handle(self._dev),
-                self._data,
-                np.broadcast_to(src.numpy(), self._shape).astype(self._dtype._np, order="C"),
-                "copy_",
-            )
-            return self
+            # numpy() refuses during a capture, which cannot copy between devices
+            return self.copy_(src.numpy())
         shape = _broadcast_shapes(self._shape, src._shape)
         if shape != self._shape:
             raise ValueError(
@@ -1117,14 +1104,14 @@ class Tensor:
 
     def __matmul__(self, other: Union[Tensor, np.ndarray[Any, Any]]) -> Tensor:
         if isinstance(other, np.ndarray):
-            other = tensor(other, device=self._dev)
+            other = _from_host(other, None, self._dev, "matmul")
         elif not isinstance(other, Tensor):
             return NotImplemented
         return _matmul(self, other)
 
     def __rmatmul__(self, other: np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
-            return _matmul(tensor(other, device=self._dev), self)
+            return _matmul(_from_host(other, None, self._dev, "matmul"), self)
         return NotImplemented
 
     def softmax(self, dim: int = -1) -> Tensor:
@@ -1258,18 +1245,34 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
         return _binary(other, alpha, MUL)
     if _is_scalar(other):
         return other * alpha
-    return _binary(tensor(other, device=self._dev), alpha, MUL)
+    return _binary(_from_host(other, None, self._dev, "alpha * other"), alpha, MUL)
 
 
 def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
-    dtype."""
+    dtype.
+
+    While the current stream captures, the copy is a graph node that reads ``data`` at
+    every replay when it is an array (or buffer) the caller holds, which the graph keeps
+    alive; numbers and sequences are read once, at capture. See the README's "Graph
+    semantics".
+    """
     if isinstance(data, Tensor):
         dt, dev = _resolve(dtype, device, like=data)
         return data.to(dtype=dt, device=dev, copy=True)
-    arr, dt = _host_array(data, None if dtype is None else _to_dtype(dtype))
-    dev = _device_index(device)
+    return _from_host(
+        data, None if dtype is None else _to_dtype(dtype), _device_index(device), "tensor"
+    )
+
+
+def _from_host(data: Any, dt: Optional[dtype], dev: int, what: str) -> Tensor:
+    """A new tensor on device ``dev`` holding host ``data`` (of dtype ``dt``, else inferred);
+    ``what`` names the call in errors. In a capture, arrays are read in place at every replay
+    (``_storage._host_array``)."""
+    h = _stream_handle(dev)
+    cid = capture_id_of(h)
+    arr, dt = _host_array(data, dt, what, in_place=bool(cid))
     out = _empty(arr.shape, dt, dev)
-    _upload(_stream_handle(dev), out._data, arr, "tensor")
+    _upload(h, out._data, arr, what, cid)
     return out

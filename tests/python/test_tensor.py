@@ -975,7 +975,7 @@ def test_capture_tensor_ops_with_raw_capture(raw_capture):
         x.add_(1)
         x.mul_(2)
         y = x + 1  # allocated in the capture's pool
-        x.copy_(np.arange(8.0))  # host buffer read at every replay
+        x.copy_(np.arange(8, dtype=np.float32))  # host buffer read at every replay
     graph = raw_capture.end(s)
     keep = mg.callbacks.capture_keepalive(cid)
     assert any(isinstance(k, np.ndarray) for k in keep)

@@ -111,6 +111,22 @@ def test_c_kernel_value_argument_types(kernel_lib):
     same(out, [1, -5, 7, -3, 4, 10203])
 
 
+def test_c_kernel_value_arguments_are_taken_at_capture(kernel_lib):
+    """VALUE arguments are copied at launch: they are not host memory a replay reads."""
+    k = mtia.load_kernel(kernel_lib, "values")
+    out = mtia.zeros(6, dtype=mtia.int64)
+    raw = bytearray(b"\x01\x02\x03")
+    scalar = np.array(4.5, dtype=np.float32)
+    g = MTIAGraph()
+    with mtia.graph(g):
+        k(out, True, -5, 7.9, np.int32(-3), scalar[()], bytes(raw))
+        k(out, True, -5, 7.9, np.int32(-3), scalar[()], raw)
+    raw[:] = b"\x09\x09\x09"
+    scalar[()] = 99
+    g.replay()
+    same(out, [1, -5, 7, -3, 4, 10203])
+
+
 def test_c_kernel_empty_tensor_arrives_as_null(kernel_lib):
     k = mtia.load_kernel(kernel_lib, "is_null")
     out = mtia.zeros(1, dtype=mtia.int64)
