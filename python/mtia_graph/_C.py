@@ -107,6 +107,7 @@ _VALUE_STATUSES = frozenset(
         lib.MTIART_ERROR_INVALID_VALUE,
         lib.MTIART_ERROR_INVALID_POINTER,
         lib.MTIART_ERROR_INVALID_DEVICE,
+        lib.MTIART_ERROR_LOAD_FAILED,  # a library or symbol that does not exist
     )
 )
 

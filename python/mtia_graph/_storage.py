@@ -30,7 +30,7 @@ from ._C import (
 )
 from ._shapes import _MAX_DIMS, Shape, _numel
 from .callbacks import keep_for_capture
-from .dtypes import _BY_NP, _SUPPORTED, bool_, dtype, float32, int64
+from .dtypes import _BY_NP, _KIND_INTEGER, _SUPPORTED, _overflow, bool_, dtype, float32, int64
 
 _new = ffi.new
 _gc = ffi.gc
@@ -142,14 +142,66 @@ def _host_view(
 
 def _numeric_array(data: Any, failure: str) -> np.ndarray[Any, Any]:
     """``data`` (a number, nested sequences of numbers, an array-like) as a numpy array of
-    bools or numbers; otherwise TypeError, its message starting with ``failure``."""
+    bools or numbers (Python ints beyond int64 included: numpy makes those uint64, float64
+    or objects, which :func:`_python_values` judges); otherwise TypeError, its message
+    starting with ``failure``."""
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"{failure} {type(data).__name__}: {exc}") from None
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
+    kind = arr.dtype.kind
+    if kind not in "biuf" and not (kind == "O" and all(map(_is_number, arr.flat))):
         raise TypeError(f"{failure} {type(data).__name__} (elements of type {arr.dtype})")
     return arr
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float, np.number, np.bool_))
+
+
+def _only_integers(arr: np.ndarray[Any, Any], data: Any) -> bool:
+    """Whether Python ``data`` that numpy made the array ``arr`` (not of an integer dtype)
+    held integers only: ints too big for int64 are what make numpy choose uint64, objects,
+    or (with negative ones) float64 for them."""
+    kind = arr.dtype.kind
+    if kind == "u":
+        return True
+    if kind == "f" and (not arr.size or float(np.abs(arr).max()) < 2.0**63):
+        return False  # integers this small would have made an int64 array: a float is there
+    flat = np.asarray(data, dtype=object).ravel()
+    return not any(isinstance(v, (float, np.floating)) for v in flat)
+
+
+def _python_values(
+    arr: np.ndarray[Any, Any], data: Any, dt: Optional[dtype]
+) -> tuple[np.ndarray[Any, Any], dtype]:
+    """Python numbers (``data``, and ``arr``, the private array numpy made of it) as a
+    C-contiguous array of ``dt``, or of the dtype torch infers (bools: bool, integers:
+    int64, any float: float32) when ``dt`` is None.
+
+    Nothing wraps: a value an integer ``dt`` does not hold raises MTIAValueError (as torch
+    raises), also for NaN and inf; a float beyond a floating ``dt`` becomes inf (as torch's).
+    """
+    kind = arr.dtype.kind
+    integers = kind in "biu" or _only_integers(arr, data)
+    if dt is None:
+        dt = bool_ if kind == "b" else int64 if integers else float32
+    if dt._kind == _KIND_INTEGER and arr.size:
+        if integers:
+            lo, hi = int(arr.min()), int(arr.max())
+            bad = hi if hi > dt._max else lo if lo < dt._min else None
+        else:
+            out = ~(np.isfinite(arr) & (arr > dt._min - 1) & (arr < dt._max + 1))
+            bad = arr.flat[int(np.argmax(out))].item() if out.any() else None
+        if bad is not None:
+            raise _overflow(bad, dt)
+    elif kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            raise _overflow(max(arr.flat, key=abs), dt) from None
+    with np.errstate(over="ignore"):
+        return arr.astype(dt._np, order="C", copy=False), dt  # keeps 0-d arrays 0-d
 
 
 def _held_by_caller(arr: np.ndarray[Any, Any], data: Any) -> bool:
@@ -182,12 +234,13 @@ def _check_in_place(
 def _host_array(
     data: Any, dt: Optional[dtype], what: str, in_place: bool = False
 ) -> tuple[np.ndarray[Any, Any], dtype]:
-    """Host data as a C-contiguous array of a supported dtype (torch's inference rules:
-    numpy arrays keep their dtype, Python floats give float32, ints int64).
+    """Host data as a C-contiguous array of a supported dtype, inferred as torch does when
+    ``dt`` is None: numpy arrays keep theirs, Python floats give float32, ints int64.
 
-    ``in_place`` (the stream captures): memory the caller holds is returned itself, so the
-    graph reads it at every replay (see the module docstring); CaptureError if it would
-    need converting.
+    Arrays are converted as casts are; Python numbers only to a dtype that holds them
+    (:func:`_python_values`). ``in_place`` (the stream captures): memory the caller holds is
+    returned itself, so the graph reads it at every replay (see the module docstring);
+    CaptureError if it would need converting.
     """
     if isinstance(data, (np.ndarray, np.generic)):
         arr = np.asarray(data)
@@ -200,6 +253,10 @@ def _host_array(
             dt = found
     else:
         arr = _numeric_array(data, "cannot build a tensor from")
+        if not _held_by_caller(arr, data):
+            if arr.ndim > _MAX_DIMS:
+                raise ValueError(f"at most {_MAX_DIMS} dimensions are supported, got {arr.ndim}")
+            return _python_values(arr, data, dt)
         if dt is None:
             kind = arr.dtype.kind
             dt = bool_ if kind == "b" else int64 if kind in "iu" else float32
@@ -217,13 +274,16 @@ def _copy_source(
     """Host data to copy into a ``dt`` tensor of ``shape``: broadcast and converted, as a
     C-contiguous array of ``shape`` elements (with ``in_place``, as :func:`_host_array`)."""
     arr = _numeric_array(data, f"{what}(): cannot copy from")
+    held = _held_by_caller(arr, data)
+    if not held:
+        arr, _ = _python_values(arr, data, dt)
     try:
         view = np.broadcast_to(arr, shape)
     except ValueError:
         raise ValueError(
             f"{what}(): source of shape {arr.shape} cannot be broadcast to {shape}"
         ) from None
-    if in_place and _held_by_caller(arr, data):
+    if in_place and held:
         _check_in_place(arr, dt, what, shape)
         return arr
     return view.astype(dt._np, order="C", copy=False)

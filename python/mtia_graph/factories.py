@@ -11,11 +11,13 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._C import lib, raise_status
+from ._C import MTIAValueError, lib, raise_status
 from ._shapes import _broadcast_shapes, _parse_size
 from .device import _device_index, _DeviceLike
 from .dtypes import (
+    _KIND_FLOATING,
     _DTypeLike,
+    _fill_value,
     _is_scalar,
     _Scalar,
     _scalar_dtype,
@@ -111,7 +113,7 @@ def arange(
     for name, v in (("start", start), ("end", end), ("step", step)):
         if not _is_scalar(v) or isinstance(v, (bool, np.bool_)):
             raise TypeError(f"arange(): {name} must be a number, got {type(v).__name__}")
-        if not math.isfinite(v):
+        if isinstance(v, (float, np.floating)) and not math.isfinite(v):
             raise ValueError(f"arange(): {name} must be finite, got {v}")
     if step == 0:
         raise ValueError("arange(): step must be nonzero")
@@ -121,15 +123,33 @@ def arange(
     if dtype is None:
         dtype = int64 if all_int else float32
     dt, dev = _resolve(dtype, device)
-    if all_int:
-        n = max(0, -(int(start - end) // int(step)))
-    else:
-        n = max(0, math.ceil((end - start) / step))
+    try:
+        if all_int:
+            n = max(0, -(int(start - end) // int(step)))
+        else:
+            n = max(0, math.ceil((end - start) / step))
+        fstart, fstep = float(start), float(step)
+    except OverflowError:
+        raise MTIAValueError(
+            f"arange(): {start}, {end}, {step} are beyond what a double holds",
+            lib.MTIART_ERROR_INVALID_VALUE,
+        ) from None
+    exact = False
+    if n and dt._kind != _KIND_FLOATING:
+        # The values must fit the dtype (torch wraps them): the first and the last are the
+        # extremes. Beyond 2**53 a double (the kernel's start and step) is not exact.
+        first, last = _fill_value(start, dt), _fill_value(start + (n - 1) * step, dt)
+        exact = all_int and max(abs(first), abs(last)) > 2**53
     out = _empty((n,), dt, dev)
     if n:
-        st = lib.mtiart_op_arange(_stream_handle(dev), out._get_desc(), float(start), float(step))
+        h = _stream_handle(dev)
+        st = lib.mtiart_op_arange(
+            h, out._get_desc(), 0.0 if exact else fstart, 1.0 if exact else fstep
+        )
         if st:
             raise_status(st, "arange")
+        if exact:  # start + step * i, in the integer dtype
+            out.mul_(int(step)).add_(int(start))
     return out
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, NoReturn, Optional, SupportsIndex, Union
 
 from typing_extensions import Self
 
 from ._C import (
     InvalidHandleError,
+    MTIAValueError,
     capture_info,
     check,
     ffi,
@@ -56,10 +57,11 @@ def _check_pool(pool: Any) -> tuple[int, int]:
             f"pool must be a tuple of two ints (a value from graph_pool_handle() or "
             f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}"
         )
-    if pool[0] < 0 or pool[1] < 0 or (pool[0] and pool[1]):
-        raise ValueError(
+    if not all(0 <= x < 1 << 64 for x in pool) or (pool[0] and pool[1]):
+        raise MTIAValueError(
             f"invalid pool id {pool!r}: expected (0, 0), (n, 0) from MTIAGraph.pool() or "
-            f"(0, n) from graph_pool_handle()"
+            f"(0, n) from graph_pool_handle(), with 0 <= n < 2**64",
+            lib.MTIART_ERROR_INVALID_VALUE,
         )
     return pool
 
@@ -299,6 +301,12 @@ class MTIAGraph:
         if status:
             _raise_graph_call(status, "MTIAGraph.num_nodes", reset_meanwhile)
         return int(count[0])
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an MTIAGraph owns its captured graph and executable: it cannot be copied or "
+            "pickled (capture the work again into another MTIAGraph, or share this object)"
+        )
 
     def __repr__(self) -> str:
         state = (

@@ -9,7 +9,7 @@ current stream of the tensor's device.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional, SupportsIndex
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
@@ -54,6 +54,8 @@ class Stream:
             raise TypeError(f"Stream() got unexpected keyword arguments {sorted(kwargs)}")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        # Clamped, as documented, also beyond a C int (the runtime clamps the rest).
+        priority = max(-(1 << 31), min(priority, (1 << 31) - 1))
         idx = _device_index(device)
         out = ffi.new("mtiart_stream *")
         check(lib.mtiart_stream_create(idx, priority, out), "Stream")
@@ -137,6 +139,12 @@ class Stream:
         """
         return callbacks.launch_host_func(self._handle, fn)
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an mtia_graph.Stream names a stream of this process's runtime: it cannot be "
+            "copied or pickled (use the object itself; another process makes its own streams)"
+        )
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Stream):
             return self._id == other._id
@@ -211,6 +219,12 @@ class Event:
         if status != 0:  # MTIART_NOT_READY is an error here, as in torch
             raise_status(status, "Event.elapsed_time")
         return float(ms[0])
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an mtia_graph.Event is an event of this process's runtime: it cannot be copied "
+            "or pickled (create another Event; interprocess events are not supported)"
+        )
 
     def __repr__(self) -> str:
         return f"<mtia_graph.Event {int(ffi.cast('uintptr_t', self._handle)):#x}>"

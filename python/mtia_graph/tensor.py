@@ -22,7 +22,6 @@ methods call the operations, so neither can sit in a layer below the other.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional, SupportsIndex, Union
@@ -39,7 +38,15 @@ from ._C import (
     raise_status,
     wait_stream,
 )
-from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
+from ._shapes import (
+    _INT64_MAX,
+    Shape,
+    _broadcast_shapes,
+    _infer_shape,
+    _norm_dim,
+    _numel,
+    _parse_size,
+)
 from ._storage import _copy_source, _download, _host_array, _host_view, _Storage, _upload
 from .callbacks import capture_id_of
 from .device import Device, _device_index, _device_object, _DeviceLike
@@ -49,7 +56,9 @@ from .dtypes import (
     _KIND_INTEGER,
     _combine,
     _DTypeLike,
+    _fill_value,
     _is_scalar,
+    _operand,
     _promote,
     _Scalar,
     _scalar_dtype,
@@ -153,11 +162,18 @@ def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
     t._numel = n
     t._desc = None
     if n:
+        nbytes = n * dt.itemsize
+        if nbytes > _INT64_MAX:
+            raise MTIAValueError(
+                f"size {shape} of {dt.name}: {nbytes} bytes is more than a tensor can hold, "
+                f"2**63 - 1",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
         try:
             h = _tls.handles[dev]
         except IndexError:
             h = _thread_streams().handles[dev]
-        storage = t._storage = _Storage(h, n * dt.itemsize, dev)
+        storage = t._storage = _Storage(h, nbytes, dev)
         t._data = storage.ptr
     else:
         t._storage = None
@@ -231,10 +247,35 @@ def _resolve(
 
 
 def _scalar_args(x: _Scalar, dt: dtype) -> tuple[float, int]:
-    """(fscalar, iscalar) for a kernel computing in ``dt``."""
+    """(fscalar, iscalar) for a kernel computing in ``dt`` (MTIAValueError for a value
+    ``dt`` does not hold: see ``dtypes._operand``)."""
+    v = _operand(x, dt)
     if dt._kind == _KIND_FLOATING:
-        return float(x), 0
-    return 0.0, int(x)
+        return v, 0
+    return 0.0, int(v)
+
+
+# a OP b for b beyond every value of a's integer dtype: (b above, b below) -> the result.
+_BEYOND = {
+    EQ: (False, False),
+    NE: (True, True),
+    LT: (True, False),
+    LE: (True, False),
+    GT: (False, True),
+    GE: (False, True),
+}
+_REVERSED = {EQ: EQ, NE: NE, LT: GT, LE: GE, GT: LT, GE: LE}
+
+
+def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) -> Optional[Tensor]:
+    """``a OP b`` (``b OP a`` when reverse) compared in the integer dtype ``dt``, for an
+    integer ``b`` that ``dt`` cannot hold: the answer is the same for every element (as numpy
+    gives it), where torch would wrap ``b``. None when ``b`` fits."""
+    v = int(b)
+    if dt._min <= v <= dt._max:
+        return None
+    above, below = _BEYOND[_REVERSED[op] if reverse else op]
+    return _empty(a._shape, bool_, a._dev).fill_(above if v > dt._max else below)
 
 
 def result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
@@ -282,6 +323,10 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     if op == DIV and dt._kind != _KIND_FLOATING:
         dt = float32
     out_dt = bool_ if op in _CMP_OPS else dt
+    if out_dt is bool_ and dt._kind == _KIND_INTEGER and not isinstance(b, Tensor):
+        beyond = _compare_beyond(a, dt, b, op, reverse)
+        if beyond is not None:
+            return beyond
     x = _cast(a, dt)
     h = _stream_handle(a._dev)
     if isinstance(b, Tensor):
@@ -735,14 +780,12 @@ class Tensor:
         if not _is_scalar(value):
             raise TypeError(f"fill_(): expected a number, got {type(value).__name__}")
         if self._numel:
+            v = _fill_value(value, self._dtype)
+            h = _stream_handle(self._dev)
             if self._dtype._kind == _KIND_FLOATING:
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), float(value), 0)
-            elif self._dtype is bool_:
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, 1 if value else 0)
+                st = _op_fill(h, self._get_desc(), v, 0)
             else:
-                if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-                    raise ValueError(f"cannot fill an integer tensor with {value}")
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, int(value))
+                st = _op_fill(h, self._get_desc(), 0.0, int(v))
             if st:
                 raise_status(st, "fill_")
         return self
@@ -799,8 +842,11 @@ class Tensor:
         # kinds are literals (2 floating, 1 integer, asserted at the top), saving lookups.
         tp = type(other)
         if alpha == 1:
-            kind = self._dtype._kind
-            if (kind == 2 and (tp is float or tp is int)) or (kind == 1 and tp is int):
+            dt = self._dtype
+            kind = dt._kind
+            if (kind == 2 and (tp is float or tp is int)) or (
+                kind == 1 and tp is int and dt._min <= other <= dt._max  # type: ignore[operator]
+            ):
                 d = self._desc
                 if d is None:
                     d = self._get_desc()
@@ -808,10 +854,13 @@ class Tensor:
                     h = _tls.handles[self._dev]
                 except IndexError:
                     h = _thread_streams().handles[self._dev]
-                if kind == 2:
-                    st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
-                else:
-                    st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
+                try:
+                    if kind == 2:
+                        st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
+                    else:
+                        st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
+                except OverflowError:  # an int too big for a double: the slow path says so
+                    return _binary_(self, other, ADD)
                 if st:
                     raise_status(st, "add_")
                 return self

@@ -4,6 +4,7 @@ The C kernels are compiled at test time with the system C compiler (skipped with
 """
 
 import gc
+import os
 import shutil
 import subprocess
 import textwrap
@@ -158,10 +159,18 @@ def test_c_kernel_failure_is_a_sticky_kernel_error_and_stream_recovers(kernel_li
 
 
 def test_load_kernel_errors(kernel_lib, tmp_path):
-    with pytest.raises(mtia.MTIAError):
+    # the documented MTIAValueError (a ValueError), with the loader's reason
+    with pytest.raises(mtia.MTIAValueError, match="no_such_symbol"):
         mtia.load_kernel(kernel_lib, "no_such_symbol")
-    with pytest.raises(mtia.MTIAError):
+    with pytest.raises(mtia.MTIAValueError, match=r"missing\.so"):
         mtia.load_kernel(tmp_path / "missing.so", "axpy")
+    # C would stop at an embedded NUL and load something else ("libc.so.6\0junk": libc)
+    for path, name in (("libc.so.6\0junk", "malloc"), (str(kernel_lib), "axpy\0more")):
+        with pytest.raises(mtia.MTIAValueError, match="NUL"):
+            mtia.load_kernel(path, name)
+    with pytest.raises(mtia.MTIAValueError, match="NUL"):
+        mtia.load_kernel(os.fsencode(str(kernel_lib)) + b"\0x", "axpy")
+    assert mtia.load_kernel(str(kernel_lib).encode(), "axpy").name == "axpy"
 
 
 def test_c_kernel_argument_errors(kernel_lib):
@@ -175,7 +184,7 @@ def test_c_kernel_argument_errors(kernel_lib):
         axpy(x, y, 1.0, 4, access="rw")
     with pytest.raises(TypeError):
         axpy(x, y, object(), 4)
-    with pytest.raises(OverflowError):
+    with pytest.raises(mtia.MTIAValueError, match="does not fit in int64_t"):
         axpy(x, y, 1.0, 1 << 70)
     with pytest.raises(ValueError):
         axpy(x, y, 1.0, 4, blocks=0)
