@@ -81,20 +81,29 @@ def _copy_and_wait(
 
 
 def _upload(
-    stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str, capture_id: int
+    stream_handle: Any,
+    dst: Any,
+    arr: np.ndarray[Any, Any],
+    what: str,
+    capture_id: int,
+    non_blocking: bool = False,
 ) -> None:
     """Copy the C-contiguous host array ``arr`` to device memory at ``dst``.
 
     Synchronous when the stream is not capturing (``capture_id`` 0; the host buffer may go
-    away at once); while it captures, the copy becomes a graph node reading ``arr`` at
-    every replay, so ``arr`` is kept alive as long as the graph.
+    away at once), unless ``non_blocking``: then enqueued, ``arr`` kept alive until it has
+    run. While the stream captures, the copy becomes a graph node reading ``arr`` at every
+    replay, so ``arr`` is kept alive as long as the graph.
     """
     if not arr.nbytes:
         return
     src = ffi.from_buffer(arr)
-    if capture_id:
-        keep_for_capture(capture_id, arr)
+    if capture_id or non_blocking:
         check(lib.mtiart_memcpy_async(stream_handle, dst, src, arr.nbytes, _H2D), what)
+        if capture_id:
+            keep_for_capture(capture_id, arr)
+        else:
+            keep_until_done(stream_handle, arr)
     else:
         _copy_and_wait(stream_handle, dst, src, arr.nbytes, _H2D, arr, what)
 

@@ -140,9 +140,9 @@ def _to_dtype(d: object) -> dtype:
     raise TypeError(f"dtype must be a mtia_graph.dtype, got {type(d).__name__}")
 
 
-def promote_types(a: _DTypeLike, b: _DTypeLike) -> dtype:
-    """The smallest dtype both ``a`` and ``b`` convert to (torch.promote_types)."""
-    x, y = _to_dtype(a), _to_dtype(b)
+def promote_types(type1: _DTypeLike, type2: _DTypeLike) -> dtype:
+    """The smallest dtype both ``type1`` and ``type2`` convert to (torch.promote_types)."""
+    x, y = _to_dtype(type1), _to_dtype(type2)
     return x if x._rank >= y._rank else y
 
 

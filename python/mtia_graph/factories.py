@@ -154,20 +154,22 @@ def arange(
 
 
 def from_numpy(
-    array: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    ndarray: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
 ) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
     Unlike torch.from_numpy the memory is not shared: the tensor lives on the device. In a
-    capture the copy reads ``array`` at every replay (see :func:`tensor`).
+    capture the copy reads ``ndarray`` at every replay (see :func:`tensor`).
     """
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(array).__name__}")
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(ndarray).__name__}")
     dt = None if dtype is None else _to_dtype(dtype)
-    return _from_host(array, dt, _device_index(device), "from_numpy")
+    return _from_host(ndarray, dt, _device_index(device), "from_numpy")
 
 
-def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
+def from_dlpack(
+    ext_tensor: Any, *, device: _DeviceLike = None, copy: Optional[bool] = None
+) -> Tensor:
     """A device tensor from any DLPack exporter (numpy arrays, torch CPU tensors, ...).
 
     An :class:`Tensor` is returned as is. Anything else is imported with
@@ -180,51 +182,70 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     While the current stream captures, the graph's copy node reads the exporter's memory
     at every replay, as for any host array (which must then be C-contiguous), and the
     graph keeps it alive.
+
+    ``copy`` as torch's: True copies (a Tensor too), None copies only what must be, and
+    False, which forbids a copy, is refused for anything but a Tensor of the device.
     """
-    if isinstance(obj, Tensor):
-        if device is None or _device_index(device) == obj._dev:
-            return obj
-        return obj.to(device=device)
-    if not hasattr(obj, "__dlpack__"):
+    if isinstance(ext_tensor, Tensor):
+        if device is None or _device_index(device) == ext_tensor._dev:
+            return ext_tensor.clone() if copy else ext_tensor
+        if copy is False:
+            raise ValueError("from_dlpack(copy=False): moving to another device copies")
+        return ext_tensor.to(device=device)
+    if not hasattr(ext_tensor, "__dlpack__"):
         raise TypeError(
-            f"from_dlpack() expects an object with __dlpack__, got {type(obj).__name__}"
+            f"from_dlpack() expects an object with __dlpack__, got {type(ext_tensor).__name__}"
         )
-    return _from_host(np.from_dlpack(obj), None, _device_index(device), "from_dlpack")
+    if copy is False:
+        raise ValueError(
+            "from_dlpack(copy=False): importing copies into device memory (foreign memory "
+            "cannot become a tensor's storage)"
+        )
+    return _from_host(np.from_dlpack(ext_tensor), None, _device_index(device), "from_dlpack")
 
 
 def empty_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
 ) -> Tensor:
-    """An uninitialised tensor with t's shape (and dtype/device unless given)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"empty_like() expects a Tensor, got {type(t).__name__}")
-    dt, dev = _resolve(dtype, device, like=t)
-    return _empty(t._shape, dt, dev)
+    """An uninitialised tensor with input's shape (and dtype/device unless given)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"empty_like() expects a Tensor, got {type(input).__name__}")
+    dt, dev = _resolve(dtype, device, like=input)
+    return _empty(input._shape, dt, dev)
 
 
 def zeros_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
 ) -> Tensor:
-    """Zeros with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).zero_()
+    """Zeros with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).zero_()
 
 
 def ones_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: Optional[_DTypeLike] = None,
+    device: _DeviceLike = None,
 ) -> Tensor:
-    """Ones with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).fill_(1)
+    """Ones with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).fill_(1)
 
 
 def full_like(
-    t: Tensor,
+    input: Tensor,  # noqa: A002 - torch's name
     fill_value: _Scalar,
     *,
     dtype: Optional[_DTypeLike] = None,
     device: _DeviceLike = None,
 ) -> Tensor:
-    """``fill_value`` everywhere, with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).fill_(fill_value)
+    """``fill_value`` everywhere, with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).fill_(fill_value)
 
 
 def where(
@@ -236,7 +257,7 @@ def where(
     if not isinstance(condition, Tensor):
         raise TypeError(f"where(): condition must be a Tensor, got {type(condition).__name__}")
     dev = condition._dev
-    dt = result_type(*(x for x in (input, other)))
+    dt = result_type(input, other)
     ops = []
     for x in (input, other):
         if isinstance(x, Tensor):
@@ -261,8 +282,8 @@ def where(
     return out
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
+def matmul(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002 - torch's name
     """Matrix product (see :meth:`Tensor.matmul`)."""
-    if not isinstance(a, Tensor):
-        raise TypeError(f"matmul() expects Tensors, got {type(a).__name__}")
-    return _matmul(a, b)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"matmul() expects Tensors, got {type(input).__name__}")
+    return _matmul(input, other)

@@ -1,10 +1,12 @@
 """MTIA graphs: capture a stream of device work once, replay it many times.
 
 This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exactly
-(``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
-few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
-``debug_dump(path)``, and an improved ``graph.__exit__`` that abandons a capture cleanly
-when the body raises.
+(``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, with what
+``torch.cuda`` graphs add, under their names: ``capture_begin(pool=None,
+capture_error_mode=..., check_input_liveness=...)``, ``debug_dump(debug_path)``,
+``enable_debug_mode()``, the C handles (``raw_graph()``, ``raw_graph_exec()``, torch's
+``raw_cuda_graph``/``raw_cuda_graph_exec``); and an improved ``graph.__exit__`` that
+abandons a capture cleanly when the body raises.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_debug",
         "_device",
         "_exec",
         "_graph",
@@ -131,6 +134,7 @@ class MTIAGraph:
     _capture_stream: Optional[Stream]  # while capturing
     _capture_id: int
     _captured: bool
+    _debug: bool  # keep the template for debug_dump() even without keep_graph
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Optional[Stream]
 
@@ -144,6 +148,7 @@ class MTIAGraph:
         self._capture_stream = None
         self._capture_id = 0
         self._captured = False
+        self._debug = False
         self._keepalive = []
         self._last_replay_stream = None
         return self
@@ -154,16 +159,28 @@ class MTIAGraph:
         pass
 
     def capture_begin(
-        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+        self,
+        pool: Optional[_POOL_HANDLE] = None,
+        capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
         Args:
-            pool: ``(0, 0)`` for a new private memory pool, or a pool id from
+            pool: None (or ``(0, 0)``) for a new private memory pool, or a pool id from
                 :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
             capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
+            check_input_liveness: check at each replay that the memory the graph reads
+                outside its own pool is still the memory it captured (torch.cuda's keyword).
         """
+        if check_input_liveness:
+            raise NotImplementedError(
+                "MTIAGraph.capture_begin(check_input_liveness=True): the replay-time "
+                "liveness check is not available in this build"
+            )
+        if pool is None:
+            pool = (0, 0)
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
         if self._captured or self._capture_stream is not None:
@@ -217,7 +234,8 @@ class MTIAGraph:
                 try:
                     self._instantiate()
                 finally:
-                    self._destroy_template()
+                    if not self._debug:
+                        self._destroy_template()
         finally:
             # Last: a replay() on another thread sees the whole graph or none of it.
             self._captured = True
@@ -266,16 +284,21 @@ class MTIAGraph:
 
     # ---------------------------------------------------------------- extras
 
-    def debug_dump(self, path: str) -> None:
-        """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
-        with open(path, "w", encoding="utf-8") as f:
+    def enable_debug_mode(self) -> None:
+        """Keep the captured graph for :meth:`debug_dump` (and :meth:`dot`,
+        :meth:`raw_graph`) even without ``keep_graph=True``; call it before the capture
+        ends."""
+        self._debug = True
+
+    def debug_dump(self, debug_path: str) -> None:
+        """Write the captured graph as Graphviz DOT to ``debug_path`` (needs
+        ``keep_graph=True`` or :meth:`enable_debug_mode` before the capture ended)."""
+        with open(debug_path, "w", encoding="utf-8") as f:
             f.write(self.dot())
 
     def dot(self) -> str:
-        """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
-        graph = self._graph
-        if graph is None:
-            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+        """The captured graph as Graphviz DOT text (see :meth:`debug_dump`)."""
+        graph = self._template("MTIAGraph.dot")
         length = ffi.new("size_t *")
         status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
         if status == 0:
@@ -285,6 +308,34 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
         text: bytes = ffi.string(buf)
         return text.decode()
+
+    def raw_graph(self) -> int:
+        """The captured graph's ``mtiart_graph`` handle as an integer, for C code
+        (torch's ``raw_cuda_graph``): ``(mtiart_graph)(uintptr_t)value``.
+
+        Needs ``keep_graph=True`` (or :meth:`enable_debug_mode`). The MTIAGraph keeps
+        ownership: the handle is valid until :meth:`reset` or the object's end, and C code
+        must not destroy it.
+        """
+        return int(ffi.cast("uintptr_t", self._template("MTIAGraph.raw_graph")))
+
+    def raw_graph_exec(self) -> int:
+        """The executable graph's ``mtiart_graph_exec`` handle as an integer, for C code
+        (torch's ``raw_cuda_graph_exec``): ``(mtiart_graph_exec)(uintptr_t)value``, e.g. to
+        launch it with ``mtiart_graph_launch``.
+
+        Exists after :meth:`capture_end` (``keep_graph=False``) or :meth:`instantiate`. The
+        MTIAGraph keeps ownership: the handle is valid until :meth:`reset`, a new
+        :meth:`instantiate` (which replaces the executable) or the object's end, and C code
+        must not destroy it.
+        """
+        exec_ = self._exec
+        if exec_ is None:
+            raise RuntimeError(
+                "MTIAGraph.raw_graph_exec(): no executable graph: capture first "
+                "(with keep_graph=True, call instantiate() first)"
+            )
+        return int(ffi.cast("uintptr_t", exec_))
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
@@ -323,6 +374,15 @@ class MTIAGraph:
             self._reset()
 
     # ---------------------------------------------------------------- internals
+
+    def _template(self, what: str) -> Any:
+        graph = self._graph
+        if graph is None:
+            raise RuntimeError(
+                f"{what}(): no captured graph is kept: capture with MTIAGraph(keep_graph=True), "
+                f"or call enable_debug_mode() before the capture ends"
+            )
+        return graph
 
     def _instantiate(self) -> None:
         if self._exec is not None:
@@ -384,7 +444,7 @@ class graph:
         pool: a pool id to share (see :func:`graph_pool_handle`), or None for a new one.
         stream: the capture stream; by default one stream per process, taken from
             ``current_stream()`` at the first use (as in torch).
-        capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
+        capture_error_mode, check_input_liveness: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
     empty and reusable), the previous stream is restored, and the original exception
@@ -399,6 +459,7 @@ class graph:
         pool: Optional[_POOL_HANDLE] = None,
         stream: Optional[Stream] = None,
         capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ):
         if not isinstance(mtia_graph, MTIAGraph):
             raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
@@ -413,6 +474,7 @@ class graph:
         )
         assert self.capture_stream is not None
         self.capture_error_mode = capture_error_mode
+        self.check_input_liveness = bool(check_input_liveness)
         _capture_mode(capture_error_mode)
         self.stream_ctx = _stream_context(self.capture_stream)
         # capture_begin() captures the current stream of the current device, so the capture
@@ -429,15 +491,20 @@ class graph:
         self.device_ctx.__enter__()
         self.stream_ctx.__enter__()
 
-        pool_arg = self.pool[0] if self.pool else (0, 0)
+        pool_arg = self.pool[0] if self.pool else None
         try:
-            self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
+            self.mtia_graph.capture_begin(
+                pool_arg,
+                capture_error_mode=self.capture_error_mode,
+                check_input_liveness=self.check_input_liveness,
+            )
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)
             self.device_ctx.__exit__(None, None, None)
             raise
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, *args: object) -> None:
+        exc_type, exc, tb = args if len(args) == 3 else (None, None, None)
         if exc_type is None:
             try:
                 self.mtia_graph.capture_end()

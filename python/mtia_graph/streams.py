@@ -93,6 +93,29 @@ class Stream:
         """The stream's (clamped) priority."""
         return self._priority
 
+    @property
+    def device_type(self) -> str:
+        """Always ``"mtia"``."""
+        return "mtia"
+
+    @property
+    def native_handle(self) -> int:
+        """The runtime's ``mtiart_stream`` handle as an integer, for C code:
+        ``(mtiart_stream)(uintptr_t)value``. The Stream object keeps ownership: the handle
+        is valid while the object lives (a default stream's, always)."""
+        return int(ffi.cast("uintptr_t", self._handle))
+
+    def __enter__(self) -> Stream:
+        """``with s:`` makes ``s`` the current stream (and its device current) for the
+        block, as ``with stream(s):`` does."""
+        ctx = StreamContext(self)
+        ctx.__enter__()
+        _entered.stack.append(ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _entered.stack.pop().__exit__(None, None, None)
+
     def query(self) -> bool:
         """True if all work enqueued so far has completed.
 
@@ -163,16 +186,34 @@ class Stream:
 class Event:
     """A marker in a stream: record it, wait on it, time between two of them.
 
-    ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
+    ``Event(device=None, *, enable_timing=False, blocking=False, interprocess=False,
+    external=False)``, as ``torch.Event`` (``torch.mtia.Event``), with torch.cuda.Event's
+    ``external``:
+
+    * ``device``: the device whose streams record the event; None: the device of the first
+      stream that records it. Recording it on a stream of another device raises.
+    * ``enable_timing``: records keep a timestamp, for :meth:`elapsed_time`.
+    * ``blocking``: :meth:`synchronize` sleeps at once instead of spinning first.
+    * ``interprocess``: not supported (the runtime is one process's).
+    * ``external``: in a capture, a record of this event is meant for the host or for
+      other graphs (each replay records it: CUDA's external event record nodes), not only
+      an ordering point inside the graph.
     """
 
-    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
+    __slots__ = ("__weakref__", "_device", "_handle", "blocking", "enable_timing", "external")
 
     def __init__(
-        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+        self,
+        device: _DeviceLike = None,
+        *,
+        enable_timing: bool = False,
+        blocking: bool = False,
+        interprocess: bool = False,
+        external: bool = False,
     ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
+        self._device: Optional[int] = None if device is None else _device_index(device)
         flags = lib.MTIART_EVENT_DEFAULT
         if enable_timing:
             flags |= lib.MTIART_EVENT_TIMING
@@ -183,13 +224,32 @@ class Event:
         self._handle = ffi.gc(out[0], lib.mtiart_event_destroy)
         self.enable_timing = bool(enable_timing)
         self.blocking = bool(blocking)
+        self.external = bool(external)
+
+    @property
+    def device(self) -> Device:
+        """The event's device (``mtia``, without an index, until a stream records it)."""
+        return Device("mtia") if self._device is None else _device_object(self._device)
+
+    @property
+    def event_id(self) -> int:
+        """The runtime's handle of the event, as an integer (stable while the event lives)."""
+        return int(ffi.cast("uintptr_t", self._handle))
 
     def record(self, stream: Optional[Stream] = None) -> None:
-        """Record the event on ``stream`` (default: the current stream)."""
+        """Record the event on ``stream`` (default: the current stream of the event's
+        device, else of the current device)."""
         if stream is None:
-            stream = current_stream()
+            stream = current_stream(self._device)
         elif not isinstance(stream, Stream):
             raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
+        if self._device is None:
+            self._device = stream.device_index
+        elif stream.device_index != self._device:
+            raise ValueError(
+                f"Event.record(): the event is of mtia:{self._device}, the stream of "
+                f"mtia:{stream.device_index}"
+            )
         check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
 
     def wait(self, stream: Optional[Stream] = None) -> None:
@@ -227,8 +287,17 @@ class Event:
         )
 
     def __repr__(self) -> str:
-        return f"<mtia_graph.Event {int(ffi.cast('uintptr_t', self._handle)):#x}>"
+        return f"<mtia_graph.Event {self.event_id:#x} device={self.device}>"
 
+
+class _EnteredStreams(threading.local):
+    """The contexts of the ``with stream_object:`` blocks the calling thread is in."""
+
+    def __init__(self) -> None:
+        self.stack: list[StreamContext] = []
+
+
+_entered = _EnteredStreams()
 
 _default_streams: dict[int, Stream] = {}
 
@@ -325,7 +394,7 @@ class StreamContext:
         set_stream(cur)
         return cur
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:  # noqa: A002 - torch's names
         if self.stream is None:
             return
         src_prev, dst_prev = self._saved.pop()

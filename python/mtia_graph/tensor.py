@@ -278,8 +278,14 @@ def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) ->
     return _empty(a._shape, bool_, a._dev).fill_(above if v > dt._max else below)
 
 
-def result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
-    """The dtype torch would compute ``operands`` in (tensors and Python scalars)."""
+def result_type(tensor: Union[Tensor, _Scalar], other: Union[Tensor, _Scalar]) -> dtype:
+    """The dtype torch computes an operation of ``tensor`` and ``other`` in (tensors or
+    Python scalars), as ``torch.result_type``."""
+    return _result_type(tensor, other)
+
+
+def _result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
+    """:func:`result_type` of any number of operands."""
     dim: Optional[dtype] = None
     zero: Optional[dtype] = None
     wrapped: Optional[dtype] = None
@@ -640,8 +646,12 @@ class Tensor:
 
     # -- host access ------------------------------------------------------------------
 
-    def numpy(self) -> np.ndarray:
-        """A host copy (waits for the current stream; CaptureError while it captures)."""
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """A host copy (waits for the current stream; CaptureError while it captures).
+
+        The result is always a copy in host memory, so torch's ``force`` (copy when the
+        tensor cannot be shared as it is) changes nothing here.
+        """
         return _download(_stream_handle(self._dev), self._data, self._shape, self._dtype._np)
 
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
@@ -798,14 +808,23 @@ class Tensor:
                 raise_status(st, "zero_")
         return self
 
-    def copy_(self, src: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]) -> Tensor:
+    def copy_(
+        self,
+        src: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]],
+        non_blocking: bool = False,
+    ) -> Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
-        broadcasting it to self's shape and converting its dtype."""
+        broadcasting it to self's shape and converting its dtype.
+
+        From host data, the copy is synchronous unless ``non_blocking``: then it is enqueued
+        on the current stream (the host array is kept alive until it has run; write to it
+        again only after synchronizing). Device copies are always enqueued.
+        """
         if not isinstance(src, Tensor):
             h = _stream_handle(self._dev)
             cid = capture_id_of(h)
             arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
-            _upload(h, self._data, arr, "copy_", cid)
+            _upload(h, self._data, arr, "copy_", cid, non_blocking)
             return self
         if src._dev != self._dev:
             # numpy() refuses during a capture, which cannot copy between devices
@@ -836,7 +855,7 @@ class Tensor:
             raise_status(st, "copy_")
         return self
 
-    def add_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def add_(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self += alpha * other`` in place."""
         # Fast path (a Python number, alpha 1): straight to the kernel library. The dtype
         # kinds are literals (2 floating, 1 integer, asserted at the top), saving lookups.
@@ -867,7 +886,7 @@ class Tensor:
             return _binary_(self, other, ADD)
         return _binary_(self, _scaled(self, other, alpha), ADD)
 
-    def sub_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def sub_(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self -= alpha * other`` in place."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
@@ -903,13 +922,13 @@ class Tensor:
 
     # -- out-of-place -----------------------------------------------------------------
 
-    def add(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def add(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self + alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
         return _binary_method(self, other, ADD)
 
-    def sub(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def sub(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self - alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
@@ -1163,7 +1182,7 @@ class Tensor:
             return _matmul(_from_host(other, None, self._dev, "matmul"), self)
         return NotImplemented
 
-    def softmax(self, dim: int = -1) -> Tensor:
+    def softmax(self, dim: int) -> Tensor:
         """Softmax along ``dim`` (integer inputs are computed in float32)."""
         x = self if self._dtype._kind == _KIND_FLOATING else _cast(self, float32)
         d = _norm_dim(dim, len(self._shape))
@@ -1183,9 +1202,19 @@ class Tensor:
 
     view = reshape
 
-    def flatten(self) -> Tensor:
-        """A 1-D view of all elements; shares storage."""
-        return _view(self, (self._numel,))
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """A view with dimensions ``start_dim`` to ``end_dim`` merged into one (all of them by
+        default: 1-D); shares storage."""
+        nd = len(self._shape)
+        if nd == 0:  # a scalar flattens to one element; its dims are 0 and -1
+            _norm_dim(start_dim, 0)
+            _norm_dim(end_dim, 0)
+            return _view(self, (1,))
+        lo, hi = _norm_dim(start_dim, nd), _norm_dim(end_dim, nd)
+        if lo > hi:
+            raise ValueError("flatten() has invalid args: start_dim cannot come after end_dim")
+        merged = _numel(self._shape[lo : hi + 1])
+        return _view(self, (*self._shape[:lo], merged, *self._shape[hi + 1 :]))
 
     def unsqueeze(self, dim: int) -> Tensor:
         """A view with a dimension of size 1 inserted at ``dim``; shares storage."""

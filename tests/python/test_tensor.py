@@ -720,10 +720,12 @@ def test_softmax():
         e = np.exp(a - a.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
-    same(x.softmax(), ref(x_np, -1), mg.float32, rtol=1e-5)
+    same(x.softmax(-1), ref(x_np, -1), mg.float32, rtol=1e-5)
     same(x.softmax(dim=0), ref(x_np, 0), rtol=1e-5)
-    same(mg.tensor([1, 2]).softmax(), ref(np.array([1.0, 2.0]), -1), mg.float32, rtol=1e-5)
-    same(mg.tensor(5.0).softmax(), np.array(1.0))
+    same(mg.tensor([1, 2]).softmax(0), ref(np.array([1.0, 2.0]), -1), mg.float32, rtol=1e-5)
+    same(mg.tensor(5.0).softmax(0), np.array(1.0))
+    with pytest.raises(TypeError):
+        x.softmax()  # dim is required, as in torch
     with pytest.raises(IndexError):
         x.softmax(2)
 
