@@ -125,6 +125,7 @@ default_python() {
 }
 
 PYTHON="${PYTHON:-$(default_python)}"
+export PYTHON  # tools/memcheck, tools/bench.sh, ... use the same interpreter
 # pip-installed tools (meson, ninja, pytest) live in the interpreter's scripts directory.
 PATH="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH

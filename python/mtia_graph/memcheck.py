@@ -27,6 +27,7 @@ Otherwise the program's own exit status is returned.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import linecache
 import os
@@ -37,7 +38,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 __all__ = ["main", "suppression_files", "interpreter", "valgrind_command"]
 
@@ -157,7 +159,7 @@ def valgrind_command(valgrind: str, options: Sequence[str], target: Target, xml_
     return cmd
 
 
-def _child_environment() -> dict:
+def _child_environment() -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONMALLOC"] = "malloc"  # pymalloc's arenas would hide blocks from memcheck
     preload = env.get("LD_PRELOAD", "")
@@ -170,13 +172,16 @@ def _child_environment() -> dict:
 # ---------------------------------------------------------------------------------------
 
 _SITE_HOOK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint64)
-_skip_files: Tuple[str, ...] = ()
+# The installed hook; a module global so that it outlives the program's last allocation.
+_site_hook: Any = None
 
 
-def _site_of_caller(preload: ctypes.CDLL) -> Callable[[int, int], None]:
+def _site_recorder(preload: ctypes.CDLL, skip: Tuple[str, ...]) -> Callable[[int, int], None]:
+    """The hook the preloaded library calls after each allocation: it stores the calling
+    Python frames outside ``skip`` (this package, runpy), innermost first."""
     def record(address: int, size: int) -> None:
         # Frame 1 is the Python frame that called into libmtiart.
-        frame = sys._getframe(1)
+        frame: Optional[FrameType] = sys._getframe(1)
         inner: List[str] = []
         outside: List[str] = []
         while frame is not None and len(outside) < _MAX_SITE_FRAMES:
@@ -184,9 +189,9 @@ def _site_of_caller(preload: ctypes.CDLL) -> Callable[[int, int], None]:
             if code is _child.__code__:
                 break
             entry = f"{code.co_filename}{_SEP}{frame.f_lineno}{_SEP}{code.co_name}\n"
-            if code.co_filename.startswith(_skip_files):
+            if code.co_filename.startswith(skip):
                 if not outside and len(inner) < _MAX_SITE_FRAMES:
-                    inner.append(entry)
+                    inner.append(entry)  # kept when the package itself is the program
             else:
                 outside.append(entry)
             frame = frame.f_back
@@ -198,20 +203,17 @@ def _site_of_caller(preload: ctypes.CDLL) -> Callable[[int, int], None]:
 
 def _child(argv: List[str]) -> None:
     """Run the program (called by the bootstrap inside valgrind)."""
-    global _skip_files
+    global _site_hook
     report_file, kind, target, *args = argv
-    import atexit
-
     from ._C import ffi, lib
 
     preload = ctypes.CDLL(_PRELOAD)
     preload.mtia_memcheck_note.argtypes = [ctypes.c_uint64, ctypes.c_char_p]
     preload.mtia_memcheck_arm.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]
     preload.mtia_memcheck_set_site_hook.argtypes = [ctypes.c_void_p]
-    _skip_files = (_PACKAGE_DIR + os.sep, runpy.__file__, "<frozen runpy>")
-
-    hook = _SITE_HOOK_TYPE(_site_of_caller(preload))
-    preload.mtia_memcheck_set_site_hook(ctypes.cast(hook, ctypes.c_void_p))
+    skip = (_PACKAGE_DIR + os.sep, runpy.__file__, "<frozen runpy>")
+    _site_hook = _SITE_HOOK_TYPE(_site_recorder(preload, skip))
+    preload.mtia_memcheck_set_site_hook(ctypes.cast(_site_hook, ctypes.c_void_p))
     # The ctypes thunk dies with the interpreter: no allocation may call it after that.
     atexit.register(preload.mtia_memcheck_set_site_hook, None)
 
@@ -338,7 +340,7 @@ def read_exit_report(report_file: str) -> List[DeviceBlock]:
     return blocks
 
 
-def _print_error(e: MemcheckError, out) -> None:
+def _print_error(e: MemcheckError, out: TextIO) -> None:
     times = f" ({e.count} times)" if e.count > 1 else ""
     print(f"\n{e.what}{times}", file=out)
     for heading, frames in e.stacks:
@@ -348,15 +350,14 @@ def _print_error(e: MemcheckError, out) -> None:
             print(f"   {'at' if i == 0 else 'by'} {frame}", file=out)
 
 
-def _print_blocks(blocks: List[DeviceBlock], out) -> None:
+def _print_blocks(blocks: List[DeviceBlock], out: TextIO) -> None:
     total = sum(b.size for b in blocks)
     print(f"\nDevice memory never freed: {total:,} bytes in {len(blocks)} blocks", file=out)
     for b in blocks:
         pool = "default pool" if b.pool == (0, 0) else f"pool {b.pool}"
-        print(f"  {b.size:,} bytes at {b.address:#x} (device {b.device}, {pool}), "
-              f"allocated at:" if b.site else
-              f"  {b.size:,} bytes at {b.address:#x} (device {b.device}, {pool}), "
-              f"allocated outside Python", file=out)
+        where = "allocated at:" if b.site else "allocated outside Python"
+        print(f"  {b.size:,} bytes at {b.address:#x} (device {b.device}, {pool}), {where}",
+              file=out)
         for file, lineno, func in b.site:
             print(f'    File "{file}", line {lineno}, in {func}', file=out)
             source = linecache.getline(file, lineno).strip()
