@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, NoReturn
 
 from typing_extensions import Self
 
@@ -40,7 +40,7 @@ _CAPTURE_MODES: dict[str, int] = {
 # Python host functions captured into graphs that were reset while a replay might still be
 # running: (event recorded after the last replay, callables). Entries go once the event
 # has completed; a query never waits, so this is safe even while another capture runs.
-_retired: list[tuple[Optional[Event], list[Any]]] = []
+_retired: list[tuple[Event | None, list[Any]]] = []
 
 
 def _purge_retired() -> None:
@@ -130,13 +130,13 @@ class MTIAGraph:
     _keep_graph: bool
     _graph: Any  # cdata mtiart_graph: the captured template, while kept
     _exec: Any  # cdata mtiart_graph_exec, once instantiated
-    _pool: Optional[_POOL_HANDLE]
+    _pool: _POOL_HANDLE | None
     _device: int
-    _capture_stream: Optional[Stream]  # while capturing
+    _capture_stream: Stream | None  # while capturing
     _capture_id: int
     _captured: bool
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
-    _last_replay_stream: Optional[Stream]
+    _last_replay_stream: Stream | None
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
@@ -391,13 +391,13 @@ class graph:
     propagates unchanged.
     """
 
-    default_capture_stream: Optional[Stream] = None
+    default_capture_stream: Stream | None = None
 
     def __init__(
         self,
         mtia_graph: MTIAGraph,
-        pool: Optional[_POOL_HANDLE] = None,
-        stream: Optional[Stream] = None,
+        pool: _POOL_HANDLE | None = None,
+        stream: Stream | None = None,
         capture_error_mode: str = "global",
     ):
         if not isinstance(mtia_graph, MTIAGraph):
@@ -405,9 +405,7 @@ class graph:
         if self.__class__.default_capture_stream is None:
             self.__class__.default_capture_stream = current_stream()
 
-        self.pool: Union[tuple[()], tuple[_POOL_HANDLE]] = (
-            () if pool is None else (_check_pool(pool),)
-        )
+        self.pool: tuple[()] | tuple[_POOL_HANDLE] = () if pool is None else (_check_pool(pool),)
         self.capture_stream = (
             stream if stream is not None else self.__class__.default_capture_stream
         )

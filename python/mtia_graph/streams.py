@@ -9,7 +9,8 @@ current stream of the tensor's device.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status
@@ -115,7 +116,7 @@ class Stream:
             raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
         self.wait_event(stream.record_event())
 
-    def record_event(self, event: Optional[Event] = None) -> Event:
+    def record_event(self, event: Event | None = None) -> Event:
         """Record ``event`` (a new one if None) on this stream and return it."""
         if event is None:
             event = Event()
@@ -174,7 +175,7 @@ class Event:
         self.enable_timing = bool(enable_timing)
         self.blocking = bool(blocking)
 
-    def record(self, stream: Optional[Stream] = None) -> None:
+    def record(self, stream: Stream | None = None) -> None:
         """Record the event on ``stream`` (default: the current stream)."""
         if stream is None:
             stream = current_stream()
@@ -182,7 +183,7 @@ class Event:
             raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
         check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
 
-    def wait(self, stream: Optional[Stream] = None) -> None:
+    def wait(self, stream: Stream | None = None) -> None:
         """Make ``stream`` (default: the current stream) wait for this event."""
         if stream is None:
             stream = current_stream()
@@ -267,7 +268,7 @@ def current_stream(device: _DeviceLike = None) -> Stream:
     return _thread_streams().streams[idx]
 
 
-def set_stream(stream: Optional[Stream]) -> None:
+def set_stream(stream: Stream | None) -> None:
     """Make ``stream`` the calling thread's current stream, and its device the current
     device, as ``torch.cuda.set_stream`` does (None: no-op).
 
@@ -291,13 +292,13 @@ class StreamContext:
     exit the previous current streams of both devices and the previous device are restored.
     """
 
-    def __init__(self, stream: Optional[Stream]) -> None:
+    def __init__(self, stream: Stream | None) -> None:
         if stream is not None and not isinstance(stream, Stream):
             raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
         self.stream = stream
         self._saved: list[tuple[Stream, Stream]] = []
 
-    def __enter__(self) -> Optional[Stream]:
+    def __enter__(self) -> Stream | None:
         cur = self.stream
         if cur is None:
             return None
@@ -316,7 +317,7 @@ class StreamContext:
         set_stream(src_prev)
 
 
-def stream(stream: Optional[Stream]) -> StreamContext:
+def stream(stream: Stream | None) -> StreamContext:
     """``with stream(s): ...`` runs the body with ``s`` as the current stream."""
     return StreamContext(stream)
 
@@ -337,9 +338,7 @@ def is_current_stream_capturing() -> bool:
     return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(
-    fn: Callable[[], Any], stream: Optional[Stream] = None
-) -> callbacks.HostCallback:
+def launch_host_func(fn: Callable[[], Any], stream: Stream | None = None) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it
