@@ -74,6 +74,7 @@ struct mt_plan {
     uint32_t *roots;
     uint32_t num_roots;
     uint32_t num_waits;
+    size_t num_patchable; /* nodes an update may patch: these and those of bodies */
     /* replay state (replays never overlap) */
     atomic_uint *pending;
     uint32_t *queue; /* tasks, then resumed deferrals as num_tasks + index */
@@ -92,16 +93,18 @@ struct mt_plan {
     char failure[MT_FAILURE_MAX + 64]; /* "graph node N: " + the node's failure */
 };
 
-/* New parameters of plan nodes, applied by the replay of generation `generation`. */
-typedef struct patch {
-    mt_op op;
+/* Where a new op of an update goes. */
+typedef struct patch_target {
     mt_plan *plan;
     uint32_t pos;
-} patch;
+} patch_target;
 
+/* New parameters of plan nodes, applied by the replay of generation `generation`: ops[i]
+ * (owned until it is moved into the plan) replaces targets[i]'s. */
 typedef struct update {
     uint64_t generation;
-    patch *patches;
+    mt_op *ops;
+    patch_target *targets;
     size_t count, cap;
     struct update *next;
 } update;
@@ -157,9 +160,24 @@ static void plan_free(mt_plan *x) {
 }
 
 static void free_update(update *u) {
-    for (size_t i = 0; i < u->count; i++) mt_op_release(&u->patches[i].op);
-    free(u->patches);
+    for (size_t i = 0; i < u->count; i++) mt_op_release(&u->ops[i]);
+    free(u->ops);
+    free(u->targets);
     free(u);
+}
+
+/* An update with room for `cap` patches (NULL when out of host memory). */
+static update *new_update(size_t cap) {
+    update *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    u->cap = cap ? cap : 1;
+    u->ops = aligned_alloc(MT_CACHELINE, u->cap * sizeof *u->ops);
+    u->targets = malloc(u->cap * sizeof *u->targets);
+    if (!u->ops || !u->targets) {
+        free_update(u);
+        return NULL;
+    }
+    return u;
 }
 
 void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
@@ -255,9 +273,16 @@ static int32_t run_conditional(const mt_op *op, char *failure, size_t cap) {
     return 0;
 }
 
+static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, const xnode *n, int32_t rc) {
+    char failure[MT_FAILURE_MAX];
+    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
+    node_failed(x, n, rc, failure);
+}
+
 /* Anything but a single-block kernel. false: a wait node whose record has not completed
- * (the task is deferred from here). */
-static bool run_other(mt_plan *x, uint32_t task, uint32_t pos) {
+ * (the task is deferred from here). Out of line: the loop over single-block kernels stays
+ * small. */
+static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint32_t pos) {
     xnode *n = &x->nodes[pos];
     mt_op *op = n->op;
     char failure[MT_FAILURE_MAX];
@@ -282,11 +307,7 @@ static void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, b
         xnode *n = &x->nodes[p];
         if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
             int32_t rc = n->fn(n->argv, 0, 1);
-            if (MT_UNLIKELY(rc != 0)) {
-                char failure[MT_FAILURE_MAX];
-                mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
-                node_failed(x, n, rc, failure);
-            }
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
         } else if (MT_UNLIKELY(!run_other(x, task, p))) {
             return;
         }
@@ -350,8 +371,10 @@ static void graph_job_help(mt_job *base) {
 
 static void plan_begin(mt_plan *x) {
     atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
-    atomic_store_explicit(&x->num_deferred, 0, memory_order_relaxed);
-    x->num_resumed = 0;
+    if (x->num_waits) {
+        atomic_store_explicit(&x->num_deferred, 0, memory_order_relaxed);
+        x->num_resumed = 0;
+    }
     if (x->num_tasks <= 1) return;
     if (++x->epoch == 0) {
         for (uint32_t i = 0; i < x->num_tasks + x->num_waits; i++)
@@ -405,7 +428,8 @@ static void plan_pass(mt_plan *x, const deferral *resume_from) {
 }
 
 static bool plan_suspended(mt_plan *x) {
-    return atomic_load_explicit(&x->num_deferred, memory_order_acquire) > x->num_resumed;
+    return x->num_waits &&
+           atomic_load_explicit(&x->num_deferred, memory_order_acquire) > x->num_resumed;
 }
 
 static int32_t plan_result(mt_plan *x, char *failure, size_t cap) {
@@ -421,17 +445,17 @@ static int32_t plan_run_once(mt_plan *x) {
     return plan_result(x, NULL, 0);
 }
 
-static void apply_patch(patch *p) {
-    mt_op *dst = &p->plan->ops[p->pos];
+static void apply_patch(mt_op *op, const patch_target *to) {
+    mt_op *dst = &to->plan->ops[to->pos];
     if (dst->type == MT_OP_CONDITIONAL) { /* the body's plan stays; its nodes have patches */
-        dst->u.cond.flag = p->op.u.cond.flag;
-        dst->u.cond.flag_size = p->op.u.cond.flag_size;
+        dst->u.cond.flag = op->u.cond.flag;
+        dst->u.cond.flag_size = op->u.cond.flag_size;
         return;
     }
-    xnode *n = &p->plan->nodes[p->pos];
+    xnode *n = &to->plan->nodes[to->pos];
     mt_op_release(dst);
-    *dst = p->op; /* moved */
-    p->op.type = MT_OP_EMPTY;
+    *dst = *op; /* moved */
+    op->type = MT_OP_EMPTY;
     n->fn = dst->type == MT_OP_KERNEL && dst->num_blocks == 1 ? dst->fn.kernel : NULL;
     if (dst->type == MT_OP_KERNEL) mt_blob_argv(mt_op_blob(dst), n->argv);
 }
@@ -454,7 +478,7 @@ static void apply_updates(mt_exec *x, uint64_t generation) {
     mt_spin_unlock(&x->update_lock);
     for (update *u = due, *next; u; u = next) {
         next = u->next;
-        for (size_t i = 0; i < u->count; i++) apply_patch(&u->patches[i]);
+        for (size_t i = 0; i < u->count; i++) apply_patch(&u->ops[i], &u->targets[i]);
         free_update(u);
     }
 }
@@ -463,15 +487,13 @@ static uint64_t *launch_slots(mt_op *op) {
     return op->u.graph.slots ? op->u.graph.slots : (uint64_t *)(void *)op->inline_blob;
 }
 
-int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
-                    char *failure, size_t cap) {
-    mt_exec *x = op->u.graph.exec;
-    mt_plan *p = x->plan;
-    p->slots = launch_slots(op);
-    p->record = record;
+/* Everything but a chain without waits or updates: updates, job posting, suspension. */
+static __attribute__((noinline)) int32_t run_general(mt_exec *x, mt_plan *p, uint64_t generation,
+                                                     mt_event **park, uint64_t *park_generation,
+                                                     char *failure, size_t cap) {
     if (!x->suspended) {
-        if (MT_UNLIKELY(atomic_load_explicit(&x->has_updates, memory_order_acquire)))
-            apply_updates(x, op->u.graph.generation);
+        if (atomic_load_explicit(&x->has_updates, memory_order_acquire))
+            apply_updates(x, generation);
         plan_begin(p);
         plan_pass(p, NULL);
     } else if (plan_requeue(p)) {
@@ -491,8 +513,24 @@ int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *p
     return plan_result(p, failure, cap);
 }
 
+int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
+                    char *failure, size_t cap) {
+    mt_exec *x = op->u.graph.exec;
+    mt_plan *p = x->plan;
+    p->slots = launch_slots(op);
+    p->record = record;
+    if (MT_LIKELY(p->num_tasks <= 1 && !p->num_waits && !x->suspended &&
+                  !atomic_load_explicit(&x->has_updates, memory_order_relaxed))) {
+        /* The common case, a chain: one loop on this worker. */
+        atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+        run_nodes(p, 0, 0, p->num_nodes, false);
+        return plan_result(p, failure, cap);
+    }
+    return run_general(x, p, op->u.graph.generation, park, park_generation, failure, cap);
+}
+
 void mt_exec_release_launch(mt_op *op) {
-    free(op->u.graph.slots);
+    if (MT_UNLIKELY(op->u.graph.slots != NULL)) free(op->u.graph.slots);
     mt_exec_unref(op->u.graph.exec);
 }
 
@@ -785,6 +823,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
             op->u.cond.body = NULL;
             st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true);
             if (st) goto done;
+            x->num_patchable += op->u.cond.body->num_patchable;
         }
     }
     goto done;
@@ -821,6 +860,7 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
         return st;
     }
     x->num_nodes = f.n;
+    x->num_patchable = f.n;
     x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
     x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
     if (!x->nodes || !x->ops) st = mt_oom();
@@ -948,7 +988,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         op.u.graph.slots = heap;
         /* Record nodes reserve the generation they complete, wait nodes take the record
          * they wait for; the records are published once the launch is in the queue. */
-        for (uint32_t k = 0; k < x->num_slots; k++) {
+        for (uint32_t k = 0; MT_UNLIKELY(k < x->num_slots); k++) {
             mt_event *e = x->slot_event[k];
             if (x->slot_record[k]) {
                 x->launch_slots[k] = atomic_fetch_add(&e->reserved, 1) + 1;
@@ -972,7 +1012,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         }
     }
     mt_spin_unlock(&x->launch_lock);
-    free(heap);
+    if (MT_UNLIKELY(heap != NULL)) free(heap);
     return st;
 }
 
@@ -1005,26 +1045,19 @@ static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, c
                         c->top, detail);
 }
 
+/* Room was made for every node (new_update). */
 static bool add_patch(update *u, mt_plan *plan, uint32_t pos, mt_op *from) {
-    if (u->count == u->cap) {
-        size_t cap = u->cap ? u->cap * 2 : 16;
-        patch *grown = realloc(u->patches, cap * sizeof *grown);
-        if (!grown) return false;
-        u->patches = grown;
-        u->cap = cap;
-    }
-    patch *p = &u->patches[u->count];
-    if (mt_op_clone(&p->op, from) != MTIART_SUCCESS) return false;
-    p->plan = plan;
-    p->pos = pos;
-    u->count++;
+    if (mt_op_clone(&u->ops[u->count], from) != MTIART_SUCCESS) return false;
+    u->targets[u->count++] = (patch_target){plan, pos};
     return true;
 }
 
 static bool same_deps(const mt_node *a, const mt_node *b) {
     if (a->num_deps != b->num_deps) return false;
-    if (!a->num_deps || !memcmp(a->deps, b->deps, a->num_deps * sizeof *a->deps)) return true;
-    for (uint32_t i = 0; i < a->num_deps; i++) { /* the same set in another order */
+    uint32_t i = 0;
+    while (i < a->num_deps && a->deps[i] == b->deps[i]) i++;
+    if (i == a->num_deps) return true;
+    for (i = 0; i < a->num_deps; i++) { /* the same set in another order */
         bool found = false;
         for (uint32_t k = 0; k < b->num_deps && !found; k++) found = a->deps[i] == b->deps[k];
         if (!found) return false;
@@ -1065,7 +1098,8 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
         }
         uint32_t pos = plan->position[(*flat)++];
         mt_op *now = &plan->ops[pos];
-        if (a->op.type == MT_OP_KERNEL) {
+        bool equal = mt_op_equal(&a->op, (mt_op *)&b->op);
+        if (a->op.type == MT_OP_KERNEL && !equal) {
             uint16_t na, nb;
             memcpy(&na, mt_op_blob(&a->op), 2);
             memcpy(&nb, mt_op_blob((mt_op *)&b->op), 2);
@@ -1083,8 +1117,7 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
         } else if (a->op.type == MT_OP_EVENT_RECORD || a->op.type == MT_OP_EVENT_WAIT) {
             c->slot_event[(*slot)++] = a->op.u.event.event;
         }
-        if (!mt_op_equal(&a->op, (mt_op *)&b->op) && !add_patch(c->u, plan, pos, &a->op))
-            return mt_oom();
+        if (!equal && !add_patch(c->u, plan, pos, &a->op)) return mt_oom();
     }
     return MTIART_SUCCESS;
 }
@@ -1135,10 +1168,11 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
                             "the graph belongs to device %d, the executable to device %d",
                             g->dev->index, x->dev->index);
     }
-    c.u = calloc(1, sizeof *c.u);
+    /* A graph that matches has as many nodes to patch as the plan, bodies included. */
+    c.u = new_update(x->plan->num_patchable);
     c.slot_event = calloc(x->num_slots ? x->num_slots : 1, sizeof *c.slot_event);
     if (!c.u || !c.slot_event) {
-        free(c.u);
+        if (c.u) free_update(c.u);
         free(c.slot_event);
         return mt_oom();
     }
@@ -1201,8 +1235,7 @@ MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exe
                                args, num_args);
     if (st == MTIART_SUCCESS) {
         uint32_t flat = p->top_flat ? p->top_flat[node] : (uint32_t)node;
-        if (!(u = calloc(1, sizeof *u)) || !add_patch(u, p, p->position[flat], &fresh))
-            st = mt_oom();
+        if (!(u = new_update(1)) || !add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
         mt_op_release(&fresh);
     }
     if (st == MTIART_SUCCESS) st = mt_node_set_kernel_args(&t->nodes[node], args, num_args);

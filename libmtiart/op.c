@@ -70,10 +70,13 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     op->fn.kernel = fn;
     uint16_t count = (uint16_t)num_args;
     memcpy(blob, &count, 2);
-    size_t offset = align8(2 + 2 * (size_t)num_args);
+    /* The padding is zeroed too: a blob's bytes are a function of the arguments, so two
+     * blobs compare with memcmp (mt_op_equal) and never read an undefined byte. */
+    size_t offset = 2 + 2 * (size_t)num_args;
     for (uint32_t i = 0; i < num_args; i++) {
         const mtiart_arg *a = &args[i];
-        offset = align8(offset);
+        size_t aligned = align8(offset);
+        while (offset < aligned) blob[offset++] = 0;
         /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
          * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
          * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
@@ -87,6 +90,7 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
             offset += sizeof(void *);
         }
     }
+    while (offset < total) blob[offset++] = 0; /* no arguments: the header's padding */
     return MTIART_SUCCESS;
 }
 
@@ -227,12 +231,27 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     return MTIART_SUCCESS;
 }
 
+/* Blobs compare byte for byte: packing zeroes their padding. Words first: a blob is a few
+ * dozen bytes, where a call of memcmp costs more than the comparison. */
+static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y) return false;
+    }
+    for (; i < n; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
 bool mt_op_equal(mt_op *a, mt_op *b) {
     if (a->type != b->type || a->num_blocks != b->num_blocks) return false;
     switch (a->type) {
     case MT_OP_KERNEL:
         return a->fn.kernel == b->fn.kernel && a->u.kernel.blob_size == b->u.kernel.blob_size &&
-               memcmp(mt_op_blob(a), mt_op_blob(b), a->u.kernel.blob_size) == 0;
+               same_bytes(mt_op_blob(a), mt_op_blob(b), a->u.kernel.blob_size);
     case MT_OP_MEMCPY:
         return a->u.copy.dst == b->u.copy.dst && a->u.copy.src == b->u.copy.src &&
                a->u.copy.bytes == b->u.copy.bytes && a->u.copy.kind == b->u.copy.kind;
