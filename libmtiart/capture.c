@@ -261,16 +261,18 @@ mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external) 
             c->cap_events = cap;
         }
     }
+    /* A wait on the event in this capture depends on what the stream's next operation
+     * would: the record node, or the frontier itself (an edge, no node). Room first, so
+     * that a failure leaves the graph as it was. */
+    if (st == MTIART_SUCCESS &&
+        !reserve(&e->capture_deps, &e->capture_deps_cap, external ? 1 : s->frontier_len))
+        st = mt_oom();
     if (st == MTIART_SUCCESS && external) {
         mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
         mt_event_ref(e);
         op.u.event.event = e;
         st = append_locked(c, s, &op, NULL, NULL, 0);
     }
-    /* A wait on the event in this capture depends on what the stream's next operation
-     * would: the record node, or the frontier itself (an edge, no node). */
-    if (st == MTIART_SUCCESS && !reserve(&e->capture_deps, &e->capture_deps_cap, s->frontier_len))
-        st = mt_oom();
     if (st == MTIART_SUCCESS) {
         if (s->frontier_len)
             memcpy(e->capture_deps, s->frontier, s->frontier_len * sizeof *s->frontier);

@@ -50,6 +50,7 @@ mt_dag *mt_dag_clone(const mt_dag *d) {
         if ((to->body = from->body)) mt_dag_ref(to->body);
     }
     c->num_edges = d->num_edges;
+    c->depth = d->depth;
     return c;
 oom:
     mt_dag_unref(c);
@@ -143,6 +144,11 @@ static uint32_t list_buffers(const mt_op *op, const mtiart_arg *args, uint32_t n
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
                             const mtiart_arg *args, uint32_t num_args, size_t *index) {
     mtiart_status st = MTIART_SUCCESS;
+    if (body && body->depth + 1 > MT_MAX_NESTING) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                          "child and conditional bodies nest at most %d deep", MT_MAX_NESTING);
+        goto fail;
+    }
     for (size_t i = 0; i < num_deps; i++)
         if (deps[i] >= d->num_nodes) {
             st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
@@ -174,6 +180,7 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
     n->num_buffers = list_buffers(op, args, num_args, n->buffers);
     n->op = *op; /* the dag now owns the op's blob and references, and the body */
     n->body = body;
+    if (body && body->depth + 1 > d->depth) d->depth = body->depth + 1;
     d->num_edges += n->num_deps;
     *index = d->num_nodes++;
     return MTIART_SUCCESS;

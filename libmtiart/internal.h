@@ -620,7 +620,11 @@ struct mt_dag {
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
     size_t num_edges;
+    uint32_t depth; /* bodies inside bodies below this graph (0: none) */
 };
+
+/* How deep child and conditional bodies may nest: the walks over a graph recurse. */
+#define MT_MAX_NESTING 64
 
 struct mt_graph {
     uint64_t handle;
@@ -649,7 +653,8 @@ mt_dag *mt_dag_clone(const mt_dag *d);
 /* Make g's dag its own before changing it (under g's lock). */
 mtiart_status mt_graph_own(mt_graph *g);
 /* Append a node (the op and `body` are moved in: the dag owns the op's blob and references
- * and the body reference; both are released on failure). */
+ * and the body reference; both are released on failure). A body nested deeper than
+ * MT_MAX_NESTING is refused. */
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
                             const mtiart_arg *args, uint32_t num_args, size_t *index);
 /* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */

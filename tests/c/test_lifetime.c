@@ -32,7 +32,7 @@ static _Atomic(uint64_t) g_current[K_COUNT]; /* the handle the users should use 
 static mtiart_stream g_event_stream, g_exec_stream, g_graph_stream;
 static mtiart_event g_stream_event, g_timing_event;
 static mtiart_graph g_exec_source;
-static void *g_dev; /* device memory that kernel nodes name (the kernels never touch it) */
+static void *g_dev; /* device memory that nodes name (kernels never touch it; conditions read it) */
 
 /* Per kind: calls made, of which refused with INVALID_HANDLE, and objects destroyed. */
 static atomic_long g_calls[K_COUNT], g_invalid[K_COUNT], g_destroyed[K_COUNT];
@@ -419,6 +419,8 @@ int main(void) {
     mtiart_stream def;
     CHECK_OK(mtiart_stream_get_default(0, &def));
     CHECK_OK(mtiart_malloc(0, 4096, &g_dev));
+    /* Zeroed: conditional nodes read their flag in it (and nothing writes it). */
+    CHECK_OK(mtiart_memset_async(def, g_dev, 0, 4096));
     CHECK_OK(mtiart_stream_synchronize(def));
     mtiart_memory_stats before;
     CHECK_OK(mtiart_memory_get_stats(0, &before));

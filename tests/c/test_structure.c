@@ -696,6 +696,16 @@ static size_t add_log(mtiart_graph g, const size_t *deps, size_t n, log_entry *e
     return node;
 }
 
+static atomic_long g_deep_count;
+
+/* A graph of one node that counts in g_deep_count. */
+static void add_count_node(mtiart_graph g) {
+    atomic_long *counter = &g_deep_count;
+    mtiart_arg a = {MTIART_ARG_VALUE, sizeof counter, &counter, 0};
+    size_t node;
+    CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_count, 1, &a, 1, &node));
+}
+
 static int log_pos(order_log *log, int value) {
     for (int i = 0; i < atomic_load(&log->n); i++)
         if (log->v[i] == value) return i;
@@ -800,6 +810,30 @@ static void test_child_graphs(void) {
     CHECK_OK(mtiart_graph_exec_destroy(x));
     CHECK_STATUS(mtiart_graph_add_child_graph_node(outer, NULL, 0, (mtiart_graph)(uintptr_t)8, &f0),
                  MTIART_ERROR_INVALID_HANDLE);
+    /* Bodies nest 64 deep at most (every walk over a graph recurses into its bodies). */
+    mtiart_graph deep;
+    CHECK_OK(mtiart_graph_create(0, &deep));
+    add_count_node(deep);
+    for (int level = 0; level < 64; level++) {
+        mtiart_graph up;
+        CHECK_OK(mtiart_graph_create(0, &up));
+        CHECK_OK(mtiart_graph_add_child_graph_node(up, NULL, 0, deep, &f0));
+        CHECK_OK(mtiart_graph_destroy(deep));
+        deep = up;
+    }
+    mtiart_graph too_deep;
+    CHECK_OK(mtiart_graph_create(0, &too_deep));
+    CHECK_STATUS(mtiart_graph_add_child_graph_node(too_deep, NULL, 0, deep, &f0),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "64") != NULL && node_count(too_deep) == 0);
+    x = instantiate(deep);
+    CHECK_OK(mtiart_graph_exec_get_node_count(x, &count));
+    CHECK(count == 1);
+    CHECK_OK(mtiart_graph_launch(x, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_destroy(too_deep));
+    CHECK_OK(mtiart_graph_destroy(deep));
     CHECK_OK(mtiart_graph_destroy(body));
     CHECK_OK(mtiart_graph_destroy(empty));
     CHECK_OK(mtiart_graph_destroy(wide));
