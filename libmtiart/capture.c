@@ -156,24 +156,22 @@ mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
 
 mtiart_status mt_capture_child(mt_stream *s, mt_dag *body) {
     mt_capture *c = lock_capture_of(s);
-    mtiart_status st = MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
-    size_t bad = SIZE_MAX;
-    if (c && c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+    if (!c) {
+        mt_dag_unref(body);
+        return MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
+    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
         mt_dag_unref(body);
         return refuse_invalidated(c, s);
     }
-    if (c && s->scope && (bad = mt_dag_find_event_node(body)) != SIZE_MAX) {
-        st = mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                          "node %zu of the graph records or waits for an event, which a "
-                          "conditional body cannot do",
-                          bad);
-    } else if (c) {
+    mtiart_status st = s->scope ? mt_check_conditional_body(body) : MTIART_SUCCESS;
+    if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_CHILD, .num_blocks = 1};
-        st = append_locked(c, s, &op, body, NULL, 0);
-        body = NULL;
+        st = append_locked(c, s, &op, body, NULL, 0); /* takes the body */
+    } else {
+        mt_dag_unref(body);
     }
-    if (body) mt_dag_unref(body);
-    if (c) pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->lock);
     return st;
 }
 

@@ -844,9 +844,8 @@ done:
 static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body) {
     if (d->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
-    if (body && mt_dag_find_event_node(d) != SIZE_MAX)
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "a conditional body records or waits for an event");
+    mtiart_status st;
+    if (body && (st = mt_check_conditional_body(d))) return st;
     mt_plan *x =
         aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     MT_CHECK_ALLOC(x);
@@ -854,7 +853,7 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
     x->dev = dev;
     x->label = body ? "body node" : "graph node";
     flat f;
-    mtiart_status st = flat_build(&f, d);
+    st = flat_build(&f, d);
     if (st) {
         free(x);
         return st;

@@ -192,14 +192,26 @@ fail:
     return st;
 }
 
-size_t mt_dag_find_event_node(const mt_dag *d) {
+/* The first node of `d` (or of a graph inside it) that records or waits for an event, or
+ * SIZE_MAX. */
+static size_t find_event_node(const mt_dag *d) {
     for (size_t i = 0; i < d->num_nodes; i++) {
         const mt_node *n = &d->nodes[i];
         if (n->op.type == MT_OP_EVENT_RECORD || n->op.type == MT_OP_EVENT_WAIT ||
-            (n->body && mt_dag_find_event_node(n->body) != SIZE_MAX))
+            (n->body && find_event_node(n->body) != SIZE_MAX))
             return i;
     }
     return SIZE_MAX;
+}
+
+mtiart_status mt_check_conditional_body(const mt_dag *body) {
+    size_t bad = find_event_node(body);
+    if (bad == SIZE_MAX) return MTIART_SUCCESS;
+    return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                        "node %zu of the graph records or waits for an event, which a "
+                        "conditional body cannot do (it runs a number of times known only at "
+                        "run time)",
+                        bad);
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -229,11 +241,12 @@ static mtiart_status check_add_args(const size_t *dependencies, size_t num_depen
 }
 
 /* Append a packed op (and body) to a graph the caller has locked: the one way every
- * add_*_node function ends. */
+ * add_*_node function ends. The op and body are moved in, or released on failure. */
 static mtiart_status add_node(mt_graph *g, mt_op *op, mt_dag *body, const size_t *dependencies,
                               size_t num_dependencies, const mtiart_arg *args, uint32_t num_args,
                               size_t *node) {
-    mtiart_status st = mt_graph_own(g);
+    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
+    if (st == MTIART_SUCCESS) st = mt_graph_own(g);
     if (st) {
         mt_op_release(op);
         if (body) mt_dag_unref(body);
@@ -251,8 +264,8 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st || (st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph"))) return st;
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
+    if (st) return st;
     mt_op op;
     st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (st) return st;
@@ -264,8 +277,6 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const s
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st) return st;
     mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
     return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
@@ -278,10 +289,8 @@ MTIART_API mtiart_status mtiart_graph_add_memcpy_node(mtiart_graph graph,
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st) return st;
     mt_op op;
-    st = mt_op_pack_memcpy(&op, g->dev->index, "graph", dst, src, bytes, kind);
+    mtiart_status st = mt_op_pack_memcpy(&op, g->dev->index, "graph", dst, src, bytes, kind);
     if (st) return st;
     return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
@@ -293,10 +302,9 @@ MTIART_API mtiart_status mtiart_graph_add_fill_node(mtiart_graph graph, const si
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st) return st;
     mt_op op;
-    st = mt_op_pack_fill(&op, g->dev->index, "graph", dst, pattern, pattern_size, count);
+    mtiart_status st =
+        mt_op_pack_fill(&op, g->dev->index, "graph", dst, pattern, pattern_size, count);
     if (st) return st;
     return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
@@ -307,8 +315,6 @@ MTIART_API mtiart_status mtiart_graph_add_host_node(mtiart_graph graph, const si
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st) return st;
     if (!fn) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "host function is NULL");
     mt_op op = {.type = MT_OP_HOST, .num_blocks = 1};
     op.fn.host = fn;
@@ -322,8 +328,6 @@ static mtiart_status add_event_node(mtiart_graph graph, const size_t *dependenci
     LOOKUP_GRAPH(g, graph);
     LOOKUP_EVENT(e, event);
     LOCK_GRAPH(g);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
-    if (st) return st;
     mt_op op = {.type = type, .num_blocks = 1};
     mt_event_ref(e);
     op.u.event.event = e;
@@ -367,9 +371,9 @@ MTIART_API mtiart_status mtiart_graph_add_child_graph_node(mtiart_graph graph,
                                                            mtiart_graph child, size_t *node) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
     mt_dag *body;
-    if (st || (st = body_of(child, g, &body))) return st;
+    mtiart_status st = body_of(child, g, &body);
+    if (st) return st;
     LOCK_GRAPH(g);
     mt_op op = {.type = MT_OP_CHILD, .num_blocks = 1};
     return add_node(g, &op, body, dependencies, num_dependencies, NULL, 0, node);
@@ -381,20 +385,14 @@ MTIART_API mtiart_status mtiart_graph_add_conditional_node(
     size_t *node) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
-    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
     mt_op op;
-    if (st ||
-        (st = mt_op_pack_conditional(&op, g->dev->index, "graph", type, condition, condition_size)))
-        return st;
     mt_dag *b;
-    if ((st = body_of(body, g, &b))) return st;
-    size_t bad = mt_dag_find_event_node(b);
-    if (bad != SIZE_MAX) {
+    mtiart_status st =
+        mt_op_pack_conditional(&op, g->dev->index, "graph", type, condition, condition_size);
+    if (st || (st = body_of(body, g, &b))) return st;
+    if ((st = mt_check_conditional_body(b))) {
         mt_dag_unref(b);
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "node %zu of the body records or waits for an event, which a "
-                            "conditional body cannot do",
-                            bad);
+        return st;
     }
     LOCK_GRAPH(g);
     return add_node(g, &op, b, dependencies, num_dependencies, NULL, 0, node);

@@ -659,9 +659,9 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
                             const mtiart_arg *args, uint32_t num_args, size_t *index);
 /* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
 mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
-/* The first node of `d` (or of a graph inside it) that records or waits for an event, or
- * SIZE_MAX: such nodes cannot run inside a conditional body. */
-size_t mt_dag_find_event_node(const mt_dag *d);
+/* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
+ * an event: such nodes cannot run inside a conditional body. */
+mtiart_status mt_check_conditional_body(const mt_dag *body);
 
 /* A record node completed: stream.c's completion, which hands the streams parked on the
  * event back to their workers (passed down so that exec.c never calls up into stream.c). */
