@@ -4,6 +4,7 @@ fork/join captured as edges, replays captured as child graphs, updates in place
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -151,6 +152,27 @@ def test_fork_join_makes_edges_not_nodes():
     assert "n1 -> n3" in g.dot() and "n2 -> n3" in g.dot()
     g.replay()
     same(e, np.arange(64) * 8 + 1)
+
+
+def test_a_forked_stream_may_go_once_joined():
+    a = mtia.ones(16)
+    g = MTIAGraph()
+    with mtia.graph(g):
+        cur = mtia.current_stream()
+        side = Stream()
+        side.wait_stream(cur)
+        with mtia.stream(side):
+            b = a * 3
+        cur.wait_stream(side)
+        handle = int(ffi.cast("uintptr_t", side._handle))
+        del side  # its handle is destroyed here: allowed, its work was joined back
+        gc.collect()
+        stream_id = ffi.new("uint64_t *")
+        status = lib.mtiart_stream_get_id(ffi.cast("mtiart_stream", handle), stream_id)
+        assert status == lib.MTIART_ERROR_INVALID_HANDLE
+        c = b + 1
+    g.replay()
+    same(c, [4] * 16)
 
 
 # ----------------------------------------------------------------- child graphs
