@@ -248,12 +248,15 @@ static void release_task(mt_plan *x, uint32_t task) {
     atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
 }
 
+/* The condition, read as a relaxed atomic (it is aligned): the body's work is ordered
+ * before the read, but any block of a kernel may write the flag, in any order. */
 static bool flag_set(const mt_op *op) {
+    const void *flag = op->u.cond.flag;
     switch (op->u.cond.flag_size) {
-    case 1: return *(const volatile uint8_t *)op->u.cond.flag != 0;
-    case 2: return *(const volatile uint16_t *)op->u.cond.flag != 0;
-    case 4: return *(const volatile uint32_t *)op->u.cond.flag != 0;
-    default: return *(const volatile uint64_t *)op->u.cond.flag != 0;
+    case 1: return __atomic_load_n((const uint8_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 2: return __atomic_load_n((const uint16_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 4: return __atomic_load_n((const uint32_t *)flag, __ATOMIC_RELAXED) != 0;
+    default: return __atomic_load_n((const uint64_t *)flag, __ATOMIC_RELAXED) != 0;
     }
 }
 
