@@ -14,7 +14,7 @@ numbers and sequences become a private array, i.e. their values at capture time.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +140,7 @@ class _ExportedMemory:
 
 
 def _host_view(
-    storage: Optional[_Storage], ptr: Any, shape: Shape, np_dtype: np.dtype[Any]
+    storage: _Storage | None, ptr: Any, shape: Shape, np_dtype: np.dtype[Any]
 ) -> np.ndarray[Any, Any]:
     """A writable numpy array aliasing the device array at ``ptr`` inside ``storage`` (no
     synchronization here). An empty array has no memory to share."""
@@ -182,7 +182,7 @@ def _only_integers(arr: np.ndarray[Any, Any], data: Any) -> bool:
 
 
 def _python_values(
-    arr: np.ndarray[Any, Any], data: Any, dt: Optional[dtype]
+    arr: np.ndarray[Any, Any], data: Any, dt: dtype | None
 ) -> tuple[np.ndarray[Any, Any], dtype]:
     """Python numbers (``data``, and ``arr``, the private array numpy made of it) as a
     C-contiguous array of ``dt``, or of the dtype torch infers (bools: bool, integers:
@@ -220,7 +220,7 @@ def _held_by_caller(arr: np.ndarray[Any, Any], data: Any) -> bool:
 
 
 def _check_in_place(
-    arr: np.ndarray[Any, Any], dt: dtype, what: str, shape: Optional[Shape] = None
+    arr: np.ndarray[Any, Any], dt: dtype, what: str, shape: Shape | None = None
 ) -> None:
     """CaptureError unless the graph can read ``arr`` as it is at every replay, as the
     contents of a ``dt`` tensor (of ``shape`` when given)."""
@@ -241,7 +241,7 @@ def _check_in_place(
 
 
 def _host_array(
-    data: Any, dt: Optional[dtype], what: str, in_place: bool = False
+    data: Any, dt: dtype | None, what: str, in_place: bool = False
 ) -> tuple[np.ndarray[Any, Any], dtype]:
     """Host data as a C-contiguous array of a supported dtype, inferred as torch does when
     ``dt`` is None: numpy arrays keep theirs, Python floats give float32, ints int64.

@@ -16,10 +16,9 @@ otherwise :class:`~mtia_graph.MTIAValueError` with torch's message.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any, TypeGuard
 
 import numpy as np
-from typing_extensions import TypeGuard
 
 from ._C import MTIAValueError, lib
 
@@ -65,8 +64,8 @@ class dtype:
         self._rank = rank  # promotion order: bool < int32 < int64 < float32 < float64
         self._kind = kind
         # The finite values the dtype holds (integers: exactly; floating: up to its largest).
-        self._min: Union[int, float] = 0
-        self._max: Union[int, float] = 1
+        self._min: int | float = 0
+        self._max: int | float = 1
         if kind == _KIND_FLOATING:
             self._min, self._max = float(np.finfo(self._np).min), float(np.finfo(self._np).max)
         elif kind == _KIND_INTEGER:
@@ -106,9 +105,9 @@ for _d in _DTYPES:  # the C and Python views of element sizes must agree
 
 # What the functions taking a dtype accept: a dtype, its name, a numpy dtype or scalar type,
 # or one of the builtins bool, int, float.
-_DTypeLike = Union[dtype, str, type, np.dtype[Any]]
+_DTypeLike = dtype | str | type | np.dtype[Any]
 # Numbers as tensor operands, fill values and factors.
-_Scalar = Union[bool, int, float, np.bool_, np.integer[Any], np.floating[Any]]
+_Scalar = bool | int | float | np.bool_ | np.integer[Any] | np.floating[Any]
 
 
 def get_default_dtype() -> dtype:
@@ -155,7 +154,7 @@ def can_cast(from_: _DTypeLike, to: _DTypeLike) -> bool:
     return not (src._kind != _KIND_BOOL and dst._kind == _KIND_BOOL)
 
 
-def _promote(a: Optional[dtype], b: Optional[dtype]) -> Optional[dtype]:
+def _promote(a: dtype | None, b: dtype | None) -> dtype | None:
     """The wider of two dtypes; None stands for "no operand"."""
     if a is None:
         return b
@@ -164,7 +163,7 @@ def _promote(a: Optional[dtype], b: Optional[dtype]) -> Optional[dtype]:
     return a if a._rank >= b._rank else b
 
 
-def _combine(higher: Optional[dtype], lower: Optional[dtype]) -> Optional[dtype]:
+def _combine(higher: dtype | None, lower: dtype | None) -> dtype | None:
     """torch's combine_categories: the dtype of a higher-priority operand class, widened by
     a lower-priority one only when that one is of a higher category."""
     if higher is None:
@@ -193,7 +192,7 @@ def _overflow(x: object, dt: dtype) -> MTIAValueError:
     )
 
 
-def _operand(x: _Scalar, dt: dtype) -> Union[int, float]:
+def _operand(x: _Scalar, dt: dtype) -> int | float:
     """The Python or numpy number ``x`` as an operand of arithmetic computed in ``dt``.
 
     An integer outside an integer ``dt`` (or one too big for a float) raises, where torch
@@ -211,7 +210,7 @@ def _operand(x: _Scalar, dt: dtype) -> Union[int, float]:
     return v
 
 
-def _fill_value(x: _Scalar, dt: dtype) -> Union[int, float]:
+def _fill_value(x: _Scalar, dt: dtype) -> int | float:
     """The Python or numpy number ``x`` stored as a ``dt`` value (fill, full, where): it must
     be in ``dt``'s range (floats into integers truncate; NaN and inf do not fit them; inf and
     NaN do fit floating dtypes), as torch requires; bool takes any number."""

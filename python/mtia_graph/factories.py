@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +56,7 @@ __all__ = [
 
 
 def empty(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """An uninitialised tensor of the given size (``empty(2, 3)`` or ``empty((2, 3))``)."""
     shape = _parse_size(size)
@@ -65,24 +65,24 @@ def empty(
 
 
 def zeros(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A tensor of zeros."""
     return empty(*size, dtype=dtype, device=device).zero_()
 
 
 def ones(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A tensor of ones."""
     return empty(*size, dtype=dtype, device=device).fill_(1)
 
 
 def full(
-    size: Union[int, Sequence[int]],
+    size: int | Sequence[int],
     fill_value: _Scalar,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """A tensor filled with ``fill_value``; its dtype follows the value (bool, int64 or
@@ -97,11 +97,11 @@ def full(
 
 
 def arange(
-    start: Union[int, float],
-    end: Optional[Union[int, float]] = None,
-    step: Union[int, float] = 1,
+    start: int | float,
+    end: int | float | None = None,
+    step: int | float = 1,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """Values ``start, start + step, ...`` below ``end`` (``arange(n)`` is 0..n-1).
@@ -154,7 +154,7 @@ def arange(
 
 
 def from_numpy(
-    ndarray: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    ndarray: np.ndarray[Any, Any], *, dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
@@ -167,9 +167,7 @@ def from_numpy(
     return _from_host(ndarray, dt, _device_index(device), "from_numpy")
 
 
-def from_dlpack(
-    ext_tensor: Any, *, device: _DeviceLike = None, copy: Optional[bool] = None
-) -> Tensor:
+def from_dlpack(ext_tensor: Any, *, device: _DeviceLike = None, copy: bool | None = None) -> Tensor:
     """A device tensor from any DLPack exporter (numpy arrays, torch CPU tensors, ...).
 
     An :class:`Tensor` is returned as is. Anything else is imported with
@@ -207,7 +205,7 @@ def from_dlpack(
 def empty_like(
     input: Tensor,  # noqa: A002 - torch's name
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """An uninitialised tensor with input's shape (and dtype/device unless given)."""
@@ -220,7 +218,7 @@ def empty_like(
 def zeros_like(
     input: Tensor,  # noqa: A002 - torch's name
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """Zeros with input's shape (and dtype/device unless given)."""
@@ -230,7 +228,7 @@ def zeros_like(
 def ones_like(
     input: Tensor,  # noqa: A002 - torch's name
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """Ones with input's shape (and dtype/device unless given)."""
@@ -241,7 +239,7 @@ def full_like(
     input: Tensor,  # noqa: A002 - torch's name
     fill_value: _Scalar,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """``fill_value`` everywhere, with input's shape (and dtype/device unless given)."""
@@ -250,8 +248,8 @@ def full_like(
 
 def where(
     condition: Tensor,
-    input: Union[Tensor, _Scalar],  # noqa: A002 - torch's name
-    other: Union[Tensor, _Scalar],
+    input: Tensor | _Scalar,  # noqa: A002 - torch's name
+    other: Tensor | _Scalar,
 ) -> Tensor:
     """Elementwise ``input if condition else other`` with broadcasting."""
     if not isinstance(condition, Tensor):

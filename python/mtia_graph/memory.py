@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ._C import check, ffi, lib
 from .device import _device_index, _DeviceLike, current_device, device_count
@@ -189,7 +190,7 @@ def _device_snapshot(idx: int) -> list[dict[str, Any]]:
 
 
 def memory_snapshot(
-    mempool_id: Optional[tuple[int, int]] = None, include_traces: bool = True
+    mempool_id: tuple[int, int] | None = None, include_traces: bool = True
 ) -> list[dict[str, Any]]:
     """The allocator's segments on every device, as ``torch.cuda.memory_snapshot()``.
 

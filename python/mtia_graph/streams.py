@@ -9,7 +9,8 @@ current stream of the tensor's device.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, NoReturn, Optional, SupportsIndex
+from collections.abc import Callable
+from typing import Any, NoReturn, SupportsIndex
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
@@ -142,7 +143,7 @@ class Stream:
             raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
         self.wait_event(stream.record_event())
 
-    def record_event(self, event: Optional[Event] = None) -> Event:
+    def record_event(self, event: Event | None = None) -> Event:
         """Record ``event`` (a new one if None) on this stream and return it."""
         if event is None:
             event = Event()
@@ -196,8 +197,13 @@ class Event:
     * ``blocking``: :meth:`synchronize` sleeps at once instead of spinning first.
     * ``interprocess``: not supported (the runtime is one process's).
     * ``external``: in a capture, a record of this event is meant for the host or for
-      other graphs (each replay records it: CUDA's external event record nodes), not only
-      an ordering point inside the graph.
+      other graphs (CUDA's external event record nodes), see below.
+
+    Inside a graph capture, recording an ordinary event only orders the capture's streams
+    (a fork or join, no node of its own). An ``external=True`` event is recorded by every
+    replay of the graph instead, at the point of the capture where it was recorded, so
+    :meth:`query`, :meth:`synchronize`, :meth:`wait` and :meth:`elapsed_time` see the
+    replays (timing a graph's work from inside it, signalling work outside it).
     """
 
     __slots__ = ("__weakref__", "_device", "_handle", "blocking", "enable_timing", "external")
@@ -213,7 +219,7 @@ class Event:
     ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
-        self._device: Optional[int] = None if device is None else _device_index(device)
+        self._device: int | None = None if device is None else _device_index(device)
         flags = lib.MTIART_EVENT_DEFAULT
         if enable_timing:
             flags |= lib.MTIART_EVENT_TIMING
@@ -236,9 +242,10 @@ class Event:
         """The runtime's handle of the event, as an integer (stable while the event lives)."""
         return int(ffi.cast("uintptr_t", self._handle))
 
-    def record(self, stream: Optional[Stream] = None) -> None:
+    def record(self, stream: Stream | None = None) -> None:
         """Record the event on ``stream`` (default: the current stream of the event's
-        device, else of the current device)."""
+        device, else of the current device); in a capture, an external event becomes a node
+        that records it at every replay."""
         if stream is None:
             stream = current_stream(self._device)
         elif not isinstance(stream, Stream):
@@ -250,10 +257,19 @@ class Event:
                 f"Event.record(): the event is of mtia:{self._device}, the stream of "
                 f"mtia:{stream.device_index}"
             )
-        check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
+        flags = lib.MTIART_EVENT_RECORD_EXTERNAL if self.external else 0
+        check(
+            lib.mtiart_event_record_with_flags(self._handle, stream._handle, flags),
+            "Event.record",
+        )
 
-    def wait(self, stream: Optional[Stream] = None) -> None:
-        """Make ``stream`` (default: the current stream) wait for this event."""
+    def wait(self, stream: Stream | None = None) -> None:
+        """Make ``stream`` (default: the current stream) wait for this event.
+
+        In a capture, a wait on an event recorded outside it (eagerly, by another graph's
+        replay, or not yet) becomes a node: each replay waits for the event's most recent
+        record made before that replay was launched.
+        """
         if stream is None:
             stream = current_stream()
         elif not isinstance(stream, Stream):
@@ -353,7 +369,7 @@ def current_stream(device: _DeviceLike = None) -> Stream:
     return _thread_streams().streams[idx]
 
 
-def set_stream(stream: Optional[Stream]) -> None:
+def set_stream(stream: Stream | None) -> None:
     """Make ``stream`` the calling thread's current stream, and its device the current
     device, as ``torch.cuda.set_stream`` does (None: no-op).
 
@@ -377,13 +393,13 @@ class StreamContext:
     exit the previous current streams of both devices and the previous device are restored.
     """
 
-    def __init__(self, stream: Optional[Stream]) -> None:
+    def __init__(self, stream: Stream | None) -> None:
         if stream is not None and not isinstance(stream, Stream):
             raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
         self.stream = stream
         self._saved: list[tuple[Stream, Stream]] = []
 
-    def __enter__(self) -> Optional[Stream]:
+    def __enter__(self) -> Stream | None:
         cur = self.stream
         if cur is None:
             return None
@@ -402,7 +418,7 @@ class StreamContext:
         set_stream(src_prev)
 
 
-def stream(stream: Optional[Stream]) -> StreamContext:
+def stream(stream: Stream | None) -> StreamContext:
     """``with stream(s): ...`` runs the body with ``s`` as the current stream."""
     return StreamContext(stream)
 
@@ -423,9 +439,7 @@ def is_current_stream_capturing() -> bool:
     return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(
-    fn: Callable[[], Any], stream: Optional[Stream] = None
-) -> callbacks.HostCallback:
+def launch_host_func(fn: Callable[[], Any], stream: Stream | None = None) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional, SupportsIndex, Union
+from typing import Any, SupportsIndex, Union
 
 import numpy as np
 
@@ -78,11 +78,12 @@ __all__ = ["Tensor", "result_type", "tensor"]
 
 # Operands of the elementwise operations: tensors, numbers, and host data (numpy arrays,
 # nested lists or tuples), which is copied to the operation's device first.
+# A string forward reference cannot take part in `|` at run time.
 _Operand = Union["Tensor", _Scalar, np.ndarray[Any, Any], list[Any], tuple[Any, ...]]
 # The dimensions a reduction runs over: one, several, or (None) all.
-_Dims = Union[int, Sequence[int], None]
+_Dims = int | Sequence[int] | None
 # Indexing the leading dimensions: integers, then at most one unit-step slice.
-_Index = Union[SupportsIndex, slice, tuple[Union[SupportsIndex, slice], ...]]
+_Index = SupportsIndex | slice | tuple[SupportsIndex | slice, ...]
 
 # Module-level aliases keep the hot paths to global lookups.
 _new = ffi.new
@@ -231,7 +232,7 @@ def _cast(t: Tensor, dt: dtype) -> Tensor:
 
 
 def _resolve(
-    dt: Optional[_DTypeLike], device: _DeviceLike, like: Optional[Tensor] = None
+    dt: _DTypeLike | None, device: _DeviceLike, like: Tensor | None = None
 ) -> tuple[dtype, int]:
     """The dtype and device index a factory gives its result: the arguments, else those of
     ``like``, else float32 on the current device."""
@@ -267,7 +268,7 @@ _BEYOND = {
 _REVERSED = {EQ: EQ, NE: NE, LT: GT, LE: GE, GT: LT, GE: LE}
 
 
-def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) -> Optional[Tensor]:
+def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) -> Tensor | None:
     """``a OP b`` (``b OP a`` when reverse) compared in the integer dtype ``dt``, for an
     integer ``b`` that ``dt`` cannot hold: the answer is the same for every element (as numpy
     gives it), where torch would wrap ``b``. None when ``b`` fits."""
@@ -278,17 +279,17 @@ def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) ->
     return _empty(a._shape, bool_, a._dev).fill_(above if v > dt._max else below)
 
 
-def result_type(tensor: Union[Tensor, _Scalar], other: Union[Tensor, _Scalar]) -> dtype:
+def result_type(tensor: Tensor | _Scalar, other: Tensor | _Scalar) -> dtype:
     """The dtype torch computes an operation of ``tensor`` and ``other`` in (tensors or
     Python scalars), as ``torch.result_type``."""
     return _result_type(tensor, other)
 
 
-def _result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
+def _result_type(*operands: Tensor | _Scalar) -> dtype:
     """:func:`result_type` of any number of operands."""
-    dim: Optional[dtype] = None
-    zero: Optional[dtype] = None
-    wrapped: Optional[dtype] = None
+    dim: dtype | None = None
+    zero: dtype | None = None
+    wrapped: dtype | None = None
     for x in operands:
         if isinstance(x, Tensor):
             if x._shape:
@@ -414,7 +415,7 @@ def _binary_(self: Tensor, b: object, op: int) -> Tensor:
     return self
 
 
-def _unary(a: Tensor, op: int, name: str, out: Optional[Tensor] = None) -> Tensor:
+def _unary(a: Tensor, op: int, name: str, out: Tensor | None = None) -> Tensor:
     x = a
     if op in _FLOAT_UNARY and a._dtype._kind != _KIND_FLOATING:
         x = _cast(a, float32)
@@ -542,7 +543,7 @@ class Tensor:
 
     __slots__ = ("__weakref__", "_data", "_desc", "_dev", "_dtype", "_numel", "_shape", "_storage")
 
-    _storage: Optional[_Storage]  # None for an empty tensor, which has no memory
+    _storage: _Storage | None  # None for an empty tensor, which has no memory
     _data: Any  # cdata void *, the first element (NULL when empty)
     _shape: Shape
     _dtype: dtype
@@ -556,7 +557,7 @@ class Tensor:
     __array_ufunc__ = None
 
     def __new__(
-        cls, *args: Any, dtype: Optional[_DTypeLike] = float32, device: _DeviceLike = None
+        cls, *args: Any, dtype: _DTypeLike | None = float32, device: _DeviceLike = None
     ) -> Tensor:
         if cls is not Tensor:
             raise TypeError("mtia_graph.Tensor cannot be subclassed")
@@ -613,7 +614,7 @@ class Tensor:
         """Bytes per element."""
         return self._dtype.itemsize
 
-    def size(self, dim: Optional[int] = None) -> Union[Shape, int]:
+    def size(self, dim: int | None = None) -> Shape | int:
         """The shape, or the size of one dimension (negative dims count from the end)."""
         if dim is None:
             return self._shape
@@ -654,7 +655,7 @@ class Tensor:
         """
         return _download(_stream_handle(self._dev), self._data, self._shape, self._dtype._np)
 
-    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
@@ -663,10 +664,10 @@ class Tensor:
     def __dlpack__(
         self,
         *,
-        stream: Optional[Stream] = None,
-        max_version: Optional[tuple[int, int]] = None,
-        dl_device: Optional[tuple[int, int]] = None,
-        copy: Optional[bool] = None,
+        stream: Stream | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
     ) -> Any:
         """Export as a DLPack capsule sharing this tensor's memory (zero-copy).
 
@@ -726,11 +727,11 @@ class Tensor:
         """The elements as (nested lists of) Python numbers."""
         return self.numpy().tolist()
 
-    def item(self) -> Union[int, float, bool]:
+    def item(self) -> int | float | bool:
         """The value of a one-element tensor as a Python number."""
         if self._numel != 1:
             raise ValueError(f"a Tensor with {self._numel} elements cannot be converted to Scalar")
-        value: Union[int, float, bool] = self.numpy().reshape(()).item()
+        value: int | float | bool = self.numpy().reshape(()).item()
         return value
 
     def __bool__(self) -> bool:
@@ -778,7 +779,7 @@ class Tensor:
 
     # -- in-place -------------------------------------------------------------------------
 
-    def fill_(self, value: Union[_Scalar, Tensor]) -> Tensor:
+    def fill_(self, value: _Scalar | Tensor) -> Tensor:
         """Set every element to ``value`` (a number or a one-element tensor)."""
         if isinstance(value, Tensor):
             if value._numel != 1:
@@ -810,7 +811,7 @@ class Tensor:
 
     def copy_(
         self,
-        src: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]],
+        src: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any],
         non_blocking: bool = False,
     ) -> Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
@@ -1031,14 +1032,14 @@ class Tensor:
         """Elementwise ``self >= other`` (a bool tensor)."""
         return _binary_method(self, other, GE)
 
-    def __and__(self, other: Union[Tensor, bool]) -> Tensor:
+    def __and__(self, other: Tensor | bool) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("& is only supported for bool tensors")
         return _binary(self, other, MUL)
 
     __rand__ = __and__
 
-    def __or__(self, other: Union[Tensor, bool]) -> Tensor:
+    def __or__(self, other: Tensor | bool) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("| is only supported for bool tensors")
         return _binary(self, other, ADD)
@@ -1115,7 +1116,7 @@ class Tensor:
 
     def to(
         self,
-        dtype: Union[_DTypeLike, _DeviceLike] = None,
+        dtype: _DTypeLike | _DeviceLike = None,
         device: _DeviceLike = None,
         copy: bool = False,
     ) -> Tensor:
@@ -1131,7 +1132,7 @@ class Tensor:
         return out.clone() if copy and out is self else out
 
     def sum(
-        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: _DTypeLike | None = None
     ) -> Tensor:
         """Sum over all elements or the given dim(s); integer and bool sums are int64."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
@@ -1139,7 +1140,7 @@ class Tensor:
         return _reduce(src, lib.MTIART_REDUCE_SUM, dim, keepdim, out_dt, "sum")
 
     def mean(
-        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: _DTypeLike | None = None
     ) -> Tensor:
         """Mean over all elements or the given dim(s) (floating dtypes, as in torch)."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
@@ -1170,7 +1171,7 @@ class Tensor:
         """Matrix product with numpy/torch rules for 1-D, 2-D and batched operands."""
         return _matmul(self, other)
 
-    def __matmul__(self, other: Union[Tensor, np.ndarray[Any, Any]]) -> Tensor:
+    def __matmul__(self, other: Tensor | np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
             other = _from_host(other, None, self._dev, "matmul")
         elif not isinstance(other, Tensor):
@@ -1196,7 +1197,7 @@ class Tensor:
 
     # -- views ------------------------------------------------------------------------
 
-    def reshape(self, *shape: Union[int, Sequence[int]]) -> Tensor:
+    def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         """A view with another shape (one dimension may be -1); shares storage."""
         return _view(self, _infer_shape(shape, self._numel))
 
@@ -1221,7 +1222,7 @@ class Tensor:
         d = _norm_dim(dim, len(self._shape) + 1)
         return self.reshape((*self._shape[:d], 1, *self._shape[d:]))
 
-    def squeeze(self, dim: Optional[int] = None) -> Tensor:
+    def squeeze(self, dim: int | None = None) -> Tensor:
         """A view without the size-1 dimensions (or without ``dim`` if that has size 1);
         shares storage."""
         if dim is None:
@@ -1231,7 +1232,7 @@ class Tensor:
             return _view(self, self._shape)
         return _view(self, self._shape[:d] + self._shape[d + 1 :])
 
-    def expand_copy(self, *shape: Union[int, Sequence[int]]) -> Tensor:
+    def expand_copy(self, *shape: int | Sequence[int]) -> Tensor:
         """A new contiguous tensor holding self broadcast to ``shape``."""
         target = _parse_size(shape)
         out = _empty(target, self._dtype, self._dev)
@@ -1269,7 +1270,7 @@ class Tensor:
         return t
 
     def __setitem__(
-        self, index: _Index, value: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]
+        self, index: _Index, value: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any]
     ) -> None:
         target = self[index]
         if _is_scalar(value):
@@ -1326,7 +1327,7 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
     return _binary(_from_host(other, None, self._dev, "alpha * other"), alpha, MUL)
 
 
-def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
+def tensor(data: Any, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
     dtype.
@@ -1344,7 +1345,7 @@ def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike
     )
 
 
-def _from_host(data: Any, dt: Optional[dtype], dev: int, what: str) -> Tensor:
+def _from_host(data: Any, dt: dtype | None, dev: int, what: str) -> Tensor:
     """A new tensor on device ``dev`` holding host ``data`` (of dtype ``dt``, else inferred);
     ``what`` names the call in errors. In a capture, arrays are read in place at every replay
     (``_storage._host_array``)."""

@@ -23,7 +23,7 @@ import inspect
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -74,7 +74,7 @@ def our_callables():
                 yield f"mtia_graph.{name}.{attr}", member, True
 
 
-def _default(value: Optional[str]) -> Any:
+def _default(value: str | None) -> Any:
     """A default's source text as a comparable value (the text when not a literal)."""
     if value is None:
         return inspect.Parameter.empty
@@ -100,7 +100,7 @@ def our_params(obj: Any, is_method: bool) -> list[tuple[str, str, Any]]:
     return out
 
 
-def torch_params(entry: Any) -> Optional[list[tuple[str, str, Any]]]:
+def torch_params(entry: Any) -> list[tuple[str, str, Any]] | None:
     """The recorded parameters of a counterpart (a name, or {"torch": name, "self":
     its parameter that is our method's self})."""
     name = entry if isinstance(entry, str) else entry["torch"]
@@ -113,7 +113,7 @@ def torch_params(entry: Any) -> Optional[list[tuple[str, str, Any]]]:
     return params
 
 
-def counterpart(qualname: str) -> Optional[Any]:
+def counterpart(qualname: str) -> Any | None:
     explicit = DATA["counterparts"].get(qualname)
     if explicit is not None:
         return explicit
