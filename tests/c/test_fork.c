@@ -114,6 +114,7 @@ static void child_after_init(mtiart_stream s, mtiart_event e, mtiart_graph_exec 
     CHILD_REFUSED(mtiart_device_synchronize, 0);
     CHILD_REFUSED(mtiart_stream_query, s);
     CHILD_REFUSED(mtiart_stream_create, 0, 0, &created);
+    CHILD_REFUSED(mtiart_stream_create_with_flags, 0, 0, MTIART_STREAM_NON_BLOCKING, &created);
     CHILD_REFUSED(mtiart_stream_destroy, s);
     CHILD_REFUSED(mtiart_launch_kernel, s, k_noop, 1, NULL, 0);
     CHILD_REFUSED(mtiart_launch_host_func, s, h_set_flag, &count);
@@ -129,11 +130,13 @@ static void child_after_init(mtiart_stream s, mtiart_event e, mtiart_graph_exec 
     CHILD_REFUSED(mtiart_memory_get_stats, 0, &stats);
     CHILD_REFUSED(mtiart_pool_handle_create, &pool);
     CHILD_REFUSED(mtiart_event_record, e, s);
+    CHILD_REFUSED(mtiart_event_record_with_flags, e, s, MTIART_EVENT_RECORD_EXTERNAL);
     CHILD_REFUSED(mtiart_event_synchronize, e);
     CHILD_REFUSED(mtiart_event_query, e);
     CHILD_REFUSED(mtiart_event_destroy, e);
     CHILD_REFUSED(mtiart_stream_wait_event, s, e);
     CHILD_REFUSED(mtiart_graph_launch, x, s);
+    CHILD_REFUSED(mtiart_graph_exec_kernel_node_set_args, x, 0, NULL, 0);
     CHILD_REFUSED(mtiart_graph_exec_destroy, x);
     CHILD_REFUSED(mtiart_stream_begin_capture, s, MTIART_CAPTURE_MODE_GLOBAL, pool);
     CHILD_REFUSED(mtiart_op_fill, s, &d, 1.0, 0);
