@@ -331,7 +331,10 @@ class MTIAGraph:
 
     @contextlib.contextmanager
     def recapture(
-        self, stream: Stream | None = None, capture_error_mode: str = "global"
+        self,
+        stream: Stream | None = None,
+        capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ) -> Iterator[None]:
         r"""Capture the body again and update this graph's executable in place from it.
 
@@ -340,20 +343,25 @@ class MTIAGraph:
         other values, and then :meth:`update`\ s this graph's executable from it: no new
         instantiation, and later replays run the new capture. The capture must match the
         first one operation for operation; otherwise :class:`MTIAValueError` is raised and
-        the graph is left as it was. With ``keep_graph=True`` the new capture also becomes
-        this graph's template.
+        the graph is left as it was. With ``keep_graph=True`` (or :meth:`enable_debug_mode`)
+        the new capture also becomes this graph's template. ``stream``, ``capture_error_mode`` and
+        ``check_input_liveness`` are :class:`graph`'s.
         """
         if not self._captured:
             raise RuntimeError("MTIAGraph.recapture() called before a successful capture")
         fresh = MTIAGraph(keep_graph=True)
         try:
             with graph(
-                fresh, pool=self.pool(), stream=stream, capture_error_mode=capture_error_mode
+                fresh,
+                pool=self.pool(),
+                stream=stream,
+                capture_error_mode=capture_error_mode,
+                check_input_liveness=check_input_liveness,
             ):
                 yield
             self.update(fresh)
             fresh._keepalive = []  # moved into this graph by update()
-            if self._keep_graph:
+            if self._keep_graph or self._debug:
                 self._graph, fresh._graph = fresh._graph, self._graph
         finally:
             fresh.reset()

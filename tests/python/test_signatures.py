@@ -282,3 +282,11 @@ def test_the_signatures_built_to_match_torch_stay_exact(ours, torch_name, extras
     diffs = dict(next(d for q, _, d in compared() if q == ours))
     assert set(diffs) == set(extras), diffs
     assert all(what == "not in torch" for what in diffs.values())
+
+
+def test_the_package_s_own_capture_contexts_take_graph_s_keywords():
+    """MTIAGraph.recapture() captures as graph() does (into the graph's own pool): the
+    same capture arguments, kinds and defaults."""
+    graph_params = our_params(mg.graph.__init__, True)
+    expected = [p for p in graph_params if p[0] not in ("mtia_graph", "pool")]
+    assert our_params(mg.MTIAGraph.recapture, True) == expected

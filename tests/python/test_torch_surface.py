@@ -118,6 +118,77 @@ def test_check_input_liveness_is_accepted_by_name_and_refused_until_supported():
     assert not mg.is_current_stream_capturing()
 
 
+def test_recapture_takes_graph_s_capture_arguments():
+    x = mg.zeros(2)
+    g = MTIAGraph()
+    with mg.graph(g):
+        x.add_(1)
+    with g.recapture(stream=mg.Stream(), capture_error_mode="relaxed", check_input_liveness=False):
+        x.add_(2)
+    g.replay()
+    assert x.tolist() == [2.0, 2.0]  # one add_(1) at the capture, then the recaptured add_(2)
+    with (
+        pytest.raises(NotImplementedError, match="check_input_liveness"),
+        g.recapture(check_input_liveness=True),
+    ):
+        pass
+    with (
+        pytest.raises(ValueError, match="capture_error_mode"),
+        g.recapture(capture_error_mode="bogus"),
+    ):
+        pass
+    assert not mg.is_current_stream_capturing()
+    g.replay()
+    assert x.tolist() == [4.0, 4.0]  # the failed recaptures changed nothing
+
+
+def test_debug_mode_keeps_what_update_and_recapture_need(tmp_path):
+    """A graph in debug mode holds its template as with keep_graph=True: another graph can
+    update from it, and a recapture replaces the template that debug_dump writes."""
+    x = mg.zeros(2)
+    g = MTIAGraph()
+    g.enable_debug_mode()
+    with mg.graph(g):
+        x.add_(1)
+    other = MTIAGraph()
+    other.enable_debug_mode()
+    with mg.graph(other):
+        x.add_(5)
+    g.update(other)
+    g.replay()
+    assert x.tolist() == [5.0, 5.0]  # other's add_(5): captures run nothing
+    first = g.raw_graph()
+    with g.recapture():
+        x.mul_(2)
+    assert g.raw_graph() != first  # the new capture's template; the old one is destroyed
+    count = ffi.new("size_t *")
+    assert lib.mtiart_graph_get_node_count(ffi.cast("mtiart_graph", first), count) == (
+        lib.MTIART_ERROR_INVALID_HANDLE
+    )
+    path = tmp_path / "g.dot"
+    g.debug_dump(str(path))
+    assert path.read_text() == g.dot()
+    g.replay()
+    assert x.tolist() == [10.0, 10.0]
+
+
+def test_an_external_event_of_a_device_is_recorded_by_every_replay():
+    x = mg.zeros(4)
+    start = mg.Event(0, enable_timing=True, external=True)
+    end = mg.Event(enable_timing=True, external=True)
+    g = MTIAGraph()
+    with mg.graph(g):
+        start.record()
+        x.add_(1)
+        end.record()
+    assert end.device == mg.Device(0)  # bound by its record in the capture
+    for _ in range(2):
+        g.replay()
+        end.synchronize()
+        assert start.elapsed_time(end) >= 0
+    assert x.tolist() == [2.0] * 4
+
+
 def test_enable_debug_mode_keeps_the_graph_for_debug_dump(tmp_path):
     x = mg.zeros(3)
     g = MTIAGraph()
