@@ -110,6 +110,31 @@ def test_the_graph_keeps_the_array_alive():
     assert ref() is None
 
 
+def test_a_replay_captured_as_a_child_graph_reads_the_array_and_keeps_it():
+    """A graph replayed inside another capture becomes a child graph of it: the outer
+    graph reads the inner one's host array at each of its replays, and keeps it alive
+    after the inner graph is gone."""
+    host = np.zeros(4, dtype=np.float32)
+    ref = weakref.ref(host)
+    inner, t = capture(functools.partial(mg.tensor, host))
+    outer = MTIAGraph()
+    with mg.graph(outer):
+        inner.replay()
+        doubled = t * 2
+    del host
+    inner.reset()
+    gc.collect()
+    assert ref() is not None
+    for step in (1, 3):
+        ref()[:] = step
+        outer.replay()
+        assert doubled.tolist() == [2.0 * step] * 4
+    outer.reset()
+    mg.synchronize()
+    gc.collect()
+    assert ref() is None
+
+
 def test_numbers_and_sequences_are_read_once_at_capture():
     values = [1.0, 2.0, 3.0]
     g, (a, b, c) = capture(
