@@ -301,11 +301,12 @@ class MTIAGraph:
 
         ``other`` must be topologically identical to this graph (the same operations in
         the same order, with the same dependencies) and hold its template
-        (``MTIAGraph(keep_graph=True)``); what may differ are the tensors and values the
-        operations use. Replays already launched finish with the old ones; every replay
-        launched afterwards uses ``other``'s. Anything else raises :class:`MTIAValueError`
-        naming the first operation that differs, and leaves this graph unchanged. This
-        graph's own template (``keep_graph=True``) stays the one it captured.
+        (``MTIAGraph(keep_graph=True)``, or :meth:`enable_debug_mode`); what may differ are
+        the tensors and values the operations use. Replays already launched finish with
+        the old ones; every replay launched afterwards uses ``other``'s. Anything else
+        raises :class:`MTIAValueError` naming the first operation that differs, and leaves
+        this graph unchanged. This graph's own template (``keep_graph=True``) stays the one
+        it captured.
         """
         if not isinstance(other, MTIAGraph):
             raise TypeError(f"update() expects an MTIAGraph, got {type(other).__name__}")
@@ -313,7 +314,8 @@ class MTIAGraph:
         if template is None:
             raise RuntimeError(
                 "MTIAGraph.update() needs the other graph's template: capture it with "
-                "MTIAGraph(keep_graph=True) (or capture again with recapture())"
+                "MTIAGraph(keep_graph=True) or after enable_debug_mode() (or capture again "
+                "with recapture())"
             )
         exec_ = self._exec
         if exec_ is None:
@@ -344,8 +346,8 @@ class MTIAGraph:
         instantiation, and later replays run the new capture. The capture must match the
         first one operation for operation; otherwise :class:`MTIAValueError` is raised and
         the graph is left as it was. With ``keep_graph=True`` (or :meth:`enable_debug_mode`)
-        the new capture also becomes this graph's template. ``stream``, ``capture_error_mode`` and
-        ``check_input_liveness`` are :class:`graph`'s.
+        the new capture also becomes this graph's template. The arguments are
+        :class:`graph`'s.
         """
         if not self._captured:
             raise RuntimeError("MTIAGraph.recapture() called before a successful capture")
