@@ -79,6 +79,7 @@ mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
 
 void mt_graph_free(mt_graph *g) {
     mt_dag_unref(g->dag);
+    if (g->artifact) mt_artifact_unref(g->artifact);
     if (g->pool) mt_pool_release(g->pool);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -120,8 +121,10 @@ static uint32_t list_buffers(const mt_op *op, const mtiart_arg *args, uint32_t n
     if (op->type == MT_OP_KERNEL) {
         for (uint32_t i = 0; i < num_args; i++)
             if (args[i].kind != MTIART_ARG_VALUE)
+                /* `reserved` keeps the argument's index (for saving the graph); the
+                 * public accessor clears it. */
                 buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)args[i].value,
-                                                   args[i].extent, args[i].kind, 0};
+                                                   args[i].extent, args[i].kind, i};
     } else if (op->type == MT_OP_MEMCPY) {
         uint32_t kind = op->u.copy.kind;
         if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
@@ -541,6 +544,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
                             g->dag->nodes[node].num_buffers);
     *use = g->dag->nodes[node].buffers[index];
+    use->reserved = 0;
     return MTIART_SUCCESS;
 }
 

@@ -167,6 +167,8 @@ typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
 typedef struct mt_dag mt_dag;
 typedef struct mt_plan mt_plan;
+typedef struct mt_artifact mt_artifact; /* a loaded graph file (serialize.c) */
+typedef struct mt_bindings mt_bindings; /* an executable's bindings (serialize.c) */
 
 /* ---------------------------------------------------------------- operations */
 
@@ -647,7 +649,8 @@ struct mt_graph {
     pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
     mt_dag *dag;
-    mt_pool *pool; /* NULL for hand-built graphs */
+    mt_pool *pool;         /* NULL for hand-built graphs */
+    mt_artifact *artifact; /* a graph loaded from a file: what it was loaded from */
 };
 
 mt_graph *mt_graph_new(mt_device *dev);
@@ -696,5 +699,29 @@ void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
 mt_event *mt_exec_done_event(mt_exec *x);
+mt_device *mt_exec_device(const mt_exec *x);
+mt_bindings *mt_exec_bindings(const mt_exec *x);
+/* What the executable runs now: its template with the latest update (a reference). */
+mt_dag *mt_exec_template(mt_exec *x);
+/* The pools the executable's memory lives in (its own, then those of graphs it was updated
+ * from), up to `cap` of them into `out`; returns how many there are. */
+size_t mt_exec_pools(mt_exec *x, mt_pool **out, size_t cap);
+/* Update the executable from `dag` (a topologically identical graph) as
+ * mtiart_graph_exec_update does; `pool` (may be NULL) is kept for as long as it runs. */
+mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_update_info *info);
+
+/* ---------------------------------------------------------------- saved graphs (serialize.c) */
+
+void mt_artifact_unref(mt_artifact *a);
+/* An executable instantiated from loaded graph `g`: its bindings, all unbound but the
+ * constants (NULL and success when the graph has no binding to make). */
+mtiart_status mt_bindings_new(const mt_graph *g, mt_bindings **out);
+void mt_bindings_free(mt_bindings *b);
+/* NOT_PERMITTED naming the first binding not bound yet, or success. */
+mtiart_status mt_bindings_check(const mt_bindings *b);
+
+/* The segment of private pool `pool` that holds [ptr, ptr+bytes), if any. (alloc.c) */
+bool mt_pool_segment_of(const mt_pool *pool, const void *ptr, size_t bytes, uintptr_t *base,
+                        size_t *size);
 
 #endif /* MTIART_INTERNAL_H */
