@@ -793,7 +793,7 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
  * C++ or Python, instantiated and replayed. Built-in kernels are saved by their stable ids;
  * user kernels by (shared library, exported symbol). Memory the graph allocated while it
  * was captured is saved as offsets into its own pool and restored into a fresh pool
- * (zeroed) at load. Any other buffer a node touches must be named in a binding: an input
+ * at load. Any other buffer a node touches must be named in a binding: an input
  * or output the loader supplies with mtiart_graph_exec_bind, or a constant whose contents
  * are embedded in the file. Host functions, Python kernels, kernels that are not exported
  * symbols of a shared library, waits for events the graph does not record, and buffers

@@ -1355,9 +1355,10 @@ static mtiart_status materialize(mt_artifact *a, mt_device *dev, const mtiart_lo
                                 "region %zu of the graph needs %llu bytes; device %d has %llu", i,
                                 (unsigned long long)a->region_bytes[i], dev->index,
                                 (unsigned long long)dev->capacity);
+        /* Not cleared: the graph's scratch memory starts as a fresh capture's does (and a
+         * hostile size costs address space, not the time to touch it). */
         if ((st = mt_alloc(dev, dev->default_stream, a->pool, a->region_bytes[i], &a->regions[i])))
             return st;
-        memset(a->regions[i], 0, a->region_bytes[i]);
     }
     for (size_t i = 0; i < a->num_bindings; i++) {
         gf_binding *b = &a->bindings[i];
