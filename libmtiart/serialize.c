@@ -252,7 +252,10 @@ typedef struct saver {
     } * kernels;
     size_t num_kernels, cap_kernels;
     buf strings, kernel_recs, graph_recs, nodes, deps, args, data;
-    char where[160]; /* the node being saved, for messages */
+    /* the node being saved, named in messages */
+    uint32_t at_graph;
+    size_t at_index;
+    const mt_node *at_node;
 } saver;
 
 static bool grow_array(void **array, size_t *cap, size_t need, size_t size) {
@@ -282,15 +285,29 @@ static uint64_t add_data(saver *s, const void *src, size_t bytes) {
     return at;
 }
 
+/* "node 3 (kernel mtiart_matmul)", "node 0 (fill) of body 2": the node being saved. */
+static void describe_node(const saver *s, char *out, size_t cap) {
+    static const char *kinds[] = {"kernel",     "memcpy", "fill",  "host function", "event record",
+                                  "event wait", "empty",  "graph", "child graph",   "conditional"};
+    const mt_node *n = s->at_node;
+    char name[96] = "";
+    if (n->op.type == MT_OP_KERNEL) mt_kernel_name(n->op.fn.kernel, name, sizeof name);
+    const char *kind = n->op.type < sizeof kinds / sizeof *kinds ? kinds[n->op.type] : "unknown";
+    int len = snprintf(out, cap, "node %zu (%s%s%s)", s->at_index, kind, name[0] ? " " : "", name);
+    if (s->at_graph && len >= 0 && (size_t)len < cap)
+        snprintf(out + len, cap - (size_t)len, " of body %u", s->at_graph);
+}
+
 static mtiart_status save_fail(saver *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static mtiart_status save_fail(saver *s, const char *fmt, ...) {
-    char detail[512];
+    char where[192], detail[512];
+    describe_node(s, where, sizeof where);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s", s->where, detail);
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s: %s", where, detail);
 }
 
 /* Where [ptr, ptr + bytes) is: in a binding (a host side only in a host binding), else in
@@ -557,20 +574,6 @@ static mtiart_status save_node(saver *s, const mt_node *n, uint8_t *rec) {
     return st;
 }
 
-static void describe_node(saver *s, uint32_t graph, size_t index, const mt_node *n) {
-    static const char *kinds[] = {"kernel",     "memcpy", "fill",  "host function", "event record",
-                                  "event wait", "empty",  "graph", "child graph",   "conditional"};
-    char name[96] = "";
-    if (n->op.type == MT_OP_KERNEL) mt_kernel_name(n->op.fn.kernel, name, sizeof name);
-    const char *kind = n->op.type < sizeof kinds / sizeof *kinds ? kinds[n->op.type] : "unknown";
-    if (graph == 0)
-        snprintf(s->where, sizeof s->where, "node %zu (%s%s%s)", index, kind, name[0] ? " " : "",
-                 name);
-    else
-        snprintf(s->where, sizeof s->where, "node %zu (%s%s%s) of body %u", index, kind,
-                 name[0] ? " " : "", name, graph);
-}
-
 static mtiart_status save_graphs(saver *s) {
     mtiart_status st = collect_records(s, s->dags[0], 0);
     /* Bodies are appended to s->dags as they are met, so this loop reaches them all. */
@@ -582,7 +585,9 @@ static mtiart_status save_graphs(saver *s) {
         put32(grec + 4, (uint32_t)d->num_nodes);
         for (size_t i = 0; st == MTIART_SUCCESS && i < d->num_nodes; i++) {
             const mt_node *n = &d->nodes[i];
-            describe_node(s, (uint32_t)g, i, n);
+            s->at_graph = (uint32_t)g;
+            s->at_index = i;
+            s->at_node = n;
             size_t at = s->nodes.len;
             if (!buf_grow(&s->nodes, NODE_SIZE)) return mt_oom();
             uint8_t rec[NODE_SIZE] = {0};
@@ -990,7 +995,7 @@ static mtiart_status parse_tables(reader *r) {
     if (a->num_deps && !(a->deps = malloc(a->num_deps * sizeof *a->deps))) return mt_oom();
     for (size_t i = 0; i < a->num_deps; i++) a->deps[i] = get32(section(r, SEC_DEPS) + 4 * i);
     if ((st = records(r, SEC_ARGS, ARG_SIZE, "argument", &a->num_args))) return st;
-    if (a->num_args && !(a->args = calloc(a->num_args, sizeof *a->args))) return mt_oom();
+    if (a->num_args && !(a->args = malloc(a->num_args * sizeof *a->args))) return mt_oom();
     for (size_t i = 0; i < a->num_args; i++) {
         const uint8_t *rec = section(r, SEC_ARGS) + i * ARG_SIZE;
         a->args[i] = (gf_arg){get32(rec),
@@ -1002,7 +1007,7 @@ static mtiart_status parse_tables(reader *r) {
     if (a->num_graphs == 0) return bad("no graph");
     if (!(a->graphs = calloc(a->num_graphs, sizeof *a->graphs))) return mt_oom();
     if ((st = records(r, SEC_NODES, NODE_SIZE, "node", &a->num_nodes))) return st;
-    if (a->num_nodes && !(a->nodes = calloc(a->num_nodes, sizeof *a->nodes))) return mt_oom();
+    if (a->num_nodes && !(a->nodes = malloc(a->num_nodes * sizeof *a->nodes))) return mt_oom();
     for (size_t i = 0; i < a->num_nodes; i++) {
         const uint8_t *rec = section(r, SEC_NODES) + i * NODE_SIZE;
         a->nodes[i] = (gf_node){get32(rec),
@@ -1028,10 +1033,31 @@ static mtiart_status parse_tables(reader *r) {
     return MTIART_SUCCESS;
 }
 
+/* Where a node check is (messages are only formatted when one fails: loading checks
+ * every node of large graphs). */
+typedef struct site {
+    size_t graph;
+    uint32_t node;
+    int arg; /* a kernel argument, or -1 */
+} site;
+
+static mtiart_status bad_at(const site *at, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static mtiart_status bad_at(const site *at, const char *fmt, ...) {
+    char detail[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (at->arg >= 0)
+        return bad("graph %zu node %u argument %d: %s", at->graph, at->node, at->arg, detail);
+    return bad("graph %zu node %u: %s", at->graph, at->node, detail);
+}
+
 /* A reference to `extent` bytes: in a region or binding, on the side (device or host) the
  * node needs. Conditions must be in a region. */
 static mtiart_status check_ref(const mt_artifact *a, const gf_ref *ref, uint64_t extent,
-                               bool device_side, const char *where, const char *what) {
+                               bool device_side, const site *at, const char *what) {
     uint64_t size;
     if (ref->space == SPACE_REGION && device_side && ref->index < a->num_regions) {
         size = a->region_bytes[ref->index];
@@ -1039,46 +1065,45 @@ static mtiart_status check_ref(const mt_artifact *a, const gf_ref *ref, uint64_t
                !(a->bindings[ref->index].flags & GF_BINDING_HOST) == device_side) {
         size = a->bindings[ref->index].bytes;
     } else {
-        return bad("%s: %s names %s %u %u, which does not exist or is not %s memory", where, what,
-                   "space/index", ref->space, ref->index, device_side ? "device" : "host");
+        return bad_at(at, "%s is in space %u index %u, which does not exist or is not %s memory",
+                      what, ref->space, ref->index, device_side ? "device" : "host");
     }
     if (ref->offset > size || extent > size - ref->offset)
-        return bad("%s: %s [%llu, +%llu) runs past the %llu bytes it lies in", where, what,
-                   (unsigned long long)ref->offset, (unsigned long long)extent,
-                   (unsigned long long)size);
+        return bad_at(at, "%s [%llu, +%llu) runs past the %llu bytes it lies in", what,
+                      (unsigned long long)ref->offset, (unsigned long long)extent,
+                      (unsigned long long)size);
     return MTIART_SUCCESS;
 }
 
-static mtiart_status parse_kernel(const mt_artifact *a, const gf_node *n, const char *where) {
+static mtiart_status parse_kernel(const mt_artifact *a, const gf_node *n, site *at) {
     bool user = n->a & GF_USER_KERNEL;
     if (user ? (n->a & ~GF_USER_KERNEL) >= a->num_kernels : !mt_builtin_kernel_by_id(n->a))
-        return bad("%s: %s kernel %u does not exist", where, user ? "user" : "built-in",
-                   n->a & ~GF_USER_KERNEL);
+        return bad_at(at, "%s kernel %u does not exist", user ? "user" : "built-in",
+                      n->a & ~GF_USER_KERNEL);
     if (n->num_blocks == 0 || n->num_blocks > GF_MAX_BLOCKS)
-        return bad("%s: %u blocks", where, n->num_blocks);
+        return bad_at(at, "%u blocks", n->num_blocks);
     if (n->b > MT_MAX_ARGS || (uint64_t)n->c + n->b > a->num_args)
-        return bad("%s: arguments [%u, +%u) past the %zu of the file (at most %d a kernel)", where,
-                   n->c, n->b, a->num_args, MT_MAX_ARGS);
+        return bad_at(at, "arguments [%u, +%u) past the %zu of the file (at most %d a kernel)",
+                      n->c, n->b, a->num_args, MT_MAX_ARGS);
     for (uint32_t i = 0; i < n->b; i++) {
         const gf_arg *arg = &a->args[n->c + i];
-        char what[32];
-        snprintf(what, sizeof what, "argument %u", i);
+        at->arg = (int)i;
         if (arg->kind == MTIART_ARG_VALUE) {
             if (arg->size == 0 || arg->size > 4096 || arg->ref.offset > a->data_size ||
                 arg->size > a->data_size - arg->ref.offset)
-                return bad("%s: %s: %u value bytes at %llu, not in the data section", where, what,
-                           arg->size, (unsigned long long)arg->ref.offset);
+                return bad_at(at, "%u value bytes at %llu, not in the data section", arg->size,
+                              (unsigned long long)arg->ref.offset);
         } else if (arg->kind <= MTIART_ARG_BUFFER_INOUT) {
-            mtiart_status st = check_ref(a, &arg->ref, arg->extent, true, where, what);
+            mtiart_status st = check_ref(a, &arg->ref, arg->extent, true, at, "the buffer");
             if (st) return st;
         } else {
-            return bad("%s: %s: kind %u", where, what, arg->kind);
+            return bad_at(at, "kind %u", arg->kind);
         }
         /* The kernel library reads its parameter struct from argument 0 and buffers after. */
         if (!user && (i == 0) != (arg->kind == MTIART_ARG_VALUE))
-            return bad("%s: a built-in kernel takes its parameters first, then buffers", where);
+            return bad_at(at, "a built-in kernel takes its parameters first, then buffers");
     }
-    if (!user && n->b == 0) return bad("%s: a built-in kernel without parameters", where);
+    if (!user && n->b == 0) return bad_at(at, "a built-in kernel without parameters");
     return MTIART_SUCCESS;
 }
 
@@ -1090,48 +1115,46 @@ static bool power_of_two_size(uint32_t size) {
  * here; any other number is refused. */
 static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t local,
                                 const gf_node *n) {
-    char where[64];
-    snprintf(where, sizeof where, "graph %zu node %u", graph, local);
+    site where = {graph, local, -1}, *at = &where;
     if ((uint64_t)n->first_dep + n->num_deps > a->num_deps)
-        return bad("%s: dependencies [%u, +%u) past the %zu of the file", where, n->first_dep,
-                   n->num_deps, a->num_deps);
+        return bad_at(at, "dependencies [%u, +%u) past the %zu of the file", n->first_dep,
+                      n->num_deps, a->num_deps);
     for (uint32_t k = 0; k < n->num_deps; k++)
         if (a->deps[n->first_dep + k] >= local)
-            return bad("%s: depends on node %u, which does not come before it", where,
-                       a->deps[n->first_dep + k]);
+            return bad_at(at, "depends on node %u, which does not come before it",
+                          a->deps[n->first_dep + k]);
     switch (n->kind) {
-    case GK_KERNEL: return parse_kernel(a, n, where);
+    case GK_KERNEL: return parse_kernel(a, n, at);
     case GK_MEMCPY: {
-        if (n->a > MTIART_MEMCPY_DEVICE_TO_DEVICE) return bad("%s: copy kind %u", where, n->a);
+        if (n->a > MTIART_MEMCPY_DEVICE_TO_DEVICE) return bad_at(at, "copy kind %u", n->a);
         if (n->x == 0) return MTIART_SUCCESS;
         bool dst_dev =
             n->a == MTIART_MEMCPY_HOST_TO_DEVICE || n->a == MTIART_MEMCPY_DEVICE_TO_DEVICE;
         bool src_dev =
             n->a == MTIART_MEMCPY_DEVICE_TO_HOST || n->a == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-        mtiart_status st = check_ref(a, &n->r0, n->x, dst_dev, where, "destination");
-        return st ? st : check_ref(a, &n->r1, n->x, src_dev, where, "source");
+        mtiart_status st = check_ref(a, &n->r0, n->x, dst_dev, at, "destination");
+        return st ? st : check_ref(a, &n->r1, n->x, src_dev, at, "source");
     }
     case GK_FILL:
-        if (!power_of_two_size(n->a)) return bad("%s: pattern of %u bytes", where, n->a);
-        if (n->x > UINT64_MAX / n->a) return bad("%s: fill count overflows", where);
-        return n->x ? check_ref(a, &n->r0, n->x * n->a, true, where, "destination")
-                    : MTIART_SUCCESS;
+        if (!power_of_two_size(n->a)) return bad_at(at, "pattern of %u bytes", n->a);
+        if (n->x > UINT64_MAX / n->a) return bad_at(at, "fill count overflows");
+        return n->x ? check_ref(a, &n->r0, n->x * n->a, true, at, "destination") : MTIART_SUCCESS;
     case GK_EMPTY: return MTIART_SUCCESS;
     case GK_EVENT_RECORD:
     case GK_EVENT_WAIT:
-        if (n->a >= a->num_events) return bad("%s: event %u does not exist", where, n->a);
+        if (n->a >= a->num_events) return bad_at(at, "event %u does not exist", n->a);
         return MTIART_SUCCESS;
     case GK_CHILD:
     case GK_CONDITIONAL:
         if (n->a >= a->num_graphs || n->a == graph)
-            return bad("%s: body graph %u does not exist", where, n->a);
+            return bad_at(at, "body graph %u does not exist", n->a);
         if (n->kind == GK_CHILD) return MTIART_SUCCESS;
-        if (n->b > MTIART_CONDITIONAL_WHILE) return bad("%s: conditional type %u", where, n->b);
-        if (!power_of_two_size(n->c)) return bad("%s: condition of %u bytes", where, n->c);
+        if (n->b > MTIART_CONDITIONAL_WHILE) return bad_at(at, "conditional type %u", n->b);
+        if (!power_of_two_size(n->c)) return bad_at(at, "condition of %u bytes", n->c);
         if (n->r0.space != SPACE_REGION || n->r0.offset % n->c)
-            return bad("%s: the condition is not aligned memory of the graph's pool", where);
-        return check_ref(a, &n->r0, n->c, true, where, "condition");
-    default: return bad("%s: unknown node kind %u", where, n->kind);
+            return bad_at(at, "the condition is not aligned memory of the graph's pool");
+        return check_ref(a, &n->r0, n->c, true, at, "condition");
+    default: return bad_at(at, "unknown node kind %u", n->kind);
     }
 }
 
@@ -1307,7 +1330,8 @@ static mtiart_status build_graph(const mt_artifact *a, void *const *base, size_t
     mt_dag *d = mt_dag_new();
     MT_CHECK_ALLOC(d);
     const gf_graph *g = &a->graphs[graph];
-    if (g->num_nodes && !(d->nodes = calloc(g->num_nodes, sizeof *d->nodes))) {
+    /* mt_dag_append fills each node in */
+    if (g->num_nodes && !(d->nodes = malloc(g->num_nodes * sizeof *d->nodes))) {
         mt_dag_unref(d);
         return mt_oom();
     }
