@@ -1474,6 +1474,10 @@ MTIART_API mtiart_status mtiart_graph_load(const char *path, int device,
 
 /* ================================================================== bindings */
 
+/* Serialises binds (of any executable: they are rare): each builds the graph from its
+ * bindings as they are, and two at once on one executable would each miss the other's. */
+static pthread_mutex_t bind_lock = PTHREAD_MUTEX_INITIALIZER;
+
 mtiart_status mt_bindings_new(const mt_graph *g, mt_bindings **out) {
     mt_artifact *a = g->artifact;
     size_t unbound = 0;
@@ -1508,14 +1512,17 @@ mtiart_status mt_bindings_check(const mt_bindings *b) {
     if (MT_LIKELY(atomic_load_explicit(&b->unbound, memory_order_acquire) == 0))
         return MTIART_SUCCESS;
     const mt_artifact *a = b->art;
-    for (size_t i = 0; i < a->num_bindings; i++)
-        if (!b->base[i])
-            return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                                "%s '%s' (%llu bytes) of the loaded graph is not bound: call "
-                                "mtiart_graph_exec_bind first",
-                                a->bindings[i].flags == MTIART_BINDING_OUTPUT ? "output" : "input",
-                                a->bindings[i].name, (unsigned long long)a->bindings[i].bytes);
-    return MTIART_SUCCESS;
+    pthread_mutex_lock(&bind_lock); /* a bind may be filling base[] in */
+    size_t i = 0;
+    while (i < a->num_bindings && b->base[i]) i++;
+    pthread_mutex_unlock(&bind_lock);
+    if (i == a->num_bindings) return MTIART_SUCCESS; /* bound meanwhile */
+    const gf_binding *unbound = &a->bindings[i];
+    return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                        "%s '%s' (%llu bytes) of the loaded graph is not bound: call "
+                        "mtiart_graph_exec_bind first",
+                        unbound->flags == MTIART_BINDING_OUTPUT ? "output" : "input", unbound->name,
+                        (unsigned long long)unbound->bytes);
 }
 
 /* The binding `name` of the executable (any binding when `constants`). */
@@ -1542,10 +1549,6 @@ static mtiart_status find_binding(mt_exec *x, const char *name, mt_bindings **se
     return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                         "the loaded graph has no binding '%s' (its bindings: %s)", name, names);
 }
-
-/* Serialises binds of one executable: each builds the graph from its bindings as they
- * are, and two at once would each miss the other's. */
-static pthread_mutex_t bind_lock = PTHREAD_MUTEX_INITIALIZER;
 
 MTIART_API mtiart_status mtiart_graph_exec_bind(mtiart_graph_exec exec, const char *name, void *ptr,
                                                 size_t bytes) {

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -623,6 +624,82 @@ static void test_versions_and_corruption(mtiart_stream s) {
     unlink(path);
 }
 
+typedef struct race {
+    mtiart_graph_exec x;
+    float *inputs[2];
+    int failures;
+} race;
+
+static void *rebind(void *p) {
+    race *r = p;
+    for (int i = 0; i < 200; i++) {
+        mtiart_status st = mtiart_graph_exec_bind(r->x, "x", r->inputs[i & 1], N * sizeof(float));
+        if (st != MTIART_SUCCESS && st != MTIART_ERROR_INVALID_HANDLE) r->failures++;
+    }
+    return NULL;
+}
+
+/* Binds on one thread while another launches, and while the executable is destroyed:
+ * every launch sees one of the two inputs (the same values) whole, and calls after the
+ * destroy fail cleanly. */
+static void test_bind_races(mtiart_stream s) {
+    float *in[2], *out, *w;
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(mtiart_malloc(0, N * sizeof(float), (void **)&in[k]));
+        fill_input(in[k], 1.0f);
+    }
+    CHECK_OK(mtiart_malloc(0, N * sizeof(float), (void **)&out));
+    CHECK_OK(mtiart_malloc(0, N * sizeof(float), (void **)&w));
+    for (int i = 0; i < N; i++) w[i] = 2.0f;
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_tensor_desc o = vec(out), a = vec(in[0]), b = vec(w);
+    CHECK_OK(mtiart_op_binary(s, MTIART_BINARY_MUL, &o, &a, &b));
+    mtiart_graph graph;
+    CHECK_OK(mtiart_stream_end_capture(s, &graph));
+    char path[300];
+    path_in_dir(path, sizeof path, "races.mtg");
+    mtiart_graph_binding bindings[3] = {
+        {"x", in[0], N * sizeof(float), MTIART_BINDING_INPUT, 0},
+        {"y", out, N * sizeof(float), MTIART_BINDING_OUTPUT, 0},
+        {"w", w, N * sizeof(float), MTIART_BINDING_CONSTANT, 0},
+    };
+    CHECK_OK(mtiart_graph_save(graph, path, bindings, 3));
+    CHECK_OK(mtiart_graph_destroy(graph));
+    mtiart_graph loaded;
+    CHECK_OK(mtiart_graph_load(path, 0, NULL, &loaded));
+    race r = {.inputs = {in[0], in[1]}};
+    CHECK_OK(mtiart_graph_instantiate(loaded, &r.x));
+    CHECK_OK(mtiart_graph_destroy(loaded));
+    CHECK_OK(mtiart_graph_exec_bind(r.x, "y", out, N * sizeof(float)));
+    for (int round = 0; round < 2; round++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, rebind, &r) == 0);
+        for (int i = 0; i < 200; i++) {
+            mtiart_status st = mtiart_graph_launch(r.x, s);
+            /* before the first bind, or after the destroy of the second round */
+            CHECK(st == MTIART_SUCCESS || st == MTIART_ERROR_NOT_PERMITTED ||
+                  (round == 1 && st == MTIART_ERROR_INVALID_HANDLE));
+            if (round == 1 && i == 100) CHECK_OK(mtiart_graph_exec_destroy(r.x));
+        }
+        CHECK(pthread_join(t, NULL) == 0);
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK(r.failures == 0);
+        if (round == 0) {
+            CHECK_OK(mtiart_graph_launch(r.x, s));
+            CHECK_OK(mtiart_stream_synchronize(s));
+            int bad = 0;
+            for (int i = 0; i < N; i++) bad += out[i] != 2.0f * (1.0f + (float)i * 0.25f);
+            CHECK(bad == 0);
+        }
+    }
+    CHECK_STATUS(mtiart_graph_exec_bind(r.x, "x", in[0], N * sizeof(float)),
+                 MTIART_ERROR_INVALID_HANDLE);
+    for (int k = 0; k < 2; k++) CHECK_OK(mtiart_free(in[k]));
+    CHECK_OK(mtiart_free(out));
+    CHECK_OK(mtiart_free(w));
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s LIB_A LIB_B\n", argv[0]);
@@ -646,6 +723,7 @@ int main(int argc, char **argv) {
     test_events(s);
     test_refusals(s);
     test_library_policy(s);
+    test_bind_races(s);
     test_versions_and_corruption(s);
     CHECK_OK(mtiart_stream_destroy(s));
     CHECK_OK(mtiart_device_synchronize(0));
