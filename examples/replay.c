@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     }
     /* The file names no user-kernel library: refuse any, so that a file from elsewhere
      * cannot make this program load code. */
-    mtiart_load_options options = {MTIART_LOAD_RESTRICT_LIBRARIES, 0, NULL};
+    mtiart_load_options options = {MTIART_LOAD_BUILTIN_KERNELS_ONLY, 0, NULL};
     mtiart_graph graph;
     mtiart_graph_exec exec;
     CHECK(mtiart_graph_load(argv[1], 0, &options, &graph));

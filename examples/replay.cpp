@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
     }
     try {
         /* No user-kernel library may be loaded on the file's say. */
-        mtiart_load_options options{MTIART_LOAD_RESTRICT_LIBRARIES, 0, nullptr};
+        mtiart_load_options options{MTIART_LOAD_BUILTIN_KERNELS_ONLY, 0, nullptr};
         mtiart::executable exec = mtiart::graph::load(argv[1], 0, &options).instantiate();
         mtiart::stream s;
         mtiart::device_buffer<float> x(exec.binding_size("x") / sizeof(float), s);

@@ -801,7 +801,7 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
  *
  * Loading a file that names user-kernel libraries loads (runs) those libraries: a file
  * from an untrusted source is a code-execution vector. Load such files with
- * MTIART_LOAD_RESTRICT_LIBRARIES and an allow-list.
+ * MTIART_LOAD_BUILTIN_KERNELS_ONLY, or MTIART_LOAD_RESTRICT_LIBRARIES and an allow-list.
  */
 
 typedef enum mtiart_binding_flags {
@@ -836,8 +836,12 @@ MTIART_API mtiart_status mtiart_graph_exec_save(mtiart_graph_exec exec, const ch
 typedef enum mtiart_load_flags {
     MTIART_LOAD_DEFAULT = 0,
     /* Resolve user kernels only in libraries already loaded in the process or named (by
-     * the exact path the file gives) in the allow-list; any other is refused. */
-    MTIART_LOAD_RESTRICT_LIBRARIES = 1
+     * the exact path the file gives) in the allow-list; any other is refused. (A file can
+     * still name any exported function of a loaded library as a kernel.) */
+    MTIART_LOAD_RESTRICT_LIBRARIES = 1,
+    /* Refuse every user kernel: the graph may only call the kernel library's built-ins.
+     * The safe choice for a file from elsewhere. */
+    MTIART_LOAD_BUILTIN_KERNELS_ONLY = 2
 } mtiart_load_flags;
 
 typedef struct mtiart_load_options {

@@ -1111,6 +1111,13 @@ static bool power_of_two_size(uint32_t size) {
     return size == 1 || size == 2 || size == 4 || size == 8;
 }
 
+/* A copy or fill of nothing points nowhere (its references are never resolved). */
+static mtiart_status no_refs(const gf_node *n, const site *at) {
+    if (n->r0.space != SPACE_NONE || n->r1.space != SPACE_NONE)
+        return bad_at(at, "an empty copy or fill with memory references");
+    return MTIART_SUCCESS;
+}
+
 /* One node of graph `graph` at `local` index. Every node kind the format knows is checked
  * here; any other number is refused. */
 static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t local,
@@ -1127,7 +1134,7 @@ static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t loc
     case GK_KERNEL: return parse_kernel(a, n, at);
     case GK_MEMCPY: {
         if (n->a > MTIART_MEMCPY_DEVICE_TO_DEVICE) return bad_at(at, "copy kind %u", n->a);
-        if (n->x == 0) return MTIART_SUCCESS;
+        if (n->x == 0) return no_refs(n, at);
         bool dst_dev =
             n->a == MTIART_MEMCPY_HOST_TO_DEVICE || n->a == MTIART_MEMCPY_DEVICE_TO_DEVICE;
         bool src_dev =
@@ -1138,7 +1145,7 @@ static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t loc
     case GK_FILL:
         if (!power_of_two_size(n->a)) return bad_at(at, "pattern of %u bytes", n->a);
         if (n->x > UINT64_MAX / n->a) return bad_at(at, "fill count overflows");
-        return n->x ? check_ref(a, &n->r0, n->x * n->a, true, at, "destination") : MTIART_SUCCESS;
+        return n->x ? check_ref(a, &n->r0, n->x * n->a, true, at, "destination") : no_refs(n, at);
     case GK_EMPTY: return MTIART_SUCCESS;
     case GK_EVENT_RECORD:
     case GK_EVENT_WAIT:
@@ -1212,6 +1219,11 @@ static bool library_allowed(const mtiart_load_options *o, const char *library) {
 static mtiart_status resolve_kernels(mt_artifact *a, const mtiart_load_options *o) {
     for (size_t i = 0; i < a->num_kernels; i++) {
         gf_kernel *k = &a->kernels[i];
+        if (o && o->flags & MTIART_LOAD_BUILTIN_KERNELS_ONLY)
+            return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                                "the graph calls user kernel '%s' of '%s', which "
+                                "MTIART_LOAD_BUILTIN_KERNELS_ONLY refuses",
+                                k->symbol, k->library);
         void *lib = dlopen(k->library, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
         if (!lib && !library_allowed(o, k->library))
             return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
@@ -1405,7 +1417,8 @@ static mtiart_status load(const uint8_t *data, size_t size, int device,
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "allowed_libraries is NULL but num_allowed_libraries is %u",
                             options->num_allowed_libraries);
-    if (options && options->flags & ~(uint32_t)MTIART_LOAD_RESTRICT_LIBRARIES)
+    if (options && options->flags & ~(uint32_t)(MTIART_LOAD_RESTRICT_LIBRARIES |
+                                                MTIART_LOAD_BUILTIN_KERNELS_ONLY))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown load flags 0x%x", options->flags);
     mt_artifact *a = NULL;
     mtiart_status st = parse(data, size, &a);

@@ -516,6 +516,9 @@ static void test_library_policy(mtiart_stream s) {
     patch_file(path, lib_b, lib_a);
     patch_file(path, "sertest_scale", "sertest_scalX");
     CHECK_STATUS(mtiart_graph_load(path, 0, NULL, &loaded), MTIART_ERROR_LOAD_FAILED);
+    mtiart_load_options builtin_only = {MTIART_LOAD_BUILTIN_KERNELS_ONLY, 0, NULL};
+    CHECK_STATUS(mtiart_graph_load(path, 0, &builtin_only, &loaded), MTIART_ERROR_NOT_PERMITTED);
+    CHECK(strstr(mtiart_last_error_message(), "sertest_scalX") != NULL);
     mtiart_load_options bad_flags = {0x80, 0, NULL};
     CHECK_STATUS(mtiart_graph_load(path, 0, &bad_flags, &loaded), MTIART_ERROR_INVALID_VALUE);
     mtiart_load_options null_list = {MTIART_LOAD_RESTRICT_LIBRARIES, 2, NULL};
