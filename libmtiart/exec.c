@@ -956,7 +956,7 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
 
 /* ------------------------------------------------------------------ launch */
 
-static mt_dag *template_ref(mt_exec *x) {
+mt_dag *mt_exec_template(mt_exec *x) {
     pthread_mutex_lock(&x->lock);
     mt_dag *t = x->tmpl;
     mt_dag_ref(t);
@@ -978,7 +978,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
     }
     if (atomic_load(&s->capture)) {
         /* A child graph node of the capture, running what this executable runs. */
-        mtiart_status st = mt_capture_child(s, template_ref(x));
+        mtiart_status st = mt_capture_child(s, mt_exec_template(x));
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an ordinary launch */
     }
@@ -1210,8 +1210,6 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
     }
     return mt_exec_update_dag(x, g->dag, g->pool, info);
 }
-
-mt_dag *mt_exec_template(mt_exec *x) { return template_ref(x); }
 
 mt_device *mt_exec_device(const mt_exec *x) { return x->dev; }
 

@@ -247,9 +247,7 @@ typedef struct saver {
     size_t num_dags, cap_dags;
     const mt_event **recorded;
     size_t num_recorded, cap_recorded;
-    struct {
-        mtiart_kernel_fn fn;
-    } * kernels;
+    mtiart_kernel_fn *kernels; /* user kernels, in file order */
     size_t num_kernels, cap_kernels;
     buf strings, kernel_recs, graph_recs, nodes, deps, args, data;
     /* the node being saved, named in messages */
@@ -382,7 +380,7 @@ static mtiart_status kernel_ref(saver *s, mtiart_kernel_fn fn, uint32_t *ref) {
         return MTIART_SUCCESS;
     }
     for (size_t i = 0; i < s->num_kernels; i++)
-        if (s->kernels[i].fn == fn) {
+        if (s->kernels[i] == fn) {
             *ref = GF_USER_KERNEL | (uint32_t)i;
             return MTIART_SUCCESS;
         }
@@ -414,7 +412,7 @@ static mtiart_status kernel_ref(saver *s, mtiart_kernel_fn fn, uint32_t *ref) {
     if (!rec) return mt_oom();
     put32(rec, add_string(s, info.dli_fname));
     put32(rec + 4, add_string(s, info.dli_sname));
-    s->kernels[s->num_kernels].fn = fn;
+    s->kernels[s->num_kernels] = fn;
     *ref = GF_USER_KERNEL | (uint32_t)s->num_kernels++;
     return MTIART_SUCCESS;
 }

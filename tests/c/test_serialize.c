@@ -30,12 +30,17 @@ static void path_in_dir(char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", dir, name);
 }
 
+/* The arguments of sertest_scale: `count` floats at `data` times `factor`. */
+static void scale_args(mtiart_arg args[3], float *data, const float *factor,
+                       const uint64_t *count) {
+    args[0] = (mtiart_arg){MTIART_ARG_BUFFER_INOUT, 0, data, *count * sizeof(float)};
+    args[1] = (mtiart_arg){MTIART_ARG_VALUE, sizeof *factor, factor, 0};
+    args[2] = (mtiart_arg){MTIART_ARG_VALUE, sizeof *count, count, 0};
+}
+
 static mtiart_status launch_scale(mtiart_stream s, float *data, float factor, uint64_t count) {
-    mtiart_arg args[3] = {
-        {MTIART_ARG_BUFFER_INOUT, 0, data, count * sizeof(float)},
-        {MTIART_ARG_VALUE, sizeof factor, &factor, 0},
-        {MTIART_ARG_VALUE, sizeof count, &count, 0},
-    };
+    mtiart_arg args[3];
+    scale_args(args, data, &factor, &count);
     return mtiart_launch_kernel(s, scale_fn, 1, args, 3);
 }
 
@@ -91,11 +96,8 @@ static mtiart_graph capture_every_kind(mtiart_stream s, float *in, float *out, f
     CHECK_OK(mtiart_graph_create(0, &child_graph));
     float half = 0.5f;
     uint64_t count = N;
-    mtiart_arg args[3] = {
-        {MTIART_ARG_BUFFER_INOUT, 0, out, N * sizeof(float)},
-        {MTIART_ARG_VALUE, sizeof half, &half, 0},
-        {MTIART_ARG_VALUE, sizeof count, &count, 0},
-    };
+    mtiart_arg args[3];
+    scale_args(args, out, &half, &count);
     CHECK_OK(mtiart_graph_add_kernel_node(child_graph, NULL, 0, scale_fn, 1, args, 3, &node));
     mtiart_graph_exec child;
     CHECK_OK(mtiart_graph_instantiate(child_graph, &child));
@@ -451,18 +453,15 @@ static void test_refusals(mtiart_stream s) {
     unlink(path);
 }
 
-/* A saved graph whose one user kernel lives in `library`. */
+/* A saved graph whose one node calls user kernel `fn` on `buf`. */
 static void save_user_kernel_graph(const char *path, mtiart_kernel_fn fn, float *buf) {
     mtiart_graph graph;
     size_t node;
     CHECK_OK(mtiart_graph_create(0, &graph));
     float factor = 2.0f;
     uint64_t count = N;
-    mtiart_arg args[3] = {
-        {MTIART_ARG_BUFFER_INOUT, 0, buf, N * sizeof(float)},
-        {MTIART_ARG_VALUE, sizeof factor, &factor, 0},
-        {MTIART_ARG_VALUE, sizeof count, &count, 0},
-    };
+    mtiart_arg args[3];
+    scale_args(args, buf, &factor, &count);
     CHECK_OK(mtiart_graph_add_kernel_node(graph, NULL, 0, fn, 1, args, 3, &node));
     mtiart_graph_binding b[1] = {{"buf", buf, N * sizeof(float), 0, 0}};
     CHECK_OK(mtiart_graph_save(graph, path, b, 1));
