@@ -110,6 +110,7 @@ typedef struct gf_binding {
     uint32_t flags; /* mtiart_binding_flags | GF_BINDING_HOST */
     uint64_t bytes;
     uint64_t data_offset; /* constants: their contents in DATA */
+    uint32_t align;       /* what a bound address must be aligned to (conditions in it) */
     void *constant;       /* constants, once materialized: device memory the artifact owns */
 } gf_binding;
 
@@ -554,11 +555,6 @@ static mtiart_status save_node(saver *s, const mt_node *n, uint8_t *rec) {
             if ((st = classify(s, op->u.cond.flag, op->u.cond.flag_size, true, "the condition",
                                &r0)))
                 return st;
-            if (r0.space != SPACE_REGION)
-                return save_fail(s,
-                                 "the condition lies in binding '%s': a condition must be "
-                                 "memory of the graph's own pool",
-                                 s->bindings[r0.index].name);
         }
         break;
     }
@@ -1118,8 +1114,7 @@ static mtiart_status no_refs(const gf_node *n, const site *at) {
 
 /* One node of graph `graph` at `local` index. Every node kind the format knows is checked
  * here; any other number is refused. */
-static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t local,
-                                const gf_node *n) {
+static mtiart_status parse_node(mt_artifact *a, size_t graph, uint32_t local, const gf_node *n) {
     site where = {graph, local, -1}, *at = &where;
     if ((uint64_t)n->first_dep + n->num_deps > a->num_deps)
         return bad_at(at, "dependencies [%u, +%u) past the %zu of the file", n->first_dep,
@@ -1156,9 +1151,13 @@ static mtiart_status parse_node(const mt_artifact *a, size_t graph, uint32_t loc
         if (n->kind == GK_CHILD) return MTIART_SUCCESS;
         if (n->b > MTIART_CONDITIONAL_WHILE) return bad_at(at, "conditional type %u", n->b);
         if (!power_of_two_size(n->c)) return bad_at(at, "condition of %u bytes", n->c);
-        if (n->r0.space != SPACE_REGION || n->r0.offset % n->c)
-            return bad_at(at, "the condition is not aligned memory of the graph's pool");
-        return check_ref(a, &n->r0, n->c, true, at, "condition");
+        if (n->r0.offset % n->c) return bad_at(at, "the condition is not aligned to its size");
+        mtiart_status st = check_ref(a, &n->r0, n->c, true, at, "condition");
+        /* A binding holding a condition must be bound as aligned as the condition. */
+        if (st == MTIART_SUCCESS && n->r0.space == SPACE_BINDING &&
+            a->bindings[n->r0.index].align < n->c)
+            a->bindings[n->r0.index].align = n->c;
+        return st;
     default: return bad_at(at, "unknown node kind %u", n->kind);
     }
 }
@@ -1575,6 +1574,10 @@ MTIART_API mtiart_status mtiart_graph_exec_bind(mtiart_graph_exec exec, const ch
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "'%s' is a constant of the file: it cannot be bound", name);
     if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "ptr is NULL");
+    if (b->align && (uintptr_t)ptr % b->align)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "binding '%s' holds a condition of %u bytes: %p is not aligned to it",
+                            name, b->align, ptr);
     if (bytes < b->bytes)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "binding '%s' needs %llu bytes; the buffer has %zu", name,

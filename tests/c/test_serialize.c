@@ -378,6 +378,49 @@ static void test_events(mtiart_stream s) {
     CHECK_OK(mtiart_event_destroy(e));
 }
 
+/* A condition in a binding: the loader binds it, aligned to its size. */
+static void test_condition_binding(mtiart_stream s) {
+    int32_t *flag, *out;
+    CHECK_OK(mtiart_malloc(0, 16, (void **)&flag));
+    CHECK_OK(mtiart_malloc(0, sizeof *out, (void **)&out));
+    mtiart_graph body, graph;
+    size_t node;
+    int32_t seven = 7;
+    CHECK_OK(mtiart_graph_create(0, &body));
+    CHECK_OK(mtiart_graph_add_fill_node(body, NULL, 0, out, &seven, 4, 1, &node));
+    CHECK_OK(mtiart_graph_create(0, &graph));
+    CHECK_OK(mtiart_graph_add_conditional_node(graph, NULL, 0, MTIART_CONDITIONAL_IF, flag, 4, body,
+                                               &node));
+    char path[300];
+    path_in_dir(path, sizeof path, "condition.mtg");
+    mtiart_graph_binding bindings[2] = {{"flag", flag, 4, MTIART_BINDING_INPUT, 0},
+                                        {"out", out, 4, MTIART_BINDING_OUTPUT, 0}};
+    CHECK_OK(mtiart_graph_save(graph, path, bindings, 2));
+    mtiart_graph loaded;
+    mtiart_graph_exec x;
+    CHECK_OK(mtiart_graph_load(path, 0, NULL, &loaded));
+    CHECK_OK(mtiart_graph_instantiate(loaded, &x));
+    CHECK_OK(mtiart_graph_exec_bind(x, "out", out, 4));
+    CHECK_STATUS(mtiart_graph_exec_bind(x, "flag", (char *)flag + 2, 4),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "aligned") != NULL);
+    CHECK_OK(mtiart_graph_exec_bind(x, "flag", flag + 1, 4));
+    for (int set = 0; set < 2; set++) {
+        flag[1] = set;
+        *out = 0;
+        CHECK_OK(mtiart_graph_launch(x, s));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK(*out == (set ? 7 : 0));
+    }
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_destroy(loaded));
+    CHECK_OK(mtiart_graph_destroy(graph));
+    CHECK_OK(mtiart_graph_destroy(body));
+    CHECK_OK(mtiart_free(flag));
+    CHECK_OK(mtiart_free(out));
+    unlink(path);
+}
+
 static int32_t host_noop(void *user_data) {
     (void)user_data;
     return 0;
@@ -723,6 +766,7 @@ int main(int argc, char **argv) {
     test_round_trip(s);
     test_constants(s);
     test_events(s);
+    test_condition_binding(s);
     test_refusals(s);
     test_library_policy(s);
     test_bind_races(s);

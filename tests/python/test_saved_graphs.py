@@ -111,25 +111,62 @@ def test_loaded_in_process_through_the_c_api(captured_mlp, tmp_path):
     batch = np.random.default_rng(2).standard_normal((BATCH, FEATURES)).astype(np.float32)
     expected = python_replays(g, x, y, [batch])[0]
 
+    exec_ = load_and_instantiate(path)
+    count = ffi.new("size_t *")
+    assert lib.mtiart_graph_exec_get_node_count(exec_, count) == 0
+    assert count[0] == g.num_nodes()
+    x2, y2 = mtia.from_numpy(batch), mtia.zeros((BATCH, CLASSES))
+    stream = mtia.current_stream()
+    # Unbound: the launch is refused, naming the binding.
+    assert lib.mtiart_graph_launch(exec_, stream._handle) == lib.MTIART_ERROR_NOT_PERMITTED
+    assert b"'x'" in ffi.string(lib.mtiart_last_error_message())
+    bind(exec_, "x", x2)
+    bind(exec_, "y", y2)
+    assert lib.mtiart_graph_launch(exec_, stream._handle) == 0
+    np.testing.assert_allclose(y2.numpy(), expected, rtol=0, atol=1e-6)
+    lib.mtiart_graph_exec_destroy(exec_)
+
+
+def load_and_instantiate(path):
     graph = ffi.new("mtiart_graph *")
     assert lib.mtiart_graph_load(os.fsencode(path), 0, ffi.NULL, graph) == 0
     exec_ = ffi.new("mtiart_graph_exec *")
     assert lib.mtiart_graph_instantiate(graph[0], exec_) == 0
-    count = ffi.new("size_t *")
-    assert lib.mtiart_graph_get_node_count(graph[0], count) == 0
-    assert count[0] == g.num_nodes()
     lib.mtiart_graph_destroy(graph[0])
-    x2, y2 = mtia.from_numpy(batch), mtia.zeros((BATCH, CLASSES))
-    stream = mtia.current_stream()
-    # Unbound: the launch is refused, naming the binding.
-    assert lib.mtiart_graph_launch(exec_[0], stream._handle) == lib.MTIART_ERROR_NOT_PERMITTED
-    assert b"'x'" in ffi.string(lib.mtiart_last_error_message())
-    for name, t in (("x", x2), ("y", y2)):
-        ptr = ffi.cast("void *", t.data_ptr())
-        assert lib.mtiart_graph_exec_bind(exec_[0], name.encode(), ptr, t.nbytes) == 0
-    assert lib.mtiart_graph_launch(exec_[0], stream._handle) == 0
-    np.testing.assert_allclose(y2.numpy(), expected, rtol=0, atol=1e-6)
-    lib.mtiart_graph_exec_destroy(exec_[0])
+    return exec_[0]
+
+
+def bind(exec_, name, tensor):
+    ptr = ffi.cast("void *", tensor.data_ptr())
+    status = lib.mtiart_graph_exec_bind(exec_, name.encode(), ptr, tensor.nbytes)
+    assert status == 0, ffi.string(lib.mtiart_last_error_message())
+
+
+def test_while_loop_saved_with_its_condition_as_a_binding(tmp_path):
+    count = mtia.zeros(1, dtype=mtia.int32)
+    flag = mtia.ones(1, dtype=mtia.bool)
+    limit = mtia.tensor([5], dtype=mtia.int32)
+    g = MTIAGraph()
+    with mtia.graph(g), mtia.while_(flag):
+        count.add_(1)
+        flag.copy_(count < limit)
+    g.replay()
+    assert count.item() == 5
+    path = tmp_path / "loop.mtg"
+    g.save(path, inputs={"count": count, "flag": flag, "limit": limit})
+    assert "conditional  WHILE 'flag'+0 (1 B): body graph 1" in format_graph(
+        read(path.read_bytes())
+    )
+
+    exec_ = load_and_instantiate(path)
+    count2 = mtia.tensor([2], dtype=mtia.int32)
+    flag2 = mtia.ones(1, dtype=mtia.bool)
+    limit2 = mtia.tensor([9], dtype=mtia.int32)
+    for name, t in (("count", count2), ("flag", flag2), ("limit", limit2)):
+        bind(exec_, name, t)
+    assert lib.mtiart_graph_launch(exec_, mtia.current_stream()._handle) == 0
+    assert count2.item() == 9 and not flag2.item()
+    lib.mtiart_graph_exec_destroy(exec_)
 
 
 def test_save_keeps_the_template_or_uses_the_executable(captured_mlp, tmp_path):
