@@ -923,7 +923,8 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     }
     mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false);
     if (st == MTIART_SUCCESS) st = collect_slots(x);
-    if (st == MTIART_SUCCESS && g->artifact) st = mt_bindings_new(g, &x->bindings);
+    if (st == MTIART_SUCCESS && (g->artifact || g->dag->placeholders))
+        st = mt_bindings_new(g, &x->bindings);
     if (st) {
         exec_free(x);
         return st;
@@ -1208,6 +1209,10 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
                             "the graph belongs to device %d, the executable to device %d",
                             g->dev->index, x->dev->index);
     }
+    if (g->dag->placeholders)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the graph is a loaded graph whose inputs or outputs are not bound: "
+                            "bind them on an executable of it instead");
     return mt_exec_update_dag(x, g->dag, g->pool, info);
 }
 

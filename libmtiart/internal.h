@@ -169,6 +169,7 @@ typedef struct mt_dag mt_dag;
 typedef struct mt_plan mt_plan;
 typedef struct mt_artifact mt_artifact; /* a loaded graph file (serialize.c) */
 typedef struct mt_bindings mt_bindings; /* an executable's bindings (serialize.c) */
+typedef struct mt_blocks mt_blocks;     /* device memory of a loaded graph (serialize.c) */
 
 /* ---------------------------------------------------------------- operations */
 
@@ -638,7 +639,11 @@ struct mt_dag {
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
     size_t num_edges;
-    uint32_t depth; /* bodies inside bodies below this graph (0: none) */
+    uint32_t depth;    /* bodies inside bodies below this graph (0: none) */
+    mt_blocks *blocks; /* loaded from a file: the memory its nodes use (a reference) */
+    /* Loaded from a file with inputs or outputs not bound: some nodes point at
+     * placeholders, so only an executable of the loaded graph, once bound, may run it. */
+    bool placeholders;
 };
 
 /* How deep child and conditional bodies may nest: the walks over a graph recurse. */
@@ -713,8 +718,14 @@ mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_
 /* ---------------------------------------------------------------- saved graphs (serialize.c) */
 
 void mt_artifact_unref(mt_artifact *a);
-/* An executable instantiated from loaded graph `g`: its bindings, all unbound but the
- * constants (NULL and success when the graph has no binding to make). */
+/* The device allocations of a loaded graph (its pool's regions, its constants), freed when
+ * the last dag whose nodes use them goes: wherever the nodes went (an executable, a
+ * child-graph node, a capture), their memory goes with them. */
+void mt_blocks_ref(mt_blocks *b);
+void mt_blocks_unref(mt_blocks *b);
+/* An executable instantiated from `g`, a loaded graph or one holding placeholders (a
+ * loaded graph's body): its bindings, all unbound but the constants (NULL and success
+ * when it has no binding to make); refused for placeholders it could not bind. */
 mtiart_status mt_bindings_new(const mt_graph *g, mt_bindings **out);
 void mt_bindings_free(mt_bindings *b);
 /* NOT_PERMITTED naming the first binding not bound yet, or success. */

@@ -111,7 +111,7 @@ typedef struct gf_binding {
     uint64_t bytes;
     uint64_t data_offset; /* constants: their contents in DATA */
     uint32_t align;       /* what a bound address must be aligned to (conditions in it) */
-    void *constant;       /* constants, once materialized: device memory the artifact owns */
+    void *constant;       /* constants, once materialized: their device memory (in blocks) */
 } gf_binding;
 
 typedef struct gf_kernel {
@@ -126,7 +126,7 @@ struct mt_artifact {
     gf_binding *bindings;
     size_t num_bindings;
     uint64_t *region_bytes;
-    void **regions; /* their memory, in the graph's pool */
+    void **regions; /* their memory, in the graph's pool (in blocks) */
     size_t num_regions;
     gf_kernel *kernels;
     size_t num_kernels;
@@ -144,7 +144,14 @@ struct mt_artifact {
     uint8_t *data;
     size_t data_size;
     mt_pool *pool;
-    mt_dag *loaded; /* the graph as loaded, nothing bound (a reference) */
+    mt_blocks *blocks; /* the regions' and constants' memory (a reference) */
+    mt_dag *loaded;    /* the graph as loaded, nothing bound (a reference) */
+};
+
+struct mt_blocks {
+    atomic_int refcount;
+    size_t count;
+    void *ptr[]; /* device allocations, freed with the last reference */
 };
 
 struct mt_bindings {
@@ -175,12 +182,8 @@ static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 
 
 static void artifact_free(mt_artifact *a) {
     if (a->loaded) mt_dag_unref(a->loaded);
-    for (size_t i = 0; i < a->num_bindings; i++) {
-        free(a->bindings[i].name);
-        if (a->bindings[i].constant) mtiart_free(a->bindings[i].constant);
-    }
-    for (size_t i = 0; a->regions && i < a->num_regions; i++)
-        if (a->regions[i]) mtiart_free(a->regions[i]);
+    for (size_t i = 0; i < a->num_bindings; i++) free(a->bindings[i].name);
+    if (a->blocks) mt_blocks_unref(a->blocks);
     for (size_t i = 0; i < a->num_kernels; i++) {
         free(a->kernels[i].library);
         free(a->kernels[i].symbol);
@@ -200,6 +203,16 @@ static void artifact_free(mt_artifact *a) {
     free(a->args);
     free(a->data);
     free(a);
+}
+
+void mt_blocks_ref(mt_blocks *b) {
+    atomic_fetch_add_explicit(&b->refcount, 1, memory_order_relaxed);
+}
+
+void mt_blocks_unref(mt_blocks *b) {
+    if (atomic_fetch_sub_explicit(&b->refcount, 1, memory_order_acq_rel) != 1) return;
+    for (size_t i = 0; i < b->count; i++) mtiart_free(b->ptr[i]);
+    free(b);
 }
 
 void mt_artifact_unref(mt_artifact *a) {
@@ -1345,6 +1358,8 @@ static mtiart_status build_graph(const mt_artifact *a, void *const *base, size_t
         return mt_oom();
     }
     d->cap_nodes = g->num_nodes;
+    mt_blocks_ref(a->blocks);
+    d->blocks = a->blocks;
     for (uint32_t i = 0; i < g->num_nodes; i++) {
         mtiart_status st = build_node(a, base, memo, d, &a->nodes[g->first_node + i]);
         if (st) {
@@ -1362,8 +1377,14 @@ static mtiart_status build_dag(const mt_artifact *a, void *const *base, mt_dag *
     mt_dag **memo = calloc(a->num_graphs, sizeof *memo);
     MT_CHECK_ALLOC(memo);
     mtiart_status st = build_graph(a, base, 0, memo, out);
+    /* Marked once built: appending a body with placeholders is refused everywhere else. */
+    bool placeholders = false;
+    for (size_t i = 0; i < a->num_bindings; i++) placeholders |= !base[i];
     for (size_t i = 0; i < a->num_graphs; i++)
-        if (memo[i]) mt_dag_unref(memo[i]);
+        if (memo[i]) {
+            memo[i]->placeholders = placeholders;
+            mt_dag_unref(memo[i]);
+        }
     free(memo);
     return st;
 }
@@ -1382,6 +1403,9 @@ static mtiart_status materialize(mt_artifact *a, mt_device *dev, const mtiart_lo
     for (size_t i = 0; i < a->num_events; i++)
         if (!(a->events[i] = mt_event_new(a->event_flags[i]))) return mt_oom();
     if ((st = mt_pool_acquire(dev, (mtiart_pool_id){0, 0}, &a->pool))) return st;
+    a->blocks = calloc(1, sizeof *a->blocks + (a->num_regions + a->num_bindings) * sizeof(void *));
+    MT_CHECK_ALLOC(a->blocks);
+    atomic_init(&a->blocks->refcount, 1);
     for (size_t i = 0; i < a->num_regions; i++) {
         if (a->region_bytes[i] > dev->capacity)
             return mt_set_error(MTIART_ERROR_OUT_OF_MEMORY,
@@ -1392,11 +1416,13 @@ static mtiart_status materialize(mt_artifact *a, mt_device *dev, const mtiart_lo
          * hostile size costs address space, not the time to touch it). */
         if ((st = mt_alloc(dev, dev->default_stream, a->pool, a->region_bytes[i], &a->regions[i])))
             return st;
+        a->blocks->ptr[a->blocks->count++] = a->regions[i];
     }
     for (size_t i = 0; i < a->num_bindings; i++) {
         gf_binding *b = &a->bindings[i];
         if (b->flags != MTIART_BINDING_CONSTANT) continue;
         if ((st = mt_alloc(dev, dev->default_stream, NULL, b->bytes, &b->constant))) return st;
+        a->blocks->ptr[a->blocks->count++] = b->constant;
         memcpy(b->constant, a->data + b->data_offset, b->bytes);
     }
     void **base = initial_bases(a);
@@ -1490,10 +1516,14 @@ static pthread_mutex_t bind_lock = PTHREAD_MUTEX_INITIALIZER;
 
 mtiart_status mt_bindings_new(const mt_graph *g, mt_bindings **out) {
     mt_artifact *a = g->artifact;
+    *out = NULL;
+    if (!a)
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "the graph is a body of a loaded graph whose inputs or outputs are "
+                            "not bound: instantiate the loaded graph and bind them");
     size_t unbound = 0;
     for (size_t i = 0; i < a->num_bindings; i++)
         unbound += a->bindings[i].flags != MTIART_BINDING_CONSTANT;
-    *out = NULL;
     if (!unbound) return MTIART_SUCCESS;
     if (g->dag != a->loaded)
         return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +422,94 @@ static void test_condition_binding(mtiart_stream s) {
     unlink(path);
 }
 
+/* Whether [ptr, +bytes) is a live device allocation (a fill node can be added on it). */
+static bool live(void *ptr, size_t bytes) {
+    mtiart_graph g;
+    size_t node;
+    uint8_t zero = 0;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    bool ok = mtiart_graph_add_fill_node(g, NULL, 0, ptr, &zero, 1, bytes, &node) == MTIART_SUCCESS;
+    CHECK_OK(mtiart_graph_destroy(g));
+    return ok;
+}
+
+/* A loaded graph's memory lives as long as any node that uses it: in its executable, in
+ * a child-graph node a capture recorded from it, after the graph and the executable are
+ * gone. Its unbound placeholders never escape into another graph. */
+static void test_memory_follows_nodes(mtiart_stream s) {
+    float *c;
+    CHECK_OK(mtiart_malloc(0, 4 * sizeof(float), (void **)&c));
+    memset(c, 0, 4 * sizeof(float)); /* a constant's contents go into the file */
+    mtiart_graph graph;
+    size_t node;
+    float two = 2.0f;
+    CHECK_OK(mtiart_graph_create(0, &graph));
+    CHECK_OK(mtiart_graph_add_fill_node(graph, NULL, 0, c, &two, 4, 4, &node));
+    char path[300];
+    path_in_dir(path, sizeof path, "memory.mtg");
+    mtiart_graph_binding constant[1] = {{"c", c, 4 * sizeof(float), MTIART_BINDING_CONSTANT, 0}};
+    CHECK_OK(mtiart_graph_save(graph, path, constant, 1));
+    CHECK_OK(mtiart_graph_destroy(graph));
+    CHECK_OK(mtiart_free(c));
+
+    mtiart_graph loaded;
+    mtiart_graph_exec x;
+    mtiart_buffer_use use;
+    CHECK_OK(mtiart_graph_load(path, 0, NULL, &loaded));
+    CHECK_OK(mtiart_graph_get_node_buffer(loaded, 0, 0, &use));
+    float *restored = (float *)(uintptr_t)use.address;
+    CHECK(live(restored, 16));
+    CHECK_OK(mtiart_graph_instantiate(loaded, &x));
+    CHECK_OK(mtiart_graph_destroy(loaded));
+    CHECK(live(restored, 16));
+    mtiart_graph parent;
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_graph_launch(x, s)); /* a child-graph node */
+    CHECK_OK(mtiart_stream_end_capture(s, &parent));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK(live(restored, 16));
+    mtiart_graph_exec px;
+    CHECK_OK(mtiart_graph_instantiate(parent, &px));
+    CHECK_OK(mtiart_graph_destroy(parent));
+    restored[3] = 0.0f;
+    CHECK_OK(mtiart_graph_launch(px, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(restored[3] == 2.0f);
+    CHECK_OK(mtiart_graph_exec_destroy(px));
+    CHECK_OK(mtiart_device_synchronize(0));
+    CHECK(!live(restored, 16)); /* the last node that used it is gone */
+
+    /* Unbound placeholders: the loaded graph (or a body of it) cannot be run elsewhere. */
+    float *in, *out, host_out[N];
+    CHECK_OK(mtiart_malloc(0, N * sizeof(float), (void **)&in));
+    CHECK_OK(mtiart_malloc(0, N * sizeof(float), (void **)&out));
+    graph = capture_every_kind(s, in, out, host_out);
+    mtiart_graph_binding bindings[3] = {
+        {"in", in, N * sizeof(float), 0, 0},
+        {"out", out, N * sizeof(float), 0, 0},
+        {"host_out", host_out, sizeof host_out, 0, 0},
+    };
+    CHECK_OK(mtiart_graph_save(graph, path, bindings, 3));
+    CHECK_OK(mtiart_graph_load(path, 0, NULL, &loaded));
+    CHECK_OK(mtiart_graph_create(0, &parent));
+    CHECK_STATUS(mtiart_graph_add_child_graph_node(parent, NULL, 0, loaded, &node),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "not bound") != NULL);
+    mtiart_graph body;
+    CHECK_OK(mtiart_graph_get_node_body(loaded, 5, &body)); /* the child graph node */
+    CHECK_STATUS(mtiart_graph_instantiate(body, &x), MTIART_ERROR_NOT_SUPPORTED);
+    CHECK_OK(mtiart_graph_instantiate(graph, &px));
+    CHECK_STATUS(mtiart_graph_exec_update(px, loaded, NULL), MTIART_ERROR_INVALID_VALUE);
+    CHECK_OK(mtiart_graph_exec_destroy(px));
+    CHECK_OK(mtiart_graph_destroy(body));
+    CHECK_OK(mtiart_graph_destroy(parent));
+    CHECK_OK(mtiart_graph_destroy(loaded));
+    CHECK_OK(mtiart_graph_destroy(graph));
+    CHECK_OK(mtiart_free(in));
+    CHECK_OK(mtiart_free(out));
+    unlink(path);
+}
+
 static int32_t host_noop(void *user_data) {
     (void)user_data;
     return 0;
@@ -767,6 +856,7 @@ int main(int argc, char **argv) {
     test_constants(s);
     test_events(s);
     test_condition_binding(s);
+    test_memory_follows_nodes(s);
     test_refusals(s);
     test_library_policy(s);
     test_bind_races(s);
