@@ -5,8 +5,8 @@
  *
  * Loading has two stages. parse() reads the file into an artifact: every count, size,
  * offset and index is checked against the file and against each other, and nothing
- * outside the buffer is touched (the fuzz target runs this stage, with the library
- * policy refusing every library). materialize() then gives it a life in the process:
+ * outside the buffer is touched (tests/fuzz/fuzz_graph_file.c runs it on hostile
+ * input). materialize() then gives it a life in the process:
  * kernels are resolved (user libraries under the caller's policy), the graph's memory is
  * allocated in a fresh pool, constants are restored, events created. build_dag() makes
  * the nodes from the artifact and the current addresses of the bindings: the loaded graph
