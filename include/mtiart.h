@@ -784,6 +784,17 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
 MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           double start, double step);
 
+/* ------------------------------------------------------------------------------------ */
+/* Graph options                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum mtiart_instantiate_flags { MTIART_INSTANTIATE_DEFAULT = 0 } mtiart_instantiate_flags;
+
+/* mtiart_graph_instantiate with options (mtiart_instantiate_flags, or-ed); an unknown bit
+ * is refused with MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec);
+
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }
 #endif

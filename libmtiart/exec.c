@@ -902,11 +902,17 @@ static mtiart_status collect_slots(mt_exec *x) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
-    MT_API_ENTRY();
+/* The flags instantiation knows; a bit beyond them is refused (it may mean something to a
+ * newer library). */
+#define KNOWN_INSTANTIATE_FLAGS ((uint64_t)MTIART_INSTANTIATE_DEFAULT)
+
+static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_graph_exec *exec) {
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(exec);
+    if (flags & ~KNOWN_INSTANTIATE_FLAGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
+                            (unsigned long long)(flags & ~KNOWN_INSTANTIATE_FLAGS));
     mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
     atomic_init(&x->refcount, 1);
@@ -932,6 +938,17 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
+    return instantiate(graph, MTIART_INSTANTIATE_DEFAULT, exec);
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
+    return instantiate(graph, flags, exec);
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {

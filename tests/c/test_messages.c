@@ -203,6 +203,9 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_body, g, 0, NULL);
     EXPECT_PREFIX(mtiart_graph_kernel_node_set_args, g, 9, NULL, 0);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1u << 30, &x);
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_DEFAULT, &x));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
