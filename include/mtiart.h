@@ -785,10 +785,44 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
                                           double start, double step);
 
 /* ------------------------------------------------------------------------------------ */
-/* Graph options                                                                         */
+/* Graph checks                                                                          */
 /* ------------------------------------------------------------------------------------ */
 
-typedef enum mtiart_instantiate_flags { MTIART_INSTANTIATE_DEFAULT = 0 } mtiart_instantiate_flags;
+/* One side of a race: a top-level node of the graph and how it touches the bytes. */
+typedef struct mtiart_race_node {
+    uint64_t node;   /* top-level node index */
+    uint64_t stream; /* id of the stream that captured the node (0: added by hand) */
+    uint32_t access; /* MTIART_ARG_BUFFER_IN / OUT / INOUT, on the overlapping bytes */
+    uint32_t reserved;
+    char name[64]; /* as mtiart_node_info's */
+} mtiart_race_node;
+
+/* Two nodes with no path between them that touch the same bytes, one at least writing. */
+typedef struct mtiart_race {
+    mtiart_race_node first, second; /* first.node < second.node */
+    uint64_t address;               /* the bytes both touch */
+    uint64_t bytes;
+} mtiart_race;
+
+/* Find the races of a graph: every pair of nodes with no path between them whose device
+ * buffers overlap, at least one of them writing (reads of the same bytes do not race).
+ * Child and conditional nodes count as every buffer their bodies touch. Up to `capacity`
+ * races are written to `races` (may be NULL when 0) in node order, one per pair and
+ * contiguous range; *count gets how many there are. Cost: O(A log A + Q * c) for A buffer
+ * uses, Q = O(A) reachability queries on a correct graph (more only where races are) and
+ * c the nodes' chain decomposition (one O(nodes + edges) pass per chain queried). */
+MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_race *races,
+                                                  size_t capacity, size_t *count);
+
+/* mtiart_graph_check_races on what an executable runs (its latest update). */
+MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
+                                                       size_t capacity, size_t *count);
+
+typedef enum mtiart_instantiate_flags {
+    MTIART_INSTANTIATE_DEFAULT = 0,
+    /* Refuse a graph with races (MTIART_ERROR_INVALID_VALUE, the message names them) */
+    MTIART_INSTANTIATE_CHECK_RACES = 1 << 0
+} mtiart_instantiate_flags;
 
 /* mtiart_graph_instantiate with options (mtiart_instantiate_flags, or-ed); an unknown bit
  * is refused with MTIART_ERROR_INVALID_VALUE. */

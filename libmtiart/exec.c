@@ -904,7 +904,7 @@ static mtiart_status collect_slots(mt_exec *x) {
 
 /* The flags instantiation knows; a bit beyond them is refused (it may mean something to a
  * newer library). */
-#define KNOWN_INSTANTIATE_FLAGS ((uint64_t)MTIART_INSTANTIATE_DEFAULT)
+#define KNOWN_INSTANTIATE_FLAGS ((uint64_t)MTIART_INSTANTIATE_CHECK_RACES)
 
 static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_graph_exec *exec) {
     LOOKUP_GRAPH(g, graph);
@@ -913,6 +913,8 @@ static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_grap
     if (flags & ~KNOWN_INSTANTIATE_FLAGS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
                             (unsigned long long)(flags & ~KNOWN_INSTANTIATE_FLAGS));
+    mtiart_status st;
+    if ((flags & MTIART_INSTANTIATE_CHECK_RACES) && (st = mt_dag_refuse_races(g->dag))) return st;
     mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
     atomic_init(&x->refcount, 1);
@@ -925,7 +927,7 @@ static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_grap
         exec_free(x);
         return mt_oom();
     }
-    mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false);
+    st = plan_build(&x->plan, g->dag, g->dev, false);
     if (st || (st = collect_slots(x))) {
         exec_free(x);
         return st;
@@ -949,6 +951,16 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
                                                              mtiart_graph_exec *exec) {
     MT_API_ENTRY();
     return instantiate(graph, flags, exec);
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
+                                                       size_t capacity, size_t *count) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    pthread_mutex_lock(&x->lock);
+    mtiart_status st = mt_dag_check_races(x->tmpl, races, capacity, count);
+    pthread_mutex_unlock(&x->lock);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {

@@ -608,7 +608,8 @@ typedef struct mt_node {
     uint32_t num_buffers;
     uint32_t num_deps;
     size_t *deps;
-    mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    mt_dag *body;    /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    uint64_t stream; /* id of the stream that captured the node (0: added by hand) */
 } mt_node;
 
 /* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
@@ -659,9 +660,19 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
                             const mtiart_arg *args, uint32_t num_args, size_t *index);
 /* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
 mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
+/* How messages, node infos and dumps name a node ("add_f32", "memcpy DtoD"). */
+void mt_node_name(const mt_node *n, char *out, size_t cap);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
  * an event: such nodes cannot run inside a conditional body. */
 mtiart_status mt_check_conditional_body(const mt_dag *body);
+
+/* ---------------------------------------------------------------- graph checks (check.c) */
+
+/* The races of dag `d` (mtiart_graph_check_races): up to `cap` into `out`, how many in
+ * *count. */
+mtiart_status mt_dag_check_races(const mt_dag *d, mtiart_race *out, size_t cap, size_t *count);
+/* INVALID_VALUE naming the races of `d` if it has any (an instantiation that checks). */
+mtiart_status mt_dag_refuse_races(const mt_dag *d);
 
 /* A record node completed: stream.c's completion, which hands the streams parked on the
  * event back to their workers (passed down so that exec.c never calls up into stream.c). */

@@ -19,6 +19,7 @@ The package's modules form layers: each module imports only modules listed befor
     _storage    device allocations, copies between host and device
     tensor      Tensor and its operations, tensor()
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
+    checks      graph checks: races between unordered nodes
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
 
@@ -39,6 +40,7 @@ from ._C import (
     MTIAValueError,
     OutOfMemoryError,
 )
+from .checks import Race, RaceError, RaceNode, RaceWarning
 from .device import (
     Device,
     DeviceProperties,
@@ -158,6 +160,11 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "graph_pool_handle",
     "while_",
     "if_",
+    # graph checks
+    "Race",
+    "RaceNode",
+    "RaceWarning",
+    "RaceError",
     # tensors
     "Tensor",
     "dtype",

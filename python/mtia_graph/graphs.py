@@ -20,6 +20,15 @@ from typing_extensions import Self
 
 from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
 from .callbacks import capture_keepalive, keep_alive_for_capture
+from .checks import (
+    Race,
+    RaceError,
+    RaceWarning,
+    check_races_mode,
+    describe_races,
+    races_of,
+    user_stacklevel,
+)
 from .device import device as _device_context
 from .dtypes import bool_, int32
 from .memory import empty_cache
@@ -123,6 +132,7 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_check_races",
         "_device",
         "_exec",
         "_graph",
@@ -142,6 +152,7 @@ class MTIAGraph:
     _captured: bool
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Stream | None
+    _check_races: str | None  # the capture's check_races= (None, "warn", "error")
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
@@ -155,6 +166,7 @@ class MTIAGraph:
         self._captured = False
         self._keepalive = []
         self._last_replay_stream = None
+        self._check_races = None
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
@@ -163,7 +175,10 @@ class MTIAGraph:
         pass
 
     def capture_begin(
-        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+        self,
+        pool: _POOL_HANDLE = (0, 0),
+        capture_error_mode: str = "global",
+        check_races: str | None = None,
     ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
@@ -172,9 +187,14 @@ class MTIAGraph:
                 :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
             capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
+            check_races: ``"warn"`` or ``"error"`` to check the captured graph for races
+                (see :meth:`check_races`) at ``capture_end()``: a :class:`RaceWarning`,
+                or a :class:`RaceError` that discards the capture; None (default): no
+                check.
         """
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
+        races_mode = check_races_mode(check_races)
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
@@ -191,6 +211,7 @@ class MTIAGraph:
         self._capture_id = info.id
         self._device = stream.device_index
         self._pool = info.pool
+        self._check_races = races_mode
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -212,6 +233,8 @@ class MTIAGraph:
             self._retire_keepalive()
             raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
+        if self._check_races is not None:
+            self._check_captured_races(self._check_races)
         try:
             count = ffi.new("size_t *")
             check(lib.mtiart_graph_get_node_count(self._graph, count))
@@ -375,6 +398,23 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.num_nodes", reset_meanwhile)
         return int(count[0])
 
+    def check_races(self) -> list[Race]:
+        """The races of the captured graph: every pair of operations that no stream order
+        or event puts one after the other and that touch the same device bytes, one of
+        them writing. Their order at replay is whatever the device's workers make it, so
+        results may change from replay to replay. The typical cause is a side stream whose
+        work the capturing stream uses without waiting for it (a forgotten
+        ``wait_stream``). Reads of the same bytes, and disjoint slices of one tensor,
+        never race. Each :class:`Race` names both operations (index, name, capturing
+        stream), how each touches the bytes, and the overlapping range.
+        """
+        graph, exec_ = self._graph, self._exec
+        if graph is not None:
+            return races_of(lib.mtiart_graph_check_races, graph, "MTIAGraph.check_races")
+        if exec_ is not None:
+            return races_of(lib.mtiart_graph_exec_check_races, exec_, "MTIAGraph.check_races")
+        raise RuntimeError("MTIAGraph.check_races() called before a successful capture")
+
     def __repr__(self) -> str:
         state = (
             "capturing"
@@ -398,6 +438,20 @@ class MTIAGraph:
         exec_out = ffi.new("mtiart_graph_exec *")
         check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
         self._exec = exec_out[0]
+
+    def _check_captured_races(self, mode: str) -> None:
+        races = races_of(lib.mtiart_graph_check_races, self._graph, "MTIAGraph.capture_end")
+        if not races:
+            return
+        text = describe_races(races)
+        if mode == "warn":
+            warnings.warn(text, RaceWarning, stacklevel=user_stacklevel())
+            return
+        # The capture is discarded, as for any failed capture_end().
+        self._destroy_template()
+        self._pool = None
+        self._retire_keepalive()
+        raise RaceError(f"MTIAGraph.capture_end: {text}", races)
 
     def _destroy_template(self) -> None:
         if self._graph is not None:
@@ -443,6 +497,7 @@ class MTIAGraph:
         self._retire_keepalive()
         self._pool = None
         self._capture_id = 0
+        self._check_races = None
 
 
 class graph:
@@ -454,6 +509,7 @@ class graph:
         stream: the capture stream; by default one stream per process, taken from
             ``current_stream()`` at the first use (as in torch).
         capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
+        check_races: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
     empty and reusable), the previous stream is restored, and the original exception
@@ -468,6 +524,7 @@ class graph:
         pool: _POOL_HANDLE | None = None,
         stream: Stream | None = None,
         capture_error_mode: str = "global",
+        check_races: str | None = None,
     ):
         if not isinstance(mtia_graph, MTIAGraph):
             raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
@@ -481,6 +538,7 @@ class graph:
         assert self.capture_stream is not None
         self.capture_error_mode = capture_error_mode
         _capture_mode(capture_error_mode)
+        self.check_races = check_races_mode(check_races)
         self.stream_ctx = _stream_context(self.capture_stream)
         # capture_begin() captures the current stream of the current device, so the capture
         # stream's device is made current for the body (torch gets this from set_stream,
@@ -498,7 +556,9 @@ class graph:
 
         pool_arg = self.pool[0] if self.pool else (0, 0)
         try:
-            self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
+            self.mtia_graph.capture_begin(
+                pool_arg, capture_error_mode=self.capture_error_mode, check_races=self.check_races
+            )
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)
             self.device_ctx.__exit__(None, None, None)

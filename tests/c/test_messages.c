@@ -206,9 +206,11 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1u << 30, &x);
     CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_DEFAULT, &x));
     CHECK_OK(mtiart_graph_exec_destroy(x));
+    EXPECT_PREFIX(mtiart_graph_check_races, g, NULL, 1, &count);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_check_races, x, NULL, 0, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);
     mtiart_graph other;

@@ -89,6 +89,8 @@ PUBLIC_KINDS = {
         "KernelError",
         "CaptureError",
         "MTIAValueError",
+        "RaceError",
+        "RaceWarning",
     ],
     "class": [
         "Device",
@@ -103,6 +105,8 @@ PUBLIC_KINDS = {
         "dtype",
         "Kernel",
         "PythonKernel",
+        "Race",
+        "RaceNode",
     ],
     "function": [
         "is_available",

@@ -1,0 +1,286 @@
+/* Graph checks: races found by mtiart_graph_check_races (a forgotten join in a capture,
+ * overlapping and disjoint slices, read-read sharing, child graphs, every pair of a random
+ * graph against a brute-force closure), the instantiate flag that refuses racy graphs, and
+ * the executable's check. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_helpers.h"
+
+static size_t races_of(mtiart_graph g, mtiart_race *out, size_t cap) {
+    size_t count = 99;
+    CHECK_OK(mtiart_graph_check_races(g, out, cap, &count));
+    return count;
+}
+
+static uint64_t stream_id(mtiart_stream s) {
+    uint64_t id = 0;
+    CHECK_OK(mtiart_stream_get_id(s, &id));
+    return id;
+}
+
+/* A side stream writes `b` while the origin reads it: with `join_before_read` the origin
+ * waits for the side stream first (correct), else only at the end (a forgotten wait). */
+static mtiart_graph capture_fork(mtiart_stream origin, mtiart_stream side, float *a, float *b,
+                                 float *c, bool join_before_read) {
+    mtiart_event forked, joined;
+    CHECK_OK(mtiart_event_create(0, &forked));
+    CHECK_OK(mtiart_event_create(0, &joined));
+    float one = 1.0f;
+    CHECK_OK(
+        mtiart_stream_begin_capture(origin, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_fill_async(origin, a, &one, sizeof one, 16));
+    CHECK_OK(mtiart_event_record(forked, origin));
+    CHECK_OK(mtiart_stream_wait_event(side, forked));
+    CHECK_OK(mtiart_memcpy_async(side, b, a, 16 * sizeof(float), MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    CHECK_OK(mtiart_event_record(joined, side));
+    if (join_before_read) CHECK_OK(mtiart_stream_wait_event(origin, joined));
+    CHECK_OK(mtiart_memcpy_async(origin, c, b, 16 * sizeof(float), MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    if (!join_before_read) CHECK_OK(mtiart_stream_wait_event(origin, joined));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(origin, &g));
+    CHECK_OK(mtiart_event_destroy(forked));
+    CHECK_OK(mtiart_event_destroy(joined));
+    return g;
+}
+
+static void test_forgotten_wait(void) {
+    mtiart_stream origin, side;
+    CHECK_OK(mtiart_stream_create(0, 0, &origin));
+    CHECK_OK(mtiart_stream_create(0, 0, &side));
+    float *a, *b, *c;
+    CHECK_OK(mtiart_malloc(0, 64, (void **)&a));
+    CHECK_OK(mtiart_malloc(0, 64, (void **)&b));
+    CHECK_OK(mtiart_malloc(0, 64, (void **)&c));
+
+    mtiart_graph bad = capture_fork(origin, side, a, b, c, false);
+    mtiart_race r[4];
+    memset(r, 0, sizeof r);
+    CHECK(races_of(bad, r, 4) == 1);
+    CHECK(r[0].first.node == 1 && r[0].second.node == 2);
+    CHECK(r[0].first.stream == stream_id(side) && r[0].second.stream == stream_id(origin));
+    CHECK(r[0].first.access == MTIART_ARG_BUFFER_OUT && r[0].second.access == MTIART_ARG_BUFFER_IN);
+    CHECK(r[0].address == (uint64_t)(uintptr_t)b && r[0].bytes == 64);
+    CHECK(strcmp(r[0].first.name, "memcpy DtoD") == 0);
+    /* Counting alone. */
+    size_t count = 0;
+    CHECK_OK(mtiart_graph_check_races(bad, NULL, 0, &count));
+    CHECK(count == 1);
+    CHECK_STATUS(mtiart_graph_check_races(bad, NULL, 1, &count), MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_graph_check_races(bad, r, 1, NULL), MTIART_ERROR_INVALID_VALUE);
+
+    /* The instantiate flag refuses it and says why; the graph stays usable. */
+    mtiart_graph_exec x;
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(bad, MTIART_INSTANTIATE_CHECK_RACES, &x),
+                 MTIART_ERROR_INVALID_VALUE);
+    const char *msg = mtiart_last_error_message();
+    CHECK(strstr(msg, "mtiart_graph_instantiate_with_flags: the graph has 1 race: node 1 "
+                      "(memcpy DtoD, stream ") == msg);
+    CHECK(strstr(msg, ") writes and node 2 (memcpy DtoD, stream ") != NULL);
+    CHECK(strstr(msg, ") reads 64 bytes at 0x") != NULL);
+    CHECK(strstr(msg, "with no path between them") != NULL);
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(bad, 1u << 7, &x), MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "unknown instantiate flags 0x80") != NULL);
+    CHECK_OK(mtiart_graph_instantiate_with_flags(bad, MTIART_INSTANTIATE_DEFAULT, &x));
+    CHECK_OK(mtiart_graph_exec_check_races(x, r, 4, &count));
+    CHECK(count == 1 && r[0].first.node == 1);
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_destroy(bad));
+
+    mtiart_graph good = capture_fork(origin, side, a, b, c, true);
+    CHECK(races_of(good, r, 4) == 0);
+    CHECK_OK(mtiart_graph_instantiate_with_flags(good, MTIART_INSTANTIATE_CHECK_RACES, &x));
+    CHECK_OK(mtiart_graph_launch(x, origin));
+    CHECK_OK(mtiart_stream_synchronize(origin));
+    CHECK_OK(mtiart_graph_exec_check_races(x, r, 4, &count));
+    CHECK(count == 0);
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_destroy(good));
+
+    CHECK_STATUS(mtiart_graph_check_races(NULL, r, 4, &count), MTIART_ERROR_INVALID_HANDLE);
+    CHECK_STATUS(mtiart_graph_exec_check_races(NULL, r, 4, &count), MTIART_ERROR_INVALID_HANDLE);
+    CHECK_OK(mtiart_free(a));
+    CHECK_OK(mtiart_free(b));
+    CHECK_OK(mtiart_free(c));
+    CHECK_OK(mtiart_stream_destroy(side));
+    CHECK_OK(mtiart_stream_destroy(origin));
+}
+
+/* Hand-built: independent nodes on slices of one allocation. */
+static void test_slices(void) {
+    uint8_t *buf, *src;
+    CHECK_OK(mtiart_malloc(0, 256, (void **)&buf));
+    CHECK_OK(mtiart_malloc(0, 256, (void **)&src));
+    uint32_t zero = 0;
+    mtiart_race r[8];
+    size_t n;
+
+    /* Disjoint halves written independently, both read independently: no race. */
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    CHECK_OK(mtiart_graph_add_fill_node(g, NULL, 0, buf, &zero, 4, 32, &n));
+    CHECK_OK(mtiart_graph_add_fill_node(g, NULL, 0, buf + 128, &zero, 4, 32, &n));
+    CHECK_OK(mtiart_graph_add_memcpy_node(g, NULL, 0, src, src + 128, 64,
+                                          MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+    CHECK_OK(mtiart_graph_add_memcpy_node(g, NULL, 0, src + 64, src + 128, 64,
+                                          MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+    CHECK(races_of(g, r, 8) == 0);
+    /* A reader of the whole after both, joined: still none. */
+    size_t deps[2] = {0, 1};
+    CHECK_OK(mtiart_graph_add_memcpy_node(g, deps, 2, src + 192, buf + 64, 64,
+                                          MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+    CHECK(races_of(g, r, 8) == 0);
+    /* A writer that overlaps the first half by 8 bytes, unordered: it races with the
+     * first half's writer and its reader, on those bytes. */
+    CHECK_OK(mtiart_graph_add_fill_node(g, NULL, 0, buf + 120, &zero, 4, 2, &n));
+    CHECK(races_of(g, r, 8) == 2);
+    CHECK(r[0].first.node == 0 && r[0].second.node == 5);
+    CHECK(r[0].address == (uint64_t)(uintptr_t)(buf + 120) && r[0].bytes == 8);
+    CHECK(r[1].first.node == 4 && r[1].second.node == 5);
+    CHECK(r[1].first.access == MTIART_ARG_BUFFER_IN && r[1].second.access == MTIART_ARG_BUFFER_OUT);
+    CHECK(r[1].address == (uint64_t)(uintptr_t)(buf + 120) && r[1].bytes == 8);
+    CHECK(r[0].first.stream == 0 && r[0].second.stream == 0);
+    CHECK(strcmp(r[0].second.name, "fill x4") == 0);
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    /* Three unordered writers of the same bytes: every pair. */
+    CHECK_OK(mtiart_graph_create(0, &g));
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(mtiart_graph_add_fill_node(g, NULL, 0, buf, &zero, 4, 4, &n));
+    CHECK(races_of(g, r, 8) == 3);
+    CHECK(r[0].first.node == 0 && r[0].second.node == 1);
+    CHECK(r[1].first.node == 0 && r[1].second.node == 2);
+    CHECK(r[2].first.node == 1 && r[2].second.node == 2);
+    /* Truncated to the capacity, the count stays. */
+    memset(r, 0xee, sizeof r);
+    CHECK(races_of(g, r, 1) == 3);
+    CHECK(r[0].first.node == 0 && r[1].first.node == 0xeeeeeeeeeeeeeeeeull);
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    /* Readers only: none, however many. */
+    CHECK_OK(mtiart_graph_create(0, &g));
+    for (int i = 0; i < 5; i++)
+        CHECK_OK(mtiart_graph_add_memcpy_node(g, NULL, 0, src + 64 * (i % 2), buf, 64,
+                                              MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+    /* ...but their destinations (two of them, each written by 2 or 3 nodes) race. */
+    CHECK(races_of(g, r, 8) == 4); /* {0,2,4} on src: 3 pairs; {1,3} on src+64: 1 */
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    /* A child graph counts as what its body touches. */
+    mtiart_graph body;
+    CHECK_OK(mtiart_graph_create(0, &body));
+    CHECK_OK(mtiart_graph_add_empty_node(body, NULL, 0, &n));
+    CHECK_OK(mtiart_graph_add_fill_node(body, &n, 1, buf, &zero, 4, 4, &n));
+    CHECK_OK(mtiart_graph_create(0, &g));
+    CHECK_OK(
+        mtiart_graph_add_memcpy_node(g, NULL, 0, src, buf, 16, MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+    CHECK_OK(mtiart_graph_add_child_graph_node(g, NULL, 0, body, &n));
+    CHECK(races_of(g, r, 8) == 1);
+    CHECK(r[0].first.node == 0 && r[0].second.node == 1);
+    CHECK(r[0].second.access == MTIART_ARG_BUFFER_OUT);
+    CHECK(strncmp(r[0].second.name, "child graph", 11) == 0);
+    /* Ordered after it: none. */
+    size_t first = 0;
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_create(0, &g));
+    CHECK_OK(mtiart_graph_add_memcpy_node(g, NULL, 0, src, buf, 16, MTIART_MEMCPY_DEVICE_TO_DEVICE,
+                                          &first));
+    CHECK_OK(mtiart_graph_add_child_graph_node(g, &first, 1, body, &n));
+    CHECK(races_of(g, r, 8) == 0);
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_destroy(body));
+    CHECK_OK(mtiart_free(buf));
+    CHECK_OK(mtiart_free(src));
+}
+
+/* Random graphs: the racing pairs are exactly those a brute-force closure finds. */
+#define RN 48
+static void test_random_against_closure(void) {
+    uint8_t *mem;
+    CHECK_OK(mtiart_malloc(0, 4096, (void **)&mem));
+    unsigned seed = 12345;
+    for (int round = 0; round < 200; round++) {
+        mtiart_graph g;
+        CHECK_OK(mtiart_graph_create(0, &g));
+        bool anc[RN][RN];
+        memset(anc, 0, sizeof anc);
+        uint64_t lo[RN][2], hi[RN][2];
+        int nbuf[RN];
+        bool writes[RN][2];
+        int density = 1 + round % 6;
+        for (int v = 0; v < RN; v++) {
+            size_t deps[RN];
+            size_t nd = 0;
+            for (int u = 0; u < v; u++)
+                if ((int)(rand_r(&seed) % 100) < density * 3) deps[nd++] = (size_t)u;
+            for (size_t k = 0; k < nd; k++) {
+                anc[v][deps[k]] = true;
+                for (int w = 0; w < RN; w++) anc[v][w] |= anc[deps[k]][w];
+            }
+            uint32_t off = rand_r(&seed) % 16 * 8, len = 8 + rand_r(&seed) % 4 * 8;
+            uint32_t off2 = rand_r(&seed) % 16 * 8;
+            size_t n;
+            uint32_t zero = 0;
+            if (rand_r(&seed) % 2) {
+                CHECK_OK(mtiart_graph_add_fill_node(g, nd ? deps : NULL, nd, mem + off, &zero, 4,
+                                                    len / 4, &n));
+                nbuf[v] = 1;
+                lo[v][0] = off, hi[v][0] = off + len, writes[v][0] = true;
+            } else {
+                CHECK_OK(mtiart_graph_add_memcpy_node(g, nd ? deps : NULL, nd, mem + off,
+                                                      mem + (round % 2 ? off2 : 1024 + off2), len,
+                                                      MTIART_MEMCPY_DEVICE_TO_DEVICE, &n));
+                nbuf[v] = 2;
+                lo[v][0] = off, hi[v][0] = off + len, writes[v][0] = true;
+                lo[v][1] = round % 2 ? off2 : 1024 + off2;
+                hi[v][1] = lo[v][1] + len, writes[v][1] = false;
+            }
+        }
+        bool expect[RN][RN];
+        memset(expect, 0, sizeof expect);
+        size_t expected_pairs = 0;
+        for (int b = 0; b < RN; b++)
+            for (int a = 0; a < b; a++) {
+                if (anc[b][a]) continue;
+                bool race = false;
+                for (int i = 0; i < nbuf[a]; i++)
+                    for (int j = 0; j < nbuf[b]; j++)
+                        race |= (writes[a][i] || writes[b][j]) && lo[a][i] < hi[b][j] &&
+                                lo[b][j] < hi[a][i];
+                expect[a][b] = race;
+                expected_pairs += race;
+            }
+        size_t count;
+        CHECK_OK(mtiart_graph_check_races(g, NULL, 0, &count));
+        mtiart_race *r = calloc(count ? count : 1, sizeof *r);
+        CHECK_OK(mtiart_graph_check_races(g, r, count, &count));
+        bool got[RN][RN];
+        memset(got, 0, sizeof got);
+        size_t pairs = 0;
+        for (size_t i = 0; i < count; i++) {
+            int a = (int)r[i].first.node, b = (int)r[i].second.node;
+            CHECK(a < b && b < RN);
+            if (!got[a][b]) pairs++;
+            got[a][b] = true;
+        }
+        int wrong = 0;
+        for (int b = 0; b < RN; b++)
+            for (int a = 0; a < b; a++) wrong += got[a][b] != expect[a][b];
+        if (wrong || pairs != expected_pairs) {
+            fprintf(stderr, "round %d: %d pairs differ (%zu found, %zu expected)\n", round, wrong,
+                    pairs, expected_pairs);
+            test_failures++;
+        }
+        free(r);
+        CHECK_OK(mtiart_graph_destroy(g));
+    }
+    CHECK_OK(mtiart_free(mem));
+}
+
+int main(void) {
+    CHECK_OK(mtiart_init());
+    test_forgotten_wait();
+    test_slices();
+    test_random_against_closure();
+    TEST_MAIN_END();
+}

@@ -1,0 +1,154 @@
+"""Graph checks from Python: races (MTIAGraph.check_races, check_races= of capture_begin and
+graph)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import mtia_graph as mtia
+from mtia_graph import MTIAGraph, Race, RaceError, RaceNode, RaceWarning, Stream
+
+
+def capture_side_write(g, *, wait_before_read, **kwargs):
+    """A side stream writes b from a; the capturing stream then reads b, waiting for the
+    side stream first only with ``wait_before_read`` (else a forgotten wait_stream)."""
+    a = mtia.ones(64)
+    b = mtia.zeros(64)
+    side = Stream()
+    with mtia.graph(g, **kwargs):
+        cur = mtia.current_stream()
+        side.wait_stream(cur)
+        with mtia.stream(side):
+            b.copy_(a)
+        if wait_before_read:
+            cur.wait_stream(side)
+        c = b + 1
+        cur.wait_stream(side)
+    return a, b, c, side
+
+
+@pytest.mark.parametrize("keep_graph", [False, True])
+def test_forgotten_wait_stream_is_a_race(keep_graph):
+    g = MTIAGraph(keep_graph=keep_graph)
+    _, b, _, side = capture_side_write(g, wait_before_read=False)
+    races = g.check_races()
+    assert len(races) == 1
+    (race,) = races
+    assert isinstance(race, Race)
+    assert race.first == RaceNode(
+        index=race.first.index, name="memcpy DtoD", stream=side.stream_id, access="write"
+    )
+    assert race.second.stream == mtia.graph.default_capture_stream.stream_id
+    assert race.second.access == "read"
+    assert race.second.index > race.first.index
+    assert race.address == b.data_ptr() and race.nbytes == b.nbytes
+    text = str(race)
+    assert f"node {race.first.index} (memcpy DtoD, stream {side.stream_id}) writes" in text
+    assert f"reads {b.nbytes} bytes at {b.data_ptr():#x} with no path between them" in text
+
+
+def test_joined_fork_has_no_race():
+    g = MTIAGraph()
+    _, _, c, _ = capture_side_write(g, wait_before_read=True, check_races="error")
+    assert g.check_races() == []
+    g.replay()
+    np.testing.assert_array_equal(c.numpy(), np.full(64, 2.0))
+
+
+def test_read_read_and_disjoint_slices_do_not_race():
+    x = mtia.ones(64)
+    out = mtia.zeros(64)
+    s1, s2 = Stream(), Stream()
+    g = MTIAGraph()
+    with mtia.graph(g, check_races="error"):
+        cur = mtia.current_stream()
+        s1.wait_stream(cur)
+        s2.wait_stream(cur)
+        with mtia.stream(s1):
+            out[0:32].copy_(x[0:32] * 2)  # reads x, writes the first half
+        with mtia.stream(s2):
+            out[32:64].copy_(x[0:32] * 3)  # reads x too, writes the second half
+        cur.wait_stream(s1)
+        cur.wait_stream(s2)
+    assert g.check_races() == []
+    g.replay()
+    np.testing.assert_array_equal(out.numpy(), np.r_[np.full(32, 2.0), np.full(32, 3.0)])
+
+
+def test_overlapping_slices_race_on_the_overlap():
+    out = mtia.zeros(64)
+    s1, s2 = Stream(), Stream()
+    g = MTIAGraph()
+    with mtia.graph(g):
+        cur = mtia.current_stream()
+        s1.wait_stream(cur)
+        s2.wait_stream(cur)
+        with mtia.stream(s1):
+            out[0:40].fill_(1.0)
+        with mtia.stream(s2):
+            out[32:64].fill_(2.0)
+        cur.wait_stream(s1)
+        cur.wait_stream(s2)
+    (race,) = g.check_races()
+    assert (race.first.stream, race.second.stream) == (s1.stream_id, s2.stream_id)
+    assert race.first.access == race.second.access == "write"
+    assert race.address == out[32:40].data_ptr() and race.nbytes == 8 * out.itemsize
+
+
+def test_check_races_warn_and_error():
+    g = MTIAGraph()
+    with pytest.warns(RaceWarning, match=r"the captured graph has 1 race:\n  node \d+ "):
+        capture_side_write(g, wait_before_read=False, check_races="warn")
+    g.replay()  # a warning keeps the graph
+    mtia.synchronize()
+
+    g2 = MTIAGraph()
+    with pytest.raises(
+        RaceError, match=r"MTIAGraph\.capture_end: the captured graph has 1 race"
+    ) as info:
+        capture_side_write(g2, wait_before_read=False, check_races="error")
+    assert len(info.value.races) == 1
+    assert isinstance(info.value, mtia.MTIAError)
+    # The capture was discarded; the graph object is reusable.
+    with pytest.raises(RuntimeError, match="before a successful capture"):
+        g2.check_races()
+    capture_side_write(g2, wait_before_read=True, check_races="error")
+    g2.replay()
+    mtia.synchronize()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # silent on a correct graph
+        capture_side_write(MTIAGraph(), wait_before_read=True, check_races="warn")
+
+
+def test_check_races_argument_is_validated():
+    g = MTIAGraph()
+    with pytest.raises(ValueError, match="check_races must be None, 'warn' or 'error'"):
+        mtia.graph(g, check_races="yes")
+    with pytest.raises(ValueError, match="check_races"):
+        g.capture_begin(check_races=True)
+    assert not mtia.is_current_stream_capturing()
+    with pytest.raises(RuntimeError, match="before a successful capture"):
+        g.check_races()
+
+
+def test_many_unordered_writers_report_every_pair():
+    x = mtia.zeros(16)
+    streams = [Stream() for _ in range(4)]
+    g = MTIAGraph(keep_graph=True)
+    with mtia.graph(g):
+        cur = mtia.current_stream()
+        for s in streams:
+            s.wait_stream(cur)
+            with mtia.stream(s):
+                x.fill_(1.0)
+        for s in streams:
+            cur.wait_stream(s)
+    races = g.check_races()
+    assert len(races) == 6  # every pair of the four writers
+    assert {(r.first.stream, r.second.stream) for r in races} == {
+        (a.stream_id, b.stream_id) for i, a in enumerate(streams) for b in streams[i + 1 :]
+    }
