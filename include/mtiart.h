@@ -829,6 +829,33 @@ typedef enum mtiart_instantiate_flags {
 MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec);
 
+/* Who makes a call that invalidates a capture, as the calling program knows it: the
+ * runtime fills `thread` with the thread's name and the rest with "" before calling the
+ * caller hook, which may overwrite them (a binding names its language's thread and the
+ * line being run). */
+typedef struct mtiart_caller_info {
+    char thread[64];    /* the calling thread's name */
+    char call[64];      /* the program's name for the call ("synchronize()"), or "" */
+    char location[256]; /* where it was made ("train.py:88 in step"), or "" */
+} mtiart_caller_info;
+
+typedef void (*mtiart_caller_hook)(mtiart_caller_info *info, void *user_data);
+
+/* Install the hook the runtime calls, on the calling thread and holding no lock of its
+ * own, when a call invalidates a capture (NULL removes it). The reason a capture keeps,
+ * which the offending call's error, later calls into the capture and
+ * mtiart_stream_end_capture report, reads "capture invalidated by <call>
+ * (<mtiart function>) on thread '<thread>' (tid N) at <location> while stream S was
+ * capturing in <mode> mode (<why>)". */
+MTIART_API mtiart_status mtiart_set_caller_hook(mtiart_caller_hook hook, void *user_data);
+
+/* Why the capture `stream` takes part in was invalidated, or, when the stream is not
+ * capturing, why its last capture was (until it begins another): the text
+ * mtiart_stream_end_capture reported. "" (length 0) when neither. NUL-terminated in
+ * `buffer`, truncated to `capacity`; *length gets the full length (may be NULL). */
+MTIART_API mtiart_status mtiart_stream_get_capture_invalidation(mtiart_stream stream, char *buffer,
+                                                                size_t capacity, size_t *length);
+
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }
 #endif

@@ -433,6 +433,9 @@ struct mt_stream {
     size_t frontier_len, frontier_cap;
     struct mt_scope *scope; /* the innermost conditional body the stream captures into */
     uint32_t flags;         /* mtiart_stream_flags given at creation */
+    /* why the last capture begun on the stream was invalidated (heap; NULL: it was not),
+     * under captures_lock */
+    char *last_invalidation;
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
 };
@@ -545,6 +548,10 @@ void mt_alloc_vg_poll(mt_device *dev);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
 
+/* Room for who made a call (describe_caller) and for why a capture was invalidated. */
+#define MT_CALLER_MAX 448
+#define MT_INVALID_REASON_MAX 768
+
 struct mt_capture {
     uint64_t id;
     mtiart_capture_mode mode;
@@ -555,7 +562,7 @@ struct mt_capture {
     mt_pool *pool;
     pthread_mutex_t lock;
     int status; /* mtiart_capture_status */
-    char invalid_reason[384];
+    char invalid_reason[MT_INVALID_REASON_MAX];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
     size_t num_streams, cap_streams;
     mt_event **events; /* events recorded in the capture, each holding a reference */

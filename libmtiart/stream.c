@@ -88,6 +88,7 @@ void mt_stream_unref(mt_stream *s) {
     free(s->head_chunk);
     free(atomic_load(&s->spare_chunk));
     free(s->frontier);
+    free(s->last_invalidation);
     free(s);
 }
 

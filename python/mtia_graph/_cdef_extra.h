@@ -12,7 +12,11 @@
  *   _mtia_oom_trampoline   the one out-of-memory observer libmtiart knows about
  *                          (mtia_graph.memory.attach_out_of_memory_observer); it calls the
  *                          Python observers in order.
+ *   _mtia_caller_hook      the caller hook (mtia_graph.callbacks): names the Python thread,
+ *                          the package function and the user's line of a call that
+ *                          invalidates a capture.
  */
 extern "Python" int32_t _mtia_host_trampoline(void *);
 extern "Python" int32_t _mtia_py_kernel(void *const *, uint32_t, uint32_t);
 extern "Python" void _mtia_oom_trampoline(int, uint64_t, uint64_t, uint64_t, uint64_t, void *);
+extern "Python" void _mtia_caller_hook(mtiart_caller_info *, void *);

@@ -1,7 +1,10 @@
 /* Graph checks: races found by mtiart_graph_check_races (a forgotten join in a capture,
  * overlapping and disjoint slices, read-read sharing, child graphs, every pair of a random
  * graph against a brute-force closure), the instantiate flag that refuses racy graphs, and
- * the executable's check. */
+ * the executable's check; why a capture was invalidated (the call, its thread, the caller
+ * hook's location) in every message that reports it and from the query. */
+#define _GNU_SOURCE
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,10 +280,149 @@ static void test_random_against_closure(void) {
     CHECK_OK(mtiart_free(mem));
 }
 
+/* ------------------------------------------------------------------ invalidation */
+
+static void *synchronize_from_worker(void *arg) {
+    pthread_setname_np(pthread_self(), "worker-2");
+    mtiart_status *st = arg;
+    *st = mtiart_device_synchronize(0);
+    char *copy = strdup(mtiart_last_error_message());
+    return copy;
+}
+
+static char *invalidation_of(mtiart_stream s) {
+    size_t len = 0;
+    CHECK_OK(mtiart_stream_get_capture_invalidation(s, NULL, 0, &len));
+    char *text = malloc(len + 1);
+    size_t again = 0;
+    CHECK_OK(mtiart_stream_get_capture_invalidation(s, text, len + 1, &again));
+    CHECK(again == len && strlen(text) == len);
+    return text;
+}
+
+static void test_invalidation_names_the_culprit(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    char sid[32];
+    snprintf(sid, sizeof sid, "stream %llu", (unsigned long long)stream_id(s));
+    char *none = invalidation_of(s);
+    CHECK(strcmp(none, "") == 0);
+    free(none);
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    char *healthy = invalidation_of(s);
+    CHECK(strcmp(healthy, "") == 0);
+    free(healthy);
+
+    /* Another thread's synchronize in global mode: its own error says it broke the capture. */
+    pthread_t t;
+    mtiart_status st = MTIART_SUCCESS;
+    pthread_create(&t, NULL, synchronize_from_worker, &st);
+    char *own = NULL;
+    pthread_join(t, (void **)&own);
+    CHECK(st == MTIART_ERROR_CAPTURE_UNSUPPORTED);
+    CHECK(strstr(own, "mtiart_device_synchronize: not permitted while ") == own);
+    CHECK(strstr(own, "the capture has been invalidated (mtiart_device_synchronize on thread "
+                      "'worker-2' (tid ") != NULL);
+    free(own);
+
+    /* The reason the capture keeps, from the query... */
+    char *reason = invalidation_of(s);
+    CHECK(strstr(reason, "capture invalidated by mtiart_device_synchronize on thread 'worker-2' "
+                         "(tid ") == reason);
+    char tail[128];
+    snprintf(tail, sizeof tail,
+             ") while %s was capturing in global mode (a capture in global mode "
+             "is active)",
+             sid);
+    CHECK(strstr(reason, tail) != NULL);
+    /* ...from work that finds the capture invalidated... */
+    float one = 1.0f;
+    void *buf;
+    CHECK_OK(mtiart_malloc(0, 64, &buf));
+    CHECK_STATUS(mtiart_fill_async(s, buf, &one, sizeof one, 4), MTIART_ERROR_CAPTURE_INVALIDATED);
+    CHECK(strstr(mtiart_last_error_message(), reason) != NULL);
+    /* ...and from the end of the capture, which leaves it for the query too. */
+    mtiart_graph g;
+    CHECK_STATUS(mtiart_stream_end_capture(s, &g), MTIART_ERROR_CAPTURE_INVALIDATED);
+    const char *end = mtiart_last_error_message();
+    CHECK(strstr(end, "mtiart_stream_end_capture: capture ") == end);
+    CHECK(strstr(end, reason) != NULL);
+    char *after = invalidation_of(s);
+    CHECK(strcmp(after, reason) == 0);
+    free(after);
+    /* Truncated to the capacity, with the full length. */
+    char small[8];
+    size_t len = 0;
+    CHECK_OK(mtiart_stream_get_capture_invalidation(s, small, sizeof small, &len));
+    CHECK(len == strlen(reason) && strlen(small) == 7 && strncmp(small, reason, 7) == 0);
+    free(reason);
+    /* A new capture starts clean. */
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    char *fresh = invalidation_of(s);
+    CHECK(strcmp(fresh, "") == 0);
+    free(fresh);
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_STATUS(mtiart_stream_get_capture_invalidation(s, NULL, 4, &len),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_stream_get_capture_invalidation(NULL, small, 8, &len),
+                 MTIART_ERROR_INVALID_HANDLE);
+    CHECK_OK(mtiart_free(buf));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+static void name_the_caller(mtiart_caller_info *info, void *user_data) {
+    int *calls = user_data;
+    (*calls)++;
+    snprintf(info->thread, sizeof info->thread, "trainer");
+    snprintf(info->call, sizeof info->call, "synchronize()");
+    snprintf(info->location, sizeof info->location, "train.py:88 in step");
+    /* A public call from the hook names its own errors and takes no capture lock. */
+    mtiart_capture_status cs;
+    mtiart_stream bad = (mtiart_stream)(uintptr_t)0x7777;
+    if (mtiart_stream_get_capture_info(bad, &cs, NULL, NULL) != MTIART_ERROR_INVALID_HANDLE ||
+        strstr(mtiart_last_error_message(), "mtiart_stream_get_capture_info: ") == NULL)
+        (*calls) += 1000;
+}
+
+static void test_caller_hook(void) {
+    int calls = 0;
+    CHECK_OK(mtiart_set_caller_hook(name_the_caller, &calls));
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(
+        mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_THREAD_LOCAL, (mtiart_pool_id){0, 0}));
+    /* Unsafe calls that disturb no capture do not call the hook. */
+    mtiart_stream other;
+    CHECK_OK(mtiart_stream_create(0, 0, &other));
+    CHECK_OK(mtiart_stream_query(other));
+    CHECK(calls == 0);
+    CHECK_STATUS(mtiart_stream_synchronize(s), MTIART_ERROR_CAPTURE_UNSUPPORTED);
+    CHECK(calls == 1);
+    CHECK(strstr(mtiart_last_error_message(), "mtiart_stream_synchronize: ") ==
+          mtiart_last_error_message());
+    CHECK(strstr(mtiart_last_error_message(),
+                 "(synchronize() (mtiart_stream_synchronize) on thread 'trainer' (tid ") != NULL);
+    CHECK(strstr(mtiart_last_error_message(), ") at train.py:88 in step)") != NULL);
+    mtiart_graph g;
+    CHECK_STATUS(mtiart_stream_end_capture(s, &g), MTIART_ERROR_CAPTURE_INVALIDATED);
+    CHECK(strstr(mtiart_last_error_message(),
+                 "capture invalidated by synchronize() (mtiart_stream_synchronize) on thread "
+                 "'trainer' (tid ") != NULL);
+    CHECK(strstr(mtiart_last_error_message(), ") at train.py:88 in step while stream ") != NULL);
+    CHECK(strstr(mtiart_last_error_message(), " was capturing in thread_local mode (the stream it "
+                                              "waits for is capturing)") != NULL);
+    CHECK_OK(mtiart_set_caller_hook(NULL, NULL));
+    CHECK_OK(mtiart_stream_destroy(other));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
     test_forgotten_wait();
     test_slices();
     test_random_against_closure();
+    test_invalidation_names_the_culprit();
+    test_caller_hook();
     TEST_MAIN_END();
 }

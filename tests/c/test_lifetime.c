@@ -167,7 +167,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     }
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
-    case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
+    case 10:
+        if (rnd(seed) % 2) {
+            USE(K_STREAM, mtiart_stream_get_id(s, &id));
+        } else {
+            char why[64];
+            USE(K_STREAM, mtiart_stream_get_capture_invalidation(s, why, sizeof why, NULL));
+        }
+        break;
     case 11: USE(K_STREAM, mtiart_stream_get_flags(s, &flags)); break;
     case 12:
         USE(K_STREAM,

@@ -1,15 +1,19 @@
 """Graph checks from Python: races (MTIAGraph.check_races, check_races= of capture_begin and
-graph)."""
+graph); why a capture was invalidated (the call, its thread and the user's line, in the
+offending call's error and in capture_end's)."""
 
 from __future__ import annotations
 
+import inspect
+import re
+import threading
 import warnings
 
 import numpy as np
 import pytest
 
 import mtia_graph as mtia
-from mtia_graph import MTIAGraph, Race, RaceError, RaceNode, RaceWarning, Stream
+from mtia_graph import CaptureError, MTIAGraph, Race, RaceError, RaceNode, RaceWarning, Stream
 
 
 def capture_side_write(g, *, wait_before_read, **kwargs):
@@ -152,3 +156,70 @@ def test_many_unordered_writers_report_every_pair():
     assert {(r.first.stream, r.second.stream) for r in races} == {
         (a.stream_id, b.stream_id) for i, a in enumerate(streams) for b in streams[i + 1 :]
     }
+
+
+# ----------------------------------------------------------------- why a capture broke
+
+
+def _line_after() -> int:
+    """The line number after the caller's current line."""
+    return inspect.currentframe().f_back.f_lineno + 1  # type: ignore[union-attr]
+
+
+def test_another_threads_synchronize_is_named_with_its_line():
+    raised: list[BaseException] = []
+
+    def worker():
+        try:
+            line[0] = _line_after()
+            mtia.synchronize()
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            raised.append(exc)
+
+    line = [0]
+    x = mtia.ones(8)
+    g = MTIAGraph()
+    with pytest.raises(CaptureError) as ended, mtia.graph(g):
+        y = x + 1
+        t = threading.Thread(target=worker, name="worker-2")
+        t.start()
+        t.join()
+        y.add_(1)  # work after the invalidation is refused, with the reason
+    where = rf"test_checks\.py:{line[0]} in worker"
+    culprit = (
+        r"synchronize\(\) \(mtiart_device_synchronize\) on thread 'worker-2' \(tid \d+\) at "
+        r"\S*" + where
+    )
+    (own,) = raised
+    assert isinstance(own, CaptureError)
+    assert re.search(r"the capture has been invalidated \(" + culprit + r"\)", str(own)), own
+    stream = mtia.graph.default_capture_stream
+    reason = (
+        r"capture invalidated by " + culprit + rf" while stream {stream.stream_id} was capturing "
+        r"in global mode \(a capture in global mode is active\)"
+    )
+    # The first refused call after it is what the body raised... unless the capture ended
+    # first: either way capture_end's error repeats the reason.
+    assert re.search(reason, str(ended.value)), ended.value
+    assert not mtia.is_current_stream_capturing()
+    g.reset()
+
+
+def test_the_capturing_threads_host_read_is_named():
+    x = mtia.ones(8)
+    g = MTIAGraph()
+    with pytest.raises(CaptureError) as info, mtia.graph(g, capture_error_mode="thread_local"):
+        y = x * 2
+        line = _line_after()
+        y.numpy()
+    text = str(info.value)
+    assert re.search(
+        r"(Tensor\.)?numpy\(\) \(mtiart_\w+\) on thread 'MainThread' \(tid \d+\)", text
+    )
+    assert f"test_checks.py:{line} in test_the_capturing_threads_host_read_is_named" in text
+    assert "(capture " in text and "mode thread_local)" in text
+    # A correct capture afterwards reports nothing.
+    with mtia.graph(g):
+        x.add_(1)
+    g.replay()
+    mtia.synchronize()
