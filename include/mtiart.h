@@ -856,6 +856,32 @@ MTIART_API mtiart_status mtiart_set_caller_hook(mtiart_caller_hook hook, void *u
 MTIART_API mtiart_status mtiart_stream_get_capture_invalidation(mtiart_stream stream, char *buffer,
                                                                 size_t capacity, size_t *length);
 
+/* Graphs sharing a memory pool are correct only when replayed in the order they were
+ * captured and never concurrently: a graph may reuse memory that one captured before it
+ * freed. The runtime numbers the graphs captured into each pool (0, 1, 2, ... in capture
+ * order) and checks every launch of one whose pool holds several: graph k may follow graph
+ * k - 1 or k itself, and graph 0 may follow any (a new round); anything else is an
+ * out-of-order replay. A replay that starts while another graph of its pool is still
+ * running is a concurrent one. Graphs with a pool of their own are never checked. */
+typedef enum mtiart_pool_order_mode {
+    MTIART_POOL_ORDER_WARN = 0,  /* report (the callback, else a line on stderr), run anyway:
+                                  * the default */
+    MTIART_POOL_ORDER_ERROR = 1, /* refuse: the launch fails with MTIART_ERROR_NOT_PERMITTED,
+                                  * a concurrent replay does not run and its stream's next
+                                  * synchronize reports it */
+    MTIART_POOL_ORDER_OFF = 2    /* no check */
+} mtiart_pool_order_mode;
+
+/* Called with the description of a violation, on the launching thread (out of order) or on
+ * the device worker starting the replay (concurrent), with no runtime lock held. */
+typedef void (*mtiart_pool_order_fn)(int device, mtiart_pool_id pool, const char *message,
+                                     void *user_data);
+
+/* Set how violations of a shared pool's replay order are handled, and the callback that
+ * reports them (NULL: stderr in MTIART_POOL_ORDER_WARN). */
+MTIART_API mtiart_status mtiart_set_pool_order_check(mtiart_pool_order_mode mode,
+                                                     mtiart_pool_order_fn fn, void *user_data);
+
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }
 #endif

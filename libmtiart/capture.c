@@ -708,6 +708,7 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
+    g->order = mt_pool_order_captured(c->pool, &g->pool_seq);
     free(c);
     return mt_graph_publish(g, graph);
 }

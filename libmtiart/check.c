@@ -1,6 +1,7 @@
 /*
  * Graph checks that need what only the runtime knows: every byte range each node reads and
- * writes (described kernel arguments, copies, fills, conditions) and the graph's edges.
+ * writes (described kernel arguments, copies, fills, conditions) and the graph's edges;
+ * and the replay order of graphs that share a memory pool.
  *
  * Races. Two nodes race when no path joins them and their buffers overlap, one at least
  * writing. The check never compares all pairs:
@@ -457,3 +458,145 @@ MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_rac
     LOCK_GRAPH(g);
     return mt_dag_check_races(g->dag, races, capacity, count);
 }
+
+/* ------------------------------------------------------------------ shared-pool replay order */
+
+/* One pool's graphs, numbered in capture order. Entries are kept until exit (a pool id is
+ * never reused, and executables may outlive their pool's other users). */
+struct mt_pool_order {
+    int device;
+    mtiart_pool_id id;
+    atomic_uint captures;
+    atomic_int_least64_t last;     /* graph launched last (-1: none yet) */
+    atomic_int running;            /* replays of the pool's graphs running */
+    atomic_int_least64_t last_run; /* graph that began running last */
+    mt_pool_order *next;
+};
+
+static pthread_mutex_t orders_lock = PTHREAD_MUTEX_INITIALIZER;
+static mt_pool_order *orders;
+static pthread_mutex_t order_check_lock = PTHREAD_MUTEX_INITIALIZER;
+static mtiart_pool_order_mode order_mode = MTIART_POOL_ORDER_WARN;
+static mtiart_pool_order_fn order_fn;
+static void *order_fn_data;
+
+__attribute__((destructor)) static void free_orders(void) {
+    pthread_mutex_lock(&orders_lock);
+    for (mt_pool_order *o = orders, *next; o; o = next) {
+        next = o->next;
+        free(o);
+    }
+    orders = NULL;
+    pthread_mutex_unlock(&orders_lock);
+}
+
+MTIART_API mtiart_status mtiart_set_pool_order_check(mtiart_pool_order_mode mode,
+                                                     mtiart_pool_order_fn fn, void *user_data) {
+    MT_API_ENTRY();
+    if ((unsigned)mode > MTIART_POOL_ORDER_OFF)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown pool order mode %d", (int)mode);
+    pthread_mutex_lock(&order_check_lock);
+    order_mode = mode;
+    order_fn = fn;
+    order_fn_data = fn ? user_data : NULL;
+    pthread_mutex_unlock(&order_check_lock);
+    return MTIART_SUCCESS;
+}
+
+mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq) {
+    mtiart_pool_id id = mt_pool_id_of(pool);
+    int device = mt_pool_device(pool);
+    pthread_mutex_lock(&orders_lock);
+    mt_pool_order *o = orders;
+    while (o && !(o->device == device && o->id.first == id.first && o->id.second == id.second))
+        o = o->next;
+    if (!o && (o = calloc(1, sizeof *o))) {
+        o->device = device;
+        o->id = id;
+        atomic_init(&o->last, -1);
+        atomic_init(&o->last_run, -1);
+        o->next = orders;
+        orders = o;
+    }
+    if (o) *seq = atomic_fetch_add(&o->captures, 1);
+    pthread_mutex_unlock(&orders_lock);
+    return o;
+}
+
+bool mt_pool_order_shared(const mt_pool_order *order) {
+    return atomic_load_explicit(&order->captures, memory_order_relaxed) > 1;
+}
+
+/* Report a violation as the mode says; returns the mode it was handled in. */
+static mtiart_pool_order_mode report_order(const mt_pool_order *o, const char *message) {
+    pthread_mutex_lock(&order_check_lock);
+    mtiart_pool_order_mode mode = order_mode;
+    mtiart_pool_order_fn fn = order_fn;
+    void *data = order_fn_data;
+    pthread_mutex_unlock(&order_check_lock);
+    if (mode == MTIART_POOL_ORDER_WARN) {
+        if (fn) {
+            const char *api = mt_api_suspend(); /* the callback's calls name their errors */
+            fn(o->device, o->id, message, data);
+            mt_api_resume(api);
+        } else {
+            fprintf(stderr, "libmtiart: warning: %s\n", message);
+        }
+    }
+    return mode;
+}
+
+mtiart_status mt_pool_order_launch(mt_pool_order *o, uint32_t seq, uint64_t stream_id) {
+    int64_t last = atomic_load(&o->last);
+    if (seq == 0 || (int64_t)seq == last || (int64_t)seq == last + 1) {
+        atomic_store(&o->last, seq);
+        return MTIART_SUCCESS;
+    }
+    char message[MT_FAILURE_MAX];
+    unsigned captures = atomic_load(&o->captures);
+    /* What may follow: graph 0, the last one again, the one captured after it. */
+    char expected[64];
+    if (last <= 0)
+        snprintf(expected, sizeof expected, last < 0 || captures < 2 ? "graph 0" : "graph 0 or 1");
+    else if (last + 1 < (int64_t)captures)
+        snprintf(expected, sizeof expected, "graph 0, %lld or %lld", (long long)last,
+                 (long long)last + 1);
+    else snprintf(expected, sizeof expected, "graph 0 or %lld", (long long)last);
+    if (last < 0)
+        snprintf(message, sizeof message,
+                 "out-of-order replay on stream %llu: graph %u of the %u graphs sharing pool "
+                 "(%llu, %llu) on device %d is the first of them launched (expected %s); "
+                 "graphs sharing a pool must be replayed in capture order",
+                 (unsigned long long)stream_id, seq, captures, (unsigned long long)o->id.first,
+                 (unsigned long long)o->id.second, o->device, expected);
+    else
+        snprintf(message, sizeof message,
+                 "out-of-order replay on stream %llu: graph %u of the %u graphs sharing pool "
+                 "(%llu, %llu) on device %d launched after graph %lld (expected %s): its memory "
+                 "may hold what another graph of the pool left there; graphs sharing a pool "
+                 "must be replayed in capture order",
+                 (unsigned long long)stream_id, seq, captures, (unsigned long long)o->id.first,
+                 (unsigned long long)o->id.second, o->device, (long long)last, expected);
+    mtiart_pool_order_mode mode = report_order(o, message);
+    if (mode == MTIART_POOL_ORDER_ERROR)
+        return mt_set_error(MTIART_ERROR_NOT_PERMITTED, "%s", message);
+    atomic_store(&o->last, seq);
+    return MTIART_SUCCESS;
+}
+
+bool mt_pool_order_enter(mt_pool_order *o, uint32_t seq, uint64_t stream_id, char *failure,
+                         size_t cap) {
+    int64_t other = atomic_exchange(&o->last_run, seq);
+    if (atomic_fetch_add(&o->running, 1) == 0) return true;
+    snprintf(failure, cap,
+             "concurrent replay on stream %llu: graph %u of the graphs sharing pool (%llu, "
+             "%llu) on device %d started while graph %lld of the pool was running; graphs "
+             "sharing a pool must never be replayed concurrently",
+             (unsigned long long)stream_id, seq, (unsigned long long)o->id.first,
+             (unsigned long long)o->id.second, o->device, (long long)other);
+    if (report_order(o, failure) != MTIART_POOL_ORDER_ERROR) return true;
+    atomic_fetch_sub(&o->running, 1);
+    return false;
+}
+
+void mt_pool_order_leave(mt_pool_order *o) { atomic_fetch_sub(&o->running, 1); }

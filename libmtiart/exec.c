@@ -130,6 +130,8 @@ struct mt_exec {
     mt_spinlock update_lock;
     atomic_int has_updates;
     update *updates, *updates_tail;
+    mt_pool_order *order; /* of the graph it was instantiated from (NULL: none) */
+    uint32_t pool_seq;
 };
 
 /* ------------------------------------------------------------------ plans */
@@ -207,6 +209,13 @@ void mt_exec_unref(mt_exec *x) {
 }
 
 mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
+
+bool mt_exec_starting(const mt_exec *x) { return !x->suspended; }
+
+mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq) {
+    *seq = x->pool_seq;
+    return x->order;
+}
 
 static void release_exec(void *x) { mt_exec_unref(x); }
 
@@ -936,6 +945,8 @@ static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_grap
         mt_pool_retain(g->pool);
         x->pool = g->pool;
     }
+    x->order = g->order;
+    x->pool_seq = g->pool_seq;
     st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
     if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
@@ -1003,6 +1014,11 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an ordinary launch */
     }
+    bool checked = x->order && mt_pool_order_shared(x->order);
+    if (MT_UNLIKELY(checked)) {
+        mtiart_status st = mt_pool_order_launch(x->order, x->pool_seq, s->id);
+        if (st) return st;
+    }
     uint64_t *heap = NULL;
     if (x->num_slots > INLINE_SLOTS && !(heap = malloc(x->num_slots * sizeof *heap)))
         return mt_oom();
@@ -1017,6 +1033,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
         op.u.graph.slots = heap;
+        op.u.graph.pool_order = checked;
         /* Record nodes reserve the generation they complete, wait nodes take the record
          * they wait for; the records are published once the launch is in the queue. */
         for (uint32_t k = 0; MT_UNLIKELY(k < x->num_slots); k++) {

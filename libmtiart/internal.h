@@ -227,6 +227,7 @@ typedef struct mt_op {
             mt_exec *exec;
             uint64_t generation; /* of the executable's done event */
             uint64_t *slots;     /* more event generations than fit inline (exec.c) */
+            uint32_t pool_order; /* its pool is shared: the replay checks it runs alone */
         } graph;
         struct {
             const void *flag; /* device memory: the body runs while (or if) it is non-zero */
@@ -540,6 +541,7 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
 void mt_pool_release(mt_pool *pool);
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
+int mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
@@ -640,6 +642,9 @@ struct mt_graph {
     mt_device *dev;
     mt_dag *dag;
     mt_pool *pool; /* NULL for hand-built graphs */
+    /* captured graphs: the replay order of the pool (check.c) and this graph's place in it */
+    struct mt_pool_order *order;
+    uint32_t pool_seq;
 };
 
 mt_graph *mt_graph_new(mt_device *dev);
@@ -681,6 +686,22 @@ mtiart_status mt_dag_check_races(const mt_dag *d, mtiart_race *out, size_t cap, 
 /* INVALID_VALUE naming the races of `d` if it has any (an instantiation that checks). */
 mtiart_status mt_dag_refuse_races(const mt_dag *d);
 
+/* The replay order of the graphs captured into one pool. Entries live until exit. */
+typedef struct mt_pool_order mt_pool_order;
+/* A capture into `pool` ended with a graph: the pool's order entry and the graph's place
+ * in it (0 for the first); NULL when out of host memory (the graph is then not checked). */
+mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq);
+/* Whether the pool holds several graphs (so that their launches are checked). */
+bool mt_pool_order_shared(const mt_pool_order *order);
+/* A launch of graph `seq` of the pool on stream `stream_id`: checks its order (mode ERROR:
+ * NOT_PERMITTED, and the launch must not be made). No lock held. */
+mtiart_status mt_pool_order_launch(mt_pool_order *order, uint32_t seq, uint64_t stream_id);
+/* Worker: a replay of graph `seq` starts (false: another graph of the pool runs and mode
+ * ERROR refuses it, `failure` says why) / has ended (after a true start). */
+bool mt_pool_order_enter(mt_pool_order *order, uint32_t seq, uint64_t stream_id, char *failure,
+                         size_t cap);
+void mt_pool_order_leave(mt_pool_order *order);
+
 /* A record node completed: stream.c's completion, which hands the streams parked on the
  * event back to their workers (passed down so that exec.c never calls up into stream.c). */
 typedef void (*mt_record_fn)(mt_event *e, uint64_t generation);
@@ -698,5 +719,9 @@ void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
 mt_event *mt_exec_done_event(mt_exec *x);
+/* A GRAPH op with pool_order set: whether its replay is starting (not resuming after a
+ * wait), and the pool order and place of its executable. */
+bool mt_exec_starting(const mt_exec *x);
+mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq);
 
 #endif /* MTIART_INTERNAL_H */

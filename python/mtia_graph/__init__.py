@@ -19,7 +19,7 @@ The package's modules form layers: each module imports only modules listed befor
     _storage    device allocations, copies between host and device
     tensor      Tensor and its operations, tensor()
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
-    checks      graph checks: races between unordered nodes
+    checks      graph checks: races between unordered nodes, shared-pool replay order
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
 
@@ -40,7 +40,14 @@ from ._C import (
     MTIAValueError,
     OutOfMemoryError,
 )
-from .checks import Race, RaceError, RaceNode, RaceWarning
+from .checks import (
+    PoolOrderWarning,
+    Race,
+    RaceError,
+    RaceNode,
+    RaceWarning,
+    set_pool_order_check,
+)
 from .device import (
     Device,
     DeviceProperties,
@@ -165,6 +172,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "RaceNode",
     "RaceWarning",
     "RaceError",
+    "PoolOrderWarning",
+    "set_pool_order_check",
     # tensors
     "Tensor",
     "dtype",

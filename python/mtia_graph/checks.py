@@ -1,15 +1,19 @@
 """Checks of captured graphs that the runtime can make because it knows every byte range
-each node reads and writes: races between nodes that no path orders.
+each node reads and writes, and owns the memory pools: races between nodes that no path
+orders, and graphs sharing a pool replayed out of capture order or concurrently.
 
 :meth:`MTIAGraph.check_races` returns the :class:`Race` list; ``capture_begin(...,
 check_races="warn" | "error")`` (and ``graph(..., check_races=...)``) checks at the end of
-the capture, warning with :class:`RaceWarning` or raising :class:`RaceError`.
+the capture, warning with :class:`RaceWarning` or raising :class:`RaceError`. A shared
+pool's replay order is checked at every replay (:func:`set_pool_order_check`): a
+:class:`PoolOrderWarning` by default.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 from ._C import MTIAError, check, ffi, lib
 
 __all__ = [
+    "PoolOrderWarning",
     "Race",
     "RaceError",
     "RaceNode",
@@ -24,6 +29,7 @@ __all__ = [
     "check_races_mode",
     "describe_races",
     "races_of",
+    "set_pool_order_check",
     "user_stacklevel",
 ]
 
@@ -144,3 +150,50 @@ def user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+# ----------------------------------------------------------------- shared-pool replay order
+
+
+class PoolOrderWarning(UserWarning):
+    """Graphs sharing a memory pool were replayed out of capture order, or concurrently:
+    one may read memory another reused."""
+
+
+_POOL_ORDER_MODES = {
+    "warn": lib.MTIART_POOL_ORDER_WARN,
+    "error": lib.MTIART_POOL_ORDER_ERROR,
+    "off": lib.MTIART_POOL_ORDER_OFF,
+}
+
+
+@ffi.def_extern()
+def _mtia_pool_order_trampoline(device: int, pool: Any, message: Any, user_data: Any) -> None:
+    # On the launching thread (out of order) or on a device worker (concurrent replays).
+    text = ffi.string(message).decode("utf-8", "replace")
+    warnings.warn(text, PoolOrderWarning, stacklevel=user_stacklevel())
+
+
+def set_pool_order_check(mode: str) -> None:
+    """How replays of graphs sharing a memory pool are checked.
+
+    Graphs that share a pool (``pool=`` of :class:`graph` / :meth:`MTIAGraph.capture_begin`)
+    are correct only when replayed in the order they were captured (a graph after the one
+    captured before it, or again, or the first one to start a new round) and never
+    concurrently. ``"warn"`` (the default) issues a :class:`PoolOrderWarning` for a
+    violation and replays anyway; ``"error"`` makes :meth:`MTIAGraph.replay` raise
+    :class:`MTIAError` for an out-of-order replay (nothing is launched) and skips a
+    concurrent one, whose stream's next synchronization raises; ``"off"`` checks nothing.
+    Graphs with a pool of their own are never checked, and cost nothing.
+    """
+    if mode not in _POOL_ORDER_MODES:
+        raise ValueError(f"mode must be one of {sorted(_POOL_ORDER_MODES)}, got {mode!r}")
+    check(
+        lib.mtiart_set_pool_order_check(
+            _POOL_ORDER_MODES[mode], lib._mtia_pool_order_trampoline, ffi.NULL
+        ),
+        "set_pool_order_check",
+    )
+
+
+set_pool_order_check("warn")

@@ -2,7 +2,8 @@
  * overlapping and disjoint slices, read-read sharing, child graphs, every pair of a random
  * graph against a brute-force closure), the instantiate flag that refuses racy graphs, and
  * the executable's check; why a capture was invalidated (the call, its thread, the caller
- * hook's location) in every message that reports it and from the query. */
+ * hook's location) in every message that reports it and from the query; graphs sharing a
+ * pool replayed out of capture order or concurrently (warned, refused, unchecked). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
@@ -417,8 +418,175 @@ static void test_caller_hook(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* ------------------------------------------------------------------ shared-pool order */
+
+typedef struct pool_log {
+    int calls;
+    char last[512];
+    mtiart_pool_id pool;
+} pool_log;
+
+static void log_pool(int device, mtiart_pool_id pool, const char *message, void *user_data) {
+    pool_log *log = user_data;
+    CHECK(device == 0);
+    log->calls++;
+    log->pool = pool;
+    snprintf(log->last, sizeof log->last, "%s", message);
+}
+
+/* A graph captured into `pool` on `s`: one fill of `buf` (or a host function). */
+static mtiart_graph_exec capture_into(mtiart_stream s, mtiart_pool_id pool, void *buf,
+                                      mtiart_host_fn host) {
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, pool));
+    uint32_t v = 7;
+    if (host) CHECK_OK(mtiart_launch_host_func(s, host, NULL));
+    else CHECK_OK(mtiart_fill_async(s, buf, &v, sizeof v, 4));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_exec x;
+    CHECK_OK(mtiart_graph_instantiate(g, &x));
+    CHECK_OK(mtiart_graph_destroy(g));
+    return x;
+}
+
+static atomic_int slow_started;
+
+/* Long enough for the other stream's replay to start while it runs. */
+static int32_t slow_host(void *user_data) {
+    (void)user_data;
+    atomic_store(&slow_started, 1);
+    sleep_ms(150);
+    return 0;
+}
+
+static void test_shared_pool_order(void) {
+    pool_log log = {0};
+    CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_WARN, log_pool, &log));
+    mtiart_stream s, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    void *buf;
+    CHECK_OK(mtiart_malloc(0, 64, &buf));
+    mtiart_pool_id pool;
+    CHECK_OK(mtiart_pool_handle_create(&pool));
+    mtiart_graph_exec g[3];
+    for (int i = 0; i < 3; i++) g[i] = capture_into(s, pool, buf, NULL);
+
+    /* Capture order, rounds of it, a graph repeated: silent. */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 3; i++) CHECK_OK(mtiart_graph_launch(g[i], s));
+    CHECK_OK(mtiart_graph_launch(g[2], s));
+    CHECK_OK(mtiart_graph_launch(g[0], s));
+    CHECK_OK(mtiart_graph_launch(g[0], s));
+    CHECK_OK(mtiart_graph_launch(g[1], s));
+    CHECK(log.calls == 0);
+
+    /* Out of order: warned, and run. */
+    CHECK_OK(mtiart_graph_launch(g[2], s));
+    CHECK_OK(mtiart_graph_launch(g[1], s));
+    CHECK(log.calls == 1);
+    CHECK(log.pool.first == pool.first && log.pool.second == pool.second);
+    char expect[256];
+    snprintf(expect, sizeof expect,
+             "out-of-order replay on stream %llu: graph 1 of the 3 graphs sharing pool (%llu, "
+             "%llu) on device 0 launched after graph 2 (expected graph 0 or 2)",
+             (unsigned long long)stream_id(s), (unsigned long long)pool.first,
+             (unsigned long long)pool.second);
+    CHECK(strstr(log.last, expect) == log.last);
+    CHECK_OK(mtiart_stream_synchronize(s));
+
+    /* Strict: refused, nothing enqueued, the order unchanged. */
+    CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_ERROR, log_pool, &log));
+    CHECK_OK(mtiart_graph_launch(g[0], s));
+    CHECK_STATUS(mtiart_graph_launch(g[2], s), MTIART_ERROR_NOT_PERMITTED);
+    CHECK(strstr(mtiart_last_error_message(), "mtiart_graph_launch: out-of-order replay") ==
+          mtiart_last_error_message());
+    CHECK(strstr(mtiart_last_error_message(), "launched after graph 0 (expected graph 0 or 1)"));
+    CHECK(log.calls == 1); /* refused, not warned */
+    CHECK_OK(mtiart_graph_launch(g[1], s));
+    CHECK_OK(mtiart_graph_launch(g[2], s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+
+    /* Off: nothing. */
+    CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_OFF, NULL, NULL));
+    CHECK_OK(mtiart_graph_launch(g[1], s));
+    CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_WARN, log_pool, &log));
+    CHECK(log.calls == 1);
+    CHECK_STATUS(mtiart_set_pool_order_check((mtiart_pool_order_mode)7, NULL, NULL),
+                 MTIART_ERROR_INVALID_VALUE);
+
+    /* Graphs with pools of their own: any order. */
+    mtiart_graph_exec p0 = capture_into(s, (mtiart_pool_id){0, 0}, buf, NULL);
+    mtiart_graph_exec p1 = capture_into(s, (mtiart_pool_id){0, 0}, buf, NULL);
+    CHECK_OK(mtiart_graph_launch(p1, s));
+    CHECK_OK(mtiart_graph_launch(p0, s));
+    CHECK_OK(mtiart_graph_launch(p1, s));
+    CHECK(log.calls == 1);
+
+    /* A pool's first launch must be its first graph. */
+    mtiart_pool_id pool2;
+    CHECK_OK(mtiart_pool_handle_create(&pool2));
+    mtiart_graph_exec h0 = capture_into(s, pool2, buf, NULL);
+    mtiart_graph_exec h1 = capture_into(s, pool2, buf, NULL);
+    CHECK_OK(mtiart_graph_launch(h1, s));
+    CHECK(log.calls == 2 && strstr(log.last, "is the first of them launched (expected graph 0)"));
+    CHECK_OK(mtiart_stream_synchronize(s));
+
+    /* Concurrent replays, on two streams with no order between them (needs two workers to
+     * run at once). */
+    mtiart_device_properties props;
+    CHECK_OK(mtiart_device_get_properties(0, &props));
+    if (props.num_workers >= 2) {
+        mtiart_pool_id pool3;
+        CHECK_OK(mtiart_pool_handle_create(&pool3));
+        mtiart_graph_exec slow = capture_into(s, pool3, buf, slow_host);
+        mtiart_graph_exec next = capture_into(s, pool3, buf, NULL);
+        atomic_store(&slow_started, 0);
+        CHECK_OK(mtiart_graph_launch(slow, s));
+        CHECK(WAIT_UNTIL(atomic_load(&slow_started), 10000));
+        CHECK_OK(mtiart_graph_launch(next, s2)); /* in order, but not after it */
+        CHECK_OK(mtiart_stream_synchronize(s2));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK(log.calls == 3 && strstr(log.last, "concurrent replay on stream ") == log.last);
+        CHECK(strstr(log.last, "started while graph 0 of the pool was running"));
+        /* Ordered by an event: silent. */
+        mtiart_event done;
+        CHECK_OK(mtiart_event_create(0, &done));
+        CHECK_OK(mtiart_graph_launch(slow, s));
+        CHECK_OK(mtiart_event_record(done, s));
+        CHECK_OK(mtiart_stream_wait_event(s2, done));
+        CHECK_OK(mtiart_graph_launch(next, s2));
+        CHECK_OK(mtiart_stream_synchronize(s2));
+        CHECK(log.calls == 3);
+        /* Strict: the second replay does not run; its stream reports it. */
+        CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_ERROR, NULL, NULL));
+        atomic_store(&slow_started, 0);
+        CHECK_OK(mtiart_graph_launch(slow, s));
+        CHECK(WAIT_UNTIL(atomic_load(&slow_started), 10000));
+        CHECK_OK(mtiart_graph_launch(next, s2));
+        CHECK_STATUS(mtiart_stream_synchronize(s2), MTIART_ERROR_NOT_PERMITTED);
+        CHECK(strstr(mtiart_last_error_message(), "concurrent replay on stream "));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_WARN, log_pool, &log));
+        CHECK_OK(mtiart_event_destroy(done));
+        CHECK_OK(mtiart_graph_exec_destroy(slow));
+        CHECK_OK(mtiart_graph_exec_destroy(next));
+    }
+    CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_WARN, NULL, NULL));
+    for (int i = 0; i < 3; i++) CHECK_OK(mtiart_graph_exec_destroy(g[i]));
+    CHECK_OK(mtiart_graph_exec_destroy(p0));
+    CHECK_OK(mtiart_graph_exec_destroy(p1));
+    CHECK_OK(mtiart_graph_exec_destroy(h0));
+    CHECK_OK(mtiart_graph_exec_destroy(h1));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_free(buf));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
+    test_shared_pool_order();
     test_forgotten_wait();
     test_slices();
     test_random_against_closure();

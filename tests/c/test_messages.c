@@ -211,6 +211,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
+    EXPECT_PREFIX(mtiart_set_pool_order_check, (mtiart_pool_order_mode)9, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_check_races, x, NULL, 0, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);

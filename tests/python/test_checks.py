@@ -1,6 +1,6 @@
 """Graph checks from Python: races (MTIAGraph.check_races, check_races= of capture_begin and
 graph); why a capture was invalidated (the call, its thread and the user's line, in the
-offending call's error and in capture_end's)."""
+offending call's error and in capture_end's); the replay order of graphs sharing a pool."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 import mtia_graph as mtia
-from mtia_graph import CaptureError, MTIAGraph, Race, RaceError, RaceNode, RaceWarning, Stream
+from mtia_graph import (
+    CaptureError,
+    MTIAGraph,
+    PoolOrderWarning,
+    Race,
+    RaceError,
+    RaceNode,
+    RaceWarning,
+    Stream,
+)
 
 
 def capture_side_write(g, *, wait_before_read, **kwargs):
@@ -222,4 +231,83 @@ def test_the_capturing_threads_host_read_is_named():
     with mtia.graph(g):
         x.add_(1)
     g.replay()
+    mtia.synchronize()
+
+
+# ----------------------------------------------------------------- shared-pool replay order
+
+
+def three_graphs_sharing_a_pool():
+    x = mtia.ones(16)
+    pool = mtia.graph_pool_handle()
+    graphs = [MTIAGraph() for _ in range(3)]
+    for g in graphs:
+        with mtia.graph(g, pool=pool):
+            x.add_(1)
+    return graphs, pool
+
+
+def test_capture_order_replays_are_silent():
+    graphs, _ = three_graphs_sharing_a_pool()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            for g in graphs:
+                g.replay()
+        graphs[2].replay()  # again
+        graphs[0].replay()  # a new round
+        graphs[1].replay()
+    mtia.synchronize()
+
+
+def test_out_of_order_replay_warns_at_the_users_line():
+    graphs, pool = three_graphs_sharing_a_pool()
+    graphs[0].replay()
+    with pytest.warns(PoolOrderWarning) as caught:
+        line = _line_after()
+        graphs[2].replay()
+    (w,) = caught
+    assert w.filename == __file__ and w.lineno == line
+    assert re.match(
+        rf"out-of-order replay on stream \d+: graph 2 of the 3 graphs sharing pool "
+        rf"\({pool[0]}, {pool[1]}\) on device 0 launched after graph 0 \(expected graph 0 or 1\)",
+        str(w.message),
+    )
+    mtia.synchronize()
+
+
+def test_strict_mode_refuses_an_out_of_order_replay():
+    graphs, _ = three_graphs_sharing_a_pool()
+    mtia.set_pool_order_check("error")
+    try:
+        with pytest.raises(mtia.MTIAError, match=r"MTIAGraph\.replay: .*out-of-order replay"):
+            graphs[1].replay()  # before graph 0
+        graphs[0].replay()
+        graphs[1].replay()
+    finally:
+        mtia.set_pool_order_check("warn")
+    mtia.synchronize()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        mtia.set_pool_order_check("strict")
+    mtia.set_pool_order_check("off")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            graphs[0].replay()
+            graphs[2].replay()
+    finally:
+        mtia.set_pool_order_check("warn")
+    mtia.synchronize()
+
+
+def test_private_pools_replay_in_any_order_silently():
+    x = mtia.ones(16)
+    graphs = [MTIAGraph() for _ in range(3)]
+    for g in graphs:
+        with mtia.graph(g):
+            x.add_(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for g in reversed(graphs):
+            g.replay()
     mtia.synchronize()

@@ -91,6 +91,7 @@ PUBLIC_KINDS = {
         "MTIAValueError",
         "RaceError",
         "RaceWarning",
+        "PoolOrderWarning",
     ],
     "class": [
         "Device",
@@ -158,6 +159,7 @@ PUBLIC_KINDS = {
         "from_dlpack",
         "load_kernel",
         "kernel",
+        "set_pool_order_check",
     ],
     "dtype": ["float32", "float64", "int32", "int64", "bool"],
 }
