@@ -859,10 +859,11 @@ MTIART_API mtiart_status mtiart_stream_get_capture_invalidation(mtiart_stream st
 /* Graphs sharing a memory pool are correct only when replayed in the order they were
  * captured and never concurrently: a graph may reuse memory that one captured before it
  * freed. The runtime numbers the graphs captured into each pool (0, 1, 2, ... in capture
- * order) and checks every launch of one whose pool holds several: graph k may follow graph
- * k - 1 or k itself, and graph 0 may follow any (a new round); anything else is an
- * out-of-order replay. A replay that starts while another graph of its pool is still
- * running is a concurrent one. Graphs with a pool of their own are never checked. */
+ * order) and checks every launch of one whose pool has had several, from the pool's first
+ * launch on: a graph may follow the one captured before it, itself, or start a new round
+ * as the first graph; graphs no graph or executable holds any more are skipped. Anything
+ * else is an out-of-order replay. A replay that starts while another graph of its pool is
+ * still running is a concurrent one. Graphs with a pool of their own are never checked. */
 typedef enum mtiart_pool_order_mode {
     MTIART_POOL_ORDER_WARN = 0,  /* report (the callback, else a line on stderr), run anyway:
                                   * the default */
@@ -881,6 +882,25 @@ typedef void (*mtiart_pool_order_fn)(int device, mtiart_pool_id pool, const char
  * reports them (NULL: stderr in MTIART_POOL_ORDER_WARN). */
 MTIART_API mtiart_status mtiart_set_pool_order_check(mtiart_pool_order_mode mode,
                                                      mtiart_pool_order_fn fn, void *user_data);
+
+/* Debug schedules: run a replay's nodes one at a time, in a valid topological order chosen
+ * by a rule, to expose a missing dependency (a graph whose results change between
+ * schedules lacks an edge). */
+typedef enum mtiart_schedule {
+    MTIART_SCHEDULE_DEFAULT = 0, /* the plan: independent branches on all workers at once */
+    MTIART_SCHEDULE_SERIAL = 1,  /* one node at a time, the ready node captured first first */
+    MTIART_SCHEDULE_REVERSE = 2, /* one node at a time, the ready node captured last first */
+    MTIART_SCHEDULE_RANDOM = 3   /* one node at a time, a ready node drawn at random: the
+                                  * order is a function of the seed (29 bits of it) */
+} mtiart_schedule;
+
+/* Run the replays launched from now on in `schedule` (`seed`: for RANDOM). The default
+ * costs nothing; the others run every top-level node on one worker, child graphs
+ * flattened and a conditional node's body in its own plan. An executable with event wait
+ * nodes cannot be scheduled (MTIART_ERROR_NOT_SUPPORTED: a wait could then hold the
+ * replay's only worker); an unknown schedule is MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
+                                                        mtiart_schedule schedule, uint64_t seed);
 
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }

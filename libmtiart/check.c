@@ -461,13 +461,16 @@ MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_rac
 
 /* ------------------------------------------------------------------ shared-pool replay order */
 
-/* One pool's graphs, numbered in capture order. Entries are kept until exit (a pool id is
- * never reused, and executables may outlive their pool's other users). */
+/* One pool's graphs, numbered in capture order, and how many graphs and executables hold
+ * each: a graph nobody holds any more is skipped by the order. Entries are kept until exit
+ * (a pool id is never reused, and executables may outlive their pool's other users). */
 struct mt_pool_order {
     int device;
     mtiart_pool_id id;
     atomic_uint captures;
-    atomic_int_least64_t last;     /* graph launched last (-1: none yet) */
+    uint32_t *holders; /* per graph, under orders_lock */
+    size_t cap_holders;
+    int64_t last;                  /* graph launched last (-1: none yet), under orders_lock */
     atomic_int running;            /* replays of the pool's graphs running */
     atomic_int_least64_t last_run; /* graph that began running last */
     mt_pool_order *next;
@@ -484,6 +487,7 @@ __attribute__((destructor)) static void free_orders(void) {
     pthread_mutex_lock(&orders_lock);
     for (mt_pool_order *o = orders, *next; o; o = next) {
         next = o->next;
+        free(o->holders);
         free(o);
     }
     orders = NULL;
@@ -513,14 +517,34 @@ mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq) {
     if (!o && (o = calloc(1, sizeof *o))) {
         o->device = device;
         o->id = id;
-        atomic_init(&o->last, -1);
+        o->last = -1;
         atomic_init(&o->last_run, -1);
         o->next = orders;
         orders = o;
     }
-    if (o) *seq = atomic_fetch_add(&o->captures, 1);
+    unsigned n = o ? atomic_load(&o->captures) : 0;
+    if (o && n == o->cap_holders) {
+        size_t cap = o->cap_holders ? o->cap_holders * 2 : 4;
+        uint32_t *grown = realloc(o->holders, cap * sizeof *grown);
+        if (!grown) o = NULL;
+        else {
+            o->holders = grown;
+            o->cap_holders = cap;
+        }
+    }
+    if (o) {
+        o->holders[n] = 1; /* the graph */
+        *seq = n;
+        atomic_store(&o->captures, n + 1);
+    }
     pthread_mutex_unlock(&orders_lock);
     return o;
+}
+
+void mt_pool_order_hold(mt_pool_order *o, uint32_t seq, int delta) {
+    pthread_mutex_lock(&orders_lock);
+    o->holders[seq] = (uint32_t)((int)o->holders[seq] + delta);
+    pthread_mutex_unlock(&orders_lock);
 }
 
 bool mt_pool_order_shared(const mt_pool_order *order) {
@@ -546,41 +570,46 @@ static mtiart_pool_order_mode report_order(const mt_pool_order *o, const char *m
     return mode;
 }
 
+/* The first graph after `after` that something still holds (-1: none); orders_lock held. */
+static int64_t next_held(const mt_pool_order *o, int64_t after) {
+    unsigned n = atomic_load(&o->captures);
+    for (int64_t k = after + 1; k < (int64_t)n; k++)
+        if (o->holders[k]) return k;
+    return -1;
+}
+
 mtiart_status mt_pool_order_launch(mt_pool_order *o, uint32_t seq, uint64_t stream_id) {
-    int64_t last = atomic_load(&o->last);
-    if (seq == 0 || (int64_t)seq == last || (int64_t)seq == last + 1) {
-        atomic_store(&o->last, seq);
+    pthread_mutex_lock(&orders_lock);
+    int64_t last = o->last, first = next_held(o, -1), next = next_held(o, last);
+    /* What may follow: the first graph (a new round), the last one again, the next one. */
+    if (last < 0 || seq == first || seq == last || seq == next) {
+        o->last = seq;
+        pthread_mutex_unlock(&orders_lock);
         return MTIART_SUCCESS;
     }
+    pthread_mutex_unlock(&orders_lock);
+    char expected[96];
+    int len = snprintf(expected, sizeof expected, "graph %lld", (long long)first);
+    if (last != first)
+        len += snprintf(expected + len, sizeof expected - (size_t)len,
+                        next > last ? ", %lld" : " or %lld", (long long)last);
+    if (next > last)
+        snprintf(expected + len, sizeof expected - (size_t)len, " or %lld", (long long)next);
     char message[MT_FAILURE_MAX];
-    unsigned captures = atomic_load(&o->captures);
-    /* What may follow: graph 0, the last one again, the one captured after it. */
-    char expected[64];
-    if (last <= 0)
-        snprintf(expected, sizeof expected, last < 0 || captures < 2 ? "graph 0" : "graph 0 or 1");
-    else if (last + 1 < (int64_t)captures)
-        snprintf(expected, sizeof expected, "graph 0, %lld or %lld", (long long)last,
-                 (long long)last + 1);
-    else snprintf(expected, sizeof expected, "graph 0 or %lld", (long long)last);
-    if (last < 0)
-        snprintf(message, sizeof message,
-                 "out-of-order replay on stream %llu: graph %u of the %u graphs sharing pool "
-                 "(%llu, %llu) on device %d is the first of them launched (expected %s); "
-                 "graphs sharing a pool must be replayed in capture order",
-                 (unsigned long long)stream_id, seq, captures, (unsigned long long)o->id.first,
-                 (unsigned long long)o->id.second, o->device, expected);
-    else
-        snprintf(message, sizeof message,
-                 "out-of-order replay on stream %llu: graph %u of the %u graphs sharing pool "
-                 "(%llu, %llu) on device %d launched after graph %lld (expected %s): its memory "
-                 "may hold what another graph of the pool left there; graphs sharing a pool "
-                 "must be replayed in capture order",
-                 (unsigned long long)stream_id, seq, captures, (unsigned long long)o->id.first,
-                 (unsigned long long)o->id.second, o->device, (long long)last, expected);
+    snprintf(message, sizeof message,
+             "out-of-order replay on stream %llu: graph %u of the %u graphs captured into "
+             "shared pool (%llu, %llu) on device %d launched after graph %lld (expected %s): "
+             "its memory may hold what another graph of the pool left there; graphs sharing "
+             "a pool must be replayed in capture order",
+             (unsigned long long)stream_id, seq, atomic_load(&o->captures),
+             (unsigned long long)o->id.first, (unsigned long long)o->id.second, o->device,
+             (long long)last, expected);
     mtiart_pool_order_mode mode = report_order(o, message);
     if (mode == MTIART_POOL_ORDER_ERROR)
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED, "%s", message);
-    atomic_store(&o->last, seq);
+    pthread_mutex_lock(&orders_lock);
+    o->last = seq;
+    pthread_mutex_unlock(&orders_lock);
     return MTIART_SUCCESS;
 }
 
@@ -589,8 +618,8 @@ bool mt_pool_order_enter(mt_pool_order *o, uint32_t seq, uint64_t stream_id, cha
     int64_t other = atomic_exchange(&o->last_run, seq);
     if (atomic_fetch_add(&o->running, 1) == 0) return true;
     snprintf(failure, cap,
-             "concurrent replay on stream %llu: graph %u of the graphs sharing pool (%llu, "
-             "%llu) on device %d started while graph %lld of the pool was running; graphs "
+             "concurrent replay on stream %llu: graph %u of shared pool (%llu, %llu) on "
+             "device %d started while graph %lld of the pool was running; graphs "
              "sharing a pool must never be replayed concurrently",
              (unsigned long long)stream_id, seq, (unsigned long long)o->id.first,
              (unsigned long long)o->id.second, o->device, (long long)other);

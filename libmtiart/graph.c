@@ -79,6 +79,7 @@ mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
 }
 
 void mt_graph_free(mt_graph *g) {
+    if (g->order) mt_pool_order_hold(g->order, g->pool_seq, -1);
     mt_dag_unref(g->dag);
     if (g->pool) mt_pool_release(g->pool);
     pthread_mutex_destroy(&g->lock);

@@ -227,7 +227,7 @@ typedef struct mt_op {
             mt_exec *exec;
             uint64_t generation; /* of the executable's done event */
             uint64_t *slots;     /* more event generations than fit inline (exec.c) */
-            uint32_t pool_order; /* its pool is shared: the replay checks it runs alone */
+            uint32_t checks;     /* MT_LAUNCH_* bits */
         } graph;
         struct {
             const void *flag; /* device memory: the body runs while (or if) it is non-zero */
@@ -239,6 +239,14 @@ typedef struct mt_op {
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
                                                  * between a producer and the consumer */
+
+/* A GRAPH op's `checks`: its pool is shared (the replay checks it runs alone); the debug
+ * schedule it runs in (an mtiart_schedule, 0: the plan's) and, for a random one, 29 bits
+ * of its seed. Kept in the op so that a later change applies to later launches only. */
+#define MT_LAUNCH_POOL_ORDER 1u
+#define MT_LAUNCH_SCHEDULE_SHIFT 1
+#define MT_LAUNCH_SCHEDULE_MASK 3u
+#define MT_LAUNCH_SEED_SHIFT 3
 
 /* The argument blob of a kernel op. */
 static inline uint8_t *mt_op_blob(mt_op *op) {
@@ -691,10 +699,13 @@ typedef struct mt_pool_order mt_pool_order;
 /* A capture into `pool` ended with a graph: the pool's order entry and the graph's place
  * in it (0 for the first); NULL when out of host memory (the graph is then not checked). */
 mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq);
+/* A graph or executable of graph `seq` of the pool is made (delta 1) or freed (-1). */
+void mt_pool_order_hold(mt_pool_order *order, uint32_t seq, int delta);
 /* Whether the pool holds several graphs (so that their launches are checked). */
 bool mt_pool_order_shared(const mt_pool_order *order);
-/* A launch of graph `seq` of the pool on stream `stream_id`: checks its order (mode ERROR:
- * NOT_PERMITTED, and the launch must not be made). No lock held. */
+/* A launch of graph `seq` of the pool on stream `stream_id`: checks its order (graphs no
+ * graph or executable holds any more are skipped; the first launch starts the order).
+ * Mode ERROR: NOT_PERMITTED, and the launch must not be made. No lock held. */
 mtiart_status mt_pool_order_launch(mt_pool_order *order, uint32_t seq, uint64_t stream_id);
 /* Worker: a replay of graph `seq` starts (false: another graph of the pool runs and mode
  * ERROR refuses it, `failure` says why) / has ended (after a true start). */
@@ -719,7 +730,7 @@ void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
 mt_event *mt_exec_done_event(mt_exec *x);
-/* A GRAPH op with pool_order set: whether its replay is starting (not resuming after a
+/* A GRAPH op with MT_LAUNCH_POOL_ORDER: whether its replay is starting (not resuming after a
  * wait), and the pool order and place of its executable. */
 bool mt_exec_starting(const mt_exec *x);
 mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq);

@@ -231,7 +231,6 @@ static void complete_event(mt_event *e, uint64_t generation) {
 
 static void mark_completed(mt_stream *s, uint64_t consumed);
 
-/* Run the op at the head of the queue; false when the stream parked on an event. */
 /* A replay of a graph whose pool is shared begins: false when another graph of the pool
  * is still running and the check refuses it (the stream's sticky error says why). */
 static __attribute__((noinline, cold)) bool start_pool_replay(mt_stream *s, mt_op *op) {
@@ -245,6 +244,7 @@ static __attribute__((noinline, cold)) bool start_pool_replay(mt_stream *s, mt_o
     return false;
 }
 
+/* Run the op at the head of the queue; false when the stream parked on an event. */
 static bool run_op(mt_stream *s, mt_op *op) {
     char failure[MT_FAILURE_MAX];
     switch (op->type) {
@@ -261,7 +261,7 @@ static bool run_op(mt_stream *s, mt_op *op) {
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);
     case MT_OP_GRAPH: {
-        if (MT_UNLIKELY(op->u.graph.pool_order) && !start_pool_replay(s, op)) {
+        if (MT_UNLIKELY(op->u.graph.checks & MT_LAUNCH_POOL_ORDER) && !start_pool_replay(s, op)) {
             complete_event(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
             return true;
         }
@@ -276,7 +276,7 @@ static bool run_op(mt_stream *s, mt_op *op) {
              * stream parks on the event as an eager wait does, and resumes the replay. */
             if (!mt_event_wait_or_park(park, park_generation, s)) return false;
         }
-        if (MT_UNLIKELY(op->u.graph.pool_order)) {
+        if (MT_UNLIKELY(op->u.graph.checks & MT_LAUNCH_POOL_ORDER)) {
             uint32_t seq;
             mt_pool_order_leave(mt_exec_pool_order(op->u.graph.exec, &seq));
         }

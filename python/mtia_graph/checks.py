@@ -177,11 +177,12 @@ def _mtia_pool_order_trampoline(device: int, pool: Any, message: Any, user_data:
 def set_pool_order_check(mode: str) -> None:
     """How replays of graphs sharing a memory pool are checked.
 
-    Graphs that share a pool (``pool=`` of :class:`graph` / :meth:`MTIAGraph.capture_begin`)
-    are correct only when replayed in the order they were captured (a graph after the one
-    captured before it, or again, or the first one to start a new round) and never
-    concurrently. ``"warn"`` (the default) issues a :class:`PoolOrderWarning` for a
-    violation and replays anyway; ``"error"`` makes :meth:`MTIAGraph.replay` raise
+    Graphs that share a pool (``pool=`` of :class:`graph` or of
+    :meth:`MTIAGraph.capture_begin`) are correct only when replayed in the order they were
+    captured (a graph after the one captured before it, or again, or the first one to
+    start a new round; graphs reset or deleted since are skipped) and never concurrently.
+    ``"warn"`` (the default) issues a :class:`PoolOrderWarning` for a violation and replays
+    anyway; ``"error"`` makes :meth:`MTIAGraph.replay` raise
     :class:`MTIAError` for an out-of-order replay (nothing is launched) and skips a
     concurrent one, whose stream's next synchronization raises; ``"off"`` checks nothing.
     Graphs with a pool of their own are never checked, and cost nothing.

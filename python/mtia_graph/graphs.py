@@ -95,6 +95,21 @@ def _capture_mode(mode: str) -> int:
         ) from None
 
 
+_SCHEDULES: dict[str, int] = {
+    "serial": lib.MTIART_SCHEDULE_SERIAL,
+    "reverse": lib.MTIART_SCHEDULE_REVERSE,
+    "random": lib.MTIART_SCHEDULE_RANDOM,
+}
+
+
+def _schedule_mode(schedule: str | None) -> int:
+    if schedule is None:
+        return int(lib.MTIART_SCHEDULE_DEFAULT)
+    if not isinstance(schedule, str) or schedule not in _SCHEDULES:
+        raise ValueError(f"schedule must be None or one of {sorted(_SCHEDULES)}, got {schedule!r}")
+    return _SCHEDULES[schedule]
+
+
 def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn:
     """Raise for a failed call on one of a graph's handles. A handle another thread's
     reset() destroyed during the call gets a message saying so."""
@@ -264,8 +279,20 @@ class MTIAGraph:
             )
         self._instantiate()
 
-    def replay(self) -> None:
-        """Replay the captured MTIA graph on the current stream (asynchronously)."""
+    def replay(self, schedule: str | None = None, seed: int = 0) -> None:
+        """Replay the captured MTIA graph on the current stream (asynchronously).
+
+        Args:
+            schedule: None (default) runs the graph's plan, independent branches on all
+                workers at once. A debug schedule runs its operations one at a time in a
+                valid order chosen by a rule: ``"serial"`` (the ready operation captured
+                first goes first), ``"reverse"`` (captured last goes first) or
+                ``"random"`` (drawn from ``seed``). A graph whose results change between
+                schedules lacks a dependency (see :func:`mtia_graph.debug.compare_schedules`).
+                Graphs that wait for events recorded outside them cannot be scheduled.
+            seed: the random schedule's seed (the same seed, the same order).
+        """
+        mode = _schedule_mode(schedule)
         exec_ = self._exec
         if exec_ is None:
             if not self._captured:
@@ -275,7 +302,16 @@ class MTIAGraph:
             self._instantiate()
             exec_ = self._exec
         stream = current_stream(self._device)
-        status = lib.mtiart_graph_launch(exec_, stream._handle)
+        if mode:
+            status = lib.mtiart_graph_exec_set_schedule(exec_, mode, seed & (2**64 - 1))
+            if status:
+                _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
+            try:
+                status = lib.mtiart_graph_launch(exec_, stream._handle)
+            finally:  # the launch keeps its schedule; later ones run the plan again
+                lib.mtiart_graph_exec_set_schedule(exec_, lib.MTIART_SCHEDULE_DEFAULT, 0)
+        else:
+            status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         # On a capturing stream the replay became a child graph of that capture, which runs

@@ -3,7 +3,8 @@
  * graph against a brute-force closure), the instantiate flag that refuses racy graphs, and
  * the executable's check; why a capture was invalidated (the call, its thread, the caller
  * hook's location) in every message that reports it and from the query; graphs sharing a
- * pool replayed out of capture order or concurrently (warned, refused, unchecked). */
+ * pool replayed out of capture order or concurrently (warned, refused, unchecked); debug
+ * schedules (serial, reverse, seeded random: valid orders, reproducible). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
@@ -488,8 +489,8 @@ static void test_shared_pool_order(void) {
     CHECK(log.pool.first == pool.first && log.pool.second == pool.second);
     char expect[256];
     snprintf(expect, sizeof expect,
-             "out-of-order replay on stream %llu: graph 1 of the 3 graphs sharing pool (%llu, "
-             "%llu) on device 0 launched after graph 2 (expected graph 0 or 2)",
+             "out-of-order replay on stream %llu: graph 1 of the 3 graphs captured into shared "
+             "pool (%llu, %llu) on device 0 launched after graph 2 (expected graph 0 or 2)",
              (unsigned long long)stream_id(s), (unsigned long long)pool.first,
              (unsigned long long)pool.second);
     CHECK(strstr(log.last, expect) == log.last);
@@ -523,14 +524,23 @@ static void test_shared_pool_order(void) {
     CHECK_OK(mtiart_graph_launch(p1, s));
     CHECK(log.calls == 1);
 
-    /* A pool's first launch must be its first graph. */
+    /* The order starts at the first launch, and skips graphs nothing holds any more. */
     mtiart_pool_id pool2;
     CHECK_OK(mtiart_pool_handle_create(&pool2));
     mtiart_graph_exec h0 = capture_into(s, pool2, buf, NULL);
-    mtiart_graph_exec h1 = capture_into(s, pool2, buf, NULL);
-    CHECK_OK(mtiart_graph_launch(h1, s));
-    CHECK(log.calls == 2 && strstr(log.last, "is the first of them launched (expected graph 0)"));
+    mtiart_graph_exec gone = capture_into(s, pool2, buf, NULL);
+    mtiart_graph_exec h2 = capture_into(s, pool2, buf, NULL);
+    CHECK_OK(mtiart_graph_launch(gone, s));
+    CHECK_OK(mtiart_graph_launch(h2, s));
     CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(gone));
+    CHECK_OK(mtiart_graph_launch(h0, s));
+    CHECK_OK(mtiart_graph_launch(h2, s)); /* graph 1 is gone: next after 0 */
+    CHECK(log.calls == 1);
+    CHECK_OK(mtiart_graph_launch(h0, s));
+    CHECK_OK(mtiart_graph_launch(h0, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(log.calls == 1);
 
     /* Concurrent replays, on two streams with no order between them (needs two workers to
      * run at once). */
@@ -547,7 +557,7 @@ static void test_shared_pool_order(void) {
         CHECK_OK(mtiart_graph_launch(next, s2)); /* in order, but not after it */
         CHECK_OK(mtiart_stream_synchronize(s2));
         CHECK_OK(mtiart_stream_synchronize(s));
-        CHECK(log.calls == 3 && strstr(log.last, "concurrent replay on stream ") == log.last);
+        CHECK(log.calls == 2 && strstr(log.last, "concurrent replay on stream ") == log.last);
         CHECK(strstr(log.last, "started while graph 0 of the pool was running"));
         /* Ordered by an event: silent. */
         mtiart_event done;
@@ -557,7 +567,7 @@ static void test_shared_pool_order(void) {
         CHECK_OK(mtiart_stream_wait_event(s2, done));
         CHECK_OK(mtiart_graph_launch(next, s2));
         CHECK_OK(mtiart_stream_synchronize(s2));
-        CHECK(log.calls == 3);
+        CHECK(log.calls == 2);
         /* Strict: the second replay does not run; its stream reports it. */
         CHECK_OK(mtiart_set_pool_order_check(MTIART_POOL_ORDER_ERROR, NULL, NULL));
         atomic_store(&slow_started, 0);
@@ -577,15 +587,118 @@ static void test_shared_pool_order(void) {
     CHECK_OK(mtiart_graph_exec_destroy(p0));
     CHECK_OK(mtiart_graph_exec_destroy(p1));
     CHECK_OK(mtiart_graph_exec_destroy(h0));
-    CHECK_OK(mtiart_graph_exec_destroy(h1));
+    CHECK_OK(mtiart_graph_exec_destroy(h2));
     CHECK_OK(mtiart_stream_synchronize(s));
     CHECK_OK(mtiart_free(buf));
     CHECK_OK(mtiart_stream_destroy(s2));
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* ------------------------------------------------------------------ schedules */
+
+typedef struct order_trace {
+    atomic_int len;
+    int order[16];
+} order_trace;
+
+/* args[0]: order_trace * (value), args[1]: the node's number (value). */
+static int32_t k_trace(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)block, (void)num_blocks;
+    order_trace *t = *(order_trace *const *)args[0];
+    int at = atomic_fetch_add(&t->len, 1);
+    if (at < 16) t->order[at] = *(const int *)args[1];
+    return 0;
+}
+
+static void trace_node(mtiart_graph g, order_trace *t, const size_t *deps, size_t nd) {
+    static int next;
+    size_t count;
+    CHECK_OK(mtiart_graph_get_node_count(g, &count));
+    next = (int)count;
+    mtiart_arg a[2] = {{MTIART_ARG_VALUE, sizeof t, &t, 0},
+                       {MTIART_ARG_VALUE, sizeof next, &next, 0}};
+    size_t node;
+    CHECK_OK(mtiart_graph_add_kernel_node(g, nd ? deps : NULL, nd, k_trace, 1, a, 2, &node));
+}
+
+/* One replay of x on s in `schedule`; the order its nodes ran in, as a string. */
+static void replay_order(mtiart_graph_exec x, mtiart_stream s, order_trace *t,
+                         mtiart_schedule schedule, uint64_t seed, char *out) {
+    atomic_store(&t->len, 0);
+    CHECK_OK(mtiart_graph_exec_set_schedule(x, schedule, seed));
+    CHECK_OK(mtiart_graph_launch(x, s));
+    CHECK_OK(mtiart_graph_exec_set_schedule(x, MTIART_SCHEDULE_DEFAULT, 0)); /* launched already */
+    CHECK_OK(mtiart_stream_synchronize(s));
+    int n = atomic_load(&t->len);
+    out[0] = '\0';
+    for (int i = 0; i < n && i < 16; i++) sprintf(out + strlen(out), "%d", t->order[i]);
+}
+
+static void test_schedules(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    order_trace t;
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    /* 0, 1 and 5 roots; 2 after 0, 3 after 1, 4 after 2 and 3. */
+    size_t d0 = 0, d1 = 1, d23[2] = {2, 3};
+    trace_node(g, &t, NULL, 0);
+    trace_node(g, &t, NULL, 0);
+    trace_node(g, &t, &d0, 1);
+    trace_node(g, &t, &d1, 1);
+    trace_node(g, &t, d23, 2);
+    trace_node(g, &t, NULL, 0);
+    mtiart_graph_exec x;
+    CHECK_OK(mtiart_graph_instantiate(g, &x));
+    char order[32], again[32];
+    replay_order(x, s, &t, MTIART_SCHEDULE_SERIAL, 0, order);
+    CHECK(strcmp(order, "012345") == 0);
+    replay_order(x, s, &t, MTIART_SCHEDULE_REVERSE, 0, order);
+    CHECK(strcmp(order, "513024") == 0);
+    /* Random: valid orders, reproducible for a seed, several of them over seeds. */
+    char seen[24][32];
+    int distinct = 0;
+    for (uint64_t seed = 0; seed < 24; seed++) {
+        replay_order(x, s, &t, MTIART_SCHEDULE_RANDOM, seed, order);
+        replay_order(x, s, &t, MTIART_SCHEDULE_RANDOM, seed, again);
+        CHECK(strcmp(order, again) == 0);
+        CHECK(strlen(order) == 6);
+        int at[6];
+        for (int i = 0; i < 6; i++) at[order[i] - '0'] = i;
+        CHECK(at[0] < at[2] && at[1] < at[3] && at[2] < at[4] && at[3] < at[4]);
+        bool fresh = true;
+        for (int k = 0; k < distinct && fresh; k++) fresh = strcmp(seen[k], order) != 0;
+        if (fresh) strcpy(seen[distinct++], order);
+    }
+    CHECK(distinct >= 5);
+    /* Back to the plan: every node still runs once. */
+    replay_order(x, s, &t, MTIART_SCHEDULE_DEFAULT, 0, order);
+    CHECK(strlen(order) == 6);
+    CHECK_STATUS(mtiart_graph_exec_set_schedule(x, (mtiart_schedule)4, 0),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_graph_exec_set_schedule(NULL, MTIART_SCHEDULE_SERIAL, 0),
+                 MTIART_ERROR_INVALID_HANDLE);
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+
+    /* A graph with a wait node cannot be scheduled. */
+    mtiart_event e;
+    CHECK_OK(mtiart_event_create(0, &e));
+    size_t node;
+    CHECK_OK(mtiart_graph_add_event_wait_node(g, NULL, 0, e, &node));
+    CHECK_OK(mtiart_graph_instantiate(g, &x));
+    CHECK_STATUS(mtiart_graph_exec_set_schedule(x, MTIART_SCHEDULE_RANDOM, 1),
+                 MTIART_ERROR_NOT_SUPPORTED);
+    CHECK(strstr(mtiart_last_error_message(), "event wait nodes") != NULL);
+    CHECK_OK(mtiart_graph_exec_set_schedule(x, MTIART_SCHEDULE_DEFAULT, 0));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_event_destroy(e));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
+    test_schedules();
     test_shared_pool_order();
     test_forgotten_wait();
     test_slices();

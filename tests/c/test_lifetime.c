@@ -288,7 +288,10 @@ static void use_exec(uint32_t *seed, uint64_t handle) {
     case 2: USE(K_EXEC, mtiart_graph_exec_get_node_count(x, &count)); break;
     case 3: USE(K_EXEC, mtiart_graph_exec_update(x, g_exec_source, NULL)); break;
     case 4: USE(K_EXEC, mtiart_graph_exec_kernel_node_set_args(x, rnd(seed) % 2, &arg, 1)); break;
-    case 5: USE(K_EXEC, mtiart_graph_exec_check_races(x, NULL, 0, &count)); break;
+    case 5:
+        if (rnd(seed) % 2) USE(K_EXEC, mtiart_graph_exec_check_races(x, NULL, 0, &count));
+        else USE(K_EXEC, mtiart_graph_exec_set_schedule(x, (mtiart_schedule)(rnd(seed) % 4), 7));
+        break;
     default: MUST(mtiart_stream_synchronize(g_exec_stream)); break; /* keep the queue short */
     }
 }

@@ -213,6 +213,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
     EXPECT_PREFIX(mtiart_set_pool_order_check, (mtiart_pool_order_mode)9, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_check_races, x, NULL, 0, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_set_schedule, x, (mtiart_schedule)9, 0);
     EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);
     mtiart_graph other;

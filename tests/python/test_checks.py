@@ -269,8 +269,9 @@ def test_out_of_order_replay_warns_at_the_users_line():
     (w,) = caught
     assert w.filename == __file__ and w.lineno == line
     assert re.match(
-        rf"out-of-order replay on stream \d+: graph 2 of the 3 graphs sharing pool "
-        rf"\({pool[0]}, {pool[1]}\) on device 0 launched after graph 0 \(expected graph 0 or 1\)",
+        rf"out-of-order replay on stream \d+: graph 2 of the 3 graphs captured into shared "
+        rf"pool \({pool[0]}, {pool[1]}\) on device 0 launched after graph 0 \(expected "
+        rf"graph 0 or 1\)",
         str(w.message),
     )
     mtia.synchronize()
@@ -280,10 +281,11 @@ def test_strict_mode_refuses_an_out_of_order_replay():
     graphs, _ = three_graphs_sharing_a_pool()
     mtia.set_pool_order_check("error")
     try:
-        with pytest.raises(mtia.MTIAError, match=r"MTIAGraph\.replay: .*out-of-order replay"):
-            graphs[1].replay()  # before graph 0
         graphs[0].replay()
+        with pytest.raises(mtia.MTIAError, match=r"MTIAGraph\.replay: .*out-of-order replay"):
+            graphs[2].replay()  # skips graph 1
         graphs[1].replay()
+        graphs[2].replay()
     finally:
         mtia.set_pool_order_check("warn")
     mtia.synchronize()
@@ -311,3 +313,69 @@ def test_private_pools_replay_in_any_order_silently():
         for g in reversed(graphs):
             g.replay()
     mtia.synchronize()
+
+
+# ----------------------------------------------------------------- replay schedules
+
+
+def capture_missing_edge(g, *, with_edge):
+    """b is reset, then (on a side stream) set to 7 while the capture stream first sets c to
+    1 and then adds b to it; without ``with_edge`` nothing orders the add after the side
+    stream's write. Node order: reset b (0), c = 1 (1), b = 7 (2, side), c += b (3): the
+    serial and the reverse schedules both run 2 before 3; only some random ones do not."""
+    b, c = mtia.zeros(64), mtia.zeros(64)
+    side = Stream()
+    with mtia.graph(g):
+        cur = mtia.current_stream()
+        b.fill_(0.0)
+        side.wait_stream(cur)
+        c.fill_(1.0)
+        with mtia.stream(side):
+            b.fill_(7.0)
+        if with_edge:
+            cur.wait_stream(side)
+        c.add_(b)
+        cur.wait_stream(side)
+    return c
+
+
+def test_schedules_expose_a_missing_edge_only_random_ones_find():
+    g = MTIAGraph()
+    c = capture_missing_edge(g, with_edge=False)
+    for schedule in ("serial", "reverse"):
+        g.replay(schedule=schedule)
+        mtia.synchronize()
+        np.testing.assert_array_equal(c.numpy(), np.full(64, 8.0))
+    diff = mtia.debug.compare_schedules(g, [c], runs=16)
+    assert isinstance(diff, mtia.debug.ScheduleDifference)
+    assert (diff.output, diff.schedule) == (0, "random")
+    assert (diff.expected, diff.got, diff.max_abs_diff) == (8.0, 1.0, 7.0)
+    assert diff.index == (0,)
+    assert str(diff).startswith(
+        f"output 0 differs between the serial and the random schedule (seed {diff.seed}): "
+        "element [0] is 1.0 instead of 8.0"
+    )
+    # The same seed draws the same order: the difference comes back.
+    g.replay(schedule="random", seed=diff.seed)
+    mtia.synchronize()
+    np.testing.assert_array_equal(c.numpy(), np.full(64, 1.0))
+
+
+def test_schedules_agree_on_a_correct_graph():
+    g = MTIAGraph()
+    c = capture_missing_edge(g, with_edge=True)
+    assert mtia.debug.compare_schedules(g, [c], runs=16) is None
+    g.replay()  # the plan again
+    mtia.synchronize()
+    np.testing.assert_array_equal(c.numpy(), np.full(64, 8.0))
+
+
+def test_schedule_arguments_are_checked():
+    g = MTIAGraph()
+    c = capture_missing_edge(g, with_edge=True)
+    with pytest.raises(ValueError, match="schedule must be None or one of"):
+        g.replay(schedule="backwards")
+    with pytest.raises(TypeError, match="expects an MTIAGraph"):
+        mtia.debug.compare_schedules(c, [c])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="runs must be"):
+        mtia.debug.compare_schedules(g, [c], runs=-1)

@@ -69,6 +69,8 @@ class _Wrap:
 def test_exported_memory_outlives_the_tensor():
     t = mtia.full((1000,), 7, dtype=mtia.int32)
     a = np.from_dlpack(t)
+    gc.collect()  # earlier tests' garbage must not be freed during the measurement
+    mtia.synchronize()
     allocated = mtia.memory_allocated()
     del t
     gc.collect()

@@ -281,7 +281,9 @@ def test_three_successive_graphs_out_of_order_replay(share):
     expect_corruption = share != "none"
     g2.replay()  # the same graph again: in order
     if expect_corruption:  # the runtime sees the out-of-order replay and says so
-        with pytest.warns(mtia.PoolOrderWarning, match="graph 1 of the 3 graphs sharing pool"):
+        with pytest.warns(
+            mtia.PoolOrderWarning, match="graph 1 of the 3 graphs captured into shared pool"
+        ):
             g1.replay()
     else:  # private pools: any order is right, and nothing is said
         with warnings.catch_warnings():
