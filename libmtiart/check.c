@@ -399,7 +399,7 @@ mtiart_status mt_dag_check_races(const mt_dag *d, mtiart_race *out, size_t cap, 
         return mt_oom();
     }
     /* One race per pair and contiguous range: segments of one pair side by side merge. */
-    qsort(k.reports, k.num_reports, sizeof *k.reports, by_pair);
+    if (k.num_reports) qsort(k.reports, k.num_reports, sizeof *k.reports, by_pair);
     size_t races = 0;
     for (size_t i = 0; i < k.num_reports; i++) {
         report *r = &k.reports[i];
