@@ -891,7 +891,7 @@ typedef enum mtiart_schedule {
     MTIART_SCHEDULE_SERIAL = 1,  /* one node at a time, the ready node captured first first */
     MTIART_SCHEDULE_REVERSE = 2, /* one node at a time, the ready node captured last first */
     MTIART_SCHEDULE_RANDOM = 3   /* one node at a time, a ready node drawn at random: the
-                                  * order is a function of the seed (29 bits of it) */
+                                  * order is a function of `seed` (29 bits of it) */
 } mtiart_schedule;
 
 /* Run the replays launched from now on in `schedule` (`seed`: for RANDOM). The default

@@ -645,7 +645,7 @@ MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
         }
     }
     if (st == MTIART_SUCCESS) {
-        /* 29 bits of the seed, mixed so that nearby seeds draw unrelated orders. */
+        /* 29 bits of `seed`, mixed so that nearby seeds draw unrelated orders. */
         uint64_t mixed = seed;
         uint32_t bits = (uint32_t)schedule << MT_LAUNCH_SCHEDULE_SHIFT;
         if (schedule == MTIART_SCHEDULE_RANDOM)
