@@ -314,7 +314,15 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr);
 
 /* Return a block to its pool. Its memory is reused by later work on the block's stream at
  * once, and by other streams recorded with mtiart_record_stream only once their work
- * enqueued before this call is done. NULL is accepted. */
+ * enqueued before this call is done (mtiart_free_async adds a stream to wait for). NULL is
+ * accepted.
+ * Graphs hold the memory they use: a graph, an executable instantiated from it and a
+ * capture in progress keep every block their nodes read or write that lies outside their
+ * own pool. Freeing such a block marks it MTIART_BLOCK_GRAPH_HELD (no longer the program's:
+ * it cannot be used or freed again) and its memory returns, as above, once the last graph
+ * and executable using it are destroyed, so a replay never writes into memory handed out
+ * again. Blocks of a graph's own pool are not held: they follow the pool's contract (blocks
+ * freed during a capture may be reused by later captures sharing the pool). */
 MTIART_API mtiart_status mtiart_free(void *ptr);
 
 /* Mark a block as in use by `stream` (torch's record_stream). */
@@ -362,7 +370,8 @@ MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device);
 typedef enum mtiart_block_state {
     MTIART_BLOCK_ACTIVE = 0,       /* handed out */
     MTIART_BLOCK_PENDING_FREE = 1, /* freed, waiting for recorded streams */
-    MTIART_BLOCK_FREE = 2          /* cached */
+    MTIART_BLOCK_FREE = 2,         /* cached */
+    MTIART_BLOCK_GRAPH_HELD = 3    /* freed by the program; graphs that use it still hold it */
 } mtiart_block_state;
 
 typedef struct mtiart_block_info {
@@ -402,6 +411,55 @@ typedef struct mtiart_pool_info {
 
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id pool,
                                               mtiart_pool_info *info);
+
+/* Keys of mtiart_memory_get_stat: first every field of mtiart_memory_stats, in its order,
+ * then statistics the struct has no room for (it never changes size). */
+typedef enum mtiart_memory_stat {
+    MTIART_STAT_ALLOCATED_BYTES = 0,
+    MTIART_STAT_ALLOCATED_BYTES_PEAK = 1,
+    MTIART_STAT_REQUESTED_BYTES = 2,
+    MTIART_STAT_RESERVED_BYTES = 3,
+    MTIART_STAT_RESERVED_BYTES_PEAK = 4,
+    MTIART_STAT_ACTIVE_BLOCKS = 5,
+    MTIART_STAT_ACTIVE_BLOCKS_PEAK = 6,
+    MTIART_STAT_ACTIVE_BYTES = 7,
+    MTIART_STAT_ACTIVE_BYTES_PEAK = 8,
+    MTIART_STAT_INACTIVE_SPLIT_BLOCKS = 9,
+    MTIART_STAT_INACTIVE_SPLIT_BYTES = 10,
+    MTIART_STAT_SEGMENTS = 11,
+    MTIART_STAT_SEGMENTS_PEAK = 12,
+    MTIART_STAT_ALLOC_REQUESTS = 13,
+    MTIART_STAT_FREE_REQUESTS = 14,
+    MTIART_STAT_SEGMENT_ALLOCS = 15,
+    MTIART_STAT_SEGMENT_FREES = 16,
+    MTIART_STAT_NUM_ALLOC_RETRIES = 17,
+    MTIART_STAT_NUM_OOMS = 18,
+    MTIART_STAT_CAPACITY = 19,
+    MTIART_STAT_PRIVATE_POOLS = 20,
+    /* bytes of blocks the program freed that graphs still hold (MTIART_BLOCK_GRAPH_HELD);
+     * counted in active_bytes, not in allocated_bytes */
+    MTIART_STAT_GRAPH_HELD_BYTES = 21,
+    MTIART_STAT_GRAPH_HELD_BYTES_PEAK = 22,
+    MTIART_STAT_GRAPH_HELD_BLOCKS = 23
+} mtiart_memory_stat;
+
+/* One allocator statistic of the device. An unknown key is MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat key,
+                                                uint64_t *value);
+
+/* The name of a statistic ("graph_held_bytes"; a struct field's name for the struct's
+ * keys), or NULL for an unknown key: counting up from 0 until NULL lists them all. */
+MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key);
+
+/* Free a block on a stream (cudaFreeAsync): the block is reused only after the work
+ * enqueued on `stream` before this call, whichever stream allocated it, is done (as well
+ * as the work mtiart_free waits for: see there). Work enqueued on the allocating stream
+ * after the call may reuse it in that stream's order only once `stream` is done, so the
+ * free is also safe when `stream` is the only one still using the block. While `stream`
+ * captures, the free is deferred to the end of the capture, as mtiart_free's is for the
+ * capturing streams a block is recorded on. NULL is accepted; a pointer into another
+ * device than the stream's is refused. */
+MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream);
 
 /* ------------------------------------------------------------------------------------ */
 /* Stream capture                                                                       */
@@ -510,11 +568,26 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec);
 
 /* Enqueue one replay as a single operation on `stream` (any stream of the graph's device).
- * Replays of one executable never overlap: a launch on another stream waits for the
- * previous one. */
+ * Replays of one graph never overlap, whichever of its executables they use: a launch on
+ * another stream than the previous one waits for it. */
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream);
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count);
+
+/* Flags of mtiart_graph_instantiate_with_flags: a bit set (unknown bits are refused). */
+typedef enum mtiart_graph_instantiate_flags {
+    /* Every launch first checks the graph's inputs (the allocations its nodes read before
+     * any node of the graph wrote them, whatever the node: kernels, copies, fills): a
+     * launch that would read one the program freed since the capture (or whose memory
+     * another allocation got since) fails with MTIART_ERROR_INVALID_POINTER before any
+     * node runs, naming the node and the buffer. Writing into an output the program freed
+     * is not an error. Costs nothing without the flag, a load per input with it. */
+    MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS = 1
+} mtiart_graph_instantiate_flags;
+
+/* mtiart_graph_instantiate with a bit set of MTIART_GRAPH_INSTANTIATE_* flags. */
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernel library: tensor operations on contiguous device arrays                         */

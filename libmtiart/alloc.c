@@ -36,7 +36,8 @@
 enum {
     BLK_ACTIVE = MTIART_BLOCK_ACTIVE,
     BLK_PENDING = MTIART_BLOCK_PENDING_FREE,
-    BLK_FREE = MTIART_BLOCK_FREE
+    BLK_FREE = MTIART_BLOCK_FREE,
+    BLK_HELD = MTIART_BLOCK_GRAPH_HELD, /* freed by the program, still held by graphs */
 };
 
 typedef struct segment segment;
@@ -59,6 +60,11 @@ typedef struct block {
     uint64_t capture_id; /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
+    uint32_t holds;         /* graphs, captures and executables holding it (see mt_graph_mem) */
+    uint32_t mem_index;     /* its entry in the graph memory record that last recorded it... */
+    uint64_t mem_serial;    /* ...which is the one with this serial number */
+    mt_live *live;          /* its liveness, once a graph recorded it (a reference) */
+    uint64_t alloc_capture; /* the capture that allocated it (0: none) */
 } block;
 
 /* Valgrind: a freed range its stream's earlier work may still touch (see vg_block_freed). */
@@ -107,6 +113,13 @@ struct mt_pool {
     mt_pool *next;
 };
 
+/* Read through mtiart_memory_get_stat. */
+typedef struct stats_more {
+    uint64_t graph_held_bytes; /* blocks the program freed that graphs still hold */
+    uint64_t graph_held_bytes_peak;
+    uint64_t graph_held_blocks;
+} stats_more;
+
 typedef struct observer {
     mtiart_oom_observer fn;
     void *user_data;
@@ -125,8 +138,10 @@ typedef struct mt_allocator {
     size_t table_cap, table_count, table_tombs;
     block *spare_blocks;
     block *pending;
+    block *held;         /* BLK_HELD blocks (through fprev/fnext, as the pending list) */
     uint64_t free_clock; /* counts frees: orders them against waits for the device */
     mtiart_memory_stats stats;
+    stats_more more;    /* statistics the public struct has no room for */
     vg_zombie *zombies; /* valgrind only */
     size_t num_zombies, cap_zombies;
 } mt_allocator;
@@ -924,6 +939,8 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
             return mt_oom();
         }
     }
+    /* What a capture allocates, its graph produces: the input check never watches it. */
+    b->alloc_capture = pool != &a->default_pool ? atomic_load(&s->capture_id) : 0;
     mt_spin_unlock(&a->lock);
     *out = (void *)blk_addr(b);
     return MTIART_SUCCESS;
@@ -978,23 +995,281 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
-/* "what index", or "what" alone (index < 0): the buffer's name in an error message. */
-static const char *buffer_label(char *out, size_t cap, const char *what, int index) {
-    if (index >= 0) snprintf(out, cap, "%s %d", what, index);
-    else snprintf(out, cap, "%s", what);
+/* "kernel argument 2", "destination": the buffer's name in an error message. */
+static const char *buffer_label(char *out, size_t cap, const mt_buffer *buf) {
+    if (buf->arg >= 0) snprintf(out, cap, "%s %d", buf->name, (int)buf->arg);
+    else snprintf(out, cap, "%s", buf->name);
     return out;
 }
 
-mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
-                              const char *what, int index) {
-    int found;
+/* A buffer outside device `dev`'s arena: another device's memory, or no device's. */
+static mtiart_status buffer_elsewhere(const mt_buffer *buf, const mt_device *dev,
+                                      const char *owner) {
     char label[64];
-    if (MT_UNLIKELY(mt_check_range(ptr, bytes, &found) != MTIART_SUCCESS))
-        return mt_error_context("%s", buffer_label(label, sizeof label, what, index));
-    if (MT_LIKELY(found == device)) return MTIART_SUCCESS;
-    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                        "%s points into device %d but the %s belongs to device %d",
-                        buffer_label(label, sizeof label, what, index), found, owner, device);
+    int found;
+    if (allocator_of(buf->ptr, &found))
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%s points into device %d but the %s belongs to device %d",
+                            buffer_label(label, sizeof label, buf), found, owner, dev->index);
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%s: %p is not device memory",
+                        buffer_label(label, sizeof label, buf), buf->ptr);
+}
+
+static mtiart_status mem_record(mt_allocator *a, mt_graph_mem *m, const mt_buffer *bufs,
+                                block *const *blocks, uint32_t n, size_t node);
+
+mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n, const char *owner,
+                               mt_graph_mem *record, size_t node) {
+    if (n == 0) return MTIART_SUCCESS;
+    mt_allocator *a = dev->alloc;
+    block *blocks[MT_MAX_ARGS];
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)bufs[i].ptr;
+        uint64_t bytes = bufs[i].bytes;
+        block *b = p - arena_base(a) < a->arena_size ? find_block(a, p, bytes ? bytes : 1) : NULL;
+        if (MT_UNLIKELY(!b)) {
+            mt_spin_unlock(&a->lock);
+            if (p - arena_base(a) >= a->arena_size) return buffer_elsewhere(&bufs[i], dev, owner);
+            char label[64];
+            return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                                "%s: [%p, +%llu bytes) is not inside a live device allocation "
+                                "(freed, out of bounds, or never allocated)",
+                                buffer_label(label, sizeof label, &bufs[i]), bufs[i].ptr,
+                                (unsigned long long)bytes);
+        }
+        blocks[i] = b;
+    }
+    mtiart_status st = record ? mem_record(a, record, bufs, blocks, n, node) : MTIART_SUCCESS;
+    mt_spin_unlock(&a->lock);
+    return st;
+}
+
+/* ------------------------------------------------------------------ graph memory */
+
+/*
+ * What a graph, a capture in progress or an executable records of the device memory its
+ * nodes touch: one entry per allocation (not per buffer: a chain of a thousand nodes on one
+ * tensor has one entry, found through the block's tag without a lookup).
+ *
+ *   - An allocation outside the owner's own pool is held: the program's free of it only
+ *     marks it BLK_HELD (counted as graph_held_bytes), and its memory returns, in stream
+ *     order, when the last holder is gone. Blocks of the owner's pool are not held: blocks
+ *     freed during a capture are reused by later captures sharing the pool, as in PyTorch.
+ *   - Every entry keeps the allocation's liveness cell, whose `alive` the program's free
+ *     clears for good (memory handed out again is another allocation, with its own cell).
+ *     An executable instantiated with the input check lists the entries whose contents a
+ *     replay reads before any node of the graph wrote them: its inputs.
+ */
+
+#define NO_NODE UINT32_MAX
+
+typedef struct mem_entry {
+    block *held;             /* the block this owner holds, or NULL */
+    mt_live *live;           /* the allocation's liveness (a reference) */
+    uint64_t address, bytes; /* the range of its first read as an input */
+    uint32_t reader;         /* the node of that read (NO_NODE: never read as an input) */
+    bool written;            /* a node wrote it before any read as an input */
+    bool produced;           /* allocated during the capture: never an input */
+} mem_entry;
+
+struct mt_graph_mem {
+    mt_device *dev;
+    const mt_pool *pool; /* the owner's own pool (not held), or NULL */
+    uint64_t capture_id; /* allocations of this capture are produced, not inputs */
+    uint64_t serial;     /* names the record in blocks' tags */
+    mem_entry *items;
+    uint32_t count, cap;
+    uint32_t *slots; /* entry index + 1 by liveness cell, open addressing */
+    uint32_t slot_cap;
+    mt_live **inputs; /* copies made for the input check: input cells, by first reader */
+    uint32_t *input_items;
+    uint32_t num_inputs;
+};
+
+static atomic_uint_least64_t next_mem_serial = 1;
+
+static void live_unref(mt_live *live) {
+    if (atomic_fetch_sub_explicit(&live->refs, 1, memory_order_acq_rel) == 1) free(live);
+}
+
+/* The program freed (or gave up) block b: its graphs see it dead from now on. Lock held. */
+static void live_kill(block *b) {
+    if (!b->live) return;
+    atomic_store_explicit(&b->live->alive, 0, memory_order_release);
+    live_unref(b->live);
+    b->live = NULL;
+}
+
+static inline size_t live_hash(const mt_live *live, uint32_t cap) {
+    return (size_t)(((uint64_t)(uintptr_t)live >> 4) * 0x9E3779B97F4A7C15ull >> 32) & (cap - 1);
+}
+
+static void mem_index_put(mt_graph_mem *m, uint32_t item) {
+    size_t j = live_hash(m->items[item].live, m->slot_cap);
+    while (m->slots[j]) j = (j + 1) & (m->slot_cap - 1);
+    m->slots[j] = item + 1;
+}
+
+/* Room for `more` entries, so that recording cannot fail halfway. */
+static bool mem_reserve(mt_graph_mem *m, uint32_t more) {
+    if (m->count + more > m->cap) {
+        uint32_t cap = m->cap ? m->cap : 8;
+        while (cap < m->count + more) cap *= 2;
+        mem_entry *grown = realloc(m->items, cap * sizeof *grown);
+        if (!grown) return false;
+        m->items = grown;
+        m->cap = cap;
+    }
+    if ((m->count + more) * 2 > m->slot_cap) {
+        uint32_t cap = m->slot_cap ? m->slot_cap : 16;
+        while ((m->count + more) * 2 > cap) cap *= 2;
+        uint32_t *slots = calloc(cap, sizeof *slots);
+        if (!slots) return false;
+        free(m->slots);
+        m->slots = slots;
+        m->slot_cap = cap;
+        for (uint32_t i = 0; i < m->count; i++) mem_index_put(m, i);
+    }
+    return true;
+}
+
+/* The entry of block b's allocation, added if new (room reserved, cell made). Lock held. */
+static mem_entry *mem_entry_of(mt_allocator *a, mt_graph_mem *m, block *b) {
+    if (b->mem_serial == m->serial && b->mem_index < m->count &&
+        m->items[b->mem_index].live == b->live)
+        return &m->items[b->mem_index];
+    for (size_t j = live_hash(b->live, m->slot_cap); m->slots[j]; j = (j + 1) & (m->slot_cap - 1))
+        if (m->items[m->slots[j] - 1].live == b->live) {
+            b->mem_serial = m->serial;
+            b->mem_index = m->slots[j] - 1;
+            return &m->items[b->mem_index];
+        }
+    uint32_t index = m->count++;
+    mem_entry *e = &m->items[index];
+    *e = (mem_entry){.live = b->live, .reader = NO_NODE};
+    atomic_fetch_add_explicit(&b->live->refs, 1, memory_order_relaxed);
+    e->produced = b->alloc_capture && b->alloc_capture == m->capture_id;
+    if (b->seg->pool != m->pool) {
+        b->holds++;
+        e->held = b;
+    }
+    (void)a;
+    mem_index_put(m, index);
+    b->mem_serial = m->serial;
+    b->mem_index = index;
+    return e;
+}
+
+static mtiart_status mem_record(mt_allocator *a, mt_graph_mem *m, const mt_buffer *bufs,
+                                block *const *blocks, uint32_t n, size_t node) {
+    if (!mem_reserve(m, n)) return mt_oom();
+    for (uint32_t i = 0; i < n; i++) {
+        block *b = blocks[i];
+        if (b->live) continue;
+        b->live = malloc(sizeof *b->live);
+        if (!b->live) return mt_oom();
+        atomic_init(&b->live->alive, 1);
+        atomic_init(&b->live->refs, 1); /* the block's */
+    }
+    /* The node's reads come before its writes: an in-place update reads its input. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < n; i++) {
+            mem_entry *e = mem_entry_of(a, m, blocks[i]);
+            if (pass == 0 && (bufs[i].access & MTIART_ARG_BUFFER_IN) && e->reader == NO_NODE &&
+                !e->written && !e->produced) {
+                e->reader = node > NO_NODE - 1 ? NO_NODE - 1 : (uint32_t)node;
+                e->address = (uint64_t)(uintptr_t)bufs[i].ptr;
+                e->bytes = bufs[i].bytes;
+            }
+            if (pass == 1 && (bufs[i].access & MTIART_ARG_BUFFER_OUT)) e->written = true;
+        }
+    return MTIART_SUCCESS;
+}
+
+mt_graph_mem *mt_graph_mem_new(mt_device *dev, const mt_pool *pool, uint64_t capture_id) {
+    mt_graph_mem *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->dev = dev;
+    m->pool = pool;
+    m->capture_id = capture_id;
+    m->serial = atomic_fetch_add(&next_mem_serial, 1);
+    return m;
+}
+
+static void hold_release(mt_allocator *a, block *b);
+
+void mt_graph_mem_free(mt_graph_mem *m) {
+    if (!m) return;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < m->count; i++)
+        if (m->items[i].held) hold_release(a, m->items[i].held);
+    mt_spin_unlock(&a->lock);
+    for (uint32_t i = 0; i < m->count; i++) live_unref(m->items[i].live);
+    free(m->items);
+    free(m->slots);
+    free(m->inputs);
+    free(m->input_items);
+    free(m);
+}
+
+static int by_reader(const void *x, const void *y, void *items) {
+    const mem_entry *e = items;
+    uint32_t rx = e[*(const uint32_t *)x].reader, ry = e[*(const uint32_t *)y].reader;
+    return rx < ry ? -1 : rx > ry;
+}
+
+mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs) {
+    mt_graph_mem *c = mt_graph_mem_new(m->dev, m->pool, m->capture_id);
+    if (!c || !mem_reserve(c, m->count)) goto oom;
+    if (inputs) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < m->count; i++) n += m->items[i].reader != NO_NODE;
+        c->inputs = malloc((n ? n : 1) * sizeof *c->inputs);
+        c->input_items = malloc((n ? n : 1) * sizeof *c->input_items);
+        if (!c->inputs || !c->input_items) goto oom;
+        for (uint32_t i = 0; i < m->count; i++)
+            if (m->items[i].reader != NO_NODE) c->input_items[c->num_inputs++] = i;
+        qsort_r(c->input_items, c->num_inputs, sizeof *c->input_items, by_reader, m->items);
+        for (uint32_t i = 0; i < c->num_inputs; i++)
+            c->inputs[i] = m->items[c->input_items[i]].live;
+    }
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < m->count; i++) {
+        c->items[i] = m->items[i];
+        atomic_fetch_add_explicit(&m->items[i].live->refs, 1, memory_order_relaxed);
+        if (m->items[i].held) m->items[i].held->holds++;
+        mem_index_put(c, i);
+    }
+    c->count = m->count;
+    mt_spin_unlock(&a->lock);
+    return c;
+oom:
+    mt_graph_mem_free(c);
+    mt_oom();
+    return NULL;
+}
+
+long mt_graph_mem_dead_input(const mt_graph_mem *m) {
+    mt_live *const *inputs = m->inputs;
+    for (uint32_t i = 0, n = m->num_inputs; i < n; i++)
+        if (MT_UNLIKELY(!atomic_load_explicit(&inputs[i]->alive, memory_order_acquire)))
+            return (long)i;
+    return -1;
+}
+
+void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_t *address,
+                        uint64_t *bytes, bool *reused) {
+    const mem_entry *e = &m->items[m->input_items[i]];
+    *node = e->reader;
+    *address = e->address;
+    *bytes = e->bytes;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    *reused = find_block(a, (uintptr_t)e->address, 1) != NULL;
+    mt_spin_unlock(&a->lock);
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -1019,26 +1294,40 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     return st;
 }
 
-MTIART_API mtiart_status mtiart_free(void *ptr) {
-    MT_API_ENTRY();
-    if (!ptr) return MTIART_SUCCESS;
-    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
-    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
-    mt_spin_lock(&a->lock);
-    block **slot = table_slot(a, (uintptr_t)ptr);
-    if (!slot || (*slot)->state != BLK_ACTIVE) {
-        mt_spin_unlock(&a->lock);
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                            "%p is not the start of a live device allocation "
-                            "(double free, or an interior pointer)",
-                            ptr);
+/* Block b is done with, by the program (its free) and by every graph: it returns to its heap
+ * now, or once the other streams that use it are past the free. `announce`: memcheck has
+ * not been told of the free yet. Lock held. */
+static void retire_block(mt_allocator *a, block **slot, block *b, bool announce) {
+    mt_pool *pool = b->seg->pool;
+    if (b->num_uses == 0) {
+        table_erase(a, slot);
+        a->stats.active_blocks--;
+        a->stats.active_bytes -= b->size;
+        pool->active_blocks--;
+        if (announce) vg_block_freed(a, b);
+        else if (VG_ON()) vg_block_settle(a, b);
+        release_block(a, b);
+        return;
     }
-    block *b = *slot;
+    if (VG_ON()) { /* freed for memcheck now; readable until the other streams are done */
+        if (announce) VG_FREE(b);
+        if (pool_graph_held(a, pool)) VG_UNDEFINED(blk_addr(b), b->size);
+        else VG_DEFINED(blk_addr(b), b->size);
+    }
+    b->state = BLK_PENDING;
+    b->fprev = NULL;
+    b->fnext = a->pending;
+    if (a->pending) a->pending->fprev = b;
+    a->pending = b;
+}
+
+/* The program frees live block b (at `slot` in the table). Lock held. */
+static void user_free(mt_allocator *a, block **slot, block *b) {
     a->stats.free_requests++;
     a->stats.allocated_bytes -= b->size;
     a->stats.requested_bytes -= b->requested;
-    mt_pool *pool = b->seg->pool;
-    pool->allocated -= b->size;
+    b->seg->pool->allocated -= b->size;
+    live_kill(b);
     /* Other streams use the block: it waits until their work so far is done. Work that a
      * capture records does not run until replay, so such frees wait for the capture's
      * end, when the pool's ordering takes over (as in PyTorch). */
@@ -1049,28 +1338,93 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
         if (capture_id) b->capture_id = capture_id;
     }
     if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
-    if (b->num_uses == 0) {
-        table_erase(a, slot);
-        a->stats.active_blocks--;
-        a->stats.active_bytes -= b->size;
-        pool->active_blocks--;
-        vg_block_freed(a, b);
-        release_block(a, b);
+    if (b->holds) {
+        /* Graphs still replay into it: it waits for the last of them (hold_release). */
+        b->state = BLK_HELD;
+        b->fprev = NULL;
+        b->fnext = a->held;
+        if (a->held) a->held->fprev = b;
+        a->held = b;
+        a->more.graph_held_bytes += b->size;
+        a->more.graph_held_blocks++;
+        update_peak(&a->more.graph_held_bytes_peak, a->more.graph_held_bytes);
+        if (VG_ON()) {
+            VG_FREE(b);
+            VG_DEFINED(blk_addr(b), b->size);
+        }
+        return;
+    }
+    retire_block(a, slot, b, true);
+}
+
+/* A graph, capture or executable drops its hold on block b. Lock held. */
+static void hold_release(mt_allocator *a, block *b) {
+    if (--b->holds || b->state != BLK_HELD) return;
+    if (b->fprev) b->fprev->fnext = b->fnext;
+    else a->held = b->fnext;
+    if (b->fnext) b->fnext->fprev = b->fprev;
+    b->fprev = b->fnext = NULL;
+    a->more.graph_held_bytes -= b->size;
+    a->more.graph_held_blocks--;
+    retire_block(a, table_slot(a, blk_addr(b)), b, false);
+}
+
+/* Make `s` one of the streams that use block b (record_stream). Lock held. */
+static bool add_use(block *b, mt_stream *s) {
+    if (b->seg->owner->stream_id == s->id) return true;
+    for (uint32_t i = 0; i < b->num_uses; i++)
+        if (b->uses[i].stream == s) return true;
+    if (b->num_uses == b->cap_uses) {
+        uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
+        stream_use *grown = realloc(b->uses, cap * sizeof *grown);
+        if (!grown) return false;
+        b->uses = grown;
+        b->cap_uses = cap;
+    }
+    mt_stream_ref(s);
+    b->uses[b->num_uses++] = (stream_use){s, 0};
+    return true;
+}
+
+/* mtiart_free (on NULL) and mtiart_free_async (on a stream). */
+static mtiart_status free_on(void *ptr, mt_stream *s) {
+    int device;
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, &device) : NULL;
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+    if (s && device != s->dev->index)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p points into device %d but the stream belongs to device %d", ptr,
+                            device, s->dev->index);
+    mt_spin_lock(&a->lock);
+    block **slot = table_slot(a, (uintptr_t)ptr);
+    if (!slot || (*slot)->state != BLK_ACTIVE) {
         mt_spin_unlock(&a->lock);
-        return MTIART_SUCCESS;
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p is not the start of a live device allocation "
+                            "(double free, or an interior pointer)",
+                            ptr);
     }
-    if (VG_ON()) { /* freed for memcheck now; readable until the other streams are done */
-        VG_FREE(b);
-        if (pool_graph_held(a, pool)) VG_UNDEFINED(blk_addr(b), b->size);
-        else VG_DEFINED(blk_addr(b), b->size);
+    block *b = *slot;
+    if (s && !add_use(b, s)) {
+        mt_spin_unlock(&a->lock);
+        return mt_oom();
     }
-    b->state = BLK_PENDING;
-    b->fprev = NULL;
-    b->fnext = a->pending;
-    if (a->pending) a->pending->fprev = b;
-    a->pending = b;
+    user_free(a, slot, b);
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_free(void *ptr) {
+    MT_API_ENTRY();
+    if (!ptr) return MTIART_SUCCESS;
+    return free_on(ptr, NULL);
+}
+
+MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    if (!ptr) return MTIART_SUCCESS;
+    return free_on(ptr, s);
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
@@ -1092,26 +1446,9 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
         return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not a live device allocation",
                             ptr);
     }
-    if (b->seg->owner->stream_id != s->id) {
-        bool known = false;
-        for (uint32_t i = 0; i < b->num_uses; i++) known |= b->uses[i].stream == s;
-        if (!known) {
-            if (b->num_uses == b->cap_uses) {
-                uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
-                stream_use *grown = realloc(b->uses, cap * sizeof *grown);
-                if (!grown) {
-                    mt_spin_unlock(&a->lock);
-                    return mt_oom();
-                }
-                b->uses = grown;
-                b->cap_uses = cap;
-            }
-            mt_stream_ref(s);
-            b->uses[b->num_uses++] = (stream_use){s, 0};
-        }
-    }
+    bool ok = add_use(b, s);
     mt_spin_unlock(&a->lock);
-    return MTIART_SUCCESS;
+    return ok ? MTIART_SUCCESS : mt_oom();
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
@@ -1139,24 +1476,97 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
-    MT_API_ENTRY();
-    LOOKUP_DEVICE(dev, device);
-    MT_CHECK_NOT_NULL(stats);
-    mt_allocator *a = dev->alloc;
-    mt_spin_lock(&a->lock);
-    *stats = a->stats;
-    stats->inactive_split_blocks = stats->inactive_split_bytes = 0;
+/* The public struct's fields, with the free pieces of partly used segments counted. */
+static mtiart_memory_stats current_stats(mt_allocator *a) {
+    mtiart_memory_stats stats = a->stats;
+    stats.inactive_split_blocks = stats.inactive_split_bytes = 0;
     for (mt_pool *pool = &a->default_pool; pool;
          pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             if (seg->busy_blocks)
                 for (block *b = seg->first; b; b = b->next)
                     if (b->state == BLK_FREE) {
-                        stats->inactive_split_blocks++;
-                        stats->inactive_split_bytes += b->size;
+                        stats.inactive_split_blocks++;
+                        stats.inactive_split_bytes += b->size;
                     }
+    return stats;
+}
+
+MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stats);
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    *stats = current_stats(a);
     mt_spin_unlock(&a->lock);
+    return MTIART_SUCCESS;
+}
+
+/* The keys of mtiart_memory_get_stat: first the struct's fields, in its order. */
+static const char *const stat_names[] = {
+    "allocated_bytes",
+    "allocated_bytes_peak",
+    "requested_bytes",
+    "reserved_bytes",
+    "reserved_bytes_peak",
+    "active_blocks",
+    "active_blocks_peak",
+    "active_bytes",
+    "active_bytes_peak",
+    "inactive_split_blocks",
+    "inactive_split_bytes",
+    "segments",
+    "segments_peak",
+    "alloc_requests",
+    "free_requests",
+    "segment_allocs",
+    "segment_frees",
+    "num_alloc_retries",
+    "num_ooms",
+    "capacity",
+    "private_pools",
+    "graph_held_bytes",
+    "graph_held_bytes_peak",
+    "graph_held_blocks",
+};
+#define NUM_STATS (sizeof stat_names / sizeof *stat_names)
+#define NUM_STRUCT_STATS (sizeof(mtiart_memory_stats) / sizeof(uint64_t))
+_Static_assert(sizeof(mtiart_memory_stats) == NUM_STRUCT_STATS * sizeof(uint64_t),
+               "mtiart_memory_stats holds uint64_t fields only");
+_Static_assert(NUM_STRUCT_STATS == MTIART_STAT_GRAPH_HELD_BYTES, "a key per struct field");
+_Static_assert(NUM_STATS == MTIART_STAT_GRAPH_HELD_BLOCKS + 1, "a name per key");
+
+MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key) {
+    return (unsigned)key < NUM_STATS ? stat_names[key] : NULL;
+}
+
+MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat key,
+                                                uint64_t *value) {
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(value);
+    if ((unsigned)key >= NUM_STATS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memory statistic %d (0..%d)",
+                            (int)key, (int)NUM_STATS - 1);
+    mt_allocator *a = dev->alloc;
+    uint64_t v;
+    mt_spin_lock(&a->lock);
+    if ((unsigned)key < NUM_STRUCT_STATS) {
+        mtiart_memory_stats stats =
+            key == MTIART_STAT_INACTIVE_SPLIT_BLOCKS || key == MTIART_STAT_INACTIVE_SPLIT_BYTES
+                ? current_stats(a)
+                : a->stats;
+        memcpy(&v, (const char *)&stats + (unsigned)key * sizeof v, sizeof v);
+    } else {
+        switch (key) {
+        case MTIART_STAT_GRAPH_HELD_BYTES: v = a->more.graph_held_bytes; break;
+        case MTIART_STAT_GRAPH_HELD_BYTES_PEAK: v = a->more.graph_held_bytes_peak; break;
+        default: v = a->more.graph_held_blocks; break;
+        }
+    }
+    mt_spin_unlock(&a->lock);
+    *value = v;
     return MTIART_SUCCESS;
 }
 
@@ -1170,6 +1580,7 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
     a->stats.active_blocks_peak = a->stats.active_blocks;
     a->stats.active_bytes_peak = a->stats.active_bytes;
     a->stats.segments_peak = a->stats.segments;
+    a->more.graph_held_bytes_peak = a->more.graph_held_bytes;
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
 }
@@ -1320,6 +1731,8 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
      * capture (the targets taken at the free) may still be running, so they finish as any
      * pending free does. */
     for (block *b = a->pending; b; b = b->fnext)
+        if (b->capture_id == capture_id) b->capture_id = 0;
+    for (block *b = a->held; b; b = b->fnext) /* for when the graphs let them go */
         if (b->capture_id == capture_id) b->capture_id = 0;
     process_pending(a);
     mt_spin_unlock(&a->lock);

@@ -328,14 +328,16 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
         free(c);
         return st;
     }
+    c->id = atomic_fetch_add(&next_capture_id, 1);
     c->graph = mt_graph_new(s->dev);
-    if (!c->graph || !add_stream(c, s)) {
+    /* The capture holds what its nodes touch outside its pool, as its graph will. */
+    if (c->graph) c->graph->mem = mt_graph_mem_new(s->dev, c->pool, c->id);
+    if (!c->graph || !c->graph->mem || !add_stream(c, s)) {
         if (c->graph) mt_graph_free(c->graph);
         mt_pool_release(c->pool);
         free(c);
         return mt_oom();
     }
-    c->id = atomic_fetch_add(&next_capture_id, 1);
     c->mode = mode;
     c->thread = pthread_self();
     c->dev = s->dev;

@@ -41,9 +41,9 @@ struct mt_exec {
     uint32_t num_roots;
     mt_event **external; /* events waited for at launch */
     size_t num_external;
-    mt_event *done;
-    mt_spinlock launch_lock;
-    uint64_t last_stream_id;
+    mt_replay_order *order; /* shared with the graph and its other executables */
+    uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
+    mt_graph_mem *mem;      /* the memory its nodes use: held, and checked at launch */
     /* replay state (replays never overlap) */
     atomic_uint *pending;
     uint32_t *queue;
@@ -57,13 +57,46 @@ struct mt_exec {
     char failure[MT_FAILURE_MAX + 32]; /* "graph node N: " + the node's failure */
 };
 
+/*
+ * The order of a graph's replays. It belongs to the graph and is shared by every executable
+ * instantiated from it, so replays of one graph never overlap whichever executable they
+ * use (a re-instantiation while a replay runs included): a launch enqueues under `lock`,
+ * and one on another stream than the previous launch first waits for `done`, which every
+ * replay records.
+ */
+struct mt_replay_order {
+    atomic_int refs;
+    mt_spinlock lock;
+    mt_event *done;
+    uint64_t last_stream_id;
+};
+
+static mt_replay_order *replay_order_new(void) {
+    mt_replay_order *order = calloc(1, sizeof *order);
+    if (!order) return NULL;
+    atomic_init(&order->refs, 1);
+    order->done = mt_event_new(MTIART_EVENT_DEFAULT);
+    if (!order->done) {
+        free(order);
+        return NULL;
+    }
+    return order;
+}
+
+void mt_replay_order_unref(mt_replay_order *order) {
+    if (!order || atomic_fetch_sub_explicit(&order->refs, 1, memory_order_acq_rel) != 1) return;
+    mt_event_unref(order->done);
+    free(order);
+}
+
 void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
 
 static void exec_free(mt_exec *x) {
     if (x->ops)
         for (size_t i = 0; i < x->num_nodes; i++) mt_op_release(&x->ops[i]);
     for (size_t i = 0; i < x->num_external; i++) mt_event_unref(x->external[i]);
-    if (x->done) mt_event_unref(x->done);
+    mt_replay_order_unref(x->order);
+    mt_graph_mem_free(x->mem);
     if (x->pool) mt_pool_release(x->pool);
     free(x->nodes);
     free(x->ops);
@@ -83,7 +116,7 @@ void mt_exec_unref(mt_exec *x) {
     if (atomic_fetch_sub_explicit(&x->refcount, 1, memory_order_acq_rel) == 1) exec_free(x);
 }
 
-mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
+mt_event *mt_exec_done_event(mt_exec *x) { return x->order->done; }
 
 static void release_exec(void *x) { mt_exec_unref(x); }
 
@@ -324,28 +357,43 @@ done:
     return st;
 }
 
-MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+#define KNOWN_INSTANTIATE_FLAGS MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS
+
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(exec);
+    if (flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
+                            (unsigned long long)(flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS));
     if (g->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    if (!g->order && !(g->order = replay_order_new())) return mt_oom();
     mt_exec *x =
         aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
     x->dev = g->dev;
+    x->flags = flags;
     x->num_nodes = g->num_nodes;
+    atomic_fetch_add_explicit(&g->order->refs, 1, memory_order_relaxed);
+    x->order = g->order;
     x->nodes = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->nodes);
     x->ops = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->ops);
-    x->done = mt_event_new(MTIART_EVENT_DEFAULT);
-    if (!x->nodes || !x->ops || !x->done) {
+    if (!x->nodes || !x->ops) {
         exec_free(x);
         return mt_oom();
     }
     for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
+    /* Its own holds: the graph may be destroyed while the executable still replays. */
+    if (g->mem && !(x->mem = mt_graph_mem_copy(
+                        g->mem, flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS))) {
+        exec_free(x);
+        return MTIART_ERROR_OUT_OF_MEMORY;
+    }
     mtiart_status st = build_plan(x, g);
     if (st) {
         exec_free(x);
@@ -359,6 +407,11 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
+    return mtiart_graph_instantiate_with_flags(graph, 0, exec);
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
@@ -377,6 +430,22 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     return MTIART_SUCCESS;
 }
 
+/* The input check of a launch found input i dead: the error, naming node and buffer. */
+static mtiart_status dead_input(const mt_exec *x, long i) {
+    uint32_t node;
+    uint64_t address, bytes;
+    bool reused;
+    mt_graph_mem_input(x->mem, (size_t)i, &node, &address, &bytes, &reused);
+    char name[96] = "?";
+    for (size_t p = 0; p < x->num_nodes; p++)
+        if (x->nodes[p].graph_index == node) mt_op_name(x->nodes[p].op, name, sizeof name);
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                        "input check: graph node %u (%s) reads [0x%llx, +%llu bytes), memory "
+                        "the program freed after it was captured%s; nothing was launched",
+                        node, name, (unsigned long long)address, (unsigned long long)bytes,
+                        reused ? " and that now belongs to another allocation" : "");
+}
+
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
@@ -389,11 +458,16 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
                             "launching a graph on a capturing stream (a child graph) is "
                             "not supported");
-    mt_spin_lock(&x->launch_lock);
+    if (MT_UNLIKELY(x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS) && x->mem) {
+        long dead = mt_graph_mem_dead_input(x->mem);
+        if (dead >= 0) return dead_input(x, dead);
+    }
+    mt_replay_order *order = x->order;
+    mt_spin_lock(&order->lock);
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
-    if (x->last_stream_id != s->id)
-        st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
+    if (order->last_stream_id != s->id)
+        st = mt_stream_enqueue_wait(s, order->done, atomic_load(&order->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
         st = mt_stream_enqueue_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
@@ -401,15 +475,15 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
-        op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
+        op.u.graph.generation = atomic_load(&order->done->recorded) + 1;
         /* Straight into the queue, as the waits above: a capture the stream began since
          * the check comes after this launch. */
         st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
-            atomic_store(&x->done->recorded, op.u.graph.generation);
-            x->last_stream_id = s->id;
+            atomic_store(&order->done->recorded, op.u.graph.generation);
+            order->last_stream_id = s->id;
         }
     }
-    mt_spin_unlock(&x->launch_lock);
+    mt_spin_unlock(&order->lock);
     return st;
 }

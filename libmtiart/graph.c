@@ -27,27 +27,11 @@ void mt_graph_free(mt_graph *g) {
         free(g->nodes[i].deps);
     }
     free(g->nodes);
+    mt_graph_mem_free(g->mem);
+    mt_replay_order_unref(g->order);
     if (g->pool) mt_pool_release(g->pool);
     pthread_mutex_destroy(&g->lock);
     free(g);
-}
-
-static uint32_t count_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args) {
-    switch (op->type) {
-    case MT_OP_KERNEL: {
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < num_args; i++) n += args[i].kind != MTIART_ARG_VALUE;
-        return n;
-    }
-    case MT_OP_MEMCPY:
-        return (op->u.copy.kind == MTIART_MEMCPY_HOST_TO_DEVICE ||
-                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST)
-                   ? 1
-               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2
-                                                                   : 0;
-    case MT_OP_FILL: return 1;
-    default: return 0;
-    }
 }
 
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
@@ -67,9 +51,16 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
         g->nodes = grown;
         g->cap_nodes = cap;
     }
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t num_buffers = mt_op_buffers(op, args, num_args, bufs);
+    if (num_buffers) {
+        /* The one lookup of each buffer: checked, and held for the graph's lifetime. */
+        if (!g->mem && !(g->mem = mt_graph_mem_new(g->dev, g->pool, 0))) goto oom;
+        st = mt_check_buffers(g->dev, bufs, num_buffers, "graph", g->mem, g->num_nodes);
+        if (st) goto fail;
+    }
     mt_node *n = &g->nodes[g->num_nodes];
     memset(n, 0, sizeof *n);
-    uint32_t num_buffers = count_buffers(op, args, num_args);
     if (num_buffers && !(n->buffers = calloc(num_buffers, sizeof *n->buffers))) goto oom;
     /* Duplicate dependencies (a join of two frontiers can repeat a node) are dropped. */
     if (num_deps && !(n->deps = malloc(num_deps * sizeof *n->deps))) {
@@ -81,26 +72,10 @@ mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t
         for (uint32_t k = 0; k < n->num_deps && !seen; k++) seen = n->deps[k] == deps[i];
         if (!seen) n->deps[n->num_deps++] = deps[i];
     }
-    uint32_t b = 0;
-    if (op->type == MT_OP_KERNEL) {
-        for (uint32_t i = 0; i < num_args; i++)
-            if (args[i].kind != MTIART_ARG_VALUE)
-                n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)args[i].value,
-                                                      args[i].extent, args[i].kind, 0};
-    } else if (op->type == MT_OP_MEMCPY) {
-        uint32_t kind = op->u.copy.kind;
-        if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
-            n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.src,
-                                                  op->u.copy.bytes, MTIART_ARG_BUFFER_IN, 0};
-        if (kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
-            n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.dst,
-                                                  op->u.copy.bytes, MTIART_ARG_BUFFER_OUT, 0};
-    } else if (op->type == MT_OP_FILL) {
-        n->buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.fill.dst,
-                                              (uint64_t)op->u.fill.count * op->u.fill.size,
-                                              MTIART_ARG_BUFFER_OUT, 0};
-    }
-    n->num_buffers = b;
+    for (uint32_t b = 0; b < num_buffers; b++)
+        n->buffers[b] =
+            (mtiart_buffer_use){(uint64_t)(uintptr_t)bufs[b].ptr, bufs[b].bytes, bufs[b].access, 0};
+    n->num_buffers = num_buffers;
     n->op = *op; /* the graph now owns the op's blob and references */
     g->num_edges += n->num_deps;
     *index = g->num_nodes++;
@@ -142,10 +117,8 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
     LOCK_GRAPH(g);
     if (!node || (num_dependencies && !dependencies))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
-    mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
-    if (st) return st;
     mt_op op;
-    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (st) return st;
     return mt_graph_append(g, &op, dependencies, num_dependencies, args, num_args, node);
 }
@@ -197,16 +170,16 @@ MTIART_API mtiart_status mtiart_graph_get_pool(mtiart_graph graph, mtiart_pool_i
     return MTIART_SUCCESS;
 }
 
-static void node_name(const mt_node *n, char *out, size_t cap) {
+void mt_op_name(const mt_op *op, char *out, size_t cap) {
     static const char *copy_kinds[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
-    switch (n->op.type) {
-    case MT_OP_KERNEL: mt_kernel_name(n->op.fn.kernel, out, cap); break;
-    case MT_OP_MEMCPY: snprintf(out, cap, "memcpy %s", copy_kinds[n->op.u.copy.kind & 3]); break;
-    case MT_OP_FILL: snprintf(out, cap, "fill x%u", n->op.u.fill.size); break;
+    switch (op->type) {
+    case MT_OP_KERNEL: mt_kernel_name(op->fn.kernel, out, cap); break;
+    case MT_OP_MEMCPY: snprintf(out, cap, "memcpy %s", copy_kinds[op->u.copy.kind & 3]); break;
+    case MT_OP_FILL: snprintf(out, cap, "fill x%u", op->u.fill.size); break;
     case MT_OP_HOST: snprintf(out, cap, "host function"); break;
     case MT_OP_EVENT_RECORD: snprintf(out, cap, "event record"); break;
     case MT_OP_EVENT_WAIT:
-        snprintf(out, cap, n->op.u.event.event ? "wait external event" : "event wait");
+        snprintf(out, cap, op->u.event.event ? "wait external event" : "event wait");
         break;
     default: snprintf(out, cap, "empty"); break;
     }
@@ -245,7 +218,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
     info->num_blocks = n->op.num_blocks;
     info->num_buffers = n->num_buffers;
     info->num_dependencies = n->num_deps;
-    node_name(n, info->name, sizeof info->name);
+    mt_op_name(&n->op, info->name, sizeof info->name);
     return MTIART_SUCCESS;
 }
 
@@ -314,7 +287,7 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
     for (size_t i = 0; i < g->num_nodes; i++) {
         const mt_node *n = &g->nodes[i];
         char name[96];
-        node_name(n, name, sizeof name);
+        mt_op_name(&n->op, name, sizeof name);
         emit(&t, "  n%zu [fillcolor=%s, label=\"#%zu %s", i, colors[node_kind(n)], i, name);
         if (n->op.type == MT_OP_KERNEL) emit(&t, "\\nblocks=%u", n->op.num_blocks);
         for (uint32_t b = 0; b < n->num_buffers; b++)

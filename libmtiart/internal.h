@@ -165,6 +165,7 @@ typedef struct mt_graph mt_graph;
 typedef struct mt_exec mt_exec;
 typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
+typedef struct mt_graph_mem mt_graph_mem;
 
 /* ---------------------------------------------------------------- operations */
 
@@ -241,6 +242,18 @@ static inline uint8_t *mt_op_blob(mt_op *op) {
 /* Pack launch arguments into op (inline or heap). */
 mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
                                 const mtiart_arg *args, uint32_t num_args);
+/* One device buffer an op touches: a kernel's buffer argument, a copy's or a fill's device
+ * side. Graph nodes list them; the allocator checks (and graphs record) what they name. */
+typedef struct mt_buffer {
+    const void *ptr;
+    uint64_t bytes;
+    uint32_t access;  /* MTIART_ARG_BUFFER_IN / OUT / INOUT */
+    int32_t arg;      /* the kernel argument it is, or -1 */
+    const char *name; /* for messages: "kernel argument", "destination", "source" */
+} mt_buffer;
+/* The device buffers of an op (at most MT_MAX_ARGS); `args` describes a kernel op's
+ * arguments. Returns how many were written to `out`. */
+uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
 /* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
@@ -482,23 +495,43 @@ mtiart_status mt_alloc_init(mt_device *dev);
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
 /* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
-/* A buffer that work on device `device` (of a stream or graph: `owner`) will touch lies in
- * one of its live allocations; the error names it as `what` (with ` index` if >= 0). */
-mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
-                              const char *what, int index);
-/* mt_check_buffer for every buffer argument of a kernel launch. */
-static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint32_t num_args,
-                                                    int device, const char *owner) {
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        mtiart_status st = mt_check_buffer(args[i].value, args[i].extent, device, owner,
-                                           "kernel argument", (int)i);
-        if (MT_UNLIKELY(st)) return st;
-    }
-    return MTIART_SUCCESS;
-}
+/* Check that every buffer lies inside one live allocation of device `dev` (an error names
+ * the buffer, and `owner`, "stream" or "graph", when it points into another device); one
+ * allocator lock for all. With `record` (a graph being built), also record the buffers'
+ * allocations there for node `node` (see mt_graph_mem). */
+mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n, const char *owner,
+                               mt_graph_mem *record, size_t node);
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
+/*
+ * The device memory a graph, a capture in progress or an executable uses (alloc.c). The
+ * lifetime rule: each of them holds every allocation its nodes touch that lies outside its
+ * own pool, so the program's free of such a block only marks it graph-held, and its memory
+ * returns in stream order when the last holder is gone; blocks of its own pool follow the
+ * pool's contract (reused by later captures sharing it). Each allocation recorded also has
+ * a liveness cell (mt_live) that the program's free clears for good, which a replay's input
+ * check reads. mt_check_buffers fills a record; nothing else changes it.
+ */
+typedef struct mt_live {
+    atomic_int alive; /* 1 until the program frees the allocation */
+    atomic_int refs;
+} mt_live;
+/* An empty record for an owner whose own pool is `pool` (NULL: none, everything is held);
+ * allocations made during capture `capture_id` are the owner's products, never inputs. */
+mt_graph_mem *mt_graph_mem_new(mt_device *dev, const mt_pool *pool, uint64_t capture_id);
+/* A copy for another owner (an executable, a clone), with holds of its own. With `inputs`,
+ * it also lists the inputs a replay's check reads (mt_graph_mem_dead_input). NULL: out of
+ * host memory (the error is set). */
+mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs);
+/* Drop the owner's holds and references (NULL: nothing). */
+void mt_graph_mem_free(mt_graph_mem *m);
+/* The input check: the index of the first input (allocations whose contents a replay reads
+ * before the graph wrote them, by first reader) the program has freed since, or -1. */
+long mt_graph_mem_dead_input(const mt_graph_mem *m);
+/* Input i: the node that reads it first and the range it reads; `reused`: its memory now
+ * lies in another live allocation. */
+void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_t *address,
+                        uint64_t *bytes, bool *reused);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
@@ -578,8 +611,17 @@ struct mt_graph {
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
     size_t num_edges;
-    mt_pool *pool; /* NULL for hand-built graphs */
+    mt_pool *pool;     /* NULL for hand-built graphs */
+    mt_graph_mem *mem; /* the device memory its nodes use (NULL until a node uses some) */
+    struct mt_replay_order *order; /* its replays' order, shared with its executables */
 };
+
+/* The order of a graph's replays (exec.c): made at the first instantiation, shared by the
+ * graph and all its executables. */
+typedef struct mt_replay_order mt_replay_order;
+void mt_replay_order_unref(mt_replay_order *order);
+/* A node's name for messages and dumps: the kernel's name, "memcpy HtoD", ... (graph.c) */
+void mt_op_name(const mt_op *op, char *out, size_t cap);
 
 mt_graph *mt_graph_new(mt_device *dev);
 void mt_graph_free(mt_graph *g);

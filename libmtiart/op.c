@@ -101,6 +101,35 @@ uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
     return count;
 }
 
+/* In the order of the call's arguments: a copy's destination before its source. */
+uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out) {
+    uint32_t n = 0;
+    switch (op->type) {
+    case MT_OP_KERNEL:
+        for (uint32_t i = 0; i < num_args && args; i++)
+            if (args[i].kind != MTIART_ARG_VALUE && args[i].kind <= MTIART_ARG_BUFFER_INOUT)
+                out[n++] = (mt_buffer){args[i].value, args[i].extent, args[i].kind, (int32_t)i,
+                                       "kernel argument"};
+        break;
+    case MT_OP_MEMCPY: {
+        uint32_t kind = op->u.copy.kind;
+        if (kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            out[n++] = (mt_buffer){op->u.copy.dst, op->u.copy.bytes, MTIART_ARG_BUFFER_OUT, -1,
+                                   "destination"};
+        if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            out[n++] =
+                (mt_buffer){op->u.copy.src, op->u.copy.bytes, MTIART_ARG_BUFFER_IN, -1, "source"};
+        break;
+    }
+    case MT_OP_FILL:
+        out[n++] = (mt_buffer){op->u.fill.dst, (uint64_t)op->u.fill.count * op->u.fill.size,
+                               MTIART_ARG_BUFFER_OUT, -1, "destination"};
+        break;
+    default: break;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------ ownership */
 
 /* GRAPH ops never get here: they exist only in stream queues, which release them. */

@@ -206,12 +206,27 @@ static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
 
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op) { return enqueue(s, op); }
 
+/* The device buffers an eager op touches lie in live allocations of the stream's device. */
+static mtiart_status check_eager_buffers(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                                         uint32_t num_args) {
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, args, num_args, bufs);
+    mtiart_status st = mt_check_buffers(s->dev, bufs, n, "stream", NULL, 0);
+    if (MT_UNLIKELY(st)) mt_op_release(op);
+    return st;
+}
+
 mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args) {
     mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
     if (MT_UNLIKELY(capture != NULL)) {
+        /* Checked (and held for the graph) as the node is recorded: one lookup. */
         mtiart_status st = mt_capture_record(s, op, args, num_args);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: the op runs eagerly */
+    }
+    if (op->type != MT_OP_KERNEL || num_args) {
+        mtiart_status st = check_eager_buffers(s, op, args, num_args);
+        if (MT_UNLIKELY(st)) return st;
     }
     return enqueue(s, op);
 }
@@ -456,10 +471,8 @@ MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kerne
                                               uint32_t num_args) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    mtiart_status st = mt_check_kernel_buffers(args, num_args, s->dev->index, "stream");
-    if (MT_UNLIKELY(st)) return st;
     mt_op op;
-    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (MT_UNLIKELY(st)) return st;
     return mt_stream_submit(s, &op, args, num_args);
 }
@@ -473,14 +486,6 @@ MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_ho
     op.fn.host = fn;
     op.u.host.user_data = user_data;
     return mt_stream_submit(s, &op, NULL, 0);
-}
-
-/* One side ("destination", "source") of a copy or fill on stream s. */
-static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
-                                     bool device_side, mt_stream *s) {
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
-    if (!device_side) return MTIART_SUCCESS;
-    return mt_check_buffer(ptr, bytes, s->dev->index, "stream", side, -1);
 }
 
 static bool is_device_pointer(const void *ptr) {
@@ -501,12 +506,9 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
     if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
     if (bytes == 0) return MTIART_SUCCESS;
-    bool dst_dev = kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-    bool src_dev = kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-    mtiart_status st = check_copy_side("destination", dst, bytes, dst_dev, s);
-    if (st) return st;
-    st = check_copy_side("source", src, bytes, src_dev, s);
-    if (st) return st;
+    /* The device sides are checked as the copy is submitted. */
+    if (!dst) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "destination is NULL");
+    if (!src) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "source is NULL");
     mt_op op = {.type = MT_OP_MEMCPY, .num_blocks = 1};
     op.u.copy.dst = dst;
     op.u.copy.src = src;
@@ -539,8 +541,7 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
     if (count == 0) return MTIART_SUCCESS;
     if (count > SIZE_MAX / pattern_size)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
-    mtiart_status st = check_copy_side("destination", dst, count * pattern_size, true, s);
-    if (st) return st;
+    if (!dst) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "destination is NULL");
     mt_op op = {.type = MT_OP_FILL, .num_blocks = 1};
     op.u.fill.dst = dst;
     op.u.fill.count = count;

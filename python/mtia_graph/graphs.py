@@ -3,19 +3,27 @@
 This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exactly
 (``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
 few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
-``debug_dump(path)``, and an improved ``graph.__exit__`` that abandons a capture cleanly
-when the body raises.
+``check_input_liveness=``, ``debug_dump(path)``, and an improved ``graph.__exit__`` that
+abandons a capture cleanly when the body raises.
+
+Memory a graph uses stays valid while the graph lives: a tensor a captured operation reads
+or writes that lies outside the graph's own pool (a static input, another graph's output)
+is held by the graph, so deleting it frees nothing a replay still touches; its memory
+returns when the last graph using it is reset. Tensors of the graph's own pool follow
+PyTorch's pool contract.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import re
 import warnings
 from typing import Any, NoReturn, Optional, Union
 
 from typing_extensions import Self
 
-from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
+from ._C import InvalidHandleError, MTIAError, capture_info, check, ffi, lib, raise_status
 from .callbacks import capture_keepalive
 from .device import device as _device_context
 from .memory import empty_cache
@@ -26,6 +34,7 @@ from .streams import (
     stream as _stream_context,
     synchronize,
 )
+from .tensor import Tensor
 
 __all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
 
@@ -91,6 +100,48 @@ def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn
     raise_status(status, what)
 
 
+# The input check's message names the buffer as "reads [0x<address>, +<bytes> bytes)".
+_DEAD_INPUT_RE = re.compile(r"reads \[0x([0-9a-f]+), \+(\d+) bytes\)")
+
+
+def _graph_inputs(graph: Any) -> dict[tuple[int, int], str]:
+    """What the tensors a captured graph reads are, by (address, bytes) of the buffer: for
+    the input check's messages, which the runtime can only give as addresses."""
+    count = ffi.new("size_t *")
+    check(lib.mtiart_graph_get_node_count(graph, count))
+    info = ffi.new("mtiart_node_info *")
+    use = ffi.new("mtiart_buffer_use *")
+    read: set[tuple[int, int]] = set()
+    for node in range(int(count[0])):
+        check(lib.mtiart_graph_get_node_info(graph, node, info))
+        for i in range(int(info.num_buffers)):
+            check(lib.mtiart_graph_get_node_buffer(graph, node, i, use))
+            if use.access & lib.MTIART_ARG_BUFFER_IN:
+                read.add((int(use.address), int(use.bytes)))
+    names: dict[tuple[int, int], str] = {}
+    if read:
+        # The tensors themselves are alive now (they are being captured); only their
+        # description is kept, so the graph keeps none of them.
+        for obj in gc.get_objects():
+            if type(obj) is Tensor:
+                key = (obj.data_ptr(), obj.nbytes)
+                if key in read:
+                    names[key] = f"a tensor of shape {tuple(obj.shape)} and dtype {obj.dtype}"
+    return names
+
+
+def _raise_dead_input(status: int, names: dict[tuple[int, int], str]) -> NoReturn:
+    """Raise the input check's error, naming the freed tensor's shape and dtype."""
+    try:
+        raise_status(status, "MTIAGraph.replay")
+    except MTIAError as exc:
+        found = _DEAD_INPUT_RE.search(str(exc))
+        what = names.get((int(found.group(1), 16), int(found.group(2)))) if found else None
+        if what is None:
+            raise
+        raise type(exc)(f"{exc} (the buffer was {what})", status) from None
+
+
 def graph_pool_handle() -> _POOL_HANDLE:
     """Return a fresh memory-pool id that several graph captures can share.
 
@@ -118,9 +169,11 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_check_inputs",
         "_device",
         "_exec",
         "_graph",
+        "_input_names",
         "_keep_graph",
         "_keepalive",
         "_last_replay_stream",
@@ -137,6 +190,8 @@ class MTIAGraph:
     _captured: bool
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Optional[Stream]
+    _check_inputs: bool  # check_input_liveness of the capture
+    _input_names: dict[tuple[int, int], str]  # what the inputs are, for the check's errors
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
@@ -150,6 +205,8 @@ class MTIAGraph:
         self._captured = False
         self._keepalive = []
         self._last_replay_stream = None
+        self._check_inputs = False
+        self._input_names = {}
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
@@ -158,18 +215,33 @@ class MTIAGraph:
         pass
 
     def capture_begin(
-        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+        self,
+        pool: _POOL_HANDLE = (0, 0),
+        capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
         Args:
             pool: ``(0, 0)`` for a new private memory pool, or a pool id from
-                :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
+                :func:`graph_pool_handle` / another graph's :meth:`pool` to share it (a
+                pool id the runtime never issued is a ``ValueError``).
             capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
+            check_input_liveness: if True, every :meth:`replay` first checks that the
+                tensors the graph reads before writing them (its inputs, whatever the
+                operation: tensor ops, compiled and Python kernels, copies, fills) are still
+                alive: a replay that would read one deleted since the capture (or whose
+                memory went to another tensor since) raises before anything runs, naming
+                the node, the buffer and the tensor's shape and dtype. Deleting an output
+                is no error.
         """
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
+        if not isinstance(check_input_liveness, bool):
+            raise TypeError(
+                f"check_input_liveness must be a bool, got {type(check_input_liveness).__name__}"
+            )
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
@@ -186,6 +258,7 @@ class MTIAGraph:
         self._capture_id = info.id
         self._device = stream.device_index
         self._pool = info.pool
+        self._check_inputs = check_input_liveness
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -208,6 +281,8 @@ class MTIAGraph:
             raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
         try:
+            if self._check_inputs:
+                self._input_names = _graph_inputs(self._graph)
             count = ffi.new("size_t *")
             check(lib.mtiart_graph_get_node_count(self._graph, count))
             if count[0] == 0:
@@ -249,6 +324,8 @@ class MTIAGraph:
         stream = current_stream(self._device)
         status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
+            if status == lib.MTIART_ERROR_INVALID_POINTER and self._input_names:
+                _raise_dead_input(status, self._input_names)
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         if self._keepalive:
             self._last_replay_stream = stream
@@ -327,7 +404,11 @@ class MTIAGraph:
             check(lib.mtiart_graph_exec_destroy(self._exec))
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
-        check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        flags = lib.MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS if self._check_inputs else 0
+        check(
+            lib.mtiart_graph_instantiate_with_flags(self._graph, flags, exec_out),
+            "MTIAGraph.instantiate",
+        )
         self._exec = exec_out[0]
 
     def _destroy_template(self) -> None:
@@ -374,6 +455,8 @@ class MTIAGraph:
         self._retire_keepalive()
         self._pool = None
         self._capture_id = 0
+        self._check_inputs = False
+        self._input_names = {}
 
 
 class graph:
@@ -385,6 +468,7 @@ class graph:
         stream: the capture stream; by default one stream per process, taken from
             ``current_stream()`` at the first use (as in torch).
         capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
+        check_input_liveness: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
     empty and reusable), the previous stream is restored, and the original exception
@@ -399,6 +483,7 @@ class graph:
         pool: Optional[_POOL_HANDLE] = None,
         stream: Optional[Stream] = None,
         capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ):
         if not isinstance(mtia_graph, MTIAGraph):
             raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
@@ -414,6 +499,7 @@ class graph:
         assert self.capture_stream is not None
         self.capture_error_mode = capture_error_mode
         _capture_mode(capture_error_mode)
+        self.check_input_liveness = check_input_liveness
         self.stream_ctx = _stream_context(self.capture_stream)
         # capture_begin() captures the current stream of the current device, so the capture
         # stream's device is made current for the body (torch gets this from set_stream,
@@ -431,7 +517,11 @@ class graph:
 
         pool_arg = self.pool[0] if self.pool else (0, 0)
         try:
-            self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
+            self.mtia_graph.capture_begin(
+                pool_arg,
+                capture_error_mode=self.capture_error_mode,
+                check_input_liveness=self.check_input_liveness,
+            )
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)
             self.device_ctx.__exit__(None, None, None)

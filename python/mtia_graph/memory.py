@@ -45,6 +45,12 @@ def _raw_stats(device: _DeviceLike) -> Any:
     return stats
 
 
+def _stat(device: _DeviceLike, key: int) -> int:
+    value = ffi.new("uint64_t *")
+    check(lib.mtiart_memory_get_stat(_device_index(device), key, value), "memory_stats")
+    return int(value[0])
+
+
 def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     """Allocator statistics of a device (default: the current device).
 
@@ -52,6 +58,10 @@ def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     allocated_bytes, reserved_bytes, active, active_bytes, segment, ...; counters
     ``num_alloc_retries`` and ``num_ooms``), plus ``"dram"``: ``{"allocated_bytes",
     "peak_bytes", "reserved_bytes", "peak_reserved_bytes", "capacity"}``.
+
+    ``graph_held_bytes.all.current`` / ``.peak`` and ``graph_held.all.current`` count the
+    blocks the program freed that graphs still hold (their memory returns when the last
+    graph using them is reset): part of ``active_bytes``, not of ``allocated_bytes``.
     """
     s = _raw_stats(device)
     return {
@@ -76,6 +86,9 @@ def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
         "num_ooms": int(s.num_ooms),
         "private_pools": int(s.private_pools),
         "capacity": int(s.capacity),
+        "graph_held_bytes.all.current": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BYTES),
+        "graph_held_bytes.all.peak": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BYTES_PEAK),
+        "graph_held.all.current": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BLOCKS),
         "dram": {
             "allocated_bytes": int(s.allocated_bytes),
             "peak_bytes": int(s.allocated_bytes_peak),
@@ -123,6 +136,7 @@ _BLOCK_STATES = {
     0: "active_allocated",  # MTIART_BLOCK_ACTIVE
     1: "active_pending_free",  # MTIART_BLOCK_PENDING_FREE
     2: "inactive",  # MTIART_BLOCK_FREE
+    3: "graph_held",  # MTIART_BLOCK_GRAPH_HELD: freed by the program, held by graphs
 }
 
 
@@ -184,7 +198,8 @@ def snapshot(device: _DeviceLike = None) -> list[dict[str, Any]]:
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
     ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``); each
     block has ``address``, ``size``, ``requested_size`` and ``state`` (one of
-    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``). Without
+    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``, or
+    ``"graph_held"`` for a block the program freed that graphs still hold). Without
     ``device`` all devices are included.
     """
     if device is None:

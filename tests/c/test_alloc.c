@@ -501,6 +501,77 @@ static void test_free_with_pending_work(void) {
     CHECK_CLEAN();
 }
 
+/* mtiart_free_async: the free waits for the work enqueued on the given stream, whichever
+ * stream allocated the block (mtiart_free orders against the allocating stream only). */
+static void test_free_async(void) {
+    CHECK_CLEAN();
+    mtiart_stream s1, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    /* s2's long kernel reads p, allocated on s1: the free on s2 keeps p from s1's next
+     * allocations until that kernel is done. */
+    char *p, *q;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_memset_async(s1, p, 1, 4096));
+    CHECK_OK(mtiart_stream_synchronize(s1));
+    gate g = {0};
+    launch_gate(s2, &g);
+    CHECK_OK(mtiart_memset_async(s2, p, 2, 4096));
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK(block_at(p).state == MTIART_BLOCK_PENDING_FREE);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q != p);
+    CHECK_OK(mtiart_memset_async(s1, q, 3, 4096));
+    atomic_store(&g.open, 1);
+    CHECK_OK(mtiart_stream_synchronize(s2));
+    CHECK_OK(mtiart_stream_synchronize(s1));
+    unsigned char probe = 0;
+    CHECK_OK(mtiart_memcpy(s1, &probe, q, 1, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK(probe == 3);
+    CHECK_OK(mtiart_free(q));
+    /* Once s2 is past the free, the memory is s1's again. */
+    char *r;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&r));
+    CHECK(block_at(p).state != MTIART_BLOCK_PENDING_FREE);
+    CHECK_OK(mtiart_free(r));
+    /* On the allocating stream itself: reusable by its later work at once. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_free_async(p, s1));
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q == p);
+    CHECK_OK(mtiart_free(q));
+    /* On a capturing stream: deferred to the capture's end, as the capture's nodes read
+     * the block at replay. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_stream_begin_capture(s2, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_memset_async(s2, p, 4, 4096));
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK(block_at(p).state != MTIART_BLOCK_ACTIVE && block_at(p).state != MTIART_BLOCK_FREE);
+    CHECK_STATUS(mtiart_free_async(p, s2), MTIART_ERROR_INVALID_POINTER); /* freed already */
+    mtiart_graph gr;
+    CHECK_OK(mtiart_stream_end_capture(s2, &gr));
+    CHECK(block_at(p).state == MTIART_BLOCK_GRAPH_HELD); /* the graph holds it */
+    CHECK_OK(mtiart_graph_destroy(gr));
+    CHECK(block_at(p).state != MTIART_BLOCK_GRAPH_HELD);
+    /* Errors: nothing is freed by a refused call. */
+    CHECK_OK(mtiart_free_async(NULL, s1));
+    int host;
+    CHECK_STATUS(mtiart_free_async(&host, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_STATUS(mtiart_free_async(p + 8, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(mtiart_free_async(p, NULL), MTIART_ERROR_INVALID_HANDLE);
+    mtiart_stream gone;
+    CHECK_OK(mtiart_stream_create(0, 0, &gone));
+    CHECK_OK(mtiart_stream_destroy(gone));
+    CHECK_STATUS(mtiart_free_async(p, gone), MTIART_ERROR_INVALID_HANDLE);
+    CHECK(block_at(p).state == MTIART_BLOCK_ACTIVE);
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK_STATUS(mtiart_free_async(p, s2), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_stream_destroy(s1));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK_CLEAN();
+}
+
 /* ------------------------------------------------------------------ pools */
 
 static void test_pools(void) {
@@ -749,6 +820,7 @@ int main(void) {
     test_invalid_frees();
     test_record_stream();
     test_free_with_pending_work();
+    test_free_async();
     test_pools();
     test_snapshot();
     test_many_streams();

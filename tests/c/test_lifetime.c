@@ -108,7 +108,7 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     uint64_t id;
     mtiart_capture_status cs;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
-    switch (rnd(seed) % 12) {
+    switch (rnd(seed) % 13) {
     case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
@@ -151,6 +151,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
         MUST(mtiart_free(p));
         break;
     }
+    case 12: {
+        /* A block of another stream freed on this one; freed plainly if it is gone. */
+        mtiart_stream def;
+        MUST(mtiart_stream_get_default(0, &def));
+        MUST(mtiart_malloc_async(def, 128, &p));
+        if (USE(K_STREAM, mtiart_free_async(p, s)) != MTIART_SUCCESS) MUST(mtiart_free(p));
+        break;
+    }
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
     case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
@@ -188,7 +196,11 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
     case 3: USE(K_GRAPH, mtiart_graph_get_node_dependency(g, 1, 0, &dep)); break;
     case 4:
-        if (USE(K_GRAPH, mtiart_graph_instantiate(g, &x)) != MTIART_SUCCESS) break;
+        if (USE(K_GRAPH, rnd(seed) % 2 ? mtiart_graph_instantiate(g, &x)
+                                       : mtiart_graph_instantiate_with_flags(
+                                             g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS,
+                                             &x)) != MTIART_SUCCESS)
+            break;
         MUST(mtiart_graph_launch(x, g_graph_stream));
         MUST(mtiart_graph_exec_destroy(x)); /* the launch in flight keeps it */
         if (rnd(seed) % 4 == 0) MUST(mtiart_stream_synchronize(g_graph_stream));

@@ -150,6 +150,12 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_detach_oom_observer, NULL, NULL);
     EXPECT_PREFIX(mtiart_pool_handle_create, NULL);
     EXPECT_PREFIX(mtiart_pool_get_info, 0, ((mtiart_pool_id){0, 0}), NULL);
+    EXPECT_PREFIX(mtiart_free_async, host, s);
+    EXPECT_PREFIX(mtiart_free_async, dev, bad_stream);
+    EXPECT_PREFIX(mtiart_free_async, (char *)dev + 8, s);
+    uint64_t stat_value;
+    EXPECT_PREFIX(mtiart_memory_get_stat, 0, (mtiart_memory_stat)999, &stat_value);
+    EXPECT_PREFIX(mtiart_memory_get_stat, 0, MTIART_STAT_GRAPH_HELD_BYTES, NULL);
 
     /* capture, graphs, executables */
     mtiart_graph g;
@@ -174,6 +180,8 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_dependency, g, 0, 0, &node);
     EXPECT_PREFIX(mtiart_graph_to_dot, g, NULL, 16, &count);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1ull << 63, &x);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, NULL, 0, &x);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);

@@ -1,0 +1,428 @@
+/* The device memory graphs use: what a graph, a capture and an executable hold (blocks
+ * outside their pool stay theirs after the program frees them, so replays never write into
+ * memory handed out again), how the statistics and snapshots account for it, the launch's
+ * input check, freeing on a stream, and pool ids. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_helpers.h"
+
+#define MiB (1ull << 20)
+
+static uint64_t stat(mtiart_memory_stat key) {
+    uint64_t v = 0;
+    CHECK_OK(mtiart_memory_get_stat(0, key, &v));
+    return v;
+}
+
+static mtiart_pool_id capture_pool(mtiart_stream s) {
+    mtiart_pool_id pool;
+    CHECK_OK(mtiart_stream_get_capture_info(s, NULL, NULL, &pool));
+    return pool;
+}
+
+static void begin(mtiart_stream s, mtiart_pool_id pool) {
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, pool));
+}
+
+static int64_t read_i64(mtiart_stream s, const int64_t *dev) {
+    int64_t v = -1;
+    CHECK_OK(mtiart_memcpy(s, &v, dev, sizeof v, MTIART_MEMCPY_DEVICE_TO_HOST));
+    return v;
+}
+
+static void write_i64(mtiart_stream s, int64_t *dev, int64_t v) {
+    CHECK_OK(mtiart_memcpy(s, dev, &v, sizeof v, MTIART_MEMCPY_HOST_TO_DEVICE));
+}
+
+/* Every statistic the struct has, through the keyed getter; the names; bad keys. */
+static void test_stat_keys(void) {
+    void *p;
+    CHECK_OK(mtiart_malloc(0, 3000, &p));
+    mtiart_memory_stats st;
+    CHECK_OK(mtiart_memory_get_stats(0, &st));
+    const uint64_t *fields = (const uint64_t *)&st;
+    size_t n = sizeof st / sizeof(uint64_t);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t v;
+        CHECK_OK(mtiart_memory_get_stat(0, (mtiart_memory_stat)k, &v));
+        CHECK(v == fields[k]);
+        CHECK(mtiart_memory_stat_name((mtiart_memory_stat)k) != NULL);
+    }
+    CHECK(!strcmp(mtiart_memory_stat_name(MTIART_STAT_ALLOCATED_BYTES), "allocated_bytes"));
+    CHECK(!strcmp(mtiart_memory_stat_name(MTIART_STAT_PRIVATE_POOLS), "private_pools"));
+    CHECK(!strcmp(mtiart_memory_stat_name(MTIART_STAT_GRAPH_HELD_BYTES), "graph_held_bytes"));
+    int count = 0;
+    while (mtiart_memory_stat_name((mtiart_memory_stat)count)) count++;
+    CHECK(count > MTIART_STAT_GRAPH_HELD_BLOCKS);
+    CHECK(mtiart_memory_stat_name((mtiart_memory_stat)-1) == NULL);
+    uint64_t v = 77;
+    CHECK_STATUS(mtiart_memory_get_stat(0, (mtiart_memory_stat)count, &v),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(v == 77);
+    CHECK_STATUS(mtiart_memory_get_stat(0, MTIART_STAT_GRAPH_HELD_BYTES, NULL),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_memory_get_stat(99, MTIART_STAT_GRAPH_HELD_BYTES, &v),
+                 MTIART_ERROR_INVALID_DEVICE);
+    CHECK_OK(mtiart_free(p));
+}
+
+/* PyTorch's reset/recapture pattern: a tensor made in g1's capture, g1 destroyed, the
+ * tensor read by g2's capture and freed inside it. g2 holds it (it lies in g1's pool, not
+ * g2's), so its memory stays mapped and unused by anyone else while g2 replays. */
+static void test_reset_recapture(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    begin(s, (mtiart_pool_id){0, 0});
+    mtiart_pool_id p1 = capture_pool(s);
+    int64_t *b;
+    CHECK_OK(mtiart_malloc_async(s, 3 * MiB, (void **)&b)); /* a segment of its own */
+    CHECK_OK(mtiart_memset_async(s, b, 0, sizeof *b));
+    CHECK_OK(launch_add_i64(s, b, 2000));
+    mtiart_graph g1;
+    CHECK_OK(mtiart_stream_end_capture(s, &g1));
+    mtiart_graph_exec x1;
+    CHECK_OK(mtiart_graph_instantiate(g1, &x1));
+    CHECK_OK(mtiart_graph_launch(x1, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, b) == 2000);
+    CHECK_OK(mtiart_graph_exec_destroy(x1));
+    CHECK_OK(mtiart_graph_destroy(g1));
+
+    begin(s, (mtiart_pool_id){0, 0});
+    mtiart_pool_id p2 = capture_pool(s);
+    CHECK(p2.first != p1.first);
+    int64_t *c;
+    CHECK_OK(mtiart_malloc_async(s, sizeof *c, (void **)&c));
+    CHECK_OK(mtiart_memcpy_async(s, c, b, sizeof *c, MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    CHECK_OK(launch_mul_i64(s, c, 2));
+    uint64_t held_before = stat(MTIART_STAT_GRAPH_HELD_BYTES);
+    uint64_t b_size = block_at(b).size;
+    CHECK_OK(mtiart_free(b)); /* inside the capture, which holds it */
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == held_before + b_size);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) >= 1);
+    CHECK(block_at(b).state == MTIART_BLOCK_GRAPH_HELD);
+    mtiart_graph g2;
+    CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    mtiart_graph_exec x2;
+    CHECK_OK(mtiart_graph_instantiate(g2, &x2));
+    CHECK_OK(mtiart_graph_destroy(g2)); /* the executable holds b too */
+    CHECK_OK(mtiart_empty_cache(0));
+    mtiart_pool_info info;
+    CHECK_OK(mtiart_pool_get_info(0, p1, &info));
+    CHECK(info.exists && info.reserved_bytes == 4 * MiB);
+    CHECK_OK(mtiart_graph_launch(x2, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, c) == 4000);
+    CHECK_OK(mtiart_graph_exec_destroy(x2));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == held_before);
+    CHECK_OK(mtiart_free(c));
+    CHECK_OK(mtiart_empty_cache(0));
+    CHECK_OK(mtiart_pool_get_info(0, p1, &info));
+    CHECK(!info.exists);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* What a graph's nodes write, of every kind, into blocks the program freed after the
+ * capture: the writes land in the held blocks, never in the allocations made since. */
+typedef enum { W_KERNEL, W_COPY_D2D, W_COPY_H2D, W_FILL, W_KINDS } write_kind;
+
+static void test_freed_outputs_stay_held(void) {
+    for (int kind = 0; kind < W_KINDS; kind++) {
+        mtiart_stream s;
+        CHECK_OK(mtiart_stream_create(0, 0, &s));
+        int64_t *out, *src;
+        CHECK_OK(mtiart_malloc_async(s, 4096, (void **)&out));
+        CHECK_OK(mtiart_malloc_async(s, 4096, (void **)&src));
+        write_i64(s, out, 0);
+        write_i64(s, src, 5);
+        static int64_t host_value = 9;
+        begin(s, (mtiart_pool_id){0, 0});
+        switch (kind) {
+        case W_KERNEL: CHECK_OK(launch_add_i64(s, out, 1)); break;
+        case W_COPY_D2D:
+            CHECK_OK(mtiart_memcpy_async(s, out, src, 4096, MTIART_MEMCPY_DEVICE_TO_DEVICE));
+            break;
+        case W_COPY_H2D:
+            CHECK_OK(mtiart_memcpy_async(s, out, &host_value, sizeof host_value,
+                                         MTIART_MEMCPY_HOST_TO_DEVICE));
+            break;
+        default: {
+            uint32_t pattern = 0x01010101u;
+            CHECK_OK(mtiart_fill_async(s, out, &pattern, 4, 1024));
+            break;
+        }
+        }
+        mtiart_graph g;
+        CHECK_OK(mtiart_stream_end_capture(s, &g));
+        mtiart_graph_exec x;
+        CHECK_OK(mtiart_graph_instantiate(g, &x));
+        CHECK_OK(mtiart_free(out));
+        CHECK_OK(mtiart_free(src));
+        CHECK_OK(mtiart_empty_cache(0));
+        /* Allocations made since would reuse the freed memory first, were it not held. */
+        int64_t *fresh[4];
+        for (int i = 0; i < 4; i++) {
+            CHECK_OK(mtiart_malloc_async(s, 4096, (void **)&fresh[i]));
+            CHECK((void *)fresh[i] != (void *)out);
+            CHECK(kind != W_COPY_D2D || (void *)fresh[i] != (void *)src);
+            CHECK_OK(mtiart_memset_async(s, fresh[i], 0x5a, 4096));
+        }
+        for (int r = 0; r < 5; r++) CHECK_OK(mtiart_graph_launch(x, s));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        for (int i = 0; i < 4; i++) {
+            unsigned char host[4096];
+            CHECK_OK(mtiart_memcpy(s, host, fresh[i], sizeof host, MTIART_MEMCPY_DEVICE_TO_HOST));
+            int intact = 1;
+            for (size_t k = 0; k < sizeof host; k++) intact &= host[k] == 0x5a;
+            CHECK(intact);
+            CHECK_OK(mtiart_free(fresh[i]));
+        }
+        CHECK_OK(mtiart_graph_exec_destroy(x));
+        CHECK(block_at(out).state == MTIART_BLOCK_GRAPH_HELD); /* the graph still holds it */
+        CHECK_OK(mtiart_graph_destroy(g));
+        CHECK(block_at(out).state != MTIART_BLOCK_GRAPH_HELD);
+        CHECK(block_at(out).state != MTIART_BLOCK_ACTIVE);
+        CHECK_OK(mtiart_stream_destroy(s));
+    }
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+}
+
+/* A hand-built graph holds the buffers of its kernel nodes too. */
+static void test_explicit_graph_holds(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *x;
+    CHECK_OK(mtiart_malloc_async(s, sizeof *x, (void **)&x));
+    write_i64(s, x, 1);
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    int64_t three = 3;
+    mtiart_arg args[2] = {{MTIART_ARG_BUFFER_INOUT, 0, x, sizeof *x},
+                          {MTIART_ARG_VALUE, sizeof three, &three, 0}};
+    size_t node;
+    for (int i = 0; i < 100; i++) /* one hold, however many nodes use it */
+        CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_add_i64, 1, args, 2, &node));
+    CHECK_OK(mtiart_free(x));
+    CHECK(block_at(x).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 512);
+    /* The program's handle on it is gone: nothing else may use or free it. */
+    CHECK_STATUS(mtiart_free(x), MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(launch_add_i64(s, x, 1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(mtiart_graph_add_kernel_node(g, NULL, 0, k_add_i64, 1, args, 2, &node),
+                 MTIART_ERROR_INVALID_POINTER);
+    mtiart_graph_exec e;
+    CHECK_OK(mtiart_graph_instantiate(g, &e));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_launch(e, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(e));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* Blocks of the graph's own pool are not held: a capture's output freed after the capture
+ * is cached in the pool, where a later capture sharing the pool may reuse it. */
+static void test_own_pool_not_held(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    mtiart_pool_id pool;
+    CHECK_OK(mtiart_pool_handle_create(&pool));
+    begin(s, pool);
+    int64_t *out;
+    CHECK_OK(mtiart_malloc_async(s, 4096, (void **)&out));
+    CHECK_OK(mtiart_memset_async(s, out, 0, 4096));
+    mtiart_graph g1;
+    CHECK_OK(mtiart_stream_end_capture(s, &g1));
+    CHECK_OK(mtiart_free(out));
+    CHECK(block_at(out).state == MTIART_BLOCK_FREE);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+    begin(s, pool);
+    int64_t *again;
+    CHECK_OK(mtiart_malloc_async(s, 4096, (void **)&again));
+    CHECK(again == out); /* the pool's memory, shared as in PyTorch */
+    CHECK_OK(mtiart_memset_async(s, again, 0, 4096));
+    mtiart_graph g2;
+    CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    CHECK_OK(mtiart_free(again));
+    CHECK_OK(mtiart_graph_destroy(g1));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* A failed capture drops what it held. */
+static void test_invalidated_capture_releases(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *x;
+    CHECK_OK(mtiart_malloc_async(s, sizeof *x, (void **)&x));
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_OK(launch_add_i64(s, x, 1));
+    CHECK_OK(mtiart_free(x));
+    CHECK(block_at(x).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK_STATUS(mtiart_stream_synchronize(s), MTIART_ERROR_CAPTURE_UNSUPPORTED);
+    mtiart_graph g;
+    CHECK_STATUS(mtiart_stream_end_capture(s, &g), MTIART_ERROR_CAPTURE_INVALIDATED);
+    CHECK(block_at(x).state != MTIART_BLOCK_GRAPH_HELD);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* ------------------------------------------------------------------ input check */
+
+static mtiart_graph_exec instantiate_checked(mtiart_graph g) {
+    mtiart_graph_exec x;
+    CHECK_OK(
+        mtiart_graph_instantiate_with_flags(g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS, &x));
+    return x;
+}
+
+static void expect_dead_input(mtiart_graph_exec x, mtiart_stream s, const void *addr,
+                              const char *node_text, const char *extra) {
+    CHECK_STATUS(mtiart_graph_launch(x, s), MTIART_ERROR_INVALID_POINTER);
+    const char *msg = mtiart_last_error_message();
+    char where[64];
+    snprintf(where, sizeof where, "0x%llx", (unsigned long long)(uintptr_t)addr);
+    if (!strstr(msg, "mtiart_graph_launch: input check: ") || !strstr(msg, node_text) ||
+        !strstr(msg, where) || (extra && !strstr(msg, extra))) {
+        fprintf(stderr, "unexpected message: %s\n", msg);
+        test_failures++;
+    }
+}
+
+static int32_t k_copy_i64(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)block;
+    (void)num_blocks;
+    **(int64_t *const *)args[0] = **(int64_t *const *)args[1];
+    return 0;
+}
+
+/* Inputs of every node kind: a kernel's read, a copy's source; a freed input fails the
+ * launch before any node ran, naming node and buffer. Freed outputs are no error. */
+static void test_input_check(void) {
+    mtiart_kernel_set_name(k_copy_i64, "copy_i64");
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *in, *mid, *out, *side;
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&in));
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&side));
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&out));
+    write_i64(s, in, 7);
+    write_i64(s, side, 1);
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&mid)); /* produced by the graph */
+    mtiart_arg args[2] = {{MTIART_ARG_BUFFER_OUT, 0, mid, 8}, {MTIART_ARG_BUFFER_IN, 0, in, 8}};
+    CHECK_OK(mtiart_launch_kernel(s, k_copy_i64, 1, args, 2));                      /* node 0 */
+    CHECK_OK(launch_add_i64(s, mid, 1));                                            /* node 1 */
+    CHECK_OK(mtiart_memcpy_async(s, out, side, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE)); /* 2 */
+    CHECK_OK(launch_add_i64(s, out, 0));                                            /* 3 */
+    CHECK_OK(mtiart_memcpy_async(s, out, mid, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE));  /* 4 */
+    CHECK_OK(mtiart_free(mid));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_exec checked = instantiate_checked(g), plain;
+    CHECK_OK(mtiart_graph_instantiate(g, &plain));
+    CHECK_OK(mtiart_graph_launch(checked, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, out) == 8);
+
+    /* The output dropped: harmless. */
+    CHECK_OK(mtiart_free(out));
+    CHECK_OK(mtiart_graph_launch(checked, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+
+    /* The copy's source freed: node 2 fails the check (the first reader). */
+    CHECK_OK(mtiart_free(side));
+    expect_dead_input(checked, s, side, "graph node 2 (memcpy DtoD)", "freed after");
+    /* Without the check the replay runs, on memory still held: no crash, no harm. */
+    CHECK_OK(mtiart_graph_launch(plain, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+
+    /* The kernel's input freed too: the first node reading a dead input is named. */
+    atomic_long ran = 0;
+    launch_count(s, &ran);
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_free(in));
+    expect_dead_input(checked, s, in, "graph node 0 (copy_i64)", NULL);
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(checked));
+    CHECK_OK(mtiart_graph_exec_destroy(plain));
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    /* Unknown flags are refused; a graph without inputs passes the check. */
+    mtiart_graph empty;
+    CHECK_OK(mtiart_graph_create(0, &empty));
+    mtiart_graph_exec x;
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(empty, 1ull << 40, &x),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "unknown instantiate flags 0x10000000000"));
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(empty, 0, NULL), MTIART_ERROR_INVALID_VALUE);
+    x = instantiate_checked(empty);
+    CHECK_OK(mtiart_graph_launch(x, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_destroy(empty));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* A block of a shared pool freed after the capture and handed to a later capture of the
+ * same pool: an input the check finds reused. */
+static void test_input_check_reused(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    mtiart_pool_id pool;
+    CHECK_OK(mtiart_pool_handle_create(&pool));
+    begin(s, pool);
+    int64_t *t;
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&t));
+    CHECK_OK(mtiart_memset_async(s, t, 0, 64));
+    mtiart_graph g1;
+    CHECK_OK(mtiart_stream_end_capture(s, &g1));
+    begin(s, pool);
+    int64_t *u;
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&u));
+    CHECK_OK(mtiart_memcpy_async(s, u, t, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE)); /* reads g1's t */
+    mtiart_graph g2;
+    CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    mtiart_graph_exec x2 = instantiate_checked(g2);
+    CHECK_OK(mtiart_graph_launch(x2, s));
+    CHECK_OK(mtiart_free(t)); /* t lies in g2's own pool: not held */
+    begin(s, pool);
+    int64_t *w;
+    CHECK_OK(mtiart_malloc_async(s, 64, (void **)&w));
+    CHECK(w == t);
+    CHECK_OK(mtiart_memset_async(s, w, 0, 64));
+    mtiart_graph g3;
+    CHECK_OK(mtiart_stream_end_capture(s, &g3));
+    expect_dead_input(x2, s, t, "graph node 0 (memcpy DtoD)", "belongs to another allocation");
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_free(u));
+    CHECK_OK(mtiart_free(w));
+    CHECK_OK(mtiart_graph_exec_destroy(x2));
+    CHECK_OK(mtiart_graph_destroy(g1));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    CHECK_OK(mtiart_graph_destroy(g3));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+int main(void) {
+    setenv("MTIART_DEVICE_MEMORY", "256M", 1);
+    CHECK_OK(mtiart_init());
+    test_stat_keys();
+    test_reset_recapture();
+    test_freed_outputs_stay_held();
+    test_explicit_graph_holds();
+    test_own_pool_not_held();
+    test_invalidated_capture_releases();
+    test_input_check();
+    test_input_check_reused();
+    CHECK_OK(mtiart_device_synchronize(0));
+    CHECK_OK(mtiart_empty_cache(0));
+    mtiart_memory_stats st;
+    CHECK_OK(mtiart_memory_get_stats(0, &st));
+    CHECK(st.allocated_bytes == 0 && st.private_pools == 0 && st.active_blocks == 0);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0 && stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == 0);
+    TEST_MAIN_END();
+}
