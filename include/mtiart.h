@@ -305,8 +305,9 @@ typedef struct mtiart_pool_id {
 } mtiart_pool_id;
 
 /* Allocate `size` bytes of device memory for use on `stream` (stream-ordered: the block
- * may reuse memory freed earlier on the same stream). A stream that is capturing allocates
- * from the capture's pool. size 0 gives NULL. */
+ * may reuse memory freed earlier on the same stream, and memory cached by destroyed
+ * streams once their work is done). A stream that is capturing allocates from the
+ * capture's pool. size 0 gives NULL. */
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr);
 
 /* Allocate on the default stream of `device`. */
@@ -478,7 +479,9 @@ typedef enum mtiart_capture_status {
 } mtiart_capture_status;
 
 /* Start capturing `stream`: its work is recorded into a graph instead of run. Allocations
- * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). */
+ * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). A
+ * pool id the runtime never issued (as a captured graph's pool or by
+ * mtiart_pool_handle_create) is refused with MTIART_ERROR_INVALID_VALUE. */
 MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
                                                      mtiart_pool_id pool);
 

@@ -83,6 +83,8 @@ typedef struct heap {
 struct stream_heap {
     uint64_t stream_id;
     size_t num_segments; /* segments it owns; a heap without any is dropped on release */
+    bool dead;           /* its stream is done for good: its free segments go to others */
+    uint64_t seen;       /* the liveness census that last found its stream */
     heap small, large;
     stream_heap *prev, *next;
 };
@@ -144,6 +146,8 @@ typedef struct mt_allocator {
     stats_more more;    /* statistics the public struct has no room for */
     vg_zombie *zombies; /* valgrind only */
     size_t num_zombies, cap_zombies;
+    unsigned streams_freed_seen; /* the device's streams_freed at the last census */
+    uint64_t census;             /* number of the last census of live streams */
 } mt_allocator;
 
 #define TOMBSTONE ((block *)(uintptr_t)1)
@@ -423,19 +427,22 @@ static stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
     return h;
 }
 
+static void heap_drop(mt_pool *pool, stream_heap *h) {
+    if (h->prev) h->prev->next = h->next;
+    else pool->heaps = h->next;
+    if (h->next) h->next->prev = h->prev;
+    heap_index_erase(pool, h);
+    if (pool->last_heap == h) pool->last_heap = NULL;
+    free(h);
+}
+
 /* Drop the heaps that own no segment (streams that are gone, or whose memory was all
  * released): without this every stream that ever allocated kept ~11 KB for good. A live
  * stream simply gets a fresh heap on its next allocation. Lock held. */
 static void drop_empty_heaps(mt_pool *pool) {
     for (stream_heap *h = pool->heaps, *next; h; h = next) {
         next = h->next;
-        if (h->num_segments) continue;
-        if (h->prev) h->prev->next = h->next;
-        else pool->heaps = h->next;
-        if (h->next) h->next->prev = h->prev;
-        heap_index_erase(pool, h);
-        if (pool->last_heap == h) pool->last_heap = NULL;
-        free(h);
+        if (!h->num_segments) heap_drop(pool, h);
     }
 }
 
@@ -628,6 +635,54 @@ static size_t release_cached(mt_allocator *a, uint64_t horizon) {
         pool = following;
     }
     return released;
+}
+
+/* Mark the heaps of streams that are done for good (dead): destroyed, with all their work
+ * done (a destroyed stream gets no new work, and is freed once its work is done). Their
+ * cached memory is safe for any stream then. Taken again only when a stream was freed
+ * since the last census, or destroyed streams are still about. Lock held. */
+static void census_streams(mt_allocator *a, mt_device *dev) {
+    unsigned destroyed = atomic_load(&dev->streams_destroyed);
+    unsigned freed = atomic_load(&dev->streams_freed);
+    if (freed == a->streams_freed_seen && destroyed == freed) return;
+    a->streams_freed_seen = freed;
+    uint64_t census = ++a->census;
+    pthread_mutex_lock(&dev->streams_lock);
+    for (mt_stream *s = dev->streams; s; s = s->dev_next) {
+        if (atomic_load(&s->destroyed) && atomic_load(&s->completed) >= atomic_load(&s->enqueued))
+            continue;
+        for (mt_pool *pool = &a->default_pool; pool;
+             pool = pool == &a->default_pool ? a->pools : pool->next) {
+            stream_heap *h = heap_index_find(pool, s->id);
+            if (h) h->seen = census;
+        }
+    }
+    pthread_mutex_unlock(&dev->streams_lock);
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
+        for (stream_heap *h = pool->heaps; h; h = h->next) h->dead = h->seen != census;
+}
+
+/* Give `sh` a wholly free segment of a gone stream's that fits a request of `size` bytes
+ * (small or large): the memory of short-lived streams is reused instead of piling up until
+ * an out-of-memory retry. Lock held. */
+static bool adopt_segment(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t size) {
+    census_streams(a, pool->dev);
+    bool small = size <= SMALL_REQUEST;
+    for (segment *seg = pool->segments; seg; seg = seg->next) {
+        stream_heap *from = seg->owner;
+        if (!from->dead || from == sh || seg->busy_blocks || seg->small != small ||
+            seg->size < size)
+            continue;
+        block *b = seg->first; /* the whole segment */
+        heap_remove(small ? &from->small : &from->large, b);
+        heap_insert(small ? &sh->small : &sh->large, b);
+        seg->owner = sh;
+        sh->num_segments++;
+        if (--from->num_segments == 0) heap_drop(pool, from);
+        return true;
+    }
+    return false;
 }
 
 /* ------------------------------------------------------------------ blocks */
@@ -917,6 +972,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
         return mt_oom();
     }
     block *b = take_block(a, pool, sh, rounded, size);
+    if (!b && adopt_segment(a, pool, sh, rounded)) b = take_block(a, pool, sh, rounded, size);
     if (!b) {
         bool small = rounded <= SMALL_REQUEST;
         size_t seg_size = small ? GRANULE : round_up(rounded, GRANULE);
@@ -1672,6 +1728,14 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) 
     if (id.first && id.second)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "invalid pool id (%llu, %llu): one of the two numbers must be 0",
+                            (unsigned long long)id.first, (unsigned long long)id.second);
+    /* Only ids the runtime issued: one made up could be the id a later capture gets, and
+     * two graphs would share a pool without knowing. */
+    if (id.first >= atomic_load(&next_graph_pool) || id.second >= atomic_load(&next_pool_handle))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "pool id (%llu, %llu) was never issued: pass (0, 0) for a new "
+                            "private pool, a captured graph's pool, or an id from "
+                            "mtiart_pool_handle_create",
                             (unsigned long long)id.first, (unsigned long long)id.second);
     mt_allocator *a = dev->alloc;
     if (id.first == 0 && id.second == 0) id.first = atomic_fetch_add(&next_graph_pool, 1);

@@ -318,6 +318,9 @@ struct mt_device {
     pthread_mutex_t streams_lock;
     mt_stream *streams; /* every live stream of the device */
     mt_stream *default_stream;
+    /* streams destroyed and freed so far: when the allocator's census of live streams is
+     * worth taking again */
+    atomic_uint streams_destroyed, streams_freed;
 
     struct mt_allocator *alloc;
 };
@@ -421,6 +424,7 @@ struct mt_stream {
     size_t frontier_len, frontier_cap;
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
+    atomic_int destroyed;           /* its handle was destroyed: no new work comes */
 };
 
 /* The default stream of a device being initialised. */

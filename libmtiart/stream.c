@@ -82,6 +82,7 @@ void mt_stream_unref(mt_stream *s) {
     else dev->streams = s->dev_next;
     if (s->dev_next) s->dev_next->dev_prev = s->dev_prev;
     pthread_mutex_unlock(&dev->streams_lock);
+    atomic_fetch_add(&dev->streams_freed, 1); /* its cached memory is free for others now */
     /* Everything was consumed (the scheduling reference is gone), so one chunk is left. */
     free(s->head_chunk);
     free(atomic_load(&s->spare_chunk));
@@ -388,7 +389,12 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
                             "the default stream of device %d cannot be destroyed", s->dev->index);
     /* Work already enqueued holds the stream until it has run. */
-    return mt_capture_retire_stream(s, &s_pin);
+    mtiart_status st = mt_capture_retire_stream(s, &s_pin);
+    if (st == MTIART_SUCCESS) {
+        atomic_store(&s->destroyed, 1);
+        atomic_fetch_add(&s->dev->streams_destroyed, 1);
+    }
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {

@@ -735,6 +735,87 @@ static void test_many_streams(void) {
     CHECK_CLEAN();
 }
 
+/* Short-lived streams, each allocating and freeing one block: a destroyed stream's cached
+ * memory goes to the streams that come after it (once its work is done) instead of
+ * piling up until an out-of-memory retry. */
+static void test_dead_streams_memory_reused(void) {
+    CHECK_CLEAN();
+    uint64_t most = 0, retries = stats().num_alloc_retries;
+    for (int i = 0; i < 1000; i++) {
+        mtiart_stream s;
+        void *p, *q;
+        CHECK_OK(mtiart_stream_create(0, 0, &s));
+        CHECK_OK(mtiart_malloc_async(s, MiB, &p));
+        CHECK_OK(mtiart_malloc_async(s, 3 * MiB, &q)); /* a large segment too */
+        CHECK_OK(mtiart_memset_async(s, p, i, MiB));
+        CHECK_OK(mtiart_free(p));
+        CHECK_OK(mtiart_free(q));
+        CHECK_OK(mtiart_stream_destroy(s));
+        if (i % 2) CHECK_OK(mtiart_device_synchronize(0)); /* some still busy at the next */
+        uint64_t reserved = stats().reserved_bytes;
+        if (reserved > most) most = reserved;
+    }
+    /* A few streams' worth (those whose work is still running), not a thousand. */
+    CHECK(most <= 32 * MiB);
+    CHECK(stats().num_alloc_retries == retries);
+    /* A live stream's cache stays its own. */
+    mtiart_stream keeper, other;
+    CHECK_OK(mtiart_stream_create(0, 0, &keeper));
+    CHECK_OK(mtiart_stream_create(0, 0, &other));
+    void *k, *o;
+    CHECK_OK(mtiart_malloc_async(keeper, 3 * MiB, &k));
+    CHECK_OK(mtiart_free(k));
+    CHECK_OK(mtiart_malloc_async(other, 3 * MiB, &o));
+    CHECK(o != k);
+    CHECK_OK(mtiart_free(o));
+    CHECK_OK(mtiart_stream_destroy(keeper));
+    CHECK_OK(mtiart_stream_destroy(other));
+    CHECK_CLEAN();
+}
+
+/* Pool ids the runtime never issued are refused: a made-up id could be the one a later
+ * default capture gets, and two graphs would share a pool unknowingly. */
+static void test_pool_ids_must_be_issued(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_pool_id issued;
+    CHECK_OK(mtiart_stream_get_capture_info(s, NULL, NULL, &issued));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_pool_id next = {issued.first + 1, 0};
+    CHECK_STATUS(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, next),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "was never issued"));
+    mtiart_pool_id handle;
+    CHECK_OK(mtiart_pool_handle_create(&handle));
+    CHECK_STATUS(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL,
+                                             (mtiart_pool_id){0, handle.second + 1}),
+                 MTIART_ERROR_INVALID_VALUE);
+    mtiart_capture_status cs;
+    CHECK_OK(mtiart_stream_get_capture_info(s, &cs, NULL, NULL));
+    CHECK(cs == MTIART_CAPTURE_STATUS_NONE);
+    /* The next default capture gets exactly the id that was refused: it was in no use. */
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_pool_id fresh;
+    CHECK_OK(mtiart_stream_get_capture_info(s, NULL, NULL, &fresh));
+    CHECK(fresh.first > issued.first && fresh.second == 0);
+    mtiart_graph g2;
+    CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    /* Issued ids are accepted, also once their pool is gone. */
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, issued));
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, handle));
+    mtiart_graph g3;
+    CHECK_OK(mtiart_stream_end_capture(s, &g3));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    CHECK_OK(mtiart_graph_destroy(g3));
+    CHECK_OK(mtiart_stream_destroy(s));
+    CHECK_CLEAN();
+}
+
 /* ------------------------------------------------------------------ threads */
 
 typedef struct alloc_thread {
@@ -824,6 +905,8 @@ int main(void) {
     test_pools();
     test_snapshot();
     test_many_streams();
+    test_dead_streams_memory_reused();
+    test_pool_ids_must_be_issued();
     test_threads();
     TEST_MAIN_END();
 }

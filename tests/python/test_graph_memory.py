@@ -365,3 +365,57 @@ def test_reinstantiation_while_a_replay_runs_does_not_overlap():
     s2.synchronize()
     assert x.item() == 2.0
     g.reset()
+
+
+# ----------------------------------------------------------------------------- pools, streams
+
+
+def test_pool_ids_never_issued_are_refused():
+    g = MTIAGraph()
+    with mtia.graph(g):
+        mtia.ones(4)
+    issued = g.pool()
+    for made_up in ((issued[0] + 1, 0), (0, mtia.graph_pool_handle()[1] + 1), (10**9, 0)):
+        with pytest.raises(ValueError, match="never issued"):
+            MTIAGraph().capture_begin(made_up)
+        assert not mtia.is_current_stream_capturing()
+    # the id refused above is what the next default capture gets: it was in no one's use
+    h = MTIAGraph()
+    with mtia.graph(h):
+        out = mtia.ones(4) * 30
+    assert h.pool() == (issued[0] + 1, 0)
+    g2 = MTIAGraph()
+    with mtia.graph(g2, pool=g.pool()):  # issued ids are fine, shared on purpose
+        mtia.zeros(4)
+    h.replay()
+    assert out.tolist() == [30.0] * 4
+    for graph in (g, g2, h):
+        graph.reset()
+
+
+def _rss_bytes():
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    pytest.skip("no VmRSS in /proc/self/status")
+
+
+def test_short_lived_streams_keep_reserved_memory_flat():
+    """A destroyed stream's cached memory goes to the streams after it once its work is
+    done (here: synchronized before the stream is dropped)."""
+    mtia.synchronize()
+    mtia.empty_cache()
+    rss_before = _rss_bytes()
+    most = 0
+    for i in range(1000):
+        s = mtia.Stream()
+        with mtia.stream(s):
+            t = mtia.full((1 << 18,), float(i))  # 1 MiB
+            del t
+        s.synchronize()
+        del s
+        most = max(most, mtia.memory_reserved())
+    assert mtia.memory_allocated() == 0
+    assert most <= 8 << 20, f"{most >> 20} MiB reserved at most"
+    assert _rss_bytes() - rss_before <= 64 << 20
