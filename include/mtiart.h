@@ -369,10 +369,11 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device);
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device);
 
 typedef enum mtiart_block_state {
-    MTIART_BLOCK_ACTIVE = 0,       /* handed out */
-    MTIART_BLOCK_PENDING_FREE = 1, /* freed, waiting for recorded streams */
-    MTIART_BLOCK_FREE = 2,         /* cached */
-    MTIART_BLOCK_GRAPH_HELD = 3    /* freed by the program; graphs that use it still hold it */
+    MTIART_BLOCK_ACTIVE = 0,          /* handed out */
+    MTIART_BLOCK_PENDING_FREE = 1,    /* freed, waiting for recorded streams */
+    MTIART_BLOCK_FREE = 2,            /* cached */
+    MTIART_BLOCK_GRAPH_HELD = 3,      /* freed by the program; graphs that use it still hold it */
+    MTIART_BLOCK_GRAPH_ALLOCATION = 4 /* a memory node's allocation between its launches */
 } mtiart_block_state;
 
 typedef struct mtiart_block_info {
@@ -441,7 +442,11 @@ typedef enum mtiart_memory_stat {
      * counted in active_bytes, not in allocated_bytes */
     MTIART_STAT_GRAPH_HELD_BYTES = 21,
     MTIART_STAT_GRAPH_HELD_BYTES_PEAK = 22,
-    MTIART_STAT_GRAPH_HELD_BLOCKS = 23
+    MTIART_STAT_GRAPH_HELD_BLOCKS = 23,
+    /* bytes of memory nodes' allocations (live or between launches), counted in
+     * active_bytes; in allocated_bytes only while live */
+    MTIART_STAT_GRAPH_ALLOC_BYTES = 24,
+    MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK = 25
 } mtiart_memory_stat;
 
 /* One allocator statistic of the device. An unknown key is MTIART_ERROR_INVALID_VALUE. */
@@ -490,6 +495,22 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
  * released, its streams leave capture mode, and *graph is untouched. */
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph);
 
+/* Flags of mtiart_stream_begin_capture_with_flags: a bit set (unknown bits are refused). */
+typedef enum mtiart_capture_flags {
+    /* CUDA's graph-memory model instead of the private pool's: mtiart_malloc_async (and
+     * mtiart_malloc on a capturing default stream) on the capture's streams adds a memory
+     * alloc node, and mtiart_free_async of a graph allocation (or mtiart_free of one the
+     * capture allocated) a memory free node; see mtiart_graph_add_mem_alloc_node. A free
+     * of any other block on a capturing stream is then refused. */
+    MTIART_CAPTURE_FLAG_MEM_NODES = 1
+} mtiart_capture_flags;
+
+/* mtiart_stream_begin_capture with a bit set of MTIART_CAPTURE_FLAG_* flags. */
+MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream stream,
+                                                                mtiart_capture_mode mode,
+                                                                mtiart_pool_id pool,
+                                                                uint64_t flags);
+
 /* Capture state of a stream and the id of its capture (0 if none). */
 MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
                                                         mtiart_capture_status *status,
@@ -506,7 +527,9 @@ typedef enum mtiart_node_kind {
     MTIART_NODE_HOST = 3,
     MTIART_NODE_EVENT_RECORD = 4, /* ordering point of a fork/join inside the graph */
     MTIART_NODE_EVENT_WAIT = 5,   /* waits for an event recorded outside the graph */
-    MTIART_NODE_EMPTY = 6
+    MTIART_NODE_EMPTY = 6,
+    MTIART_NODE_MEM_ALLOC = 7, /* makes a graph allocation (mtiart_graph_add_mem_alloc_node) */
+    MTIART_NODE_MEM_FREE = 8   /* frees one (mtiart_graph_add_mem_free_node) */
 } mtiart_node_kind;
 
 typedef struct mtiart_node_info {
@@ -585,12 +608,57 @@ typedef enum mtiart_graph_instantiate_flags {
      * another allocation got since) fails with MTIART_ERROR_INVALID_POINTER before any
      * node runs, naming the node and the buffer. Writing into an output the program freed
      * is not an error. Costs nothing without the flag, a load per input with it. */
-    MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS = 1
+    MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS = 1,
+    /* A launch first frees the allocations of the graph's memory nodes that are still live
+     * from the previous launch (instead of refusing to launch). */
+    MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH = 2
 } mtiart_graph_instantiate_flags;
 
 /* mtiart_graph_instantiate with a bit set of MTIART_GRAPH_INSTANTIATE_* flags. */
 MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec);
+
+/*
+ * Graph memory, CUDA's model (cudaGraphAddMemAllocNode). Captures allocate from the graph's
+ * private pool by default (PyTorch's model: allocated once, at capture, and the program's
+ * from then on). Memory nodes instead give the graph allocations of its own, at addresses
+ * fixed for the graph's lifetime:
+ *   - between launches the allocation is not live: eager work cannot use it (nodes of
+ *     graphs may name it);
+ *   - a launch of a graph whose alloc node's allocation it does not free itself makes it
+ *     live, the program's, from the launch on (stream-ordered on the launch's stream, as
+ *     mtiart_malloc_async's), until the program frees it with mtiart_free (ordered as for
+ *     that stream's blocks) or mtiart_free_async, or a launch of a graph with a free node
+ *     for it does; it is then the graph's again, at the same address, for the next launch;
+ *   - launching while an allocation it makes is still live fails with
+ *     MTIART_ERROR_NOT_PERMITTED (unless instantiated with
+ *     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH), as does launching a graph that frees
+ *     an allocation (of another graph) that is not live;
+ *   - an allocation freed in its own graph is used only between its alloc and free nodes.
+ * Executables of the graph share its allocations; its memory goes back to the pool when
+ * the graph and its executables are destroyed (if live then, it stays the program's).
+ * Statistics: MTIART_STAT_GRAPH_ALLOC_BYTES; snapshots show MTIART_BLOCK_GRAPH_ALLOCATION.
+ */
+
+/* Add a memory alloc node of `bytes` (>= 1) bytes, reserved at once from the graph's pool
+ * (the default pool for a hand-built graph); *ptr gets the allocation's address. */
+MTIART_API mtiart_status mtiart_graph_add_mem_alloc_node(mtiart_graph graph,
+                                                         const size_t *dependencies,
+                                                         size_t num_dependencies, size_t bytes,
+                                                         size_t *node, void **ptr);
+
+/* Add a memory free node of the graph allocation starting at `ptr` (made by an alloc node
+ * of this graph or another one on the device). MTIART_ERROR_INVALID_VALUE if ptr starts no
+ * graph allocation or the graph frees it already. */
+MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
+                                                        const size_t *dependencies,
+                                                        size_t num_dependencies, void *ptr,
+                                                        size_t *node);
+
+/* A copy of the graph (nodes, dependencies, pool use, and holds of its own on the memory
+ * it uses): later changes to either do not affect the other. A graph with memory nodes
+ * cannot be cloned (MTIART_ERROR_NOT_SUPPORTED), as in CUDA. */
+MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernel library: tensor operations on contiguous device arrays                         */

@@ -37,7 +37,8 @@ enum {
     BLK_ACTIVE = MTIART_BLOCK_ACTIVE,
     BLK_PENDING = MTIART_BLOCK_PENDING_FREE,
     BLK_FREE = MTIART_BLOCK_FREE,
-    BLK_HELD = MTIART_BLOCK_GRAPH_HELD, /* freed by the program, still held by graphs */
+    BLK_HELD = MTIART_BLOCK_GRAPH_HELD,           /* freed by the program, still held by graphs */
+    BLK_RESERVED = MTIART_BLOCK_GRAPH_ALLOCATION, /* a memory node's, between launches */
 };
 
 typedef struct segment segment;
@@ -65,7 +66,16 @@ typedef struct block {
     uint64_t mem_serial;    /* ...which is the one with this serial number */
     mt_live *live;          /* its liveness, once a graph recorded it (a reference) */
     uint64_t alloc_capture; /* the capture that allocated it (0: none) */
+    mt_graph_alloc *galloc; /* the memory node allocation it is, or NULL */
 } block;
+
+/* A memory node's allocation (see "memory nodes" below). */
+struct mt_graph_alloc {
+    int refs; /* nodes of graphs and executables; under the allocator's lock */
+    mt_device *dev;
+    block *b;
+    mt_stream *stream; /* reserved on it: what mtiart_free of it orders against */
+};
 
 /* Valgrind: a freed range its stream's earlier work may still touch (see vg_block_freed). */
 typedef struct vg_zombie {
@@ -120,6 +130,8 @@ typedef struct stats_more {
     uint64_t graph_held_bytes; /* blocks the program freed that graphs still hold */
     uint64_t graph_held_bytes_peak;
     uint64_t graph_held_blocks;
+    uint64_t graph_alloc_bytes; /* memory nodes' allocations, live or not */
+    uint64_t graph_alloc_bytes_peak;
 } stats_more;
 
 typedef struct observer {
@@ -1014,8 +1026,9 @@ static mt_allocator *allocator_of(const void *ptr, int *device) {
     return NULL;
 }
 
-/* The live block containing [p, p+bytes), or NULL. Lock held. */
-static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
+/* The live block containing [p, p+bytes), or NULL; with `reserved_ok` (a graph being built)
+ * also a memory node's allocation between launches. Lock held. */
+static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes, bool reserved_ok) {
     block **slot = table_slot(a, p);
     block *b = slot ? *slot : NULL;
     if (!b) {
@@ -1024,7 +1037,7 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
         for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {}
         if (!b) return NULL;
     }
-    if (b->state != BLK_ACTIVE) return NULL;
+    if (b->state != BLK_ACTIVE && !(reserved_ok && b->state == BLK_RESERVED)) return NULL;
     /* Against the requested size, not the rounded one: the padding is not the caller's. */
     if (bytes > b->requested || p - blk_addr(b) > b->requested - bytes) return NULL;
     return b;
@@ -1041,7 +1054,7 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     mt_allocator *a = allocator_of(ptr, device);
     if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
-    block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1);
+    block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1, false);
     mt_spin_unlock(&a->lock);
     if (!b)
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
@@ -1083,7 +1096,9 @@ mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n
     for (uint32_t i = 0; i < n; i++) {
         uintptr_t p = (uintptr_t)bufs[i].ptr;
         uint64_t bytes = bufs[i].bytes;
-        block *b = p - arena_base(a) < a->arena_size ? find_block(a, p, bytes ? bytes : 1) : NULL;
+        block *b = p - arena_base(a) < a->arena_size
+                       ? find_block(a, p, bytes ? bytes : 1, record != NULL)
+                       : NULL;
         if (MT_UNLIKELY(!b)) {
             mt_spin_unlock(&a->lock);
             if (p - arena_base(a) >= a->arena_size) return buffer_elsewhere(&bufs[i], dev, owner);
@@ -1205,7 +1220,8 @@ static mem_entry *mem_entry_of(mt_allocator *a, mt_graph_mem *m, block *b) {
     mem_entry *e = &m->items[index];
     *e = (mem_entry){.live = b->live, .reader = NO_NODE};
     atomic_fetch_add_explicit(&b->live->refs, 1, memory_order_relaxed);
-    e->produced = b->alloc_capture && b->alloc_capture == m->capture_id;
+    /* What the capture allocated, and memory nodes' allocations, the graph produces. */
+    e->produced = (b->alloc_capture && b->alloc_capture == m->capture_id) || b->galloc;
     if (b->seg->pool != m->pool) {
         b->holds++;
         e->held = b;
@@ -1324,7 +1340,7 @@ void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_
     *bytes = e->bytes;
     mt_allocator *a = m->dev->alloc;
     mt_spin_lock(&a->lock);
-    *reused = find_block(a, (uintptr_t)e->address, 1) != NULL;
+    *reused = find_block(a, (uintptr_t)e->address, 1, false) != NULL;
     mt_spin_unlock(&a->lock);
 }
 
@@ -1334,6 +1350,10 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(ptr);
+    if (atomic_load(&s->capture)) { /* an alloc node, in a capture that makes memory nodes */
+        mtiart_status st = mt_capture_mem_alloc(s, size, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
     mt_pool *pool = mt_capture_pool_retain(s);
     mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
     if (pool) mt_pool_release(pool);
@@ -1344,6 +1364,10 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(ptr);
+    if (atomic_load(&dev->default_stream->capture)) {
+        mtiart_status st = mt_capture_mem_alloc(dev->default_stream, size, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
     mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
     mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
     if (pool) mt_pool_release(pool);
@@ -1377,6 +1401,27 @@ static void retire_block(mt_allocator *a, block **slot, block *b, bool announce)
     a->pending = b;
 }
 
+/* Block b is the program's no more: held while graphs use it (they still replay into it,
+ * and it waits for the last of them: hold_release), retired otherwise. Lock held. */
+static void hold_or_retire(mt_allocator *a, block **slot, block *b, bool announce) {
+    if (!b->holds) {
+        retire_block(a, slot, b, announce);
+        return;
+    }
+    b->state = BLK_HELD;
+    b->fprev = NULL;
+    b->fnext = a->held;
+    if (a->held) a->held->fprev = b;
+    a->held = b;
+    a->more.graph_held_bytes += b->size;
+    a->more.graph_held_blocks++;
+    update_peak(&a->more.graph_held_bytes_peak, a->more.graph_held_bytes);
+    if (VG_ON()) {
+        if (announce) VG_FREE(b);
+        VG_DEFINED(blk_addr(b), b->size);
+    }
+}
+
 /* The program frees live block b (at `slot` in the table). Lock held. */
 static void user_free(mt_allocator *a, block **slot, block *b) {
     a->stats.free_requests++;
@@ -1394,23 +1439,16 @@ static void user_free(mt_allocator *a, block **slot, block *b) {
         if (capture_id) b->capture_id = capture_id;
     }
     if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
-    if (b->holds) {
-        /* Graphs still replay into it: it waits for the last of them (hold_release). */
-        b->state = BLK_HELD;
-        b->fprev = NULL;
-        b->fnext = a->held;
-        if (a->held) a->held->fprev = b;
-        a->held = b;
-        a->more.graph_held_bytes += b->size;
-        a->more.graph_held_blocks++;
-        update_peak(&a->more.graph_held_bytes_peak, a->more.graph_held_bytes);
+    if (b->galloc) {
+        /* A memory node's allocation goes back to its graph for the next launch. */
+        b->state = BLK_RESERVED;
         if (VG_ON()) {
             VG_FREE(b);
             VG_DEFINED(blk_addr(b), b->size);
         }
         return;
     }
-    retire_block(a, slot, b, true);
+    hold_or_retire(a, slot, b, true);
 }
 
 /* A graph, capture or executable drops its hold on block b. Lock held. */
@@ -1454,10 +1492,20 @@ static mtiart_status free_on(void *ptr, mt_stream *s) {
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {
+        /* A memory node's allocation between launches: freed in the capture making it. */
+        mt_graph_alloc *ga = slot && (*slot)->state == BLK_RESERVED ? (*slot)->galloc : NULL;
+        mt_stream *on = ga ? (s ? s : ga->stream) : NULL;
+        if (on) mt_stream_ref(on);
         mt_spin_unlock(&a->lock);
+        if (on) {
+            mtiart_status st = mt_capture_mem_free(on, ptr);
+            mt_stream_unref(on);
+            if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        }
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                             "%p is not the start of a live device allocation "
-                            "(double free, or an interior pointer)",
+                            "(double free, an interior pointer, or a graph's allocation "
+                            "between its launches)",
                             ptr);
     }
     block *b = *slot;
@@ -1480,7 +1528,173 @@ MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if (!ptr) return MTIART_SUCCESS;
+    if (atomic_load(&s->capture)) { /* a free node, in a capture that makes memory nodes */
+        mtiart_status st = mt_capture_mem_free(s, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
     return free_on(ptr, s);
+}
+
+/* ------------------------------------------------------------------ memory nodes */
+
+/*
+ * CUDA's graph-memory model, for C programs that want it (captures allocate from the
+ * graph's pool otherwise). A memory node's allocation is a block reserved for its graph:
+ * its address is fixed for the graph's lifetime. Between launches it is BLK_RESERVED (no
+ * live allocation: eager work cannot use it, nodes of graphs may); a launch of the graph
+ * that allocates and does not free it makes it the program's (BLK_ACTIVE) until the program
+ * frees it (mtiart_free, mtiart_free_async) or a graph's free node does, which makes it
+ * BLK_RESERVED again. The block goes back to its pool when the last node naming it is
+ * destroyed (or becomes an ordinary allocation, if it is live then).
+ */
+mtiart_status mt_graph_alloc_new(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
+                                 mt_graph_alloc **out, void **ptr) {
+    if (size == 0)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a memory node needs at least 1 byte");
+    mt_graph_alloc *ga = calloc(1, sizeof *ga);
+    MT_CHECK_ALLOC(ga);
+    void *p;
+    mtiart_status st = mt_alloc(dev, s, pool, size, &p);
+    if (st) {
+        free(ga);
+        return st;
+    }
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    block *b = *table_slot(a, (uintptr_t)p);
+    b->state = BLK_RESERVED;
+    b->galloc = ga;
+    a->stats.allocated_bytes -= b->size;
+    a->stats.requested_bytes -= b->requested;
+    b->seg->pool->allocated -= b->size;
+    a->more.graph_alloc_bytes += b->size;
+    update_peak(&a->more.graph_alloc_bytes_peak, a->more.graph_alloc_bytes);
+    if (VG_ON()) {
+        VG_FREE(b); /* the program's only while launched */
+        VG_DEFINED(blk_addr(b), b->size);
+    }
+    ga->refs = 1;
+    ga->dev = dev;
+    ga->b = b;
+    mt_stream_ref(s);
+    ga->stream = s;
+    mt_spin_unlock(&a->lock);
+    *out = ga;
+    *ptr = p;
+    return MTIART_SUCCESS;
+}
+
+void mt_graph_alloc_ref(mt_graph_alloc *ga) {
+    mt_allocator *a = ga->dev->alloc;
+    mt_spin_lock(&a->lock);
+    ga->refs++;
+    mt_spin_unlock(&a->lock);
+}
+
+void mt_graph_alloc_unref(mt_graph_alloc *ga) {
+    mt_allocator *a = ga->dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (--ga->refs) {
+        mt_spin_unlock(&a->lock);
+        return;
+    }
+    block *b = ga->b;
+    b->galloc = NULL;
+    a->more.graph_alloc_bytes -= b->size;
+    if (b->state == BLK_RESERVED) {
+        /* Launches are over (their executables are gone); eager work on it since may not
+         * be: its streams' work so far completes first. */
+        for (uint32_t i = 0; i < b->num_uses; i++)
+            b->uses[i].target = atomic_load(&b->uses[i].stream->enqueued);
+        hold_or_retire(a, table_slot(a, blk_addr(b)), b, false);
+    } /* else live: an ordinary allocation of the program's from now on */
+    mt_spin_unlock(&a->lock);
+    mt_stream_unref(ga->stream);
+    free(ga);
+}
+
+mt_graph_alloc *mt_graph_alloc_find(mt_device *dev, const void *ptr) {
+    mt_allocator *a = dev->alloc;
+    if ((uintptr_t)ptr - arena_base(a) >= a->arena_size) return NULL;
+    mt_spin_lock(&a->lock);
+    block **slot = table_slot(a, (uintptr_t)ptr);
+    mt_graph_alloc *ga = slot ? (*slot)->galloc : NULL;
+    if (ga) ga->refs++;
+    mt_spin_unlock(&a->lock);
+    return ga;
+}
+
+void *mt_graph_alloc_address(const mt_graph_alloc *ga, size_t *bytes) {
+    if (bytes) *bytes = ga->b->requested;
+    return (void *)blk_addr(ga->b);
+}
+
+/* The program's allocation b becomes the graph's again, freed on stream `on`. Lock held. */
+static void galloc_free(mt_allocator *a, block *b, mt_stream *on) {
+    a->stats.free_requests++;
+    a->stats.allocated_bytes -= b->size;
+    a->stats.requested_bytes -= b->requested;
+    b->seg->pool->allocated -= b->size;
+    live_kill(b);
+    if (on) add_use(b, on); /* on failure, only the final release's ordering is coarser */
+    b->state = BLK_RESERVED;
+    if (VG_ON()) {
+        VG_FREE(b);
+        VG_DEFINED(blk_addr(b), b->size);
+    }
+}
+
+mtiart_status mt_graph_allocs_check(const mt_mem_node *nodes, size_t n, bool auto_free) {
+    if (n == 0) return MTIART_SUCCESS;
+    mt_allocator *a = nodes[0].alloc->dev->alloc;
+    mtiart_status st = MTIART_SUCCESS;
+    mt_spin_lock(&a->lock);
+    for (size_t i = 0; i < n && !st; i++) {
+        const mt_mem_node *m = &nodes[i];
+        block *b = m->alloc->b;
+        bool live = b->state == BLK_ACTIVE;
+        if (m->kind == MT_OP_MEM_ALLOC && live && !auto_free)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "graph node %u allocated [%p, +%zu bytes) at an earlier launch "
+                              "and it was not freed since: free it (mtiart_free, "
+                              "mtiart_free_async, or a graph's free node) before launching "
+                              "again, or instantiate with "
+                              "MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH",
+                              m->node, (void *)blk_addr(b), (size_t)b->requested);
+        else if (m->kind == MT_OP_MEM_FREE && !m->own && !live)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "graph node %u frees [%p, +%zu bytes), which is not live: a "
+                              "launch of the graph that allocates it must come first, and no "
+                              "free since",
+                              m->node, (void *)blk_addr(b), (size_t)b->requested);
+    }
+    mt_spin_unlock(&a->lock);
+    return st;
+}
+
+void mt_graph_allocs_launched(const mt_mem_node *nodes, size_t n, mt_stream *s, bool auto_free) {
+    if (n == 0) return;
+    mt_allocator *a = nodes[0].alloc->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (size_t i = 0; i < n; i++) {
+        const mt_mem_node *m = &nodes[i];
+        block *b = m->alloc->b;
+        if (m->kind == MT_OP_MEM_FREE) {
+            if (!m->own && b->state == BLK_ACTIVE) galloc_free(a, b, s);
+            continue;
+        }
+        if (b->state == BLK_ACTIVE && auto_free) galloc_free(a, b, s);
+        add_use(b, s); /* the replay's stream, for the final release */
+        if (m->own || b->state != BLK_RESERVED) continue; /* freed inside the replay */
+        /* The program's from now on, as after mtiart_malloc_async on `s`. */
+        b->state = BLK_ACTIVE;
+        a->stats.allocated_bytes += b->size;
+        update_peak(&a->stats.allocated_bytes_peak, a->stats.allocated_bytes);
+        a->stats.requested_bytes += b->requested;
+        b->seg->pool->allocated += b->size;
+        VG_ALLOC(b, 1);
+    }
+    mt_spin_unlock(&a->lock);
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
@@ -1496,7 +1710,7 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
                             "%p points into device %d but the stream belongs to device %d", ptr,
                             device, s->dev->index);
     mt_spin_lock(&a->lock);
-    block *b = find_block(a, (uintptr_t)ptr, 1);
+    block *b = find_block(a, (uintptr_t)ptr, 1, false);
     if (!b) {
         mt_spin_unlock(&a->lock);
         return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not a live device allocation",
@@ -1585,13 +1799,15 @@ static const char *const stat_names[] = {
     "graph_held_bytes",
     "graph_held_bytes_peak",
     "graph_held_blocks",
+    "graph_alloc_bytes",
+    "graph_alloc_bytes_peak",
 };
 #define NUM_STATS (sizeof stat_names / sizeof *stat_names)
 #define NUM_STRUCT_STATS (sizeof(mtiart_memory_stats) / sizeof(uint64_t))
 _Static_assert(sizeof(mtiart_memory_stats) == NUM_STRUCT_STATS * sizeof(uint64_t),
                "mtiart_memory_stats holds uint64_t fields only");
 _Static_assert(NUM_STRUCT_STATS == MTIART_STAT_GRAPH_HELD_BYTES, "a key per struct field");
-_Static_assert(NUM_STATS == MTIART_STAT_GRAPH_HELD_BLOCKS + 1, "a name per key");
+_Static_assert(NUM_STATS == MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK + 1, "a name per key");
 
 MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key) {
     return (unsigned)key < NUM_STATS ? stat_names[key] : NULL;
@@ -1618,7 +1834,9 @@ MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat k
         switch (key) {
         case MTIART_STAT_GRAPH_HELD_BYTES: v = a->more.graph_held_bytes; break;
         case MTIART_STAT_GRAPH_HELD_BYTES_PEAK: v = a->more.graph_held_bytes_peak; break;
-        default: v = a->more.graph_held_blocks; break;
+        case MTIART_STAT_GRAPH_HELD_BLOCKS: v = a->more.graph_held_blocks; break;
+        case MTIART_STAT_GRAPH_ALLOC_BYTES: v = a->more.graph_alloc_bytes; break;
+        default: v = a->more.graph_alloc_bytes_peak; break;
         }
     }
     mt_spin_unlock(&a->lock);
@@ -1637,6 +1855,7 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
     a->stats.active_bytes_peak = a->stats.active_bytes;
     a->stats.segments_peak = a->stats.segments;
     a->more.graph_held_bytes_peak = a->more.graph_held_bytes;
+    a->more.graph_alloc_bytes_peak = a->more.graph_alloc_bytes;
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
 }

@@ -314,12 +314,19 @@ static mtiart_status already_capturing(const mt_stream *s, uint64_t capture_id) 
                         (unsigned long long)s->id, (unsigned long long)capture_id);
 }
 
-MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
-                                                     mtiart_pool_id pool_id) {
+#define KNOWN_CAPTURE_FLAGS MTIART_CAPTURE_FLAG_MEM_NODES
+
+MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream stream,
+                                                                mtiart_capture_mode mode,
+                                                                mtiart_pool_id pool_id,
+                                                                uint64_t flags) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
+    if (flags & ~(uint64_t)KNOWN_CAPTURE_FLAGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture flags 0x%llx",
+                            (unsigned long long)(flags & ~(uint64_t)KNOWN_CAPTURE_FLAGS));
     if (atomic_load(&s->capture)) return already_capturing(s, atomic_load(&s->capture_id));
     mt_capture *c = calloc(1, sizeof *c);
     MT_CHECK_ALLOC(c);
@@ -339,6 +346,7 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
         return mt_oom();
     }
     c->mode = mode;
+    c->flags = flags;
     c->thread = pthread_self();
     c->dev = s->dev;
     c->origin = s;
@@ -369,6 +377,74 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
     if (current) return already_capturing(s, current_id);
     return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
                         (unsigned long long)s->id);
+}
+
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
+                                                     mtiart_pool_id pool_id) {
+    MT_API_ENTRY();
+    return mtiart_stream_begin_capture_with_flags(stream, mode, pool_id, 0);
+}
+
+/* The capture stream s takes part in, locked, if it makes memory nodes (else NULL). */
+static mt_capture *lock_mem_capture_of(mt_stream *s) {
+    mt_capture *c = lock_capture_of(s);
+    if (c && !(c->flags & MTIART_CAPTURE_FLAG_MEM_NODES)) {
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+    }
+    return c;
+}
+
+mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr) {
+    mt_capture *c = lock_mem_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING;
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
+    uint64_t id = c->id;
+    mt_pool *pool = c->pool;
+    mt_pool_retain(pool);
+    pthread_mutex_unlock(&c->lock);
+    /* Reserved with no capture lock held: the allocator may wait for the device. */
+    mt_op op = {.type = MT_OP_MEM_ALLOC, .num_blocks = 1};
+    void *address;
+    mtiart_status st = mt_graph_alloc_new(s->dev, s, pool, size, &op.u.mem.alloc, &address);
+    mt_pool_release(pool);
+    if (st) return st;
+    c = lock_mem_capture_of(s);
+    if (!c || c->id != id) { /* the capture ended meanwhile: an ordinary allocation */
+        if (c) pthread_mutex_unlock(&c->lock);
+        mt_op_release(&op);
+        return MTIART_ERROR_NOT_CAPTURING;
+    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        mt_op_release(&op);
+        return refuse_invalidated(c, s);
+    }
+    size_t index;
+    st = mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    pthread_mutex_unlock(&c->lock);
+    if (st == MTIART_SUCCESS) *ptr = address;
+    return st;
+}
+
+mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr) {
+    mt_capture *c = lock_mem_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING;
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
+    mt_graph_alloc *alloc = mt_graph_alloc_find(s->dev, ptr);
+    mtiart_status st;
+    if (!alloc) {
+        st = mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                          "stream %llu captures memory nodes (capture %llu), and %p is not a "
+                          "graph allocation: free it before or after the capture",
+                          (unsigned long long)s->id, (unsigned long long)c->id, ptr);
+    } else {
+        size_t index;
+        st = mt_graph_append_mem_free(c->graph, alloc, s->frontier, s->frontier_len, &index);
+        if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    }
+    pthread_mutex_unlock(&c->lock);
+    return st;
 }
 
 /* Unlink the capture and detach its streams and events (captures_lock and its lock held):

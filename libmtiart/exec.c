@@ -44,6 +44,8 @@ struct mt_exec {
     mt_replay_order *order; /* shared with the graph and its other executables */
     uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
     mt_graph_mem *mem;      /* the memory its nodes use: held, and checked at launch */
+    mt_mem_node *mem_nodes; /* its memory nodes, which a launch accounts for */
+    size_t num_mem_nodes;
     /* replay state (replays never overlap) */
     atomic_uint *pending;
     uint32_t *queue;
@@ -106,6 +108,7 @@ static void exec_free(mt_exec *x) {
     free(x->initial_pending);
     free(x->roots);
     free(x->external);
+    free(x->mem_nodes);
     free(x->pending);
     free(x->queue);
     free(x->stamps);
@@ -342,7 +345,21 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
             mt_event_ref(op->u.event.event);
             x->external[x->num_external++] = op->u.event.event;
         }
+        if (op->type == MT_OP_MEM_ALLOC || op->type == MT_OP_MEM_FREE) {
+            mt_mem_node *grown =
+                realloc(x->mem_nodes, (x->num_mem_nodes + 1) * sizeof *x->mem_nodes);
+            if (!grown) goto oom;
+            x->mem_nodes = grown;
+            x->mem_nodes[x->num_mem_nodes++] =
+                (mt_mem_node){op->u.mem.alloc, v, op->type, false}; /* the op's reference */
+        }
     }
+    /* An allocation both allocated and freed here is the replay's own affair. */
+    for (size_t i = 0; i < x->num_mem_nodes; i++)
+        for (size_t k = 0; k < x->num_mem_nodes; k++)
+            if (k != i && x->mem_nodes[k].alloc == x->mem_nodes[i].alloc &&
+                x->mem_nodes[k].kind != x->mem_nodes[i].kind)
+                x->mem_nodes[i].own = true;
     goto done;
 oom:
     st = mt_oom();
@@ -357,7 +374,8 @@ done:
     return st;
 }
 
-#define KNOWN_INSTANTIATE_FLAGS MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS
+#define KNOWN_INSTANTIATE_FLAGS                                                                    \
+    (MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS | MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH)
 
 MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec) {
@@ -463,10 +481,11 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         if (dead >= 0) return dead_input(x, dead);
     }
     mt_replay_order *order = x->order;
+    bool auto_free = x->flags & MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH;
     mt_spin_lock(&order->lock);
-    mtiart_status st = MTIART_SUCCESS;
+    mtiart_status st = mt_graph_allocs_check(x->mem_nodes, x->num_mem_nodes, auto_free);
     /* On another stream than the previous launch, wait for that launch to finish. */
-    if (order->last_stream_id != s->id)
+    if (st == MTIART_SUCCESS && order->last_stream_id != s->id)
         st = mt_stream_enqueue_wait(s, order->done, atomic_load(&order->done->recorded));
     /* Waits on events recorded outside the capture are hoisted to the launch. */
     for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
@@ -482,6 +501,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         if (st == MTIART_SUCCESS) {
             atomic_store(&order->done->recorded, op.u.graph.generation);
             order->last_stream_id = s->id;
+            mt_graph_allocs_launched(x->mem_nodes, x->num_mem_nodes, s, auto_free);
         }
     }
     mt_spin_unlock(&order->lock);

@@ -134,6 +134,105 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const s
     return mt_graph_append(g, &op, dependencies, num_dependencies, NULL, 0, node);
 }
 
+MTIART_API mtiart_status mtiart_graph_add_mem_alloc_node(mtiart_graph graph,
+                                                         const size_t *dependencies,
+                                                         size_t num_dependencies, size_t bytes,
+                                                         size_t *node, void **ptr) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    if (!node || !ptr || (num_dependencies && !dependencies))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+    mt_op op = {.type = MT_OP_MEM_ALLOC, .num_blocks = 1};
+    void *address;
+    mtiart_status st = mt_graph_alloc_new(g->dev, g->dev->default_stream, g->pool, bytes,
+                                          &op.u.mem.alloc, &address);
+    if (st) return st;
+    st = mt_graph_append(g, &op, dependencies, num_dependencies, NULL, 0, node);
+    if (st == MTIART_SUCCESS) *ptr = address;
+    return st;
+}
+
+mtiart_status mt_graph_append_mem_free(mt_graph *g, mt_graph_alloc *alloc, const size_t *deps,
+                                       size_t num_deps, size_t *index) {
+    mt_op op = {.type = MT_OP_MEM_FREE, .num_blocks = 1};
+    op.u.mem.alloc = alloc;
+    for (size_t i = 0; i < g->num_nodes; i++)
+        if (g->nodes[i].op.type == MT_OP_MEM_FREE && g->nodes[i].op.u.mem.alloc == alloc) {
+            mt_op_release(&op);
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                                "the allocation is freed already, by node %zu of the graph", i);
+        }
+    return mt_graph_append(g, &op, deps, num_deps, NULL, 0, index);
+}
+
+MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
+                                                        const size_t *dependencies,
+                                                        size_t num_dependencies, void *ptr,
+                                                        size_t *node) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    if (!node || (num_dependencies && !dependencies))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "NULL output or dependency list");
+    mt_graph_alloc *alloc = mt_graph_alloc_find(g->dev, ptr);
+    if (!alloc)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "%p is not the start of a graph allocation (one a memory alloc "
+                            "node made on device %d)",
+                            ptr, g->dev->index);
+    return mt_graph_append_mem_free(g, alloc, dependencies, num_dependencies, node);
+}
+
+MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(clone);
+    for (size_t i = 0; i < g->num_nodes; i++)
+        if (g->nodes[i].op.type == MT_OP_MEM_ALLOC || g->nodes[i].op.type == MT_OP_MEM_FREE)
+            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                "node %zu is a memory node: a graph with memory nodes cannot "
+                                "be cloned (its allocations' addresses are its own)",
+                                i);
+    mt_graph *c = mt_graph_new(g->dev);
+    MT_CHECK_ALLOC(c);
+    c->nodes = malloc((g->num_nodes ? g->num_nodes : 1) * sizeof *c->nodes);
+    /* The clone holds what it uses, as any graph does, for as long as it lives. */
+    if (!c->nodes || (g->mem && !(c->mem = mt_graph_mem_copy(g->mem, false)))) goto oom;
+    c->cap_nodes = g->num_nodes ? g->num_nodes : 1;
+    for (size_t i = 0; i < g->num_nodes; i++) {
+        const mt_node *n = &g->nodes[i];
+        mt_node *cn = &c->nodes[i];
+        memset(cn, 0, sizeof *cn);
+        if (n->num_buffers && !(cn->buffers = malloc(n->num_buffers * sizeof *cn->buffers)))
+            goto oom;
+        if (n->num_deps && !(cn->deps = malloc(n->num_deps * sizeof *cn->deps))) {
+            free(cn->buffers);
+            goto oom;
+        }
+        if (mt_op_clone(&cn->op, &n->op) != MTIART_SUCCESS) {
+            free(cn->buffers);
+            free(cn->deps);
+            goto oom;
+        }
+        if (n->num_buffers) memcpy(cn->buffers, n->buffers, n->num_buffers * sizeof *cn->buffers);
+        if (n->num_deps) memcpy(cn->deps, n->deps, n->num_deps * sizeof *cn->deps);
+        cn->num_buffers = n->num_buffers;
+        cn->num_deps = n->num_deps;
+        c->num_nodes++;
+    }
+    c->num_edges = g->num_edges;
+    if (g->pool) {
+        mt_pool_retain(g->pool);
+        c->pool = g->pool;
+    }
+    return mt_graph_publish(c, clone);
+oom:
+    mt_graph_free(c);
+    return mt_oom();
+}
+
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
@@ -181,6 +280,8 @@ void mt_op_name(const mt_op *op, char *out, size_t cap) {
     case MT_OP_EVENT_WAIT:
         snprintf(out, cap, op->u.event.event ? "wait external event" : "event wait");
         break;
+    case MT_OP_MEM_ALLOC: snprintf(out, cap, "mem alloc"); break;
+    case MT_OP_MEM_FREE: snprintf(out, cap, "mem free"); break;
     default: snprintf(out, cap, "empty"); break;
     }
 }
@@ -193,6 +294,8 @@ static mtiart_node_kind node_kind(const mt_node *n) {
     case MT_OP_HOST: return MTIART_NODE_HOST;
     case MT_OP_EVENT_RECORD: return MTIART_NODE_EVENT_RECORD;
     case MT_OP_EVENT_WAIT: return MTIART_NODE_EVENT_WAIT;
+    case MT_OP_MEM_ALLOC: return MTIART_NODE_MEM_ALLOC;
+    case MT_OP_MEM_FREE: return MTIART_NODE_MEM_FREE;
     default: return MTIART_NODE_EMPTY;
     }
 }
@@ -276,8 +379,8 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
     if (capacity && !buffer) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
     text_out t = {buffer, capacity, 0};
     static const char *access[] = {"", "R", "W", "RW"};
-    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
-                                   "white",     "white",       "white"};
+    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen", "white",
+                                   "white",     "white",       "pink",      "pink"};
     mtiart_pool_id pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     emit(&t,
          "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
@@ -290,6 +393,11 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
         mt_op_name(&n->op, name, sizeof name);
         emit(&t, "  n%zu [fillcolor=%s, label=\"#%zu %s", i, colors[node_kind(n)], i, name);
         if (n->op.type == MT_OP_KERNEL) emit(&t, "\\nblocks=%u", n->op.num_blocks);
+        if (n->op.type == MT_OP_MEM_ALLOC || n->op.type == MT_OP_MEM_FREE) {
+            size_t bytes;
+            void *address = mt_graph_alloc_address(n->op.u.mem.alloc, &bytes);
+            emit(&t, "\\n%p +%zu", address, bytes);
+        }
         for (uint32_t b = 0; b < n->num_buffers; b++)
             emit(&t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
                  (unsigned long long)n->buffers[b].address,

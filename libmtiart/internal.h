@@ -166,6 +166,7 @@ typedef struct mt_exec mt_exec;
 typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
 typedef struct mt_graph_mem mt_graph_mem;
+typedef struct mt_graph_alloc mt_graph_alloc;
 
 /* ---------------------------------------------------------------- operations */
 
@@ -178,6 +179,8 @@ enum mt_op_type {
     MT_OP_EVENT_WAIT = 5,
     MT_OP_EMPTY = 6,
     MT_OP_GRAPH = 7,
+    MT_OP_MEM_ALLOC = 8, /* memory nodes: nothing runs, their launch accounts for them */
+    MT_OP_MEM_FREE = 9,
 };
 
 #define MT_OP_INLINE_BYTES 80
@@ -224,6 +227,9 @@ typedef struct mt_op {
             mt_exec *exec;
             uint64_t generation;
         } graph;
+        struct {
+            mt_graph_alloc *alloc; /* a reference */
+        } mem;
     } u;
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
@@ -536,6 +542,31 @@ long mt_graph_mem_dead_input(const mt_graph_mem *m);
  * lies in another live allocation. */
 void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_t *address,
                         uint64_t *bytes, bool *reused);
+/* Memory nodes' allocations (CUDA's graph-memory model; see alloc.c). `mt_graph_alloc_new`
+ * reserves one on stream s's heap of `pool` (NULL: the default pool), with a reference for
+ * the alloc node; free nodes take references too. */
+mtiart_status mt_graph_alloc_new(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
+                                 mt_graph_alloc **out, void **ptr);
+void mt_graph_alloc_ref(mt_graph_alloc *ga);
+void mt_graph_alloc_unref(mt_graph_alloc *ga);
+/* The allocation starting at ptr, with a reference; NULL if ptr starts none. */
+mt_graph_alloc *mt_graph_alloc_find(mt_device *dev, const void *ptr);
+/* Its address (and size) for messages and dumps. */
+void *mt_graph_alloc_address(const mt_graph_alloc *ga, size_t *bytes);
+/* A memory node of an executable: `own` (alloc) it frees the allocation itself, (free) it
+ * frees one of its own alloc nodes' allocations. */
+typedef struct mt_mem_node {
+    mt_graph_alloc *alloc;
+    uint32_t node; /* its index in the graph */
+    uint32_t kind; /* MT_OP_MEM_ALLOC or MT_OP_MEM_FREE */
+    bool own;
+} mt_mem_node;
+/* A launch of an executable with memory nodes on stream s: refused if an allocation it
+ * makes is still live from an earlier launch (unless `auto_free`), or one it frees that it
+ * does not allocate is not live; once the replay is enqueued, `launched` applies it: what
+ * it allocates (and does not free) is the program's, what it frees is the graph's again. */
+mtiart_status mt_graph_allocs_check(const mt_mem_node *nodes, size_t n, bool auto_free);
+void mt_graph_allocs_launched(const mt_mem_node *nodes, size_t n, mt_stream *s, bool auto_free);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
@@ -552,6 +583,7 @@ void mt_alloc_vg_poll(mt_device *dev);
 struct mt_capture {
     uint64_t id;
     mtiart_capture_mode mode;
+    uint64_t flags; /* MTIART_CAPTURE_FLAG_* */
     pthread_t thread;
     mt_device *dev;
     mt_stream *origin;
@@ -597,6 +629,11 @@ mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin);
 /* The pool a capturing stream allocates from, retained (mt_pool_release it after the
  * allocation); NULL if the stream is not capturing. */
 mt_pool *mt_capture_pool_retain(mt_stream *s);
+/* In a capture begun with MTIART_CAPTURE_FLAG_MEM_NODES: an allocation, or a free of a
+ * graph allocation, on capturing stream s becomes a memory node. MTIART_ERROR_NOT_CAPTURING
+ * (no message) when s takes part in no such capture: the caller goes on as usual. */
+mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr);
+mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -639,6 +676,11 @@ static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->l
 /* Append a node (the op is moved in: the graph owns its heap blob and references). */
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
                               const mtiart_arg *args, uint32_t num_args, size_t *index);
+
+/* Append a free node of `alloc` (its reference moves in; released on failure), refused
+ * when the graph frees that allocation already. */
+mtiart_status mt_graph_append_mem_free(mt_graph *g, mt_graph_alloc *alloc, const size_t *deps,
+                                       size_t num_deps, size_t *index);
 
 /* Worker: run one replay of an executable. Returns 0, or the code of the first node that
  * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller

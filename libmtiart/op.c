@@ -148,6 +148,11 @@ void mt_op_release(mt_op *op) {
         if (op->u.event.event) mt_event_unref(op->u.event.event);
         op->u.event.event = NULL;
         break;
+    case MT_OP_MEM_ALLOC:
+    case MT_OP_MEM_FREE:
+        if (op->u.mem.alloc) mt_graph_alloc_unref(op->u.mem.alloc);
+        op->u.mem.alloc = NULL;
+        break;
     default: break;
     }
 }
@@ -168,6 +173,10 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     case MT_OP_EVENT_RECORD:
     case MT_OP_EVENT_WAIT:
         if (src->u.event.event) mt_event_ref(src->u.event.event);
+        break;
+    case MT_OP_MEM_ALLOC:
+    case MT_OP_MEM_FREE:
+        if (src->u.mem.alloc) mt_graph_alloc_ref(src->u.mem.alloc);
         break;
     default: break;
     }

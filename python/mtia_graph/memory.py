@@ -137,6 +137,7 @@ _BLOCK_STATES = {
     1: "active_pending_free",  # MTIART_BLOCK_PENDING_FREE
     2: "inactive",  # MTIART_BLOCK_FREE
     3: "graph_held",  # MTIART_BLOCK_GRAPH_HELD: freed by the program, held by graphs
+    4: "graph_allocation",  # MTIART_BLOCK_GRAPH_ALLOCATION: a C memory node's, not live
 }
 
 

@@ -129,10 +129,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     case 5: USE(K_STREAM, mtiart_stream_synchronize(s)); break;
     case 6: {
         mtiart_pool_id pool = {0, 0};
-        if (USE(K_STREAM, mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_RELAXED, pool)) !=
-            MTIART_SUCCESS)
+        /* half of the captures make memory nodes of their allocations */
+        uint64_t flags = rnd(seed) % 2 ? MTIART_CAPTURE_FLAG_MEM_NODES : 0;
+        if (USE(K_STREAM, mtiart_stream_begin_capture_with_flags(s, MTIART_CAPTURE_MODE_RELAXED,
+                                                                 pool, flags)) != MTIART_SUCCESS)
             break;
         USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1, &arg, 1));
+        if (USE(K_STREAM, mtiart_malloc_async(s, 64, &p)) == MTIART_SUCCESS)
+            USE(K_STREAM, mtiart_free_async(p, s));
         mtiart_graph g = NULL;
         /* Only this thread ends its capture, and a capturing stream cannot be destroyed:
          * the end must find the capture. */
@@ -190,8 +194,21 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x;
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 32};
     const size_t deps[1] = {0};
-    switch (rnd(seed) % 10) {
+    mtiart_graph clone;
+    void *mem;
+    switch (rnd(seed) % 12) {
     case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
+    case 10:
+        if (USE(K_GRAPH, mtiart_graph_clone(g, &clone)) == MTIART_SUCCESS)
+            MUST(mtiart_graph_destroy(clone));
+        break;
+    case 11:
+        /* a memory node pair on a graph that stays clonable otherwise: its own clone */
+        if (USE(K_GRAPH, mtiart_graph_clone(g, &clone)) != MTIART_SUCCESS) break;
+        MUST(mtiart_graph_add_mem_alloc_node(clone, NULL, 0, 64, &dep, &mem));
+        MUST(mtiart_graph_add_mem_free_node(clone, &dep, 1, mem, &dep));
+        MUST(mtiart_graph_destroy(clone));
+        break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
     case 3: USE(K_GRAPH, mtiart_graph_get_node_dependency(g, 1, 0, &dep)); break;

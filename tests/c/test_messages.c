@@ -171,6 +171,14 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     CHECK_OK(mtiart_graph_create(0, &g));
     EXPECT_PREFIX(mtiart_graph_add_kernel_node, g, NULL, 1, k_noop, 1, NULL, 0, &node);
     EXPECT_PREFIX(mtiart_graph_add_empty_node, g, NULL, 0, NULL);
+    void *mem;
+    EXPECT_PREFIX(mtiart_graph_add_mem_alloc_node, g, NULL, 0, 0, &node, &mem);
+    EXPECT_PREFIX(mtiart_graph_add_mem_alloc_node, g, NULL, 0, 8, &node, NULL);
+    EXPECT_PREFIX(mtiart_graph_add_mem_free_node, g, NULL, 0, dev, &node);
+    EXPECT_PREFIX(mtiart_graph_add_mem_free_node, NULL, NULL, 0, dev, &node);
+    EXPECT_PREFIX(mtiart_graph_clone, g, NULL);
+    EXPECT_PREFIX(mtiart_stream_begin_capture_with_flags, s, MTIART_CAPTURE_MODE_GLOBAL,
+                  ((mtiart_pool_id){0, 0}), 1ull << 40);
     EXPECT_PREFIX(mtiart_graph_get_device, g, NULL);
     EXPECT_PREFIX(mtiart_graph_get_node_count, NULL, &count);
     EXPECT_PREFIX(mtiart_graph_get_edge_count, g, NULL);
