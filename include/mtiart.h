@@ -36,6 +36,13 @@
  *                         avx2 or avx512 (default: the best the CPU supports; to test
  *                         every code path on one machine). Read at the first kernel-library
  *                         call.
+ *   MTIART_VALGRIND_QUARANTINE  under valgrind only: bytes of freed device blocks (of the
+ *                         default pool) kept from reuse, oldest out first, so that a host
+ *                         access after a free is reported instead of landing in a new
+ *                         allocation; K/M/G suffixes, 0 for none (default 64M, at most a
+ *                         quarter of the device). Under valgrind a free is reported to
+ *                         memcheck at once: later host accesses are errors, while kernels
+ *                         enqueued before the free still touch the buffers they describe.
  *
  * Versioning: the ABI follows the soname (libmtiart.so.MAJOR); additions within a major
  * version are backwards compatible. Structs passed by pointer are never resized within

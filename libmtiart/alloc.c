@@ -39,6 +39,7 @@ enum {
     BLK_FREE = MTIART_BLOCK_FREE,
     BLK_HELD = MTIART_BLOCK_GRAPH_HELD,           /* freed by the program, still held by graphs */
     BLK_RESERVED = MTIART_BLOCK_GRAPH_ALLOCATION, /* a memory node's, between launches */
+    BLK_QUARANTINED = 5, /* valgrind only: freed, waiting before reuse (pending in snapshots) */
 };
 
 typedef struct segment segment;
@@ -77,13 +78,17 @@ struct mt_graph_alloc {
     mt_stream *stream; /* reserved on it: what mtiart_free of it orders against */
 };
 
-/* Valgrind: a freed range its stream's earlier work may still touch (see vg_block_freed). */
-typedef struct vg_zombie {
-    uintptr_t addr_hidden;
-    size_t size;
-    mt_stream *stream;
-    uint64_t target; /* the range is dead once the stream has completed this much */
-} vg_zombie;
+/* Valgrind only: a range a running op uses (complemented addresses, see hide_addr). */
+typedef struct vg_range {
+    uintptr_t lo, hi;
+} vg_range;
+
+/* Valgrind only: a freed block in the quarantine. */
+typedef struct vg_quarantined {
+    block *b;
+    mt_stream *stream; /* its stream, with a reference, while it had work before the free */
+    uint64_t target;   /* reusable once that stream has completed this much */
+} vg_quarantined;
 
 typedef struct heap {
     uint64_t bitmap[BITMAP_WORDS];
@@ -155,9 +160,12 @@ typedef struct mt_allocator {
     block *held;         /* BLK_HELD blocks (through fprev/fnext, as the pending list) */
     uint64_t free_clock; /* counts frees: orders them against waits for the device */
     mtiart_memory_stats stats;
-    stats_more more;    /* statistics the public struct has no room for */
-    vg_zombie *zombies; /* valgrind only */
-    size_t num_zombies, cap_zombies;
+    stats_more more;      /* statistics the public struct has no room for */
+    vg_range *vg_running; /* valgrind only: the buffers of running ops */
+    size_t num_vg_running, cap_vg_running;
+    vg_quarantined *quarantine; /* valgrind only: a ring, oldest at quarantine_head */
+    size_t quarantine_head, quarantine_count, quarantine_cap;
+    uint64_t quarantine_bytes, quarantine_limit;
     unsigned streams_freed_seen; /* the device's streams_freed at the last census */
     uint64_t census;             /* number of the last census of live streams */
 } mt_allocator;
@@ -188,18 +196,19 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
  * a few no-op instructions when not running under valgrind):
  *   - a block handed out is a MALLOCLIKE block of its requested size, allocated at the
  *     caller of mtiart_malloc*: a block never freed is "definitely lost" with that stack;
- *   - cached free memory and released segments are NOACCESS (under valgrind a released
- *     segment stays mapped, so a stray access is reported rather than a crash);
- *   - frees are stream ordered: a block is FREELIKE at mtiart_free (free stack = caller),
- *     but while its stream (or a record_stream user) still has work enqueued before the
- *     free, the range stays addressable and defined (a "zombie"), so kernels still reading
- *     it are not reported; once the stream is past that point (checked at host waits, at
- *     allocations and frees, and at exit) what is still free becomes NOACCESS. Reuse on
- *     the same stream is immediate, exactly as without valgrind (a block handed out over
- *     a zombie starts defined, for the same reason);
- *   - a block freed into a private pool that graphs still use (freed during capture, or a
- *     graph output freed later) is FREELIKE but stays addressable (undefined): replays
- *     still read and write it. It becomes NOACCESS when the pool's last graph is gone.
+ *   - the program's free makes the block FREELIKE (free stack: the caller's) and NOACCESS
+ *     at once, whatever its streams still have queued, so the host's next access to it is
+ *     reported; cached memory and released segments are NOACCESS too (under valgrind a
+ *     released segment stays mapped, so a stray access is reported rather than a crash);
+ *   - work that runs after the free (kernels enqueued before it, replays into memory that
+ *     graphs hold, memory nodes' allocations between launches) touches only the buffers
+ *     it describes: while an op runs, the parts of its buffers that are no live allocation
+ *     are addressable and defined (mt_alloc_vg_enter / mt_alloc_vg_leave), and a free made
+ *     meanwhile spares what running ops use;
+ *   - a freed block waits in a quarantine before it is reused (as ASan's allocator does:
+ *     MTIART_VALGRIND_QUARANTINE bytes, oldest out first, never before the work enqueued
+ *     before its free is done), so an access after the free stays an invalid access instead
+ *     of landing in the next allocation. Flushed when memory runs out and by empty_cache.
  */
 #ifdef MTIART_HAVE_VALGRIND
 #define VG_ON() RUNNING_ON_VALGRIND
@@ -208,38 +217,46 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
                               (defined))
 #define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
-#define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
 #define VG_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((void *)(p), (n))
 #else
 #define VG_ON() 0
 #define VG_ALLOC(b, defined) ((void)(b), (void)(defined))
 #define VG_FREE(b) ((void)(b))
 #define VG_NOACCESS(p, n) ((void)(p), (void)(n))
-#define VG_UNDEFINED(p, n) ((void)(p), (void)(n))
 #define VG_DEFINED(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Replays of the pool's graphs may still touch its free blocks. */
-static inline bool pool_graph_held(const mt_allocator *a, const mt_pool *pool) {
-    return pool != &a->default_pool && pool->use_count > 0;
+/* [lo, hi) except what running ops use becomes NOACCESS; the rest stays as it is. */
+static void vg_noaccess(const mt_allocator *a, uintptr_t lo, uintptr_t hi) {
+    for (size_t i = 0; i < a->num_vg_running && lo < hi; i++) {
+        uintptr_t rlo = ~a->vg_running[i].lo, rhi = ~a->vg_running[i].hi;
+        if (rhi <= lo || rlo >= hi) continue;
+        if (rlo > lo) vg_noaccess(a, lo, rlo);
+        lo = rhi; /* what follows the running range is checked against the others */
+    }
+    if (lo < hi) VG_NOACCESS(lo, hi - lo);
 }
 
-static bool vg_zombie_add(mt_allocator *a, block *b);
-
-/* The program freed the block (lock held). Memcheck sees the free at once (its free stack
- * is the caller's), but a range that work enqueued earlier on the block's stream may still
- * read stays addressable (as defined data) until that stream is past it (vg_zombies_poll);
- * the allocator itself reuses the block in stream order exactly as without valgrind. */
-static void vg_block_settle(mt_allocator *a, block *b) {
-    if (pool_graph_held(a, b->seg->pool)) VG_UNDEFINED(blk_addr(b), b->size);
-    else if (vg_zombie_add(a, b)) VG_DEFINED(blk_addr(b), b->size);
-    else VG_NOACCESS(blk_addr(b), b->size);
-}
-
-static void vg_block_freed(mt_allocator *a, block *b) {
+/* The program freed block b: memcheck sees the free at once, with the caller's stack, and
+ * reports any access the host makes from now on. Lock held. */
+static void vg_block_freed(const mt_allocator *a, block *b) {
     if (!VG_ON()) return;
     VG_FREE(b);
-    vg_block_settle(a, b);
+    uintptr_t lo = blk_addr(b), hi = lo + b->size;
+    for (size_t i = 0; i < a->num_vg_running; i++) { /* a running op still uses it */
+        uintptr_t x = ~a->vg_running[i].lo, y = ~a->vg_running[i].hi;
+        if (x < lo) x = lo;
+        if (y > hi) y = hi;
+        if (x < y) VG_DEFINED(x, y - x);
+    }
+    vg_noaccess(a, lo, hi);
+}
+
+/* Whether [lo, hi) overlaps what a running op uses. */
+static bool vg_running_overlaps(const mt_allocator *a, uintptr_t lo, uintptr_t hi) {
+    for (size_t i = 0; i < a->num_vg_running; i++)
+        if (~a->vg_running[i].hi > lo && ~a->vg_running[i].lo < hi) return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -699,7 +716,11 @@ static bool adopt_segment(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_
 
 /* ------------------------------------------------------------------ blocks */
 
-static void release_block(mt_allocator *a, block *b) {
+static void live_kill(block *b);
+
+/* Block b goes back to its heap, reusable. Lock held. */
+static void release_now(mt_allocator *a, block *b) {
+    live_kill(b); /* a memory node's allocation recorded by graphs, never the program's */
     segment *seg = b->seg;
     heap *h = seg->small ? &seg->owner->small : &seg->owner->large;
     b->state = BLK_FREE;
@@ -735,6 +756,15 @@ static void release_block(mt_allocator *a, block *b) {
     }
 }
 
+static bool vg_quarantine(mt_allocator *a, block *b);
+
+/* Block b is free (no stream's earlier work and no graph needs it): reusable now, or once
+ * it is out of the quarantine under valgrind. Lock held. */
+static void release_block(mt_allocator *a, block *b) {
+    if (VG_ON() && vg_quarantine(a, b)) return;
+    release_now(a, b);
+}
+
 static void drop_uses(block *b) {
     for (uint32_t i = 0; i < b->num_uses; i++) mt_stream_unref(b->uses[i].stream);
     b->num_uses = 0;
@@ -755,8 +785,7 @@ static void finish_pending(mt_allocator *a, block *b) {
     a->stats.active_blocks--;
     a->stats.active_bytes -= b->size;
     b->seg->pool->active_blocks--;
-    if (VG_ON()) vg_block_settle(a, b); /* FREELIKE already at mtiart_free */
-    release_block(a, b);
+    release_block(a, b); /* memcheck was told of the free at mtiart_free */
 }
 
 static void process_pending(mt_allocator *a) {
@@ -770,6 +799,8 @@ static void process_pending(mt_allocator *a) {
     }
 }
 
+static void vg_quarantine_drain(mt_allocator *a, bool all);
+
 /* Wait until work that could still touch memory freed so far is done (what cudaFree's
  * synchronization gives): read the free clock, then wait for every stream busy at that
  * point. Any such work was enqueued before its block's free, so segments last freed at or
@@ -778,7 +809,8 @@ static void process_pending(mt_allocator *a) {
 static uint64_t settle_frees(mt_device *dev) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
-    if (a->pending) process_pending(a); /* frees that are due count before the clock */
+    if (a->pending) process_pending(a);        /* frees that are due count before the clock */
+    if (VG_ON()) vg_quarantine_drain(a, true); /* memory is wanted back: no quarantine */
     uint64_t horizon = a->free_clock;
     mt_spin_unlock(&a->lock);
     if (mt_on_worker()) return device_quiet(dev) ? horizon : 0;
@@ -786,74 +818,134 @@ static uint64_t settle_frees(mt_device *dev) {
     return horizon;
 }
 
-/* Valgrind only: remember a freed block whose stream still has work enqueued before the
- * free; returns whether it did (lock held). */
-static bool vg_zombie_add(mt_allocator *a, block *b) {
-    mt_stream *owner = stream_ref_by_id(b->seg->pool->dev, b->seg->owner->stream_id);
-    if (!owner) return false;
-    uint64_t target = atomic_load(&owner->enqueued);
-    if (atomic_load(&owner->completed) >= target) {
+/* Valgrind only: quarantine freed block b rather than reuse it now; false without a
+ * quarantine, and for private pools: their reuse by later captures is the pool's contract
+ * (the host's accesses to their freed blocks are reported all the same). Lock held. */
+static bool vg_quarantine(mt_allocator *a, block *b) {
+    mt_pool *pool = b->seg->pool;
+    if (!a->quarantine_limit || pool != &a->default_pool) return false;
+    if (a->quarantine_count == a->quarantine_cap) {
+        size_t cap = a->quarantine_cap ? a->quarantine_cap * 2 : 64;
+        vg_quarantined *ring = malloc(cap * sizeof *ring);
+        if (!ring) return false;
+        for (size_t i = 0; i < a->quarantine_count; i++)
+            ring[i] = a->quarantine[(a->quarantine_head + i) % a->quarantine_cap];
+        free(a->quarantine);
+        a->quarantine = ring;
+        a->quarantine_cap = cap;
+        a->quarantine_head = 0;
+    }
+    /* Stream-ordered reuse, as without valgrind, would come right after the work the block's
+     * stream had enqueued before the free; out of the quarantine, not before that. */
+    mt_stream *owner = stream_ref_by_id(pool->dev, b->seg->owner->stream_id);
+    uint64_t target = owner ? atomic_load(&owner->enqueued) : 0;
+    if (owner && atomic_load(&owner->completed) >= target) {
         mt_stream_unref(owner);
-        return false;
+        owner = NULL;
     }
-    if (a->num_zombies == a->cap_zombies) {
-        size_t cap = a->cap_zombies ? a->cap_zombies * 2 : 16;
-        vg_zombie *grown = realloc(a->zombies, cap * sizeof *grown);
-        if (!grown) { /* those reads get reported rather than the free failing */
-            mt_stream_unref(owner);
-            return false;
-        }
-        a->zombies = grown;
-        a->cap_zombies = cap;
-    }
-    a->zombies[a->num_zombies++] = (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
+    b->state = BLK_QUARANTINED;
+    a->quarantine[(a->quarantine_head + a->quarantine_count++) % a->quarantine_cap] =
+        (vg_quarantined){b, owner, target};
+    a->quarantine_bytes += b->size;
     return true;
 }
 
-/* Whether [addr, addr+size) overlaps a range earlier work may still read. */
-static bool vg_zombie_overlaps(const mt_allocator *a, uintptr_t addr, size_t size) {
-    for (size_t i = 0; i < a->num_zombies; i++) {
-        uintptr_t z = ~a->zombies[i].addr_hidden;
-        if (addr < z + a->zombies[i].size && z < addr + size) return true;
-    }
-    return false;
-}
-
-/* Ranges whose stream is past the free: what of them is still free becomes NOACCESS (what
- * was handed out again is a live block by now). Lock held. */
-static void vg_zombies_poll(mt_allocator *a) {
-    for (size_t i = 0; i < a->num_zombies;) {
-        vg_zombie *z = &a->zombies[i];
-        if (atomic_load(&z->stream->completed) < z->target) {
-            i++;
+/* Take the oldest blocks out of the quarantine while it holds more than its limit (all of
+ * them with `all`). Lock held. */
+static void vg_quarantine_drain(mt_allocator *a, bool all) {
+    size_t kept = 0, n = a->quarantine_count;
+    for (size_t i = 0; i < n; i++) {
+        vg_quarantined q = a->quarantine[(a->quarantine_head + i) % a->quarantine_cap];
+        bool out = all || (a->quarantine_bytes > a->quarantine_limit &&
+                           (!q.stream || atomic_load(&q.stream->completed) >= q.target));
+        if (!out) {
+            a->quarantine[(a->quarantine_head + kept++) % a->quarantine_cap] = q;
             continue;
         }
-        vg_zombie done = *z;
-        *z = a->zombies[--a->num_zombies];
-        uintptr_t addr = ~done.addr_hidden, end = addr + done.size;
-        segment *seg = atomic_load(&a->chunk_segment[(addr - arena_base(a)) / GRANULE]);
-        if (seg && !pool_graph_held(a, seg->pool)) {
-            for (block *b = seg->first; b; b = b->next) {
-                uintptr_t lo = blk_addr(b), hi = lo + b->size;
-                if (b->state != BLK_FREE || hi <= addr || lo >= end) continue;
-                if (lo < addr) lo = addr;
-                if (hi > end) hi = end;
-                /* a later free of the same memory may still wait for its stream */
-                if (!vg_zombie_overlaps(a, lo, hi - lo)) VG_NOACCESS(lo, hi - lo);
-            }
-        }
-        mt_stream_unref(done.stream);
+        a->quarantine_bytes -= q.b->size;
+        if (q.stream) mt_stream_unref(q.stream);
+        release_now(a, q.b);
     }
+    a->quarantine_count = kept;
 }
 
-/* Valgrind only: settle the freed ranges whose streams are done, so that a read after a
- * synchronize is reported (called after host waits, and at exit). */
+/* Valgrind only: settle what the frees made due (pending frees, the quarantine). Lock held. */
+static void vg_settle(mt_allocator *a) {
+    if (a->pending) process_pending(a);
+    if (a->quarantine_bytes > a->quarantine_limit) vg_quarantine_drain(a, false);
+}
+
+/* Valgrind only: settle the frees whose streams are done (called after host waits, and at
+ * exit). */
 void mt_alloc_vg_poll(mt_device *dev) {
     if (!VG_ON() || !dev->alloc) return;
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
-    if (a->pending) process_pending(a);
-    if (a->num_zombies) vg_zombies_poll(a);
+    vg_settle(a);
+    mt_spin_unlock(&a->lock);
+}
+
+/* For each part of [lo, hi) that lies in no live allocation: memory the program freed (or
+ * never had), which an op may still touch. Lock held. */
+static void vg_dead_parts(const mt_allocator *a, uintptr_t lo, uintptr_t hi, bool opening) {
+    uintptr_t p = lo;
+    while (p < hi) {
+        size_t chunk = (p - arena_base(a)) / GRANULE;
+        if (chunk >= a->num_chunks) return;
+        segment *seg = atomic_load(&a->chunk_segment[chunk]);
+        uintptr_t end = arena_base(a) + (chunk + 1) * GRANULE;
+        if (seg) end = seg_addr(seg) + seg->size;
+        if (end > hi) end = hi;
+        for (block *b = seg ? seg->first : NULL; b && p < end; b = b->next) {
+            uintptr_t blo = blk_addr(b), bhi = blo + b->size;
+            if (bhi <= p) continue;
+            if (bhi > end) bhi = end;
+            if (b->state != BLK_ACTIVE && opening) VG_DEFINED(p, bhi - p);
+            else if (b->state != BLK_ACTIVE) vg_noaccess(a, p, bhi);
+            p = bhi;
+        }
+        if (p < end) { /* a released segment's range */
+            if (opening) VG_DEFINED(p, end - p);
+            else vg_noaccess(a, p, end);
+            p = end;
+        }
+    }
+}
+
+void mt_alloc_vg_enter(mt_device *dev, const mt_buffer *bufs, uint32_t n) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (a->num_vg_running + n > a->cap_vg_running) {
+        size_t cap = a->cap_vg_running * 2 + n + 16;
+        vg_range *grown = realloc(a->vg_running, cap * sizeof *grown);
+        if (!grown) { /* the op's accesses to freed memory get reported: no worse */
+            mt_spin_unlock(&a->lock);
+            return;
+        }
+        a->vg_running = grown;
+        a->cap_vg_running = cap;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)bufs[i].ptr, hi = lo + bufs[i].bytes;
+        if (lo - arena_base(a) >= a->arena_size) continue;
+        a->vg_running[a->num_vg_running++] = (vg_range){hide_addr(lo), hide_addr(hi)};
+        vg_dead_parts(a, lo, hi, true);
+    }
+    mt_spin_unlock(&a->lock);
+}
+
+void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)bufs[i].ptr, hi = lo + bufs[i].bytes;
+        for (size_t k = 0; k < a->num_vg_running; k++)
+            if (~a->vg_running[k].lo == lo && ~a->vg_running[k].hi == hi) {
+                a->vg_running[k] = a->vg_running[--a->num_vg_running];
+                vg_dead_parts(a, lo, hi, false);
+                break;
+            }
+    }
     mt_spin_unlock(&a->lock);
 }
 
@@ -897,9 +989,9 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
     update_peak(&a->stats.active_blocks_peak, a->stats.active_blocks);
     a->stats.active_bytes += b->size;
     update_peak(&a->stats.active_bytes_peak, a->stats.active_bytes);
-    /* Reused while earlier work on the stream may still read the old contents: those
-     * stay defined, so that work's reads are not taken for uninitialised ones. */
-    VG_ALLOC(b, VG_ON() && a->num_zombies && vg_zombie_overlaps(a, blk_addr(b), b->size));
+    /* Handed out under a running op that still reads what was there (a range it touches
+     * that was freed before): defined, so its reads are not taken for uninitialised ones. */
+    VG_ALLOC(b, VG_ON() && vg_running_overlaps(a, blk_addr(b), blk_addr(b) + b->size));
     return b;
 }
 
@@ -932,6 +1024,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
     }
     a->default_pool.dev = dev;
     a->stats.capacity = dev->capacity;
+    if (VG_ON()) a->quarantine_limit = mt_vg_quarantine_bytes;
     dev->alloc = a;
     return MTIART_SUCCESS;
 }
@@ -977,7 +1070,7 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     a->stats.alloc_requests++;
     if (!pool) pool = &a->default_pool;
     if (a->pending) process_pending(a);
-    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
+    if (VG_ON()) vg_settle(a);
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
@@ -1385,15 +1478,10 @@ static void retire_block(mt_allocator *a, block **slot, block *b, bool announce)
         a->stats.active_bytes -= b->size;
         pool->active_blocks--;
         if (announce) vg_block_freed(a, b);
-        else if (VG_ON()) vg_block_settle(a, b);
         release_block(a, b);
         return;
     }
-    if (VG_ON()) { /* freed for memcheck now; readable until the other streams are done */
-        if (announce) VG_FREE(b);
-        if (pool_graph_held(a, pool)) VG_UNDEFINED(blk_addr(b), b->size);
-        else VG_DEFINED(blk_addr(b), b->size);
-    }
+    if (announce) vg_block_freed(a, b); /* the other streams' work is covered as it runs */
     b->state = BLK_PENDING;
     b->fprev = NULL;
     b->fnext = a->pending;
@@ -1416,10 +1504,7 @@ static void hold_or_retire(mt_allocator *a, block **slot, block *b, bool announc
     a->more.graph_held_bytes += b->size;
     a->more.graph_held_blocks++;
     update_peak(&a->more.graph_held_bytes_peak, a->more.graph_held_bytes);
-    if (VG_ON()) {
-        if (announce) VG_FREE(b);
-        VG_DEFINED(blk_addr(b), b->size);
-    }
+    if (announce) vg_block_freed(a, b); /* the replays are covered as they run */
 }
 
 /* The program frees live block b (at `slot` in the table). Lock held. */
@@ -1438,14 +1523,10 @@ static void user_free(mt_allocator *a, block **slot, block *b) {
         uint64_t capture_id = atomic_load(&u->capture_id);
         if (capture_id) b->capture_id = capture_id;
     }
-    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
     if (b->galloc) {
         /* A memory node's allocation goes back to its graph for the next launch. */
         b->state = BLK_RESERVED;
-        if (VG_ON()) {
-            VG_FREE(b);
-            VG_DEFINED(blk_addr(b), b->size);
-        }
+        vg_block_freed(a, b);
         return;
     }
     hold_or_retire(a, slot, b, true);
@@ -1569,10 +1650,7 @@ mtiart_status mt_graph_alloc_new(mt_device *dev, mt_stream *s, mt_pool *pool, si
     b->seg->pool->allocated -= b->size;
     a->more.graph_alloc_bytes += b->size;
     update_peak(&a->more.graph_alloc_bytes_peak, a->more.graph_alloc_bytes);
-    if (VG_ON()) {
-        VG_FREE(b); /* the program's only while launched */
-        VG_DEFINED(blk_addr(b), b->size);
-    }
+    vg_block_freed(a, b); /* the program's only while launched */
     ga->refs = 1;
     ga->dev = dev;
     ga->b = b;
@@ -1638,10 +1716,7 @@ static void galloc_free(mt_allocator *a, block *b, mt_stream *on) {
     live_kill(b);
     if (on) add_use(b, on); /* on failure, only the final release's ordering is coarser */
     b->state = BLK_RESERVED;
-    if (VG_ON()) {
-        VG_FREE(b);
-        VG_DEFINED(blk_addr(b), b->size);
-    }
+    vg_block_freed(a, b);
 }
 
 mtiart_status mt_graph_allocs_check(const mt_mem_node *nodes, size_t n, bool auto_free) {
@@ -1886,15 +1961,16 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
         for (segment *seg = pool->segments; seg; seg = seg->next)
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
-                blocks[n] = (mtiart_block_info){.address = blk_addr(b),
-                                                .size = b->size,
-                                                .requested_size = b->requested,
-                                                .segment_address = seg_addr(seg),
-                                                .segment_size = seg->size,
-                                                .pool = pool->id,
-                                                .stream_id = seg->owner->stream_id,
-                                                .state = b->state,
-                                                .device = device};
+                blocks[n] = (mtiart_block_info){
+                    .address = blk_addr(b),
+                    .size = b->size,
+                    .requested_size = b->requested,
+                    .segment_address = seg_addr(seg),
+                    .segment_size = seg->size,
+                    .pool = pool->id,
+                    .stream_id = seg->owner->stream_id,
+                    .state = b->state == BLK_QUARANTINED ? MTIART_BLOCK_PENDING_FREE : b->state,
+                    .device = device};
             }
     mt_spin_unlock(&a->lock);
     *count = n;
@@ -1994,10 +2070,6 @@ void mt_pool_release(mt_pool *pool) {
             next = seg->next;
             if (seg->busy_blocks == 0 && quiet) {
                 segment_release(a, seg);
-            } else if (VG_ON()) {
-                /* No replay can touch the free blocks any more. */
-                for (block *b = seg->first; b; b = b->next)
-                    if (b->state == BLK_FREE) VG_NOACCESS(blk_addr(b), b->size);
             }
         }
         pool_maybe_delete(a, pool);

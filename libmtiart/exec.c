@@ -336,7 +336,8 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         if (op->type == MT_OP_KERNEL) {
             xn->argv = &x->argv_store[argv_used];
             argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
-            if (op->num_blocks == 1) xn->fn = op->fn.kernel;
+            /* Under valgrind every op goes through mt_op_run (see there). */
+            if (op->num_blocks == 1 && !mt_under_valgrind) xn->fn = op->fn.kernel;
         }
         if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
             mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);

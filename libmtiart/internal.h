@@ -56,6 +56,12 @@ void mt_futex_wake(atomic_uint *word, int count);
 void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
                      atomic_int *waiters, uint64_t spin_ns);
 
+/* Whether the process runs under valgrind (device.c): ops then open the buffers they
+ * describe to memcheck while they run (mt_alloc_vg_enter). */
+extern bool mt_under_valgrind;
+/* Valgrind only: the allocator's quarantine of freed blocks, in bytes. */
+extern uint64_t mt_vg_quarantine_bytes;
+
 /* Spin budget before sleeping, in nanoseconds (0 under valgrind). */
 extern uint64_t mt_spin_ns;
 /* How long a worker keeps a drained stream, waiting for more ops (0 under valgrind). */
@@ -203,6 +209,8 @@ typedef struct mt_op {
         struct {
             uint8_t *heap_blob;
             uint32_t blob_size;
+            /* under valgrind only: its buffers' table at the blob's end (mt_op_buffers) */
+            uint16_t vg_buffers, vg_table; /* count; offset in 8-byte units */
         } kernel;
         struct {
             void *user_data;
@@ -258,7 +266,8 @@ typedef struct mt_buffer {
     const char *name; /* for messages: "kernel argument", "destination", "source" */
 } mt_buffer;
 /* The device buffers of an op (at most MT_MAX_ARGS); `args` describes a kernel op's
- * arguments. Returns how many were written to `out`. */
+ * arguments (NULL: a packed op's own table, which kernels have under valgrind only).
+ * Returns how many were written to `out`. */
 uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
@@ -577,6 +586,12 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
  * streams are done (called after host waits and at exit). */
 void mt_alloc_vg_poll(mt_device *dev);
+/* Under valgrind only: an op is about to touch its buffers (leave: it is done). The parts
+ * that are no live allocation (freed after the op was enqueued, held by graphs, memory
+ * nodes' between launches) are addressable and defined while it runs; memcheck reports
+ * the host's accesses to them at any time. Takes only the allocator's lock. */
+void mt_alloc_vg_enter(mt_device *dev, const mt_buffer *bufs, uint32_t n);
+void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
 

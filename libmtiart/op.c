@@ -14,10 +14,11 @@
  *             sync.c     post a job for the other workers; locks, futexes, clocks
  *
  * (stream.c also calls event.c to complete records and park on waits; event.c goes no
- * further than sync.c.) So this file knows nothing of streams or executables: a failing
- * op returns its code and a description, and the caller (a stream's drain, a replay)
- * records the sticky error. The one call back up is a job's help function, which a worker
- * that helps calls through the job, as a thread pool runs a task.
+ * further than sync.c. Under valgrind, running an op also tells the allocator which
+ * buffers it touches, alloc.c's mt_alloc_vg_enter/leave, which call nothing further.) So this file
+ * knows nothing of streams or executables: a failing op returns its code and a description, and the
+ * caller (a stream's drain, a replay) records the sticky error. The one call back up is a job's
+ * help function, which a worker that helps calls through the job, as a thread pool runs a task.
  */
 #include "internal.h"
 
@@ -57,9 +58,21 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
                                 a->kind);
         }
     }
+    /* Under valgrind the op lists its buffers after the values, for mt_op_buffers. */
+    uint32_t vg_buffers = 0;
+    size_t vg_table = 0;
+    if (MT_UNLIKELY(mt_under_valgrind)) {
+        for (uint32_t i = 0; i < num_args; i++) vg_buffers += args[i].kind != MTIART_ARG_VALUE;
+        if (vg_buffers) {
+            vg_table = align8(total);
+            total = vg_table + 16 * (size_t)vg_buffers;
+        }
+    }
     uint8_t *blob = op->inline_blob;
     op->u.kernel.heap_blob = NULL;
     op->u.kernel.blob_size = (uint32_t)total;
+    op->u.kernel.vg_buffers = (uint16_t)vg_buffers;
+    op->u.kernel.vg_table = (uint16_t)(vg_table >> 3);
     if (total > MT_OP_INLINE_BYTES) {
         blob = malloc(total);
         MT_CHECK_ALLOC(blob);
@@ -87,6 +100,14 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
             offset += sizeof(void *);
         }
     }
+    uint8_t *entry = blob + vg_table; /* {uint32 argument, uint32 kind, uint64 extent} */
+    for (uint32_t i = 0; i < num_args && vg_buffers; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE) continue;
+        memcpy(entry, &i, 4);
+        memcpy(entry + 4, &args[i].kind, 4);
+        memcpy(entry + 8, &args[i].extent, 8);
+        entry += 16;
+    }
     return MTIART_SUCCESS;
 }
 
@@ -110,6 +131,22 @@ uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_arg
             if (args[i].kind != MTIART_ARG_VALUE && args[i].kind <= MTIART_ARG_BUFFER_INOUT)
                 out[n++] = (mt_buffer){args[i].value, args[i].extent, args[i].kind, (int32_t)i,
                                        "kernel argument"};
+        if (!args) {
+            const uint8_t *blob = op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob;
+            const uint8_t *entry = blob + ((size_t)op->u.kernel.vg_table << 3);
+            for (uint32_t k = 0; k < op->u.kernel.vg_buffers; k++, entry += 16) {
+                uint32_t arg, kind;
+                uint64_t extent;
+                uint16_t offset;
+                void *ptr;
+                memcpy(&arg, entry, 4);
+                memcpy(&kind, entry + 4, 4);
+                memcpy(&extent, entry + 8, 8);
+                memcpy(&offset, blob + 2 + 2 * arg, 2);
+                memcpy(&ptr, blob + ((size_t)offset << 3), sizeof ptr);
+                out[n++] = (mt_buffer){ptr, extent, kind, (int32_t)arg, "kernel argument"};
+            }
+        }
         break;
     case MT_OP_MEMCPY: {
         uint32_t kind = op->u.copy.kind;
@@ -284,7 +321,7 @@ static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t coun
     }
 }
 
-int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
+static int32_t run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
     switch (op->type) {
     case MT_OP_KERNEL: {
         void *unpacked[MT_MAX_ARGS];
@@ -305,6 +342,18 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
     }
     default: /* event records and waits, empty nodes: they only order other work */ return 0;
     }
+}
+
+int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
+    if (MT_LIKELY(!mt_under_valgrind)) return run(dev, op, argv, failure, cap);
+    /* Memcheck sees the op touch what it described, also memory freed since it was
+     * enqueued; the host's accesses to that memory stay errors. */
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, NULL, 0, bufs);
+    mt_alloc_vg_enter(dev, bufs, n);
+    int32_t rc = run(dev, op, argv, failure, cap);
+    mt_alloc_vg_leave(dev, bufs, n);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ kernel names */
