@@ -453,7 +453,10 @@ typedef enum mtiart_memory_stat {
     /* bytes of memory nodes' allocations (live or between launches), counted in
      * active_bytes; in allocated_bytes only while live */
     MTIART_STAT_GRAPH_ALLOC_BYTES = 24,
-    MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK = 25
+    MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK = 25,
+    /* under valgrind: bytes of freed blocks waiting in the quarantine before reuse (see
+     * MTIART_VALGRIND_QUARANTINE); 0 otherwise */
+    MTIART_STAT_VALGRIND_QUARANTINE_BYTES = 26
 } mtiart_memory_stat;
 
 /* One allocator statistic of the device. An unknown key is MTIART_ERROR_INVALID_VALUE. */

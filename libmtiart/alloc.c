@@ -39,7 +39,7 @@ enum {
     BLK_FREE = MTIART_BLOCK_FREE,
     BLK_HELD = MTIART_BLOCK_GRAPH_HELD,           /* freed by the program, still held by graphs */
     BLK_RESERVED = MTIART_BLOCK_GRAPH_ALLOCATION, /* a memory node's, between launches */
-    BLK_QUARANTINED = 5, /* valgrind only: freed, waiting before reuse (pending in snapshots) */
+    BLK_QUARANTINED = 5, /* valgrind only: free, waiting before reuse (free in snapshots) */
 };
 
 typedef struct segment segment;
@@ -1876,13 +1876,14 @@ static const char *const stat_names[] = {
     "graph_held_blocks",
     "graph_alloc_bytes",
     "graph_alloc_bytes_peak",
+    "valgrind_quarantine_bytes",
 };
 #define NUM_STATS (sizeof stat_names / sizeof *stat_names)
 #define NUM_STRUCT_STATS (sizeof(mtiart_memory_stats) / sizeof(uint64_t))
 _Static_assert(sizeof(mtiart_memory_stats) == NUM_STRUCT_STATS * sizeof(uint64_t),
                "mtiart_memory_stats holds uint64_t fields only");
 _Static_assert(NUM_STRUCT_STATS == MTIART_STAT_GRAPH_HELD_BYTES, "a key per struct field");
-_Static_assert(NUM_STATS == MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK + 1, "a name per key");
+_Static_assert(NUM_STATS == MTIART_STAT_VALGRIND_QUARANTINE_BYTES + 1, "a name per key");
 
 MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key) {
     return (unsigned)key < NUM_STATS ? stat_names[key] : NULL;
@@ -1911,7 +1912,8 @@ MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat k
         case MTIART_STAT_GRAPH_HELD_BYTES_PEAK: v = a->more.graph_held_bytes_peak; break;
         case MTIART_STAT_GRAPH_HELD_BLOCKS: v = a->more.graph_held_blocks; break;
         case MTIART_STAT_GRAPH_ALLOC_BYTES: v = a->more.graph_alloc_bytes; break;
-        default: v = a->more.graph_alloc_bytes_peak; break;
+        case MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK: v = a->more.graph_alloc_bytes_peak; break;
+        default: v = a->quarantine_bytes; break;
         }
     }
     mt_spin_unlock(&a->lock);
@@ -1969,7 +1971,7 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
                     .segment_size = seg->size,
                     .pool = pool->id,
                     .stream_id = seg->owner->stream_id,
-                    .state = b->state == BLK_QUARANTINED ? MTIART_BLOCK_PENDING_FREE : b->state,
+                    .state = b->state == BLK_QUARANTINED ? MTIART_BLOCK_FREE : b->state,
                     .device = device};
             }
     mt_spin_unlock(&a->lock);
