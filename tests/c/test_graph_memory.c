@@ -407,6 +407,171 @@ static void test_input_check_reused(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* ------------------------------------------------------------------ threads */
+
+/* Threads that allocate, capture graphs reading and writing their static buffers, free
+ * those buffers at any point (sometimes on another thread), replay, instantiate with and
+ * without the input check, reset in any order and empty the cache, while sentinel blocks
+ * allocated after each free keep a pattern: no replay ever writes into a block that is
+ * live and not the graph's. MTIART_STRESS_QUICK=1 shortens it (sanitizers, valgrind). */
+enum { SENTINELS = 3, SENTINEL_BYTES = 4096 };
+
+static _Atomic(int64_t *) g_handoff; /* a static buffer another thread frees */
+static atomic_int g_thread_failed;
+static char g_thread_failure[256];
+static pthread_mutex_t g_failure_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void thread_fail(int line, const char *what) {
+    pthread_mutex_lock(&g_failure_lock);
+    if (!atomic_exchange(&g_thread_failed, 1))
+        snprintf(g_thread_failure, sizeof g_thread_failure, "line %d: %s (%s)", line, what,
+                 mtiart_last_error_message());
+    pthread_mutex_unlock(&g_failure_lock);
+}
+#define T_OK(call)                                                                                 \
+    do {                                                                                           \
+        if ((call) != MTIART_SUCCESS) {                                                            \
+            thread_fail(__LINE__, #call);                                                          \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+#define T_CHECK(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) thread_fail(__LINE__, #cond);                                                 \
+    } while (0)
+
+typedef struct stress_ctx {
+    uint32_t seed;
+    double end_ms;
+    long rounds;
+} stress_ctx;
+
+static uint32_t next_rand(stress_ctx *c) {
+    c->seed = c->seed * 1103515245u + 12345u;
+    return c->seed >> 8;
+}
+
+static void stress_round(stress_ctx *c, mtiart_stream s, mtiart_stream other) {
+    int64_t *x, *y;
+    T_OK(mtiart_malloc_async(s, SENTINEL_BYTES, (void **)&x));
+    T_OK(mtiart_malloc_async(s, SENTINEL_BYTES, (void **)&y));
+    T_OK(mtiart_memset_async(s, x, 0, SENTINEL_BYTES));
+    mtiart_pool_id pool = {0, 0};
+    T_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_RELAXED, pool));
+    int64_t *tmp;
+    T_OK(mtiart_malloc_async(s, 64, (void **)&tmp)); /* the graph's own */
+    T_OK(launch_add_i64(s, x, 1));                   /* writes its static input */
+    T_OK(mtiart_memcpy_async(s, tmp, x, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    T_OK(mtiart_memcpy_async(s, y, tmp, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE));
+    uint32_t pattern = 0x01010101u;
+    T_OK(mtiart_fill_async(s, y + 8, &pattern, 4, 16));
+    T_OK(mtiart_free(tmp));
+    bool x_freed = false, y_freed = false;
+    if (next_rand(c) % 4 == 0) { /* freed during the capture */
+        T_OK(mtiart_free(x));
+        x_freed = true;
+    }
+    mtiart_graph g;
+    T_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_exec e;
+    bool checked = next_rand(c) % 2;
+    T_OK(mtiart_graph_instantiate_with_flags(
+        g, checked ? MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS : 0, &e));
+    if (next_rand(c) % 2) {
+        T_OK(mtiart_graph_destroy(g));
+        g = NULL;
+    }
+    if (!x_freed && next_rand(c) % 2) {
+        if (next_rand(c) % 2) { /* another thread frees it, some time */
+            int64_t *old = atomic_exchange(&g_handoff, x);
+            if (old) T_OK(mtiart_free(old));
+        } else {
+            T_OK(mtiart_free(x));
+        }
+        x_freed = true;
+    }
+    if (next_rand(c) % 2) {
+        T_OK(mtiart_free(y));
+        y_freed = true;
+    }
+    if (next_rand(c) % 3 == 0) T_OK(mtiart_empty_cache(0));
+    uint8_t *sentinel[SENTINELS];
+    for (int i = 0; i < SENTINELS; i++) {
+        T_OK(mtiart_malloc_async(s, SENTINEL_BYTES, (void **)&sentinel[i]));
+        T_OK(mtiart_memset_async(s, sentinel[i], 0x5a, SENTINEL_BYTES));
+    }
+    int replays = 1 + (int)(next_rand(c) % 4);
+    for (int r = 0; r < replays; r++) {
+        mtiart_status st = mtiart_graph_launch(e, r % 2 ? other : s);
+        /* x freed (by anyone): the checked executable refuses, the other one replays */
+        if (checked && x_freed) T_CHECK(st == MTIART_ERROR_INVALID_POINTER || st == MTIART_SUCCESS);
+        else T_CHECK(st == MTIART_SUCCESS);
+    }
+    T_OK(mtiart_stream_synchronize(other));
+    T_OK(mtiart_stream_synchronize(s));
+    if (!y_freed && !x_freed) {
+        int64_t got = -1;
+        T_OK(mtiart_memcpy(s, &got, y, sizeof got, MTIART_MEMCPY_DEVICE_TO_HOST));
+        T_CHECK(got == replays);
+    }
+    for (int i = 0; i < SENTINELS; i++) {
+        uint8_t host[SENTINEL_BYTES];
+        T_OK(mtiart_memcpy(s, host, sentinel[i], sizeof host, MTIART_MEMCPY_DEVICE_TO_HOST));
+        bool intact = true;
+        for (size_t k = 0; k < sizeof host; k++) intact &= host[k] == 0x5a;
+        T_CHECK(intact);
+        T_OK(mtiart_free(sentinel[i]));
+    }
+    if (g && next_rand(c) % 2) {
+        T_OK(mtiart_graph_destroy(g));
+        g = NULL;
+    }
+    T_OK(mtiart_graph_exec_destroy(e));
+    if (g) T_OK(mtiart_graph_destroy(g));
+    if (!x_freed) T_OK(mtiart_free(x));
+    if (!y_freed) T_OK(mtiart_free(y));
+    c->rounds++;
+}
+
+static void *stress_main(void *arg) {
+    stress_ctx *c = arg;
+    mtiart_stream s, other;
+    if (mtiart_stream_create(0, 0, &s) || mtiart_stream_create(0, 0, &other)) {
+        thread_fail(__LINE__, "stream_create");
+        return NULL;
+    }
+    while (now_ms() < c->end_ms && !atomic_load(&g_thread_failed)) stress_round(c, s, other);
+    mtiart_stream_destroy(s);
+    mtiart_stream_destroy(other);
+    return NULL;
+}
+
+static void test_threads(void) {
+    const char *quick = getenv("MTIART_STRESS_QUICK");
+    double ms = quick && *quick == '1' ? 300 : 1500;
+    enum { T = 4 };
+    pthread_t th[T];
+    stress_ctx ctx[T];
+    for (int i = 0; i < T; i++) {
+        ctx[i] = (stress_ctx){.seed = 77u + 31u * (uint32_t)i, .end_ms = now_ms() + ms};
+        pthread_create(&th[i], NULL, stress_main, &ctx[i]);
+    }
+    long rounds = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        rounds += ctx[i].rounds;
+    }
+    int64_t *left = atomic_exchange(&g_handoff, NULL);
+    if (left) CHECK_OK(mtiart_free(left));
+    if (atomic_load(&g_thread_failed)) {
+        fprintf(stderr, "stress: %s\n", g_thread_failure);
+        test_failures++;
+    }
+    CHECK(rounds >= T);
+    CHECK_OK(mtiart_device_synchronize(0));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+}
+
 int main(void) {
     setenv("MTIART_DEVICE_MEMORY", "256M", 1);
     CHECK_OK(mtiart_init());
@@ -418,6 +583,7 @@ int main(void) {
     test_invalidated_capture_releases();
     test_input_check();
     test_input_check_reused();
+    test_threads();
     CHECK_OK(mtiart_device_synchronize(0));
     CHECK_OK(mtiart_empty_cache(0));
     mtiart_memory_stats st;
