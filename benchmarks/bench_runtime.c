@@ -389,6 +389,146 @@ static void bench_replay(void) {
         }
 }
 
+/* ------------------------------------------------------------------ nested child graphs */
+
+/* A chain of n = fanout^levels empty nodes built as child graphs: `levels` levels, each a
+ * chain of `fanout` child nodes of the level below (the bottom level: a chain of kernels). */
+static mtiart_graph nested_chain(int fanout, int levels) {
+    mtiart_graph g = bench_build_graph(BENCH_CHAIN, (size_t)fanout, bench_k_empty, NULL, 0);
+    for (int level = 1; level < levels; level++) {
+        mtiart_graph up;
+        BENCH_CHECK(mtiart_graph_create(0, &up));
+        size_t prev = 0, node;
+        for (int i = 0; i < fanout; i++) {
+            BENCH_CHECK(
+                mtiart_graph_add_child_graph_node(up, i ? &prev : NULL, i ? 1 : 0, g, &node));
+            prev = node;
+        }
+        BENCH_CHECK(mtiart_graph_destroy(g));
+        g = up;
+    }
+    return g;
+}
+
+typedef struct nested_ctx {
+    mtiart_graph_exec flat, nested;
+    size_t n;
+    int launches;
+} nested_ctx;
+
+static double nested_rep(void *p) {
+    nested_ctx *c = p;
+    return bench_time_replays(c->nested, g_stream, c->n, c->launches, 0);
+}
+
+static double flat_rep(void *p) {
+    nested_ctx *c = p;
+    return bench_time_replays(c->flat, g_stream, c->n, c->launches, 0);
+}
+
+static void bench_nested(void) {
+    if (!bench_selected("replay_nested_chain_1000_b2b")) return;
+    nested_ctx c = {.n = 1000, .launches = bench_replays_for(1000)};
+    mtiart_graph g = nested_chain(10, 3);
+    size_t count = 0;
+    BENCH_CHECK(mtiart_graph_instantiate(g, &c.nested));
+    BENCH_CHECK(mtiart_graph_exec_get_node_count(c.nested, &count));
+    if (count != c.n) bench_die("nested chain flattened to %zu nodes, not %zu", count, c.n);
+    BENCH_CHECK(mtiart_graph_destroy(g));
+    c.flat = bench_instantiate(BENCH_CHAIN, c.n);
+    bench_row *r = bench_new_row("replay_nested_chain_1000_b2b", "ns/node", 0);
+    bench_measure(r, nested_rep, flat_rep, &c);
+    r->baseline_name = "the same 1000-node chain built flat (replay_chain_1000_b2b)";
+    r->ratio_target = 1.05;
+    bench_set_params(r,
+                     "\"nodes\": %zu, \"levels\": 3, \"children_per_level\": 10, "
+                     "\"replays_per_rep\": %d",
+                     c.n, c.launches);
+    bench_set_note(r, "a chain of 10 child graphs, each a chain of 10 child graphs of 10 empty "
+                      "kernels, replayed back to back; per node");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.nested));
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.flat));
+}
+
+/* ------------------------------------------------------------------ update in place */
+
+static int32_t k_value(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)args, (void)block, (void)num_blocks;
+    return 0;
+}
+
+typedef struct update_ctx {
+    mtiart_graph graphs[2];
+    mtiart_graph_exec x;
+    size_t n;
+    int rounds, next;
+    bench_samples apply;
+} update_ctx;
+
+/* Updates alternating between two graphs whose every kernel argument differs, so each
+ * changes all n nodes. Each is applied by a replay (untimed here: the replay's extra cost
+ * over a plain replay goes into `apply`). */
+static double update_rep(void *p) {
+    update_ctx *c = p;
+    double spent = 0, applied = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_exec_update(c->x, c->graphs[c->next], NULL));
+        double t1 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(c->x, g_stream));
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+        double t2 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(c->x, g_stream));
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+        double t3 = bench_now_ns();
+        spent += t1 - t0;
+        applied += (t2 - t1) - (t3 - t2);
+        c->next ^= 1;
+    }
+    double denom = (double)c->rounds * (double)c->n;
+    if (c->apply.n < BENCH_MAX_REPS) c->apply.v[c->apply.n++] = applied / denom;
+    return spent / denom;
+}
+
+static double instantiate_rep(void *p) {
+    update_ctx *c = p;
+    double spent = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_instantiate(c->graphs[r & 1], &x));
+        spent += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+    }
+    return spent / ((double)c->rounds * (double)c->n);
+}
+
+static void bench_update(void) {
+    if (!bench_selected("exec_update")) return;
+    update_ctx c = {.n = 1000, .rounds = bench_cfg.quick ? 3 : 20};
+    for (int i = 0; i < 2; i++) {
+        int64_t value = i;
+        mtiart_arg arg = {MTIART_ARG_VALUE, sizeof value, &value, 0};
+        c.graphs[i] = bench_build_graph(BENCH_CHAIN, c.n, k_value, &arg, 1);
+    }
+    BENCH_CHECK(mtiart_graph_instantiate(c.graphs[0], &c.x));
+    bench_row *r = bench_new_row("exec_update", "ns/node", 0);
+    bench_measure(r, update_rep, instantiate_rep, &c);
+    r->baseline_name = "mtiart_graph_instantiate of the same graph";
+    r->target = 20;
+    /* the first sample is the warm-up's */
+    bench_set_params(r, "\"nodes\": %zu, \"updates_per_rep\": %d, \"apply_ns_per_node\": %.4g", c.n,
+                     c.rounds, bench_median(c.apply.v + 1, c.apply.n - 1));
+    bench_set_note(r, "mtiart_graph_exec_update of a 1000-node chain from a graph whose every "
+                      "kernel argument differs; per node (params: applying it at the next "
+                      "replay, per node)");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.x));
+    BENCH_CHECK(mtiart_graph_destroy(c.graphs[0]));
+    BENCH_CHECK(mtiart_graph_destroy(c.graphs[1]));
+}
+
 /* ------------------------------------------------------------------ capture */
 
 typedef struct capture_ctx {
@@ -429,6 +569,132 @@ static void bench_capture(void) {
                      bench_median(c.inst_part.v + 1, c.inst_part.n - 1));
     bench_set_note(r, "begin capture, 1000 empty launches, end capture, instantiate; per node");
     bench_finish_row(r);
+}
+
+/* ------------------------------------------------------------------ graph memory */
+
+enum { MEM_NODES = 1000 };
+
+/* A capture records (and holds) the allocation behind every buffer a node names. */
+typedef struct capture_buffer_ctx {
+    int rounds;
+    void *one;             /* every node on this allocation (one hold for the capture) */
+    void *many[MEM_NODES]; /* node i on allocation i (one hold each) */
+} capture_buffer_ctx;
+
+static double capture_launches(capture_buffer_ctx *c, int args, int distinct) {
+    double total = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph g;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(
+            mtiart_stream_begin_capture(g_stream, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0}));
+        for (int i = 0; i < MEM_NODES; i++) {
+            mtiart_arg a = {MTIART_ARG_BUFFER_INOUT, 0, distinct ? c->many[i] : c->one, 64};
+            BENCH_CHECK(
+                mtiart_launch_kernel(g_stream, bench_k_empty, 1, args ? &a : NULL, (uint32_t)args));
+        }
+        BENCH_CHECK(mtiart_stream_end_capture(g_stream, &g));
+        total += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_destroy(g));
+    }
+    BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
+    return total / ((double)c->rounds * MEM_NODES);
+}
+
+static double capture_same_buffer_rep(void *p) { return capture_launches(p, 1, 0); }
+static double capture_distinct_buffers_rep(void *p) { return capture_launches(p, 1, 1); }
+static double capture_no_buffer_rep(void *p) { return capture_launches(p, 0, 0); }
+
+static void bench_capture_buffers(void) {
+    if (!bench_selected("capture_buffer")) return;
+    capture_buffer_ctx c = {.rounds = bench_cfg.quick ? 3 : 20};
+    BENCH_CHECK(mtiart_malloc(0, 64, &c.one));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_malloc(0, 64, &c.many[i]));
+    bench_fn fns[3] = {capture_same_buffer_rep, capture_distinct_buffers_rep,
+                       capture_no_buffer_rep};
+    bench_samples s[3];
+    bench_interleave(fns, 3, &c, bench_cfg.reps, 1, s);
+    bench_row *r = bench_new_row("capture_buffer", "ns/node", 0);
+    bench_row_from(r, &s[0], &s[2]);
+    r->baseline_name = "the same capture of launches without arguments";
+    double tmp[BENCH_MAX_REPS];
+    memcpy(tmp, s[1].v, sizeof(double) * (size_t)s[1].n);
+    bench_set_params(r, "\"nodes\": %d, \"distinct_buffers_ns_per_node\": %.4g", MEM_NODES,
+                     bench_median(tmp, s[1].n));
+    bench_set_note(r, "begin capture, 1000 launches of an empty kernel with one buffer "
+                      "argument on the same allocation, end capture; per node "
+                      "(params: one allocation per node)");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_free(c.one));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_free(c.many[i]));
+}
+
+/* The launch's input check: one load per input allocation. */
+typedef struct input_check_ctx {
+    mtiart_graph_exec checked, plain;
+    int launches;
+} input_check_ctx;
+
+static double time_launches(mtiart_graph_exec x, int launches) {
+    double total = 0;
+    for (int i = 0; i < launches; i++) {
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(x, g_stream));
+        total += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+    }
+    return total / launches;
+}
+
+static double checked_launch_rep(void *p) {
+    input_check_ctx *c = p;
+    return time_launches(c->checked, c->launches);
+}
+
+static double plain_launch_rep(void *p) {
+    input_check_ctx *c = p;
+    return time_launches(c->plain, c->launches);
+}
+
+static void bench_input_check(void) {
+    if (!bench_selected("launch_input_check")) return;
+    void *bufs[MEM_NODES];
+    mtiart_graph g;
+    BENCH_CHECK(mtiart_graph_create(0, &g));
+    size_t node = 0;
+    for (int i = 0; i < MEM_NODES; i++) {
+        BENCH_CHECK(mtiart_malloc(0, 64, &bufs[i]));
+        mtiart_arg a = {MTIART_ARG_BUFFER_IN, 0, bufs[i], 64};
+        BENCH_CHECK(mtiart_graph_add_kernel_node(g, i ? &node : NULL, i ? 1 : 0, bench_k_empty, 1,
+                                                 &a, 1, &node));
+    }
+    input_check_ctx c = {.launches = bench_cfg.quick ? 20 : 200};
+    BENCH_CHECK(mtiart_graph_instantiate_with_flags(
+        g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS, &c.checked));
+    BENCH_CHECK(mtiart_graph_instantiate(g, &c.plain));
+    bench_fn fns[2] = {checked_launch_rep, plain_launch_rep};
+    bench_samples s[2];
+    bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
+    /* Per rep: what the check adds, and the launch without it, per input. */
+    bench_samples added = {.n = s[0].n}, plain = {.n = s[1].n};
+    for (int i = 0; i < s[0].n; i++) {
+        added.v[i] = (s[0].v[i] - s[1].v[i]) / MEM_NODES;
+        plain.v[i] = s[1].v[i] / MEM_NODES;
+    }
+    bench_row *r = bench_new_row("launch_input_check", "ns/buffer", 0);
+    bench_row_from(r, &added, &plain);
+    r->baseline_name = "the unchecked launch of the same graph, spread over its inputs";
+    r->target = 2;
+    bench_set_params(r, "\"inputs\": %d, \"launches_per_rep\": %d", MEM_NODES, c.launches);
+    bench_set_note(r, "mtiart_graph_launch (enqueue only, each followed by an untimed "
+                      "synchronize) of a 1000-node chain reading 1000 allocations, instantiated "
+                      "with CHECK_INPUT_LIVENESS minus without; per input");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.checked));
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.plain));
+    BENCH_CHECK(mtiart_graph_destroy(g));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_free(bufs[i]));
 }
 
 /* ------------------------------------------------------------------ allocator */
@@ -918,7 +1184,11 @@ int main(int argc, char **argv) {
         bench_op_add_scalar();
         bench_roundtrips();
         bench_replay();
+        bench_nested();
         bench_capture();
+        bench_capture_buffers();
+        bench_input_check();
+        bench_update();
         bench_alloc();
         bench_elementwise();
         bench_cpu_wait();

@@ -1230,6 +1230,7 @@ mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n
 
 typedef struct mem_entry {
     block *held;             /* the block this owner holds, or NULL */
+    block *blk;              /* the block as recorded: valid while `live` is alive */
     mt_live *live;           /* the allocation's liveness (a reference) */
     uint64_t address, bytes; /* the range of its first read as an input */
     uint32_t reader;         /* the node of that read (NO_NODE: never read as an input) */
@@ -1249,6 +1250,8 @@ struct mt_graph_mem {
     mt_live **inputs; /* copies made for the input check: input cells, by first reader */
     uint32_t *input_items;
     uint32_t num_inputs;
+    mt_pool **pools; /* pools of bodies merged in (mt_graph_mem_merge), retained */
+    uint32_t num_pools;
 };
 
 static atomic_uint_least64_t next_mem_serial = 1;
@@ -1311,7 +1314,7 @@ static mem_entry *mem_entry_of(mt_allocator *a, mt_graph_mem *m, block *b) {
         }
     uint32_t index = m->count++;
     mem_entry *e = &m->items[index];
-    *e = (mem_entry){.live = b->live, .reader = NO_NODE};
+    *e = (mem_entry){.live = b->live, .blk = b, .reader = NO_NODE};
     atomic_fetch_add_explicit(&b->live->refs, 1, memory_order_relaxed);
     /* What the capture allocated, and memory nodes' allocations, the graph produces. */
     e->produced = (b->alloc_capture && b->alloc_capture == m->capture_id) || b->galloc;
@@ -1371,6 +1374,8 @@ void mt_graph_mem_free(mt_graph_mem *m) {
     for (uint32_t i = 0; i < m->count; i++)
         if (m->items[i].held) hold_release(a, m->items[i].held);
     mt_spin_unlock(&a->lock);
+    for (uint32_t i = 0; i < m->num_pools; i++) mt_pool_release(m->pools[i]);
+    free(m->pools);
     for (uint32_t i = 0; i < m->count; i++) live_unref(m->items[i].live);
     free(m->items);
     free(m->slots);
@@ -1388,6 +1393,12 @@ static int by_reader(const void *x, const void *y, void *items) {
 mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs) {
     mt_graph_mem *c = mt_graph_mem_new(m->dev, m->pool, m->capture_id);
     if (!c || !mem_reserve(c, m->count)) goto oom;
+    if (m->num_pools) {
+        if (!(c->pools = malloc(m->num_pools * sizeof *c->pools))) goto oom;
+        for (uint32_t i = 0; i < m->num_pools; i++) mt_pool_retain(m->pools[i]);
+        memcpy(c->pools, m->pools, m->num_pools * sizeof *c->pools);
+        c->num_pools = m->num_pools;
+    }
     if (inputs) {
         size_t n = 0;
         for (uint32_t i = 0; i < m->count; i++) n += m->items[i].reader != NO_NODE;
@@ -1415,6 +1426,80 @@ oom:
     mt_graph_mem_free(c);
     mt_oom();
     return NULL;
+}
+
+mt_graph_mem *mt_graph_mem_holds_of(const mt_graph_mem *m) {
+    mt_graph_mem *c = mt_graph_mem_copy(m, false);
+    for (uint32_t i = 0; c && i < c->count; i++) {
+        c->items[i].reader = NO_NODE;
+        c->items[i].written = true;
+    }
+    return c;
+}
+
+void mt_graph_mem_forget_reads(mt_graph_mem *m, size_t node) {
+    for (uint32_t i = 0; i < m->count; i++)
+        if (m->items[i].reader == node) m->items[i].reader = NO_NODE;
+}
+
+mtiart_status mt_graph_mem_merge(mt_graph_mem *m, const mt_graph_mem *body, size_t node) {
+    if (!body->count && !body->num_pools) return MTIART_SUCCESS;
+    /* The body's pool (and those it retains) stays mapped: what the body wrote there and the
+     * program freed since is still the body's to use. */
+    mt_pool *pools[64];
+    uint32_t np = 0;
+    if (body->pool && body->pool != m->pool) pools[np++] = (mt_pool *)body->pool;
+    for (uint32_t i = 0; i < body->num_pools && np < 64; i++)
+        if (body->pools[i] != m->pool) pools[np++] = body->pools[i];
+    uint32_t fresh = 0;
+    for (uint32_t k = 0; k < np; k++) {
+        bool have = false;
+        for (uint32_t i = 0; i < m->num_pools && !have; i++) have = m->pools[i] == pools[k];
+        if (!have) pools[fresh++] = pools[k];
+    }
+    if (fresh) {
+        mt_pool **grown = realloc(m->pools, (m->num_pools + fresh) * sizeof *grown);
+        if (!grown) return mt_oom();
+        m->pools = grown;
+    }
+    if (!mem_reserve(m, body->count)) return mt_oom();
+    for (uint32_t k = 0; k < fresh; k++) {
+        mt_pool_retain(pools[k]);
+        m->pools[m->num_pools++] = pools[k];
+    }
+    uint32_t reader = node > NO_NODE - 1 ? NO_NODE - 1 : (uint32_t)node;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < body->count; i++) {
+        const mem_entry *from = &body->items[i];
+        mem_entry *e = NULL;
+        for (size_t j = live_hash(from->live, m->slot_cap); m->slots[j] && !e;
+             j = (j + 1) & (m->slot_cap - 1))
+            if (m->items[m->slots[j] - 1].live == from->live) e = &m->items[m->slots[j] - 1];
+        if (!e) {
+            uint32_t index = m->count++;
+            e = &m->items[index];
+            *e = (mem_entry){.live = from->live, .blk = from->blk, .reader = NO_NODE};
+            atomic_fetch_add_explicit(&from->live->refs, 1, memory_order_relaxed);
+            /* Held by the body, or the program's still (then the block is as recorded). */
+            block *b = from->held                                                       ? from->held
+                       : atomic_load_explicit(&from->live->alive, memory_order_acquire) ? from->blk
+                                                                                        : NULL;
+            if (b && b->seg->pool != m->pool) {
+                b->holds++;
+                e->held = b;
+            }
+            mem_index_put(m, index);
+        }
+        if (from->reader != NO_NODE && e->reader == NO_NODE && !e->written && !e->produced) {
+            e->reader = reader;
+            e->address = from->address;
+            e->bytes = from->bytes;
+        }
+        if (from->written || from->produced) e->written = true;
+    }
+    mt_spin_unlock(&a->lock);
+    return MTIART_SUCCESS;
 }
 
 long mt_graph_mem_dead_input(const mt_graph_mem *m) {

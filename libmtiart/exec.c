@@ -1,5 +1,7 @@
 /*
- * Executable graphs. Instantiation turns the DAG into a flat plan:
+ * Executable graphs. Instantiation flattens child graphs into their parents (a child's
+ * roots depend on what the child node depended on, and the child node's dependents on its
+ * sinks) and turns the DAG into a flat plan:
  *   - nodes are grouped into chains (a node with one predecessor continues that
  *     predecessor's chain if the chain still ends there) and laid out chain by chain,
  *     so a chain runs as a plain loop over an array without atomics;
@@ -7,7 +9,22 @@
  *     other tasks it releases when it finishes;
  *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
  *     ready tasks sit in an array that all workers of the device take batches from.
- * A launch is one stream operation. Replays of one executable never overlap.
+ * A launch is one stream operation. Replays of one graph never overlap, whichever of its
+ * executables they use (mt_replay_order).
+ *
+ * Event nodes. Every record and wait node has a slot: a launch reserves the generation
+ * each record node completes (as an eager record reserves at enqueue, so that work
+ * launched after the replay and waiting on the event waits for it) and snapshots the
+ * record each wait node waits for: the most recent one made before the launch. A wait
+ * whose record has not completed stops its task there; the rest of the replay runs on,
+ * and when nothing else can, the replay is suspended: its stream parks on the event as
+ * for an eager wait, holding no worker, and the replay resumes where it stopped.
+ *
+ * Conditional nodes run their body's own plan, once (IF) or while the flag is set (WHILE).
+ *
+ * Updates (mtiart_graph_exec_update and the setters) change the executable's template at
+ * once and its plan at the start of the first replay launched after them, so that replays
+ * launched before keep the parameters they were launched with.
  */
 #include "internal.h"
 
@@ -15,48 +32,112 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Generations of a launch's event slots that fit in the GRAPH op itself. */
+#define INLINE_SLOTS (MT_OP_INLINE_BYTES / sizeof(uint64_t))
+#define NONE UINT32_MAX
+
 typedef struct xnode {
     mtiart_kernel_fn fn; /* NULL for anything that is not a single-block kernel */
     void **argv;
     uint32_t succ_begin, succ_end; /* tasks released after this node, in x->succ */
     mt_op *op;
-    uint32_t graph_index;
-    uint32_t pad;
+    uint32_t origin; /* where the node is in the graph (see node_path) */
+    uint32_t slot;   /* event nodes: index into the launch's generations */
 } xnode;
 
-struct mt_exec {
-    atomic_int refcount;
-    uint64_t handle;
+/* A node of the instantiated graph, in a flattened child graph or not: the node at `index`
+ * of the graph of origin entry `parent` (NONE: the top-level graph). */
+typedef struct origin {
+    uint32_t parent;
+    uint32_t index;
+} origin;
+
+/* A task stopped at a wait node, resumed once the wait's record completes. */
+typedef struct deferral {
+    uint32_t task, pos;
+    bool resumed;
+} deferral;
+
+struct mt_plan {
     mt_device *dev;
-    mt_pool *pool;
-    size_t num_nodes;
+    const char *label; /* how messages name a node: "graph node", "body node" */
+    uint32_t num_nodes;
     xnode *nodes;
     mt_op *ops;
     void **argv_store;
+    uint32_t *position; /* flattened node -> position in the plan */
+    origin *origins;    /* NULL when nothing was flattened: node i's origin is node i */
+    uint32_t *top_flat; /* top-level node -> flattened node (NONE: a child); NULL: same */
     uint32_t num_tasks;
     uint32_t *task_begin; /* num_tasks + 1 offsets into nodes */
     uint32_t *succ;
     uint32_t *initial_pending;
     uint32_t *roots;
     uint32_t num_roots;
-    mt_event **external; /* events waited for at launch */
-    size_t num_external;
-    mt_replay_order *order; /* shared with the graph and its other executables */
-    uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
-    mt_graph_mem *mem;      /* the memory its nodes use: held, and checked at launch */
-    mt_mem_node *mem_nodes; /* its memory nodes, which a launch accounts for */
-    size_t num_mem_nodes;
+    uint32_t num_waits;
+    size_t num_patchable; /* nodes an update may patch: these and those of bodies */
     /* replay state (replays never overlap) */
     atomic_uint *pending;
-    uint32_t *queue;
+    uint32_t *queue; /* tasks, then resumed deferrals as num_tasks + index */
     atomic_uint *stamps;
+    deferral *deferred;
+    atomic_uint num_deferred;
+    uint32_t num_resumed;
+    const uint64_t *slots; /* the running launch's event generations */
+    mt_record_fn record;
     atomic_uint queue_reserved MT_ALIGNED;
     atomic_uint queue_head MT_ALIGNED;
-    atomic_uint remaining MT_ALIGNED;
+    atomic_uint processed MT_ALIGNED; /* queue entries finished or deferred */
     uint32_t epoch;
     atomic_int failed; /* the replay's first failure (node_failed) */
     int32_t failure_code;
-    char failure[MT_FAILURE_MAX + 32]; /* "graph node N: " + the node's failure */
+    char failure[MT_FAILURE_MAX + 64]; /* "graph node N: " + the node's failure */
+};
+
+/* Where a new op of an update goes. */
+typedef struct patch_target {
+    mt_plan *plan;
+    uint32_t pos;
+} patch_target;
+
+/* New parameters of plan nodes, applied by the replay of generation `generation`: ops[i]
+ * (owned until it is moved into the plan) replaces targets[i]'s. */
+typedef struct update {
+    uint64_t generation;
+    mt_op *ops;
+    patch_target *targets;
+    size_t count, cap;
+    struct update *next;
+} update;
+
+struct mt_exec {
+    atomic_int refcount;
+    uint64_t handle;
+    mt_device *dev;
+    mt_pool *pool;
+    mt_pool **update_pools; /* pools of graphs this was updated from */
+    size_t num_update_pools;
+    mt_plan *plan;
+    pthread_mutex_t lock; /* tmpl, updates being made */
+    mt_dag *tmpl;         /* the graph this runs, parameters of the latest update */
+    uint32_t num_slots;
+    mt_event **slot_event; /* changed under the order's lock */
+    bool *slot_record;
+    uint64_t *launch_slots; /* a launch's generations, under the order's lock */
+    mt_replay_order *order; /* shared with the graph and its other executables */
+    uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
+    /* The memory its nodes use: held, and checked at launch. Replaced (under `lock`) by
+     * updates and setters; the records replaced stay until the executable goes, since
+     * replays launched before keep using what they named. */
+    _Atomic(mt_graph_mem *) mem;
+    mt_graph_mem **retired_mem;
+    size_t num_retired_mem;
+    mt_mem_node *mem_nodes; /* its memory nodes, which a launch accounts for */
+    size_t num_mem_nodes;
+    bool suspended; /* the worker's: a replay waits for a record */
+    mt_spinlock update_lock;
+    atomic_int has_updates;
+    update *updates, *updates_tail;
 };
 
 /*
@@ -64,7 +145,7 @@ struct mt_exec {
  * instantiated from it, so replays of one graph never overlap whichever executable they
  * use (a re-instantiation while a replay runs included): a launch enqueues under `lock`,
  * and one on another stream than the previous launch first waits for `done`, which every
- * replay records.
+ * replay records. Updates take their generation from `done` too.
  */
 struct mt_replay_order {
     atomic_int refs;
@@ -91,27 +172,78 @@ void mt_replay_order_unref(mt_replay_order *order) {
     free(order);
 }
 
-void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
+/* ------------------------------------------------------------------ plans */
 
-static void exec_free(mt_exec *x) {
+static void plan_free(mt_plan *x) {
+    if (!x) return;
     if (x->ops)
-        for (size_t i = 0; i < x->num_nodes; i++) mt_op_release(&x->ops[i]);
-    for (size_t i = 0; i < x->num_external; i++) mt_event_unref(x->external[i]);
-    mt_replay_order_unref(x->order);
-    mt_graph_mem_free(x->mem);
-    if (x->pool) mt_pool_release(x->pool);
+        for (size_t i = 0; i < x->num_nodes; i++) {
+            mt_op *op = &x->ops[i];
+            if (op->type == MT_OP_CONDITIONAL) plan_free(op->u.cond.body);
+            else mt_op_release(op);
+        }
     free(x->nodes);
     free(x->ops);
     free(x->argv_store);
+    free(x->position);
+    free(x->origins);
+    free(x->top_flat);
     free(x->task_begin);
     free(x->succ);
     free(x->initial_pending);
     free(x->roots);
-    free(x->external);
-    free(x->mem_nodes);
     free(x->pending);
     free(x->queue);
     free(x->stamps);
+    free(x->deferred);
+    free(x);
+}
+
+static void free_update(update *u) {
+    for (size_t i = 0; i < u->count; i++) mt_op_release(&u->ops[i]);
+    free(u->ops);
+    free(u->targets);
+    free(u);
+}
+
+/* An update with room for `cap` patches (NULL when out of host memory). */
+static update *new_update(size_t cap) {
+    update *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    u->cap = cap ? cap : 1;
+    u->ops = aligned_alloc(MT_CACHELINE, u->cap * sizeof *u->ops);
+    u->targets = malloc(u->cap * sizeof *u->targets);
+    if (!u->ops || !u->targets) {
+        free_update(u);
+        return NULL;
+    }
+    return u;
+}
+
+void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
+
+static void exec_free(mt_exec *x) {
+    plan_free(x->plan);
+    for (update *u = x->updates, *next; u; u = next) {
+        next = u->next;
+        free_update(u);
+    }
+    for (size_t i = 0; i < x->num_slots; i++)
+        if (x->slot_event[i]) mt_event_unref(x->slot_event[i]);
+    if (x->tmpl) mt_dag_unref(x->tmpl);
+    mt_replay_order_unref(x->order);
+    mt_graph_mem_free(atomic_load(&x->mem));
+    for (size_t i = 0; i < x->num_retired_mem; i++) mt_graph_mem_free(x->retired_mem[i]);
+    free(x->retired_mem);
+    for (size_t i = 0; i < x->num_mem_nodes; i++) mt_graph_alloc_unref(x->mem_nodes[i].alloc);
+    free(x->mem_nodes);
+    if (x->pool) mt_pool_release(x->pool);
+    for (size_t i = 0; i < x->num_update_pools; i++) mt_pool_release(x->update_pools[i]);
+    free(x->update_pools);
+    free(x->slot_event);
+    free(x->slot_record);
+    free(x->launch_slots);
+    pthread_mutex_destroy(&x->lock);
     free(x);
 }
 
@@ -125,55 +257,141 @@ static void release_exec(void *x) { mt_exec_unref(x); }
 
 /* ------------------------------------------------------------------ replay */
 
+/* "3" for a top-level node, "3.1" for node 1 of the child graph at node 3. */
+static void node_path(const mt_plan *x, const xnode *n, char *out, size_t cap) {
+    if (!x->origins) {
+        snprintf(out, cap, "%u", n->origin);
+        return;
+    }
+    uint32_t chain[32], depth = 0;
+    for (uint32_t o = n->origin; o != NONE && depth < 32; o = x->origins[o].parent)
+        chain[depth++] = x->origins[o].index;
+    size_t len = 0;
+    out[0] = '\0';
+    while (depth-- && len < cap) {
+        int w = snprintf(out + len, cap - len, len ? ".%u" : "%u", chain[depth]);
+        if (w < 0) break;
+        len += (size_t)w;
+    }
+}
+
 /* The first node of this replay that failed wins; later failures are dropped, as a
  * stream's sticky error keeps its first. Nodes run on several workers at once. */
-static void node_failed(mt_exec *x, const xnode *n, int32_t code, const char *failure) {
+static void node_failed(mt_plan *x, const xnode *n, int32_t code, const char *failure) {
     int expected = 0;
     if (!atomic_compare_exchange_strong(&x->failed, &expected, 1)) return;
+    char path[96];
+    node_path(x, n, path, sizeof path);
     x->failure_code = code;
-    snprintf(x->failure, sizeof x->failure, "graph node %u: %s", n->graph_index, failure);
+    snprintf(x->failure, sizeof x->failure, "%s %s: %s", x->label, path, failure);
 }
 
-static void run_node(mt_exec *x, xnode *n) {
-    char failure[MT_FAILURE_MAX];
-    int32_t rc;
-    if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
-        rc = n->fn(n->argv, 0, 1);
-        if (MT_UNLIKELY(rc != 0)) mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
-    } else {
-        rc = mt_op_run(x->dev, n->op, n->argv, failure, sizeof failure);
-    }
-    if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
-}
-
-static void release_task(mt_exec *x, uint32_t task) {
+static void release_task(mt_plan *x, uint32_t task) {
     if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
     uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
     x->queue[slot] = task;
     atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
 }
 
-static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, bool release) {
-    for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) {
-        run_node(x, n);
+/* The condition, read as a relaxed atomic (it is aligned): the body's work is ordered
+ * before the read, but any block of a kernel may write the flag, in any order. */
+static bool flag_set(const mt_op *op) {
+    const void *flag = op->u.cond.flag;
+    switch (op->u.cond.flag_size) {
+    case 1: return __atomic_load_n((const uint8_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 2: return __atomic_load_n((const uint16_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 4: return __atomic_load_n((const uint32_t *)flag, __ATOMIC_RELAXED) != 0;
+    default: return __atomic_load_n((const uint64_t *)flag, __ATOMIC_RELAXED) != 0;
+    }
+}
+
+static int32_t plan_run_once(mt_plan *x);
+
+static int32_t run_conditional(const mt_op *op, char *failure, size_t cap) {
+    mt_plan *body = op->u.cond.body;
+    bool loop = op->u.cond.kind == MTIART_CONDITIONAL_WHILE;
+    while (flag_set(op)) {
+        int32_t rc = plan_run_once(body);
+        if (MT_UNLIKELY(rc != 0)) {
+            snprintf(failure, cap, "%s %.400s", loop ? "WHILE" : "IF", body->failure);
+            return rc;
+        }
+        if (!loop) break;
+    }
+    return 0;
+}
+
+static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, const xnode *n, int32_t rc) {
+    char failure[MT_FAILURE_MAX];
+    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
+    node_failed(x, n, rc, failure);
+}
+
+/* Anything but a single-block kernel. false: a wait node whose record has not completed
+ * (the task is deferred from here). Out of line: the loop over single-block kernels stays
+ * small. */
+static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint32_t pos) {
+    xnode *n = &x->nodes[pos];
+    mt_op *op = n->op;
+    char failure[MT_FAILURE_MAX];
+    int32_t rc;
+    switch (op->type) {
+    case MT_OP_EVENT_WAIT:
+        if (atomic_load_explicit(&op->u.event.event->completed, memory_order_acquire) >=
+            x->slots[n->slot])
+            return true;
+        x->deferred[atomic_fetch_add(&x->num_deferred, 1)] = (deferral){task, pos, false};
+        return false;
+    case MT_OP_EVENT_RECORD: x->record(op->u.event.event, x->slots[n->slot]); return true;
+    case MT_OP_CONDITIONAL: rc = run_conditional(op, failure, sizeof failure); break;
+    default: rc = mt_op_run(x->dev, op, n->argv, failure, sizeof failure); break;
+    }
+    if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
+    return true;
+}
+
+static void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, bool release) {
+    for (uint32_t p = begin; p < end; p++) {
+        xnode *n = &x->nodes[p];
+        if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
+            int32_t rc = n->fn(n->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+        } else if (MT_UNLIKELY(!run_other(x, task, p))) {
+            return;
+        }
         if (release)
             for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
     }
 }
 
+/* Run a queue entry: a task from its start, or a deferred one from its wait node. */
+static void run_entry(mt_plan *x, uint32_t entry) {
+    if (MT_LIKELY(entry < x->num_tasks)) {
+        run_nodes(x, entry, x->task_begin[entry], x->task_begin[entry + 1], true);
+        return;
+    }
+    const deferral *d = &x->deferred[entry - x->num_tasks];
+    run_nodes(x, d->task, d->pos, x->task_begin[d->task + 1], true);
+}
+
 typedef struct graph_job {
     mt_job base;
-    mt_exec *x;
+    mt_plan *x;
 } graph_job;
 
 static void graph_job_help(mt_job *base) {
-    mt_exec *x = ((graph_job *)base)->x;
+    mt_plan *x = ((graph_job *)base)->x;
     unsigned idle = 0;
     const uint32_t workers = (uint32_t)x->dev->num_workers;
-    while (atomic_load_explicit(&x->remaining, memory_order_acquire) != 0) {
+    for (;;) {
         uint32_t head = atomic_load_explicit(&x->queue_head, memory_order_relaxed);
         uint32_t reserved = atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
         if (head >= reserved) {
+            /* Nothing queued: the pass is over once nothing runs either (what is processed
+             * is read first: both only grow, and a task queues its successors before it
+             * counts as processed). Tasks deferred on a wait node stay behind. */
+            uint32_t done = atomic_load_explicit(&x->processed, memory_order_acquire);
+            if (done == atomic_load_explicit(&x->queue_reserved, memory_order_acquire)) return;
             if (++idle < 256) mt_cpu_relax();
             else {
                 sched_yield();
@@ -193,76 +411,381 @@ static void graph_job_help(mt_job *base) {
         for (uint32_t i = head; i < head + take; i++) {
             while (atomic_load_explicit(&x->stamps[i], memory_order_acquire) != x->epoch)
                 mt_cpu_relax();
-            uint32_t task = x->queue[i];
-            run_nodes(x, x->task_begin[task], x->task_begin[task + 1], true);
+            run_entry(x, x->queue[i]);
         }
-        atomic_fetch_sub_explicit(&x->remaining, take, memory_order_acq_rel);
+        atomic_fetch_add_explicit(&x->processed, take, memory_order_acq_rel);
     }
 }
 
-int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
+static void plan_begin(mt_plan *x) {
     atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
-    if (x->num_tasks <= 1) {
-        run_nodes(x, 0, (uint32_t)x->num_nodes, false);
-    } else {
-        if (++x->epoch == 0) {
-            for (uint32_t i = 0; i < x->num_tasks; i++)
-                atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
-            x->epoch = 1;
-        }
-        for (uint32_t t = 0; t < x->num_tasks; t++)
-            atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
-        for (uint32_t i = 0; i < x->num_roots; i++) {
-            x->queue[i] = x->roots[i];
-            atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
-        }
-        atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
-        atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
-        atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
-        graph_job job = {.base = {graph_job_help}, .x = x};
-        /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
-        mt_job_slot *slot =
-            x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
-        graph_job_help(&job.base);
-        mt_job_retire(x->dev, slot);
+    if (x->num_waits) {
+        atomic_store_explicit(&x->num_deferred, 0, memory_order_relaxed);
+        x->num_resumed = 0;
     }
+    if (x->num_tasks <= 1) return;
+    if (++x->epoch == 0) {
+        for (uint32_t i = 0; i < x->num_tasks + x->num_waits; i++)
+            atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
+        x->epoch = 1;
+    }
+    for (uint32_t t = 0; t < x->num_tasks; t++)
+        atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
+    for (uint32_t i = 0; i < x->num_roots; i++) {
+        x->queue[i] = x->roots[i];
+        atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
+    }
+    atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
+    atomic_store_explicit(&x->processed, 0, memory_order_relaxed);
+    atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
+}
+
+/* Put the deferred tasks whose records have completed back to work; how many. */
+static uint32_t plan_requeue(mt_plan *x) {
+    uint32_t count = 0, deferred = atomic_load_explicit(&x->num_deferred, memory_order_acquire);
+    for (uint32_t i = 0; i < deferred; i++) {
+        deferral *d = &x->deferred[i];
+        const xnode *n = &x->nodes[d->pos];
+        if (d->resumed || atomic_load(&n->op->u.event.event->completed) < x->slots[n->slot])
+            continue;
+        d->resumed = true;
+        x->num_resumed++;
+        count++;
+        if (x->num_tasks <= 1) continue; /* a chain resumes in plan_pass */
+        uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
+        x->queue[slot] = x->num_tasks + i;
+        atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
+    }
+    return count;
+}
+
+/* Run what can run: from the start, or (`resume_from`: the deferral of a chain) on from a
+ * wait node whose record has completed. */
+static void plan_pass(mt_plan *x, const deferral *resume_from) {
+    if (x->num_tasks <= 1) {
+        if (resume_from) run_nodes(x, 0, resume_from->pos, x->num_nodes, false);
+        else run_nodes(x, 0, 0, x->num_nodes, false);
+        return;
+    }
+    graph_job job = {.base = {graph_job_help}, .x = x};
+    /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
+    mt_job_slot *slot =
+        x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
+    graph_job_help(&job.base);
+    mt_job_retire(x->dev, slot);
+}
+
+static bool plan_suspended(mt_plan *x) {
+    return x->num_waits &&
+           atomic_load_explicit(&x->num_deferred, memory_order_acquire) > x->num_resumed;
+}
+
+static int32_t plan_result(mt_plan *x, char *failure, size_t cap) {
     if (MT_LIKELY(!atomic_load_explicit(&x->failed, memory_order_acquire))) return 0;
-    snprintf(failure, cap, "%s", x->failure);
+    if (failure) snprintf(failure, cap, "%s", x->failure);
     return x->failure_code;
+}
+
+/* A conditional body: no event nodes, so it never suspends. */
+static int32_t plan_run_once(mt_plan *x) {
+    plan_begin(x);
+    plan_pass(x, NULL);
+    return plan_result(x, NULL, 0);
+}
+
+static void apply_patch(mt_op *op, const patch_target *to) {
+    mt_op *dst = &to->plan->ops[to->pos];
+    if (dst->type == MT_OP_CONDITIONAL) { /* the body's plan stays; its nodes have patches */
+        dst->u.cond.flag = op->u.cond.flag;
+        dst->u.cond.flag_size = op->u.cond.flag_size;
+        return;
+    }
+    xnode *n = &to->plan->nodes[to->pos];
+    mt_op_release(dst);
+    *dst = *op; /* moved */
+    op->type = MT_OP_EMPTY;
+    n->fn = dst->type == MT_OP_KERNEL && dst->num_blocks == 1 ? dst->fn.kernel : NULL;
+    if (dst->type == MT_OP_KERNEL) mt_blob_argv(mt_op_blob(dst), n->argv);
+}
+
+/* Worker, at the start of the replay of `generation`: the updates made before its launch. */
+static void apply_updates(mt_exec *x, uint64_t generation) {
+    mt_spin_lock(&x->update_lock);
+    update *due = NULL, **tail = &due;
+    while (x->updates && x->updates->generation <= generation) {
+        update *u = x->updates;
+        x->updates = u->next;
+        u->next = NULL;
+        *tail = u;
+        tail = &u->next;
+    }
+    if (!x->updates) {
+        x->updates_tail = NULL;
+        atomic_store(&x->has_updates, 0);
+    }
+    mt_spin_unlock(&x->update_lock);
+    for (update *u = due, *next; u; u = next) {
+        next = u->next;
+        for (size_t i = 0; i < u->count; i++) apply_patch(&u->ops[i], &u->targets[i]);
+        free_update(u);
+    }
+}
+
+static uint64_t *launch_slots(mt_op *op) {
+    return op->u.graph.slots ? op->u.graph.slots : (uint64_t *)(void *)op->inline_blob;
+}
+
+/* Everything but a chain without waits or updates: updates, job posting, suspension. */
+static __attribute__((noinline)) int32_t run_general(mt_exec *x, mt_plan *p, uint64_t generation,
+                                                     mt_event **park, uint64_t *park_generation,
+                                                     char *failure, size_t cap) {
+    if (!x->suspended) {
+        if (atomic_load_explicit(&x->has_updates, memory_order_acquire))
+            apply_updates(x, generation);
+        plan_begin(p);
+        plan_pass(p, NULL);
+    } else if (plan_requeue(p)) {
+        /* A chain stops at one wait at a time: the one just resumed is its last. */
+        plan_pass(p, p->num_tasks <= 1 ? &p->deferred[p->num_resumed - 1] : NULL);
+    }
+    x->suspended = plan_suspended(p);
+    if (MT_UNLIKELY(x->suspended)) {
+        for (uint32_t i = 0;; i++)
+            if (!p->deferred[i].resumed) {
+                const xnode *n = &p->nodes[p->deferred[i].pos];
+                *park = n->op->u.event.event;
+                *park_generation = p->slots[n->slot];
+                return 0;
+            }
+    }
+    return plan_result(p, failure, cap);
+}
+
+int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
+                    char *failure, size_t cap) {
+    mt_exec *x = op->u.graph.exec;
+    mt_plan *p = x->plan;
+    p->slots = launch_slots(op);
+    p->record = record;
+    if (MT_LIKELY(p->num_tasks <= 1 && !p->num_waits && !x->suspended &&
+                  !atomic_load_explicit(&x->has_updates, memory_order_relaxed))) {
+        /* The common case, a chain: one loop on this worker. */
+        atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+        run_nodes(p, 0, 0, p->num_nodes, false);
+        return plan_result(p, failure, cap);
+    }
+    return run_general(x, p, op->u.graph.generation, park, park_generation, failure, cap);
+}
+
+void mt_exec_release_launch(mt_op *op) {
+    if (MT_UNLIKELY(op->u.graph.slots != NULL)) free(op->u.graph.slots);
+    mt_exec_unref(op->u.graph.exec);
+}
+
+/* ------------------------------------------------------------------ flattening */
+
+/* The instantiated graph's nodes, child graphs spliced in: each with the dag node it
+ * came from and its dependencies among the flattened nodes. */
+typedef struct flat_node {
+    const mt_node *node;
+    const size_t *deps;
+    uint32_t num_deps;
+    uint32_t origin;
+} flat_node;
+
+typedef struct flat {
+    flat_node *nodes;
+    uint32_t n;
+    size_t *deps; /* with child graphs: every node's dependencies, back to back */
+    size_t num_deps, cap_deps;
+    size_t *dep_at; /* offsets into deps, turned into pointers at the end */
+    origin *origins;
+    uint32_t num_origins;
+    uint32_t *stamp; /* per flattened node: the last gather that added it */
+    uint32_t token;
+    uint32_t *top_flat;
+} flat;
+
+static size_t count_nodes(const mt_dag *d, bool leaves_only) {
+    size_t n = 0;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        const mt_node *node = &d->nodes[i];
+        n += node->op.type == MT_OP_CHILD
+                 ? count_nodes(node->body, leaves_only) + (leaves_only ? 0 : 1)
+                 : 1;
+    }
+    return n;
+}
+
+static bool has_child(const mt_dag *d) {
+    for (size_t i = 0; i < d->num_nodes; i++)
+        if (d->nodes[i].op.type == MT_OP_CHILD) return true;
+    return false;
+}
+
+static bool push_dep(flat *f, size_t v) {
+    if (f->stamp[v] == f->token) return true;
+    f->stamp[v] = f->token;
+    if (f->num_deps == f->cap_deps) {
+        size_t cap = f->cap_deps ? f->cap_deps * 2 : 64;
+        size_t *grown = realloc(f->deps, cap * sizeof *grown);
+        if (!grown) return false;
+        f->deps = grown;
+        f->cap_deps = cap;
+    }
+    f->deps[f->num_deps++] = v;
+    return true;
+}
+
+/* A list of flattened nodes (what a dag node stands for to its dependents). */
+typedef struct vec {
+    size_t *v;
+    size_t n, cap;
+} vec;
+
+static bool vec_push(vec *a, size_t value) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 8;
+        size_t *grown = realloc(a->v, cap * sizeof *grown);
+        if (!grown) return false;
+        a->v = grown;
+        a->cap = cap;
+    }
+    a->v[a->n++] = value;
+    return true;
+}
+
+/* Flatten dag `d` (its origin entry `parent`): its roots depend on `incoming`; `sinks`
+ * gets the flattened nodes that stand for d's sinks (or `incoming` if d is empty). */
+static bool flatten(flat *f, const mt_dag *d, uint32_t parent, const size_t *incoming,
+                    size_t num_incoming, vec *sinks) {
+    size_t n = d->num_nodes;
+    size_t *res_at = malloc((n + 1) * sizeof *res_at);
+    bool *has_succ = calloc(n ? n : 1, sizeof *has_succ);
+    vec res = {0}, gathered = {0};
+    bool ok = res_at && has_succ;
+    for (size_t i = 0; ok && i < n; i++) {
+        const mt_node *node = &d->nodes[i];
+        res_at[i] = res.n; /* node i-1's entries end here */
+        uint32_t o = f->num_origins++;
+        f->origins[o] = (origin){parent, (uint32_t)i};
+        /* What the node depends on, among the flattened nodes, each once. */
+        f->token++;
+        size_t first = f->num_deps;
+        if (node->num_deps == 0)
+            for (size_t k = 0; ok && k < num_incoming; k++) ok = push_dep(f, incoming[k]);
+        for (uint32_t k = 0; ok && k < node->num_deps; k++) {
+            size_t dep = node->deps[k];
+            has_succ[dep] = true;
+            for (size_t r = res_at[dep]; ok && r < res_at[dep + 1]; r++) ok = push_dep(f, res.v[r]);
+        }
+        if (!ok) break;
+        if (node->op.type == MT_OP_CHILD) {
+            /* The gathered dependencies are the child's incoming edges, not a node's. */
+            gathered.n = 0;
+            for (size_t k = first; ok && k < f->num_deps; k++) ok = vec_push(&gathered, f->deps[k]);
+            f->num_deps = first;
+            vec child_sinks = {0};
+            ok = ok && flatten(f, node->body, o, gathered.v, gathered.n, &child_sinks);
+            for (size_t k = 0; ok && k < child_sinks.n; k++) ok = vec_push(&res, child_sinks.v[k]);
+            free(child_sinks.v);
+            if (parent == NONE) f->top_flat[i] = NONE;
+        } else {
+            uint32_t v = f->n++;
+            f->nodes[v] = (flat_node){node, NULL, (uint32_t)(f->num_deps - first), o};
+            f->dep_at[v] = first;
+            if (parent == NONE) f->top_flat[i] = v;
+            ok = vec_push(&res, v);
+        }
+    }
+    if (ok) res_at[n] = res.n;
+    if (ok && n == 0)
+        for (size_t k = 0; ok && k < num_incoming; k++) ok = vec_push(sinks, incoming[k]);
+    for (size_t i = 0; ok && i < n; i++)
+        if (!has_succ[i])
+            for (size_t r = res_at[i]; ok && r < res_at[i + 1]; r++) ok = vec_push(sinks, res.v[r]);
+    free(res_at);
+    free(has_succ);
+    free(res.v);
+    free(gathered.v);
+    return ok;
+}
+
+static void flat_free(flat *f) {
+    free(f->nodes);
+    free(f->deps);
+    free(f->dep_at);
+    free(f->origins);
+    free(f->stamp);
+    free(f->top_flat);
+}
+
+/* The flattened view of a dag: the dag's own nodes when it has no child graph. */
+static mtiart_status flat_build(flat *f, const mt_dag *d) {
+    memset(f, 0, sizeof *f);
+    if (!has_child(d)) {
+        f->n = (uint32_t)d->num_nodes;
+        f->nodes = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *f->nodes);
+        MT_CHECK_ALLOC(f->nodes);
+        for (uint32_t v = 0; v < f->n; v++)
+            f->nodes[v] = (flat_node){&d->nodes[v], d->nodes[v].deps, d->nodes[v].num_deps, v};
+        return MTIART_SUCCESS;
+    }
+    size_t leaves = count_nodes(d, true), all = count_nodes(d, false);
+    if (leaves > UINT32_MAX / 2 || all > UINT32_MAX / 2)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    f->nodes = malloc((leaves ? leaves : 1) * sizeof *f->nodes);
+    f->dep_at = malloc((leaves ? leaves : 1) * sizeof *f->dep_at);
+    f->stamp = calloc(leaves ? leaves : 1, sizeof *f->stamp);
+    f->origins = malloc(all * sizeof *f->origins);
+    f->top_flat = malloc(d->num_nodes * sizeof *f->top_flat);
+    vec sinks = {0};
+    if (!f->nodes || !f->dep_at || !f->stamp || !f->origins || !f->top_flat ||
+        !flatten(f, d, NONE, NULL, 0, &sinks)) {
+        free(sinks.v);
+        flat_free(f);
+        return mt_oom();
+    }
+    free(sinks.v);
+    for (uint32_t v = 0; v < f->n; v++) f->nodes[v].deps = f->deps + f->dep_at[v];
+    return MTIART_SUCCESS;
 }
 
 /* ------------------------------------------------------------------ instantiation */
 
-static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
-    size_t n = g->num_nodes;
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body);
+
+static mtiart_status build_plan(mt_plan *x, const flat *f) {
+    uint32_t n = f->n;
     uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
     uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
-    uint32_t *order = malloc((n ? n : 1) * sizeof *order);       /* layout position -> node */
-    uint32_t *position = malloc((n ? n : 1) * sizeof *position); /* node -> layout position */
+    uint32_t *order = malloc((n ? n : 1) * sizeof *order); /* layout position -> node */
     uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
     uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
+    x->position = malloc((n ? n : 1) * sizeof *x->position); /* node -> layout position */
     mtiart_status st = MTIART_SUCCESS;
-    if (!chain_of || !chain_tail || !order || !position || !next_in_chain || !chain_head ||
+    if (!chain_of || !chain_tail || !order || !x->position || !next_in_chain || !chain_head ||
         !succ_count)
         goto oom;
+    uint32_t *position = x->position;
     uint32_t chains = 0;
-    for (size_t v = 0; v < n; v++) {
-        next_in_chain[v] = UINT32_MAX;
-        mt_node *node = &g->nodes[v];
+    for (uint32_t v = 0; v < n; v++) {
+        next_in_chain[v] = NONE;
+        const flat_node *node = &f->nodes[v];
         if (node->num_deps == 1) {
             uint32_t u = (uint32_t)node->deps[0];
             uint32_t c = chain_of[u];
             if (chain_tail[c] == u) {
                 chain_of[v] = c;
-                chain_tail[c] = (uint32_t)v;
-                next_in_chain[u] = (uint32_t)v;
+                chain_tail[c] = v;
+                next_in_chain[u] = v;
                 continue;
             }
         }
         chain_of[v] = chains;
-        chain_head[chains] = (uint32_t)v;
-        chain_tail[chains] = (uint32_t)v;
+        chain_head[chains] = v;
+        chain_tail[chains] = v;
         chains++;
     }
     x->num_tasks = chains;
@@ -270,27 +793,23 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     x->initial_pending = malloc((chains ? chains : 1) * sizeof *x->initial_pending);
     x->roots = malloc((chains ? chains : 1) * sizeof *x->roots);
     x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
-    x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
-    x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
-    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue ||
-        !x->stamps)
-        goto oom;
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending) goto oom;
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
         x->task_begin[c] = pos;
-        for (uint32_t v = chain_head[c]; v != UINT32_MAX; v = next_in_chain[v]) {
+        for (uint32_t v = chain_head[c]; v != NONE; v = next_in_chain[v]) {
             order[pos] = v;
             position[v] = pos++;
         }
-        x->initial_pending[c] = g->nodes[chain_head[c]].num_deps;
+        x->initial_pending[c] = f->nodes[chain_head[c]].num_deps;
         if (x->initial_pending[c] == 0) x->roots[x->num_roots++] = c;
     }
     x->task_begin[chains] = pos;
     /* Edges that leave a chain become task releases on the predecessor node. */
     size_t total = 0;
-    for (size_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)f->nodes[v].deps[d];
             if (next_in_chain[u] != v) {
                 succ_count[u]++;
                 total++;
@@ -304,9 +823,9 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         x->nodes[p].succ_begin = x->nodes[p].succ_end = offset;
         offset += succ_count[u];
     }
-    for (size_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)f->nodes[v].deps[d];
             if (next_in_chain[u] != v) {
                 xnode *xn = &x->nodes[position[u]];
                 x->succ[xn->succ_end++] = chain_of[v];
@@ -314,53 +833,48 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         }
     /* Lay the ops and argument vectors out in plan order. */
     size_t argv_total = 0;
-    for (size_t v = 0; v < n; v++)
-        if (g->nodes[v].op.type == MT_OP_KERNEL) {
+    for (uint32_t v = 0; v < n; v++) {
+        const mt_op *op = &f->nodes[v].node->op;
+        if (op->type == MT_OP_KERNEL) {
             uint16_t count;
-            memcpy(&count, mt_op_blob(&g->nodes[v].op), 2);
+            memcpy(&count, op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob, 2);
             argv_total += count;
         }
+        x->num_waits += op->type == MT_OP_EVENT_WAIT;
+    }
     x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
-    if (!x->argv_store) goto oom;
+    uint32_t queue_cap = chains + x->num_waits;
+    x->queue = malloc((queue_cap ? queue_cap : 1) * sizeof *x->queue);
+    x->stamps = calloc(queue_cap ? queue_cap : 1, sizeof *x->stamps);
+    x->deferred = malloc((x->num_waits ? x->num_waits : 1) * sizeof *x->deferred);
+    if (!x->argv_store || !x->queue || !x->stamps || !x->deferred) goto oom;
     size_t argv_used = 0;
+    uint32_t slots = 0;
     for (uint32_t p = 0; p < n; p++) {
-        uint32_t v = order[p];
+        const flat_node *fn = &f->nodes[order[p]];
         mt_op *op = &x->ops[p];
-        /* Ops not reached (or not cloned) stay EMPTY, harmless for exec_free. */
-        st = mt_op_clone(op, &g->nodes[v].op);
+        /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
+        st = mt_op_clone(op, &fn->node->op);
         if (st) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
-        xn->graph_index = v;
+        xn->origin = fn->origin;
         xn->fn = NULL;
+        xn->slot = NONE;
         if (op->type == MT_OP_KERNEL) {
             xn->argv = &x->argv_store[argv_used];
             argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
             /* Under valgrind every op goes through mt_op_run (see there). */
             if (op->num_blocks == 1 && !mt_under_valgrind) xn->fn = op->fn.kernel;
-        }
-        if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
-            mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);
-            if (!grown) goto oom;
-            x->external = grown;
-            mt_event_ref(op->u.event.event);
-            x->external[x->num_external++] = op->u.event.event;
-        }
-        if (op->type == MT_OP_MEM_ALLOC || op->type == MT_OP_MEM_FREE) {
-            mt_mem_node *grown =
-                realloc(x->mem_nodes, (x->num_mem_nodes + 1) * sizeof *x->mem_nodes);
-            if (!grown) goto oom;
-            x->mem_nodes = grown;
-            x->mem_nodes[x->num_mem_nodes++] =
-                (mt_mem_node){op->u.mem.alloc, v, op->type, false}; /* the op's reference */
+        } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
+            xn->slot = slots++;
+        } else if (op->type == MT_OP_CONDITIONAL) {
+            op->u.cond.body = NULL;
+            st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true);
+            if (st) goto done;
+            x->num_patchable += op->u.cond.body->num_patchable;
         }
     }
-    /* An allocation both allocated and freed here is the replay's own affair. */
-    for (size_t i = 0; i < x->num_mem_nodes; i++)
-        for (size_t k = 0; k < x->num_mem_nodes; k++)
-            if (k != i && x->mem_nodes[k].alloc == x->mem_nodes[i].alloc &&
-                x->mem_nodes[k].kind != x->mem_nodes[i].kind)
-                x->mem_nodes[i].own = true;
     goto done;
 oom:
     st = mt_oom();
@@ -368,11 +882,92 @@ done:
     free(chain_of);
     free(chain_tail);
     free(order);
-    free(position);
     free(next_in_chain);
     free(chain_head);
     free(succ_count);
     return st;
+}
+
+/* The plan of dag `d`; event nodes are refused in a body (which runs a number of times
+ * known only at run time). */
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body) {
+    if (d->num_nodes > UINT32_MAX / 2)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    mtiart_status st;
+    if (body && (st = mt_check_conditional_body(d))) return st;
+    mt_plan *x =
+        aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    MT_CHECK_ALLOC(x);
+    memset(x, 0, sizeof *x);
+    x->dev = dev;
+    x->label = body ? "body node" : "graph node";
+    flat f;
+    st = flat_build(&f, d);
+    if (st) {
+        free(x);
+        return st;
+    }
+    x->num_nodes = f.n;
+    x->num_patchable = f.n;
+    x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
+    x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
+    if (!x->nodes || !x->ops) st = mt_oom();
+    for (uint32_t i = 0; !st && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
+    if (!st) st = build_plan(x, &f);
+    if (!st && f.origins) {
+        x->origins = f.origins;
+        x->top_flat = f.top_flat;
+        f.origins = NULL;
+        f.top_flat = NULL;
+    }
+    flat_free(&f);
+    if (st) {
+        plan_free(x);
+        return st;
+    }
+    *out = x;
+    return MTIART_SUCCESS;
+}
+
+/* The event slots of an executable: one per record or wait node, in plan order. */
+static mtiart_status collect_slots(mt_exec *x) {
+    mt_plan *p = x->plan;
+    for (uint32_t i = 0; i < p->num_nodes; i++) x->num_slots += p->nodes[i].slot != NONE;
+    if (!x->num_slots) return MTIART_SUCCESS;
+    x->slot_event = calloc(x->num_slots, sizeof *x->slot_event);
+    x->slot_record = calloc(x->num_slots, sizeof *x->slot_record);
+    x->launch_slots = calloc(x->num_slots, sizeof *x->launch_slots);
+    if (!x->slot_event || !x->slot_record || !x->launch_slots) return mt_oom();
+    for (uint32_t i = 0; i < p->num_nodes; i++) {
+        const xnode *n = &p->nodes[i];
+        if (n->slot == NONE) continue;
+        mt_event_ref(n->op->u.event.event);
+        x->slot_event[n->slot] = n->op->u.event.event;
+        x->slot_record[n->slot] = n->op->type == MT_OP_EVENT_RECORD;
+    }
+    return MTIART_SUCCESS;
+}
+
+/* The memory nodes of an executable (top-level nodes of its graph: bodies have none). */
+static mtiart_status collect_mem_nodes(mt_exec *x) {
+    const mt_dag *d = x->tmpl;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        const mt_op *op = &d->nodes[i].op;
+        if (op->type != MT_OP_MEM_ALLOC && op->type != MT_OP_MEM_FREE) continue;
+        mt_mem_node *grown = realloc(x->mem_nodes, (x->num_mem_nodes + 1) * sizeof *grown);
+        MT_CHECK_ALLOC(grown);
+        x->mem_nodes = grown;
+        mt_graph_alloc_ref(op->u.mem.alloc);
+        x->mem_nodes[x->num_mem_nodes++] =
+            (mt_mem_node){op->u.mem.alloc, (uint32_t)i, op->type, false};
+    }
+    /* An allocation both allocated and freed here is the replay's own affair. */
+    for (size_t i = 0; i < x->num_mem_nodes; i++)
+        for (size_t k = 0; k < x->num_mem_nodes; k++)
+            if (k != i && x->mem_nodes[k].alloc == x->mem_nodes[i].alloc &&
+                x->mem_nodes[k].kind != x->mem_nodes[i].kind)
+                x->mem_nodes[i].own = true;
+    return MTIART_SUCCESS;
 }
 
 #define KNOWN_INSTANTIATE_FLAGS                                                                    \
@@ -387,34 +982,27 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
     if (flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
                             (unsigned long long)(flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS));
-    if (g->num_nodes > UINT32_MAX / 2)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
     if (!g->order && !(g->order = replay_order_new())) return mt_oom();
-    mt_exec *x =
-        aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
-    memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
+    pthread_mutex_init(&x->lock, NULL);
     x->dev = g->dev;
     x->flags = flags;
-    x->num_nodes = g->num_nodes;
     atomic_fetch_add_explicit(&g->order->refs, 1, memory_order_relaxed);
     x->order = g->order;
-    x->nodes = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->nodes);
-    x->ops = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->ops);
-    if (!x->nodes || !x->ops) {
-        exec_free(x);
-        return mt_oom();
-    }
-    for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
+    mt_dag_ref(g->dag);
+    x->tmpl = g->dag;
     /* Its own holds: the graph may be destroyed while the executable still replays. */
-    if (g->mem && !(x->mem = mt_graph_mem_copy(
-                        g->mem, flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS))) {
+    mt_graph_mem *mem = NULL;
+    if (g->mem &&
+        !(mem = mt_graph_mem_copy(g->mem, flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS))) {
         exec_free(x);
         return MTIART_ERROR_OUT_OF_MEMORY;
     }
-    mtiart_status st = build_plan(x, g);
-    if (st) {
+    atomic_init(&x->mem, mem);
+    mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false);
+    if (st || (st = collect_slots(x)) || (st = collect_mem_nodes(x))) {
         exec_free(x);
         return st;
     }
@@ -445,19 +1033,32 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     MT_CHECK_NOT_NULL(count);
-    *count = x->num_nodes;
+    *count = x->plan->num_nodes;
     return MTIART_SUCCESS;
 }
 
-/* The input check of a launch found input i dead: the error, naming node and buffer. */
-static mtiart_status dead_input(const mt_exec *x, long i) {
+/* ------------------------------------------------------------------ launch */
+
+static mt_dag *template_ref(mt_exec *x) {
+    pthread_mutex_lock(&x->lock);
+    mt_dag *t = x->tmpl;
+    mt_dag_ref(t);
+    pthread_mutex_unlock(&x->lock);
+    return t;
+}
+
+/* The input check of a launch found input i of record m dead: the error, naming the node
+ * (top-level: a child or conditional node for what its body reads) and the buffer. */
+static __attribute__((noinline, cold)) mtiart_status dead_input(mt_exec *x, const mt_graph_mem *m,
+                                                                long i) {
     uint32_t node;
     uint64_t address, bytes;
     bool reused;
-    mt_graph_mem_input(x->mem, (size_t)i, &node, &address, &bytes, &reused);
+    mt_graph_mem_input(m, (size_t)i, &node, &address, &bytes, &reused);
     char name[96] = "?";
-    for (size_t p = 0; p < x->num_nodes; p++)
-        if (x->nodes[p].graph_index == node) mt_op_name(x->nodes[p].op, name, sizeof name);
+    pthread_mutex_lock(&x->lock);
+    if (node < x->tmpl->num_nodes) mt_node_name(&x->tmpl->nodes[node], name, sizeof name);
+    pthread_mutex_unlock(&x->lock);
     return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                         "input check: graph node %u (%s) reads [0x%llx, +%llu bytes), memory "
                         "the program freed after it was captured%s; nothing was launched",
@@ -473,14 +1074,26 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "graph belongs to device %d, the stream to device %d", x->dev->index,
                             s->dev->index);
-    if (atomic_load(&s->capture))
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "launching a graph on a capturing stream (a child graph) is "
-                            "not supported");
-    if (MT_UNLIKELY(x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS) && x->mem) {
-        long dead = mt_graph_mem_dead_input(x->mem);
-        if (dead >= 0) return dead_input(x, dead);
+    /* A replaced record is kept until the executable goes: reading it unlocked is safe. */
+    mt_graph_mem *mem = atomic_load_explicit(&x->mem, memory_order_acquire);
+    if (atomic_load(&s->capture)) {
+        if (x->num_mem_nodes)
+            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                "the executable has memory nodes, which a child graph cannot "
+                                "have: it cannot be launched into a capture");
+        /* A child graph node of the capture, running what this executable runs; the
+         * capture holds the memory it uses. */
+        mtiart_status st = mt_capture_child(s, template_ref(x), mem);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: an ordinary launch */
     }
+    if (MT_UNLIKELY(x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS) && mem) {
+        long dead = mt_graph_mem_dead_input(mem);
+        if (dead >= 0) return dead_input(x, mem, dead);
+    }
+    uint64_t *heap = NULL;
+    if (x->num_slots > INLINE_SLOTS && !(heap = malloc(x->num_slots * sizeof *heap)))
+        return mt_oom();
     mt_replay_order *order = x->order;
     bool auto_free = x->flags & MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH;
     mt_spin_lock(&order->lock);
@@ -488,23 +1101,320 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
     /* On another stream than the previous launch, wait for that launch to finish. */
     if (st == MTIART_SUCCESS && order->last_stream_id != s->id)
         st = mt_stream_enqueue_wait(s, order->done, atomic_load(&order->done->recorded));
-    /* Waits on events recorded outside the capture are hoisted to the launch. */
-    for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = mt_stream_enqueue_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&order->done->recorded) + 1;
-        /* Straight into the queue, as the waits above: a capture the stream began since
+        op.u.graph.slots = heap;
+        /* Record nodes reserve the generation they complete, wait nodes take the record
+         * they wait for; the records are published once the launch is in the queue. */
+        for (uint32_t k = 0; MT_UNLIKELY(k < x->num_slots); k++) {
+            mt_event *e = x->slot_event[k];
+            if (x->slot_record[k]) {
+                x->launch_slots[k] = atomic_fetch_add(&e->reserved, 1) + 1;
+                e->capture = NULL; /* as for an eager record */
+            } else {
+                x->launch_slots[k] = atomic_load(&e->recorded);
+            }
+        }
+        if (x->num_slots)
+            memcpy(launch_slots(&op), x->launch_slots, x->num_slots * sizeof *x->launch_slots);
+        heap = NULL; /* the op's now, released with it */
+        /* Straight into the queue, as the wait above: a capture the stream began since
          * the check comes after this launch. */
         st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
             atomic_store(&order->done->recorded, op.u.graph.generation);
             order->last_stream_id = s->id;
+            for (uint32_t k = 0; k < x->num_slots; k++)
+                if (x->slot_record[k])
+                    mt_event_publish_record(x->slot_event[k], x->launch_slots[k]);
             mt_graph_allocs_launched(x->mem_nodes, x->num_mem_nodes, s, auto_free);
         }
     }
     mt_spin_unlock(&order->lock);
+    if (MT_UNLIKELY(heap != NULL)) free(heap);
+    return st;
+}
+
+/* ------------------------------------------------------------------ update */
+
+typedef struct update_ctx {
+    update *u;
+    mtiart_update_info *info;
+    size_t top; /* the top-level node being compared */
+    mt_event **slot_event;
+    mt_exec *x;
+} update_ctx;
+
+static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, const char *fmt,
+                                   ...) {
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (c->info) {
+        c->info->result = result;
+        c->info->node = c->top;
+    }
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                        "the graph is not an update of the executable: node %zu: %s; the "
+                        "executable is unchanged",
+                        c->top, detail);
+}
+
+/* Room was made for every node (new_update). */
+static bool add_patch(update *u, mt_plan *plan, uint32_t pos, mt_op *from) {
+    if (mt_op_clone(&u->ops[u->count], from) != MTIART_SUCCESS) return false;
+    u->targets[u->count++] = (patch_target){plan, pos};
+    return true;
+}
+
+static bool same_deps(const mt_node *a, const mt_node *b) {
+    if (a->num_deps != b->num_deps) return false;
+    uint32_t i = 0;
+    while (i < a->num_deps && a->deps[i] == b->deps[i]) i++;
+    if (i == a->num_deps) return true;
+    for (i = 0; i < a->num_deps; i++) { /* the same set in another order */
+        bool found = false;
+        for (uint32_t k = 0; k < b->num_deps && !found; k++) found = a->deps[i] == b->deps[k];
+        if (!found) return false;
+    }
+    return true;
+}
+
+static const char *kind_name(uint32_t type) {
+    static const char *names[] = {"kernel",       "memcpy",      "fill",      "host",
+                                  "event record", "event wait",  "empty",     "graph",
+                                  "child graph",  "conditional", "mem alloc", "mem free"};
+    return type < sizeof names / sizeof *names ? names[type] : "unknown";
+}
+
+/* Compare `nd` (the new graph) with `od` (what plan `plan` runs), node by node, and note a
+ * patch for every node whose parameters changed. `flat` and `slot` count the flattened
+ * nodes and event slots as instantiation did. */
+static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_plan *plan,
+                             uint32_t *flat, uint32_t *slot, bool top) {
+    if (nd->num_nodes != od->num_nodes) {
+        if (top) c->top = nd->num_nodes < od->num_nodes ? nd->num_nodes : od->num_nodes;
+        return refuse_update(
+            c, MTIART_UPDATE_TOPOLOGY_CHANGED, "%s has %zu nodes where the executable's has %zu",
+            top ? "the graph" : "a child or conditional body", nd->num_nodes, od->num_nodes);
+    }
+    for (size_t i = 0; i < nd->num_nodes; i++) {
+        mt_node *a = &nd->nodes[i];
+        const mt_node *b = &od->nodes[i];
+        if (top) c->top = i;
+        if (!same_deps(a, b))
+            return refuse_update(c, MTIART_UPDATE_TOPOLOGY_CHANGED, "its dependencies differ");
+        if (a->op.type != b->op.type)
+            return refuse_update(c, MTIART_UPDATE_NODE_KIND_CHANGED, "a %s node where it was a %s",
+                                 kind_name(a->op.type), kind_name(b->op.type));
+        mtiart_status st;
+        if (a->op.type == MT_OP_CHILD) {
+            if ((st = compare(c, a->body, b->body, plan, flat, slot, false))) return st;
+            continue;
+        }
+        uint32_t pos = plan->position[(*flat)++];
+        mt_op *now = &plan->ops[pos];
+        bool equal = mt_op_equal(&a->op, (mt_op *)&b->op);
+        if ((a->op.type == MT_OP_MEM_ALLOC || a->op.type == MT_OP_MEM_FREE) && !equal)
+            return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                 "a memory node of another allocation (memory nodes cannot "
+                                 "change)");
+        if (a->op.type == MT_OP_KERNEL && !equal) {
+            uint16_t na, nb;
+            memcpy(&na, mt_op_blob(&a->op), 2);
+            memcpy(&nb, mt_op_blob((mt_op *)&b->op), 2);
+            if (na != nb)
+                return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                     "the kernel takes %u arguments where it took %u", na, nb);
+        } else if (a->op.type == MT_OP_CONDITIONAL) {
+            if (a->op.u.cond.kind != b->op.u.cond.kind)
+                return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                     "a conditional of another type");
+            uint32_t body_flat = 0, body_slot = 0;
+            if ((st =
+                     compare(c, a->body, b->body, now->u.cond.body, &body_flat, &body_slot, false)))
+                return st;
+        } else if (a->op.type == MT_OP_EVENT_RECORD || a->op.type == MT_OP_EVENT_WAIT) {
+            c->slot_event[(*slot)++] = a->op.u.event.event;
+        }
+        if (!equal && !add_patch(c->u, plan, pos, &a->op)) return mt_oom();
+    }
+    return MTIART_SUCCESS;
+}
+
+/* Hand the patches to the replays launched from now on; and the event slots, which the
+ * launches themselves read. */
+static void link_update(mt_exec *x, update *u, mt_event **slot_event) {
+    mt_spin_lock(&x->order->lock);
+    u->generation = atomic_load(&x->order->done->recorded) + 1;
+    for (uint32_t k = 0; slot_event && k < x->num_slots; k++)
+        if (slot_event[k] != x->slot_event[k]) {
+            mt_event_ref(slot_event[k]);
+            mt_event_unref(x->slot_event[k]);
+            x->slot_event[k] = slot_event[k];
+        }
+    mt_spin_lock(&x->update_lock);
+    if (x->updates_tail) x->updates_tail->next = u;
+    else x->updates = u;
+    x->updates_tail = u;
+    atomic_store_explicit(&x->has_updates, 1, memory_order_release);
+    mt_spin_unlock(&x->update_lock);
+    mt_spin_unlock(&x->order->lock);
+}
+
+/* Make `mem` (owned; may be NULL) the record launches check and hold from now on; the one it
+ * replaces is kept for the replays launched before (x's lock held). */
+static mtiart_status replace_mem(mt_exec *x, mt_graph_mem *mem) {
+    mt_graph_mem *old = atomic_load(&x->mem);
+    if (old) {
+        mt_graph_mem **grown =
+            realloc(x->retired_mem, (x->num_retired_mem + 1) * sizeof *x->retired_mem);
+        if (!grown) {
+            mt_graph_mem_free(mem);
+            return mt_oom();
+        }
+        x->retired_mem = grown;
+        x->retired_mem[x->num_retired_mem++] = old;
+    }
+    atomic_store_explicit(&x->mem, mem, memory_order_release);
+    return MTIART_SUCCESS;
+}
+
+static mtiart_status keep_pool(mt_exec *x, mt_pool *pool) {
+    if (!pool || pool == x->pool) return MTIART_SUCCESS;
+    for (size_t i = 0; i < x->num_update_pools; i++)
+        if (x->update_pools[i] == pool) return MTIART_SUCCESS;
+    mt_pool **grown = realloc(x->update_pools, (x->num_update_pools + 1) * sizeof *grown);
+    MT_CHECK_ALLOC(grown);
+    x->update_pools = grown;
+    mt_pool_retain(pool);
+    x->update_pools[x->num_update_pools++] = pool;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
+                                                  mtiart_update_info *info) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    if (info) *info = (mtiart_update_info){.result = MTIART_UPDATE_SUCCESS, .node = UINT64_MAX};
+    update_ctx c = {.info = info, .x = x};
+    if (g->dev != x->dev) {
+        if (info) info->result = MTIART_UPDATE_DEVICE_CHANGED;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the graph belongs to device %d, the executable to device %d",
+                            g->dev->index, x->dev->index);
+    }
+    /* A graph that matches has as many nodes to patch as the plan, bodies included. */
+    c.u = new_update(x->plan->num_patchable);
+    c.slot_event = calloc(x->num_slots ? x->num_slots : 1, sizeof *c.slot_event);
+    if (!c.u || !c.slot_event) {
+        if (c.u) free_update(c.u);
+        free(c.slot_event);
+        return mt_oom();
+    }
+    pthread_mutex_lock(&x->lock);
+    uint32_t flat = 0, slot = 0;
+    mtiart_status st = compare(&c, g->dag, x->tmpl, x->plan, &flat, &slot, true);
+    if (st == MTIART_SUCCESS) st = keep_pool(x, g->pool);
+    /* It holds (and checks) what the graph's nodes use from now on. */
+    mt_graph_mem *mem = NULL;
+    if (st == MTIART_SUCCESS && g->mem &&
+        !(mem =
+              mt_graph_mem_copy(g->mem, x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS)))
+        st = MTIART_ERROR_OUT_OF_MEMORY;
+    if (st == MTIART_SUCCESS) st = replace_mem(x, mem);
+    if (st == MTIART_SUCCESS) {
+        mt_dag_ref(g->dag);
+        mt_dag_unref(x->tmpl);
+        x->tmpl = g->dag;
+        bool events_changed = false;
+        for (uint32_t k = 0; k < x->num_slots; k++)
+            events_changed |= c.slot_event[k] != x->slot_event[k];
+        if (c.u->count || events_changed) link_update(x, c.u, events_changed ? c.slot_event : NULL);
+        else free_update(c.u);
+    } else {
+        free_update(c.u);
+    }
+    pthread_mutex_unlock(&x->lock);
+    free(c.slot_event);
+    return st;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exec exec, size_t node,
+                                                                const mtiart_arg *args,
+                                                                uint32_t num_args) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    mtiart_status st = MTIART_SUCCESS;
+    pthread_mutex_lock(&x->lock);
+    mt_dag *t = x->tmpl;
+    mt_plan *p = x->plan;
+    uint16_t had = 0;
+    /* What the new arguments name is held from now on: recorded in a copy of the record,
+     * which the launches take over once the change is made. */
+    mt_graph_mem *cur = atomic_load(&x->mem);
+    mt_graph_mem *record =
+        cur ? mt_graph_mem_copy(cur, false) : mt_graph_mem_new(x->dev, x->pool, 0);
+    if (!record) st = mt_oom();
+    else if (node >= t->num_nodes) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)", node,
+                          t->num_nodes);
+    } else if (t->nodes[node].op.type != MT_OP_KERNEL) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu is not a kernel node", node);
+    } else if (memcpy(&had, mt_op_blob(&t->nodes[node].op), 2), had != num_args) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                          "node %zu takes %u kernel arguments, not %u (an executable's kernel "
+                          "keeps its number of arguments)",
+                          node, had, num_args);
+    } else if (atomic_load(&t->refcount) > 1) {
+        /* Shared with the graph it came from (or a capture's child node): a copy first. */
+        mt_dag *copy = mt_dag_clone(t);
+        if (!copy) st = mt_oom();
+        else {
+            mt_dag_unref(t);
+            x->tmpl = t = copy;
+        }
+    }
+    /* The buffers first, then the replays' copy, then the template: a failure leaves all as
+     * they were. */
+    update *u = NULL;
+    mt_op fresh;
+    if (st == MTIART_SUCCESS)
+        st = mt_op_pack_kernel(&fresh, t->nodes[node].op.fn.kernel, t->nodes[node].op.num_blocks,
+                               args, num_args);
+    mt_graph_mem *checked = NULL;
+    if (st == MTIART_SUCCESS) {
+        mt_graph_mem_forget_reads(record, node);
+        mt_buffer bufs[MT_MAX_ARGS];
+        uint32_t n = mt_op_buffers(&fresh, args, num_args, bufs);
+        st = mt_check_buffers(x->dev, bufs, n, "graph", record, node);
+        if (st == MTIART_SUCCESS &&
+            !(checked = mt_graph_mem_copy(
+                  record, x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS)))
+            st = MTIART_ERROR_OUT_OF_MEMORY;
+        if (st) mt_op_release(&fresh);
+    }
+    if (st == MTIART_SUCCESS) {
+        uint32_t flat = p->top_flat ? p->top_flat[node] : (uint32_t)node;
+        if (!(u = new_update(1)) || !add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
+        mt_op_release(&fresh);
+    }
+    if (st == MTIART_SUCCESS)
+        st = mt_node_set_kernel_args(&t->nodes[node], args, num_args, NULL, NULL, 0);
+    if (st == MTIART_SUCCESS) st = replace_mem(x, checked); /* takes `checked` */
+    else mt_graph_mem_free(checked);
+    if (st == MTIART_SUCCESS) link_update(x, u, NULL);
+    else if (u) free_update(u);
+    mt_graph_mem_free(record);
+    pthread_mutex_unlock(&x->lock);
     return st;
 }

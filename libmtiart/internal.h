@@ -173,6 +173,8 @@ typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
 typedef struct mt_graph_mem mt_graph_mem;
 typedef struct mt_graph_alloc mt_graph_alloc;
+typedef struct mt_dag mt_dag;
+typedef struct mt_plan mt_plan;
 
 /* ---------------------------------------------------------------- operations */
 
@@ -185,8 +187,10 @@ enum mt_op_type {
     MT_OP_EVENT_WAIT = 5,
     MT_OP_EMPTY = 6,
     MT_OP_GRAPH = 7,
-    MT_OP_MEM_ALLOC = 8, /* memory nodes: nothing runs, their launch accounts for them */
-    MT_OP_MEM_FREE = 9,
+    MT_OP_CHILD = 8,       /* graph nodes only: the node's body, flattened at instantiation */
+    MT_OP_CONDITIONAL = 9, /* graph nodes only: runs the node's body while/if a flag is set */
+    MT_OP_MEM_ALLOC = 10,  /* memory nodes: nothing runs, their launch accounts for them */
+    MT_OP_MEM_FREE = 11,
 };
 
 #define MT_OP_INLINE_BYTES 80
@@ -233,11 +237,18 @@ typedef struct mt_op {
         } event;
         struct {
             mt_exec *exec;
-            uint64_t generation;
+            uint64_t generation; /* of the executable's done event */
+            uint64_t *slots;     /* more event generations than fit inline (exec.c) */
         } graph;
         struct {
             mt_graph_alloc *alloc; /* a reference */
         } mem;
+        struct {
+            const void *flag; /* device memory: the body runs while (or if) it is non-zero */
+            mt_plan *body;    /* in an executable: the body's plan (owned by the executable) */
+            uint32_t flag_size;
+            uint32_t kind; /* an mtiart_conditional_type */
+        } cond;
     } u;
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
@@ -269,6 +280,21 @@ typedef struct mt_buffer {
  * arguments (NULL: a packed op's own table, which kernels have under valgrind only).
  * Returns how many were written to `out`. */
 uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out);
+/* Validate and pack a copy or a fill: MTIART_MEMCPY_DEFAULT is resolved from the pointers.
+ * Its device sides are checked where the op is submitted or recorded (mt_check_buffers
+ * over mt_op_buffers: one lookup, which also records what a graph holds). An op of 0
+ * bytes (elements) is valid and does nothing; a stream need not enqueue it. */
+mtiart_status mt_op_pack_memcpy(mt_op *op, void *dst, const void *src, size_t bytes,
+                                mtiart_memcpy_kind kind);
+mtiart_status mt_op_pack_fill(mt_op *op, void *dst, const void *pattern, uint32_t pattern_size,
+                              size_t count);
+/* A conditional node's op: `flag` (1, 2, 4 or 8 bytes, aligned) in a live allocation of
+ * dev (checked at once, for work of `owner`). */
+mtiart_status mt_op_pack_conditional(mt_op *op, mt_device *dev, const char *owner,
+                                     mtiart_conditional_type type, const void *flag,
+                                     uint32_t flag_size);
+/* Whether two ops do the same work with the same parameters (an update may skip them). */
+bool mt_op_equal(mt_op *a, mt_op *b);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
 /* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
@@ -437,6 +463,8 @@ struct mt_stream {
     atomic_uint_least64_t capture_id;
     size_t *frontier;
     size_t frontier_len, frontier_cap;
+    struct mt_scope *scope; /* the innermost conditional body the stream captures into */
+    uint32_t flags;         /* mtiart_stream_flags given at creation */
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
     atomic_int destroyed;           /* its handle was destroyed: no new work comes */
@@ -483,10 +511,13 @@ struct mt_event {
     mt_event_waiter *waiters;
     size_t num_waiters, cap_waiters;
     /* capture: the event was recorded on a capturing stream. Atomic: an eager record
-     * clears it while other threads wait on or query the event. */
+     * clears it while other threads wait on or query the event. `capture_deps` are the
+     * nodes the recording stream's next operation would have depended on (what a wait on
+     * the event joins), in the conditional body `capture_scope` (0: the capture's graph). */
     _Atomic(mt_capture *) capture;
     size_t *capture_deps;
-    size_t capture_deps_len;
+    size_t capture_deps_len, capture_deps_cap;
+    uint64_t capture_scope;
 };
 
 mt_event *mt_event_new(uint32_t flags);
@@ -504,6 +535,9 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
 /* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
  * recorded), into the queue whatever the stream's capture state. */
 mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation);
+/* A record of `generation` (reserved from e->reserved) is enqueued: waits and queries made
+ * from now on refer to it, unless a newer one is published. */
+void mt_event_publish_record(mt_event *e, uint64_t generation);
 /* Host: wait until generation completes. */
 void mt_event_host_wait(mt_event *e, uint64_t generation);
 
@@ -544,6 +578,16 @@ mt_graph_mem *mt_graph_mem_new(mt_device *dev, const mt_pool *pool, uint64_t cap
 mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs);
 /* Drop the owner's holds and references (NULL: nothing). */
 void mt_graph_mem_free(mt_graph_mem *m);
+/* A copy with holds of its own and no inputs: for an owner whose node indices differ. */
+mt_graph_mem *mt_graph_mem_holds_of(const mt_graph_mem *m);
+/* Node `node` gets new buffers: what it read first is no input of its any more (still held:
+ * replays launched before use it). */
+void mt_graph_mem_forget_reads(mt_graph_mem *m, size_t node);
+/* Record in `m`, for its node `node`, the memory of a body that node runs (a child graph, a
+ * conditional body, an executable launched into a capture): m holds what `body` holds (and
+ * what lies in body's pool, while the program has not freed it); body's inputs that m's
+ * nodes did not write before are node's inputs. */
+mtiart_status mt_graph_mem_merge(mt_graph_mem *m, const mt_graph_mem *body, size_t node);
 /* The input check: the index of the first input (allocations whose contents a replay reads
  * before the graph wrote them, by first reader) the program has freed since, or -1. */
 long mt_graph_mem_dead_input(const mt_graph_mem *m);
@@ -633,9 +677,11 @@ static inline mtiart_status mt_check_unsafe(mt_stream *stream, mt_event *event) 
         return MTIART_SUCCESS;
     return mt_capture_check_unsafe(stream, event);
 }
-/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record),
- * and a wait that involves a capture (the stream's, or the event's). */
-mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e);
+/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record):
+ * an ordering point for the capture's streams, and with `external` also a record node that
+ * records the event at every replay. A wait that involves a capture (the stream's, or the
+ * event's): an edge from what the record saw, or a wait node for an outside event. */
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external);
 mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e);
 /* Destroy a stream's handle (pinned in `pin`) unless it takes part in a capture: one step
  * under captures_lock, so that a capture taking the stream in either comes first (and the
@@ -649,6 +695,10 @@ mt_pool *mt_capture_pool_retain(mt_stream *s);
  * (no message) when s takes part in no such capture: the caller goes on as usual. */
 mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr);
 mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr);
+/* Record a child-graph node running `body` (a reference the node takes over; dropped on
+ * failure), as mt_capture_record does an op: an executable launched on a capturing
+ * stream, whose memory `mem` (may be NULL) the capture holds from then on. */
+mtiart_status mt_capture_child(mt_stream *s, mt_dag *body, const mt_graph_mem *mem);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -658,17 +708,31 @@ typedef struct mt_node {
     uint32_t num_buffers;
     uint32_t num_deps;
     size_t *deps;
+    mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
 } mt_node;
+
+/* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
+ * conditional node holds a reference instead of a copy, and a change to a dag someone else
+ * holds first gives the changer a copy of its own (mt_graph_own). A node is plain data
+ * and function pointers (its op, buffers, dependencies) plus its body. */
+struct mt_dag {
+    atomic_int refcount;
+    mt_node *nodes;
+    size_t num_nodes, cap_nodes;
+    size_t num_edges;
+    uint32_t depth; /* bodies inside bodies below this graph (0: none) */
+};
+
+/* How deep child and conditional bodies may nest: the walks over a graph recurse. */
+#define MT_MAX_NESTING 64
 
 struct mt_graph {
     uint64_t handle;
     pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
-    mt_node *nodes;
-    size_t num_nodes, cap_nodes;
-    size_t num_edges;
+    mt_dag *dag;
     mt_pool *pool;     /* NULL for hand-built graphs */
-    mt_graph_mem *mem; /* the device memory its nodes use (NULL until a node uses some) */
+    mt_graph_mem *mem; /* the device memory its nodes use, bodies included (NULL: none yet) */
     struct mt_replay_order *order; /* its replays' order, shared with its executables */
 };
 
@@ -676,8 +740,6 @@ struct mt_graph {
  * graph and all its executables. */
 typedef struct mt_replay_order mt_replay_order;
 void mt_replay_order_unref(mt_replay_order *order);
-/* A node's name for messages and dumps: the kernel's name, "memcpy HtoD", ... (graph.c) */
-void mt_op_name(const mt_op *op, char *out, size_t cap);
 
 mt_graph *mt_graph_new(mt_device *dev);
 void mt_graph_free(mt_graph *g);
@@ -688,19 +750,55 @@ static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->l
 #define LOCK_GRAPH(g)                                                                              \
     mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =                      \
         (pthread_mutex_lock(&(g)->lock), (g))
-/* Append a node (the op is moved in: the graph owns its heap blob and references). */
-mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
-                              const mtiart_arg *args, uint32_t num_args, size_t *index);
+mt_dag *mt_dag_new(void);
+static inline void mt_dag_ref(mt_dag *d) {
+    atomic_fetch_add_explicit(&d->refcount, 1, memory_order_relaxed);
+}
+void mt_dag_unref(mt_dag *d);
+/* A private copy (ops cloned; bodies, which nobody changes, shared); NULL on OOM. */
+mt_dag *mt_dag_clone(const mt_dag *d);
+/* Make g's dag its own before changing it (under g's lock). */
+mtiart_status mt_graph_own(mt_graph *g);
+/* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list; the
+ * buffers are checked against device dev (NULL: checked already) and recorded in `record`
+ * (may be NULL) as node `index`. */
+mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args,
+                                      mt_device *dev, mt_graph_mem *record, size_t index);
+/* A node's name for messages and dumps: the kernel's name, "memcpy HtoD", ... */
+void mt_node_name(const mt_node *n, char *out, size_t cap);
+/* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
+ * an event: such nodes cannot run inside a conditional body. */
+mtiart_status mt_check_conditional_body(const mt_dag *body);
 
+/* Append a node to `d`, g's dag or a conditional body being captured for g: the node's
+ * device buffers are checked and recorded in g's memory record as node `mem_node`
+ * (SIZE_MAX: the index the node gets, d being g's dag), and so is `body_mem` (the memory
+ * a child or conditional body uses; may be NULL). The op and body are moved in or
+ * released. A body nested deeper than MT_MAX_NESTING is refused. */
+mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
+                              const mt_graph_mem *body_mem, size_t mem_node, const size_t *deps,
+                              size_t num_deps, const mtiart_arg *args, uint32_t num_args,
+                              size_t *index);
 /* Append a free node of `alloc` (its reference moves in; released on failure), refused
  * when the graph frees that allocation already. */
 mtiart_status mt_graph_append_mem_free(mt_graph *g, mt_graph_alloc *alloc, const size_t *deps,
                                        size_t num_deps, size_t *index);
+/* Whether a dag holds memory nodes (at its top level: bodies cannot). */
+bool mt_dag_has_mem_nodes(const mt_dag *d);
 
-/* Worker: run one replay of an executable. Returns 0, or the code of the first node that
- * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller
- * records it as its stream's sticky error. */
-int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap);
+/* A record node completed: stream.c's completion, which hands the streams parked on the
+ * event back to their workers (passed down so that exec.c never calls up into stream.c). */
+typedef void (*mt_record_fn)(mt_event *e, uint64_t generation);
+/* Worker: run, or resume, the replay that GRAPH op `op` launched. Returns 0, or the code
+ * of the first node that failed with `failure` describing it ("graph node N: kernel K
+ * failed ..."); the caller records it as its stream's sticky error. When every node left
+ * waits for an event record that has not completed, the replay is suspended instead: 0,
+ * *park set to the event and *park_generation to the record; call again on the same op
+ * once it has completed. */
+int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
+                    char *failure, size_t cap);
+/* Release what a GRAPH op holds (stream.c's release of a queue slot). */
+void mt_exec_release_launch(mt_op *op);
 void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */

@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import traceback
-from typing import Any, NamedTuple, NoReturn, Optional
+from typing import Any, NamedTuple, NoReturn
 
 from ._mtiart import ffi, lib
 
@@ -144,7 +144,7 @@ def _with_python_traceback(detail: str) -> str:
     return detail[: found.start()] + f"Python {what_failed} raised:\n" + text
 
 
-def raise_status(status: int, what: Optional[str] = None) -> NoReturn:
+def raise_status(status: int, what: str | None = None) -> NoReturn:
     """Raise the exception for the failing ``status`` of the last runtime call.
 
     The message is ``"<what>: <the runtime's detail message>"``; for a kernel or host
@@ -156,7 +156,7 @@ def raise_status(status: int, what: Optional[str] = None) -> NoReturn:
     raise _error_class(status)(f"{what}: {detail}" if what else detail, status)
 
 
-def check(status: int, what: Optional[str] = None) -> int:
+def check(status: int, what: str | None = None) -> int:
     """Return ``status`` if it is not an error (0 or MTIART_NOT_READY), else raise."""
     if status < 0:
         raise_status(status, what)

@@ -19,13 +19,14 @@ The package's modules form layers: each module imports only modules listed befor
     _storage    device allocations, copies between host and device
     tensor      Tensor and its operations, tensor()
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
-    graphs      MTIAGraph, graph, graph_pool_handle
+    graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
 
 Programs built on the package import it as its users do, and no module imports them::
 
     __main__    python -m mtia_graph: capture an MLP step once, replay it, time both
     bench       python -m mtia_graph.bench: the benchmark suite
+    memcheck    python -m mtia_graph.memcheck: run a script under valgrind's memcheck
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .graphs import MTIAGraph, graph, graph_pool_handle
+from .graphs import MTIAGraph, graph, graph_pool_handle, if_, while_
 from .kernels import Kernel, PythonKernel, kernel, load_kernel
 from .memory import (
     attach_out_of_memory_observer,
@@ -155,6 +156,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "MTIAGraph",
     "graph",
     "graph_pool_handle",
+    "while_",
+    "if_",
     # tensors
     "Tensor",
     "dtype",

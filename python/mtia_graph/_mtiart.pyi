@@ -4,7 +4,8 @@
 # C types of `ffi` at run time, so neither has static types: both are Any past the few
 # `ffi` methods whose signature matters to callers (def_extern keeps the decorated
 # function's type).
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -8,7 +8,7 @@ host buffer at every replay (so the buffer is kept as long as the graph).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class _ExportedMemory:
 
 
 def _host_view(
-    storage: Optional[_Storage], ptr: Any, shape: Shape, np_dtype: np.dtype[Any]
+    storage: _Storage | None, ptr: Any, shape: Shape, np_dtype: np.dtype[Any]
 ) -> np.ndarray[Any, Any]:
     """A writable numpy array aliasing the device array at ``ptr`` inside ``storage`` (no
     synchronization here). An empty array has no memory to share."""
@@ -115,7 +115,7 @@ def _numeric_array(data: Any, failure: str) -> np.ndarray[Any, Any]:
     return arr
 
 
-def _host_array(data: Any, dt: Optional[dtype]) -> tuple[np.ndarray[Any, Any], dtype]:
+def _host_array(data: Any, dt: dtype | None) -> tuple[np.ndarray[Any, Any], dtype]:
     """Host data as a C-contiguous array of a supported dtype (torch's inference rules:
     numpy arrays keep their dtype, Python floats give float32, ints int64)."""
     if isinstance(data, (np.ndarray, np.generic)):

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ._C import capture_info, ffi, kernel_failure, lib, raise_status, report_python_failure
 
@@ -96,7 +97,7 @@ def unregister_callback(entry: HostCallback, capture_id: int) -> None:
             pending.remove(entry)
 
 
-def take_callback(token: int) -> Optional[HostCallback]:
+def take_callback(token: int) -> HostCallback | None:
     """The entry registered under ``token`` by :func:`register_callback`, or None.
 
     A one-shot (eager) entry is removed by this lookup; a captured one stays (it runs at

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Optional, Union
+from typing import Any
 
 from ._C import MTIAError, check, ffi, lib
 
@@ -39,12 +39,12 @@ class Device:
 
     __slots__ = ("_index",)
 
-    _index: Optional[int]
+    _index: int | None
 
     def __init__(
-        self, type_or_index: Union[str, int, Device] = "mtia", index: Optional[int] = None
+        self, type_or_index: str | int | Device = "mtia", index: int | None = None
     ) -> None:
-        idx: Optional[int]
+        idx: int | None
         if isinstance(type_or_index, Device):
             if index is not None:
                 raise TypeError("Device(Device, index) is not supported")
@@ -77,7 +77,7 @@ class Device:
         return "mtia"
 
     @property
-    def index(self) -> Optional[int]:
+    def index(self) -> int | None:
         """The device index (None for "the current device")."""
         return self._index
 
@@ -107,7 +107,7 @@ class Device:
 
 
 # What the functions taking a device accept (None: the current device).
-_DeviceLike = Union[int, str, Device, None]
+_DeviceLike = int | str | Device | None
 
 
 def _check_int_index(index: Any) -> int:
@@ -128,7 +128,7 @@ def _device_object(index: int) -> Device:
     return _device_objects[index]
 
 
-_num_devices: Optional[int] = None
+_num_devices: int | None = None
 
 
 def device_count() -> int:
@@ -209,7 +209,7 @@ def current_device() -> int:
     return _current.index
 
 
-def set_device(device: Union[int, str, Device]) -> None:
+def set_device(device: int | str | Device) -> None:
     """Set the calling thread's current device."""
     _current.index = _device_index(device, optional=False)
 

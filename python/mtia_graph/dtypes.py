@@ -11,10 +11,9 @@ a lower class only matters when it is of a higher category (``_combine``).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, TypeGuard
 
 import numpy as np
-from typing_extensions import TypeGuard
 
 from ._C import lib
 
@@ -84,9 +83,9 @@ for _d in _DTYPES:  # the C and Python views of element sizes must agree
 
 # What the functions taking a dtype accept: a dtype, its name, a numpy dtype or scalar type,
 # or one of the builtins bool, int, float.
-_DTypeLike = Union[dtype, str, type, np.dtype[Any]]
+_DTypeLike = dtype | str | type | np.dtype[Any]
 # Numbers as tensor operands, fill values and factors.
-_Scalar = Union[bool, int, float, np.bool_, np.integer[Any], np.floating[Any]]
+_Scalar = bool | int | float | np.bool_ | np.integer[Any] | np.floating[Any]
 
 
 def get_default_dtype() -> dtype:
@@ -133,7 +132,7 @@ def can_cast(from_: _DTypeLike, to: _DTypeLike) -> bool:
     return not (src._kind != _KIND_BOOL and dst._kind == _KIND_BOOL)
 
 
-def _promote(a: Optional[dtype], b: Optional[dtype]) -> Optional[dtype]:
+def _promote(a: dtype | None, b: dtype | None) -> dtype | None:
     """The wider of two dtypes; None stands for "no operand"."""
     if a is None:
         return b
@@ -142,7 +141,7 @@ def _promote(a: Optional[dtype], b: Optional[dtype]) -> Optional[dtype]:
     return a if a._rank >= b._rank else b
 
 
-def _combine(higher: Optional[dtype], lower: Optional[dtype]) -> Optional[dtype]:
+def _combine(higher: dtype | None, lower: dtype | None) -> dtype | None:
     """torch's combine_categories: the dtype of a higher-priority operand class, widened by
     a lower-priority one only when that one is of a higher category."""
     if higher is None:

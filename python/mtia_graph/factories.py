@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ __all__ = [
 
 
 def empty(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """An uninitialised tensor of the given size (``empty(2, 3)`` or ``empty((2, 3))``)."""
     shape = _parse_size(size)
@@ -45,24 +45,24 @@ def empty(
 
 
 def zeros(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A tensor of zeros."""
     return empty(*size, dtype=dtype, device=device).zero_()
 
 
 def ones(
-    *size: Union[int, Sequence[int]], dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    *size: int | Sequence[int], dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A tensor of ones."""
     return empty(*size, dtype=dtype, device=device).fill_(1)
 
 
 def full(
-    size: Union[int, Sequence[int]],
+    size: int | Sequence[int],
     fill_value: _Scalar,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """A tensor filled with ``fill_value``; its dtype follows the value (bool, int64 or
@@ -77,11 +77,11 @@ def full(
 
 
 def arange(
-    start: Union[int, float],
-    end: Optional[Union[int, float]] = None,
-    step: Union[int, float] = 1,
+    start: int | float,
+    end: int | float | None = None,
+    step: int | float = 1,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """Values ``start, start + step, ...`` below ``end`` (``arange(n)`` is 0..n-1).
@@ -116,7 +116,7 @@ def arange(
 
 
 def from_numpy(
-    array: np.ndarray[Any, Any], *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
+    array: np.ndarray[Any, Any], *, dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
@@ -160,9 +160,7 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     return tensor(arr, device=dev)
 
 
-def empty_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
-) -> Tensor:
+def empty_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """An uninitialised tensor with t's shape (and dtype/device unless given)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"empty_like() expects a Tensor, got {type(t).__name__}")
@@ -170,16 +168,12 @@ def empty_like(
     return _empty(t._shape, dt, dev)
 
 
-def zeros_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
-) -> Tensor:
+def zeros_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """Zeros with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).zero_()
 
 
-def ones_like(
-    t: Tensor, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None
-) -> Tensor:
+def ones_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """Ones with t's shape (and dtype/device unless given)."""
     return empty_like(t, dtype=dtype, device=device).fill_(1)
 
@@ -188,7 +182,7 @@ def full_like(
     t: Tensor,
     fill_value: _Scalar,
     *,
-    dtype: Optional[_DTypeLike] = None,
+    dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
     """``fill_value`` everywhere, with t's shape (and dtype/device unless given)."""
@@ -197,8 +191,8 @@ def full_like(
 
 def where(
     condition: Tensor,
-    input: Union[Tensor, _Scalar],  # noqa: A002 - torch's name
-    other: Union[Tensor, _Scalar],
+    input: Tensor | _Scalar,  # noqa: A002 - torch's name
+    other: Tensor | _Scalar,
 ) -> Tensor:
     """Elementwise ``input if condition else other`` with broadcasting."""
     if not isinstance(condition, Tensor):

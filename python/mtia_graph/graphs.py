@@ -4,7 +4,10 @@ This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exact
 (``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
 few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
 ``check_input_liveness=``, ``debug_dump(path)``, and an improved ``graph.__exit__`` that
-abandons a capture cleanly when the body raises.
+abandons a capture cleanly when the body raises; and of CUDA graphs: updating an
+executable in place (:meth:`MTIAGraph.update`, :meth:`MTIAGraph.recapture`), replays
+captured into another graph as child graphs, and conditional bodies (:func:`while_`,
+:func:`if_`).
 
 Memory a graph uses stays valid while the graph lives: a tensor a captured operation reads
 or writes that lies outside the graph's own pool (a static input, another graph's output)
@@ -19,13 +22,15 @@ import contextlib
 import gc
 import re
 import warnings
-from typing import Any, NoReturn, Optional, Union
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from typing_extensions import Self
 
 from ._C import InvalidHandleError, MTIAError, capture_info, check, ffi, lib, raise_status
-from .callbacks import capture_keepalive
+from .callbacks import capture_keepalive, keep_alive_for_capture
 from .device import device as _device_context
+from .dtypes import bool_, int32
 from .memory import empty_cache
 from .streams import (
     Event,
@@ -36,7 +41,7 @@ from .streams import (
 )
 from .tensor import Tensor
 
-__all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "if_", "while_"]
 
 _POOL_HANDLE = tuple[int, int]
 
@@ -49,7 +54,7 @@ _CAPTURE_MODES: dict[str, int] = {
 # Python host functions captured into graphs that were reset while a replay might still be
 # running: (event recorded after the last replay, callables). Entries go once the event
 # has completed; a query never waits, so this is safe even while another capture runs.
-_retired: list[tuple[Optional[Event], list[Any]]] = []
+_retired: list[tuple[Event | None, list[Any]]] = []
 
 
 def _purge_retired() -> None:
@@ -104,20 +109,32 @@ def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn
 _DEAD_INPUT_RE = re.compile(r"reads \[0x([0-9a-f]+), \+(\d+) bytes\)")
 
 
-def _graph_inputs(graph: Any) -> dict[tuple[int, int], str]:
-    """What the tensors a captured graph reads are, by (address, bytes) of the buffer: for
-    the input check's messages, which the runtime can only give as addresses."""
+def _buffers_read(graph: Any, read: set[tuple[int, int]]) -> None:
+    """Add the (address, bytes) of every buffer the graph's nodes read, bodies included."""
     count = ffi.new("size_t *")
     check(lib.mtiart_graph_get_node_count(graph, count))
     info = ffi.new("mtiart_node_info *")
     use = ffi.new("mtiart_buffer_use *")
-    read: set[tuple[int, int]] = set()
     for node in range(int(count[0])):
         check(lib.mtiart_graph_get_node_info(graph, node, info))
         for i in range(int(info.num_buffers)):
             check(lib.mtiart_graph_get_node_buffer(graph, node, i, use))
             if use.access & lib.MTIART_ARG_BUFFER_IN:
                 read.add((int(use.address), int(use.bytes)))
+        if info.kind in (lib.MTIART_NODE_CHILD_GRAPH, lib.MTIART_NODE_CONDITIONAL):
+            body = ffi.new("mtiart_graph *")
+            check(lib.mtiart_graph_get_node_body(graph, node, body))
+            try:
+                _buffers_read(body[0], read)
+            finally:
+                check(lib.mtiart_graph_destroy(body[0]))
+
+
+def _graph_inputs(graph: Any) -> dict[tuple[int, int], str]:
+    """What the tensors a captured graph reads are, by (address, bytes) of the buffer: for
+    the input check's messages, which the runtime can only give as addresses."""
+    read: set[tuple[int, int]] = set()
+    _buffers_read(graph, read)
     names: dict[tuple[int, int], str] = {}
     if read:
         # The tensors themselves are alive now (they are being captured); only their
@@ -183,13 +200,13 @@ class MTIAGraph:
     _keep_graph: bool
     _graph: Any  # cdata mtiart_graph: the captured template, while kept
     _exec: Any  # cdata mtiart_graph_exec, once instantiated
-    _pool: Optional[_POOL_HANDLE]
+    _pool: _POOL_HANDLE | None
     _device: int
-    _capture_stream: Optional[Stream]  # while capturing
+    _capture_stream: Stream | None  # while capturing
     _capture_id: int
     _captured: bool
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
-    _last_replay_stream: Optional[Stream]
+    _last_replay_stream: Stream | None
     _check_inputs: bool  # check_input_liveness of the capture
     _input_names: dict[tuple[int, int], str]  # what the inputs are, for the check's errors
 
@@ -327,7 +344,9 @@ class MTIAGraph:
             if status == lib.MTIART_ERROR_INVALID_POINTER and self._input_names:
                 _raise_dead_input(status, self._input_names)
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
-        if self._keepalive:
+        # On a capturing stream the replay became a child graph of that capture, which runs
+        # this graph's host functions (and reads its host buffers) as well.
+        if self._keepalive and not keep_alive_for_capture(stream._handle, list(self._keepalive)):
             self._last_replay_stream = stream
 
     def reset(self) -> None:
@@ -346,6 +365,74 @@ class MTIAGraph:
         return self._pool
 
     # ---------------------------------------------------------------- extras
+
+    def update(self, other: MTIAGraph) -> None:
+        """Update this graph's executable in place from ``other``'s captured graph.
+
+        ``other`` must be topologically identical to this graph (the same operations in
+        the same order, with the same dependencies) and hold its template
+        (``MTIAGraph(keep_graph=True)``); what may differ are the tensors and values the
+        operations use. Replays already launched finish with the old ones; every replay
+        launched afterwards uses ``other``'s. Anything else raises :class:`MTIAValueError`
+        naming the first operation that differs, and leaves this graph unchanged. This
+        graph's own template (``keep_graph=True``) stays the one it captured.
+        """
+        if not isinstance(other, MTIAGraph):
+            raise TypeError(f"update() expects an MTIAGraph, got {type(other).__name__}")
+        template = other._graph
+        if template is None:
+            raise RuntimeError(
+                "MTIAGraph.update() needs the other graph's template: capture it with "
+                "MTIAGraph(keep_graph=True) (or capture again with recapture())"
+            )
+        exec_ = self._exec
+        if exec_ is None:
+            if not self._captured:
+                raise RuntimeError("MTIAGraph.update() called before a successful capture")
+            self._instantiate()
+            exec_ = self._exec
+        status = lib.mtiart_graph_exec_update(exec_, template, ffi.NULL)
+        if status:
+            _raise_graph_call(
+                status, "MTIAGraph.update", self._exec is not exec_ or other._graph is not template
+            )
+        # The executable runs other's host functions and reads its host buffers now.
+        self._keepalive.extend(other._keepalive)
+        if self._check_inputs:  # and the input check names other's tensors
+            self._input_names.update(other._input_names or _graph_inputs(template))
+
+    @contextlib.contextmanager
+    def recapture(
+        self, stream: Stream | None = None, capture_error_mode: str = "global"
+    ) -> Iterator[None]:
+        r"""Capture the body again and update this graph's executable in place from it.
+
+        ``with g.recapture(): ...`` captures like ``with graph(g): ...`` (into this graph's
+        pool) work of the same structure as the first capture, on other tensors or with
+        other values, and then :meth:`update`\ s this graph's executable from it: no new
+        instantiation, and later replays run the new capture. The capture must match the
+        first one operation for operation; otherwise :class:`MTIAValueError` is raised and
+        the graph is left as it was. With ``keep_graph=True`` the new capture also becomes
+        this graph's template.
+        """
+        if not self._captured:
+            raise RuntimeError("MTIAGraph.recapture() called before a successful capture")
+        fresh = MTIAGraph(keep_graph=True)
+        try:
+            with graph(
+                fresh,
+                pool=self.pool(),
+                stream=stream,
+                capture_error_mode=capture_error_mode,
+                check_input_liveness=self._check_inputs,
+            ):
+                yield
+            self.update(fresh)
+            fresh._keepalive = []  # moved into this graph by update()
+            if self._keep_graph:
+                self._graph, fresh._graph = fresh._graph, self._graph
+        finally:
+            fresh.reset()
 
     def debug_dump(self, path: str) -> None:
         """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
@@ -475,13 +562,13 @@ class graph:
     propagates unchanged.
     """
 
-    default_capture_stream: Optional[Stream] = None
+    default_capture_stream: Stream | None = None
 
     def __init__(
         self,
         mtia_graph: MTIAGraph,
-        pool: Optional[_POOL_HANDLE] = None,
-        stream: Optional[Stream] = None,
+        pool: _POOL_HANDLE | None = None,
+        stream: Stream | None = None,
         capture_error_mode: str = "global",
         check_input_liveness: bool = False,
     ):
@@ -490,9 +577,7 @@ class graph:
         if self.__class__.default_capture_stream is None:
             self.__class__.default_capture_stream = current_stream()
 
-        self.pool: Union[tuple[()], tuple[_POOL_HANDLE]] = (
-            () if pool is None else (_check_pool(pool),)
-        )
+        self.pool: tuple[()] | tuple[_POOL_HANDLE] = () if pool is None else (_check_pool(pool),)
         self.capture_stream = (
             stream if stream is not None else self.__class__.default_capture_stream
         )
@@ -546,3 +631,63 @@ class graph:
             self.stream_ctx.__exit__(exc_type, exc, tb)
             self.device_ctx.__exit__(exc_type, exc, tb)
         return None
+
+
+class _Conditional:
+    """The context manager of :func:`while_` and :func:`if_`."""
+
+    __slots__ = ("_flag", "_name", "_stream", "_type")
+
+    def __init__(self, flag: Tensor, conditional_type: int, name: str) -> None:
+        if not isinstance(flag, Tensor):
+            raise TypeError(f"{name}() expects a Tensor flag, got {type(flag).__name__}")
+        if flag.numel() != 1 or flag.dtype not in (int32, bool_):
+            raise ValueError(
+                f"{name}() needs a one-element int32 or bool tensor as its flag, got shape "
+                f"{tuple(flag.shape)} and dtype {flag.dtype}"
+            )
+        self._flag = flag
+        self._type = conditional_type
+        self._name = name
+        self._stream: Stream | None = None
+
+    def __enter__(self) -> None:
+        stream = current_stream(self._flag._dev)
+        check(
+            lib.mtiart_stream_begin_conditional(
+                stream._handle,
+                self._type,
+                ffi.cast("void *", self._flag.data_ptr()),
+                self._flag.dtype.itemsize,
+            ),
+            self._name,
+        )
+        self._stream = stream
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        stream, self._stream = self._stream, None
+        assert stream is not None
+        status = lib.mtiart_stream_end_conditional(stream._handle)
+        if status and exc_type is None:
+            raise_status(status, self._name)
+        # With the body raising, its exception comes first (the capture is abandoned).
+
+
+def while_(flag: Tensor) -> _Conditional:
+    """Inside a graph capture, capture the body of a loop the graph runs on the device.
+
+    ``with while_(flag): ...`` captures the body's work into a conditional node: at each
+    replay the body runs as long as ``flag`` (a one-element ``int32`` or ``bool`` tensor) is
+    non-zero, tested before every iteration, with no return to the host. An operation of
+    the body usually sets the flag, e.g. ``flag.copy_(residual > tol)``. Bodies nest, and
+    hold the current stream's work only. Raises :class:`CaptureError` outside a capture.
+    """
+    return _Conditional(flag, lib.MTIART_CONDITIONAL_WHILE, "while_")
+
+
+def if_(flag: Tensor) -> _Conditional:
+    """Inside a graph capture, capture work the graph runs only when ``flag`` is non-zero.
+
+    As :func:`while_`, but the body runs at most once per replay.
+    """
+    return _Conditional(flag, lib.MTIART_CONDITIONAL_IF, "if_")

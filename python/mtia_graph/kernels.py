@@ -20,8 +20,8 @@ import functools
 import os
 import struct
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +49,7 @@ _VALUE = lib.MTIART_ARG_VALUE
 _MAX_VALUE_BYTES = 4096  # mtiart_arg.size limit for VALUE arguments
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-AccessSpec = Optional[Sequence[str]]
+AccessSpec = Sequence[str] | None
 
 
 def _access_kinds(access: AccessSpec, n_tensors: int) -> list[int]:
@@ -92,7 +92,7 @@ def _value_bytes(x: Any) -> bytes:
     )
 
 
-def _resolve_stream(tensors: Sequence[Tensor], stream: Optional[Stream]) -> tuple[Any, int]:
+def _resolve_stream(tensors: Sequence[Tensor], stream: Stream | None) -> tuple[Any, int]:
     """(stream handle, device index) for a launch, checking tensors' devices."""
     if stream is not None:
         if not isinstance(stream, Stream):
@@ -177,7 +177,7 @@ class Kernel:
         *args: Any,
         blocks: int = 1,
         access: AccessSpec = None,
-        stream: Optional[Stream] = None,
+        stream: Stream | None = None,
     ) -> None:
         """Enqueue the kernel on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
@@ -219,7 +219,7 @@ class Kernel:
         return f"<mtia_graph.Kernel {self.name!r} from {self.path!r}>"
 
 
-def load_kernel(path: Union[str, os.PathLike[str]], name: str) -> Kernel:
+def load_kernel(path: str | os.PathLike[str], name: str) -> Kernel:
     """Load kernel ``name`` (an ``mtiart_kernel_fn`` symbol) from the shared library at
     ``path`` (dlopen + dlsym; the library stays loaded for the life of the process).
 
@@ -320,9 +320,7 @@ class PythonKernel:
         self.name = getattr(fn, "__qualname__", None) or repr(fn)
         functools.update_wrapper(self, fn)
 
-    def __call__(
-        self, *args: Any, access: AccessSpec = None, stream: Optional[Stream] = None
-    ) -> None:
+    def __call__(self, *args: Any, access: AccessSpec = None, stream: Stream | None = None) -> None:
         """Enqueue ``fn(*args)`` on ``stream`` (default: the current stream of the first
         tensor argument's device, else of the current device).
 
@@ -371,7 +369,7 @@ class PythonKernel:
         return f"<mtia_graph.PythonKernel {self.name}>"
 
 
-def kernel(fn: Optional[Callable[..., Any]] = None, *, access: AccessSpec = None) -> Any:
+def kernel(fn: Callable[..., Any] | None = None, *, access: AccessSpec = None) -> Any:
     """Decorator: make a Python function over numpy arrays a launchable kernel.
 
     ``@kernel`` or ``@kernel(access=("r", "w"))`` (default access per tensor argument;

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._C import check, ffi, lib
 from .device import _device_index, _DeviceLike, current_device, device_count

@@ -9,7 +9,8 @@ current stream of the tensor's device.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import callbacks
 from ._C import capture_info, check, ffi, lib, raise_status
@@ -115,7 +116,7 @@ class Stream:
             raise TypeError(f"wait_stream() expects a Stream, got {type(stream).__name__}")
         self.wait_event(stream.record_event())
 
-    def record_event(self, event: Optional[Event] = None) -> Event:
+    def record_event(self, event: Event | None = None) -> Event:
         """Record ``event`` (a new one if None) on this stream and return it."""
         if event is None:
             event = Event()
@@ -153,13 +154,24 @@ class Stream:
 class Event:
     """A marker in a stream: record it, wait on it, time between two of them.
 
-    ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
+    ``Event(enable_timing=False, blocking=False, external=False)``; ``interprocess=True`` is
+    not supported.
+
+    Inside a graph capture, recording an ordinary event only orders the capture's streams
+    (a fork or join, no node of its own). An ``external=True`` event (torch.cuda's flag) is
+    recorded by every replay of the graph instead, at the point of the capture where it was
+    recorded, so :meth:`query`, :meth:`synchronize`, :meth:`wait` and :meth:`elapsed_time`
+    see the replays (timing a graph's work from inside it, signalling work outside it).
     """
 
-    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
+    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing", "external")
 
     def __init__(
-        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+        self,
+        enable_timing: bool = False,
+        blocking: bool = False,
+        interprocess: bool = False,
+        external: bool = False,
     ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
@@ -173,17 +185,28 @@ class Event:
         self._handle = ffi.gc(out[0], lib.mtiart_event_destroy)
         self.enable_timing = bool(enable_timing)
         self.blocking = bool(blocking)
+        self.external = bool(external)
 
-    def record(self, stream: Optional[Stream] = None) -> None:
-        """Record the event on ``stream`` (default: the current stream)."""
+    def record(self, stream: Stream | None = None) -> None:
+        """Record the event on ``stream`` (default: the current stream); in a capture, an
+        external event becomes a node that records it at every replay."""
         if stream is None:
             stream = current_stream()
         elif not isinstance(stream, Stream):
             raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
-        check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
+        flags = lib.MTIART_EVENT_RECORD_EXTERNAL if self.external else 0
+        check(
+            lib.mtiart_event_record_with_flags(self._handle, stream._handle, flags),
+            "Event.record",
+        )
 
-    def wait(self, stream: Optional[Stream] = None) -> None:
-        """Make ``stream`` (default: the current stream) wait for this event."""
+    def wait(self, stream: Stream | None = None) -> None:
+        """Make ``stream`` (default: the current stream) wait for this event.
+
+        In a capture, a wait on an event recorded outside it (eagerly, by another graph's
+        replay, or not yet) becomes a node: each replay waits for the event's most recent
+        record made before that replay was launched.
+        """
         if stream is None:
             stream = current_stream()
         elif not isinstance(stream, Stream):
@@ -267,7 +290,7 @@ def current_stream(device: _DeviceLike = None) -> Stream:
     return _thread_streams().streams[idx]
 
 
-def set_stream(stream: Optional[Stream]) -> None:
+def set_stream(stream: Stream | None) -> None:
     """Make ``stream`` the calling thread's current stream, and its device the current
     device, as ``torch.cuda.set_stream`` does (None: no-op).
 
@@ -291,13 +314,13 @@ class StreamContext:
     exit the previous current streams of both devices and the previous device are restored.
     """
 
-    def __init__(self, stream: Optional[Stream]) -> None:
+    def __init__(self, stream: Stream | None) -> None:
         if stream is not None and not isinstance(stream, Stream):
             raise TypeError(f"stream() expects a Stream or None, got {type(stream).__name__}")
         self.stream = stream
         self._saved: list[tuple[Stream, Stream]] = []
 
-    def __enter__(self) -> Optional[Stream]:
+    def __enter__(self) -> Stream | None:
         cur = self.stream
         if cur is None:
             return None
@@ -316,7 +339,7 @@ class StreamContext:
         set_stream(src_prev)
 
 
-def stream(stream: Optional[Stream]) -> StreamContext:
+def stream(stream: Stream | None) -> StreamContext:
     """``with stream(s): ...`` runs the body with ``s`` as the current stream."""
     return StreamContext(stream)
 
@@ -337,9 +360,7 @@ def is_current_stream_capturing() -> bool:
     return capture_info(handle, "is_current_stream_capturing").capturing
 
 
-def launch_host_func(
-    fn: Callable[[], Any], stream: Optional[Stream] = None
-) -> callbacks.HostCallback:
+def launch_host_func(fn: Callable[[], Any], stream: Stream | None = None) -> callbacks.HostCallback:
     """Enqueue ``fn()`` on ``stream`` (default: the current stream).
 
     It runs on a device worker thread, in stream order; while the stream captures it

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional, SupportsIndex, Union
+from typing import Any, SupportsIndex, Union
 
 import numpy as np
 
@@ -59,11 +59,12 @@ __all__ = ["Tensor", "result_type", "tensor"]
 
 # Operands of the elementwise operations: tensors, numbers, and host data (numpy arrays,
 # nested lists or tuples), which is copied to the operation's device first.
+# A string forward reference cannot take part in `|` at run time.
 _Operand = Union["Tensor", _Scalar, np.ndarray[Any, Any], list[Any], tuple[Any, ...]]
 # The dimensions a reduction runs over: one, several, or (None) all.
-_Dims = Union[int, Sequence[int], None]
+_Dims = int | Sequence[int] | None
 # Indexing the leading dimensions: integers, then at most one unit-step slice.
-_Index = Union[SupportsIndex, slice, tuple[Union[SupportsIndex, slice], ...]]
+_Index = SupportsIndex | slice | tuple[SupportsIndex | slice, ...]
 
 # Module-level aliases keep the hot paths to global lookups.
 _new = ffi.new
@@ -203,7 +204,7 @@ def _cast(t: Tensor, dt: dtype) -> Tensor:
 
 
 def _resolve(
-    dt: Optional[_DTypeLike], device: _DeviceLike, like: Optional[Tensor] = None
+    dt: _DTypeLike | None, device: _DeviceLike, like: Tensor | None = None
 ) -> tuple[dtype, int]:
     """The dtype and device index a factory gives its result: the arguments, else those of
     ``like``, else float32 on the current device."""
@@ -225,11 +226,11 @@ def _scalar_args(x: _Scalar, dt: dtype) -> tuple[float, int]:
     return 0.0, int(x)
 
 
-def result_type(*operands: Union[Tensor, _Scalar]) -> dtype:
+def result_type(*operands: Tensor | _Scalar) -> dtype:
     """The dtype torch would compute ``operands`` in (tensors and Python scalars)."""
-    dim: Optional[dtype] = None
-    zero: Optional[dtype] = None
-    wrapped: Optional[dtype] = None
+    dim: dtype | None = None
+    zero: dtype | None = None
+    wrapped: dtype | None = None
     for x in operands:
         if isinstance(x, Tensor):
             if x._shape:
@@ -351,7 +352,7 @@ def _binary_(self: Tensor, b: object, op: int) -> Tensor:
     return self
 
 
-def _unary(a: Tensor, op: int, name: str, out: Optional[Tensor] = None) -> Tensor:
+def _unary(a: Tensor, op: int, name: str, out: Tensor | None = None) -> Tensor:
     x = a
     if op in _FLOAT_UNARY and a._dtype._kind != _KIND_FLOATING:
         x = _cast(a, float32)
@@ -479,7 +480,7 @@ class Tensor:
 
     __slots__ = ("__weakref__", "_data", "_desc", "_dev", "_dtype", "_numel", "_shape", "_storage")
 
-    _storage: Optional[_Storage]  # None for an empty tensor, which has no memory
+    _storage: _Storage | None  # None for an empty tensor, which has no memory
     _data: Any  # cdata void *, the first element (NULL when empty)
     _shape: Shape
     _dtype: dtype
@@ -493,7 +494,7 @@ class Tensor:
     __array_ufunc__ = None
 
     def __new__(
-        cls, *args: Any, dtype: Optional[_DTypeLike] = float32, device: _DeviceLike = None
+        cls, *args: Any, dtype: _DTypeLike | None = float32, device: _DeviceLike = None
     ) -> Tensor:
         if cls is not Tensor:
             raise TypeError("mtia_graph.Tensor cannot be subclassed")
@@ -550,7 +551,7 @@ class Tensor:
         """Bytes per element."""
         return self._dtype.itemsize
 
-    def size(self, dim: Optional[int] = None) -> Union[Shape, int]:
+    def size(self, dim: int | None = None) -> Shape | int:
         """The shape, or the size of one dimension (negative dims count from the end)."""
         if dim is None:
             return self._shape
@@ -587,7 +588,7 @@ class Tensor:
         """A host copy (waits for the current stream; CaptureError while it captures)."""
         return _download(_stream_handle(self._dev), self._data, self._shape, self._dtype._np)
 
-    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
@@ -596,10 +597,10 @@ class Tensor:
     def __dlpack__(
         self,
         *,
-        stream: Optional[Stream] = None,
-        max_version: Optional[tuple[int, int]] = None,
-        dl_device: Optional[tuple[int, int]] = None,
-        copy: Optional[bool] = None,
+        stream: Stream | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
     ) -> Any:
         """Export as a DLPack capsule sharing this tensor's memory (zero-copy).
 
@@ -659,11 +660,11 @@ class Tensor:
         """The elements as (nested lists of) Python numbers."""
         return self.numpy().tolist()
 
-    def item(self) -> Union[int, float, bool]:
+    def item(self) -> int | float | bool:
         """The value of a one-element tensor as a Python number."""
         if self._numel != 1:
             raise ValueError(f"a Tensor with {self._numel} elements cannot be converted to Scalar")
-        value: Union[int, float, bool] = self.numpy().reshape(()).item()
+        value: int | float | bool = self.numpy().reshape(()).item()
         return value
 
     def __bool__(self) -> bool:
@@ -711,7 +712,7 @@ class Tensor:
 
     # -- in-place -------------------------------------------------------------------------
 
-    def fill_(self, value: Union[_Scalar, Tensor]) -> Tensor:
+    def fill_(self, value: _Scalar | Tensor) -> Tensor:
         """Set every element to ``value`` (a number or a one-element tensor)."""
         if isinstance(value, Tensor):
             if value._numel != 1:
@@ -743,7 +744,7 @@ class Tensor:
                 raise_status(st, "zero_")
         return self
 
-    def copy_(self, src: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]) -> Tensor:
+    def copy_(self, src: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any]) -> Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
         broadcasting it to self's shape and converting its dtype."""
         if not isinstance(src, Tensor):
@@ -965,14 +966,14 @@ class Tensor:
         """Elementwise ``self >= other`` (a bool tensor)."""
         return _binary_method(self, other, GE)
 
-    def __and__(self, other: Union[Tensor, bool]) -> Tensor:
+    def __and__(self, other: Tensor | bool) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("& is only supported for bool tensors")
         return _binary(self, other, MUL)
 
     __rand__ = __and__
 
-    def __or__(self, other: Union[Tensor, bool]) -> Tensor:
+    def __or__(self, other: Tensor | bool) -> Tensor:
         if self._dtype is not bool_ or (isinstance(other, Tensor) and other._dtype is not bool_):
             raise TypeError("| is only supported for bool tensors")
         return _binary(self, other, ADD)
@@ -1040,7 +1041,7 @@ class Tensor:
 
     def to(
         self,
-        dtype: Union[_DTypeLike, _DeviceLike] = None,
+        dtype: _DTypeLike | _DeviceLike = None,
         device: _DeviceLike = None,
         copy: bool = False,
     ) -> Tensor:
@@ -1056,7 +1057,7 @@ class Tensor:
         return out.clone() if copy and out is self else out
 
     def sum(
-        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: _DTypeLike | None = None
     ) -> Tensor:
         """Sum over all elements or the given dim(s); integer and bool sums are int64."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
@@ -1064,7 +1065,7 @@ class Tensor:
         return _reduce(src, lib.MTIART_REDUCE_SUM, dim, keepdim, out_dt, "sum")
 
     def mean(
-        self, dim: _Dims = None, keepdim: bool = False, *, dtype: Optional[_DTypeLike] = None
+        self, dim: _Dims = None, keepdim: bool = False, *, dtype: _DTypeLike | None = None
     ) -> Tensor:
         """Mean over all elements or the given dim(s) (floating dtypes, as in torch)."""
         src = self if dtype is None else _cast(self, _to_dtype(dtype))
@@ -1095,7 +1096,7 @@ class Tensor:
         """Matrix product with numpy/torch rules for 1-D, 2-D and batched operands."""
         return _matmul(self, other)
 
-    def __matmul__(self, other: Union[Tensor, np.ndarray[Any, Any]]) -> Tensor:
+    def __matmul__(self, other: Tensor | np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
             other = tensor(other, device=self._dev)
         elif not isinstance(other, Tensor):
@@ -1121,7 +1122,7 @@ class Tensor:
 
     # -- views ------------------------------------------------------------------------
 
-    def reshape(self, *shape: Union[int, Sequence[int]]) -> Tensor:
+    def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         """A view with another shape (one dimension may be -1); shares storage."""
         return _view(self, _infer_shape(shape, self._numel))
 
@@ -1136,7 +1137,7 @@ class Tensor:
         d = _norm_dim(dim, len(self._shape) + 1)
         return self.reshape((*self._shape[:d], 1, *self._shape[d:]))
 
-    def squeeze(self, dim: Optional[int] = None) -> Tensor:
+    def squeeze(self, dim: int | None = None) -> Tensor:
         """A view without the size-1 dimensions (or without ``dim`` if that has size 1);
         shares storage."""
         if dim is None:
@@ -1146,7 +1147,7 @@ class Tensor:
             return _view(self, self._shape)
         return _view(self, self._shape[:d] + self._shape[d + 1 :])
 
-    def expand_copy(self, *shape: Union[int, Sequence[int]]) -> Tensor:
+    def expand_copy(self, *shape: int | Sequence[int]) -> Tensor:
         """A new contiguous tensor holding self broadcast to ``shape``."""
         target = _parse_size(shape)
         out = _empty(target, self._dtype, self._dev)
@@ -1184,7 +1185,7 @@ class Tensor:
         return t
 
     def __setitem__(
-        self, index: _Index, value: Union[Tensor, _Scalar, np.ndarray[Any, Any], Sequence[Any]]
+        self, index: _Index, value: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any]
     ) -> None:
         target = self[index]
         if _is_scalar(value):
@@ -1241,7 +1242,7 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
     return _binary(tensor(other, device=self._dev), alpha, MUL)
 
 
-def tensor(data: Any, *, dtype: Optional[_DTypeLike] = None, device: _DeviceLike = None) -> Tensor:
+def tensor(data: Any, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
     dtype."""

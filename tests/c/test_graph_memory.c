@@ -409,6 +409,242 @@ static void test_input_check_reused(void) {
 
 /* ------------------------------------------------------------------ threads */
 
+/* ------------------------------------------------------------------ graphs with structure */
+
+/* A graph of one kernel node adding 1 to *x. */
+static mtiart_graph add_one_graph(int64_t *x) {
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    int64_t one = 1;
+    mtiart_arg args[2] = {{MTIART_ARG_BUFFER_INOUT, 0, x, sizeof *x},
+                          {MTIART_ARG_VALUE, sizeof one, &one, 0}};
+    size_t node;
+    CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_add_i64, 1, args, 2, &node));
+    return g;
+}
+
+static void launch_sync_destroy(mtiart_graph g, mtiart_stream s) {
+    mtiart_graph_exec e;
+    CHECK_OK(mtiart_graph_instantiate(g, &e));
+    CHECK_OK(mtiart_graph_launch(e, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(e));
+}
+
+/* Child graphs, conditional bodies, executables launched into a capture, bodies taken out
+ * again and clones: whatever runs a body holds the memory the body uses, after the body's
+ * own graph is gone. */
+static void test_bodies_hold_memory(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    uint64_t held0 = stat(MTIART_STAT_GRAPH_HELD_BLOCKS);
+    int64_t *x, *z;
+    int32_t *flag;
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&x));
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&z));
+    CHECK_OK(mtiart_malloc_async(s, 4, (void **)&flag));
+    write_i64(s, x, 0);
+    write_i64(s, z, 0);
+    CHECK_OK(mtiart_memset_async(s, flag, 0, 4));
+
+    /* A child graph and a conditional body (with its condition) */
+    mtiart_graph child = add_one_graph(x), body = add_one_graph(z), parent;
+    CHECK_OK(mtiart_graph_create(0, &parent));
+    size_t node;
+    CHECK_OK(mtiart_graph_add_child_graph_node(parent, NULL, 0, child, &node));
+    CHECK_OK(mtiart_graph_add_conditional_node(parent, &node, 1, MTIART_CONDITIONAL_IF, flag, 4,
+                                               body, &node));
+    CHECK_OK(mtiart_graph_destroy(child));
+    CHECK_OK(mtiart_graph_destroy(body));
+    CHECK_OK(mtiart_free(x));
+    CHECK_OK(mtiart_free(z));
+    CHECK_OK(mtiart_free(flag));
+    CHECK(block_at(x).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK(block_at(z).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK(block_at(flag).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == held0 + 3);
+    /* New allocations get other memory, and the replay leaves them alone. */
+    int64_t *fresh;
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&fresh));
+    CHECK(fresh != x && fresh != z && (void *)fresh != (void *)flag);
+    write_i64(s, fresh, 42);
+
+    /* A body taken out again, and a clone, hold it too. */
+    mtiart_graph taken, clone;
+    CHECK_OK(mtiart_graph_get_node_body(parent, 0, &taken));
+    CHECK_OK(mtiart_graph_clone(parent, &clone));
+    CHECK_OK(mtiart_graph_destroy(parent));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == held0 + 3);
+    launch_sync_destroy(clone, s);
+    launch_sync_destroy(taken, s);
+    CHECK(read_i64(s, fresh) == 42);
+    CHECK_OK(mtiart_graph_destroy(clone));
+    /* A body taken out holds what its graph held (a superset of what it uses). */
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == held0 + 3);
+    CHECK_OK(mtiart_graph_destroy(taken));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == held0);
+
+    /* An executable launched into a capture: the captured graph holds what it uses. */
+    int64_t *w;
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&w));
+    write_i64(s, w, 0);
+    mtiart_graph g = add_one_graph(w);
+    mtiart_graph_exec e;
+    CHECK_OK(mtiart_graph_instantiate(g, &e));
+    CHECK_OK(mtiart_graph_destroy(g));
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_OK(mtiart_graph_launch(e, s));
+    mtiart_graph captured;
+    CHECK_OK(mtiart_stream_end_capture(s, &captured));
+    CHECK_OK(mtiart_graph_exec_destroy(e));
+    CHECK_OK(mtiart_free(w));
+    CHECK(block_at(w).state == MTIART_BLOCK_GRAPH_HELD);
+    mtiart_graph_exec checked = instantiate_checked(captured);
+    expect_dead_input(checked, s, w, "graph node 0 (child graph (1 nodes))", NULL);
+    CHECK_OK(mtiart_graph_exec_destroy(checked));
+    launch_sync_destroy(captured, s);
+    CHECK_OK(mtiart_graph_destroy(captured));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BLOCKS) == held0);
+    CHECK_OK(mtiart_free(fresh));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* A conditional body captured on a stream: the capture holds what the body uses, and its
+ * reads are the conditional node's inputs. */
+static void test_captured_body_holds(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *x;
+    int32_t *flag;
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&x));
+    CHECK_OK(mtiart_malloc_async(s, 4, (void **)&flag));
+    write_i64(s, x, 5);
+    CHECK_OK(mtiart_memset_async(s, flag, 0xff, 4));
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_OK(mtiart_stream_begin_conditional(s, MTIART_CONDITIONAL_IF, flag, 4));
+    CHECK_OK(launch_add_i64(s, x, 1));
+    CHECK_OK(mtiart_stream_end_conditional(s));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_exec checked = instantiate_checked(g);
+    CHECK_OK(mtiart_graph_launch(checked, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, x) == 6);
+    CHECK_OK(mtiart_free(x));
+    CHECK(block_at(x).state == MTIART_BLOCK_GRAPH_HELD);
+    expect_dead_input(checked, s, x, "graph node 0 (conditional IF (1 nodes))", NULL);
+    CHECK_OK(mtiart_graph_exec_destroy(checked));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_free(flag));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* An executable updated from another graph, or given new kernel arguments, holds (and
+ * checks) what it runs from then on; a graph given new arguments holds them too. */
+static void test_updates_hold_memory(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *a, *b, *c, *d;
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&a));
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&b));
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&c));
+    CHECK_OK(mtiart_malloc_async(s, 8, (void **)&d));
+    write_i64(s, a, 0);
+    write_i64(s, b, 10);
+    write_i64(s, c, 20);
+    write_i64(s, d, 30);
+    mtiart_graph ga = add_one_graph(a), gb = add_one_graph(b);
+    mtiart_graph_exec e = instantiate_checked(ga);
+    mtiart_update_info info;
+    CHECK_OK(mtiart_graph_exec_update(e, gb, &info));
+    CHECK_OK(mtiart_graph_destroy(gb));
+    CHECK_OK(mtiart_graph_launch(e, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, b) == 11 && read_i64(s, a) == 0);
+    CHECK_OK(mtiart_free(b));
+    CHECK(block_at(b).state == MTIART_BLOCK_GRAPH_HELD);
+    expect_dead_input(e, s, b, "graph node 0", NULL);
+    /* New arguments: c from now on, checked and held. */
+    int64_t one = 1;
+    mtiart_arg args[2] = {{MTIART_ARG_BUFFER_INOUT, 0, c, 8}, {MTIART_ARG_VALUE, 8, &one, 0}};
+    CHECK_OK(mtiart_graph_exec_kernel_node_set_args(e, 0, args, 2));
+    CHECK_OK(mtiart_graph_launch(e, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(read_i64(s, c) == 21);
+    CHECK_OK(mtiart_free(c));
+    CHECK(block_at(c).state == MTIART_BLOCK_GRAPH_HELD);
+    expect_dead_input(e, s, c, "graph node 0", NULL);
+    /* A stray pointer is refused and changes nothing. */
+    args[0].value = (void *)0x10;
+    CHECK_STATUS(mtiart_graph_exec_kernel_node_set_args(e, 0, args, 2),
+                 MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_graph_exec_destroy(e));
+    /* The graph's own setter. */
+    args[0].value = d;
+    CHECK_OK(mtiart_graph_kernel_node_set_args(ga, 0, args, 2));
+    CHECK_OK(mtiart_free(d));
+    CHECK(block_at(d).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK(block_at(a).state == MTIART_BLOCK_ACTIVE);
+    CHECK_OK(mtiart_graph_destroy(ga));
+    CHECK_OK(mtiart_free(a));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
+/* Memory nodes stay at a graph's top level: no body has them, and updates cannot change
+ * them. */
+static void test_mem_nodes_stay_top_level(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    mtiart_graph m, other, parent;
+    CHECK_OK(mtiart_graph_create(0, &m));
+    CHECK_OK(mtiart_graph_create(0, &other));
+    CHECK_OK(mtiart_graph_create(0, &parent));
+    size_t node;
+    void *p, *q;
+    CHECK_OK(mtiart_graph_add_mem_alloc_node(m, NULL, 0, 64, &node, &p));
+    CHECK_OK(mtiart_graph_add_mem_alloc_node(other, NULL, 0, 64, &node, &q));
+    CHECK_STATUS(mtiart_graph_add_child_graph_node(parent, NULL, 0, m, &node),
+                 MTIART_ERROR_NOT_SUPPORTED);
+    CHECK(strstr(mtiart_last_error_message(), "memory nodes"));
+    int32_t *flag;
+    CHECK_OK(mtiart_malloc_async(s, 4, (void **)&flag));
+    CHECK_STATUS(mtiart_graph_add_conditional_node(parent, NULL, 0, MTIART_CONDITIONAL_IF, flag, 4,
+                                                   m, &node),
+                 MTIART_ERROR_NOT_SUPPORTED);
+    size_t count;
+    CHECK_OK(mtiart_graph_get_node_count(parent, &count));
+    CHECK(count == 0);
+    mtiart_graph_exec e;
+    CHECK_OK(mtiart_graph_instantiate(m, &e));
+    mtiart_update_info info;
+    CHECK_STATUS(mtiart_graph_exec_update(e, other, &info), MTIART_ERROR_INVALID_VALUE);
+    CHECK(info.result == MTIART_UPDATE_PARAMETERS_UNSUPPORTED && info.node == 0);
+    /* Into a capture: refused, and the capture goes on. */
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_STATUS(mtiart_graph_launch(e, s), MTIART_ERROR_NOT_SUPPORTED);
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    CHECK_OK(mtiart_graph_destroy(g));
+    /* Nor does a captured conditional body allocate. */
+    CHECK_OK(mtiart_stream_begin_capture_with_flags(
+        s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}, MTIART_CAPTURE_FLAG_MEM_NODES));
+    CHECK_OK(mtiart_stream_begin_conditional(s, MTIART_CONDITIONAL_IF, flag, 4));
+    void *r;
+    CHECK_STATUS(mtiart_malloc_async(s, 64, &r), MTIART_ERROR_NOT_SUPPORTED);
+    CHECK(strstr(mtiart_last_error_message(), "conditional body"));
+    CHECK_OK(mtiart_stream_end_conditional(s));
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_exec_destroy(e));
+    CHECK_OK(mtiart_graph_destroy(m));
+    CHECK_OK(mtiart_graph_destroy(other));
+    CHECK_OK(mtiart_graph_destroy(parent));
+    CHECK_OK(mtiart_free(flag));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 /* Threads that allocate, capture graphs reading and writing their static buffers, free
  * those buffers at any point (sometimes on another thread), replay, instantiate with and
  * without the input check, reset in any order and empty the cache, while sentinel blocks
@@ -583,6 +819,10 @@ int main(void) {
     test_invalidated_capture_releases();
     test_input_check();
     test_input_check_reused();
+    test_bodies_hold_memory();
+    test_captured_body_holds();
+    test_updates_hold_memory();
+    test_mem_nodes_stay_top_level();
     test_threads();
     CHECK_OK(mtiart_device_synchronize(0));
     CHECK_OK(mtiart_empty_cache(0));

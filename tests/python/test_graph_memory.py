@@ -239,6 +239,65 @@ def test_own_pool_tensors_follow_the_pool_contract():
     g2.reset()
 
 
+# ----------------------------------------------------------------------------- structure
+
+
+def test_replay_captured_as_a_child_holds_what_it_uses():
+    """g1's replay captured into g2: g2 keeps g1's static input after g1 is reset and the
+    input deleted; a tensor allocated since is never written; a checked capture names the
+    deleted tensor."""
+    x = mtia.ones(N)
+    out = mtia.zeros(N)
+    g1 = MTIAGraph()
+    with mtia.graph(g1):
+        out.add_(x)
+    g2, g3 = MTIAGraph(), MTIAGraph()
+    with mtia.graph(g2):
+        g1.replay()
+    with mtia.graph(g3, check_input_liveness=True):
+        g1.replay()
+    g1.reset()
+    held = _held_bytes()
+    address = x.data_ptr()
+    del x
+    gc.collect()
+    assert _held_bytes() >= held + N * 4
+    assert _states()[address] == "graph_held"
+    sentinel = mtia.full((N,), 7.0)
+    for _ in range(3):
+        g2.replay()
+    mtia.synchronize()
+    assert (out.numpy() == 3).all() and (sentinel.numpy() == 7).all()
+    with pytest.raises(MTIAValueError) as info:
+        g3.replay()
+    message = str(info.value)
+    assert "graph node 0 (child graph" in message and f"0x{address:x}" in message
+    assert f"a tensor of shape ({N},) and dtype mtia_graph.float32" in message
+    g2.reset()
+    g3.reset()
+    gc.collect()
+    assert address not in _states() or _states()[address] != "graph_held"
+
+
+def test_update_holds_the_new_captures_tensors():
+    a, b = mtia.ones(N), mtia.full((N,), 2.0)
+    out = mtia.zeros(N)
+    g = MTIAGraph()
+    with mtia.graph(g, check_input_liveness=True):
+        out.add_(a)
+    with g.recapture():
+        out.add_(b)
+    address = b.data_ptr()
+    del b
+    gc.collect()
+    assert _states()[address] == "graph_held"
+    sentinel = mtia.full((N,), 7.0)
+    with pytest.raises(MTIAValueError, match="input check: graph node 0"):
+        g.replay()
+    assert (out.numpy() == 0).all() and (sentinel.numpy() == 7).all()
+    g.reset()
+
+
 # ----------------------------------------------------------------------------- input check
 
 

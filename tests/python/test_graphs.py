@@ -216,9 +216,9 @@ def test_two_successive_graphs_with_and_without_pool_sharing():
         eager = mtia.zeros(size)
         for _ in range(5):
             g0.replay()
-            eager.add_(b)  # reads g1's output of the previous replay (or garbage 0)
+            eager.add_(b)  # reads g1's output of the previous replay (or garbage)
             g1.replay()
-            eager.mul_(0)
+            eager.fill_(0)  # not mul_(0): garbage * 0 is garbage (NaN * 0 is NaN)
             eager.add_(b)
         # b = f^10(1) with f(t) = 2t + 2, i.e. 3 * 2**10 - 2.
         same(b, np.full(size, 3 * 2**10 - 2))

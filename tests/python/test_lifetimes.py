@@ -160,7 +160,7 @@ def test_streams_and_events_used_while_dropped_elsewhere():
     replacing them (the last reference to the old ones goes, destroying their handles)."""
     streams = [Stream() for _ in range(4)]
     events = [mtia.Event(enable_timing=True) for _ in range(4)]
-    for s, e in zip(streams, events):
+    for s, e in zip(streams, events, strict=True):
         e.record(s)
     lock = threading.Lock()
     calls = {"ok": 0, "error": 0}

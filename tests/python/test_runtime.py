@@ -132,6 +132,8 @@ PUBLIC_KINDS = {
         "attach_out_of_memory_observer",
         "detach_out_of_memory_observer",
         "graph_pool_handle",
+        "while_",
+        "if_",
         "get_default_dtype",
         "result_type",
         "promote_types",
