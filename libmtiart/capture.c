@@ -132,13 +132,19 @@ static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
 
 /* Append a node to the graph s records into, after its frontier, which becomes the node
  * (c's lock held). The op and body are moved in or released. */
+/* The top-level node a node of stream s is recorded as in the capture's memory record:
+ * itself, or inside a conditional body the conditional node, the next top-level node. */
+static size_t mem_node_of(const mt_capture *c, const mt_stream *s) {
+    return s->scope ? c->graph->dag->num_nodes : SIZE_MAX;
+}
+
 static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_dag *body,
                                    const mt_graph_mem *body_mem, const mtiart_arg *args,
                                    uint32_t num_args) {
     size_t index;
-    /* The capture's graph holds what every node touches, also inside conditional bodies
-     * (whose reads count as the conditional node's, the next top-level node). */
-    size_t mem_node = s->scope ? c->graph->dag->num_nodes : SIZE_MAX;
+    /* The capture's graph holds what every node touches, also inside conditional bodies;
+     * a conditional's flag is held from the body's beginning. */
+    size_t mem_node = op->type == MT_OP_CONDITIONAL ? MT_BUFFERS_RECORDED : mem_node_of(c, s);
     mtiart_status st = mt_graph_append(c->graph, dag_of(c, s), op, body, body_mem, mem_node,
                                        s->frontier, s->frontier_len, args, num_args, &index);
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
@@ -788,11 +794,17 @@ MTIART_API mtiart_status mtiart_stream_begin_conditional(mtiart_stream stream,
         free_scope(sc);
         return refuse_invalidated(c, s);
     }
+    /* The capture holds the condition from here on (the body's end takes it as it is), as
+     * read by the conditional node, the next top-level node. */
+    mt_buffer flag;
+    mt_op_buffers(&sc->op, NULL, 0, &flag);
     size_t cap = 0;
-    if (!reserve(&sc->outer_frontier, &cap, s->frontier_len)) {
+    if ((st = mt_check_buffers(s->dev, &flag, 1, "stream", c->graph->mem,
+                               c->graph->dag->num_nodes)) ||
+        !reserve(&sc->outer_frontier, &cap, s->frontier_len)) {
         pthread_mutex_unlock(&c->lock);
         free_scope(sc);
-        return mt_oom();
+        return st ? st : mt_oom();
     }
     if (s->frontier_len) memcpy(sc->outer_frontier, s->frontier, s->frontier_len * sizeof(size_t));
     sc->outer_len = s->frontier_len;

@@ -165,13 +165,14 @@ mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
                               size_t *index) {
     mt_buffer bufs[MT_MAX_ARGS];
     uint32_t n = mt_op_buffers(op, args, num_args, bufs);
-    if (mem_node == SIZE_MAX) mem_node = d->num_nodes;
+    bool recorded = mem_node == MT_BUFFERS_RECORDED;
+    if (mem_node == SIZE_MAX || recorded) mem_node = d->num_nodes;
     mtiart_status st = MTIART_SUCCESS;
     if ((n || body_mem) && !g->mem && !(g->mem = mt_graph_mem_new(g->dev, g->pool, 0)))
         st = mt_oom();
     /* The one lookup of each buffer: checked, and held for the graph's lifetime; a body's
      * memory is held as the body's own record says (its blocks may be freed already). */
-    if (st == MTIART_SUCCESS && n)
+    if (st == MTIART_SUCCESS && n && !recorded)
         st = mt_check_buffers(g->dev, bufs, n, "graph", g->mem, mem_node);
     if (st == MTIART_SUCCESS && body_mem) st = mt_graph_mem_merge(g->mem, body_mem, mem_node);
     if (st) {

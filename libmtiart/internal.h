@@ -772,9 +772,11 @@ mtiart_status mt_check_conditional_body(const mt_dag *body);
 
 /* Append a node to `d`, g's dag or a conditional body being captured for g: the node's
  * device buffers are checked and recorded in g's memory record as node `mem_node`
- * (SIZE_MAX: the index the node gets, d being g's dag), and so is `body_mem` (the memory
- * a child or conditional body uses; may be NULL). The op and body are moved in or
+ * (SIZE_MAX: the index the node gets, d being g's dag; MT_BUFFERS_RECORDED: they were, when
+ * the caller took them), and so is `body_mem` (the memory a child or conditional body
+ * uses; may be NULL). The op and body are moved in or
  * released. A body nested deeper than MT_MAX_NESTING is refused. */
+#define MT_BUFFERS_RECORDED (SIZE_MAX - 1)
 mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
                               const mt_graph_mem *body_mem, size_t mem_node, const size_t *deps,
                               size_t num_deps, const mtiart_arg *args, uint32_t num_args,

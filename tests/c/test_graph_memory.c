@@ -535,7 +535,20 @@ static void test_captured_body_holds(void) {
     expect_dead_input(checked, s, x, "graph node 0 (conditional IF (1 nodes))", NULL);
     CHECK_OK(mtiart_graph_exec_destroy(checked));
     CHECK_OK(mtiart_graph_destroy(g));
+    CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
+
+    /* The condition freed while its body is captured: the capture holds it from the body's
+     * beginning, and the body ends as usual. */
+    begin(s, (mtiart_pool_id){0, 0});
+    CHECK_OK(mtiart_stream_begin_conditional(s, MTIART_CONDITIONAL_IF, flag, 4));
     CHECK_OK(mtiart_free(flag));
+    CHECK(block_at(flag).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK_OK(mtiart_stream_end_conditional(s));
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    checked = instantiate_checked(g);
+    expect_dead_input(checked, s, flag, "graph node 0 (conditional IF (0 nodes))", NULL);
+    CHECK_OK(mtiart_graph_exec_destroy(checked));
+    CHECK_OK(mtiart_graph_destroy(g));
     CHECK(stat(MTIART_STAT_GRAPH_HELD_BYTES) == 0);
     CHECK_OK(mtiart_stream_destroy(s));
 }
