@@ -1446,26 +1446,20 @@ mtiart_status mt_graph_mem_merge(mt_graph_mem *m, const mt_graph_mem *body, size
     if (!body->count && !body->num_pools) return MTIART_SUCCESS;
     /* The body's pool (and those it retains) stays mapped: what the body wrote there and the
      * program freed since is still the body's to use. */
-    mt_pool *pools[64];
-    uint32_t np = 0;
-    if (body->pool && body->pool != m->pool) pools[np++] = (mt_pool *)body->pool;
-    for (uint32_t i = 0; i < body->num_pools && np < 64; i++)
-        if (body->pools[i] != m->pool) pools[np++] = body->pools[i];
-    uint32_t fresh = 0;
+    uint32_t np = body->num_pools + 1;
+    mt_pool **grown = realloc(m->pools, (m->num_pools + np) * sizeof *grown);
+    if (!grown || !mem_reserve(m, body->count)) {
+        if (grown) m->pools = grown;
+        return mt_oom();
+    }
+    m->pools = grown;
     for (uint32_t k = 0; k < np; k++) {
-        bool have = false;
-        for (uint32_t i = 0; i < m->num_pools && !have; i++) have = m->pools[i] == pools[k];
-        if (!have) pools[fresh++] = pools[k];
-    }
-    if (fresh) {
-        mt_pool **grown = realloc(m->pools, (m->num_pools + fresh) * sizeof *grown);
-        if (!grown) return mt_oom();
-        m->pools = grown;
-    }
-    if (!mem_reserve(m, body->count)) return mt_oom();
-    for (uint32_t k = 0; k < fresh; k++) {
-        mt_pool_retain(pools[k]);
-        m->pools[m->num_pools++] = pools[k];
+        mt_pool *pool = k ? body->pools[k - 1] : (mt_pool *)body->pool;
+        bool have = !pool || pool == m->pool;
+        for (uint32_t i = 0; i < m->num_pools && !have; i++) have = m->pools[i] == pool;
+        if (have) continue;
+        mt_pool_retain(pool);
+        m->pools[m->num_pools++] = pool;
     }
     uint32_t reader = node > NO_NODE - 1 ? NO_NODE - 1 : (uint32_t)node;
     mt_allocator *a = m->dev->alloc;
