@@ -30,26 +30,47 @@ void mt_futex_wait(atomic_uint *word, unsigned expected) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 
+/* Sleep on `word` while it holds `expected`, for at most `timeout_ns`. */
+static void futex_wait_for(atomic_uint *word, unsigned expected, uint64_t timeout_ns) {
+    struct timespec rel = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+                           .tv_nsec = (long)(timeout_ns % 1000000000u)};
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, &rel, NULL, 0);
+}
+
 void mt_futex_wake(atomic_uint *word, int count) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
-void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, uint64_t spin_ns) {
-    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return;
-    uint64_t deadline = mt_now_ns() + spin_ns;
+uint64_t mt_deadline_after(uint64_t timeout_ns) {
+    if (timeout_ns == MT_FOREVER) return MT_FOREVER;
+    uint64_t now = mt_now_ns();
+    return timeout_ns < MT_FOREVER - now ? now + timeout_ns : MT_FOREVER - 1;
+}
+
+bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, uint64_t spin_ns, uint64_t deadline) {
+    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
+    uint64_t start = mt_now_ns(), spin_until = start + spin_ns;
     for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
-        if ((i & 63) == 0 && mt_now_ns() >= deadline) {
-            unsigned seen = atomic_load(word);
-            /* seq_cst increment then re-check: pairs with the store-then-load of waiters
-             * on the completing side, so a wake cannot be missed. */
-            atomic_fetch_add(waiters, 1);
-            if (atomic_load(counter) < target) mt_futex_wait(word, seen);
-            atomic_fetch_sub(waiters, 1);
-        } else {
+        if ((i & 63) != 0) {
             mt_cpu_relax();
+            continue;
         }
+        uint64_t now = mt_now_ns();
+        if (now >= deadline) return false;
+        if (now < spin_until) continue;
+        unsigned seen = atomic_load(word);
+        /* seq_cst increment then re-check: pairs with the store-then-load of waiters on the
+         * completing side, so a wake cannot be missed. A signal or the timeout ends the
+         * sleep early; the loop then looks again. */
+        atomic_fetch_add(waiters, 1);
+        if (atomic_load(counter) < target) {
+            if (deadline == MT_FOREVER) mt_futex_wait(word, seen);
+            else futex_wait_for(word, seen, deadline - now);
+        }
+        atomic_fetch_sub(waiters, 1);
     }
+    return true;
 }
 
 uint64_t mt_now_ns(void) {

@@ -56,7 +56,12 @@ def _held_bytes():
 
 
 def _states():
-    return {b["address"]: b["state"] for seg in mtia.snapshot(0) for b in seg["blocks"]}
+    return {
+        b["address"]: b["state"]
+        for seg in mtia.memory_snapshot()
+        if seg["device"] == 0
+        for b in seg["blocks"]
+    }
 
 
 # The ways a captured operation reads `x` and writes `out` (same shape, float32).
