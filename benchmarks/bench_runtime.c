@@ -748,6 +748,132 @@ static void bench_race_check(void) {
     for (int i = 0; i < 4; i++) BENCH_CHECK(mtiart_free(state[i]));
 }
 
+/* ------------------------------------------------------------------ graph memory */
+
+enum { MEM_NODES = 1000 };
+
+/* A capture records (and holds) the allocation behind every buffer a node names. */
+typedef struct capture_buffer_ctx {
+    int rounds;
+    void *one;             /* every node on this allocation (one hold for the capture) */
+    void *many[MEM_NODES]; /* node i on allocation i (one hold each) */
+} capture_buffer_ctx;
+
+static double capture_launches(capture_buffer_ctx *c, int args, int distinct) {
+    double total = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph g;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(
+            mtiart_stream_begin_capture(g_stream, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0}));
+        for (int i = 0; i < MEM_NODES; i++) {
+            mtiart_arg a = {MTIART_ARG_BUFFER_INOUT, 0, distinct ? c->many[i] : c->one, 64};
+            BENCH_CHECK(
+                mtiart_launch_kernel(g_stream, bench_k_empty, 1, args ? &a : NULL, (uint32_t)args));
+        }
+        BENCH_CHECK(mtiart_stream_end_capture(g_stream, &g));
+        total += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_destroy(g));
+    }
+    BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
+    return total / ((double)c->rounds * MEM_NODES);
+}
+
+static double capture_same_buffer_rep(void *p) { return capture_launches(p, 1, 0); }
+static double capture_distinct_buffers_rep(void *p) { return capture_launches(p, 1, 1); }
+static double capture_no_buffer_rep(void *p) { return capture_launches(p, 0, 0); }
+
+static void bench_capture_buffers(void) {
+    if (!bench_selected("capture_buffer")) return;
+    capture_buffer_ctx c = {.rounds = bench_cfg.quick ? 3 : 20};
+    BENCH_CHECK(mtiart_malloc(0, 64, &c.one));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_malloc(0, 64, &c.many[i]));
+    bench_fn fns[3] = {capture_same_buffer_rep, capture_distinct_buffers_rep,
+                       capture_no_buffer_rep};
+    bench_samples s[3];
+    bench_interleave(fns, 3, &c, bench_cfg.reps, 1, s);
+    bench_row *r = bench_new_row("capture_buffer", "ns/node", 0);
+    bench_row_from(r, &s[0], &s[2]);
+    r->baseline_name = "the same capture of launches without arguments";
+    double tmp[BENCH_MAX_REPS];
+    memcpy(tmp, s[1].v, sizeof(double) * (size_t)s[1].n);
+    bench_set_params(r, "\"nodes\": %d, \"distinct_buffers_ns_per_node\": %.4g", MEM_NODES,
+                     bench_median(tmp, s[1].n));
+    bench_set_note(r, "begin capture, 1000 launches of an empty kernel with one buffer "
+                      "argument on the same allocation, end capture; per node "
+                      "(params: one allocation per node)");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_free(c.one));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_free(c.many[i]));
+}
+
+/* The launch's input check: one load per input allocation. */
+typedef struct input_check_ctx {
+    mtiart_graph_exec checked, plain;
+    int launches;
+} input_check_ctx;
+
+static double time_launches(mtiart_graph_exec x, int launches) {
+    double total = 0;
+    for (int i = 0; i < launches; i++) {
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(x, g_stream));
+        total += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+    }
+    return total / launches;
+}
+
+static double checked_launch_rep(void *p) {
+    input_check_ctx *c = p;
+    return time_launches(c->checked, c->launches);
+}
+
+static double plain_launch_rep(void *p) {
+    input_check_ctx *c = p;
+    return time_launches(c->plain, c->launches);
+}
+
+static void bench_input_check(void) {
+    if (!bench_selected("launch_input_check")) return;
+    void *bufs[MEM_NODES];
+    mtiart_graph g;
+    BENCH_CHECK(mtiart_graph_create(0, &g));
+    size_t node = 0;
+    for (int i = 0; i < MEM_NODES; i++) {
+        BENCH_CHECK(mtiart_malloc(0, 64, &bufs[i]));
+        mtiart_arg a = {MTIART_ARG_BUFFER_IN, 0, bufs[i], 64};
+        BENCH_CHECK(mtiart_graph_add_kernel_node(g, i ? &node : NULL, i ? 1 : 0, bench_k_empty, 1,
+                                                 &a, 1, &node));
+    }
+    input_check_ctx c = {.launches = bench_cfg.quick ? 20 : 200};
+    BENCH_CHECK(mtiart_graph_instantiate_with_flags(
+        g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS, &c.checked));
+    BENCH_CHECK(mtiart_graph_instantiate(g, &c.plain));
+    bench_fn fns[2] = {checked_launch_rep, plain_launch_rep};
+    bench_samples s[2];
+    bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
+    /* Per rep: what the check adds, and the launch without it, per input. */
+    bench_samples added = {.n = s[0].n}, plain = {.n = s[1].n};
+    for (int i = 0; i < s[0].n; i++) {
+        added.v[i] = (s[0].v[i] - s[1].v[i]) / MEM_NODES;
+        plain.v[i] = s[1].v[i] / MEM_NODES;
+    }
+    bench_row *r = bench_new_row("launch_input_check", "ns/buffer", 0);
+    bench_row_from(r, &added, &plain);
+    r->baseline_name = "the unchecked launch of the same graph, spread over its inputs";
+    r->target = 2;
+    bench_set_params(r, "\"inputs\": %d, \"launches_per_rep\": %d", MEM_NODES, c.launches);
+    bench_set_note(r, "mtiart_graph_launch (enqueue only, each followed by an untimed "
+                      "synchronize) of a 1000-node chain reading 1000 allocations, instantiated "
+                      "with CHECK_INPUT_LIVENESS minus without; per input");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.checked));
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.plain));
+    BENCH_CHECK(mtiart_graph_destroy(g));
+    for (int i = 0; i < MEM_NODES; i++) BENCH_CHECK(mtiart_free(bufs[i]));
+}
+
 /* ------------------------------------------------------------------ allocator */
 
 typedef struct alloc_ctx {
@@ -1237,6 +1363,8 @@ int main(int argc, char **argv) {
         bench_replay();
         bench_nested();
         bench_capture();
+        bench_capture_buffers();
+        bench_input_check();
         bench_update();
         bench_load();
         bench_race_check();

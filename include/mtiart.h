@@ -40,6 +40,13 @@
  *                         avx2 or avx512 (default: the best the CPU supports; to test
  *                         every code path on one machine). Read at the first kernel-library
  *                         call.
+ *   MTIART_VALGRIND_QUARANTINE  under valgrind only: bytes of freed device blocks (of the
+ *                         default pool) kept from reuse, oldest out first, so that a host
+ *                         access after a free is reported instead of landing in a new
+ *                         allocation; K/M/G suffixes, 0 for none (default 64M, at most a
+ *                         quarter of the device). Under valgrind a free is reported to
+ *                         memcheck at once: later host accesses are errors, while kernels
+ *                         enqueued before the free still touch the buffers they describe.
  *
  * Versioning: the ABI follows the soname (libmtiart.so.MAJOR); additions within a major
  * version are backwards compatible. Structs passed by pointer are never resized within
@@ -374,8 +381,9 @@ typedef struct mtiart_pool_id {
 } mtiart_pool_id;
 
 /* Allocate `size` bytes of device memory for use on `stream` (stream-ordered: the block
- * may reuse memory freed earlier on the same stream). A stream that is capturing allocates
- * from the capture's pool. size 0 gives NULL. */
+ * may reuse memory freed earlier on the same stream, and memory cached by destroyed
+ * streams once their work is done). A stream that is capturing allocates from the
+ * capture's pool. size 0 gives NULL. */
 MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, void **ptr);
 
 /* Allocate on the default stream of `device`. */
@@ -383,7 +391,15 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr);
 
 /* Return a block to its pool. Its memory is reused by later work on the block's stream at
  * once, and by other streams recorded with mtiart_record_stream only once their work
- * enqueued before this call is done. NULL is accepted. */
+ * enqueued before this call is done (mtiart_free_async adds a stream to wait for). NULL is
+ * accepted.
+ * Graphs hold the memory they use: a graph, an executable instantiated from it and a
+ * capture in progress keep every block their nodes read or write that lies outside their
+ * own pool. Freeing such a block marks it MTIART_BLOCK_GRAPH_HELD (no longer the program's:
+ * it cannot be used or freed again) and its memory returns, as above, once the last graph
+ * and executable using it are destroyed, so a replay never writes into memory handed out
+ * again. Blocks of a graph's own pool are not held: they follow the pool's contract (blocks
+ * freed during a capture may be reused by later captures sharing the pool). */
 MTIART_API mtiart_status mtiart_free(void *ptr);
 
 /* Mark a block as in use by `stream` (torch's record_stream). */
@@ -429,9 +445,11 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device);
 MTIART_API mtiart_status mtiart_memory_reset_accumulated_stats(int device);
 
 typedef enum mtiart_block_state {
-    MTIART_BLOCK_ACTIVE = 0,       /* handed out */
-    MTIART_BLOCK_PENDING_FREE = 1, /* freed, waiting for recorded streams */
-    MTIART_BLOCK_FREE = 2          /* cached */
+    MTIART_BLOCK_ACTIVE = 0,          /* handed out */
+    MTIART_BLOCK_PENDING_FREE = 1,    /* freed, waiting for recorded streams */
+    MTIART_BLOCK_FREE = 2,            /* cached */
+    MTIART_BLOCK_GRAPH_HELD = 3,      /* freed by the program; graphs that use it still hold it */
+    MTIART_BLOCK_GRAPH_ALLOCATION = 4 /* a memory node's allocation between its launches */
 } mtiart_block_state;
 
 typedef struct mtiart_block_info {
@@ -472,6 +490,62 @@ typedef struct mtiart_pool_info {
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id pool,
                                               mtiart_pool_info *info);
 
+/* Keys of mtiart_memory_get_stat: first every field of mtiart_memory_stats, in its order,
+ * then statistics the struct has no room for (it never changes size). */
+typedef enum mtiart_memory_stat {
+    MTIART_STAT_ALLOCATED_BYTES = 0,
+    MTIART_STAT_ALLOCATED_BYTES_PEAK = 1,
+    MTIART_STAT_REQUESTED_BYTES = 2,
+    MTIART_STAT_RESERVED_BYTES = 3,
+    MTIART_STAT_RESERVED_BYTES_PEAK = 4,
+    MTIART_STAT_ACTIVE_BLOCKS = 5,
+    MTIART_STAT_ACTIVE_BLOCKS_PEAK = 6,
+    MTIART_STAT_ACTIVE_BYTES = 7,
+    MTIART_STAT_ACTIVE_BYTES_PEAK = 8,
+    MTIART_STAT_INACTIVE_SPLIT_BLOCKS = 9,
+    MTIART_STAT_INACTIVE_SPLIT_BYTES = 10,
+    MTIART_STAT_SEGMENTS = 11,
+    MTIART_STAT_SEGMENTS_PEAK = 12,
+    MTIART_STAT_ALLOC_REQUESTS = 13,
+    MTIART_STAT_FREE_REQUESTS = 14,
+    MTIART_STAT_SEGMENT_ALLOCS = 15,
+    MTIART_STAT_SEGMENT_FREES = 16,
+    MTIART_STAT_NUM_ALLOC_RETRIES = 17,
+    MTIART_STAT_NUM_OOMS = 18,
+    MTIART_STAT_CAPACITY = 19,
+    MTIART_STAT_PRIVATE_POOLS = 20,
+    /* bytes of blocks the program freed that graphs still hold (MTIART_BLOCK_GRAPH_HELD);
+     * counted in active_bytes, not in allocated_bytes */
+    MTIART_STAT_GRAPH_HELD_BYTES = 21,
+    MTIART_STAT_GRAPH_HELD_BYTES_PEAK = 22,
+    MTIART_STAT_GRAPH_HELD_BLOCKS = 23,
+    /* bytes of memory nodes' allocations (live or between launches), counted in
+     * active_bytes; in allocated_bytes only while live */
+    MTIART_STAT_GRAPH_ALLOC_BYTES = 24,
+    MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK = 25,
+    /* under valgrind: bytes of freed blocks waiting in the quarantine before reuse (see
+     * MTIART_VALGRIND_QUARANTINE); 0 otherwise */
+    MTIART_STAT_VALGRIND_QUARANTINE_BYTES = 26
+} mtiart_memory_stat;
+
+/* One allocator statistic of the device. An unknown key is MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat key,
+                                                uint64_t *value);
+
+/* The name of a statistic ("graph_held_bytes"; a struct field's name for the struct's
+ * keys), or NULL for an unknown key: counting up from 0 until NULL lists them all. */
+MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key);
+
+/* Free a block on a stream (cudaFreeAsync): the block is reused only after the work
+ * enqueued on `stream` before this call, whichever stream allocated it, is done (as well
+ * as the work mtiart_free waits for: see there). Work enqueued on the allocating stream
+ * after the call may reuse it in that stream's order only once `stream` is done, so the
+ * free is also safe when `stream` is the only one still using the block. While `stream`
+ * captures, the free is deferred to the end of the capture, as mtiart_free's is for the
+ * capturing streams a block is recorded on. NULL is accepted; a pointer into another
+ * device than the stream's is refused. */
+MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream);
+
 /* ------------------------------------------------------------------------------------ */
 /* Stream capture                                                                       */
 /* ------------------------------------------------------------------------------------ */
@@ -489,7 +563,9 @@ typedef enum mtiart_capture_status {
 } mtiart_capture_status;
 
 /* Start capturing `stream`: its work is recorded into a graph instead of run. Allocations
- * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). */
+ * of any stream in the capture come from `pool`; (0, 0) creates a private pool (n, 0). A
+ * pool id the runtime never issued (as a captured graph's pool or by
+ * mtiart_pool_handle_create) is refused with MTIART_ERROR_INVALID_VALUE. */
 MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
                                                      mtiart_pool_id pool);
 
@@ -497,6 +573,22 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
  * holds a use of the pool). On failure (invalidated, unjoined) everything of the capture is
  * released, its streams leave capture mode, and *graph is untouched. */
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph);
+
+/* Flags of mtiart_stream_begin_capture_with_flags: a bit set (unknown bits are refused). */
+typedef enum mtiart_capture_flags {
+    /* CUDA's graph-memory model instead of the private pool's: mtiart_malloc_async (and
+     * mtiart_malloc on a capturing default stream) on the capture's streams adds a memory
+     * alloc node, and mtiart_free_async of a graph allocation (or mtiart_free of one the
+     * capture allocated) a memory free node; see mtiart_graph_add_mem_alloc_node. A free
+     * of any other block on a capturing stream is then refused. */
+    MTIART_CAPTURE_FLAG_MEM_NODES = 1
+} mtiart_capture_flags;
+
+/* mtiart_stream_begin_capture with a bit set of MTIART_CAPTURE_FLAG_* flags. */
+MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream stream,
+                                                                mtiart_capture_mode mode,
+                                                                mtiart_pool_id pool,
+                                                                uint64_t flags);
 
 /* Capture state of a stream and the id of its capture (0 if none). */
 MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
@@ -516,7 +608,9 @@ typedef enum mtiart_node_kind {
     MTIART_NODE_EVENT_WAIT = 5,   /* waits for an event's record made before the launch */
     MTIART_NODE_EMPTY = 6,
     MTIART_NODE_CHILD_GRAPH = 7, /* runs a graph (its body) in its place */
-    MTIART_NODE_CONDITIONAL = 8  /* runs its body if, or while, a device flag is non-zero */
+    MTIART_NODE_CONDITIONAL = 8, /* runs its body if, or while, a device flag is non-zero */
+    MTIART_NODE_MEM_ALLOC = 9,   /* makes a graph allocation (mtiart_graph_add_mem_alloc_node) */
+    MTIART_NODE_MEM_FREE = 10    /* frees one (mtiart_graph_add_mem_free_node) */
 } mtiart_node_kind;
 
 typedef struct mtiart_node_info {
@@ -583,9 +677,10 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec);
 
 /* Enqueue one replay as a single operation on `stream` (any stream of the graph's device).
- * Replays of one executable never overlap: a launch on another stream waits for the
- * previous one. On a capturing stream the launch is captured as a child graph node that
- * runs what the executable runs (with the parameters of its latest update). */
+ * Replays of one graph never overlap, whichever of its executables they use: a launch on
+ * another stream than the previous one waits for it. On a capturing stream the launch is
+ * captured as a child graph node that runs what the executable runs (with the parameters
+ * of its latest update). */
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream);
 
 /* The number of operations a replay runs (child graphs flattened). */
@@ -633,7 +728,8 @@ MTIART_API mtiart_status mtiart_graph_add_event_wait_node(mtiart_graph graph,
 
 /* Run `child` in place of the node: its roots after the node's dependencies, the node's
  * dependents after its sinks. The child is copied: later changes to it do not reach this
- * graph. The graphs must belong to the same device. */
+ * graph, which holds the memory the child uses (see mtiart_free). The graphs must belong
+ * to the same device; a child with memory nodes is MTIART_ERROR_NOT_SUPPORTED. */
 MTIART_API mtiart_status mtiart_graph_add_child_graph_node(mtiart_graph graph,
                                                            const size_t *dependencies,
                                                            size_t num_dependencies,
@@ -657,7 +753,8 @@ MTIART_API mtiart_status mtiart_graph_add_conditional_node(
     mtiart_conditional_type type, const void *condition, uint32_t condition_size, mtiart_graph body,
     size_t *node);
 
-/* A new graph holding (a copy of) the body of a child graph or conditional node. */
+/* A new graph holding (a copy of) the body of a child graph or conditional node, and the
+ * memory the graph holds (a superset of what the body uses). */
 MTIART_API mtiart_status mtiart_graph_get_node_body(mtiart_graph graph, size_t node,
                                                     mtiart_graph *body);
 
@@ -700,7 +797,9 @@ typedef struct mtiart_update_info {
  * update keep running with the old parameters; those launched after it run the new ones
  * (the update may be made at any time, with replays pending). Anything else fails with
  * MTIART_ERROR_INVALID_VALUE, the first difference in *info (may be NULL) and the message,
- * and leaves the executable unchanged. The executable holds a use of the graph's pool. */
+ * and leaves the executable unchanged. The executable holds a use of the graph's pool, and
+ * holds (and, instantiated with MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS, checks) the
+ * memory the graph's nodes use (see mtiart_free); memory nodes cannot change. */
 MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
                                                   mtiart_update_info *info);
 
@@ -709,6 +808,69 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
 MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exec exec, size_t node,
                                                                 const mtiart_arg *args,
                                                                 uint32_t num_args);
+/* Flags of mtiart_graph_instantiate_with_flags: a bit set (unknown bits are refused). */
+typedef enum mtiart_graph_instantiate_flags {
+    /* Every launch first checks the graph's inputs (the allocations its nodes read before
+     * any node of the graph wrote them, whatever the node: kernels, copies, fills): a
+     * launch that would read one the program freed since the capture (or whose memory
+     * another allocation got since) fails with MTIART_ERROR_INVALID_POINTER before any
+     * node runs, naming the node and the buffer. Writing into an output the program freed
+     * is not an error. Costs nothing without the flag, a load per input with it. */
+    MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS = 1,
+    /* A launch first frees the allocations of the graph's memory nodes that are still live
+     * from the previous launch (instead of refusing to launch). */
+    MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH = 2,
+    /* Refuse a graph with races (MTIART_ERROR_INVALID_VALUE, the message names them; see
+     * mtiart_graph_check_races). */
+    MTIART_GRAPH_INSTANTIATE_CHECK_RACES = 4
+} mtiart_graph_instantiate_flags;
+
+/* mtiart_graph_instantiate with a bit set of MTIART_GRAPH_INSTANTIATE_* flags; an unknown
+ * bit is refused with MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec);
+
+/*
+ * Graph memory, CUDA's model (cudaGraphAddMemAllocNode). Captures allocate from the graph's
+ * private pool by default (PyTorch's model: allocated once, at capture, and the program's
+ * from then on). Memory nodes instead give the graph allocations of its own, at addresses
+ * fixed for the graph's lifetime:
+ *   - between launches the allocation is not live: eager work cannot use it (nodes of
+ *     graphs may name it);
+ *   - a launch of a graph whose alloc node's allocation it does not free itself makes it
+ *     live, the program's, from the launch on (stream-ordered on the launch's stream, as
+ *     mtiart_malloc_async's), until the program frees it with mtiart_free (ordered as for
+ *     that stream's blocks) or mtiart_free_async, or a launch of a graph with a free node
+ *     for it does; it is then the graph's again, at the same address, for the next launch;
+ *   - launching while an allocation it makes is still live fails with
+ *     MTIART_ERROR_NOT_PERMITTED (unless instantiated with
+ *     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH), as does launching a graph that frees
+ *     an allocation (of another graph) that is not live;
+ *   - an allocation freed in its own graph is used only between its alloc and free nodes.
+ * Executables of the graph share its allocations; its memory goes back to the pool when
+ * the graph and its executables are destroyed (if live then, it stays the program's).
+ * Statistics: MTIART_STAT_GRAPH_ALLOC_BYTES; snapshots show MTIART_BLOCK_GRAPH_ALLOCATION.
+ */
+
+/* Add a memory alloc node of `bytes` (>= 1) bytes, reserved at once from the graph's pool
+ * (the default pool for a hand-built graph); *ptr gets the allocation's address. */
+MTIART_API mtiart_status mtiart_graph_add_mem_alloc_node(mtiart_graph graph,
+                                                         const size_t *dependencies,
+                                                         size_t num_dependencies, size_t bytes,
+                                                         size_t *node, void **ptr);
+
+/* Add a memory free node of the graph allocation starting at `ptr` (made by an alloc node
+ * of this graph or another one on the device). MTIART_ERROR_INVALID_VALUE if ptr starts no
+ * graph allocation or the graph frees it already. */
+MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
+                                                        const size_t *dependencies,
+                                                        size_t num_dependencies, void *ptr,
+                                                        size_t *node);
+
+/* A copy of the graph (nodes, dependencies, pool use, and holds of its own on the memory
+ * it uses): later changes to either do not affect the other. A graph with memory nodes
+ * cannot be cloned (MTIART_ERROR_NOT_SUPPORTED), as in CUDA. */
+MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernel library: tensor operations on contiguous device arrays                         */
@@ -948,17 +1110,6 @@ MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_rac
 /* mtiart_graph_check_races on what an executable runs (its latest update). */
 MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
                                                        size_t capacity, size_t *count);
-
-typedef enum mtiart_instantiate_flags {
-    MTIART_INSTANTIATE_DEFAULT = 0,
-    /* Refuse a graph with races (MTIART_ERROR_INVALID_VALUE, the message names them) */
-    MTIART_INSTANTIATE_CHECK_RACES = 1 << 0
-} mtiart_instantiate_flags;
-
-/* mtiart_graph_instantiate with options (mtiart_instantiate_flags, or-ed); an unknown bit
- * is refused with MTIART_ERROR_INVALID_VALUE. */
-MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
-                                                             mtiart_graph_exec *exec);
 
 /* Who makes a call that invalidates a capture, as the calling program knows it: the
  * runtime fills `thread` with the thread's name and the rest with "" before calling the

@@ -36,7 +36,10 @@
 enum {
     BLK_ACTIVE = MTIART_BLOCK_ACTIVE,
     BLK_PENDING = MTIART_BLOCK_PENDING_FREE,
-    BLK_FREE = MTIART_BLOCK_FREE
+    BLK_FREE = MTIART_BLOCK_FREE,
+    BLK_HELD = MTIART_BLOCK_GRAPH_HELD,           /* freed by the program, still held by graphs */
+    BLK_RESERVED = MTIART_BLOCK_GRAPH_ALLOCATION, /* a memory node's, between launches */
+    BLK_QUARANTINED = 5, /* valgrind only: free, waiting before reuse (free in snapshots) */
 };
 
 typedef struct segment segment;
@@ -59,15 +62,33 @@ typedef struct block {
     uint64_t capture_id; /* pending until the end of this capture */
     stream_use *uses;
     uint32_t num_uses, cap_uses;
+    uint32_t holds;         /* graphs, captures and executables holding it (see mt_graph_mem) */
+    uint32_t mem_index;     /* its entry in the graph memory record that last recorded it... */
+    uint64_t mem_serial;    /* ...which is the one with this serial number */
+    mt_live *live;          /* its liveness, once a graph recorded it (a reference) */
+    uint64_t alloc_capture; /* the capture that allocated it (0: none) */
+    mt_graph_alloc *galloc; /* the memory node allocation it is, or NULL */
 } block;
 
-/* Valgrind: a freed range its stream's earlier work may still touch (see vg_block_freed). */
-typedef struct vg_zombie {
-    uintptr_t addr_hidden;
-    size_t size;
-    mt_stream *stream;
-    uint64_t target; /* the range is dead once the stream has completed this much */
-} vg_zombie;
+/* A memory node's allocation (see "memory nodes" below). */
+struct mt_graph_alloc {
+    int refs; /* nodes of graphs and executables; under the allocator's lock */
+    mt_device *dev;
+    block *b;
+    mt_stream *stream; /* reserved on it: what mtiart_free of it orders against */
+};
+
+/* Valgrind only: a range a running op uses (complemented addresses, see hide_addr). */
+typedef struct vg_range {
+    uintptr_t lo, hi;
+} vg_range;
+
+/* Valgrind only: a freed block in the quarantine. */
+typedef struct vg_quarantined {
+    block *b;
+    mt_stream *stream; /* its stream, with a reference, while it had work before the free */
+    uint64_t target;   /* reusable once that stream has completed this much */
+} vg_quarantined;
 
 typedef struct heap {
     uint64_t bitmap[BITMAP_WORDS];
@@ -77,6 +98,8 @@ typedef struct heap {
 struct stream_heap {
     uint64_t stream_id;
     size_t num_segments; /* segments it owns; a heap without any is dropped on release */
+    bool dead;           /* its stream is done for good: its free segments go to others */
+    uint64_t seen;       /* the liveness census that last found its stream */
     heap small, large;
     stream_heap *prev, *next;
 };
@@ -107,6 +130,15 @@ struct mt_pool {
     mt_pool *next;
 };
 
+/* Read through mtiart_memory_get_stat. */
+typedef struct stats_more {
+    uint64_t graph_held_bytes; /* blocks the program freed that graphs still hold */
+    uint64_t graph_held_bytes_peak;
+    uint64_t graph_held_blocks;
+    uint64_t graph_alloc_bytes; /* memory nodes' allocations, live or not */
+    uint64_t graph_alloc_bytes_peak;
+} stats_more;
+
 typedef struct observer {
     mtiart_oom_observer fn;
     void *user_data;
@@ -125,10 +157,17 @@ typedef struct mt_allocator {
     size_t table_cap, table_count, table_tombs;
     block *spare_blocks;
     block *pending;
+    block *held;         /* BLK_HELD blocks (through fprev/fnext, as the pending list) */
     uint64_t free_clock; /* counts frees: orders them against waits for the device */
     mtiart_memory_stats stats;
-    vg_zombie *zombies; /* valgrind only */
-    size_t num_zombies, cap_zombies;
+    stats_more more;      /* statistics the public struct has no room for */
+    vg_range *vg_running; /* valgrind only: the buffers of running ops */
+    size_t num_vg_running, cap_vg_running;
+    vg_quarantined *quarantine; /* valgrind only: a ring, oldest at quarantine_head */
+    size_t quarantine_head, quarantine_count, quarantine_cap;
+    uint64_t quarantine_bytes, quarantine_limit;
+    unsigned streams_freed_seen; /* the device's streams_freed at the last census */
+    uint64_t census;             /* number of the last census of live streams */
 } mt_allocator;
 
 #define TOMBSTONE ((block *)(uintptr_t)1)
@@ -157,18 +196,19 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
  * a few no-op instructions when not running under valgrind):
  *   - a block handed out is a MALLOCLIKE block of its requested size, allocated at the
  *     caller of mtiart_malloc*: a block never freed is "definitely lost" with that stack;
- *   - cached free memory and released segments are NOACCESS (under valgrind a released
- *     segment stays mapped, so a stray access is reported rather than a crash);
- *   - frees are stream ordered: a block is FREELIKE at mtiart_free (free stack = caller),
- *     but while its stream (or a record_stream user) still has work enqueued before the
- *     free, the range stays addressable and defined (a "zombie"), so kernels still reading
- *     it are not reported; once the stream is past that point (checked at host waits, at
- *     allocations and frees, and at exit) what is still free becomes NOACCESS. Reuse on
- *     the same stream is immediate, exactly as without valgrind (a block handed out over
- *     a zombie starts defined, for the same reason);
- *   - a block freed into a private pool that graphs still use (freed during capture, or a
- *     graph output freed later) is FREELIKE but stays addressable (undefined): replays
- *     still read and write it. It becomes NOACCESS when the pool's last graph is gone.
+ *   - the program's free makes the block FREELIKE (free stack: the caller's) and NOACCESS
+ *     at once, whatever its streams still have queued, so the host's next access to it is
+ *     reported; cached memory and released segments are NOACCESS too (under valgrind a
+ *     released segment stays mapped, so a stray access is reported rather than a crash);
+ *   - work that runs after the free (kernels enqueued before it, replays into memory that
+ *     graphs hold, memory nodes' allocations between launches) touches only the buffers
+ *     it describes: while an op runs, the parts of its buffers that are no live allocation
+ *     are addressable and defined (mt_alloc_vg_enter / mt_alloc_vg_leave), and a free made
+ *     meanwhile spares what running ops use;
+ *   - a freed block waits in a quarantine before it is reused (as ASan's allocator does:
+ *     MTIART_VALGRIND_QUARANTINE bytes, oldest out first, never before the work enqueued
+ *     before its free is done), so an access after the free stays an invalid access instead
+ *     of landing in the next allocation. Flushed when memory runs out and by empty_cache.
  */
 #ifdef MTIART_HAVE_VALGRIND
 #define VG_ON() RUNNING_ON_VALGRIND
@@ -177,38 +217,46 @@ static inline uintptr_t arena_base(const mt_allocator *a) { return ~a->base_hidd
                               (defined))
 #define VG_FREE(b) VALGRIND_FREELIKE_BLOCK((void *)blk_addr(b), 0)
 #define VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((void *)(p), (n))
-#define VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((void *)(p), (n))
 #define VG_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((void *)(p), (n))
 #else
 #define VG_ON() 0
 #define VG_ALLOC(b, defined) ((void)(b), (void)(defined))
 #define VG_FREE(b) ((void)(b))
 #define VG_NOACCESS(p, n) ((void)(p), (void)(n))
-#define VG_UNDEFINED(p, n) ((void)(p), (void)(n))
 #define VG_DEFINED(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Replays of the pool's graphs may still touch its free blocks. */
-static inline bool pool_graph_held(const mt_allocator *a, const mt_pool *pool) {
-    return pool != &a->default_pool && pool->use_count > 0;
+/* [lo, hi) except what running ops use becomes NOACCESS; the rest stays as it is. */
+static void vg_noaccess(const mt_allocator *a, uintptr_t lo, uintptr_t hi) {
+    for (size_t i = 0; i < a->num_vg_running && lo < hi; i++) {
+        uintptr_t rlo = ~a->vg_running[i].lo, rhi = ~a->vg_running[i].hi;
+        if (rhi <= lo || rlo >= hi) continue;
+        if (rlo > lo) vg_noaccess(a, lo, rlo);
+        lo = rhi; /* what follows the running range is checked against the others */
+    }
+    if (lo < hi) VG_NOACCESS(lo, hi - lo);
 }
 
-static bool vg_zombie_add(mt_allocator *a, block *b);
-
-/* The program freed the block (lock held). Memcheck sees the free at once (its free stack
- * is the caller's), but a range that work enqueued earlier on the block's stream may still
- * read stays addressable (as defined data) until that stream is past it (vg_zombies_poll);
- * the allocator itself reuses the block in stream order exactly as without valgrind. */
-static void vg_block_settle(mt_allocator *a, block *b) {
-    if (pool_graph_held(a, b->seg->pool)) VG_UNDEFINED(blk_addr(b), b->size);
-    else if (vg_zombie_add(a, b)) VG_DEFINED(blk_addr(b), b->size);
-    else VG_NOACCESS(blk_addr(b), b->size);
-}
-
-static void vg_block_freed(mt_allocator *a, block *b) {
+/* The program freed block b: memcheck sees the free at once, with the caller's stack, and
+ * reports any access the host makes from now on. Lock held. */
+static void vg_block_freed(const mt_allocator *a, block *b) {
     if (!VG_ON()) return;
     VG_FREE(b);
-    vg_block_settle(a, b);
+    uintptr_t lo = blk_addr(b), hi = lo + b->size;
+    for (size_t i = 0; i < a->num_vg_running; i++) { /* a running op still uses it */
+        uintptr_t x = ~a->vg_running[i].lo, y = ~a->vg_running[i].hi;
+        if (x < lo) x = lo;
+        if (y > hi) y = hi;
+        if (x < y) VG_DEFINED(x, y - x);
+    }
+    vg_noaccess(a, lo, hi);
+}
+
+/* Whether [lo, hi) overlaps what a running op uses. */
+static bool vg_running_overlaps(const mt_allocator *a, uintptr_t lo, uintptr_t hi) {
+    for (size_t i = 0; i < a->num_vg_running; i++)
+        if (~a->vg_running[i].hi > lo && ~a->vg_running[i].lo < hi) return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -408,19 +456,22 @@ static stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
     return h;
 }
 
+static void heap_drop(mt_pool *pool, stream_heap *h) {
+    if (h->prev) h->prev->next = h->next;
+    else pool->heaps = h->next;
+    if (h->next) h->next->prev = h->prev;
+    heap_index_erase(pool, h);
+    if (pool->last_heap == h) pool->last_heap = NULL;
+    free(h);
+}
+
 /* Drop the heaps that own no segment (streams that are gone, or whose memory was all
  * released): without this every stream that ever allocated kept ~11 KB for good. A live
  * stream simply gets a fresh heap on its next allocation. Lock held. */
 static void drop_empty_heaps(mt_pool *pool) {
     for (stream_heap *h = pool->heaps, *next; h; h = next) {
         next = h->next;
-        if (h->num_segments) continue;
-        if (h->prev) h->prev->next = h->next;
-        else pool->heaps = h->next;
-        if (h->next) h->next->prev = h->prev;
-        heap_index_erase(pool, h);
-        if (pool->last_heap == h) pool->last_heap = NULL;
-        free(h);
+        if (!h->num_segments) heap_drop(pool, h);
     }
 }
 
@@ -615,9 +666,61 @@ static size_t release_cached(mt_allocator *a, uint64_t horizon) {
     return released;
 }
 
+/* Mark the heaps of streams that are done for good (dead): destroyed, with all their work
+ * done (a destroyed stream gets no new work, and is freed once its work is done). Their
+ * cached memory is safe for any stream then. Taken again only when a stream was freed
+ * since the last census, or destroyed streams are still about. Lock held. */
+static void census_streams(mt_allocator *a, mt_device *dev) {
+    unsigned destroyed = atomic_load(&dev->streams_destroyed);
+    unsigned freed = atomic_load(&dev->streams_freed);
+    if (freed == a->streams_freed_seen && destroyed == freed) return;
+    a->streams_freed_seen = freed;
+    uint64_t census = ++a->census;
+    pthread_mutex_lock(&dev->streams_lock);
+    for (mt_stream *s = dev->streams; s; s = s->dev_next) {
+        if (atomic_load(&s->destroyed) && atomic_load(&s->completed) >= atomic_load(&s->enqueued))
+            continue;
+        for (mt_pool *pool = &a->default_pool; pool;
+             pool = pool == &a->default_pool ? a->pools : pool->next) {
+            stream_heap *h = heap_index_find(pool, s->id);
+            if (h) h->seen = census;
+        }
+    }
+    pthread_mutex_unlock(&dev->streams_lock);
+    for (mt_pool *pool = &a->default_pool; pool;
+         pool = pool == &a->default_pool ? a->pools : pool->next)
+        for (stream_heap *h = pool->heaps; h; h = h->next) h->dead = h->seen != census;
+}
+
+/* Give `sh` a wholly free segment of a gone stream's that fits a request of `size` bytes
+ * (small or large): the memory of short-lived streams is reused instead of piling up until
+ * an out-of-memory retry. Lock held. */
+static bool adopt_segment(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t size) {
+    census_streams(a, pool->dev);
+    bool small = size <= SMALL_REQUEST;
+    for (segment *seg = pool->segments; seg; seg = seg->next) {
+        stream_heap *from = seg->owner;
+        if (!from->dead || from == sh || seg->busy_blocks || seg->small != small ||
+            seg->size < size)
+            continue;
+        block *b = seg->first; /* the whole segment */
+        heap_remove(small ? &from->small : &from->large, b);
+        heap_insert(small ? &sh->small : &sh->large, b);
+        seg->owner = sh;
+        sh->num_segments++;
+        if (--from->num_segments == 0) heap_drop(pool, from);
+        return true;
+    }
+    return false;
+}
+
 /* ------------------------------------------------------------------ blocks */
 
-static void release_block(mt_allocator *a, block *b) {
+static void live_kill(block *b);
+
+/* Block b goes back to its heap, reusable. Lock held. */
+static void release_now(mt_allocator *a, block *b) {
+    live_kill(b); /* a memory node's allocation recorded by graphs, never the program's */
     segment *seg = b->seg;
     heap *h = seg->small ? &seg->owner->small : &seg->owner->large;
     b->state = BLK_FREE;
@@ -653,6 +756,15 @@ static void release_block(mt_allocator *a, block *b) {
     }
 }
 
+static bool vg_quarantine(mt_allocator *a, block *b);
+
+/* Block b is free (no stream's earlier work and no graph needs it): reusable now, or once
+ * it is out of the quarantine under valgrind. Lock held. */
+static void release_block(mt_allocator *a, block *b) {
+    if (VG_ON() && vg_quarantine(a, b)) return;
+    release_now(a, b);
+}
+
 static void drop_uses(block *b) {
     for (uint32_t i = 0; i < b->num_uses; i++) mt_stream_unref(b->uses[i].stream);
     b->num_uses = 0;
@@ -673,8 +785,7 @@ static void finish_pending(mt_allocator *a, block *b) {
     a->stats.active_blocks--;
     a->stats.active_bytes -= b->size;
     b->seg->pool->active_blocks--;
-    if (VG_ON()) vg_block_settle(a, b); /* FREELIKE already at mtiart_free */
-    release_block(a, b);
+    release_block(a, b); /* memcheck was told of the free at mtiart_free */
 }
 
 static void process_pending(mt_allocator *a) {
@@ -688,6 +799,8 @@ static void process_pending(mt_allocator *a) {
     }
 }
 
+static void vg_quarantine_drain(mt_allocator *a, bool all);
+
 /* Wait until work that could still touch memory freed so far is done (what cudaFree's
  * synchronization gives): read the free clock, then wait for every stream busy at that
  * point. Any such work was enqueued before its block's free, so segments last freed at or
@@ -696,7 +809,8 @@ static void process_pending(mt_allocator *a) {
 static uint64_t settle_frees(mt_device *dev) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
-    if (a->pending) process_pending(a); /* frees that are due count before the clock */
+    if (a->pending) process_pending(a);        /* frees that are due count before the clock */
+    if (VG_ON()) vg_quarantine_drain(a, true); /* memory is wanted back: no quarantine */
     uint64_t horizon = a->free_clock;
     mt_spin_unlock(&a->lock);
     if (mt_on_worker()) return device_quiet(dev) ? horizon : 0;
@@ -704,74 +818,134 @@ static uint64_t settle_frees(mt_device *dev) {
     return horizon;
 }
 
-/* Valgrind only: remember a freed block whose stream still has work enqueued before the
- * free; returns whether it did (lock held). */
-static bool vg_zombie_add(mt_allocator *a, block *b) {
-    mt_stream *owner = stream_ref_by_id(b->seg->pool->dev, b->seg->owner->stream_id);
-    if (!owner) return false;
-    uint64_t target = atomic_load(&owner->enqueued);
-    if (atomic_load(&owner->completed) >= target) {
+/* Valgrind only: quarantine freed block b rather than reuse it now; false without a
+ * quarantine, and for private pools: their reuse by later captures is the pool's contract
+ * (the host's accesses to their freed blocks are reported all the same). Lock held. */
+static bool vg_quarantine(mt_allocator *a, block *b) {
+    mt_pool *pool = b->seg->pool;
+    if (!a->quarantine_limit || pool != &a->default_pool) return false;
+    if (a->quarantine_count == a->quarantine_cap) {
+        size_t cap = a->quarantine_cap ? a->quarantine_cap * 2 : 64;
+        vg_quarantined *ring = malloc(cap * sizeof *ring);
+        if (!ring) return false;
+        for (size_t i = 0; i < a->quarantine_count; i++)
+            ring[i] = a->quarantine[(a->quarantine_head + i) % a->quarantine_cap];
+        free(a->quarantine);
+        a->quarantine = ring;
+        a->quarantine_cap = cap;
+        a->quarantine_head = 0;
+    }
+    /* Stream-ordered reuse, as without valgrind, would come right after the work the block's
+     * stream had enqueued before the free; out of the quarantine, not before that. */
+    mt_stream *owner = stream_ref_by_id(pool->dev, b->seg->owner->stream_id);
+    uint64_t target = owner ? atomic_load(&owner->enqueued) : 0;
+    if (owner && atomic_load(&owner->completed) >= target) {
         mt_stream_unref(owner);
-        return false;
+        owner = NULL;
     }
-    if (a->num_zombies == a->cap_zombies) {
-        size_t cap = a->cap_zombies ? a->cap_zombies * 2 : 16;
-        vg_zombie *grown = realloc(a->zombies, cap * sizeof *grown);
-        if (!grown) { /* those reads get reported rather than the free failing */
-            mt_stream_unref(owner);
-            return false;
-        }
-        a->zombies = grown;
-        a->cap_zombies = cap;
-    }
-    a->zombies[a->num_zombies++] = (vg_zombie){hide_addr(blk_addr(b)), b->size, owner, target};
+    b->state = BLK_QUARANTINED;
+    a->quarantine[(a->quarantine_head + a->quarantine_count++) % a->quarantine_cap] =
+        (vg_quarantined){b, owner, target};
+    a->quarantine_bytes += b->size;
     return true;
 }
 
-/* Whether [addr, addr+size) overlaps a range earlier work may still read. */
-static bool vg_zombie_overlaps(const mt_allocator *a, uintptr_t addr, size_t size) {
-    for (size_t i = 0; i < a->num_zombies; i++) {
-        uintptr_t z = ~a->zombies[i].addr_hidden;
-        if (addr < z + a->zombies[i].size && z < addr + size) return true;
-    }
-    return false;
-}
-
-/* Ranges whose stream is past the free: what of them is still free becomes NOACCESS (what
- * was handed out again is a live block by now). Lock held. */
-static void vg_zombies_poll(mt_allocator *a) {
-    for (size_t i = 0; i < a->num_zombies;) {
-        vg_zombie *z = &a->zombies[i];
-        if (atomic_load(&z->stream->completed) < z->target) {
-            i++;
+/* Take the oldest blocks out of the quarantine while it holds more than its limit (all of
+ * them with `all`). Lock held. */
+static void vg_quarantine_drain(mt_allocator *a, bool all) {
+    size_t kept = 0, n = a->quarantine_count;
+    for (size_t i = 0; i < n; i++) {
+        vg_quarantined q = a->quarantine[(a->quarantine_head + i) % a->quarantine_cap];
+        bool out = all || (a->quarantine_bytes > a->quarantine_limit &&
+                           (!q.stream || atomic_load(&q.stream->completed) >= q.target));
+        if (!out) {
+            a->quarantine[(a->quarantine_head + kept++) % a->quarantine_cap] = q;
             continue;
         }
-        vg_zombie done = *z;
-        *z = a->zombies[--a->num_zombies];
-        uintptr_t addr = ~done.addr_hidden, end = addr + done.size;
-        segment *seg = atomic_load(&a->chunk_segment[(addr - arena_base(a)) / GRANULE]);
-        if (seg && !pool_graph_held(a, seg->pool)) {
-            for (block *b = seg->first; b; b = b->next) {
-                uintptr_t lo = blk_addr(b), hi = lo + b->size;
-                if (b->state != BLK_FREE || hi <= addr || lo >= end) continue;
-                if (lo < addr) lo = addr;
-                if (hi > end) hi = end;
-                /* a later free of the same memory may still wait for its stream */
-                if (!vg_zombie_overlaps(a, lo, hi - lo)) VG_NOACCESS(lo, hi - lo);
-            }
-        }
-        mt_stream_unref(done.stream);
+        a->quarantine_bytes -= q.b->size;
+        if (q.stream) mt_stream_unref(q.stream);
+        release_now(a, q.b);
     }
+    a->quarantine_count = kept;
 }
 
-/* Valgrind only: settle the freed ranges whose streams are done, so that a read after a
- * synchronize is reported (called after host waits, and at exit). */
+/* Valgrind only: settle what the frees made due (pending frees, the quarantine). Lock held. */
+static void vg_settle(mt_allocator *a) {
+    if (a->pending) process_pending(a);
+    if (a->quarantine_bytes > a->quarantine_limit) vg_quarantine_drain(a, false);
+}
+
+/* Valgrind only: settle the frees whose streams are done (called after host waits, and at
+ * exit). */
 void mt_alloc_vg_poll(mt_device *dev) {
     if (!VG_ON() || !dev->alloc) return;
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);
-    if (a->pending) process_pending(a);
-    if (a->num_zombies) vg_zombies_poll(a);
+    vg_settle(a);
+    mt_spin_unlock(&a->lock);
+}
+
+/* For each part of [lo, hi) that lies in no live allocation: memory the program freed (or
+ * never had), which an op may still touch. Lock held. */
+static void vg_dead_parts(const mt_allocator *a, uintptr_t lo, uintptr_t hi, bool opening) {
+    uintptr_t p = lo;
+    while (p < hi) {
+        size_t chunk = (p - arena_base(a)) / GRANULE;
+        if (chunk >= a->num_chunks) return;
+        segment *seg = atomic_load(&a->chunk_segment[chunk]);
+        uintptr_t end = arena_base(a) + (chunk + 1) * GRANULE;
+        if (seg) end = seg_addr(seg) + seg->size;
+        if (end > hi) end = hi;
+        for (block *b = seg ? seg->first : NULL; b && p < end; b = b->next) {
+            uintptr_t blo = blk_addr(b), bhi = blo + b->size;
+            if (bhi <= p) continue;
+            if (bhi > end) bhi = end;
+            if (b->state != BLK_ACTIVE && opening) VG_DEFINED(p, bhi - p);
+            else if (b->state != BLK_ACTIVE) vg_noaccess(a, p, bhi);
+            p = bhi;
+        }
+        if (p < end) { /* a released segment's range */
+            if (opening) VG_DEFINED(p, end - p);
+            else vg_noaccess(a, p, end);
+            p = end;
+        }
+    }
+}
+
+void mt_alloc_vg_enter(mt_device *dev, const mt_buffer *bufs, uint32_t n) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (a->num_vg_running + n > a->cap_vg_running) {
+        size_t cap = a->cap_vg_running * 2 + n + 16;
+        vg_range *grown = realloc(a->vg_running, cap * sizeof *grown);
+        if (!grown) { /* the op's accesses to freed memory get reported: no worse */
+            mt_spin_unlock(&a->lock);
+            return;
+        }
+        a->vg_running = grown;
+        a->cap_vg_running = cap;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)bufs[i].ptr, hi = lo + bufs[i].bytes;
+        if (lo - arena_base(a) >= a->arena_size) continue;
+        a->vg_running[a->num_vg_running++] = (vg_range){hide_addr(lo), hide_addr(hi)};
+        vg_dead_parts(a, lo, hi, true);
+    }
+    mt_spin_unlock(&a->lock);
+}
+
+void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)bufs[i].ptr, hi = lo + bufs[i].bytes;
+        for (size_t k = 0; k < a->num_vg_running; k++)
+            if (~a->vg_running[k].lo == lo && ~a->vg_running[k].hi == hi) {
+                a->vg_running[k] = a->vg_running[--a->num_vg_running];
+                vg_dead_parts(a, lo, hi, false);
+                break;
+            }
+    }
     mt_spin_unlock(&a->lock);
 }
 
@@ -815,9 +989,9 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
     update_peak(&a->stats.active_blocks_peak, a->stats.active_blocks);
     a->stats.active_bytes += b->size;
     update_peak(&a->stats.active_bytes_peak, a->stats.active_bytes);
-    /* Reused while earlier work on the stream may still read the old contents: those
-     * stay defined, so that work's reads are not taken for uninitialised ones. */
-    VG_ALLOC(b, VG_ON() && a->num_zombies && vg_zombie_overlaps(a, blk_addr(b), b->size));
+    /* Handed out under a running op that still reads what was there (a range it touches
+     * that was freed before): defined, so its reads are not taken for uninitialised ones. */
+    VG_ALLOC(b, VG_ON() && vg_running_overlaps(a, blk_addr(b), blk_addr(b) + b->size));
     return b;
 }
 
@@ -850,6 +1024,7 @@ mtiart_status mt_alloc_init(mt_device *dev) {
     }
     a->default_pool.dev = dev;
     a->stats.capacity = dev->capacity;
+    if (VG_ON()) a->quarantine_limit = mt_vg_quarantine_bytes;
     dev->alloc = a;
     return MTIART_SUCCESS;
 }
@@ -895,13 +1070,14 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     a->stats.alloc_requests++;
     if (!pool) pool = &a->default_pool;
     if (a->pending) process_pending(a);
-    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
+    if (VG_ON()) vg_settle(a);
     stream_heap *sh = heap_for(pool, s->id);
     if (!sh) {
         mt_spin_unlock(&a->lock);
         return mt_oom();
     }
     block *b = take_block(a, pool, sh, rounded, size);
+    if (!b && adopt_segment(a, pool, sh, rounded)) b = take_block(a, pool, sh, rounded, size);
     if (!b) {
         bool small = rounded <= SMALL_REQUEST;
         size_t seg_size = small ? GRANULE : round_up(rounded, GRANULE);
@@ -924,6 +1100,8 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
             return mt_oom();
         }
     }
+    /* What a capture allocates, its graph produces: the input check never watches it. */
+    b->alloc_capture = pool != &a->default_pool ? atomic_load(&s->capture_id) : 0;
     mt_spin_unlock(&a->lock);
     *out = (void *)blk_addr(b);
     return MTIART_SUCCESS;
@@ -941,8 +1119,9 @@ static mt_allocator *allocator_of(const void *ptr, int *device) {
     return NULL;
 }
 
-/* The live block containing [p, p+bytes), or NULL. Lock held. */
-static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
+/* The live block containing [p, p+bytes), or NULL; with `reserved_ok` (a graph being built)
+ * also a memory node's allocation between launches. Lock held. */
+static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes, bool reserved_ok) {
     block **slot = table_slot(a, p);
     block *b = slot ? *slot : NULL;
     if (!b) {
@@ -951,7 +1130,7 @@ static block *find_block(mt_allocator *a, uintptr_t p, size_t bytes) {
         for (b = seg->first; b && !(p - blk_addr(b) < b->size); b = b->next) {}
         if (!b) return NULL;
     }
-    if (b->state != BLK_ACTIVE) return NULL;
+    if (b->state != BLK_ACTIVE && !(reserved_ok && b->state == BLK_RESERVED)) return NULL;
     /* Against the requested size, not the rounded one: the padding is not the caller's. */
     if (bytes > b->requested || p - blk_addr(b) > b->requested - bytes) return NULL;
     return b;
@@ -968,7 +1147,7 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     mt_allocator *a = allocator_of(ptr, device);
     if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
     mt_spin_lock(&a->lock);
-    block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1);
+    block *b = find_block(a, (uintptr_t)ptr, bytes ? bytes : 1, false);
     mt_spin_unlock(&a->lock);
     if (!b)
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
@@ -978,23 +1157,363 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
-/* "what index", or "what" alone (index < 0): the buffer's name in an error message. */
-static const char *buffer_label(char *out, size_t cap, const char *what, int index) {
-    if (index >= 0) snprintf(out, cap, "%s %d", what, index);
-    else snprintf(out, cap, "%s", what);
+/* "kernel argument 2", "destination": the buffer's name in an error message. */
+static const char *buffer_label(char *out, size_t cap, const mt_buffer *buf) {
+    if (buf->arg >= 0) snprintf(out, cap, "%s %d", buf->name, (int)buf->arg);
+    else snprintf(out, cap, "%s", buf->name);
     return out;
 }
 
-mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
-                              const char *what, int index) {
-    int found;
+/* A buffer outside device `dev`'s arena: another device's memory, or no device's. */
+static mtiart_status buffer_elsewhere(const mt_buffer *buf, const mt_device *dev,
+                                      const char *owner) {
     char label[64];
-    if (MT_UNLIKELY(mt_check_range(ptr, bytes, &found) != MTIART_SUCCESS))
-        return mt_error_context("%s", buffer_label(label, sizeof label, what, index));
-    if (MT_LIKELY(found == device)) return MTIART_SUCCESS;
-    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                        "%s points into device %d but the %s belongs to device %d",
-                        buffer_label(label, sizeof label, what, index), found, owner, device);
+    int found;
+    if (allocator_of(buf->ptr, &found))
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%s points into device %d but the %s belongs to device %d",
+                            buffer_label(label, sizeof label, buf), found, owner, dev->index);
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%s: %p is not device memory",
+                        buffer_label(label, sizeof label, buf), buf->ptr);
+}
+
+static mtiart_status mem_record(mt_allocator *a, mt_graph_mem *m, const mt_buffer *bufs,
+                                block *const *blocks, uint32_t n, size_t node);
+
+mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n, const char *owner,
+                               mt_graph_mem *record, size_t node) {
+    if (n == 0) return MTIART_SUCCESS;
+    mt_allocator *a = dev->alloc;
+    block *blocks[MT_MAX_ARGS];
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)bufs[i].ptr;
+        uint64_t bytes = bufs[i].bytes;
+        block *b = p - arena_base(a) < a->arena_size
+                       ? find_block(a, p, bytes ? bytes : 1, record != NULL)
+                       : NULL;
+        if (MT_UNLIKELY(!b)) {
+            mt_spin_unlock(&a->lock);
+            if (p - arena_base(a) >= a->arena_size) return buffer_elsewhere(&bufs[i], dev, owner);
+            char label[64];
+            return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                                "%s: [%p, +%llu bytes) is not inside a live device allocation "
+                                "(freed, out of bounds, or never allocated)",
+                                buffer_label(label, sizeof label, &bufs[i]), bufs[i].ptr,
+                                (unsigned long long)bytes);
+        }
+        blocks[i] = b;
+    }
+    mtiart_status st = record ? mem_record(a, record, bufs, blocks, n, node) : MTIART_SUCCESS;
+    mt_spin_unlock(&a->lock);
+    return st;
+}
+
+/* ------------------------------------------------------------------ graph memory */
+
+/*
+ * What a graph, a capture in progress or an executable records of the device memory its
+ * nodes touch: one entry per allocation (not per buffer: a chain of a thousand nodes on one
+ * tensor has one entry, found through the block's tag without a lookup).
+ *
+ *   - An allocation outside the owner's own pool is held: the program's free of it only
+ *     marks it BLK_HELD (counted as graph_held_bytes), and its memory returns, in stream
+ *     order, when the last holder is gone. Blocks of the owner's pool are not held: blocks
+ *     freed during a capture are reused by later captures sharing the pool, as in PyTorch.
+ *   - Every entry keeps the allocation's liveness cell, whose `alive` the program's free
+ *     clears for good (memory handed out again is another allocation, with its own cell).
+ *     An executable instantiated with the input check lists the entries whose contents a
+ *     replay reads before any node of the graph wrote them: its inputs.
+ */
+
+#define NO_NODE UINT32_MAX
+
+typedef struct mem_entry {
+    block *held;             /* the block this owner holds, or NULL */
+    block *blk;              /* the block as recorded: valid while `live` is alive */
+    mt_live *live;           /* the allocation's liveness (a reference) */
+    uint64_t address, bytes; /* the range of its first read as an input */
+    uint32_t reader;         /* the node of that read (NO_NODE: never read as an input) */
+    bool written;            /* a node wrote it before any read as an input */
+    bool produced;           /* allocated during the capture: never an input */
+} mem_entry;
+
+struct mt_graph_mem {
+    mt_device *dev;
+    const mt_pool *pool; /* the owner's own pool (not held), or NULL */
+    uint64_t capture_id; /* allocations of this capture are produced, not inputs */
+    uint64_t serial;     /* names the record in blocks' tags */
+    mem_entry *items;
+    uint32_t count, cap;
+    uint32_t *slots; /* entry index + 1 by liveness cell, open addressing */
+    uint32_t slot_cap;
+    mt_live **inputs; /* copies made for the input check: input cells, by first reader */
+    uint32_t *input_items;
+    uint32_t num_inputs;
+    mt_pool **pools; /* pools of bodies merged in (mt_graph_mem_merge), retained */
+    uint32_t num_pools;
+};
+
+static atomic_uint_least64_t next_mem_serial = 1;
+
+static void live_unref(mt_live *live) {
+    if (atomic_fetch_sub_explicit(&live->refs, 1, memory_order_acq_rel) == 1) free(live);
+}
+
+/* The program freed (or gave up) block b: its graphs see it dead from now on. Lock held. */
+static void live_kill(block *b) {
+    if (!b->live) return;
+    atomic_store_explicit(&b->live->alive, 0, memory_order_release);
+    live_unref(b->live);
+    b->live = NULL;
+}
+
+static inline size_t live_hash(const mt_live *live, uint32_t cap) {
+    return (size_t)(((uint64_t)(uintptr_t)live >> 4) * 0x9E3779B97F4A7C15ull >> 32) & (cap - 1);
+}
+
+static void mem_index_put(mt_graph_mem *m, uint32_t item) {
+    size_t j = live_hash(m->items[item].live, m->slot_cap);
+    while (m->slots[j]) j = (j + 1) & (m->slot_cap - 1);
+    m->slots[j] = item + 1;
+}
+
+/* Room for `more` entries, so that recording cannot fail halfway. */
+static bool mem_reserve(mt_graph_mem *m, uint32_t more) {
+    if (m->count + more > m->cap) {
+        uint32_t cap = m->cap ? m->cap : 8;
+        while (cap < m->count + more) cap *= 2;
+        mem_entry *grown = realloc(m->items, cap * sizeof *grown);
+        if (!grown) return false;
+        m->items = grown;
+        m->cap = cap;
+    }
+    if ((m->count + more) * 2 > m->slot_cap) {
+        uint32_t cap = m->slot_cap ? m->slot_cap : 16;
+        while ((m->count + more) * 2 > cap) cap *= 2;
+        uint32_t *slots = calloc(cap, sizeof *slots);
+        if (!slots) return false;
+        free(m->slots);
+        m->slots = slots;
+        m->slot_cap = cap;
+        for (uint32_t i = 0; i < m->count; i++) mem_index_put(m, i);
+    }
+    return true;
+}
+
+/* The entry of block b's allocation, added if new (room reserved, cell made). Lock held. */
+static mem_entry *mem_entry_of(mt_allocator *a, mt_graph_mem *m, block *b) {
+    if (b->mem_serial == m->serial && b->mem_index < m->count &&
+        m->items[b->mem_index].live == b->live)
+        return &m->items[b->mem_index];
+    for (size_t j = live_hash(b->live, m->slot_cap); m->slots[j]; j = (j + 1) & (m->slot_cap - 1))
+        if (m->items[m->slots[j] - 1].live == b->live) {
+            b->mem_serial = m->serial;
+            b->mem_index = m->slots[j] - 1;
+            return &m->items[b->mem_index];
+        }
+    uint32_t index = m->count++;
+    mem_entry *e = &m->items[index];
+    *e = (mem_entry){.live = b->live, .blk = b, .reader = NO_NODE};
+    atomic_fetch_add_explicit(&b->live->refs, 1, memory_order_relaxed);
+    /* What the capture allocated, and memory nodes' allocations, the graph produces. */
+    e->produced = (b->alloc_capture && b->alloc_capture == m->capture_id) || b->galloc;
+    if (b->seg->pool != m->pool) {
+        b->holds++;
+        e->held = b;
+    }
+    (void)a;
+    mem_index_put(m, index);
+    b->mem_serial = m->serial;
+    b->mem_index = index;
+    return e;
+}
+
+static mtiart_status mem_record(mt_allocator *a, mt_graph_mem *m, const mt_buffer *bufs,
+                                block *const *blocks, uint32_t n, size_t node) {
+    if (!mem_reserve(m, n)) return mt_oom();
+    for (uint32_t i = 0; i < n; i++) {
+        block *b = blocks[i];
+        if (b->live) continue;
+        b->live = malloc(sizeof *b->live);
+        if (!b->live) return mt_oom();
+        atomic_init(&b->live->alive, 1);
+        atomic_init(&b->live->refs, 1); /* the block's */
+    }
+    /* The node's reads come before its writes: an in-place update reads its input. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < n; i++) {
+            mem_entry *e = mem_entry_of(a, m, blocks[i]);
+            if (pass == 0 && (bufs[i].access & MTIART_ARG_BUFFER_IN) && e->reader == NO_NODE &&
+                !e->written && !e->produced) {
+                e->reader = node > NO_NODE - 1 ? NO_NODE - 1 : (uint32_t)node;
+                e->address = (uint64_t)(uintptr_t)bufs[i].ptr;
+                e->bytes = bufs[i].bytes;
+            }
+            if (pass == 1 && (bufs[i].access & MTIART_ARG_BUFFER_OUT)) e->written = true;
+        }
+    return MTIART_SUCCESS;
+}
+
+mt_graph_mem *mt_graph_mem_new(mt_device *dev, const mt_pool *pool, uint64_t capture_id) {
+    mt_graph_mem *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->dev = dev;
+    m->pool = pool;
+    m->capture_id = capture_id;
+    m->serial = atomic_fetch_add(&next_mem_serial, 1);
+    return m;
+}
+
+static void hold_release(mt_allocator *a, block *b);
+
+void mt_graph_mem_free(mt_graph_mem *m) {
+    if (!m) return;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < m->count; i++)
+        if (m->items[i].held) hold_release(a, m->items[i].held);
+    mt_spin_unlock(&a->lock);
+    for (uint32_t i = 0; i < m->num_pools; i++) mt_pool_release(m->pools[i]);
+    free(m->pools);
+    for (uint32_t i = 0; i < m->count; i++) live_unref(m->items[i].live);
+    free(m->items);
+    free(m->slots);
+    free(m->inputs);
+    free(m->input_items);
+    free(m);
+}
+
+static int by_reader(const void *x, const void *y, void *items) {
+    const mem_entry *e = items;
+    uint32_t rx = e[*(const uint32_t *)x].reader, ry = e[*(const uint32_t *)y].reader;
+    return rx < ry ? -1 : rx > ry;
+}
+
+mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs) {
+    mt_graph_mem *c = mt_graph_mem_new(m->dev, m->pool, m->capture_id);
+    if (!c || !mem_reserve(c, m->count)) goto oom;
+    if (m->num_pools) {
+        if (!(c->pools = malloc(m->num_pools * sizeof *c->pools))) goto oom;
+        for (uint32_t i = 0; i < m->num_pools; i++) mt_pool_retain(m->pools[i]);
+        memcpy(c->pools, m->pools, m->num_pools * sizeof *c->pools);
+        c->num_pools = m->num_pools;
+    }
+    if (inputs) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < m->count; i++) n += m->items[i].reader != NO_NODE;
+        c->inputs = malloc((n ? n : 1) * sizeof *c->inputs);
+        c->input_items = malloc((n ? n : 1) * sizeof *c->input_items);
+        if (!c->inputs || !c->input_items) goto oom;
+        for (uint32_t i = 0; i < m->count; i++)
+            if (m->items[i].reader != NO_NODE) c->input_items[c->num_inputs++] = i;
+        qsort_r(c->input_items, c->num_inputs, sizeof *c->input_items, by_reader, m->items);
+        for (uint32_t i = 0; i < c->num_inputs; i++)
+            c->inputs[i] = m->items[c->input_items[i]].live;
+    }
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < m->count; i++) {
+        c->items[i] = m->items[i];
+        atomic_fetch_add_explicit(&m->items[i].live->refs, 1, memory_order_relaxed);
+        if (m->items[i].held) m->items[i].held->holds++;
+        mem_index_put(c, i);
+    }
+    c->count = m->count;
+    mt_spin_unlock(&a->lock);
+    return c;
+oom:
+    mt_graph_mem_free(c);
+    mt_oom();
+    return NULL;
+}
+
+mt_graph_mem *mt_graph_mem_holds_of(const mt_graph_mem *m) {
+    mt_graph_mem *c = mt_graph_mem_copy(m, false);
+    for (uint32_t i = 0; c && i < c->count; i++) {
+        c->items[i].reader = NO_NODE;
+        c->items[i].written = true;
+    }
+    return c;
+}
+
+void mt_graph_mem_forget_reads(mt_graph_mem *m, size_t node) {
+    for (uint32_t i = 0; i < m->count; i++)
+        if (m->items[i].reader == node) m->items[i].reader = NO_NODE;
+}
+
+mtiart_status mt_graph_mem_merge(mt_graph_mem *m, const mt_graph_mem *body, size_t node) {
+    if (!body->count && !body->num_pools) return MTIART_SUCCESS;
+    /* The body's pool (and those it retains) stays mapped: what the body wrote there and the
+     * program freed since is still the body's to use. */
+    uint32_t np = body->num_pools + 1;
+    mt_pool **grown = realloc(m->pools, (m->num_pools + np) * sizeof *grown);
+    if (!grown || !mem_reserve(m, body->count)) {
+        if (grown) m->pools = grown;
+        return mt_oom();
+    }
+    m->pools = grown;
+    for (uint32_t k = 0; k < np; k++) {
+        mt_pool *pool = k ? body->pools[k - 1] : (mt_pool *)body->pool;
+        bool have = !pool || pool == m->pool;
+        for (uint32_t i = 0; i < m->num_pools && !have; i++) have = m->pools[i] == pool;
+        if (have) continue;
+        mt_pool_retain(pool);
+        m->pools[m->num_pools++] = pool;
+    }
+    uint32_t reader = node > NO_NODE - 1 ? NO_NODE - 1 : (uint32_t)node;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (uint32_t i = 0; i < body->count; i++) {
+        const mem_entry *from = &body->items[i];
+        mem_entry *e = NULL;
+        for (size_t j = live_hash(from->live, m->slot_cap); m->slots[j] && !e;
+             j = (j + 1) & (m->slot_cap - 1))
+            if (m->items[m->slots[j] - 1].live == from->live) e = &m->items[m->slots[j] - 1];
+        if (!e) {
+            uint32_t index = m->count++;
+            e = &m->items[index];
+            *e = (mem_entry){.live = from->live, .blk = from->blk, .reader = NO_NODE};
+            atomic_fetch_add_explicit(&from->live->refs, 1, memory_order_relaxed);
+            /* Held by the body, or the program's still (then the block is as recorded). */
+            block *b = from->held                                                       ? from->held
+                       : atomic_load_explicit(&from->live->alive, memory_order_acquire) ? from->blk
+                                                                                        : NULL;
+            if (b && b->seg->pool != m->pool) {
+                b->holds++;
+                e->held = b;
+            }
+            mem_index_put(m, index);
+        }
+        if (from->reader != NO_NODE && e->reader == NO_NODE && !e->written && !e->produced) {
+            e->reader = reader;
+            e->address = from->address;
+            e->bytes = from->bytes;
+        }
+        if (from->written || from->produced) e->written = true;
+    }
+    mt_spin_unlock(&a->lock);
+    return MTIART_SUCCESS;
+}
+
+long mt_graph_mem_dead_input(const mt_graph_mem *m) {
+    mt_live *const *inputs = m->inputs;
+    for (uint32_t i = 0, n = m->num_inputs; i < n; i++)
+        if (MT_UNLIKELY(!atomic_load_explicit(&inputs[i]->alive, memory_order_acquire)))
+            return (long)i;
+    return -1;
+}
+
+void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_t *address,
+                        uint64_t *bytes, bool *reused) {
+    const mem_entry *e = &m->items[m->input_items[i]];
+    *node = e->reader;
+    *address = e->address;
+    *bytes = e->bytes;
+    mt_allocator *a = m->dev->alloc;
+    mt_spin_lock(&a->lock);
+    *reused = find_block(a, (uintptr_t)e->address, 1, false) != NULL;
+    mt_spin_unlock(&a->lock);
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -1003,6 +1522,10 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(ptr);
+    if (atomic_load(&s->capture)) { /* an alloc node, in a capture that makes memory nodes */
+        mtiart_status st = mt_capture_mem_alloc(s, size, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
     mt_pool *pool = mt_capture_pool_retain(s);
     mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
     if (pool) mt_pool_release(pool);
@@ -1013,32 +1536,63 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(ptr);
+    if (atomic_load(&dev->default_stream->capture)) {
+        mtiart_status st = mt_capture_mem_alloc(dev->default_stream, size, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
     mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
     mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
     if (pool) mt_pool_release(pool);
     return st;
 }
 
-MTIART_API mtiart_status mtiart_free(void *ptr) {
-    MT_API_ENTRY();
-    if (!ptr) return MTIART_SUCCESS;
-    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
-    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
-    mt_spin_lock(&a->lock);
-    block **slot = table_slot(a, (uintptr_t)ptr);
-    if (!slot || (*slot)->state != BLK_ACTIVE) {
-        mt_spin_unlock(&a->lock);
-        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
-                            "%p is not the start of a live device allocation "
-                            "(double free, or an interior pointer)",
-                            ptr);
+/* Block b is done with, by the program (its free) and by every graph: it returns to its heap
+ * now, or once the other streams that use it are past the free. `announce`: memcheck has
+ * not been told of the free yet. Lock held. */
+static void retire_block(mt_allocator *a, block **slot, block *b, bool announce) {
+    mt_pool *pool = b->seg->pool;
+    if (b->num_uses == 0) {
+        table_erase(a, slot);
+        a->stats.active_blocks--;
+        a->stats.active_bytes -= b->size;
+        pool->active_blocks--;
+        if (announce) vg_block_freed(a, b);
+        release_block(a, b);
+        return;
     }
-    block *b = *slot;
+    if (announce) vg_block_freed(a, b); /* the other streams' work is covered as it runs */
+    b->state = BLK_PENDING;
+    b->fprev = NULL;
+    b->fnext = a->pending;
+    if (a->pending) a->pending->fprev = b;
+    a->pending = b;
+}
+
+/* Block b is the program's no more: held while graphs use it (they still replay into it,
+ * and it waits for the last of them: hold_release), retired otherwise. Lock held. */
+static void hold_or_retire(mt_allocator *a, block **slot, block *b, bool announce) {
+    if (!b->holds) {
+        retire_block(a, slot, b, announce);
+        return;
+    }
+    b->state = BLK_HELD;
+    b->fprev = NULL;
+    b->fnext = a->held;
+    if (a->held) a->held->fprev = b;
+    a->held = b;
+    a->more.graph_held_bytes += b->size;
+    a->more.graph_held_blocks++;
+    update_peak(&a->more.graph_held_bytes_peak, a->more.graph_held_bytes);
+    if (announce) vg_block_freed(a, b); /* the replays are covered as they run */
+}
+
+/* The program frees live block b (at `slot` in the table). Lock held. */
+static void user_free(mt_allocator *a, block **slot, block *b) {
     a->stats.free_requests++;
     a->stats.allocated_bytes -= b->size;
     a->stats.requested_bytes -= b->requested;
-    mt_pool *pool = b->seg->pool;
-    pool->allocated -= b->size;
+    b->seg->pool->allocated -= b->size;
+    live_kill(b);
     /* Other streams use the block: it waits until their work so far is done. Work that a
      * capture records does not run until replay, so such frees wait for the capture's
      * end, when the pool's ordering takes over (as in PyTorch). */
@@ -1048,29 +1602,253 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
         uint64_t capture_id = atomic_load(&u->capture_id);
         if (capture_id) b->capture_id = capture_id;
     }
-    if (VG_ON() && a->num_zombies) vg_zombies_poll(a);
-    if (b->num_uses == 0) {
-        table_erase(a, slot);
-        a->stats.active_blocks--;
-        a->stats.active_bytes -= b->size;
-        pool->active_blocks--;
+    if (b->galloc) {
+        /* A memory node's allocation goes back to its graph for the next launch. */
+        b->state = BLK_RESERVED;
         vg_block_freed(a, b);
-        release_block(a, b);
+        return;
+    }
+    hold_or_retire(a, slot, b, true);
+}
+
+/* A graph, capture or executable drops its hold on block b. Lock held. */
+static void hold_release(mt_allocator *a, block *b) {
+    if (--b->holds || b->state != BLK_HELD) return;
+    if (b->fprev) b->fprev->fnext = b->fnext;
+    else a->held = b->fnext;
+    if (b->fnext) b->fnext->fprev = b->fprev;
+    b->fprev = b->fnext = NULL;
+    a->more.graph_held_bytes -= b->size;
+    a->more.graph_held_blocks--;
+    retire_block(a, table_slot(a, blk_addr(b)), b, false);
+}
+
+/* Make `s` one of the streams that use block b (record_stream). Lock held. */
+static bool add_use(block *b, mt_stream *s) {
+    if (b->seg->owner->stream_id == s->id) return true;
+    for (uint32_t i = 0; i < b->num_uses; i++)
+        if (b->uses[i].stream == s) return true;
+    if (b->num_uses == b->cap_uses) {
+        uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
+        stream_use *grown = realloc(b->uses, cap * sizeof *grown);
+        if (!grown) return false;
+        b->uses = grown;
+        b->cap_uses = cap;
+    }
+    mt_stream_ref(s);
+    b->uses[b->num_uses++] = (stream_use){s, 0};
+    return true;
+}
+
+/* mtiart_free (on NULL) and mtiart_free_async (on a stream). */
+static mtiart_status free_on(void *ptr, mt_stream *s) {
+    int device;
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, &device) : NULL;
+    if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+    if (s && device != s->dev->index)
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p points into device %d but the stream belongs to device %d", ptr,
+                            device, s->dev->index);
+    mt_spin_lock(&a->lock);
+    block **slot = table_slot(a, (uintptr_t)ptr);
+    if (!slot || (*slot)->state != BLK_ACTIVE) {
+        /* A memory node's allocation between launches: freed in the capture making it. */
+        mt_graph_alloc *ga = slot && (*slot)->state == BLK_RESERVED ? (*slot)->galloc : NULL;
+        mt_stream *on = ga ? (s ? s : ga->stream) : NULL;
+        if (on) mt_stream_ref(on);
         mt_spin_unlock(&a->lock);
-        return MTIART_SUCCESS;
+        if (on) {
+            mtiart_status st = mt_capture_mem_free(on, ptr);
+            mt_stream_unref(on);
+            if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        }
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                            "%p is not the start of a live device allocation "
+                            "(double free, an interior pointer, or a graph's allocation "
+                            "between its launches)",
+                            ptr);
     }
-    if (VG_ON()) { /* freed for memcheck now; readable until the other streams are done */
-        VG_FREE(b);
-        if (pool_graph_held(a, pool)) VG_UNDEFINED(blk_addr(b), b->size);
-        else VG_DEFINED(blk_addr(b), b->size);
+    block *b = *slot;
+    if (s && !add_use(b, s)) {
+        mt_spin_unlock(&a->lock);
+        return mt_oom();
     }
-    b->state = BLK_PENDING;
-    b->fprev = NULL;
-    b->fnext = a->pending;
-    if (a->pending) a->pending->fprev = b;
-    a->pending = b;
+    user_free(a, slot, b);
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_free(void *ptr) {
+    MT_API_ENTRY();
+    if (!ptr) return MTIART_SUCCESS;
+    return free_on(ptr, NULL);
+}
+
+MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    if (!ptr) return MTIART_SUCCESS;
+    if (atomic_load(&s->capture)) { /* a free node, in a capture that makes memory nodes */
+        mtiart_status st = mt_capture_mem_free(s, ptr);
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+    }
+    return free_on(ptr, s);
+}
+
+/* ------------------------------------------------------------------ memory nodes */
+
+/*
+ * CUDA's graph-memory model, for C programs that want it (captures allocate from the
+ * graph's pool otherwise). A memory node's allocation is a block reserved for its graph:
+ * its address is fixed for the graph's lifetime. Between launches it is BLK_RESERVED (no
+ * live allocation: eager work cannot use it, nodes of graphs may); a launch of the graph
+ * that allocates and does not free it makes it the program's (BLK_ACTIVE) until the program
+ * frees it (mtiart_free, mtiart_free_async) or a graph's free node does, which makes it
+ * BLK_RESERVED again. The block goes back to its pool when the last node naming it is
+ * destroyed (or becomes an ordinary allocation, if it is live then).
+ */
+mtiart_status mt_graph_alloc_new(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
+                                 mt_graph_alloc **out, void **ptr) {
+    if (size == 0)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "a memory node needs at least 1 byte");
+    mt_graph_alloc *ga = calloc(1, sizeof *ga);
+    MT_CHECK_ALLOC(ga);
+    void *p;
+    mtiart_status st = mt_alloc(dev, s, pool, size, &p);
+    if (st) {
+        free(ga);
+        return st;
+    }
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    block *b = *table_slot(a, (uintptr_t)p);
+    b->state = BLK_RESERVED;
+    b->galloc = ga;
+    a->stats.allocated_bytes -= b->size;
+    a->stats.requested_bytes -= b->requested;
+    b->seg->pool->allocated -= b->size;
+    a->more.graph_alloc_bytes += b->size;
+    update_peak(&a->more.graph_alloc_bytes_peak, a->more.graph_alloc_bytes);
+    vg_block_freed(a, b); /* the program's only while launched */
+    ga->refs = 1;
+    ga->dev = dev;
+    ga->b = b;
+    mt_stream_ref(s);
+    ga->stream = s;
+    mt_spin_unlock(&a->lock);
+    *out = ga;
+    *ptr = p;
+    return MTIART_SUCCESS;
+}
+
+void mt_graph_alloc_ref(mt_graph_alloc *ga) {
+    mt_allocator *a = ga->dev->alloc;
+    mt_spin_lock(&a->lock);
+    ga->refs++;
+    mt_spin_unlock(&a->lock);
+}
+
+void mt_graph_alloc_unref(mt_graph_alloc *ga) {
+    mt_allocator *a = ga->dev->alloc;
+    mt_spin_lock(&a->lock);
+    if (--ga->refs) {
+        mt_spin_unlock(&a->lock);
+        return;
+    }
+    block *b = ga->b;
+    b->galloc = NULL;
+    a->more.graph_alloc_bytes -= b->size;
+    if (b->state == BLK_RESERVED) {
+        /* Launches are over (their executables are gone); eager work on it since may not
+         * be: its streams' work so far completes first. */
+        for (uint32_t i = 0; i < b->num_uses; i++)
+            b->uses[i].target = atomic_load(&b->uses[i].stream->enqueued);
+        hold_or_retire(a, table_slot(a, blk_addr(b)), b, false);
+    } /* else live: an ordinary allocation of the program's from now on */
+    mt_spin_unlock(&a->lock);
+    mt_stream_unref(ga->stream);
+    free(ga);
+}
+
+mt_graph_alloc *mt_graph_alloc_find(mt_device *dev, const void *ptr) {
+    mt_allocator *a = dev->alloc;
+    if ((uintptr_t)ptr - arena_base(a) >= a->arena_size) return NULL;
+    mt_spin_lock(&a->lock);
+    block **slot = table_slot(a, (uintptr_t)ptr);
+    mt_graph_alloc *ga = slot ? (*slot)->galloc : NULL;
+    if (ga) ga->refs++;
+    mt_spin_unlock(&a->lock);
+    return ga;
+}
+
+void *mt_graph_alloc_address(const mt_graph_alloc *ga, size_t *bytes) {
+    if (bytes) *bytes = ga->b->requested;
+    return (void *)blk_addr(ga->b);
+}
+
+/* The program's allocation b becomes the graph's again, freed on stream `on`. Lock held. */
+static void galloc_free(mt_allocator *a, block *b, mt_stream *on) {
+    a->stats.free_requests++;
+    a->stats.allocated_bytes -= b->size;
+    a->stats.requested_bytes -= b->requested;
+    b->seg->pool->allocated -= b->size;
+    live_kill(b);
+    if (on) add_use(b, on); /* on failure, only the final release's ordering is coarser */
+    b->state = BLK_RESERVED;
+    vg_block_freed(a, b);
+}
+
+mtiart_status mt_graph_allocs_check(const mt_mem_node *nodes, size_t n, bool auto_free) {
+    if (n == 0) return MTIART_SUCCESS;
+    mt_allocator *a = nodes[0].alloc->dev->alloc;
+    mtiart_status st = MTIART_SUCCESS;
+    mt_spin_lock(&a->lock);
+    for (size_t i = 0; i < n && !st; i++) {
+        const mt_mem_node *m = &nodes[i];
+        block *b = m->alloc->b;
+        bool live = b->state == BLK_ACTIVE;
+        if (m->kind == MT_OP_MEM_ALLOC && live && !auto_free)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "graph node %u allocated [%p, +%zu bytes) at an earlier launch "
+                              "and it was not freed since: free it (mtiart_free, "
+                              "mtiart_free_async, or a graph's free node) before launching "
+                              "again, or instantiate with "
+                              "MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH",
+                              m->node, (void *)blk_addr(b), (size_t)b->requested);
+        else if (m->kind == MT_OP_MEM_FREE && !m->own && !live)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "graph node %u frees [%p, +%zu bytes), which is not live: a "
+                              "launch of the graph that allocates it must come first, and no "
+                              "free since",
+                              m->node, (void *)blk_addr(b), (size_t)b->requested);
+    }
+    mt_spin_unlock(&a->lock);
+    return st;
+}
+
+void mt_graph_allocs_launched(const mt_mem_node *nodes, size_t n, mt_stream *s, bool auto_free) {
+    if (n == 0) return;
+    mt_allocator *a = nodes[0].alloc->dev->alloc;
+    mt_spin_lock(&a->lock);
+    for (size_t i = 0; i < n; i++) {
+        const mt_mem_node *m = &nodes[i];
+        block *b = m->alloc->b;
+        if (m->kind == MT_OP_MEM_FREE) {
+            if (!m->own && b->state == BLK_ACTIVE) galloc_free(a, b, s);
+            continue;
+        }
+        if (b->state == BLK_ACTIVE && auto_free) galloc_free(a, b, s);
+        add_use(b, s); /* the replay's stream, for the final release */
+        if (m->own || b->state != BLK_RESERVED) continue; /* freed inside the replay */
+        /* The program's from now on, as after mtiart_malloc_async on `s`. */
+        b->state = BLK_ACTIVE;
+        a->stats.allocated_bytes += b->size;
+        update_peak(&a->stats.allocated_bytes_peak, a->stats.allocated_bytes);
+        a->stats.requested_bytes += b->requested;
+        b->seg->pool->allocated += b->size;
+        VG_ALLOC(b, 1);
+    }
+    mt_spin_unlock(&a->lock);
 }
 
 MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
@@ -1086,32 +1864,15 @@ MTIART_API mtiart_status mtiart_record_stream(void *ptr, mtiart_stream stream) {
                             "%p points into device %d but the stream belongs to device %d", ptr,
                             device, s->dev->index);
     mt_spin_lock(&a->lock);
-    block *b = find_block(a, (uintptr_t)ptr, 1);
+    block *b = find_block(a, (uintptr_t)ptr, 1, false);
     if (!b) {
         mt_spin_unlock(&a->lock);
         return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not a live device allocation",
                             ptr);
     }
-    if (b->seg->owner->stream_id != s->id) {
-        bool known = false;
-        for (uint32_t i = 0; i < b->num_uses; i++) known |= b->uses[i].stream == s;
-        if (!known) {
-            if (b->num_uses == b->cap_uses) {
-                uint32_t cap = b->cap_uses ? b->cap_uses * 2 : 2;
-                stream_use *grown = realloc(b->uses, cap * sizeof *grown);
-                if (!grown) {
-                    mt_spin_unlock(&a->lock);
-                    return mt_oom();
-                }
-                b->uses = grown;
-                b->cap_uses = cap;
-            }
-            mt_stream_ref(s);
-            b->uses[b->num_uses++] = (stream_use){s, 0};
-        }
-    }
+    bool ok = add_use(b, s);
     mt_spin_unlock(&a->lock);
-    return MTIART_SUCCESS;
+    return ok ? MTIART_SUCCESS : mt_oom();
 }
 
 MTIART_API mtiart_status mtiart_pointer_get_device(const void *ptr, int *device) {
@@ -1139,24 +1900,103 @@ MTIART_API mtiart_status mtiart_empty_cache(int device) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
-    MT_API_ENTRY();
-    LOOKUP_DEVICE(dev, device);
-    MT_CHECK_NOT_NULL(stats);
-    mt_allocator *a = dev->alloc;
-    mt_spin_lock(&a->lock);
-    *stats = a->stats;
-    stats->inactive_split_blocks = stats->inactive_split_bytes = 0;
+/* The public struct's fields, with the free pieces of partly used segments counted. */
+static mtiart_memory_stats current_stats(mt_allocator *a) {
+    mtiart_memory_stats stats = a->stats;
+    stats.inactive_split_blocks = stats.inactive_split_bytes = 0;
     for (mt_pool *pool = &a->default_pool; pool;
          pool = pool == &a->default_pool ? a->pools : pool->next)
         for (segment *seg = pool->segments; seg; seg = seg->next)
             if (seg->busy_blocks)
                 for (block *b = seg->first; b; b = b->next)
                     if (b->state == BLK_FREE) {
-                        stats->inactive_split_blocks++;
-                        stats->inactive_split_bytes += b->size;
+                        stats.inactive_split_blocks++;
+                        stats.inactive_split_bytes += b->size;
                     }
+    return stats;
+}
+
+MTIART_API mtiart_status mtiart_memory_get_stats(int device, mtiart_memory_stats *stats) {
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(stats);
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    *stats = current_stats(a);
     mt_spin_unlock(&a->lock);
+    return MTIART_SUCCESS;
+}
+
+/* The keys of mtiart_memory_get_stat: first the struct's fields, in its order. */
+static const char *const stat_names[] = {
+    "allocated_bytes",
+    "allocated_bytes_peak",
+    "requested_bytes",
+    "reserved_bytes",
+    "reserved_bytes_peak",
+    "active_blocks",
+    "active_blocks_peak",
+    "active_bytes",
+    "active_bytes_peak",
+    "inactive_split_blocks",
+    "inactive_split_bytes",
+    "segments",
+    "segments_peak",
+    "alloc_requests",
+    "free_requests",
+    "segment_allocs",
+    "segment_frees",
+    "num_alloc_retries",
+    "num_ooms",
+    "capacity",
+    "private_pools",
+    "graph_held_bytes",
+    "graph_held_bytes_peak",
+    "graph_held_blocks",
+    "graph_alloc_bytes",
+    "graph_alloc_bytes_peak",
+    "valgrind_quarantine_bytes",
+};
+#define NUM_STATS (sizeof stat_names / sizeof *stat_names)
+#define NUM_STRUCT_STATS (sizeof(mtiart_memory_stats) / sizeof(uint64_t))
+_Static_assert(sizeof(mtiart_memory_stats) == NUM_STRUCT_STATS * sizeof(uint64_t),
+               "mtiart_memory_stats holds uint64_t fields only");
+_Static_assert(NUM_STRUCT_STATS == MTIART_STAT_GRAPH_HELD_BYTES, "a key per struct field");
+_Static_assert(NUM_STATS == MTIART_STAT_VALGRIND_QUARANTINE_BYTES + 1, "a name per key");
+
+MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key) {
+    return (unsigned)key < NUM_STATS ? stat_names[key] : NULL;
+}
+
+MTIART_API mtiart_status mtiart_memory_get_stat(int device, mtiart_memory_stat key,
+                                                uint64_t *value) {
+    MT_API_ENTRY();
+    LOOKUP_DEVICE(dev, device);
+    MT_CHECK_NOT_NULL(value);
+    if ((unsigned)key >= NUM_STATS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memory statistic %d (0..%d)",
+                            (int)key, (int)NUM_STATS - 1);
+    mt_allocator *a = dev->alloc;
+    uint64_t v;
+    mt_spin_lock(&a->lock);
+    if ((unsigned)key < NUM_STRUCT_STATS) {
+        mtiart_memory_stats stats =
+            key == MTIART_STAT_INACTIVE_SPLIT_BLOCKS || key == MTIART_STAT_INACTIVE_SPLIT_BYTES
+                ? current_stats(a)
+                : a->stats;
+        memcpy(&v, (const char *)&stats + (unsigned)key * sizeof v, sizeof v);
+    } else {
+        switch (key) {
+        case MTIART_STAT_GRAPH_HELD_BYTES: v = a->more.graph_held_bytes; break;
+        case MTIART_STAT_GRAPH_HELD_BYTES_PEAK: v = a->more.graph_held_bytes_peak; break;
+        case MTIART_STAT_GRAPH_HELD_BLOCKS: v = a->more.graph_held_blocks; break;
+        case MTIART_STAT_GRAPH_ALLOC_BYTES: v = a->more.graph_alloc_bytes; break;
+        case MTIART_STAT_GRAPH_ALLOC_BYTES_PEAK: v = a->more.graph_alloc_bytes_peak; break;
+        default: v = a->quarantine_bytes; break;
+        }
+    }
+    mt_spin_unlock(&a->lock);
+    *value = v;
     return MTIART_SUCCESS;
 }
 
@@ -1170,6 +2010,8 @@ MTIART_API mtiart_status mtiart_memory_reset_peak_stats(int device) {
     a->stats.active_blocks_peak = a->stats.active_blocks;
     a->stats.active_bytes_peak = a->stats.active_bytes;
     a->stats.segments_peak = a->stats.segments;
+    a->more.graph_held_bytes_peak = a->more.graph_held_bytes;
+    a->more.graph_alloc_bytes_peak = a->more.graph_alloc_bytes;
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
 }
@@ -1200,15 +2042,16 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
         for (segment *seg = pool->segments; seg; seg = seg->next)
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
-                blocks[n] = (mtiart_block_info){.address = blk_addr(b),
-                                                .size = b->size,
-                                                .requested_size = b->requested,
-                                                .segment_address = seg_addr(seg),
-                                                .segment_size = seg->size,
-                                                .pool = pool->id,
-                                                .stream_id = seg->owner->stream_id,
-                                                .state = b->state,
-                                                .device = device};
+                blocks[n] = (mtiart_block_info){
+                    .address = blk_addr(b),
+                    .size = b->size,
+                    .requested_size = b->requested,
+                    .segment_address = seg_addr(seg),
+                    .segment_size = seg->size,
+                    .pool = pool->id,
+                    .stream_id = seg->owner->stream_id,
+                    .state = b->state == BLK_QUARANTINED ? MTIART_BLOCK_FREE : b->state,
+                    .device = device};
             }
     mt_spin_unlock(&a->lock);
     *count = n;
@@ -1262,6 +2105,14 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out) 
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "invalid pool id (%llu, %llu): one of the two numbers must be 0",
                             (unsigned long long)id.first, (unsigned long long)id.second);
+    /* Only ids the runtime issued: one made up could be the id a later capture gets, and
+     * two graphs would share a pool without knowing. */
+    if (id.first >= atomic_load(&next_graph_pool) || id.second >= atomic_load(&next_pool_handle))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "pool id (%llu, %llu) was never issued: pass (0, 0) for a new "
+                            "private pool, a captured graph's pool, or an id from "
+                            "mtiart_pool_handle_create",
+                            (unsigned long long)id.first, (unsigned long long)id.second);
     mt_allocator *a = dev->alloc;
     if (id.first == 0 && id.second == 0) id.first = atomic_fetch_add(&next_graph_pool, 1);
     mt_spin_lock(&a->lock);
@@ -1300,10 +2151,6 @@ void mt_pool_release(mt_pool *pool) {
             next = seg->next;
             if (seg->busy_blocks == 0 && quiet) {
                 segment_release(a, seg);
-            } else if (VG_ON()) {
-                /* No replay can touch the free blocks any more. */
-                for (block *b = seg->first; b; b = b->next)
-                    if (b->state == BLK_FREE) VG_NOACCESS(blk_addr(b), b->size);
             }
         }
         pool_maybe_delete(a, pool);
@@ -1322,6 +2169,8 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
      * capture (the targets taken at the free) may still be running, so they finish as any
      * pending free does. */
     for (block *b = a->pending; b; b = b->fnext)
+        if (b->capture_id == capture_id) b->capture_id = 0;
+    for (block *b = a->held; b; b = b->fnext) /* for when the graphs let them go */
         if (b->capture_id == capture_id) b->capture_id = 0;
     process_pending(a);
     mt_spin_unlock(&a->lock);

@@ -134,12 +134,22 @@ static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
 
 /* Append a node to the graph s records into, after its frontier, which becomes the node
  * (c's lock held). The op and body are moved in or released. */
+/* The top-level node a node of stream s is recorded as in the capture's memory record:
+ * itself, or inside a conditional body the conditional node, the next top-level node. */
+static size_t mem_node_of(const mt_capture *c, const mt_stream *s) {
+    return s->scope ? c->graph->dag->num_nodes : SIZE_MAX;
+}
+
 static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_dag *body,
-                                   const mtiart_arg *args, uint32_t num_args) {
+                                   const mt_graph_mem *body_mem, const mtiart_arg *args,
+                                   uint32_t num_args) {
     size_t index;
+    /* The capture's graph holds what every node touches, also inside conditional bodies;
+     * a conditional's flag is held from the body's beginning. */
+    size_t mem_node = op->type == MT_OP_CONDITIONAL ? MT_BUFFERS_RECORDED : mem_node_of(c, s);
     mt_dag *d = dag_of(c, s);
-    mtiart_status st =
-        mt_dag_append(d, op, body, s->frontier, s->frontier_len, args, num_args, &index);
+    mtiart_status st = mt_graph_append(c->graph, d, op, body, body_mem, mem_node, s->frontier,
+                                       s->frontier_len, args, num_args, &index);
     if (st == MTIART_SUCCESS) d->nodes[index].stream = s->id;
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     return st;
@@ -153,12 +163,12 @@ mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
         mt_op_release(op);
         return refuse_invalidated(c, s);
     }
-    mtiart_status st = append_locked(c, s, op, NULL, args, num_args);
+    mtiart_status st = append_locked(c, s, op, NULL, NULL, args, num_args);
     pthread_mutex_unlock(&c->lock);
     return st;
 }
 
-mtiart_status mt_capture_child(mt_stream *s, mt_dag *body) {
+mtiart_status mt_capture_child(mt_stream *s, mt_dag *body, const mt_graph_mem *mem) {
     mt_capture *c = lock_capture_of(s);
     if (!c) {
         mt_dag_unref(body);
@@ -171,7 +181,7 @@ mtiart_status mt_capture_child(mt_stream *s, mt_dag *body) {
     mtiart_status st = s->scope ? mt_check_conditional_body(body) : MTIART_SUCCESS;
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_CHILD, .num_blocks = 1};
-        st = append_locked(c, s, &op, body, NULL, 0); /* takes the body */
+        st = append_locked(c, s, &op, body, mem, NULL, 0); /* takes the body */
     } else {
         mt_dag_unref(body);
     }
@@ -339,7 +349,7 @@ mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external) 
         mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
         mt_event_ref(e);
         op.u.event.event = e;
-        st = append_locked(c, s, &op, NULL, NULL, 0);
+        st = append_locked(c, s, &op, NULL, NULL, NULL, 0);
     }
     if (st == MTIART_SUCCESS) {
         if (s->frontier_len)
@@ -421,7 +431,7 @@ static mtiart_status capture_wait_locked(mt_stream *s, const mt_pin *pin, mt_eve
         mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
         mt_event_ref(e);
         op.u.event.event = e;
-        st = append_locked(c, s, &op, NULL, NULL, 0);
+        st = append_locked(c, s, &op, NULL, NULL, NULL, 0);
     }
     pthread_mutex_unlock(&c->lock);
     return st;
@@ -534,12 +544,19 @@ static mtiart_status already_capturing(const mt_stream *s, uint64_t capture_id) 
                         (unsigned long long)s->id, (unsigned long long)capture_id);
 }
 
-MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
-                                                     mtiart_pool_id pool_id) {
+#define KNOWN_CAPTURE_FLAGS MTIART_CAPTURE_FLAG_MEM_NODES
+
+MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream stream,
+                                                                mtiart_capture_mode mode,
+                                                                mtiart_pool_id pool_id,
+                                                                uint64_t flags) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     if ((unsigned)mode > MTIART_CAPTURE_MODE_RELAXED)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture mode %d", (int)mode);
+    if (flags & ~(uint64_t)KNOWN_CAPTURE_FLAGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture flags 0x%llx",
+                            (unsigned long long)(flags & ~(uint64_t)KNOWN_CAPTURE_FLAGS));
     if (atomic_load(&s->capture)) return already_capturing(s, atomic_load(&s->capture_id));
     mt_capture *c = calloc(1, sizeof *c);
     MT_CHECK_ALLOC(c);
@@ -548,15 +565,18 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
         free(c);
         return st;
     }
+    c->id = atomic_fetch_add(&next_capture_id, 1);
     c->graph = mt_graph_new(s->dev);
-    if (!c->graph || !add_stream(c, s)) {
+    /* The capture holds what its nodes touch outside its pool, as its graph will. */
+    if (c->graph) c->graph->mem = mt_graph_mem_new(s->dev, c->pool, c->id);
+    if (!c->graph || !c->graph->mem || !add_stream(c, s)) {
         if (c->graph) mt_graph_free(c->graph);
         mt_pool_release(c->pool);
         free(c);
         return mt_oom();
     }
-    c->id = atomic_fetch_add(&next_capture_id, 1);
     c->mode = mode;
+    c->flags = flags;
     c->thread = pthread_self();
     c->dev = s->dev;
     c->origin = s;
@@ -589,6 +609,89 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
     if (current) return already_capturing(s, current_id);
     return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
                         (unsigned long long)s->id);
+}
+
+MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiart_capture_mode mode,
+                                                     mtiart_pool_id pool_id) {
+    MT_API_ENTRY();
+    return mtiart_stream_begin_capture_with_flags(stream, mode, pool_id, 0);
+}
+
+/* The capture stream s takes part in, locked, if it makes memory nodes (else NULL). */
+static mt_capture *lock_mem_capture_of(mt_stream *s) {
+    mt_capture *c = lock_capture_of(s);
+    if (c && !(c->flags & MTIART_CAPTURE_FLAG_MEM_NODES)) {
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+    }
+    return c;
+}
+
+/* Memory nodes are top-level nodes only (a body runs any number of times). Releases c's
+ * lock. */
+static mtiart_status refuse_mem_node_in_body(mt_capture *c, const mt_stream *s) {
+    pthread_mutex_unlock(&c->lock);
+    return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                        "stream %llu captures a conditional body, which cannot allocate or free "
+                        "graph memory: allocate before the body",
+                        (unsigned long long)s->id);
+}
+
+mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr) {
+    mt_capture *c = lock_mem_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING;
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
+    if (s->scope) return refuse_mem_node_in_body(c, s);
+    uint64_t id = c->id;
+    mt_pool *pool = c->pool;
+    mt_pool_retain(pool);
+    pthread_mutex_unlock(&c->lock);
+    /* Reserved with no capture lock held: the allocator may wait for the device. */
+    mt_op op = {.type = MT_OP_MEM_ALLOC, .num_blocks = 1};
+    void *address;
+    mtiart_status st = mt_graph_alloc_new(s->dev, s, pool, size, &op.u.mem.alloc, &address);
+    mt_pool_release(pool);
+    if (st) return st;
+    c = lock_mem_capture_of(s);
+    if (!c || c->id != id) { /* the capture ended meanwhile: an ordinary allocation */
+        if (c) pthread_mutex_unlock(&c->lock);
+        mt_op_release(&op);
+        return MTIART_ERROR_NOT_CAPTURING;
+    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED || s->scope) {
+        mt_op_release(&op);
+        return s->scope ? refuse_mem_node_in_body(c, s) : refuse_invalidated(c, s);
+    }
+    size_t index;
+    st = mt_graph_append(c->graph, c->graph->dag, &op, NULL, NULL, SIZE_MAX, s->frontier,
+                         s->frontier_len, NULL, 0, &index);
+    if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream = s->id;
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    pthread_mutex_unlock(&c->lock);
+    if (st == MTIART_SUCCESS) *ptr = address;
+    return st;
+}
+
+mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr) {
+    mt_capture *c = lock_mem_capture_of(s);
+    if (!c) return MTIART_ERROR_NOT_CAPTURING;
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
+    if (s->scope) return refuse_mem_node_in_body(c, s);
+    mt_graph_alloc *alloc = mt_graph_alloc_find(s->dev, ptr);
+    mtiart_status st;
+    if (!alloc) {
+        st = mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                          "stream %llu captures memory nodes (capture %llu), and %p is not a "
+                          "graph allocation: free it before or after the capture",
+                          (unsigned long long)s->id, (unsigned long long)c->id, ptr);
+    } else {
+        size_t index;
+        st = mt_graph_append_mem_free(c->graph, alloc, s->frontier, s->frontier_len, &index);
+        if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream = s->id;
+        if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    }
+    pthread_mutex_unlock(&c->lock);
+    return st;
 }
 
 /* A stream of the capture with a conditional body still open, or NULL (c's lock held). */
@@ -708,7 +811,7 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
-    g->order = mt_pool_order_captured(c->pool, &g->pool_seq);
+    g->pool_order = mt_pool_order_captured(c->pool, &g->pool_seq);
     free(c);
     return mt_graph_publish(g, graph);
 }
@@ -774,7 +877,7 @@ MTIART_API mtiart_status mtiart_stream_begin_conditional(mtiart_stream stream,
     mt_scope *sc = calloc(1, sizeof *sc);
     MT_CHECK_ALLOC(sc);
     mtiart_status st =
-        mt_op_pack_conditional(&sc->op, s->dev->index, "stream", type, condition, condition_size);
+        mt_op_pack_conditional(&sc->op, s->dev, "stream", type, condition, condition_size);
     if (st) {
         free(sc);
         return st;
@@ -795,11 +898,17 @@ MTIART_API mtiart_status mtiart_stream_begin_conditional(mtiart_stream stream,
         free_scope(sc);
         return refuse_invalidated(c, s);
     }
+    /* The capture holds the condition from here on (the body's end takes it as it is), as
+     * read by the conditional node, the next top-level node. */
+    mt_buffer flag;
+    mt_op_buffers(&sc->op, NULL, 0, &flag);
     size_t cap = 0;
-    if (!reserve(&sc->outer_frontier, &cap, s->frontier_len)) {
+    if ((st = mt_check_buffers(s->dev, &flag, 1, "stream", c->graph->mem,
+                               c->graph->dag->num_nodes)) ||
+        !reserve(&sc->outer_frontier, &cap, s->frontier_len)) {
         pthread_mutex_unlock(&c->lock);
         free_scope(sc);
-        return mt_oom();
+        return st ? st : mt_oom();
     }
     if (s->frontier_len) memcpy(sc->outer_frontier, s->frontier, s->frontier_len * sizeof(size_t));
     sc->outer_len = s->frontier_len;
@@ -836,7 +945,7 @@ MTIART_API mtiart_status mtiart_stream_end_conditional(mtiart_stream stream) {
     if (!frontier_set(s, sc->outer_frontier, sc->outer_len)) {
         st = mt_oom();
     } else {
-        st = append_locked(c, s, &sc->op, sc->body, NULL, 0);
+        st = append_locked(c, s, &sc->op, sc->body, NULL, NULL, 0);
         sc->body = NULL; /* moved into the node (or released) */
     }
     if (st) invalidate_locked(c, "a conditional body could not be added to the graph");

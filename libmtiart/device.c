@@ -67,7 +67,7 @@ static bool parse_size(const char *text, uint64_t *out) {
     }
     if (*end == 'i' || *end == 'I') end++;
     if (*end == 'b' || *end == 'B') end++;
-    if (*end != '\0' || value == 0 || value > UINT64_MAX / scale) return false;
+    if (*end != '\0' || value > UINT64_MAX / scale) return false; /* 0: callers' minimum */
     *out = value * scale;
     return true;
 }
@@ -205,6 +205,9 @@ static void shutdown_runtime(void) {
     }
 }
 
+bool mt_under_valgrind;
+uint64_t mt_vg_quarantine_bytes;
+
 static void do_init(void) {
     uint64_t num_devices = 1, capacity = 4ull << 30, workers = 0, spin_us = 50;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -217,10 +220,21 @@ static void do_init(void) {
     }
     const char *spin = getenv("MTIART_SPIN_US");
     if (spin && *spin) spin_us = strtoull(spin, NULL, 10);
+    /* As much as ASan's allocator keeps by default, within a quarter of the device. */
+    uint64_t quarantine = capacity / 4 < (64ull << 20) ? capacity / 4 : 64ull << 20;
+    if (!env_size("MTIART_VALGRIND_QUARANTINE", &quarantine, 0, 1ull << 44)) {
+        init_status = MTIART_ERROR_INVALID_VALUE;
+        return;
+    }
 #ifdef MTIART_HAVE_VALGRIND
     /* Under valgrind threads run one at a time: spinning only delays the others. */
-    if (RUNNING_ON_VALGRIND) spin_us = 0;
+    if (RUNNING_ON_VALGRIND) {
+        spin_us = 0;
+        mt_under_valgrind = true;
+        mt_vg_quarantine_bytes = quarantine;
+    }
 #endif
+    (void)quarantine;
     mt_spin_ns = spin_us * 1000;
     mt_linger_ns = spin_us ? 20000 : 0;
 

@@ -9,7 +9,8 @@
  *     other tasks it releases when it finishes;
  *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
  *     ready tasks sit in an array that all workers of the device take batches from.
- * A launch is one stream operation. Replays of one executable never overlap.
+ * A launch is one stream operation. Replays of one graph never overlap, whichever of its
+ * executables they use (mt_replay_order).
  *
  * Event nodes. Every record and wait node has a slot: a launch reserves the generation
  * each record node completes (as an eager record reserves at enqueue, so that work
@@ -120,24 +121,63 @@ struct mt_exec {
     pthread_mutex_t lock; /* tmpl, updates being made */
     mt_dag *tmpl;         /* the graph this runs, parameters of the latest update */
     uint32_t num_slots;
-    mt_event **slot_event; /* changed under launch_lock */
+    mt_event **slot_event; /* changed under the order's lock */
     bool *slot_record;
-    uint64_t *launch_slots; /* a launch's generations, under launch_lock */
-    mt_event *done;
-    mt_spinlock launch_lock;
-    uint64_t last_stream_id;
+    uint64_t *launch_slots; /* a launch's generations, under the order's lock */
+    mt_replay_order *order; /* shared with the graph and its other executables */
+    uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
+    /* The memory its nodes use: held, and checked at launch. Replaced (under `lock`) by
+     * updates and setters; the records replaced stay until the executable goes, since
+     * replays launched before keep using what they named. */
+    _Atomic(mt_graph_mem *) mem;
+    mt_graph_mem **retired_mem;
+    size_t num_retired_mem;
+    mt_mem_node *mem_nodes; /* its memory nodes, which a launch accounts for */
+    size_t num_mem_nodes;
     bool suspended;        /* the worker's: a replay waits for a record */
     mt_bindings *bindings; /* instantiated from a loaded graph with inputs or outputs */
     mt_spinlock update_lock;
     atomic_int has_updates;
     update *updates, *updates_tail;
-    mt_pool_order *order; /* of the graph it was instantiated from (NULL: none) */
+    mt_pool_order *pool_order; /* of the graph it was instantiated from (NULL: none) */
     uint32_t pool_seq;
-    uint32_t schedule_bits; /* MT_LAUNCH_* schedule and seed bits, under launch_lock */
+    uint32_t schedule_bits; /* MT_LAUNCH_* schedule and seed bits, under the order's lock */
     uint32_t *sched_next;   /* debug schedules: per task, its next position */
     uint32_t *sched_ready;  /* the tasks whose next node may run */
     uint32_t *sched_flat;   /* position -> node index in the flattened graph */
 };
+
+/*
+ * The order of a graph's replays. It belongs to the graph and is shared by every executable
+ * instantiated from it, so replays of one graph never overlap whichever executable they
+ * use (a re-instantiation while a replay runs included): a launch enqueues under `lock`,
+ * and one on another stream than the previous launch first waits for `done`, which every
+ * replay records. Updates take their generation from `done` too.
+ */
+struct mt_replay_order {
+    atomic_int refs;
+    mt_spinlock lock;
+    mt_event *done;
+    uint64_t last_stream_id;
+};
+
+static mt_replay_order *replay_order_new(void) {
+    mt_replay_order *order = calloc(1, sizeof *order);
+    if (!order) return NULL;
+    atomic_init(&order->refs, 1);
+    order->done = mt_event_new(MTIART_EVENT_DEFAULT);
+    if (!order->done) {
+        free(order);
+        return NULL;
+    }
+    return order;
+}
+
+void mt_replay_order_unref(mt_replay_order *order) {
+    if (!order || atomic_fetch_sub_explicit(&order->refs, 1, memory_order_acq_rel) != 1) return;
+    mt_event_unref(order->done);
+    free(order);
+}
 
 /* ------------------------------------------------------------------ plans */
 
@@ -199,9 +239,14 @@ static void exec_free(mt_exec *x) {
     for (size_t i = 0; i < x->num_slots; i++)
         if (x->slot_event[i]) mt_event_unref(x->slot_event[i]);
     if (x->tmpl) mt_dag_unref(x->tmpl);
-    if (x->done) mt_event_unref(x->done);
+    mt_replay_order_unref(x->order);
+    mt_graph_mem_free(atomic_load(&x->mem));
+    for (size_t i = 0; i < x->num_retired_mem; i++) mt_graph_mem_free(x->retired_mem[i]);
+    free(x->retired_mem);
+    for (size_t i = 0; i < x->num_mem_nodes; i++) mt_graph_alloc_unref(x->mem_nodes[i].alloc);
+    free(x->mem_nodes);
     if (x->pool) mt_pool_release(x->pool);
-    if (x->order) mt_pool_order_hold(x->order, x->pool_seq, -1);
+    if (x->pool_order) mt_pool_order_hold(x->pool_order, x->pool_seq, -1);
     for (size_t i = 0; i < x->num_update_pools; i++) mt_pool_release(x->update_pools[i]);
     free(x->update_pools);
     free(x->sched_next);
@@ -218,13 +263,13 @@ void mt_exec_unref(mt_exec *x) {
     if (atomic_fetch_sub_explicit(&x->refcount, 1, memory_order_acq_rel) == 1) exec_free(x);
 }
 
-mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
+mt_event *mt_exec_done_event(mt_exec *x) { return x->order->done; }
 
 bool mt_exec_starting(const mt_exec *x) { return !x->suspended; }
 
 mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq) {
     *seq = x->pool_seq;
-    return x->order;
+    return x->pool_order;
 }
 
 static void release_exec(void *x) { mt_exec_unref(x); }
@@ -652,9 +697,9 @@ MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
         uint32_t bits = (uint32_t)schedule << MT_LAUNCH_SCHEDULE_SHIFT;
         if (schedule == MTIART_SCHEDULE_RANDOM)
             bits |= (uint32_t)(next_random(&mixed) >> 35) << MT_LAUNCH_SEED_SHIFT;
-        mt_spin_lock(&x->launch_lock);
+        mt_spin_lock(&x->order->lock);
         x->schedule_bits = bits;
-        mt_spin_unlock(&x->launch_lock);
+        mt_spin_unlock(&x->order->lock);
     }
     pthread_mutex_unlock(&x->lock);
     return st;
@@ -942,7 +987,8 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
         if (op->type == MT_OP_KERNEL) {
             xn->argv = &x->argv_store[argv_used];
             argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
-            if (op->num_blocks == 1) xn->fn = op->fn.kernel;
+            /* Under valgrind every op goes through mt_op_run (see there). */
+            if (op->num_blocks == 1 && !mt_under_valgrind) xn->fn = op->fn.kernel;
         } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
             xn->slot = slots++;
         } else if (op->type == MT_OP_CONDITIONAL) {
@@ -1025,33 +1071,68 @@ static mtiart_status collect_slots(mt_exec *x) {
     return MTIART_SUCCESS;
 }
 
+/* The memory nodes of an executable (top-level nodes of its graph: bodies have none). */
+static mtiart_status collect_mem_nodes(mt_exec *x) {
+    const mt_dag *d = x->tmpl;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        const mt_op *op = &d->nodes[i].op;
+        if (op->type != MT_OP_MEM_ALLOC && op->type != MT_OP_MEM_FREE) continue;
+        mt_mem_node *grown = realloc(x->mem_nodes, (x->num_mem_nodes + 1) * sizeof *grown);
+        MT_CHECK_ALLOC(grown);
+        x->mem_nodes = grown;
+        mt_graph_alloc_ref(op->u.mem.alloc);
+        x->mem_nodes[x->num_mem_nodes++] =
+            (mt_mem_node){op->u.mem.alloc, (uint32_t)i, op->type, false};
+    }
+    /* An allocation both allocated and freed here is the replay's own affair. */
+    for (size_t i = 0; i < x->num_mem_nodes; i++)
+        for (size_t k = 0; k < x->num_mem_nodes; k++)
+            if (k != i && x->mem_nodes[k].alloc == x->mem_nodes[i].alloc &&
+                x->mem_nodes[k].kind != x->mem_nodes[i].kind)
+                x->mem_nodes[i].own = true;
+    return MTIART_SUCCESS;
+}
+
 /* The flags instantiation knows; a bit beyond them is refused (it may mean something to a
  * newer library). */
-#define KNOWN_INSTANTIATE_FLAGS ((uint64_t)MTIART_INSTANTIATE_CHECK_RACES)
+#define KNOWN_INSTANTIATE_FLAGS                                                                    \
+    (MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS |                                               \
+     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH | MTIART_GRAPH_INSTANTIATE_CHECK_RACES)
 
-static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_graph_exec *exec) {
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(exec);
-    if (flags & ~KNOWN_INSTANTIATE_FLAGS)
+    if (flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
-                            (unsigned long long)(flags & ~KNOWN_INSTANTIATE_FLAGS));
+                            (unsigned long long)(flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS));
     mtiart_status st;
-    if ((flags & MTIART_INSTANTIATE_CHECK_RACES) && (st = mt_dag_refuse_races(g->dag))) return st;
+    if ((flags & MTIART_GRAPH_INSTANTIATE_CHECK_RACES) && (st = mt_dag_refuse_races(g->dag)))
+        return st;
+    if (!g->order && !(g->order = replay_order_new())) return mt_oom();
     mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
     atomic_init(&x->refcount, 1);
     pthread_mutex_init(&x->lock, NULL);
     x->dev = g->dev;
+    x->flags = flags;
+    atomic_fetch_add_explicit(&g->order->refs, 1, memory_order_relaxed);
+    x->order = g->order;
     mt_dag_ref(g->dag);
     x->tmpl = g->dag;
-    x->done = mt_event_new(MTIART_EVENT_DEFAULT);
-    if (!x->done) {
+    /* Its own holds: the graph may be destroyed while the executable still replays. */
+    mt_graph_mem *mem = NULL;
+    if (g->mem &&
+        !(mem = mt_graph_mem_copy(g->mem, flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS))) {
         exec_free(x);
-        return mt_oom();
+        return MTIART_ERROR_OUT_OF_MEMORY;
     }
+    atomic_init(&x->mem, mem);
     st = plan_build(&x->plan, g->dag, g->dev, false);
     if (st == MTIART_SUCCESS) st = collect_slots(x);
+    if (st == MTIART_SUCCESS) st = collect_mem_nodes(x);
     if (st == MTIART_SUCCESS && (g->artifact || g->dag->placeholders))
         st = mt_bindings_new(g, &x->bindings);
     if (st) {
@@ -1062,7 +1143,7 @@ static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_grap
         mt_pool_retain(g->pool);
         x->pool = g->pool;
     }
-    if ((x->order = g->order)) mt_pool_order_hold(x->order, g->pool_seq, 1);
+    if ((x->pool_order = g->pool_order)) mt_pool_order_hold(x->pool_order, g->pool_seq, 1);
     x->pool_seq = g->pool_seq;
     st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
     if (st) return st;
@@ -1072,13 +1153,7 @@ static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_grap
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
     MT_API_ENTRY();
-    return instantiate(graph, MTIART_INSTANTIATE_DEFAULT, exec);
-}
-
-MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
-                                                             mtiart_graph_exec *exec) {
-    MT_API_ENTRY();
-    return instantiate(graph, flags, exec);
+    return mtiart_graph_instantiate_with_flags(graph, 0, exec);
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
@@ -1117,6 +1192,25 @@ mt_dag *mt_exec_template(mt_exec *x) {
     return t;
 }
 
+/* The input check of a launch found input i of record m dead: the error, naming the node
+ * (top-level: a child or conditional node for what its body reads) and the buffer. */
+static __attribute__((noinline, cold)) mtiart_status dead_input(mt_exec *x, const mt_graph_mem *m,
+                                                                long i) {
+    uint32_t node;
+    uint64_t address, bytes;
+    bool reused;
+    mt_graph_mem_input(m, (size_t)i, &node, &address, &bytes, &reused);
+    char name[96] = "?";
+    pthread_mutex_lock(&x->lock);
+    if (node < x->tmpl->num_nodes) mt_node_name(&x->tmpl->nodes[node], name, sizeof name);
+    pthread_mutex_unlock(&x->lock);
+    return mt_set_error(MTIART_ERROR_INVALID_POINTER,
+                        "input check: graph node %u (%s) reads [0x%llx, +%llu bytes), memory "
+                        "the program freed after it was captured%s; nothing was launched",
+                        node, name, (unsigned long long)address, (unsigned long long)bytes,
+                        reused ? " and that now belongs to another allocation" : "");
+}
+
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
@@ -1129,30 +1223,43 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         mtiart_status st = mt_bindings_check(x->bindings);
         if (st) return st;
     }
+    /* A replaced record is kept until the executable goes: reading it unlocked is safe. */
+    mt_graph_mem *mem = atomic_load_explicit(&x->mem, memory_order_acquire);
     if (atomic_load(&s->capture)) {
-        /* A child graph node of the capture, running what this executable runs. */
-        mtiart_status st = mt_capture_child(s, mt_exec_template(x));
+        if (x->num_mem_nodes)
+            return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                                "the executable has memory nodes, which a child graph cannot "
+                                "have: it cannot be launched into a capture");
+        /* A child graph node of the capture, running what this executable runs; the
+         * capture holds the memory it uses. */
+        mtiart_status st = mt_capture_child(s, mt_exec_template(x), mem);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an ordinary launch */
     }
-    bool checked = x->order && mt_pool_order_shared(x->order);
+    if (MT_UNLIKELY(x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS) && mem) {
+        long dead = mt_graph_mem_dead_input(mem);
+        if (dead >= 0) return dead_input(x, mem, dead);
+    }
+    bool checked = x->pool_order && mt_pool_order_shared(x->pool_order);
     if (MT_UNLIKELY(checked)) {
-        mtiart_status st = mt_pool_order_launch(x->order, x->pool_seq, s->id);
+        mtiart_status st = mt_pool_order_launch(x->pool_order, x->pool_seq, s->id);
         if (st) return st;
     }
     uint64_t *heap = NULL;
     if (x->num_slots > INLINE_SLOTS && !(heap = malloc(x->num_slots * sizeof *heap)))
         return mt_oom();
-    mt_spin_lock(&x->launch_lock);
-    mtiart_status st = MTIART_SUCCESS;
+    mt_replay_order *order = x->order;
+    bool auto_free = x->flags & MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH;
+    mt_spin_lock(&order->lock);
+    mtiart_status st = mt_graph_allocs_check(x->mem_nodes, x->num_mem_nodes, auto_free);
     /* On another stream than the previous launch, wait for that launch to finish. */
-    if (x->last_stream_id != s->id)
-        st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
+    if (st == MTIART_SUCCESS && order->last_stream_id != s->id)
+        st = mt_stream_enqueue_wait(s, order->done, atomic_load(&order->done->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
-        op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
+        op.u.graph.generation = atomic_load(&order->done->recorded) + 1;
         op.u.graph.slots = heap;
         op.u.graph.checks = (checked ? MT_LAUNCH_POOL_ORDER : 0) | x->schedule_bits;
         /* Record nodes reserve the generation they complete, wait nodes take the record
@@ -1173,14 +1280,15 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
          * the check comes after this launch. */
         st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
-            atomic_store(&x->done->recorded, op.u.graph.generation);
-            x->last_stream_id = s->id;
+            atomic_store(&order->done->recorded, op.u.graph.generation);
+            order->last_stream_id = s->id;
             for (uint32_t k = 0; k < x->num_slots; k++)
                 if (x->slot_record[k])
                     mt_event_publish_record(x->slot_event[k], x->launch_slots[k]);
+            mt_graph_allocs_launched(x->mem_nodes, x->num_mem_nodes, s, auto_free);
         }
     }
-    mt_spin_unlock(&x->launch_lock);
+    mt_spin_unlock(&order->lock);
     if (MT_UNLIKELY(heap != NULL)) free(heap);
     return st;
 }
@@ -1235,8 +1343,9 @@ static bool same_deps(const mt_node *a, const mt_node *b) {
 }
 
 static const char *kind_name(uint32_t type) {
-    static const char *names[] = {"kernel",     "memcpy", "fill",  "host",        "event record",
-                                  "event wait", "empty",  "graph", "child graph", "conditional"};
+    static const char *names[] = {"kernel",       "memcpy",      "fill",      "host",
+                                  "event record", "event wait",  "empty",     "graph",
+                                  "child graph",  "conditional", "mem alloc", "mem free"};
     return type < sizeof names / sizeof *names ? names[type] : "unknown";
 }
 
@@ -1268,6 +1377,10 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
         uint32_t pos = plan->position[(*flat)++];
         mt_op *now = &plan->ops[pos];
         bool equal = mt_op_equal(&a->op, (mt_op *)&b->op);
+        if ((a->op.type == MT_OP_MEM_ALLOC || a->op.type == MT_OP_MEM_FREE) && !equal)
+            return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                 "a memory node of another allocation (memory nodes cannot "
+                                 "change)");
         if (a->op.type == MT_OP_KERNEL && !equal) {
             uint16_t na, nb;
             memcpy(&na, mt_op_blob(&a->op), 2);
@@ -1294,8 +1407,8 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
 /* Hand the patches to the replays launched from now on; and the event slots, which the
  * launches themselves read. */
 static void link_update(mt_exec *x, update *u, mt_event **slot_event) {
-    mt_spin_lock(&x->launch_lock);
-    u->generation = atomic_load(&x->done->recorded) + 1;
+    mt_spin_lock(&x->order->lock);
+    u->generation = atomic_load(&x->order->done->recorded) + 1;
     for (uint32_t k = 0; slot_event && k < x->num_slots; k++)
         if (slot_event[k] != x->slot_event[k]) {
             mt_event_ref(slot_event[k]);
@@ -1308,7 +1421,25 @@ static void link_update(mt_exec *x, update *u, mt_event **slot_event) {
     x->updates_tail = u;
     atomic_store_explicit(&x->has_updates, 1, memory_order_release);
     mt_spin_unlock(&x->update_lock);
-    mt_spin_unlock(&x->launch_lock);
+    mt_spin_unlock(&x->order->lock);
+}
+
+/* Make `mem` (owned; may be NULL) the record launches check and hold from now on; the one it
+ * replaces is kept for the replays launched before (x's lock held). */
+static mtiart_status replace_mem(mt_exec *x, mt_graph_mem *mem) {
+    mt_graph_mem *old = atomic_load(&x->mem);
+    if (old) {
+        mt_graph_mem **grown =
+            realloc(x->retired_mem, (x->num_retired_mem + 1) * sizeof *x->retired_mem);
+        if (!grown) {
+            mt_graph_mem_free(mem);
+            return mt_oom();
+        }
+        x->retired_mem = grown;
+        x->retired_mem[x->num_retired_mem++] = old;
+    }
+    atomic_store_explicit(&x->mem, mem, memory_order_release);
+    return MTIART_SUCCESS;
 }
 
 static mtiart_status keep_pool(mt_exec *x, mt_pool *pool) {
@@ -1323,7 +1454,8 @@ static mtiart_status keep_pool(mt_exec *x, mt_pool *pool) {
     return MTIART_SUCCESS;
 }
 
-mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_update_info *info) {
+mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, const mt_graph_mem *mem,
+                                 mtiart_update_info *info) {
     update_ctx c = {.info = info, .x = x};
     /* A graph that matches has as many nodes to patch as the plan, bodies included. */
     c.u = new_update(x->plan->num_patchable);
@@ -1337,6 +1469,12 @@ mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_
     uint32_t flat = 0, slot = 0;
     mtiart_status st = compare(&c, dag, x->tmpl, x->plan, &flat, &slot, true);
     if (st == MTIART_SUCCESS) st = keep_pool(x, pool);
+    /* It holds (and checks) what the graph's nodes use from now on. */
+    mt_graph_mem *held = NULL;
+    if (st == MTIART_SUCCESS && mem &&
+        !(held = mt_graph_mem_copy(mem, x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS)))
+        st = MTIART_ERROR_OUT_OF_MEMORY;
+    if (st == MTIART_SUCCESS) st = replace_mem(x, held);
     if (st == MTIART_SUCCESS) {
         mt_dag_ref(dag);
         mt_dag_unref(x->tmpl);
@@ -1371,7 +1509,7 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "the graph is a loaded graph whose inputs or outputs are not bound: "
                             "bind them on an executable of it instead");
-    return mt_exec_update_dag(x, g->dag, g->pool, info);
+    return mt_exec_update_dag(x, g->dag, g->pool, g->mem, info);
 }
 
 mt_device *mt_exec_device(const mt_exec *x) { return x->dev; }
@@ -1394,13 +1532,18 @@ MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exe
                                                                 uint32_t num_args) {
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
-    mtiart_status st = mt_check_kernel_buffers(args, num_args, x->dev->index, "graph");
-    if (st) return st;
+    mtiart_status st = MTIART_SUCCESS;
     pthread_mutex_lock(&x->lock);
     mt_dag *t = x->tmpl;
     mt_plan *p = x->plan;
     uint16_t had = 0;
-    if (node >= t->num_nodes) {
+    /* What the new arguments name is held from now on: recorded in a copy of the record,
+     * which the launches take over once the change is made. */
+    mt_graph_mem *cur = atomic_load(&x->mem);
+    mt_graph_mem *record =
+        cur ? mt_graph_mem_copy(cur, false) : mt_graph_mem_new(x->dev, x->pool, 0);
+    if (!record) st = mt_oom();
+    else if (node >= t->num_nodes) {
         st = mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)", node,
                           t->num_nodes);
     } else if (t->nodes[node].op.type != MT_OP_KERNEL) {
@@ -1419,20 +1562,37 @@ MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exe
             x->tmpl = t = copy;
         }
     }
-    /* The replays' copy first, then the template: a failure leaves both as they were. */
+    /* The buffers first, then the replays' copy, then the template: a failure leaves all as
+     * they were. */
     update *u = NULL;
     mt_op fresh;
     if (st == MTIART_SUCCESS)
         st = mt_op_pack_kernel(&fresh, t->nodes[node].op.fn.kernel, t->nodes[node].op.num_blocks,
                                args, num_args);
+    mt_graph_mem *checked = NULL;
+    if (st == MTIART_SUCCESS) {
+        mt_graph_mem_forget_reads(record, node);
+        mt_buffer bufs[MT_MAX_ARGS];
+        uint32_t n = mt_op_buffers(&fresh, args, num_args, bufs);
+        st = mt_check_buffers(x->dev, bufs, n, "graph", record, node);
+        if (st == MTIART_SUCCESS &&
+            !(checked = mt_graph_mem_copy(
+                  record, x->flags & MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS)))
+            st = MTIART_ERROR_OUT_OF_MEMORY;
+        if (st) mt_op_release(&fresh);
+    }
     if (st == MTIART_SUCCESS) {
         uint32_t flat = p->top_flat ? p->top_flat[node] : (uint32_t)node;
         if (!(u = new_update(1)) || !add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
         mt_op_release(&fresh);
     }
-    if (st == MTIART_SUCCESS) st = mt_node_set_kernel_args(&t->nodes[node], args, num_args);
+    if (st == MTIART_SUCCESS)
+        st = mt_node_set_kernel_args(&t->nodes[node], args, num_args, NULL, NULL, 0);
+    if (st == MTIART_SUCCESS) st = replace_mem(x, checked); /* takes `checked` */
+    else mt_graph_mem_free(checked);
     if (st == MTIART_SUCCESS) link_update(x, u, NULL);
     else if (u) free_update(u);
+    mt_graph_mem_free(record);
     pthread_mutex_unlock(&x->lock);
     return st;
 }

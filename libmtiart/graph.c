@@ -82,9 +82,11 @@ mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
 }
 
 void mt_graph_free(mt_graph *g) {
-    if (g->order) mt_pool_order_hold(g->order, g->pool_seq, -1);
+    if (g->pool_order) mt_pool_order_hold(g->pool_order, g->pool_seq, -1);
     mt_dag_unref(g->dag);
     if (g->artifact) mt_artifact_unref(g->artifact);
+    mt_graph_mem_free(g->mem);
+    mt_replay_order_unref(g->order);
     if (g->pool) mt_pool_release(g->pool);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -99,58 +101,23 @@ mtiart_status mt_graph_own(mt_graph *g) {
     return MTIART_SUCCESS;
 }
 
-static uint32_t count_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args) {
-    switch (op->type) {
-    case MT_OP_KERNEL: {
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < num_args; i++) n += args[i].kind != MTIART_ARG_VALUE;
-        return n;
-    }
-    case MT_OP_MEMCPY:
-        return (op->u.copy.kind == MTIART_MEMCPY_HOST_TO_DEVICE ||
-                op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_HOST)
-                   ? 1
-               : op->u.copy.kind == MTIART_MEMCPY_DEVICE_TO_DEVICE ? 2
-                                                                   : 0;
-    case MT_OP_FILL:
-    case MT_OP_CONDITIONAL: return 1;
-    default: return 0;
-    }
+/* The node's copy of its buffers' list (NULL for none). `reserved` keeps a kernel
+ * argument's index (for saving the graph); the public accessor clears it. */
+static mtiart_buffer_use *node_buffers(const mt_buffer *bufs, uint32_t n) {
+    if (!n) return NULL;
+    mtiart_buffer_use *out = malloc(n * sizeof *out);
+    for (uint32_t i = 0; out && i < n; i++)
+        out[i] = (mtiart_buffer_use){(uint64_t)(uintptr_t)bufs[i].ptr, bufs[i].bytes,
+                                     bufs[i].access, bufs[i].arg >= 0 ? (uint32_t)bufs[i].arg : 0};
+    return out;
 }
 
-/* The device buffers an op touches, as the node lists them (`buffers` has room for
- * count_buffers of them); returns how many. */
-static uint32_t list_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args,
-                             mtiart_buffer_use *buffers) {
-    uint32_t b = 0;
-    if (op->type == MT_OP_KERNEL) {
-        for (uint32_t i = 0; i < num_args; i++)
-            if (args[i].kind != MTIART_ARG_VALUE)
-                /* `reserved` keeps the argument's index (for saving the graph); the
-                 * public accessor clears it. */
-                buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)args[i].value,
-                                                   args[i].extent, args[i].kind, i};
-    } else if (op->type == MT_OP_MEMCPY) {
-        uint32_t kind = op->u.copy.kind;
-        if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
-            buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.src,
-                                               op->u.copy.bytes, MTIART_ARG_BUFFER_IN, 0};
-        if (kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
-            buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.copy.dst,
-                                               op->u.copy.bytes, MTIART_ARG_BUFFER_OUT, 0};
-    } else if (op->type == MT_OP_FILL) {
-        buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.fill.dst,
-                                           (uint64_t)op->u.fill.count * op->u.fill.size,
-                                           MTIART_ARG_BUFFER_OUT, 0};
-    } else if (op->type == MT_OP_CONDITIONAL) {
-        buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)op->u.cond.flag,
-                                           op->u.cond.flag_size, MTIART_ARG_BUFFER_IN, 0};
-    }
-    return b;
-}
-
-mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
-                            const mtiart_arg *args, uint32_t num_args, size_t *index) {
+/* Append a node to `d` with the op's buffers listed (`bufs`): the op and body are moved in
+ * (the dag owns the op's blob and references and the body reference) or released on
+ * failure. A body nested deeper than MT_MAX_NESTING is refused. */
+static mtiart_status dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps,
+                                size_t num_deps, const mt_buffer *bufs, uint32_t num_buffers,
+                                size_t *index) {
     mtiart_status st = MTIART_SUCCESS;
     if (body && body->placeholders) {
         st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
@@ -179,8 +146,7 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
     }
     mt_node *n = &d->nodes[d->num_nodes];
     memset(n, 0, sizeof *n);
-    uint32_t num_buffers = count_buffers(op, args, num_args);
-    if (num_buffers && !(n->buffers = calloc(num_buffers, sizeof *n->buffers))) goto oom;
+    if (num_buffers && !(n->buffers = node_buffers(bufs, num_buffers))) goto oom;
     /* Duplicate dependencies (a join of two frontiers can repeat a node) are dropped. */
     if (num_deps && !(n->deps = malloc(num_deps * sizeof *n->deps))) {
         free(n->buffers);
@@ -191,7 +157,7 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
         for (uint32_t k = 0; k < n->num_deps && !seen; k++) seen = n->deps[k] == deps[i];
         if (!seen) n->deps[n->num_deps++] = deps[i];
     }
-    n->num_buffers = list_buffers(op, args, num_args, n->buffers);
+    n->num_buffers = num_buffers;
     n->op = *op; /* the dag now owns the op's blob and references, and the body */
     n->body = body;
     if (body && body->depth + 1 > d->depth) d->depth = body->depth + 1;
@@ -204,6 +170,44 @@ fail:
     mt_op_release(op);
     if (body) mt_dag_unref(body);
     return st;
+}
+
+mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
+                              const mt_graph_mem *body_mem, size_t mem_node, const size_t *deps,
+                              size_t num_deps, const mtiart_arg *args, uint32_t num_args,
+                              size_t *index) {
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, args, num_args, bufs);
+    bool recorded = mem_node == MT_BUFFERS_RECORDED;
+    if (mem_node == SIZE_MAX || recorded) mem_node = d->num_nodes;
+    mtiart_status st = MTIART_SUCCESS;
+    if ((n || body_mem) && !g->mem && !(g->mem = mt_graph_mem_new(g->dev, g->pool, 0)))
+        st = mt_oom();
+    /* The one lookup of each buffer: checked, and held for the graph's lifetime; a body's
+     * memory is held as the body's own record says (its blocks may be freed already). */
+    if (st == MTIART_SUCCESS && n && !recorded)
+        st = mt_check_buffers(g->dev, bufs, n, "graph", g->mem, mem_node);
+    if (st == MTIART_SUCCESS && body_mem) st = mt_graph_mem_merge(g->mem, body_mem, mem_node);
+    if (st) {
+        mt_op_release(op);
+        if (body) mt_dag_unref(body);
+        return st;
+    }
+    return dag_append(d, op, body, deps, num_deps, bufs, n, index);
+}
+
+mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
+                            const mtiart_arg *args, uint32_t num_args, size_t *index) {
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, args, num_args, bufs);
+    return dag_append(d, op, body, deps, num_deps, bufs, n, index);
+}
+
+bool mt_dag_has_mem_nodes(const mt_dag *d) {
+    for (size_t i = 0; i < d->num_nodes; i++)
+        if (d->nodes[i].op.type == MT_OP_MEM_ALLOC || d->nodes[i].op.type == MT_OP_MEM_FREE)
+            return true;
+    return false;
 }
 
 /* The first node of `d` (or of a graph inside it) that records or waits for an event, or
@@ -256,9 +260,9 @@ static mtiart_status check_add_args(const size_t *dependencies, size_t num_depen
 
 /* Append a packed op (and body) to a graph the caller has locked: the one way every
  * add_*_node function ends. The op and body are moved in, or released on failure. */
-static mtiart_status add_node(mt_graph *g, mt_op *op, mt_dag *body, const size_t *dependencies,
-                              size_t num_dependencies, const mtiart_arg *args, uint32_t num_args,
-                              size_t *node) {
+static mtiart_status add_node(mt_graph *g, mt_op *op, mt_dag *body, const mt_graph_mem *body_mem,
+                              const size_t *dependencies, size_t num_dependencies,
+                              const mtiart_arg *args, uint32_t num_args, size_t *node) {
     mtiart_status st = check_add_args(dependencies, num_dependencies, node);
     if (st == MTIART_SUCCESS) st = mt_graph_own(g);
     if (st) {
@@ -266,7 +270,8 @@ static mtiart_status add_node(mt_graph *g, mt_op *op, mt_dag *body, const size_t
         if (body) mt_dag_unref(body);
         return st;
     }
-    return mt_dag_append(g->dag, op, body, dependencies, num_dependencies, args, num_args, node);
+    return mt_graph_append(g, g->dag, op, body, body_mem, SIZE_MAX, dependencies, num_dependencies,
+                           args, num_args, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
@@ -278,12 +283,10 @@ MTIART_API mtiart_status mtiart_graph_add_kernel_node(mtiart_graph graph,
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
-    mtiart_status st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph");
-    if (st) return st;
     mt_op op;
-    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (st) return st;
-    return add_node(g, &op, NULL, dependencies, num_dependencies, args, num_args, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, args, num_args, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const size_t *dependencies,
@@ -292,7 +295,7 @@ MTIART_API mtiart_status mtiart_graph_add_empty_node(mtiart_graph graph, const s
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     mt_op op = {.type = MT_OP_EMPTY, .num_blocks = 1};
-    return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_memcpy_node(mtiart_graph graph,
@@ -304,9 +307,9 @@ MTIART_API mtiart_status mtiart_graph_add_memcpy_node(mtiart_graph graph,
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     mt_op op;
-    mtiart_status st = mt_op_pack_memcpy(&op, g->dev->index, "graph", dst, src, bytes, kind);
+    mtiart_status st = mt_op_pack_memcpy(&op, dst, src, bytes, kind);
     if (st) return st;
-    return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_fill_node(mtiart_graph graph, const size_t *dependencies,
@@ -317,10 +320,9 @@ MTIART_API mtiart_status mtiart_graph_add_fill_node(mtiart_graph graph, const si
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     mt_op op;
-    mtiart_status st =
-        mt_op_pack_fill(&op, g->dev->index, "graph", dst, pattern, pattern_size, count);
+    mtiart_status st = mt_op_pack_fill(&op, dst, pattern, pattern_size, count);
     if (st) return st;
-    return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_host_node(mtiart_graph graph, const size_t *dependencies,
@@ -333,7 +335,7 @@ MTIART_API mtiart_status mtiart_graph_add_host_node(mtiart_graph graph, const si
     mt_op op = {.type = MT_OP_HOST, .num_blocks = 1};
     op.fn.host = fn;
     op.u.host.user_data = user_data;
-    return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
 
 static mtiart_status add_event_node(mtiart_graph graph, const size_t *dependencies,
@@ -345,7 +347,7 @@ static mtiart_status add_event_node(mtiart_graph graph, const size_t *dependenci
     mt_op op = {.type = type, .num_blocks = 1};
     mt_event_ref(e);
     op.u.event.event = e;
-    return add_node(g, &op, NULL, dependencies, num_dependencies, NULL, 0, node);
+    return add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
 }
 
 MTIART_API mtiart_status mtiart_graph_add_event_record_node(mtiart_graph graph,
@@ -365,15 +367,24 @@ MTIART_API mtiart_status mtiart_graph_add_event_wait_node(mtiart_graph graph,
 }
 
 /* A reference to the nodes of `body_graph` as they are now (the node's copy: later changes
- * to that graph give it a dag of its own). Taken under its lock alone, so that adding two
- * graphs to each other on two threads cannot deadlock. */
-static mtiart_status body_of(mtiart_graph body_graph, const mt_graph *into, mt_dag **body) {
+ * to that graph give it a dag of its own), and a copy of its memory record (*mem, NULL if
+ * none; mt_graph_mem_free it), which the graph taking the body holds from then on. Taken
+ * under its lock alone, so that adding two graphs to each other on two threads cannot
+ * deadlock. */
+static mtiart_status body_of(mtiart_graph body_graph, const mt_graph *into, mt_dag **body,
+                             mt_graph_mem **mem) {
     LOOKUP_GRAPH(b, body_graph);
     LOCK_GRAPH(b);
     if (b->dev != into->dev)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "the body graph belongs to device %d, the graph to device %d",
                             b->dev->index, into->dev->index);
+    if (mt_dag_has_mem_nodes(b->dag))
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "the body graph has memory nodes, which a child or conditional "
+                            "body cannot have");
+    *mem = NULL;
+    if (b->mem && !(*mem = mt_graph_mem_copy(b->mem, false))) return MTIART_ERROR_OUT_OF_MEMORY;
     mt_dag_ref(b->dag);
     *body = b->dag;
     return MTIART_SUCCESS;
@@ -386,11 +397,14 @@ MTIART_API mtiart_status mtiart_graph_add_child_graph_node(mtiart_graph graph,
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     mt_dag *body;
-    mtiart_status st = body_of(child, g, &body);
+    mt_graph_mem *mem;
+    mtiart_status st = body_of(child, g, &body, &mem);
     if (st) return st;
     LOCK_GRAPH(g);
     mt_op op = {.type = MT_OP_CHILD, .num_blocks = 1};
-    return add_node(g, &op, body, dependencies, num_dependencies, NULL, 0, node);
+    st = add_node(g, &op, body, mem, dependencies, num_dependencies, NULL, 0, node);
+    mt_graph_mem_free(mem);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_graph_add_conditional_node(
@@ -401,15 +415,19 @@ MTIART_API mtiart_status mtiart_graph_add_conditional_node(
     LOOKUP_GRAPH(g, graph);
     mt_op op;
     mt_dag *b;
+    mt_graph_mem *mem;
     mtiart_status st =
-        mt_op_pack_conditional(&op, g->dev->index, "graph", type, condition, condition_size);
-    if (st || (st = body_of(body, g, &b))) return st;
+        mt_op_pack_conditional(&op, g->dev, "graph", type, condition, condition_size);
+    if (st || (st = body_of(body, g, &b, &mem))) return st;
     if ((st = mt_check_conditional_body(b))) {
         mt_dag_unref(b);
+        mt_graph_mem_free(mem);
         return st;
     }
     LOCK_GRAPH(g);
-    return add_node(g, &op, b, dependencies, num_dependencies, NULL, 0, node);
+    st = add_node(g, &op, b, mem, dependencies, num_dependencies, NULL, 0, node);
+    mt_graph_mem_free(mem);
+    return st;
 }
 
 static mtiart_status check_node(const mt_graph *g, size_t node) {
@@ -419,17 +437,21 @@ static mtiart_status check_node(const mt_graph *g, size_t node) {
     return MTIART_SUCCESS;
 }
 
-mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args) {
+mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args,
+                                      mt_device *dev, mt_graph_mem *record, size_t index) {
     mt_op op;
     mtiart_status st = mt_op_pack_kernel(&op, n->op.fn.kernel, n->op.num_blocks, args, num_args);
     if (st) return st;
-    uint32_t num_buffers = count_buffers(&op, args, num_args);
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t num_buffers = mt_op_buffers(&op, args, num_args, bufs);
     mtiart_buffer_use *buffers = NULL;
-    if (num_buffers && !(buffers = calloc(num_buffers, sizeof *buffers))) {
+    if ((num_buffers && dev &&
+         (st = mt_check_buffers(dev, bufs, num_buffers, "graph", record, index))) ||
+        (num_buffers && !(buffers = node_buffers(bufs, num_buffers)))) {
         mt_op_release(&op);
-        return mt_oom();
+        return st ? st : mt_oom();
     }
-    n->num_buffers = list_buffers(&op, args, num_args, buffers);
+    n->num_buffers = num_buffers;
     free(n->buffers);
     n->buffers = buffers;
     mt_op_release(&n->op);
@@ -447,10 +469,94 @@ MTIART_API mtiart_status mtiart_graph_kernel_node_set_args(mtiart_graph graph, s
     if (st) return st;
     if (g->dag->nodes[node].op.type != MT_OP_KERNEL)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu is not a kernel node", node);
-    if ((st = mt_check_kernel_buffers(args, num_args, g->dev->index, "graph")) ||
-        (st = mt_graph_own(g)))
+    if ((st = mt_graph_own(g))) return st;
+    if (!g->mem && !(g->mem = mt_graph_mem_new(g->dev, g->pool, 0))) return mt_oom();
+    mt_graph_mem_forget_reads(g->mem, node);
+    return mt_node_set_kernel_args(&g->dag->nodes[node], args, num_args, g->dev, g->mem, node);
+}
+
+MTIART_API mtiart_status mtiart_graph_add_mem_alloc_node(mtiart_graph graph,
+                                                         const size_t *dependencies,
+                                                         size_t num_dependencies, size_t bytes,
+                                                         size_t *node, void **ptr) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
+    if (st) return st;
+    MT_CHECK_NOT_NULL(ptr);
+    mt_op op = {.type = MT_OP_MEM_ALLOC, .num_blocks = 1};
+    void *address;
+    st = mt_graph_alloc_new(g->dev, g->dev->default_stream, g->pool, bytes, &op.u.mem.alloc,
+                            &address);
+    if (st) return st;
+    st = add_node(g, &op, NULL, NULL, dependencies, num_dependencies, NULL, 0, node);
+    if (st == MTIART_SUCCESS) *ptr = address;
+    return st;
+}
+
+mtiart_status mt_graph_append_mem_free(mt_graph *g, mt_graph_alloc *alloc, const size_t *deps,
+                                       size_t num_deps, size_t *index) {
+    mt_op op = {.type = MT_OP_MEM_FREE, .num_blocks = 1};
+    op.u.mem.alloc = alloc;
+    const mt_dag *d = g->dag;
+    for (size_t i = 0; i < d->num_nodes; i++)
+        if (d->nodes[i].op.type == MT_OP_MEM_FREE && d->nodes[i].op.u.mem.alloc == alloc) {
+            mt_op_release(&op);
+            return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                                "the allocation is freed already, by node %zu of the graph", i);
+        }
+    mtiart_status st = mt_graph_own(g);
+    if (st) {
+        mt_op_release(&op);
         return st;
-    return mt_node_set_kernel_args(&g->dag->nodes[node], args, num_args);
+    }
+    return mt_graph_append(g, g->dag, &op, NULL, NULL, SIZE_MAX, deps, num_deps, NULL, 0, index);
+}
+
+MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
+                                                        const size_t *dependencies,
+                                                        size_t num_dependencies, void *ptr,
+                                                        size_t *node) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    mtiart_status st = check_add_args(dependencies, num_dependencies, node);
+    if (st) return st;
+    mt_graph_alloc *alloc = mt_graph_alloc_find(g->dev, ptr);
+    if (!alloc)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "%p is not the start of a graph allocation (one a memory alloc "
+                            "node made on device %d)",
+                            ptr, g->dev->index);
+    return mt_graph_append_mem_free(g, alloc, dependencies, num_dependencies, node);
+}
+
+MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(clone);
+    if (mt_dag_has_mem_nodes(g->dag))
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "the graph has memory nodes: a graph with memory nodes cannot be "
+                            "cloned (its allocations' addresses are its own)");
+    mt_graph *c = mt_graph_new(g->dev);
+    MT_CHECK_ALLOC(c);
+    /* The clone holds what it uses, as any graph does, for as long as it lives. */
+    if (g->mem && !(c->mem = mt_graph_mem_copy(g->mem, false))) {
+        mt_graph_free(c);
+        return MTIART_ERROR_OUT_OF_MEMORY;
+    }
+    /* The nodes are shared until either graph changes (copy-on-write). */
+    mt_dag_unref(c->dag);
+    mt_dag_ref(g->dag);
+    c->dag = g->dag;
+    if (g->pool) {
+        mt_pool_retain(g->pool);
+        c->pool = g->pool;
+    }
+    return mt_graph_publish(c, clone);
 }
 
 MTIART_API mtiart_status mtiart_graph_get_device(mtiart_graph graph, int *device) {
@@ -507,6 +613,8 @@ void mt_node_name(const mt_node *n, char *out, size_t cap) {
         snprintf(out, cap, "conditional %s (%zu nodes)", conditional_name(n->op.u.cond.kind),
                  n->body->num_nodes);
         break;
+    case MT_OP_MEM_ALLOC: snprintf(out, cap, "mem alloc"); break;
+    case MT_OP_MEM_FREE: snprintf(out, cap, "mem free"); break;
     default: snprintf(out, cap, "empty"); break;
     }
 }
@@ -521,6 +629,8 @@ static mtiart_node_kind node_kind(const mt_node *n) {
     case MT_OP_EVENT_WAIT: return MTIART_NODE_EVENT_WAIT;
     case MT_OP_CHILD: return MTIART_NODE_CHILD_GRAPH;
     case MT_OP_CONDITIONAL: return MTIART_NODE_CONDITIONAL;
+    case MT_OP_MEM_ALLOC: return MTIART_NODE_MEM_ALLOC;
+    case MT_OP_MEM_FREE: return MTIART_NODE_MEM_FREE;
     default: return MTIART_NODE_EMPTY;
     }
 }
@@ -588,6 +698,12 @@ MTIART_API mtiart_status mtiart_graph_get_node_body(mtiart_graph graph, size_t n
                             "node %zu is not a child graph or conditional node", node);
     mt_graph *copy = mt_graph_new(g->dev);
     MT_CHECK_ALLOC(copy);
+    /* It holds what the graph holds (a superset of what the body uses), as holds only: a
+     * check of its inputs would name the graph's nodes. */
+    if (g->mem && !(copy->mem = mt_graph_mem_holds_of(g->mem))) {
+        mt_graph_free(copy);
+        return MTIART_ERROR_OUT_OF_MEMORY;
+    }
     mt_dag_unref(copy->dag);
     mt_dag_ref(n->body);
     copy->dag = n->body;
@@ -614,8 +730,9 @@ static void emit(text_out *t, const char *fmt, ...) {
  * of node 3); a body becomes a cluster next to its node, which points at its roots. */
 static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth) {
     static const char *access[] = {"", "R", "W", "RW"};
-    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen", "white",
-                                   "white",     "white",       "lavender",  "orange"};
+    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
+                                   "white",     "white",       "white",     "lavender",
+                                   "orange",    "pink",        "pink"};
     int indent = 2 * (depth + 1);
     for (size_t i = 0; i < d->num_nodes; i++) {
         const mt_node *n = &d->nodes[i];
@@ -624,6 +741,11 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
         emit(t, "%*s%s%zu [fillcolor=%s, label=\"#%zu %s", indent, "", prefix, i,
              colors[node_kind(n)], i, name);
         if (n->op.type == MT_OP_KERNEL) emit(t, "\\nblocks=%u", n->op.num_blocks);
+        if (n->op.type == MT_OP_MEM_ALLOC || n->op.type == MT_OP_MEM_FREE) {
+            size_t bytes;
+            void *address = mt_graph_alloc_address(n->op.u.mem.alloc, &bytes);
+            emit(t, "\\n%p +%zu", address, bytes);
+        }
         for (uint32_t b = 0; b < n->num_buffers; b++)
             emit(t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
                  (unsigned long long)n->buffers[b].address,

@@ -61,6 +61,12 @@ uint64_t mt_deadline_after(uint64_t timeout_ns);
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
                      atomic_int *waiters, uint64_t spin_ns, uint64_t deadline);
 
+/* Whether the process runs under valgrind (device.c): ops then open the buffers they
+ * describe to memcheck while they run (mt_alloc_vg_enter). */
+extern bool mt_under_valgrind;
+/* Valgrind only: the allocator's quarantine of freed blocks, in bytes. */
+extern uint64_t mt_vg_quarantine_bytes;
+
 /* Spin budget before sleeping, in nanoseconds (0 under valgrind). */
 extern uint64_t mt_spin_ns;
 /* How long a worker keeps a drained stream, waiting for more ops (0 under valgrind). */
@@ -170,6 +176,8 @@ typedef struct mt_graph mt_graph;
 typedef struct mt_exec mt_exec;
 typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
+typedef struct mt_graph_mem mt_graph_mem;
+typedef struct mt_graph_alloc mt_graph_alloc;
 typedef struct mt_dag mt_dag;
 typedef struct mt_plan mt_plan;
 typedef struct mt_artifact mt_artifact; /* a loaded graph file (serialize.c) */
@@ -189,6 +197,8 @@ enum mt_op_type {
     MT_OP_GRAPH = 7,
     MT_OP_CHILD = 8,       /* graph nodes only: the node's body, flattened at instantiation */
     MT_OP_CONDITIONAL = 9, /* graph nodes only: runs the node's body while/if a flag is set */
+    MT_OP_MEM_ALLOC = 10,  /* memory nodes: nothing runs, their launch accounts for them */
+    MT_OP_MEM_FREE = 11,
 };
 
 #define MT_OP_INLINE_BYTES 80
@@ -211,6 +221,8 @@ typedef struct mt_op {
         struct {
             uint8_t *heap_blob;
             uint32_t blob_size;
+            /* under valgrind only: its buffers' table at the blob's end (mt_op_buffers) */
+            uint16_t vg_buffers, vg_table; /* count; offset in 8-byte units */
         } kernel;
         struct {
             void *user_data;
@@ -237,6 +249,9 @@ typedef struct mt_op {
             uint64_t *slots;     /* more event generations than fit inline (exec.c) */
             uint32_t checks;     /* MT_LAUNCH_* bits */
         } graph;
+        struct {
+            mt_graph_alloc *alloc; /* a reference */
+        } mem;
         struct {
             const void *flag; /* device memory: the body runs while (or if) it is non-zero */
             mt_plan *body;    /* in an executable: the body's plan (owned by the executable) */
@@ -269,16 +284,30 @@ static inline uint8_t *mt_op_blob(mt_op *op) {
 /* Pack launch arguments into op (inline or heap). */
 mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
                                 const mtiart_arg *args, uint32_t num_args);
-/* Validate and pack a copy or a fill for work of `owner` ("stream", "graph") on device
- * `device`: MTIART_MEMCPY_DEFAULT is resolved from the pointers and every device side must
- * lie in a live allocation of that device. An op of 0 bytes (elements) is valid and does
- * nothing; a stream need not enqueue it. */
-mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *dst,
-                                const void *src, size_t bytes, mtiart_memcpy_kind kind);
-mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *dst,
-                              const void *pattern, uint32_t pattern_size, size_t count);
-/* A conditional node's op: `flag` (1, 2, 4 or 8 bytes, aligned) in a live allocation. */
-mtiart_status mt_op_pack_conditional(mt_op *op, int device, const char *owner,
+/* One device buffer an op touches: a kernel's buffer argument, a copy's or a fill's device
+ * side. Graph nodes list them; the allocator checks (and graphs record) what they name. */
+typedef struct mt_buffer {
+    const void *ptr;
+    uint64_t bytes;
+    uint32_t access;  /* MTIART_ARG_BUFFER_IN / OUT / INOUT */
+    int32_t arg;      /* the kernel argument it is, or -1 */
+    const char *name; /* for messages: "kernel argument", "destination", "source" */
+} mt_buffer;
+/* The device buffers of an op (at most MT_MAX_ARGS); `args` describes a kernel op's
+ * arguments (NULL: a packed op's own table, which kernels have under valgrind only).
+ * Returns how many were written to `out`. */
+uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out);
+/* Validate and pack a copy or a fill: MTIART_MEMCPY_DEFAULT is resolved from the pointers.
+ * Its device sides are checked where the op is submitted or recorded (mt_check_buffers
+ * over mt_op_buffers: one lookup, which also records what a graph holds). An op of 0
+ * bytes (elements) is valid and does nothing; a stream need not enqueue it. */
+mtiart_status mt_op_pack_memcpy(mt_op *op, void *dst, const void *src, size_t bytes,
+                                mtiart_memcpy_kind kind);
+mtiart_status mt_op_pack_fill(mt_op *op, void *dst, const void *pattern, uint32_t pattern_size,
+                              size_t count);
+/* A conditional node's op: `flag` (1, 2, 4 or 8 bytes, aligned) in a live allocation of
+ * dev (checked at once, for work of `owner`). */
+mtiart_status mt_op_pack_conditional(mt_op *op, mt_device *dev, const char *owner,
                                      mtiart_conditional_type type, const void *flag,
                                      uint32_t flag_size);
 /* Whether two ops do the same work with the same parameters (an update may skip them). */
@@ -363,6 +392,9 @@ struct mt_device {
     pthread_mutex_t streams_lock;
     mt_stream *streams; /* every live stream of the device */
     mt_stream *default_stream;
+    /* streams destroyed and freed so far: when the allocator's census of live streams is
+     * worth taking again */
+    atomic_uint streams_destroyed, streams_freed;
 
     struct mt_allocator *alloc;
 };
@@ -471,6 +503,7 @@ struct mt_stream {
     char *last_invalidation;
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
+    atomic_int destroyed;           /* its handle was destroyed: no new work comes */
 };
 
 /* The default stream of a device being initialised. */
@@ -553,23 +586,78 @@ mtiart_status mt_alloc_init(mt_device *dev);
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out);
 /* Checks that [ptr, ptr+bytes) lies in one live block of some device; returns it. */
 mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
-/* A buffer that work on device `device` (of a stream or graph: `owner`) will touch lies in
- * one of its live allocations; the error names it as `what` (with ` index` if >= 0). */
-mtiart_status mt_check_buffer(const void *ptr, size_t bytes, int device, const char *owner,
-                              const char *what, int index);
-/* mt_check_buffer for every buffer argument of a kernel launch. */
-static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint32_t num_args,
-                                                    int device, const char *owner) {
-    for (uint32_t i = 0; i < num_args && args; i++) {
-        if (args[i].kind == MTIART_ARG_VALUE || args[i].kind > MTIART_ARG_BUFFER_INOUT) continue;
-        mtiart_status st = mt_check_buffer(args[i].value, args[i].extent, device, owner,
-                                           "kernel argument", (int)i);
-        if (MT_UNLIKELY(st)) return st;
-    }
-    return MTIART_SUCCESS;
-}
+/* Check that every buffer lies inside one live allocation of device `dev` (an error names
+ * the buffer, and `owner`, "stream" or "graph", when it points into another device); one
+ * allocator lock for all. With `record` (a graph being built), also record the buffers'
+ * allocations there for node `node` (see mt_graph_mem). */
+mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n, const char *owner,
+                               mt_graph_mem *record, size_t node);
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
+/*
+ * The device memory a graph, a capture in progress or an executable uses (alloc.c). The
+ * lifetime rule: each of them holds every allocation its nodes touch that lies outside its
+ * own pool, so the program's free of such a block only marks it graph-held, and its memory
+ * returns in stream order when the last holder is gone; blocks of its own pool follow the
+ * pool's contract (reused by later captures sharing it). Each allocation recorded also has
+ * a liveness cell (mt_live) that the program's free clears for good, which a replay's input
+ * check reads. mt_check_buffers fills a record; nothing else changes it.
+ */
+typedef struct mt_live {
+    atomic_int alive; /* 1 until the program frees the allocation */
+    atomic_int refs;
+} mt_live;
+/* An empty record for an owner whose own pool is `pool` (NULL: none, everything is held);
+ * allocations made during capture `capture_id` are the owner's products, never inputs. */
+mt_graph_mem *mt_graph_mem_new(mt_device *dev, const mt_pool *pool, uint64_t capture_id);
+/* A copy for another owner (an executable, a clone), with holds of its own. With `inputs`,
+ * it also lists the inputs a replay's check reads (mt_graph_mem_dead_input). NULL: out of
+ * host memory (the error is set). */
+mt_graph_mem *mt_graph_mem_copy(const mt_graph_mem *m, bool inputs);
+/* Drop the owner's holds and references (NULL: nothing). */
+void mt_graph_mem_free(mt_graph_mem *m);
+/* A copy with holds of its own and no inputs: for an owner whose node indices differ. */
+mt_graph_mem *mt_graph_mem_holds_of(const mt_graph_mem *m);
+/* Node `node` gets new buffers: what it read first is no input of its any more (still held:
+ * replays launched before use it). */
+void mt_graph_mem_forget_reads(mt_graph_mem *m, size_t node);
+/* Record in `m`, for its node `node`, the memory of a body that node runs (a child graph, a
+ * conditional body, an executable launched into a capture): m holds what `body` holds (and
+ * what lies in body's pool, while the program has not freed it); body's inputs that m's
+ * nodes did not write before are node's inputs. */
+mtiart_status mt_graph_mem_merge(mt_graph_mem *m, const mt_graph_mem *body, size_t node);
+/* The input check: the index of the first input (allocations whose contents a replay reads
+ * before the graph wrote them, by first reader) the program has freed since, or -1. */
+long mt_graph_mem_dead_input(const mt_graph_mem *m);
+/* Input i: the node that reads it first and the range it reads; `reused`: its memory now
+ * lies in another live allocation. */
+void mt_graph_mem_input(const mt_graph_mem *m, size_t i, uint32_t *node, uint64_t *address,
+                        uint64_t *bytes, bool *reused);
+/* Memory nodes' allocations (CUDA's graph-memory model; see alloc.c). `mt_graph_alloc_new`
+ * reserves one on stream s's heap of `pool` (NULL: the default pool), with a reference for
+ * the alloc node; free nodes take references too. */
+mtiart_status mt_graph_alloc_new(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
+                                 mt_graph_alloc **out, void **ptr);
+void mt_graph_alloc_ref(mt_graph_alloc *ga);
+void mt_graph_alloc_unref(mt_graph_alloc *ga);
+/* The allocation starting at ptr, with a reference; NULL if ptr starts none. */
+mt_graph_alloc *mt_graph_alloc_find(mt_device *dev, const void *ptr);
+/* Its address (and size) for messages and dumps. */
+void *mt_graph_alloc_address(const mt_graph_alloc *ga, size_t *bytes);
+/* A memory node of an executable: `own` (alloc) it frees the allocation itself, (free) it
+ * frees one of its own alloc nodes' allocations. */
+typedef struct mt_mem_node {
+    mt_graph_alloc *alloc;
+    uint32_t node; /* its index in the graph */
+    uint32_t kind; /* MT_OP_MEM_ALLOC or MT_OP_MEM_FREE */
+    bool own;
+} mt_mem_node;
+/* A launch of an executable with memory nodes on stream s: refused if an allocation it
+ * makes is still live from an earlier launch (unless `auto_free`), or one it frees that it
+ * does not allocate is not live; once the replay is enqueued, `launched` applies it: what
+ * it allocates (and does not free) is the program's, what it frees is the graph's again. */
+mtiart_status mt_graph_allocs_check(const mt_mem_node *nodes, size_t n, bool auto_free);
+void mt_graph_allocs_launched(const mt_mem_node *nodes, size_t n, mt_stream *s, bool auto_free);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
 mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
@@ -581,6 +669,12 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
  * streams are done (called after host waits and at exit). */
 void mt_alloc_vg_poll(mt_device *dev);
+/* Under valgrind only: an op is about to touch its buffers (leave: it is done). The parts
+ * that are no live allocation (freed after the op was enqueued, held by graphs, memory
+ * nodes' between launches) are addressable and defined while it runs; memcheck reports
+ * the host's accesses to them at any time. Takes only the allocator's lock. */
+void mt_alloc_vg_enter(mt_device *dev, const mt_buffer *bufs, uint32_t n);
+void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
 
@@ -591,6 +685,7 @@ void mt_alloc_vg_poll(mt_device *dev);
 struct mt_capture {
     uint64_t id;
     mtiart_capture_mode mode;
+    uint64_t flags; /* MTIART_CAPTURE_FLAG_* */
     pthread_t thread;
     mt_device *dev;
     mt_stream *origin;
@@ -638,10 +733,15 @@ mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin);
 /* The pool a capturing stream allocates from, retained (mt_pool_release it after the
  * allocation); NULL if the stream is not capturing. */
 mt_pool *mt_capture_pool_retain(mt_stream *s);
+/* In a capture begun with MTIART_CAPTURE_FLAG_MEM_NODES: an allocation, or a free of a
+ * graph allocation, on capturing stream s becomes a memory node. MTIART_ERROR_NOT_CAPTURING
+ * (no message) when s takes part in no such capture: the caller goes on as usual. */
+mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr);
+mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr);
 /* Record a child-graph node running `body` (a reference the node takes over; dropped on
  * failure), as mt_capture_record does an op: an executable launched on a capturing
- * stream. */
-mtiart_status mt_capture_child(mt_stream *s, mt_dag *body);
+ * stream, whose memory `mem` (may be NULL) the capture holds from then on. */
+mtiart_status mt_capture_child(mt_stream *s, mt_dag *body, const mt_graph_mem *mem);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -679,12 +779,19 @@ struct mt_graph {
     pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
     mt_dag *dag;
-    mt_pool *pool;         /* NULL for hand-built graphs */
-    mt_artifact *artifact; /* a graph loaded from a file: what it was loaded from */
+    mt_pool *pool;     /* NULL for hand-built graphs */
+    mt_graph_mem *mem; /* the device memory its nodes use, bodies included (NULL: none yet) */
+    struct mt_replay_order *order; /* its replays' order, shared with its executables */
+    mt_artifact *artifact;         /* a graph loaded from a file: what it was loaded from */
     /* captured graphs: the replay order of the pool (check.c) and this graph's place in it */
-    struct mt_pool_order *order;
+    struct mt_pool_order *pool_order;
     uint32_t pool_seq;
 };
+
+/* The order of a graph's replays (exec.c): made at the first instantiation, shared by the
+ * graph and all its executables. */
+typedef struct mt_replay_order mt_replay_order;
+void mt_replay_order_unref(mt_replay_order *order);
 
 mt_graph *mt_graph_new(mt_device *dev);
 void mt_graph_free(mt_graph *g);
@@ -704,14 +811,18 @@ void mt_dag_unref(mt_dag *d);
 mt_dag *mt_dag_clone(const mt_dag *d);
 /* Make g's dag its own before changing it (under g's lock). */
 mtiart_status mt_graph_own(mt_graph *g);
-/* Append a node (the op and `body` are moved in: the dag owns the op's blob and references
- * and the body reference; both are released on failure). A body nested deeper than
- * MT_MAX_NESTING is refused. */
+/* Append a node to a dag that no graph's memory record follows (a loaded graph's, whose
+ * memory its dags hold): the op and `body` are moved in (the dag owns the op's blob and
+ * references and the body reference; both are released on failure). A body nested deeper
+ * than MT_MAX_NESTING is refused. */
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
                             const mtiart_arg *args, uint32_t num_args, size_t *index);
-/* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
-mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
-/* How messages, node infos and dumps name a node ("add_f32", "memcpy DtoD"). */
+/* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list; the
+ * buffers are checked against device dev (NULL: checked already) and recorded in `record`
+ * (may be NULL) as node `index`. */
+mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args,
+                                      mt_device *dev, mt_graph_mem *record, size_t index);
+/* A node's name for messages and dumps: the kernel's name, "memcpy HtoD", ... */
 void mt_node_name(const mt_node *n, char *out, size_t cap);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
  * an event: such nodes cannot run inside a conditional body. */
@@ -743,6 +854,23 @@ mtiart_status mt_pool_order_launch(mt_pool_order *order, uint32_t seq, uint64_t 
 bool mt_pool_order_enter(mt_pool_order *order, uint32_t seq, uint64_t stream_id, char *failure,
                          size_t cap);
 void mt_pool_order_leave(mt_pool_order *order);
+/* Append a node to `d`, g's dag or a conditional body being captured for g: the node's
+ * device buffers are checked and recorded in g's memory record as node `mem_node`
+ * (SIZE_MAX: the index the node gets, d being g's dag; MT_BUFFERS_RECORDED: they were, when
+ * the caller took them), and so is `body_mem` (the memory a child or conditional body
+ * uses; may be NULL). The op and body are moved in or
+ * released. A body nested deeper than MT_MAX_NESTING is refused. */
+#define MT_BUFFERS_RECORDED (SIZE_MAX - 1)
+mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
+                              const mt_graph_mem *body_mem, size_t mem_node, const size_t *deps,
+                              size_t num_deps, const mtiart_arg *args, uint32_t num_args,
+                              size_t *index);
+/* Append a free node of `alloc` (its reference moves in; released on failure), refused
+ * when the graph frees that allocation already. */
+mtiart_status mt_graph_append_mem_free(mt_graph *g, mt_graph_alloc *alloc, const size_t *deps,
+                                       size_t num_deps, size_t *index);
+/* Whether a dag holds memory nodes (at its top level: bodies cannot). */
+bool mt_dag_has_mem_nodes(const mt_dag *d);
 
 /* A record node completed: stream.c's completion, which hands the streams parked on the
  * event back to their workers (passed down so that exec.c never calls up into stream.c). */
@@ -769,8 +897,10 @@ mt_dag *mt_exec_template(mt_exec *x);
  * from), up to `cap` of them into `out`; returns how many there are. */
 size_t mt_exec_pools(mt_exec *x, mt_pool **out, size_t cap);
 /* Update the executable from `dag` (a topologically identical graph) as
- * mtiart_graph_exec_update does; `pool` (may be NULL) is kept for as long as it runs. */
-mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_update_info *info);
+ * mtiart_graph_exec_update does; `pool` (may be NULL) is kept for as long as it runs, and
+ * the memory `mem` records (may be NULL: none) is held and checked from now on. */
+mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, const mt_graph_mem *mem,
+                                 mtiart_update_info *info);
 
 /* ---------------------------------------------------------------- saved graphs (serialize.c) */
 

@@ -14,10 +14,11 @@
  *             sync.c     post a job for the other workers; locks, futexes, clocks
  *
  * (stream.c also calls event.c to complete records and park on waits; event.c goes no
- * further than sync.c.) So this file knows nothing of streams or executables: a failing
- * op returns its code and a description, and the caller (a stream's drain, a replay)
- * records the sticky error. The one call back up is a job's help function, which a worker
- * that helps calls through the job, as a thread pool runs a task.
+ * further than sync.c. Under valgrind, running an op also tells the allocator which
+ * buffers it touches, alloc.c's mt_alloc_vg_enter/leave, which call nothing further.) So this file
+ * knows nothing of streams or executables: a failing op returns its code and a description, and the
+ * caller (a stream's drain, a replay) records the sticky error. The one call back up is a job's
+ * help function, which a worker that helps calls through the job, as a thread pool runs a task.
  */
 #include "internal.h"
 
@@ -57,9 +58,21 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
                                 a->kind);
         }
     }
+    /* Under valgrind the op lists its buffers after the values, for mt_op_buffers. */
+    uint32_t vg_buffers = 0;
+    size_t vg_table = 0;
+    if (MT_UNLIKELY(mt_under_valgrind)) {
+        for (uint32_t i = 0; i < num_args; i++) vg_buffers += args[i].kind != MTIART_ARG_VALUE;
+        if (vg_buffers) {
+            vg_table = align8(total);
+            total = vg_table + 16 * (size_t)vg_buffers;
+        }
+    }
     uint8_t *blob = op->inline_blob;
     op->u.kernel.heap_blob = NULL;
     op->u.kernel.blob_size = (uint32_t)total;
+    op->u.kernel.vg_buffers = (uint16_t)vg_buffers;
+    op->u.kernel.vg_table = (uint16_t)(vg_table >> 3);
     if (total > MT_OP_INLINE_BYTES) {
         blob = malloc(total);
         MT_CHECK_ALLOC(blob);
@@ -91,6 +104,14 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
         }
     }
     while (offset < total) blob[offset++] = 0; /* no arguments: the header's padding */
+    uint8_t *entry = blob + vg_table;          /* {uint32 argument, uint32 kind, uint64 extent} */
+    for (uint32_t i = 0; i < num_args && vg_buffers; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE) continue;
+        memcpy(entry, &i, 4);
+        memcpy(entry + 4, &args[i].kind, 4);
+        memcpy(entry + 8, &args[i].extent, 8);
+        entry += 16;
+    }
     return MTIART_SUCCESS;
 }
 
@@ -105,12 +126,53 @@ uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
     return count;
 }
 
-/* One side ("destination", "source") of a copy or fill for `owner` on device `device`. */
-static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
-                                     bool device_side, int device, const char *owner) {
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
-    if (!device_side) return MTIART_SUCCESS;
-    return mt_check_buffer(ptr, bytes, device, owner, side, -1);
+/* In the order of the call's arguments: a copy's destination before its source. */
+uint32_t mt_op_buffers(const mt_op *op, const mtiart_arg *args, uint32_t num_args, mt_buffer *out) {
+    uint32_t n = 0;
+    switch (op->type) {
+    case MT_OP_KERNEL:
+        for (uint32_t i = 0; i < num_args && args; i++)
+            if (args[i].kind != MTIART_ARG_VALUE && args[i].kind <= MTIART_ARG_BUFFER_INOUT)
+                out[n++] = (mt_buffer){args[i].value, args[i].extent, args[i].kind, (int32_t)i,
+                                       "kernel argument"};
+        if (!args) {
+            const uint8_t *blob = op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob;
+            const uint8_t *entry = blob + ((size_t)op->u.kernel.vg_table << 3);
+            for (uint32_t k = 0; k < op->u.kernel.vg_buffers; k++, entry += 16) {
+                uint32_t arg, kind;
+                uint64_t extent;
+                uint16_t offset;
+                void *ptr;
+                memcpy(&arg, entry, 4);
+                memcpy(&kind, entry + 4, 4);
+                memcpy(&extent, entry + 8, 8);
+                memcpy(&offset, blob + 2 + 2 * arg, 2);
+                memcpy(&ptr, blob + ((size_t)offset << 3), sizeof ptr);
+                out[n++] = (mt_buffer){ptr, extent, kind, (int32_t)arg, "kernel argument"};
+            }
+        }
+        break;
+    case MT_OP_MEMCPY: {
+        uint32_t kind = op->u.copy.kind;
+        if (kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            out[n++] = (mt_buffer){op->u.copy.dst, op->u.copy.bytes, MTIART_ARG_BUFFER_OUT, -1,
+                                   "destination"};
+        if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
+            out[n++] =
+                (mt_buffer){op->u.copy.src, op->u.copy.bytes, MTIART_ARG_BUFFER_IN, -1, "source"};
+        break;
+    }
+    case MT_OP_FILL:
+        out[n++] = (mt_buffer){op->u.fill.dst, (uint64_t)op->u.fill.count * op->u.fill.size,
+                               MTIART_ARG_BUFFER_OUT, -1, "destination"};
+        break;
+    case MT_OP_CONDITIONAL:
+        out[n++] = (mt_buffer){op->u.cond.flag, op->u.cond.flag_size, MTIART_ARG_BUFFER_IN, -1,
+                               "condition"};
+        break;
+    default: break;
+    }
+    return n;
 }
 
 static bool is_device_pointer(const void *ptr) {
@@ -118,8 +180,8 @@ static bool is_device_pointer(const void *ptr) {
     return mt_pointer_device_quiet(ptr, &device) == MTIART_SUCCESS;
 }
 
-mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *dst,
-                                const void *src, size_t bytes, mtiart_memcpy_kind kind) {
+mtiart_status mt_op_pack_memcpy(mt_op *op, void *dst, const void *src, size_t bytes,
+                                mtiart_memcpy_kind kind) {
     if (kind == MTIART_MEMCPY_DEFAULT) {
         bool d = is_device_pointer(dst), sd = is_device_pointer(src);
         kind = d ? (sd ? MTIART_MEMCPY_DEVICE_TO_DEVICE : MTIART_MEMCPY_HOST_TO_DEVICE)
@@ -127,14 +189,8 @@ mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *
     }
     if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
-    if (bytes) {
-        bool dst_dev =
-            kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-        bool src_dev =
-            kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-        mtiart_status st = check_copy_side("destination", dst, bytes, dst_dev, device, owner);
-        if (st || (st = check_copy_side("source", src, bytes, src_dev, device, owner))) return st;
-    }
+    if (bytes && !dst) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "destination is NULL");
+    if (bytes && !src) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "source is NULL");
     *op = (mt_op){.type = MT_OP_MEMCPY, .num_blocks = 1};
     op->u.copy.dst = dst;
     op->u.copy.src = src;
@@ -143,8 +199,8 @@ mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *
     return MTIART_SUCCESS;
 }
 
-mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *dst,
-                              const void *pattern, uint32_t pattern_size, size_t count) {
+mtiart_status mt_op_pack_fill(mt_op *op, void *dst, const void *pattern, uint32_t pattern_size,
+                              size_t count) {
     if (!pattern ||
         (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 && pattern_size != 8))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
@@ -152,11 +208,7 @@ mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *ds
                             pattern_size);
     if (count > SIZE_MAX / pattern_size)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
-    if (count) {
-        mtiart_status st =
-            check_copy_side("destination", dst, count * pattern_size, true, device, owner);
-        if (st) return st;
-    }
+    if (count && !dst) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "destination is NULL");
     *op = (mt_op){.type = MT_OP_FILL, .num_blocks = 1};
     op->u.fill.dst = dst;
     op->u.fill.count = count;
@@ -166,7 +218,7 @@ mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *ds
     return MTIART_SUCCESS;
 }
 
-mtiart_status mt_op_pack_conditional(mt_op *op, int device, const char *owner,
+mtiart_status mt_op_pack_conditional(mt_op *op, mt_device *dev, const char *owner,
                                      mtiart_conditional_type type, const void *flag,
                                      uint32_t flag_size) {
     if ((unsigned)type > MTIART_CONDITIONAL_WHILE)
@@ -178,13 +230,14 @@ mtiart_status mt_op_pack_conditional(mt_op *op, int device, const char *owner,
     if ((uintptr_t)flag % flag_size)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "the condition %p is not aligned to its %u bytes", flag, flag_size);
-    mtiart_status st = mt_check_buffer(flag, flag_size, device, owner, "condition", -1);
-    if (st) return st;
     *op = (mt_op){.type = MT_OP_CONDITIONAL, .num_blocks = 1};
     op->u.cond.flag = flag;
     op->u.cond.flag_size = flag_size;
     op->u.cond.kind = (uint32_t)type;
-    return MTIART_SUCCESS;
+    /* Checked here already (a capture reports a bad flag where its body begins). */
+    mt_buffer flag_buffer;
+    mt_op_buffers(op, NULL, 0, &flag_buffer);
+    return mt_check_buffers(dev, &flag_buffer, 1, owner, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ ownership */
@@ -204,6 +257,11 @@ void mt_op_release(mt_op *op) {
     case MT_OP_EVENT_WAIT:
         if (op->u.event.event) mt_event_unref(op->u.event.event);
         op->u.event.event = NULL;
+        break;
+    case MT_OP_MEM_ALLOC:
+    case MT_OP_MEM_FREE:
+        if (op->u.mem.alloc) mt_graph_alloc_unref(op->u.mem.alloc);
+        op->u.mem.alloc = NULL;
         break;
     default: break;
     }
@@ -225,6 +283,10 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     case MT_OP_EVENT_RECORD:
     case MT_OP_EVENT_WAIT:
         if (src->u.event.event) mt_event_ref(src->u.event.event);
+        break;
+    case MT_OP_MEM_ALLOC:
+    case MT_OP_MEM_FREE:
+        if (src->u.mem.alloc) mt_graph_alloc_ref(src->u.mem.alloc);
         break;
     default: break;
     }
@@ -264,6 +326,8 @@ bool mt_op_equal(mt_op *a, mt_op *b) {
     case MT_OP_CONDITIONAL:
         return a->u.cond.flag == b->u.cond.flag && a->u.cond.flag_size == b->u.cond.flag_size &&
                a->u.cond.kind == b->u.cond.kind;
+    case MT_OP_MEM_ALLOC:
+    case MT_OP_MEM_FREE: return a->u.mem.alloc == b->u.mem.alloc;
     default: return true;
     }
 }
@@ -369,7 +433,7 @@ static void fill_pattern(void *dst, uint64_t pattern, uint32_t size, size_t coun
     }
 }
 
-int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
+static int32_t run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
     switch (op->type) {
     case MT_OP_KERNEL: {
         void *unpacked[MT_MAX_ARGS];
@@ -394,6 +458,18 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
     }
     default: /* event records and waits, empty nodes: they only order other work */ return 0;
     }
+}
+
+int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t cap) {
+    if (MT_LIKELY(!mt_under_valgrind)) return run(dev, op, argv, failure, cap);
+    /* Memcheck sees the op touch what it described, also memory freed since it was
+     * enqueued; the host's accesses to that memory stay errors. */
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, NULL, 0, bufs);
+    mt_alloc_vg_enter(dev, bufs, n);
+    int32_t rc = run(dev, op, argv, failure, cap);
+    mt_alloc_vg_leave(dev, bufs, n);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ kernel names */

@@ -627,7 +627,9 @@ static mtiart_status check_bindings(saver *s) {
         int device;
         s->binding_host[i] = mt_pointer_device_quiet(b->ptr, &device) != MTIART_SUCCESS;
         if (!s->binding_host[i] &&
-            mt_check_buffer(b->ptr, b->bytes, s->dev->index, "graph", "binding", (int)i))
+            mt_check_buffers(s->dev,
+                             &(mt_buffer){b->ptr, b->bytes, MTIART_ARG_BUFFER_INOUT, -1, "binding"},
+                             1, "graph", NULL, 0))
             return mt_error_context("binding '%s'", b->name);
         if (s->binding_host[i] && b->flags == MTIART_BINDING_CONSTANT)
             return mt_set_error(MTIART_ERROR_INVALID_VALUE,
@@ -1620,8 +1622,10 @@ MTIART_API mtiart_status mtiart_graph_exec_bind(mtiart_graph_exec exec, const ch
                                 "binding '%s' is host memory (the host side of copies), but %p "
                                 "is device memory",
                                 name, ptr);
-    } else if ((st = mt_check_buffer(ptr, b->bytes, mt_exec_device(x)->index, "graph", "binding",
-                                     -1))) {
+    } else if ((st = mt_check_buffers(
+                    mt_exec_device(x),
+                    &(mt_buffer){ptr, b->bytes, MTIART_ARG_BUFFER_INOUT, -1, "binding"}, 1, "graph",
+                    NULL, 0))) {
         return mt_error_context("'%s'", name);
     }
     pthread_mutex_lock(&bind_lock);
@@ -1630,7 +1634,7 @@ MTIART_API mtiart_status mtiart_graph_exec_bind(mtiart_graph_exec exec, const ch
     mt_dag *dag;
     st = build_dag(a, set->base, &dag);
     if (st == MTIART_SUCCESS) {
-        st = mt_exec_update_dag(x, dag, NULL, NULL);
+        st = mt_exec_update_dag(x, dag, NULL, NULL, NULL);
         mt_dag_unref(dag);
     }
     if (st) set->base[i] = was;

@@ -84,6 +84,7 @@ void mt_stream_unref(mt_stream *s) {
     else dev->streams = s->dev_next;
     if (s->dev_next) s->dev_next->dev_prev = s->dev_prev;
     pthread_mutex_unlock(&dev->streams_lock);
+    atomic_fetch_add(&dev->streams_freed, 1); /* its cached memory is free for others now */
     /* Everything was consumed (the scheduling reference is gone), so one chunk is left. */
     free(s->head_chunk);
     free(atomic_load(&s->spare_chunk));
@@ -209,12 +210,27 @@ static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
 
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op) { return enqueue(s, op); }
 
+/* The device buffers an eager op touches lie in live allocations of the stream's device. */
+static mtiart_status check_eager_buffers(mt_stream *s, mt_op *op, const mtiart_arg *args,
+                                         uint32_t num_args) {
+    mt_buffer bufs[MT_MAX_ARGS];
+    uint32_t n = mt_op_buffers(op, args, num_args, bufs);
+    mtiart_status st = mt_check_buffers(s->dev, bufs, n, "stream", NULL, 0);
+    if (MT_UNLIKELY(st)) mt_op_release(op);
+    return st;
+}
+
 mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args) {
     mt_capture *capture = atomic_load_explicit(&s->capture, memory_order_acquire);
     if (MT_UNLIKELY(capture != NULL)) {
+        /* Checked (and held for the graph) as the node is recorded: one lookup. */
         mtiart_status st = mt_capture_record(s, op, args, num_args);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: the op runs eagerly */
+    }
+    if (op->type != MT_OP_KERNEL || num_args) {
+        mtiart_status st = check_eager_buffers(s, op, args, num_args);
+        if (MT_UNLIKELY(st)) return st;
     }
     return enqueue(s, op);
 }
@@ -461,7 +477,12 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
         return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
                             "the default stream of device %d cannot be destroyed", s->dev->index);
     /* Work already enqueued holds the stream until it has run. */
-    return mt_capture_retire_stream(s, &s_pin);
+    mtiart_status st = mt_capture_retire_stream(s, &s_pin);
+    if (st == MTIART_SUCCESS) {
+        atomic_store(&s->destroyed, 1);
+        atomic_fetch_add(&s->dev->streams_destroyed, 1);
+    }
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_stream_get_device(mtiart_stream stream, int *device) {
@@ -526,10 +547,8 @@ MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kerne
                                               uint32_t num_args) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    mtiart_status st = mt_check_kernel_buffers(args, num_args, s->dev->index, "stream");
-    if (MT_UNLIKELY(st)) return st;
     mt_op op;
-    st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
+    mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (MT_UNLIKELY(st)) return st;
     return mt_stream_submit(s, &op, args, num_args);
 }
@@ -550,7 +569,7 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     mt_op op;
-    mtiart_status st = mt_op_pack_memcpy(&op, s->dev->index, "stream", dst, src, bytes, kind);
+    mtiart_status st = mt_op_pack_memcpy(&op, dst, src, bytes, kind);
     if (st || bytes == 0) return st;
     return mt_stream_submit(s, &op, NULL, 0);
 }
@@ -585,8 +604,7 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     mt_op op;
-    mtiart_status st =
-        mt_op_pack_fill(&op, s->dev->index, "stream", dst, pattern, pattern_size, count);
+    mtiart_status st = mt_op_pack_fill(&op, dst, pattern, pattern_size, count);
     if (st || count == 0) return st;
     return mt_stream_submit(s, &op, NULL, 0);
 }

@@ -10,12 +10,20 @@ abandons a capture cleanly when the body raises; and what CUDA graphs add: updat
 executable in place (:meth:`MTIAGraph.update`, :meth:`MTIAGraph.recapture`), replays
 captured into another graph as child graphs, and conditional bodies (:func:`while_`,
 :func:`if_`).
+
+Memory a graph uses stays valid while the graph lives: a tensor a captured operation reads
+or writes that lies outside the graph's own pool (a static input, another graph's output)
+is held by the graph, so deleting it frees nothing a replay still touches; its memory
+returns when the last graph using it is reset. Tensors of the graph's own pool follow
+PyTorch's pool contract.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, SupportsIndex
@@ -24,6 +32,7 @@ from typing_extensions import Self
 
 from ._C import (
     InvalidHandleError,
+    MTIAError,
     MTIAValueError,
     capture_info,
     check,
@@ -120,6 +129,60 @@ def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn
     raise_status(status, what)
 
 
+# The input check's message names the buffer as "reads [0x<address>, +<bytes> bytes)".
+_DEAD_INPUT_RE = re.compile(r"reads \[0x([0-9a-f]+), \+(\d+) bytes\)")
+
+
+def _buffers_read(graph: Any, read: set[tuple[int, int]]) -> None:
+    """Add the (address, bytes) of every buffer the graph's nodes read, bodies included."""
+    count = ffi.new("size_t *")
+    check(lib.mtiart_graph_get_node_count(graph, count))
+    info = ffi.new("mtiart_node_info *")
+    use = ffi.new("mtiart_buffer_use *")
+    for node in range(int(count[0])):
+        check(lib.mtiart_graph_get_node_info(graph, node, info))
+        for i in range(int(info.num_buffers)):
+            check(lib.mtiart_graph_get_node_buffer(graph, node, i, use))
+            if use.access & lib.MTIART_ARG_BUFFER_IN:
+                read.add((int(use.address), int(use.bytes)))
+        if info.kind in (lib.MTIART_NODE_CHILD_GRAPH, lib.MTIART_NODE_CONDITIONAL):
+            body = ffi.new("mtiart_graph *")
+            check(lib.mtiart_graph_get_node_body(graph, node, body))
+            try:
+                _buffers_read(body[0], read)
+            finally:
+                check(lib.mtiart_graph_destroy(body[0]))
+
+
+def _graph_inputs(graph: Any) -> dict[tuple[int, int], str]:
+    """What the tensors a captured graph reads are, by (address, bytes) of the buffer: for
+    the input check's messages, which the runtime can only give as addresses."""
+    read: set[tuple[int, int]] = set()
+    _buffers_read(graph, read)
+    names: dict[tuple[int, int], str] = {}
+    if read:
+        # The tensors themselves are alive now (they are being captured); only their
+        # description is kept, so the graph keeps none of them.
+        for obj in gc.get_objects():
+            if type(obj) is Tensor:
+                key = (obj.data_ptr(), obj.nbytes)
+                if key in read:
+                    names[key] = f"a tensor of shape {tuple(obj.shape)} and dtype {obj.dtype}"
+    return names
+
+
+def _raise_dead_input(status: int, names: dict[tuple[int, int], str]) -> NoReturn:
+    """Raise the input check's error, naming the freed tensor's shape and dtype."""
+    try:
+        raise_status(status, "MTIAGraph.replay")
+    except MTIAError as exc:
+        found = _DEAD_INPUT_RE.search(str(exc))
+        what = names.get((int(found.group(1), 16), int(found.group(2)))) if found else None
+        if what is None:
+            raise
+        raise type(exc)(f"{exc} (the buffer was {what})", status) from None
+
+
 def graph_pool_handle() -> _POOL_HANDLE:
     """Return a fresh memory-pool id that several graph captures can share.
 
@@ -147,11 +210,13 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_check_inputs",
         "_check_races",
         "_debug",
         "_device",
         "_exec",
         "_graph",
+        "_input_names",
         "_keep_graph",
         "_keepalive",
         "_last_replay_stream",
@@ -170,6 +235,8 @@ class MTIAGraph:
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Stream | None
     _check_races: str | None  # the capture's check_races= (None, "warn", "error")
+    _check_inputs: bool  # check_input_liveness of the capture
+    _input_names: dict[tuple[int, int], str]  # what the inputs are, for the check's errors
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
@@ -185,6 +252,8 @@ class MTIAGraph:
         self._keepalive = []
         self._last_replay_stream = None
         self._check_races = None
+        self._check_inputs = False
+        self._input_names = {}
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
@@ -203,26 +272,31 @@ class MTIAGraph:
 
         Args:
             pool: None (or ``(0, 0)``) for a new private memory pool, or a pool id from
-                :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
+                :func:`graph_pool_handle` / another graph's :meth:`pool` to share it (a
+                pool id the runtime never issued is a ``ValueError``).
             capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
-            check_input_liveness: check at each replay that the memory the graph reads
-                outside its own pool is still the memory it captured (torch.cuda's keyword).
+            check_input_liveness: if True (torch.cuda's keyword), every :meth:`replay`
+                first checks that the tensors the graph reads before writing them (its
+                inputs, whatever the operation: tensor ops, compiled and Python kernels,
+                copies, fills) are still alive: a replay that would read one deleted since
+                the capture (or whose memory went to another tensor since) raises before
+                anything runs, naming the node, the buffer and the tensor's shape and dtype.
+                Deleting an output is no error.
             check_races: ``"warn"`` or ``"error"`` to check the captured graph for races
                 (see :meth:`check_races`) at ``capture_end()``: a :class:`RaceWarning`,
                 or a :class:`RaceError` that discards the capture; None (default): no
                 check.
         """
-        if check_input_liveness:
-            raise NotImplementedError(
-                "MTIAGraph.capture_begin(check_input_liveness=True): the replay-time "
-                "liveness check is not available in this build"
-            )
         if pool is None:
             pool = (0, 0)
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
         races_mode = check_races_mode(check_races)
+        if not isinstance(check_input_liveness, bool):
+            raise TypeError(
+                f"check_input_liveness must be a bool, got {type(check_input_liveness).__name__}"
+            )
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
@@ -240,6 +314,7 @@ class MTIAGraph:
         self._device = stream.device_index
         self._pool = info.pool
         self._check_races = races_mode
+        self._check_inputs = check_input_liveness
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -264,6 +339,8 @@ class MTIAGraph:
         if self._check_races is not None:
             self._check_captured_races(self._check_races)
         try:
+            if self._check_inputs:
+                self._input_names = _graph_inputs(self._graph)
             count = ffi.new("size_t *")
             check(lib.mtiart_graph_get_node_count(self._graph, count))
             if count[0] == 0:
@@ -327,6 +404,8 @@ class MTIAGraph:
         else:
             status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
+            if status == lib.MTIART_ERROR_INVALID_POINTER and self._input_names:
+                _raise_dead_input(status, self._input_names)
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         # On a capturing stream the replay became a child graph of that capture, which runs
         # this graph's host functions (and reads its host buffers) as well.
@@ -388,6 +467,8 @@ class MTIAGraph:
             )
         # The executable runs other's host functions and reads its host buffers now.
         self._keepalive.extend(other._keepalive)
+        if self._check_inputs:  # and the input check names other's tensors
+            self._input_names.update(other._input_names or _graph_inputs(template))
 
     @contextlib.contextmanager
     def recapture(
@@ -604,7 +685,11 @@ class MTIAGraph:
             check(lib.mtiart_graph_exec_destroy(self._exec))
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
-        check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        flags = lib.MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS if self._check_inputs else 0
+        check(
+            lib.mtiart_graph_instantiate_with_flags(self._graph, flags, exec_out),
+            "MTIAGraph.instantiate",
+        )
         self._exec = exec_out[0]
 
     def _check_captured_races(self, mode: str) -> None:
@@ -664,6 +749,8 @@ class MTIAGraph:
         self._pool = None
         self._capture_id = 0
         self._check_races = None
+        self._check_inputs = False
+        self._input_names = {}
 
 
 class graph:

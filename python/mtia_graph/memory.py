@@ -48,6 +48,12 @@ def _raw_stats(device: _DeviceLike) -> Any:
     return stats
 
 
+def _stat(device: _DeviceLike, key: int) -> int:
+    value = ffi.new("uint64_t *")
+    check(lib.mtiart_memory_get_stat(_device_index(device), key, value), "memory_stats")
+    return int(value[0])
+
+
 def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     """Allocator statistics of a device (default: the current device).
 
@@ -55,6 +61,10 @@ def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
     allocated_bytes, reserved_bytes, active, active_bytes, segment, ...; counters
     ``num_alloc_retries`` and ``num_ooms``), plus ``"dram"``: ``{"allocated_bytes",
     "peak_bytes", "reserved_bytes", "peak_reserved_bytes", "capacity"}``.
+
+    ``graph_held_bytes.all.current`` / ``.peak`` and ``graph_held.all.current`` count the
+    blocks the program freed that graphs still hold (their memory returns when the last
+    graph using them is reset): part of ``active_bytes``, not of ``allocated_bytes``.
     """
     s = _raw_stats(device)
     return {
@@ -79,6 +89,9 @@ def memory_stats(device: _DeviceLike = None) -> dict[str, Any]:
         "num_ooms": int(s.num_ooms),
         "private_pools": int(s.private_pools),
         "capacity": int(s.capacity),
+        "graph_held_bytes.all.current": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BYTES),
+        "graph_held_bytes.all.peak": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BYTES_PEAK),
+        "graph_held.all.current": _stat(device, lib.MTIART_STAT_GRAPH_HELD_BLOCKS),
         "dram": {
             "allocated_bytes": int(s.allocated_bytes),
             "peak_bytes": int(s.allocated_bytes_peak),
@@ -134,6 +147,8 @@ _BLOCK_STATES = {
     0: "active_allocated",  # MTIART_BLOCK_ACTIVE
     1: "active_pending_free",  # MTIART_BLOCK_PENDING_FREE
     2: "inactive",  # MTIART_BLOCK_FREE
+    3: "graph_held",  # MTIART_BLOCK_GRAPH_HELD: freed by the program, held by graphs
+    4: "graph_allocation",  # MTIART_BLOCK_GRAPH_ALLOCATION: a C memory node's, not live
 }
 
 
@@ -197,7 +212,8 @@ def memory_snapshot(
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
     ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``); each
     block has ``address``, ``size``, ``requested_size`` and ``state`` (one of
-    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``).
+    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``, or ``"graph_held"``
+    for a block the program freed that graphs still hold).
 
     Args:
         mempool_id: only the segments of this pool (a graph's :meth:`MTIAGraph.pool`, a

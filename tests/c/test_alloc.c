@@ -501,6 +501,77 @@ static void test_free_with_pending_work(void) {
     CHECK_CLEAN();
 }
 
+/* mtiart_free_async: the free waits for the work enqueued on the given stream, whichever
+ * stream allocated the block (mtiart_free orders against the allocating stream only). */
+static void test_free_async(void) {
+    CHECK_CLEAN();
+    mtiart_stream s1, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    /* s2's long kernel reads p, allocated on s1: the free on s2 keeps p from s1's next
+     * allocations until that kernel is done. */
+    char *p, *q;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_memset_async(s1, p, 1, 4096));
+    CHECK_OK(mtiart_stream_synchronize(s1));
+    gate g = {0};
+    launch_gate(s2, &g);
+    CHECK_OK(mtiart_memset_async(s2, p, 2, 4096));
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK(block_at(p).state == MTIART_BLOCK_PENDING_FREE);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q != p);
+    CHECK_OK(mtiart_memset_async(s1, q, 3, 4096));
+    atomic_store(&g.open, 1);
+    CHECK_OK(mtiart_stream_synchronize(s2));
+    CHECK_OK(mtiart_stream_synchronize(s1));
+    unsigned char probe = 0;
+    CHECK_OK(mtiart_memcpy(s1, &probe, q, 1, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK(probe == 3);
+    CHECK_OK(mtiart_free(q));
+    /* Once s2 is past the free, the memory is s1's again. */
+    char *r;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&r));
+    CHECK(block_at(p).state != MTIART_BLOCK_PENDING_FREE);
+    CHECK_OK(mtiart_free(r));
+    /* On the allocating stream itself: reusable by its later work at once. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_free_async(p, s1));
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q == p);
+    CHECK_OK(mtiart_free(q));
+    /* On a capturing stream: deferred to the capture's end, as the capture's nodes read
+     * the block at replay. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_stream_begin_capture(s2, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_memset_async(s2, p, 4, 4096));
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK(block_at(p).state != MTIART_BLOCK_ACTIVE && block_at(p).state != MTIART_BLOCK_FREE);
+    CHECK_STATUS(mtiart_free_async(p, s2), MTIART_ERROR_INVALID_POINTER); /* freed already */
+    mtiart_graph gr;
+    CHECK_OK(mtiart_stream_end_capture(s2, &gr));
+    CHECK(block_at(p).state == MTIART_BLOCK_GRAPH_HELD); /* the graph holds it */
+    CHECK_OK(mtiart_graph_destroy(gr));
+    CHECK(block_at(p).state != MTIART_BLOCK_GRAPH_HELD);
+    /* Errors: nothing is freed by a refused call. */
+    CHECK_OK(mtiart_free_async(NULL, s1));
+    int host;
+    CHECK_STATUS(mtiart_free_async(&host, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_STATUS(mtiart_free_async(p + 8, s1), MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(mtiart_free_async(p, NULL), MTIART_ERROR_INVALID_HANDLE);
+    mtiart_stream gone;
+    CHECK_OK(mtiart_stream_create(0, 0, &gone));
+    CHECK_OK(mtiart_stream_destroy(gone));
+    CHECK_STATUS(mtiart_free_async(p, gone), MTIART_ERROR_INVALID_HANDLE);
+    CHECK(block_at(p).state == MTIART_BLOCK_ACTIVE);
+    CHECK_OK(mtiart_free_async(p, s2));
+    CHECK_STATUS(mtiart_free_async(p, s2), MTIART_ERROR_INVALID_POINTER);
+    CHECK_OK(mtiart_stream_destroy(s1));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK_CLEAN();
+}
+
 /* ------------------------------------------------------------------ pools */
 
 static void test_pools(void) {
@@ -664,6 +735,87 @@ static void test_many_streams(void) {
     CHECK_CLEAN();
 }
 
+/* Short-lived streams, each allocating and freeing one block: a destroyed stream's cached
+ * memory goes to the streams that come after it (once its work is done) instead of
+ * piling up until an out-of-memory retry. */
+static void test_dead_streams_memory_reused(void) {
+    CHECK_CLEAN();
+    uint64_t most = 0, retries = stats().num_alloc_retries;
+    for (int i = 0; i < 1000; i++) {
+        mtiart_stream s;
+        void *p, *q;
+        CHECK_OK(mtiart_stream_create(0, 0, &s));
+        CHECK_OK(mtiart_malloc_async(s, MiB, &p));
+        CHECK_OK(mtiart_malloc_async(s, 3 * MiB, &q)); /* a large segment too */
+        CHECK_OK(mtiart_memset_async(s, p, i, MiB));
+        CHECK_OK(mtiart_free(p));
+        CHECK_OK(mtiart_free(q));
+        CHECK_OK(mtiart_stream_destroy(s));
+        if (i % 2) CHECK_OK(mtiart_device_synchronize(0)); /* some still busy at the next */
+        uint64_t reserved = stats().reserved_bytes;
+        if (reserved > most) most = reserved;
+    }
+    /* A few streams' worth (those whose work is still running), not a thousand. */
+    CHECK(most <= 32 * MiB);
+    CHECK(stats().num_alloc_retries == retries);
+    /* A live stream's cache stays its own. */
+    mtiart_stream keeper, other;
+    CHECK_OK(mtiart_stream_create(0, 0, &keeper));
+    CHECK_OK(mtiart_stream_create(0, 0, &other));
+    void *k, *o;
+    CHECK_OK(mtiart_malloc_async(keeper, 3 * MiB, &k));
+    CHECK_OK(mtiart_free(k));
+    CHECK_OK(mtiart_malloc_async(other, 3 * MiB, &o));
+    CHECK(o != k);
+    CHECK_OK(mtiart_free(o));
+    CHECK_OK(mtiart_stream_destroy(keeper));
+    CHECK_OK(mtiart_stream_destroy(other));
+    CHECK_CLEAN();
+}
+
+/* Pool ids the runtime never issued are refused: a made-up id could be the one a later
+ * default capture gets, and two graphs would share a pool unknowingly. */
+static void test_pool_ids_must_be_issued(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_pool_id issued;
+    CHECK_OK(mtiart_stream_get_capture_info(s, NULL, NULL, &issued));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_pool_id next = {issued.first + 1, 0};
+    CHECK_STATUS(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, next),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "was never issued"));
+    mtiart_pool_id handle;
+    CHECK_OK(mtiart_pool_handle_create(&handle));
+    CHECK_STATUS(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL,
+                                             (mtiart_pool_id){0, handle.second + 1}),
+                 MTIART_ERROR_INVALID_VALUE);
+    mtiart_capture_status cs;
+    CHECK_OK(mtiart_stream_get_capture_info(s, &cs, NULL, NULL));
+    CHECK(cs == MTIART_CAPTURE_STATUS_NONE);
+    /* The next default capture gets exactly the id that was refused: it was in no use. */
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    mtiart_pool_id fresh;
+    CHECK_OK(mtiart_stream_get_capture_info(s, NULL, NULL, &fresh));
+    CHECK(fresh.first > issued.first && fresh.second == 0);
+    mtiart_graph g2;
+    CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    /* Issued ids are accepted, also once their pool is gone. */
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, issued));
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, handle));
+    mtiart_graph g3;
+    CHECK_OK(mtiart_stream_end_capture(s, &g3));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    CHECK_OK(mtiart_graph_destroy(g3));
+    CHECK_OK(mtiart_stream_destroy(s));
+    CHECK_CLEAN();
+}
+
 /* ------------------------------------------------------------------ threads */
 
 typedef struct alloc_thread {
@@ -739,6 +891,9 @@ static void test_threads(void) {
 int main(void) {
     /* Before the first libmtiart call: the capacity is read at initialisation. */
     setenv("MTIART_DEVICE_MEMORY", "64M", 1);
+    /* What is reused when is the subject here: no quarantine of freed blocks under valgrind
+     * (tests/valgrind checks the quarantine). */
+    setenv("MTIART_VALGRIND_QUARANTINE", "0", 1);
     CHECK_OK(mtiart_init());
     test_rounding();
     test_reuse_and_split();
@@ -749,9 +904,12 @@ int main(void) {
     test_invalid_frees();
     test_record_stream();
     test_free_with_pending_work();
+    test_free_async();
     test_pools();
     test_snapshot();
     test_many_streams();
+    test_dead_streams_memory_reused();
+    test_pool_ids_must_be_issued();
     test_threads();
     TEST_MAIN_END();
 }

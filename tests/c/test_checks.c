@@ -76,7 +76,7 @@ static void test_forgotten_wait(void) {
 
     /* The instantiate flag refuses it and says why; the graph stays usable. */
     mtiart_graph_exec x;
-    CHECK_STATUS(mtiart_graph_instantiate_with_flags(bad, MTIART_INSTANTIATE_CHECK_RACES, &x),
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(bad, MTIART_GRAPH_INSTANTIATE_CHECK_RACES, &x),
                  MTIART_ERROR_INVALID_VALUE);
     const char *msg = mtiart_last_error_message();
     CHECK(strstr(msg, "mtiart_graph_instantiate_with_flags: the graph has 1 race: node 1 "
@@ -86,7 +86,7 @@ static void test_forgotten_wait(void) {
     CHECK(strstr(msg, "with no path between them") != NULL);
     CHECK_STATUS(mtiart_graph_instantiate_with_flags(bad, 1u << 7, &x), MTIART_ERROR_INVALID_VALUE);
     CHECK(strstr(mtiart_last_error_message(), "unknown instantiate flags 0x80") != NULL);
-    CHECK_OK(mtiart_graph_instantiate_with_flags(bad, MTIART_INSTANTIATE_DEFAULT, &x));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(bad, 0, &x));
     CHECK_OK(mtiart_graph_exec_check_races(x, r, 4, &count));
     CHECK(count == 1 && r[0].first.node == 1);
     CHECK_OK(mtiart_graph_exec_destroy(x));
@@ -94,7 +94,7 @@ static void test_forgotten_wait(void) {
 
     mtiart_graph good = capture_fork(origin, side, a, b, c, true);
     CHECK(races_of(good, r, 4) == 0);
-    CHECK_OK(mtiart_graph_instantiate_with_flags(good, MTIART_INSTANTIATE_CHECK_RACES, &x));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(good, MTIART_GRAPH_INSTANTIATE_CHECK_RACES, &x));
     CHECK_OK(mtiart_graph_launch(x, origin));
     CHECK_OK(mtiart_stream_synchronize(origin));
     CHECK_OK(mtiart_graph_exec_check_races(x, r, 4, &count));

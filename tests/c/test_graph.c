@@ -307,6 +307,59 @@ static void test_no_overlap(void) {
     free(st);
 }
 
+/* Replays of one graph never overlap either when they use different executables of it
+ * (a re-instantiation while a replay runs): the replay order belongs to the graph. */
+static void test_no_overlap_across_executables(void) {
+    gstate *st = calloc(1, sizeof *st);
+    st->node_sleep_ms = 0.2;
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    int b = (int)add_node(g, st, k_begin, NULL, 0);
+    int mids[MAXD];
+    for (int i = 0; i < MAXD; i++) mids[i] = (int)add_node(g, st, k_node, &b, 1);
+    add_node(g, st, k_end, mids, MAXD);
+    mtiart_graph_exec x[3];
+    CHECK_OK(mtiart_graph_instantiate(g, &x[0]));
+    CHECK_OK(mtiart_graph_instantiate(g, &x[1]));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS,
+                                                 &x[2]));
+    mtiart_stream s[3];
+    for (int i = 0; i < 3; i++) CHECK_OK(mtiart_stream_create(0, 0, &s[i]));
+    /* A replay held back on s[0]; another executable's replay on s[1] waits for it. */
+    gate gt = {0};
+    atomic_long counter = 0;
+    launch_gate(s[0], &gt);
+    CHECK_OK(mtiart_graph_launch(x[0], s[0]));
+    CHECK_OK(mtiart_graph_destroy(g)); /* the order outlives the graph too */
+    CHECK_OK(mtiart_graph_launch(x[1], s[1]));
+    launch_count(s[1], &counter);
+    sleep_ms(20);
+    CHECK(atomic_load(&counter) == 0);
+    CHECK_COUNTS(st, 0);
+    atomic_store(&gt.open, 1);
+    CHECK_OK(sync_with_timeout(s[1], 10000));
+    CHECK(atomic_load(&counter) == 1);
+    CHECK_COUNTS(st, 2);
+    /* From three threads, each with its own executable and stream. */
+    launcher l[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        l[i] = (launcher){x[i], s[i], 30, 0};
+        pthread_create(&th[i], NULL, launch_thread, &l[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(!l[i].failed);
+    }
+    CHECK_COUNTS(st, 92);
+    CHECK(atomic_load(&st->reentries) == 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(mtiart_graph_exec_destroy(x[i]));
+        CHECK_OK(mtiart_stream_destroy(s[i]));
+    }
+    free(st);
+}
+
 /* ------------------------------------------------------------------ introspection */
 
 static int32_t k_saxpy(void *const *args, uint32_t block, uint32_t num_blocks) {
@@ -769,6 +822,7 @@ int main(void) {
     CHECK_OK(mtiart_init());
     test_shapes();
     test_no_overlap();
+    test_no_overlap_across_executables();
     test_introspection();
     test_failures_and_blocks();
     test_captured_pipeline();

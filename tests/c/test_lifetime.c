@@ -115,7 +115,7 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     uint32_t flags;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
     char back[8];
-    switch (rnd(seed) % 16) {
+    switch (rnd(seed) % 17) {
     case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
@@ -136,25 +136,39 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     case 5: USE(K_STREAM, mtiart_stream_synchronize(s)); break;
     case 6: {
         mtiart_pool_id pool = {0, 0};
-        if (USE(K_STREAM, mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_RELAXED, pool)) !=
-            MTIART_SUCCESS)
+        /* Half of the captures make memory nodes of their allocations: on a stream of their
+         * own, since the other users' allocations on a shared stream would become the
+         * graph's (no longer theirs once the capture ends). */
+        uint64_t flags = rnd(seed) % 2 ? MTIART_CAPTURE_FLAG_MEM_NODES : 0;
+        mtiart_stream on = s, own = NULL;
+        if (flags) {
+            MUST(mtiart_stream_create(0, 0, &own));
+            on = own;
+        }
+        if (USE(K_STREAM, mtiart_stream_begin_capture_with_flags(on, MTIART_CAPTURE_MODE_RELAXED,
+                                                                 pool, flags)) != MTIART_SUCCESS) {
+            if (own) MUST(mtiart_stream_destroy(own));
             break;
-        USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1, &arg, 1));
+        }
+        USE(K_STREAM, mtiart_launch_kernel(on, k_noop, 1, &arg, 1));
+        if (USE(K_STREAM, mtiart_malloc_async(on, 64, &p)) == MTIART_SUCCESS)
+            USE(K_STREAM, mtiart_free_async(p, on));
         if (rnd(seed) % 2 &&
-            USE(K_STREAM, mtiart_stream_begin_conditional(s, MTIART_CONDITIONAL_IF, g_dev, 4)) ==
+            USE(K_STREAM, mtiart_stream_begin_conditional(on, MTIART_CONDITIONAL_IF, g_dev, 4)) ==
                 MTIART_SUCCESS) {
             /* an executable launched here is a child node of the body */
             USE(K_STREAM, mtiart_graph_launch(
-                              (mtiart_graph_exec)(uintptr_t)atomic_load(&g_current[K_EXEC]), s));
-            USE(K_STREAM, mtiart_stream_end_conditional(s));
+                              (mtiart_graph_exec)(uintptr_t)atomic_load(&g_current[K_EXEC]), on));
+            USE(K_STREAM, mtiart_stream_end_conditional(on));
         }
         mtiart_graph g = NULL;
         /* Only this thread ends its capture, and a capturing stream cannot be destroyed:
          * the end must find the capture. */
-        mtiart_status st = USE(K_STREAM, mtiart_stream_end_capture(s, &g));
+        mtiart_status st = USE(K_STREAM, mtiart_stream_end_capture(on, &g));
         if (st == MTIART_ERROR_INVALID_HANDLE || st == MTIART_ERROR_NOT_CAPTURING)
             fail("end_capture lost its capture", __LINE__, st);
         if (st == MTIART_SUCCESS) MUST(mtiart_graph_destroy(g));
+        if (own) MUST(mtiart_stream_destroy(own));
         break;
     }
     case 7: {
@@ -164,6 +178,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
         MUST(mtiart_malloc_async(def, 128, &p));
         USE(K_STREAM, mtiart_record_stream(p, s));
         MUST(mtiart_free(p));
+        break;
+    }
+    case 15: {
+        /* A block of another stream freed on this one; freed plainly if it is gone. */
+        mtiart_stream def;
+        MUST(mtiart_stream_get_default(0, &def));
+        MUST(mtiart_malloc_async(def, 128, &p));
+        if (USE(K_STREAM, mtiart_free_async(p, s)) != MTIART_SUCCESS) MUST(mtiart_free(p));
         break;
     }
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
@@ -234,14 +256,30 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x;
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 32};
     const size_t deps[1] = {0};
-    mtiart_graph body;
-    switch (rnd(seed) % 18) {
+    mtiart_graph body, clone;
+    void *mem;
+    switch (rnd(seed) % 20) {
     case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
+    case 17:
+        if (USE(K_GRAPH, mtiart_graph_clone(g, &clone)) == MTIART_SUCCESS)
+            MUST(mtiart_graph_destroy(clone));
+        break;
+    case 18:
+        /* a memory node pair on a graph that stays clonable otherwise: its own clone */
+        if (USE(K_GRAPH, mtiart_graph_clone(g, &clone)) != MTIART_SUCCESS) break;
+        MUST(mtiart_graph_add_mem_alloc_node(clone, NULL, 0, 64, &dep, &mem));
+        MUST(mtiart_graph_add_mem_free_node(clone, &dep, 1, mem, &dep));
+        MUST(mtiart_graph_destroy(clone));
+        break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
     case 3: USE(K_GRAPH, mtiart_graph_get_node_dependency(g, 1, 0, &dep)); break;
     case 4:
-        if (USE(K_GRAPH, mtiart_graph_instantiate(g, &x)) != MTIART_SUCCESS) break;
+        if (USE(K_GRAPH, rnd(seed) % 2 ? mtiart_graph_instantiate(g, &x)
+                                       : mtiart_graph_instantiate_with_flags(
+                                             g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS,
+                                             &x)) != MTIART_SUCCESS)
+            break;
         MUST(mtiart_graph_launch(x, g_graph_stream));
         MUST(mtiart_graph_exec_destroy(x)); /* the launch in flight keeps it */
         if (rnd(seed) % 4 == 0) MUST(mtiart_stream_synchronize(g_graph_stream));
@@ -282,7 +320,7 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
         } else {
             /* INVALID_VALUE: the graph's kernel nodes race (parallel INOUT uses). */
             mtiart_status st =
-                mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_CHECK_RACES, &x);
+                mtiart_graph_instantiate_with_flags(g, MTIART_GRAPH_INSTANTIATE_CHECK_RACES, &x);
             if (st == MTIART_SUCCESS) MUST(mtiart_graph_exec_destroy(x));
             else if (st != MTIART_ERROR_INVALID_VALUE) USE(K_GRAPH, st);
         }

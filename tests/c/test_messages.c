@@ -165,6 +165,12 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_detach_oom_observer, NULL, NULL);
     EXPECT_PREFIX(mtiart_pool_handle_create, NULL);
     EXPECT_PREFIX(mtiart_pool_get_info, 0, ((mtiart_pool_id){0, 0}), NULL);
+    EXPECT_PREFIX(mtiart_free_async, host, s);
+    EXPECT_PREFIX(mtiart_free_async, dev, bad_stream);
+    EXPECT_PREFIX(mtiart_free_async, (char *)dev + 8, s);
+    uint64_t stat_value;
+    EXPECT_PREFIX(mtiart_memory_get_stat, 0, (mtiart_memory_stat)999, &stat_value);
+    EXPECT_PREFIX(mtiart_memory_get_stat, 0, MTIART_STAT_GRAPH_HELD_BYTES, NULL);
 
     /* capture, graphs, executables */
     mtiart_graph g;
@@ -181,6 +187,14 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     CHECK_OK(mtiart_graph_create(0, &g));
     EXPECT_PREFIX(mtiart_graph_add_kernel_node, g, NULL, 1, k_noop, 1, NULL, 0, &node);
     EXPECT_PREFIX(mtiart_graph_add_empty_node, g, NULL, 0, NULL);
+    void *mem;
+    EXPECT_PREFIX(mtiart_graph_add_mem_alloc_node, g, NULL, 0, 0, &node, &mem);
+    EXPECT_PREFIX(mtiart_graph_add_mem_alloc_node, g, NULL, 0, 8, &node, NULL);
+    EXPECT_PREFIX(mtiart_graph_add_mem_free_node, g, NULL, 0, dev, &node);
+    EXPECT_PREFIX(mtiart_graph_add_mem_free_node, NULL, NULL, 0, dev, &node);
+    EXPECT_PREFIX(mtiart_graph_clone, g, NULL);
+    EXPECT_PREFIX(mtiart_stream_begin_capture_with_flags, s, MTIART_CAPTURE_MODE_GLOBAL,
+                  ((mtiart_pool_id){0, 0}), 1ull << 40);
     EXPECT_PREFIX(mtiart_graph_get_device, g, NULL);
     EXPECT_PREFIX(mtiart_graph_get_node_count, NULL, &count);
     EXPECT_PREFIX(mtiart_graph_get_edge_count, g, NULL);
@@ -211,9 +225,11 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_kernel_node_set_args, g, 9, NULL, 0);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
     EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1u << 30, &x);
-    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_DEFAULT, &x));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, 0, &x));
     CHECK_OK(mtiart_graph_exec_destroy(x));
     EXPECT_PREFIX(mtiart_graph_check_races, g, NULL, 1, &count);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1ull << 63, &x);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, NULL, 0, &x);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);

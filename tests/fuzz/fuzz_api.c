@@ -13,8 +13,9 @@
  * executables updated from other graphs, record_stream.
  *
  * The harness keeps to the contract the runtime cannot check (like CUDA, a block used on a
- * stream other than its own must be recorded there before it is freed; a graph may only be
- * replayed while the memory it touches is live or in its pool; host buffers stay valid).
+ * stream other than its own must be recorded there before it is freed; host buffers stay
+ * valid). Graphs are replayed whatever was freed since their capture: they hold the memory
+ * they use.
  *
  * Two builds of the same file:
  *   libFuzzer (clang):  -fsanitize=fuzzer[,address,undefined]   -> LLVMFuzzerTestOneInput
@@ -132,12 +133,12 @@ typedef struct {
 typedef struct {
     int slot;
     uint32_t gen;
-    mtiart_pool_id pool;
 } fz_use;
 typedef struct {
     mtiart_graph g;
     mtiart_graph_exec x;
     bool graph_live, exec_live;
+    bool checked; /* instantiated with the input check: a launch may refuse */
     mtiart_pool_id pool;
     fz_use uses[FZ_GRAPH_PTRS]; /* blocks the captured work touches */
     int num_ptrs;
@@ -159,6 +160,7 @@ static fz_graph graphs[FZ_GRAPHS];
 static fz_ptr ptrs[FZ_PTRS];
 static fz_capture captures[FZ_STREAMS]; /* by origin slot */
 static mtiart_pool_id pool_handles[2];
+static uint64_t max_graph_pool_seen; /* the largest (n, 0) a capture was given */
 /* Host memory: copies to the device read host_buf (never written); copies to the host
  * write a sink of their own - one per stream and per capture, never shared by work that
  * could run at the same time (so ThreadSanitizer sees no race of the harness's own). */
@@ -239,7 +241,7 @@ static void note_use(int slot, int pi) {
     for (int i = 0; i < cap->num_ptrs; i++)
         if (cap->uses[i].slot == pi && cap->uses[i].gen == ptrs[pi].gen) return;
     if (cap->num_ptrs == FZ_GRAPH_PTRS) cap->overflow = true;
-    else cap->uses[cap->num_ptrs++] = (fz_use){pi, ptrs[pi].gen, ptrs[pi].pool};
+    else cap->uses[cap->num_ptrs++] = (fz_use){pi, ptrs[pi].gen};
 }
 
 /* Add the blocks graph `from` touches to `uses` (a capture's or a graph's). */
@@ -416,8 +418,14 @@ static void op_free(void) {
         expect(mtiart_free(p->p), MTIART_ERROR_INVALID_POINTER, "double free");
         return;
     }
-    expect(mtiart_free(p->p), MTIART_SUCCESS, "free");
-    trace("ptr %d %p (stream %d)", pi, p->p, p->owner);
+    int slot;
+    mtiart_stream on = u8() & 1 ? stream_arg(&slot) : NULL;
+    if (on && !(slot >= 0 && streams[slot].live)) { /* on a dead stream: nothing is freed */
+        expect(mtiart_free_async(p->p, on), MTIART_ERROR_INVALID_HANDLE, "free_async dead");
+        return;
+    }
+    expect(on ? mtiart_free_async(p->p, on) : mtiart_free(p->p), MTIART_SUCCESS, "free");
+    trace("ptr %d %p (stream %d, on %d)", pi, p->p, p->owner, on ? slot : -1);
     p->live = false;
 }
 
@@ -658,11 +666,20 @@ static void op_capture(void) {
             if (st != MTIART_ERROR_INVALID_HANDLE) fail("begin_capture on a dead stream");
             return;
         }
-        /* the first problem found is reported: mode, then capture state, then pool */
+        /* the first problem found is reported: mode, then capture state, then pool (an id
+         * the runtime never issued is refused; of small ones the harness cannot tell) */
         mtiart_status want = MTIART_SUCCESS;
+        bool maybe_issued = pool.second == 0 && pool.first > max_graph_pool_seen &&
+                            pool.first < max_graph_pool_seen + 64;
+        bool issued = (!pool.first && !pool.second) || same_pool(pool, pool_handles[0]) ||
+                      same_pool(pool, pool_handles[1]) ||
+                      (pool.second == 0 && pool.first <= max_graph_pool_seen);
         if (mode > MTIART_CAPTURE_MODE_RELAXED) want = MTIART_ERROR_INVALID_VALUE;
         else if (capture_of(slot) >= 0) want = MTIART_ERROR_ALREADY_CAPTURING;
         else if (pool.first && pool.second) want = MTIART_ERROR_INVALID_VALUE;
+        else if (!issued) want = MTIART_ERROR_INVALID_VALUE;
+        if (want == MTIART_ERROR_INVALID_VALUE && maybe_issued && st == MTIART_SUCCESS)
+            want = MTIART_SUCCESS;
         if (st != want && !(want == MTIART_SUCCESS && st == MTIART_ERROR_OUT_OF_MEMORY))
             fail("begin_capture with mode %d, pool (%llu, %llu): %s, expected %s", (int)mode,
                  (unsigned long long)pool.first, (unsigned long long)pool.second,
@@ -671,6 +688,7 @@ static void op_capture(void) {
             mtiart_pool_id actual;
             expect(mtiart_stream_get_capture_info(h, NULL, NULL, &actual), MTIART_SUCCESS,
                    "capture_info");
+            if (actual.first > max_graph_pool_seen) max_graph_pool_seen = actual.first;
             captures[slot] = (fz_capture){
                 .active = true, .origin = slot, .pool = actual, .sink = next_sink++ % FZ_SINKS};
             stream_capture[slot] = slot;
@@ -718,17 +736,9 @@ static void op_capture(void) {
     expect(mtiart_graph_to_dot(g, NULL, 0, &len), MTIART_SUCCESS, "to_dot");
 }
 
-/* A replay is safe when every block it touches is live or lies in its own pool. */
-static bool replay_safe(fz_graph *fg) {
-    if (fg->overflow) return false;
-    for (int i = 0; i < fg->num_ptrs; i++) {
-        fz_use *u = &fg->uses[i];
-        bool live = ptrs[u->slot].live && ptrs[u->slot].gen == u->gen;
-        if (!live && !(same_pool(u->pool, fg->pool) && (u->pool.first || u->pool.second)))
-            return false;
-    }
-    return true;
-}
+/* Whether the harness can keep a replay to the contract: record the live blocks it uses on
+ * the replay's stream (freed ones are held by the graph, or its own pool's). */
+static bool replay_safe(fz_graph *fg) { return !fg->overflow; }
 
 static void op_graph(void) {
     int gi = pick_graph();
@@ -750,7 +760,15 @@ static void op_graph(void) {
                 expect(mtiart_graph_exec_destroy(x2), MTIART_SUCCESS, "exec_destroy");
             return;
         }
-        expect(mtiart_graph_instantiate(fg->g, &fg->x), MTIART_SUCCESS, "instantiate");
+        if (u8() % 4 == 0) { /* unknown flag bits are refused */
+            mtiart_graph_exec x2;
+            expect(mtiart_graph_instantiate_with_flags(fg->g, 1ull << (2 + u8() % 62), &x2),
+                   MTIART_ERROR_INVALID_VALUE, "instantiate unknown flags");
+        }
+        fg->checked = u8() & 1;
+        expect(mtiart_graph_instantiate_with_flags(
+                   fg->g, fg->checked ? MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS : 0, &fg->x),
+               MTIART_SUCCESS, "instantiate");
         fg->exec_live = true;
         return;
     case 1:
@@ -769,7 +787,8 @@ static void op_graph(void) {
         trace("graph %d on stream %d", gi, slot);
         fz_replays += st == MTIART_SUCCESS;
         int c = capture_of(slot);
-        if (c < 0 && st != MTIART_SUCCESS) fail("graph_launch: %s", mtiart_last_error_message());
+        if (c < 0 && st != MTIART_SUCCESS && !(fg->checked && st == MTIART_ERROR_INVALID_POINTER))
+            fail("graph_launch: %s", mtiart_last_error_message());
         /* A launch on a capturing stream is a child graph node of the capture. */
         if (c >= 0 && st == MTIART_SUCCESS)
             merge_uses(captures[c].uses, &captures[c].num_ptrs, &captures[c].overflow, fg);
@@ -826,6 +845,9 @@ static void op_graph(void) {
             char dot[256];
             size_t len;
             expect(mtiart_graph_to_dot(fg->g, dot, sizeof dot, &len), MTIART_SUCCESS, "to_dot");
+            mtiart_graph clone;
+            expect(mtiart_graph_clone(fg->g, &clone), MTIART_SUCCESS, "clone");
+            expect(mtiart_graph_destroy(clone), MTIART_SUCCESS, "clone destroy");
         }
         return;
     }
@@ -835,7 +857,7 @@ static void note_built_use(fz_graph *g, int pi) {
     for (int i = 0; i < g->num_ptrs; i++)
         if (g->uses[i].slot == pi && g->uses[i].gen == ptrs[pi].gen) return;
     if (g->num_ptrs == FZ_GRAPH_PTRS) g->overflow = true;
-    else g->uses[g->num_ptrs++] = (fz_use){pi, ptrs[pi].gen, ptrs[pi].pool};
+    else g->uses[g->num_ptrs++] = (fz_use){pi, ptrs[pi].gen};
 }
 
 /* A graph built by hand: fills, copies and kernels on blocks (or refused, on stray
@@ -988,6 +1010,14 @@ static void op_misc(void) {
         expect(mtiart_memory_get_stats(0, &st), MTIART_SUCCESS, "stats");
         if (st.allocated_bytes > st.reserved_bytes) fail("allocated > reserved");
         if (st.reserved_bytes > st.capacity) fail("reserved > capacity");
+        mtiart_memory_stat key = (mtiart_memory_stat)(u8() % 40);
+        uint64_t value;
+        expect(mtiart_memory_get_stat(0, key, &value),
+               mtiart_memory_stat_name(key) ? MTIART_SUCCESS : MTIART_ERROR_INVALID_VALUE, "stat");
+        uint64_t held;
+        expect(mtiart_memory_get_stat(0, MTIART_STAT_GRAPH_HELD_BYTES, &held), MTIART_SUCCESS,
+               "graph_held_bytes");
+        if (held > st.active_bytes) fail("graph-held bytes beyond the active ones");
         return;
     }
     case 2: {

@@ -25,6 +25,8 @@ C_ROWS = {
     "launch_wait_roundtrip",
     "graph_launch_1node",
     "capture_instantiate",
+    "capture_buffer",
+    "launch_input_check",
     "replay_nested_chain_1000_b2b",
     "exec_update",
     "load_instantiate",

@@ -1,9 +1,9 @@
 /*
  * Stream-ordered free: kernels enqueued before mtiart_free still read the blocks when the
- * frees are called, and a block allocated right after reuses one of them (stream order).
- * Valgrind must not report the kernels' reads (a freed block stays readable until its
- * stream is past the free) nor the reuse, but must report the host's read of the other
- * block once the stream was synchronized.
+ * frees are called, and a block is allocated right after (which would reuse one of them in
+ * stream order, were it not for the quarantine). Valgrind must not report the kernels'
+ * reads (an op's buffers are open to it while it runs) nor the new block's use, but must
+ * report the host's read of the other block once the stream was synchronized.
  *
  * memcheck-expect: invalid-reads=1 invalid-writes=0 definitely-lost=0 errors=1
  * memcheck-expect-log: at 0x[0-9A-F]+: read_after_free \(vg_use_after_free\.c:[0-9]+\)
@@ -32,7 +32,7 @@ int main(void) {
     vg_add1(s, q2, p2, N); /* reads p2 after the gate opens */
     OK(mtiart_free(p));    /* stream ordered: the kernels above still read p and p2 */
     OK(mtiart_free(p2));
-    float *r; /* reuses p's memory at once, in stream order: written after the kernels */
+    float *r; /* without the quarantine, p's memory in stream order: written after the kernels */
     OK(mtiart_malloc_async(s, N * sizeof(float), (void **)&r));
     vg_fill(s, r, N, 7.0f, 1);
     atomic_store(&gate, 1);
