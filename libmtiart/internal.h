@@ -283,8 +283,24 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
  * or NULL to take the calling worker's. */
 void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message, char *out,
                          size_t cap);
-/* A kernel's name for messages and dumps (registry, then dladdr); NUL-terminated. */
+/* A kernel's name for messages and dumps (a name the program gave it, the built-in's, then
+ * the dynamic symbol); NUL-terminated. */
 void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
+/* One launch of `fn` with the packed arguments `blob` as a short text: a built-in kernel
+ * describes its operation ("matmul 32x256 @ 256x512", "softmax dim=-1"), any other kernel
+ * gives its name. NUL-terminated. */
+void mt_kernel_describe(mtiart_kernel_fn fn, const uint8_t *blob, char *out, size_t cap);
+
+/* ---------------------------------------------------------------- built-in kernels
+ * (kernels/registry.c) The kernel library's kernels, each with a stable numeric id (saved
+ * graphs store it; ids are never renumbered) and a name. 0 / NULL: not a built-in. */
+uint32_t mt_builtin_kernel_id(mtiart_kernel_fn fn);
+mtiart_kernel_fn mt_builtin_kernel_by_id(uint32_t id);
+const char *mt_builtin_kernel_name(mtiart_kernel_fn fn);
+/* Describe a launch of the built-in `fn` from its argument vector (the kernel's `args`);
+ * snprintf's contract, or -1 when fn is not a built-in. */
+int mt_builtin_kernel_describe(mtiart_kernel_fn fn, void *const *argv, uint32_t nargs, char *out,
+                               size_t cap);
 
 /* ---------------------------------------------------------------- devices (device.c) */
 

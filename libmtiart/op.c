@@ -398,7 +398,8 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
 
 /* ------------------------------------------------------------------ kernel names */
 
-/* A small registry (user-given names win), then the dynamic symbol. */
+/* Names the program gave (they win), then the built-in kernels' own, then the dynamic
+ * symbol. */
 typedef struct kernel_name {
     mtiart_kernel_fn fn;
     char *name;
@@ -448,6 +449,11 @@ void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
         }
     }
     pthread_mutex_unlock(&names_lock);
+    const char *builtin = mt_builtin_kernel_name(fn);
+    if (builtin) {
+        snprintf(out, cap, "%s", builtin);
+        return;
+    }
     Dl_info info;
     /* dladdr finds exported symbols only; static kernels fall back to their address. */
     union {
@@ -457,6 +463,12 @@ void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
     if (dladdr(cast.p, &info) && info.dli_sname && info.dli_saddr == cast.p)
         snprintf(out, cap, "%s", info.dli_sname);
     else snprintf(out, cap, "kernel@%p", cast.p);
+}
+
+void mt_kernel_describe(mtiart_kernel_fn fn, const uint8_t *blob, char *out, size_t cap) {
+    void *argv[MT_MAX_ARGS];
+    uint32_t nargs = mt_blob_argv((uint8_t *)blob, argv);
+    if (mt_builtin_kernel_describe(fn, argv, nargs, out, cap) < 0) mt_kernel_name(fn, out, cap);
 }
 
 MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,

@@ -100,6 +100,18 @@ mt_kscalar mt_k_scalar(int32_t dtype, double f, int64_t i) {
     return s;
 }
 
+const char *mt_k_scalar_str(int32_t dtype, mt_kscalar s, char *buf, size_t cap) {
+    switch (dtype) {
+    case MTIART_DTYPE_FLOAT32: snprintf(buf, cap, "%.9g", (double)s.f32); break;
+    case MTIART_DTYPE_FLOAT64: snprintf(buf, cap, "%.17g", s.f64); break;
+    case MTIART_DTYPE_INT32: snprintf(buf, cap, "%d", (int)s.i32); break;
+    case MTIART_DTYPE_INT64: snprintf(buf, cap, "%lld", (long long)s.i64); break;
+    case MTIART_DTYPE_BOOL: snprintf(buf, cap, "%s", s.b ? "true" : "false"); break;
+    default: snprintf(buf, cap, "?"); break;
+    }
+    return buf;
+}
+
 /* ---- worker counts ------------------------------------------------------------------ */
 
 #define MT_K_CACHED_DEVICES 64
@@ -197,28 +209,8 @@ int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
     return (int)s;
 }
 
-/* Kernel names are registered once per kernel; the table is tiny and lookups are rare
- * enough (one per launch, a handful of entries) that a linear scan is cheapest. */
-#define MT_K_NAMES 64
-static _Atomic(mtiart_kernel_fn) k_named[MT_K_NAMES];
-
-static void k_name_once(mtiart_kernel_fn fn, const char *kname) {
-    for (int i = 0; i < MT_K_NAMES; i++) {
-        mtiart_kernel_fn cur = atomic_load_explicit(&k_named[i], memory_order_acquire);
-        if (cur == fn) return;
-        if (cur == NULL) {
-            mtiart_kernel_fn expected = NULL;
-            if (atomic_compare_exchange_strong(&k_named[i], &expected, fn) || expected == fn) {
-                if (expected == NULL) mtiart_kernel_set_name(fn, kname);
-                return;
-            }
-        }
-    }
-}
-
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                           const char *kname, uint32_t num_blocks) {
-    k_name_once(fn, kname);
+                           uint32_t num_blocks) {
     return mtiart_launch_kernel(stream, fn, num_blocks ? num_blocks : 1, kl->args, kl->nargs);
 }
 

@@ -7,6 +7,10 @@
  * travel as BUFFER arguments (never inside the parameter struct) so the runtime sees exactly which
  * memory each kernel reads and writes, which graph capture relies on.
  *
+ * The registry of built-in kernels (registry.c) is the one part the runtime calls: it
+ * names kernels, describes launches and maps saved kernel ids back to functions, and calls
+ * nothing itself.
+ *
  * Argument layout of every kernel in this library: args[0] is the parameter struct (a VALUE
  * argument), args[1 + s] is buffer slot s. Parameter structs name their buffers by slot
  * because aliased operands (out == a) are passed once, as INOUT.
@@ -56,9 +60,9 @@ void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size);
 int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
               mtiart_arg_kind kind, int alias_ok);
 
-/* Enqueue the kernel; names it on first use so graph dumps show e.g. "mtiart_binary". */
+/* Enqueue the kernel (a built-in of the registry below: its name is the registry's). */
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
-                           const char *kname, uint32_t num_blocks);
+                           uint32_t num_blocks);
 
 /* Validate a descriptor: non-NULL, known dtype, ndim in range, non-negative dims, element
  * count that fits in memory, data non-NULL unless empty. */
@@ -135,5 +139,55 @@ typedef union mt_kscalar {
 } mt_kscalar;
 
 mt_kscalar mt_k_scalar(int32_t dtype, double f, int64_t i);
+
+/* Render a scalar of `dtype` held in `s` ("1", "0.5", "true") into buf. */
+const char *mt_k_scalar_str(int32_t dtype, mt_kscalar s, char *buf, size_t cap);
+
+/* ---- the registry of built-in kernels (registry.c) -------------------------------------- */
+
+/* Stable ids of the built-in kernels. Saved graphs store them, so an id is never
+ * renumbered or reused: a new kernel takes the next free number, a removed one leaves a
+ * hole. 0 means "not a built-in". */
+enum mt_kid {
+    MT_KID_BINARY = 1,
+    MT_KID_BINARY_SCALAR = 2,
+    MT_KID_BINARY_BCAST = 3,
+    MT_KID_UNARY = 4,
+    MT_KID_WHERE = 5,
+    MT_KID_WHERE_BCAST = 6,
+    MT_KID_CAST = 7,
+    MT_KID_FILL = 8,
+    MT_KID_ARANGE = 9,
+    MT_KID_MATMUL = 10,
+    MT_KID_REDUCE = 11,
+    MT_KID_REDUCE_PARTIAL = 12,
+    MT_KID_REDUCE_COMBINE = 13,
+    MT_KID_SOFTMAX = 14,
+};
+
+/* Render one launch of the kernel from its argument vector (the parameter struct at
+ * args[0], buffer slots after it) as a short text: "add", "matmul 32x256 @ 256x512",
+ * "sum dim=1", "cast float32->int64". Parameters come from the launch the library made
+ * (or a saved graph that was validated on loading), so only the fields' ranges are
+ * checked, to never index a name table out of bounds. snprintf's contract. */
+typedef int (*mt_kdescribe_fn)(void *const *args, char *out, size_t cap);
+
+typedef struct mt_kdef {
+    uint32_t id;      /* enum mt_kid */
+    const char *name; /* "mtiart_binary": what messages and dumps call the kernel */
+    mtiart_kernel_fn fn;
+    mt_kdescribe_fn describe;
+} mt_kdef;
+
+/* Each kernel file lists its kernels; registry.c joins the lists. */
+extern const mt_kdef mt_k_elementwise_defs[];
+extern const size_t mt_k_elementwise_ndefs;
+extern const mt_kdef mt_k_matmul_defs[];
+extern const size_t mt_k_matmul_ndefs;
+extern const mt_kdef mt_k_reduce_defs[];
+extern const size_t mt_k_reduce_ndefs;
+
+/* The built-in kernel `fn` is, or NULL. */
+const mt_kdef *mt_k_find(mtiart_kernel_fn fn);
 
 #endif /* MTIART_KERNELS_H */

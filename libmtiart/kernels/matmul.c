@@ -18,6 +18,7 @@
 #include "kernels.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -620,5 +621,23 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
     uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
     if (blocks > 4096) blocks = 4096;
-    return mt_kl_launch(&kl, stream, k_matmul, "mtiart_matmul", blocks);
+    return mt_kl_launch(&kl, stream, k_matmul, blocks);
 }
+
+/* ---- the registry's description -------------------------------------------------------------- */
+
+static int describe_matmul(void *const *args, char *out, size_t cap) {
+    mm_params p;
+    MT_K_PARAMS(p, args);
+    if (p.batch != 1)
+        return snprintf(out, cap, "matmul %lldx%lldx%lld @ %lldx%lldx%lld", (long long)p.batch,
+                        (long long)p.m, (long long)p.k, (long long)p.batch, (long long)p.k,
+                        (long long)p.n);
+    return snprintf(out, cap, "matmul %lldx%lld @ %lldx%lld", (long long)p.m, (long long)p.k,
+                    (long long)p.k, (long long)p.n);
+}
+
+const mt_kdef mt_k_matmul_defs[] = {
+    {MT_KID_MATMUL, "mtiart_matmul", k_matmul, describe_matmul},
+};
+const size_t mt_k_matmul_ndefs = sizeof mt_k_matmul_defs / sizeof *mt_k_matmul_defs;

@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,7 +48,10 @@ typedef struct rd_params {
     uint8_t op, dtype, odtype;
     uint8_t slot_out, slot_in, slot_part;
     uint16_t parts; /* split mode: number of partial blocks */
+    int8_t dim;     /* as the caller gave it (descriptions only); RD_DIM_ALL: every dim */
+    uint8_t pad[7];
 } rd_params;
+#define RD_DIM_ALL INT8_MIN
 
 /* NaN-propagating max/min: once an accumulator is NaN it stays NaN. */
 #define FMAX(m, x) (((x) > (m) || (x) != (x)) ? (x) : (m))
@@ -349,7 +353,9 @@ static int32_t k_reduce_combine(void *const *args, uint32_t block, uint32_t num_
 
 typedef struct sm_params {
     uint64_t outer, len, inner;
-    uint8_t dtype, slot_out, slot_in, pad[5];
+    uint8_t dtype, slot_out, slot_in;
+    int8_t dim; /* as the caller gave it (descriptions only) */
+    uint8_t pad[4];
 } sm_params;
 
 /* One contiguous row. Reads all of a row before writing any of it, so out may alias a. */
@@ -520,6 +526,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     p.op = (uint8_t)op;
     p.dtype = (uint8_t)a->dtype;
     p.odtype = (uint8_t)out->dtype;
+    p.dim = d < 0 ? RD_DIM_ALL : (int8_t)dim;
 
     uint32_t es = k_esize[a->dtype], os = k_esize[out->dtype];
     uint32_t blocks;
@@ -555,7 +562,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
         p.slot_out = 0;
         p.slot_in = na > 0 ? 1 : RD_NO_SLOT;
         if ((uint64_t)blocks > nout) blocks = (uint32_t)nout;
-        return mt_kl_launch(&kl, stream, k_reduce, "mtiart_reduce", blocks);
+        return mt_kl_launch(&kl, stream, k_reduce, blocks);
     }
 
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
@@ -565,7 +572,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout, sizeof(rd_acc),
                                      MTIART_ARG_BUFFER_OUT, 0);
     p.slot_out = RD_NO_SLOT;
-    st = mt_kl_launch(&kl, stream, k_reduce_partial, "mtiart_reduce_partial", (uint32_t)parts);
+    st = mt_kl_launch(&kl, stream, k_reduce_partial, (uint32_t)parts);
     if (st == MTIART_SUCCESS) {
         mt_klaunch kc;
         rd_params pc = p;
@@ -574,7 +581,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
                                           MTIART_ARG_BUFFER_IN, 0);
         pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0);
         pc.slot_in = RD_NO_SLOT;
-        st = mt_kl_launch(&kc, stream, k_reduce_combine, "mtiart_reduce_combine", 1);
+        st = mt_kl_launch(&kc, stream, k_reduce_combine, 1);
     }
     /* Stream-ordered free: later work on this stream may reuse the block only after the
      * kernels above, so freeing right away is safe (and keeps captured graphs tidy). */
@@ -604,6 +611,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     memset(&p, 0, sizeof p);
     rd_view(a, d, &p.outer, &p.len, &p.inner);
     p.dtype = (uint8_t)a->dtype;
+    p.dim = (int8_t)dim;
     uint32_t es = k_esize[a->dtype];
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
@@ -617,5 +625,45 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     if ((st = mt_k_blocks(stream, (uint64_t)no, MT_K_EW_GRAIN / 4, &blocks))) return st;
     uint64_t items = p.outer * ((p.inner + SM_COLS - 1) / SM_COLS);
     if (blocks > items) blocks = (uint32_t)items;
-    return mt_kl_launch(&kl, stream, k_softmax, "mtiart_softmax", blocks);
+    return mt_kl_launch(&kl, stream, k_softmax, blocks);
 }
+
+/* ---- the registry's descriptions --------------------------------------------------------- */
+
+static int describe_reduction(const rd_params *p, const char *suffix, char *out, size_t cap) {
+    const char *name = p->op <= MTIART_REDUCE_MIN ? k_rd_names[p->op] : "?";
+    if (p->dim == RD_DIM_ALL) return snprintf(out, cap, "%s%s", name, suffix);
+    return snprintf(out, cap, "%s dim=%d%s", name, (int)p->dim, suffix);
+}
+
+static int describe_reduce(void *const *args, char *out, size_t cap) {
+    rd_params p;
+    MT_K_PARAMS(p, args);
+    return describe_reduction(&p, "", out, cap);
+}
+
+static int describe_reduce_partial(void *const *args, char *out, size_t cap) {
+    rd_params p;
+    MT_K_PARAMS(p, args);
+    return describe_reduction(&p, " (partials)", out, cap);
+}
+
+static int describe_reduce_combine(void *const *args, char *out, size_t cap) {
+    rd_params p;
+    MT_K_PARAMS(p, args);
+    return describe_reduction(&p, " (combine)", out, cap);
+}
+
+static int describe_softmax(void *const *args, char *out, size_t cap) {
+    sm_params p;
+    MT_K_PARAMS(p, args);
+    return snprintf(out, cap, "softmax dim=%d", (int)p.dim);
+}
+
+const mt_kdef mt_k_reduce_defs[] = {
+    {MT_KID_REDUCE, "mtiart_reduce", k_reduce, describe_reduce},
+    {MT_KID_REDUCE_PARTIAL, "mtiart_reduce_partial", k_reduce_partial, describe_reduce_partial},
+    {MT_KID_REDUCE_COMBINE, "mtiart_reduce_combine", k_reduce_combine, describe_reduce_combine},
+    {MT_KID_SOFTMAX, "mtiart_softmax", k_softmax, describe_softmax},
+};
+const size_t mt_k_reduce_ndefs = sizeof mt_k_reduce_defs / sizeof *mt_k_reduce_defs;
