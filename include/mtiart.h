@@ -254,6 +254,16 @@ MTIART_API void mtiart_kernel_set_error_message(const char *message);
 MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
                                             mtiart_kernel_fn *kernel);
 
+struct mtiart_tensor_desc; /* the kernel library's tensor descriptor, below */
+
+/* mtiart_launch_kernel, telling graph dumps and traces what the launch is: `label` names it
+ * (NULL or "": the kernel's name or description) and tensors[i], when `tensors` is not
+ * NULL, describes buffer argument i (NULL entries: unknown; only dtype, ndim and shape are
+ * read). What it says is kept with the graph node when the stream is capturing. */
+MTIART_API mtiart_status mtiart_launch_kernel_described(
+    mtiart_stream stream, mtiart_kernel_fn kernel, uint32_t num_blocks, const mtiart_arg *args,
+    uint32_t num_args, const char *label, const struct mtiart_tensor_desc *const *tensors);
+
 /* A host function runs on a device worker, in stream order; return 0 on success. */
 typedef int32_t (*mtiart_host_fn)(void *user_data);
 
@@ -438,6 +448,16 @@ typedef struct mtiart_pool_info {
 MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id pool,
                                               mtiart_pool_info *info);
 
+/* Name the live allocation containing `ptr` (any address inside it): graph dumps, traces
+ * and memory snapshots show the name. NULL or "" removes it; freeing the allocation does
+ * too. */
+MTIART_API mtiart_status mtiart_memory_set_name(void *ptr, const char *name);
+
+/* The name of the live allocation containing `ptr` ("" if none) into `buffer` (NUL-terminated,
+ * truncated to `capacity`); *length gets its full length. */
+MTIART_API mtiart_status mtiart_memory_get_name(const void *ptr, char *buffer, size_t capacity,
+                                                size_t *length);
+
 /* ------------------------------------------------------------------------------------ */
 /* Stream capture                                                                       */
 /* ------------------------------------------------------------------------------------ */
@@ -539,6 +559,21 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
  * (NUL-terminated, truncated to `capacity`); *length gets the full length without NUL. */
 MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
                                              size_t *length);
+
+typedef enum mtiart_dot_flags {
+    /* Nodes labelled by what they do ("add", "matmul 32x256 @ 256x512", a kernel's name or
+     * the label it was launched with), shaped and coloured by kind, bordered by the colour
+     * of the stream that captured them, in one cluster per stream; buffers by tensor dtype
+     * and shape where the launcher described them (else their size) and by name. */
+    MTIART_DOT_DEFAULT = 0,
+    MTIART_DOT_VERBOSE = 1 /* also buffer addresses and sizes, and kernels' block counts */
+} mtiart_dot_flags;
+
+/* mtiart_graph_to_dot with the detail `flags` (mtiart_dot_flags) asks for;
+ * mtiart_graph_to_dot is this with MTIART_DOT_VERBOSE. Unknown flags are refused. */
+MTIART_API mtiart_status mtiart_graph_to_dot_with_flags(mtiart_graph graph, uint32_t flags,
+                                                        char *buffer, size_t capacity,
+                                                        size_t *length);
 
 /* Build the executable form: a flat plan where chains run back to back and independent
  * branches spread over the device's workers. Child graphs are flattened into it, so they

@@ -978,6 +978,23 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
+mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size) {
+    mtiart_status st = mt_check_range(ptr, 1, NULL);
+    if (st) return st;
+    mt_allocator *a = allocator_of(ptr, NULL);
+    mt_spin_lock(&a->lock);
+    block *b = find_block(a, (uintptr_t)ptr, 1);
+    if (b) {
+        *start = blk_addr(b);
+        *size = b->requested;
+    }
+    mt_spin_unlock(&a->lock);
+    if (!b) /* freed since the check */
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not inside a live allocation",
+                            ptr);
+    return MTIART_SUCCESS;
+}
+
 /* "what index", or "what" alone (index < 0): the buffer's name in an error message. */
 static const char *buffer_label(char *out, size_t cap, const char *what, int index) {
     if (index >= 0) snprintf(out, cap, "%s %d", what, index);
@@ -1024,6 +1041,9 @@ MTIART_API mtiart_status mtiart_free(void *ptr) {
     if (!ptr) return MTIART_SUCCESS;
     mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
     if (!a) return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not device memory", ptr);
+    /* Before the block is free (outside the spinlock): no allocation can reuse the address
+     * until it is, and a failing free names no allocation that has notes. */
+    mt_memory_freed(ptr);
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {

@@ -135,8 +135,8 @@ static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
 static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_dag *body,
                                    const mtiart_arg *args, uint32_t num_args) {
     size_t index;
-    mtiart_status st =
-        mt_dag_append(dag_of(c, s), op, body, s->frontier, s->frontier_len, args, num_args, &index);
+    mtiart_status st = mt_dag_append(dag_of(c, s), op, body, s->frontier, s->frontier_len, args,
+                                     num_args, s->id, &index);
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     return st;
 }

@@ -546,6 +546,8 @@ static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint
     }
     return MTIART_SUCCESS;
 }
+/* The live allocation containing ptr: its start and requested size. */
+mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size);
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
@@ -558,6 +560,21 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
  * streams are done (called after host waits and at exit). */
 void mt_alloc_vg_poll(mt_device *dev);
+
+/* ---------------------------------------------------------------- memory notes (history.c)
+ * Names the program gave device allocations (mtiart_memory_set_name), kept by the
+ * allocation's start address until it is freed. */
+
+/* Non-zero while some allocation has a name: the allocator then tells history.c of frees. */
+extern atomic_int mt_memory_notes;
+/* The allocator freed the allocation starting at `ptr`. */
+void mt_memory_note_free(const void *ptr);
+static inline void mt_memory_freed(const void *ptr) {
+    if (MT_UNLIKELY(atomic_load_explicit(&mt_memory_notes, memory_order_relaxed)))
+        mt_memory_note_free(ptr);
+}
+/* A copy of the name of the allocation containing `ptr` (malloc'ed), or NULL. */
+char *mt_memory_name_of(const void *ptr);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
 
@@ -618,6 +635,15 @@ mtiart_status mt_capture_child(mt_stream *s, mt_dag *body);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
+/* What a node's buffer holds, as far as the launcher knew it: the tensor's dtype and shape
+ * (dtype -1: unknown) and the name the program gave the allocation (NULL: none). */
+typedef struct mt_buffer_meta {
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[MTIART_MAX_DIMS];
+    char *name;
+} mt_buffer_meta;
+
 typedef struct mt_node {
     mt_op op;
     mtiart_buffer_use *buffers;
@@ -625,7 +651,24 @@ typedef struct mt_node {
     uint32_t num_deps;
     size_t *deps;
     mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    /* Metadata for dumps, traces and checks (never needed to run the node): the id of the
+     * stream that captured it (0: added by hand), a label the launcher gave it (NULL: the
+     * op's own description), and one mt_buffer_meta per buffer (NULL: none known). */
+    uint64_t stream_id;
+    char *label;
+    mt_buffer_meta *buffer_meta;
 } mt_node;
+
+/* What a launcher knows about the kernel launch it is making on this thread, beyond its
+ * arguments (mtiart_launch_kernel_described): set for the duration of the launch, read by
+ * mt_dag_append when the launch is captured. tensors[i] describes argument i (NULL:
+ * unknown). */
+typedef struct mt_launch_note {
+    const char *label;
+    const struct mtiart_tensor_desc *const *tensors;
+    uint32_t num_tensors;
+} mt_launch_note;
+extern _Thread_local const mt_launch_note *mt_current_launch;
 
 /* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
  * conditional node holds a reference instead of a copy, and a change to a dag someone else
@@ -672,7 +715,11 @@ mtiart_status mt_graph_own(mt_graph *g);
  * and the body reference; both are released on failure). A body nested deeper than
  * MT_MAX_NESTING is refused. */
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
-                            const mtiart_arg *args, uint32_t num_args, size_t *index);
+                            const mtiart_arg *args, uint32_t num_args, uint64_t stream_id,
+                            size_t *index);
+/* How dumps and traces name a node: its label, else its op's description ("add",
+ * "matmul 32x256 @ 256x512", "memcpy HtoD", "child graph (3 nodes)"). */
+void mt_node_describe(const mt_node *n, char *out, size_t cap);
 /* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
 mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for

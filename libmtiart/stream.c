@@ -490,6 +490,18 @@ MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kerne
     return mt_stream_submit(s, &op, args, num_args);
 }
 
+MTIART_API mtiart_status mtiart_launch_kernel_described(
+    mtiart_stream stream, mtiart_kernel_fn kernel, uint32_t num_blocks, const mtiart_arg *args,
+    uint32_t num_args, const char *label, const struct mtiart_tensor_desc *const *tensors) {
+    MT_API_ENTRY();
+    mt_launch_note note = {label, tensors, tensors ? num_args : 0};
+    const mt_launch_note *outer = mt_current_launch;
+    mt_current_launch = &note;
+    mtiart_status st = mtiart_launch_kernel(stream, kernel, num_blocks, args, num_args);
+    mt_current_launch = outer;
+    return st;
+}
+
 MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_host_fn fn,
                                                  void *user_data) {
     MT_API_ENTRY();

@@ -12,6 +12,10 @@ graph as child graphs, and conditional bodies (:func:`while_`, :func:`if_`).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -84,6 +88,23 @@ def _capture_mode(mode: str) -> int:
         raise ValueError(
             f"capture_error_mode must be one of {sorted(_CAPTURE_MODES)}, got {mode!r}"
         ) from None
+
+
+def _render_dot(text: str, fmt: str) -> bytes:
+    """DOT text rendered by Graphviz's ``dot`` program as ``fmt`` ("svg", "png")."""
+    program = shutil.which("dot")
+    if program is None:
+        raise RuntimeError(
+            f"debug_dump: rendering .{fmt} needs Graphviz's 'dot' program, which is not on "
+            "PATH (install Graphviz, e.g. apt-get install graphviz, or dump to a .dot file)"
+        )
+    done = subprocess.run(
+        [program, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False
+    )
+    if done.returncode != 0 or not done.stdout:
+        detail = done.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"debug_dump: Graphviz failed to render .{fmt}: {detail}")
+    return done.stdout
 
 
 def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn:
@@ -339,25 +360,56 @@ class MTIAGraph:
         finally:
             fresh.reset()
 
-    def debug_dump(self, path: str) -> None:
-        """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.dot())
+    def debug_dump(self, path: str | os.PathLike[str], verbose: bool = False) -> None:
+        """Write a picture of the captured graph (needs ``keep_graph=True``).
 
-    def dot(self) -> str:
-        """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
+        The format follows the file's extension: ``.svg`` and ``.png`` are rendered with
+        Graphviz's ``dot`` program (a :class:`RuntimeError` says so when it is missing),
+        anything else gets the Graphviz DOT text. Nodes are labelled by what they do,
+        shaped by kind and grouped by the stream that captured them; buffers are shown by
+        dtype, shape and :attr:`Tensor.name`. ``verbose=True`` adds their addresses and
+        sizes and the kernels' block counts.
+
+        The file appears complete or not at all: it is written to a temporary file beside
+        it and renamed, so a failure leaves no partial or empty file behind.
+        """
+        text = self.dot(verbose=verbose)
+        target = os.fspath(path)
+        fmt = os.path.splitext(target)[1].lower().lstrip(".")
+        data = _render_dot(text, fmt) if fmt in ("svg", "png") else text.encode()
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "wb") as f:  # a device or pipe (/dev/null): nothing to rename
+                f.write(data)
+            return
+        directory = os.path.dirname(os.path.abspath(target))
+        mode = os.stat(target).st_mode & 0o777 if os.path.exists(target) else 0o644
+        fd, tmp = tempfile.mkstemp(prefix=".debug_dump.", dir=directory)
+        try:
+            os.fchmod(fd, mode)  # mkstemp's 0600 would stick to the renamed file
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def dot(self, verbose: bool = False) -> str:
+        """The captured graph as Graphviz DOT text (needs ``keep_graph=True``); see
+        :meth:`debug_dump` for what it shows."""
         graph = self._graph
         if graph is None:
             raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+        flags = lib.MTIART_DOT_VERBOSE if verbose else lib.MTIART_DOT_DEFAULT
         length = ffi.new("size_t *")
-        status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
+        status = lib.mtiart_graph_to_dot_with_flags(graph, flags, ffi.NULL, 0, length)
         if status == 0:
             buf = ffi.new("char[]", length[0] + 1)
-            status = lib.mtiart_graph_to_dot(graph, buf, length[0] + 1, length)
+            status = lib.mtiart_graph_to_dot_with_flags(graph, flags, buf, length[0] + 1, length)
         if status:
             _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
         text: bytes = ffi.string(buf)
-        return text.decode()
+        return text.decode(errors="replace")
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""

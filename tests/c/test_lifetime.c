@@ -115,7 +115,11 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     uint32_t flags;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
     switch (rnd(seed) % 14) {
-    case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
+    case 0:
+        if (rnd(seed) % 2)
+            USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1));
+        else USE(K_STREAM, mtiart_launch_kernel_described(s, k_noop, 1, &arg, 1, "noop", NULL));
+        break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
         if (USE(K_STREAM, mtiart_malloc_async(s, 64, &p)) != MTIART_SUCCESS) break;
@@ -222,7 +226,10 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     const size_t deps[1] = {0};
     mtiart_graph body;
     switch (rnd(seed) % 16) {
-    case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
+    case 0:
+        if (rnd(seed) % 2) USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len));
+        else USE(K_GRAPH, mtiart_graph_to_dot_with_flags(g, 0, dot, sizeof dot, &len));
+        break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
     case 3: USE(K_GRAPH, mtiart_graph_get_node_dependency(g, 1, 0, &dep)); break;
