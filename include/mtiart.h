@@ -819,6 +819,27 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
 MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           double start, double step);
 
+/* ------------------------------------------------------------------------------------ */
+/* Timeline trace                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/* Start recording every stream operation the workers run and, inside graph replays, every
+ * node: what it is, its stream, the worker that ran it, its start and end, the bytes it
+ * touches, its graph and replay. One trace at a time (NOT_PERMITTED while one runs);
+ * recording costs a few tens of nanoseconds per operation, nothing measurable when off. */
+MTIART_API mtiart_status mtiart_trace_start(void);
+
+/* Write what the running trace recorded so far to `path` as Chrome trace-event JSON
+ * (chrome://tracing, https://ui.perfetto.dev): one process per device, one thread per
+ * worker, a slice per operation, flow arrows from event records to the waits they release
+ * and along a replay's edges between streams; work enqueued but not yet run is not in it.
+ * The file is written beside `path` and renamed: it is complete or absent. */
+MTIART_API mtiart_status mtiart_trace_flush(const char *path);
+
+/* Stop the trace, writing it to `path` first as mtiart_trace_flush does (NULL: discard
+ * it). What it recorded is released either way, also when writing fails. */
+MTIART_API mtiart_status mtiart_trace_stop(const char *path);
+
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }
 #endif

@@ -24,14 +24,12 @@ static void node_release(mt_node *n) {
     free_buffer_meta(n->buffer_meta, n->num_buffers);
     free(n->buffers);
     free(n->deps);
-    free(n->label);
     if (n->body) mt_dag_unref(n->body);
 }
 
 /* A copy of `from`'s metadata into `to` (whose buffers are copied already). */
 static bool copy_node_meta(mt_node *to, const mt_node *from) {
     to->stream_id = from->stream_id;
-    if (from->label && !(to->label = strdup(from->label))) return false;
     if (!from->buffer_meta) return true;
     if (!(to->buffer_meta = calloc(from->num_buffers, sizeof *to->buffer_meta))) return false;
     for (uint32_t b = 0; b < from->num_buffers; b++) {
@@ -247,9 +245,6 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
     n->num_buffers = list_buffers(op, args, num_args, n->buffers);
     bool oom = false;
     n->buffer_meta = buffer_meta_of(op, args, num_args, n->buffers, n->num_buffers, &oom);
-    const mt_launch_note *note = op->type == MT_OP_KERNEL ? mt_current_launch : NULL;
-    if (!oom && note && note->label && note->label[0] && !(n->label = strdup(note->label)))
-        oom = true;
     if (oom) {
         free_buffer_meta(n->buffer_meta, n->num_buffers);
         free(n->buffers);
@@ -488,6 +483,7 @@ mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32
     mt_op op;
     mtiart_status st = mt_op_pack_kernel(&op, n->op.fn.kernel, n->op.num_blocks, args, num_args);
     if (st) return st;
+    op.u.kernel.label = n->op.u.kernel.label; /* the same launch, with other arguments */
     uint32_t num_buffers = count_buffers(&op, args, num_args);
     mtiart_buffer_use *buffers = NULL;
     if (num_buffers && !(buffers = calloc(num_buffers, sizeof *buffers))) {
@@ -678,10 +674,9 @@ static void emit(text_out *t, const char *fmt, ...) {
 }
 
 void mt_node_describe(const mt_node *n, char *out, size_t cap) {
-    if (n->label) snprintf(out, cap, "%s", n->label);
-    else if (n->op.type == MT_OP_KERNEL)
-        mt_kernel_describe(n->op.fn.kernel, mt_op_blob((mt_op *)&n->op), out, cap);
-    else node_name(n, out, cap);
+    if (n->op.type != MT_OP_KERNEL) node_name(n, out, cap);
+    else if (n->op.u.kernel.label) snprintf(out, cap, "%s", n->op.u.kernel.label);
+    else mt_kernel_describe(n->op.fn.kernel, mt_op_blob((mt_op *)&n->op), out, cap);
 }
 
 /* Characters of `s` that DOT's quoted strings need escaped, escaped. */

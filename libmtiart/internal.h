@@ -203,6 +203,7 @@ typedef struct mt_op {
         struct {
             uint8_t *heap_blob;
             uint32_t blob_size;
+            const char *label; /* the launcher's name for it (interned), or NULL */
         } kernel;
         struct {
             void *user_data;
@@ -286,6 +287,9 @@ void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message,
 /* A kernel's name for messages and dumps (a name the program gave it, the built-in's, then
  * the dynamic symbol); NUL-terminated. */
 void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
+/* A copy of `label` that lives as long as the process, the same pointer for equal texts
+ * (launch labels are few: the names of the functions programs launch); NULL on OOM. */
+const char *mt_intern_label(const char *label);
 /* One launch of `fn` with the packed arguments `blob` as a short text: a built-in kernel
  * describes its operation ("matmul 32x256 @ 256x512", "softmax dim=-1"), any other kernel
  * gives its name. NUL-terminated. */
@@ -652,19 +656,17 @@ typedef struct mt_node {
     size_t *deps;
     mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
     /* Metadata for dumps, traces and checks (never needed to run the node): the id of the
-     * stream that captured it (0: added by hand), a label the launcher gave it (NULL: the
-     * op's own description), and one mt_buffer_meta per buffer (NULL: none known). */
+     * stream that captured it (0: added by hand) and one mt_buffer_meta per buffer (NULL:
+     * none known). A kernel's label is its op's (op.u.kernel.label). */
     uint64_t stream_id;
-    char *label;
     mt_buffer_meta *buffer_meta;
 } mt_node;
 
-/* What a launcher knows about the kernel launch it is making on this thread, beyond its
- * arguments (mtiart_launch_kernel_described): set for the duration of the launch, read by
+/* What a launcher knows about the buffers of the kernel launch it is making on this
+ * thread (mtiart_launch_kernel_described): set for the duration of the launch, read by
  * mt_dag_append when the launch is captured. tensors[i] describes argument i (NULL:
  * unknown). */
 typedef struct mt_launch_note {
-    const char *label;
     const struct mtiart_tensor_desc *const *tensors;
     uint32_t num_tensors;
 } mt_launch_note;
@@ -743,5 +745,46 @@ void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
 mt_event *mt_exec_done_event(mt_exec *x);
+/* The positions of the plan `plan` (an mt_plan) whose nodes, captured by another stream,
+ * position `pos` depends on; returns how many (for the trace's arrows). */
+uint32_t mt_plan_cross_stream_preds(const void *plan, uint32_t pos, const uint32_t **preds);
+
+/* ---------------------------------------------------------------- timeline trace (trace.c) */
+
+extern atomic_int mt_tracing;
+/* Whether a trace is recording: the one test the hot paths make (relaxed, predictable). */
+static inline bool mt_trace_on(void) {
+    return atomic_load_explicit(&mt_tracing, memory_order_relaxed) != 0;
+}
+/* The trace's clock: the time-stamp counter where it ticks at a constant rate on every
+ * core (x86-64; a third of the cost of clock_gettime), converted to nanoseconds when the
+ * trace is written; mt_now_ns elsewhere. */
+static inline uint64_t mt_trace_clock(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return mt_now_ns();
+#endif
+}
+/* A worker ran `op` of stream `stream_id` from `start` (mt_trace_clock) until now (call
+ * before the op is released). */
+void mt_trace_op(int device, uint64_t stream_id, const mt_op *op, uint64_t start);
+/* What a traced replay's node records share; the replay fills it once, the node loop the
+ * per-node fields. */
+typedef struct mt_trace_node_rec {
+    const mt_node *node; /* the dag node the position runs */
+    const void *plan;
+    const mt_exec *exec;
+    const mt_event *event; /* record and wait nodes */
+    uint64_t stream_id;    /* the launching stream (nodes added by hand have none of their own) */
+    uint64_t replay, generation;
+    uint32_t type, pos;
+    int device;
+} mt_trace_node_rec;
+void mt_trace_node(const mt_trace_node_rec *rec, uint64_t start, uint64_t end);
+/* Keep executable x alive until the running trace is stopped (its records point into it);
+ * `held_session` is x's note of the trace holding it. false: it could not be held, and
+ * its nodes must not be recorded. */
+bool mt_trace_hold(mt_exec *x, atomic_uint_least64_t *held_session);
 
 #endif /* MTIART_INTERNAL_H */

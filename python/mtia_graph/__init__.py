@@ -21,6 +21,7 @@ The package's modules form layers: each module imports only modules listed befor
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
+    profiler    timeline traces of the workers' operations (trace) and their picture (view)
 
 Programs built on the package import it as its users do, and no module imports them::
 

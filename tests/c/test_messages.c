@@ -189,6 +189,12 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_to_dot_with_flags, g, 0x80, NULL, 0, &count);
     EXPECT_PREFIX(mtiart_memory_set_name, host, "weights");
     EXPECT_PREFIX(mtiart_memory_get_name, host, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_trace_stop, NULL);
+    EXPECT_PREFIX(mtiart_trace_flush, NULL);
+    if (mtiart_trace_start() == MTIART_SUCCESS) {
+        EXPECT_NAMED(mtiart_trace_start(), "mtiart_trace_start", "already running");
+        mtiart_trace_stop(NULL);
+    }
     EXPECT_NAMED(mtiart_graph_add_memcpy_node(g, NULL, 0, NULL, host, 8,
                                               MTIART_MEMCPY_HOST_TO_DEVICE, &node),
                  "mtiart_graph_add_memcpy_node", "destination");

@@ -1,10 +1,11 @@
 /* What the runtime shows of its work: graph pictures (node labels, buffer descriptions,
- * stream clusters, node kinds), allocation names. */
+ * stream clusters, node kinds), allocation names, the timeline trace. */
 #include "test_util.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *dot_of(mtiart_graph g, uint32_t flags) {
     size_t len = 0;
@@ -236,10 +237,87 @@ static void test_dot_node_kinds(void) {
     CHECK_OK(mtiart_free(flag));
 }
 
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    size_t got = fread(text, 1, (size_t)n, f);
+    text[got] = '\0';
+    fclose(f);
+    return text;
+}
+
+static size_t count_of(const char *text, const char *what) {
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+/* The C interface of the trace: misuse refused, eager ops and a replay's nodes written. */
+static void test_trace(void) {
+    char path[64], bad[64];
+    snprintf(path, sizeof path, "/tmp/mtiart-trace-%d.json", (int)getpid());
+    snprintf(bad, sizeof bad, "/tmp/mtiart-no-such-dir-%d/t.json", (int)getpid());
+    CHECK_STATUS(mtiart_trace_stop(NULL), MTIART_ERROR_NOT_PERMITTED);
+    CHECK_STATUS(mtiart_trace_flush(path), MTIART_ERROR_NOT_PERMITTED);
+    CHECK_STATUS(mtiart_trace_flush(NULL), MTIART_ERROR_INVALID_VALUE);
+
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    float *x;
+    CHECK_OK(mtiart_malloc(0, 64 * sizeof(float), (void **)&x));
+    mtiart_tensor_desc tx = desc(x, MTIART_DTYPE_FLOAT32, 1, 64, 0);
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_op_fill(s, &tx, 2.0, 0));
+    CHECK_OK(mtiart_op_unary(s, MTIART_UNARY_SQRT, &tx, &tx));
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_exec exec;
+    CHECK_OK(mtiart_graph_instantiate(g, &exec));
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    CHECK_OK(mtiart_trace_start());
+    CHECK_STATUS(mtiart_trace_start(), MTIART_ERROR_NOT_PERMITTED);
+    CHECK_OK(mtiart_op_fill(s, &tx, 1.0, 0));
+    CHECK_OK(mtiart_graph_launch(exec, s));
+    CHECK_OK(mtiart_graph_launch(exec, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK_OK(mtiart_graph_exec_destroy(exec)); /* the trace keeps what it points at */
+    CHECK_STATUS(mtiart_trace_flush(bad), MTIART_ERROR_INVALID_VALUE);
+    CHECK_OK(mtiart_trace_stop(path));
+    CHECK_STATUS(mtiart_trace_stop(path), MTIART_ERROR_NOT_PERMITTED);
+
+    char *text = read_file(path);
+    CHECK(text != NULL);
+    if (text) {
+        CHECK(strstr(text, "\"traceEvents\":[") != NULL);
+        CHECK(count_of(text, "\"ph\":\"X\"") == 1 + 2 + 2 * 2); /* fill, 2 replays of 2 */
+        CHECK(count_of(text, "\"name\":\"graph replay\"") == 2);
+        CHECK(count_of(text, "\"name\":\"sqrt\"") == 2);
+        CHECK(count_of(text, "\"name\":\"fill 2\"") == 2);
+        CHECK(count_of(text, "\"name\":\"fill 1\"") == 1);
+        CHECK(count_of(text, "\"bytes\":256") == 2 * 2);
+        CHECK(strstr(text, "\"thread_name\"") != NULL);
+        free(text);
+    }
+    remove(path);
+    /* a stop that cannot write still stops, and leaves nothing */
+    CHECK_OK(mtiart_trace_start());
+    CHECK_STATUS(mtiart_trace_stop(bad), MTIART_ERROR_INVALID_VALUE);
+    CHECK_OK(mtiart_trace_start());
+    CHECK_OK(mtiart_trace_stop(NULL));
+    CHECK_OK(mtiart_free(x));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
     test_dot_of_a_fork_join_capture();
     test_names_follow_allocations();
     test_dot_node_kinds();
+    test_trace();
     TEST_MAIN_END();
 }
