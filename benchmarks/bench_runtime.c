@@ -437,9 +437,12 @@ static double untraced_replay_rep(void *p) { return fastest_chunk(p, replay_chun
 static double traced_eager_rep(void *p) { return fastest_chunk(p, eager_chunk, 1); }
 static double untraced_eager_rep(void *p) { return fastest_chunk(p, eager_chunk, 0); }
 
-/* The row's figure: the per-rep difference traced - untraced (reps interleaved). */
-static void overhead_row(const char *name, const bench_samples s[2], const char *baseline,
-                         const char *note) {
+/* A row whose figure is the per-rep difference traced - untraced (reps interleaved). */
+static void overhead_row(const char *name, bench_fn traced, bench_fn untraced, trace_ctx *c,
+                         const char *baseline, const char *note) {
+    bench_fn fns[2] = {traced, untraced};
+    bench_samples s[2];
+    bench_interleave(fns, 2, c, bench_cfg.reps, 1, s);
     bench_samples diff = {.n = s[0].n};
     for (int i = 0; i < s[0].n; i++) diff.v[i] = s[0].v[i] - s[1].v[i];
     bench_row *r = bench_new_row(name, "ns/event", 0);
@@ -454,10 +457,8 @@ static void bench_trace(void) {
     if (bench_selected("trace_replay_node_overhead")) {
         trace_ctx c = {.n = 1000, .launches = bench_cfg.quick ? 5 : 20};
         c.exec = bench_instantiate(BENCH_CHAIN, c.n);
-        bench_fn fns[2] = {traced_replay_rep, untraced_replay_rep};
-        bench_samples s[2];
-        bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
-        overhead_row("trace_replay_node_overhead", s, "the same replays untraced (ns/node)",
+        overhead_row("trace_replay_node_overhead", traced_replay_rep, untraced_replay_rep, &c,
+                     "the same replays untraced (ns/node)",
                      "replays of a 1000-node chain of empty kernels, back to back, with a "
                      "trace recording every node, minus the same untraced; per node (each "
                      "rep: the fastest of 8 chunks of 20 replays)");
@@ -465,10 +466,8 @@ static void bench_trace(void) {
     }
     if (bench_selected("trace_eager_op_overhead")) {
         trace_ctx c = {.batches = bench_cfg.quick ? 2 : 10};
-        bench_fn fns[2] = {traced_eager_rep, untraced_eager_rep};
-        bench_samples s[2];
-        bench_interleave(fns, 2, &c, bench_cfg.reps, 1, s);
-        overhead_row("trace_eager_op_overhead", s, "the same ops untraced (ns/op)",
+        overhead_row("trace_eager_op_overhead", traced_eager_rep, untraced_eager_rep, &c,
+                     "the same ops untraced (ns/op)",
                      "empty 1-block kernels launched in batches of 1000, each batch "
                      "synchronized, with a trace recording every op, minus the same "
                      "untraced; per op (each rep: the fastest of 8 chunks of 10 batches)");

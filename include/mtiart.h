@@ -458,6 +458,41 @@ MTIART_API mtiart_status mtiart_memory_set_name(void *ptr, const char *name);
 MTIART_API mtiart_status mtiart_memory_get_name(const void *ptr, char *buffer, size_t capacity,
                                                 size_t *length);
 
+/* Memory history: with `enabled`, every allocation made from now on keeps the call stack
+ * that made it (up to `max_frames` return addresses, 1..MTIART_MAX_HISTORY_FRAMES, read
+ * with mtiart_memory_get_block_frames until it is freed), and allocations and frees are
+ * logged (the latest `max_entries` of them; 0: all), the log starting empty. enabled 0
+ * stops recording; what was recorded stays readable. */
+#define MTIART_MAX_HISTORY_FRAMES 64
+MTIART_API mtiart_status mtiart_memory_record_history(int enabled, uint32_t max_frames,
+                                                      size_t max_entries);
+
+/* The allocating call stack of the live allocation containing `ptr` (innermost first: the
+ * caller of mtiart_malloc / mtiart_malloc_async, then its callers), as return addresses
+ * for backtrace_symbols() or dladdr(); *count gets their number (0: made while history was
+ * not recorded). Writes at most `capacity`. */
+MTIART_API mtiart_status mtiart_memory_get_block_frames(const void *ptr, void **frames,
+                                                        size_t capacity, size_t *count);
+
+typedef enum mtiart_memory_action {
+    MTIART_MEMORY_ALLOC = 0,
+    MTIART_MEMORY_FREE = 1 /* mtiart_free called (the memory is reused once streams are done) */
+} mtiart_memory_action;
+
+typedef struct mtiart_memory_event {
+    int32_t action; /* an mtiart_memory_action */
+    int32_t device;
+    uint64_t address;
+    uint64_t size;      /* requested bytes (0 for the free of an allocation made before) */
+    uint64_t stream_id; /* the allocating stream (0 for frees) */
+    uint64_t time_ns;   /* CLOCK_MONOTONIC */
+} mtiart_memory_event;
+
+/* The memory history's log, oldest first: writes at most `capacity` events and sets
+ * *count to the number logged (call with capacity 0 to size). */
+MTIART_API mtiart_status mtiart_memory_get_history(mtiart_memory_event *events, size_t capacity,
+                                                   size_t *count);
+
 /* ------------------------------------------------------------------------------------ */
 /* Stream capture                                                                       */
 /* ------------------------------------------------------------------------------------ */

@@ -978,10 +978,9 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
-mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size) {
-    mtiart_status st = mt_check_range(ptr, 1, NULL);
-    if (st) return st;
-    mt_allocator *a = allocator_of(ptr, NULL);
+mtiart_status mt_block_range_quiet(const void *ptr, uintptr_t *start, size_t *size) {
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
+    if (!a) return MTIART_ERROR_INVALID_POINTER;
     mt_spin_lock(&a->lock);
     block *b = find_block(a, (uintptr_t)ptr, 1);
     if (b) {
@@ -989,7 +988,13 @@ mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size) {
         *size = b->requested;
     }
     mt_spin_unlock(&a->lock);
-    if (!b) /* freed since the check */
+    return b ? MTIART_SUCCESS : MTIART_ERROR_INVALID_POINTER;
+}
+
+mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size) {
+    mtiart_status st = mt_check_range(ptr, 1, NULL);
+    if (st) return st;
+    if (mt_block_range_quiet(ptr, start, size) != MTIART_SUCCESS) /* freed since the check */
         return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not inside a live allocation",
                             ptr);
     return MTIART_SUCCESS;
@@ -1023,6 +1028,7 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     mt_pool *pool = mt_capture_pool_retain(s);
     mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
     if (pool) mt_pool_release(pool);
+    if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, s->dev->index, s->id);
     return st;
 }
 
@@ -1033,6 +1039,7 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
     mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
     if (pool) mt_pool_release(pool);
+    if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, dev->index, dev->default_stream->id);
     return st;
 }
 

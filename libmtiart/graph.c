@@ -703,11 +703,31 @@ static const struct {
     [MTIART_NODE_CONDITIONAL] = {"diamond", "orange"},
 };
 
-/* Border colours telling the capturing streams apart. */
-static const char *stream_color(uint64_t stream_id) {
-    static const char *palette[] = {"blue",       "red",   "darkgreen", "purple",
-                                    "darkorange", "brown", "deeppink",  "teal"};
-    return stream_id ? palette[stream_id % 8] : "black";
+/* The streams that captured a graph's top-level nodes, in order of first appearance: the
+ * k-th gets the k-th border colour, so that the streams of one picture differ. */
+typedef struct stream_list {
+    uint64_t *ids;
+    size_t n;
+} stream_list;
+
+static bool list_streams(const mt_dag *d, stream_list *out) {
+    out->n = 0;
+    if (!(out->ids = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *out->ids))) return false;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        uint64_t id = d->nodes[i].stream_id;
+        bool seen = id == 0;
+        for (size_t k = 0; k < out->n && !seen; k++) seen = out->ids[k] == id;
+        if (!seen) out->ids[out->n++] = id;
+    }
+    return true;
+}
+
+static const char *stream_color(const stream_list *streams, uint64_t stream_id) {
+    static const char *palette[] = {"red",    "darkgreen", "blue",     "darkorange",
+                                    "purple", "brown",     "deeppink", "teal"};
+    for (size_t k = 0; stream_id && k < streams->n; k++)
+        if (streams->ids[k] == stream_id) return palette[k % 8];
+    return stream_id ? "gray40" : "black"; /* a stream of bodies only; nodes added by hand */
 }
 
 static void emit_buffer(text_out *t, const mt_node *n, uint32_t b, unsigned flags) {
@@ -735,7 +755,8 @@ static void emit_buffer(text_out *t, const mt_node *n, uint32_t b, unsigned flag
 
 /* The nodes and edges of `d`, named `<prefix><index>` (n3, and n3_0 for node 0 of the body
  * of node 3); a body becomes a cluster next to its node, which points at its roots. */
-static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth, unsigned flags) {
+static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth, unsigned flags,
+                     const stream_list *streams) {
     int indent = 2 * (depth + 1);
     for (size_t i = 0; i < d->num_nodes; i++) {
         const mt_node *n = &d->nodes[i];
@@ -743,7 +764,7 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
         mt_node_describe(n, name, sizeof name);
         mtiart_node_kind kind = node_kind(n);
         emit(t, "%*s%s%zu [shape=%s, fillcolor=%s, color=%s, label=\"#%zu ", indent, "", prefix, i,
-             kind_style[kind].shape, kind_style[kind].fill, stream_color(n->stream_id), i);
+             kind_style[kind].shape, kind_style[kind].fill, stream_color(streams, n->stream_id), i);
         emit_quoted(t, name);
         if (n->op.type == MT_OP_KERNEL && (flags & MTIART_DOT_VERBOSE))
             emit(t, "\\nblocks=%u", n->op.num_blocks);
@@ -754,7 +775,7 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
         snprintf(inner, sizeof inner, "%s%zu_", prefix, i);
         emit(t, "%*ssubgraph cluster_%s%zu {\n%*slabel=\"body of #%zu\";\n", indent, "", prefix, i,
              indent + 2, "", i);
-        emit_dag(t, n->body, inner, depth + 1, flags);
+        emit_dag(t, n->body, inner, depth + 1, flags, streams);
         emit(t, "%*s}\n", indent, "");
         for (size_t k = 0; k < n->body->num_nodes; k++)
             if (n->body->nodes[k].num_deps == 0)
@@ -765,29 +786,18 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
             emit(t, "%*s%s%zu -> %s%zu;\n", indent, "", prefix, d->nodes[i].deps[k], prefix, i);
 }
 
-/* One cluster per capturing stream, holding the top-level nodes it captured (streams are
- * few: each is looked for among those seen so far). */
-static bool emit_stream_clusters(text_out *t, const mt_dag *d) {
-    uint64_t *ids = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *ids);
-    size_t num_ids = 0;
-    if (!ids) return false;
-    for (size_t i = 0; i < d->num_nodes; i++) {
-        uint64_t id = d->nodes[i].stream_id;
-        bool seen = id == 0;
-        for (size_t k = 0; k < num_ids && !seen; k++) seen = ids[k] == id;
-        if (!seen) ids[num_ids++] = id;
-    }
-    for (size_t s = 0; s < num_ids; s++) {
+/* One cluster per capturing stream, holding the top-level nodes it captured. */
+static void emit_stream_clusters(text_out *t, const mt_dag *d, const stream_list *streams) {
+    for (size_t s = 0; s < streams->n; s++) {
+        uint64_t id = streams->ids[s];
         emit(t,
              "  subgraph cluster_stream_%llu {\n    label=\"stream %llu\";\n"
              "    style=dashed;\n    color=%s;\n    ",
-             (unsigned long long)ids[s], (unsigned long long)ids[s], stream_color(ids[s]));
+             (unsigned long long)id, (unsigned long long)id, stream_color(streams, id));
         for (size_t k = 0; k < d->num_nodes; k++)
-            if (d->nodes[k].stream_id == ids[s]) emit(t, "n%zu; ", k);
+            if (d->nodes[k].stream_id == id) emit(t, "n%zu; ", k);
         emit(t, "\n  }\n");
     }
-    free(ids);
-    return true;
 }
 
 MTIART_API mtiart_status mtiart_graph_to_dot_with_flags(mtiart_graph graph, uint32_t flags,
@@ -806,8 +816,11 @@ MTIART_API mtiart_status mtiart_graph_to_dot_with_flags(mtiart_graph graph, uint
          "  node [style=filled, fontname=monospace, penwidth=2];\n",
          g->dag->num_nodes, g->dag->num_edges, g->dev->index, (unsigned long long)pool.first,
          (unsigned long long)pool.second);
-    emit_dag(&t, g->dag, "n", 0, flags);
-    if (!emit_stream_clusters(&t, g->dag)) return mt_oom();
+    stream_list streams;
+    if (!list_streams(g->dag, &streams)) return mt_oom();
+    emit_dag(&t, g->dag, "n", 0, flags, &streams);
+    emit_stream_clusters(&t, g->dag, &streams);
+    free(streams.ids);
     emit(&t, "}\n");
     if (capacity) buffer[t.len < capacity ? t.len : capacity - 1] = '\0';
     if (length) *length = t.len;

@@ -550,8 +550,10 @@ static inline mtiart_status mt_check_kernel_buffers(const mtiart_arg *args, uint
     }
     return MTIART_SUCCESS;
 }
-/* The live allocation containing ptr: its start and requested size. */
+/* The live allocation containing ptr: its start and requested size (the quiet form sets
+ * no message). */
 mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size);
+mtiart_status mt_block_range_quiet(const void *ptr, uintptr_t *start, size_t *size);
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
 /* Pool use counts (graphs, executables, captures). `id` (0,0) creates a private pool. */
@@ -569,13 +571,25 @@ void mt_alloc_vg_poll(mt_device *dev);
  * Names the program gave device allocations (mtiart_memory_set_name), kept by the
  * allocation's start address until it is freed. */
 
-/* Non-zero while some allocation has a name: the allocator then tells history.c of frees. */
+/* Non-zero while some allocation has a note or history is recorded: the allocator then
+ * tells history.c of frees. */
 extern atomic_int mt_memory_notes;
+/* The stack depth memory history keeps (0: not recording): the allocator then tells
+ * history.c of allocations. */
+extern atomic_int mt_memory_history;
 /* The allocator freed the allocation starting at `ptr`. */
 void mt_memory_note_free(const void *ptr);
 static inline void mt_memory_freed(const void *ptr) {
     if (MT_UNLIKELY(atomic_load_explicit(&mt_memory_notes, memory_order_relaxed)))
         mt_memory_note_free(ptr);
+}
+/* A public allocation function made `ptr` (its caller's stack is the allocation's). */
+void mt_memory_note_alloc(const void *ptr, size_t size, int device, uint64_t stream_id)
+    __attribute__((noinline));
+static inline void mt_memory_allocated(const void *ptr, size_t size, int device,
+                                       uint64_t stream_id) {
+    if (MT_UNLIKELY(atomic_load_explicit(&mt_memory_history, memory_order_relaxed)) && ptr)
+        mt_memory_note_alloc(ptr, size, device, stream_id);
 }
 /* A copy of the name of the allocation containing `ptr` (malloc'ed), or NULL. */
 char *mt_memory_name_of(const void *ptr);

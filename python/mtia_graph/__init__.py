@@ -13,7 +13,7 @@ The package's modules form layers: each module imports only modules listed befor
     callbacks   the registry of Python callables the runtime calls back
     device      devices and each thread's current device
     streams     Stream, Event, each thread's current stream of every device
-    memory      allocator statistics, snapshots, out-of-memory observers
+    memory      allocator statistics, snapshots, memory history, out-of-memory observers
     dtypes      dtype, the five dtypes, type promotion
     _shapes     size arguments, broadcasting, dimensions
     _storage    device allocations, copies between host and device
@@ -89,7 +89,9 @@ from .memory import (
     max_memory_reserved,
     memory_allocated,
     memory_reserved,
+    memory_snapshot,
     memory_stats,
+    record_memory_history,
     reset_accumulated_memory_stats,
     reset_peak_memory_stats,
     snapshot,
@@ -151,6 +153,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "reset_peak_memory_stats",
     "reset_accumulated_memory_stats",
     "snapshot",
+    "memory_snapshot",
+    "record_memory_history",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
     # graphs

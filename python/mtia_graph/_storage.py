@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import memory
 from ._C import check, ffi, lib, raise_status
 from ._shapes import _MAX_DIMS, Shape, _numel
 from .callbacks import keep_alive_for_capture
@@ -39,6 +40,8 @@ class _Storage:
         self.ptr = _gc(out[0], _free)
         self.nbytes = nbytes
         self.device = device
+        if memory._recording:
+            memory._note_python_alloc(int(ffi.cast("uintptr_t", out[0])))
 
 
 def _upload(stream_handle: Any, dst: Any, arr: np.ndarray[Any, Any], what: str) -> None:

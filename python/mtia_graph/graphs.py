@@ -26,7 +26,7 @@ from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
 from .callbacks import capture_keepalive, keep_alive_for_capture
 from .device import device as _device_context
 from .dtypes import bool_, int32
-from .memory import empty_cache
+from .memory import _label_pool, empty_cache
 from .streams import (
     Event,
     Stream,
@@ -212,6 +212,7 @@ class MTIAGraph:
         self._capture_id = info.id
         self._device = stream.device_index
         self._pool = info.pool
+        _label_pool(info.pool, f"MTIAGraph at {hex(id(self))}")
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""

@@ -1,14 +1,24 @@
-"""Device memory: caching-allocator statistics, snapshots, OOM observers, empty_cache.
+"""Device memory: caching-allocator statistics, snapshots, memory history, OOM observers,
+empty_cache.
 
 Names and keys follow ``torch.cuda`` / ``torch.mtia``: :func:`memory_stats` is a flat dict
 (``"allocated_bytes.all.current"``, ...) plus the ``"dram"`` sub-dict that torch.mtia's
-``memory_allocated()`` reads.
+``memory_allocated()`` reads. With :func:`record_memory_history` on, every allocation keeps
+the Python stack (and, with ``stacks="all"``, the C return addresses) that made it, and
+:func:`memory_snapshot` returns segments, blocks with their frames and the log of
+allocations and frees in the structure of ``torch.cuda.memory._snapshot()``:
+:func:`_dump_snapshot` pickles it for PyTorch's memory_viz page
+(https://pytorch.org/memory_viz).
 """
 
 from __future__ import annotations
 
+import bisect
+import os
+import pickle
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +27,9 @@ from ._C import check, ffi, lib
 from .device import _device_index, _DeviceLike, current_device, device_count
 
 __all__ = [
+    "_dump_snapshot",
+    "_record_memory_history",
+    "_snapshot",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
     "empty_cache",
@@ -24,7 +37,9 @@ __all__ = [
     "max_memory_reserved",
     "memory_allocated",
     "memory_reserved",
+    "memory_snapshot",
     "memory_stats",
+    "record_memory_history",
     "reset_accumulated_memory_stats",
     "reset_peak_memory_stats",
     "snapshot",
@@ -127,6 +142,142 @@ _BLOCK_STATES = {
 }
 
 
+# ---------------------------------------------------------------------------------------
+# Memory history. libmtiart logs allocations and frees and keeps each allocation's C stack;
+# this module adds the Python stack of the allocations made through _Storage (the tensors'
+# memory), by address and time: a record belongs to the allocation at its address that the
+# runtime logged last before it.
+# ---------------------------------------------------------------------------------------
+
+Frame = dict[str, Any]  # {"filename", "line", "name"}, as torch's snapshots have them
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_history_lock = threading.Lock()
+_recording = False  # read by _storage at every allocation
+_c_stacks = False
+_max_entries = 0
+# address -> [(monotonic ns, frames)] of the Python allocations there, oldest first
+_py_allocs: dict[int, list[tuple[int, list[Frame]]]] = {}
+_py_count = 0
+# pool id -> what owns it ("MTIAGraph at 0x7f..."), for the snapshot's segments
+_pool_labels: dict[tuple[int, int], str] = {}
+
+
+def record_memory_history(
+    enabled: str | bool | None = "all",
+    context: str | None = "all",
+    stacks: str = "python",
+    max_entries: int = 0,
+    device: _DeviceLike = None,
+) -> None:
+    """Record, for every allocation from now on, the stack that made it, and log
+    allocations and frees (``torch.mtia.memory._record_memory_history``).
+
+    Args:
+        enabled: ``"all"`` (or ``True``, ``"state"``) to record; ``None`` (or ``False``)
+            stops recording (what was recorded stays in :func:`memory_snapshot`).
+        context: accepted for torch's signature (``"all"``, ``"alloc"``, ``"state"``,
+            ``None``); allocations always keep their stack.
+        stacks: ``"python"``: Python frames; ``"all"``: also the C return addresses.
+        max_entries: keep the latest ``max_entries`` allocations and frees in the log
+            (0: all of them).
+        device: accepted for torch's signature: history covers every device.
+    """
+    global _recording, _c_stacks, _max_entries, _py_count
+    if enabled not in ("all", "state", True, None, False):
+        raise ValueError(f"enabled must be 'all', 'state' or None, got {enabled!r}")
+    if context not in ("all", "alloc", "state", None):
+        raise ValueError(f"context must be 'all', 'alloc', 'state' or None, got {context!r}")
+    if stacks not in ("python", "all"):
+        raise ValueError(f"stacks must be 'python' or 'all', got {stacks!r}")
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+        raise ValueError(f"max_entries must be an int >= 0, got {max_entries!r}")
+    if device is not None:
+        _device_index(device)  # validated
+    on = enabled not in (None, False)
+    with _history_lock:
+        frames = 16 if stacks == "all" else 1
+        check(
+            lib.mtiart_memory_record_history(1 if on else 0, frames, max_entries),
+            "record_memory_history",
+        )
+        if on:
+            _py_allocs.clear()
+            _py_count = 0
+        _recording, _c_stacks, _max_entries = on, stacks == "all", max_entries
+
+
+_record_memory_history = record_memory_history
+
+
+def _python_frames() -> list[Frame]:
+    """The calling Python stack, innermost first, without this package's own frames."""
+    frames: list[Frame] = []
+    f = sys._getframe(1)
+    while f is not None:
+        filename = f.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            frames.append({"filename": filename, "line": f.f_lineno, "name": f.f_code.co_name})
+        f = f.f_back  # type: ignore[assignment]
+    return frames
+
+
+def _note_python_alloc(address: int) -> None:
+    """_storage made an allocation at ``address`` while history is recorded."""
+    global _py_count
+    record = (time.monotonic_ns(), _python_frames())
+    with _history_lock:
+        _py_allocs.setdefault(address, []).append(record)
+        _py_count += 1
+        if _max_entries and _py_count > 2 * _max_entries:
+            # as the runtime's log forgets its oldest, so do these: keep each address's latest
+            for key in list(_py_allocs):
+                _py_allocs[key] = _py_allocs[key][-1:]
+            _py_count = len(_py_allocs)
+
+
+def _label_pool(pool: tuple[int, int], owner: str) -> None:
+    """The memory pool ``pool`` belongs to ``owner`` (a graph), as snapshots say."""
+    with _history_lock:
+        _pool_labels[pool] = owner
+
+
+def _history_log() -> list[Any]:
+    count = ffi.new("size_t *")
+    while True:
+        check(lib.mtiart_memory_get_history(ffi.NULL, 0, count), "memory_snapshot")
+        cap = int(count[0]) + 64
+        events = ffi.new("mtiart_memory_event[]", cap)
+        check(lib.mtiart_memory_get_history(events, cap, count), "memory_snapshot")
+        if int(count[0]) <= cap:
+            return [events[i] for i in range(int(count[0]))]
+
+
+def _python_frames_at(address: int, since_ns: int, until_ns: int | None) -> list[Frame]:
+    """The frames of the Python allocation at ``address`` made in [since, until), if any."""
+    records = _py_allocs.get(address)
+    if not records:
+        return []
+    i = bisect.bisect_left(records, since_ns, key=lambda r: r[0])
+    if i < len(records) and (until_ns is None or records[i][0] < until_ns):
+        return list(records[i][1])
+    return []
+
+
+def _c_frames(ptr: int) -> list[Frame] | None:
+    """The C return addresses that made the live allocation at ``ptr``; None when it was
+    made while history was not recorded."""
+    count = ffi.new("size_t *")
+    frames = ffi.new("void *[]", 64)
+    status = lib.mtiart_memory_get_block_frames(ffi.cast("void *", ptr), frames, 64, count)
+    if status or count[0] == 0:
+        return None
+    return [
+        {"filename": "??", "line": 0, "name": hex(int(ffi.cast("uintptr_t", frames[i])))}
+        for i in range(min(int(count[0]), 64))
+    ]
+
+
 def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     count = ffi.new("size_t *")
     # The block list can grow between sizing and filling (other threads allocate).
@@ -179,21 +330,95 @@ def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     return segments
 
 
+def _add_history(segments: list[dict[str, Any]], log: list[Any]) -> None:
+    """Frames for the active blocks: the Python allocation at the block's address made
+    after the runtime's latest allocation there, and the C stack (stacks="all")."""
+    latest: dict[int, int] = {}
+    for e in log:
+        if e.action == lib.MTIART_MEMORY_ALLOC:
+            latest[int(e.address)] = int(e.time_ns)
+    for seg in segments:
+        pool = seg["segment_pool_id"]
+        if pool in _pool_labels:
+            seg["pool_label"] = _pool_labels[pool]
+        for block in seg["blocks"]:
+            if block["state"] == "inactive":
+                continue
+            address = block["address"]
+            c_frames = _c_frames(address)
+            if c_frames is None:  # allocated while not recording
+                continue
+            frames = _python_frames_at(address, latest.get(address, 0), None)
+            block["frames"] = frames + c_frames if _c_stacks else frames
+
+
+def _device_traces(log: list[Any]) -> list[list[dict[str, Any]]]:
+    """The log of allocations and frees per device, torch's ``device_traces`` entries."""
+    traces: list[list[dict[str, Any]]] = [[] for _ in range(device_count())]
+    next_alloc: dict[int, int | None] = {}
+    allocs = [i for i, e in enumerate(log) if e.action == lib.MTIART_MEMORY_ALLOC]
+    until: dict[int, int | None] = {}
+    for i in reversed(allocs):
+        address = int(log[i].address)
+        until[i] = next_alloc.get(address)
+        next_alloc[address] = int(log[i].time_ns)
+    for i, e in enumerate(log):
+        address = int(e.address)
+        alloc = e.action == lib.MTIART_MEMORY_ALLOC
+        entry = {
+            "action": "alloc" if alloc else "free_requested",
+            "addr": address,
+            "size": int(e.size),
+            "stream": int(e.stream_id),
+            "time_us": int(e.time_ns) // 1000,
+            "frames": _python_frames_at(address, int(e.time_ns), until[i]) if alloc else [],
+        }
+        if 0 <= e.device < len(traces):
+            traces[e.device].append(entry)
+    return traces
+
+
 def snapshot(device: _DeviceLike = None) -> list[dict[str, Any]]:
     """The allocator's segments, torch-style (``torch.cuda.memory_snapshot()``).
 
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
-    ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``); each
-    block has ``address``, ``size``, ``requested_size`` and ``state`` (one of
-    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``). Without
-    ``device`` all devices are included.
+    ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``, and
+    ``pool_label`` for a graph's pool: the graph that owns it); each block has
+    ``address``, ``size``, ``requested_size``, ``state`` (one of ``"active_allocated"``,
+    ``"active_pending_free"``, ``"inactive"``) and ``frames``: the stack that allocated it
+    when :func:`record_memory_history` was on (innermost first). Without ``device`` all
+    devices are included.
     """
     if device is None:
         out: list[dict[str, Any]] = []
         for idx in range(device_count()):
             out.extend(_device_snapshot(idx))
-        return out
-    return _device_snapshot(_device_index(device))
+    else:
+        out = _device_snapshot(_device_index(device))
+    with _history_lock:
+        _add_history(out, _history_log())
+    return out
+
+
+def memory_snapshot(device: _DeviceLike = None) -> dict[str, Any]:
+    """``torch.cuda.memory._snapshot()``'s structure: ``{"segments": snapshot(device),
+    "device_traces": [per device: the logged allocations and frees, oldest first, each
+    {"action": "alloc" | "free_requested", "addr", "size", "stream", "time_us",
+    "frames"}], "allocator_settings": {}}``."""
+    segments = snapshot(device)
+    with _history_lock:
+        traces = _device_traces(_history_log())
+    return {"segments": segments, "device_traces": traces, "allocator_settings": {}}
+
+
+_snapshot = memory_snapshot
+
+
+def _dump_snapshot(filename: str | os.PathLike[str] = "dump_snapshot.pickle") -> None:
+    """Pickle :func:`memory_snapshot` to ``filename``, for https://pytorch.org/memory_viz."""
+    data = memory_snapshot()
+    with open(filename, "wb") as f:
+        pickle.dump(data, f)
 
 
 # ---------------------------------------------------------------------------------------

@@ -189,6 +189,9 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_to_dot_with_flags, g, 0x80, NULL, 0, &count);
     EXPECT_PREFIX(mtiart_memory_set_name, host, "weights");
     EXPECT_PREFIX(mtiart_memory_get_name, host, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_memory_record_history, 1, 0, 0);
+    EXPECT_PREFIX(mtiart_memory_get_block_frames, host, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_memory_get_history, NULL, 0, NULL);
     EXPECT_PREFIX(mtiart_trace_stop, NULL);
     EXPECT_PREFIX(mtiart_trace_flush, NULL);
     if (mtiart_trace_start() == MTIART_SUCCESS) {

@@ -1,5 +1,5 @@
 /* What the runtime shows of its work: graph pictures (node labels, buffer descriptions,
- * stream clusters, node kinds), allocation names, the timeline trace. */
+ * stream clusters, node kinds), allocation names, the timeline trace, memory history. */
 #include "test_util.h"
 
 #include <stdint.h>
@@ -126,6 +126,9 @@ static void test_dot_of_a_fork_join_capture(void) {
           in_stream_cluster(dot, id0, "n4"));
     CHECK(in_stream_cluster(dot, id1, "n2") && in_stream_cluster(dot, id1, "n3"));
     CHECK(!in_stream_cluster(dot, id0, "n2") && !in_stream_cluster(dot, id1, "n1"));
+    /* each stream of the picture has a border colour of its own, whatever its id */
+    CHECK(strstr(node_attrs(dot, "n0"), ", color=red,") != NULL);
+    CHECK(strstr(node_attrs(dot, "n2"), ", color=darkgreen,") != NULL);
     CHECK(strstr(dot, "n0 -> n1;") && strstr(dot, "n0 -> n2;") && strstr(dot, "n2 -> n3;") &&
           strstr(dot, "n1 -> n4;") && strstr(dot, "n3 -> n4;"));
     free(dot);
@@ -313,11 +316,89 @@ static void test_trace(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* Memory history: each allocation's C caller, the log of allocations and frees. */
+static void test_memory_history(void) {
+    CHECK_STATUS(mtiart_memory_record_history(1, 0, 0), MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_memory_record_history(1, MTIART_MAX_HISTORY_FRAMES + 1, 0),
+                 MTIART_ERROR_INVALID_VALUE);
+    CHECK_OK(mtiart_memory_record_history(1, 8, 0));
+    void *p, *q;
+    CHECK_OK(mtiart_malloc(0, 1000, &p));
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_get_default(0, &s));
+    CHECK_OK(mtiart_malloc_async(s, 2000, &q));
+    void *frames[8];
+    size_t count = 0;
+    CHECK_OK(mtiart_memory_get_block_frames((char *)p + 10, frames, 8, &count));
+    /* innermost first: the return address into this function */
+    uintptr_t here = (uintptr_t)(void *)test_memory_history;
+    CHECK(count >= 2 && count <= 8 && (uintptr_t)frames[0] - here < 4096);
+    size_t none = 0;
+    CHECK_OK(mtiart_memory_get_block_frames(q, NULL, 0, &none));
+    CHECK(none >= 2);
+    char host[8];
+    CHECK_STATUS(mtiart_memory_get_block_frames(host, frames, 8, &count),
+                 MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(mtiart_memory_get_block_frames(p, NULL, 8, &count), MTIART_ERROR_INVALID_VALUE);
+    CHECK_OK(mtiart_free(p));
+    mtiart_memory_event log[8];
+    CHECK_OK(mtiart_memory_get_history(log, 8, &count));
+    CHECK(count == 3);
+    CHECK(log[0].action == MTIART_MEMORY_ALLOC && log[0].size == 1000 &&
+          log[0].address == (uint64_t)(uintptr_t)p && log[0].device == 0);
+    CHECK(log[1].action == MTIART_MEMORY_ALLOC && log[1].size == 2000);
+    CHECK(log[2].action == MTIART_MEMORY_FREE && log[2].size == 1000 &&
+          log[2].address == (uint64_t)(uintptr_t)p);
+    CHECK(log[0].time_ns <= log[1].time_ns && log[1].time_ns <= log[2].time_ns);
+    /* a bounded log keeps the latest */
+    CHECK_OK(mtiart_memory_record_history(1, 4, 2));
+    void *r[3];
+    for (int i = 0; i < 3; i++) CHECK_OK(mtiart_malloc(0, 64 * (size_t)(i + 1), &r[i]));
+    CHECK_OK(mtiart_memory_get_history(log, 8, &count));
+    CHECK(count == 2 && log[0].size == 128 && log[1].size == 192);
+    /* off: nothing more recorded, what was stays */
+    CHECK_OK(mtiart_memory_record_history(0, 0, 0));
+    void *late;
+    CHECK_OK(mtiart_malloc(0, 64, &late));
+    CHECK_OK(mtiart_memory_get_block_frames(late, frames, 8, &count));
+    CHECK(count == 0);
+    CHECK_OK(mtiart_memory_get_block_frames(r[2], frames, 8, &count));
+    CHECK(count >= 1 && count <= 4);
+    CHECK_OK(mtiart_memory_get_history(NULL, 0, &count));
+    CHECK(count == 2);
+    CHECK_OK(mtiart_free(late));
+    CHECK_OK(mtiart_free(q));
+    for (int i = 0; i < 3; i++) CHECK_OK(mtiart_free(r[i]));
+
+    /* many live allocations, freed out of order: each keeps its own stack and name */
+    enum { MANY = 600 };
+    static void *many[MANY];
+    CHECK_OK(mtiart_memory_record_history(1, 2, 0));
+    for (int i = 0; i < MANY; i++) {
+        CHECK_OK(mtiart_malloc(0, 512 + 8 * (size_t)(i % 7), &many[i]));
+        if (i % 5 == 0) CHECK_OK(mtiart_memory_set_name(many[i], "fifth"));
+    }
+    for (int i = MANY - 1; i >= 0; i -= 2) CHECK_OK(mtiart_free(many[i]));
+    for (int i = 0; i < MANY; i += 2) {
+        CHECK_OK(mtiart_memory_get_block_frames(many[i], frames, 8, &count));
+        CHECK(count >= 1);
+        char name[8];
+        size_t len;
+        CHECK_OK(mtiart_memory_get_name(many[i], name, sizeof name, &len));
+        CHECK(i % 5 == 0 ? strcmp(name, "fifth") == 0 : len == 0);
+    }
+    CHECK_OK(mtiart_memory_get_history(NULL, 0, &count));
+    CHECK(count == MANY + MANY / 2);
+    CHECK_OK(mtiart_memory_record_history(0, 0, 0));
+    for (int i = 0; i < MANY; i += 2) CHECK_OK(mtiart_free(many[i]));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
     test_dot_of_a_fork_join_capture();
     test_names_follow_allocations();
     test_dot_node_kinds();
     test_trace();
+    test_memory_history();
     TEST_MAIN_END();
 }

@@ -129,6 +129,8 @@ PUBLIC_KINDS = {
         "reset_peak_memory_stats",
         "reset_accumulated_memory_stats",
         "snapshot",
+        "memory_snapshot",
+        "record_memory_history",
         "attach_out_of_memory_observer",
         "detach_out_of_memory_observer",
         "graph_pool_handle",
