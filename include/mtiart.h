@@ -468,7 +468,8 @@ MTIART_API mtiart_status mtiart_memory_record_history(int enabled, uint32_t max_
                                                       size_t max_entries);
 
 /* The allocating call stack of the live allocation containing `ptr` (innermost first: the
- * caller of mtiart_malloc / mtiart_malloc_async, then its callers), as return addresses
+ * first frame outside libmtiart, the caller of mtiart_malloc / mtiart_malloc_async or of
+ * the kernel-library operation that allocated, then its callers), as return addresses
  * for backtrace_symbols() or dladdr(); *count gets their number (0: made while history was
  * not recorded). Writes at most `capacity`. */
 MTIART_API mtiart_status mtiart_memory_get_block_frames(const void *ptr, void **frames,

@@ -13,6 +13,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <execinfo.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,11 +123,31 @@ static void record_event(int32_t action, int32_t device, uintptr_t address, size
     ring[ring_len++] = e;
 }
 
+static bool in_runtime(void *frame, const Dl_info *self) {
+    Dl_info info;
+    return dladdr(frame, &info) && info.dli_fbase == self->dli_fbase;
+}
+
+/* How many of the innermost `frames` are not the caller's: the runtime's own (this file,
+ * the allocating entry point, a kernel-library operation that allocates scratch) and any
+ * before them (a sanitizer's backtrace interceptor). */
+static int own_frames(void *const *frames, int count) {
+    Dl_info self;
+    if (!dladdr((void *)(uintptr_t)mt_memory_note_alloc, &self)) return count > 2 ? 2 : count;
+    int k = 0;
+    while (k < count && k < 4 && !in_runtime(frames[k], &self)) k++;
+    if (k == count || k == 4) return 0; /* not found where expected: keep everything */
+    while (k < count && in_runtime(frames[k], &self)) k++;
+    return k;
+}
+
 void mt_memory_note_alloc(const void *ptr, size_t size, int device, uint64_t stream_id) {
-    void *frames[MTIART_MAX_HISTORY_FRAMES + 2];
+    enum { OWN_MAX = 8 }; /* room for the runtime's own frames, which are dropped */
+    void *frames[MTIART_MAX_HISTORY_FRAMES + OWN_MAX];
     uint32_t depth = (uint32_t)atomic_load(&mt_memory_history);
-    /* + 2: this function and the allocating entry point are not the caller's */
-    int got = depth ? backtrace(frames, (int)depth + 2) : 0;
+    int got = depth ? backtrace(frames, (int)depth + OWN_MAX) : 0;
+    int skip = own_frames(frames, got);
+    if (got - skip > (int)depth) got = skip + (int)depth;
     pthread_mutex_lock(&notes_lock);
     if (history_frames) {
         record_event(MTIART_MEMORY_ALLOC, device, (uintptr_t)ptr, size, stream_id);
@@ -136,9 +157,9 @@ void mt_memory_note_alloc(const void *ptr, size_t size, int device, uint64_t str
             free(n->frames);
             n->frames = NULL;
             n->num_frames = 0;
-            if (got > 2 && (n->frames = malloc((size_t)(got - 2) * sizeof *frames))) {
-                memcpy(n->frames, frames + 2, (size_t)(got - 2) * sizeof *frames);
-                n->num_frames = (uint32_t)(got - 2);
+            if (got > skip && (n->frames = malloc((size_t)(got - skip) * sizeof *frames))) {
+                memcpy(n->frames, frames + skip, (size_t)(got - skip) * sizeof *frames);
+                n->num_frames = (uint32_t)(got - skip);
             }
         }
         update_flag();

@@ -78,16 +78,23 @@ static size_t num_held, cap_held;
 
 /* ------------------------------------------------------------------ recording */
 
+/* An empty chunk (aligned_alloc takes whole multiples of the alignment), or NULL. */
+static trace_chunk *new_chunk(void) {
+    trace_chunk *c =
+        aligned_alloc(MT_CACHELINE, (sizeof *c + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
+    if (c) atomic_init(&c->next, NULL);
+    return c;
+}
+
 static trace_buffer *own_buffer(void) {
     trace_buffer *b = tl_buffer;
     if (MT_UNLIKELY(!b)) {
         b = calloc(1, sizeof *b);
-        trace_chunk *c = b ? aligned_alloc(MT_CACHELINE, sizeof *c) : NULL;
+        trace_chunk *c = b ? new_chunk() : NULL;
         if (!c) {
             free(b);
             return NULL; /* this thread records nothing; the trace says so by omission */
         }
-        atomic_init(&c->next, NULL);
         b->first = b->tail = c;
         pthread_mutex_lock(&buffers_lock);
         b->tid = ++num_buffers;
@@ -114,9 +121,8 @@ static trace_event *next_event(trace_buffer **out) {
     if (MT_UNLIKELY(b->tail_used == CHUNK_EVENTS)) {
         trace_chunk *next = atomic_load_explicit(&b->tail->next, memory_order_relaxed);
         if (!next) {
-            next = aligned_alloc(MT_CACHELINE, sizeof *next);
+            next = new_chunk();
             if (!next) return NULL;
-            atomic_init(&next->next, NULL);
             atomic_store_explicit(&b->tail->next, next, memory_order_release);
         }
         b->tail = next;
