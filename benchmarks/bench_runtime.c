@@ -389,6 +389,91 @@ static void bench_replay(void) {
         }
 }
 
+/* ------------------------------------------------------------------ timeline trace */
+
+typedef struct trace_ctx {
+    mtiart_graph_exec exec;
+    size_t n;
+    int launches, batches;
+} trace_ctx;
+
+/* Chunks per rep of the trace rows: each rep's figure is its fastest chunk, the cost of
+ * the work without the time slices other processes took (the two figures subtracted are
+ * a few tens of nanoseconds apart, less than one lost slice spread over a chunk). */
+enum { TRACE_CHUNKS = 8 };
+
+static double replay_chunk(trace_ctx *c, int traced) {
+    if (traced) BENCH_CHECK(mtiart_trace_start()); /* untimed, as the stop */
+    double ns = bench_time_replays(c->exec, g_stream, c->n, c->launches, 0);
+    if (traced) BENCH_CHECK(mtiart_trace_stop(NULL));
+    return ns;
+}
+
+/* Eager ops including their execution (what is recorded is the run, not the enqueue). */
+static double eager_chunk(trace_ctx *c, int traced) {
+    if (traced) BENCH_CHECK(mtiart_trace_start());
+    double t0 = bench_now_ns();
+    for (int b = 0; b < c->batches; b++) {
+        for (int i = 0; i < EAGER_BATCH; i++)
+            BENCH_CHECK(mtiart_launch_kernel(g_stream, bench_k_empty, 1, NULL, 0));
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+    }
+    double ns = (bench_now_ns() - t0) / (c->batches * (double)EAGER_BATCH);
+    if (traced) BENCH_CHECK(mtiart_trace_stop(NULL));
+    return ns;
+}
+
+static double fastest_chunk(trace_ctx *c, double (*chunk)(trace_ctx *, int), int traced) {
+    double best = chunk(c, traced);
+    for (int k = 1; k < TRACE_CHUNKS; k++) {
+        double ns = chunk(c, traced);
+        if (ns < best) best = ns;
+    }
+    return best;
+}
+
+static double traced_replay_rep(void *p) { return fastest_chunk(p, replay_chunk, 1); }
+static double untraced_replay_rep(void *p) { return fastest_chunk(p, replay_chunk, 0); }
+static double traced_eager_rep(void *p) { return fastest_chunk(p, eager_chunk, 1); }
+static double untraced_eager_rep(void *p) { return fastest_chunk(p, eager_chunk, 0); }
+
+/* A row whose figure is the per-rep difference traced - untraced (reps interleaved). */
+static void overhead_row(const char *name, bench_fn traced, bench_fn untraced, trace_ctx *c,
+                         const char *baseline, const char *note) {
+    bench_fn fns[2] = {traced, untraced};
+    bench_samples s[2];
+    bench_interleave(fns, 2, c, bench_cfg.reps, 1, s);
+    bench_samples diff = {.n = s[0].n};
+    for (int i = 0; i < s[0].n; i++) diff.v[i] = s[0].v[i] - s[1].v[i];
+    bench_row *r = bench_new_row(name, "ns/event", 0);
+    bench_row_from(r, &diff, &s[1]);
+    r->baseline_name = baseline;
+    r->target = 50;
+    bench_set_note(r, "%s", note);
+    bench_finish_row(r);
+}
+
+static void bench_trace(void) {
+    if (bench_selected("trace_replay_node_overhead")) {
+        trace_ctx c = {.n = 1000, .launches = bench_cfg.quick ? 5 : 20};
+        c.exec = bench_instantiate(BENCH_CHAIN, c.n);
+        overhead_row("trace_replay_node_overhead", traced_replay_rep, untraced_replay_rep, &c,
+                     "the same replays untraced (ns/node)",
+                     "replays of a 1000-node chain of empty kernels, back to back, with a "
+                     "trace recording every node, minus the same untraced; per node (each "
+                     "rep: the fastest of 8 chunks of 20 replays)");
+        BENCH_CHECK(mtiart_graph_exec_destroy(c.exec));
+    }
+    if (bench_selected("trace_eager_op_overhead")) {
+        trace_ctx c = {.batches = bench_cfg.quick ? 2 : 10};
+        overhead_row("trace_eager_op_overhead", traced_eager_rep, untraced_eager_rep, &c,
+                     "the same ops untraced (ns/op)",
+                     "empty 1-block kernels launched in batches of 1000, each batch "
+                     "synchronized, with a trace recording every op, minus the same "
+                     "untraced; per op (each rep: the fastest of 8 chunks of 10 batches)");
+    }
+}
+
 /* ------------------------------------------------------------------ nested child graphs */
 
 /* A chain of n = fanout^levels empty nodes built as child graphs: `levels` levels, each a
@@ -1361,6 +1446,7 @@ int main(int argc, char **argv) {
         bench_op_add_scalar();
         bench_roundtrips();
         bench_replay();
+        bench_trace();
         bench_nested();
         bench_capture();
         bench_capture_buffers();

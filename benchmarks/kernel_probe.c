@@ -5,8 +5,9 @@
  *
  *   kernel_probe add_scalar_f32_1
  *
- * This program defines mtiart_launch_kernel itself. The kernel library calls the exported
- * mtiart_launch_kernel through libmtiart's PLT, which binds to the executable's definition
+ * This program defines mtiart_launch_kernel (and mtiart_launch_kernel_described, which the
+ * kernel library calls) itself. The kernel library calls the exported function through
+ * libmtiart's PLT, which binds to the executable's definition
  * first, so the operation's launch arrives here and is recorded instead of enqueued. The
  * probe runs in its own process, which keeps the interposed symbol out of every measured
  * process. Output, one line:
@@ -32,9 +33,9 @@ static struct {
     unsigned char values[16][256];
 } probe;
 
-MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
-                                              uint32_t num_blocks, const mtiart_arg *args,
-                                              uint32_t num_args) {
+/* Records the launch when armed; 1 if it did. */
+static int record_launch(mtiart_kernel_fn kernel, uint32_t num_blocks, const mtiart_arg *args,
+                         uint32_t num_args) {
     if (probe.armed && !probe.seen && num_args <= 16) {
         probe.seen = 1;
         probe.fn = kernel;
@@ -45,13 +46,36 @@ MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kerne
             if (args[i].kind == MTIART_ARG_VALUE && args[i].size <= sizeof probe.values[i])
                 memcpy(probe.values[i], args[i].value, args[i].size);
         }
-        return MTIART_SUCCESS;
+        return 1;
     }
+    return 0;
+}
+
+MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
+                                              uint32_t num_blocks, const mtiart_arg *args,
+                                              uint32_t num_args) {
+    if (record_launch(kernel, num_blocks, args, num_args)) return MTIART_SUCCESS;
     typedef mtiart_status (*launch_fn)(mtiart_stream, mtiart_kernel_fn, uint32_t,
                                        const mtiart_arg *, uint32_t);
     static launch_fn real;
     if (!real) *(void **)&real = dlsym(RTLD_NEXT, "mtiart_launch_kernel");
     return real ? real(stream, kernel, num_blocks, args, num_args) : MTIART_ERROR_INTERNAL;
+}
+
+/* The kernel library launches through this one (it describes its tensors). */
+MTIART_API mtiart_status mtiart_launch_kernel_described(mtiart_stream stream,
+                                                        mtiart_kernel_fn kernel,
+                                                        uint32_t num_blocks, const mtiart_arg *args,
+                                                        uint32_t num_args, const char *label,
+                                                        const struct mtiart_tensor_desc *const *t) {
+    if (record_launch(kernel, num_blocks, args, num_args)) return MTIART_SUCCESS;
+    typedef mtiart_status (*launch_fn)(mtiart_stream, mtiart_kernel_fn, uint32_t,
+                                       const mtiart_arg *, uint32_t, const char *,
+                                       const struct mtiart_tensor_desc *const *);
+    static launch_fn real;
+    if (!real) *(void **)&real = dlsym(RTLD_NEXT, "mtiart_launch_kernel_described");
+    return real ? real(stream, kernel, num_blocks, args, num_args, label, t)
+                : MTIART_ERROR_INTERNAL;
 }
 
 int main(int argc, char **argv) {

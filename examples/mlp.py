@@ -1,6 +1,6 @@
 """The demo's model as a plain script: capture an MLP step once, replay it on new inputs.
 
-    python examples/mlp.py
+python examples/mlp.py
 """
 
 import numpy as np
@@ -29,7 +29,9 @@ with mtia.graph(g):
 for i in range(3):
     x = rng.standard_normal((16, 64)).astype(np.float32)
     static_x.copy_(x)  # new data into the captured input
-    g.replay()         # one launch runs all six ops
+    g.replay()  # one launch runs all six ops
     probs = static_out.numpy()
-    print(f"input {i}: predicted classes {probs.argmax(axis=1)[:8]} ..., rows sum to "
-          f"{probs.sum(axis=1).min():.6f}..{probs.sum(axis=1).max():.6f}")
+    print(
+        f"input {i}: predicted classes {probs.argmax(axis=1)[:8]} ..., rows sum to "
+        f"{probs.sum(axis=1).min():.6f}..{probs.sum(axis=1).max():.6f}"
+    )

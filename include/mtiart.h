@@ -280,6 +280,16 @@ MTIART_API void mtiart_kernel_set_error_message(const char *message);
 MTIART_API mtiart_status mtiart_kernel_load(const char *library_path, const char *symbol,
                                             mtiart_kernel_fn *kernel);
 
+struct mtiart_tensor_desc; /* the kernel library's tensor descriptor, below */
+
+/* mtiart_launch_kernel, telling graph dumps and traces what the launch is: `label` names it
+ * (NULL or "": the kernel's name or description) and tensors[i], when `tensors` is not
+ * NULL, describes buffer argument i (NULL entries: unknown; only dtype, ndim and shape are
+ * read). What it says is kept with the graph node when the stream is capturing. */
+MTIART_API mtiart_status mtiart_launch_kernel_described(
+    mtiart_stream stream, mtiart_kernel_fn kernel, uint32_t num_blocks, const mtiart_arg *args,
+    uint32_t num_args, const char *label, const struct mtiart_tensor_desc *const *tensors);
+
 /* A host function runs on a device worker, in stream order; return 0 on success. */
 typedef int32_t (*mtiart_host_fn)(void *user_data);
 
@@ -546,6 +556,52 @@ MTIART_API const char *mtiart_memory_stat_name(mtiart_memory_stat key);
  * device than the stream's is refused. */
 MTIART_API mtiart_status mtiart_free_async(void *ptr, mtiart_stream stream);
 
+/* Name the live allocation containing `ptr` (any address inside it): graph dumps, traces
+ * and memory snapshots show the name. NULL or "" removes it; freeing the allocation does
+ * too. */
+MTIART_API mtiart_status mtiart_memory_set_name(void *ptr, const char *name);
+
+/* The name of the live allocation containing `ptr` ("" if none) into `buffer` (NUL-terminated,
+ * truncated to `capacity`); *length gets its full length. */
+MTIART_API mtiart_status mtiart_memory_get_name(const void *ptr, char *buffer, size_t capacity,
+                                                size_t *length);
+
+/* Memory history: with `enabled`, every allocation made from now on keeps the call stack
+ * that made it (up to `max_frames` return addresses, 1..MTIART_MAX_HISTORY_FRAMES, read
+ * with mtiart_memory_get_block_frames until it is freed), and allocations and frees are
+ * logged (the latest `max_entries` of them; 0: all), the log starting empty. enabled 0
+ * stops recording; what was recorded stays readable. */
+#define MTIART_MAX_HISTORY_FRAMES 64
+MTIART_API mtiart_status mtiart_memory_record_history(int enabled, uint32_t max_frames,
+                                                      size_t max_entries);
+
+/* The allocating call stack of the live allocation containing `ptr` (innermost first: the
+ * first frame outside libmtiart, the caller of mtiart_malloc / mtiart_malloc_async or of
+ * the kernel-library operation that allocated, then its callers), as return addresses
+ * for backtrace_symbols() or dladdr(); *count gets their number (0: made while history was
+ * not recorded). Writes at most `capacity`. */
+MTIART_API mtiart_status mtiart_memory_get_block_frames(const void *ptr, void **frames,
+                                                        size_t capacity, size_t *count);
+
+typedef enum mtiart_memory_action {
+    MTIART_MEMORY_ALLOC = 0,
+    MTIART_MEMORY_FREE = 1 /* mtiart_free called (the memory is reused once streams are done) */
+} mtiart_memory_action;
+
+typedef struct mtiart_memory_event {
+    int32_t action; /* an mtiart_memory_action */
+    int32_t device;
+    uint64_t address;
+    uint64_t size;      /* requested bytes (0 for the free of an allocation made before) */
+    uint64_t stream_id; /* the allocating stream (0 for frees) */
+    uint64_t time_ns;   /* CLOCK_MONOTONIC */
+} mtiart_memory_event;
+
+/* The memory history's log, oldest first: writes at most `capacity` events and sets
+ * *count to the number logged (call with capacity 0 to size). */
+MTIART_API mtiart_status mtiart_memory_get_history(mtiart_memory_event *events, size_t capacity,
+                                                   size_t *count);
+
 /* ------------------------------------------------------------------------------------ */
 /* Stream capture                                                                       */
 /* ------------------------------------------------------------------------------------ */
@@ -667,6 +723,21 @@ MTIART_API mtiart_status mtiart_graph_get_node_dependency(mtiart_graph graph, si
  * (NUL-terminated, truncated to `capacity`); *length gets the full length without NUL. */
 MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
                                              size_t *length);
+
+typedef enum mtiart_dot_flags {
+    /* Nodes labelled by what they do ("add", "matmul 32x256 @ 256x512", a kernel's name or
+     * the label it was launched with), shaped and coloured by kind, bordered by the colour
+     * of the stream that captured them, in one cluster per stream; buffers by tensor dtype
+     * and shape where the launcher described them (else their size) and by name. */
+    MTIART_DOT_DEFAULT = 0,
+    MTIART_DOT_VERBOSE = 1 /* also buffer addresses and sizes, and kernels' block counts */
+} mtiart_dot_flags;
+
+/* mtiart_graph_to_dot with the detail `flags` (mtiart_dot_flags) asks for;
+ * mtiart_graph_to_dot is this with MTIART_DOT_VERBOSE. Unknown flags are refused. */
+MTIART_API mtiart_status mtiart_graph_to_dot_with_flags(mtiart_graph graph, uint32_t flags,
+                                                        char *buffer, size_t capacity,
+                                                        size_t *length);
 
 /* Build the executable form: a flat plan where chains run back to back and independent
  * branches spread over the device's workers. Child graphs are flattened into it, so they
@@ -1183,6 +1254,27 @@ typedef enum mtiart_schedule {
  * replay's only worker); an unknown schedule is MTIART_ERROR_INVALID_VALUE. */
 MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
                                                         mtiart_schedule schedule, uint64_t seed);
+
+/* ------------------------------------------------------------------------------------ */
+/* Timeline trace                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/* Start recording every stream operation the workers run and, inside graph replays, every
+ * node: what it is, its stream, the worker that ran it, its start and end, the bytes it
+ * touches, its graph and replay. One trace at a time (NOT_PERMITTED while one runs);
+ * recording costs a few tens of nanoseconds per operation, nothing measurable when off. */
+MTIART_API mtiart_status mtiart_trace_start(void);
+
+/* Write what the running trace recorded so far to `path` as Chrome trace-event JSON
+ * (chrome://tracing, https://ui.perfetto.dev): one process per device, one thread per
+ * worker, a slice per operation, flow arrows from event records to the waits they release
+ * and along a replay's edges between streams; work enqueued but not yet run is not in it.
+ * The file is written beside `path` and renamed: it is complete or absent. */
+MTIART_API mtiart_status mtiart_trace_flush(const char *path);
+
+/* Stop the trace, writing it to `path` first as mtiart_trace_flush does (NULL: discard
+ * it). What it recorded is released either way, also when writing fails. */
+MTIART_API mtiart_status mtiart_trace_stop(const char *path);
 
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }

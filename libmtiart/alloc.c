@@ -1157,6 +1157,28 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device) {
     return MTIART_SUCCESS;
 }
 
+mtiart_status mt_block_range_quiet(const void *ptr, uintptr_t *start, size_t *size) {
+    mt_allocator *a = mt_initialized ? allocator_of(ptr, NULL) : NULL;
+    if (!a) return MTIART_ERROR_INVALID_POINTER;
+    mt_spin_lock(&a->lock);
+    block *b = find_block(a, (uintptr_t)ptr, 1, false);
+    if (b) {
+        *start = blk_addr(b);
+        *size = b->requested;
+    }
+    mt_spin_unlock(&a->lock);
+    return b ? MTIART_SUCCESS : MTIART_ERROR_INVALID_POINTER;
+}
+
+mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size) {
+    mtiart_status st = mt_check_range(ptr, 1, NULL);
+    if (st) return st;
+    if (mt_block_range_quiet(ptr, start, size) != MTIART_SUCCESS) /* freed since the check */
+        return mt_set_error(MTIART_ERROR_INVALID_POINTER, "%p is not inside a live allocation",
+                            ptr);
+    return MTIART_SUCCESS;
+}
+
 /* "kernel argument 2", "destination": the buffer's name in an error message. */
 static const char *buffer_label(char *out, size_t cap, const mt_buffer *buf) {
     if (buf->arg >= 0) snprintf(out, cap, "%s %d", buf->name, (int)buf->arg);
@@ -1529,6 +1551,7 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     mt_pool *pool = mt_capture_pool_retain(s);
     mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
     if (pool) mt_pool_release(pool);
+    if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, s->dev->index, s->id);
     return st;
 }
 
@@ -1543,6 +1566,7 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
     mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
     if (pool) mt_pool_release(pool);
+    if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, dev->index, dev->default_stream->id);
     return st;
 }
 
@@ -1649,6 +1673,9 @@ static mtiart_status free_on(void *ptr, mt_stream *s) {
         return mt_set_error(MTIART_ERROR_INVALID_POINTER,
                             "%p points into device %d but the stream belongs to device %d", ptr,
                             device, s->dev->index);
+    /* Before the block is free (outside the spinlock): no allocation can reuse the address
+     * until it is, and a failing free names no allocation that has notes. */
+    mt_memory_freed(ptr);
     mt_spin_lock(&a->lock);
     block **slot = table_slot(a, (uintptr_t)ptr);
     if (!slot || (*slot)->state != BLK_ACTIVE) {

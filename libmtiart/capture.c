@@ -150,7 +150,7 @@ static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_da
     mt_dag *d = dag_of(c, s);
     mtiart_status st = mt_graph_append(c->graph, d, op, body, body_mem, mem_node, s->frontier,
                                        s->frontier_len, args, num_args, &index);
-    if (st == MTIART_SUCCESS) d->nodes[index].stream = s->id;
+    if (st == MTIART_SUCCESS) d->nodes[index].stream_id = s->id;
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     return st;
 }
@@ -665,7 +665,7 @@ mtiart_status mt_capture_mem_alloc(mt_stream *s, size_t size, void **ptr) {
     size_t index;
     st = mt_graph_append(c->graph, c->graph->dag, &op, NULL, NULL, SIZE_MAX, s->frontier,
                          s->frontier_len, NULL, 0, &index);
-    if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream = s->id;
+    if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream_id = s->id;
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     pthread_mutex_unlock(&c->lock);
     if (st == MTIART_SUCCESS) *ptr = address;
@@ -687,7 +687,7 @@ mtiart_status mt_capture_mem_free(mt_stream *s, const void *ptr) {
     } else {
         size_t index;
         st = mt_graph_append_mem_free(c->graph, alloc, s->frontier, s->frontier_len, &index);
-        if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream = s->id;
+        if (st == MTIART_SUCCESS) c->graph->dag->nodes[index].stream_id = s->id;
         if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     }
     pthread_mutex_unlock(&c->lock);

@@ -130,7 +130,7 @@ static bool reach_init(reach *r, const mt_dag *d) {
         for (int pass = 0; pass < 2 && c == NONE; pass++)
             for (uint32_t k = 0; k < node->num_deps && c == NONE; k++) {
                 uint32_t u = (uint32_t)node->deps[k];
-                if (tail[r->chain_of[u]] == u && (pass || d->nodes[u].stream == node->stream))
+                if (tail[r->chain_of[u]] == u && (pass || d->nodes[u].stream_id == node->stream_id))
                     c = r->chain_of[u];
             }
         if (c == NONE) {
@@ -371,7 +371,7 @@ static int by_pair(const void *x, const void *y) {
 static void describe_side(const mt_dag *d, uint32_t node, uint32_t mode, mtiart_race_node *out) {
     memset(out, 0, sizeof *out);
     out->node = node;
-    out->stream = d->nodes[node].stream;
+    out->stream = d->nodes[node].stream_id;
     out->access = mode == (MODE_READ | MODE_WRITE) ? MTIART_ARG_BUFFER_INOUT
                   : mode == MODE_WRITE             ? MTIART_ARG_BUFFER_OUT
                                                    : MTIART_ARG_BUFFER_IN;

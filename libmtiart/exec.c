@@ -92,6 +92,15 @@ struct mt_plan {
     atomic_int failed; /* the replay's first failure (node_failed) */
     int32_t failure_code;
     char failure[MT_FAILURE_MAX + 64]; /* "graph node N: " + the node's failure */
+    /* for traces: the dag node each position runs (the top-level plan holds `src_dag`,
+     * whose nodes' bodies hold those of flattened children and conditional bodies) and,
+     * per position, its predecessors captured by another stream (xpred[xpred_begin[p] ..
+     * xpred_begin[p + 1]]) */
+    mt_dag *src_dag;
+    const mt_node **src;
+    uint32_t *xpred_begin, *xpred;
+    mt_trace_node_rec trace; /* the running replay's, when `tracing` */
+    bool tracing;
 };
 
 /* Where a new op of an update goes. */
@@ -136,6 +145,7 @@ struct mt_exec {
     size_t num_mem_nodes;
     bool suspended;        /* the worker's: a replay waits for a record */
     mt_bindings *bindings; /* instantiated from a loaded graph with inputs or outputs */
+    atomic_uint_least64_t trace_session; /* the last trace that holds it (mt_trace_hold) */
     mt_spinlock update_lock;
     atomic_int has_updates;
     update *updates, *updates_tail;
@@ -203,6 +213,10 @@ static void plan_free(mt_plan *x) {
     free(x->queue);
     free(x->stamps);
     free(x->deferred);
+    free(x->src);
+    free(x->xpred_begin);
+    free(x->xpred);
+    if (x->src_dag) mt_dag_unref(x->src_dag);
     free(x);
 }
 
@@ -346,6 +360,8 @@ static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, const xnod
     node_failed(x, n, rc, failure);
 }
 
+static void trace_body(const mt_plan *x, mt_plan *body);
+
 /* Anything but a single-block kernel. false: a wait node whose record has not completed
  * (the task is deferred from here). Out of line: the loop over single-block kernels stays
  * small. */
@@ -362,14 +378,23 @@ static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint3
         x->deferred[atomic_fetch_add(&x->num_deferred, 1)] = (deferral){task, pos, false};
         return false;
     case MT_OP_EVENT_RECORD: x->record(op->u.event.event, x->slots[n->slot]); return true;
-    case MT_OP_CONDITIONAL: rc = run_conditional(op, failure, sizeof failure); break;
+    case MT_OP_CONDITIONAL:
+        if (MT_UNLIKELY(x->tracing)) {
+            trace_body(x, op->u.cond.body);
+            rc = run_conditional(op, failure, sizeof failure);
+            op->u.cond.body->tracing = false;
+        } else {
+            rc = run_conditional(op, failure, sizeof failure);
+        }
+        break;
     default: rc = mt_op_run(x->dev, op, n->argv, failure, sizeof failure); break;
     }
     if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
     return true;
 }
 
-static void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, bool release) {
+static inline __attribute__((always_inline)) void
+run_nodes_plain(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, bool release) {
     for (uint32_t p = begin; p < end; p++) {
         xnode *n = &x->nodes[p];
         if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
@@ -381,6 +406,65 @@ static void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, b
         if (release)
             for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
     }
+}
+
+/* run_nodes_plain, recording each node in the trace. The clock is read once per node: a
+ * node ends when the next one starts. */
+static __attribute__((noinline)) void run_nodes_traced(mt_plan *x, uint32_t task, uint32_t begin,
+                                                       uint32_t end, bool release) {
+    mt_trace_node_rec rec = x->trace;
+    uint64_t start = mt_trace_clock();
+    for (uint32_t p = begin; p < end; p++) {
+        xnode *n = &x->nodes[p];
+        rec.node = x->src[p];
+        rec.pos = p;
+        rec.type = n->op->type;
+        if (n->slot != NONE) {
+            rec.event = n->op->u.event.event;
+            rec.generation = x->slots[n->slot];
+        }
+        bool recorded = rec.type == MT_OP_EVENT_RECORD;
+        /* a record is in the trace before anyone can see it complete */
+        if (recorded) {
+            uint64_t now = mt_trace_clock();
+            mt_trace_node(&rec, start, now);
+            start = now;
+        }
+        if (n->fn) {
+            int32_t rc = n->fn(n->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+        } else if (!run_other(x, task, p)) {
+            return;
+        }
+        uint64_t now = mt_trace_clock();
+        if (!recorded) mt_trace_node(&rec, start, now);
+        start = now;
+        if (release)
+            for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+    }
+}
+
+/* Run positions [begin, end) of a task (`release`: the tasks they release). The test of
+ * `tracing` is made once per call, outside the loop, which is inlined into each caller
+ * and specialised for it (a chain's loop has no releases to look at). */
+static inline void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end,
+                             bool release) {
+    if (MT_UNLIKELY(x->tracing)) run_nodes_traced(x, task, begin, end, release);
+    else run_nodes_plain(x, task, begin, end, release);
+}
+
+/* A conditional body runs in the trace of the replay that runs it. */
+static void trace_body(const mt_plan *x, mt_plan *body) {
+    body->trace = x->trace;
+    body->trace.plan = body;
+    body->tracing = true;
+}
+
+uint32_t mt_plan_cross_stream_preds(const void *plan, uint32_t pos, const uint32_t **preds) {
+    const mt_plan *x = plan;
+    if (!x->xpred_begin) return 0;
+    *preds = &x->xpred[x->xpred_begin[pos]];
+    return x->xpred_begin[pos + 1] - x->xpred_begin[pos];
 }
 
 /* Run a queue entry: a task from its start, or a deferred one from its wait node. */
@@ -588,12 +672,33 @@ static __attribute__((noinline)) int32_t run_general(mt_exec *x, mt_plan *p, uin
     return plan_result(p, failure, cap);
 }
 
+/* A replay recorded in the trace: its plan (and the bodies it runs) trace their nodes. */
+static __attribute__((noinline)) int32_t run_traced(mt_exec *x, mt_plan *p, mt_op *op,
+                                                    mt_event **park, uint64_t *park_generation,
+                                                    char *failure, size_t cap) {
+    p->tracing = mt_trace_hold(x, &x->trace_session);
+    mt_spin_lock(&x->order->lock); /* a launch on another stream may be changing it */
+    uint64_t stream_id = x->order->last_stream_id;
+    mt_spin_unlock(&x->order->lock);
+    p->trace = (mt_trace_node_rec){.plan = p,
+                                   .exec = x,
+                                   .stream_id = stream_id,
+                                   .replay = op->u.graph.generation,
+                                   .device = x->dev->index};
+    int32_t rc = run_general(x, p, op->u.graph.generation, op->u.graph.checks, park,
+                             park_generation, failure, cap);
+    p->tracing = false;
+    return rc;
+}
+
 int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
                     char *failure, size_t cap) {
     mt_exec *x = op->u.graph.exec;
     mt_plan *p = x->plan;
     p->slots = launch_slots(op);
     p->record = record;
+    if (MT_UNLIKELY(mt_trace_on()))
+        return run_traced(x, p, op, park, park_generation, failure, cap);
     if (MT_LIKELY(p->num_tasks <= 1 && !p->num_waits && !x->suspended &&
                   !atomic_load_explicit(&x->has_updates, memory_order_relaxed))) {
         /* The common case, a chain: one loop on this worker. */
@@ -878,6 +983,36 @@ static mtiart_status flat_build(flat *f, const mt_dag *d) {
 
 static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body);
 
+/* The edges of the plan between nodes that different streams captured (what a trace draws
+ * as arrows): per position, the positions of such predecessors. Nothing when there are
+ * none. */
+static bool cross_stream_preds(mt_plan *x, const flat *f, const uint32_t *position) {
+    uint32_t n = f->n, total = 0;
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++)
+            total += f->nodes[f->nodes[v].deps[d]].node->stream_id != f->nodes[v].node->stream_id;
+    if (!total) return true;
+    x->xpred_begin = calloc(n + 1, sizeof *x->xpred_begin);
+    x->xpred = malloc(total * sizeof *x->xpred);
+    if (!x->xpred_begin || !x->xpred) return false;
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++)
+            x->xpred_begin[position[v] + 1] +=
+                f->nodes[f->nodes[v].deps[d]].node->stream_id != f->nodes[v].node->stream_id;
+    for (uint32_t p = 0; p < n; p++) x->xpred_begin[p + 1] += x->xpred_begin[p];
+    uint32_t *fill = calloc(n ? n : 1, sizeof *fill);
+    if (!fill) return false;
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)f->nodes[v].deps[d];
+            if (f->nodes[u].node->stream_id == f->nodes[v].node->stream_id) continue;
+            uint32_t p = position[v];
+            x->xpred[x->xpred_begin[p] + fill[p]++] = position[u];
+        }
+    free(fill);
+    return true;
+}
+
 static mtiart_status build_plan(mt_plan *x, const flat *f) {
     uint32_t n = f->n;
     uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
@@ -971,10 +1106,12 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
     x->stamps = calloc(queue_cap ? queue_cap : 1, sizeof *x->stamps);
     x->deferred = malloc((x->num_waits ? x->num_waits : 1) * sizeof *x->deferred);
     if (!x->argv_store || !x->queue || !x->stamps || !x->deferred) goto oom;
+    if (!(x->src = malloc((n ? n : 1) * sizeof *x->src))) goto oom;
     size_t argv_used = 0;
     uint32_t slots = 0;
     for (uint32_t p = 0; p < n; p++) {
         const flat_node *fn = &f->nodes[order[p]];
+        x->src[p] = fn->node;
         mt_op *op = &x->ops[p];
         /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
         st = mt_op_clone(op, &fn->node->op);
@@ -998,6 +1135,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
             x->num_patchable += op->u.cond.body->num_patchable;
         }
     }
+    if (!cross_stream_preds(x, f, position)) goto oom;
     goto done;
 oom:
     st = mt_oom();
@@ -1139,6 +1277,8 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
         exec_free(x);
         return st;
     }
+    mt_dag_ref(g->dag); /* what the plan's positions point at, whatever updates do */
+    x->plan->src_dag = g->dag;
     if (g->pool) {
         mt_pool_retain(g->pool);
         x->pool = g->pool;

@@ -11,11 +11,35 @@ mt_dag *mt_dag_new(void) {
     return d;
 }
 
+_Thread_local const mt_launch_note *mt_current_launch;
+
+static void free_buffer_meta(mt_buffer_meta *meta, uint32_t count) {
+    if (!meta) return;
+    for (uint32_t b = 0; b < count; b++) free(meta[b].name);
+    free(meta);
+}
+
 static void node_release(mt_node *n) {
     mt_op_release(&n->op);
+    free_buffer_meta(n->buffer_meta, n->num_buffers);
     free(n->buffers);
     free(n->deps);
     if (n->body) mt_dag_unref(n->body);
+}
+
+/* A copy of `from`'s metadata into `to` (whose buffers are copied already). */
+static bool copy_node_meta(mt_node *to, const mt_node *from) {
+    to->stream_id = from->stream_id;
+    if (!from->buffer_meta) return true;
+    if (!(to->buffer_meta = calloc(from->num_buffers, sizeof *to->buffer_meta))) return false;
+    for (uint32_t b = 0; b < from->num_buffers; b++) {
+        to->buffer_meta[b] = from->buffer_meta[b];
+        to->buffer_meta[b].name = NULL;
+        if (from->buffer_meta[b].name &&
+            !(to->buffer_meta[b].name = strdup(from->buffer_meta[b].name)))
+            return false;
+    }
+    return true;
 }
 
 void mt_dag_unref(mt_dag *d) {
@@ -48,8 +72,8 @@ mt_dag *mt_dag_clone(const mt_dag *d) {
         if (from->num_deps) memcpy(to->deps, from->deps, from->num_deps * sizeof *to->deps);
         to->num_buffers = from->num_buffers;
         to->num_deps = from->num_deps;
-        to->stream = from->stream;
         if ((to->body = from->body)) mt_dag_ref(to->body);
+        if (!copy_node_meta(to, from)) goto oom;
     }
     c->num_edges = d->num_edges;
     c->depth = d->depth;
@@ -112,12 +136,51 @@ static mtiart_buffer_use *node_buffers(const mt_buffer *bufs, uint32_t n) {
     return out;
 }
 
-/* Append a node to `d` with the op's buffers listed (`bufs`): the op and body are moved in
- * (the dag owns the op's blob and references and the body reference) or released on
- * failure. A body nested deeper than MT_MAX_NESTING is refused. */
+/* What the node's buffers hold: the launcher's tensor descriptions (a kernel launched with
+ * mtiart_launch_kernel_described on this thread) and the names of their allocations. NULL
+ * when nothing is known. */
+static mt_buffer_meta *buffer_meta_of(const mt_op *op, const mtiart_arg *args, uint32_t num_args,
+                                      const mtiart_buffer_use *buffers, uint32_t num_buffers,
+                                      bool *oom) {
+    const mt_launch_note *note = op->type == MT_OP_KERNEL ? mt_current_launch : NULL;
+    bool named = atomic_load_explicit(&mt_memory_notes, memory_order_relaxed) != 0;
+    if (!num_buffers || (!named && !(note && note->tensors))) return NULL;
+    mt_buffer_meta *meta = calloc(num_buffers, sizeof *meta);
+    if (!meta) {
+        *oom = true;
+        return NULL;
+    }
+    bool any = false;
+    for (uint32_t b = 0; b < num_buffers; b++) {
+        meta[b].dtype = -1;
+        if (named && (meta[b].name = mt_memory_name_of((void *)(uintptr_t)buffers[b].address)))
+            any = true;
+    }
+    /* Buffer b of a kernel node is its b-th buffer argument. */
+    for (uint32_t i = 0, b = 0; note && note->tensors && i < num_args && b < num_buffers; i++) {
+        if (args[i].kind == MTIART_ARG_VALUE) continue;
+        const mtiart_tensor_desc *t = i < note->num_tensors ? note->tensors[i] : NULL;
+        if (t && t->ndim >= 0 && t->ndim <= MTIART_MAX_DIMS) {
+            meta[b].dtype = t->dtype;
+            meta[b].ndim = t->ndim;
+            memcpy(meta[b].shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+            any = true;
+        }
+        b++;
+    }
+    if (!any) {
+        free_buffer_meta(meta, num_buffers);
+        return NULL;
+    }
+    return meta;
+}
+
+/* Append a node to `d` with the op's buffers listed (`bufs`, from `args` for a kernel): the
+ * op and body are moved in (the dag owns the op's blob and references and the body
+ * reference) or released on failure. A body nested deeper than MT_MAX_NESTING is refused. */
 static mtiart_status dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps,
-                                size_t num_deps, const mt_buffer *bufs, uint32_t num_buffers,
-                                size_t *index) {
+                                size_t num_deps, const mtiart_arg *args, uint32_t num_args,
+                                const mt_buffer *bufs, uint32_t num_buffers, size_t *index) {
     mtiart_status st = MTIART_SUCCESS;
     if (body && body->placeholders) {
         st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
@@ -158,6 +221,14 @@ static mtiart_status dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t
         if (!seen) n->deps[n->num_deps++] = deps[i];
     }
     n->num_buffers = num_buffers;
+    bool oom = false;
+    n->buffer_meta = buffer_meta_of(op, args, num_args, n->buffers, n->num_buffers, &oom);
+    if (oom) {
+        free_buffer_meta(n->buffer_meta, n->num_buffers);
+        free(n->buffers);
+        free(n->deps);
+        goto oom;
+    }
     n->op = *op; /* the dag now owns the op's blob and references, and the body */
     n->body = body;
     if (body && body->depth + 1 > d->depth) d->depth = body->depth + 1;
@@ -193,14 +264,14 @@ mtiart_status mt_graph_append(mt_graph *g, mt_dag *d, mt_op *op, mt_dag *body,
         if (body) mt_dag_unref(body);
         return st;
     }
-    return dag_append(d, op, body, deps, num_deps, bufs, n, index);
+    return dag_append(d, op, body, deps, num_deps, args, num_args, bufs, n, index);
 }
 
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
                             const mtiart_arg *args, uint32_t num_args, size_t *index) {
     mt_buffer bufs[MT_MAX_ARGS];
     uint32_t n = mt_op_buffers(op, args, num_args, bufs);
-    return dag_append(d, op, body, deps, num_deps, bufs, n, index);
+    return dag_append(d, op, body, deps, num_deps, args, num_args, bufs, n, index);
 }
 
 bool mt_dag_has_mem_nodes(const mt_dag *d) {
@@ -444,6 +515,7 @@ mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32
     if (st) return st;
     mt_buffer bufs[MT_MAX_ARGS];
     uint32_t num_buffers = mt_op_buffers(&op, args, num_args, bufs);
+    op.u.kernel.label = n->op.u.kernel.label; /* the same launch, with other arguments */
     mtiart_buffer_use *buffers = NULL;
     if ((num_buffers && dev &&
          (st = mt_check_buffers(dev, bufs, num_buffers, "graph", record, index))) ||
@@ -451,6 +523,9 @@ mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32
         mt_op_release(&op);
         return st ? st : mt_oom();
     }
+    /* The arguments changed: what was known of the old ones no longer holds. */
+    free_buffer_meta(n->buffer_meta, n->num_buffers);
+    n->buffer_meta = NULL;
     n->num_buffers = num_buffers;
     free(n->buffers);
     n->buffers = buffers;
@@ -726,37 +801,111 @@ static void emit(text_out *t, const char *fmt, ...) {
     if (n > 0) t->len += (size_t)n;
 }
 
+void mt_node_describe(const mt_node *n, char *out, size_t cap) {
+    if (n->op.type != MT_OP_KERNEL) mt_node_name(n, out, cap);
+    else if (n->op.u.kernel.label) snprintf(out, cap, "%s", n->op.u.kernel.label);
+    else mt_kernel_describe(n->op.fn.kernel, mt_op_blob((mt_op *)&n->op), out, cap);
+}
+
+/* Characters of `s` that DOT's quoted strings need escaped, escaped. */
+static void emit_quoted(text_out *t, const char *s) {
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') emit(t, "\\%c", *s);
+        else if (*s == '\n') emit(t, "\\n");
+        else if ((unsigned char)*s >= 0x20) emit(t, "%c", *s);
+    }
+}
+
+/* Shape and fill of each mtiart_node_kind. */
+static const struct {
+    const char *shape, *fill;
+} kind_style[] = {
+    [MTIART_NODE_KERNEL] = {"box", "lightblue"},
+    [MTIART_NODE_MEMCPY] = {"cds", "lightyellow"},
+    [MTIART_NODE_FILL] = {"folder", "lightgrey"},
+    [MTIART_NODE_HOST] = {"hexagon", "palegreen"},
+    [MTIART_NODE_EVENT_RECORD] = {"invhouse", "pink"},
+    [MTIART_NODE_EVENT_WAIT] = {"house", "pink"},
+    [MTIART_NODE_EMPTY] = {"ellipse", "white"},
+    [MTIART_NODE_CHILD_GRAPH] = {"box3d", "lavender"},
+    [MTIART_NODE_CONDITIONAL] = {"diamond", "orange"},
+    [MTIART_NODE_MEM_ALLOC] = {"cylinder", "khaki"},
+    [MTIART_NODE_MEM_FREE] = {"cylinder", "thistle"},
+};
+
+/* The streams that captured a graph's top-level nodes, in order of first appearance: the
+ * k-th gets the k-th border colour, so that the streams of one picture differ. */
+typedef struct stream_list {
+    uint64_t *ids;
+    size_t n;
+} stream_list;
+
+static bool list_streams(const mt_dag *d, stream_list *out) {
+    out->n = 0;
+    if (!(out->ids = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *out->ids))) return false;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        uint64_t id = d->nodes[i].stream_id;
+        bool seen = id == 0;
+        for (size_t k = 0; k < out->n && !seen; k++) seen = out->ids[k] == id;
+        if (!seen) out->ids[out->n++] = id;
+    }
+    return true;
+}
+
+static const char *stream_color(const stream_list *streams, uint64_t stream_id) {
+    static const char *palette[] = {"red",    "darkgreen", "blue",     "darkorange",
+                                    "purple", "brown",     "deeppink", "teal"};
+    for (size_t k = 0; stream_id && k < streams->n; k++)
+        if (streams->ids[k] == stream_id) return palette[k % 8];
+    return stream_id ? "gray40" : "black"; /* a stream of bodies only; nodes added by hand */
+}
+
+static void emit_buffer(text_out *t, const mt_node *n, uint32_t b, unsigned flags) {
+    static const char *access[] = {"", "R", "W", "RW"};
+    const mtiart_buffer_use *u = &n->buffers[b];
+    const mt_buffer_meta *m = n->buffer_meta ? &n->buffer_meta[b] : NULL;
+    emit(t, "\\n%s", access[u->access & 3]);
+    if (m && m->dtype >= 0) {
+        static const char *dtypes[] = {"float32", "float64", "int32", "int64", "bool"};
+        emit(t, " %s[", (uint32_t)m->dtype < 5 ? dtypes[m->dtype] : "?");
+        for (int32_t d = 0; d < m->ndim; d++)
+            emit(t, "%s%lld", d ? ", " : "", (long long)m->shape[d]);
+        emit(t, "]");
+    } else if (!(flags & MTIART_DOT_VERBOSE)) {
+        emit(t, " %llu bytes", (unsigned long long)u->bytes);
+    }
+    if (m && m->name) {
+        emit(t, " \\\"");
+        emit_quoted(t, m->name);
+        emit(t, "\\\"");
+    }
+    if (flags & MTIART_DOT_VERBOSE)
+        emit(t, " 0x%llx +%llu", (unsigned long long)u->address, (unsigned long long)u->bytes);
+}
+
 /* The nodes and edges of `d`, named `<prefix><index>` (n3, and n3_0 for node 0 of the body
  * of node 3); a body becomes a cluster next to its node, which points at its roots. */
-static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth) {
-    static const char *access[] = {"", "R", "W", "RW"};
-    static const char *colors[] = {"lightblue", "lightyellow", "lightgrey", "palegreen",
-                                   "white",     "white",       "white",     "lavender",
-                                   "orange",    "pink",        "pink"};
+static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth, unsigned flags,
+                     const stream_list *streams) {
     int indent = 2 * (depth + 1);
     for (size_t i = 0; i < d->num_nodes; i++) {
         const mt_node *n = &d->nodes[i];
-        char name[96];
-        mt_node_name(n, name, sizeof name);
-        emit(t, "%*s%s%zu [fillcolor=%s, label=\"#%zu %s", indent, "", prefix, i,
-             colors[node_kind(n)], i, name);
-        if (n->op.type == MT_OP_KERNEL) emit(t, "\\nblocks=%u", n->op.num_blocks);
-        if (n->op.type == MT_OP_MEM_ALLOC || n->op.type == MT_OP_MEM_FREE) {
-            size_t bytes;
-            void *address = mt_graph_alloc_address(n->op.u.mem.alloc, &bytes);
-            emit(t, "\\n%p +%zu", address, bytes);
-        }
-        for (uint32_t b = 0; b < n->num_buffers; b++)
-            emit(t, "\\n%s 0x%llx +%llu", access[n->buffers[b].access & 3],
-                 (unsigned long long)n->buffers[b].address,
-                 (unsigned long long)n->buffers[b].bytes);
+        char name[160];
+        mt_node_describe(n, name, sizeof name);
+        mtiart_node_kind kind = node_kind(n);
+        emit(t, "%*s%s%zu [shape=%s, fillcolor=%s, color=%s, label=\"#%zu ", indent, "", prefix, i,
+             kind_style[kind].shape, kind_style[kind].fill, stream_color(streams, n->stream_id), i);
+        emit_quoted(t, name);
+        if (n->op.type == MT_OP_KERNEL && (flags & MTIART_DOT_VERBOSE))
+            emit(t, "\\nblocks=%u", n->op.num_blocks);
+        for (uint32_t b = 0; b < n->num_buffers; b++) emit_buffer(t, n, b, flags);
         emit(t, "\"];\n");
         if (!n->body) continue;
         char inner[192];
         snprintf(inner, sizeof inner, "%s%zu_", prefix, i);
         emit(t, "%*ssubgraph cluster_%s%zu {\n%*slabel=\"body of #%zu\";\n", indent, "", prefix, i,
              indent + 2, "", i);
-        emit_dag(t, n->body, inner, depth + 1);
+        emit_dag(t, n->body, inner, depth + 1, flags, streams);
         emit(t, "%*s}\n", indent, "");
         for (size_t k = 0; k < n->body->num_nodes; k++)
             if (n->body->nodes[k].num_deps == 0)
@@ -767,22 +916,49 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
             emit(t, "%*s%s%zu -> %s%zu;\n", indent, "", prefix, d->nodes[i].deps[k], prefix, i);
 }
 
-MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
-                                             size_t *length) {
+/* One cluster per capturing stream, holding the top-level nodes it captured. */
+static void emit_stream_clusters(text_out *t, const mt_dag *d, const stream_list *streams) {
+    for (size_t s = 0; s < streams->n; s++) {
+        uint64_t id = streams->ids[s];
+        emit(t,
+             "  subgraph cluster_stream_%llu {\n    label=\"stream %llu\";\n"
+             "    style=dashed;\n    color=%s;\n    ",
+             (unsigned long long)id, (unsigned long long)id, stream_color(streams, id));
+        for (size_t k = 0; k < d->num_nodes; k++)
+            if (d->nodes[k].stream_id == id) emit(t, "n%zu; ", k);
+        emit(t, "\n  }\n");
+    }
+}
+
+MTIART_API mtiart_status mtiart_graph_to_dot_with_flags(mtiart_graph graph, uint32_t flags,
+                                                        char *buffer, size_t capacity,
+                                                        size_t *length) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     if (capacity && !buffer) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+    if (flags & ~(uint32_t)MTIART_DOT_VERBOSE)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown DOT flags 0x%x", flags);
     text_out t = {buffer, capacity, 0};
     mtiart_pool_id pool = g->pool ? mt_pool_id_of(g->pool) : (mtiart_pool_id){0, 0};
     emit(&t,
          "digraph mtiart_graph {\n  label=\"%zu nodes, %zu edges, device %d, pool (%llu, %llu)\";\n"
-         "  node [shape=box, style=filled, fontname=monospace];\n",
+         "  node [style=filled, fontname=monospace, penwidth=2];\n",
          g->dag->num_nodes, g->dag->num_edges, g->dev->index, (unsigned long long)pool.first,
          (unsigned long long)pool.second);
-    emit_dag(&t, g->dag, "n", 0);
+    stream_list streams;
+    if (!list_streams(g->dag, &streams)) return mt_oom();
+    emit_dag(&t, g->dag, "n", 0, flags, &streams);
+    emit_stream_clusters(&t, g->dag, &streams);
+    free(streams.ids);
     emit(&t, "}\n");
     if (capacity) buffer[t.len < capacity ? t.len : capacity - 1] = '\0';
     if (length) *length = t.len;
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, size_t capacity,
+                                             size_t *length) {
+    MT_API_ENTRY();
+    return mtiart_graph_to_dot_with_flags(graph, MTIART_DOT_VERBOSE, buffer, capacity, length);
 }

@@ -223,6 +223,7 @@ typedef struct mt_op {
             uint32_t blob_size;
             /* under valgrind only: its buffers' table at the blob's end (mt_op_buffers) */
             uint16_t vg_buffers, vg_table; /* count; offset in 8-byte units */
+            const char *label;             /* the launcher's name for it (interned), or NULL */
         } kernel;
         struct {
             void *user_data;
@@ -332,6 +333,9 @@ void mt_describe_failure(mtiart_kernel_fn fn, int32_t code, const char *message,
 /* A kernel's name for messages and dumps (a name the program gave it, the built-in's, then
  * the dynamic symbol); NUL-terminated. */
 void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap);
+/* A copy of `label` that lives as long as the process, the same pointer for equal texts
+ * (launch labels are few: the names of the functions programs launch); NULL on OOM. */
+const char *mt_intern_label(const char *label);
 /* One launch of `fn` with the packed arguments `blob` as a short text: a built-in kernel
  * describes its operation ("matmul 32x256 @ 256x512", "softmax dim=-1"), any other kernel
  * gives its name. NUL-terminated. */
@@ -592,6 +596,10 @@ mtiart_status mt_check_range(const void *ptr, size_t bytes, int *device);
  * allocations there for node `node` (see mt_graph_mem). */
 mtiart_status mt_check_buffers(mt_device *dev, const mt_buffer *bufs, uint32_t n, const char *owner,
                                mt_graph_mem *record, size_t node);
+/* The live allocation containing ptr: its start and requested size (the quiet form sets
+ * no message). */
+mtiart_status mt_block_range(const void *ptr, uintptr_t *start, size_t *size);
+mtiart_status mt_block_range_quiet(const void *ptr, uintptr_t *start, size_t *size);
 /* The device whose memory contains ptr, without setting an error message. */
 mtiart_status mt_pointer_device_quiet(const void *ptr, int *device);
 /*
@@ -676,6 +684,33 @@ void mt_alloc_vg_poll(mt_device *dev);
 void mt_alloc_vg_enter(mt_device *dev, const mt_buffer *bufs, uint32_t n);
 void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n);
 
+/* ---------------------------------------------------------------- memory notes (history.c)
+ * Names the program gave device allocations (mtiart_memory_set_name), kept by the
+ * allocation's start address until it is freed. */
+
+/* Non-zero while some allocation has a note or history is recorded: the allocator then
+ * tells history.c of frees. */
+extern atomic_int mt_memory_notes;
+/* The stack depth memory history keeps (0: not recording): the allocator then tells
+ * history.c of allocations. */
+extern atomic_int mt_memory_history;
+/* The allocator freed the allocation starting at `ptr`. */
+void mt_memory_note_free(const void *ptr);
+static inline void mt_memory_freed(const void *ptr) {
+    if (MT_UNLIKELY(atomic_load_explicit(&mt_memory_notes, memory_order_relaxed)))
+        mt_memory_note_free(ptr);
+}
+/* A public allocation function made `ptr` (its caller's stack is the allocation's). */
+void mt_memory_note_alloc(const void *ptr, size_t size, int device, uint64_t stream_id)
+    __attribute__((noinline));
+static inline void mt_memory_allocated(const void *ptr, size_t size, int device,
+                                       uint64_t stream_id) {
+    if (MT_UNLIKELY(atomic_load_explicit(&mt_memory_history, memory_order_relaxed)) && ptr)
+        mt_memory_note_alloc(ptr, size, device, stream_id);
+}
+/* A copy of the name of the allocation containing `ptr` (malloc'ed), or NULL. */
+char *mt_memory_name_of(const void *ptr);
+
 /* ---------------------------------------------------------------- capture (capture.c) */
 
 /* Room for who made a call (describe_caller) and for why a capture was invalidated. */
@@ -745,15 +780,38 @@ mtiart_status mt_capture_child(mt_stream *s, mt_dag *body, const mt_graph_mem *m
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
+/* What a node's buffer holds, as far as the launcher knew it: the tensor's dtype and shape
+ * (dtype -1: unknown) and the name the program gave the allocation (NULL: none). */
+typedef struct mt_buffer_meta {
+    int32_t dtype;
+    int32_t ndim;
+    int64_t shape[MTIART_MAX_DIMS];
+    char *name;
+} mt_buffer_meta;
+
 typedef struct mt_node {
     mt_op op;
     mtiart_buffer_use *buffers;
     uint32_t num_buffers;
     uint32_t num_deps;
     size_t *deps;
-    mt_dag *body;    /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
-    uint64_t stream; /* id of the stream that captured the node (0: added by hand) */
+    mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    /* Metadata for dumps, traces and checks (never needed to run the node): the id of the
+     * stream that captured it (0: added by hand) and one mt_buffer_meta per buffer (NULL:
+     * none known). A kernel's label is its op's (op.u.kernel.label). */
+    uint64_t stream_id;
+    mt_buffer_meta *buffer_meta;
 } mt_node;
+
+/* What a launcher knows about the buffers of the kernel launch it is making on this
+ * thread (mtiart_launch_kernel_described): set for the duration of the launch, read by
+ * mt_dag_append when the launch is captured. tensors[i] describes argument i (NULL:
+ * unknown). */
+typedef struct mt_launch_note {
+    const struct mtiart_tensor_desc *const *tensors;
+    uint32_t num_tensors;
+} mt_launch_note;
+extern _Thread_local const mt_launch_note *mt_current_launch;
 
 /* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
  * conditional node holds a reference instead of a copy, and a change to a dag someone else
@@ -824,6 +882,9 @@ mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32
                                       mt_device *dev, mt_graph_mem *record, size_t index);
 /* A node's name for messages and dumps: the kernel's name, "memcpy HtoD", ... */
 void mt_node_name(const mt_node *n, char *out, size_t cap);
+/* How dumps and traces name a node: its label, else its op's description ("add",
+ * "matmul 32x256 @ 256x512", "memcpy HtoD", "child graph (3 nodes)"). */
+void mt_node_describe(const mt_node *n, char *out, size_t cap);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
  * an event: such nodes cannot run inside a conditional body. */
 mtiart_status mt_check_conditional_body(const mt_dag *body);
@@ -925,5 +986,46 @@ bool mt_pool_segment_of(const mt_pool *pool, const void *ptr, size_t bytes, uint
  * wait), and the pool order and place of its executable. */
 bool mt_exec_starting(const mt_exec *x);
 mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq);
+/* The positions of the plan `plan` (an mt_plan) whose nodes, captured by another stream,
+ * position `pos` depends on; returns how many (for the trace's arrows). */
+uint32_t mt_plan_cross_stream_preds(const void *plan, uint32_t pos, const uint32_t **preds);
+
+/* ---------------------------------------------------------------- timeline trace (trace.c) */
+
+extern atomic_int mt_tracing;
+/* Whether a trace is recording: the one test the hot paths make (relaxed, predictable). */
+static inline bool mt_trace_on(void) {
+    return atomic_load_explicit(&mt_tracing, memory_order_relaxed) != 0;
+}
+/* The trace's clock: the time-stamp counter where it ticks at a constant rate on every
+ * core (x86-64; a third of the cost of clock_gettime), converted to nanoseconds when the
+ * trace is written; mt_now_ns elsewhere. */
+static inline uint64_t mt_trace_clock(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return mt_now_ns();
+#endif
+}
+/* A worker ran `op` of stream `stream_id` from `start` (mt_trace_clock) until now (call
+ * before the op is released). */
+void mt_trace_op(int device, uint64_t stream_id, const mt_op *op, uint64_t start);
+/* What a traced replay's node records share; the replay fills it once, the node loop the
+ * per-node fields. */
+typedef struct mt_trace_node_rec {
+    const mt_node *node; /* the dag node the position runs */
+    const void *plan;
+    const mt_exec *exec;
+    const mt_event *event; /* record and wait nodes */
+    uint64_t stream_id;    /* the launching stream (nodes added by hand have none of their own) */
+    uint64_t replay, generation;
+    uint32_t type, pos;
+    int device;
+} mt_trace_node_rec;
+void mt_trace_node(const mt_trace_node_rec *rec, uint64_t start, uint64_t end);
+/* Keep executable x alive until the running trace is stopped (its records point into it);
+ * `held_session` is x's note of the trace holding it. false: it could not be held, and
+ * its nodes must not be recorded. */
+bool mt_trace_hold(mt_exec *x, atomic_uint_least64_t *held_session);
 
 #endif /* MTIART_INTERNAL_H */

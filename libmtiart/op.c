@@ -73,6 +73,7 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     op->u.kernel.blob_size = (uint32_t)total;
     op->u.kernel.vg_buffers = (uint16_t)vg_buffers;
     op->u.kernel.vg_table = (uint16_t)(vg_table >> 3);
+    op->u.kernel.label = NULL;
     if (total > MT_OP_INLINE_BYTES) {
         blob = malloc(total);
         MT_CHECK_ALLOC(blob);
@@ -539,6 +540,44 @@ void mt_kernel_name(mtiart_kernel_fn fn, char *out, size_t cap) {
     if (dladdr(cast.p, &info) && info.dli_sname && info.dli_saddr == cast.p)
         snprintf(out, cap, "%s", info.dli_sname);
     else snprintf(out, cap, "kernel@%p", cast.p);
+}
+
+/* Interned launch labels: a hash set of strings never freed (reachable from `labels`). */
+static pthread_mutex_t labels_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **labels;
+static size_t num_labels, cap_labels;
+
+static size_t label_hash(const char *s, size_t cap) {
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return (size_t)h & (cap - 1);
+}
+
+const char *mt_intern_label(const char *label) {
+    pthread_mutex_lock(&labels_lock);
+    if (2 * (num_labels + 1) > cap_labels) {
+        size_t cap = cap_labels ? cap_labels * 2 : 64;
+        char **grown = calloc(cap, sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&labels_lock);
+            return NULL;
+        }
+        for (size_t i = 0; i < cap_labels; i++) {
+            if (!labels[i]) continue;
+            size_t k = label_hash(labels[i], cap);
+            while (grown[k]) k = (k + 1) & (cap - 1);
+            grown[k] = labels[i];
+        }
+        free(labels);
+        labels = grown;
+        cap_labels = cap;
+    }
+    size_t k = label_hash(label, cap_labels);
+    while (labels[k] && strcmp(labels[k], label) != 0) k = (k + 1) & (cap_labels - 1);
+    if (!labels[k] && (labels[k] = strdup(label))) num_labels++;
+    const char *interned = labels[k];
+    pthread_mutex_unlock(&labels_lock);
+    return interned;
 }
 
 void mt_kernel_describe(mtiart_kernel_fn fn, const uint8_t *blob, char *out, size_t cap) {

@@ -308,6 +308,20 @@ static bool run_op(mt_stream *s, mt_op *op) {
     }
 }
 
+/* run_op, recorded in the trace. Out of line: the drain loop keeps one test of mt_trace_on. */
+static __attribute__((noinline)) bool run_op_traced(mt_stream *s, mt_op *op) {
+    uint64_t start = mt_trace_clock();
+    if (op->type == MT_OP_EVENT_RECORD) {
+        /* In the trace before anyone can see it complete: a host that waited for it and
+         * then stops the trace finds it there. */
+        mt_trace_op(s->dev->index, s->id, op, start);
+        return run_op(s, op);
+    }
+    if (!run_op(s, op)) return false; /* parked: recorded when it runs again */
+    mt_trace_op(s->dev->index, s->id, op, start);
+    return true;
+}
+
 static void mark_completed(mt_stream *s, uint64_t consumed) {
     atomic_store_explicit(&s->completed, consumed, memory_order_release);
     /* seq_cst store then load: pairs with a host waiter's increment then re-check. */
@@ -371,7 +385,12 @@ void mt_stream_run(mt_stream *s) {
             free(old);
         }
         mt_op *op = &s->head_chunk->ops[s->head_pos];
-        if (!run_op(s, op)) return; /* parked on an event; the waker owns it now */
+        /* false: parked on an event; the waker owns it now */
+        if (MT_UNLIKELY(mt_trace_on())) {
+            if (!run_op_traced(s, op)) return;
+        } else if (!run_op(s, op)) {
+            return;
+        }
         release_queued(op);
         VG_FORGET_OP(op);
         s->head_pos++;
@@ -542,15 +561,37 @@ MTIART_API mtiart_status mtiart_device_synchronize_timeout(int device, uint64_t 
     return device_synchronize(device, timeout_ns);
 }
 
-MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
-                                              uint32_t num_blocks, const mtiart_arg *args,
-                                              uint32_t num_args) {
-    MT_API_ENTRY();
+/* A launch; `label` (interned, or NULL) names it in traces. */
+static inline mtiart_status launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
+                                          uint32_t num_blocks, const mtiart_arg *args,
+                                          uint32_t num_args, const char *label) {
     LOOKUP_STREAM(s, stream);
     mt_op op;
     mtiart_status st = mt_op_pack_kernel(&op, kernel, num_blocks, args, num_args);
     if (MT_UNLIKELY(st)) return st;
+    if (label) op.u.kernel.label = label;
     return mt_stream_submit(s, &op, args, num_args);
+}
+
+MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
+                                              uint32_t num_blocks, const mtiart_arg *args,
+                                              uint32_t num_args) {
+    MT_API_ENTRY();
+    return launch_kernel(stream, kernel, num_blocks, args, num_args, NULL);
+}
+
+MTIART_API mtiart_status mtiart_launch_kernel_described(
+    mtiart_stream stream, mtiart_kernel_fn kernel, uint32_t num_blocks, const mtiart_arg *args,
+    uint32_t num_args, const char *label, const struct mtiart_tensor_desc *const *tensors) {
+    MT_API_ENTRY();
+    const char *interned = NULL;
+    if (label && label[0] && !(interned = mt_intern_label(label))) return mt_oom();
+    mt_launch_note note = {tensors, tensors ? num_args : 0};
+    const mt_launch_note *outer = mt_current_launch;
+    mt_current_launch = &note;
+    mtiart_status st = launch_kernel(stream, kernel, num_blocks, args, num_args, interned);
+    mt_current_launch = outer;
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_host_fn fn,

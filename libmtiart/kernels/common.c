@@ -205,13 +205,24 @@ int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel,
     kl->meta[s].numel = numel;
     kl->meta[s].esize = esize;
     kl->meta[s].alias_ok = alias_ok;
+    kl->meta[s].tensor = NULL;
     kl->nargs++;
     return (int)s;
 }
 
+int mt_kl_tensor(mt_klaunch *kl, const char *name, const mtiart_tensor_desc *t, uint64_t numel,
+                 uint32_t esize, mtiart_arg_kind kind, int alias_ok) {
+    int s = mt_kl_buf(kl, name, t->data, numel, esize, kind, alias_ok);
+    if (s >= 0 && !kl->meta[s].tensor) kl->meta[s].tensor = t;
+    return s;
+}
+
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
                            uint32_t num_blocks) {
-    return mtiart_launch_kernel(stream, fn, num_blocks ? num_blocks : 1, kl->args, kl->nargs);
+    const mtiart_tensor_desc *tensors[1 + MT_K_MAX_BUFS] = {NULL};
+    for (uint32_t s = 0; s + 1 < kl->nargs; s++) tensors[1 + s] = kl->meta[s].tensor;
+    return mtiart_launch_kernel_described(stream, fn, num_blocks ? num_blocks : 1, kl->args,
+                                          kl->nargs, NULL, tensors);
 }
 
 /* ---- ISA level -------------------------------------------------------------------------- */

@@ -793,10 +793,10 @@ MTIART_API mtiart_status mtiart_op_binary(mtiart_stream stream, mtiart_binary_op
     mt_klaunch kl;
     if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
     else mt_kl_init(&kl, &p, bc_size(&p));
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
-                       MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int sb = sa < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_tensor(&kl, "out", out, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                          MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int sb = sa < 0 ? -1 : mt_kl_tensor(&kl, "b", b, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)so;
     p.h.slot[1] = (uint8_t)sa;
@@ -842,9 +842,9 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
-                       MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_tensor(&kl, "out", out, (uint64_t)no, (uint32_t)bin_out_size(op, a->dtype),
+                          MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     /* The kernel reads operand slots 1 and 2; the parameter operand's slot is unused. */
@@ -882,8 +882,8 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     uint32_t es = k_esize[a->dtype];
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_tensor(&kl, "out", out, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
@@ -924,11 +924,11 @@ MTIART_API mtiart_status mtiart_op_where(mtiart_stream stream, const mtiart_tens
     mt_klaunch kl;
     if (flat) mt_kl_init(&kl, &p.h, sizeof p.h);
     else mt_kl_init(&kl, &p, bc_size(&p));
-    int s0 = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int s0 = mt_kl_tensor(&kl, "out", out, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
     int s1 =
-        s0 < 0 ? -1 : mt_kl_buf(&kl, "cond", cond->data, (uint64_t)nc, 1, MTIART_ARG_BUFFER_IN, 1);
-    int s2 = s1 < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
-    int s3 = s2 < 0 ? -1 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
+        s0 < 0 ? -1 : mt_kl_tensor(&kl, "cond", cond, (uint64_t)nc, 1, MTIART_ARG_BUFFER_IN, 1);
+    int s2 = s1 < 0 ? -1 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int s3 = s2 < 0 ? -1 : mt_kl_tensor(&kl, "b", b, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 1);
     if (s3 < 0) return MTIART_ERROR_INVALID_VALUE;
     p.h.slot[0] = (uint8_t)s0;
     p.h.slot[1] = (uint8_t)s1;
@@ -960,11 +960,11 @@ MTIART_API mtiart_status mtiart_op_cast(mtiart_stream stream, const mtiart_tenso
     p.dtype2 = (uint8_t)out->dtype;
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                       MTIART_ARG_BUFFER_OUT, 1);
+    int so =
+        mt_kl_tensor(&kl, "out", out, (uint64_t)no, k_esize[out->dtype], MTIART_ARG_BUFFER_OUT, 1);
     int sa = so < 0 ? -1
-                    : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, k_esize[a->dtype],
-                                MTIART_ARG_BUFFER_IN, 1);
+                    : mt_kl_tensor(&kl, "a", a, (uint64_t)na, k_esize[a->dtype],
+                                   MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     p.slot[1] = (uint8_t)sa;
@@ -999,8 +999,8 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
     }
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                       MTIART_ARG_BUFFER_OUT, 0);
+    int so =
+        mt_kl_tensor(&kl, "out", out, (uint64_t)no, k_esize[out->dtype], MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot[0] = (uint8_t)so;
     uint32_t blocks;
@@ -1029,8 +1029,8 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
         p.flags |= EWF_INTEGRAL;
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, k_esize[out->dtype],
-                       MTIART_ARG_BUFFER_OUT, 0);
+    int so =
+        mt_kl_tensor(&kl, "out", out, (uint64_t)no, k_esize[out->dtype], MTIART_ARG_BUFFER_OUT, 0);
     if (so < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot = (uint8_t)so;
     uint32_t blocks;

@@ -47,6 +47,7 @@ typedef struct mt_klaunch {
         uint64_t numel;
         uint32_t esize;
         int alias_ok;
+        const mtiart_tensor_desc *tensor; /* what dumps show of the buffer (NULL: scratch) */
     } meta[MT_K_MAX_BUFS];
 } mt_klaunch;
 
@@ -59,8 +60,13 @@ void mt_kl_init(mt_klaunch *kl, const void *params, uint32_t size);
  * rejected: blocks run concurrently, so partial overlaps would race. */
 int mt_kl_buf(mt_klaunch *kl, const char *name, const void *ptr, uint64_t numel, uint32_t esize,
               mtiart_arg_kind kind, int alias_ok);
+/* mt_kl_buf for the data of tensor `t`, which graph dumps and traces then describe by its
+ * dtype and shape (t must outlive the launch). */
+int mt_kl_tensor(mt_klaunch *kl, const char *name, const mtiart_tensor_desc *t, uint64_t numel,
+                 uint32_t esize, mtiart_arg_kind kind, int alias_ok);
 
-/* Enqueue the kernel (a built-in of the registry below: its name is the registry's). */
+/* Enqueue the kernel (a built-in of the registry below: its name is the registry's), with
+ * the tensors of its buffers described (mtiart_launch_kernel_described). */
 mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_fn fn,
                            uint32_t num_blocks);
 

@@ -587,13 +587,13 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
     /* C is written while A and B are still being read by other tiles: no aliasing. */
-    int sc = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
+    int sc = mt_kl_tensor(&kl, "out", out, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 0);
     int sa = sc < 0 || na == 0
                  ? sc
-                 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
     int sb = sa < 0 || nb == 0
                  ? sa
-                 : mt_kl_buf(&kl, "b", b->data, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
+                 : mt_kl_tensor(&kl, "b", b, (uint64_t)nb, es, MTIART_ARG_BUFFER_IN, 0);
     if (sb < 0) return MTIART_ERROR_INVALID_VALUE;
     /* With k == 0 there is nothing to read; the kernel only zeroes C and never touches the
      * slots of A and B, which then alias C's slot. */

@@ -547,8 +547,8 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     mt_klaunch kl;
     /* out must not overlap a (checked here once for both modes). */
     mt_kl_init(&kl, &p, sizeof p);
-    if (mt_kl_buf(&kl, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
-        (na > 0 && mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
+    if (mt_kl_tensor(&kl, "out", out, nout, os, MTIART_ARG_BUFFER_OUT, 0) < 0 ||
+        (na > 0 && mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0) < 0))
         return MTIART_ERROR_INVALID_VALUE;
 
     void *scratch = NULL;
@@ -568,7 +568,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     /* Split mode (na > 0 here since blocks > 1): partials, then a single-block combine. */
     p.parts = (uint16_t)parts;
     mt_kl_init(&kl, &p, sizeof p);
-    p.slot_in = (uint8_t)mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
+    p.slot_in = (uint8_t)mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 0);
     p.slot_part = (uint8_t)mt_kl_buf(&kl, "scratch", scratch, parts * nout, sizeof(rd_acc),
                                      MTIART_ARG_BUFFER_OUT, 0);
     p.slot_out = RD_NO_SLOT;
@@ -579,7 +579,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
         mt_kl_init(&kc, &pc, sizeof pc);
         pc.slot_part = (uint8_t)mt_kl_buf(&kc, "scratch", scratch, parts * nout, sizeof(rd_acc),
                                           MTIART_ARG_BUFFER_IN, 0);
-        pc.slot_out = (uint8_t)mt_kl_buf(&kc, "out", out->data, nout, os, MTIART_ARG_BUFFER_OUT, 0);
+        pc.slot_out = (uint8_t)mt_kl_tensor(&kc, "out", out, nout, os, MTIART_ARG_BUFFER_OUT, 0);
         pc.slot_in = RD_NO_SLOT;
         st = mt_kl_launch(&kc, stream, k_reduce_combine, 1);
     }
@@ -615,8 +615,8 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     uint32_t es = k_esize[a->dtype];
     mt_klaunch kl;
     mt_kl_init(&kl, &p, sizeof p);
-    int so = mt_kl_buf(&kl, "out", out->data, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
-    int sa = so < 0 ? -1 : mt_kl_buf(&kl, "a", a->data, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
+    int so = mt_kl_tensor(&kl, "out", out, (uint64_t)no, es, MTIART_ARG_BUFFER_OUT, 1);
+    int sa = so < 0 ? -1 : mt_kl_tensor(&kl, "a", a, (uint64_t)na, es, MTIART_ARG_BUFFER_IN, 1);
     if (sa < 0) return MTIART_ERROR_INVALID_VALUE;
     p.slot_out = (uint8_t)so;
     p.slot_in = (uint8_t)sa;

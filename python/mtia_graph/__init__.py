@@ -13,7 +13,7 @@ The package's modules form layers: each module imports only modules listed befor
     callbacks   the registry of Python callables the runtime calls back
     device      devices and each thread's current device
     streams     Stream, Event, each thread's current stream of every device
-    memory      allocator statistics, snapshots, out-of-memory observers
+    memory      allocator statistics, snapshots, memory history, out-of-memory observers
     dtypes      dtype, the five dtypes, type promotion
     _shapes     size arguments, broadcasting, dimensions
     _storage    device allocations, copies between host and device
@@ -23,6 +23,7 @@ The package's modules form layers: each module imports only modules listed befor
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
     debug       debugging graphs: compare_schedules (replays in several orders)
+    profiler    timeline traces of the workers' operations (trace) and their picture (view)
 
 Programs built on the package import it as its users do, and no module imports them::
 
@@ -103,6 +104,7 @@ from .memory import (
     memory_reserved,
     memory_snapshot,
     memory_stats,
+    record_memory_history,
     reset_accumulated_memory_stats,
     reset_peak_memory_stats,
     snapshot,
@@ -166,6 +168,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "snapshot",
     "memory_snapshot",
     "mem_get_info",
+    "record_memory_history",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
     # graphs

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import memory
 from ._C import (
     WAIT_SLICE_NS,
     CaptureError,
@@ -56,6 +57,8 @@ class _Storage:
         self.ptr = _gc(out[0], _free)
         self.nbytes = nbytes
         self.device = device
+        if memory._recording:
+            memory._note_python_alloc(int(ffi.cast("uintptr_t", out[0])))
 
 
 def _copy_and_wait(

@@ -24,6 +24,9 @@ import contextlib
 import gc
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, SupportsIndex
@@ -54,7 +57,7 @@ from .checks import (
 )
 from .device import device as _device_context
 from .dtypes import bool_, int32
-from .memory import empty_cache
+from .memory import _label_pool, empty_cache
 from .streams import (
     Stream,
     current_stream,
@@ -117,6 +120,23 @@ def _schedule_mode(schedule: str | None) -> int:
     if not isinstance(schedule, str) or schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be None or one of {sorted(_SCHEDULES)}, got {schedule!r}")
     return _SCHEDULES[schedule]
+
+
+def _render_dot(text: str, fmt: str) -> bytes:
+    """DOT text rendered by Graphviz's ``dot`` program as ``fmt`` ("svg", "png")."""
+    program = shutil.which("dot")
+    if program is None:
+        raise RuntimeError(
+            f"debug_dump: rendering .{fmt} needs Graphviz's 'dot' program, which is not on "
+            "PATH (install Graphviz, e.g. apt-get install graphviz, or dump to a .dot file)"
+        )
+    done = subprocess.run(
+        [program, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False
+    )
+    if done.returncode != 0 or not done.stdout:
+        detail = done.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"debug_dump: Graphviz failed to render .{fmt}: {detail}")
+    return done.stdout
 
 
 def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn:
@@ -315,6 +335,7 @@ class MTIAGraph:
         self._pool = info.pool
         self._check_races = races_mode
         self._check_inputs = check_input_liveness
+        _label_pool(info.pool, f"MTIAGraph at {hex(id(self))}")
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -569,24 +590,55 @@ class MTIAGraph:
         ends."""
         self._debug = True
 
-    def debug_dump(self, debug_path: str) -> None:
-        """Write the captured graph as Graphviz DOT to ``debug_path`` (needs
-        ``keep_graph=True`` or :meth:`enable_debug_mode` before the capture ended)."""
-        with open(debug_path, "w", encoding="utf-8") as f:
-            f.write(self.dot())
+    def debug_dump(self, debug_path: str | os.PathLike[str], verbose: bool = False) -> None:
+        """Write a picture of the captured graph to ``debug_path`` (needs ``keep_graph=True``
+        or :meth:`enable_debug_mode` before the capture ended).
 
-    def dot(self) -> str:
-        """The captured graph as Graphviz DOT text (see :meth:`debug_dump`)."""
+        The format follows the file's extension: ``.svg`` and ``.png`` are rendered with
+        Graphviz's ``dot`` program (a :class:`RuntimeError` says so when it is missing),
+        anything else gets the Graphviz DOT text. Nodes are labelled by what they do,
+        shaped by kind and grouped by the stream that captured them; buffers are shown by
+        dtype, shape and :attr:`Tensor.name`. ``verbose=True`` adds their addresses and
+        sizes and the kernels' block counts.
+
+        The file appears complete or not at all: it is written to a temporary file beside
+        it and renamed, so a failure leaves no partial or empty file behind.
+        """
+        text = self.dot(verbose=verbose)
+        target = os.fspath(debug_path)
+        fmt = os.path.splitext(target)[1].lower().lstrip(".")
+        data = _render_dot(text, fmt) if fmt in ("svg", "png") else text.encode()
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "wb") as f:  # a device or pipe (/dev/null): nothing to rename
+                f.write(data)
+            return
+        directory = os.path.dirname(os.path.abspath(target))
+        mode = os.stat(target).st_mode & 0o777 if os.path.exists(target) else 0o644
+        fd, tmp = tempfile.mkstemp(prefix=".debug_dump.", dir=directory)
+        try:
+            os.fchmod(fd, mode)  # mkstemp's 0600 would stick to the renamed file
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def dot(self, verbose: bool = False) -> str:
+        """The captured graph as Graphviz DOT text (needs ``keep_graph=True`` or
+        :meth:`enable_debug_mode`); see :meth:`debug_dump` for what it shows."""
         graph = self._template("MTIAGraph.dot")
+        flags = lib.MTIART_DOT_VERBOSE if verbose else lib.MTIART_DOT_DEFAULT
         length = ffi.new("size_t *")
-        status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
+        status = lib.mtiart_graph_to_dot_with_flags(graph, flags, ffi.NULL, 0, length)
         if status == 0:
             buf = ffi.new("char[]", length[0] + 1)
-            status = lib.mtiart_graph_to_dot(graph, buf, length[0] + 1, length)
+            status = lib.mtiart_graph_to_dot_with_flags(graph, flags, buf, length[0] + 1, length)
         if status:
             _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
         text: bytes = ffi.string(buf)
-        return text.decode()
+        return text.decode(errors="replace")
 
     def raw_graph(self) -> int:
         """The captured graph's ``mtiart_graph`` handle as an integer, for C code

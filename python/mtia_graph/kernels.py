@@ -120,6 +120,7 @@ class _ArgBuilder:
 
     def __init__(self) -> None:
         self.entries: list[tuple[int, Any, int, int]] = []  # kind, value cdata, size, extent
+        self.descs: list[Any] = []  # per entry: the tensor's mtiart_tensor_desc *, or NULL
         self.keep: list[Any] = []
 
     def value(self, data: bytes) -> None:
@@ -130,6 +131,7 @@ class _ArgBuilder:
         buf = ffi.new("char[]", data)
         self.keep.append(buf)
         self.entries.append((_VALUE, buf, len(data), 0))
+        self.descs.append(ffi.NULL)
 
     def tensor(self, t: Tensor, kind: int) -> None:
         if t._numel == 0:
@@ -139,6 +141,7 @@ class _ArgBuilder:
             self.value(bytes(ffi.sizeof("void *")))
             return
         self.entries.append((kind, t._data, 0, t.nbytes))
+        self.descs.append(t._get_desc())
 
     def build(self) -> Any:
         arr = ffi.new("mtiart_arg[]", max(1, len(self.entries)))
@@ -150,6 +153,17 @@ class _ArgBuilder:
             a.extent = extent
         self.keep.append(arr)
         return arr
+
+    def launch(self, stream: Any, fn: Any, blocks: int, label: str) -> int:
+        """Launch ``fn`` with these arguments, telling graph dumps and traces ``label`` and
+        the dtype and shape of each tensor argument; returns the status."""
+        descs = ffi.new("mtiart_tensor_desc *[]", self.descs or [ffi.NULL])
+        c_args = self.build()
+        return int(
+            lib.mtiart_launch_kernel_described(
+                stream, fn, blocks, c_args, len(self.entries), label.encode(), descs
+            )
+        )
 
 
 def _check_blocks(blocks: Any) -> int:
@@ -212,11 +226,7 @@ class Kernel:
                 b.tensor(a, next(kinds))
             else:
                 b.value(_value_bytes(a))
-        c_args = b.build()
-        check(
-            lib.mtiart_launch_kernel(handle, self._fn, blocks, c_args, len(b.entries)),
-            f"launch kernel {self.name!r}",
-        )
+        check(b.launch(handle, self._fn, blocks, self.name), f"launch kernel {self.name!r}")
 
     def __repr__(self) -> str:
         return f"<mtia_graph.Kernel {self.name!r} from {self.path!r}>"
@@ -328,6 +338,9 @@ class PythonKernel:
         self.__wrapped__ = fn
         self._access = None if access is None else tuple(access)
         self.name = getattr(fn, "__qualname__", None) or repr(fn)
+        module = getattr(fn, "__module__", None)
+        # what graph dumps and traces call its launches: the function's qualified name
+        self._label = f"{module}.{self.name}" if module else self.name
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, access: AccessSpec = None, stream: Stream | None = None) -> None:
@@ -367,10 +380,9 @@ class PythonKernel:
                 b.tensor(a, kind)  # a buffer arg, so the runtime tracks the memory
             else:
                 layout.append(a)
-        c_args = b.build()
         entry = _PyKernelLaunch(self.__wrapped__, token, self.name, layout)
         cid = register_callback(handle, entry)
-        status = lib.mtiart_launch_kernel(handle, lib._mtia_py_kernel, 1, c_args, len(b.entries))
+        status = b.launch(handle, lib._mtia_py_kernel, 1, self._label)
         if status < 0:
             unregister_callback(entry, cid)
             raise_status(status, f"launch kernel {self.name!r}")

@@ -1,14 +1,24 @@
-"""Device memory: caching-allocator statistics, snapshots, OOM observers, empty_cache.
+"""Device memory: caching-allocator statistics, snapshots, memory history, OOM observers,
+empty_cache.
 
 Names and keys follow ``torch.cuda`` / ``torch.mtia``: :func:`memory_stats` is a flat dict
 (``"allocated_bytes.all.current"``, ...) plus the ``"dram"`` sub-dict that torch.mtia's
-``memory_allocated()`` reads.
+``memory_allocated()`` reads. With :func:`record_memory_history` on, every allocation keeps
+the Python stack (and, with ``stacks="all"``, the C return addresses) that made it, and
+:func:`memory_snapshot` returns segments, blocks with their frames and the log of
+allocations and frees in the structure of ``torch.cuda.memory._snapshot()``:
+:func:`_dump_snapshot` pickles it for PyTorch's memory_viz page
+(https://pytorch.org/memory_viz).
 """
 
 from __future__ import annotations
 
+import bisect
+import os
+import pickle
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +27,9 @@ from ._C import check, ffi, lib
 from .device import _device_index, _DeviceLike, current_device, device_count
 
 __all__ = [
+    "_dump_snapshot",
+    "_record_memory_history",
+    "_snapshot",
     "attach_out_of_memory_observer",
     "detach_out_of_memory_observer",
     "empty_cache",
@@ -27,6 +40,7 @@ __all__ = [
     "memory_reserved",
     "memory_snapshot",
     "memory_stats",
+    "record_memory_history",
     "reset_accumulated_memory_stats",
     "reset_peak_memory_stats",
     "snapshot",
@@ -152,6 +166,146 @@ _BLOCK_STATES = {
 }
 
 
+# ---------------------------------------------------------------------------------------
+# Memory history. libmtiart logs allocations and frees and keeps each allocation's C stack;
+# this module adds the Python stack of the allocations made through _Storage (the tensors'
+# memory), by address and time: a record belongs to the allocation at its address that the
+# runtime logged last before it.
+# ---------------------------------------------------------------------------------------
+
+Frame = dict[str, Any]  # {"filename", "line", "name"}, as torch's snapshots have them
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_history_lock = threading.Lock()
+_recording = False  # read by _storage at every allocation
+_c_stacks = False
+_max_entries = 0
+# address -> [(monotonic ns, frames)] of the Python allocations there, oldest first
+_py_allocs: dict[int, list[tuple[int, list[Frame]]]] = {}
+_py_count = 0
+# pool id -> what owns it ("MTIAGraph at 0x7f..."), for the snapshot's segments
+_pool_labels: dict[tuple[int, int], str] = {}
+
+
+def record_memory_history(
+    enabled: str | bool | None = "all", stacks: str = "python", max_entries: int = 0
+) -> None:
+    """Record, for every allocation from now on, the stack that made it, and log
+    allocations and frees (``torch.mtia.record_memory_history``).
+
+    Args:
+        enabled: ``"all"`` (or ``True``, ``"state"``) to record; ``None`` (or ``False``)
+            stops recording (what was recorded stays in :func:`snapshot`).
+        stacks: ``"python"``: Python frames; ``"all"``: also the C return addresses.
+        max_entries: keep the latest ``max_entries`` allocations and frees in the log
+            (0: all of them).
+    """
+    _record_memory_history(enabled, stacks=stacks, max_entries=max_entries)
+
+
+def _record_memory_history(
+    enabled: str | bool | None = "all",
+    context: str | None = "all",
+    stacks: str = "python",
+    max_entries: int = 0,
+    device: _DeviceLike = None,
+) -> None:
+    """:func:`record_memory_history` with the arguments of
+    ``torch.cuda.memory._record_memory_history``: ``context`` (``"all"``, ``"alloc"``,
+    ``"state"``, ``None``) is accepted, as allocations always keep their stack, and so is
+    ``device``: history covers every device."""
+    global _recording, _c_stacks, _max_entries, _py_count
+    if enabled not in ("all", "state", True, None, False):
+        raise ValueError(f"enabled must be 'all', 'state' or None, got {enabled!r}")
+    if context not in ("all", "alloc", "state", None):
+        raise ValueError(f"context must be 'all', 'alloc', 'state' or None, got {context!r}")
+    if stacks not in ("python", "all"):
+        raise ValueError(f"stacks must be 'python' or 'all', got {stacks!r}")
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+        raise ValueError(f"max_entries must be an int >= 0, got {max_entries!r}")
+    if device is not None:
+        _device_index(device)  # validated
+    on = enabled not in (None, False)
+    with _history_lock:
+        frames = 16 if stacks == "all" else 1
+        check(
+            lib.mtiart_memory_record_history(1 if on else 0, frames, max_entries),
+            "record_memory_history",
+        )
+        if on:
+            _py_allocs.clear()
+            _py_count = 0
+        _recording, _c_stacks, _max_entries = on, stacks == "all", max_entries
+
+
+def _python_frames() -> list[Frame]:
+    """The calling Python stack, innermost first, without this package's own frames."""
+    frames: list[Frame] = []
+    f = sys._getframe(1)
+    while f is not None:
+        filename = f.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            frames.append({"filename": filename, "line": f.f_lineno, "name": f.f_code.co_name})
+        f = f.f_back  # type: ignore[assignment]
+    return frames
+
+
+def _note_python_alloc(address: int) -> None:
+    """_storage made an allocation at ``address`` while history is recorded."""
+    global _py_count
+    record = (time.monotonic_ns(), _python_frames())
+    with _history_lock:
+        _py_allocs.setdefault(address, []).append(record)
+        _py_count += 1
+        if _max_entries and _py_count > 2 * _max_entries:
+            # as the runtime's log forgets its oldest, so do these: keep each address's latest
+            for key in list(_py_allocs):
+                _py_allocs[key] = _py_allocs[key][-1:]
+            _py_count = len(_py_allocs)
+
+
+def _label_pool(pool: tuple[int, int], owner: str) -> None:
+    """The memory pool ``pool`` belongs to ``owner`` (a graph), as snapshots say."""
+    with _history_lock:
+        _pool_labels[pool] = owner
+
+
+def _history_log() -> list[Any]:
+    count = ffi.new("size_t *")
+    while True:
+        check(lib.mtiart_memory_get_history(ffi.NULL, 0, count), "memory_snapshot")
+        cap = int(count[0]) + 64
+        events = ffi.new("mtiart_memory_event[]", cap)
+        check(lib.mtiart_memory_get_history(events, cap, count), "memory_snapshot")
+        if int(count[0]) <= cap:
+            return [events[i] for i in range(int(count[0]))]
+
+
+def _python_frames_at(address: int, since_ns: int, until_ns: int | None) -> list[Frame]:
+    """The frames of the Python allocation at ``address`` made in [since, until), if any."""
+    records = _py_allocs.get(address)
+    if not records:
+        return []
+    i = bisect.bisect_left(records, since_ns, key=lambda r: r[0])
+    if i < len(records) and (until_ns is None or records[i][0] < until_ns):
+        return list(records[i][1])
+    return []
+
+
+def _c_frames(ptr: int) -> list[Frame] | None:
+    """The C return addresses that made the live allocation at ``ptr``; None when it was
+    made while history was not recorded."""
+    count = ffi.new("size_t *")
+    frames = ffi.new("void *[]", 64)
+    status = lib.mtiart_memory_get_block_frames(ffi.cast("void *", ptr), frames, 64, count)
+    if status or count[0] == 0:
+        return None
+    return [
+        {"filename": "??", "line": 0, "name": hex(int(ffi.cast("uintptr_t", frames[i])))}
+        for i in range(min(int(count[0]), 64))
+    ]
+
+
 def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     count = ffi.new("size_t *")
     # The block list can grow between sizing and filling (other threads allocate).
@@ -204,38 +358,105 @@ def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     return segments
 
 
+def _add_history(segments: list[dict[str, Any]], log: list[Any], with_frames: bool = True) -> None:
+    """Graph pools' labels and (``with_frames``) frames for the active blocks: the Python
+    allocation at the block's address made after the runtime's latest allocation there,
+    and the C stack (stacks="all")."""
+    latest: dict[int, int] = {}
+    for e in log:
+        if e.action == lib.MTIART_MEMORY_ALLOC:
+            latest[int(e.address)] = int(e.time_ns)
+    for seg in segments:
+        pool = seg["segment_pool_id"]
+        if pool in _pool_labels:
+            seg["pool_label"] = _pool_labels[pool]
+        for block in seg["blocks"]:
+            if not with_frames or block["state"] == "inactive":
+                continue
+            address = block["address"]
+            c_frames = _c_frames(address)
+            if c_frames is None:  # allocated while not recording
+                continue
+            frames = _python_frames_at(address, latest.get(address, 0), None)
+            block["frames"] = frames + c_frames if _c_stacks else frames
+
+
+def _device_traces(log: list[Any]) -> list[list[dict[str, Any]]]:
+    """The log of allocations and frees per device, torch's ``device_traces`` entries."""
+    traces: list[list[dict[str, Any]]] = [[] for _ in range(device_count())]
+    next_alloc: dict[int, int | None] = {}
+    allocs = [i for i, e in enumerate(log) if e.action == lib.MTIART_MEMORY_ALLOC]
+    until: dict[int, int | None] = {}
+    for i in reversed(allocs):
+        address = int(log[i].address)
+        until[i] = next_alloc.get(address)
+        next_alloc[address] = int(log[i].time_ns)
+    for i, e in enumerate(log):
+        address = int(e.address)
+        alloc = e.action == lib.MTIART_MEMORY_ALLOC
+        entry = {
+            "action": "alloc" if alloc else "free_requested",
+            "addr": address,
+            "size": int(e.size),
+            "stream": int(e.stream_id),
+            "time_us": int(e.time_ns) // 1000,
+            "frames": _python_frames_at(address, int(e.time_ns), until[i]) if alloc else [],
+        }
+        if 0 <= e.device < len(traces):
+            traces[e.device].append(entry)
+    return traces
+
+
 def memory_snapshot(
     mempool_id: tuple[int, int] | None = None, include_traces: bool = True
 ) -> list[dict[str, Any]]:
     """The allocator's segments on every device, as ``torch.cuda.memory_snapshot()``.
 
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
-    ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``); each
-    block has ``address``, ``size``, ``requested_size`` and ``state`` (one of
-    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``, or ``"graph_held"``
-    for a block the program freed that graphs still hold).
+    ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``, and
+    ``pool_label`` for a graph's pool: the graph that owns it); each block has
+    ``address``, ``size``, ``requested_size``, ``state`` (one of ``"active_allocated"``,
+    ``"active_pending_free"``, ``"inactive"``, or ``"graph_held"`` for a block the program
+    freed that graphs still hold) and ``frames``: the stack that allocated it when
+    :func:`record_memory_history` was on (innermost first).
 
     Args:
         mempool_id: only the segments of this pool (a graph's :meth:`MTIAGraph.pool`, a
             :func:`graph_pool_handle`, ``(0, 0)`` for the default pool).
-        include_traces: torch's switch for allocation stack traces; this allocator records
-            none (every ``frames`` list is empty), so there is nothing to include.
+        include_traces: False leaves every block's ``frames`` empty.
     """
-    del include_traces  # no allocation history is recorded
     segments: list[dict[str, Any]] = []
     for idx in range(device_count()):
         segments.extend(_device_snapshot(idx))
     if mempool_id is not None:
         pool = (int(mempool_id[0]), int(mempool_id[1]))
         segments = [seg for seg in segments if seg["segment_pool_id"] == pool]
+    with _history_lock:
+        _add_history(segments, _history_log(), with_frames=bool(include_traces))
     return segments
 
 
 def snapshot() -> dict[str, Any]:
-    """The allocator's state as ``torch.mtia.snapshot()`` returns it: ``{"segments":
-    memory_snapshot(), "device_traces": [...]}``, one (empty: no allocation history is
-    recorded) trace list per device."""
-    return {"segments": memory_snapshot(), "device_traces": [[] for _ in range(device_count())]}
+    """The allocator's state as ``torch.mtia.snapshot()`` returns it, in the structure of
+    ``torch.cuda.memory._snapshot()`` (which PyTorch's memory_viz page opens):
+    ``{"segments": memory_snapshot(), "device_traces": [per device: the logged allocations
+    and frees, oldest first, each {"action": "alloc" | "free_requested", "addr", "size",
+    "stream", "time_us", "frames"}], "allocator_settings": {}}``; the traces are empty
+    unless :func:`record_memory_history` is on."""
+    segments = memory_snapshot()
+    with _history_lock:
+        traces = _device_traces(_history_log())
+    return {"segments": segments, "device_traces": traces, "allocator_settings": {}}
+
+
+_snapshot = snapshot
+
+
+def _dump_snapshot(filename: str | os.PathLike[str] = "dump_snapshot.pickle") -> None:
+    """Pickle :func:`snapshot` to ``filename``, for https://pytorch.org/memory_viz."""
+    data = snapshot()
+    with open(filename, "wb") as f:
+        pickle.dump(data, f)
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ._C import (
     MTIAError,
     MTIAValueError,
     capture_info,
+    check,
     ffi,
     lib,
     raise_status,
@@ -596,6 +597,35 @@ class Tensor:
     def itemsize(self) -> int:
         """Bytes per element."""
         return self._dtype.itemsize
+
+    @property
+    def name(self) -> str | None:
+        """The name of the tensor's device allocation, shown by graph dumps
+        (:meth:`MTIAGraph.debug_dump`), traces and memory snapshots; None if unnamed.
+
+        Setting it names the allocation, so every view of it shares the name (``None`` or
+        ``""`` removes it); a graph node keeps the name its buffers had when it was
+        captured. An empty tensor has no allocation: its name is None and cannot be set.
+        """
+        if self._storage is None:
+            return None
+        length = ffi.new("size_t *")
+        check(lib.mtiart_memory_get_name(self._data, ffi.NULL, 0, length), "Tensor.name")
+        if length[0] == 0:
+            return None
+        buf = ffi.new("char[]", length[0] + 1)
+        check(lib.mtiart_memory_get_name(self._data, buf, length[0] + 1, length), "Tensor.name")
+        text: bytes = ffi.string(buf)
+        return text.decode(errors="replace")
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"Tensor.name must be a str or None, got {type(value).__name__}")
+        if self._storage is None:
+            raise ValueError("an empty tensor has no device memory to name")
+        encoded = ffi.NULL if value is None else value.encode()
+        check(lib.mtiart_memory_set_name(self._data, encoded), "Tensor.name")
 
     @property
     def is_mtia(self) -> bool:

@@ -116,7 +116,11 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
     char back[8];
     switch (rnd(seed) % 17) {
-    case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
+    case 0:
+        if (rnd(seed) % 2)
+            USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1));
+        else USE(K_STREAM, mtiart_launch_kernel_described(s, k_noop, 1, &arg, 1, "noop", NULL));
+        break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
         if (USE(K_STREAM, mtiart_malloc_async(s, 64, &p)) != MTIART_SUCCESS) break;
@@ -259,7 +263,10 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_graph body, clone;
     void *mem;
     switch (rnd(seed) % 20) {
-    case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
+    case 0:
+        if (rnd(seed) % 2) USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len));
+        else USE(K_GRAPH, mtiart_graph_to_dot_with_flags(g, 0, dot, sizeof dot, &len));
+        break;
     case 17:
         if (USE(K_GRAPH, mtiart_graph_clone(g, &clone)) == MTIART_SUCCESS)
             MUST(mtiart_graph_destroy(clone));

@@ -109,6 +109,9 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_launch_kernel, s, k_noop, 0, NULL, 0);
     EXPECT_NAMED(mtiart_launch_kernel(s, k_noop, 1, &stray, 1), "mtiart_launch_kernel",
                  "kernel argument 0: ");
+    EXPECT_PREFIX(mtiart_launch_kernel_described, s, NULL, 1, NULL, 0, "label", NULL);
+    EXPECT_NAMED(mtiart_launch_kernel_described(s, k_noop, 1, &stray, 1, NULL, NULL),
+                 "mtiart_launch_kernel_described", "kernel argument 0: ");
     EXPECT_PREFIX(mtiart_launch_host_func, s, NULL, NULL);
     EXPECT_PREFIX(mtiart_kernel_set_name, NULL, "x");
     mtiart_kernel_fn loaded;
@@ -203,6 +206,19 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_buffer, g, 0, 0, &use);
     EXPECT_PREFIX(mtiart_graph_get_node_dependency, g, 0, 0, &node);
     EXPECT_PREFIX(mtiart_graph_to_dot, g, NULL, 16, &count);
+    EXPECT_PREFIX(mtiart_graph_to_dot_with_flags, g, 0, NULL, 16, &count);
+    EXPECT_PREFIX(mtiart_graph_to_dot_with_flags, g, 0x80, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_memory_set_name, host, "weights");
+    EXPECT_PREFIX(mtiart_memory_get_name, host, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_memory_record_history, 1, 0, 0);
+    EXPECT_PREFIX(mtiart_memory_get_block_frames, host, NULL, 0, &count);
+    EXPECT_PREFIX(mtiart_memory_get_history, NULL, 0, NULL);
+    EXPECT_PREFIX(mtiart_trace_stop, NULL);
+    EXPECT_PREFIX(mtiart_trace_flush, NULL);
+    if (mtiart_trace_start() == MTIART_SUCCESS) {
+        EXPECT_NAMED(mtiart_trace_start(), "mtiart_trace_start", "already running");
+        mtiart_trace_stop(NULL);
+    }
     EXPECT_NAMED(mtiart_graph_add_memcpy_node(g, NULL, 0, NULL, host, 8,
                                               MTIART_MEMCPY_HOST_TO_DEVICE, &node),
                  "mtiart_graph_add_memcpy_node", "destination");

@@ -163,7 +163,7 @@ def test_record_stream_delays_reuse(gate):
 def test_snapshot_is_torch_mtia_s_dict_and_memory_snapshot_filters_pools():
     t = mtia_graph.zeros(1000)
     snap = mtia_graph.snapshot()
-    assert set(snap) == {"segments", "device_traces"}
+    assert set(snap) == {"segments", "device_traces", "allocator_settings"}
     assert snap["segments"] == mtia_graph.memory_snapshot()
     assert snap["device_traces"] == [[] for _ in range(mtia_graph.device_count())]
     assert mtia_graph.memory_snapshot(include_traces=False) == snap["segments"]

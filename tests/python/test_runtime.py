@@ -136,6 +136,7 @@ PUBLIC_KINDS = {
         "snapshot",
         "memory_snapshot",
         "mem_get_info",
+        "record_memory_history",
         "attach_out_of_memory_observer",
         "detach_out_of_memory_observer",
         "graph_pool_handle",

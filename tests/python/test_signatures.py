@@ -273,7 +273,7 @@ def test_the_readme_documents_every_deliberate_difference_and_absence():
             "torch.cuda.graphs.CUDAGraph.capture_begin",
             ("check_races",),
         ),
-        ("mtia_graph.MTIAGraph.debug_dump", "torch.cuda.graphs.CUDAGraph.debug_dump", ()),
+        ("mtia_graph.MTIAGraph.debug_dump", "torch.cuda.graphs.CUDAGraph.debug_dump", ("verbose",)),
         (
             "mtia_graph.graph",
             "torch.mtia.graph",
