@@ -534,15 +534,18 @@ MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
     return mt_graph_append_mem_free(g, alloc, dependencies, num_dependencies, node);
 }
 
+static mtiart_status refuse_clone_of_mem_nodes(void) {
+    return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                        "the graph has memory nodes: a graph with memory nodes cannot be "
+                        "cloned (its allocations' addresses are its own)");
+}
+
 MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(clone);
-    if (mt_dag_has_mem_nodes(g->dag))
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "the graph has memory nodes: a graph with memory nodes cannot be "
-                            "cloned (its allocations' addresses are its own)");
+    if (mt_dag_has_mem_nodes(g->dag)) return refuse_clone_of_mem_nodes();
     mt_graph *c = mt_graph_new(g->dev);
     MT_CHECK_ALLOC(c);
     /* The clone holds what it uses, as any graph does, for as long as it lives. */
@@ -570,10 +573,7 @@ MTIART_API mtiart_status mtiart_graph_clone_prefix(mtiart_graph graph, size_t co
     if (count > g->dag->num_nodes)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count %zu exceeds the graph's %zu nodes",
                             count, g->dag->num_nodes);
-    if (mt_dag_has_mem_nodes(g->dag))
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "the graph has memory nodes: a graph with memory nodes cannot be "
-                            "cloned (its allocations' addresses are its own)");
+    if (mt_dag_has_mem_nodes(g->dag)) return refuse_clone_of_mem_nodes();
     mt_graph *c = mt_graph_new(g->dev);
     MT_CHECK_ALLOC(c);
     mt_dag *prefix = mt_dag_clone_prefix(g->dag, count);

@@ -65,6 +65,23 @@ class ScheduleDifference:
         )
 
 
+def _first_difference(
+    want: np.ndarray, got: np.ndarray, atol: float = 0.0
+) -> tuple[tuple[int, ...], float, float, float] | None:
+    """Where ``got`` first differs from ``want`` by more than ``atol`` (NaN equals NaN):
+    the element's index, both values and the largest absolute difference; None if
+    nowhere."""
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    differs = got != want if atol == 0 else diff > atol
+    if want.dtype.kind == "f":
+        nan_got, nan_want = np.isnan(got), np.isnan(want)
+        differs = (differs | (nan_got != nan_want)) & ~(nan_got & nan_want)
+    if not differs.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(differs)[0])
+    return first, want[first].item(), got[first].item(), float(np.nanmax(diff))
+
+
 def _snapshot(outputs: Sequence[Tensor]) -> list[np.ndarray]:
     synchronize()
     return [np.array(t.numpy(), copy=True) for t in outputs]
@@ -95,41 +112,22 @@ def compare_schedules(
     for schedule, trial_seed in trials:
         g.replay(schedule=schedule, seed=trial_seed)
         for k, got in enumerate(_snapshot(outputs)):
-            want = expected[k]
-            differs = got != want
-            if want.dtype.kind == "f":
-                differs &= ~(np.isnan(got) & np.isnan(want))
-            if not differs.any():
-                continue
-            first = tuple(int(i) for i in np.argwhere(differs)[0])
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            return ScheduleDifference(
-                output=k,
-                schedule=schedule,
-                seed=trial_seed,
-                index=first,
-                expected=want[first].item(),
-                got=got[first].item(),
-                max_abs_diff=float(np.nanmax(diff)),
-            )
+            found = _first_difference(expected[k], got)
+            if found is not None:
+                return ScheduleDifference(k, schedule, trial_seed, *found)
     return None
 
 
 # --------------------------------------------------------------------------- bisect
 
-# Node kinds whose effect an eager operation reproduces one for one; the others (host
-# functions, event records and waits, empty nodes, child and conditional graphs, memory
-# nodes) have no eager counterpart to compare with.
+# Node kinds whose effect an eager operation reproduces one for one.
 _OP_KINDS = (lib.MTIART_NODE_KERNEL, lib.MTIART_NODE_MEMCPY, lib.MTIART_NODE_FILL)
-_KIND_NAMES = {
+# Node kinds that change memory but have no eager counterpart to compare with. The other
+# kinds (event records and waits, empty and memory nodes) write no data.
+_NOT_COMPARED = {
     lib.MTIART_NODE_HOST: "host function",
-    lib.MTIART_NODE_EVENT_RECORD: "event record",
-    lib.MTIART_NODE_EVENT_WAIT: "event wait",
-    lib.MTIART_NODE_EMPTY: "empty node",
     lib.MTIART_NODE_CHILD_GRAPH: "child graph",
     lib.MTIART_NODE_CONDITIONAL: "conditional",
-    lib.MTIART_NODE_MEM_ALLOC: "memory alloc",
-    lib.MTIART_NODE_MEM_FREE: "memory free",
 }
 _WRITES = lib.MTIART_ARG_BUFFER_OUT
 _READS = lib.MTIART_ARG_BUFFER_IN
@@ -153,14 +151,14 @@ class _Node:
         return [b for b in self.buffers if b.access & _WRITES]
 
 
-def _nodes(graph: Any, first: int = 0) -> list[_Node]:
-    """The top-level nodes of ``graph`` from index ``first`` on."""
+def _nodes(graph: Any) -> list[_Node]:
+    """The top-level nodes of ``graph``."""
     count = ffi.new("size_t *")
     check(lib.mtiart_graph_get_node_count(graph, count), "bisect")
     info = ffi.new("mtiart_node_info *")
     use = ffi.new("mtiart_buffer_use *")
     nodes = []
-    for node in range(first, int(count[0])):
+    for node in range(int(count[0])):
         check(lib.mtiart_graph_get_node_info(graph, node, info), "bisect")
         buffers = []
         for i in range(int(info.num_buffers)):
@@ -403,26 +401,12 @@ def _difference(
         )
         want = np.frombuffer(want_bytes, layout.np_dtype).reshape(layout.shape)
         got = np.frombuffer(got_bytes, layout.np_dtype).reshape(layout.shape)
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-        differs = diff > atol
-        if want.dtype.kind == "f":
-            both_nan = np.isnan(got) & np.isnan(want)
-            differs = (differs | (np.isnan(got) != np.isnan(want))) & ~both_nan
-        if not differs.any():
+        found = _first_difference(want, got, atol)
+        if found is None:
             continue
-        first = tuple(int(i) for i in np.argwhere(differs)[0])
-        return NodeDivergence(
-            node=graph_node,
-            op=eager.node.name,
-            input_shapes=tuple(
-                _describe(b, eager.layouts) for b in eager.node.buffers if b.access & _READS
-            ),
-            buffer=k,
-            index=first,
-            expected=want[first].item(),
-            got=got[first].item(),
-            max_abs_diff=float(np.nanmax(diff)),
-        )
+        reads = eager.node.buffers
+        shapes = tuple(_describe(b, eager.layouts) for b in reads if b.access & _READS)
+        return NodeDivergence(graph_node, eager.node.name, shapes, k, *found)
     return None
 
 
@@ -468,15 +452,16 @@ def bisect(
     what it reads, the first element and the largest absolute difference), or None when
     every node matches.
 
-    Node ``i`` of the graph is taken to be the ``i``-th operation of the eager run: ``fn``
-    must enqueue the same operations in the same order both times (deterministic, with
+    The graph's operation nodes are taken to be, in order, the eager run's operations:
+    ``fn`` must enqueue the same operations in the same order both times (deterministic, with
     no branches on data). With several streams the operations are compared in the order
     ``fn`` enqueued them, which is a topological order of the graph; the eager run then
     waits for each operation before the next one starts. Nodes with no eager counterpart
-    cannot be compared: host functions (their side effects happen in both runs and are
-    not replayed in isolation), event records and waits, child and conditional graphs,
-    memory nodes. They still run in the replayed prefixes, and they are listed in a
-    :class:`UserWarning` (and in ``not_compared`` of the result).
+    cannot be compared: host functions (their side effects happen in both runs and cannot
+    be replayed in isolation), child graphs (an executable replayed inside ``fn``) and
+    conditional nodes. They still run in the replayed prefixes, and they are listed in a
+    :class:`UserWarning` (and in ``not_compared`` of the result). Event records and
+    waits write no data and are passed over.
 
     ``fn`` runs twice (captured, then eagerly). The memory the graph reads is reset to its
     content from before the eager run ahead of every replayed prefix, and holds what the
@@ -503,7 +488,8 @@ def bisect(
     skipped: list[str] = []
     for index, node in enumerate(captured):
         if node.kind not in _OP_KINDS:
-            skipped.append(f"node {index} ({_KIND_NAMES.get(node.kind, node.name)})")
+            if node.kind in _NOT_COMPARED:
+                skipped.append(f"node {index} ({_NOT_COMPARED[node.kind]})")
             continue
         op = next(eager, None)
         if op is None or op.node.name != node.name or len(op.node.written) != len(node.written):
