@@ -1255,6 +1255,14 @@ typedef enum mtiart_schedule {
 MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
                                                         mtiart_schedule schedule, uint64_t seed);
 
+/* A copy of the graph's first `count` nodes (as mtiart_graph_clone; dependencies are always
+ * earlier nodes, so they form a graph): running prefixes one node longer each time finds
+ * the first node whose result is wrong. The copy holds the memory the whole graph holds;
+ * the replay-time input check does not apply to it. `count` above the node count is
+ * MTIART_ERROR_INVALID_VALUE; a graph with memory nodes, MTIART_ERROR_NOT_SUPPORTED. */
+MTIART_API mtiart_status mtiart_graph_clone_prefix(mtiart_graph graph, size_t count,
+                                                   mtiart_graph *clone);
+
 /* ------------------------------------------------------------------------------------ */
 /* Timeline trace                                                                       */
 /* ------------------------------------------------------------------------------------ */

@@ -50,16 +50,18 @@ void mt_dag_unref(mt_dag *d) {
     free(d);
 }
 
-mt_dag *mt_dag_clone(const mt_dag *d) {
+mt_dag *mt_dag_clone(const mt_dag *d) { return mt_dag_clone_prefix(d, d->num_nodes); }
+
+mt_dag *mt_dag_clone_prefix(const mt_dag *d, size_t count) {
     mt_dag *c = mt_dag_new();
     if (!c) return NULL;
-    c->nodes = calloc(d->num_nodes ? d->num_nodes : 1, sizeof *c->nodes);
+    c->nodes = calloc(count ? count : 1, sizeof *c->nodes);
     if (!c->nodes) {
         free(c);
         return NULL;
     }
-    c->cap_nodes = d->num_nodes ? d->num_nodes : 1;
-    for (size_t i = 0; i < d->num_nodes; i++) {
+    c->cap_nodes = count ? count : 1;
+    for (size_t i = 0; i < count; i++) {
         const mt_node *from = &d->nodes[i];
         mt_node *to = &c->nodes[i];
         if (mt_op_clone(&to->op, &from->op) != MTIART_SUCCESS) goto oom;
@@ -74,8 +76,8 @@ mt_dag *mt_dag_clone(const mt_dag *d) {
         to->num_deps = from->num_deps;
         if ((to->body = from->body)) mt_dag_ref(to->body);
         if (!copy_node_meta(to, from)) goto oom;
+        c->num_edges += from->num_deps;
     }
-    c->num_edges = d->num_edges;
     c->depth = d->depth;
     if ((c->blocks = d->blocks)) mt_blocks_ref(c->blocks);
     c->placeholders = d->placeholders;
@@ -607,15 +609,18 @@ MTIART_API mtiart_status mtiart_graph_add_mem_free_node(mtiart_graph graph,
     return mt_graph_append_mem_free(g, alloc, dependencies, num_dependencies, node);
 }
 
+static mtiart_status refuse_clone_of_mem_nodes(void) {
+    return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                        "the graph has memory nodes: a graph with memory nodes cannot be "
+                        "cloned (its allocations' addresses are its own)");
+}
+
 MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *clone) {
     MT_API_ENTRY();
     LOOKUP_GRAPH(g, graph);
     LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(clone);
-    if (mt_dag_has_mem_nodes(g->dag))
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "the graph has memory nodes: a graph with memory nodes cannot be "
-                            "cloned (its allocations' addresses are its own)");
+    if (mt_dag_has_mem_nodes(g->dag)) return refuse_clone_of_mem_nodes();
     mt_graph *c = mt_graph_new(g->dev);
     MT_CHECK_ALLOC(c);
     /* The clone holds what it uses, as any graph does, for as long as it lives. */
@@ -627,6 +632,35 @@ MTIART_API mtiart_status mtiart_graph_clone(mtiart_graph graph, mtiart_graph *cl
     mt_dag_unref(c->dag);
     mt_dag_ref(g->dag);
     c->dag = g->dag;
+    if (g->pool) {
+        mt_pool_retain(g->pool);
+        c->pool = g->pool;
+    }
+    return mt_graph_publish(c, clone);
+}
+
+MTIART_API mtiart_status mtiart_graph_clone_prefix(mtiart_graph graph, size_t count,
+                                                   mtiart_graph *clone) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    MT_CHECK_NOT_NULL(clone);
+    if (count > g->dag->num_nodes)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count %zu exceeds the graph's %zu nodes",
+                            count, g->dag->num_nodes);
+    if (mt_dag_has_mem_nodes(g->dag)) return refuse_clone_of_mem_nodes();
+    mt_graph *c = mt_graph_new(g->dev);
+    MT_CHECK_ALLOC(c);
+    mt_dag *prefix = mt_dag_clone_prefix(g->dag, count);
+    if (prefix) {
+        mt_dag_unref(c->dag);
+        c->dag = prefix;
+    }
+    /* The input record names nodes of the whole graph: the prefix keeps only the holds. */
+    if (!prefix || (g->mem && !(c->mem = mt_graph_mem_holds_of(g->mem)))) {
+        mt_graph_free(c);
+        return mt_oom();
+    }
     if (g->pool) {
         mt_pool_retain(g->pool);
         c->pool = g->pool;

@@ -867,6 +867,8 @@ static inline void mt_dag_ref(mt_dag *d) {
 void mt_dag_unref(mt_dag *d);
 /* A private copy (ops cloned; bodies, which nobody changes, shared); NULL on OOM. */
 mt_dag *mt_dag_clone(const mt_dag *d);
+/* A private copy of the first `count` nodes (their dependencies are earlier nodes). */
+mt_dag *mt_dag_clone_prefix(const mt_dag *d, size_t count);
 /* Make g's dag its own before changing it (under g's lock). */
 mtiart_status mt_graph_own(mt_graph *g);
 /* Append a node to a dag that no graph's memory record follows (a loaded graph's, whose

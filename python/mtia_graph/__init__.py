@@ -22,7 +22,7 @@ The package's modules form layers: each module imports only modules listed befor
     checks      graph checks: races between unordered nodes, shared-pool replay order
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
-    debug       debugging graphs: compare_schedules (replays in several orders)
+    debug       debugging graphs: compare_schedules (replays in several orders), bisect
     profiler    timeline traces of the workers' operations (trace) and their picture (view)
 
 Programs built on the package import it as its users do, and no module imports them::

@@ -696,9 +696,52 @@ static void test_schedules(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* Prefixes of a graph: the first n nodes and their edges, runnable on their own. */
+static void test_prefixes(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    order_trace t;
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    size_t d0 = 0, d01[2] = {0, 1};
+    trace_node(g, &t, NULL, 0);
+    trace_node(g, &t, &d0, 1);
+    trace_node(g, &t, d01, 2);
+    const char *want[] = {"", "0", "01", "012"};
+    const size_t edges[] = {0, 0, 1, 3};
+    for (size_t n = 0; n <= 3; n++) {
+        mtiart_graph p;
+        CHECK_OK(mtiart_graph_clone_prefix(g, n, &p));
+        size_t count, num_edges;
+        CHECK_OK(mtiart_graph_get_node_count(p, &count));
+        CHECK_OK(mtiart_graph_get_edge_count(p, &num_edges));
+        CHECK(count == n && num_edges == edges[n]);
+        mtiart_graph_exec x;
+        CHECK_OK(mtiart_graph_instantiate(p, &x));
+        char order[32];
+        replay_order(x, s, &t, MTIART_SCHEDULE_SERIAL, 0, order);
+        CHECK(strcmp(order, want[n]) == 0);
+        CHECK_OK(mtiart_graph_exec_destroy(x));
+        CHECK_OK(mtiart_graph_destroy(p));
+    }
+    mtiart_graph p = NULL;
+    CHECK_STATUS(mtiart_graph_clone_prefix(g, 4, &p), MTIART_ERROR_INVALID_VALUE);
+    CHECK(strstr(mtiart_last_error_message(), "exceeds the graph's 3 nodes") != NULL);
+    CHECK(p == NULL);
+    CHECK_STATUS(mtiart_graph_clone_prefix(g, 1, NULL), MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_graph_clone_prefix(NULL, 0, &p), MTIART_ERROR_INVALID_HANDLE);
+    /* The source graph is untouched. */
+    size_t count;
+    CHECK_OK(mtiart_graph_get_node_count(g, &count));
+    CHECK(count == 3);
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 int main(void) {
     CHECK_OK(mtiart_init());
     test_schedules();
+    test_prefixes();
     test_shared_pool_order();
     test_forgotten_wait();
     test_slices();

@@ -196,6 +196,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_add_mem_free_node, g, NULL, 0, dev, &node);
     EXPECT_PREFIX(mtiart_graph_add_mem_free_node, NULL, NULL, 0, dev, &node);
     EXPECT_PREFIX(mtiart_graph_clone, g, NULL);
+    EXPECT_PREFIX(mtiart_graph_clone_prefix, g, 0, NULL);
     EXPECT_PREFIX(mtiart_stream_begin_capture_with_flags, s, MTIART_CAPTURE_MODE_GLOBAL,
                   ((mtiart_pool_id){0, 0}), 1ull << 40);
     EXPECT_PREFIX(mtiart_graph_get_device, g, NULL);
