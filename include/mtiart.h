@@ -29,9 +29,11 @@
  *   MTIART_DEVICE_MEMORY  capacity of each device in bytes; K/M/G suffixes accepted
  *                         (default 4G)
  *   MTIART_NUM_WORKERS    worker threads per device (default: the number of online CPUs)
- *   MTIART_SPIN_US        microseconds an idle worker or a waiting host thread spins before
- *                         it sleeps (default 50; 0 under valgrind, where spinning only
- *                         delays the other threads)
+ *   MTIART_SPIN_US        the longest, in microseconds, an idle worker or a waiting host
+ *                         thread spins before it sleeps (default 50; each waiter spins only
+ *                         as long as its recent waits took). 0 makes every wait block at
+ *                         once, as it always does under valgrind, where spinning only
+ *                         delays the other threads.
  *   MTIART_KERNEL_ISA     cap on the x86 instruction set of the kernel library: generic,
  *                         avx2 or avx512 (default: the best the CPU supports; to test
  *                         every code path on one machine). Read at the first kernel-library

@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <limits.h>
-#include <sched.h>
 #include <stdlib.h>
 
 mt_event *mt_event_new(uint32_t flags) {
@@ -15,6 +14,7 @@ mt_event *mt_event_new(uint32_t flags) {
     if (!e) return NULL;
     atomic_init(&e->refcount, 1);
     e->flags = flags;
+    mt_spin_budget_init(&e->wait_budget, (flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns);
     return e;
 }
 
@@ -77,9 +77,10 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
         size_t cap = e->cap_waiters ? e->cap_waiters * 2 : 4;
         mt_event_waiter *grown = realloc(e->waiters, cap * sizeof *grown);
         if (!grown) {
-            /* Cannot park: spin on this worker instead (correct, merely wasteful). */
+            /* Cannot park: wait on this worker instead (correct, merely wasteful). */
             mt_spin_unlock(&e->lock);
-            while (atomic_load(&e->completed) < generation) sched_yield();
+            mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
+                            &e->wait_budget);
             return true;
         }
         e->waiters = grown;
@@ -92,8 +93,9 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
 }
 
 void mt_event_host_wait(mt_event *e, uint64_t generation) {
-    uint64_t spin = (e->flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns;
-    mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin);
+    /* A blocking-sync event has a budget of 0: its waiters sleep at once. */
+    mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
+                    &e->wait_budget);
 }
 
 static void release_event(void *e) { mt_event_unref(e); }

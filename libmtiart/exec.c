@@ -11,7 +11,7 @@
  */
 #include "internal.h"
 
-#include <sched.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -49,6 +49,8 @@ struct mt_exec {
     uint32_t *queue;
     atomic_uint *stamps;
     atomic_uint queue_reserved MT_ALIGNED;
+    atomic_int sleepers;    /* helpers asleep in wait_for_tasks or wait_for_stamp */
+    atomic_uint task_wakes; /* futex of wait_for_tasks: bumped by each wake */
     atomic_uint queue_head MT_ALIGNED;
     atomic_uint remaining MT_ALIGNED;
     uint32_t epoch;
@@ -110,11 +112,59 @@ static void run_node(mt_exec *x, xnode *n) {
     if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
 }
 
+/* Wake the helpers asleep in wait_for_tasks (and in wait_for_stamp for queue entry
+ * `slot`, unless UINT32_MAX). The futex word changes before the wake: a helper between
+ * its last look and its sleep would otherwise sleep through it. */
+static void wake_helpers(mt_exec *x, uint32_t slot) {
+    atomic_fetch_add(&x->task_wakes, 1);
+    mt_futex_wake(&x->task_wakes, INT_MAX);
+    if (slot != UINT32_MAX) mt_futex_wake(&x->stamps[slot], INT_MAX);
+}
+
 static void release_task(mt_exec *x, uint32_t task) {
     if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
-    uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
+    uint32_t slot = atomic_fetch_add(&x->queue_reserved, 1);
     x->queue[slot] = task;
-    atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
+    /* seq_cst store then load of sleepers: pairs with a helper's increment of sleepers
+     * then re-check in the waits below, so a wake cannot be missed. */
+    atomic_store(&x->stamps[slot], x->epoch);
+    if (MT_UNLIKELY(atomic_load(&x->sleepers))) wake_helpers(x, slot);
+}
+
+/* No task is ready to take (the queue holds `seen` entries, all taken) but the replay is
+ * not over: spin for as long as such waits take on the device, then sleep until a task is
+ * released or the last one finishes. */
+static void wait_for_tasks(mt_exec *x, uint32_t seen) {
+    mt_spin_budget *budget = &x->dev->job_budget;
+    uint64_t spin = mt_spin_budget_ns(budget);
+    uint64_t start = spin ? mt_now_ns() : 0;
+    for (unsigned i = 1; spin; i++) {
+        if (atomic_load_explicit(&x->queue_reserved, memory_order_acquire) != seen ||
+            !atomic_load_explicit(&x->remaining, memory_order_acquire))
+            goto done;
+        mt_cpu_relax();
+        if ((i & 15) == 0 && mt_now_ns() - start >= spin) break;
+    }
+    unsigned wakes = atomic_load(&x->task_wakes);
+    atomic_fetch_add(&x->sleepers, 1);
+    if (atomic_load(&x->queue_reserved) == seen && atomic_load(&x->remaining))
+        mt_futex_wait(&x->task_wakes, wakes);
+    atomic_fetch_sub(&x->sleepers, 1);
+done:
+    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+}
+
+/* Queue entry i is reserved by a release that has not published its task yet. */
+static void wait_for_stamp(mt_exec *x, uint32_t i) {
+    for (unsigned spins = 0; spins < 64 && !mt_waits_block; spins++) {
+        if (atomic_load_explicit(&x->stamps[i], memory_order_acquire) == x->epoch) return;
+        mt_cpu_relax();
+    }
+    for (unsigned seen; (seen = atomic_load(&x->stamps[i])) != x->epoch;) {
+        atomic_fetch_add(&x->sleepers, 1);
+        if (atomic_load(&x->stamps[i]) == seen) mt_futex_wait(&x->stamps[i], seen);
+        atomic_fetch_sub(&x->sleepers, 1);
+    }
 }
 
 static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, bool release) {
@@ -132,20 +182,14 @@ typedef struct graph_job {
 
 static void graph_job_help(mt_job *base) {
     mt_exec *x = ((graph_job *)base)->x;
-    unsigned idle = 0;
     const uint32_t workers = (uint32_t)x->dev->num_workers;
     while (atomic_load_explicit(&x->remaining, memory_order_acquire) != 0) {
         uint32_t head = atomic_load_explicit(&x->queue_head, memory_order_relaxed);
         uint32_t reserved = atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
         if (head >= reserved) {
-            if (++idle < 256) mt_cpu_relax();
-            else {
-                sched_yield();
-                idle = 0;
-            }
+            wait_for_tasks(x, reserved);
             continue;
         }
-        idle = 0;
         /* Batches amortise the shared counters; they shrink as the queue drains so all
          * workers stay busy. */
         uint32_t take = (reserved - head) / (2 * workers);
@@ -155,12 +199,13 @@ static void graph_job_help(mt_job *base) {
                                                    memory_order_acq_rel, memory_order_relaxed))
             continue;
         for (uint32_t i = head; i < head + take; i++) {
-            while (atomic_load_explicit(&x->stamps[i], memory_order_acquire) != x->epoch)
-                mt_cpu_relax();
+            wait_for_stamp(x, i);
             uint32_t task = x->queue[i];
             run_nodes(x, x->task_begin[task], x->task_begin[task + 1], true);
         }
-        atomic_fetch_sub_explicit(&x->remaining, take, memory_order_acq_rel);
+        /* The last task done: helpers asleep for more can leave. */
+        if (atomic_fetch_sub(&x->remaining, take) == take && atomic_load(&x->sleepers))
+            wake_helpers(x, UINT32_MAX);
     }
 }
 

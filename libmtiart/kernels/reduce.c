@@ -483,7 +483,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if ((unsigned)op > MTIART_REDUCE_MIN)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
     if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
-    int d;
+    int d = -1; /* set by rd_dim */
     if ((st = rd_dim(a, dim, &d))) return st;
 
     /* Expected shape of out. */
@@ -604,7 +604,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs one dim");
-    int d;
+    int d = -1; /* set by rd_dim */
     if ((st = rd_dim(a, dim, &d))) return st;
     if (no == 0) return mt_k_nothing(stream);
     sm_params p;

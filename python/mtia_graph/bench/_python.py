@@ -20,7 +20,8 @@ GRAPH_ROWS = ("py_replay_1000", "py_replay_speedup_vs_eager", "py_capture_instan
 MATMUL_ROWS = ("py_matmul_512", "py_matmul_1024")
 MLP_ROWS = ("py_mlp_eager_sync", "py_mlp_replay_sync", "py_mlp_replay_copy_io",
             "py_mlp_replay_b2b", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch")
-PY_ROW_NAMES = ADD_ROWS + GRAPH_ROWS + MATMUL_ROWS + MLP_ROWS
+MEMCHECK_ROW = "memcheck_py_mlp_example"
+PY_ROW_NAMES = (MEMCHECK_ROW,) + ADD_ROWS + GRAPH_ROWS + MATMUL_ROWS + MLP_ROWS
 
 # The MLP inference step of the rows above: batch 32, 256 -> 512 -> 256, relu, softmax.
 MLP_BATCH, MLP_IN, MLP_HIDDEN, MLP_OUT = 32, 256, 512, 256
@@ -53,6 +54,9 @@ def python_benchmarks(quick: bool = False, reps: Optional[int] = None,
     """Yield the Python benchmark rows (a row with ``skipped`` set when something it needs
     is missing)."""
     reps = reps or (3 if quick else 9)
+    if _want(MEMCHECK_ROW, filters):
+        # first: its processes would otherwise compete with this one's runtime workers
+        yield _memcheck_mlp_row()
     try:
         import mtia_graph as mg
     except Exception as e:  # noqa: BLE001 - report, do not crash
@@ -77,6 +81,55 @@ def python_benchmarks(quick: bool = False, reps: Optional[int] = None,
                 yield make_row(name, None, "GFLOP/s", better="higher", skipped=str(e))
     if any(_want(n, filters) for n in MLP_ROWS):
         yield from _mlp_rows(mg, torch, no_torch, reason, quick, reps, filters)
+
+
+# --------------------------------------------------------------------------- valgrind
+
+
+MEMCHECK_RUNS = 5
+
+
+def _memcheck_mlp_row() -> Row:
+    """examples/mlp.py, the whole process, under valgrind memcheck (its default scheduler,
+    the default worker count) against natively: the worst of five memcheck runs against
+    the native median."""
+    import os
+    import shutil
+    import statistics
+    import subprocess
+    import sys
+
+    name, unit = MEMCHECK_ROW, "s"
+    script = os.path.join(os.getcwd(), "examples", "mlp.py")
+    valgrind = shutil.which(os.environ.get("VALGRIND") or "valgrind")
+    if not os.path.isfile(script):
+        return make_row(name, None, unit, skipped="examples/mlp.py not found (run from the "
+                                                  "repository root, as tools/bench.sh does)")
+    if valgrind is None:
+        return make_row(name, None, unit, skipped="valgrind is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "MTIART_NUM_WORKERS"}
+
+    def run(cmd: List[str]) -> float:
+        t0 = _now()
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return (_now() - t0) / 1e9
+
+    native_cmd = [sys.executable, script]
+    vg_cmd = [valgrind, "--tool=memcheck", "-q", "--log-file=/dev/null"] + native_cmd
+    try:
+        native, vg = [], []
+        for _ in range(MEMCHECK_RUNS):
+            native.append(run(native_cmd))
+            vg.append(run(vg_cmd))
+    except (OSError, subprocess.CalledProcessError) as e:
+        return make_row(name, None, unit, skipped=f"a run of examples/mlp.py failed: {e}")
+    return make_row(name, max(vg), unit, baseline=statistics.median(native),
+                    baseline_name="examples/mlp.py natively (median of 5 runs)",
+                    ratio_target=100.0, reps=MEMCHECK_RUNS, vmin=min(vg), vmax=max(vg),
+                    params={"memcheck_median_s": statistics.median(vg), "valgrind": valgrind},
+                    note="python examples/mlp.py (interpreter start to exit) under valgrind "
+                         "memcheck, default scheduler and worker count: the worst of 5 runs")
 
 
 # --------------------------------------------------------------------------- t.add_(1)
