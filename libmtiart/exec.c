@@ -6,7 +6,10 @@
  *   - each chain is a task with a count of unfinished predecessors; a node records the
  *     other tasks it releases when it finishes;
  *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
- *     ready tasks sit in an array that all workers of the device take batches from.
+ *     ready tasks sit in an array that all workers of the device take batches from;
+ *   - the layout is a topological order, so a plan whose replays are short runs as one
+ *     loop too: waking helpers and sharing counters with them costs more than a few
+ *     microseconds of work gains (see learn_replay_time).
  * A launch is one stream operation. Replays of one executable never overlap.
  */
 #include "internal.h"
@@ -24,8 +27,11 @@ typedef struct xnode {
     uint32_t pad;
 } xnode;
 
+/* Laid out by who writes what during replays: the plan (read-only once built), the
+ * reference count and the launch state (a launching thread), the replay state (the
+ * replaying workers), each on lines of their own, so a launch does not pull the lines a
+ * replay reads away from the worker that will run it. */
 struct mt_exec {
-    atomic_int refcount;
     uint64_t handle;
     mt_device *dev;
     mt_pool *pool;
@@ -42,10 +48,11 @@ struct mt_exec {
     mt_event **external; /* events waited for at launch */
     size_t num_external;
     mt_event *done;
-    mt_spinlock launch_lock;
+    atomic_int refcount MT_ALIGNED;
+    mt_spinlock launch_lock MT_ALIGNED;
     uint64_t last_stream_id;
     /* replay state (replays never overlap) */
-    atomic_uint *pending;
+    atomic_uint *pending MT_ALIGNED;
     uint32_t *queue;
     atomic_uint *stamps;
     atomic_uint queue_reserved MT_ALIGNED;
@@ -54,6 +61,8 @@ struct mt_exec {
     atomic_uint queue_head MT_ALIGNED;
     atomic_uint remaining MT_ALIGNED;
     uint32_t epoch;
+    uint32_t replays;  /* counts replays, to time one in REPLAY_TIMING_PERIOD */
+    bool parallel;     /* replays of several tasks share them with helpers */
     atomic_int failed; /* the replay's first failure (node_failed) */
     int32_t failure_code;
     char failure[MT_FAILURE_MAX + 32]; /* "graph node N: " + the node's failure */
@@ -100,16 +109,27 @@ static void node_failed(mt_exec *x, const xnode *n, int32_t code, const char *fa
     snprintf(x->failure, sizeof x->failure, "graph node %u: %s", n->graph_index, failure);
 }
 
-static void run_node(mt_exec *x, xnode *n) {
+static __attribute__((noinline, cold)) void kernel_failed(mt_exec *x, xnode *n, int32_t rc) {
     char failure[MT_FAILURE_MAX];
-    int32_t rc;
-    if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
-        rc = n->fn(n->argv, 0, 1);
-        if (MT_UNLIKELY(rc != 0)) mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
-    } else {
-        rc = mt_op_run(x->dev, n->op, n->argv, failure, sizeof failure);
-    }
+    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
+    node_failed(x, n, rc, failure);
+}
+
+/* Anything but a single-block kernel: out of the loops below, which keep to one call. */
+static __attribute__((noinline)) void run_op_node(mt_exec *x, xnode *n) {
+    char failure[MT_FAILURE_MAX];
+    int32_t rc = mt_op_run(x->dev, n->op, n->argv, failure, sizeof failure);
     if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
+}
+
+static inline void run_node(mt_exec *x, xnode *n) {
+    mtiart_kernel_fn fn = n->fn;
+    if (MT_LIKELY(fn != NULL)) { /* a single-block kernel: called directly */
+        int32_t rc = fn(n->argv, 0, 1);
+        if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+    } else {
+        run_op_node(x, n);
+    }
 }
 
 /* Wake the helpers asleep in wait_for_tasks (and in wait_for_stamp for queue entry
@@ -167,11 +187,17 @@ static void wait_for_stamp(mt_exec *x, uint32_t i) {
     }
 }
 
-static void run_nodes(mt_exec *x, uint32_t begin, uint32_t end, bool release) {
-    for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) {
+/* Nodes [begin, end) of the plan, in order: a chain, or the whole plan run alone. */
+static void run_in_order(mt_exec *x, uint32_t begin, uint32_t end) {
+    for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) run_node(x, n);
+}
+
+/* A task shared with helpers: its chain, releasing the tasks that wait for its nodes. */
+static void run_task(mt_exec *x, uint32_t task) {
+    for (xnode *n = &x->nodes[x->task_begin[task]], *last = &x->nodes[x->task_begin[task + 1]];
+         n < last; n++) {
         run_node(x, n);
-        if (release)
-            for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+        for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
     }
 }
 
@@ -200,8 +226,7 @@ static void graph_job_help(mt_job *base) {
             continue;
         for (uint32_t i = head; i < head + take; i++) {
             wait_for_stamp(x, i);
-            uint32_t task = x->queue[i];
-            run_nodes(x, x->task_begin[task], x->task_begin[task + 1], true);
+            run_task(x, x->queue[i]);
         }
         /* The last task done: helpers asleep for more can leave. */
         if (atomic_fetch_sub(&x->remaining, take) == take && atomic_load(&x->sleepers))
@@ -209,31 +234,54 @@ static void graph_job_help(mt_job *base) {
     }
 }
 
+/* A replay of several tasks shared with the device's other workers. */
+static void run_shared(mt_exec *x) {
+    if (++x->epoch == 0) {
+        for (uint32_t i = 0; i < x->num_tasks; i++)
+            atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
+        x->epoch = 1;
+    }
+    for (uint32_t t = 0; t < x->num_tasks; t++)
+        atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
+    for (uint32_t i = 0; i < x->num_roots; i++) {
+        x->queue[i] = x->roots[i];
+        atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
+    }
+    atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
+    atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
+    atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
+    graph_job job = {.base = {graph_job_help}, .x = x};
+    /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
+    mt_job_slot *slot =
+        x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
+    graph_job_help(&job.base);
+    mt_job_retire(x->dev, slot);
+}
+
+/* Whether the next replays share their tasks with helpers, from how long a replay took:
+ * above REPLAY_PARALLEL_NS run alone, they go parallel; below REPLAY_SERIAL_NS shared,
+ * back to one loop (the gap keeps a plan near the threshold from flip-flopping). Every
+ * REPLAY_TIMING_PERIOD-th replay is timed, the first one included: two clock reads cost
+ * as much as a few empty nodes. */
+#define REPLAY_PARALLEL_NS 20000
+#define REPLAY_SERIAL_NS 8000
+#define REPLAY_TIMING_PERIOD 16
+
+static void learn_replay_time(mt_exec *x, uint64_t ns) {
+    if (x->parallel) x->parallel = ns >= REPLAY_SERIAL_NS;
+    else x->parallel = ns > REPLAY_PARALLEL_NS;
+}
+
 int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
     atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
-    if (x->num_tasks <= 1) {
-        run_nodes(x, 0, (uint32_t)x->num_nodes, false);
+    if (x->num_tasks <= 1 || x->dev->num_workers <= 1) {
+        run_in_order(x, 0, (uint32_t)x->num_nodes);
     } else {
-        if (++x->epoch == 0) {
-            for (uint32_t i = 0; i < x->num_tasks; i++)
-                atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
-            x->epoch = 1;
-        }
-        for (uint32_t t = 0; t < x->num_tasks; t++)
-            atomic_store_explicit(&x->pending[t], x->initial_pending[t], memory_order_relaxed);
-        for (uint32_t i = 0; i < x->num_roots; i++) {
-            x->queue[i] = x->roots[i];
-            atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
-        }
-        atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
-        atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
-        atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
-        graph_job job = {.base = {graph_job_help}, .x = x};
-        /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
-        mt_job_slot *slot =
-            x->num_roots > 1 || x->num_tasks > 2 ? mt_job_post(x->dev, &job.base) : NULL;
-        graph_job_help(&job.base);
-        mt_job_retire(x->dev, slot);
+        bool timed = x->replays++ % REPLAY_TIMING_PERIOD == 0;
+        uint64_t start = timed ? mt_now_ns() : 0;
+        if (x->parallel) run_shared(x);
+        else run_in_order(x, 0, (uint32_t)x->num_nodes);
+        if (timed) learn_replay_time(x, mt_now_ns() - start);
     }
     if (MT_LIKELY(!atomic_load_explicit(&x->failed, memory_order_acquire))) return 0;
     snprintf(failure, cap, "%s", x->failure);

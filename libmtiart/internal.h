@@ -496,25 +496,29 @@ typedef struct mt_event_waiter {
     uint64_t generation;
 } mt_event_waiter;
 
+/* What recording threads write and what the worker completing a record writes sit on
+ * lines of their own (mt_event_new aligns events). */
 struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
-    atomic_uint_least64_t reserved;  /* generations handed out to records */
-    atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
-    atomic_uint_least64_t completed; /* generation of the latest record executed */
-    atomic_uint completed_word;      /* futex */
-    atomic_int host_waiters;
-    mt_spin_budget wait_budget; /* host threads synchronizing with the event */
-    uint64_t timestamp_ns;      /* of the completed generation */
-    mt_spinlock lock;
-    mt_event_waiter *waiters;
-    size_t num_waiters, cap_waiters;
+    atomic_uint_least64_t reserved; /* generations handed out to records */
+    atomic_uint_least64_t recorded; /* generation of the latest record enqueued */
     /* capture: the event was recorded on a capturing stream. Atomic: an eager record
      * clears it while other threads wait on or query the event. */
     _Atomic(mt_capture *) capture;
     size_t *capture_deps;
     size_t capture_deps_len;
+
+    atomic_uint_least64_t completed MT_ALIGNED; /* generation of the latest record executed */
+    atomic_uint completed_word;                 /* futex */
+    atomic_int host_waiters;
+    mt_spin_budget wait_budget; /* host threads synchronizing with the event */
+    uint64_t timestamp_ns;      /* of the completed generation */
+    mt_spinlock lock;
+    mt_event_waiter *waiters;
+    atomic_size_t num_waiters; /* changes under lock; read without it (mt_event_take_ready) */
+    size_t cap_waiters;
 };
 
 mt_event *mt_event_new(uint32_t flags);
