@@ -97,6 +97,8 @@ DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
 /* Row r of the tile: two vector accumulators (c##r##0, c##r##1) updated with a[r]. */
 #define MM_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define MM_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define MM_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define MM_ROWS4(X) X(0) X(1) X(2) X(3)
 
 /* AVX-512 float32: 12 x 32 tile, 24 zmm accumulators + 2 for B + 1 broadcast. */
 __attribute__((target("avx512f"))) static void
@@ -231,6 +233,81 @@ ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ld
         _mm256_storeu_pd(cr + 4, c##r##1);                                                         \
     }
     MM_ROWS6(STORE)
+#undef STORE
+}
+
+/* Micro-kernels that read B in place (row stride ldb) instead of from a packed panel, for
+ * the products whose few rows of A would not pay for packing B (see gemm_tile_direct).
+ * Per element they run the same chain of fused multiply-adds as the packed kernels, so
+ * either path gives the same bits. */
+
+/* AVX-512 float32: 8 x 32 tile (16 zmm accumulators). */
+__attribute__((target("avx512f"))) static void ukrd_f32_avx512(int64_t kc, const float *a,
+                                                               const float *b, int64_t ldb,
+                                                               float *c, int64_t ldc, int first) {
+#define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    MM_ROWS8(DECL)
+#undef DECL
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m512 av = _mm512_set1_ps(a[r]);                                                          \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        MM_ROWS8(STEP)
+        a += 8;
+        b += ldb;
+    }
+#undef STEP
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm512_add_ps(c##r##0, _mm512_loadu_ps(cr));                                 \
+            c##r##1 = _mm512_add_ps(c##r##1, _mm512_loadu_ps(cr + 16));                            \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##r##0);                                                             \
+        _mm512_storeu_ps(cr + 16, c##r##1);                                                        \
+    }
+    MM_ROWS8(STORE)
+#undef STORE
+}
+
+/* AVX2 + FMA float32: 4 x 16 tile. */
+__attribute__((target("avx2,fma"))) static void ukrd_f32_avx2(int64_t kc, const float *a,
+                                                              const float *b, int64_t ldb, float *c,
+                                                              int64_t ldc, int first) {
+#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+    MM_ROWS4(DECL)
+#undef DECL
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m256 av = _mm256_broadcast_ss(a + (r));                                                  \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        MM_ROWS4(STEP)
+        a += 4;
+        b += ldb;
+    }
+#undef STEP
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(cr));                                 \
+            c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(cr + 8));                             \
+        }                                                                                          \
+        _mm256_storeu_ps(cr, c##r##0);                                                             \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                         \
+    }
+    MM_ROWS4(STORE)
 #undef STORE
 }
 
@@ -393,6 +470,98 @@ static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t r
 DEF_GEMM_TILE(f32, float, ukr_f32_fn)
 DEF_GEMM_TILE(f64, double, ukr_f64_fn)
 
+/* ---- float32 GEMM with B read in place ------------------------------------------------------- */
+
+typedef void (*ukrd_f32_fn)(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+                            int64_t ldc, int first);
+
+/* The direct kernels' tile (0 x 0: none for this ISA). */
+static mm_shape mm_direct_shape(uint32_t isa) {
+    mm_shape s = {0, 0};
+#if MM_X86
+    if (isa == MM_ISA_AVX512) s = (mm_shape){8, 32};
+    else if (isa == MM_ISA_AVX2) s = (mm_shape){4, 16};
+#else
+    (void)isa;
+#endif
+    return s;
+}
+
+static ukrd_f32_fn mm_ukrd_f32(uint32_t isa) {
+#if MM_X86
+    if (isa == MM_ISA_AVX512) return ukrd_f32_avx512;
+    if (isa == MM_ISA_AVX2) return ukrd_f32_avx2;
+#endif
+    (void)isa;
+    return NULL;
+}
+
+/* Up to this many rows per tile, a float32 product reads B in place: packing B costs a copy
+ * of it per tile, paid back only over many panels of A rows (and tiles that split the
+ * rows would each pack all of B). The same KC blocking as the packed path, so both give
+ * the same bits. */
+#define MM_DIRECT_ROWS 64
+
+/* Whether a float32 product of m rows reads B in place on this ISA (host and kernel agree:
+ * the grid is split on the direct kernels' tile). */
+static int mm_uses_direct(int dtype, uint32_t isa, int64_t m) {
+    return dtype == D_F32 && m <= MM_DIRECT_ROWS && mm_direct_shape(isa).mr != 0;
+}
+
+/* The tile a launch's blocks are split on. */
+static mm_shape mm_kernel_shape(int dtype, uint32_t isa, int64_t m) {
+    return mm_uses_direct(dtype, isa, m) ? mm_direct_shape(isa) : mm_tile_shape(dtype, isa);
+}
+
+/* One tile, as gemm_tile_f32 (ap: room for the tile's rows of A, packed). */
+static void gemm_tile_direct(uint32_t isa, float *ap, float *bpad, const float *a, const float *b,
+                             float *c, int64_t k, int64_t n, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1) {
+    const mm_shape sh = mm_direct_shape(isa);
+    const int mr = sh.mr, nr = sh.nr;
+    const ukrd_f32_fn ukr = mm_ukrd_f32(isa);
+    float tmp[8 * 32] __attribute__((aligned(64)));
+    if (k == 0) {
+        for (int64_t i = r0; i < r1; i++)
+            memset(c + i * n + c0, 0, (size_t)(c1 - c0) * sizeof(float));
+        return;
+    }
+    for (int64_t pc = 0; pc < k; pc += MM_KC) {
+        int64_t kc = k - pc < MM_KC ? k - pc : MM_KC;
+        int first = pc == 0;
+        pack_a_f32(ap, a + r0 * k + pc, k, r1 - r0, kc, mr);
+        for (int64_t jr = c0; jr < c1; jr += nr) {
+            int64_t nn = c1 - jr < nr ? c1 - jr : nr;
+            const float *bb = b + pc * n + jr;
+            int64_t ldb = n;
+            if (nn < nr) {
+                /* B's last columns: a zero-padded copy (reading past them could leave the
+                 * buffer). */
+                for (int64_t p = 0; p < kc; p++) {
+                    memcpy(bpad + p * nr, bb + p * n, (size_t)nn * sizeof(float));
+                    memset(bpad + p * nr + nn, 0, (size_t)(nr - nn) * sizeof(float));
+                }
+                bb = bpad;
+                ldb = nr;
+            }
+            for (int64_t ir = r0; ir < r1; ir += mr) {
+                int64_t mm = r1 - ir < mr ? r1 - ir : mr;
+                const float *app = ap + ((ir - r0) / mr) * kc * mr;
+                float *cc = c + ir * n + jr;
+                if (mm == mr && nn == nr) {
+                    ukr(kc, app, bb, ldb, cc, n, first);
+                } else { /* an edge tile goes through tmp */
+                    ukr(kc, app, bb, ldb, tmp, nr, 1);
+                    for (int64_t r = 0; r < mm; r++)
+                        for (int64_t q = 0; q < nn; q++)
+                            cc[r * n + q] =
+                                first ? tmp[r * nr + q] : cc[r * n + q] + tmp[r * nr + q];
+                }
+            }
+        }
+    }
+}
+
 static ukr_f32_fn mm_ukr_f32(uint32_t isa) {
 #if MM_X86
     if (isa == MM_ISA_AVX512) return ukr_f32_avx512;
@@ -459,7 +628,8 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
     char *cbase = (char *)MT_K_BUF(args, p.slot_c);
     const char *abase = (const char *)MT_K_BUF(args, p.slot_a);
     const char *bbase = (const char *)MT_K_BUF(args, p.slot_b);
-    const mm_shape sh = mm_tile_shape(MM_DTYPE(p), MM_ISA(p));
+    const mm_shape sh = mm_kernel_shape(MM_DTYPE(p), MM_ISA(p), p.m);
+    const int direct = mm_uses_direct(MM_DTYPE(p), MM_ISA(p), p.m);
     const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
     const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
 
@@ -468,8 +638,10 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         int64_t ncmax = p.n < MM_NC ? p.n : MM_NC;
         ncmax = (ncmax + sh.nr - 1) / sh.nr * sh.nr;
         int64_t kc = p.k < MM_KC ? p.k : MM_KC;
-        ap = mm_alloc((size_t)MM_MC * (size_t)kc * es);
-        bp = mm_alloc((size_t)kc * (size_t)ncmax * es);
+        /* direct: A's rows of a tile, and a padded panel of B's last columns */
+        int64_t arows = direct ? (p.m + sh.mr - 1) / sh.mr * sh.mr : MM_MC;
+        ap = mm_alloc((size_t)arows * (size_t)kc * es);
+        bp = mm_alloc((size_t)kc * (size_t)(direct ? sh.nr : ncmax) * es);
         if (!ap || !bp) {
             free(ap);
             free(bp);
@@ -489,8 +661,12 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         char *c = cbase + (size_t)(bi * p.m * p.n) * es;
         switch (MM_DTYPE(p)) {
         case D_F32:
-            gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
-                          (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
+            if (direct)
+                gemm_tile_direct(MM_ISA(p), ap, bp, (const float *)a, (const float *)b, (float *)c,
+                                 p.k, p.n, r0, r1, c0, c1);
+            else
+                gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
+                              (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
             break;
         case D_F64:
             gemm_tile_f64(mm_ukr_f64(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const double *)a,
@@ -617,7 +793,7 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
         if (want > 4096) want = 4096;
         if (want < 1) want = 1;
     }
-    mm_grid(m, n, k, batch, want, mm_tile_shape(a->dtype, isa), &p.rgrid, &p.cgrid);
+    mm_grid(m, n, k, batch, want, mm_kernel_shape(a->dtype, isa, m), &p.rgrid, &p.cgrid);
     uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
     uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
     if (blocks > 4096) blocks = 4096;
