@@ -628,6 +628,23 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     return mt_kl_launch(&kl, stream, k_softmax, blocks);
 }
 
+/* ---- a step of fused kernels -------------------------------------------------------------- */
+
+int mt_k_softmax_step(mtiart_kernel_fn fn, void *const *args, mt_kstep *step) {
+    memset(step, 0, sizeof *step);
+    if (fn != k_softmax) return 0;
+    sm_params p;
+    MT_K_PARAMS(p, args);
+    /* rows of the last dim only: one contiguous run per row */
+    if (p.dtype != D_F32 || p.inner != 1) return 0;
+    step->kind = MT_KSTEP_SOFTMAX;
+    step->out = MT_K_BUF(args, p.slot_out);
+    step->a = MT_K_BUF(args, p.slot_in);
+    step->row_a = p.len;
+    step->numel = p.outer * p.len;
+    return 1;
+}
+
 /* ---- the registry's descriptions --------------------------------------------------------- */
 
 static int describe_reduction(const rd_params *p, const char *suffix, char *out, size_t cap) {
