@@ -34,6 +34,8 @@
  *                         as long as its recent waits took). 0 makes every wait block at
  *                         once, as it always does under valgrind, where spinning only
  *                         delays the other threads.
+ *   MTIART_GRAPH_FUSION   1 (default) or 0: whether instantiation fuses nodes of the kernel
+ *                         library (see mtiart_graph_instantiate_with_flags)
  *   MTIART_KERNEL_ISA     cap on the x86 instruction set of the kernel library: generic,
  *                         avx2 or avx512 (default: the best the CPU supports; to test
  *                         every code path on one machine). Read at the first kernel-library
@@ -517,6 +519,26 @@ MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec);
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream);
 
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count);
+
+/* Flags of mtiart_graph_instantiate_with_flags. */
+typedef enum mtiart_instantiate_flags {
+    MTIART_INSTANTIATE_DEFAULT = 0,
+    /* Run every node as captured, whatever MTIART_GRAPH_FUSION says. */
+    MTIART_INSTANTIATE_NO_FUSION = 1,
+    /* Fuse nodes (below), whatever MTIART_GRAPH_FUSION says. */
+    MTIART_INSTANTIATE_FUSION = 2
+} mtiart_instantiate_flags;
+
+/* mtiart_graph_instantiate with flags (an or of mtiart_instantiate_flags). By default
+ * (unless MTIART_GRAPH_FUSION=0) the executable fuses nodes of the kernel library: a
+ * float32 matmul and a chain of elementwise operations on its result, each node depending
+ * only on the one before (a bias add or any binary op with a row vector, a same-shaped
+ * tensor or a scalar, unary ops, a softmax over the last dim) run as one launch, tile by
+ * tile. Fusion changes no result: every buffer the nodes wrote is written, with the same
+ * bits. The graph keeps its nodes; mtiart_graph_exec_get_node_count counts the graph's.
+ * Unknown flags, or both fusion flags, are refused (MTIART_ERROR_INVALID_VALUE). */
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint32_t flags,
+                                                             mtiart_graph_exec *exec);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernel library: tensor operations on contiguous device arrays                         */

@@ -208,6 +208,16 @@ static void do_init(void) {
             return;
         }
     }
+    const char *fusion = getenv("MTIART_GRAPH_FUSION");
+    if (fusion && *fusion) {
+        if (strcmp(fusion, "0") != 0 && strcmp(fusion, "1") != 0) {
+            init_status = MTIART_ERROR_INVALID_VALUE;
+            snprintf(init_message, sizeof init_message,
+                     "invalid MTIART_GRAPH_FUSION='%s' (expected 0 or 1)", fusion);
+            return;
+        }
+        mt_graph_fusion = fusion[0] == '1';
+    }
 #ifdef MTIART_HAVE_VALGRIND
     /* Under valgrind threads run one at a time: spinning only delays the others. */
     if (RUNNING_ON_VALGRIND) spin_us = 0;

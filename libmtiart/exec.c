@@ -35,7 +35,8 @@ struct mt_exec {
     uint64_t handle;
     mt_device *dev;
     mt_pool *pool;
-    size_t num_nodes;
+    size_t num_graph_nodes; /* of the graph it was made from */
+    size_t num_nodes;       /* of the plan: fewer when nodes were fused */
     xnode *nodes;
     mt_op *ops;
     void **argv_store;
@@ -417,33 +418,35 @@ done:
     return st;
 }
 
-MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
-    MT_API_ENTRY();
-    LOOKUP_GRAPH(g, graph);
-    LOCK_GRAPH(g);
-    MT_CHECK_NOT_NULL(exec);
-    if (g->num_nodes > UINT32_MAX / 2)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+/* Build the executable of g (whose lock is held) from `plan`: g itself, or the copy the
+ * fusion pass made of it. */
+static mtiart_status instantiate_plan(mt_graph *g, mt_graph *plan, const uint32_t *origin,
+                                      mtiart_graph_exec *exec) {
     mt_exec *x =
         aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
     x->dev = g->dev;
-    x->num_nodes = g->num_nodes;
-    x->nodes = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->nodes);
-    x->ops = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *x->ops);
+    x->num_graph_nodes = g->num_nodes;
+    x->num_nodes = plan->num_nodes;
+    x->nodes = calloc(plan->num_nodes ? plan->num_nodes : 1, sizeof *x->nodes);
+    x->ops = calloc(plan->num_nodes ? plan->num_nodes : 1, sizeof *x->ops);
     x->done = mt_event_new(MTIART_EVENT_DEFAULT);
     if (!x->nodes || !x->ops || !x->done) {
         exec_free(x);
         return mt_oom();
     }
-    for (size_t i = 0; i < g->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
-    mtiart_status st = build_plan(x, g);
+    for (size_t i = 0; i < plan->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
+    mtiart_status st = build_plan(x, plan);
     if (st) {
         exec_free(x);
         return st;
     }
+    /* Failures name the captured node a fused one starts at. */
+    if (origin)
+        for (size_t i = 0; i < x->num_nodes; i++)
+            x->nodes[i].graph_index = origin[x->nodes[i].graph_index];
     if (g->pool) {
         mt_pool_retain(g->pool);
         x->pool = g->pool;
@@ -452,6 +455,43 @@ MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_gra
     if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
     return MTIART_SUCCESS;
+}
+
+static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec *exec) {
+    MT_CHECK_NOT_NULL(exec);
+    if (flags & ~(uint32_t)(MTIART_INSTANTIATE_NO_FUSION | MTIART_INSTANTIATE_FUSION) ||
+        (flags & MTIART_INSTANTIATE_NO_FUSION && flags & MTIART_INSTANTIATE_FUSION))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "invalid instantiate flags 0x%x", flags);
+    if (g->num_nodes > UINT32_MAX / 2)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    bool fuse = flags & MTIART_INSTANTIATE_FUSION      ? true
+                : flags & MTIART_INSTANTIATE_NO_FUSION ? false
+                                                       : mt_graph_fusion;
+    mt_graph *fused = NULL;
+    uint32_t *origin = NULL;
+    if (fuse) {
+        mtiart_status st = mt_fuse_plan(g, &fused, &origin);
+        if (st) return st;
+    }
+    mtiart_status st = instantiate_plan(g, fused ? fused : g, origin, exec);
+    if (fused) mt_graph_free(fused);
+    free(origin);
+    return st;
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    return instantiate(g, MTIART_INSTANTIATE_DEFAULT, exec);
+}
+
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint32_t flags,
+                                                             mtiart_graph_exec *exec) {
+    MT_API_ENTRY();
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    return instantiate(g, flags, exec);
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
@@ -466,7 +506,7 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     MT_CHECK_NOT_NULL(count);
-    *count = x->num_nodes;
+    *count = x->num_graph_nodes;
     return MTIART_SUCCESS;
 }
 

@@ -658,6 +658,14 @@ static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->l
 mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
                               const mtiart_arg *args, uint32_t num_args, size_t *index);
 
+/* Fusion (fuse.c): a copy of g for the executable's plan in which a launch of the kernel
+ * library stands for a chain of nodes (a matmul and the elementwise operations on its
+ * result), with origin[i] the captured node that the plan's node i starts at. NULL (and no
+ * origin) when nothing fuses. */
+mtiart_status mt_fuse_plan(const mt_graph *g, mt_graph **planned, uint32_t **origin);
+/* Whether instantiation fuses by default (MTIART_GRAPH_FUSION, read at initialisation). */
+extern bool mt_graph_fusion;
+
 /* Worker: run one replay of an executable. Returns 0, or the code of the first node that
  * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller
  * records it as its stream's sticky error. */

@@ -78,7 +78,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .graphs import MTIAGraph, graph, graph_pool_handle
+from .graphs import MTIAGraph, graph, graph_pool_handle, set_graph_fusion
 from .kernels import Kernel, PythonKernel, kernel, load_kernel
 from .memory import (
     attach_out_of_memory_observer,
@@ -156,6 +156,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "MTIAGraph",
     "graph",
     "graph_pool_handle",
+    "set_graph_fusion",
     # tensors
     "Tensor",
     "dtype",

@@ -27,7 +27,7 @@ from .streams import (
     synchronize,
 )
 
-__all__ = ["MTIAGraph", "graph", "graph_pool_handle"]
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "set_graph_fusion"]
 
 _POOL_HANDLE = tuple[int, int]
 
@@ -36,6 +36,26 @@ _CAPTURE_MODES: dict[str, int] = {
     "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
     "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
 }
+
+# Whether graphs instantiated from now on fuse nodes; None: libmtiart's default.
+_fusion: bool | None = None
+
+
+def set_graph_fusion(enabled: bool | None) -> None:
+    """Whether graphs instantiated from now on fuse nodes (an extra of this package).
+
+    A fused executable runs a matmul and the chain of elementwise operations on its
+    result (bias add, activation, scalar ops, softmax over the last dim) as one kernel
+    launch, tile by tile while the tile is in cache. Results do not change: every tensor
+    the captured operations wrote is written, with bitwise the same values. ``None``
+    restores the default: fusion, unless the environment has ``MTIART_GRAPH_FUSION=0``.
+    Graphs already instantiated keep their plan.
+    """
+    global _fusion
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"set_graph_fusion() takes a bool or None, not {type(enabled).__name__}")
+    _fusion = enabled
+
 
 # Python host functions captured into graphs that were reset while a replay might still be
 # running: (event recorded after the last replay, callables). Entries go once the event
@@ -327,7 +347,17 @@ class MTIAGraph:
             check(lib.mtiart_graph_exec_destroy(self._exec))
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
-        check(lib.mtiart_graph_instantiate(self._graph, exec_out), "MTIAGraph.instantiate")
+        flags = (
+            lib.MTIART_INSTANTIATE_DEFAULT
+            if _fusion is None
+            else lib.MTIART_INSTANTIATE_FUSION
+            if _fusion
+            else lib.MTIART_INSTANTIATE_NO_FUSION
+        )
+        check(
+            lib.mtiart_graph_instantiate_with_flags(self._graph, flags, exec_out),
+            "MTIAGraph.instantiate",
+        )
         self._exec = exec_out[0]
 
     def _destroy_template(self) -> None:

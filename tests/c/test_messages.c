@@ -174,6 +174,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_dependency, g, 0, 0, &node);
     EXPECT_PREFIX(mtiart_graph_to_dot, g, NULL, 16, &count);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 7, &x);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
