@@ -389,6 +389,146 @@ static void bench_replay(void) {
         }
 }
 
+/* ------------------------------------------------------------------ nested child graphs */
+
+/* A chain of n = fanout^levels empty nodes built as child graphs: `levels` levels, each a
+ * chain of `fanout` child nodes of the level below (the bottom level: a chain of kernels). */
+static mtiart_graph nested_chain(int fanout, int levels) {
+    mtiart_graph g = bench_build_graph(BENCH_CHAIN, (size_t)fanout, bench_k_empty, NULL, 0);
+    for (int level = 1; level < levels; level++) {
+        mtiart_graph up;
+        BENCH_CHECK(mtiart_graph_create(0, &up));
+        size_t prev = 0, node;
+        for (int i = 0; i < fanout; i++) {
+            BENCH_CHECK(
+                mtiart_graph_add_child_graph_node(up, i ? &prev : NULL, i ? 1 : 0, g, &node));
+            prev = node;
+        }
+        BENCH_CHECK(mtiart_graph_destroy(g));
+        g = up;
+    }
+    return g;
+}
+
+typedef struct nested_ctx {
+    mtiart_graph_exec flat, nested;
+    size_t n;
+    int launches;
+} nested_ctx;
+
+static double nested_rep(void *p) {
+    nested_ctx *c = p;
+    return bench_time_replays(c->nested, g_stream, c->n, c->launches, 0);
+}
+
+static double flat_rep(void *p) {
+    nested_ctx *c = p;
+    return bench_time_replays(c->flat, g_stream, c->n, c->launches, 0);
+}
+
+static void bench_nested(void) {
+    if (!bench_selected("replay_nested_chain_1000_b2b")) return;
+    nested_ctx c = {.n = 1000, .launches = bench_replays_for(1000)};
+    mtiart_graph g = nested_chain(10, 3);
+    size_t count = 0;
+    BENCH_CHECK(mtiart_graph_instantiate(g, &c.nested));
+    BENCH_CHECK(mtiart_graph_exec_get_node_count(c.nested, &count));
+    if (count != c.n) bench_die("nested chain flattened to %zu nodes, not %zu", count, c.n);
+    BENCH_CHECK(mtiart_graph_destroy(g));
+    c.flat = bench_instantiate(BENCH_CHAIN, c.n);
+    bench_row *r = bench_new_row("replay_nested_chain_1000_b2b", "ns/node", 0);
+    bench_measure(r, nested_rep, flat_rep, &c);
+    r->baseline_name = "the same 1000-node chain built flat (replay_chain_1000_b2b)";
+    r->ratio_target = 1.05;
+    bench_set_params(r,
+                     "\"nodes\": %zu, \"levels\": 3, \"children_per_level\": 10, "
+                     "\"replays_per_rep\": %d",
+                     c.n, c.launches);
+    bench_set_note(r, "a chain of 10 child graphs, each a chain of 10 child graphs of 10 empty "
+                      "kernels, replayed back to back; per node");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.nested));
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.flat));
+}
+
+/* ------------------------------------------------------------------ update in place */
+
+static int32_t k_value(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)args, (void)block, (void)num_blocks;
+    return 0;
+}
+
+typedef struct update_ctx {
+    mtiart_graph graphs[2];
+    mtiart_graph_exec x;
+    size_t n;
+    int rounds, next;
+    bench_samples apply;
+} update_ctx;
+
+/* Updates alternating between two graphs whose every kernel argument differs, so each
+ * changes all n nodes. Each is applied by a replay (untimed here: the replay's extra cost
+ * over a plain replay goes into `apply`). */
+static double update_rep(void *p) {
+    update_ctx *c = p;
+    double spent = 0, applied = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_exec_update(c->x, c->graphs[c->next], NULL));
+        double t1 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(c->x, g_stream));
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+        double t2 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_launch(c->x, g_stream));
+        BENCH_CHECK(mtiart_stream_synchronize(g_stream));
+        double t3 = bench_now_ns();
+        spent += t1 - t0;
+        applied += (t2 - t1) - (t3 - t2);
+        c->next ^= 1;
+    }
+    double denom = (double)c->rounds * (double)c->n;
+    if (c->apply.n < BENCH_MAX_REPS) c->apply.v[c->apply.n++] = applied / denom;
+    return spent / denom;
+}
+
+static double instantiate_rep(void *p) {
+    update_ctx *c = p;
+    double spent = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_instantiate(c->graphs[r & 1], &x));
+        spent += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+    }
+    return spent / ((double)c->rounds * (double)c->n);
+}
+
+static void bench_update(void) {
+    if (!bench_selected("exec_update")) return;
+    update_ctx c = {.n = 1000, .rounds = bench_cfg.quick ? 3 : 20};
+    for (int i = 0; i < 2; i++) {
+        int64_t value = i;
+        mtiart_arg arg = {MTIART_ARG_VALUE, sizeof value, &value, 0};
+        c.graphs[i] = bench_build_graph(BENCH_CHAIN, c.n, k_value, &arg, 1);
+    }
+    BENCH_CHECK(mtiart_graph_instantiate(c.graphs[0], &c.x));
+    bench_row *r = bench_new_row("exec_update", "ns/node", 0);
+    bench_measure(r, update_rep, instantiate_rep, &c);
+    r->baseline_name = "mtiart_graph_instantiate of the same graph";
+    r->target = 20;
+    /* the first sample is the warm-up's */
+    bench_set_params(r, "\"nodes\": %zu, \"updates_per_rep\": %d, \"apply_ns_per_node\": %.4g", c.n,
+                     c.rounds, bench_median(c.apply.v + 1, c.apply.n - 1));
+    bench_set_note(r, "mtiart_graph_exec_update of a 1000-node chain from a graph whose every "
+                      "kernel argument differs; per node (params: applying it at the next "
+                      "replay, per node)");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_exec_destroy(c.x));
+    BENCH_CHECK(mtiart_graph_destroy(c.graphs[0]));
+    BENCH_CHECK(mtiart_graph_destroy(c.graphs[1]));
+}
+
 /* ------------------------------------------------------------------ capture */
 
 typedef struct capture_ctx {
@@ -1031,7 +1171,9 @@ int main(int argc, char **argv) {
         bench_op_add_scalar();
         bench_roundtrips();
         bench_replay();
+        bench_nested();
         bench_capture();
+        bench_update();
         bench_alloc();
         bench_elementwise();
         bench_cpu_wait();

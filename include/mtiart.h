@@ -170,7 +170,10 @@ MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *st
 MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream);
 
 /* Destroy a stream. Work already enqueued still completes; the handle is invalid at once.
- * The default stream and a capturing stream cannot be destroyed. */
+ * The default stream and the stream a capture began on cannot be destroyed; a stream
+ * forked into a capture can once its work has been joined back (another stream of the
+ * capture waited on an event recorded after it), and is MTIART_ERROR_NOT_PERMITTED
+ * before. */
 MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream);
 
 /* Device index, priority and a process-unique id (never reused) of a stream. */
@@ -188,8 +191,26 @@ MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream);
 MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream);
 
 /* Work enqueued on `stream` after this call waits for the most recent record of `event`
- * made before this call (no-op if the event was never recorded). */
+ * made before this call (no-op if the event was never recorded). On a capturing stream:
+ * an event recorded in the same capture adds edges (a join, or a fork that brings the
+ * stream into the capture); any other event becomes a wait node (see the Graphs section). */
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event);
+
+typedef enum mtiart_stream_flags {
+    MTIART_STREAM_DEFAULT = 0,
+    MTIART_STREAM_NON_BLOCKING = 1 /* CUDA's cudaStreamNonBlocking */
+} mtiart_stream_flags;
+
+/* mtiart_stream_create with flags (MTIART_STREAM_*). Every stream already behaves as a
+ * CUDA non-blocking stream: the default stream never synchronizes implicitly with other
+ * streams (there is no legacy default stream), so MTIART_STREAM_NON_BLOCKING changes no
+ * behaviour; it is accepted for code ported from CUDA and reported by
+ * mtiart_stream_get_flags. Unknown flags are MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_stream_create_with_flags(int device, int priority, uint32_t flags,
+                                                         mtiart_stream *stream);
+
+/* The flags a stream was created with (0 for a device's default stream). */
+MTIART_API mtiart_status mtiart_stream_get_flags(mtiart_stream stream, uint32_t *flags);
 
 /* ------------------------------------------------------------------------------------ */
 /* Kernels and stream operations                                                        */
@@ -295,6 +316,20 @@ MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event);
 /* Milliseconds between two completed records of timing events. */
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds);
+
+typedef enum mtiart_event_record_flags {
+    MTIART_EVENT_RECORD_DEFAULT = 0,
+    /* On a capturing stream, a record node: every replay records the event there (CUDA's
+     * cudaEventRecordExternal), for work outside the graph to wait on and to time. */
+    MTIART_EVENT_RECORD_EXTERNAL = 1
+} mtiart_event_record_flags;
+
+/* mtiart_event_record with flags (MTIART_EVENT_RECORD_*). Without a capture the flags
+ * change nothing. In a capture, a plain record only orders the capture's own streams (a
+ * fork or join point, no node); an external one also becomes a record node. Not
+ * permitted inside a conditional body (MTIART_ERROR_NOT_SUPPORTED). */
+MTIART_API mtiart_status mtiart_event_record_with_flags(mtiart_event event, mtiart_stream stream,
+                                                        uint32_t flags);
 
 /* ------------------------------------------------------------------------------------ */
 /* Memory                                                                               */
@@ -447,9 +482,11 @@ typedef enum mtiart_node_kind {
     MTIART_NODE_MEMCPY = 1,
     MTIART_NODE_FILL = 2,
     MTIART_NODE_HOST = 3,
-    MTIART_NODE_EVENT_RECORD = 4, /* ordering point of a fork/join inside the graph */
-    MTIART_NODE_EVENT_WAIT = 5,   /* waits for an event recorded outside the graph */
-    MTIART_NODE_EMPTY = 6
+    MTIART_NODE_EVENT_RECORD = 4, /* records an event at every replay */
+    MTIART_NODE_EVENT_WAIT = 5,   /* waits for an event's record made before the launch */
+    MTIART_NODE_EMPTY = 6,
+    MTIART_NODE_CHILD_GRAPH = 7, /* runs a graph (its body) in its place */
+    MTIART_NODE_CONDITIONAL = 8  /* runs its body if, or while, a device flag is non-zero */
 } mtiart_node_kind;
 
 typedef struct mtiart_node_info {
@@ -508,17 +545,140 @@ MTIART_API mtiart_status mtiart_graph_to_dot(mtiart_graph graph, char *buffer, s
                                              size_t *length);
 
 /* Build the executable form: a flat plan where chains run back to back and independent
- * branches spread over the device's workers. The graph may be destroyed afterwards. */
+ * branches spread over the device's workers. Child graphs are flattened into it, so they
+ * replay at the cost of their nodes. The graph may be destroyed (or changed) afterwards:
+ * the executable keeps what it was instantiated from. */
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec);
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec);
 
 /* Enqueue one replay as a single operation on `stream` (any stream of the graph's device).
  * Replays of one executable never overlap: a launch on another stream waits for the
- * previous one. */
+ * previous one. On a capturing stream the launch is captured as a child graph node that
+ * runs what the executable runs (with the parameters of its latest update). */
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream);
 
+/* The number of operations a replay runs (child graphs flattened). */
 MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec, size_t *count);
+
+/*
+ * Explicit construction: every node kind capture makes. Each add_* function appends a node
+ * that depends on the given earlier nodes and writes its index to *node; device buffers
+ * must lie in live allocations of the graph's device, as for the stream operations.
+ */
+
+/* A copy (mtiart_memcpy_async's rules; 0 bytes is a node that does nothing). */
+MTIART_API mtiart_status mtiart_graph_add_memcpy_node(mtiart_graph graph,
+                                                      const size_t *dependencies,
+                                                      size_t num_dependencies, void *dst,
+                                                      const void *src, size_t bytes,
+                                                      mtiart_memcpy_kind kind, size_t *node);
+
+/* A fill (mtiart_fill_async's rules). */
+MTIART_API mtiart_status mtiart_graph_add_fill_node(mtiart_graph graph, const size_t *dependencies,
+                                                    size_t num_dependencies, void *dst,
+                                                    const void *pattern, uint32_t pattern_size,
+                                                    size_t count, size_t *node);
+
+/* A host function, run on a device worker at every replay. */
+MTIART_API mtiart_status mtiart_graph_add_host_node(mtiart_graph graph, const size_t *dependencies,
+                                                    size_t num_dependencies, mtiart_host_fn fn,
+                                                    void *user_data, size_t *node);
+
+/* Record `event` at every replay (the graph holds the event). Each launch reserves the
+ * record, so work enqueued after the launch that waits on the event waits for it. */
+MTIART_API mtiart_status mtiart_graph_add_event_record_node(mtiart_graph graph,
+                                                            const size_t *dependencies,
+                                                            size_t num_dependencies,
+                                                            mtiart_event event, size_t *node);
+
+/* Wait, at every replay, for the most recent record of `event` made before the replay was
+ * launched (eagerly, or by a replay of another graph). The wait takes effect in place: the
+ * nodes that depend on it wait, the others run; when nothing else can run the replay is
+ * suspended, its stream parked on the event without holding a worker. */
+MTIART_API mtiart_status mtiart_graph_add_event_wait_node(mtiart_graph graph,
+                                                          const size_t *dependencies,
+                                                          size_t num_dependencies,
+                                                          mtiart_event event, size_t *node);
+
+/* Run `child` in place of the node: its roots after the node's dependencies, the node's
+ * dependents after its sinks. The child is copied: later changes to it do not reach this
+ * graph. The graphs must belong to the same device. */
+MTIART_API mtiart_status mtiart_graph_add_child_graph_node(mtiart_graph graph,
+                                                           const size_t *dependencies,
+                                                           size_t num_dependencies,
+                                                           mtiart_graph child, size_t *node);
+
+typedef enum mtiart_conditional_type {
+    MTIART_CONDITIONAL_IF = 0,   /* the body runs once if the condition is non-zero */
+    MTIART_CONDITIONAL_WHILE = 1 /* the body runs while the condition is non-zero, tested
+                                  * before every iteration */
+} mtiart_conditional_type;
+
+/* A conditional node (CUDA 12.4's conditional nodes): at every replay it reads
+ * `condition_size` (1, 2, 4 or 8) bytes at `condition`, aligned device memory that a node
+ * of the graph usually sets, and runs `body` (copied, as a child graph is) accordingly,
+ * without returning to the host. A body that fails stops the loop; the replay reports
+ * "graph node N: WHILE body node M: ...". A body may contain any node but event record
+ * and wait nodes (MTIART_ERROR_NOT_SUPPORTED). A WHILE whose condition never becomes
+ * zero runs forever, as on a GPU. */
+MTIART_API mtiart_status mtiart_graph_add_conditional_node(
+    mtiart_graph graph, const size_t *dependencies, size_t num_dependencies,
+    mtiart_conditional_type type, const void *condition, uint32_t condition_size, mtiart_graph body,
+    size_t *node);
+
+/* A new graph holding (a copy of) the body of a child graph or conditional node. */
+MTIART_API mtiart_status mtiart_graph_get_node_body(mtiart_graph graph, size_t node,
+                                                    mtiart_graph *body);
+
+/* Replace the arguments of kernel node `node` (its kernel and block count stay). */
+MTIART_API mtiart_status mtiart_graph_kernel_node_set_args(mtiart_graph graph, size_t node,
+                                                           const mtiart_arg *args,
+                                                           uint32_t num_args);
+
+/* Capture a conditional body: from mtiart_stream_begin_conditional on, the work enqueued
+ * on the capturing `stream` goes into the body, and mtiart_stream_end_conditional adds
+ * the conditional node (after the stream's work before the body). Bodies nest. A body
+ * holds one stream's work: an event recorded in it can be waited on only in it, and it
+ * may not record external events or wait for outside ones. Ending the capture with a
+ * body open is MTIART_ERROR_CAPTURE_UNJOINED. */
+MTIART_API mtiart_status mtiart_stream_begin_conditional(mtiart_stream stream,
+                                                         mtiart_conditional_type type,
+                                                         const void *condition,
+                                                         uint32_t condition_size);
+MTIART_API mtiart_status mtiart_stream_end_conditional(mtiart_stream stream);
+
+typedef enum mtiart_update_result {
+    MTIART_UPDATE_SUCCESS = 0,
+    MTIART_UPDATE_TOPOLOGY_CHANGED = 1,       /* node count or a node's dependencies differ */
+    MTIART_UPDATE_NODE_KIND_CHANGED = 2,      /* a node of another kind */
+    MTIART_UPDATE_PARAMETERS_UNSUPPORTED = 3, /* a kernel's argument count, a conditional's
+                                               * type: what cannot change in place */
+    MTIART_UPDATE_DEVICE_CHANGED = 4          /* the graph belongs to another device */
+} mtiart_update_result;
+
+typedef struct mtiart_update_info {
+    int32_t result; /* an mtiart_update_result */
+    uint32_t reserved;
+    uint64_t node; /* the first top-level node of `graph` that differs (UINT64_MAX: none) */
+} mtiart_update_info;
+
+/* Update an executable in place from `graph`, topologically identical to the graph it was
+ * instantiated from (the same nodes, kinds and edges, child and conditional bodies
+ * included): kernel arguments and blocks, kernels, copy and fill parameters, host
+ * functions, events and conditions take the graph's values. Replays launched before the
+ * update keep running with the old parameters; those launched after it run the new ones
+ * (the update may be made at any time, with replays pending). Anything else fails with
+ * MTIART_ERROR_INVALID_VALUE, the first difference in *info (may be NULL) and the message,
+ * and leaves the executable unchanged. The executable holds a use of the graph's pool. */
+MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
+                                                  mtiart_update_info *info);
+
+/* Replace the arguments of top-level kernel node `node` of an executable, as an update
+ * does (the same number of arguments; later launches see them). */
+MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exec exec, size_t node,
+                                                                const mtiart_arg *args,
+                                                                uint32_t num_args);
 
 /* Flags of mtiart_graph_instantiate_with_flags. */
 typedef enum mtiart_instantiate_flags {

@@ -2,16 +2,23 @@
  * Stream capture. A capturing stream records its operations as graph nodes instead of
  * running them. Each stream in a capture keeps a "frontier": the nodes its next operation
  * must depend on. Recording an event snapshots the frontier; a stream that waits on such
- * an event joins the capture (fork) or merges the frontier into its own (join).
+ * an event joins the capture (fork) or merges the snapshot into its own frontier (join).
+ * Fork and join are edges, as in CUDA: an event record or wait becomes a node only where
+ * the program asked for one, an event recorded with MTIART_EVENT_RECORD_EXTERNAL (a
+ * record node) or a wait on an event recorded outside the capture (a wait node).
+ *
+ * A conditional body (mtiart_stream_begin_conditional) is a scope of one stream: its work
+ * goes into the body's graph until the scope ends and becomes one conditional node.
  *
  * Unsafe calls (anything that waits for the device) are refused while a capture they
  * could disturb is active, and invalidate that capture: calls on a capturing stream or a
- * captured event always; other calls according to the capture's mode, as in CUDA. *
+ * captured event always; other calls according to the capture's mode, as in CUDA.
+ *
  * Locks: captures_lock guards the list of active captures and every change of which
  * capture a stream or event belongs to (begin, a stream joining, the end, a stream's
- * destruction), and is taken before a capture's own lock, which guards its graph and its
- * streams' frontiers. A capture pointer read from a stream or event is used only under
- * captures_lock, or under the capture's lock taken while captures_lock was held.
+ * destruction), and is taken before a capture's own lock, which guards its graph, its
+ * streams' frontiers and scopes. A capture pointer read from a stream or event is used
+ * only under captures_lock, or under the capture's lock taken while captures_lock was held.
  */
 #include "internal.h"
 
@@ -23,17 +30,70 @@ static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
 static mt_capture *captures;
 static atomic_uint_least64_t next_capture_id = 1;
 
+/* A conditional body being captured on one stream. */
+typedef struct mt_scope {
+    uint64_t id;
+    mt_dag *body;
+    mt_op op;               /* the conditional node's */
+    size_t *outer_frontier; /* the stream's frontier when the body began */
+    size_t outer_len;
+    struct mt_scope *outer;
+} mt_scope;
+
+static atomic_uint_least64_t next_scope_id = 1;
+
+static bool reserve(size_t **array, size_t *cap, size_t count) {
+    if (count <= *cap) return true;
+    size_t grown_cap = count < 4 ? 4 : count;
+    size_t *grown = realloc(*array, grown_cap * sizeof *grown);
+    if (!grown) return false;
+    *array = grown;
+    *cap = grown_cap;
+    return true;
+}
+
 static bool frontier_set(mt_stream *s, const size_t *nodes, size_t count) {
-    if (count > s->frontier_cap) {
-        size_t cap = count < 4 ? 4 : count;
-        size_t *grown = realloc(s->frontier, cap * sizeof *grown);
-        if (!grown) return false;
-        s->frontier = grown;
-        s->frontier_cap = cap;
-    }
+    if (!reserve(&s->frontier, &s->frontier_cap, count)) return false;
     if (count) memcpy(s->frontier, nodes, count * sizeof *nodes);
     s->frontier_len = count;
     return true;
+}
+
+/* A join: the stream's next operation also depends on `nodes`. */
+static bool frontier_merge(mt_stream *s, const size_t *nodes, size_t count) {
+    if (!reserve(&s->frontier, &s->frontier_cap, s->frontier_len + count)) return false;
+    size_t had = s->frontier_len;
+    for (size_t i = 0; i < count; i++) {
+        bool seen = false;
+        for (size_t k = 0; k < had && !seen; k++) seen = s->frontier[k] == nodes[i];
+        if (!seen) s->frontier[s->frontier_len++] = nodes[i];
+    }
+    return true;
+}
+
+/* The graph the stream records into: its innermost conditional body, or the capture's. */
+static mt_dag *dag_of(const mt_capture *c, const mt_stream *s) {
+    return s->scope ? s->scope->body : c->graph->dag;
+}
+
+static uint64_t scope_id(const mt_stream *s) { return s->scope ? s->scope->id : 0; }
+
+/* The stream's frontier in the capture's graph (under any open bodies). */
+static const size_t *top_frontier(const mt_stream *s, size_t *len) {
+    const mt_scope *sc = s->scope;
+    if (!sc) {
+        *len = s->frontier_len;
+        return s->frontier;
+    }
+    while (sc->outer) sc = sc->outer;
+    *len = sc->outer_len;
+    return sc->outer_frontier;
+}
+
+static void free_scope(mt_scope *sc) {
+    if (sc->body) mt_dag_unref(sc->body);
+    free(sc->outer_frontier);
+    free(sc);
 }
 
 static void invalidate_locked(mt_capture *c, const char *reason) {
@@ -70,6 +130,17 @@ static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
     return st;
 }
 
+/* Append a node to the graph s records into, after its frontier, which becomes the node
+ * (c's lock held). The op and body are moved in or released. */
+static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_dag *body,
+                                   const mtiart_arg *args, uint32_t num_args) {
+    size_t index;
+    mtiart_status st =
+        mt_dag_append(dag_of(c, s), op, body, s->frontier, s->frontier_len, args, num_args, &index);
+    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    return st;
+}
+
 mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
                                 uint32_t num_args) {
     mt_capture *c = lock_capture_of(s);
@@ -78,10 +149,28 @@ mtiart_status mt_capture_record(mt_stream *s, mt_op *op, const mtiart_arg *args,
         mt_op_release(op);
         return refuse_invalidated(c, s);
     }
-    size_t index;
-    mtiart_status st =
-        mt_graph_append(c->graph, op, s->frontier, s->frontier_len, args, num_args, &index);
-    if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
+    mtiart_status st = append_locked(c, s, op, NULL, args, num_args);
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+mtiart_status mt_capture_child(mt_stream *s, mt_dag *body) {
+    mt_capture *c = lock_capture_of(s);
+    if (!c) {
+        mt_dag_unref(body);
+        return MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
+    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        mt_dag_unref(body);
+        return refuse_invalidated(c, s);
+    }
+    mtiart_status st = s->scope ? mt_check_conditional_body(body) : MTIART_SUCCESS;
+    if (st == MTIART_SUCCESS) {
+        mt_op op = {.type = MT_OP_CHILD, .num_blocks = 1};
+        st = append_locked(c, s, &op, body, NULL, 0); /* takes the body */
+    } else {
+        mt_dag_unref(body);
+    }
     pthread_mutex_unlock(&c->lock);
     return st;
 }
@@ -148,48 +237,50 @@ mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event) {
                         detail);
 }
 
-mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e) {
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external) {
     mt_capture *c = lock_capture_of(s);
     if (!c) return MTIART_ERROR_NOT_CAPTURING; /* the capture ended meanwhile */
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
-    if (e->capture && e->capture != c) {
-        pthread_mutex_unlock(&c->lock);
-        return mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
-                            "the event is already recorded in another active capture");
-    }
+    mtiart_status st = MTIART_SUCCESS;
+    if (e->capture && e->capture != c)
+        st = mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                          "the event is already recorded in another active capture");
+    else if (external && s->scope)
+        st = mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                          "an event record node inside a conditional body (its replays would "
+                          "record the event a number of times known only at run time)");
     /* Remember the event so its capture state is cleared when the capture ends. */
-    if (!e->capture && c->num_events == c->cap_events) {
+    else if (!e->capture && c->num_events == c->cap_events) {
         size_t cap = c->cap_events ? c->cap_events * 2 : 8;
         mt_event **grown = realloc(c->events, cap * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&c->lock);
-            return mt_oom();
+        if (!grown) st = mt_oom();
+        else {
+            c->events = grown;
+            c->cap_events = cap;
         }
-        c->events = grown;
-        c->cap_events = cap;
     }
-    mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
-    mt_event_ref(e);
-    op.u.event.event = e;
-    op.u.event.generation = 0;
-    size_t index;
-    mtiart_status st =
-        mt_graph_append(c->graph, &op, s->frontier, s->frontier_len, NULL, 0, &index);
+    /* A wait on the event in this capture depends on what the stream's next operation
+     * would: the record node, or the frontier itself (an edge, no node). Room first, so
+     * that a failure leaves the graph as it was. */
+    if (st == MTIART_SUCCESS &&
+        !reserve(&e->capture_deps, &e->capture_deps_cap, external ? 1 : s->frontier_len))
+        st = mt_oom();
+    if (st == MTIART_SUCCESS && external) {
+        mt_op op = {.type = MT_OP_EVENT_RECORD, .num_blocks = 1};
+        mt_event_ref(e);
+        op.u.event.event = e;
+        st = append_locked(c, s, &op, NULL, NULL, 0);
+    }
     if (st == MTIART_SUCCESS) {
-        size_t *deps = realloc(e->capture_deps, sizeof *deps);
-        if (!deps || !frontier_set(s, &index, 1)) {
-            if (deps) e->capture_deps = deps;
-            st = mt_oom();
-        } else {
-            e->capture_deps = deps;
-            deps[0] = index;
-            e->capture_deps_len = 1;
-            if (!e->capture) {
-                mt_event_ref(e);
-                c->events[c->num_events++] = e;
-            }
-            e->capture = c;
+        if (s->frontier_len)
+            memcpy(e->capture_deps, s->frontier, s->frontier_len * sizeof *s->frontier);
+        e->capture_deps_len = s->frontier_len;
+        e->capture_scope = scope_id(s);
+        if (!e->capture) {
+            mt_event_ref(e);
+            c->events[c->num_events++] = e;
         }
+        e->capture = c;
     }
     pthread_mutex_unlock(&c->lock);
     return st;
@@ -226,55 +317,42 @@ static mtiart_status capture_wait_locked(mt_stream *s, const mt_pin *pin, mt_eve
                             s->dev->index, c->dev->index);
     pthread_mutex_lock(&c->lock);
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) return refuse_invalidated(c, s);
-    mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
-    size_t *deps = NULL, num_deps = 0;
     mtiart_status st = MTIART_SUCCESS;
-    if (ec) {
-        /* An in-capture edge: the wait node depends on the record and on the waiting
-         * stream's own frontier (empty when the stream is just joining). */
-        num_deps = (sc ? s->frontier_len : 0) + e->capture_deps_len;
-        deps = malloc((num_deps ? num_deps : 1) * sizeof *deps);
-        if (!deps) st = mt_oom();
-        else {
-            size_t n = 0;
-            if (sc)
-                for (size_t i = 0; i < s->frontier_len; i++) deps[n++] = s->frontier[i];
-            for (size_t i = 0; i < e->capture_deps_len; i++) deps[n++] = e->capture_deps[i];
+    if (ec && e->capture_scope != (sc ? scope_id(s) : 0)) {
+        st = mt_set_error(MTIART_ERROR_CAPTURE_ISOLATION,
+                          "the event was recorded %s a conditional body that stream %llu is "
+                          "not capturing into (a body's work joins only work of that body)",
+                          e->capture_scope ? "inside" : "outside", (unsigned long long)s->id);
+    } else if (ec && sc) {
+        /* A join inside the capture: an edge from what the record saw. */
+        if (!frontier_merge(s, e->capture_deps, e->capture_deps_len)) st = mt_oom();
+    } else if (ec) {
+        /* A fork: the stream joins the capture, its next operation after the record.
+         * Joining is atomic with the stream's destruction (both under captures_lock): a
+         * stream destroyed before it could join must not become part of the capture. */
+        if (!mt_handle_alive(pin))
+            st = mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
+                              (unsigned long long)s->id);
+        else if (!add_stream(c, s)) st = mt_oom();
+        else if (!frontier_set(s, e->capture_deps, e->capture_deps_len)) {
+            c->num_streams--;
+            mt_stream_unref(s);
+            st = mt_oom();
+        } else {
+            set_capture(s, c);
         }
-        op.u.event.event = NULL;
+    } else if (s->scope) {
+        st = mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                          "a wait for an event recorded outside the capture inside a "
+                          "conditional body");
     } else {
-        /* An event recorded outside the capture: the replay waits for its latest record. */
-        if (atomic_load(&e->recorded) == 0) {
-            pthread_mutex_unlock(&c->lock);
-            return MTIART_SUCCESS;
-        }
+        /* An event recorded outside the capture (eagerly, by a replay, or not yet): each
+         * replay waits for its most recent record made before that replay was launched. */
+        mt_op op = {.type = MT_OP_EVENT_WAIT, .num_blocks = 1};
         mt_event_ref(e);
         op.u.event.event = e;
-        deps = s->frontier;
-        num_deps = s->frontier_len;
+        st = append_locked(c, s, &op, NULL, NULL, 0);
     }
-    size_t index;
-    /* Joining is atomic with the stream's destruction (both under captures_lock): a
-     * stream destroyed before it could join must not become part of the capture. */
-    if (st == MTIART_SUCCESS && !sc && !mt_handle_alive(pin)) {
-        st = mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
-                          (unsigned long long)s->id);
-        mt_op_release(&op);
-    } else if (st == MTIART_SUCCESS) {
-        if (!sc && !add_stream(c, s)) {
-            st = mt_oom();
-            mt_op_release(&op);
-        } else {
-            st = mt_graph_append(c->graph, &op, deps, num_deps, NULL, 0, &index);
-            if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
-            if (!sc && st == MTIART_SUCCESS) set_capture(s, c);
-            else if (!sc) {
-                c->num_streams--;
-                mt_stream_unref(s);
-            }
-        }
-    }
-    if (ec) free(deps);
     pthread_mutex_unlock(&c->lock);
     return st;
 }
@@ -291,21 +369,93 @@ mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e
     return eager ? mt_stream_enqueue_wait(s, e, atomic_load(&e->recorded)) : st;
 }
 
+/* Nodes reachable backwards from `roots` (and the roots). */
+static bool *ancestors(const mt_dag *g, const size_t *roots, size_t num_roots, bool *seen) {
+    size_t *stack = malloc((g->num_nodes ? g->num_nodes : 1) * sizeof *stack);
+    if (!seen || !stack) {
+        free(seen);
+        free(stack);
+        return NULL;
+    }
+    size_t top = 0;
+    for (size_t i = 0; i < num_roots; i++)
+        if (!seen[roots[i]]) {
+            seen[roots[i]] = true;
+            stack[top++] = roots[i];
+        }
+    while (top) {
+        const mt_node *n = &g->nodes[stack[--top]];
+        for (uint32_t d = 0; d < n->num_deps; d++)
+            if (!seen[n->deps[d]]) {
+                seen[n->deps[d]] = true;
+                stack[top++] = n->deps[d];
+            }
+    }
+    free(stack);
+    return seen;
+}
+
+static bool *new_marks(const mt_dag *g) { return calloc(g->num_nodes ? g->num_nodes : 1, 1); }
+
+/* Whether the work of forked stream s has been joined back: every node of its frontier
+ * is something another stream of the capture depends on (c's lock held). 1, 0, or -1 when
+ * out of host memory. */
+static int joined_back(mt_capture *c, const mt_stream *s) {
+    if (s->frontier_len == 0) return 1;
+    const mt_dag *g = c->graph->dag;
+    bool *seen = new_marks(g);
+    for (size_t i = 0; i < c->num_streams && seen; i++) {
+        if (c->streams[i] == s) continue;
+        size_t len;
+        const size_t *f = top_frontier(c->streams[i], &len);
+        seen = ancestors(g, f, len, seen);
+    }
+    if (!seen) return -1;
+    int all = 1;
+    for (size_t k = 0; k < s->frontier_len; k++) all &= seen[s->frontier[k]];
+    free(seen);
+    return all;
+}
+
 mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin) {
     pthread_mutex_lock(&captures_lock);
     mt_capture *c = atomic_load(&s->capture);
-    uint64_t capture_id = c ? c->id : 0;
-    bool retired = !c && mt_handle_retire(pin);
+    mtiart_status st = MTIART_SUCCESS;
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        int joined = c->origin == s || s->scope ? 0 : joined_back(c, s);
+        if (c->origin == s)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "stream %llu is capturing (capture %llu); end the capture before "
+                              "destroying it",
+                              (unsigned long long)s->id, (unsigned long long)c->id);
+        else if (s->scope)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "stream %llu is capturing a conditional body (capture %llu); end "
+                              "it before destroying the stream",
+                              (unsigned long long)s->id, (unsigned long long)c->id);
+        else if (joined < 0) st = mt_oom();
+        else if (!joined)
+            st = mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                              "stream %llu was forked into capture %llu and its work has not "
+                              "been joined back (record an event on it and make another "
+                              "stream of the capture wait on that event first)",
+                              (unsigned long long)s->id, (unsigned long long)c->id);
+        pthread_mutex_unlock(&c->lock);
+    }
+    bool retired = st == MTIART_SUCCESS && mt_handle_retire(pin);
+    /* Joined: its work is the other streams' to join now, and it no longer covers theirs
+     * (the capture keeps its reference until it ends, as for any stream). */
+    if (c && retired) {
+        pthread_mutex_lock(&c->lock);
+        s->frontier_len = 0;
+        pthread_mutex_unlock(&c->lock);
+    }
     pthread_mutex_unlock(&captures_lock);
-    if (c)
-        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
-                            "stream %llu is capturing (capture %llu); end the capture before "
-                            "destroying it",
-                            (unsigned long long)s->id, (unsigned long long)capture_id);
-    if (!retired)
+    if (st == MTIART_SUCCESS && !retired)
         return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
                             (unsigned long long)s->id);
-    return MTIART_SUCCESS;
+    return st;
 }
 
 static mtiart_status already_capturing(const mt_stream *s, uint64_t capture_id) {
@@ -369,6 +519,13 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
                         (unsigned long long)s->id);
 }
 
+/* A stream of the capture with a conditional body still open, or NULL (c's lock held). */
+static const mt_stream *open_scope(const mt_capture *c) {
+    for (size_t i = 0; i < c->num_streams; i++)
+        if (c->streams[i]->scope) return c->streams[i];
+    return NULL;
+}
+
 /* Unlink the capture and detach its streams and events (captures_lock and its lock held):
  * from here on no call can reach it. */
 static void detach_locked(mt_capture *c) {
@@ -380,6 +537,11 @@ static void detach_locked(mt_capture *c) {
         mt_stream *s = c->streams[i];
         set_capture(s, NULL);
         s->frontier_len = 0;
+        while (s->scope) {
+            mt_scope *sc = s->scope;
+            s->scope = sc->outer;
+            free_scope(sc);
+        }
     }
     for (size_t i = 0; i < c->num_events; i++) {
         mt_event *e = c->events[i];
@@ -401,33 +563,6 @@ static void release_detached(mt_capture *c) {
     free(c->streams);
     mt_alloc_end_capture(c->dev, c->id);
     pthread_mutex_destroy(&c->lock);
-}
-
-/* Nodes reachable backwards from `roots`. */
-static bool *ancestors(mt_graph *g, const size_t *roots, size_t num_roots) {
-    bool *seen = calloc(g->num_nodes ? g->num_nodes : 1, sizeof *seen);
-    size_t *stack = malloc((g->num_nodes ? g->num_nodes : 1) * sizeof *stack);
-    if (!seen || !stack) {
-        free(seen);
-        free(stack);
-        return NULL;
-    }
-    size_t top = 0;
-    for (size_t i = 0; i < num_roots; i++)
-        if (!seen[roots[i]]) {
-            seen[roots[i]] = true;
-            stack[top++] = roots[i];
-        }
-    while (top) {
-        mt_node *n = &g->nodes[stack[--top]];
-        for (uint32_t d = 0; d < n->num_deps; d++)
-            if (!seen[n->deps[d]]) {
-                seen[n->deps[d]] = true;
-                stack[top++] = n->deps[d];
-            }
-    }
-    free(stack);
-    return seen;
 }
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
@@ -456,8 +591,15 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         st = MTIART_ERROR_CAPTURE_INVALIDATED;
         snprintf(message, sizeof message, "capture %llu on stream %llu was invalidated: %s",
                  (unsigned long long)c->id, (unsigned long long)s->id, c->invalid_reason);
+    } else if (open_scope(c)) {
+        st = MTIART_ERROR_CAPTURE_UNJOINED;
+        snprintf(message, sizeof message,
+                 "capture %llu: stream %llu began a conditional body that was not ended "
+                 "(mtiart_stream_end_conditional)",
+                 (unsigned long long)c->id, (unsigned long long)open_scope(c)->id);
     } else if (c->num_streams > 1) {
-        bool *joined = ancestors(c->graph, s->frontier, s->frontier_len);
+        const mt_dag *dag = c->graph->dag;
+        bool *joined = ancestors(dag, s->frontier, s->frontier_len, new_marks(dag));
         if (!joined) {
             st = MTIART_ERROR_OUT_OF_MEMORY;
             snprintf(message, sizeof message, "out of host memory");
@@ -519,4 +661,84 @@ MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
     if (capture_id) *capture_id = id;
     if (pool) *pool = pid;
     return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_stream_begin_conditional(mtiart_stream stream,
+                                                         mtiart_conditional_type type,
+                                                         const void *condition,
+                                                         uint32_t condition_size) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    mt_scope *sc = calloc(1, sizeof *sc);
+    MT_CHECK_ALLOC(sc);
+    mtiart_status st =
+        mt_op_pack_conditional(&sc->op, s->dev->index, "stream", type, condition, condition_size);
+    if (st) {
+        free(sc);
+        return st;
+    }
+    if (!(sc->body = mt_dag_new())) {
+        free(sc);
+        return mt_oom();
+    }
+    mt_capture *c = lock_capture_of(s);
+    if (!c) {
+        free_scope(sc);
+        return mt_set_error(MTIART_ERROR_NOT_CAPTURING,
+                            "stream %llu is not capturing (a conditional body is captured "
+                            "inside a stream capture)",
+                            (unsigned long long)s->id);
+    }
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        free_scope(sc);
+        return refuse_invalidated(c, s);
+    }
+    size_t cap = 0;
+    if (!reserve(&sc->outer_frontier, &cap, s->frontier_len)) {
+        pthread_mutex_unlock(&c->lock);
+        free_scope(sc);
+        return mt_oom();
+    }
+    if (s->frontier_len) memcpy(sc->outer_frontier, s->frontier, s->frontier_len * sizeof(size_t));
+    sc->outer_len = s->frontier_len;
+    sc->id = atomic_fetch_add(&next_scope_id, 1);
+    sc->outer = s->scope;
+    s->scope = sc;
+    s->frontier_len = 0; /* the body's first nodes depend on nothing inside it */
+    pthread_mutex_unlock(&c->lock);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_stream_end_conditional(mtiart_stream stream) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    mt_capture *c = lock_capture_of(s);
+    if (!c)
+        return mt_set_error(MTIART_ERROR_NOT_CAPTURING, "stream %llu is not capturing",
+                            (unsigned long long)s->id);
+    mt_scope *sc = s->scope;
+    if (!sc) {
+        pthread_mutex_unlock(&c->lock);
+        return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                            "stream %llu has no conditional body open (begin one with "
+                            "mtiart_stream_begin_conditional)",
+                            (unsigned long long)s->id);
+    }
+    s->scope = sc->outer;
+    mtiart_status st;
+    if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
+        frontier_set(s, NULL, 0);
+        free_scope(sc);
+        return refuse_invalidated(c, s);
+    }
+    if (!frontier_set(s, sc->outer_frontier, sc->outer_len)) {
+        st = mt_oom();
+    } else {
+        st = append_locked(c, s, &sc->op, sc->body, NULL, 0);
+        sc->body = NULL; /* moved into the node (or released) */
+    }
+    if (st) invalidate_locked(c, "a conditional body could not be added to the graph");
+    pthread_mutex_unlock(&c->lock);
+    free_scope(sc);
+    return st;
 }

@@ -140,12 +140,15 @@ MTIART_API mtiart_status mtiart_event_destroy(mtiart_event event) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
+MTIART_API mtiart_status mtiart_event_record_with_flags(mtiart_event event, mtiart_stream stream,
+                                                        uint32_t flags) {
     MT_API_ENTRY();
     LOOKUP_EVENT(e, event);
     LOOKUP_STREAM(s, stream);
+    if (flags & ~(uint32_t)MTIART_EVENT_RECORD_EXTERNAL)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown event record flags 0x%x", flags);
     if (atomic_load(&s->capture)) {
-        mtiart_status st = mt_capture_event_record(s, e);
+        mtiart_status st = mt_capture_event_record(s, e, flags & MTIART_EVENT_RECORD_EXTERNAL);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an eager record */
     }
@@ -161,11 +164,20 @@ MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream s
     op.u.event.generation = generation;
     mtiart_status st = mt_stream_enqueue(s, &op);
     if (st) return st;
+    mt_event_publish_record(e, generation);
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_event_record(mtiart_event event, mtiart_stream stream) {
+    MT_API_ENTRY();
+    return mtiart_event_record_with_flags(event, stream, MTIART_EVENT_RECORD_DEFAULT);
+}
+
+void mt_event_publish_record(mt_event *e, uint64_t generation) {
     /* Records of one event from several threads race as in CUDA: the newest wins. */
     uint64_t latest = atomic_load(&e->recorded);
     while (latest < generation &&
            !atomic_compare_exchange_weak(&e->recorded, &latest, generation)) {}
-    return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event) {

@@ -1,5 +1,7 @@
 /*
- * Executable graphs. Instantiation turns the DAG into a flat plan:
+ * Executable graphs. Instantiation flattens child graphs into their parents (a child's
+ * roots depend on what the child node depended on, and the child node's dependents on its
+ * sinks) and turns the DAG into a flat plan:
  *   - nodes are grouped into chains (a node with one predecessor continues that
  *     predecessor's chain if the chain still ends there) and laid out chain by chain,
  *     so a chain runs as a plain loop over an array without atomics;
@@ -7,10 +9,27 @@
  *     other tasks it releases when it finishes;
  *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
  *     ready tasks sit in an array that all workers of the device take batches from;
- *   - the layout is a topological order, so a plan whose replays are short runs as one
- *     loop too: waking helpers and sharing counters with them costs more than a few
- *     microseconds of work gains (see learn_replay_time).
+ *   - the layout is a topological order, so a plan without wait nodes whose replays are
+ *     short runs as one loop too: waking helpers and sharing counters with them costs
+ *     more than a few microseconds of work gains (see learn_replay_time).
+ * Before that, the fusion pass (fuse.c) may let one launch stand for a chain of kernel
+ * nodes; an update of such a chain makes its launch anew (or is refused if the new
+ * parameters do not fuse).
  * A launch is one stream operation. Replays of one executable never overlap.
+ *
+ * Event nodes. Every record and wait node has a slot: a launch reserves the generation
+ * each record node completes (as an eager record reserves at enqueue, so that work
+ * launched after the replay and waiting on the event waits for it) and snapshots the
+ * record each wait node waits for: the most recent one made before the launch. A wait
+ * whose record has not completed stops its task there; the rest of the replay runs on,
+ * and when nothing else can, the replay is suspended: its stream parks on the event as
+ * for an eager wait, holding no worker, and the replay resumes where it stopped.
+ *
+ * Conditional nodes run their body's own plan, once (IF) or while the flag is set (WHILE).
+ *
+ * Updates (mtiart_graph_exec_update and the setters) change the executable's template at
+ * once and its plan at the start of the first replay launched after them, so that replays
+ * launched before keep the parameters they were launched with.
  */
 #include "internal.h"
 
@@ -18,76 +37,188 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Generations of a launch's event slots that fit in the GRAPH op itself. */
+#define INLINE_SLOTS (MT_OP_INLINE_BYTES / sizeof(uint64_t))
+#define NONE UINT32_MAX
+
 typedef struct xnode {
     mtiart_kernel_fn fn; /* NULL for anything that is not a single-block kernel */
     void **argv;
     uint32_t succ_begin, succ_end; /* tasks released after this node, in x->succ */
     mt_op *op;
-    uint32_t graph_index;
-    uint32_t pad;
+    uint32_t origin; /* where the node is in the graph (see node_path) */
+    uint32_t slot;   /* event nodes: index into the launch's generations */
 } xnode;
 
-/* Laid out by who writes what during replays: the plan (read-only once built), the
- * reference count and the launch state (a launching thread), the replay state (the
- * replaying workers), each on lines of their own, so a launch does not pull the lines a
- * replay reads away from the worker that will run it. */
-struct mt_exec {
-    uint64_t handle;
+/* A node of the instantiated graph, in a flattened child graph or not: the node at `index`
+ * of the graph of origin entry `parent` (NONE: the top-level graph). */
+typedef struct origin {
+    uint32_t parent;
+    uint32_t index;
+} origin;
+
+/* A task stopped at a wait node, resumed once the wait's record completes. */
+typedef struct deferral {
+    uint32_t task, pos;
+    bool resumed;
+} deferral;
+
+struct mt_plan {
     mt_device *dev;
-    mt_pool *pool;
-    size_t num_graph_nodes; /* of the graph it was made from */
-    size_t num_nodes;       /* of the plan: fewer when nodes were fused */
+    const char *label; /* how messages name a node: "graph node", "body node" */
+    uint32_t num_nodes;
     xnode *nodes;
     mt_op *ops;
     void **argv_store;
+    uint32_t *position; /* flattened node -> position in the plan */
+    origin *origins;    /* NULL when nothing was flattened: node i's origin is node i */
+    uint32_t *top_flat; /* top-level node -> flattened node (NONE: a child); NULL: same */
     uint32_t num_tasks;
     uint32_t *task_begin; /* num_tasks + 1 offsets into nodes */
     uint32_t *succ;
     uint32_t *initial_pending;
     uint32_t *roots;
     uint32_t num_roots;
-    mt_event **external; /* events waited for at launch */
-    size_t num_external;
-    mt_event *done;
-    atomic_int refcount MT_ALIGNED;
-    mt_spinlock launch_lock MT_ALIGNED;
-    uint64_t last_stream_id;
+    uint32_t num_waits;
+    size_t num_patchable; /* nodes an update may patch: these and those of bodies */
+    uint32_t num_flat;    /* flattened nodes: num_nodes, or more when nodes were fused */
+    /* Fused chains (fuse.c): per flattened node its chain or NONE (NULL: none); chain k
+     * is flattened nodes fused_members[fused_begin[k] .. fused_begin[k + 1]). */
+    uint32_t num_fused;
+    uint32_t *fused_group, *fused_begin, *fused_members;
+    uint16_t *fused_nargs; /* chain k's launch takes them: its argv has room for no more */
     /* replay state (replays never overlap) */
-    atomic_uint *pending MT_ALIGNED;
-    uint32_t *queue;
+    atomic_uint *pending;
+    uint32_t *queue; /* tasks, then resumed deferrals as num_tasks + index */
     atomic_uint *stamps;
+    deferral *deferred;
+    atomic_uint num_deferred;
+    uint32_t num_resumed;
+    const uint64_t *slots; /* the running launch's event generations */
+    mt_record_fn record;
     atomic_uint queue_reserved MT_ALIGNED;
     atomic_int sleepers;    /* helpers asleep in wait_for_tasks or wait_for_stamp */
     atomic_uint task_wakes; /* futex of wait_for_tasks: bumped by each wake */
     atomic_uint queue_head MT_ALIGNED;
-    atomic_uint remaining MT_ALIGNED;
+    atomic_uint processed MT_ALIGNED; /* queue entries finished or deferred */
     uint32_t epoch;
     uint32_t replays;  /* counts replays, to time one in REPLAY_TIMING_PERIOD */
     bool parallel;     /* replays of several tasks share them with helpers */
     atomic_int failed; /* the replay's first failure (node_failed) */
     int32_t failure_code;
-    char failure[MT_FAILURE_MAX + 32]; /* "graph node N: " + the node's failure */
+    char failure[MT_FAILURE_MAX + 64]; /* "graph node N: " + the node's failure */
 };
 
-void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
+/* Where a new op of an update goes. */
+typedef struct patch_target {
+    mt_plan *plan;
+    uint32_t pos;
+} patch_target;
 
-static void exec_free(mt_exec *x) {
+/* New parameters of plan nodes, applied by the replay of generation `generation`: ops[i]
+ * (owned until it is moved into the plan) replaces targets[i]'s. */
+typedef struct update {
+    uint64_t generation;
+    mt_op *ops;
+    patch_target *targets;
+    size_t count, cap;
+    struct update *next;
+} update;
+
+struct mt_exec {
+    atomic_int refcount;
+    uint64_t handle;
+    mt_device *dev;
+    mt_pool *pool;
+    mt_pool **update_pools; /* pools of graphs this was updated from */
+    size_t num_update_pools;
+    mt_plan *plan;
+    pthread_mutex_t lock; /* tmpl, updates being made */
+    mt_dag *tmpl;         /* the graph this runs, parameters of the latest update */
+    uint32_t num_slots;
+    mt_event **slot_event; /* changed under launch_lock */
+    bool *slot_record;
+    uint64_t *launch_slots; /* a launch's generations, under launch_lock */
+    mt_event *done;
+    mt_spinlock launch_lock;
+    uint64_t last_stream_id;
+    bool suspended; /* the worker's: a replay waits for a record */
+    mt_spinlock update_lock;
+    atomic_int has_updates;
+    update *updates, *updates_tail;
+};
+
+/* ------------------------------------------------------------------ plans */
+
+static void plan_free(mt_plan *x) {
+    if (!x) return;
     if (x->ops)
-        for (size_t i = 0; i < x->num_nodes; i++) mt_op_release(&x->ops[i]);
-    for (size_t i = 0; i < x->num_external; i++) mt_event_unref(x->external[i]);
-    if (x->done) mt_event_unref(x->done);
-    if (x->pool) mt_pool_release(x->pool);
+        for (size_t i = 0; i < x->num_nodes; i++) {
+            mt_op *op = &x->ops[i];
+            if (op->type == MT_OP_CONDITIONAL) plan_free(op->u.cond.body);
+            else mt_op_release(op);
+        }
     free(x->nodes);
     free(x->ops);
     free(x->argv_store);
+    free(x->position);
+    free(x->fused_group);
+    free(x->fused_begin);
+    free(x->fused_members);
+    free(x->fused_nargs);
+    free(x->origins);
+    free(x->top_flat);
     free(x->task_begin);
     free(x->succ);
     free(x->initial_pending);
     free(x->roots);
-    free(x->external);
     free(x->pending);
     free(x->queue);
     free(x->stamps);
+    free(x->deferred);
+    free(x);
+}
+
+static void free_update(update *u) {
+    for (size_t i = 0; i < u->count; i++) mt_op_release(&u->ops[i]);
+    free(u->ops);
+    free(u->targets);
+    free(u);
+}
+
+/* An update with room for `cap` patches (NULL when out of host memory). */
+static update *new_update(size_t cap) {
+    update *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    u->cap = cap ? cap : 1;
+    u->ops = aligned_alloc(MT_CACHELINE, u->cap * sizeof *u->ops);
+    u->targets = malloc(u->cap * sizeof *u->targets);
+    if (!u->ops || !u->targets) {
+        free_update(u);
+        return NULL;
+    }
+    return u;
+}
+
+void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory_order_relaxed); }
+
+static void exec_free(mt_exec *x) {
+    plan_free(x->plan);
+    for (update *u = x->updates, *next; u; u = next) {
+        next = u->next;
+        free_update(u);
+    }
+    for (size_t i = 0; i < x->num_slots; i++)
+        if (x->slot_event[i]) mt_event_unref(x->slot_event[i]);
+    if (x->tmpl) mt_dag_unref(x->tmpl);
+    if (x->done) mt_event_unref(x->done);
+    if (x->pool) mt_pool_release(x->pool);
+    for (size_t i = 0; i < x->num_update_pools; i++) mt_pool_release(x->update_pools[i]);
+    free(x->update_pools);
+    free(x->slot_event);
+    free(x->slot_record);
+    free(x->launch_slots);
+    pthread_mutex_destroy(&x->lock);
     free(x);
 }
 
@@ -101,82 +232,91 @@ static void release_exec(void *x) { mt_exec_unref(x); }
 
 /* ------------------------------------------------------------------ replay */
 
-/* The first node of this replay that failed wins; later failures are dropped, as a
- * stream's sticky error keeps its first. Nodes run on several workers at once. */
-static void node_failed(mt_exec *x, const xnode *n, int32_t code, const char *failure) {
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&x->failed, &expected, 1)) return;
-    x->failure_code = code;
-    snprintf(x->failure, sizeof x->failure, "graph node %u: %s", n->graph_index, failure);
-}
-
-static __attribute__((noinline, cold)) void kernel_failed(mt_exec *x, xnode *n, int32_t rc) {
-    char failure[MT_FAILURE_MAX];
-    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
-    node_failed(x, n, rc, failure);
-}
-
-/* Anything but a single-block kernel: out of the loops below, which keep to one call. */
-static __attribute__((noinline)) void run_op_node(mt_exec *x, xnode *n) {
-    char failure[MT_FAILURE_MAX];
-    int32_t rc = mt_op_run(x->dev, n->op, n->argv, failure, sizeof failure);
-    if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
-}
-
-static inline void run_node(mt_exec *x, xnode *n) {
-    mtiart_kernel_fn fn = n->fn;
-    if (MT_LIKELY(fn != NULL)) { /* a single-block kernel: called directly */
-        int32_t rc = fn(n->argv, 0, 1);
-        if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
-    } else {
-        run_op_node(x, n);
+/* "3" for a top-level node, "3.1" for node 1 of the child graph at node 3. */
+static void node_path(const mt_plan *x, const xnode *n, char *out, size_t cap) {
+    if (!x->origins) {
+        snprintf(out, cap, "%u", n->origin);
+        return;
+    }
+    uint32_t chain[32], depth = 0;
+    for (uint32_t o = n->origin; o != NONE && depth < 32; o = x->origins[o].parent)
+        chain[depth++] = x->origins[o].index;
+    size_t len = 0;
+    out[0] = '\0';
+    while (depth-- && len < cap) {
+        int w = snprintf(out + len, cap - len, len ? ".%u" : "%u", chain[depth]);
+        if (w < 0) break;
+        len += (size_t)w;
     }
 }
 
-/* Wake the helpers asleep in wait_for_tasks (and in wait_for_stamp for queue entry
- * `slot`, unless UINT32_MAX). The futex word changes before the wake: a helper between
- * its last look and its sleep would otherwise sleep through it. */
-static void wake_helpers(mt_exec *x, uint32_t slot) {
-    atomic_fetch_add(&x->task_wakes, 1);
-    mt_futex_wake(&x->task_wakes, INT_MAX);
-    if (slot != UINT32_MAX) mt_futex_wake(&x->stamps[slot], INT_MAX);
+/* The first node of this replay that failed wins; later failures are dropped, as a
+ * stream's sticky error keeps its first. Nodes run on several workers at once. */
+static void node_failed(mt_plan *x, const xnode *n, int32_t code, const char *failure) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&x->failed, &expected, 1)) return;
+    char path[96];
+    node_path(x, n, path, sizeof path);
+    x->failure_code = code;
+    snprintf(x->failure, sizeof x->failure, "%s %s: %s", x->label, path, failure);
 }
 
-static void release_task(mt_exec *x, uint32_t task) {
-    if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
+/* Wake the helpers asleep in wait_for_tasks (and in wait_for_stamp for queue entry
+ * `slot`, unless NONE). The futex word changes before the wake: a helper between its
+ * last look and its sleep would otherwise sleep through it. */
+static void wake_helpers(mt_plan *x, uint32_t slot) {
+    atomic_fetch_add(&x->task_wakes, 1);
+    mt_futex_wake(&x->task_wakes, INT_MAX);
+    if (slot != NONE) mt_futex_wake(&x->stamps[slot], INT_MAX);
+}
+
+/* Queue `entry` (a task, or a resumed deferral as num_tasks + its index). */
+static void queue_entry(mt_plan *x, uint32_t entry) {
     uint32_t slot = atomic_fetch_add(&x->queue_reserved, 1);
-    x->queue[slot] = task;
+    x->queue[slot] = entry;
     /* seq_cst store then load of sleepers: pairs with a helper's increment of sleepers
      * then re-check in the waits below, so a wake cannot be missed. */
     atomic_store(&x->stamps[slot], x->epoch);
     if (MT_UNLIKELY(atomic_load(&x->sleepers))) wake_helpers(x, slot);
 }
 
-/* No task is ready to take (the queue holds `seen` entries, all taken) but the replay is
- * not over: spin for as long as such waits take on the device, then sleep until a task is
- * released or the last one finishes. */
-static void wait_for_tasks(mt_exec *x, uint32_t seen) {
+static void release_task(mt_plan *x, uint32_t task) {
+    if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
+    queue_entry(x, task);
+}
+
+/* The pass is over once nothing is queued and nothing runs (what is processed is read
+ * first: both only grow, and a task queues its successors before it counts as
+ * processed). Tasks deferred on a wait node stay behind. */
+static bool pass_over(mt_plan *x) {
+    uint32_t done = atomic_load_explicit(&x->processed, memory_order_acquire);
+    return done == atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
+}
+
+/* No entry is left to take (the queue holds `seen`, all taken) but the pass is not over:
+ * spin for as long as such waits take on the device, then sleep until an entry is queued
+ * or the last one is processed. */
+static void wait_for_tasks(mt_plan *x, uint32_t seen) {
     mt_spin_budget *budget = &x->dev->job_budget;
     uint64_t spin = mt_spin_budget_ns(budget);
     uint64_t start = spin ? mt_now_ns() : 0;
     for (unsigned i = 1; spin; i++) {
-        if (atomic_load_explicit(&x->queue_reserved, memory_order_acquire) != seen ||
-            !atomic_load_explicit(&x->remaining, memory_order_acquire))
+        if (atomic_load_explicit(&x->queue_reserved, memory_order_acquire) != seen || pass_over(x))
             goto done;
         mt_cpu_relax();
         if ((i & 15) == 0 && mt_now_ns() - start >= spin) break;
     }
     unsigned wakes = atomic_load(&x->task_wakes);
     atomic_fetch_add(&x->sleepers, 1);
-    if (atomic_load(&x->queue_reserved) == seen && atomic_load(&x->remaining))
+    if (atomic_load(&x->queue_reserved) == seen && !pass_over(x))
         mt_futex_wait(&x->task_wakes, wakes);
     atomic_fetch_sub(&x->sleepers, 1);
 done:
     if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
 }
 
-/* Queue entry i is reserved by a release that has not published its task yet. */
-static void wait_for_stamp(mt_exec *x, uint32_t i) {
+/* Queue entry i is reserved by a release that has not published its entry yet. */
+static void wait_for_stamp(mt_plan *x, uint32_t i) {
     for (unsigned spins = 0; spins < 64 && !mt_waits_block; spins++) {
         if (atomic_load_explicit(&x->stamps[i], memory_order_acquire) == x->epoch) return;
         mt_cpu_relax();
@@ -188,32 +328,100 @@ static void wait_for_stamp(mt_exec *x, uint32_t i) {
     }
 }
 
-/* Nodes [begin, end) of the plan, in order: a chain, or the whole plan run alone. */
-static void run_in_order(mt_exec *x, uint32_t begin, uint32_t end) {
-    for (xnode *n = &x->nodes[begin], *last = &x->nodes[end]; n < last; n++) run_node(x, n);
+/* The condition, read as a relaxed atomic (it is aligned): the body's work is ordered
+ * before the read, but any block of a kernel may write the flag, in any order. */
+static bool flag_set(const mt_op *op) {
+    const void *flag = op->u.cond.flag;
+    switch (op->u.cond.flag_size) {
+    case 1: return __atomic_load_n((const uint8_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 2: return __atomic_load_n((const uint16_t *)flag, __ATOMIC_RELAXED) != 0;
+    case 4: return __atomic_load_n((const uint32_t *)flag, __ATOMIC_RELAXED) != 0;
+    default: return __atomic_load_n((const uint64_t *)flag, __ATOMIC_RELAXED) != 0;
+    }
 }
 
-/* A task shared with helpers: its chain, releasing the tasks that wait for its nodes. */
-static void run_task(mt_exec *x, uint32_t task) {
-    for (xnode *n = &x->nodes[x->task_begin[task]], *last = &x->nodes[x->task_begin[task + 1]];
-         n < last; n++) {
-        run_node(x, n);
-        for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+static int32_t plan_run_once(mt_plan *x);
+
+static int32_t run_conditional(const mt_op *op, char *failure, size_t cap) {
+    mt_plan *body = op->u.cond.body;
+    bool loop = op->u.cond.kind == MTIART_CONDITIONAL_WHILE;
+    while (flag_set(op)) {
+        int32_t rc = plan_run_once(body);
+        if (MT_UNLIKELY(rc != 0)) {
+            snprintf(failure, cap, "%s %.400s", loop ? "WHILE" : "IF", body->failure);
+            return rc;
+        }
+        if (!loop) break;
     }
+    return 0;
+}
+
+static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, const xnode *n, int32_t rc) {
+    char failure[MT_FAILURE_MAX];
+    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
+    node_failed(x, n, rc, failure);
+}
+
+/* Anything but a single-block kernel. false: a wait node whose record has not completed
+ * (the task is deferred from here). Out of line: the loop over single-block kernels stays
+ * small. */
+static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint32_t pos) {
+    xnode *n = &x->nodes[pos];
+    mt_op *op = n->op;
+    char failure[MT_FAILURE_MAX];
+    int32_t rc;
+    switch (op->type) {
+    case MT_OP_EVENT_WAIT:
+        if (atomic_load_explicit(&op->u.event.event->completed, memory_order_acquire) >=
+            x->slots[n->slot])
+            return true;
+        x->deferred[atomic_fetch_add(&x->num_deferred, 1)] = (deferral){task, pos, false};
+        return false;
+    case MT_OP_EVENT_RECORD: x->record(op->u.event.event, x->slots[n->slot]); return true;
+    case MT_OP_CONDITIONAL: rc = run_conditional(op, failure, sizeof failure); break;
+    default: rc = mt_op_run(x->dev, op, n->argv, failure, sizeof failure); break;
+    }
+    if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
+    return true;
+}
+
+static void run_nodes(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, bool release) {
+    for (uint32_t p = begin; p < end; p++) {
+        xnode *n = &x->nodes[p];
+        if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
+            int32_t rc = n->fn(n->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+        } else if (MT_UNLIKELY(!run_other(x, task, p))) {
+            return;
+        }
+        if (release)
+            for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+    }
+}
+
+/* Run a queue entry: a task from its start, or a deferred one from its wait node. */
+static void run_entry(mt_plan *x, uint32_t entry) {
+    if (MT_LIKELY(entry < x->num_tasks)) {
+        run_nodes(x, entry, x->task_begin[entry], x->task_begin[entry + 1], true);
+        return;
+    }
+    const deferral *d = &x->deferred[entry - x->num_tasks];
+    run_nodes(x, d->task, d->pos, x->task_begin[d->task + 1], true);
 }
 
 typedef struct graph_job {
     mt_job base;
-    mt_exec *x;
+    mt_plan *x;
 } graph_job;
 
 static void graph_job_help(mt_job *base) {
-    mt_exec *x = ((graph_job *)base)->x;
+    mt_plan *x = ((graph_job *)base)->x;
     const uint32_t workers = (uint32_t)x->dev->num_workers;
-    while (atomic_load_explicit(&x->remaining, memory_order_acquire) != 0) {
+    for (;;) {
         uint32_t head = atomic_load_explicit(&x->queue_head, memory_order_relaxed);
         uint32_t reserved = atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
         if (head >= reserved) {
+            if (pass_over(x)) return;
             wait_for_tasks(x, reserved);
             continue;
         }
@@ -227,18 +435,23 @@ static void graph_job_help(mt_job *base) {
             continue;
         for (uint32_t i = head; i < head + take; i++) {
             wait_for_stamp(x, i);
-            run_task(x, x->queue[i]);
+            run_entry(x, x->queue[i]);
         }
-        /* The last task done: helpers asleep for more can leave. */
-        if (atomic_fetch_sub(&x->remaining, take) == take && atomic_load(&x->sleepers))
-            wake_helpers(x, UINT32_MAX);
+        /* The last entry done: helpers asleep for more can leave. */
+        atomic_fetch_add(&x->processed, take);
+        if (atomic_load(&x->sleepers) && pass_over(x)) wake_helpers(x, NONE);
     }
 }
 
-/* A replay of several tasks shared with the device's other workers. */
-static void run_shared(mt_exec *x) {
+static void plan_begin(mt_plan *x) {
+    atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
+    if (x->num_waits) {
+        atomic_store_explicit(&x->num_deferred, 0, memory_order_relaxed);
+        x->num_resumed = 0;
+    }
+    if (x->num_tasks <= 1) return;
     if (++x->epoch == 0) {
-        for (uint32_t i = 0; i < x->num_tasks; i++)
+        for (uint32_t i = 0; i < x->num_tasks + x->num_waits; i++)
             atomic_store_explicit(&x->stamps[i], 0, memory_order_relaxed);
         x->epoch = 1;
     }
@@ -249,8 +462,69 @@ static void run_shared(mt_exec *x) {
         atomic_store_explicit(&x->stamps[i], x->epoch, memory_order_relaxed);
     }
     atomic_store_explicit(&x->queue_head, 0, memory_order_relaxed);
-    atomic_store_explicit(&x->remaining, x->num_tasks, memory_order_relaxed);
+    atomic_store_explicit(&x->processed, 0, memory_order_relaxed);
     atomic_store_explicit(&x->queue_reserved, x->num_roots, memory_order_release);
+}
+
+/* Put the deferred tasks whose records have completed back to work; how many. */
+static uint32_t plan_requeue(mt_plan *x) {
+    uint32_t count = 0, deferred = atomic_load_explicit(&x->num_deferred, memory_order_acquire);
+    for (uint32_t i = 0; i < deferred; i++) {
+        deferral *d = &x->deferred[i];
+        const xnode *n = &x->nodes[d->pos];
+        if (d->resumed || atomic_load(&n->op->u.event.event->completed) < x->slots[n->slot])
+            continue;
+        d->resumed = true;
+        x->num_resumed++;
+        count++;
+        if (x->num_tasks <= 1) continue; /* a chain resumes in plan_pass */
+        queue_entry(x, x->num_tasks + i);
+    }
+    return count;
+}
+
+/* Whether the next replays share their tasks with helpers, from how long a replay took:
+ * above REPLAY_PARALLEL_NS run alone, they go parallel; below REPLAY_SERIAL_NS shared,
+ * back to one loop (the gap keeps a plan near the threshold from flip-flopping). Every
+ * REPLAY_TIMING_PERIOD-th replay is timed, the first one included: two clock reads cost
+ * as much as a few empty nodes. Helpers cost more than a few microseconds of work gain. */
+#define REPLAY_PARALLEL_NS 20000
+#define REPLAY_SERIAL_NS 8000
+#define REPLAY_TIMING_PERIOD 16
+
+static void learn_replay_time(mt_plan *x, uint64_t ns) {
+    if (x->parallel) x->parallel = ns >= REPLAY_SERIAL_NS;
+    else x->parallel = ns > REPLAY_PARALLEL_NS;
+}
+
+static void share_pass(mt_plan *x);
+
+/* Run what can run: from the start, or (`resume_from`: the deferral of a chain) on from a
+ * wait node whose record has completed. */
+static void plan_pass(mt_plan *x, const deferral *resume_from) {
+    if (x->num_tasks <= 1) {
+        if (resume_from) run_nodes(x, 0, resume_from->pos, x->num_nodes, false);
+        else run_nodes(x, 0, 0, x->num_nodes, false);
+        return;
+    }
+    if (!x->num_waits) {
+        /* The layout is a topological order: one loop runs it all. */
+        if (x->dev->num_workers <= 1) {
+            run_nodes(x, 0, 0, x->num_nodes, false);
+            return;
+        }
+        bool timed = x->replays++ % REPLAY_TIMING_PERIOD == 0;
+        uint64_t start = timed ? mt_now_ns() : 0;
+        if (x->parallel) share_pass(x);
+        else run_nodes(x, 0, 0, x->num_nodes, false);
+        if (timed) learn_replay_time(x, mt_now_ns() - start);
+        return;
+    }
+    share_pass(x);
+}
+
+/* A pass shared with the device's other workers. */
+static void share_pass(mt_plan *x) {
     graph_job job = {.base = {graph_job_help}, .x = x};
     /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
     mt_job_slot *slot =
@@ -259,68 +533,320 @@ static void run_shared(mt_exec *x) {
     mt_job_retire(x->dev, slot);
 }
 
-/* Whether the next replays share their tasks with helpers, from how long a replay took:
- * above REPLAY_PARALLEL_NS run alone, they go parallel; below REPLAY_SERIAL_NS shared,
- * back to one loop (the gap keeps a plan near the threshold from flip-flopping). Every
- * REPLAY_TIMING_PERIOD-th replay is timed, the first one included: two clock reads cost
- * as much as a few empty nodes. */
-#define REPLAY_PARALLEL_NS 20000
-#define REPLAY_SERIAL_NS 8000
-#define REPLAY_TIMING_PERIOD 16
-
-static void learn_replay_time(mt_exec *x, uint64_t ns) {
-    if (x->parallel) x->parallel = ns >= REPLAY_SERIAL_NS;
-    else x->parallel = ns > REPLAY_PARALLEL_NS;
+static bool plan_suspended(mt_plan *x) {
+    return x->num_waits &&
+           atomic_load_explicit(&x->num_deferred, memory_order_acquire) > x->num_resumed;
 }
 
-int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap) {
-    atomic_store_explicit(&x->failed, 0, memory_order_relaxed);
-    if (x->num_tasks <= 1 || x->dev->num_workers <= 1) {
-        run_in_order(x, 0, (uint32_t)x->num_nodes);
-    } else {
-        bool timed = x->replays++ % REPLAY_TIMING_PERIOD == 0;
-        uint64_t start = timed ? mt_now_ns() : 0;
-        if (x->parallel) run_shared(x);
-        else run_in_order(x, 0, (uint32_t)x->num_nodes);
-        if (timed) learn_replay_time(x, mt_now_ns() - start);
-    }
+static int32_t plan_result(mt_plan *x, char *failure, size_t cap) {
     if (MT_LIKELY(!atomic_load_explicit(&x->failed, memory_order_acquire))) return 0;
-    snprintf(failure, cap, "%s", x->failure);
+    if (failure) snprintf(failure, cap, "%s", x->failure);
     return x->failure_code;
+}
+
+/* A conditional body: no event nodes, so it never suspends. */
+static int32_t plan_run_once(mt_plan *x) {
+    plan_begin(x);
+    plan_pass(x, NULL);
+    return plan_result(x, NULL, 0);
+}
+
+static void apply_patch(mt_op *op, const patch_target *to) {
+    mt_op *dst = &to->plan->ops[to->pos];
+    if (dst->type == MT_OP_CONDITIONAL) { /* the body's plan stays; its nodes have patches */
+        dst->u.cond.flag = op->u.cond.flag;
+        dst->u.cond.flag_size = op->u.cond.flag_size;
+        return;
+    }
+    xnode *n = &to->plan->nodes[to->pos];
+    mt_op_release(dst);
+    *dst = *op; /* moved */
+    op->type = MT_OP_EMPTY;
+    n->fn = dst->type == MT_OP_KERNEL && dst->num_blocks == 1 ? dst->fn.kernel : NULL;
+    if (dst->type == MT_OP_KERNEL) mt_blob_argv(mt_op_blob(dst), n->argv);
+}
+
+/* Worker, at the start of the replay of `generation`: the updates made before its launch. */
+static void apply_updates(mt_exec *x, uint64_t generation) {
+    mt_spin_lock(&x->update_lock);
+    update *due = NULL, **tail = &due;
+    while (x->updates && x->updates->generation <= generation) {
+        update *u = x->updates;
+        x->updates = u->next;
+        u->next = NULL;
+        *tail = u;
+        tail = &u->next;
+    }
+    if (!x->updates) {
+        x->updates_tail = NULL;
+        atomic_store(&x->has_updates, 0);
+    }
+    mt_spin_unlock(&x->update_lock);
+    for (update *u = due, *next; u; u = next) {
+        next = u->next;
+        for (size_t i = 0; i < u->count; i++) apply_patch(&u->ops[i], &u->targets[i]);
+        free_update(u);
+    }
+}
+
+static uint64_t *launch_slots(mt_op *op) {
+    return op->u.graph.slots ? op->u.graph.slots : (uint64_t *)(void *)op->inline_blob;
+}
+
+/* Everything but a chain without waits or updates: updates, job posting, suspension. */
+static __attribute__((noinline)) int32_t run_general(mt_exec *x, mt_plan *p, uint64_t generation,
+                                                     mt_event **park, uint64_t *park_generation,
+                                                     char *failure, size_t cap) {
+    if (!x->suspended) {
+        if (atomic_load_explicit(&x->has_updates, memory_order_acquire))
+            apply_updates(x, generation);
+        plan_begin(p);
+        plan_pass(p, NULL);
+    } else if (plan_requeue(p)) {
+        /* A chain stops at one wait at a time: the one just resumed is its last. */
+        plan_pass(p, p->num_tasks <= 1 ? &p->deferred[p->num_resumed - 1] : NULL);
+    }
+    x->suspended = plan_suspended(p);
+    if (MT_UNLIKELY(x->suspended)) {
+        for (uint32_t i = 0;; i++)
+            if (!p->deferred[i].resumed) {
+                const xnode *n = &p->nodes[p->deferred[i].pos];
+                *park = n->op->u.event.event;
+                *park_generation = p->slots[n->slot];
+                return 0;
+            }
+    }
+    return plan_result(p, failure, cap);
+}
+
+int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
+                    char *failure, size_t cap) {
+    mt_exec *x = op->u.graph.exec;
+    mt_plan *p = x->plan;
+    p->slots = launch_slots(op);
+    p->record = record;
+    if (MT_LIKELY(p->num_tasks <= 1 && !p->num_waits && !x->suspended &&
+                  !atomic_load_explicit(&x->has_updates, memory_order_relaxed))) {
+        /* The common case, a chain: one loop on this worker. */
+        atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+        run_nodes(p, 0, 0, p->num_nodes, false);
+        return plan_result(p, failure, cap);
+    }
+    return run_general(x, p, op->u.graph.generation, park, park_generation, failure, cap);
+}
+
+void mt_exec_release_launch(mt_op *op) {
+    if (MT_UNLIKELY(op->u.graph.slots != NULL)) free(op->u.graph.slots);
+    mt_exec_unref(op->u.graph.exec);
+}
+
+/* ------------------------------------------------------------------ flattening */
+
+/* The instantiated graph's nodes, child graphs spliced in: each with the dag node it
+ * came from and its dependencies among the flattened nodes. */
+typedef struct flat_node {
+    const mt_node *node;
+    const mt_op *op; /* the node's, or the fusion pass's launch standing for a chain */
+    const size_t *deps;
+    uint32_t num_deps;
+    uint32_t origin;
+} flat_node;
+
+typedef struct flat {
+    flat_node *nodes;
+    uint32_t n;
+    size_t *deps; /* with child graphs: every node's dependencies, back to back */
+    size_t num_deps, cap_deps;
+    size_t *dep_at; /* offsets into deps, turned into pointers at the end */
+    origin *origins;
+    uint32_t num_origins;
+    uint32_t *stamp; /* per flattened node: the last gather that added it */
+    uint32_t token;
+    uint32_t *top_flat;
+} flat;
+
+static size_t count_nodes(const mt_dag *d, bool leaves_only) {
+    size_t n = 0;
+    for (size_t i = 0; i < d->num_nodes; i++) {
+        const mt_node *node = &d->nodes[i];
+        n += node->op.type == MT_OP_CHILD
+                 ? count_nodes(node->body, leaves_only) + (leaves_only ? 0 : 1)
+                 : 1;
+    }
+    return n;
+}
+
+static bool has_child(const mt_dag *d) {
+    for (size_t i = 0; i < d->num_nodes; i++)
+        if (d->nodes[i].op.type == MT_OP_CHILD) return true;
+    return false;
+}
+
+static bool push_dep(flat *f, size_t v) {
+    if (f->stamp[v] == f->token) return true;
+    f->stamp[v] = f->token;
+    if (f->num_deps == f->cap_deps) {
+        size_t cap = f->cap_deps ? f->cap_deps * 2 : 64;
+        size_t *grown = realloc(f->deps, cap * sizeof *grown);
+        if (!grown) return false;
+        f->deps = grown;
+        f->cap_deps = cap;
+    }
+    f->deps[f->num_deps++] = v;
+    return true;
+}
+
+/* A list of flattened nodes (what a dag node stands for to its dependents). */
+typedef struct vec {
+    size_t *v;
+    size_t n, cap;
+} vec;
+
+static bool vec_push(vec *a, size_t value) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 8;
+        size_t *grown = realloc(a->v, cap * sizeof *grown);
+        if (!grown) return false;
+        a->v = grown;
+        a->cap = cap;
+    }
+    a->v[a->n++] = value;
+    return true;
+}
+
+/* Flatten dag `d` (its origin entry `parent`): its roots depend on `incoming`; `sinks`
+ * gets the flattened nodes that stand for d's sinks (or `incoming` if d is empty). */
+static bool flatten(flat *f, const mt_dag *d, uint32_t parent, const size_t *incoming,
+                    size_t num_incoming, vec *sinks) {
+    size_t n = d->num_nodes;
+    size_t *res_at = malloc((n + 1) * sizeof *res_at);
+    bool *has_succ = calloc(n ? n : 1, sizeof *has_succ);
+    vec res = {0}, gathered = {0};
+    bool ok = res_at && has_succ;
+    for (size_t i = 0; ok && i < n; i++) {
+        const mt_node *node = &d->nodes[i];
+        res_at[i] = res.n; /* node i-1's entries end here */
+        uint32_t o = f->num_origins++;
+        f->origins[o] = (origin){parent, (uint32_t)i};
+        /* What the node depends on, among the flattened nodes, each once. */
+        f->token++;
+        size_t first = f->num_deps;
+        if (node->num_deps == 0)
+            for (size_t k = 0; ok && k < num_incoming; k++) ok = push_dep(f, incoming[k]);
+        for (uint32_t k = 0; ok && k < node->num_deps; k++) {
+            size_t dep = node->deps[k];
+            has_succ[dep] = true;
+            for (size_t r = res_at[dep]; ok && r < res_at[dep + 1]; r++) ok = push_dep(f, res.v[r]);
+        }
+        if (!ok) break;
+        if (node->op.type == MT_OP_CHILD) {
+            /* The gathered dependencies are the child's incoming edges, not a node's. */
+            gathered.n = 0;
+            for (size_t k = first; ok && k < f->num_deps; k++) ok = vec_push(&gathered, f->deps[k]);
+            f->num_deps = first;
+            vec child_sinks = {0};
+            ok = ok && flatten(f, node->body, o, gathered.v, gathered.n, &child_sinks);
+            for (size_t k = 0; ok && k < child_sinks.n; k++) ok = vec_push(&res, child_sinks.v[k]);
+            free(child_sinks.v);
+            if (parent == NONE) f->top_flat[i] = NONE;
+        } else {
+            uint32_t v = f->n++;
+            f->nodes[v] = (flat_node){node, &node->op, NULL, (uint32_t)(f->num_deps - first), o};
+            f->dep_at[v] = first;
+            if (parent == NONE) f->top_flat[i] = v;
+            ok = vec_push(&res, v);
+        }
+    }
+    if (ok) res_at[n] = res.n;
+    if (ok && n == 0)
+        for (size_t k = 0; ok && k < num_incoming; k++) ok = vec_push(sinks, incoming[k]);
+    for (size_t i = 0; ok && i < n; i++)
+        if (!has_succ[i])
+            for (size_t r = res_at[i]; ok && r < res_at[i + 1]; r++) ok = vec_push(sinks, res.v[r]);
+    free(res_at);
+    free(has_succ);
+    free(res.v);
+    free(gathered.v);
+    return ok;
+}
+
+static void flat_free(flat *f) {
+    free(f->nodes);
+    free(f->deps);
+    free(f->dep_at);
+    free(f->origins);
+    free(f->stamp);
+    free(f->top_flat);
+}
+
+/* The flattened view of a dag: the dag's own nodes when it has no child graph. */
+static mtiart_status flat_build(flat *f, const mt_dag *d) {
+    memset(f, 0, sizeof *f);
+    if (!has_child(d)) {
+        f->n = (uint32_t)d->num_nodes;
+        f->nodes = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *f->nodes);
+        MT_CHECK_ALLOC(f->nodes);
+        for (uint32_t v = 0; v < f->n; v++)
+            f->nodes[v] = (flat_node){&d->nodes[v], &d->nodes[v].op, d->nodes[v].deps,
+                                      d->nodes[v].num_deps, v};
+        return MTIART_SUCCESS;
+    }
+    size_t leaves = count_nodes(d, true), all = count_nodes(d, false);
+    if (leaves > UINT32_MAX / 2 || all > UINT32_MAX / 2)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    f->nodes = malloc((leaves ? leaves : 1) * sizeof *f->nodes);
+    f->dep_at = malloc((leaves ? leaves : 1) * sizeof *f->dep_at);
+    f->stamp = calloc(leaves ? leaves : 1, sizeof *f->stamp);
+    f->origins = malloc(all * sizeof *f->origins);
+    f->top_flat = malloc(d->num_nodes * sizeof *f->top_flat);
+    vec sinks = {0};
+    if (!f->nodes || !f->dep_at || !f->stamp || !f->origins || !f->top_flat ||
+        !flatten(f, d, NONE, NULL, 0, &sinks)) {
+        free(sinks.v);
+        flat_free(f);
+        return mt_oom();
+    }
+    free(sinks.v);
+    for (uint32_t v = 0; v < f->n; v++) f->nodes[v].deps = f->deps + f->dep_at[v];
+    return MTIART_SUCCESS;
 }
 
 /* ------------------------------------------------------------------ instantiation */
 
-static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
-    size_t n = g->num_nodes;
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body,
+                                bool fuse);
+
+static mtiart_status build_plan(mt_plan *x, const flat *f) {
+    uint32_t n = f->n;
     uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
     uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
-    uint32_t *order = malloc((n ? n : 1) * sizeof *order);       /* layout position -> node */
-    uint32_t *position = malloc((n ? n : 1) * sizeof *position); /* node -> layout position */
+    uint32_t *order = malloc((n ? n : 1) * sizeof *order); /* layout position -> node */
     uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
     uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
+    x->position = malloc((n ? n : 1) * sizeof *x->position); /* node -> layout position */
     mtiart_status st = MTIART_SUCCESS;
-    if (!chain_of || !chain_tail || !order || !position || !next_in_chain || !chain_head ||
+    if (!chain_of || !chain_tail || !order || !x->position || !next_in_chain || !chain_head ||
         !succ_count)
         goto oom;
+    uint32_t *position = x->position;
     uint32_t chains = 0;
-    for (size_t v = 0; v < n; v++) {
-        next_in_chain[v] = UINT32_MAX;
-        mt_node *node = &g->nodes[v];
+    for (uint32_t v = 0; v < n; v++) {
+        next_in_chain[v] = NONE;
+        const flat_node *node = &f->nodes[v];
         if (node->num_deps == 1) {
             uint32_t u = (uint32_t)node->deps[0];
             uint32_t c = chain_of[u];
             if (chain_tail[c] == u) {
                 chain_of[v] = c;
-                chain_tail[c] = (uint32_t)v;
-                next_in_chain[u] = (uint32_t)v;
+                chain_tail[c] = v;
+                next_in_chain[u] = v;
                 continue;
             }
         }
         chain_of[v] = chains;
-        chain_head[chains] = (uint32_t)v;
-        chain_tail[chains] = (uint32_t)v;
+        chain_head[chains] = v;
+        chain_tail[chains] = v;
         chains++;
     }
     x->num_tasks = chains;
@@ -328,27 +854,23 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
     x->initial_pending = malloc((chains ? chains : 1) * sizeof *x->initial_pending);
     x->roots = malloc((chains ? chains : 1) * sizeof *x->roots);
     x->pending = malloc((chains ? chains : 1) * sizeof *x->pending);
-    x->queue = malloc((chains ? chains : 1) * sizeof *x->queue);
-    x->stamps = calloc(chains ? chains : 1, sizeof *x->stamps);
-    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending || !x->queue ||
-        !x->stamps)
-        goto oom;
+    if (!x->task_begin || !x->initial_pending || !x->roots || !x->pending) goto oom;
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
         x->task_begin[c] = pos;
-        for (uint32_t v = chain_head[c]; v != UINT32_MAX; v = next_in_chain[v]) {
+        for (uint32_t v = chain_head[c]; v != NONE; v = next_in_chain[v]) {
             order[pos] = v;
             position[v] = pos++;
         }
-        x->initial_pending[c] = g->nodes[chain_head[c]].num_deps;
+        x->initial_pending[c] = f->nodes[chain_head[c]].num_deps;
         if (x->initial_pending[c] == 0) x->roots[x->num_roots++] = c;
     }
     x->task_begin[chains] = pos;
     /* Edges that leave a chain become task releases on the predecessor node. */
     size_t total = 0;
-    for (size_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)f->nodes[v].deps[d];
             if (next_in_chain[u] != v) {
                 succ_count[u]++;
                 total++;
@@ -362,9 +884,9 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         x->nodes[p].succ_begin = x->nodes[p].succ_end = offset;
         offset += succ_count[u];
     }
-    for (size_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < g->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)g->nodes[v].deps[d];
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
+            uint32_t u = (uint32_t)f->nodes[v].deps[d];
             if (next_in_chain[u] != v) {
                 xnode *xn = &x->nodes[position[u]];
                 x->succ[xn->succ_end++] = chain_of[v];
@@ -372,36 +894,45 @@ static mtiart_status build_plan(mt_exec *x, mt_graph *g) {
         }
     /* Lay the ops and argument vectors out in plan order. */
     size_t argv_total = 0;
-    for (size_t v = 0; v < n; v++)
-        if (g->nodes[v].op.type == MT_OP_KERNEL) {
+    for (uint32_t v = 0; v < n; v++) {
+        const mt_op *op = f->nodes[v].op;
+        if (op->type == MT_OP_KERNEL) {
             uint16_t count;
-            memcpy(&count, mt_op_blob(&g->nodes[v].op), 2);
+            memcpy(&count, op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob, 2);
             argv_total += count;
         }
+        x->num_waits += op->type == MT_OP_EVENT_WAIT;
+    }
     x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
-    if (!x->argv_store) goto oom;
+    uint32_t queue_cap = chains + x->num_waits;
+    x->queue = malloc((queue_cap ? queue_cap : 1) * sizeof *x->queue);
+    x->stamps = calloc(queue_cap ? queue_cap : 1, sizeof *x->stamps);
+    x->deferred = malloc((x->num_waits ? x->num_waits : 1) * sizeof *x->deferred);
+    if (!x->argv_store || !x->queue || !x->stamps || !x->deferred) goto oom;
     size_t argv_used = 0;
+    uint32_t slots = 0;
     for (uint32_t p = 0; p < n; p++) {
-        uint32_t v = order[p];
+        const flat_node *fn = &f->nodes[order[p]];
         mt_op *op = &x->ops[p];
-        /* Ops not reached (or not cloned) stay EMPTY, harmless for exec_free. */
-        st = mt_op_clone(op, &g->nodes[v].op);
+        /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
+        st = mt_op_clone(op, fn->op);
         if (st) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
-        xn->graph_index = v;
+        xn->origin = fn->origin;
         xn->fn = NULL;
+        xn->slot = NONE;
         if (op->type == MT_OP_KERNEL) {
             xn->argv = &x->argv_store[argv_used];
             argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
             if (op->num_blocks == 1) xn->fn = op->fn.kernel;
-        }
-        if (op->type == MT_OP_EVENT_WAIT && op->u.event.event) {
-            mt_event **grown = realloc(x->external, (x->num_external + 1) * sizeof *grown);
-            if (!grown) goto oom;
-            x->external = grown;
-            mt_event_ref(op->u.event.event);
-            x->external[x->num_external++] = op->u.event.event;
+        } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
+            xn->slot = slots++;
+        } else if (op->type == MT_OP_CONDITIONAL) {
+            op->u.cond.body = NULL;
+            st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true, false);
+            if (st) goto done;
+            x->num_patchable += op->u.cond.body->num_patchable;
         }
     }
     goto done;
@@ -411,49 +942,128 @@ done:
     free(chain_of);
     free(chain_tail);
     free(order);
-    free(position);
     free(next_in_chain);
     free(chain_head);
     free(succ_count);
     return st;
 }
 
-/* Build the executable of g (whose lock is held) from `plan`: g itself, or the copy the
- * fusion pass made of it. */
-static mtiart_status instantiate_plan(mt_graph *g, mt_graph *plan, const uint32_t *origin,
-                                      mtiart_graph_exec *exec) {
-    mt_exec *x =
+/* The fusion pass (fuse.c) over a flattened graph: f keeps only the nodes left, *fu holds
+ * the fused launches they point to until the plan has its copies. */
+static mtiart_status fuse_flat(flat *f, mt_fusion *fu) {
+    memset(fu, 0, sizeof *fu);
+    mt_fuse_node *view = malloc((f->n ? f->n : 1) * sizeof *view);
+    MT_CHECK_ALLOC(view);
+    for (uint32_t v = 0; v < f->n; v++) {
+        const flat_node *node = &f->nodes[v];
+        view[v] = (mt_fuse_node){node->op, node->deps, node->num_deps,
+                                 f->origins ? f->origins[node->origin].parent : NONE};
+    }
+    mtiart_status st = mt_fuse_plan(view, f->n, fu);
+    free(view);
+    if (st || !fu->num_groups) return st;
+    flat_node *left = malloc(fu->m * sizeof *left);
+    if (!left) {
+        mt_fusion_free(fu);
+        return mt_oom();
+    }
+    for (uint32_t i = 0; i < fu->m; i++) {
+        left[i] = f->nodes[fu->kept[i]];
+        left[i].op = fu->nodes[i].op;
+        left[i].deps = fu->nodes[i].deps;
+        left[i].num_deps = fu->nodes[i].num_deps;
+    }
+    free(f->nodes);
+    f->nodes = left;
+    f->n = fu->m;
+    return MTIART_SUCCESS;
+}
+
+/* After build_plan over what fusion left: positions and chains by flattened node. */
+static mtiart_status keep_fusion(mt_plan *x, mt_fusion *fu, uint32_t num_flat) {
+    uint32_t *position = malloc(num_flat * sizeof *position);
+    uint16_t *nargs = malloc(fu->num_groups * sizeof *nargs);
+    if (!position || !nargs) {
+        free(position);
+        free(nargs);
+        return mt_oom();
+    }
+    for (uint32_t k = 0; k < fu->num_groups; k++) memcpy(&nargs[k], mt_op_blob(&fu->ops[k]), 2);
+    x->fused_nargs = nargs;
+    for (uint32_t v = 0; v < num_flat; v++) position[v] = x->position[fu->left[v]];
+    free(x->position);
+    x->position = position;
+    x->num_fused = fu->num_groups;
+    x->fused_group = fu->group;
+    x->fused_begin = fu->member_begin;
+    x->fused_members = fu->members;
+    fu->group = fu->member_begin = fu->members = NULL;
+    return MTIART_SUCCESS;
+}
+
+/* The plan of dag `d`; event nodes are refused in a body (which runs a number of times
+ * known only at run time). `fuse`: let the fusion pass fuse chains of kernel nodes. */
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body,
+                                bool fuse) {
+    if (d->num_nodes > UINT32_MAX / 2)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
+    mtiart_status st;
+    if (body && (st = mt_check_conditional_body(d))) return st;
+    mt_plan *x =
         aligned_alloc(MT_CACHELINE, (sizeof *x + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     MT_CHECK_ALLOC(x);
     memset(x, 0, sizeof *x);
-    atomic_init(&x->refcount, 1);
-    x->dev = g->dev;
-    x->num_graph_nodes = g->num_nodes;
-    x->num_nodes = plan->num_nodes;
-    x->nodes = calloc(plan->num_nodes ? plan->num_nodes : 1, sizeof *x->nodes);
-    x->ops = calloc(plan->num_nodes ? plan->num_nodes : 1, sizeof *x->ops);
-    x->done = mt_event_new(MTIART_EVENT_DEFAULT);
-    if (!x->nodes || !x->ops || !x->done) {
-        exec_free(x);
-        return mt_oom();
-    }
-    for (size_t i = 0; i < plan->num_nodes; i++) x->ops[i].type = MT_OP_EMPTY;
-    mtiart_status st = build_plan(x, plan);
+    x->dev = dev;
+    x->label = body ? "body node" : "graph node";
+    flat f;
+    st = flat_build(&f, d);
     if (st) {
-        exec_free(x);
+        free(x);
         return st;
     }
-    /* Failures name the captured node a fused one starts at. */
-    if (origin)
-        for (size_t i = 0; i < x->num_nodes; i++)
-            x->nodes[i].graph_index = origin[x->nodes[i].graph_index];
-    if (g->pool) {
-        mt_pool_retain(g->pool);
-        x->pool = g->pool;
+    x->num_flat = f.n;
+    x->num_patchable = f.n;
+    mt_fusion fu = {0};
+    if (fuse) st = fuse_flat(&f, &fu);
+    x->num_nodes = f.n;
+    x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
+    x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
+    if (!st && (!x->nodes || !x->ops)) st = mt_oom();
+    for (uint32_t i = 0; x->ops && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
+    if (!st) st = build_plan(x, &f);
+    if (!st && fu.num_groups) st = keep_fusion(x, &fu, x->num_flat);
+    mt_fusion_free(&fu);
+    if (!st && f.origins) {
+        x->origins = f.origins;
+        x->top_flat = f.top_flat;
+        f.origins = NULL;
+        f.top_flat = NULL;
     }
-    st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
-    if (st) return st;
-    *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
+    flat_free(&f);
+    if (st) {
+        plan_free(x);
+        return st;
+    }
+    *out = x;
+    return MTIART_SUCCESS;
+}
+
+/* The event slots of an executable: one per record or wait node, in plan order. */
+static mtiart_status collect_slots(mt_exec *x) {
+    mt_plan *p = x->plan;
+    for (uint32_t i = 0; i < p->num_nodes; i++) x->num_slots += p->nodes[i].slot != NONE;
+    if (!x->num_slots) return MTIART_SUCCESS;
+    x->slot_event = calloc(x->num_slots, sizeof *x->slot_event);
+    x->slot_record = calloc(x->num_slots, sizeof *x->slot_record);
+    x->launch_slots = calloc(x->num_slots, sizeof *x->launch_slots);
+    if (!x->slot_event || !x->slot_record || !x->launch_slots) return mt_oom();
+    for (uint32_t i = 0; i < p->num_nodes; i++) {
+        const xnode *n = &p->nodes[i];
+        if (n->slot == NONE) continue;
+        mt_event_ref(n->op->u.event.event);
+        x->slot_event[n->slot] = n->op->u.event.event;
+        x->slot_record[n->slot] = n->op->type == MT_OP_EVENT_RECORD;
+    }
     return MTIART_SUCCESS;
 }
 
@@ -462,21 +1072,34 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
     if (flags & ~(uint32_t)(MTIART_INSTANTIATE_NO_FUSION | MTIART_INSTANTIATE_FUSION) ||
         (flags & MTIART_INSTANTIATE_NO_FUSION && flags & MTIART_INSTANTIATE_FUSION))
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "invalid instantiate flags 0x%x", flags);
-    if (g->num_nodes > UINT32_MAX / 2)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
     bool fuse = flags & MTIART_INSTANTIATE_FUSION      ? true
                 : flags & MTIART_INSTANTIATE_NO_FUSION ? false
                                                        : mt_graph_fusion;
-    mt_graph *fused = NULL;
-    uint32_t *origin = NULL;
-    if (fuse) {
-        mtiart_status st = mt_fuse_plan(g, &fused, &origin);
-        if (st) return st;
+    mt_exec *x = calloc(1, sizeof *x);
+    MT_CHECK_ALLOC(x);
+    atomic_init(&x->refcount, 1);
+    pthread_mutex_init(&x->lock, NULL);
+    x->dev = g->dev;
+    mt_dag_ref(g->dag);
+    x->tmpl = g->dag;
+    x->done = mt_event_new(MTIART_EVENT_DEFAULT);
+    if (!x->done) {
+        exec_free(x);
+        return mt_oom();
     }
-    mtiart_status st = instantiate_plan(g, fused ? fused : g, origin, exec);
-    if (fused) mt_graph_free(fused);
-    free(origin);
-    return st;
+    mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false, fuse);
+    if (st || (st = collect_slots(x))) {
+        exec_free(x);
+        return st;
+    }
+    if (g->pool) {
+        mt_pool_retain(g->pool);
+        x->pool = g->pool;
+    }
+    st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
+    if (st) return st;
+    *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
+    return MTIART_SUCCESS;
 }
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
@@ -506,8 +1129,20 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     MT_CHECK_NOT_NULL(count);
-    *count = x->num_graph_nodes;
+    *count = x->plan->num_flat; /* fused or not */
     return MTIART_SUCCESS;
+}
+
+size_t mt_exec_plan_nodes(const mt_exec *x) { return x->plan->num_nodes; }
+
+/* ------------------------------------------------------------------ launch */
+
+static mt_dag *template_ref(mt_exec *x) {
+    pthread_mutex_lock(&x->lock);
+    mt_dag *t = x->tmpl;
+    mt_dag_ref(t);
+    pthread_mutex_unlock(&x->lock);
+    return t;
 }
 
 MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stream stream) {
@@ -518,31 +1153,392 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "graph belongs to device %d, the stream to device %d", x->dev->index,
                             s->dev->index);
-    if (atomic_load(&s->capture))
-        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
-                            "launching a graph on a capturing stream (a child graph) is "
-                            "not supported");
+    if (atomic_load(&s->capture)) {
+        /* A child graph node of the capture, running what this executable runs. */
+        mtiart_status st = mt_capture_child(s, template_ref(x));
+        if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        /* the capture ended meanwhile: an ordinary launch */
+    }
+    uint64_t *heap = NULL;
+    if (x->num_slots > INLINE_SLOTS && !(heap = malloc(x->num_slots * sizeof *heap)))
+        return mt_oom();
     mt_spin_lock(&x->launch_lock);
     mtiart_status st = MTIART_SUCCESS;
     /* On another stream than the previous launch, wait for that launch to finish. */
     if (x->last_stream_id != s->id)
         st = mt_stream_enqueue_wait(s, x->done, atomic_load(&x->done->recorded));
-    /* Waits on events recorded outside the capture are hoisted to the launch. */
-    for (size_t i = 0; i < x->num_external && st == MTIART_SUCCESS; i++)
-        st = mt_stream_enqueue_wait(s, x->external[i], atomic_load(&x->external[i]->recorded));
     if (st == MTIART_SUCCESS) {
         mt_op op = {.type = MT_OP_GRAPH, .num_blocks = 1};
         mt_exec_ref(x);
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
-        /* Straight into the queue, as the waits above: a capture the stream began since
+        op.u.graph.slots = heap;
+        /* Record nodes reserve the generation they complete, wait nodes take the record
+         * they wait for; the records are published once the launch is in the queue. */
+        for (uint32_t k = 0; MT_UNLIKELY(k < x->num_slots); k++) {
+            mt_event *e = x->slot_event[k];
+            if (x->slot_record[k]) {
+                x->launch_slots[k] = atomic_fetch_add(&e->reserved, 1) + 1;
+                e->capture = NULL; /* as for an eager record */
+            } else {
+                x->launch_slots[k] = atomic_load(&e->recorded);
+            }
+        }
+        if (x->num_slots)
+            memcpy(launch_slots(&op), x->launch_slots, x->num_slots * sizeof *x->launch_slots);
+        heap = NULL; /* the op's now, released with it */
+        /* Straight into the queue, as the wait above: a capture the stream began since
          * the check comes after this launch. */
         st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
             atomic_store(&x->done->recorded, op.u.graph.generation);
             x->last_stream_id = s->id;
+            for (uint32_t k = 0; k < x->num_slots; k++)
+                if (x->slot_record[k])
+                    mt_event_publish_record(x->slot_event[k], x->launch_slots[k]);
         }
     }
     mt_spin_unlock(&x->launch_lock);
+    if (MT_UNLIKELY(heap != NULL)) free(heap);
+    return st;
+}
+
+/* ------------------------------------------------------------------ update */
+
+typedef struct update_ctx {
+    update *u;
+    mtiart_update_info *info;
+    size_t top; /* the top-level node being compared */
+    mt_event **slot_event;
+    mt_exec *x;
+    /* fused nodes (the plan has fused_group): per flattened node its new op and top-level
+     * node, and per chain whether any of its nodes changed */
+    const mt_op **fused_op;
+    size_t *fused_top;
+    bool *fused_changed;
+} update_ctx;
+
+static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, const char *fmt,
+                                   ...) {
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (c->info) {
+        c->info->result = result;
+        c->info->node = c->top;
+    }
+    return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                        "the graph is not an update of the executable: node %zu: %s; the "
+                        "executable is unchanged",
+                        c->top, detail);
+}
+
+/* Room was made for every node (new_update). */
+static bool add_patch(update *u, mt_plan *plan, uint32_t pos, mt_op *from) {
+    if (mt_op_clone(&u->ops[u->count], from) != MTIART_SUCCESS) return false;
+    u->targets[u->count++] = (patch_target){plan, pos};
+    return true;
+}
+
+static bool same_deps(const mt_node *a, const mt_node *b) {
+    if (a->num_deps != b->num_deps) return false;
+    uint32_t i = 0;
+    while (i < a->num_deps && a->deps[i] == b->deps[i]) i++;
+    if (i == a->num_deps) return true;
+    for (i = 0; i < a->num_deps; i++) { /* the same set in another order */
+        bool found = false;
+        for (uint32_t k = 0; k < b->num_deps && !found; k++) found = a->deps[i] == b->deps[k];
+        if (!found) return false;
+    }
+    return true;
+}
+
+static const char *kind_name(uint32_t type) {
+    static const char *names[] = {"kernel",     "memcpy", "fill",  "host",        "event record",
+                                  "event wait", "empty",  "graph", "child graph", "conditional"};
+    return type < sizeof names / sizeof *names ? names[type] : "unknown";
+}
+
+/* Compare `nd` (the new graph) with `od` (what plan `plan` runs), node by node, and note a
+ * patch for every node whose parameters changed. `flat` and `slot` count the flattened
+ * nodes and event slots as instantiation did. */
+static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_plan *plan,
+                             uint32_t *flat, uint32_t *slot, bool top) {
+    if (nd->num_nodes != od->num_nodes) {
+        if (top) c->top = nd->num_nodes < od->num_nodes ? nd->num_nodes : od->num_nodes;
+        return refuse_update(
+            c, MTIART_UPDATE_TOPOLOGY_CHANGED, "%s has %zu nodes where the executable's has %zu",
+            top ? "the graph" : "a child or conditional body", nd->num_nodes, od->num_nodes);
+    }
+    for (size_t i = 0; i < nd->num_nodes; i++) {
+        mt_node *a = &nd->nodes[i];
+        const mt_node *b = &od->nodes[i];
+        if (top) c->top = i;
+        if (!same_deps(a, b))
+            return refuse_update(c, MTIART_UPDATE_TOPOLOGY_CHANGED, "its dependencies differ");
+        if (a->op.type != b->op.type)
+            return refuse_update(c, MTIART_UPDATE_NODE_KIND_CHANGED, "a %s node where it was a %s",
+                                 kind_name(a->op.type), kind_name(b->op.type));
+        mtiart_status st;
+        if (a->op.type == MT_OP_CHILD) {
+            if ((st = compare(c, a->body, b->body, plan, flat, slot, false))) return st;
+            continue;
+        }
+        uint32_t fl = (*flat)++;
+        uint32_t pos = plan->position[fl];
+        mt_op *now = &plan->ops[pos];
+        bool equal = mt_op_equal(&a->op, (mt_op *)&b->op);
+        uint32_t group = plan->fused_group ? plan->fused_group[fl] : NONE;
+        if (a->op.type == MT_OP_KERNEL && !equal) {
+            uint16_t na, nb;
+            memcpy(&na, mt_op_blob(&a->op), 2);
+            memcpy(&nb, mt_op_blob((mt_op *)&b->op), 2);
+            if (na != nb)
+                return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                     "the kernel takes %u arguments where it took %u", na, nb);
+        } else if (a->op.type == MT_OP_CONDITIONAL) {
+            if (a->op.u.cond.kind != b->op.u.cond.kind)
+                return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
+                                     "a conditional of another type");
+            uint32_t body_flat = 0, body_slot = 0;
+            if ((st =
+                     compare(c, a->body, b->body, now->u.cond.body, &body_flat, &body_slot, false)))
+                return st;
+        } else if (a->op.type == MT_OP_EVENT_RECORD || a->op.type == MT_OP_EVENT_WAIT) {
+            c->slot_event[(*slot)++] = a->op.u.event.event;
+        }
+        if (group != NONE) { /* the chain's launch is made again (update_fused) */
+            c->fused_op[fl] = &a->op;
+            c->fused_top[fl] = equal ? SIZE_MAX : c->top;
+            c->fused_changed[group] |= !equal;
+            continue;
+        }
+        if (!equal && !add_patch(c->u, plan, pos, &a->op)) return mt_oom();
+    }
+    return MTIART_SUCCESS;
+}
+
+/* The launch of fused chain k made anew from its nodes' new ops[0..len), noted as a patch
+ * of the plan node that runs it; MTIART_ERROR_NOT_SUPPORTED (`why` says so) when they do
+ * not fuse any more: the chain's launch cannot stand for them. */
+static mtiart_status patch_fused(update *u, mt_plan *p, uint32_t k, const mt_op *const *ops,
+                                 uint32_t len, char *why, size_t cap) {
+    mt_op fused;
+    mtiart_status st = mt_fuse_chain(ops, len, &fused);
+    if (st == MTIART_ERROR_NOT_SUPPORTED) {
+        snprintf(why, cap,
+                 "it runs fused with %u other nodes into one launch, which its new parameters "
+                 "do not allow (instantiate with MTIART_INSTANTIATE_NO_FUSION to change them "
+                 "freely)",
+                 len - 1);
+        return st;
+    }
+    if (st) return st;
+    uint16_t nargs;
+    memcpy(&nargs, mt_op_blob(&fused), 2);
+    if (nargs != p->fused_nargs[k]) { /* buffers that were one are apart now, or the reverse */
+        mt_op_release(&fused);
+        snprintf(why, cap,
+                 "it runs fused with %u other nodes into one launch of %u distinct buffers, "
+                 "which its new parameters change to %u (instantiate with "
+                 "MTIART_INSTANTIATE_NO_FUSION to change them freely)",
+                 len - 1, p->fused_nargs[k] - 1u, nargs - 1u);
+        return MTIART_ERROR_NOT_SUPPORTED;
+    }
+    bool ok = add_patch(u, p, p->position[p->fused_members[p->fused_begin[k]]], &fused);
+    mt_op_release(&fused);
+    return ok ? MTIART_SUCCESS : mt_oom();
+}
+
+static void free_fused_ctx(update_ctx *c) {
+    free(c->fused_op);
+    free(c->fused_top);
+    free(c->fused_changed);
+}
+
+/* After compare: the fused chains any of whose nodes changed get their launch anew. */
+static mtiart_status update_fused(update_ctx *c, mt_plan *p) {
+    for (uint32_t k = 0; k < p->num_fused; k++) {
+        if (!c->fused_changed[k]) continue;
+        const mt_op *ops[MT_FUSE_MAX_CHAIN];
+        uint32_t len = 0;
+        for (uint32_t i = p->fused_begin[k]; i < p->fused_begin[k + 1]; i++)
+            ops[len++] = c->fused_op[p->fused_members[i]];
+        char why[256];
+        mtiart_status st = patch_fused(c->u, p, k, ops, len, why, sizeof why);
+        if (st == MTIART_ERROR_NOT_SUPPORTED) {
+            /* the chain's first node that changed */
+            for (uint32_t i = p->fused_begin[k + 1]; i-- > p->fused_begin[k];)
+                if (c->fused_top[p->fused_members[i]] != SIZE_MAX)
+                    c->top = c->fused_top[p->fused_members[i]];
+            return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED, "%s", why);
+        }
+        if (st) return st;
+    }
+    return MTIART_SUCCESS;
+}
+
+/* Hand the patches to the replays launched from now on; and the event slots, which the
+ * launches themselves read. */
+static void link_update(mt_exec *x, update *u, mt_event **slot_event) {
+    mt_spin_lock(&x->launch_lock);
+    u->generation = atomic_load(&x->done->recorded) + 1;
+    for (uint32_t k = 0; slot_event && k < x->num_slots; k++)
+        if (slot_event[k] != x->slot_event[k]) {
+            mt_event_ref(slot_event[k]);
+            mt_event_unref(x->slot_event[k]);
+            x->slot_event[k] = slot_event[k];
+        }
+    mt_spin_lock(&x->update_lock);
+    if (x->updates_tail) x->updates_tail->next = u;
+    else x->updates = u;
+    x->updates_tail = u;
+    atomic_store_explicit(&x->has_updates, 1, memory_order_release);
+    mt_spin_unlock(&x->update_lock);
+    mt_spin_unlock(&x->launch_lock);
+}
+
+static mtiart_status keep_pool(mt_exec *x, mt_pool *pool) {
+    if (!pool || pool == x->pool) return MTIART_SUCCESS;
+    for (size_t i = 0; i < x->num_update_pools; i++)
+        if (x->update_pools[i] == pool) return MTIART_SUCCESS;
+    mt_pool **grown = realloc(x->update_pools, (x->num_update_pools + 1) * sizeof *grown);
+    MT_CHECK_ALLOC(grown);
+    x->update_pools = grown;
+    mt_pool_retain(pool);
+    x->update_pools[x->num_update_pools++] = pool;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
+                                                  mtiart_update_info *info) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    if (info) *info = (mtiart_update_info){.result = MTIART_UPDATE_SUCCESS, .node = UINT64_MAX};
+    update_ctx c = {.info = info, .x = x};
+    if (g->dev != x->dev) {
+        if (info) info->result = MTIART_UPDATE_DEVICE_CHANGED;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the graph belongs to device %d, the executable to device %d",
+                            g->dev->index, x->dev->index);
+    }
+    /* A graph that matches has as many nodes to patch as the plan, bodies included. */
+    c.u = new_update(x->plan->num_patchable);
+    c.slot_event = calloc(x->num_slots ? x->num_slots : 1, sizeof *c.slot_event);
+    if (!c.u || !c.slot_event) {
+        if (c.u) free_update(c.u);
+        free(c.slot_event);
+        return mt_oom();
+    }
+    mt_plan *p = x->plan;
+    if (p->fused_group) {
+        c.fused_op = malloc(p->num_flat * sizeof *c.fused_op);
+        c.fused_top = malloc(p->num_flat * sizeof *c.fused_top);
+        c.fused_changed = calloc(p->num_fused, sizeof *c.fused_changed);
+    }
+    if (p->fused_group && (!c.fused_op || !c.fused_top || !c.fused_changed)) {
+        free_update(c.u);
+        free(c.slot_event);
+        free_fused_ctx(&c);
+        return mt_oom();
+    }
+    pthread_mutex_lock(&x->lock);
+    uint32_t flat = 0, slot = 0;
+    mtiart_status st = compare(&c, g->dag, x->tmpl, p, &flat, &slot, true);
+    if (st == MTIART_SUCCESS && p->fused_group) st = update_fused(&c, p);
+    if (st == MTIART_SUCCESS) st = keep_pool(x, g->pool);
+    if (st == MTIART_SUCCESS) {
+        mt_dag_ref(g->dag);
+        mt_dag_unref(x->tmpl);
+        x->tmpl = g->dag;
+        bool events_changed = false;
+        for (uint32_t k = 0; k < x->num_slots; k++)
+            events_changed |= c.slot_event[k] != x->slot_event[k];
+        if (c.u->count || events_changed) link_update(x, c.u, events_changed ? c.slot_event : NULL);
+        else free_update(c.u);
+    } else {
+        free_update(c.u);
+    }
+    pthread_mutex_unlock(&x->lock);
+    free(c.slot_event);
+    free_fused_ctx(&c);
+    return st;
+}
+
+/* New arguments (op `fresh`) for top-level node `node`, flattened node `flat` of fused
+ * chain k, whose other nodes keep the template's ops. */
+static mtiart_status set_fused_args(update *u, mt_plan *p, const mt_dag *t, uint32_t k,
+                                    uint32_t flat, const mt_op *fresh, size_t node) {
+    const mt_op *ops[MT_FUSE_MAX_CHAIN];
+    uint32_t len = 0;
+    for (uint32_t i = p->fused_begin[k]; i < p->fused_begin[k + 1]; i++) {
+        uint32_t member = p->fused_members[i];
+        ops[len] = member == flat ? fresh : NULL;
+        /* A chain keeps to one graph: its nodes are top-level nodes, as this one. */
+        for (size_t v = 0; !ops[len] && v < t->num_nodes; v++)
+            if ((p->top_flat ? p->top_flat[v] : v) == member) ops[len] = &t->nodes[v].op;
+        len++;
+    }
+    char why[256];
+    mtiart_status st = patch_fused(u, p, k, ops, len, why, sizeof why);
+    if (st == MTIART_ERROR_NOT_SUPPORTED)
+        return mt_set_error(st, "node %zu: %s; the executable is unchanged", node, why);
+    return st;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exec exec, size_t node,
+                                                                const mtiart_arg *args,
+                                                                uint32_t num_args) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    mtiart_status st = mt_check_kernel_buffers(args, num_args, x->dev->index, "graph");
+    if (st) return st;
+    pthread_mutex_lock(&x->lock);
+    mt_dag *t = x->tmpl;
+    mt_plan *p = x->plan;
+    uint16_t had = 0;
+    if (node >= t->num_nodes) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu out of range (%zu nodes)", node,
+                          t->num_nodes);
+    } else if (t->nodes[node].op.type != MT_OP_KERNEL) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu is not a kernel node", node);
+    } else if (memcpy(&had, mt_op_blob(&t->nodes[node].op), 2), had != num_args) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                          "node %zu takes %u kernel arguments, not %u (an executable's kernel "
+                          "keeps its number of arguments)",
+                          node, had, num_args);
+    } else if (atomic_load(&t->refcount) > 1) {
+        /* Shared with the graph it came from (or a capture's child node): a copy first. */
+        mt_dag *copy = mt_dag_clone(t);
+        if (!copy) st = mt_oom();
+        else {
+            mt_dag_unref(t);
+            x->tmpl = t = copy;
+        }
+    }
+    /* The replays' copy first, then the template: a failure leaves both as they were. */
+    update *u = NULL;
+    mt_op fresh;
+    if (st == MTIART_SUCCESS)
+        st = mt_op_pack_kernel(&fresh, t->nodes[node].op.fn.kernel, t->nodes[node].op.num_blocks,
+                               args, num_args);
+    if (st == MTIART_SUCCESS) {
+        uint32_t flat = p->top_flat ? p->top_flat[node] : (uint32_t)node;
+        uint32_t group = p->fused_group ? p->fused_group[flat] : NONE;
+        if (!(u = new_update(1))) st = mt_oom();
+        else if (group != NONE) st = set_fused_args(u, p, t, group, flat, &fresh, node);
+        else if (!add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
+        mt_op_release(&fresh);
+    }
+    if (st == MTIART_SUCCESS) st = mt_node_set_kernel_args(&t->nodes[node], args, num_args);
+    if (st == MTIART_SUCCESS) link_update(x, u, NULL);
+    else if (u) free_update(u);
+    pthread_mutex_unlock(&x->lock);
     return st;
 }

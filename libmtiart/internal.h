@@ -194,6 +194,8 @@ typedef struct mt_graph mt_graph;
 typedef struct mt_exec mt_exec;
 typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
+typedef struct mt_dag mt_dag;
+typedef struct mt_plan mt_plan;
 
 /* ---------------------------------------------------------------- operations */
 
@@ -206,6 +208,8 @@ enum mt_op_type {
     MT_OP_EVENT_WAIT = 5,
     MT_OP_EMPTY = 6,
     MT_OP_GRAPH = 7,
+    MT_OP_CHILD = 8,       /* graph nodes only: the node's body, flattened at instantiation */
+    MT_OP_CONDITIONAL = 9, /* graph nodes only: runs the node's body while/if a flag is set */
 };
 
 #define MT_OP_INLINE_BYTES 80
@@ -250,8 +254,15 @@ typedef struct mt_op {
         } event;
         struct {
             mt_exec *exec;
-            uint64_t generation;
+            uint64_t generation; /* of the executable's done event */
+            uint64_t *slots;     /* more event generations than fit inline (exec.c) */
         } graph;
+        struct {
+            const void *flag; /* device memory: the body runs while (or if) it is non-zero */
+            mt_plan *body;    /* in an executable: the body's plan (owned by the executable) */
+            uint32_t flag_size;
+            uint32_t kind; /* an mtiart_conditional_type */
+        } cond;
     } u;
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
@@ -270,6 +281,20 @@ static inline uint8_t *mt_op_blob(mt_op *op) {
 /* Pack launch arguments into op (inline or heap). */
 mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blocks,
                                 const mtiart_arg *args, uint32_t num_args);
+/* Validate and pack a copy or a fill for work of `owner` ("stream", "graph") on device
+ * `device`: MTIART_MEMCPY_DEFAULT is resolved from the pointers and every device side must
+ * lie in a live allocation of that device. An op of 0 bytes (elements) is valid and does
+ * nothing; a stream need not enqueue it. */
+mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *dst,
+                                const void *src, size_t bytes, mtiart_memcpy_kind kind);
+mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *dst,
+                              const void *pattern, uint32_t pattern_size, size_t count);
+/* A conditional node's op: `flag` (1, 2, 4 or 8 bytes, aligned) in a live allocation. */
+mtiart_status mt_op_pack_conditional(mt_op *op, int device, const char *owner,
+                                     mtiart_conditional_type type, const void *flag,
+                                     uint32_t flag_size);
+/* Whether two ops do the same work with the same parameters (an update may skip them). */
+bool mt_op_equal(mt_op *a, mt_op *b);
 /* Fill argv[] with pointers to the values of a packed blob; returns the count. */
 uint32_t mt_blob_argv(uint8_t *blob, void **argv);
 /* Release what an op owns (heap blob, event reference). GRAPH ops are not op.c's: only
@@ -465,6 +490,8 @@ struct mt_stream {
     atomic_uint_least64_t capture_id;
     size_t *frontier;
     size_t frontier_len, frontier_cap;
+    struct mt_scope *scope; /* the innermost conditional body the stream captures into */
+    uint32_t flags;         /* mtiart_stream_flags given at creation */
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
 };
@@ -505,10 +532,13 @@ struct mt_event {
     atomic_uint_least64_t reserved; /* generations handed out to records */
     atomic_uint_least64_t recorded; /* generation of the latest record enqueued */
     /* capture: the event was recorded on a capturing stream. Atomic: an eager record
-     * clears it while other threads wait on or query the event. */
+     * clears it while other threads wait on or query the event. `capture_deps` are the
+     * nodes the recording stream's next operation would have depended on (what a wait on
+     * the event joins), in the conditional body `capture_scope` (0: the capture's graph). */
     _Atomic(mt_capture *) capture;
     size_t *capture_deps;
-    size_t capture_deps_len;
+    size_t capture_deps_len, capture_deps_cap;
+    uint64_t capture_scope;
 
     atomic_uint_least64_t completed MT_ALIGNED; /* generation of the latest record executed */
     atomic_uint completed_word;                 /* futex */
@@ -536,6 +566,9 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s);
 /* Enqueue a wait of `s` for `generation` of `e` (nothing if already complete or never
  * recorded), into the queue whatever the stream's capture state. */
 mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generation);
+/* A record of `generation` (reserved from e->reserved) is enqueued: waits and queries made
+ * from now on refer to it, unless a newer one is published. */
+void mt_event_publish_record(mt_event *e, uint64_t generation);
 /* Host: wait until generation completes. */
 void mt_event_host_wait(mt_event *e, uint64_t generation);
 
@@ -613,9 +646,11 @@ static inline mtiart_status mt_check_unsafe(mt_stream *stream, mt_event *event) 
         return MTIART_SUCCESS;
     return mt_capture_check_unsafe(stream, event);
 }
-/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record),
- * and a wait that involves a capture (the stream's, or the event's). */
-mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e);
+/* Event record on a capturing stream (MTIART_ERROR_NOT_CAPTURING as mt_capture_record):
+ * an ordering point for the capture's streams, and with `external` also a record node that
+ * records the event at every replay. A wait that involves a capture (the stream's, or the
+ * event's): an edge from what the record saw, or a wait node for an outside event. */
+mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external);
 mtiart_status mt_capture_event_wait(mt_stream *s, const mt_pin *pin, mt_event *e);
 /* Destroy a stream's handle (pinned in `pin`) unless it takes part in a capture: one step
  * under captures_lock, so that a capture taking the stream in either comes first (and the
@@ -624,6 +659,10 @@ mtiart_status mt_capture_retire_stream(mt_stream *s, mt_pin *pin);
 /* The pool a capturing stream allocates from, retained (mt_pool_release it after the
  * allocation); NULL if the stream is not capturing. */
 mt_pool *mt_capture_pool_retain(mt_stream *s);
+/* Record a child-graph node running `body` (a reference the node takes over; dropped on
+ * failure), as mt_capture_record does an op: an executable launched on a capturing
+ * stream. */
+mtiart_status mt_capture_child(mt_stream *s, mt_dag *body);
 
 /* ---------------------------------------------------------------- graphs (graph.c, exec.c) */
 
@@ -633,15 +672,29 @@ typedef struct mt_node {
     uint32_t num_buffers;
     uint32_t num_deps;
     size_t *deps;
+    mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
 } mt_node;
+
+/* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
+ * conditional node holds a reference instead of a copy, and a change to a dag someone else
+ * holds first gives the changer a copy of its own (mt_graph_own). A node is plain data
+ * and function pointers (its op, buffers, dependencies) plus its body. */
+struct mt_dag {
+    atomic_int refcount;
+    mt_node *nodes;
+    size_t num_nodes, cap_nodes;
+    size_t num_edges;
+    uint32_t depth; /* bodies inside bodies below this graph (0: none) */
+};
+
+/* How deep child and conditional bodies may nest: the walks over a graph recurse. */
+#define MT_MAX_NESTING 64
 
 struct mt_graph {
     uint64_t handle;
     pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
-    mt_node *nodes;
-    size_t num_nodes, cap_nodes;
-    size_t num_edges;
+    mt_dag *dag;
     mt_pool *pool; /* NULL for hand-built graphs */
 };
 
@@ -654,22 +707,80 @@ static inline void mt_graph_unlock(mt_graph **g) { pthread_mutex_unlock(&(*g)->l
 #define LOCK_GRAPH(g)                                                                              \
     mt_graph *g##_locked_ __attribute__((cleanup(mt_graph_unlock), unused)) =                      \
         (pthread_mutex_lock(&(g)->lock), (g))
-/* Append a node (the op is moved in: the graph owns its heap blob and references). */
-mtiart_status mt_graph_append(mt_graph *g, mt_op *op, const size_t *deps, size_t num_deps,
-                              const mtiart_arg *args, uint32_t num_args, size_t *index);
+mt_dag *mt_dag_new(void);
+static inline void mt_dag_ref(mt_dag *d) {
+    atomic_fetch_add_explicit(&d->refcount, 1, memory_order_relaxed);
+}
+void mt_dag_unref(mt_dag *d);
+/* A private copy (ops cloned; bodies, which nobody changes, shared); NULL on OOM. */
+mt_dag *mt_dag_clone(const mt_dag *d);
+/* Make g's dag its own before changing it (under g's lock). */
+mtiart_status mt_graph_own(mt_graph *g);
+/* Append a node (the op and `body` are moved in: the dag owns the op's blob and references
+ * and the body reference; both are released on failure). A body nested deeper than
+ * MT_MAX_NESTING is refused. */
+mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
+                            const mtiart_arg *args, uint32_t num_args, size_t *index);
+/* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
+mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
+/* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
+ * an event: such nodes cannot run inside a conditional body. */
+mtiart_status mt_check_conditional_body(const mt_dag *body);
 
-/* Fusion (fuse.c): a copy of g for the executable's plan in which a launch of the kernel
- * library stands for a chain of nodes (a matmul and the elementwise operations on its
- * result), with origin[i] the captured node that the plan's node i starts at. NULL (and no
- * origin) when nothing fuses. */
-mtiart_status mt_fuse_plan(const mt_graph *g, mt_graph **planned, uint32_t **origin);
-/* Whether instantiation fuses by default (MTIART_GRAPH_FUSION, read at initialisation). */
+/* Fusion (fuse.c), a pass of instantiation: chains of nodes that one launch of the kernel
+ * library runs in their place (a matmul and the elementwise operations on its result).
+ * The pass sees a plan's nodes (child graphs flattened) through this view; a chain keeps
+ * to one `scope` (the graph a node came from), so it never crosses into or out of a
+ * child graph, and it stops at any node that is not a kernel (event, host, conditional). */
+typedef struct mt_fuse_node {
+    const mt_op *op;
+    const size_t *deps; /* indices of the view */
+    uint32_t num_deps;
+    uint32_t scope;
+} mt_fuse_node;
+
+/* What is left of a view of n nodes: m <= n nodes, each either a node of the view or a
+ * fused launch standing for a chain of them. */
+typedef struct mt_fusion {
+    uint32_t m;
+    mt_fuse_node *nodes; /* op: the view's, or a fused one (ops[]); deps: indices < m */
+    uint32_t *kept;      /* node left -> the view's node it is (a chain's first) */
+    uint32_t *left;      /* view node -> the node left that does its work */
+    uint32_t *group;     /* view node -> its chain (UINT32_MAX: not fused) */
+    /* chain k: view nodes members[member_begin[k] .. member_begin[k + 1]), in order */
+    uint32_t num_groups;
+    uint32_t *member_begin, *members;
+    mt_op *ops; /* chain k's launch */
+    size_t *dep_store;
+} mt_fusion;
+
+/* Fuse what can be fused among view[0..n): *out is zeroed and left so (m = 0) when nothing
+ * fuses (the common case costs one look at each node). */
+mtiart_status mt_fuse_plan(const mt_fuse_node *view, uint32_t n, mt_fusion *out);
+/* How many nodes the executable's plan runs (fewer than the graph's when nodes fused). */
+size_t mt_exec_plan_nodes(const mt_exec *x);
+/* The longest chain the pass fuses. */
+#define MT_FUSE_MAX_CHAIN 9
+void mt_fusion_free(mt_fusion *f);
+/* The launch running ops[0..len) (a chain mt_fuse_plan fused, with new parameters) into
+ * *fused: MTIART_SUCCESS, or MTIART_ERROR_NOT_SUPPORTED when they no longer fuse as one
+ * (other shapes, dtypes, overlapping buffers), or out of host memory. */
+mtiart_status mt_fuse_chain(const mt_op *const *ops, uint32_t len, mt_op *fused);
 extern bool mt_graph_fusion;
 
-/* Worker: run one replay of an executable. Returns 0, or the code of the first node that
- * failed with `failure` describing it ("graph node N: kernel K failed ..."); the caller
- * records it as its stream's sticky error. */
-int32_t mt_exec_run(mt_exec *x, char *failure, size_t cap);
+/* A record node completed: stream.c's completion, which hands the streams parked on the
+ * event back to their workers (passed down so that exec.c never calls up into stream.c). */
+typedef void (*mt_record_fn)(mt_event *e, uint64_t generation);
+/* Worker: run, or resume, the replay that GRAPH op `op` launched. Returns 0, or the code
+ * of the first node that failed with `failure` describing it ("graph node N: kernel K
+ * failed ..."); the caller records it as its stream's sticky error. When every node left
+ * waits for an event record that has not completed, the replay is suspended instead: 0,
+ * *park set to the event and *park_generation to the record; call again on the same op
+ * once it has completed. */
+int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *park_generation,
+                    char *failure, size_t cap);
+/* Release what a GRAPH op holds (stream.c's release of a queue slot). */
+void mt_exec_release_launch(mt_op *op);
 void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */

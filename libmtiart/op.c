@@ -70,10 +70,13 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     op->fn.kernel = fn;
     uint16_t count = (uint16_t)num_args;
     memcpy(blob, &count, 2);
-    size_t offset = align8(2 + 2 * (size_t)num_args);
+    /* The padding is zeroed too: a blob's bytes are a function of the arguments, so two
+     * blobs compare with memcmp (mt_op_equal) and never read an undefined byte. */
+    size_t offset = 2 + 2 * (size_t)num_args;
     for (uint32_t i = 0; i < num_args; i++) {
         const mtiart_arg *a = &args[i];
-        offset = align8(offset);
+        size_t aligned = align8(offset);
+        while (offset < aligned) blob[offset++] = 0;
         /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
          * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
          * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
@@ -87,6 +90,7 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
             offset += sizeof(void *);
         }
     }
+    while (offset < total) blob[offset++] = 0; /* no arguments: the header's padding */
     return MTIART_SUCCESS;
 }
 
@@ -99,6 +103,88 @@ uint32_t mt_blob_argv(uint8_t *blob, void **argv) {
         argv[i] = blob + ((size_t)off << 3);
     }
     return count;
+}
+
+/* One side ("destination", "source") of a copy or fill for `owner` on device `device`. */
+static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
+                                     bool device_side, int device, const char *owner) {
+    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
+    if (!device_side) return MTIART_SUCCESS;
+    return mt_check_buffer(ptr, bytes, device, owner, side, -1);
+}
+
+static bool is_device_pointer(const void *ptr) {
+    int device;
+    return mt_pointer_device_quiet(ptr, &device) == MTIART_SUCCESS;
+}
+
+mtiart_status mt_op_pack_memcpy(mt_op *op, int device, const char *owner, void *dst,
+                                const void *src, size_t bytes, mtiart_memcpy_kind kind) {
+    if (kind == MTIART_MEMCPY_DEFAULT) {
+        bool d = is_device_pointer(dst), sd = is_device_pointer(src);
+        kind = d ? (sd ? MTIART_MEMCPY_DEVICE_TO_DEVICE : MTIART_MEMCPY_HOST_TO_DEVICE)
+                 : (sd ? MTIART_MEMCPY_DEVICE_TO_HOST : MTIART_MEMCPY_HOST_TO_HOST);
+    }
+    if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
+    if (bytes) {
+        bool dst_dev =
+            kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
+        bool src_dev =
+            kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
+        mtiart_status st = check_copy_side("destination", dst, bytes, dst_dev, device, owner);
+        if (st || (st = check_copy_side("source", src, bytes, src_dev, device, owner))) return st;
+    }
+    *op = (mt_op){.type = MT_OP_MEMCPY, .num_blocks = 1};
+    op->u.copy.dst = dst;
+    op->u.copy.src = src;
+    op->u.copy.bytes = bytes;
+    op->u.copy.kind = (uint32_t)kind;
+    return MTIART_SUCCESS;
+}
+
+mtiart_status mt_op_pack_fill(mt_op *op, int device, const char *owner, void *dst,
+                              const void *pattern, uint32_t pattern_size, size_t count) {
+    if (!pattern ||
+        (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 && pattern_size != 8))
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
+                            pattern_size);
+    if (count > SIZE_MAX / pattern_size)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
+    if (count) {
+        mtiart_status st =
+            check_copy_side("destination", dst, count * pattern_size, true, device, owner);
+        if (st) return st;
+    }
+    *op = (mt_op){.type = MT_OP_FILL, .num_blocks = 1};
+    op->u.fill.dst = dst;
+    op->u.fill.count = count;
+    op->u.fill.size = pattern_size;
+    op->u.fill.pattern = 0;
+    memcpy(&op->u.fill.pattern, pattern, pattern_size);
+    return MTIART_SUCCESS;
+}
+
+mtiart_status mt_op_pack_conditional(mt_op *op, int device, const char *owner,
+                                     mtiart_conditional_type type, const void *flag,
+                                     uint32_t flag_size) {
+    if ((unsigned)type > MTIART_CONDITIONAL_WHILE)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown conditional type %d", (int)type);
+    if (flag_size != 1 && flag_size != 2 && flag_size != 4 && flag_size != 8)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the condition must be 1, 2, 4 or 8 bytes (got %u)", flag_size);
+    if (!flag) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "condition is NULL");
+    if ((uintptr_t)flag % flag_size)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the condition %p is not aligned to its %u bytes", flag, flag_size);
+    mtiart_status st = mt_check_buffer(flag, flag_size, device, owner, "condition", -1);
+    if (st) return st;
+    *op = (mt_op){.type = MT_OP_CONDITIONAL, .num_blocks = 1};
+    op->u.cond.flag = flag;
+    op->u.cond.flag_size = flag_size;
+    op->u.cond.kind = (uint32_t)type;
+    return MTIART_SUCCESS;
 }
 
 /* ------------------------------------------------------------------ ownership */
@@ -143,6 +229,43 @@ mtiart_status mt_op_clone(mt_op *dst, const mt_op *src) {
     default: break;
     }
     return MTIART_SUCCESS;
+}
+
+/* Blobs compare byte for byte: packing zeroes their padding. Words first: a blob is a few
+ * dozen bytes, where a call of memcmp costs more than the comparison. */
+static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y) return false;
+    }
+    for (; i < n; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+bool mt_op_equal(mt_op *a, mt_op *b) {
+    if (a->type != b->type || a->num_blocks != b->num_blocks) return false;
+    switch (a->type) {
+    case MT_OP_KERNEL:
+        return a->fn.kernel == b->fn.kernel && a->u.kernel.blob_size == b->u.kernel.blob_size &&
+               same_bytes(mt_op_blob(a), mt_op_blob(b), a->u.kernel.blob_size);
+    case MT_OP_MEMCPY:
+        return a->u.copy.dst == b->u.copy.dst && a->u.copy.src == b->u.copy.src &&
+               a->u.copy.bytes == b->u.copy.bytes && a->u.copy.kind == b->u.copy.kind;
+    case MT_OP_FILL:
+        return a->u.fill.dst == b->u.fill.dst && a->u.fill.pattern == b->u.fill.pattern &&
+               a->u.fill.count == b->u.fill.count && a->u.fill.size == b->u.fill.size;
+    case MT_OP_HOST: return a->fn.host == b->fn.host && a->u.host.user_data == b->u.host.user_data;
+    case MT_OP_EVENT_RECORD:
+    case MT_OP_EVENT_WAIT: return a->u.event.event == b->u.event.event;
+    case MT_OP_CONDITIONAL:
+        return a->u.cond.flag == b->u.cond.flag && a->u.cond.flag_size == b->u.cond.flag_size &&
+               a->u.cond.kind == b->u.cond.kind;
+    default: return true;
+    }
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -256,9 +379,13 @@ int32_t mt_op_run(mt_device *dev, mt_op *op, void **argv, char *failure, size_t 
         }
         return run_kernel(dev, op->fn.kernel, argv, op->num_blocks, failure, cap);
     }
-    case MT_OP_MEMCPY: memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes); return 0;
+    /* Graph nodes of 0 bytes (elements) may name no memory at all. */
+    case MT_OP_MEMCPY:
+        if (op->u.copy.bytes) memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
+        return 0;
     case MT_OP_FILL:
-        fill_pattern(op->u.fill.dst, op->u.fill.pattern, op->u.fill.size, op->u.fill.count);
+        if (op->u.fill.count)
+            fill_pattern(op->u.fill.dst, op->u.fill.pattern, op->u.fill.size, op->u.fill.count);
         return 0;
     case MT_OP_HOST: {
         int32_t rc = op->fn.host(op->u.host.user_data);

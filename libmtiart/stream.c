@@ -30,7 +30,8 @@ static atomic_uint_least64_t next_stream_id = 1;
 
 static void release_stream(void *s) { mt_stream_unref(s); }
 
-static mtiart_status stream_new(mt_device *dev, int priority, bool is_default, mt_stream **out) {
+static mtiart_status stream_new(mt_device *dev, int priority, uint32_t flags, bool is_default,
+                                mt_stream **out) {
     mt_stream *s = aligned_alloc(MT_CACHELINE, (sizeof(mt_stream) + MT_CACHELINE - 1) /
                                                    MT_CACHELINE * MT_CACHELINE);
     mt_chunk *chunk = aligned_alloc(MT_CACHELINE, sizeof *chunk);
@@ -45,6 +46,7 @@ static mtiart_status stream_new(mt_device *dev, int priority, bool is_default, m
     s->id = atomic_fetch_add(&next_stream_id, 1);
     s->dev = dev;
     s->priority = priority;
+    s->flags = flags;
     s->is_default = is_default;
     s->head_chunk = s->tail_chunk = chunk;
     mt_spin_budget_init(&s->linger_budget, mt_linger_ns);
@@ -62,7 +64,7 @@ static mtiart_status stream_new(mt_device *dev, int priority, bool is_default, m
 }
 
 mtiart_status mt_stream_create_default(mt_device *dev) {
-    return stream_new(dev, 0, true, &dev->default_stream);
+    return stream_new(dev, 0, MTIART_STREAM_DEFAULT, true, &dev->default_stream);
 }
 
 void mt_stream_ref(mt_stream *s) {
@@ -168,7 +170,7 @@ static void unblock(mt_stream *s) {
 /* What a queue slot owns: a GRAPH op (which only queues hold) its executable, any other
  * op what op.c releases. */
 static void release_queued(mt_op *op) {
-    if (op->type == MT_OP_GRAPH) mt_exec_unref(op->u.graph.exec);
+    if (op->type == MT_OP_GRAPH) mt_exec_release_launch(op);
     else mt_op_release(op);
 }
 
@@ -247,12 +249,20 @@ static bool run_op(mt_stream *s, mt_op *op) {
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);
     case MT_OP_GRAPH: {
-        mt_exec *x = op->u.graph.exec;
-        int32_t rc = mt_exec_run(x, failure, sizeof failure);
-        if (MT_UNLIKELY(rc != 0)) set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
+        for (;;) {
+            mt_event *park = NULL;
+            uint64_t park_generation = 0;
+            int32_t rc =
+                mt_exec_run(op, complete_event, &park, &park_generation, failure, sizeof failure);
+            if (MT_UNLIKELY(rc != 0)) set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
+            if (MT_LIKELY(!park)) break;
+            /* A wait node's record is pending and nothing else of the replay can run: the
+             * stream parks on the event as an eager wait does, and resumes the replay. */
+            if (!mt_event_wait_or_park(park, park_generation, s)) return false;
+        }
         /* Not marked complete early: the op's release (which may free the executable
          * and its pool use) must happen before a synchronize returns. */
-        complete_event(mt_exec_done_event(x), op->u.graph.generation);
+        complete_event(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
         return true;
     }
     default:
@@ -361,16 +371,32 @@ MTIART_API mtiart_status mtiart_stream_get_default(int device, mtiart_stream *st
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream) {
+MTIART_API mtiart_status mtiart_stream_create_with_flags(int device, int priority, uint32_t flags,
+                                                         mtiart_stream *stream) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(stream);
+    if (flags & ~(uint32_t)MTIART_STREAM_NON_BLOCKING)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown stream flags 0x%x", flags);
     if (priority > 0) priority = 0;
     if (priority < -(MT_NUM_PRIORITIES - 1)) priority = -(MT_NUM_PRIORITIES - 1);
     mt_stream *s;
-    mtiart_status st = stream_new(dev, priority, false, &s);
+    mtiart_status st = stream_new(dev, priority, flags, false, &s);
     if (st) return st;
     *stream = (mtiart_stream)(uintptr_t)s->handle;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_stream_create(int device, int priority, mtiart_stream *stream) {
+    MT_API_ENTRY();
+    return mtiart_stream_create_with_flags(device, priority, MTIART_STREAM_DEFAULT, stream);
+}
+
+MTIART_API mtiart_status mtiart_stream_get_flags(mtiart_stream stream, uint32_t *flags) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    MT_CHECK_NOT_NULL(flags);
+    *flags = s->flags;
     return MTIART_SUCCESS;
 }
 
@@ -483,43 +509,13 @@ MTIART_API mtiart_status mtiart_launch_host_func(mtiart_stream stream, mtiart_ho
     return mt_stream_submit(s, &op, NULL, 0);
 }
 
-/* One side ("destination", "source") of a copy or fill on stream s. */
-static mtiart_status check_copy_side(const char *side, const void *ptr, size_t bytes,
-                                     bool device_side, mt_stream *s) {
-    if (!ptr) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is NULL", side);
-    if (!device_side) return MTIART_SUCCESS;
-    return mt_check_buffer(ptr, bytes, s->dev->index, "stream", side, -1);
-}
-
-static bool is_device_pointer(const void *ptr) {
-    int device;
-    mtiart_status st = mt_pointer_device_quiet(ptr, &device);
-    return st == MTIART_SUCCESS;
-}
-
 MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, const void *src,
                                              size_t bytes, mtiart_memcpy_kind kind) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (kind == MTIART_MEMCPY_DEFAULT) {
-        bool d = is_device_pointer(dst), sd = is_device_pointer(src);
-        kind = d ? (sd ? MTIART_MEMCPY_DEVICE_TO_DEVICE : MTIART_MEMCPY_HOST_TO_DEVICE)
-                 : (sd ? MTIART_MEMCPY_DEVICE_TO_HOST : MTIART_MEMCPY_HOST_TO_HOST);
-    }
-    if ((unsigned)kind > MTIART_MEMCPY_DEVICE_TO_DEVICE)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown memcpy kind %d", (int)kind);
-    if (bytes == 0) return MTIART_SUCCESS;
-    bool dst_dev = kind == MTIART_MEMCPY_HOST_TO_DEVICE || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-    bool src_dev = kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE;
-    mtiart_status st = check_copy_side("destination", dst, bytes, dst_dev, s);
-    if (st) return st;
-    st = check_copy_side("source", src, bytes, src_dev, s);
-    if (st) return st;
-    mt_op op = {.type = MT_OP_MEMCPY, .num_blocks = 1};
-    op.u.copy.dst = dst;
-    op.u.copy.src = src;
-    op.u.copy.bytes = bytes;
-    op.u.copy.kind = (uint32_t)kind;
+    mt_op op;
+    mtiart_status st = mt_op_pack_memcpy(&op, s->dev->index, "stream", dst, src, bytes, kind);
+    if (st || bytes == 0) return st;
     return mt_stream_submit(s, &op, NULL, 0);
 }
 
@@ -539,22 +535,10 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
                                            uint32_t pattern_size, size_t count) {
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
-    if (!pattern ||
-        (pattern_size != 1 && pattern_size != 2 && pattern_size != 4 && pattern_size != 8))
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                            "the pattern must be non-NULL with size 1, 2, 4 or 8 (got %u)",
-                            pattern_size);
-    if (count == 0) return MTIART_SUCCESS;
-    if (count > SIZE_MAX / pattern_size)
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "count * pattern_size overflows");
-    mtiart_status st = check_copy_side("destination", dst, count * pattern_size, true, s);
-    if (st) return st;
-    mt_op op = {.type = MT_OP_FILL, .num_blocks = 1};
-    op.u.fill.dst = dst;
-    op.u.fill.count = count;
-    op.u.fill.size = pattern_size;
-    op.u.fill.pattern = 0;
-    memcpy(&op.u.fill.pattern, pattern, pattern_size);
+    mt_op op;
+    mtiart_status st =
+        mt_op_pack_fill(&op, s->dev->index, "stream", dst, pattern, pattern_size, count);
+    if (st || count == 0) return st;
     return mt_stream_submit(s, &op, NULL, 0);
 }
 

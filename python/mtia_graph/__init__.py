@@ -19,7 +19,7 @@ The package's modules form layers: each module imports only modules listed befor
     _storage    device allocations, copies between host and device
     tensor      Tensor and its operations, tensor()
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
-    graphs      MTIAGraph, graph, graph_pool_handle
+    graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
 
 Programs built on the package import it as its users do, and no module imports them::
@@ -78,7 +78,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .graphs import MTIAGraph, graph, graph_pool_handle, set_graph_fusion
+from .graphs import MTIAGraph, graph, graph_pool_handle, if_, set_graph_fusion, while_
 from .kernels import Kernel, PythonKernel, kernel, load_kernel
 from .memory import (
     attach_out_of_memory_observer,
@@ -157,6 +157,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "graph",
     "graph_pool_handle",
     "set_graph_fusion",
+    "while_",
+    "if_",
     # tensors
     "Tensor",
     "dtype",

@@ -4,20 +4,24 @@ This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exact
 (``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
 few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
 ``debug_dump(path)``, and an improved ``graph.__exit__`` that abandons a capture cleanly
-when the body raises.
+when the body raises; and of CUDA graphs: updating an executable in place
+(:meth:`MTIAGraph.update`, :meth:`MTIAGraph.recapture`), replays captured into another
+graph as child graphs, and conditional bodies (:func:`while_`, :func:`if_`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from typing_extensions import Self
 
 from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
-from .callbacks import capture_keepalive
+from .callbacks import capture_keepalive, keep_alive_for_capture
 from .device import device as _device_context
+from .dtypes import bool_, int32
 from .memory import empty_cache
 from .streams import (
     Event,
@@ -26,8 +30,9 @@ from .streams import (
     stream as _stream_context,
     synchronize,
 )
+from .tensor import Tensor
 
-__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "set_graph_fusion"]
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "if_", "set_graph_fusion", "while_"]
 
 _POOL_HANDLE = tuple[int, int]
 
@@ -49,7 +54,10 @@ def set_graph_fusion(enabled: bool | None) -> None:
     launch, tile by tile while the tile is in cache. Results do not change: every tensor
     the captured operations wrote is written, with bitwise the same values. ``None``
     restores the default: fusion, unless the environment has ``MTIART_GRAPH_FUSION=0``.
-    Graphs already instantiated keep their plan.
+    Graphs already instantiated keep their plan. :meth:`MTIAGraph.update` of a fused graph
+    fuses the new tensors the same way; where they cannot be (say, an output that overlaps
+    an input of the matmul) it raises :class:`MTIAValueError` and changes nothing: graphs
+    instantiated with fusion off update without that limit.
     """
     global _fusion
     if enabled is not None and not isinstance(enabled, bool):
@@ -270,7 +278,9 @@ class MTIAGraph:
         status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
-        if self._keepalive:
+        # On a capturing stream the replay became a child graph of that capture, which runs
+        # this graph's host functions (and reads its host buffers) as well.
+        if self._keepalive and not keep_alive_for_capture(stream._handle, list(self._keepalive)):
             self._last_replay_stream = stream
 
     def reset(self) -> None:
@@ -289,6 +299,68 @@ class MTIAGraph:
         return self._pool
 
     # ---------------------------------------------------------------- extras
+
+    def update(self, other: MTIAGraph) -> None:
+        """Update this graph's executable in place from ``other``'s captured graph.
+
+        ``other`` must be topologically identical to this graph (the same operations in
+        the same order, with the same dependencies) and hold its template
+        (``MTIAGraph(keep_graph=True)``); what may differ are the tensors and values the
+        operations use. Replays already launched finish with the old ones; every replay
+        launched afterwards uses ``other``'s. Anything else raises :class:`MTIAValueError`
+        naming the first operation that differs, and leaves this graph unchanged. This
+        graph's own template (``keep_graph=True``) stays the one it captured.
+        """
+        if not isinstance(other, MTIAGraph):
+            raise TypeError(f"update() expects an MTIAGraph, got {type(other).__name__}")
+        template = other._graph
+        if template is None:
+            raise RuntimeError(
+                "MTIAGraph.update() needs the other graph's template: capture it with "
+                "MTIAGraph(keep_graph=True) (or capture again with recapture())"
+            )
+        exec_ = self._exec
+        if exec_ is None:
+            if not self._captured:
+                raise RuntimeError("MTIAGraph.update() called before a successful capture")
+            self._instantiate()
+            exec_ = self._exec
+        status = lib.mtiart_graph_exec_update(exec_, template, ffi.NULL)
+        if status:
+            _raise_graph_call(
+                status, "MTIAGraph.update", self._exec is not exec_ or other._graph is not template
+            )
+        # The executable runs other's host functions and reads its host buffers now.
+        self._keepalive.extend(other._keepalive)
+
+    @contextlib.contextmanager
+    def recapture(
+        self, stream: Stream | None = None, capture_error_mode: str = "global"
+    ) -> Iterator[None]:
+        r"""Capture the body again and update this graph's executable in place from it.
+
+        ``with g.recapture(): ...`` captures like ``with graph(g): ...`` (into this graph's
+        pool) work of the same structure as the first capture, on other tensors or with
+        other values, and then :meth:`update`\ s this graph's executable from it: no new
+        instantiation, and later replays run the new capture. The capture must match the
+        first one operation for operation; otherwise :class:`MTIAValueError` is raised and
+        the graph is left as it was. With ``keep_graph=True`` the new capture also becomes
+        this graph's template.
+        """
+        if not self._captured:
+            raise RuntimeError("MTIAGraph.recapture() called before a successful capture")
+        fresh = MTIAGraph(keep_graph=True)
+        try:
+            with graph(
+                fresh, pool=self.pool(), stream=stream, capture_error_mode=capture_error_mode
+            ):
+                yield
+            self.update(fresh)
+            fresh._keepalive = []  # moved into this graph by update()
+            if self._keep_graph:
+                self._graph, fresh._graph = fresh._graph, self._graph
+        finally:
+            fresh.reset()
 
     def debug_dump(self, path: str) -> None:
         """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
@@ -484,3 +556,63 @@ class graph:
             self.stream_ctx.__exit__(exc_type, exc, tb)
             self.device_ctx.__exit__(exc_type, exc, tb)
         return None
+
+
+class _Conditional:
+    """The context manager of :func:`while_` and :func:`if_`."""
+
+    __slots__ = ("_flag", "_name", "_stream", "_type")
+
+    def __init__(self, flag: Tensor, conditional_type: int, name: str) -> None:
+        if not isinstance(flag, Tensor):
+            raise TypeError(f"{name}() expects a Tensor flag, got {type(flag).__name__}")
+        if flag.numel() != 1 or flag.dtype not in (int32, bool_):
+            raise ValueError(
+                f"{name}() needs a one-element int32 or bool tensor as its flag, got shape "
+                f"{tuple(flag.shape)} and dtype {flag.dtype}"
+            )
+        self._flag = flag
+        self._type = conditional_type
+        self._name = name
+        self._stream: Stream | None = None
+
+    def __enter__(self) -> None:
+        stream = current_stream(self._flag._dev)
+        check(
+            lib.mtiart_stream_begin_conditional(
+                stream._handle,
+                self._type,
+                ffi.cast("void *", self._flag.data_ptr()),
+                self._flag.dtype.itemsize,
+            ),
+            self._name,
+        )
+        self._stream = stream
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        stream, self._stream = self._stream, None
+        assert stream is not None
+        status = lib.mtiart_stream_end_conditional(stream._handle)
+        if status and exc_type is None:
+            raise_status(status, self._name)
+        # With the body raising, its exception comes first (the capture is abandoned).
+
+
+def while_(flag: Tensor) -> _Conditional:
+    """Inside a graph capture, capture the body of a loop the graph runs on the device.
+
+    ``with while_(flag): ...`` captures the body's work into a conditional node: at each
+    replay the body runs as long as ``flag`` (a one-element ``int32`` or ``bool`` tensor) is
+    non-zero, tested before every iteration, with no return to the host. An operation of
+    the body usually sets the flag, e.g. ``flag.copy_(residual > tol)``. Bodies nest, and
+    hold the current stream's work only. Raises :class:`CaptureError` outside a capture.
+    """
+    return _Conditional(flag, lib.MTIART_CONDITIONAL_WHILE, "while_")
+
+
+def if_(flag: Tensor) -> _Conditional:
+    """Inside a graph capture, capture work the graph runs only when ``flag`` is non-zero.
+
+    As :func:`while_`, but the body runs at most once per replay.
+    """
+    return _Conditional(flag, lib.MTIART_CONDITIONAL_IF, "if_")

@@ -154,13 +154,24 @@ class Stream:
 class Event:
     """A marker in a stream: record it, wait on it, time between two of them.
 
-    ``Event(enable_timing=False, blocking=False)``; ``interprocess=True`` is not supported.
+    ``Event(enable_timing=False, blocking=False, external=False)``; ``interprocess=True`` is
+    not supported.
+
+    Inside a graph capture, recording an ordinary event only orders the capture's streams
+    (a fork or join, no node of its own). An ``external=True`` event (torch.cuda's flag) is
+    recorded by every replay of the graph instead, at the point of the capture where it was
+    recorded, so :meth:`query`, :meth:`synchronize`, :meth:`wait` and :meth:`elapsed_time`
+    see the replays (timing a graph's work from inside it, signalling work outside it).
     """
 
-    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing")
+    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing", "external")
 
     def __init__(
-        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+        self,
+        enable_timing: bool = False,
+        blocking: bool = False,
+        interprocess: bool = False,
+        external: bool = False,
     ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
@@ -174,17 +185,28 @@ class Event:
         self._handle = ffi.gc(out[0], lib.mtiart_event_destroy)
         self.enable_timing = bool(enable_timing)
         self.blocking = bool(blocking)
+        self.external = bool(external)
 
     def record(self, stream: Stream | None = None) -> None:
-        """Record the event on ``stream`` (default: the current stream)."""
+        """Record the event on ``stream`` (default: the current stream); in a capture, an
+        external event becomes a node that records it at every replay."""
         if stream is None:
             stream = current_stream()
         elif not isinstance(stream, Stream):
             raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
-        check(lib.mtiart_event_record(self._handle, stream._handle), "Event.record")
+        flags = lib.MTIART_EVENT_RECORD_EXTERNAL if self.external else 0
+        check(
+            lib.mtiart_event_record_with_flags(self._handle, stream._handle, flags),
+            "Event.record",
+        )
 
     def wait(self, stream: Stream | None = None) -> None:
-        """Make ``stream`` (default: the current stream) wait for this event."""
+        """Make ``stream`` (default: the current stream) wait for this event.
+
+        In a capture, a wait on an event recorded outside it (eagerly, by another graph's
+        replay, or not yet) becomes a node: each replay waits for the event's most recent
+        record made before that replay was launched.
+        """
         if stream is None:
             stream = current_stream()
         elif not isinstance(stream, Stream):

@@ -300,6 +300,8 @@ static void test_fork_join(void) {
         CHECK(block_at(tmp).pool.first == pool.first);
         CHECK_OK(mtiart_memset_async(s2, tmp, 0, 256));
         CHECK_OK(mtiart_free(tmp));
+        /* A forked stream whose work has not been joined back cannot be destroyed. */
+        if (round == 1) CHECK_STATUS(mtiart_stream_destroy(s2), MTIART_ERROR_NOT_PERMITTED);
         CHECK_OK(mtiart_event_record(j1, s1));
         CHECK_OK(mtiart_event_record(j2, s2));
         CHECK_OK(mtiart_stream_wait_event(s0, j1));
@@ -313,7 +315,6 @@ static void test_fork_join(void) {
             CHECK_STATUS(
                 mtiart_stream_begin_capture(s1, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}),
                 MTIART_ERROR_ALREADY_CAPTURING);
-            CHECK_STATUS(mtiart_stream_destroy(s2), MTIART_ERROR_NOT_PERMITTED);
         }
         CHECK_OK(mtiart_stream_end_capture(s0, &g));
         CHECK(capture_status(s1, NULL, NULL) == MTIART_CAPTURE_STATUS_NONE);
@@ -378,6 +379,9 @@ static void test_unjoined(void) {
         CHECK_OK(mtiart_event_synchronize(fork));
         CHECK_OK(mtiart_event_query(fork));
         CHECK_OK(mtiart_stream_synchronize(s1));
+        /* A private pool's memory goes back at the free only on a quiet device; the event
+         * completes just before its stream counts the record as done. */
+        CHECK_OK(mtiart_device_synchronize(0));
         /* The block allocated in the failed capture is still the caller's to free. */
         CHECK_OK(mtiart_free(p));
         CHECK(pool_info(pool).reserved_bytes == 0);

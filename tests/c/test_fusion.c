@@ -100,27 +100,36 @@ static size_t total_bytes(void) {
 
 typedef void (*build_fn)(mtiart_stream cs);
 
-/* The plan the fusion pass makes of a captured graph: its node count and the description
- * of its first kernel node. */
+/* What the fusion pass leaves of a captured graph (without child graphs): its node count
+ * and the description of its first kernel node. */
 static size_t plan_of(mtiart_graph graph, char *first, size_t cap) {
     mt_pin pin = {NULL};
     mt_graph *g = mt_handle_pin(MT_HANDLE_VALUE(graph), MT_KIND_GRAPH, &pin);
-    mt_graph *planned = NULL;
-    uint32_t *origin = NULL;
-    CHECK_OK(mt_fuse_plan(g, &planned, &origin));
-    mt_graph *p = planned ? planned : g;
-    size_t count = p->num_nodes;
+    const mt_dag *d = g->dag;
+    mt_fuse_node *view = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *view);
+    for (size_t i = 0; i < d->num_nodes; i++)
+        view[i] = (mt_fuse_node){&d->nodes[i].op, d->nodes[i].deps, d->nodes[i].num_deps, 0};
+    mt_fusion f;
+    CHECK_OK(mt_fuse_plan(view, (uint32_t)d->num_nodes, &f));
+    size_t count = f.num_groups ? f.m : d->num_nodes;
     first[0] = '\0';
-    for (size_t i = 0; i < p->num_nodes; i++)
-        if (p->nodes[i].op.type == MT_OP_KERNEL) {
-            mt_kernel_describe(p->nodes[i].op.fn.kernel, mt_op_blob(&p->nodes[i].op), first, cap);
+    for (size_t i = 0; i < count; i++) {
+        const mt_op *op = f.num_groups ? f.nodes[i].op : &d->nodes[i].op;
+        if (op->type == MT_OP_KERNEL) {
+            mt_kernel_describe(op->fn.kernel, mt_op_blob((mt_op *)op), first, cap);
             break;
         }
-    if (planned) {
-        for (size_t i = 0; i < p->num_nodes; i++) CHECK(origin[i] < g->num_nodes);
-        mt_graph_free(planned);
     }
-    free(origin);
+    if (f.num_groups) {
+        /* every node is done by one node left, and each node left is one of the graph's */
+        for (size_t i = 0; i < d->num_nodes; i++) CHECK(f.left[i] < f.m);
+        for (size_t i = 0; i < f.m; i++) {
+            CHECK(f.kept[i] < d->num_nodes && f.left[f.kept[i]] == i);
+            for (uint32_t k = 0; k < f.nodes[i].num_deps; k++) CHECK(f.nodes[i].deps[k] < i);
+        }
+    }
+    mt_fusion_free(&f);
+    free(view);
     mt_pin_release(&pin);
     return count;
 }
@@ -335,6 +344,243 @@ static void test_join_ends_a_chain(void) {
     free_all();
 }
 
+/* ------------------------------------------------------------------ structure and updates */
+
+static size_t exec_plan_nodes(mtiart_graph_exec exec) {
+    mt_pin pin = {NULL};
+    mt_exec *x = mt_handle_pin(MT_HANDLE_VALUE(exec), MT_KIND_EXEC, &pin);
+    size_t n = mt_exec_plan_nodes(x);
+    mt_pin_release(&pin);
+    return n;
+}
+
+static mtiart_graph capture(build_fn build) {
+    mtiart_stream cs;
+    CHECK_OK(mtiart_stream_create(0, 0, &cs));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    mtiart_pool_id pid = {0, 0};
+    CHECK_OK(mtiart_stream_begin_capture(cs, MTIART_CAPTURE_MODE_GLOBAL, pid));
+    build(cs);
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(cs, &g));
+    CHECK_OK(mtiart_stream_destroy(cs));
+    return g;
+}
+
+/* Replay both executables from the same inputs: every tensor bitwise the same. */
+static void check_same(mtiart_graph_exec fused, mtiart_graph_exec plain, int ninputs) {
+    reset_inputs(ninputs, 9);
+    CHECK_OK(mtiart_graph_launch(plain, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    unsigned char *want = snapshot();
+    reset_inputs(ninputs, 9);
+    CHECK_OK(mtiart_graph_launch(fused, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    unsigned char *got = snapshot();
+    CHECK(memcmp(got, want, total_bytes()) == 0);
+    free(got);
+    free(want);
+}
+
+/* The arguments of a kernel-library node: its parameter struct, then its buffers. */
+static uint32_t node_args(mtiart_graph graph, size_t node, mtiart_arg *args) {
+    mt_pin pin = {NULL};
+    mt_graph *g = mt_handle_pin(MT_HANDLE_VALUE(graph), MT_KIND_GRAPH, &pin);
+    mt_node *n = &g->dag->nodes[node];
+    void *argv[MT_MAX_ARGS];
+    uint32_t count = mt_blob_argv(mt_op_blob(&n->op), argv);
+    CHECK(count >= 2 && n->num_buffers == count - 1);
+    args[0] =
+        (mtiart_arg){MTIART_ARG_VALUE, (uint32_t)((char *)argv[1] - (char *)argv[0]), argv[0], 0};
+    for (uint32_t i = 1; i < count; i++)
+        args[i] = (mtiart_arg){n->buffers[i - 1].access, 0,
+                               (const void *)(uintptr_t)n->buffers[i - 1].address,
+                               n->buffers[i - 1].bytes};
+    mt_pin_release(&pin);
+    return count;
+}
+
+/* Inputs x w bias bias2; c out. The bias and the output vary. */
+static mtiart_tensor_desc upd_bias, upd_out;
+static void prepare_update(void) {
+    T[0] = F2(16, 24), T[1] = F2(24, 32), T[2] = F1(32), T[3] = F1(32);
+    T[4] = F2(16, 32), T[5] = F2(16, 32);
+}
+static void build_update(mtiart_stream cs) {
+    CHECK_OK(mtiart_op_matmul(cs, T[4], T[0], T[1]));
+    CHECK_OK(mtiart_op_binary(cs, MTIART_BINARY_ADD, &upd_out, T[4], &upd_bias));
+    CHECK_OK(mtiart_op_unary(cs, MTIART_UNARY_RELU, &upd_out, &upd_out));
+}
+
+/* add into T[5], relu of it into `relu_out`. */
+static mtiart_tensor_desc relu_out;
+static void build_two_outputs(mtiart_stream cs) {
+    CHECK_OK(mtiart_op_matmul(cs, T[4], T[0], T[1]));
+    CHECK_OK(mtiart_op_binary(cs, MTIART_BINARY_ADD, T[5], T[4], T[2]));
+    CHECK_OK(mtiart_op_unary(cs, MTIART_UNARY_RELU, &relu_out, T[5]));
+}
+
+/* An update whose nodes keep their arguments but whose chain would share buffers
+ * differently (the relu writes C instead of a buffer of its own): refused. */
+static void test_update_sharing(void) {
+    prepare_update();
+    T[6] = F2(16, 32);
+    relu_out = *T[6];
+    mtiart_graph g1 = capture(build_two_outputs);
+    relu_out = *T[4];
+    mtiart_graph g2 = capture(build_two_outputs);
+    mtiart_graph_exec fused, plain;
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g1, MTIART_INSTANTIATE_FUSION, &fused));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g1, MTIART_INSTANTIATE_NO_FUSION, &plain));
+    CHECK(exec_plan_nodes(fused) == 1);
+    mtiart_update_info info;
+    CHECK_STATUS(mtiart_graph_exec_update(fused, g2, &info), MTIART_ERROR_INVALID_VALUE);
+    CHECK(info.result == MTIART_UPDATE_PARAMETERS_UNSUPPORTED && info.node == 2);
+    check_same(fused, plain, 4);
+    CHECK_OK(mtiart_graph_exec_destroy(fused));
+    CHECK_OK(mtiart_graph_exec_destroy(plain));
+    CHECK_OK(mtiart_graph_destroy(g1));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    free_all();
+}
+
+/* An update of a fused chain makes its launch anew; one whose parameters no longer fuse is
+ * refused and changes nothing; the setter does the same. */
+static void test_update(void) {
+    prepare_update();
+    upd_bias = *T[2];
+    upd_out = *T[5];
+    mtiart_graph g1 = capture(build_update);
+    upd_bias = *T[3];
+    mtiart_graph g2 = capture(build_update);
+    upd_out = *T[1]; /* B's first 16 rows: written while tiles still read B, no fusion */
+    upd_out.shape[0] = 16;
+    mtiart_graph g3 = capture(build_update);
+    mtiart_graph_exec fused, plain;
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g1, MTIART_INSTANTIATE_FUSION, &fused));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g1, MTIART_INSTANTIATE_NO_FUSION, &plain));
+    CHECK(exec_plan_nodes(fused) == 1 && exec_plan_nodes(plain) == 3);
+    check_same(fused, plain, 4);
+
+    mtiart_update_info info;
+    CHECK_OK(mtiart_graph_exec_update(fused, g2, &info));
+    CHECK_OK(mtiart_graph_exec_update(plain, g2, &info));
+    check_same(fused, plain, 4);
+
+    CHECK_STATUS(mtiart_graph_exec_update(fused, g3, &info), MTIART_ERROR_INVALID_VALUE);
+    CHECK(info.result == MTIART_UPDATE_PARAMETERS_UNSUPPORTED && info.node == 1);
+    CHECK(strstr(mtiart_last_error_message(), "fused") != NULL);
+    check_same(fused, plain, 4);                          /* still g2's */
+    CHECK_OK(mtiart_graph_exec_update(plain, g3, &info)); /* unfused, anything goes */
+
+    /* The setter on a node of the chain: g1's bias again, then C's row (refused). */
+    CHECK_OK(mtiart_graph_exec_update(plain, g2, &info));
+    mtiart_arg args[MT_MAX_ARGS];
+    uint32_t n = node_args(g1, 1, args);
+    CHECK_OK(mtiart_graph_exec_kernel_node_set_args(fused, 1, args, n));
+    CHECK_OK(mtiart_graph_exec_kernel_node_set_args(plain, 1, args, n));
+    check_same(fused, plain, 4);
+    n = node_args(g3, 1, args);
+    CHECK_STATUS(mtiart_graph_exec_kernel_node_set_args(fused, 1, args, n),
+                 MTIART_ERROR_NOT_SUPPORTED);
+    CHECK(strstr(mtiart_last_error_message(), "mtiart_graph_exec_kernel_node_set_args: node 1:") !=
+          NULL);
+    check_same(fused, plain, 4); /* still g1's bias */
+
+    CHECK_OK(mtiart_graph_exec_destroy(fused));
+    CHECK_OK(mtiart_graph_exec_destroy(plain));
+    CHECK_OK(mtiart_graph_destroy(g1));
+    CHECK_OK(mtiart_graph_destroy(g2));
+    CHECK_OK(mtiart_graph_destroy(g3));
+    free_all();
+}
+
+/* Child graphs: a chain inside a child fuses; one that crosses into a child does not; an
+ * event record in the middle ends a chain; conditional bodies are not fused. */
+static void build_head(mtiart_stream cs) { CHECK_OK(mtiart_op_matmul(cs, T[4], T[0], T[1])); }
+static void build_tail(mtiart_stream cs) {
+    CHECK_OK(mtiart_op_binary(cs, MTIART_BINARY_ADD, T[5], T[4], T[2]));
+    CHECK_OK(mtiart_op_unary(cs, MTIART_UNARY_RELU, T[5], T[5]));
+}
+static void build_whole(mtiart_stream cs) {
+    build_head(cs);
+    build_tail(cs);
+}
+
+static void expect_plan(mtiart_graph g, size_t fused_nodes) {
+    mtiart_graph_exec fused, plain;
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_FUSION, &fused));
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_NO_FUSION, &plain));
+    size_t a, b;
+    CHECK_OK(mtiart_graph_exec_get_node_count(fused, &a));
+    CHECK_OK(mtiart_graph_exec_get_node_count(plain, &b));
+    CHECK(a == b);
+    if (exec_plan_nodes(fused) != fused_nodes)
+        fprintf(stderr, "plan of %zu nodes, expected %zu\n", exec_plan_nodes(fused), fused_nodes);
+    CHECK(exec_plan_nodes(fused) == fused_nodes);
+    check_same(fused, plain, 3);
+    CHECK_OK(mtiart_graph_exec_destroy(fused));
+    CHECK_OK(mtiart_graph_exec_destroy(plain));
+}
+
+static void test_structure(void) {
+    prepare_update();
+    mtiart_graph whole = capture(build_whole), head = capture(build_head),
+                 tail = capture(build_tail);
+    size_t node, root;
+    /* [empty] -> child(matmul, add, relu): fused inside the child */
+    mtiart_graph outer;
+    CHECK_OK(mtiart_graph_create(0, &outer));
+    CHECK_OK(mtiart_graph_add_empty_node(outer, NULL, 0, &root));
+    CHECK_OK(mtiart_graph_add_child_graph_node(outer, &root, 1, whole, &node));
+    expect_plan(outer, 2);
+    CHECK_OK(mtiart_graph_destroy(outer));
+    /* matmul -> child(add, relu): the chain crosses into the child, not fused */
+    CHECK_OK(mtiart_graph_create(0, &outer));
+    CHECK_OK(mtiart_graph_add_child_graph_node(outer, NULL, 0, head, &root));
+    CHECK_OK(mtiart_graph_add_child_graph_node(outer, &root, 1, tail, &node));
+    expect_plan(outer, 3);
+    CHECK_OK(mtiart_graph_destroy(outer));
+
+    /* matmul -> record -> add -> relu: the record ends the chain; add and relu have no
+     * matmul to fuse with */
+    mtiart_event ev;
+    CHECK_OK(mtiart_event_create(0, &ev));
+    mtiart_stream cs;
+    CHECK_OK(mtiart_stream_create(0, 0, &cs));
+    mtiart_pool_id pid = {0, 0};
+    CHECK_OK(mtiart_stream_begin_capture(cs, MTIART_CAPTURE_MODE_GLOBAL, pid));
+    build_head(cs);
+    CHECK_OK(mtiart_event_record_with_flags(ev, cs, MTIART_EVENT_RECORD_EXTERNAL));
+    build_tail(cs);
+    mtiart_graph g;
+    CHECK_OK(mtiart_stream_end_capture(cs, &g));
+    size_t count;
+    CHECK_OK(mtiart_graph_get_node_count(g, &count));
+    CHECK(count == 4);
+    expect_plan(g, 4);
+    CHECK_OK(mtiart_graph_destroy(g));
+
+    /* IF(flag) { matmul, add, relu }: the body runs as captured */
+    int32_t *flag;
+    CHECK_OK(mtiart_malloc(0, sizeof *flag, (void **)&flag));
+    int32_t one = 1;
+    CHECK_OK(mtiart_memcpy(s, flag, &one, sizeof one, MTIART_MEMCPY_HOST_TO_DEVICE));
+    CHECK_OK(mtiart_graph_create(0, &outer));
+    CHECK_OK(mtiart_graph_add_conditional_node(outer, NULL, 0, MTIART_CONDITIONAL_IF, flag,
+                                               sizeof *flag, whole, &node));
+    expect_plan(outer, 1);
+    CHECK_OK(mtiart_graph_destroy(outer));
+    CHECK_OK(mtiart_free(flag));
+
+    CHECK_OK(mtiart_stream_destroy(cs));
+    CHECK_OK(mtiart_event_destroy(ev));
+    CHECK_OK(mtiart_graph_destroy(whole));
+    CHECK_OK(mtiart_graph_destroy(head));
+    CHECK_OK(mtiart_graph_destroy(tail));
+    free_all();
+}
+
 static void test_flags(void) {
     mtiart_graph g;
     CHECK_OK(mtiart_graph_create(0, &g));
@@ -397,6 +643,9 @@ int main(int argc, char **argv) {
     CHECK_OK(mtiart_stream_create(0, 0, &s));
     test_cases();
     test_join_ends_a_chain();
+    test_update();
+    test_update_sharing();
+    test_structure();
     test_flags();
     test_environment();
     CHECK_OK(mtiart_stream_destroy(s));

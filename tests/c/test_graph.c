@@ -717,20 +717,39 @@ static void test_pool_block_freed_with_pending_work(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
-/* Replays on a capturing stream are not supported (child graphs). */
+/* A replay launched on a capturing stream becomes a child graph node. */
 static void test_launch_into_capture(void) {
     mtiart_stream s;
     CHECK_OK(mtiart_stream_create(0, 0, &s));
     mtiart_graph g;
     CHECK_OK(mtiart_graph_create(0, &g));
     size_t node;
-    CHECK_OK(mtiart_graph_add_empty_node(g, NULL, 0, &node));
+    atomic_long counter = 0;
+    mtiart_arg a = {MTIART_ARG_VALUE, sizeof(atomic_long *), &(atomic_long *){&counter}, 0};
+    CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_count, 1, &a, 1, &node));
     mtiart_graph_exec x;
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
-    CHECK_STATUS(mtiart_graph_launch(x, s), MTIART_ERROR_NOT_SUPPORTED);
+    CHECK_OK(mtiart_graph_launch(x, s));
+    CHECK_OK(mtiart_graph_launch(x, s));
     mtiart_graph g2;
     CHECK_OK(mtiart_stream_end_capture(s, &g2));
+    CHECK(atomic_load(&counter) == 0);
+    size_t count = 0, edges = 0;
+    CHECK_OK(mtiart_graph_get_node_count(g2, &count));
+    CHECK_OK(mtiart_graph_get_edge_count(g2, &edges));
+    CHECK(count == 2 && edges == 1);
+    mtiart_node_info info;
+    CHECK_OK(mtiart_graph_get_node_info(g2, 1, &info));
+    CHECK(info.kind == MTIART_NODE_CHILD_GRAPH && info.num_dependencies == 1);
+    mtiart_graph_exec outer;
+    CHECK_OK(mtiart_graph_instantiate(g2, &outer));
+    CHECK_OK(mtiart_graph_exec_get_node_count(outer, &count));
+    CHECK(count == 2);
+    CHECK_OK(mtiart_graph_launch(outer, s));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(atomic_load(&counter) == 2);
+    CHECK_OK(mtiart_graph_exec_destroy(outer));
     CHECK_OK(mtiart_graph_launch(x, s));
     CHECK_OK(mtiart_stream_synchronize(s));
     /* Instantiating twice gives two independent executables. */

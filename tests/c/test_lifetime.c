@@ -32,7 +32,7 @@ static _Atomic(uint64_t) g_current[K_COUNT]; /* the handle the users should use 
 static mtiart_stream g_event_stream, g_exec_stream, g_graph_stream;
 static mtiart_event g_stream_event, g_timing_event;
 static mtiart_graph g_exec_source;
-static void *g_dev; /* device memory that kernel nodes name (the kernels never touch it) */
+static void *g_dev; /* device memory that nodes name (kernels never touch it; conditions read it) */
 
 /* Per kind: calls made, of which refused with INVALID_HANDLE, and objects destroyed. */
 static atomic_long g_calls[K_COUNT], g_invalid[K_COUNT], g_destroyed[K_COUNT];
@@ -44,6 +44,11 @@ static int32_t k_noop(void *const *args, uint32_t block, uint32_t num_blocks) {
     (void)args;
     (void)block;
     (void)num_blocks;
+    return 0;
+}
+
+static int32_t h_noop(void *user) {
+    (void)user;
     return 0;
 }
 
@@ -107,8 +112,9 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     int device, priority;
     uint64_t id;
     mtiart_capture_status cs;
+    uint32_t flags;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
-    switch (rnd(seed) % 12) {
+    switch (rnd(seed) % 14) {
     case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
@@ -133,6 +139,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
             MTIART_SUCCESS)
             break;
         USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1, &arg, 1));
+        if (rnd(seed) % 2 &&
+            USE(K_STREAM, mtiart_stream_begin_conditional(s, MTIART_CONDITIONAL_IF, g_dev, 4)) ==
+                MTIART_SUCCESS) {
+            /* an executable launched here is a child node of the body */
+            USE(K_STREAM, mtiart_graph_launch(
+                              (mtiart_graph_exec)(uintptr_t)atomic_load(&g_current[K_EXEC]), s));
+            USE(K_STREAM, mtiart_stream_end_conditional(s));
+        }
         mtiart_graph g = NULL;
         /* Only this thread ends its capture, and a capturing stream cannot be destroyed:
          * the end must find the capture. */
@@ -154,6 +168,11 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
     case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
+    case 11: USE(K_STREAM, mtiart_stream_get_flags(s, &flags)); break;
+    case 12:
+        USE(K_STREAM,
+            mtiart_event_record_with_flags(g_stream_event, s, MTIART_EVENT_RECORD_EXTERNAL));
+        break;
     default: USE(K_STREAM, mtiart_stream_get_capture_info(s, &cs, &id, NULL)); break;
     }
 }
@@ -161,8 +180,27 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
 static void use_event(uint32_t *seed, uint64_t handle) {
     mtiart_event e = (mtiart_event)(uintptr_t)handle;
     float ms;
-    switch (rnd(seed) % 6) {
+    mtiart_graph g;
+    mtiart_graph_exec x;
+    size_t node;
+    switch (rnd(seed) % 8) {
     case 0: USE(K_EVENT, mtiart_event_record(e, g_event_stream)); break;
+    case 6:
+        USE(K_EVENT,
+            mtiart_event_record_with_flags(e, g_event_stream, MTIART_EVENT_RECORD_EXTERNAL));
+        break;
+    case 7:
+        /* Graph nodes hold their events: the replay records and waits after the destroy. */
+        MUST(mtiart_graph_create(0, &g));
+        if (USE(K_EVENT, mtiart_graph_add_event_record_node(g, NULL, 0, e, &node)) ==
+            MTIART_SUCCESS)
+            MUST(mtiart_graph_add_event_wait_node(g, &node, 1, g_timing_event, &node));
+        USE(K_EVENT, mtiart_graph_add_event_wait_node(g, NULL, 0, e, &node));
+        MUST(mtiart_graph_instantiate(g, &x));
+        MUST(mtiart_graph_destroy(g));
+        MUST(mtiart_graph_launch(x, g_event_stream));
+        MUST(mtiart_graph_exec_destroy(x));
+        break;
     case 1: USE(K_EVENT, mtiart_event_query(e)); break;
     case 2: USE(K_EVENT, mtiart_event_synchronize(e)); break;
     case 3: USE(K_EVENT, mtiart_event_elapsed_time(g_timing_event, e, &ms)); break;
@@ -182,7 +220,8 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x;
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 32};
     const size_t deps[1] = {0};
-    switch (rnd(seed) % 10) {
+    mtiart_graph body;
+    switch (rnd(seed) % 16) {
     case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
@@ -201,6 +240,26 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     case 6: USE(K_GRAPH, mtiart_graph_get_node_count(g, &count)); break;
     case 7: USE(K_GRAPH, mtiart_graph_get_edge_count(g, &count)); break;
     case 8: USE(K_GRAPH, mtiart_graph_get_device(g, &device)); break;
+    case 10: USE(K_GRAPH, mtiart_graph_add_host_node(g, deps, 1, h_noop, NULL, &dep)); break;
+    case 11:
+        /* Another graph as a child, or (while it is small: each copy doubles it) the graph
+         * itself: copies taken under its lock. */
+        if (mtiart_graph_get_node_count(g, &count) == MTIART_SUCCESS && count < 6)
+            USE(K_GRAPH, mtiart_graph_add_child_graph_node(g, deps, 1, g, &dep));
+        else USE(K_GRAPH, mtiart_graph_add_child_graph_node(g, deps, 1, g_exec_source, &dep));
+        break;
+    case 12:
+        USE(K_GRAPH, mtiart_graph_add_conditional_node(g, deps, 1, MTIART_CONDITIONAL_IF, g_dev, 4,
+                                                       g_exec_source, &dep));
+        break;
+    case 13: {
+        /* INVALID_VALUE: the node is no child or conditional node (or not there yet). */
+        mtiart_status st = mtiart_graph_get_node_body(g, 2 + rnd(seed) % 4, &body);
+        if (st == MTIART_SUCCESS) MUST(mtiart_graph_destroy(body));
+        else if (st != MTIART_ERROR_INVALID_VALUE) USE(K_GRAPH, st);
+        break;
+    }
+    case 14: USE(K_GRAPH, mtiart_graph_kernel_node_set_args(g, 0, &arg, 1)); break;
     default: USE(K_GRAPH, mtiart_graph_get_pool(g, &pool)); break;
     }
 }
@@ -208,10 +267,13 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
 static void use_exec(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x = (mtiart_graph_exec)(uintptr_t)handle;
     size_t count;
-    switch (rnd(seed) % 4) {
+    mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 16};
+    switch (rnd(seed) % 6) {
     case 0:
     case 1: USE(K_EXEC, mtiart_graph_launch(x, g_exec_stream)); break;
     case 2: USE(K_EXEC, mtiart_graph_exec_get_node_count(x, &count)); break;
+    case 3: USE(K_EXEC, mtiart_graph_exec_update(x, g_exec_source, NULL)); break;
+    case 4: USE(K_EXEC, mtiart_graph_exec_kernel_node_set_args(x, rnd(seed) % 2, &arg, 1)); break;
     default: MUST(mtiart_stream_synchronize(g_exec_stream)); break; /* keep the queue short */
     }
 }
@@ -361,6 +423,8 @@ int main(void) {
     mtiart_stream def;
     CHECK_OK(mtiart_stream_get_default(0, &def));
     CHECK_OK(mtiart_malloc(0, 4096, &g_dev));
+    /* Zeroed: conditional nodes read their flag in it (and nothing writes it). */
+    CHECK_OK(mtiart_memset_async(def, g_dev, 0, 4096));
     CHECK_OK(mtiart_stream_synchronize(def));
     mtiart_memory_stats before;
     CHECK_OK(mtiart_memory_get_stats(0, &before));

@@ -93,6 +93,13 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_stream_query, NULL);
     EXPECT_PREFIX(mtiart_stream_synchronize, bad_stream);
     EXPECT_PREFIX(mtiart_stream_wait_event, s, NULL);
+    mtiart_stream made;
+    uint32_t flags;
+    EXPECT_NAMED(mtiart_stream_create_with_flags(0, 0, 8, &made), "mtiart_stream_create_with_flags",
+                 "flags");
+    EXPECT_PREFIX(mtiart_stream_get_flags, bad_stream, &flags);
+    EXPECT_PREFIX(mtiart_stream_begin_conditional, s, MTIART_CONDITIONAL_IF, dev, 4);
+    EXPECT_PREFIX(mtiart_stream_end_conditional, s);
 
     /* launches, copies and fills */
     mtiart_arg stray = {MTIART_ARG_BUFFER_IN, 0, host, sizeof host};
@@ -125,6 +132,8 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_event_create, 0x100, &e);
     EXPECT_PREFIX(mtiart_event_destroy, NULL);
     EXPECT_PREFIX(mtiart_event_record, e, bad_stream);
+    EXPECT_NAMED(mtiart_event_record_with_flags(e, s, 6), "mtiart_event_record_with_flags",
+                 "flags");
     EXPECT_PREFIX(mtiart_event_query, NULL);
     EXPECT_PREFIX(mtiart_event_synchronize, NULL);
     EXPECT_PREFIX(mtiart_event_elapsed_time, e, e, &ms); /* never recorded */
@@ -173,11 +182,39 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_buffer, g, 0, 0, &use);
     EXPECT_PREFIX(mtiart_graph_get_node_dependency, g, 0, 0, &node);
     EXPECT_PREFIX(mtiart_graph_to_dot, g, NULL, 16, &count);
+    EXPECT_NAMED(mtiart_graph_add_memcpy_node(g, NULL, 0, NULL, host, 8,
+                                              MTIART_MEMCPY_HOST_TO_DEVICE, &node),
+                 "mtiart_graph_add_memcpy_node", "destination");
+    EXPECT_NAMED(mtiart_graph_add_memcpy_node(g, NULL, 0, host, host, 8,
+                                              MTIART_MEMCPY_HOST_TO_DEVICE, &node),
+                 "mtiart_graph_add_memcpy_node", "destination: ");
+    EXPECT_NAMED(mtiart_graph_add_fill_node(g, NULL, 0, dev, host, 3, 1, &node),
+                 "mtiart_graph_add_fill_node", "pattern");
+    EXPECT_PREFIX(mtiart_graph_add_host_node, g, NULL, 0, NULL, NULL, &node);
+    EXPECT_PREFIX(mtiart_graph_add_event_record_node, g, NULL, 0, NULL, &node);
+    EXPECT_PREFIX(mtiart_graph_add_event_wait_node, NULL, NULL, 0, NULL, &node);
+    EXPECT_PREFIX(mtiart_graph_add_child_graph_node, g, NULL, 0, NULL, &node);
+    EXPECT_NAMED(
+        mtiart_graph_add_conditional_node(g, NULL, 0, MTIART_CONDITIONAL_WHILE, dev, 3, g, &node),
+        "mtiart_graph_add_conditional_node", "condition");
+    EXPECT_NAMED(mtiart_graph_add_conditional_node(g, NULL, 0, MTIART_CONDITIONAL_WHILE, &flags, 4,
+                                                   g, &node),
+                 "mtiart_graph_add_conditional_node", "condition: ");
+    EXPECT_PREFIX(mtiart_graph_get_node_body, g, 0, NULL);
+    EXPECT_PREFIX(mtiart_graph_kernel_node_set_args, g, 9, NULL, 0);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
     EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 7, &x);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);
+    mtiart_graph other;
+    CHECK_OK(mtiart_graph_create(0, &other));
+    CHECK_OK(mtiart_graph_add_empty_node(other, NULL, 0, &node));
+    EXPECT_NAMED(mtiart_graph_exec_update(x, other, NULL), "mtiart_graph_exec_update",
+                 "not an update");
+    CHECK_OK(mtiart_graph_destroy(other));
     EXPECT_PREFIX(mtiart_graph_exec_destroy, NULL);
     EXPECT_PREFIX(mtiart_graph_destroy, NULL);
     CHECK_OK(mtiart_graph_exec_destroy(x));

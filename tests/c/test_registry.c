@@ -110,8 +110,8 @@ static void test_describe(void) {
     mt_graph *g = mt_handle_pin(MT_HANDLE_VALUE(graph), MT_KIND_GRAPH, &pin);
     CHECK(g != NULL);
     size_t k = 0;
-    for (size_t n = 0; g && n < g->num_nodes; n++) {
-        mt_op *op = &g->nodes[n].op;
+    for (size_t n = 0; g && n < g->dag->num_nodes; n++) {
+        mt_op *op = &g->dag->nodes[n].op;
         if (op->type != MT_OP_KERNEL) continue;
         char text[128];
         mt_kernel_describe(op->fn.kernel, mt_op_blob(op), text, sizeof text);

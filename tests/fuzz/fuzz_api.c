@@ -8,7 +8,9 @@
  * (twice, too), stale and random handles, double and interior frees, huge sizes, random
  * pool ids, kernels and copies that fit or overrun their blocks, kernels that fail, captures
  * begun twice, ended on the wrong stream, invalidated by synchronizing, forked and joined
- * over events, graph launches, record_stream.
+ * over events (and forked streams destroyed), external event records, conditional bodies,
+ * graph launches (captured as child graphs too), hand-built graphs of every node kind,
+ * executables updated from other graphs, record_stream.
  *
  * The harness keeps to the contract the runtime cannot check (like CUDA, a block used on a
  * stream other than its own must be recorded there before it is freed; a graph may only be
@@ -165,6 +167,7 @@ static uint8_t host_buf[FZ_HOST_BYTES];
 static uint8_t sinks[FZ_SINKS][FZ_HOST_BYTES];
 static unsigned next_sink;
 static int stream_capture[FZ_STREAMS]; /* origin slot of the capture a stream is in, or -1 */
+static int scope_depth[FZ_STREAMS];    /* conditional bodies open on a capturing stream */
 
 static mtiart_stream stale_stream; /* handles destroyed in earlier inputs */
 static mtiart_event stale_event;
@@ -239,6 +242,19 @@ static void note_use(int slot, int pi) {
     else cap->uses[cap->num_ptrs++] = (fz_use){pi, ptrs[pi].gen, ptrs[pi].pool};
 }
 
+/* Add the blocks graph `from` touches to `uses` (a capture's or a graph's). */
+static void merge_uses(fz_use *uses, int *num, bool *overflow, const fz_graph *from) {
+    *overflow |= from->overflow;
+    for (int i = 0; i < from->num_ptrs; i++) {
+        bool seen = false;
+        for (int k = 0; k < *num && !seen; k++)
+            seen = uses[k].slot == from->uses[i].slot && uses[k].gen == from->uses[i].gen;
+        if (seen) continue;
+        if (*num == FZ_GRAPH_PTRS) *overflow = true;
+        else uses[(*num)++] = from->uses[i];
+    }
+}
+
 /* A block used on a stream other than its own is recorded there (torch's contract). */
 static bool use_on(int pi, int slot) {
     fz_ptr *p = &ptrs[pi];
@@ -302,23 +318,35 @@ static void op_stream(void) {
     fz_stream *s = &streams[slot];
     if (!s->live) {
         int prio = (int)(int8_t)u8();
-        if (chk(mtiart_stream_create(0, prio, &s->h), "stream_create") == MTIART_SUCCESS) {
+        uint32_t flags = u8() % 3; /* 2 is no flag */
+        mtiart_status st =
+            chk(mtiart_stream_create_with_flags(0, prio, flags, &s->h), "stream_create");
+        if (flags > MTIART_STREAM_NON_BLOCKING && st != MTIART_ERROR_INVALID_VALUE)
+            fail("stream with unknown flags: %s", mtiart_status_name(st));
+        if (st == MTIART_SUCCESS) {
             s->live = true;
             s->sink = next_sink++ % FZ_SINKS;
             chk(mtiart_stream_get_id(s->h, &s->id), "stream_get_id");
             stream_capture[slot] = -1;
+            scope_depth[slot] = 0;
         }
         return;
     }
     mtiart_status st = chk(mtiart_stream_destroy(s->h), "stream_destroy");
     trace("stream %d", slot);
+    int c = capture_of(slot);
     if (st == MTIART_SUCCESS) {
-        if (capture_of(slot) >= 0) fail("destroyed a capturing stream");
+        /* A stream forked into a capture goes once its work is joined back. */
+        if (c == slot) fail("destroyed the stream a capture began on");
+        if (c >= 0 && scope_depth[slot]) fail("destroyed a stream with a conditional body open");
+        stream_capture[slot] = -1;
         s->live = false;
         stale_stream = s->h;
         expect(mtiart_stream_destroy(s->h), MTIART_ERROR_INVALID_HANDLE, "stream_destroy twice");
-    } else if (capture_of(slot) < 0) {
+    } else if (c < 0) {
         fail("stream_destroy failed on an idle stream: %s", mtiart_last_error_message());
+    } else if (st != MTIART_ERROR_NOT_PERMITTED) {
+        fail("stream_destroy of a capturing stream: %s", mtiart_status_name(st));
     }
 }
 
@@ -505,11 +533,15 @@ static void op_event(void) {
         return;
     case 1:
     case 2: {
-        mtiart_status st =
-            chk(mtiart_event_record(e->live ? e->h : stale_event, h), "event_record");
+        uint32_t flags = u8() % 5; /* external now and then, once in a while an unknown flag */
+        flags = flags == 4 ? 6 : flags == 3 ? MTIART_EVENT_RECORD_EXTERNAL : 0;
+        mtiart_status st = chk(
+            mtiart_event_record_with_flags(e->live ? e->h : stale_event, h, flags), "event_record");
         trace("event %d on stream %d", ei, slot);
         if ((!e->live || !live_stream) && st != MTIART_ERROR_INVALID_HANDLE)
             fail("record with a dead handle: %d", st);
+        if (e->live && live_stream && flags == 6 && st != MTIART_ERROR_INVALID_VALUE)
+            fail("record with unknown flags: %s", mtiart_status_name(st));
         return;
     }
     case 3:
@@ -551,16 +583,72 @@ static void op_event(void) {
     }
 }
 
+/* Keep a new graph in slot gi (what was there goes). */
+static void put_graph(int gi, const fz_graph *g) {
+    fz_graph *fg = &graphs[gi];
+    if (fg->graph_live) expect(mtiart_graph_destroy(fg->g), MTIART_SUCCESS, "graph_destroy");
+    if (fg->exec_live) expect(mtiart_graph_exec_destroy(fg->x), MTIART_SUCCESS, "exec_destroy");
+    *fg = *g;
+}
+
 static void forget_capture(int c) {
     captures[c].active = false;
     for (int i = 0; i < FZ_STREAMS; i++)
-        if (stream_capture[i] == c) stream_capture[i] = -1;
+        if (stream_capture[i] == c) {
+            stream_capture[i] = -1;
+            scope_depth[i] = 0;
+        }
+}
+
+/* A conditional body on a capturing stream: IF only (a WHILE body here would have no one
+ * to clear its flag), on a flag that is a block of the capture's, or any pointer. */
+static void op_conditional(int slot, mtiart_stream h, bool live_stream) {
+    int c = capture_of(slot);
+    if (u8() & 1) {
+        int pi = pick_ptr();
+        fz_ptr *p = &ptrs[pi];
+        uint32_t size = 1u << (u8() % 4);
+        const void *flag = p->live ? p->p : (const void *)host_buf;
+        mtiart_status st = chk(
+            mtiart_stream_begin_conditional(h, MTIART_CONDITIONAL_IF, flag, size), "begin_cond");
+        trace("stream %d ptr %d size %u", slot, pi, size);
+        if (!live_stream) {
+            if (st != MTIART_ERROR_INVALID_HANDLE) fail("begin_conditional on a dead stream");
+            return;
+        }
+        if (st == MTIART_SUCCESS) {
+            if (c < 0) fail("a conditional body outside a capture");
+            if (!p->live || p->size < size) fail("a conditional on memory it may not read");
+            scope_depth[slot]++;
+            note_use(slot, pi);
+        } else if (c < 0 && p->live && p->size >= size && st != MTIART_ERROR_NOT_CAPTURING) {
+            fail("begin_conditional off a capture: %s", mtiart_status_name(st));
+        }
+        return;
+    }
+    mtiart_status st = chk(mtiart_stream_end_conditional(h), "end_cond");
+    trace("stream %d", slot);
+    if (!live_stream) {
+        if (st != MTIART_ERROR_INVALID_HANDLE) fail("end_conditional on a dead stream");
+        return;
+    }
+    if (c < 0               ? st != MTIART_ERROR_NOT_CAPTURING
+        : scope_depth[slot] ? st != MTIART_SUCCESS && st != MTIART_ERROR_CAPTURE_INVALIDATED &&
+                                  st != MTIART_ERROR_OUT_OF_MEMORY
+                            : st != MTIART_ERROR_NOT_PERMITTED)
+        fail("end_conditional (capture %d, depth %d): %s", c, scope_depth[slot],
+             mtiart_status_name(st));
+    if (c >= 0 && scope_depth[slot]) scope_depth[slot]--;
 }
 
 static void op_capture(void) {
     int slot;
     mtiart_stream h = stream_arg(&slot);
     bool live_stream = slot >= 0 && streams[slot].live;
+    if (u8() % 4 == 0) {
+        op_conditional(slot, h, live_stream);
+        return;
+    }
     if (u8() & 1) {
         mtiart_pool_id pool = pool_arg();
         mtiart_capture_mode mode = (mtiart_capture_mode)(u8() % 4);
@@ -606,23 +694,23 @@ static void op_capture(void) {
         return;
     }
     fz_capture cap = captures[c];
+    bool open_body = false;
+    for (int i = 0; i < FZ_STREAMS; i++) open_body |= stream_capture[i] == c && scope_depth[i];
     forget_capture(c);
     if (st != MTIART_SUCCESS) {
         if (st != MTIART_ERROR_CAPTURE_INVALIDATED && st != MTIART_ERROR_CAPTURE_UNJOINED)
             fail("end_capture: %s", mtiart_status_name(st));
         return;
     }
+    if (open_body) fail("end_capture with a conditional body open succeeded");
     fz_graphs_made++;
-    int gi = pick(FZ_GRAPHS);
-    fz_graph *fg = &graphs[gi];
-    if (fg->graph_live) expect(mtiart_graph_destroy(fg->g), MTIART_SUCCESS, "graph_destroy");
-    if (fg->exec_live) expect(mtiart_graph_exec_destroy(fg->x), MTIART_SUCCESS, "exec_destroy");
-    *fg = (fz_graph){.g = g,
+    fz_graph made = {.g = g,
                      .graph_live = true,
                      .pool = cap.pool,
                      .num_ptrs = cap.num_ptrs,
                      .overflow = cap.overflow};
-    memcpy(fg->uses, cap.uses, sizeof cap.uses);
+    memcpy(made.uses, cap.uses, sizeof cap.uses);
+    put_graph(pick(FZ_GRAPHS), &made);
     mtiart_pool_id gp;
     expect(mtiart_graph_get_pool(g, &gp), MTIART_SUCCESS, "graph_get_pool");
     if (!same_pool(gp, cap.pool)) fail("graph pool differs from the capture's");
@@ -648,8 +736,9 @@ static void op_graph(void) {
     int slot;
     mtiart_stream h = stream_arg(&slot);
     bool live_stream = slot >= 0 && streams[slot].live;
-    int what = u8() % 8;
+    int what = u8() % 9;
     if (what >= 6) what = fg->graph_live && !fg->exec_live ? 0 : 1; /* favour the deep paths */
+    if (what == 5 && u8() % 2) what = 6;
     switch (what) {
     case 0:
         if (fg->exec_live || !fg->graph_live) { /* a second executable, or a bad handle */
@@ -679,8 +768,28 @@ static void op_graph(void) {
         mtiart_status st = chk(mtiart_graph_launch(fg->x, h), "graph_launch");
         trace("graph %d on stream %d", gi, slot);
         fz_replays += st == MTIART_SUCCESS;
-        if (capture_of(slot) < 0 && st != MTIART_SUCCESS)
-            fail("graph_launch: %s", mtiart_last_error_message());
+        int c = capture_of(slot);
+        if (c < 0 && st != MTIART_SUCCESS) fail("graph_launch: %s", mtiart_last_error_message());
+        /* A launch on a capturing stream is a child graph node of the capture. */
+        if (c >= 0 && st == MTIART_SUCCESS)
+            merge_uses(captures[c].uses, &captures[c].num_ptrs, &captures[c].overflow, fg);
+        return;
+    }
+    case 5: {
+        /* Update the executable from another graph: refused unless the structure matches;
+         * then it may touch what either graph touches (replays already queued use the
+         * old parameters). */
+        fz_graph *from = &graphs[pick(FZ_GRAPHS)];
+        if (!fg->exec_live || !from->graph_live) return;
+        mtiart_update_info info;
+        mtiart_status st = chk(mtiart_graph_exec_update(fg->x, from->g, &info), "exec_update");
+        trace("graph %d from graph %d", gi, (int)(from - graphs));
+        if (st == MTIART_SUCCESS) {
+            if (info.result != MTIART_UPDATE_SUCCESS) fail("update succeeded with a reason");
+            merge_uses(fg->uses, &fg->num_ptrs, &fg->overflow, from);
+        } else if (st != MTIART_ERROR_INVALID_VALUE || info.result == MTIART_UPDATE_SUCCESS) {
+            fail("exec_update: %s (result %d)", mtiart_status_name(st), (int)info.result);
+        }
         return;
     }
     case 3:
@@ -720,6 +829,116 @@ static void op_graph(void) {
         }
         return;
     }
+}
+
+static void note_built_use(fz_graph *g, int pi) {
+    for (int i = 0; i < g->num_ptrs; i++)
+        if (g->uses[i].slot == pi && g->uses[i].gen == ptrs[pi].gen) return;
+    if (g->num_ptrs == FZ_GRAPH_PTRS) g->overflow = true;
+    else g->uses[g->num_ptrs++] = (fz_use){pi, ptrs[pi].gen, ptrs[pi].pool};
+}
+
+/* A graph built by hand: fills, copies and kernels on blocks (or refused, on stray
+ * pointers and overruns), host functions, event records and waits, empty nodes, child
+ * graphs and IF conditionals with other slots' graphs as bodies, random dependencies. */
+static void op_build(void) {
+    fz_graph built = {.graph_live = true};
+    expect(mtiart_graph_create(0, &built.g), MTIART_SUCCESS, "graph_create");
+    size_t nodes = 0;
+    for (int i = 0, count = 1 + u8() % 8; i < count; i++) {
+        size_t deps[2], nd = 0, node;
+        if (nodes) deps[nd++] = u8() % nodes;
+        if (nodes && u8() % 2) deps[nd++] = u8() % nodes;
+        int pi = pick_ptr();
+        fz_ptr *p = &ptrs[pi];
+        size_t bytes = 1 + u32() % 4096;
+        bool fits = p->live && bytes <= p->size && bytes <= FZ_HOST_BYTES;
+        void *dev = p->live ? p->p : (void *)(uintptr_t)0x1000;
+        fz_graph *other = &graphs[pick(FZ_GRAPHS)];
+        mtiart_status st;
+        int what = u8() % 8;
+#ifdef FZ_TSAN
+        if (what < 2 && p->live) what = 2; /* see op_copy: only kernels touch live data */
+#endif
+        switch (what) {
+        case 0: {
+            uint8_t pattern = u8();
+            st = chk(mtiart_graph_add_fill_node(built.g, deps, nd, dev, &pattern, 1, bytes, &node),
+                     "add_fill_node");
+            break;
+        }
+        case 1:
+            st = chk(mtiart_graph_add_memcpy_node(built.g, deps, nd, dev, host_buf, bytes,
+                                                  MTIART_MEMCPY_HOST_TO_DEVICE, &node),
+                     "add_memcpy_node");
+            break;
+        case 2: {
+            uint64_t n = bytes;
+            uint8_t value = u8();
+            int32_t fail_code = u8() % 16 == 0 ? 9 : 0;
+            mtiart_arg args[4] = {{MTIART_ARG_BUFFER_OUT, 0, dev, bytes},
+                                  {MTIART_ARG_VALUE, sizeof n, &n, 0},
+                                  {MTIART_ARG_VALUE, sizeof value, &value, 0},
+                                  {MTIART_ARG_VALUE, sizeof fail_code, &fail_code, 0}};
+            st = chk(mtiart_graph_add_kernel_node(built.g, deps, nd, fz_fill_kernel, 1 + u8() % 4,
+                                                  args, 4, &node),
+                     "add_kernel_node");
+            break;
+        }
+        case 3:
+            st = chk(mtiart_graph_add_host_node(built.g, deps, nd, fz_host_fn, NULL, &node),
+                     "add_host_node");
+            break;
+        case 4: {
+            fz_event *e = &events[pick(FZ_EVENTS)];
+            mtiart_event eh = e->live ? e->h : stale_event;
+            st = u8() % 2 ? chk(mtiart_graph_add_event_record_node(built.g, deps, nd, eh, &node),
+                                "add_event_record_node")
+                          : chk(mtiart_graph_add_event_wait_node(built.g, deps, nd, eh, &node),
+                                "add_event_wait_node");
+            if ((st == MTIART_SUCCESS) != e->live) fail("event node: %s", mtiart_status_name(st));
+            break;
+        }
+        case 5:
+            expect(st = mtiart_graph_add_empty_node(built.g, deps, nd, &node), MTIART_SUCCESS,
+                   "add_empty_node");
+            break;
+        case 6:
+            if (!other->graph_live) continue;
+            expect(st = mtiart_graph_add_child_graph_node(built.g, deps, nd, other->g, &node),
+                   MTIART_SUCCESS, "add_child_graph_node");
+            merge_uses(built.uses, &built.num_ptrs, &built.overflow, other);
+            break;
+        default:
+            if (!other->graph_live || !p->live || p->size < 4) continue;
+            st = chk(mtiart_graph_add_conditional_node(built.g, deps, nd, MTIART_CONDITIONAL_IF,
+                                                       p->p, 4, other->g, &node),
+                     "add_conditional_node");
+            if (st != MTIART_SUCCESS && st != MTIART_ERROR_NOT_SUPPORTED) /* a body's events */
+                fail("add_conditional_node: %s", mtiart_last_error_message());
+            if (st == MTIART_SUCCESS) {
+                merge_uses(built.uses, &built.num_ptrs, &built.overflow, other);
+                note_built_use(&built, pi);
+            }
+            break;
+        }
+        if (what <= 2) {
+            trace("node %zu: kind %d ptr %d +%zu", nodes, what, pi, bytes);
+            if (fits && st != MTIART_SUCCESS)
+                fail("a node that fits: %s (%s)", mtiart_status_name(st),
+                     mtiart_last_error_message());
+            if (!fits && st == MTIART_SUCCESS && !(p->live && bytes <= block_size_of(p->p)))
+                fail("a node overrunning its block was added");
+            if (st == MTIART_SUCCESS) note_built_use(&built, pi);
+        }
+        if (st == MTIART_SUCCESS && node != nodes++)
+            fail("node index %zu, expected %zu", node, nodes);
+    }
+    size_t n = 0;
+    expect(mtiart_graph_get_node_count(built.g, &n), MTIART_SUCCESS, "node_count");
+    if (n != nodes) fail("graph has %zu nodes, %zu were added", n, nodes);
+    fz_graphs_made++;
+    put_graph(pick(FZ_GRAPHS), &built);
 }
 
 static void op_sync(void) {
@@ -891,7 +1110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     in_pos = 0;
     setup();
     for (fz_step = 0; fz_step < FZ_MAX_OPS && more(); fz_step++) {
-        switch (u8() % 12) {
+        switch (u8() % 13) {
         case 0: op_stream(); break;
         case 1:
         case 2: op_malloc(); break;
@@ -903,6 +1122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 8: op_capture(); break;
         case 9: op_graph(); break;
         case 10: op_sync(); break;
+        case 11: op_build(); break;
         default: op_misc(); break;
         }
     }

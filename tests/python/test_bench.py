@@ -25,6 +25,8 @@ C_ROWS = {
     "launch_wait_roundtrip",
     "graph_launch_1node",
     "capture_instantiate",
+    "replay_nested_chain_1000_b2b",
+    "exec_update",
     "alloc_free_pair",
     "elementwise_add_f32_vs_memcpy_1t",
     "elementwise_add_f32_vs_memcpy_mt",

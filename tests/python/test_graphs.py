@@ -1217,7 +1217,7 @@ def test_fused_replays_are_bitwise_the_unfused_ones(shape):
         want = [t.numpy().copy() for t in plain_t]
         fused.replay()
         got = [t.numpy() for t in fused_t]
-        for name, a, b in zip(("h", "h2", "h3", "z", "z2", "out"), got, want):
+        for name, a, b in zip(("h", "h2", "h3", "z", "z2", "out"), got, want, strict=True):
             assert a.tobytes() == b.tobytes(), (step, name)
     ref = np.maximum(x.numpy() @ weights[0].numpy() + weights[1].numpy(), 0)
     np.testing.assert_allclose(fused_t[2].numpy(), ref, rtol=1e-5, atol=1e-5)
@@ -1231,9 +1231,7 @@ def test_set_graph_fusion_takes_a_bool_or_none():
 
 
 def test_graph_fusion_environment_is_validated(subprocess_python):
-    r = subprocess_python(
-        "import mtia_graph; mtia_graph.init()", env={"MTIART_GRAPH_FUSION": "on"}
-    )
+    r = subprocess_python("import mtia_graph; mtia_graph.init()", env={"MTIART_GRAPH_FUSION": "on"})
     assert r.returncode != 0
     assert "MTIART_GRAPH_FUSION" in r.stderr
     r = subprocess_python(

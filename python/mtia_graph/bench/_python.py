@@ -19,7 +19,8 @@ ADD_ROWS = ("py_add_inplace_np_out_a", "py_add_inplace_np_out_b", "py_add_inplac
 GRAPH_ROWS = ("py_replay_1000", "py_replay_speedup_vs_eager", "py_capture_instantiate")
 MATMUL_ROWS = ("py_matmul_512", "py_matmul_1024")
 MLP_ROWS = ("py_mlp_eager_sync", "py_mlp_replay_sync", "py_mlp_replay_copy_io",
-            "py_mlp_replay_b2b", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch")
+            "py_mlp_replay_b2b", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch",
+            "py_mlp_replay_copy_io_unfused")
 MEMCHECK_ROW = "memcheck_py_mlp_example"
 PY_ROW_NAMES = (MEMCHECK_ROW,) + ADD_ROWS + GRAPH_ROWS + MATMUL_ROWS + MLP_ROWS
 
@@ -438,6 +439,14 @@ class MLPWorkload:
         self.graph = mg.MTIAGraph()
         with mg.graph(self.graph):
             self.static_out = self.mtia_step(self.static_x)
+        # the same step with fusion off, for the fused/unfused ratio of one run
+        mg.set_graph_fusion(False)
+        try:
+            self.unfused = mg.MTIAGraph()
+            with mg.graph(self.unfused):
+                self.unfused_out = self.mtia_step(self.static_x)
+        finally:
+            mg.set_graph_fusion(None)
 
     def numpy_step(self, x: Any) -> Any:
         np = self.np
@@ -507,6 +516,16 @@ class MLPWorkload:
             read()
         return (_now() - t0) / steps / 1e3
 
+    def time_copy_io_unfused(self, steps: int) -> float:
+        xs, copy_in, replay, read = (self.inputs, self.static_x.copy_, self.unfused.replay,
+                                     self.unfused_out.numpy)
+        t0 = _now()
+        for i in range(steps):
+            copy_in(xs[i & 7])
+            replay()
+            read()
+        return (_now() - t0) / steps / 1e3
+
     def time_b2b(self, steps: int) -> float:
         replay = self.graph.replay
         t0 = _now()
@@ -517,6 +536,7 @@ class MLPWorkload:
 
     def close(self) -> None:
         self.graph.reset()
+        self.unfused.reset()
 
 
 def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str],
@@ -535,12 +555,14 @@ def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str
         return
     steps = 20 if quick else 200
     timers: List[Callable[[int], float]] = [wl.time_numpy, wl.time_eager_sync,
-                                            wl.time_replay_sync, wl.time_copy_io, wl.time_b2b]
+                                            wl.time_replay_sync, wl.time_copy_io, wl.time_b2b,
+                                            wl.time_copy_io_unfused]
     if torch is not None:
         timers.append(wl.time_torch)
     samples = interleave([_settled(lambda f=f: f(steps)) for f in timers], reps)
     numpy_us = summary(samples[0])[0]
-    torch_us = summary(samples[5])[0] if torch is not None else None
+    copy_io_us = summary(samples[3])[0]
+    torch_us = summary(samples[6])[0] if torch is not None else None
     shape = f"batch {MLP_BATCH}, {MLP_IN}->{MLP_HIDDEN}->{MLP_OUT}, relu, softmax"
     params = {"steps_per_rep": steps, "batch": MLP_BATCH, "in": MLP_IN, "hidden": MLP_HIDDEN,
               "out": MLP_OUT, "max_abs_error_vs_numpy": err,
@@ -557,15 +579,18 @@ def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str
          "numpy, every step"),
         ("py_mlp_replay_b2b", 4, numpy_us, numpy_name, None,
          "replays back to back, one synchronize() at the end; per step"),
-        ("py_mlp_torch_eager", 5, numpy_us, numpy_name, None,
+        ("py_mlp_torch_eager", 6, numpy_us, numpy_name, None,
          "the peer: torch CPU eager step, output read as numpy (zero-copy)"),
         ("py_mlp_replay_copy_io_vs_torch", 3, torch_us, torch_name, 0.7,
          "copy input in + g.replay() + read output, against torch CPU eager"),
+        ("py_mlp_replay_copy_io_unfused", 5, copy_io_us, "py_mlp_replay_copy_io (fused)", None,
+         "py_mlp_replay_copy_io with graph fusion off (mtia_graph.set_graph_fusion(False)); "
+         "the ratio is unfused over fused"),
     ]
     for name, k, base, bname, rt, note in specs:
         if not _want(name, filters):
             continue
-        if (k == 5 or base is None) and torch is None:
+        if (k == 6 or base is None) and torch is None:
             yield make_row(name, None, "us/step", skipped=no_torch)
             continue
         v, lo, hi = summary(samples[k])
