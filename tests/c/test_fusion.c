@@ -6,12 +6,7 @@
 #include "kernels/kernels.h"
 #include "test_util.h"
 
-#include <spawn.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char **environ;
 
 static mtiart_stream s;
 
@@ -605,30 +600,9 @@ static int init_child(void) {
 }
 
 static int run_child(const char *value, char *out, size_t cap) {
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0) return -1;
-    self[len] = '\0';
     char env[128];
     snprintf(env, sizeof env, "MTIART_GRAPH_FUSION=%s", value);
-    char *envp[] = {env, NULL}, *argv[] = {self, "--init-child", NULL};
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    pid_t pid;
-    int rc = posix_spawn(&pid, self, &fa, NULL, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    if (rc != 0) return -1;
-    ssize_t got = read(fds[0], out, cap - 1);
-    out[got > 0 ? got : 0] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return test_run_self("--init-child", env, out, cap);
 }
 
 static void test_environment(void) {

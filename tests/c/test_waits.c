@@ -4,13 +4,9 @@
  * and with MTIART_SPIN_US=0, where every wait blocks at once (as under valgrind).
  * Also: MTIART_SPIN_US is validated. */
 #include <pthread.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rt_helpers.h"
-
-extern char **environ;
 
 static int g_blocking;
 
@@ -203,33 +199,9 @@ static int init_child(void) {
 
 /* The output of this program run as an init child with MTIART_SPIN_US=value. */
 static int run_init_child(const char *value, char *out, size_t cap) {
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0) return -1;
-    self[len] = '\0';
-    char env_spin[128];
-    snprintf(env_spin, sizeof env_spin, "MTIART_SPIN_US=%s", value);
-    char *envp[] = {env_spin, NULL};
-    char *argv[] = {self, "--init-child", NULL};
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    pid_t pid;
-    int rc = posix_spawn(&pid, self, &fa, NULL, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    if (rc != 0) return -1;
-    size_t got = 0;
-    ssize_t m;
-    while (got + 1 < cap && (m = read(fds[0], out + got, cap - 1 - got)) > 0) got += (size_t)m;
-    out[got] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char env[128];
+    snprintf(env, sizeof env, "MTIART_SPIN_US=%s", value);
+    return test_run_self("--init-child", env, out, cap);
 }
 
 static void test_spin_setting_is_validated(void) {

@@ -506,19 +506,9 @@ class MLPWorkload:
             sync()
         return (_now() - t0) / steps / 1e3
 
-    def time_copy_io(self, steps: int) -> float:
-        xs, copy_in, replay, read = (self.inputs, self.static_x.copy_, self.graph.replay,
-                                     self.static_out.numpy)
-        t0 = _now()
-        for i in range(steps):
-            copy_in(xs[i & 7])
-            replay()
-            read()
-        return (_now() - t0) / steps / 1e3
-
-    def time_copy_io_unfused(self, steps: int) -> float:
-        xs, copy_in, replay, read = (self.inputs, self.static_x.copy_, self.unfused.replay,
-                                     self.unfused_out.numpy)
+    def time_copy_io(self, steps: int, fused: bool = True) -> float:
+        graph, out = (self.graph, self.static_out) if fused else (self.unfused, self.unfused_out)
+        xs, copy_in, replay, read = self.inputs, self.static_x.copy_, graph.replay, out.numpy
         t0 = _now()
         for i in range(steps):
             copy_in(xs[i & 7])
@@ -556,7 +546,7 @@ def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str
     steps = 20 if quick else 200
     timers: List[Callable[[int], float]] = [wl.time_numpy, wl.time_eager_sync,
                                             wl.time_replay_sync, wl.time_copy_io, wl.time_b2b,
-                                            wl.time_copy_io_unfused]
+                                            lambda n: wl.time_copy_io(n, fused=False)]
     if torch is not None:
         timers.append(wl.time_torch)
     samples = interleave([_settled(lambda f=f: f(steps)) for f in timers], reps)
