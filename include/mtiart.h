@@ -20,6 +20,10 @@
  *   - Every function may be called from any thread. Functions that wait for the device
  *     (synchronize, blocking copies) must not be called from a host function or kernel
  *     running on a device worker; they return MTIART_ERROR_NOT_PERMITTED there.
+ *   - In a child of fork() made after the runtime was initialised, every call (but the error,
+ *     version and dtype-size queries) returns MTIART_ERROR_NOT_PERMITTED at once: the workers,
+ *     and any lock another thread held, stayed in the parent. A child forked before the
+ *     initialisation uses a runtime of its own as usual; so do programs started afresh.
  *   - Device memory is addressed by plain pointers. Kernels, host functions and host code
  *     may dereference them (the "device" is this process's CPU), but only work ordered on
  *     a stream sees a consistent view; host code must synchronize first.
@@ -152,6 +156,13 @@ MTIART_API mtiart_status mtiart_device_get_properties(int device, mtiart_device_
  * first sticky kernel error of any of its streams. */
 MTIART_API mtiart_status mtiart_device_synchronize(int device);
 
+/* mtiart_device_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no
+ * limit; 0: only look): MTIART_NOT_READY, with nothing reported or cleared, when a stream
+ * of the device still had work by then. Calling it again waits for the work enqueued before
+ * that call. For interruptible waits: the caller regains control at least every
+ * `timeout_ns`; the work goes on either way. */
+MTIART_API mtiart_status mtiart_device_synchronize_timeout(int device, uint64_t timeout_ns);
+
 /* ------------------------------------------------------------------------------------ */
 /* Streams                                                                              */
 /* ------------------------------------------------------------------------------------ */
@@ -195,6 +206,14 @@ MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream);
  * an event recorded in the same capture adds edges (a join, or a fork that brings the
  * stream into the capture); any other event becomes a wait node (see the Graphs section). */
 MTIART_API mtiart_status mtiart_stream_wait_event(mtiart_stream stream, mtiart_event event);
+
+/* mtiart_stream_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no
+ * limit; 0: only look): MTIART_NOT_READY, with nothing reported, when the work enqueued
+ * before the call is not done by then. Calling it again waits for the work enqueued before
+ * that call; to keep waiting for a fixed point of a stream that other threads keep feeding,
+ * record an event there and use mtiart_event_synchronize_timeout. */
+MTIART_API mtiart_status mtiart_stream_synchronize_timeout(mtiart_stream stream,
+                                                           uint64_t timeout_ns);
 
 typedef enum mtiart_stream_flags {
     MTIART_STREAM_DEFAULT = 0,
@@ -289,6 +308,16 @@ MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, cons
 MTIART_API mtiart_status mtiart_memset_async(mtiart_stream stream, void *dst, int value,
                                              size_t bytes);
 
+/* mtiart_memcpy, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no limit) for the copy
+ * (and everything before it on the stream). MTIART_NOT_READY when it has not run by then:
+ * the copy stays enqueued and runs in stream order, so a host side must stay valid until the
+ * stream has done it (wait with mtiart_stream_synchronize_timeout, or an event recorded
+ * after the call). A call refused before enqueueing (capture, bad arguments) enqueues
+ * nothing. */
+MTIART_API mtiart_status mtiart_memcpy_timeout(mtiart_stream stream, void *dst, const void *src,
+                                               size_t bytes, mtiart_memcpy_kind kind,
+                                               uint64_t timeout_ns);
+
 /* ------------------------------------------------------------------------------------ */
 /* Events                                                                               */
 /* ------------------------------------------------------------------------------------ */
@@ -316,6 +345,11 @@ MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event);
 /* Milliseconds between two completed records of timing events. */
 MTIART_API mtiart_status mtiart_event_elapsed_time(mtiart_event start, mtiart_event end,
                                                    float *milliseconds);
+
+/* mtiart_event_synchronize, waiting at most `timeout_ns` nanoseconds (UINT64_MAX: no limit;
+ * 0: only look) for the record that was the most recent at the call: MTIART_NOT_READY if it
+ * has not completed by then. */
+MTIART_API mtiart_status mtiart_event_synchronize_timeout(mtiart_event event, uint64_t timeout_ns);
 
 typedef enum mtiart_event_record_flags {
     MTIART_EVENT_RECORD_DEFAULT = 0,
@@ -747,7 +781,9 @@ typedef enum mtiart_unary_op {
     MTIART_UNARY_SQRT = 5,
     MTIART_UNARY_TANH = 6,
     MTIART_UNARY_SIGMOID = 7,
-    MTIART_UNARY_GELU = 8 /* tanh approximation, as torch's gelu(approximate="tanh") */
+    MTIART_UNARY_GELU = 8,    /* tanh approximation, as torch's gelu(approximate="tanh") */
+    MTIART_UNARY_GELU_ERF = 9 /* exact x * Phi(x) (Phi: the normal CDF, through erfc), as
+                               * torch's gelu(approximate="none") */
 } mtiart_unary_op;
 
 typedef enum mtiart_reduce_op {
@@ -771,7 +807,8 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
                                                  const mtiart_tensor_desc *a, double fscalar,
                                                  int64_t iscalar, int scalar_first);
 
-/* out = OP(a), same shape and dtype (float dtypes for exp/log/sqrt/tanh/sigmoid/gelu). */
+/* out = OP(a), same shape and dtype (float dtypes for exp/log/sqrt/tanh/sigmoid and both
+ * gelus). */
 MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
                                          const mtiart_tensor_desc *out,
                                          const mtiart_tensor_desc *a);

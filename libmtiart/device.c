@@ -33,6 +33,8 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static mtiart_status init_status = MTIART_SUCCESS;
 static char init_message[256];
 static _Thread_local bool tl_on_worker;
+bool mt_forked_child;
+static pid_t init_pid; /* the process that initialised the runtime */
 
 /* ------------------------------------------------------------------ configuration */
 
@@ -160,9 +162,30 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* ------------------------------------------------------------------ fork */
+
+/* A child of fork has only the thread that forked: the workers, and whatever locks any other
+ * thread held at that moment, stayed behind, so the runtime cannot run here (CUDA and torch
+ * refuse the same way). Every public call refuses from now on (MT_API_ENTRY); a process
+ * forked before initialisation is unaffected (the handler is registered by the init). */
+static void forked_child(void) {
+    mt_forked_child = true;
+    atomic_store(&mt_initialized, 0);
+}
+
+mtiart_status mt_refuse_forked(void) {
+    return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
+                        "the runtime was initialised in process %d before it forked this "
+                        "process (%d), and cannot be used after fork: initialise it in the "
+                        "child only, or start child processes with spawn or forkserver",
+                        (int)init_pid, (int)getpid());
+}
+
 /* ------------------------------------------------------------------ init */
 
 static void shutdown_runtime(void) {
+    /* A forked child has no workers to stop (their handles are the parent's). */
+    if (mt_forked_child) return;
     /* Workers are stopped at exit so that leak checkers see a quiet process; memory of
      * devices stays mapped (the process is ending). Pending work is finished first. */
     for (int d = 0; d < mt_num_devices; d++) {
@@ -257,6 +280,12 @@ static void do_init(void) {
         }
     }
     atexit(shutdown_runtime);
+    init_pid = getpid();
+    if (pthread_atfork(NULL, NULL, forked_child) != 0) {
+        init_status = MTIART_ERROR_INTERNAL;
+        snprintf(init_message, sizeof init_message, "cannot register the fork handler");
+        return;
+    }
     atomic_store(&mt_initialized, 1);
     return;
 oom:

@@ -60,10 +60,19 @@ static inline void mt_api_leave(const char *const *entered) {
     if (*entered) mt_api_name = NULL;
 }
 
-/* First statement of every public function: names the errors set until it returns. */
+/* Set in a child of a process that had initialised the runtime (device.c): the workers and
+ * every lock holder stayed in the parent, so nothing of the runtime may be used here. */
+extern bool mt_forked_child;
+/* NOT_PERMITTED, saying why (device.c). */
+mtiart_status mt_refuse_forked(void) __attribute__((cold, noinline));
+
+/* First statement of every public function returning an mtiart_status: names the errors set
+ * until it returns, and refuses every call in a forked child before it touches anything (a
+ * lock the parent's threads held at the fork would never be released). */
 #define MT_API_ENTRY()                                                                             \
     const char *const mt_api_entered_ __attribute__((cleanup(mt_api_leave), unused)) =             \
-        mt_api_enter(__func__)
+        mt_api_enter(__func__);                                                                    \
+    if (MT_UNLIKELY(mt_forked_child)) return mt_refuse_forked()
 
 /* Leave the public-call scope around a call out to user code (an out-of-memory observer):
  * the public calls it makes name their own errors. Returns what mt_api_resume takes. */

@@ -88,7 +88,7 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
             /* Cannot park: wait on this worker instead (correct, merely wasteful). */
             mt_spin_unlock(&e->lock);
             mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
-                            &e->wait_budget);
+                            &e->wait_budget, MT_FOREVER);
             return true;
         }
         e->waiters = grown;
@@ -109,10 +109,10 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
     return false;
 }
 
-void mt_event_host_wait(mt_event *e, uint64_t generation) {
+bool mt_event_host_wait(mt_event *e, uint64_t generation, uint64_t deadline) {
     /* A blocking-sync event has a budget of 0: its waiters sleep at once. */
-    mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
-                    &e->wait_budget);
+    return mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
+                           &e->wait_budget, deadline);
 }
 
 static void release_event(void *e) { mt_event_unref(e); }
@@ -209,13 +209,24 @@ MTIART_API mtiart_status mtiart_event_query(mtiart_event event) {
                                                                    : MTIART_NOT_READY;
 }
 
-MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
-    MT_API_ENTRY();
+/* mtiart_event_synchronize[_timeout] */
+static mtiart_status event_synchronize(mtiart_event event, uint64_t timeout_ns) {
     LOOKUP_EVENT(e, event);
     mtiart_status st = mt_check_unsafe(NULL, e);
     if (st || (st = mt_check_may_wait())) return st;
-    mt_event_host_wait(e, atomic_load(&e->recorded));
-    return MTIART_SUCCESS;
+    uint64_t generation = atomic_load(&e->recorded);
+    return mt_event_host_wait(e, generation, mt_deadline_after(timeout_ns)) ? MTIART_SUCCESS
+                                                                            : MTIART_NOT_READY;
+}
+
+MTIART_API mtiart_status mtiart_event_synchronize(mtiart_event event) {
+    MT_API_ENTRY();
+    return event_synchronize(event, MT_FOREVER);
+}
+
+MTIART_API mtiart_status mtiart_event_synchronize_timeout(mtiart_event event, uint64_t timeout_ns) {
+    MT_API_ENTRY();
+    return event_synchronize(event, timeout_ns);
 }
 
 /* The timestamp of a timing event's record `generation`, if that record has completed. Read

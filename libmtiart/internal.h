@@ -72,6 +72,11 @@ typedef struct mt_spin_budget {
 } mt_spin_budget;
 #define MT_SPIN_FLOOR_NS 1000u
 
+/* "No deadline" for the waits below. */
+#define MT_FOREVER UINT64_MAX
+/* The mt_now_ns() deadline `timeout_ns` from now (MT_FOREVER for UINT64_MAX). */
+uint64_t mt_deadline_after(uint64_t timeout_ns);
+
 void mt_spin_budget_init(mt_spin_budget *b, uint64_t max_ns);
 static inline uint64_t mt_spin_budget_ns(const mt_spin_budget *b) {
     return atomic_load_explicit(&b->ns, memory_order_relaxed);
@@ -81,9 +86,10 @@ void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns
 
 /* Host side of a completion counter: wait until *counter >= target, spinning for the
  * budget (NULL: not at all) first, then sleeping on `word` (the counter's low bits, which
- * the completing side stores before it checks *waiters and wakes). */
-void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, mt_spin_budget *budget);
+ * the completing side stores before it checks *waiters and wakes). false if `deadline`
+ * (mt_now_ns; MT_FOREVER: none) came first. */
+bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline);
 
 /* The longest spin before sleeping, in nanoseconds (MTIART_SPIN_US; 0 when waits block). */
 extern uint64_t mt_spin_ns;
@@ -509,8 +515,10 @@ bool mt_stream_try_ref(mt_stream *s);
 mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, uint32_t num_args);
 /* Enqueue an op whatever the stream's capture state. */
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op);
-/* Wait for the stream to finish everything enqueued before the call; report sticky error. */
-mtiart_status mt_stream_wait_idle(mt_stream *s, bool report);
+/* Wait for the stream to finish everything enqueued before the call, then report its sticky
+ * error if `report`; MTIART_NOT_READY (no message, nothing reported) if `deadline` (mt_now_ns,
+ * or MT_FOREVER) comes first. */
+mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline);
 /* Worker: the most urgent stream on the device's ready lists (QUEUED), or NULL. */
 mt_stream *mt_stream_pop_ready(mt_device *dev);
 /* Worker entry: drain a stream taken from the ready lists. */
@@ -569,8 +577,8 @@ mtiart_status mt_stream_enqueue_wait(mt_stream *s, mt_event *e, uint64_t generat
 /* A record of `generation` (reserved from e->reserved) is enqueued: waits and queries made
  * from now on refer to it, unless a newer one is published. */
 void mt_event_publish_record(mt_event *e, uint64_t generation);
-/* Host: wait until generation completes. */
-void mt_event_host_wait(mt_event *e, uint64_t generation);
+/* Host: wait until generation completes; false if `deadline` came first. */
+bool mt_event_host_wait(mt_event *e, uint64_t generation, uint64_t deadline);
 
 /* ---------------------------------------------------------------- allocator (alloc.c) */
 

@@ -352,13 +352,53 @@ void mt_stream_run(mt_stream *s) {
 
 /* ------------------------------------------------------------------ waiting */
 
-mtiart_status mt_stream_wait_idle(mt_stream *s, bool report) {
+mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline) {
     mtiart_status st = mt_check_may_wait();
     if (st) return st;
-    mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word, &s->host_waiters,
-                    &s->wait_budget);
+    if (!mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
+                         &s->host_waiters, &s->wait_budget, deadline))
+        return MTIART_NOT_READY;
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
+}
+
+/* mtiart_stream_synchronize[_timeout] */
+static mtiart_status stream_synchronize(mtiart_stream stream, uint64_t timeout_ns) {
+    LOOKUP_STREAM(s, stream);
+    mtiart_status st = mt_check_unsafe(s, NULL);
+    if (st) return st;
+    return mt_stream_wait_idle(s, true, mt_deadline_after(timeout_ns));
+}
+
+/* mtiart_device_synchronize[_timeout]. Every stream is waited for before any sticky error
+ * is reported, so a wait that times out has reported (cleared) nothing. */
+static mtiart_status device_synchronize(int device, uint64_t timeout_ns) {
+    LOOKUP_DEVICE(dev, device);
+    mtiart_status st = mt_check_unsafe(NULL, NULL);
+    if (st || (st = mt_check_may_wait())) return st;
+    uint64_t deadline = mt_deadline_after(timeout_ns);
+    /* Snapshot the streams (with references) and wait for each outside the list lock. */
+    size_t count = 0, cap = 16;
+    mt_stream **streams = malloc(cap * sizeof *streams);
+    MT_CHECK_ALLOC(streams);
+    pthread_mutex_lock(&dev->streams_lock);
+    for (mt_stream *s = dev->streams; s; s = s->dev_next) {
+        if (count == cap) {
+            mt_stream **grown = realloc(streams, cap * 2 * sizeof *streams);
+            if (!grown) break;
+            streams = grown;
+            cap *= 2;
+        }
+        if (mt_stream_try_ref(s)) streams[count++] = s;
+    }
+    pthread_mutex_unlock(&dev->streams_lock);
+    /* A capturing stream's queue holds only work from before the capture. */
+    for (size_t i = 0; i < count && st == MTIART_SUCCESS; i++)
+        st = mt_stream_wait_idle(streams[i], false, deadline);
+    for (size_t i = 0; i < count && st == MTIART_SUCCESS; i++) st = report_sticky(streams[i]);
+    for (size_t i = 0; i < count; i++) mt_stream_unref(streams[i]);
+    free(streams);
+    return st;
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -448,41 +488,23 @@ MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream) {
 
 MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream) {
     MT_API_ENTRY();
-    LOOKUP_STREAM(s, stream);
-    mtiart_status st = mt_check_unsafe(s, NULL);
-    if (st) return st;
-    return mt_stream_wait_idle(s, true);
+    return stream_synchronize(stream, MT_FOREVER);
+}
+
+MTIART_API mtiart_status mtiart_stream_synchronize_timeout(mtiart_stream stream,
+                                                           uint64_t timeout_ns) {
+    MT_API_ENTRY();
+    return stream_synchronize(stream, timeout_ns);
 }
 
 MTIART_API mtiart_status mtiart_device_synchronize(int device) {
     MT_API_ENTRY();
-    LOOKUP_DEVICE(dev, device);
-    mtiart_status st = mt_check_unsafe(NULL, NULL);
-    if (st || (st = mt_check_may_wait())) return st;
-    /* Snapshot the streams (with references) and wait for each outside the list lock. */
-    size_t count = 0, cap = 16;
-    mt_stream **streams = malloc(cap * sizeof *streams);
-    MT_CHECK_ALLOC(streams);
-    pthread_mutex_lock(&dev->streams_lock);
-    for (mt_stream *s = dev->streams; s; s = s->dev_next) {
-        if (count == cap) {
-            mt_stream **grown = realloc(streams, cap * 2 * sizeof *streams);
-            if (!grown) break;
-            streams = grown;
-            cap *= 2;
-        }
-        if (mt_stream_try_ref(s)) streams[count++] = s;
-    }
-    pthread_mutex_unlock(&dev->streams_lock);
-    mtiart_status first = MTIART_SUCCESS;
-    for (size_t i = 0; i < count; i++) {
-        /* A capturing stream's queue holds only work from before the capture. */
-        st = mt_stream_wait_idle(streams[i], first == MTIART_SUCCESS);
-        if (st && first == MTIART_SUCCESS) first = st;
-        mt_stream_unref(streams[i]);
-    }
-    free(streams);
-    return first;
+    return device_synchronize(device, MT_FOREVER);
+}
+
+MTIART_API mtiart_status mtiart_device_synchronize_timeout(int device, uint64_t timeout_ns) {
+    MT_API_ENTRY();
+    return device_synchronize(device, timeout_ns);
 }
 
 MTIART_API mtiart_status mtiart_launch_kernel(mtiart_stream stream, mtiart_kernel_fn kernel,
@@ -519,16 +541,29 @@ MTIART_API mtiart_status mtiart_memcpy_async(mtiart_stream stream, void *dst, co
     return mt_stream_submit(s, &op, NULL, 0);
 }
 
-MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,
-                                       size_t bytes, mtiart_memcpy_kind kind) {
-    MT_API_ENTRY();
+/* mtiart_memcpy[_timeout] */
+static mtiart_status memcpy_and_wait(mtiart_stream stream, void *dst, const void *src, size_t bytes,
+                                     mtiart_memcpy_kind kind, uint64_t timeout_ns) {
     LOOKUP_STREAM(s, stream);
     /* Checked before enqueueing so that a refused call leaves nothing behind. */
     mtiart_status st = mt_check_unsafe(s, NULL);
     if (st || (st = mt_check_may_wait())) return st;
     st = mtiart_memcpy_async(stream, dst, src, bytes, kind);
     if (st) return st;
-    return mt_stream_wait_idle(s, true);
+    return mt_stream_wait_idle(s, true, mt_deadline_after(timeout_ns));
+}
+
+MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,
+                                       size_t bytes, mtiart_memcpy_kind kind) {
+    MT_API_ENTRY();
+    return memcpy_and_wait(stream, dst, src, bytes, kind, MT_FOREVER);
+}
+
+MTIART_API mtiart_status mtiart_memcpy_timeout(mtiart_stream stream, void *dst, const void *src,
+                                               size_t bytes, mtiart_memcpy_kind kind,
+                                               uint64_t timeout_ns) {
+    MT_API_ENTRY();
+    return memcpy_and_wait(stream, dst, src, bytes, kind, timeout_ns);
 }
 
 MTIART_API mtiart_status mtiart_fill_async(mtiart_stream stream, void *dst, const void *pattern,

@@ -23,6 +23,13 @@ void mt_futex_wait(atomic_uint *word, unsigned expected) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 
+/* Sleep on `word` while it holds `expected`, for at most `timeout_ns`. */
+static void futex_wait_for(atomic_uint *word, unsigned expected, uint64_t timeout_ns) {
+    struct timespec rel = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+                           .tv_nsec = (long)(timeout_ns % 1000000000u)};
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, &rel, NULL, 0);
+}
+
 void mt_futex_wake(atomic_uint *word, int count) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
@@ -68,25 +75,43 @@ void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns
     atomic_store_explicit(&b->ns, (unsigned)budget, memory_order_relaxed);
 }
 
-void mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, mt_spin_budget *budget) {
-    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return;
-    uint64_t spin = budget ? mt_spin_budget_ns(budget) : 0;
-    uint64_t start = spin ? mt_now_ns() : 0;
-    for (unsigned i = 1; spin && atomic_load_explicit(counter, memory_order_acquire) < target;
-         i++) {
-        mt_cpu_relax();
-        if ((i & 15) == 0 && mt_now_ns() - start >= spin) break;
-    }
-    while (atomic_load_explicit(counter, memory_order_acquire) < target) {
+uint64_t mt_deadline_after(uint64_t timeout_ns) {
+    if (timeout_ns == MT_FOREVER) return MT_FOREVER;
+    uint64_t now = mt_now_ns();
+    return timeout_ns < MT_FOREVER - now ? now + timeout_ns : MT_FOREVER - 1;
+}
+
+bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline) {
+    if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
+    const uint64_t budget_ns = budget ? mt_spin_budget_ns(budget) : 0;
+    uint64_t spin = budget_ns, start = mt_now_ns(), now = start;
+    bool done = true;
+    for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
+        if (spin && (i & 15) != 0) {
+            mt_cpu_relax();
+            continue;
+        }
+        now = mt_now_ns();
+        if (now >= deadline) {
+            done = false;
+            break;
+        }
+        if (now - start < spin) continue;
+        spin = 0; /* sleeping from now on */
         unsigned seen = atomic_load(word);
-        /* seq_cst increment then re-check: pairs with the store-then-load of waiters on
-         * the completing side, so a wake cannot be missed. */
+        /* seq_cst increment then re-check: pairs with the store-then-load of waiters on the
+         * completing side, so a wake cannot be missed. A signal or the timeout ends the
+         * sleep early; the loop then looks again. */
         atomic_fetch_add(waiters, 1);
-        if (atomic_load(counter) < target) mt_futex_wait(word, seen);
+        if (atomic_load(counter) < target) {
+            if (deadline == MT_FOREVER) mt_futex_wait(word, seen);
+            else futex_wait_for(word, seen, deadline - now);
+        }
         atomic_fetch_sub(waiters, 1);
     }
-    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+    if (budget_ns) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+    return done;
 }
 
 uint64_t mt_now_ns(void) {

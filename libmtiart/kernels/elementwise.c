@@ -132,11 +132,15 @@ static inline double k_gelu(double x) {
     double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
     return x * k_sigmoid(2.0 * u);
 }
+/* x * Phi(x) with Phi(x) = erfc(-x / sqrt 2) / 2: erfc keeps its relative precision in the
+ * left tail, where 1 + erf(x / sqrt 2) would cancel. */
+static inline double k_gelu_erf(double x) { return 0.5 * x * erfc(-x * 0.70710678118654752); }
 
-/* float32 exp, sigmoid, gelu and tanh: the vectorised versions of vecmath.c. */
+/* float32 exp, sigmoid, both gelus and tanh: the vectorised versions of vecmath.c. */
 static void uf32_exp(void *o, const void *a, int64_t n) { mt_k_exp_f32(o, a, n); }
 static void uf32_sigmoid(void *o, const void *a, int64_t n) { mt_k_sigmoid_f32(o, a, n); }
 static void uf32_gelu(void *o, const void *a, int64_t n) { mt_k_gelu_f32(o, a, n); }
+static void uf32_gelu_erf(void *o, const void *a, int64_t n) { mt_k_gelu_erf_f32(o, a, n); }
 static void uf32_tanh(void *o, const void *a, int64_t n) { mt_k_tanh_f32(o, a, n); }
 
 /* ---- binary row functions ------------------------------------------------------------------ */
@@ -464,6 +468,7 @@ DEF_UN_CALL(uf64_log, double, log(x))
 DEF_UN_CALL(uf64_tanh, double, k_tanh(x))
 DEF_UN_CALL(uf64_sigmoid, double, k_sigmoid(x))
 DEF_UN_CALL(uf64_gelu, double, k_gelu(x))
+DEF_UN_CALL(uf64_gelu_erf, double, k_gelu_erf(x))
 DEF_UN(ui32_neg, int32_t, 0u - (uint32_t)x)
 DEF_UN(ui32_abs, int32_t, x < 0 ? 0u - (uint32_t)x : (uint32_t)x)
 DEF_UN(ui32_relu, int32_t, x < 0 ? 0 : x)
@@ -495,7 +500,7 @@ static void uf64_sqrt(void *o_, const void *a_, int64_t n) {
 
 /* [op][dtype]; NULL = unsupported (transcendentals need floats, negating bool is an error
  * in torch and numpy). abs and relu of bool are the identity. */
-static const un_row_fn k_un_rows[9][D_COUNT] = {
+static const un_row_fn k_un_rows[10][D_COUNT] = {
     {uf32_neg, uf64_neg, ui32_neg, ui64_neg, NULL},
     {uf32_abs, uf64_abs, ui32_abs, ui64_abs, ub_copy},
     {uf32_relu, uf64_relu, ui32_relu, ui64_relu, ub_copy},
@@ -505,6 +510,7 @@ static const un_row_fn k_un_rows[9][D_COUNT] = {
     {uf32_tanh, uf64_tanh, NULL, NULL, NULL},
     {uf32_sigmoid, uf64_sigmoid, NULL, NULL, NULL},
     {uf32_gelu, uf64_gelu, NULL, NULL, NULL},
+    {uf32_gelu_erf, uf64_gelu_erf, NULL, NULL, NULL},
 };
 
 static int32_t k_unary(void *const *args, uint32_t block, uint32_t num_blocks) {
@@ -848,8 +854,8 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     return mt_kl_launch(&kl, stream, k_binary_scalar, blocks);
 }
 
-static const char *const k_un_names[9] = {"neg",  "abs",  "relu",    "exp", "log",
-                                          "sqrt", "tanh", "sigmoid", "gelu"};
+static const char *const k_un_names[10] = {"neg",  "abs",  "relu",    "exp",  "log",
+                                           "sqrt", "tanh", "sigmoid", "gelu", "gelu (erf)"};
 
 MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op op,
                                          const mtiart_tensor_desc *out,
@@ -857,7 +863,7 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     MT_API_ENTRY();
     int64_t no, na;
     mtiart_status st;
-    if ((unsigned)op > MTIART_UNARY_GELU)
+    if ((unsigned)op > MTIART_UNARY_GELU_ERF)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
     if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
     if (out->dtype != a->dtype)

@@ -122,6 +122,7 @@ uint32_t mt_k_isa(void);
 void mt_k_exp_f32(float *o, const float *a, int64_t n);
 void mt_k_sigmoid_f32(float *o, const float *a, int64_t n);
 void mt_k_gelu_f32(float *o, const float *a, int64_t n);
+void mt_k_gelu_erf_f32(float *o, const float *a, int64_t n);
 void mt_k_tanh_f32(float *o, const float *a, int64_t n);
 /* Softmax of a contiguous row, and down columns [0, w) (w <= MT_K_SM_COLS) of len rows
  * spaced `stride` elements apart. */

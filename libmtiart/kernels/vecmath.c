@@ -1,5 +1,5 @@
 /*
- * vecmath.c - exp-based float32 kernels (exp, sigmoid, gelu, tanh, softmax rows) compiled
+ * vecmath.c - exp-based float32 kernels (exp, sigmoid, both gelus, tanh, softmax rows) compiled
  * once per x86 ISA level and dispatched at run time.
  *
  * glibc's expf does not vectorise without -ffast-math, and scalar code written for the
@@ -149,6 +149,8 @@ void mt_k_exp_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(exp, (o, a,
 void mt_k_sigmoid_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(sigmoid, (o, a, n)); }
 
 void mt_k_gelu_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu, (o, a, n)); }
+
+void mt_k_gelu_erf_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(gelu_erf, (o, a, n)); }
 
 void mt_k_tanh_f32(float *o, const float *a, int64_t n) { VM_DISPATCH(tanh, (o, a, n)); }
 

@@ -12,6 +12,12 @@ also holds the package's error model, in both directions:
 * Python to runtime: a Python callback running on a device worker hands an exception to
   the runtime with :func:`report_python_failure` (or a plain message with
   :func:`kernel_failure`).
+
+Waits for the device go through :func:`wait_stream`, :func:`wait_event` and
+:func:`wait_device`: the runtime's timed waits, called in slices of
+:data:`WAIT_SLICE_NS`, so that a waiting thread returns to the interpreter often enough for
+Ctrl-C (any signal handler) to take effect. An interrupted wait stops waiting; the work
+goes on, and :func:`keep_until_done` keeps what it uses (a host buffer) alive meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, NamedTuple, NoReturn
 from ._mtiart import ffi, lib
 
 __all__ = [
+    "WAIT_SLICE_NS",
     "CaptureError",
     "CaptureInfo",
     "InvalidHandleError",
@@ -36,11 +43,17 @@ __all__ = [
     "capture_info",
     "check",
     "ffi",
+    "finish_stream_wait",
+    "keep_until_done",
     "kernel_failure",
     "last_error_message",
     "lib",
     "raise_status",
+    "release_done",
     "report_python_failure",
+    "wait_device",
+    "wait_event",
+    "wait_stream",
 ]
 
 
@@ -94,6 +107,7 @@ _VALUE_STATUSES = frozenset(
         lib.MTIART_ERROR_INVALID_VALUE,
         lib.MTIART_ERROR_INVALID_POINTER,
         lib.MTIART_ERROR_INVALID_DEVICE,
+        lib.MTIART_ERROR_LOAD_FAILED,  # a library or symbol that does not exist
     )
 )
 
@@ -222,3 +236,108 @@ def capture_info(stream_handle: Any, what: str = "capture_info") -> CaptureInfo:
     pool = ffi.new("mtiart_pool_id *")
     check(lib.mtiart_stream_get_capture_info(stream_handle, status, capture_id, pool), what)
     return CaptureInfo(int(status[0]), int(capture_id[0]), (int(pool.first), int(pool.second)))
+
+
+# ---------------------------------------------------------------------------------------
+# Waiting for the device
+# ---------------------------------------------------------------------------------------
+
+WAIT_SLICE_NS: int = 20_000_000
+"""How long one timed wait stays in the runtime (20 ms): a waiting thread runs the
+interpreter's signal handlers (KeyboardInterrupt) at least this often."""
+
+_NOT_READY: int = lib.MTIART_NOT_READY
+_stream_sync = lib.mtiart_stream_synchronize_timeout
+_event_sync = lib.mtiart_event_synchronize_timeout
+
+
+def _private_event(what: str) -> Any:
+    out = ffi.new("mtiart_event *")
+    check(lib.mtiart_event_create(lib.MTIART_EVENT_DEFAULT, out), what)
+    return ffi.gc(out[0], lib.mtiart_event_destroy)
+
+
+def wait_event(event_handle: Any, what: str) -> None:
+    """Wait for the event's most recent record (as ``mtiart_event_synchronize``), in slices."""
+    status = _event_sync(event_handle, WAIT_SLICE_NS)
+    while status == _NOT_READY:
+        status = _event_sync(event_handle, WAIT_SLICE_NS)
+    if status:
+        raise_status(status, what)
+
+
+def wait_stream(stream_handle: Any, what: str) -> None:
+    """Wait for the work enqueued on the stream so far (as ``mtiart_stream_synchronize``:
+    its sticky error is raised), in slices."""
+    status = _stream_sync(stream_handle, WAIT_SLICE_NS)
+    if status:
+        finish_stream_wait(stream_handle, status, what)
+    if _kept:
+        release_done()
+
+
+def finish_stream_wait(stream_handle: Any, status: int, what: str) -> None:
+    """The rest of a wait on a stream whose first timed call returned ``status``: raise its
+    error, or (``MTIART_NOT_READY``) keep waiting in slices.
+
+    The rest of the wait is for an event recorded now, so that work other threads enqueue
+    meanwhile does not prolong it; the stream's sticky error is then reported if the stream
+    is idle, and otherwise by its next synchronization.
+    """
+    if status != _NOT_READY:
+        raise_status(status, what)
+    event = _private_event(what)
+    check(lib.mtiart_event_record(event, stream_handle), what)
+    wait_event(event, what)
+    status = _stream_sync(stream_handle, 0)
+    if status < 0:
+        raise_status(status, what)
+
+
+def wait_device(device: int, what: str) -> None:
+    """Wait for all work on the device (as ``mtiart_device_synchronize``), in slices.
+
+    Each slice waits for the work enqueued before it, so the wait ends once every stream
+    of the device has been idle within one slice.
+    """
+    sync = lib.mtiart_device_synchronize_timeout
+    status = sync(device, WAIT_SLICE_NS)
+    while status == _NOT_READY:
+        status = sync(device, WAIT_SLICE_NS)
+    if status:
+        raise_status(status, what)
+    if _kept:
+        release_done()
+
+
+# (event recorded after the work that uses the object, or None: kept for good; the object)
+_kept: list[tuple[Any, Any]] = []
+_kept_lock = threading.Lock()
+
+
+def release_done() -> None:
+    """Drop what :func:`keep_until_done` kept for work that has completed since (done by
+    every synchronize that finds something kept)."""
+    with _kept_lock:
+        _kept[:] = [
+            (event, obj)
+            for event, obj in _kept
+            if event is None or lib.mtiart_event_query(event) == _NOT_READY
+        ]
+
+
+def keep_until_done(stream_handle: Any, obj: Any) -> None:
+    """Keep ``obj`` alive until the work enqueued on the stream so far has run.
+
+    For what work left running still uses: a host buffer of a copy whose wait was
+    interrupted, the callables of a graph reset while a replay may be running. On a
+    capturing stream (where a record would join the capture) ``obj`` is kept for good.
+    """
+    event = None
+    if not capture_info(stream_handle).capturing:
+        event = _private_event("keep_until_done")
+        if lib.mtiart_event_record(event, stream_handle):
+            event = None
+    release_done()
+    with _kept_lock:
+        _kept.append((event, obj))

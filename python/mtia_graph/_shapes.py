@@ -6,11 +6,13 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._C import lib
+from ._C import MTIAValueError, lib
 
 Shape = tuple[int, ...]
 
 _MAX_DIMS: int = lib.MTIART_MAX_DIMS
+# Sizes are int64 in the runtime: the largest dimension, and the most bytes of a tensor.
+_INT64_MAX = (1 << 63) - 1
 
 
 def _index(x: Any, what: str) -> int:
@@ -37,6 +39,11 @@ def _parse_size(size: Sequence[Any]) -> Shape:
     for s in shape:
         if s < 0:
             raise ValueError(f"negative dimension {s} in size {shape}")
+        if s > _INT64_MAX:
+            raise MTIAValueError(
+                f"size {shape}: dimension {s} is larger than the largest, 2**63 - 1",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
     if len(shape) > _MAX_DIMS:
         raise ValueError(f"at most {_MAX_DIMS} dimensions are supported, got {len(shape)}")
     return shape

@@ -12,7 +12,7 @@ entry lives as long as something may still run it:
   calling a dead object.
 
 Host buffers that captured copies read at every replay are kept the same way
-(:func:`keep_alive_for_capture`).
+(:func:`keep_for_capture`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
     "HostCallback",
     "capture_id_of",
     "capture_keepalive",
-    "keep_alive_for_capture",
+    "keep_for_capture",
     "launch_host_func",
     "new_token",
     "register_callback",
@@ -154,16 +154,12 @@ def launch_host_func(stream_handle: Any, fn: Callable[[], Any]) -> HostCallback:
     return entry
 
 
-def keep_alive_for_capture(stream_handle: Any, obj: Any) -> bool:
-    """If the stream is capturing, keep ``obj`` alive as long as the captured graph.
+def keep_for_capture(capture_id: int, obj: Any) -> None:
+    """Keep ``obj`` alive as long as the graph of capture ``capture_id`` (nonzero).
 
-    Used for host buffers that captured copies read at every replay. Returns whether the
-    stream was capturing (when it is not, nothing is kept).
+    For host buffers that captured copies read at every replay.
     """
-    cid = capture_id_of(stream_handle)
-    if cid:
-        _capture_pending.setdefault(cid, []).append(obj)
-    return bool(cid)
+    _capture_pending.setdefault(capture_id, []).append(obj)
 
 
 def capture_keepalive(capture_id: int) -> list[Any]:

@@ -9,8 +9,6 @@ The runtime initialises lazily, on the first call that needs it (or :func:`init`
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from typing import Any
 
 from ._C import MTIAError, check, ffi, lib
@@ -227,14 +225,21 @@ class device:
             _current.index = self.idx
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:  # noqa: A002 - torch's names
         _current.index = self.prev_idx
 
 
-@dataclass(frozen=True)
-class DeviceProperties:
-    """Properties of a device. Fields read as attributes or, like torch.mtia's dict, by key."""
+class DeviceProperties(dict[str, Any]):
+    """Properties of a device: a dict, as ``torch.mtia.get_device_properties`` returns, whose
+    keys also read as attributes (``props.total_memory``, as torch.cuda's).
 
+    Keys: ``name``, ``index``, ``total_memory``, ``num_workers``, ``major``, ``minor``,
+    ``segment_granularity``, ``least_stream_priority``, ``greatest_stream_priority``.
+    """
+
+    __slots__ = ()
+
+    # The keys, as attributes (for type checkers; reads go through __getattr__).
     name: str
     index: int
     total_memory: int
@@ -245,21 +250,19 @@ class DeviceProperties:
     least_stream_priority: int
     greatest_stream_priority: int
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"device properties have no {key!r}") from None
 
-    def keys(self) -> tuple[str, ...]:
-        """The property names, in order (as a dict's keys)."""
-        return tuple(f.name for f in fields(self))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("device properties are read-only")
 
 
 def get_device_properties(device: _DeviceLike = None) -> DeviceProperties:
-    """Properties of a device (default: the current one)."""
+    """Properties of a device (default: the current one), as a dict (see
+    :class:`DeviceProperties`)."""
     idx = _device_index(device)
     p = ffi.new("mtiart_device_properties *")
     check(lib.mtiart_device_get_properties(idx, p), "get_device_properties")
@@ -279,4 +282,4 @@ def get_device_properties(device: _DeviceLike = None) -> DeviceProperties:
 def get_device_capability(device: _DeviceLike = None) -> tuple[int, int]:
     """``(major, minor)`` feature level of a device."""
     p = get_device_properties(device)
-    return (p.major, p.minor)
+    return (p["major"], p["minor"])

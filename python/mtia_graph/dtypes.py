@@ -7,15 +7,20 @@ that the builtin keeps its meaning in the package's code.
 Promotion follows torch: within a category (bool < integer < floating) the wider type
 wins; across the classes of operands (dimensioned tensors, 0-d tensors, Python scalars)
 a lower class only matters when it is of a higher category (``_combine``).
+
+A Python number becomes a value of a dtype only if that dtype holds it: never by wrapping
+(``_operand`` for operands of arithmetic, ``_fill_value`` for values stored as they are),
+otherwise :class:`~mtia_graph.MTIAValueError` with torch's message.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeGuard
 
 import numpy as np
 
-from ._C import lib
+from ._C import MTIAValueError, lib
 
 __all__ = [
     "bool_",
@@ -38,7 +43,17 @@ class dtype:
 
     # Pickles and reprs name dtypes as the package exports them (mtia_graph.float32).
     __module__ = "mtia_graph"
-    __slots__ = ("_code", "_kind", "_np", "_rank", "is_floating_point", "itemsize", "name")
+    __slots__ = (
+        "_code",
+        "_kind",
+        "_max",
+        "_min",
+        "_np",
+        "_rank",
+        "is_floating_point",
+        "itemsize",
+        "name",
+    )
 
     def __init__(self, name: str, code: int, np_type: Any, rank: int, kind: int) -> None:
         self.name = name
@@ -48,6 +63,13 @@ class dtype:
         self.is_floating_point = kind == _KIND_FLOATING
         self._rank = rank  # promotion order: bool < int32 < int64 < float32 < float64
         self._kind = kind
+        # The finite values the dtype holds (integers: exactly; floating: up to its largest).
+        self._min: int | float = 0
+        self._max: int | float = 1
+        if kind == _KIND_FLOATING:
+            self._min, self._max = float(np.finfo(self._np).min), float(np.finfo(self._np).max)
+        elif kind == _KIND_INTEGER:
+            self._min, self._max = int(np.iinfo(self._np).min), int(np.iinfo(self._np).max)
 
     @property
     def is_signed(self) -> bool:
@@ -117,9 +139,9 @@ def _to_dtype(d: object) -> dtype:
     raise TypeError(f"dtype must be a mtia_graph.dtype, got {type(d).__name__}")
 
 
-def promote_types(a: _DTypeLike, b: _DTypeLike) -> dtype:
-    """The smallest dtype both ``a`` and ``b`` convert to (torch.promote_types)."""
-    x, y = _to_dtype(a), _to_dtype(b)
+def promote_types(type1: _DTypeLike, type2: _DTypeLike) -> dtype:
+    """The smallest dtype both ``type1`` and ``type2`` convert to (torch.promote_types)."""
+    x, y = _to_dtype(type1), _to_dtype(type2)
     return x if x._rank >= y._rank else y
 
 
@@ -156,6 +178,57 @@ def _combine(higher: dtype | None, lower: dtype | None) -> dtype | None:
 def _is_scalar(x: object) -> TypeGuard[_Scalar]:
     """Whether ``x`` is a Python or numpy number (bools included)."""
     return isinstance(x, (int, float, np.bool_, np.integer, np.floating))
+
+
+def _overflow(x: object, dt: dtype) -> MTIAValueError:
+    """torch's error for a value ``dt`` does not hold, with the value and the range."""
+    shown = str(x)
+    if len(shown) > 24:
+        shown = f"an integer of {len(shown.lstrip('-'))} digits"
+    return MTIAValueError(
+        f"value cannot be converted to type {dt.name} without overflow ({shown}; {dt.name} "
+        f"holds {dt._min} to {dt._max})",
+        lib.MTIART_ERROR_INVALID_VALUE,
+    )
+
+
+def _operand(x: _Scalar, dt: dtype) -> int | float:
+    """The Python or numpy number ``x`` as an operand of arithmetic computed in ``dt``.
+
+    An integer outside an integer ``dt`` (or one too big for a float) raises, where torch
+    would wrap it; a finite float beyond a floating ``dt`` stays as it is, so the result is
+    inf, as numpy's and torch's.
+    """
+    if dt._kind == _KIND_FLOATING:
+        try:
+            return float(x)
+        except OverflowError:
+            raise _overflow(x, dt) from None
+    v = int(x)
+    if not dt._min <= v <= dt._max:
+        raise _overflow(x, dt)
+    return v
+
+
+def _fill_value(x: _Scalar, dt: dtype) -> int | float:
+    """The Python or numpy number ``x`` stored as a ``dt`` value (fill, full, where): it must
+    be in ``dt``'s range (floats into integers truncate; NaN and inf do not fit them; inf and
+    NaN do fit floating dtypes), as torch requires; bool takes any number."""
+    if dt._kind == _KIND_BOOL:
+        return 1 if x else 0
+    if dt._kind == _KIND_FLOATING:
+        try:
+            f = float(x)
+        except OverflowError:
+            raise _overflow(x, dt) from None
+        if math.isfinite(f) and not -dt._max <= f <= dt._max:
+            raise _overflow(x, dt)
+        return f
+    if isinstance(x, (float, np.floating)):
+        if not (math.isfinite(x) and dt._min - 1 < x < dt._max + 1):
+            raise _overflow(x, dt)
+        return int(x)
+    return _operand(x, dt)
 
 
 def _scalar_dtype(x: object) -> dtype:

@@ -11,12 +11,32 @@ from typing import Any
 
 import numpy as np
 
-from ._C import capture_info, lib, raise_status
+from ._C import MTIAValueError, lib, raise_status
 from ._shapes import _broadcast_shapes, _parse_size
 from .device import _device_index, _DeviceLike
-from .dtypes import _DTypeLike, _is_scalar, _Scalar, _scalar_dtype, bool_, float32, int64
+from .dtypes import (
+    _KIND_FLOATING,
+    _DTypeLike,
+    _fill_value,
+    _is_scalar,
+    _Scalar,
+    _scalar_dtype,
+    _to_dtype,
+    bool_,
+    float32,
+    int64,
+)
 from .streams import _stream_handle
-from .tensor import Tensor, _cast, _empty, _matmul, _resolve, _same_device, result_type, tensor
+from .tensor import (
+    Tensor,
+    _cast,
+    _empty,
+    _from_host,
+    _matmul,
+    _resolve,
+    _same_device,
+    result_type,
+)
 
 __all__ = [
     "arange",
@@ -93,7 +113,7 @@ def arange(
     for name, v in (("start", start), ("end", end), ("step", step)):
         if not _is_scalar(v) or isinstance(v, (bool, np.bool_)):
             raise TypeError(f"arange(): {name} must be a number, got {type(v).__name__}")
-        if not math.isfinite(v):
+        if isinstance(v, (float, np.floating)) and not math.isfinite(v):
             raise ValueError(f"arange(): {name} must be finite, got {v}")
     if step == 0:
         raise ValueError("arange(): step must be nonzero")
@@ -103,31 +123,51 @@ def arange(
     if dtype is None:
         dtype = int64 if all_int else float32
     dt, dev = _resolve(dtype, device)
-    if all_int:
-        n = max(0, -(int(start - end) // int(step)))
-    else:
-        n = max(0, math.ceil((end - start) / step))
+    try:
+        if all_int:
+            n = max(0, -(int(start - end) // int(step)))
+        else:
+            n = max(0, math.ceil((end - start) / step))
+        fstart, fstep = float(start), float(step)
+    except OverflowError:
+        raise MTIAValueError(
+            f"arange(): {start}, {end}, {step} are beyond what a double holds",
+            lib.MTIART_ERROR_INVALID_VALUE,
+        ) from None
+    exact = False
+    if n and dt._kind != _KIND_FLOATING:
+        # The values must fit the dtype (torch wraps them): the first and the last are the
+        # extremes. Beyond 2**53 a double (the kernel's start and step) is not exact.
+        first, last = _fill_value(start, dt), _fill_value(start + (n - 1) * step, dt)
+        exact = all_int and max(abs(first), abs(last)) > 2**53
     out = _empty((n,), dt, dev)
     if n:
-        st = lib.mtiart_op_arange(_stream_handle(dev), out._get_desc(), float(start), float(step))
+        h = _stream_handle(dev)
+        st = lib.mtiart_op_arange(
+            h, out._get_desc(), 0.0 if exact else fstart, 1.0 if exact else fstep
+        )
         if st:
             raise_status(st, "arange")
+        if exact:  # start + step * i, in the integer dtype
+            out.mul_(int(step)).add_(int(start))
     return out
 
 
 def from_numpy(
-    array: np.ndarray[Any, Any], *, dtype: _DTypeLike | None = None, device: _DeviceLike = None
+    ndarray: np.ndarray[Any, Any], *, dtype: _DTypeLike | None = None, device: _DeviceLike = None
 ) -> Tensor:
     """A device copy of a numpy array (same dtype unless ``dtype`` is given).
 
-    Unlike torch.from_numpy the memory is not shared: the tensor lives on the device.
+    Unlike torch.from_numpy the memory is not shared: the tensor lives on the device. In a
+    capture the copy reads ``ndarray`` at every replay (see :func:`tensor`).
     """
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(array).__name__}")
-    return tensor(array, dtype=dtype, device=device)
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy() expects a numpy.ndarray, got {type(ndarray).__name__}")
+    dt = None if dtype is None else _to_dtype(dtype)
+    return _from_host(ndarray, dt, _device_index(device), "from_numpy")
 
 
-def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
+def from_dlpack(ext_tensor: Any, *, device: _DeviceLike = None, copy: bool | None = None) -> Tensor:
     """A device tensor from any DLPack exporter (numpy arrays, torch CPU tensors, ...).
 
     An :class:`Tensor` is returned as is. Anything else is imported with
@@ -137,56 +177,73 @@ def from_dlpack(obj: Any, *, device: _DeviceLike = None) -> Tensor:
     memory is not part of. Supported dtypes: float32, float64, int32, int64, bool.
 
     Eagerly the copy completes before this returns, so the source may change afterwards.
-    While the current stream captures, the values are snapshotted at capture time and
-    the graph's copy node replays them.
+    While the current stream captures, the graph's copy node reads the exporter's memory
+    at every replay, as for any host array (which must then be C-contiguous), and the
+    graph keeps it alive.
+
+    ``copy`` as torch's: True copies (a Tensor too), None copies only what must be, and
+    False, which forbids a copy, is refused for anything but a Tensor of the device.
     """
-    if isinstance(obj, Tensor):
-        if device is None or _device_index(device) == obj._dev:
-            return obj
-        return obj.to(device=device)
-    if not hasattr(obj, "__dlpack__"):
+    if isinstance(ext_tensor, Tensor):
+        if device is None or _device_index(device) == ext_tensor._dev:
+            return ext_tensor.clone() if copy else ext_tensor
+        if copy is False:
+            raise ValueError("from_dlpack(copy=False): moving to another device copies")
+        return ext_tensor.to(device=device)
+    if not hasattr(ext_tensor, "__dlpack__"):
         raise TypeError(
-            f"from_dlpack() expects an object with __dlpack__, got {type(obj).__name__}"
+            f"from_dlpack() expects an object with __dlpack__, got {type(ext_tensor).__name__}"
         )
-    arr = np.from_dlpack(obj)
-    dev = _device_index(device)
-    h = _stream_handle(dev)
-    if capture_info(h, "from_dlpack").capturing:
-        # the captured copy reads its source at every replay: give it a private snapshot
-        # instead of the exporter's memory
-        arr = np.array(arr, copy=True, order="C")
-    else:
-        arr = np.ascontiguousarray(arr)
-    return tensor(arr, device=dev)
+    if copy is False:
+        raise ValueError(
+            "from_dlpack(copy=False): importing copies into device memory (foreign memory "
+            "cannot become a tensor's storage)"
+        )
+    return _from_host(np.from_dlpack(ext_tensor), None, _device_index(device), "from_dlpack")
 
 
-def empty_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
-    """An uninitialised tensor with t's shape (and dtype/device unless given)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"empty_like() expects a Tensor, got {type(t).__name__}")
-    dt, dev = _resolve(dtype, device, like=t)
-    return _empty(t._shape, dt, dev)
+def empty_like(
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: _DTypeLike | None = None,
+    device: _DeviceLike = None,
+) -> Tensor:
+    """An uninitialised tensor with input's shape (and dtype/device unless given)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"empty_like() expects a Tensor, got {type(input).__name__}")
+    dt, dev = _resolve(dtype, device, like=input)
+    return _empty(input._shape, dt, dev)
 
 
-def zeros_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
-    """Zeros with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).zero_()
+def zeros_like(
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: _DTypeLike | None = None,
+    device: _DeviceLike = None,
+) -> Tensor:
+    """Zeros with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).zero_()
 
 
-def ones_like(t: Tensor, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
-    """Ones with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).fill_(1)
+def ones_like(
+    input: Tensor,  # noqa: A002 - torch's name
+    *,
+    dtype: _DTypeLike | None = None,
+    device: _DeviceLike = None,
+) -> Tensor:
+    """Ones with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).fill_(1)
 
 
 def full_like(
-    t: Tensor,
+    input: Tensor,  # noqa: A002 - torch's name
     fill_value: _Scalar,
     *,
     dtype: _DTypeLike | None = None,
     device: _DeviceLike = None,
 ) -> Tensor:
-    """``fill_value`` everywhere, with t's shape (and dtype/device unless given)."""
-    return empty_like(t, dtype=dtype, device=device).fill_(fill_value)
+    """``fill_value`` everywhere, with input's shape (and dtype/device unless given)."""
+    return empty_like(input, dtype=dtype, device=device).fill_(fill_value)
 
 
 def where(
@@ -198,7 +255,7 @@ def where(
     if not isinstance(condition, Tensor):
         raise TypeError(f"where(): condition must be a Tensor, got {type(condition).__name__}")
     dev = condition._dev
-    dt = result_type(*(x for x in (input, other)))
+    dt = result_type(input, other)
     ops = []
     for x in (input, other):
         if isinstance(x, Tensor):
@@ -223,8 +280,8 @@ def where(
     return out
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
+def matmul(input: Tensor, other: Tensor) -> Tensor:  # noqa: A002 - torch's name
     """Matrix product (see :meth:`Tensor.matmul`)."""
-    if not isinstance(a, Tensor):
-        raise TypeError(f"matmul() expects Tensors, got {type(a).__name__}")
-    return _matmul(a, b)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"matmul() expects Tensors, got {type(input).__name__}")
+    return _matmul(input, other)

@@ -1,12 +1,15 @@
 """MTIA graphs: capture a stream of device work once, replay it many times.
 
 This module rebuilds the surface of PyTorch's ``torch/mtia/mtia_graph.py`` exactly
-(``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, plus a
-few extras in the spirit of ``torch.cuda`` graphs: ``capture_error_mode=``,
-``debug_dump(path)``, and an improved ``graph.__exit__`` that abandons a capture cleanly
-when the body raises; and of CUDA graphs: updating an executable in place
-(:meth:`MTIAGraph.update`, :meth:`MTIAGraph.recapture`), replays captured into another
-graph as child graphs, and conditional bodies (:func:`while_`, :func:`if_`).
+(``MTIAGraph``, ``graph``, ``graph_pool_handle``) on libmtiart's stream capture, with what
+``torch.cuda`` graphs add, under their names: ``capture_begin(pool=None,
+capture_error_mode=..., check_input_liveness=...)``, ``debug_dump(debug_path)``,
+``enable_debug_mode()``, the C handles (``raw_graph()``, ``raw_graph_exec()``, torch's
+``raw_cuda_graph``/``raw_cuda_graph_exec``); an improved ``graph.__exit__`` that
+abandons a capture cleanly when the body raises; and what CUDA graphs add: updating an
+executable in place (:meth:`MTIAGraph.update`, :meth:`MTIAGraph.recapture`), replays
+captured into another graph as child graphs, and conditional bodies (:func:`while_`,
+:func:`if_`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,26 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, SupportsIndex
 
 from typing_extensions import Self
 
-from ._C import InvalidHandleError, capture_info, check, ffi, lib, raise_status
-from .callbacks import capture_keepalive, keep_alive_for_capture
+from ._C import (
+    InvalidHandleError,
+    MTIAValueError,
+    capture_info,
+    check,
+    ffi,
+    keep_until_done,
+    lib,
+    raise_status,
+    release_done,
+)
+from .callbacks import capture_id_of, capture_keepalive, keep_for_capture
 from .device import device as _device_context
 from .dtypes import bool_, int32
 from .memory import empty_cache
 from .streams import (
-    Event,
     Stream,
     current_stream,
     stream as _stream_context,
@@ -65,20 +77,6 @@ def set_graph_fusion(enabled: bool | None) -> None:
     _fusion = enabled
 
 
-# Python host functions captured into graphs that were reset while a replay might still be
-# running: (event recorded after the last replay, callables). Entries go once the event
-# has completed; a query never waits, so this is safe even while another capture runs.
-_retired: list[tuple[Event | None, list[Any]]] = []
-
-
-def _purge_retired() -> None:
-    keep = []
-    for event, callbacks in _retired:
-        if event is not None and event.query():
-            continue
-        keep.append((event, callbacks))
-    _retired[:] = keep
-
 
 def _check_pool(pool: Any) -> tuple[int, int]:
     if (
@@ -90,10 +88,11 @@ def _check_pool(pool: Any) -> tuple[int, int]:
             f"pool must be a tuple of two ints (a value from graph_pool_handle() or "
             f"MTIAGraph.pool(), or (0, 0) for a new private pool), got {pool!r}"
         )
-    if pool[0] < 0 or pool[1] < 0 or (pool[0] and pool[1]):
-        raise ValueError(
+    if not all(0 <= x < 1 << 64 for x in pool) or (pool[0] and pool[1]):
+        raise MTIAValueError(
             f"invalid pool id {pool!r}: expected (0, 0), (n, 0) from MTIAGraph.pool() or "
-            f"(0, n) from graph_pool_handle()"
+            f"(0, n) from graph_pool_handle(), with 0 <= n < 2**64",
+            lib.MTIART_ERROR_INVALID_VALUE,
         )
     return pool
 
@@ -146,6 +145,7 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_debug",
         "_device",
         "_exec",
         "_graph",
@@ -163,6 +163,7 @@ class MTIAGraph:
     _capture_stream: Stream | None  # while capturing
     _capture_id: int
     _captured: bool
+    _debug: bool  # keep the template for debug_dump() even without keep_graph
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Stream | None
 
@@ -176,6 +177,7 @@ class MTIAGraph:
         self._capture_stream = None
         self._capture_id = 0
         self._captured = False
+        self._debug = False
         self._keepalive = []
         self._last_replay_stream = None
         return self
@@ -186,16 +188,28 @@ class MTIAGraph:
         pass
 
     def capture_begin(
-        self, pool: _POOL_HANDLE = (0, 0), capture_error_mode: str = "global"
+        self,
+        pool: _POOL_HANDLE | None = None,
+        capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
         Args:
-            pool: ``(0, 0)`` for a new private memory pool, or a pool id from
+            pool: None (or ``(0, 0)``) for a new private memory pool, or a pool id from
                 :func:`graph_pool_handle` / another graph's :meth:`pool` to share it.
             capture_error_mode: ``"global"`` (an unsafe call on any thread invalidates the
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
+            check_input_liveness: check at each replay that the memory the graph reads
+                outside its own pool is still the memory it captured (torch.cuda's keyword).
         """
+        if check_input_liveness:
+            raise NotImplementedError(
+                "MTIAGraph.capture_begin(check_input_liveness=True): the replay-time "
+                "liveness check is not available in this build"
+            )
+        if pool is None:
+            pool = (0, 0)
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
         if self._captured or self._capture_stream is not None:
@@ -249,7 +263,8 @@ class MTIAGraph:
                 try:
                     self._instantiate()
                 finally:
-                    self._destroy_template()
+                    if not self._debug:
+                        self._destroy_template()
         finally:
             # Last: a replay() on another thread sees the whole graph or none of it.
             self._captured = True
@@ -280,8 +295,12 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         # On a capturing stream the replay became a child graph of that capture, which runs
         # this graph's host functions (and reads its host buffers) as well.
-        if self._keepalive and not keep_alive_for_capture(stream._handle, list(self._keepalive)):
-            self._last_replay_stream = stream
+        if self._keepalive:
+            capture_id = capture_id_of(stream._handle)
+            if capture_id:
+                keep_for_capture(capture_id, list(self._keepalive))
+            else:
+                self._last_replay_stream = stream
 
     def reset(self) -> None:
         """Destroy the captured graph and reset the states (never raises; warns)."""
@@ -305,11 +324,12 @@ class MTIAGraph:
 
         ``other`` must be topologically identical to this graph (the same operations in
         the same order, with the same dependencies) and hold its template
-        (``MTIAGraph(keep_graph=True)``); what may differ are the tensors and values the
-        operations use. Replays already launched finish with the old ones; every replay
-        launched afterwards uses ``other``'s. Anything else raises :class:`MTIAValueError`
-        naming the first operation that differs, and leaves this graph unchanged. This
-        graph's own template (``keep_graph=True``) stays the one it captured.
+        (``MTIAGraph(keep_graph=True)``, or :meth:`enable_debug_mode`); what may differ are
+        the tensors and values the operations use. Replays already launched finish with
+        the old ones; every replay launched afterwards uses ``other``'s. Anything else
+        raises :class:`MTIAValueError` naming the first operation that differs, and leaves
+        this graph unchanged. This graph's own template (``keep_graph=True``) stays the one
+        it captured.
         """
         if not isinstance(other, MTIAGraph):
             raise TypeError(f"update() expects an MTIAGraph, got {type(other).__name__}")
@@ -317,7 +337,8 @@ class MTIAGraph:
         if template is None:
             raise RuntimeError(
                 "MTIAGraph.update() needs the other graph's template: capture it with "
-                "MTIAGraph(keep_graph=True) (or capture again with recapture())"
+                "MTIAGraph(keep_graph=True) or after enable_debug_mode() (or capture again "
+                "with recapture())"
             )
         exec_ = self._exec
         if exec_ is None:
@@ -335,7 +356,10 @@ class MTIAGraph:
 
     @contextlib.contextmanager
     def recapture(
-        self, stream: Stream | None = None, capture_error_mode: str = "global"
+        self,
+        stream: Stream | None = None,
+        capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ) -> Iterator[None]:
         r"""Capture the body again and update this graph's executable in place from it.
 
@@ -344,34 +368,44 @@ class MTIAGraph:
         other values, and then :meth:`update`\ s this graph's executable from it: no new
         instantiation, and later replays run the new capture. The capture must match the
         first one operation for operation; otherwise :class:`MTIAValueError` is raised and
-        the graph is left as it was. With ``keep_graph=True`` the new capture also becomes
-        this graph's template.
+        the graph is left as it was. With ``keep_graph=True`` (or :meth:`enable_debug_mode`)
+        the new capture also becomes this graph's template. The arguments are
+        :class:`graph`'s.
         """
         if not self._captured:
             raise RuntimeError("MTIAGraph.recapture() called before a successful capture")
         fresh = MTIAGraph(keep_graph=True)
         try:
             with graph(
-                fresh, pool=self.pool(), stream=stream, capture_error_mode=capture_error_mode
+                fresh,
+                pool=self.pool(),
+                stream=stream,
+                capture_error_mode=capture_error_mode,
+                check_input_liveness=check_input_liveness,
             ):
                 yield
             self.update(fresh)
             fresh._keepalive = []  # moved into this graph by update()
-            if self._keep_graph:
+            if self._keep_graph or self._debug:
                 self._graph, fresh._graph = fresh._graph, self._graph
         finally:
             fresh.reset()
 
-    def debug_dump(self, path: str) -> None:
-        """Write the captured graph as Graphviz DOT to ``path`` (needs ``keep_graph=True``)."""
-        with open(path, "w", encoding="utf-8") as f:
+    def enable_debug_mode(self) -> None:
+        """Keep the captured graph for :meth:`debug_dump` (and :meth:`dot`,
+        :meth:`raw_graph`) even without ``keep_graph=True``; call it before the capture
+        ends."""
+        self._debug = True
+
+    def debug_dump(self, debug_path: str) -> None:
+        """Write the captured graph as Graphviz DOT to ``debug_path`` (needs
+        ``keep_graph=True`` or :meth:`enable_debug_mode` before the capture ended)."""
+        with open(debug_path, "w", encoding="utf-8") as f:
             f.write(self.dot())
 
     def dot(self) -> str:
-        """The captured graph as Graphviz DOT text (needs ``keep_graph=True``)."""
-        graph = self._graph
-        if graph is None:
-            raise RuntimeError("no graph template to dump: capture with MTIAGraph(keep_graph=True)")
+        """The captured graph as Graphviz DOT text (see :meth:`debug_dump`)."""
+        graph = self._template("MTIAGraph.dot")
         length = ffi.new("size_t *")
         status = lib.mtiart_graph_to_dot(graph, ffi.NULL, 0, length)
         if status == 0:
@@ -381,6 +415,34 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.dot", self._graph is not graph)
         text: bytes = ffi.string(buf)
         return text.decode()
+
+    def raw_graph(self) -> int:
+        """The captured graph's ``mtiart_graph`` handle as an integer, for C code
+        (torch's ``raw_cuda_graph``): ``(mtiart_graph)(uintptr_t)value``.
+
+        Needs ``keep_graph=True`` (or :meth:`enable_debug_mode`). The MTIAGraph keeps
+        ownership: the handle is valid until :meth:`reset` or the object's end, and C code
+        must not destroy it.
+        """
+        return int(ffi.cast("uintptr_t", self._template("MTIAGraph.raw_graph")))
+
+    def raw_graph_exec(self) -> int:
+        """The executable graph's ``mtiart_graph_exec`` handle as an integer, for C code
+        (torch's ``raw_cuda_graph_exec``): ``(mtiart_graph_exec)(uintptr_t)value``, e.g. to
+        launch it with ``mtiart_graph_launch``.
+
+        Exists after :meth:`capture_end` (``keep_graph=False``) or :meth:`instantiate`. The
+        MTIAGraph keeps ownership: the handle is valid until :meth:`reset`, a new
+        :meth:`instantiate` (which replaces the executable) or the object's end, and C code
+        must not destroy it.
+        """
+        exec_ = self._exec
+        if exec_ is None:
+            raise RuntimeError(
+                "MTIAGraph.raw_graph_exec(): no executable graph: capture first "
+                "(with keep_graph=True, call instantiate() first)"
+            )
+        return int(ffi.cast("uintptr_t", exec_))
 
     def num_nodes(self) -> int:
         """Number of nodes of the captured graph."""
@@ -398,6 +460,12 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.num_nodes", reset_meanwhile)
         return int(count[0])
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an MTIAGraph owns its captured graph and executable: it cannot be copied or "
+            "pickled (capture the work again into another MTIAGraph, or share this object)"
+        )
+
     def __repr__(self) -> str:
         state = (
             "capturing"
@@ -413,6 +481,15 @@ class MTIAGraph:
             self._reset()
 
     # ---------------------------------------------------------------- internals
+
+    def _template(self, what: str) -> Any:
+        graph = self._graph
+        if graph is None:
+            raise RuntimeError(
+                f"{what}(): no captured graph is kept: capture with MTIAGraph(keep_graph=True), "
+                f"or call enable_debug_mode() before the capture ends"
+            )
+        return graph
 
     def _instantiate(self) -> None:
         if self._exec is not None:
@@ -449,13 +526,11 @@ class MTIAGraph:
         self._last_replay_stream = None
         if stream is not None:
             # A replay may still be running: keep the callables until it has completed.
-            event = None
-            if not stream.is_capturing():
-                event = Event()
-                event.record(stream)
-            _retired.append((event, keepalive))
-        # else: never replayed (or the capture failed): nothing can call them any more.
-        _purge_retired()
+            keep_until_done(stream._handle, keepalive)
+        else:
+            # Never replayed (or the capture failed): nothing can call them any more. What
+            # earlier resets kept may be done by now.
+            release_done()
 
     def _reset(self) -> None:
         # First: a replay() on another thread that finds no executable now reports an
@@ -486,7 +561,7 @@ class graph:
         pool: a pool id to share (see :func:`graph_pool_handle`), or None for a new one.
         stream: the capture stream; by default one stream per process, taken from
             ``current_stream()`` at the first use (as in torch).
-        capture_error_mode: see :meth:`MTIAGraph.capture_begin`.
+        capture_error_mode, check_input_liveness: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
     empty and reusable), the previous stream is restored, and the original exception
@@ -501,6 +576,7 @@ class graph:
         pool: _POOL_HANDLE | None = None,
         stream: Stream | None = None,
         capture_error_mode: str = "global",
+        check_input_liveness: bool = False,
     ):
         if not isinstance(mtia_graph, MTIAGraph):
             raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
@@ -513,6 +589,7 @@ class graph:
         )
         assert self.capture_stream is not None
         self.capture_error_mode = capture_error_mode
+        self.check_input_liveness = bool(check_input_liveness)
         _capture_mode(capture_error_mode)
         self.stream_ctx = _stream_context(self.capture_stream)
         # capture_begin() captures the current stream of the current device, so the capture
@@ -529,15 +606,20 @@ class graph:
         self.device_ctx.__enter__()
         self.stream_ctx.__enter__()
 
-        pool_arg = self.pool[0] if self.pool else (0, 0)
+        pool_arg = self.pool[0] if self.pool else None
         try:
-            self.mtia_graph.capture_begin(pool_arg, capture_error_mode=self.capture_error_mode)
+            self.mtia_graph.capture_begin(
+                pool_arg,
+                capture_error_mode=self.capture_error_mode,
+                check_input_liveness=self.check_input_liveness,
+            )
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)
             self.device_ctx.__exit__(None, None, None)
             raise
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, *args: object) -> None:
+        exc_type, exc, tb = args if len(args) == 3 else (None, None, None)
         if exc_type is None:
             try:
                 self.mtia_graph.capture_end()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._C import check, ffi, lib, raise_status, report_python_failure
+from ._C import MTIAValueError, check, ffi, lib, raise_status, report_python_failure
 from .callbacks import (
     HostCallback,
     new_token,
@@ -79,7 +79,10 @@ def _value_bytes(x: Any) -> bytes:
         return bytes((1 if x else 0,))  # C kernels read a uint8_t
     if isinstance(x, int):
         if not _INT64_MIN <= x <= _INT64_MAX:
-            raise OverflowError(f"int argument {x} does not fit in int64_t")
+            raise MTIAValueError(
+                f"int argument {x} does not fit in int64_t (-2**63 to 2**63 - 1)",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
         return x.to_bytes(8, sys.byteorder, signed=True)  # int64_t
     if isinstance(x, float):
         return struct.pack("=d", x)  # double
@@ -223,18 +226,25 @@ def load_kernel(path: str | os.PathLike[str], name: str) -> Kernel:
     """Load kernel ``name`` (an ``mtiart_kernel_fn`` symbol) from the shared library at
     ``path`` (dlopen + dlsym; the library stays loaded for the life of the process).
 
-    Raises :class:`~mtia_graph.MTIAError` (``MTIAValueError`` for a bad path or symbol)
-    when the runtime cannot load it.
+    Raises :class:`~mtia_graph.MTIAValueError` when the library or the symbol cannot be
+    loaded, or when either contains a NUL character (C would see a shorter name).
     """
     path = os.fspath(path)
     if not isinstance(name, str) or not name:
         raise TypeError("kernel name must be a non-empty str")
+    raw_path = os.fsencode(path)
+    if b"\0" in raw_path or "\0" in name:
+        raise MTIAValueError(
+            f"load_kernel(): the library path and the symbol name must not contain NUL "
+            f"characters (got {path!r}, {name!r})",
+            lib.MTIART_ERROR_INVALID_VALUE,
+        )
     out = ffi.new("mtiart_kernel_fn *")
     check(
-        lib.mtiart_kernel_load(path.encode(), name.encode(), out),
+        lib.mtiart_kernel_load(raw_path, name.encode(), out),
         f"load kernel {name!r} from {path!r}",
     )
-    return Kernel(out[0], name, path)
+    return Kernel(out[0], name, os.fsdecode(path))
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ __all__ = [
     "empty_cache",
     "max_memory_allocated",
     "max_memory_reserved",
+    "mem_get_info",
     "memory_allocated",
     "memory_reserved",
+    "memory_snapshot",
     "memory_stats",
     "reset_accumulated_memory_stats",
     "reset_peak_memory_stats",
@@ -107,6 +109,14 @@ def max_memory_reserved(device: _DeviceLike = None) -> int:
     return int(_raw_stats(device).reserved_bytes_peak)
 
 
+def mem_get_info(device: _DeviceLike = None) -> tuple[int, int]:
+    """``(free, total)`` bytes of a device (default: the current one), as
+    ``torch.cuda.mem_get_info``: the capacity, and what of it no segment holds (memory the
+    allocator caches counts as used, as it does for cudaMemGetInfo)."""
+    s = _raw_stats(device)
+    return (int(s.capacity) - int(s.reserved_bytes), int(s.capacity))
+
+
 def reset_peak_memory_stats(device: _DeviceLike = None) -> None:
     """Reset every ``*.peak`` statistic to its current value."""
     check(lib.mtiart_memory_reset_peak_stats(_device_index(device)), "reset_peak_memory_stats")
@@ -179,21 +189,37 @@ def _device_snapshot(idx: int) -> list[dict[str, Any]]:
     return segments
 
 
-def snapshot(device: _DeviceLike = None) -> list[dict[str, Any]]:
-    """The allocator's segments, torch-style (``torch.cuda.memory_snapshot()``).
+def memory_snapshot(
+    mempool_id: tuple[int, int] | None = None, include_traces: bool = True
+) -> list[dict[str, Any]]:
+    """The allocator's segments on every device, as ``torch.cuda.memory_snapshot()``.
 
     A list of segment dicts (``device``, ``address``, ``total_size``, ``allocated_size``,
     ``active_size``, ``requested_size``, ``stream``, ``segment_pool_id``, ``blocks``); each
     block has ``address``, ``size``, ``requested_size`` and ``state`` (one of
-    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``). Without
-    ``device`` all devices are included.
+    ``"active_allocated"``, ``"active_pending_free"``, ``"inactive"``).
+
+    Args:
+        mempool_id: only the segments of this pool (a graph's :meth:`MTIAGraph.pool`, a
+            :func:`graph_pool_handle`, ``(0, 0)`` for the default pool).
+        include_traces: torch's switch for allocation stack traces; this allocator records
+            none (every ``frames`` list is empty), so there is nothing to include.
     """
-    if device is None:
-        out: list[dict[str, Any]] = []
-        for idx in range(device_count()):
-            out.extend(_device_snapshot(idx))
-        return out
-    return _device_snapshot(_device_index(device))
+    del include_traces  # no allocation history is recorded
+    segments: list[dict[str, Any]] = []
+    for idx in range(device_count()):
+        segments.extend(_device_snapshot(idx))
+    if mempool_id is not None:
+        pool = (int(mempool_id[0]), int(mempool_id[1]))
+        segments = [seg for seg in segments if seg["segment_pool_id"] == pool]
+    return segments
+
+
+def snapshot() -> dict[str, Any]:
+    """The allocator's state as ``torch.mtia.snapshot()`` returns it: ``{"segments":
+    memory_snapshot(), "device_traces": [...]}``, one (empty: no allocation history is
+    recorded) trace list per device."""
+    return {"segments": memory_snapshot(), "device_traces": [[] for _ in range(device_count())]}
 
 
 # ---------------------------------------------------------------------------------------

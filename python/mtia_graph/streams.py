@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn, SupportsIndex
 
 from . import callbacks
-from ._C import capture_info, check, ffi, lib, raise_status
+from ._C import capture_info, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
 from .device import (
     Device,
     _device_index,
@@ -55,6 +55,8 @@ class Stream:
             raise TypeError(f"Stream() got unexpected keyword arguments {sorted(kwargs)}")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        # Clamped, as documented, also beyond a C int (the runtime clamps the rest).
+        priority = max(-(1 << 31), min(priority, (1 << 31) - 1))
         idx = _device_index(device)
         out = ffi.new("mtiart_stream *")
         check(lib.mtiart_stream_create(idx, priority, out), "Stream")
@@ -92,6 +94,29 @@ class Stream:
         """The stream's (clamped) priority."""
         return self._priority
 
+    @property
+    def device_type(self) -> str:
+        """Always ``"mtia"``."""
+        return "mtia"
+
+    @property
+    def native_handle(self) -> int:
+        """The runtime's ``mtiart_stream`` handle as an integer, for C code:
+        ``(mtiart_stream)(uintptr_t)value``. The Stream object keeps ownership: the handle
+        is valid while the object lives (a default stream's, always)."""
+        return int(ffi.cast("uintptr_t", self._handle))
+
+    def __enter__(self) -> Stream:
+        """``with s:`` makes ``s`` the current stream (and its device current) for the
+        block, as ``with stream(s):`` does."""
+        ctx = StreamContext(self)
+        ctx.__enter__()
+        _entered.stack.append(ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _entered.stack.pop().__exit__(None, None, None)
+
     def query(self) -> bool:
         """True if all work enqueued so far has completed.
 
@@ -101,8 +126,10 @@ class Stream:
         return check(lib.mtiart_stream_query(self._handle), "Stream.query") == 0
 
     def synchronize(self) -> None:
-        """Wait for all work enqueued so far; raises a sticky kernel/host-function error."""
-        check(lib.mtiart_stream_synchronize(self._handle), "Stream.synchronize")
+        """Wait for all work enqueued so far; raises a sticky kernel/host-function error.
+
+        Interruptible: Ctrl-C (KeyboardInterrupt) stops the wait, not the work."""
+        wait_stream(self._handle, "Stream.synchronize")
 
     def wait_event(self, event: Event) -> None:
         """Make work enqueued later on this stream wait for ``event``'s latest record."""
@@ -136,6 +163,12 @@ class Stream:
         """
         return callbacks.launch_host_func(self._handle, fn)
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an mtia_graph.Stream names a stream of this process's runtime: it cannot be "
+            "copied or pickled (use the object itself; another process makes its own streams)"
+        )
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Stream):
             return self._id == other._id
@@ -154,20 +187,31 @@ class Stream:
 class Event:
     """A marker in a stream: record it, wait on it, time between two of them.
 
-    ``Event(enable_timing=False, blocking=False, external=False)``; ``interprocess=True`` is
-    not supported.
+    ``Event(device=None, *, enable_timing=False, blocking=False, interprocess=False,
+    external=False)``, as ``torch.Event`` (``torch.mtia.Event``), with torch.cuda.Event's
+    ``external``:
+
+    * ``device``: the device whose streams record the event; None: the device of the first
+      stream that records it. Recording it on a stream of another device raises.
+    * ``enable_timing``: records keep a timestamp, for :meth:`elapsed_time`.
+    * ``blocking``: :meth:`synchronize` sleeps at once instead of spinning first.
+    * ``interprocess``: not supported (the runtime is one process's).
+    * ``external``: in a capture, a record of this event is meant for the host or for
+      other graphs (CUDA's external event record nodes), see below.
 
     Inside a graph capture, recording an ordinary event only orders the capture's streams
-    (a fork or join, no node of its own). An ``external=True`` event (torch.cuda's flag) is
-    recorded by every replay of the graph instead, at the point of the capture where it was
-    recorded, so :meth:`query`, :meth:`synchronize`, :meth:`wait` and :meth:`elapsed_time`
-    see the replays (timing a graph's work from inside it, signalling work outside it).
+    (a fork or join, no node of its own). An ``external=True`` event is recorded by every
+    replay of the graph instead, at the point of the capture where it was recorded, so
+    :meth:`query`, :meth:`synchronize`, :meth:`wait` and :meth:`elapsed_time` see the
+    replays (timing a graph's work from inside it, signalling work outside it).
     """
 
-    __slots__ = ("__weakref__", "_handle", "blocking", "enable_timing", "external")
+    __slots__ = ("__weakref__", "_device", "_handle", "blocking", "enable_timing", "external")
 
     def __init__(
         self,
+        device: _DeviceLike = None,
+        *,
         enable_timing: bool = False,
         blocking: bool = False,
         interprocess: bool = False,
@@ -175,6 +219,7 @@ class Event:
     ) -> None:
         if interprocess:
             raise ValueError("interprocess events are not supported")
+        self._device: int | None = None if device is None else _device_index(device)
         flags = lib.MTIART_EVENT_DEFAULT
         if enable_timing:
             flags |= lib.MTIART_EVENT_TIMING
@@ -187,13 +232,31 @@ class Event:
         self.blocking = bool(blocking)
         self.external = bool(external)
 
+    @property
+    def device(self) -> Device:
+        """The event's device (``mtia``, without an index, until a stream records it)."""
+        return Device("mtia") if self._device is None else _device_object(self._device)
+
+    @property
+    def event_id(self) -> int:
+        """The runtime's handle of the event, as an integer (stable while the event lives)."""
+        return int(ffi.cast("uintptr_t", self._handle))
+
     def record(self, stream: Stream | None = None) -> None:
-        """Record the event on ``stream`` (default: the current stream); in a capture, an
-        external event becomes a node that records it at every replay."""
+        """Record the event on ``stream`` (default: the current stream of the event's
+        device, else of the current device); in a capture, an external event becomes a node
+        that records it at every replay."""
         if stream is None:
-            stream = current_stream()
+            stream = current_stream(self._device)
         elif not isinstance(stream, Stream):
             raise TypeError(f"record() expects a Stream, got {type(stream).__name__}")
+        if self._device is None:
+            self._device = stream.device_index
+        elif stream.device_index != self._device:
+            raise ValueError(
+                f"Event.record(): the event is of mtia:{self._device}, the stream of "
+                f"mtia:{stream.device_index}"
+            )
         flags = lib.MTIART_EVENT_RECORD_EXTERNAL if self.external else 0
         check(
             lib.mtiart_event_record_with_flags(self._handle, stream._handle, flags),
@@ -218,8 +281,9 @@ class Event:
         return check(lib.mtiart_event_query(self._handle), "Event.query") == 0
 
     def synchronize(self) -> None:
-        """Wait until the latest record has completed."""
-        check(lib.mtiart_event_synchronize(self._handle), "Event.synchronize")
+        """Wait until the latest record has completed (interruptible, as
+        :meth:`Stream.synchronize`)."""
+        wait_event(self._handle, "Event.synchronize")
 
     def elapsed_time(self, end_event: Event) -> float:
         """Milliseconds from this event's record to ``end_event``'s (both timing events,
@@ -232,9 +296,24 @@ class Event:
             raise_status(status, "Event.elapsed_time")
         return float(ms[0])
 
-    def __repr__(self) -> str:
-        return f"<mtia_graph.Event {int(ffi.cast('uintptr_t', self._handle)):#x}>"
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an mtia_graph.Event is an event of this process's runtime: it cannot be copied "
+            "or pickled (create another Event; interprocess events are not supported)"
+        )
 
+    def __repr__(self) -> str:
+        return f"<mtia_graph.Event {self.event_id:#x} device={self.device}>"
+
+
+class _EnteredStreams(threading.local):
+    """The contexts of the ``with stream_object:`` blocks the calling thread is in."""
+
+    def __init__(self) -> None:
+        self.stack: list[StreamContext] = []
+
+
+_entered = _EnteredStreams()
 
 _default_streams: dict[int, Stream] = {}
 
@@ -331,7 +410,7 @@ class StreamContext:
         set_stream(cur)
         return cur
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:  # noqa: A002 - torch's names
         if self.stream is None:
             return
         src_prev, dst_prev = self._saved.pop()
@@ -348,10 +427,10 @@ def synchronize(device: _DeviceLike = None) -> None:
     """Wait for all work on all streams of a device (default: the current device).
 
     Raises the first sticky kernel/host-function error of its streams, and
-    :class:`CaptureError` while a capture is active.
+    :class:`CaptureError` while a capture is active. Interruptible: Ctrl-C
+    (KeyboardInterrupt) stops the wait, not the work.
     """
-    idx = _device_index(device)
-    check(lib.mtiart_device_synchronize(idx), "synchronize")
+    wait_device(_device_index(device), "synchronize")
 
 
 def is_current_stream_capturing() -> bool:

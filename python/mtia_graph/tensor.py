@@ -22,16 +22,33 @@ methods call the operations, so neither can sit in a layer below the other.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterator, Sequence
 from typing import Any, SupportsIndex, Union
 
 import numpy as np
 
-from ._C import CaptureError, MTIAError, capture_info, check, ffi, lib, raise_status
-from ._shapes import Shape, _broadcast_shapes, _infer_shape, _norm_dim, _numel, _parse_size
-from ._storage import _download, _host_array, _host_view, _numeric_array, _Storage, _upload
+from ._C import (
+    CaptureError,
+    MTIAError,
+    MTIAValueError,
+    capture_info,
+    ffi,
+    lib,
+    raise_status,
+    wait_stream,
+)
+from ._shapes import (
+    _INT64_MAX,
+    Shape,
+    _broadcast_shapes,
+    _infer_shape,
+    _norm_dim,
+    _numel,
+    _parse_size,
+)
+from ._storage import _copy_source, _download, _host_array, _host_view, _Storage, _upload
+from .callbacks import capture_id_of
 from .device import Device, _device_index, _device_object, _DeviceLike
 from .dtypes import (
     _BY_NAME,
@@ -39,7 +56,9 @@ from .dtypes import (
     _KIND_INTEGER,
     _combine,
     _DTypeLike,
+    _fill_value,
     _is_scalar,
+    _operand,
     _promote,
     _Scalar,
     _scalar_dtype,
@@ -120,8 +139,10 @@ _FLOAT_UNARY = frozenset(
         lib.MTIART_UNARY_TANH,
         lib.MTIART_UNARY_SIGMOID,
         lib.MTIART_UNARY_GELU,
+        lib.MTIART_UNARY_GELU_ERF,
     )
 )
+_GELU_OPS = {"none": lib.MTIART_UNARY_GELU_ERF, "tanh": lib.MTIART_UNARY_GELU}
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 
 
@@ -142,11 +163,18 @@ def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
     t._numel = n
     t._desc = None
     if n:
+        nbytes = n * dt.itemsize
+        if nbytes > _INT64_MAX:
+            raise MTIAValueError(
+                f"size {shape} of {dt.name}: {nbytes} bytes is more than a tensor can hold, "
+                f"2**63 - 1",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
         try:
             h = _tls.handles[dev]
         except IndexError:
             h = _thread_streams().handles[dev]
-        storage = t._storage = _Storage(h, n * dt.itemsize, dev)
+        storage = t._storage = _Storage(h, nbytes, dev)
         t._data = storage.ptr
     else:
         t._storage = None
@@ -220,14 +248,45 @@ def _resolve(
 
 
 def _scalar_args(x: _Scalar, dt: dtype) -> tuple[float, int]:
-    """(fscalar, iscalar) for a kernel computing in ``dt``."""
+    """(fscalar, iscalar) for a kernel computing in ``dt`` (MTIAValueError for a value
+    ``dt`` does not hold: see ``dtypes._operand``)."""
+    v = _operand(x, dt)
     if dt._kind == _KIND_FLOATING:
-        return float(x), 0
-    return 0.0, int(x)
+        return v, 0
+    return 0.0, int(v)
 
 
-def result_type(*operands: Tensor | _Scalar) -> dtype:
-    """The dtype torch would compute ``operands`` in (tensors and Python scalars)."""
+# a OP b for b beyond every value of a's integer dtype: (b above, b below) -> the result.
+_BEYOND = {
+    EQ: (False, False),
+    NE: (True, True),
+    LT: (True, False),
+    LE: (True, False),
+    GT: (False, True),
+    GE: (False, True),
+}
+_REVERSED = {EQ: EQ, NE: NE, LT: GT, LE: GE, GT: LT, GE: LE}
+
+
+def _compare_beyond(a: Tensor, dt: dtype, b: _Scalar, op: int, reverse: bool) -> Tensor | None:
+    """``a OP b`` (``b OP a`` when reverse) compared in the integer dtype ``dt``, for an
+    integer ``b`` that ``dt`` cannot hold: the answer is the same for every element (as numpy
+    gives it), where torch would wrap ``b``. None when ``b`` fits."""
+    v = int(b)
+    if dt._min <= v <= dt._max:
+        return None
+    above, below = _BEYOND[_REVERSED[op] if reverse else op]
+    return _empty(a._shape, bool_, a._dev).fill_(above if v > dt._max else below)
+
+
+def result_type(tensor: Tensor | _Scalar, other: Tensor | _Scalar) -> dtype:
+    """The dtype torch computes an operation of ``tensor`` and ``other`` in (tensors or
+    Python scalars), as ``torch.result_type``."""
+    return _result_type(tensor, other)
+
+
+def _result_type(*operands: Tensor | _Scalar) -> dtype:
+    """:func:`result_type` of any number of operands."""
     dim: dtype | None = None
     zero: dtype | None = None
     wrapped: dtype | None = None
@@ -264,13 +323,17 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     elif _is_scalar(b):
         dt = result_type(a, b)
     elif isinstance(b, (np.ndarray, list, tuple)):
-        b = tensor(b, device=a._dev)
+        b = _from_host(b, None, a._dev, _BIN_NAMES[op])
         dt = result_type(a, b)
     else:
         return NotImplemented  # type: ignore[no-any-return]  # operators pass it to Python
     if op == DIV and dt._kind != _KIND_FLOATING:
         dt = float32
     out_dt = bool_ if op in _CMP_OPS else dt
+    if out_dt is bool_ and dt._kind == _KIND_INTEGER and not isinstance(b, Tensor):
+        beyond = _compare_beyond(a, dt, b, op, reverse)
+        if beyond is not None:
+            return beyond
     x = _cast(a, dt)
     h = _stream_handle(a._dev)
     if isinstance(b, Tensor):
@@ -305,7 +368,7 @@ def _binary_(self: Tensor, b: object, op: int) -> Tensor:
         _same_device(self, b)
     elif not _is_scalar(b):
         if isinstance(b, (np.ndarray, list, tuple)):
-            b = tensor(b, device=self._dev)
+            b = _from_host(b, None, self._dev, _BIN_NAMES[op] + "_")
         else:
             raise TypeError(
                 f"{_BIN_NAMES[op]}_(): expected a Tensor or a number, got {type(b).__name__}"
@@ -584,8 +647,12 @@ class Tensor:
 
     # -- host access ------------------------------------------------------------------
 
-    def numpy(self) -> np.ndarray:
-        """A host copy (waits for the current stream; CaptureError while it captures)."""
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """A host copy (waits for the current stream; CaptureError while it captures).
+
+        The result is always a copy in host memory, so torch's ``force`` (copy when the
+        tensor cannot be shared as it is) changes nothing here.
+        """
         return _download(_stream_handle(self._dev), self._data, self._shape, self._dtype._np)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
@@ -641,7 +708,7 @@ class Tensor:
                 "(exporting synchronizes the stream)",
                 lib.MTIART_ERROR_CAPTURE_UNSUPPORTED,
             )
-        check(lib.mtiart_stream_synchronize(h), "__dlpack__")
+        wait_stream(h, "__dlpack__")
         view = _host_view(self._storage, self._data, self._shape, self._dtype._np)
         kwargs: dict[str, Any] = {}
         if max_version is not None:
@@ -724,14 +791,12 @@ class Tensor:
         if not _is_scalar(value):
             raise TypeError(f"fill_(): expected a number, got {type(value).__name__}")
         if self._numel:
+            v = _fill_value(value, self._dtype)
+            h = _stream_handle(self._dev)
             if self._dtype._kind == _KIND_FLOATING:
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), float(value), 0)
-            elif self._dtype is bool_:
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, 1 if value else 0)
+                st = _op_fill(h, self._get_desc(), v, 0)
             else:
-                if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-                    raise ValueError(f"cannot fill an integer tensor with {value}")
-                st = _op_fill(_stream_handle(self._dev), self._get_desc(), 0.0, int(value))
+                st = _op_fill(h, self._get_desc(), 0.0, int(v))
             if st:
                 raise_status(st, "fill_")
         return self
@@ -744,32 +809,27 @@ class Tensor:
                 raise_status(st, "zero_")
         return self
 
-    def copy_(self, src: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any]) -> Tensor:
+    def copy_(
+        self,
+        src: Tensor | _Scalar | np.ndarray[Any, Any] | Sequence[Any],
+        non_blocking: bool = False,
+    ) -> Tensor:
         """Copy ``src`` (a Tensor, numpy array or nested sequence / number) into self,
-        broadcasting it to self's shape and converting its dtype."""
+        broadcasting it to self's shape and converting its dtype.
+
+        From host data, the copy is synchronous unless ``non_blocking``: then it is enqueued
+        on the current stream (the host array is kept alive until it has run; write to it
+        again only after synchronizing). Device copies are always enqueued.
+        """
         if not isinstance(src, Tensor):
-            arr = _numeric_array(src, "copy_(): cannot copy from")
-            try:
-                arr = np.broadcast_to(arr, self._shape)
-            except ValueError:
-                raise ValueError(
-                    f"copy_(): source of shape {arr.shape} cannot be broadcast to {self._shape}"
-                ) from None
-            _upload(
-                _stream_handle(self._dev),
-                self._data,
-                arr.astype(self._dtype._np, order="C"),
-                "copy_",
-            )
+            h = _stream_handle(self._dev)
+            cid = capture_id_of(h)
+            arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
+            _upload(h, self._data, arr, "copy_", cid, non_blocking)
             return self
         if src._dev != self._dev:
-            _upload(
-                _stream_handle(self._dev),
-                self._data,
-                np.broadcast_to(src.numpy(), self._shape).astype(self._dtype._np, order="C"),
-                "copy_",
-            )
-            return self
+            # numpy() refuses during a capture, which cannot copy between devices
+            return self.copy_(src.numpy())
         shape = _broadcast_shapes(self._shape, src._shape)
         if shape != self._shape:
             raise ValueError(
@@ -796,14 +856,17 @@ class Tensor:
             raise_status(st, "copy_")
         return self
 
-    def add_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def add_(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self += alpha * other`` in place."""
         # Fast path (a Python number, alpha 1): straight to the kernel library. The dtype
         # kinds are literals (2 floating, 1 integer, asserted at the top), saving lookups.
         tp = type(other)
         if alpha == 1:
-            kind = self._dtype._kind
-            if (kind == 2 and (tp is float or tp is int)) or (kind == 1 and tp is int):
+            dt = self._dtype
+            kind = dt._kind
+            if (kind == 2 and (tp is float or tp is int)) or (
+                kind == 1 and tp is int and dt._min <= other <= dt._max  # type: ignore[operator]
+            ):
                 d = self._desc
                 if d is None:
                     d = self._get_desc()
@@ -811,17 +874,20 @@ class Tensor:
                     h = _tls.handles[self._dev]
                 except IndexError:
                     h = _thread_streams().handles[self._dev]
-                if kind == 2:
-                    st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
-                else:
-                    st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
+                try:
+                    if kind == 2:
+                        st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
+                    else:
+                        st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
+                except OverflowError:  # an int too big for a double: the slow path says so
+                    return _binary_(self, other, ADD)
                 if st:
                     raise_status(st, "add_")
                 return self
             return _binary_(self, other, ADD)
         return _binary_(self, _scaled(self, other, alpha), ADD)
 
-    def sub_(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def sub_(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self -= alpha * other`` in place."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
@@ -857,13 +923,13 @@ class Tensor:
 
     # -- out-of-place -----------------------------------------------------------------
 
-    def add(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def add(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self + alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
         return _binary_method(self, other, ADD)
 
-    def sub(self, other: _Operand, alpha: _Scalar = 1) -> Tensor:
+    def sub(self, other: _Operand, *, alpha: _Scalar = 1) -> Tensor:
         """``self - alpha * other``."""
         if alpha != 1:
             other = _scaled(self, other, alpha)
@@ -1026,9 +1092,18 @@ class Tensor:
         """Elementwise logistic sigmoid (integer inputs give float32)."""
         return _unary(self, lib.MTIART_UNARY_SIGMOID, "sigmoid")
 
-    def gelu(self) -> Tensor:
-        """GELU, tanh approximation."""
-        return _unary(self, lib.MTIART_UNARY_GELU, "gelu")
+    def gelu(self, approximate: str = "none") -> Tensor:
+        """GELU, as torch's: ``x * Phi(x)`` (Phi the standard normal CDF, computed through
+        erfc) with ``approximate="none"``, or the tanh approximation
+        ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`` with ``"tanh"``. Integer
+        inputs give float32."""
+        op = _GELU_OPS.get(approximate) if isinstance(approximate, str) else None
+        if op is None:
+            raise MTIAValueError(
+                f"gelu(): approximate must be 'none' or 'tanh', got {approximate!r}",
+                lib.MTIART_ERROR_INVALID_VALUE,
+            )
+        return _unary(self, op, "gelu")
 
     def clone(self) -> Tensor:
         """A copy in new memory."""
@@ -1098,17 +1173,17 @@ class Tensor:
 
     def __matmul__(self, other: Tensor | np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
-            other = tensor(other, device=self._dev)
+            other = _from_host(other, None, self._dev, "matmul")
         elif not isinstance(other, Tensor):
             return NotImplemented
         return _matmul(self, other)
 
     def __rmatmul__(self, other: np.ndarray[Any, Any]) -> Tensor:
         if isinstance(other, np.ndarray):
-            return _matmul(tensor(other, device=self._dev), self)
+            return _matmul(_from_host(other, None, self._dev, "matmul"), self)
         return NotImplemented
 
-    def softmax(self, dim: int = -1) -> Tensor:
+    def softmax(self, dim: int) -> Tensor:
         """Softmax along ``dim`` (integer inputs are computed in float32)."""
         x = self if self._dtype._kind == _KIND_FLOATING else _cast(self, float32)
         d = _norm_dim(dim, len(self._shape))
@@ -1128,9 +1203,19 @@ class Tensor:
 
     view = reshape
 
-    def flatten(self) -> Tensor:
-        """A 1-D view of all elements; shares storage."""
-        return _view(self, (self._numel,))
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """A view with dimensions ``start_dim`` to ``end_dim`` merged into one (all of them by
+        default: 1-D); shares storage."""
+        nd = len(self._shape)
+        if nd == 0:  # a scalar flattens to one element; its dims are 0 and -1
+            _norm_dim(start_dim, 0)
+            _norm_dim(end_dim, 0)
+            return _view(self, (1,))
+        lo, hi = _norm_dim(start_dim, nd), _norm_dim(end_dim, nd)
+        if lo > hi:
+            raise ValueError("flatten() has invalid args: start_dim cannot come after end_dim")
+        merged = _numel(self._shape[lo : hi + 1])
+        return _view(self, (*self._shape[:lo], merged, *self._shape[hi + 1 :]))
 
     def unsqueeze(self, dim: int) -> Tensor:
         """A view with a dimension of size 1 inserted at ``dim``; shares storage."""
@@ -1239,18 +1324,34 @@ def _scaled(self: Tensor, other: _Operand, alpha: _Scalar) -> _Operand:
         return _binary(other, alpha, MUL)
     if _is_scalar(other):
         return other * alpha
-    return _binary(tensor(other, device=self._dev), alpha, MUL)
+    return _binary(_from_host(other, None, self._dev, "alpha * other"), alpha, MUL)
 
 
 def tensor(data: Any, *, dtype: _DTypeLike | None = None, device: _DeviceLike = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested sequences, numpy arrays or
     tensors). Python floats give float32, ints int64, bools bool; numpy arrays keep their
-    dtype."""
+    dtype.
+
+    While the current stream captures, the copy is a graph node that reads ``data`` at
+    every replay when it is an array (or buffer) the caller holds, which the graph keeps
+    alive; numbers and sequences are read once, at capture. See the README's "Graph
+    semantics".
+    """
     if isinstance(data, Tensor):
         dt, dev = _resolve(dtype, device, like=data)
         return data.to(dtype=dt, device=dev, copy=True)
-    arr, dt = _host_array(data, None if dtype is None else _to_dtype(dtype))
-    dev = _device_index(device)
+    return _from_host(
+        data, None if dtype is None else _to_dtype(dtype), _device_index(device), "tensor"
+    )
+
+
+def _from_host(data: Any, dt: dtype | None, dev: int, what: str) -> Tensor:
+    """A new tensor on device ``dev`` holding host ``data`` (of dtype ``dt``, else inferred);
+    ``what`` names the call in errors. In a capture, arrays are read in place at every replay
+    (``_storage._host_array``)."""
+    h = _stream_handle(dev)
+    cid = capture_id_of(h)
+    arr, dt = _host_array(data, dt, what, in_place=bool(cid))
     out = _empty(arr.shape, dt, dev)
-    _upload(_stream_handle(dev), out._data, arr, "tensor")
+    _upload(h, out._data, arr, what, cid)
     return out

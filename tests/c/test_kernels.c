@@ -478,6 +478,7 @@ static double ref_unary_f(int op, double x) {
     case MTIART_UNARY_SQRT: return sqrt(x);
     case MTIART_UNARY_TANH: return tanh(x);
     case MTIART_UNARY_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case MTIART_UNARY_GELU_ERF: return 0.5 * x * erfc(-x / sqrt(2.0));
     default: {
         /* 0.5 x (1 + tanh(u)) written as x / (1 + exp(-2u)): the same function without the
          * cancellation of 1 + tanh(u) for negative x. */
@@ -504,7 +505,7 @@ static void test_unary(void) {
                 set_f(&a, 7, INFINITY);
             }
             upload(&a);
-            for (int op = 0; op <= MTIART_UNARY_GELU; op++) {
+            for (int op = 0; op <= MTIART_UNARY_GELU_ERF; op++) {
                 tensor o = T_NEW(dt, n);
                 mtiart_status st = mtiart_op_unary(S, (mtiart_unary_op)op, &o.d, &a.d);
                 int supported = is_float(dt) || op <= MTIART_UNARY_RELU;
@@ -553,6 +554,52 @@ static void test_unary(void) {
     t_compare("in-place exp", &t, &h, 1e-14, 0);
     h_free(&h);
     t_free(&t);
+}
+
+/* The exact GELU keeps its relative precision everywhere float32 has it, the left tail
+ * included (where 0.5 x (1 + erf(x / sqrt 2)) cancels): a dense sweep of [-14, 14] (beyond,
+ * the results are 0, inf or leave the normal range), each float32 against the double
+ * reference, and the values torch gives (gelu(1) = 0.841345, not the tanh form's 0.841192). */
+static void test_gelu_erf(void) {
+    enum { N = 280001 };
+    tensor a = T_NEW(MTIART_DTYPE_FLOAT32, N), o = T_NEW(MTIART_DTYPE_FLOAT32, N);
+    for (int64_t i = 0; i < N; i++) set_f(&a, i, -14.0 + 28.0 * (double)i / (N - 1));
+    upload(&a);
+    CHECK_OK(mtiart_op_unary(S, MTIART_UNARY_GELU_ERF, &o.d, &a.d));
+    download(&o);
+    double worst = 0;
+    int64_t worst_at = 0;
+    for (int64_t i = 0; i < N; i++) {
+        double x = get_f(&a, i), want = 0.5 * x * erfc(-x / sqrt(2.0)), got = get_f(&o, i);
+        if (fabs(want) < 1e-36) continue; /* denormal results have no relative precision */
+        double err = fabs(got - want) / fabs(want);
+        if (err > worst) worst = err, worst_at = i;
+    }
+    CHECK(worst < 2e-6, "exact gelu: relative error %.3g at x = %.9g", worst, get_f(&a, worst_at));
+    t_free(&a);
+    t_free(&o);
+
+    const double xs[] = {1.0, -1.0, -5.0, 0.0, 3.0, -INFINITY, INFINITY, NAN};
+    const double want[] = {0.8413447460685429, -0.15865525393145707,
+                           -1.4332579e-06,     0.0,
+                           2.995950450,        NAN,
+                           INFINITY,           NAN};
+    enum { M = sizeof xs / sizeof xs[0] };
+    for (int dt = MTIART_DTYPE_FLOAT32; dt <= MTIART_DTYPE_FLOAT64; dt++) {
+        tensor b = T_NEW(dt, M), r = T_NEW(dt, M);
+        for (int i = 0; i < M; i++) set_f(&b, i, xs[i]);
+        upload(&b);
+        CHECK_OK(mtiart_op_unary(S, MTIART_UNARY_GELU_ERF, &r.d, &b.d));
+        download(&r);
+        for (int i = 0; i < M; i++) {
+            double got = get_f(&r, i);
+            int ok = isnan(want[i]) ? isnan(got)
+                                    : got == want[i] || fabs(got - want[i]) <= 1e-6 * fabs(want[i]);
+            CHECK(ok, "gelu (erf) %s of %g: %.9g, expected %.9g", dt_name(dt), xs[i], got, want[i]);
+        }
+        t_free(&b);
+        t_free(&r);
+    }
 }
 
 /* Reference reduction over (outer, len, inner) view. */
@@ -1187,6 +1234,7 @@ int main(void) {
     test_binary_inplace();
     test_binary_scalar();
     test_unary();
+    test_gelu_erf();
     test_reduce();
     test_reduce_invalid();
     test_matmul();

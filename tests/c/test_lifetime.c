@@ -114,7 +114,8 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     mtiart_capture_status cs;
     uint32_t flags;
     mtiart_arg arg = {MTIART_ARG_BUFFER_IN, 0, g_dev, 64};
-    switch (rnd(seed) % 14) {
+    char back[8];
+    switch (rnd(seed) % 16) {
     case 0: USE(K_STREAM, mtiart_launch_kernel(s, k_noop, 1 + rnd(seed) % 3, &arg, 1)); break;
     case 1:
         /* Data only in blocks of this stream, freed on it. */
@@ -168,8 +169,13 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
     case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
-    case 11: USE(K_STREAM, mtiart_stream_get_flags(s, &flags)); break;
+    case 11: USE(K_STREAM, mtiart_stream_synchronize_timeout(s, rnd(seed) % 2 ? 0 : 100000)); break;
     case 12:
+        USE(K_STREAM, mtiart_memcpy_timeout(s, back, g_dev, sizeof back,
+                                            MTIART_MEMCPY_DEVICE_TO_HOST, UINT64_MAX));
+        break;
+    case 13: USE(K_STREAM, mtiart_stream_get_flags(s, &flags)); break;
+    case 14:
         USE(K_STREAM,
             mtiart_event_record_with_flags(g_stream_event, s, MTIART_EVENT_RECORD_EXTERNAL));
         break;
@@ -183,7 +189,7 @@ static void use_event(uint32_t *seed, uint64_t handle) {
     mtiart_graph g;
     mtiart_graph_exec x;
     size_t node;
-    switch (rnd(seed) % 8) {
+    switch (rnd(seed) % 9) {
     case 0: USE(K_EVENT, mtiart_event_record(e, g_event_stream)); break;
     case 6:
         USE(K_EVENT,
@@ -205,6 +211,7 @@ static void use_event(uint32_t *seed, uint64_t handle) {
     case 2: USE(K_EVENT, mtiart_event_synchronize(e)); break;
     case 3: USE(K_EVENT, mtiart_event_elapsed_time(g_timing_event, e, &ms)); break;
     case 4: USE(K_EVENT, mtiart_event_elapsed_time(e, g_timing_event, &ms)); break;
+    case 5: USE(K_EVENT, mtiart_event_synchronize_timeout(e, rnd(seed) % 2 ? 0 : 100000)); break;
     default: USE(K_EVENT, mtiart_stream_wait_event(g_event_stream, e)); break;
     }
 }

@@ -83,6 +83,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     mtiart_device_properties props;
     EXPECT_PREFIX(mtiart_device_get_properties, 99, &props);
     EXPECT_PREFIX(mtiart_device_synchronize, -1);
+    EXPECT_PREFIX(mtiart_device_synchronize_timeout, 77, 0);
     EXPECT_PREFIX(mtiart_stream_get_default, 99, &def);
     EXPECT_PREFIX(mtiart_stream_create, 0, 0, NULL);
     EXPECT_PREFIX(mtiart_stream_destroy, def);
@@ -92,6 +93,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_stream_get_id, NULL, &id);
     EXPECT_PREFIX(mtiart_stream_query, NULL);
     EXPECT_PREFIX(mtiart_stream_synchronize, bad_stream);
+    EXPECT_PREFIX(mtiart_stream_synchronize_timeout, bad_stream, 1000);
     EXPECT_PREFIX(mtiart_stream_wait_event, s, NULL);
     mtiart_stream made;
     uint32_t flags;
@@ -120,6 +122,9 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
                  "mtiart_memcpy_async", "source: ");
     EXPECT_NAMED(mtiart_memcpy(s, host, host + 8, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE),
                  "mtiart_memcpy", "destination: ");
+    EXPECT_NAMED(mtiart_memcpy_timeout(s, host, host + 8, 8, MTIART_MEMCPY_DEVICE_TO_DEVICE, 0),
+                 "mtiart_memcpy_timeout", "destination: ");
+    EXPECT_PREFIX(mtiart_memcpy_timeout, bad_stream, dev, host, 8, MTIART_MEMCPY_HOST_TO_DEVICE, 0);
     EXPECT_PREFIX(mtiart_fill_async, s, dev, host, 3, 4);
     /* A refused memset speaks of itself, not of memcpy. */
     EXPECT_NAMED(mtiart_memset_async(s, host, 0, 8), "mtiart_memset_async", "destination: ");
@@ -136,6 +141,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
                  "flags");
     EXPECT_PREFIX(mtiart_event_query, NULL);
     EXPECT_PREFIX(mtiart_event_synchronize, NULL);
+    EXPECT_PREFIX(mtiart_event_synchronize_timeout, NULL, 5);
     EXPECT_PREFIX(mtiart_event_elapsed_time, e, e, &ms); /* never recorded */
     EXPECT_PREFIX(mtiart_event_elapsed_time, e, e, NULL);
     CHECK_OK(mtiart_event_destroy(e));

@@ -944,7 +944,7 @@ static void op_build(void) {
 static void op_sync(void) {
     int slot;
     mtiart_stream h = stream_arg(&slot);
-    switch (u8() % 5) {
+    switch (u8() % 8) {
     case 0:
     case 1: {
         mtiart_status st = chk(mtiart_stream_synchronize(h), "stream_synchronize");
@@ -955,6 +955,20 @@ static void op_sync(void) {
     }
     case 2: chk(mtiart_stream_query(h), "stream_query"); return;
     case 3: chk(mtiart_device_synchronize(0), "device_synchronize"); return;
+    /* Timed waits: NOT_READY, or what the untimed call would return. */
+    case 4:
+        chk(mtiart_stream_synchronize_timeout(h, u8() % 2 ? 0 : u32() % 2000000), "sync timeout");
+        return;
+    case 5:
+        chk(mtiart_device_synchronize_timeout(0, u32() % 2000000), "device sync timeout");
+        return;
+    case 6: {
+        int ei = pick(FZ_EVENTS);
+        chk(mtiart_event_synchronize_timeout(events[ei].live ? events[ei].h : stale_event,
+                                             u32() % 2000000),
+            "event sync timeout");
+        return;
+    }
     default: {
         int dev = (int)(int8_t)u8();
         mtiart_status st = chk(mtiart_device_synchronize(dev), "device_synchronize any");

@@ -48,7 +48,7 @@ def _empty_graph_error(exc):
         and (
             "before a successful capture" in str(exc)
             or "without a preceding successful capture" in str(exc)
-            or "no graph template" in str(exc)
+            or "no captured graph is kept" in str(exc)
         )
     )
 

@@ -79,7 +79,7 @@ def test_memory_functions_take_a_device():
         mtia_graph.max_memory_reserved,
         mtia_graph.memory_stats,
         mtia_graph.reset_peak_memory_stats,
-        mtia_graph.snapshot,
+        mtia_graph.mem_get_info,
     ):
         fn(last)
         fn(f"mtia:{last}")
@@ -98,10 +98,20 @@ def test_memory_is_per_device():
     assert mtia_graph.memory_allocated(1) >= before1 + t.nbytes
 
 
+def device0_blocks():
+    return {
+        b["address"]: b
+        for seg in mtia_graph.memory_snapshot()
+        if seg["device"] == 0
+        for b in seg["blocks"]
+    }
+
+
 def test_snapshot_lists_blocks():
     t = mtia_graph.zeros(1000)
-    segments = mtia_graph.snapshot()
+    segments = mtia_graph.memory_snapshot()
     assert isinstance(segments, list) and segments
+    assert {seg["device"] for seg in segments} <= set(range(mtia_graph.device_count()))
     for seg in segments:
         for key in (
             "device",
@@ -118,13 +128,13 @@ def test_snapshot_lists_blocks():
         assert sum(b["size"] for b in seg["blocks"]) == seg["total_size"]
         for b in seg["blocks"]:
             assert b["state"] in ("active_allocated", "active_pending_free", "inactive")
-    blocks = {b["address"]: b for seg in mtia_graph.snapshot(0) for b in seg["blocks"]}
+    blocks = device0_blocks()
     mine = blocks[t.data_ptr()]
     assert mine["state"] == "active_allocated"
     assert mine["requested_size"] == t.nbytes
     addr = t.data_ptr()
     del t
-    blocks = {b["address"]: b for seg in mtia_graph.snapshot(0) for b in seg["blocks"]}
+    blocks = device0_blocks()
     assert addr not in blocks or blocks[addr]["state"] == "inactive"
 
 
@@ -137,7 +147,7 @@ def test_record_stream_delays_reuse(gate):
     t.record_stream(side)
     del t
     gc.collect()
-    blocks = {b["address"]: b for seg in mtia_graph.snapshot(0) for b in seg["blocks"]}
+    blocks = device0_blocks()
     assert blocks[addr]["state"] == "active_pending_free"
     u = mtia_graph.empty(256)  # same size, same stream: must not get the pending block
     assert u.data_ptr() != addr
@@ -145,8 +155,37 @@ def test_record_stream_delays_reuse(gate):
     side.synchronize()
     mtia_graph.synchronize()
     v = mtia_graph.empty(256)  # processed now: the block is free again
-    blocks = {b["address"]: b for seg in mtia_graph.snapshot(0) for b in seg["blocks"]}
+    blocks = device0_blocks()
     assert addr in (v.data_ptr(),) or blocks[addr]["state"] != "active_pending_free"
+
+
+def test_snapshot_is_torch_mtia_s_dict_and_memory_snapshot_filters_pools():
+    t = mtia_graph.zeros(1000)
+    snap = mtia_graph.snapshot()
+    assert set(snap) == {"segments", "device_traces"}
+    assert snap["segments"] == mtia_graph.memory_snapshot()
+    assert snap["device_traces"] == [[] for _ in range(mtia_graph.device_count())]
+    assert mtia_graph.memory_snapshot(include_traces=False) == snap["segments"]
+    g = mtia_graph.MTIAGraph()
+    with mtia_graph.graph(g):
+        u = t + 1
+    mine = mtia_graph.memory_snapshot(mempool_id=g.pool())
+    assert mine and all(seg["segment_pool_id"] == g.pool() for seg in mine)
+    assert any(b["address"] == u.data_ptr() for seg in mine for b in seg["blocks"])
+    default = mtia_graph.memory_snapshot((0, 0))
+    assert any(b["address"] == t.data_ptr() for seg in default for b in seg["blocks"])
+    assert not any(seg["segment_pool_id"] == g.pool() for seg in default)
+
+
+def test_mem_get_info_is_free_and_total():
+    free, total = mtia_graph.mem_get_info()
+    assert total == mtia_graph.get_device_properties()["total_memory"]
+    assert free == total - mtia_graph.memory_reserved()
+    mtia_graph.synchronize()
+    mtia_graph.empty_cache()
+    free = mtia_graph.mem_get_info()[0]
+    t = mtia_graph.empty(16 << 20)  # 64 MiB: a new segment (the cache was emptied)
+    assert mtia_graph.mem_get_info()[0] <= free - t.nbytes
 
 
 def test_without_record_stream_memory_is_reused_in_stream_order():

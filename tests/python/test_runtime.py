@@ -129,6 +129,8 @@ PUBLIC_KINDS = {
         "reset_peak_memory_stats",
         "reset_accumulated_memory_stats",
         "snapshot",
+        "memory_snapshot",
+        "mem_get_info",
         "attach_out_of_memory_observer",
         "detach_out_of_memory_observer",
         "graph_pool_handle",
@@ -399,6 +401,26 @@ def test_get_device_properties():
     assert "name" in p.keys()  # noqa: SIM118 - keys() itself is under test
     with pytest.raises(KeyError):
         p["nope"]
+    # a dict, as torch.mtia's, whose keys read as attributes too
+    assert isinstance(p, dict) and p == dict(p)
+    assert set(p) == {
+        "name",
+        "index",
+        "total_memory",
+        "num_workers",
+        "major",
+        "minor",
+        "segment_granularity",
+        "least_stream_priority",
+        "greatest_stream_priority",
+    }
+    with pytest.raises(AttributeError):
+        _ = p.nope
+    with pytest.raises(AttributeError):
+        p.total_memory = 1
+    import pickle
+
+    assert pickle.loads(pickle.dumps(p)) == p
     assert mtia_graph.get_device_capability() == (p.major, p.minor)
     assert all(isinstance(x, int) for x in mtia_graph.get_device_capability(0))
 

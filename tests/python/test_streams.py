@@ -590,7 +590,7 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
     cid = raw_capture.begin(s)
     assert cid > 0 and callbacks.capture_id_of(s._handle) == cid
     cb = s.launch_host_func(lambda: hits.append(1))
-    assert callbacks.keep_alive_for_capture(s._handle, "host buffer") is True
+    callbacks.keep_for_capture(cid, "host buffer")
     graph = raw_capture.end(s)
     keep = callbacks.capture_keepalive(cid)
     assert cb in keep and "host buffer" in keep
@@ -613,7 +613,6 @@ def test_captured_host_function_replays_and_keepalive(raw_capture):
 
 def test_keepalive_helpers_outside_capture():
     s = Stream()
-    assert callbacks.keep_alive_for_capture(s._handle, object()) is False
     assert callbacks.capture_keepalive(123456789) == []
     assert callbacks.capture_id_of(s._handle) == 0
 

@@ -590,11 +590,37 @@ def test_unary_math_matches_numpy():
     same(x.tanh(), np.tanh(x_np), rtol=1e-5)
     same(x.sigmoid(), 1 / (1 + np.exp(-x_np)), rtol=1e-5)
     gelu = 0.5 * x_np * (1 + np.tanh(np.sqrt(2 / np.pi) * (x_np + 0.044715 * x_np**3)))
-    same(x.gelu(), gelu, rtol=1e-4)
+    same(x.gelu(approximate="tanh"), gelu, rtol=1e-4)
     same((x - 1).relu(), np.maximum(x_np - 1, 0))
     same(mg.tensor([0, 1]).exp(), np.exp([0.0, 1.0]), mg.float32, rtol=1e-6)
     same(mg.tensor([-2, 3], dtype=mg.int32).abs(), [2, 3], mg.int32)
     same(mg.tensor([-2, 3]).neg(), [2, -3], mg.int64)
+
+
+def exact_gelu(x):
+    return np.array([0.5 * v * math.erfc(-v / math.sqrt(2)) for v in np.asarray(x, np.float64)])
+
+
+@pytest.mark.parametrize("dt", [mg.float32, mg.float64])
+def test_gelu_is_exact_by_default_as_in_torch(dt):
+    # torch.nn.functional.gelu(torch.tensor(1.0)) == 0.8413447; the tanh form gives 0.841192
+    assert mg.tensor([1.0], dtype=dt).gelu().item() == pytest.approx(0.8413447460685429, rel=1e-7)
+    assert mg.tensor([1.0], dtype=dt).gelu(approximate="tanh").item() == pytest.approx(
+        0.8411920070648193, rel=1e-6
+    )
+    # the left tail keeps its relative precision (1 + erf(x / sqrt 2) would cancel there)
+    x_np = np.concatenate([np.linspace(-12.5, 13, 2001), [0.0, -0.0]]).astype(dt.to_numpy())
+    same(mg.tensor(x_np).gelu(), exact_gelu(x_np), dt, rtol=2e-6, atol=1e-35)
+
+
+def test_gelu_special_values_and_arguments():
+    out = mg.tensor([np.inf, -np.inf, np.nan, -40.0]).gelu().numpy()
+    assert out[0] == np.inf and np.isnan(out[1]) and np.isnan(out[2])
+    assert out[3] == 0 and np.signbit(out[3])
+    same(mg.tensor([1, -2]).gelu(), exact_gelu([1.0, -2.0]), mg.float32, rtol=1e-6)
+    for bad in ("erf", "None", None, 1):
+        with pytest.raises(mg.MTIAValueError, match="approximate must be 'none' or 'tanh'"):
+            mg.tensor([1.0]).gelu(approximate=bad)
 
 
 def test_clone_is_independent():
@@ -694,10 +720,12 @@ def test_softmax():
         e = np.exp(a - a.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
-    same(x.softmax(), ref(x_np, -1), mg.float32, rtol=1e-5)
+    same(x.softmax(-1), ref(x_np, -1), mg.float32, rtol=1e-5)
     same(x.softmax(dim=0), ref(x_np, 0), rtol=1e-5)
-    same(mg.tensor([1, 2]).softmax(), ref(np.array([1.0, 2.0]), -1), mg.float32, rtol=1e-5)
-    same(mg.tensor(5.0).softmax(), np.array(1.0))
+    same(mg.tensor([1, 2]).softmax(0), ref(np.array([1.0, 2.0]), -1), mg.float32, rtol=1e-5)
+    same(mg.tensor(5.0).softmax(0), np.array(1.0))
+    with pytest.raises(TypeError):
+        x.softmax()  # dim is required, as in torch
     with pytest.raises(IndexError):
         x.softmax(2)
 
@@ -949,7 +977,7 @@ def test_capture_tensor_ops_with_raw_capture(raw_capture):
         x.add_(1)
         x.mul_(2)
         y = x + 1  # allocated in the capture's pool
-        x.copy_(np.arange(8.0))  # host buffer read at every replay
+        x.copy_(np.arange(8, dtype=np.float32))  # host buffer read at every replay
     graph = raw_capture.end(s)
     keep = mg.callbacks.capture_keepalive(cid)
     assert any(isinstance(k, np.ndarray) for k in keep)

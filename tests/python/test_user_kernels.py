@@ -4,6 +4,7 @@ The C kernels are compiled at test time with the system C compiler (skipped with
 """
 
 import gc
+import os
 import shutil
 import subprocess
 import textwrap
@@ -111,6 +112,22 @@ def test_c_kernel_value_argument_types(kernel_lib):
     same(out, [1, -5, 7, -3, 4, 10203])
 
 
+def test_c_kernel_value_arguments_are_taken_at_capture(kernel_lib):
+    """VALUE arguments are copied at launch: they are not host memory a replay reads."""
+    k = mtia.load_kernel(kernel_lib, "values")
+    out = mtia.zeros(6, dtype=mtia.int64)
+    raw = bytearray(b"\x01\x02\x03")
+    scalar = np.array(4.5, dtype=np.float32)
+    g = MTIAGraph()
+    with mtia.graph(g):
+        k(out, True, -5, 7.9, np.int32(-3), scalar[()], bytes(raw))
+        k(out, True, -5, 7.9, np.int32(-3), scalar[()], raw)
+    raw[:] = b"\x09\x09\x09"
+    scalar[()] = 99
+    g.replay()
+    same(out, [1, -5, 7, -3, 4, 10203])
+
+
 def test_c_kernel_empty_tensor_arrives_as_null(kernel_lib):
     k = mtia.load_kernel(kernel_lib, "is_null")
     out = mtia.zeros(1, dtype=mtia.int64)
@@ -142,10 +159,18 @@ def test_c_kernel_failure_is_a_sticky_kernel_error_and_stream_recovers(kernel_li
 
 
 def test_load_kernel_errors(kernel_lib, tmp_path):
-    with pytest.raises(mtia.MTIAError):
+    # the documented MTIAValueError (a ValueError), with the loader's reason
+    with pytest.raises(mtia.MTIAValueError, match="no_such_symbol"):
         mtia.load_kernel(kernel_lib, "no_such_symbol")
-    with pytest.raises(mtia.MTIAError):
+    with pytest.raises(mtia.MTIAValueError, match=r"missing\.so"):
         mtia.load_kernel(tmp_path / "missing.so", "axpy")
+    # C would stop at an embedded NUL and load something else ("libc.so.6\0junk": libc)
+    for path, name in (("libc.so.6\0junk", "malloc"), (str(kernel_lib), "axpy\0more")):
+        with pytest.raises(mtia.MTIAValueError, match="NUL"):
+            mtia.load_kernel(path, name)
+    with pytest.raises(mtia.MTIAValueError, match="NUL"):
+        mtia.load_kernel(os.fsencode(str(kernel_lib)) + b"\0x", "axpy")
+    assert mtia.load_kernel(str(kernel_lib).encode(), "axpy").name == "axpy"
 
 
 def test_c_kernel_argument_errors(kernel_lib):
@@ -159,7 +184,7 @@ def test_c_kernel_argument_errors(kernel_lib):
         axpy(x, y, 1.0, 4, access="rw")
     with pytest.raises(TypeError):
         axpy(x, y, object(), 4)
-    with pytest.raises(OverflowError):
+    with pytest.raises(mtia.MTIAValueError, match="does not fit in int64_t"):
         axpy(x, y, 1.0, 1 << 70)
     with pytest.raises(ValueError):
         axpy(x, y, 1.0, 4, blocks=0)
@@ -266,14 +291,14 @@ def test_python_kernel_capture_and_replay():
     assert calls == [3.0] * 4
     # the captured launch is kept by the graph; after reset (and the last replay's
     # completion) it is released
-    from mtia_graph.graphs import _purge_retired
+    from mtia_graph._C import release_done
     from mtia_graph.kernels import _PyKernelLaunch
 
     assert any(isinstance(o, _PyKernelLaunch) for o in g._keepalive)
     g.reset()
     del g
     mtia.synchronize()
-    _purge_retired()
+    release_done()
     gc.collect()
     assert not any(isinstance(o, _PyKernelLaunch) for o in callbacks._persistent.values())
 
