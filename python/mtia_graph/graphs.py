@@ -77,7 +77,6 @@ def set_graph_fusion(enabled: bool | None) -> None:
     _fusion = enabled
 
 
-
 def _check_pool(pool: Any) -> tuple[int, int]:
     if (
         not isinstance(pool, tuple)
