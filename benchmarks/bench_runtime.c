@@ -571,6 +571,110 @@ static void bench_capture(void) {
     bench_finish_row(r);
 }
 
+/* ------------------------------------------------------------------ saved graphs */
+
+typedef struct load_ctx {
+    size_t n;
+    int rounds;
+    float *x;
+    char path[PATH_MAX];
+    bench_samples bind;
+} load_ctx;
+
+enum { LOAD_ELEMS = 64 };
+
+static mtiart_tensor_desc load_vec(float *data) {
+    mtiart_tensor_desc t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.dtype = MTIART_DTYPE_FLOAT32;
+    t.ndim = 1;
+    t.shape[0] = LOAD_ELEMS;
+    return t;
+}
+
+/* n kernel-library launches: x + 1 into scratch memory of the capture's pool, then + 1 in
+ * place, n - 1 times (a graph a file can hold: built-in kernels, one input binding). */
+static mtiart_graph capture_ops(const load_ctx *c) {
+    mtiart_graph g;
+    float *t;
+    BENCH_CHECK(
+        mtiart_stream_begin_capture(g_stream, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    BENCH_CHECK(mtiart_malloc_async(g_stream, LOAD_ELEMS * sizeof(float), (void **)&t));
+    mtiart_tensor_desc x = load_vec(c->x), tt = load_vec(t);
+    BENCH_CHECK(mtiart_op_binary_scalar(g_stream, MTIART_BINARY_ADD, &tt, &x, 1.0, 0, 0));
+    for (size_t i = 1; i < c->n; i++)
+        BENCH_CHECK(mtiart_op_binary_scalar(g_stream, MTIART_BINARY_ADD, &tt, &tt, 1.0, 0, 0));
+    BENCH_CHECK(mtiart_free(t));
+    BENCH_CHECK(mtiart_stream_end_capture(g_stream, &g));
+    return g;
+}
+
+static double capture_ops_rep(void *p) {
+    load_ctx *c = p;
+    double spent = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        mtiart_graph g = capture_ops(c);
+        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
+        spent += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+        BENCH_CHECK(mtiart_graph_destroy(g));
+    }
+    BENCH_CHECK(mtiart_empty_cache(0)); /* the private pools of the captures */
+    return spent / ((double)c->rounds * (double)c->n);
+}
+
+static double load_rep(void *p) {
+    load_ctx *c = p;
+    double spent = 0, bound = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph g;
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_load(c->path, 0, NULL, &g));
+        BENCH_CHECK(mtiart_graph_instantiate(g, &x));
+        double t1 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_exec_bind(x, "x", c->x, LOAD_ELEMS * sizeof(float)));
+        bound += bench_now_ns() - t1;
+        spent += t1 - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+        BENCH_CHECK(mtiart_graph_destroy(g));
+    }
+    BENCH_CHECK(mtiart_empty_cache(0));
+    double denom = (double)c->rounds * (double)c->n;
+    if (c->bind.n < BENCH_MAX_REPS) c->bind.v[c->bind.n++] = bound / denom;
+    return spent / denom;
+}
+
+static void bench_load(void) {
+    if (!bench_selected("load_instantiate")) return;
+    load_ctx c = {.n = 10000, .rounds = bench_cfg.quick ? 1 : 3};
+    BENCH_CHECK(mtiart_malloc(0, LOAD_ELEMS * sizeof(float), (void **)&c.x));
+    const char *tmp = getenv("TMPDIR");
+    snprintf(c.path, sizeof c.path, "%s/bench_load.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    int fd = mkstemp(c.path);
+    if (fd < 0) bench_die("mkstemp %s failed", c.path);
+    close(fd);
+    mtiart_graph g = capture_ops(&c);
+    mtiart_graph_binding x = {"x", c.x, LOAD_ELEMS * sizeof(float), MTIART_BINDING_INPUT, 0};
+    BENCH_CHECK(mtiart_graph_save(g, c.path, &x, 1));
+    BENCH_CHECK(mtiart_graph_destroy(g));
+    bench_row *r = bench_new_row("load_instantiate", "ns/node", 0);
+    bench_measure(r, load_rep, capture_ops_rep, &c);
+    r->baseline_name = "capture of the same 10000 kernel-library launches + instantiate";
+    r->ratio_target = 2;
+    /* the first sample is the warm-up's */
+    bench_set_params(r, "\"nodes\": %zu, \"bind_ns_per_node\": %.4g", c.n,
+                     bench_median(c.bind.v + 1, c.bind.n - 1));
+    bench_set_note(r, "mtiart_graph_load of a saved 10000-node graph + instantiate, per node "
+                      "(params: binding its input afterwards, per node)");
+    bench_finish_row(r);
+    unlink(c.path);
+    BENCH_CHECK(mtiart_free(c.x));
+}
+
 /* ------------------------------------------------------------------ allocator */
 
 typedef struct alloc_ctx {
@@ -1174,6 +1278,7 @@ int main(int argc, char **argv) {
         bench_nested();
         bench_capture();
         bench_update();
+        bench_load();
         bench_alloc();
         bench_elementwise();
         bench_cpu_wait();

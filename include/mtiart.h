@@ -845,6 +845,100 @@ MTIART_API mtiart_status mtiart_op_fill(mtiart_stream stream, const mtiart_tenso
 MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_tensor_desc *out,
                                           double start, double step);
 
+/* ------------------------------------------------------------------------------------ */
+/* Saved graphs                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A graph saved to a file (docs/graph-format.md) can be loaded by another process, in C,
+ * C++ or Python, instantiated and replayed. Built-in kernels are saved by their stable ids;
+ * user kernels by (shared library, exported symbol). Memory the graph allocated while it
+ * was captured is saved as offsets into its own pool and restored into a fresh pool
+ * at load. Any other buffer a node touches must be named in a binding: an input
+ * or output the loader supplies with mtiart_graph_exec_bind, or a constant whose contents
+ * are embedded in the file. Host functions, Python kernels, kernels that are not exported
+ * symbols of a shared library, waits for events the graph does not record, and buffers
+ * that are neither the graph's nor named make the save fail with an error naming the node.
+ *
+ * Loading a file that names user-kernel libraries loads (runs) those libraries: a file
+ * from an untrusted source is a code-execution vector. Load such files with
+ * MTIART_LOAD_BUILTIN_KERNELS_ONLY, or MTIART_LOAD_RESTRICT_LIBRARIES and an allow-list.
+ */
+
+typedef enum mtiart_binding_flags {
+    MTIART_BINDING_INPUT = 0,   /* supplied by the loader (read, or read and written) */
+    MTIART_BINDING_OUTPUT = 1,  /* supplied by the loader, written by the graph */
+    MTIART_BINDING_CONSTANT = 2 /* contents embedded in the file, restored at load */
+} mtiart_binding_flags;
+
+/* A named buffer of a graph being saved. `ptr` is device memory (or, for a buffer only
+ * the host side of copies uses, host memory; constants must be device memory). Bindings
+ * must not overlap. */
+typedef struct mtiart_graph_binding {
+    const char *name; /* 1..255 bytes, unique among the graph's bindings */
+    const void *ptr;
+    size_t bytes;
+    uint32_t flags; /* an mtiart_binding_flags */
+    uint32_t reserved;
+} mtiart_graph_binding;
+
+/* Save `graph` to `path`: written to a temporary file in the same directory, flushed to
+ * disk and renamed over `path`, so that a failed save leaves nothing behind (and an
+ * existing file as it was). Waits for the device when constants are read. */
+MTIART_API mtiart_status mtiart_graph_save(mtiart_graph graph, const char *path,
+                                           const mtiart_graph_binding *bindings,
+                                           size_t num_bindings);
+
+/* mtiart_graph_save of what an executable runs (with its latest update). */
+MTIART_API mtiart_status mtiart_graph_exec_save(mtiart_graph_exec exec, const char *path,
+                                                const mtiart_graph_binding *bindings,
+                                                size_t num_bindings);
+
+typedef enum mtiart_load_flags {
+    MTIART_LOAD_DEFAULT = 0,
+    /* Resolve user kernels only in libraries already loaded in the process or named (by
+     * the exact path the file gives) in the allow-list; any other is refused. (A file can
+     * still name any exported function of a loaded library as a kernel.) */
+    MTIART_LOAD_RESTRICT_LIBRARIES = 1,
+    /* Refuse every user kernel: the graph may only call the kernel library's built-ins.
+     * The safe choice for a file from elsewhere. */
+    MTIART_LOAD_BUILTIN_KERNELS_ONLY = 2
+} mtiart_load_flags;
+
+typedef struct mtiart_load_options {
+    uint32_t flags; /* mtiart_load_flags */
+    uint32_t num_allowed_libraries;
+    const char *const *allowed_libraries;
+} mtiart_load_options;
+
+/* Load a saved graph onto `device` (options may be NULL: the defaults). The file is
+ * treated as untrusted input: anything malformed is MTIART_ERROR_INVALID_VALUE, a file of
+ * a newer major format version MTIART_ERROR_NOT_SUPPORTED, each with a message that says
+ * what is wrong. Instantiate it, bind its inputs and outputs (mtiart_graph_exec_bind) and
+ * launch it. */
+MTIART_API mtiart_status mtiart_graph_load(const char *path, int device,
+                                           const mtiart_load_options *options, mtiart_graph *graph);
+
+/* mtiart_graph_load from `size` bytes in memory. */
+MTIART_API mtiart_status mtiart_graph_load_memory(const void *data, size_t size, int device,
+                                                  const mtiart_load_options *options,
+                                                  mtiart_graph *graph);
+
+/* Bind the input or output `name` of an executable instantiated from a loaded graph to
+ * `ptr` (at least the binding's size: `bytes`), for the replays launched from now on.
+ * Launching while a binding is unbound fails (MTIART_ERROR_NOT_PERMITTED, naming it).
+ * Binding again rebinds. Constants cannot be bound. */
+MTIART_API mtiart_status mtiart_graph_exec_bind(mtiart_graph_exec exec, const char *name, void *ptr,
+                                                size_t bytes);
+
+/* The size in bytes of binding `name` of an executable instantiated from a loaded graph. */
+MTIART_API mtiart_status mtiart_graph_exec_get_binding_size(mtiart_graph_exec exec,
+                                                            const char *name, size_t *bytes);
+
+/* The name of the built-in kernel with stable id `id` (what saved graphs store for kernels
+ * of the kernel library: "mtiart_matmul"), or NULL if there is none. */
+MTIART_API const char *mtiart_builtin_kernel_name(uint32_t id);
+
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }
 #endif

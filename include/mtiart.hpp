@@ -495,6 +495,29 @@ public:
         return n;
     }
 
+    /* Bind input or output `name` of an executable of a loaded graph (see graph::load). */
+    void bind(const std::string &name, void *ptr, std::size_t bytes) const {
+        check(mtiart_graph_exec_bind(get(), name.c_str(), ptr, bytes), "mtiart_graph_exec_bind");
+    }
+    template <class B>
+    auto bind(const std::string &name, B &buffer) const -> decltype(buffer.bytes(), void()) {
+        bind(name, buffer.data(), buffer.bytes());
+    }
+
+    /* The size in bytes of binding `name`. */
+    std::size_t binding_size(const std::string &name) const {
+        std::size_t n = 0;
+        check(mtiart_graph_exec_get_binding_size(get(), name.c_str(), &n),
+              "mtiart_graph_exec_get_binding_size");
+        return n;
+    }
+
+    /* Save what the executable runs (see graph::save). */
+    void save(const std::string &path, const std::vector<mtiart_graph_binding> &bindings = {}) const {
+        check(mtiart_graph_exec_save(get(), path.c_str(), bindings.data(), bindings.size()),
+              "mtiart_graph_exec_save");
+    }
+
 private:
     detail::owner<mtiart_graph_exec, mtiart_graph_exec_destroy> owner_;
 };
@@ -545,6 +568,20 @@ public:
         mtiart_graph_exec e = nullptr;
         check(mtiart_graph_instantiate(get(), &e), "mtiart_graph_instantiate");
         return executable(e);
+    }
+
+    /* Save to `path` with named inputs, outputs and constants (mtiart_graph_save). */
+    void save(const std::string &path, const std::vector<mtiart_graph_binding> &bindings = {}) const {
+        check(mtiart_graph_save(get(), path.c_str(), bindings.data(), bindings.size()),
+              "mtiart_graph_save");
+    }
+
+    /* A graph saved by any process (mtiart_graph_load; `options` may be null). */
+    static graph load(const std::string &path, int device = 0,
+                      const mtiart_load_options *options = nullptr) {
+        mtiart_graph g = nullptr;
+        check(mtiart_graph_load(path.c_str(), device, options, &g), "mtiart_graph_load");
+        return graph(g);
     }
 
 private:

@@ -1344,3 +1344,21 @@ MTIART_API mtiart_status mtiart_pool_get_info(int device, mtiart_pool_id id,
     mt_spin_unlock(&a->lock);
     return MTIART_SUCCESS;
 }
+
+bool mt_pool_segment_of(const mt_pool *pool, const void *ptr, size_t bytes, uintptr_t *base,
+                        size_t *size) {
+    mt_allocator *a = pool->dev->alloc;
+    uintptr_t p = (uintptr_t)ptr;
+    if (p - arena_base(a) >= a->arena_size) return false;
+    bool found = false;
+    mt_spin_lock(&a->lock);
+    segment *seg = atomic_load(&a->chunk_segment[(p - arena_base(a)) / GRANULE]);
+    if (seg && seg->pool == pool && p - seg_addr(seg) <= seg->size &&
+        bytes <= seg->size - (p - seg_addr(seg))) {
+        *base = seg_addr(seg);
+        *size = seg->size;
+        found = true;
+    }
+    mt_spin_unlock(&a->lock);
+    return found;
+}

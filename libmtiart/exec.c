@@ -142,7 +142,8 @@ struct mt_exec {
     mt_event *done;
     mt_spinlock launch_lock;
     uint64_t last_stream_id;
-    bool suspended; /* the worker's: a replay waits for a record */
+    bool suspended;        /* the worker's: a replay waits for a record */
+    mt_bindings *bindings; /* instantiated from a loaded graph with inputs or outputs */
     mt_spinlock update_lock;
     atomic_int has_updates;
     update *updates, *updates_tail;
@@ -204,6 +205,7 @@ void mt_exec_ref(mt_exec *x) { atomic_fetch_add_explicit(&x->refcount, 1, memory
 
 static void exec_free(mt_exec *x) {
     plan_free(x->plan);
+    if (x->bindings) mt_bindings_free(x->bindings);
     for (update *u = x->updates, *next; u; u = next) {
         next = u->next;
         free_update(u);
@@ -1075,6 +1077,9 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
     bool fuse = flags & MTIART_INSTANTIATE_FUSION      ? true
                 : flags & MTIART_INSTANTIATE_NO_FUSION ? false
                                                        : mt_graph_fusion;
+    /* A loaded graph's unbound inputs and outputs have no addresses yet: what fuses is
+     * known only once they are bound. */
+    if (g->dag->placeholders) fuse = false;
     mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
     atomic_init(&x->refcount, 1);
@@ -1088,7 +1093,10 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
         return mt_oom();
     }
     mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false, fuse);
-    if (st || (st = collect_slots(x))) {
+    if (st == MTIART_SUCCESS) st = collect_slots(x);
+    if (st == MTIART_SUCCESS && (g->artifact || g->dag->placeholders))
+        st = mt_bindings_new(g, &x->bindings);
+    if (st) {
         exec_free(x);
         return st;
     }
@@ -1137,7 +1145,7 @@ size_t mt_exec_plan_nodes(const mt_exec *x) { return x->plan->num_nodes; }
 
 /* ------------------------------------------------------------------ launch */
 
-static mt_dag *template_ref(mt_exec *x) {
+mt_dag *mt_exec_template(mt_exec *x) {
     pthread_mutex_lock(&x->lock);
     mt_dag *t = x->tmpl;
     mt_dag_ref(t);
@@ -1153,9 +1161,13 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         return mt_set_error(MTIART_ERROR_INVALID_VALUE,
                             "graph belongs to device %d, the stream to device %d", x->dev->index,
                             s->dev->index);
+    if (MT_UNLIKELY(x->bindings != NULL)) {
+        mtiart_status st = mt_bindings_check(x->bindings);
+        if (st) return st;
+    }
     if (atomic_load(&s->capture)) {
         /* A child graph node of the capture, running what this executable runs. */
-        mtiart_status st = mt_capture_child(s, template_ref(x));
+        mtiart_status st = mt_capture_child(s, mt_exec_template(x));
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an ordinary launch */
     }
@@ -1414,20 +1426,8 @@ static mtiart_status keep_pool(mt_exec *x, mt_pool *pool) {
     return MTIART_SUCCESS;
 }
 
-MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
-                                                  mtiart_update_info *info) {
-    MT_API_ENTRY();
-    LOOKUP_EXEC(x, exec);
-    LOOKUP_GRAPH(g, graph);
-    LOCK_GRAPH(g);
-    if (info) *info = (mtiart_update_info){.result = MTIART_UPDATE_SUCCESS, .node = UINT64_MAX};
+mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_update_info *info) {
     update_ctx c = {.info = info, .x = x};
-    if (g->dev != x->dev) {
-        if (info) info->result = MTIART_UPDATE_DEVICE_CHANGED;
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
-                            "the graph belongs to device %d, the executable to device %d",
-                            g->dev->index, x->dev->index);
-    }
     /* A graph that matches has as many nodes to patch as the plan, bodies included. */
     c.u = new_update(x->plan->num_patchable);
     c.slot_event = calloc(x->num_slots ? x->num_slots : 1, sizeof *c.slot_event);
@@ -1450,13 +1450,13 @@ MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart
     }
     pthread_mutex_lock(&x->lock);
     uint32_t flat = 0, slot = 0;
-    mtiart_status st = compare(&c, g->dag, x->tmpl, p, &flat, &slot, true);
+    mtiart_status st = compare(&c, dag, x->tmpl, p, &flat, &slot, true);
     if (st == MTIART_SUCCESS && p->fused_group) st = update_fused(&c, p);
-    if (st == MTIART_SUCCESS) st = keep_pool(x, g->pool);
+    if (st == MTIART_SUCCESS) st = keep_pool(x, pool);
     if (st == MTIART_SUCCESS) {
-        mt_dag_ref(g->dag);
+        mt_dag_ref(dag);
         mt_dag_unref(x->tmpl);
-        x->tmpl = g->dag;
+        x->tmpl = dag;
         bool events_changed = false;
         for (uint32_t k = 0; k < x->num_slots; k++)
             events_changed |= c.slot_event[k] != x->slot_event[k];
@@ -1490,6 +1490,41 @@ static mtiart_status set_fused_args(update *u, mt_plan *p, const mt_dag *t, uint
     if (st == MTIART_ERROR_NOT_SUPPORTED)
         return mt_set_error(st, "node %zu: %s; the executable is unchanged", node, why);
     return st;
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_update(mtiart_graph_exec exec, mtiart_graph graph,
+                                                  mtiart_update_info *info) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
+    if (info) *info = (mtiart_update_info){.result = MTIART_UPDATE_SUCCESS, .node = UINT64_MAX};
+    if (g->dev != x->dev) {
+        if (info) info->result = MTIART_UPDATE_DEVICE_CHANGED;
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the graph belongs to device %d, the executable to device %d",
+                            g->dev->index, x->dev->index);
+    }
+    if (g->dag->placeholders)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "the graph is a loaded graph whose inputs or outputs are not bound: "
+                            "bind them on an executable of it instead");
+    return mt_exec_update_dag(x, g->dag, g->pool, info);
+}
+
+mt_device *mt_exec_device(const mt_exec *x) { return x->dev; }
+
+mt_bindings *mt_exec_bindings(const mt_exec *x) { return x->bindings; }
+
+size_t mt_exec_pools(mt_exec *x, mt_pool **out, size_t cap) {
+    pthread_mutex_lock(&x->lock);
+    size_t n = 0;
+    if (x->pool && n < cap) out[n] = x->pool;
+    n += x->pool != NULL;
+    for (size_t i = 0; i < x->num_update_pools; i++, n++)
+        if (n < cap) out[n] = x->update_pools[i];
+    pthread_mutex_unlock(&x->lock);
+    return n;
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exec exec, size_t node,

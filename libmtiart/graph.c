@@ -21,6 +21,7 @@ static void node_release(mt_node *n) {
 void mt_dag_unref(mt_dag *d) {
     if (atomic_fetch_sub_explicit(&d->refcount, 1, memory_order_acq_rel) != 1) return;
     for (size_t i = 0; i < d->num_nodes; i++) node_release(&d->nodes[i]);
+    if (d->blocks) mt_blocks_unref(d->blocks);
     free(d->nodes);
     free(d);
 }
@@ -51,6 +52,8 @@ mt_dag *mt_dag_clone(const mt_dag *d) {
     }
     c->num_edges = d->num_edges;
     c->depth = d->depth;
+    if ((c->blocks = d->blocks)) mt_blocks_ref(c->blocks);
+    c->placeholders = d->placeholders;
     return c;
 oom:
     mt_dag_unref(c);
@@ -79,6 +82,7 @@ mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
 
 void mt_graph_free(mt_graph *g) {
     mt_dag_unref(g->dag);
+    if (g->artifact) mt_artifact_unref(g->artifact);
     if (g->pool) mt_pool_release(g->pool);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -120,8 +124,10 @@ static uint32_t list_buffers(const mt_op *op, const mtiart_arg *args, uint32_t n
     if (op->type == MT_OP_KERNEL) {
         for (uint32_t i = 0; i < num_args; i++)
             if (args[i].kind != MTIART_ARG_VALUE)
+                /* `reserved` keeps the argument's index (for saving the graph); the
+                 * public accessor clears it. */
                 buffers[b++] = (mtiart_buffer_use){(uint64_t)(uintptr_t)args[i].value,
-                                                   args[i].extent, args[i].kind, 0};
+                                                   args[i].extent, args[i].kind, i};
     } else if (op->type == MT_OP_MEMCPY) {
         uint32_t kind = op->u.copy.kind;
         if (kind == MTIART_MEMCPY_DEVICE_TO_HOST || kind == MTIART_MEMCPY_DEVICE_TO_DEVICE)
@@ -144,6 +150,12 @@ static uint32_t list_buffers(const mt_op *op, const mtiart_arg *args, uint32_t n
 mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *deps, size_t num_deps,
                             const mtiart_arg *args, uint32_t num_args, size_t *index) {
     mtiart_status st = MTIART_SUCCESS;
+    if (body && body->placeholders) {
+        st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                          "the body is a loaded graph whose inputs or outputs are not bound; "
+                          "bind them on an executable of it instead");
+        goto fail;
+    }
     if (body && body->depth + 1 > MT_MAX_NESTING) {
         st = mt_set_error(MTIART_ERROR_INVALID_VALUE,
                           "child and conditional bodies nest at most %d deep", MT_MAX_NESTING);
@@ -541,6 +553,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_buffer(mtiart_graph graph, size_t
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "node %zu has %u buffers", node,
                             g->dag->nodes[node].num_buffers);
     *use = g->dag->nodes[node].buffers[index];
+    use->reserved = 0;
     return MTIART_SUCCESS;
 }
 

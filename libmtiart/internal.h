@@ -202,6 +202,9 @@ typedef struct mt_capture mt_capture;
 typedef struct mt_pool mt_pool;
 typedef struct mt_dag mt_dag;
 typedef struct mt_plan mt_plan;
+typedef struct mt_artifact mt_artifact; /* a loaded graph file (serialize.c) */
+typedef struct mt_bindings mt_bindings; /* an executable's bindings (serialize.c) */
+typedef struct mt_blocks mt_blocks;     /* device memory of a loaded graph (serialize.c) */
 
 /* ---------------------------------------------------------------- operations */
 
@@ -692,7 +695,11 @@ struct mt_dag {
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
     size_t num_edges;
-    uint32_t depth; /* bodies inside bodies below this graph (0: none) */
+    uint32_t depth;    /* bodies inside bodies below this graph (0: none) */
+    mt_blocks *blocks; /* loaded from a file: the memory its nodes use (a reference) */
+    /* Loaded from a file with inputs or outputs not bound: some nodes point at
+     * placeholders, so only an executable of the loaded graph, once bound, may run it. */
+    bool placeholders;
 };
 
 /* How deep child and conditional bodies may nest: the walks over a graph recurse. */
@@ -703,7 +710,8 @@ struct mt_graph {
     pthread_mutex_t lock; /* public calls on one graph may come from several threads */
     mt_device *dev;
     mt_dag *dag;
-    mt_pool *pool; /* NULL for hand-built graphs */
+    mt_pool *pool;         /* NULL for hand-built graphs */
+    mt_artifact *artifact; /* a graph loaded from a file: what it was loaded from */
 };
 
 mt_graph *mt_graph_new(mt_device *dev);
@@ -793,5 +801,35 @@ void mt_exec_ref(mt_exec *x);
 void mt_exec_unref(mt_exec *x);
 /* Called by the GRAPH op after the replay: lets launches on other streams proceed. */
 mt_event *mt_exec_done_event(mt_exec *x);
+mt_device *mt_exec_device(const mt_exec *x);
+mt_bindings *mt_exec_bindings(const mt_exec *x);
+/* What the executable runs now: its template with the latest update (a reference). */
+mt_dag *mt_exec_template(mt_exec *x);
+/* The pools the executable's memory lives in (its own, then those of graphs it was updated
+ * from), up to `cap` of them into `out`; returns how many there are. */
+size_t mt_exec_pools(mt_exec *x, mt_pool **out, size_t cap);
+/* Update the executable from `dag` (a topologically identical graph) as
+ * mtiart_graph_exec_update does; `pool` (may be NULL) is kept for as long as it runs. */
+mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, mtiart_update_info *info);
+
+/* ---------------------------------------------------------------- saved graphs (serialize.c) */
+
+void mt_artifact_unref(mt_artifact *a);
+/* The device allocations of a loaded graph (its pool's regions, its constants), freed when
+ * the last dag whose nodes use them goes: wherever the nodes went (an executable, a
+ * child-graph node, a capture), their memory goes with them. */
+void mt_blocks_ref(mt_blocks *b);
+void mt_blocks_unref(mt_blocks *b);
+/* An executable instantiated from `g`, a loaded graph or one holding placeholders (a
+ * loaded graph's body): its bindings, all unbound but the constants (NULL and success
+ * when it has no binding to make); refused for placeholders it could not bind. */
+mtiart_status mt_bindings_new(const mt_graph *g, mt_bindings **out);
+void mt_bindings_free(mt_bindings *b);
+/* NOT_PERMITTED naming the first binding not bound yet, or success. */
+mtiart_status mt_bindings_check(const mt_bindings *b);
+
+/* The segment of private pool `pool` that holds [ptr, ptr+bytes), if any. (alloc.c) */
+bool mt_pool_segment_of(const mt_pool *pool, const void *ptr, size_t bytes, uintptr_t *base,
+                        size_t *size);
 
 #endif /* MTIART_INTERNAL_H */

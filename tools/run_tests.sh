@@ -21,7 +21,7 @@
 #   memcheck valgrind self-tests (leak/use-after-free verdicts), the C and C++ suites and a
 #            Python subset (test_graphs, test_memory) under memcheck (tools/memcheck)
 #   sanitize ASan+UBSan and TSan builds running the C suite and a short fuzz (tools/sanitize)
-#   fuzz     the API fuzzer for a bounded 60 s (tools/fuzz)
+#   fuzz     the API fuzzer for a bounded 60 s, the saved-graph loader's for 30 s (tools/fuzz)
 #   abi      abidiff against the committed baseline abi/libmtiart.abi (tools/check_abi)
 #   bench    the benchmark suite once in quick mode, proving it runs (tools/bench.sh)
 #
@@ -400,6 +400,8 @@ step_sanitize() {
 step_fuzz() {
     section "fuzz: API fuzzer, 60 s"
     tools/fuzz 60
+    section "fuzz: saved-graph loader, 30 s"
+    tools/fuzz --graph-file 30
 }
 
 step_abi() {

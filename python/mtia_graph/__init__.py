@@ -26,6 +26,7 @@ Programs built on the package import it as its users do, and no module imports t
 
     __main__    python -m mtia_graph: capture an MLP step once, replay it, time both
     bench       python -m mtia_graph.bench: the benchmark suite
+    inspect     python -m mtia_graph.inspect: print a graph saved with MTIAGraph.save
     memcheck    python -m mtia_graph.memcheck: run a script under valgrind's memcheck
 """
 

@@ -15,8 +15,9 @@ captured into another graph as child graphs, and conditional bodies (:func:`whil
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, SupportsIndex
 
 from typing_extensions import Self
@@ -389,6 +390,60 @@ class MTIAGraph:
                 self._graph, fresh._graph = fresh._graph, self._graph
         finally:
             fresh.reset()
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        inputs: Mapping[str, Tensor] | None = None,
+        outputs: Mapping[str, Tensor] | None = None,
+        constants: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        """Save the captured graph to ``path``, for a C, C++ or Python program to load.
+
+        Memory the graph allocated while it was captured is saved as offsets into its
+        pool. Every other tensor an operation uses must be named: ``inputs`` and
+        ``outputs`` are the tensors a loader binds (``mtiart_graph_exec_bind(exec, name,
+        ptr, bytes)``), ``constants`` the tensors (weights) whose contents go into the file.
+        Graphs with Python kernels or host functions cannot be saved. The file is written
+        whole or not at all (a temporary file renamed over ``path``). The format is
+        documented in the repository's ``docs/graph-format.md``; print a file with
+        ``python -m mtia_graph.inspect FILE``.
+
+        Raises:
+            MTIAValueError: naming the operation that cannot be saved, or the binding that
+                is wrong (a repeated name, overlapping tensors).
+        """
+        named: list[tuple[str, Tensor, int]] = []
+        for flags, group in (
+            (lib.MTIART_BINDING_INPUT, inputs),
+            (lib.MTIART_BINDING_OUTPUT, outputs),
+            (lib.MTIART_BINDING_CONSTANT, constants),
+        ):
+            for name, tensor in (group or {}).items():
+                if not isinstance(name, str) or not isinstance(tensor, Tensor):
+                    raise TypeError(
+                        f"MTIAGraph.save: bindings map names (str) to tensors, got "
+                        f"{type(name).__name__} -> {type(tensor).__name__}"
+                    )
+                named.append((name, tensor, flags))
+        names = [ffi.new("char[]", name.encode()) for name, _, _ in named]
+        bindings = ffi.new("mtiart_graph_binding[]", max(len(named), 1))
+        for i, (_, tensor, flags) in enumerate(named):
+            bindings[i].name = names[i]
+            bindings[i].ptr = ffi.cast("void *", tensor.data_ptr())
+            bindings[i].bytes = tensor.nbytes
+            bindings[i].flags = flags
+        exec_, graph_ = self._exec, self._graph
+        if graph_ is not None:
+            status = lib.mtiart_graph_save(graph_, os.fsencode(path), bindings, len(named))
+        elif exec_ is not None:
+            status = lib.mtiart_graph_exec_save(exec_, os.fsencode(path), bindings, len(named))
+        else:
+            raise RuntimeError("MTIAGraph.save() called before a successful capture")
+        if status:
+            _raise_graph_call(
+                status, "MTIAGraph.save", self._graph is not graph_ or self._exec is not exec_
+            )
 
     def enable_debug_mode(self) -> None:
         """Keep the captured graph for :meth:`debug_dump` (and :meth:`dot`,

@@ -228,7 +228,7 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 32};
     const size_t deps[1] = {0};
     mtiart_graph body;
-    switch (rnd(seed) % 16) {
+    switch (rnd(seed) % 17) {
     case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
@@ -267,6 +267,12 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
         break;
     }
     case 14: USE(K_GRAPH, mtiart_graph_kernel_node_set_args(g, 0, &arg, 1)); break;
+    case 15: {
+        /* INVALID_VALUE: its kernel is this program's own, which no file can name. */
+        mtiart_status st = mtiart_graph_save(g, "/nonexistent/g.mtg", NULL, 0);
+        if (st != MTIART_ERROR_INVALID_VALUE) USE(K_GRAPH, st);
+        break;
+    }
     default: USE(K_GRAPH, mtiart_graph_get_pool(g, &pool)); break;
     }
 }
@@ -275,12 +281,19 @@ static void use_exec(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x = (mtiart_graph_exec)(uintptr_t)handle;
     size_t count;
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 16};
-    switch (rnd(seed) % 6) {
+    switch (rnd(seed) % 7) {
     case 0:
     case 1: USE(K_EXEC, mtiart_graph_launch(x, g_exec_stream)); break;
     case 2: USE(K_EXEC, mtiart_graph_exec_get_node_count(x, &count)); break;
     case 3: USE(K_EXEC, mtiart_graph_exec_update(x, g_exec_source, NULL)); break;
     case 4: USE(K_EXEC, mtiart_graph_exec_kernel_node_set_args(x, rnd(seed) % 2, &arg, 1)); break;
+    case 5: {
+        /* INVALID_VALUE: not saveable (a static kernel), and no bindings to bind. */
+        mtiart_status st = rnd(seed) % 2 ? mtiart_graph_exec_save(x, "/nonexistent/g.mtg", NULL, 0)
+                                         : mtiart_graph_exec_bind(x, "x", g_dev, 16);
+        if (st != MTIART_ERROR_INVALID_VALUE) USE(K_EXEC, st);
+        break;
+    }
     default: MUST(mtiart_stream_synchronize(g_exec_stream)); break; /* keep the queue short */
     }
 }

@@ -215,6 +215,16 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);
+    EXPECT_PREFIX(mtiart_graph_save, NULL, "g.mtg", NULL, 0);
+    EXPECT_PREFIX(mtiart_graph_save, g, NULL, NULL, 0);
+    EXPECT_PREFIX(mtiart_graph_exec_save, x, "", NULL, 0);
+    EXPECT_NAMED(mtiart_graph_load("/nonexistent/g.mtg", 0, NULL, &g), "mtiart_graph_load",
+                 "cannot open");
+    EXPECT_NAMED(mtiart_graph_load_memory("MTIAGRF", 8, 0, NULL, &g), "mtiart_graph_load_memory",
+                 "not a valid saved graph");
+    EXPECT_NAMED(mtiart_graph_exec_bind(x, "x", dev, 8), "mtiart_graph_exec_bind",
+                 "no binding 'x'");
+    EXPECT_PREFIX(mtiart_graph_exec_get_binding_size, x, "x", NULL);
     mtiart_graph other;
     CHECK_OK(mtiart_graph_create(0, &other));
     CHECK_OK(mtiart_graph_add_empty_node(other, NULL, 0, &node));

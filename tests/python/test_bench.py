@@ -27,6 +27,7 @@ C_ROWS = {
     "capture_instantiate",
     "replay_nested_chain_1000_b2b",
     "exec_update",
+    "load_instantiate",
     "alloc_free_pair",
     "elementwise_add_f32_vs_memcpy_1t",
     "elementwise_add_f32_vs_memcpy_mt",
