@@ -675,6 +675,79 @@ static void bench_load(void) {
     BENCH_CHECK(mtiart_free(c.x));
 }
 
+/* ------------------------------------------------------------------ race check */
+
+typedef struct race_ctx {
+    mtiart_graph g;
+    size_t n;
+    int rounds;
+} race_ctx;
+
+static double race_rep(void *p) {
+    race_ctx *c = p;
+    double t0 = bench_now_ns();
+    for (int r = 0; r < c->rounds; r++) {
+        size_t count;
+        BENCH_CHECK(mtiart_graph_check_races(c->g, NULL, 0, &count));
+        if (count) bench_die("the race-check graph has %zu races", count);
+    }
+    return (bench_now_ns() - t0) / ((double)c->rounds * (double)c->n);
+}
+
+static double race_instantiate_rep(void *p) {
+    race_ctx *c = p;
+    double spent = 0;
+    for (int r = 0; r < c->rounds; r++) {
+        mtiart_graph_exec x;
+        double t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_graph_instantiate(c->g, &x));
+        spent += bench_now_ns() - t0;
+        BENCH_CHECK(mtiart_graph_exec_destroy(x));
+    }
+    return spent / ((double)c->rounds * (double)c->n);
+}
+
+/* What a captured training step looks like: four streams, each updating its own buffer in
+ * place while reading a shared weight, joined every 100 nodes. */
+static mtiart_graph race_graph(size_t n, void *weights, void *const *state) {
+    mtiart_graph g;
+    BENCH_CHECK(mtiart_graph_create(0, &g));
+    enum { STREAMS = 4, JOIN_EVERY = 100 };
+    size_t last[STREAMS], node = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t lane = i % STREAMS;
+        mtiart_arg args[2] = {{MTIART_ARG_BUFFER_IN, 0, weights, 4096},
+                              {MTIART_ARG_BUFFER_INOUT, 0, state[lane], 4096}};
+        size_t deps[STREAMS], nd = 0;
+        if (i % JOIN_EVERY < STREAMS && i >= JOIN_EVERY)
+            for (size_t k = 0; k < STREAMS; k++) deps[nd++] = last[k]; /* a join */
+        else if (i >= STREAMS) deps[nd++] = last[lane];
+        BENCH_CHECK(mtiart_graph_add_kernel_node(g, nd ? deps : NULL, nd, bench_k_empty, 1, args, 2,
+                                                 &node));
+        last[lane] = node;
+    }
+    return g;
+}
+
+static void bench_race_check(void) {
+    if (!bench_selected("race_check_10000")) return;
+    void *weights, *state[4];
+    BENCH_CHECK(mtiart_malloc(0, 4096, &weights));
+    for (int i = 0; i < 4; i++) BENCH_CHECK(mtiart_malloc(0, 4096, &state[i]));
+    race_ctx c = {.n = 10000, .rounds = bench_cfg.quick ? 1 : 5};
+    c.g = race_graph(c.n, weights, state);
+    bench_row *r = bench_new_row("race_check_10000", "ns/node", 0);
+    bench_measure(r, race_rep, race_instantiate_rep, &c);
+    r->baseline_name = "mtiart_graph_instantiate of the same graph";
+    bench_set_params(r, "\"nodes\": %zu, \"buffers_per_node\": 2, \"streams\": 4", c.n);
+    bench_set_note(r, "mtiart_graph_check_races of a 10,000-node graph: four in-place chains "
+                      "reading one shared weight, joined every 100 nodes; per node");
+    bench_finish_row(r);
+    BENCH_CHECK(mtiart_graph_destroy(c.g));
+    BENCH_CHECK(mtiart_free(weights));
+    for (int i = 0; i < 4; i++) BENCH_CHECK(mtiart_free(state[i]));
+}
+
 /* ------------------------------------------------------------------ allocator */
 
 typedef struct alloc_ctx {
@@ -1279,6 +1352,7 @@ int main(int argc, char **argv) {
         bench_capture();
         bench_update();
         bench_load();
+        bench_race_check();
         bench_alloc();
         bench_elementwise();
         bench_cpu_wait();

@@ -714,26 +714,6 @@ MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exe
                                                                 const mtiart_arg *args,
                                                                 uint32_t num_args);
 
-/* Flags of mtiart_graph_instantiate_with_flags. */
-typedef enum mtiart_instantiate_flags {
-    MTIART_INSTANTIATE_DEFAULT = 0,
-    /* Run every node as captured, whatever MTIART_GRAPH_FUSION says. */
-    MTIART_INSTANTIATE_NO_FUSION = 1,
-    /* Fuse nodes (below), whatever MTIART_GRAPH_FUSION says. */
-    MTIART_INSTANTIATE_FUSION = 2
-} mtiart_instantiate_flags;
-
-/* mtiart_graph_instantiate with flags (an or of mtiart_instantiate_flags). By default
- * (unless MTIART_GRAPH_FUSION=0) the executable fuses nodes of the kernel library: a
- * float32 matmul and a chain of elementwise operations on its result, each node depending
- * only on the one before (a bias add or any binary op with a row vector, a same-shaped
- * tensor or a scalar, unary ops, a softmax over the last dim) run as one launch, tile by
- * tile. Fusion changes no result: every buffer the nodes wrote is written, with the same
- * bits. The graph keeps its nodes; mtiart_graph_exec_get_node_count counts the graph's.
- * Unknown flags, or both fusion flags, are refused (MTIART_ERROR_INVALID_VALUE). */
-MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint32_t flags,
-                                                             mtiart_graph_exec *exec);
-
 /* ------------------------------------------------------------------------------------ */
 /* Kernel library: tensor operations on contiguous device arrays                         */
 /* ------------------------------------------------------------------------------------ */
@@ -938,6 +918,140 @@ MTIART_API mtiart_status mtiart_graph_exec_get_binding_size(mtiart_graph_exec ex
 /* The name of the built-in kernel with stable id `id` (what saved graphs store for kernels
  * of the kernel library: "mtiart_matmul"), or NULL if there is none. */
 MTIART_API const char *mtiart_builtin_kernel_name(uint32_t id);
+
+/* ------------------------------------------------------------------------------------ */
+/* Graph checks                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* One side of a race: a top-level node of the graph and how it touches the bytes. */
+typedef struct mtiart_race_node {
+    uint64_t node;   /* top-level node index */
+    uint64_t stream; /* id of the stream that captured the node (0: added by hand) */
+    uint32_t access; /* MTIART_ARG_BUFFER_IN / OUT / INOUT, on the overlapping bytes */
+    uint32_t reserved;
+    char name[64]; /* as mtiart_node_info's */
+} mtiart_race_node;
+
+/* Two nodes with no path between them that touch the same bytes, one at least writing. */
+typedef struct mtiart_race {
+    mtiart_race_node first, second; /* first.node < second.node */
+    uint64_t address;               /* the bytes both touch */
+    uint64_t bytes;
+} mtiart_race;
+
+/* Find the races of a graph: every pair of nodes with no path between them whose device
+ * buffers overlap, at least one of them writing (reads of the same bytes do not race).
+ * Child and conditional nodes count as every buffer their bodies touch. Up to `capacity`
+ * races are written to `races` (may be NULL when 0) in node order, one per pair and
+ * contiguous range; *count gets how many there are. Cost: O(A log A + Q * c) for A buffer
+ * uses, Q = O(A) reachability queries on a correct graph (more only where races are) and
+ * c the nodes' chain decomposition (one O(nodes + edges) pass per chain queried). */
+MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_race *races,
+                                                  size_t capacity, size_t *count);
+
+/* mtiart_graph_check_races on what an executable runs (its latest update). */
+MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
+                                                       size_t capacity, size_t *count);
+
+typedef enum mtiart_instantiate_flags {
+    MTIART_INSTANTIATE_DEFAULT = 0,
+    /* Refuse a graph with races (MTIART_ERROR_INVALID_VALUE, the message names them) */
+    MTIART_INSTANTIATE_CHECK_RACES = 1 << 0,
+    /* Run every node as captured, whatever MTIART_GRAPH_FUSION says. */
+    MTIART_INSTANTIATE_NO_FUSION = 1 << 1,
+    /* Fuse nodes (below), whatever MTIART_GRAPH_FUSION says. */
+    MTIART_INSTANTIATE_FUSION = 1 << 2
+} mtiart_instantiate_flags;
+
+/* mtiart_graph_instantiate with options (mtiart_instantiate_flags, or-ed); an unknown bit,
+ * or both fusion flags, is refused with MTIART_ERROR_INVALID_VALUE.
+ *
+ * Fusion: by default (unless MTIART_GRAPH_FUSION=0) the executable fuses nodes of the
+ * kernel library: a float32 matmul and a chain of elementwise operations on its result,
+ * each node depending only on the one before (a bias add or any binary op with a row
+ * vector, a same-shaped tensor or a scalar, unary ops, a softmax over the last dim) run as
+ * one launch, tile by tile. Fusion changes no result: every buffer the nodes wrote is
+ * written, with the same bits. The graph keeps its nodes; mtiart_graph_exec_get_node_count
+ * counts the graph's. Chains stay within one graph (never across a child graph's edge)
+ * and stop at event, host and conditional nodes; conditional bodies and loaded graphs
+ * whose inputs or outputs are not bound are not fused. An update of a fused chain
+ * (mtiart_graph_exec_update, mtiart_graph_exec_kernel_node_set_args) fuses the new
+ * parameters, and is refused if they no longer fuse the same way. */
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
+                                                             mtiart_graph_exec *exec);
+
+/* Who makes a call that invalidates a capture, as the calling program knows it: the
+ * runtime fills `thread` with the thread's name and the rest with "" before calling the
+ * caller hook, which may overwrite them (a binding names its language's thread and the
+ * line being run). */
+typedef struct mtiart_caller_info {
+    char thread[64];    /* the calling thread's name */
+    char call[64];      /* the program's name for the call ("synchronize()"), or "" */
+    char location[256]; /* where it was made ("train.py:88 in step"), or "" */
+} mtiart_caller_info;
+
+typedef void (*mtiart_caller_hook)(mtiart_caller_info *info, void *user_data);
+
+/* Install the hook the runtime calls, on the calling thread and holding no lock of its
+ * own, when a call invalidates a capture (NULL removes it). The reason a capture keeps,
+ * which the offending call's error, later calls into the capture and
+ * mtiart_stream_end_capture report, reads "capture invalidated by <call>
+ * (<mtiart function>) on thread '<thread>' (tid N) at <location> while stream S was
+ * capturing in <mode> mode (<why>)". */
+MTIART_API mtiart_status mtiart_set_caller_hook(mtiart_caller_hook hook, void *user_data);
+
+/* Why the capture `stream` takes part in was invalidated, or, when the stream is not
+ * capturing, why its last capture was (until it begins another): the text
+ * mtiart_stream_end_capture reported. "" (length 0) when neither. NUL-terminated in
+ * `buffer`, truncated to `capacity`; *length gets the full length (may be NULL). */
+MTIART_API mtiart_status mtiart_stream_get_capture_invalidation(mtiart_stream stream, char *buffer,
+                                                                size_t capacity, size_t *length);
+
+/* Graphs sharing a memory pool are correct only when replayed in the order they were
+ * captured and never concurrently: a graph may reuse memory that one captured before it
+ * freed. The runtime numbers the graphs captured into each pool (0, 1, 2, ... in capture
+ * order) and checks every launch of one whose pool has had several, from the pool's first
+ * launch on: a graph may follow the one captured before it, itself, or start a new round
+ * as the first graph; graphs no graph or executable holds any more are skipped. Anything
+ * else is an out-of-order replay. A replay that starts while another graph of its pool is
+ * still running is a concurrent one. Graphs with a pool of their own are never checked. */
+typedef enum mtiart_pool_order_mode {
+    MTIART_POOL_ORDER_WARN = 0,  /* report (the callback, else a line on stderr), run anyway:
+                                  * the default */
+    MTIART_POOL_ORDER_ERROR = 1, /* refuse: the launch fails with MTIART_ERROR_NOT_PERMITTED,
+                                  * a concurrent replay does not run and its stream's next
+                                  * synchronize reports it */
+    MTIART_POOL_ORDER_OFF = 2    /* no check */
+} mtiart_pool_order_mode;
+
+/* Called with the description of a violation, on the launching thread (out of order) or on
+ * the device worker starting the replay (concurrent), with no runtime lock held. */
+typedef void (*mtiart_pool_order_fn)(int device, mtiart_pool_id pool, const char *message,
+                                     void *user_data);
+
+/* Set how violations of a shared pool's replay order are handled, and the callback that
+ * reports them (NULL: stderr in MTIART_POOL_ORDER_WARN). */
+MTIART_API mtiart_status mtiart_set_pool_order_check(mtiart_pool_order_mode mode,
+                                                     mtiart_pool_order_fn fn, void *user_data);
+
+/* Debug schedules: run a replay's nodes one at a time, in a valid topological order chosen
+ * by a rule, to expose a missing dependency (a graph whose results change between
+ * schedules lacks an edge). */
+typedef enum mtiart_schedule {
+    MTIART_SCHEDULE_DEFAULT = 0, /* the plan: independent branches on all workers at once */
+    MTIART_SCHEDULE_SERIAL = 1,  /* one node at a time, the ready node captured first first */
+    MTIART_SCHEDULE_REVERSE = 2, /* one node at a time, the ready node captured last first */
+    MTIART_SCHEDULE_RANDOM = 3   /* one node at a time, a ready node drawn at random: the
+                                  * order is a function of `seed` (29 bits of it) */
+} mtiart_schedule;
+
+/* Run the replays launched from now on in `schedule` (`seed`: for RANDOM). The default
+ * costs nothing; the others run every top-level node on one worker, child graphs
+ * flattened and a conditional node's body in its own plan. An executable with event wait
+ * nodes cannot be scheduled (MTIART_ERROR_NOT_SUPPORTED: a wait could then hold the
+ * replay's only worker); an unknown schedule is MTIART_ERROR_INVALID_VALUE. */
+MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
+                                                        mtiart_schedule schedule, uint64_t seed);
 
 #if !defined(MTIART_CDEF) && defined(__cplusplus)
 }

@@ -1313,6 +1313,8 @@ void mt_pool_release(mt_pool *pool) {
 
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool) { return pool->id; }
 
+int mt_pool_device(const mt_pool *pool) { return pool->dev->index; }
+
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
     mt_allocator *a = dev->alloc;
     mt_spin_lock(&a->lock);

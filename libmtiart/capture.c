@@ -24,6 +24,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 atomic_int mt_active_captures;
 static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -135,8 +137,10 @@ static mtiart_status refuse_invalidated(mt_capture *c, const mt_stream *s) {
 static mtiart_status append_locked(mt_capture *c, mt_stream *s, mt_op *op, mt_dag *body,
                                    const mtiart_arg *args, uint32_t num_args) {
     size_t index;
+    mt_dag *d = dag_of(c, s);
     mtiart_status st =
-        mt_dag_append(dag_of(c, s), op, body, s->frontier, s->frontier_len, args, num_args, &index);
+        mt_dag_append(d, op, body, s->frontier, s->frontier_len, args, num_args, &index);
+    if (st == MTIART_SUCCESS) d->nodes[index].stream = s->id;
     if (st == MTIART_SUCCESS && !frontier_set(s, &index, 1)) st = mt_oom();
     return st;
 }
@@ -193,8 +197,90 @@ static const char *mode_name(mtiart_capture_mode mode) {
     }
 }
 
+/* The hook that says who is calling (mtiart_set_caller_hook), under hook_lock. */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static mtiart_caller_hook caller_hook;
+static void *caller_hook_data;
+
+MTIART_API mtiart_status mtiart_set_caller_hook(mtiart_caller_hook hook, void *user_data) {
+    MT_API_ENTRY();
+    pthread_mutex_lock(&hook_lock);
+    caller_hook = hook;
+    caller_hook_data = hook ? user_data : NULL;
+    pthread_mutex_unlock(&hook_lock);
+    return MTIART_SUCCESS;
+}
+
+/* "synchronize() (mtiart_device_synchronize) on thread 'worker-2' (tid 812) at
+ * train.py:88": the public function being called, the calling thread, and what the caller
+ * hook adds (no lock held: the hook may call into Python, which may call back in). */
+static void describe_caller(char *out, size_t cap) {
+    mtiart_caller_info info;
+    memset(&info, 0, sizeof info);
+    if (pthread_getname_np(pthread_self(), info.thread, sizeof info.thread) != 0)
+        info.thread[0] = '\0';
+    pthread_mutex_lock(&hook_lock);
+    mtiart_caller_hook hook = caller_hook;
+    void *data = caller_hook_data;
+    pthread_mutex_unlock(&hook_lock);
+    if (hook) {
+        const char *api = mt_api_suspend(); /* the hook's own calls name their errors */
+        hook(&info, data);
+        mt_api_resume(api);
+        info.thread[sizeof info.thread - 1] = '\0';
+        info.call[sizeof info.call - 1] = '\0';
+        info.location[sizeof info.location - 1] = '\0';
+    }
+    const char *api = mt_api_name ? mt_api_name : "a call";
+    char call[160];
+    if (info.call[0]) snprintf(call, sizeof call, "%s (%s)", info.call, api);
+    else snprintf(call, sizeof call, "%s", api);
+    snprintf(out, cap, "%s on thread '%s' (tid %ld)%s%s", call, info.thread,
+             (long)syscall(SYS_gettid), info.location[0] ? " at " : "", info.location);
+}
+
+static mt_capture *find_victim(mt_stream *stream, mt_event *event, const char **why_out);
+
 mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event) {
     pthread_mutex_lock(&captures_lock);
+    const char *why = "";
+    mt_capture *victim = find_victim(stream, event, &why);
+    if (!victim) {
+        pthread_mutex_unlock(&captures_lock);
+        return MTIART_SUCCESS;
+    }
+    /* Who is calling, asked with no lock held (the hook may run Python); then the search
+     * again, as the captures may have changed meanwhile. */
+    pthread_mutex_unlock(&captures_lock);
+    char caller[MT_CALLER_MAX];
+    describe_caller(caller, sizeof caller);
+    pthread_mutex_lock(&captures_lock);
+    victim = find_victim(stream, event, &why);
+    if (!victim) {
+        pthread_mutex_unlock(&captures_lock);
+        return MTIART_SUCCESS;
+    }
+    /* The capture keeps the reason for the calls that find it invalidated later and for
+     * its end, so it names the call and its caller; this call's own message has the name
+     * in front already. */
+    char detail[320], reason[MT_INVALID_REASON_MAX];
+    snprintf(detail, sizeof detail,
+             "not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
+             (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
+             mode_name(victim->mode), why);
+    snprintf(reason, sizeof reason,
+             "capture invalidated by %s while stream %llu was capturing in %s mode (%s)", caller,
+             (unsigned long long)victim->origin->id, mode_name(victim->mode), why);
+    pthread_mutex_lock(&victim->lock);
+    invalidate_locked(victim, reason);
+    pthread_mutex_unlock(&victim->lock);
+    pthread_mutex_unlock(&captures_lock);
+    return mt_set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED,
+                        "%s; the capture has been invalidated (%s)", detail, caller);
+}
+
+/* The capture an unsafe call on `stream` / `event` disturbs, and why (captures_lock held). */
+static mt_capture *find_victim(mt_stream *stream, mt_event *event, const char **why_out) {
     mt_capture *victim = NULL;
     const char *why = "";
     mt_capture *sc = stream ? atomic_load(&stream->capture) : NULL;
@@ -217,24 +303,8 @@ mtiart_status mt_capture_check_unsafe(mt_stream *stream, mt_event *event) {
             }
         }
     }
-    if (!victim) {
-        pthread_mutex_unlock(&captures_lock);
-        return MTIART_SUCCESS;
-    }
-    /* The capture keeps the reason for the calls that find it invalidated later, so it
-     * names the call; this call's own message has the name in front already. */
-    char detail[320], reason[384];
-    snprintf(detail, sizeof detail,
-             "not permitted while stream %llu is capturing (capture %llu, mode %s): %s",
-             (unsigned long long)victim->origin->id, (unsigned long long)victim->id,
-             mode_name(victim->mode), why);
-    snprintf(reason, sizeof reason, "%s is %s", mt_api_name ? mt_api_name : "a call", detail);
-    pthread_mutex_lock(&victim->lock);
-    invalidate_locked(victim, reason);
-    pthread_mutex_unlock(&victim->lock);
-    pthread_mutex_unlock(&captures_lock);
-    return mt_set_error(MTIART_ERROR_CAPTURE_UNSUPPORTED, "%s; the capture has been invalidated",
-                        detail);
+    *why_out = why;
+    return victim;
 }
 
 mtiart_status mt_capture_event_record(mt_stream *s, mt_event *e, bool external) {
@@ -500,6 +570,8 @@ MTIART_API mtiart_status mtiart_stream_begin_capture(mtiart_stream stream, mtiar
     bool alive = mt_handle_alive(&s_pin);
     if (!current && alive) {
         s->frontier_len = 0;
+        free(s->last_invalidation);
+        s->last_invalidation = NULL;
         c->next = captures;
         if (captures) captures->prev = c;
         captures = c;
@@ -586,11 +658,13 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
     }
     pthread_mutex_lock(&c->lock);
     mtiart_status st = MTIART_SUCCESS;
-    char message[512] = "";
+    char message[MT_INVALID_REASON_MAX + 128] = "";
     if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED) {
         st = MTIART_ERROR_CAPTURE_INVALIDATED;
         snprintf(message, sizeof message, "capture %llu on stream %llu was invalidated: %s",
                  (unsigned long long)c->id, (unsigned long long)s->id, c->invalid_reason);
+        free(s->last_invalidation); /* kept for mtiart_stream_get_capture_invalidation */
+        s->last_invalidation = strdup(c->invalid_reason);
     } else if (open_scope(c)) {
         st = MTIART_ERROR_CAPTURE_UNJOINED;
         snprintf(message, sizeof message,
@@ -634,6 +708,7 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
         return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
+    g->order = mt_pool_order_captured(c->pool, &g->pool_seq);
     free(c);
     return mt_graph_publish(g, graph);
 }
@@ -660,6 +735,33 @@ MTIART_API mtiart_status mtiart_stream_get_capture_info(mtiart_stream stream,
     if (status) *status = state;
     if (capture_id) *capture_id = id;
     if (pool) *pool = pid;
+    return MTIART_SUCCESS;
+}
+
+MTIART_API mtiart_status mtiart_stream_get_capture_invalidation(mtiart_stream stream, char *buffer,
+                                                                size_t capacity, size_t *length) {
+    MT_API_ENTRY();
+    LOOKUP_STREAM(s, stream);
+    if (capacity && !buffer) return mt_set_error(MTIART_ERROR_INVALID_VALUE, "buffer is NULL");
+    char reason[MT_INVALID_REASON_MAX] = "";
+    pthread_mutex_lock(&captures_lock);
+    mt_capture *c = atomic_load(&s->capture);
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        if (c->status == MTIART_CAPTURE_STATUS_INVALIDATED)
+            snprintf(reason, sizeof reason, "%s", c->invalid_reason);
+        pthread_mutex_unlock(&c->lock);
+    } else if (s->last_invalidation) {
+        snprintf(reason, sizeof reason, "%s", s->last_invalidation);
+    }
+    pthread_mutex_unlock(&captures_lock);
+    size_t len = strlen(reason);
+    if (capacity) {
+        size_t n = len < capacity ? len : capacity - 1;
+        memcpy(buffer, reason, n);
+        buffer[n] = '\0';
+    }
+    if (length) *length = len;
     return MTIART_SUCCESS;
 }
 

@@ -147,6 +147,12 @@ struct mt_exec {
     mt_spinlock update_lock;
     atomic_int has_updates;
     update *updates, *updates_tail;
+    mt_pool_order *order; /* of the graph it was instantiated from (NULL: none) */
+    uint32_t pool_seq;
+    uint32_t schedule_bits; /* MT_LAUNCH_* schedule and seed bits, under launch_lock */
+    uint32_t *sched_next;   /* debug schedules: per task, its next position */
+    uint32_t *sched_ready;  /* the tasks whose next node may run */
+    uint32_t *sched_flat;   /* position -> node index in the flattened graph */
 };
 
 /* ------------------------------------------------------------------ plans */
@@ -215,8 +221,12 @@ static void exec_free(mt_exec *x) {
     if (x->tmpl) mt_dag_unref(x->tmpl);
     if (x->done) mt_event_unref(x->done);
     if (x->pool) mt_pool_release(x->pool);
+    if (x->order) mt_pool_order_hold(x->order, x->pool_seq, -1);
     for (size_t i = 0; i < x->num_update_pools; i++) mt_pool_release(x->update_pools[i]);
     free(x->update_pools);
+    free(x->sched_next);
+    free(x->sched_ready);
+    free(x->sched_flat);
     free(x->slot_event);
     free(x->slot_record);
     free(x->launch_slots);
@@ -229,6 +239,13 @@ void mt_exec_unref(mt_exec *x) {
 }
 
 mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
+
+bool mt_exec_starting(const mt_exec *x) { return !x->suspended; }
+
+mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq) {
+    *seq = x->pool_seq;
+    return x->order;
+}
 
 static void release_exec(void *x) { mt_exec_unref(x); }
 
@@ -595,13 +612,21 @@ static uint64_t *launch_slots(mt_op *op) {
     return op->u.graph.slots ? op->u.graph.slots : (uint64_t *)(void *)op->inline_blob;
 }
 
-/* Everything but a chain without waits or updates: updates, job posting, suspension. */
+static void run_scheduled(mt_exec *x, mt_plan *p, uint32_t checks);
+
+/* Everything but a chain without waits or updates: updates, job posting, suspension,
+ * debug schedules. */
 static __attribute__((noinline)) int32_t run_general(mt_exec *x, mt_plan *p, uint64_t generation,
-                                                     mt_event **park, uint64_t *park_generation,
-                                                     char *failure, size_t cap) {
+                                                     uint32_t checks, mt_event **park,
+                                                     uint64_t *park_generation, char *failure,
+                                                     size_t cap) {
     if (!x->suspended) {
         if (atomic_load_explicit(&x->has_updates, memory_order_acquire))
             apply_updates(x, generation);
+        if (MT_UNLIKELY(checks >> MT_LAUNCH_SCHEDULE_SHIFT & MT_LAUNCH_SCHEDULE_MASK)) {
+            run_scheduled(x, p, checks);
+            return plan_result(p, failure, cap);
+        }
         plan_begin(p);
         plan_pass(p, NULL);
     } else if (plan_requeue(p)) {
@@ -634,12 +659,108 @@ int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *p
         run_nodes(p, 0, 0, p->num_nodes, false);
         return plan_result(p, failure, cap);
     }
-    return run_general(x, p, op->u.graph.generation, park, park_generation, failure, cap);
+    return run_general(x, p, op->u.graph.generation, op->u.graph.checks, park, park_generation,
+                       failure, cap);
 }
 
 void mt_exec_release_launch(mt_op *op) {
     if (MT_UNLIKELY(op->u.graph.slots != NULL)) free(op->u.graph.slots);
     mt_exec_unref(op->u.graph.exec);
+}
+
+/* ------------------------------------------------------------------ debug schedules */
+
+/* A step of splitmix64: the random schedule's generator. */
+static uint64_t next_random(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* One node at a time on this worker: the ready tasks (a task's next node may run once the
+ * task is released) and, of their next nodes, the one the schedule picks. A task's nodes
+ * depend on the one before them only, so this is every topological order there is. A
+ * failed node is recorded as in a plan's replay and the others still run. */
+static void run_scheduled(mt_exec *x, mt_plan *p, uint32_t checks) {
+    uint32_t schedule = checks >> MT_LAUNCH_SCHEDULE_SHIFT & MT_LAUNCH_SCHEDULE_MASK;
+    uint64_t state = checks >> MT_LAUNCH_SEED_SHIFT;
+    atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+    uint32_t num_ready = 0;
+    for (uint32_t t = 0; t < p->num_tasks; t++) {
+        atomic_store_explicit(&p->pending[t], p->initial_pending[t], memory_order_relaxed);
+        x->sched_next[t] = p->task_begin[t];
+        if (p->initial_pending[t] == 0) x->sched_ready[num_ready++] = t;
+    }
+    while (num_ready) {
+        uint32_t pick = 0;
+        if (schedule == MTIART_SCHEDULE_RANDOM) {
+            pick = (uint32_t)(next_random(&state) % num_ready);
+        } else {
+            for (uint32_t i = 1; i < num_ready; i++) {
+                uint32_t a = x->sched_flat[x->sched_next[x->sched_ready[i]]];
+                uint32_t b = x->sched_flat[x->sched_next[x->sched_ready[pick]]];
+                if (schedule == MTIART_SCHEDULE_SERIAL ? a < b : a > b) pick = i;
+            }
+        }
+        uint32_t task = x->sched_ready[pick], pos = x->sched_next[task]++;
+        if (x->sched_next[task] == p->task_begin[task + 1])
+            x->sched_ready[pick] = x->sched_ready[--num_ready];
+        run_nodes(p, task, pos, pos + 1, false);
+        const xnode *n = &p->nodes[pos];
+        for (uint32_t k = n->succ_begin; k < n->succ_end; k++) {
+            uint32_t t = p->succ[k];
+            uint32_t left = atomic_load_explicit(&p->pending[t], memory_order_relaxed) - 1;
+            atomic_store_explicit(&p->pending[t], left, memory_order_relaxed);
+            if (left == 0) x->sched_ready[num_ready++] = t;
+        }
+    }
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
+                                                        mtiart_schedule schedule, uint64_t seed) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    if ((unsigned)schedule > MTIART_SCHEDULE_RANDOM)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown schedule %d", (int)schedule);
+    mt_plan *p = x->plan;
+    if (schedule != MTIART_SCHEDULE_DEFAULT && p->num_waits)
+        return mt_set_error(MTIART_ERROR_NOT_SUPPORTED,
+                            "the executable has %u event wait nodes: a debug schedule runs "
+                            "its nodes on one worker, which a wait could hold",
+                            p->num_waits);
+    pthread_mutex_lock(&x->lock);
+    mtiart_status st = MTIART_SUCCESS;
+    if (schedule != MTIART_SCHEDULE_DEFAULT && !x->sched_flat) {
+        /* The order of positions in the flattened graph: the inverse of p->position. */
+        uint32_t n = p->num_nodes, tasks = p->num_tasks;
+        uint32_t *flat = malloc((n ? n : 1) * sizeof *flat);
+        uint32_t *next = malloc((tasks ? tasks : 1) * sizeof *next);
+        uint32_t *ready = malloc((tasks ? tasks : 1) * sizeof *ready);
+        if (!flat || !next || !ready) {
+            free(flat);
+            free(next);
+            free(ready);
+            st = mt_oom();
+        } else {
+            for (uint32_t v = 0; v < n; v++) flat[p->position[v]] = v;
+            x->sched_next = next;
+            x->sched_ready = ready;
+            x->sched_flat = flat;
+        }
+    }
+    if (st == MTIART_SUCCESS) {
+        /* 29 bits of `seed`, mixed so that nearby seeds draw unrelated orders. */
+        uint64_t mixed = seed;
+        uint32_t bits = (uint32_t)schedule << MT_LAUNCH_SCHEDULE_SHIFT;
+        if (schedule == MTIART_SCHEDULE_RANDOM)
+            bits |= (uint32_t)(next_random(&mixed) >> 35) << MT_LAUNCH_SEED_SHIFT;
+        mt_spin_lock(&x->launch_lock);
+        x->schedule_bits = bits;
+        mt_spin_unlock(&x->launch_lock);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return st;
 }
 
 /* ------------------------------------------------------------------ flattening */
@@ -1069,11 +1190,24 @@ static mtiart_status collect_slots(mt_exec *x) {
     return MTIART_SUCCESS;
 }
 
-static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec *exec) {
+/* The flags instantiation knows; a bit beyond them is refused (it may mean something to a
+ * newer library). */
+#define KNOWN_INSTANTIATE_FLAGS                                                                    \
+    ((uint64_t)(MTIART_INSTANTIATE_CHECK_RACES | MTIART_INSTANTIATE_NO_FUSION |                    \
+                MTIART_INSTANTIATE_FUSION))
+
+static mtiart_status instantiate(mtiart_graph graph, uint64_t flags, mtiart_graph_exec *exec) {
+    LOOKUP_GRAPH(g, graph);
+    LOCK_GRAPH(g);
     MT_CHECK_NOT_NULL(exec);
-    if (flags & ~(uint32_t)(MTIART_INSTANTIATE_NO_FUSION | MTIART_INSTANTIATE_FUSION) ||
-        (flags & MTIART_INSTANTIATE_NO_FUSION && flags & MTIART_INSTANTIATE_FUSION))
-        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "invalid instantiate flags 0x%x", flags);
+    if (flags & ~KNOWN_INSTANTIATE_FLAGS)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
+                            (unsigned long long)(flags & ~KNOWN_INSTANTIATE_FLAGS));
+    if (flags & MTIART_INSTANTIATE_NO_FUSION && flags & MTIART_INSTANTIATE_FUSION)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE,
+                            "MTIART_INSTANTIATE_NO_FUSION and MTIART_INSTANTIATE_FUSION together");
+    mtiart_status st;
+    if ((flags & MTIART_INSTANTIATE_CHECK_RACES) && (st = mt_dag_refuse_races(g->dag))) return st;
     bool fuse = flags & MTIART_INSTANTIATE_FUSION      ? true
                 : flags & MTIART_INSTANTIATE_NO_FUSION ? false
                                                        : mt_graph_fusion;
@@ -1092,7 +1226,7 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
         exec_free(x);
         return mt_oom();
     }
-    mtiart_status st = plan_build(&x->plan, g->dag, g->dev, false, fuse);
+    st = plan_build(&x->plan, g->dag, g->dev, false, fuse);
     if (st == MTIART_SUCCESS) st = collect_slots(x);
     if (st == MTIART_SUCCESS && (g->artifact || g->dag->placeholders))
         st = mt_bindings_new(g, &x->bindings);
@@ -1104,6 +1238,8 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
         mt_pool_retain(g->pool);
         x->pool = g->pool;
     }
+    if ((x->order = g->order)) mt_pool_order_hold(x->order, g->pool_seq, 1);
+    x->pool_seq = g->pool_seq;
     st = mt_handle_register(x, MT_KIND_EXEC, release_exec, &x->handle);
     if (st) return st;
     *exec = (mtiart_graph_exec)(uintptr_t)x->handle;
@@ -1112,17 +1248,23 @@ static mtiart_status instantiate(mt_graph *g, uint32_t flags, mtiart_graph_exec 
 
 MTIART_API mtiart_status mtiart_graph_instantiate(mtiart_graph graph, mtiart_graph_exec *exec) {
     MT_API_ENTRY();
-    LOOKUP_GRAPH(g, graph);
-    LOCK_GRAPH(g);
-    return instantiate(g, MTIART_INSTANTIATE_DEFAULT, exec);
+    return instantiate(graph, MTIART_INSTANTIATE_DEFAULT, exec);
 }
 
-MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint32_t flags,
+MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec) {
     MT_API_ENTRY();
-    LOOKUP_GRAPH(g, graph);
-    LOCK_GRAPH(g);
-    return instantiate(g, flags, exec);
+    return instantiate(graph, flags, exec);
+}
+
+MTIART_API mtiart_status mtiart_graph_exec_check_races(mtiart_graph_exec exec, mtiart_race *races,
+                                                       size_t capacity, size_t *count) {
+    MT_API_ENTRY();
+    LOOKUP_EXEC(x, exec);
+    pthread_mutex_lock(&x->lock);
+    mtiart_status st = mt_dag_check_races(x->tmpl, races, capacity, count);
+    pthread_mutex_unlock(&x->lock);
+    return st;
 }
 
 MTIART_API mtiart_status mtiart_graph_exec_destroy(mtiart_graph_exec exec) {
@@ -1171,6 +1313,11 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
         /* the capture ended meanwhile: an ordinary launch */
     }
+    bool checked = x->order && mt_pool_order_shared(x->order);
+    if (MT_UNLIKELY(checked)) {
+        mtiart_status st = mt_pool_order_launch(x->order, x->pool_seq, s->id);
+        if (st) return st;
+    }
     uint64_t *heap = NULL;
     if (x->num_slots > INLINE_SLOTS && !(heap = malloc(x->num_slots * sizeof *heap)))
         return mt_oom();
@@ -1185,6 +1332,7 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
         op.u.graph.exec = x;
         op.u.graph.generation = atomic_load(&x->done->recorded) + 1;
         op.u.graph.slots = heap;
+        op.u.graph.checks = (checked ? MT_LAUNCH_POOL_ORDER : 0) | x->schedule_bits;
         /* Record nodes reserve the generation they complete, wait nodes take the record
          * they wait for; the records are published once the launch is in the queue. */
         for (uint32_t k = 0; MT_UNLIKELY(k < x->num_slots); k++) {

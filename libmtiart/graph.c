@@ -48,6 +48,7 @@ mt_dag *mt_dag_clone(const mt_dag *d) {
         if (from->num_deps) memcpy(to->deps, from->deps, from->num_deps * sizeof *to->deps);
         to->num_buffers = from->num_buffers;
         to->num_deps = from->num_deps;
+        to->stream = from->stream;
         if ((to->body = from->body)) mt_dag_ref(to->body);
     }
     c->num_edges = d->num_edges;
@@ -81,6 +82,7 @@ mtiart_status mt_graph_publish(mt_graph *g, mtiart_graph *handle) {
 }
 
 void mt_graph_free(mt_graph *g) {
+    if (g->order) mt_pool_order_hold(g->order, g->pool_seq, -1);
     mt_dag_unref(g->dag);
     if (g->artifact) mt_artifact_unref(g->artifact);
     if (g->pool) mt_pool_release(g->pool);
@@ -491,7 +493,7 @@ static const char *conditional_name(uint32_t kind) {
     return kind == MTIART_CONDITIONAL_WHILE ? "WHILE" : "IF";
 }
 
-static void node_name(const mt_node *n, char *out, size_t cap) {
+void mt_node_name(const mt_node *n, char *out, size_t cap) {
     static const char *copy_kinds[] = {"HtoH", "HtoD", "DtoH", "DtoD"};
     switch (n->op.type) {
     case MT_OP_KERNEL: mt_kernel_name(n->op.fn.kernel, out, cap); break;
@@ -537,7 +539,7 @@ MTIART_API mtiart_status mtiart_graph_get_node_info(mtiart_graph graph, size_t n
     info->num_blocks = n->op.num_blocks;
     info->num_buffers = n->num_buffers;
     info->num_dependencies = n->num_deps;
-    node_name(n, info->name, sizeof info->name);
+    mt_node_name(n, info->name, sizeof info->name);
     return MTIART_SUCCESS;
 }
 
@@ -618,7 +620,7 @@ static void emit_dag(text_out *t, const mt_dag *d, const char *prefix, int depth
     for (size_t i = 0; i < d->num_nodes; i++) {
         const mt_node *n = &d->nodes[i];
         char name[96];
-        node_name(n, name, sizeof name);
+        mt_node_name(n, name, sizeof name);
         emit(t, "%*s%s%zu [fillcolor=%s, label=\"#%zu %s", indent, "", prefix, i,
              colors[node_kind(n)], i, name);
         if (n->op.type == MT_OP_KERNEL) emit(t, "\\nblocks=%u", n->op.num_blocks);

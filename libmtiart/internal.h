@@ -265,6 +265,7 @@ typedef struct mt_op {
             mt_exec *exec;
             uint64_t generation; /* of the executable's done event */
             uint64_t *slots;     /* more event generations than fit inline (exec.c) */
+            uint32_t checks;     /* MT_LAUNCH_* bits */
         } graph;
         struct {
             const void *flag; /* device memory: the body runs while (or if) it is non-zero */
@@ -276,6 +277,14 @@ typedef struct mt_op {
     uint8_t inline_blob[MT_OP_INLINE_BYTES] __attribute__((aligned(8)));
 } __attribute__((aligned(MT_CACHELINE))) mt_op; /* whole cache lines: no false sharing
                                                  * between a producer and the consumer */
+
+/* A GRAPH op's `checks`: its pool is shared (the replay checks it runs alone); the debug
+ * schedule it runs in (an mtiart_schedule, 0: the plan's) and, for a random one, 29 bits
+ * of its seed. Kept in the op so that a later change applies to later launches only. */
+#define MT_LAUNCH_POOL_ORDER 1u
+#define MT_LAUNCH_SCHEDULE_SHIFT 1
+#define MT_LAUNCH_SCHEDULE_MASK 3u
+#define MT_LAUNCH_SEED_SHIFT 3
 
 /* The argument blob of a kernel op. */
 static inline uint8_t *mt_op_blob(mt_op *op) {
@@ -501,6 +510,9 @@ struct mt_stream {
     size_t frontier_len, frontier_cap;
     struct mt_scope *scope; /* the innermost conditional body the stream captures into */
     uint32_t flags;         /* mtiart_stream_flags given at creation */
+    /* why the last capture begun on the stream was invalidated (heap; NULL: it was not),
+     * under captures_lock */
+    char *last_invalidation;
 
     mt_stream *dev_prev, *dev_next; /* device stream list */
 };
@@ -612,6 +624,7 @@ mtiart_status mt_pool_acquire(mt_device *dev, mtiart_pool_id id, mt_pool **out);
 void mt_pool_retain(mt_pool *pool);
 void mt_pool_release(mt_pool *pool);
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
+int mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
@@ -619,6 +632,10 @@ void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
 void mt_alloc_vg_poll(mt_device *dev);
 
 /* ---------------------------------------------------------------- capture (capture.c) */
+
+/* Room for who made a call (describe_caller) and for why a capture was invalidated. */
+#define MT_CALLER_MAX 448
+#define MT_INVALID_REASON_MAX 768
 
 struct mt_capture {
     uint64_t id;
@@ -630,7 +647,7 @@ struct mt_capture {
     mt_pool *pool;
     pthread_mutex_t lock;
     int status; /* mtiart_capture_status */
-    char invalid_reason[384];
+    char invalid_reason[MT_INVALID_REASON_MAX];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
     size_t num_streams, cap_streams;
     mt_event **events; /* events recorded in the capture, each holding a reference */
@@ -683,7 +700,8 @@ typedef struct mt_node {
     uint32_t num_buffers;
     uint32_t num_deps;
     size_t *deps;
-    mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    mt_dag *body;    /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
+    uint64_t stream; /* id of the stream that captured the node (0: added by hand) */
 } mt_node;
 
 /* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
@@ -712,6 +730,9 @@ struct mt_graph {
     mt_dag *dag;
     mt_pool *pool;         /* NULL for hand-built graphs */
     mt_artifact *artifact; /* a graph loaded from a file: what it was loaded from */
+    /* captured graphs: the replay order of the pool (check.c) and this graph's place in it */
+    struct mt_pool_order *order;
+    uint32_t pool_seq;
 };
 
 mt_graph *mt_graph_new(mt_device *dev);
@@ -739,6 +760,8 @@ mtiart_status mt_dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t *de
                             const mtiart_arg *args, uint32_t num_args, size_t *index);
 /* Re-pack a kernel node's arguments (same kernel and blocks) and its buffer list. */
 mtiart_status mt_node_set_kernel_args(mt_node *n, const mtiart_arg *args, uint32_t num_args);
+/* How messages, node infos and dumps name a node ("add_f32", "memcpy DtoD"). */
+void mt_node_name(const mt_node *n, char *out, size_t cap);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
  * an event: such nodes cannot run inside a conditional body. */
 mtiart_status mt_check_conditional_body(const mt_dag *body);
@@ -783,6 +806,33 @@ void mt_fusion_free(mt_fusion *f);
  * (other shapes, dtypes, overlapping buffers), or out of host memory. */
 mtiart_status mt_fuse_chain(const mt_op *const *ops, uint32_t len, mt_op *fused);
 extern bool mt_graph_fusion;
+
+/* ---------------------------------------------------------------- graph checks (check.c) */
+
+/* The races of dag `d` (mtiart_graph_check_races): up to `cap` into `out`, how many in
+ * *count. */
+mtiart_status mt_dag_check_races(const mt_dag *d, mtiart_race *out, size_t cap, size_t *count);
+/* INVALID_VALUE naming the races of `d` if it has any (an instantiation that checks). */
+mtiart_status mt_dag_refuse_races(const mt_dag *d);
+
+/* The replay order of the graphs captured into one pool. Entries live until exit. */
+typedef struct mt_pool_order mt_pool_order;
+/* A capture into `pool` ended with a graph: the pool's order entry and the graph's place
+ * in it (0 for the first); NULL when out of host memory (the graph is then not checked). */
+mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq);
+/* A graph or executable of graph `seq` of the pool is made (delta 1) or freed (-1). */
+void mt_pool_order_hold(mt_pool_order *order, uint32_t seq, int delta);
+/* Whether the pool holds several graphs (so that their launches are checked). */
+bool mt_pool_order_shared(const mt_pool_order *order);
+/* A launch of graph `seq` of the pool on stream `stream_id`: checks its order (graphs no
+ * graph or executable holds any more are skipped; the first launch starts the order).
+ * Mode ERROR: NOT_PERMITTED, and the launch must not be made. No lock held. */
+mtiart_status mt_pool_order_launch(mt_pool_order *order, uint32_t seq, uint64_t stream_id);
+/* Worker: a replay of graph `seq` starts (false: another graph of the pool runs and mode
+ * ERROR refuses it, `failure` says why) / has ended (after a true start). */
+bool mt_pool_order_enter(mt_pool_order *order, uint32_t seq, uint64_t stream_id, char *failure,
+                         size_t cap);
+void mt_pool_order_leave(mt_pool_order *order);
 
 /* A record node completed: stream.c's completion, which hands the streams parked on the
  * event back to their workers (passed down so that exec.c never calls up into stream.c). */
@@ -831,5 +881,9 @@ mtiart_status mt_bindings_check(const mt_bindings *b);
 /* The segment of private pool `pool` that holds [ptr, ptr+bytes), if any. (alloc.c) */
 bool mt_pool_segment_of(const mt_pool *pool, const void *ptr, size_t bytes, uintptr_t *base,
                         size_t *size);
+/* A GRAPH op with MT_LAUNCH_POOL_ORDER: whether its replay is starting (not resuming after a
+ * wait), and the pool order and place of its executable. */
+bool mt_exec_starting(const mt_exec *x);
+mt_pool_order *mt_exec_pool_order(const mt_exec *x, uint32_t *seq);
 
 #endif /* MTIART_INTERNAL_H */

@@ -1652,7 +1652,8 @@ MTIART_API mtiart_status mtiart_graph_exec_get_binding_size(mtiart_graph_exec ex
     return MTIART_SUCCESS;
 }
 
+/* A lookup in constant tables: it sets no error and takes no lock, so it needs no public-call
+ * scope and is safe in a forked child. */
 MTIART_API const char *mtiart_builtin_kernel_name(uint32_t id) {
-    MT_API_ENTRY();
     return mt_builtin_kernel_name(mt_builtin_kernel_by_id(id));
 }

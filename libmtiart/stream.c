@@ -90,6 +90,7 @@ void mt_stream_unref(mt_stream *s) {
     free(s->head_chunk);
     free(atomic_load(&s->spare_chunk));
     free(s->frontier);
+    free(s->last_invalidation);
     free(s);
 }
 
@@ -232,6 +233,19 @@ static void complete_event(mt_event *e, uint64_t generation) {
 
 static void mark_completed(mt_stream *s, uint64_t consumed);
 
+/* A replay of a graph whose pool is shared begins: false when another graph of the pool
+ * is still running and the check refuses it (the stream's sticky error says why). */
+static __attribute__((noinline, cold)) bool start_pool_replay(mt_stream *s, mt_op *op) {
+    mt_exec *x = op->u.graph.exec;
+    if (!mt_exec_starting(x)) return true; /* resumed after a wait: it began already */
+    uint32_t seq;
+    mt_pool_order *order = mt_exec_pool_order(x, &seq);
+    char failure[MT_FAILURE_MAX];
+    if (mt_pool_order_enter(order, seq, s->id, failure, sizeof failure)) return true;
+    set_sticky(s, MTIART_ERROR_NOT_PERMITTED, "%s", failure);
+    return false;
+}
+
 /* Run the op at the head of the queue; false when the stream parked on an event. */
 static bool run_op(mt_stream *s, mt_op *op) {
     char failure[MT_FAILURE_MAX];
@@ -249,6 +263,10 @@ static bool run_op(mt_stream *s, mt_op *op) {
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);
     case MT_OP_GRAPH: {
+        if (MT_UNLIKELY(op->u.graph.checks & MT_LAUNCH_POOL_ORDER) && !start_pool_replay(s, op)) {
+            complete_event(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
+            return true;
+        }
         for (;;) {
             mt_event *park = NULL;
             uint64_t park_generation = 0;
@@ -259,6 +277,10 @@ static bool run_op(mt_stream *s, mt_op *op) {
             /* A wait node's record is pending and nothing else of the replay can run: the
              * stream parks on the event as an eager wait does, and resumes the replay. */
             if (!mt_event_wait_or_park(park, park_generation, s)) return false;
+        }
+        if (MT_UNLIKELY(op->u.graph.checks & MT_LAUNCH_POOL_ORDER)) {
+            uint32_t seq;
+            mt_pool_order_leave(mt_exec_pool_order(op->u.graph.exec, &seq));
         }
         /* Not marked complete early: the op's release (which may free the executable
          * and its pool use) must happen before a synchronize returns. */

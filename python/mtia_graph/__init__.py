@@ -19,8 +19,10 @@ The package's modules form layers: each module imports only modules listed befor
     _storage    device allocations, copies between host and device
     tensor      Tensor and its operations, tensor()
     factories   tensor factories and functions (zeros, arange, where, matmul, ...)
+    checks      graph checks: races between unordered nodes, shared-pool replay order
     graphs      MTIAGraph, graph, graph_pool_handle, while_, if_
     kernels     user kernels: compiled (load_kernel) and Python (@kernel)
+    debug       debugging graphs: compare_schedules (replays in several orders)
 
 Programs built on the package import it as its users do, and no module imports them::
 
@@ -32,6 +34,7 @@ Programs built on the package import it as its users do, and no module imports t
 
 from __future__ import annotations
 
+from . import debug as debug  # mtia_graph.debug.compare_schedules, ... (a submodule)
 from ._C import (
     CaptureError,
     InvalidHandleError,
@@ -39,6 +42,14 @@ from ._C import (
     MTIAError,
     MTIAValueError,
     OutOfMemoryError,
+)
+from .checks import (
+    PoolOrderWarning,
+    Race,
+    RaceError,
+    RaceNode,
+    RaceWarning,
+    set_pool_order_check,
 )
 from .device import (
     Device,
@@ -164,6 +175,13 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "set_graph_fusion",
     "while_",
     "if_",
+    # graph checks
+    "Race",
+    "RaceNode",
+    "RaceWarning",
+    "RaceError",
+    "PoolOrderWarning",
+    "set_pool_order_check",
     # tensors
     "Tensor",
     "dtype",

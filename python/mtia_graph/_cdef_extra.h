@@ -12,7 +12,14 @@
  *   _mtia_oom_trampoline   the one out-of-memory observer libmtiart knows about
  *                          (mtia_graph.memory.attach_out_of_memory_observer); it calls the
  *                          Python observers in order.
+ *   _mtia_caller_hook      the caller hook (mtia_graph.callbacks): names the Python thread,
+ *                          the package function and the user's line of a call that
+ *                          invalidates a capture.
+ *   _mtia_pool_order_trampoline  reports a shared pool's replay out of order or concurrent
+ *                          as a PoolOrderWarning (mtia_graph.checks).
  */
 extern "Python" int32_t _mtia_host_trampoline(void *);
 extern "Python" int32_t _mtia_py_kernel(void *const *, uint32_t, uint32_t);
 extern "Python" void _mtia_oom_trampoline(int, uint64_t, uint64_t, uint64_t, uint64_t, void *);
+extern "Python" void _mtia_caller_hook(mtiart_caller_info *, void *);
+extern "Python" void _mtia_pool_order_trampoline(int, mtiart_pool_id, const char *, void *);

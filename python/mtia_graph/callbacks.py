@@ -13,13 +13,21 @@ entry lives as long as something may still run it:
 
 Host buffers that captured copies read at every replay are kept the same way
 (:func:`keep_for_capture`).
+
+The caller hook tells the runtime who makes a call that invalidates a capture: the Python
+thread's name, the package function called and the user's line, which the capture's error
+messages then carry.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import sys
+import threading
 import weakref
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from ._C import capture_info, ffi, kernel_failure, lib, raise_status, report_python_failure
@@ -178,3 +186,54 @@ def capture_keepalive(capture_id: int) -> list[Any]:
     Calling it for an unknown id returns an empty list.
     """
     return _capture_pending.pop(int(capture_id), [])
+
+
+# ----------------------------------------------------------------- who broke a capture
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _in_package(frame: FrameType) -> bool:
+    return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+
+
+def _shown_path(filename: str) -> str:
+    path = os.path.abspath(filename)
+    cwd = os.getcwd() + os.sep
+    return path[len(cwd) :] if path.startswith(cwd) else path
+
+
+def _fill(field: Any, text: str) -> bytes:
+    return text.encode("utf-8", "replace")[: len(field) - 1]
+
+
+@ffi.def_extern()
+def _mtia_caller_hook(info: Any, user_data: Any) -> None:
+    # Runs on the thread whose runtime call invalidates a capture, before the call returns
+    # its error: the frame above this one made that call.
+    try:
+        frame: FrameType | None = sys._getframe(1)
+        api = None
+        while frame is not None and _in_package(frame):
+            api = frame  # the outermost package frame: what the user called
+            frame = frame.f_back
+        info.thread = _fill(info.thread, threading.current_thread().name)
+        if api is not None:
+            code = api.f_code
+            info.call = _fill(info.call, f"{getattr(code, 'co_qualname', code.co_name)}()")
+        if frame is not None:
+            where = f"{_shown_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+            if frame.f_code.co_name != "<module>":
+                where += f" in {frame.f_code.co_name}"
+            info.location = _fill(info.location, where)
+    except Exception:  # noqa: BLE001 - naming the caller must never fail the call
+        pass
+
+
+def _install_caller_hook() -> None:
+    status = lib.mtiart_set_caller_hook(lib._mtia_caller_hook, ffi.NULL)
+    if status:
+        raise_status(status, "mtia_graph: installing the caller hook")
+
+
+_install_caller_hook()

@@ -34,6 +34,15 @@ from ._C import (
     release_done,
 )
 from .callbacks import capture_id_of, capture_keepalive, keep_for_capture
+from .checks import (
+    Race,
+    RaceError,
+    RaceWarning,
+    check_races_mode,
+    describe_races,
+    races_of,
+    user_stacklevel,
+)
 from .device import device as _device_context
 from .dtypes import bool_, int32
 from .memory import empty_cache
@@ -108,6 +117,21 @@ def _capture_mode(mode: str) -> int:
         ) from None
 
 
+_SCHEDULES: dict[str, int] = {
+    "serial": lib.MTIART_SCHEDULE_SERIAL,
+    "reverse": lib.MTIART_SCHEDULE_REVERSE,
+    "random": lib.MTIART_SCHEDULE_RANDOM,
+}
+
+
+def _schedule_mode(schedule: str | None) -> int:
+    if schedule is None:
+        return int(lib.MTIART_SCHEDULE_DEFAULT)
+    if not isinstance(schedule, str) or schedule not in _SCHEDULES:
+        raise ValueError(f"schedule must be None or one of {sorted(_SCHEDULES)}, got {schedule!r}")
+    return _SCHEDULES[schedule]
+
+
 def _raise_graph_call(status: int, what: str, reset_meanwhile: bool) -> NoReturn:
     """Raise for a failed call on one of a graph's handles. A handle another thread's
     reset() destroyed during the call gets a message saying so."""
@@ -145,6 +169,7 @@ class MTIAGraph:
         "_capture_id",
         "_capture_stream",
         "_captured",
+        "_check_races",
         "_debug",
         "_device",
         "_exec",
@@ -166,6 +191,7 @@ class MTIAGraph:
     _debug: bool  # keep the template for debug_dump() even without keep_graph
     _keepalive: list[Any]  # what the graph's host functions and copies need at replay
     _last_replay_stream: Stream | None
+    _check_races: str | None  # the capture's check_races= (None, "warn", "error")
 
     def __new__(cls, keep_graph: bool = False) -> Self:
         self = super().__new__(cls)
@@ -180,6 +206,7 @@ class MTIAGraph:
         self._debug = False
         self._keepalive = []
         self._last_replay_stream = None
+        self._check_races = None
         return self
 
     def __init__(self, keep_graph: bool = False) -> None:
@@ -192,6 +219,7 @@ class MTIAGraph:
         pool: _POOL_HANDLE | None = None,
         capture_error_mode: str = "global",
         check_input_liveness: bool = False,
+        check_races: str | None = None,
     ) -> None:
         """Begin capturing a MTIA graph on the current stream.
 
@@ -202,6 +230,10 @@ class MTIAGraph:
                 capture), ``"thread_local"`` (only this thread's) or ``"relaxed"``.
             check_input_liveness: check at each replay that the memory the graph reads
                 outside its own pool is still the memory it captured (torch.cuda's keyword).
+            check_races: ``"warn"`` or ``"error"`` to check the captured graph for races
+                (see :meth:`check_races`) at ``capture_end()``: a :class:`RaceWarning`,
+                or a :class:`RaceError` that discards the capture; None (default): no
+                check.
         """
         if check_input_liveness:
             raise NotImplementedError(
@@ -212,6 +244,7 @@ class MTIAGraph:
             pool = (0, 0)
         pool = _check_pool(pool)
         mode = _capture_mode(capture_error_mode)
+        races_mode = check_races_mode(check_races)
         if self._captured or self._capture_stream is not None:
             raise RuntimeError(
                 "This MTIAGraph instance already owns a captured graph. To capture a new "
@@ -228,6 +261,7 @@ class MTIAGraph:
         self._capture_id = info.id
         self._device = stream.device_index
         self._pool = info.pool
+        self._check_races = races_mode
 
     def capture_end(self) -> None:
         """End the capture of a MTIA graph (on the stream that began it)."""
@@ -249,6 +283,8 @@ class MTIAGraph:
             self._retire_keepalive()
             raise_status(status, "MTIAGraph.capture_end")
         self._graph = graph_out[0]
+        if self._check_races is not None:
+            self._check_captured_races(self._check_races)
         try:
             count = ffi.new("size_t *")
             check(lib.mtiart_graph_get_node_count(self._graph, count))
@@ -279,8 +315,20 @@ class MTIAGraph:
             )
         self._instantiate()
 
-    def replay(self) -> None:
-        """Replay the captured MTIA graph on the current stream (asynchronously)."""
+    def replay(self, schedule: str | None = None, seed: int = 0) -> None:
+        """Replay the captured MTIA graph on the current stream (asynchronously).
+
+        Args:
+            schedule: None (default) runs the graph's plan, independent branches on all
+                workers at once. A debug schedule runs its operations one at a time in a
+                valid order chosen by a rule: ``"serial"`` (the ready operation captured
+                first goes first), ``"reverse"`` (captured last goes first) or
+                ``"random"`` (drawn from ``seed``). A graph whose results change between
+                schedules lacks a dependency (see :func:`mtia_graph.debug.compare_schedules`).
+                Graphs that wait for events recorded outside them cannot be scheduled.
+            seed: the random schedule's seed (the same seed, the same order).
+        """
+        mode = _schedule_mode(schedule)
         exec_ = self._exec
         if exec_ is None:
             if not self._captured:
@@ -290,7 +338,16 @@ class MTIAGraph:
             self._instantiate()
             exec_ = self._exec
         stream = current_stream(self._device)
-        status = lib.mtiart_graph_launch(exec_, stream._handle)
+        if mode:
+            status = lib.mtiart_graph_exec_set_schedule(exec_, mode, seed & (2**64 - 1))
+            if status:
+                _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
+            try:
+                status = lib.mtiart_graph_launch(exec_, stream._handle)
+            finally:  # the launch keeps its schedule; later ones run the plan again
+                lib.mtiart_graph_exec_set_schedule(exec_, lib.MTIART_SCHEDULE_DEFAULT, 0)
+        else:
+            status = lib.mtiart_graph_launch(exec_, stream._handle)
         if status:
             _raise_graph_call(status, "MTIAGraph.replay", self._exec is not exec_)
         # On a capturing stream the replay became a child graph of that capture, which runs
@@ -360,6 +417,7 @@ class MTIAGraph:
         stream: Stream | None = None,
         capture_error_mode: str = "global",
         check_input_liveness: bool = False,
+        check_races: str | None = None,
     ) -> Iterator[None]:
         r"""Capture the body again and update this graph's executable in place from it.
 
@@ -382,6 +440,7 @@ class MTIAGraph:
                 stream=stream,
                 capture_error_mode=capture_error_mode,
                 check_input_liveness=check_input_liveness,
+                check_races=check_races,
             ):
                 yield
             self.update(fresh)
@@ -514,6 +573,23 @@ class MTIAGraph:
             _raise_graph_call(status, "MTIAGraph.num_nodes", reset_meanwhile)
         return int(count[0])
 
+    def check_races(self) -> list[Race]:
+        """The races of the captured graph: every pair of operations that no stream order
+        or event puts one after the other and that touch the same device bytes, one of
+        them writing. Their order at replay is whatever the device's workers make it, so
+        results may change from replay to replay. The typical cause is a side stream whose
+        work the capturing stream uses without waiting for it (a forgotten
+        ``wait_stream``). Reads of the same bytes, and disjoint slices of one tensor,
+        never race. Each :class:`Race` names both operations (index, name, capturing
+        stream), how each touches the bytes, and the overlapping range.
+        """
+        graph, exec_ = self._graph, self._exec
+        if graph is not None:
+            return races_of(lib.mtiart_graph_check_races, graph, "MTIAGraph.check_races")
+        if exec_ is not None:
+            return races_of(lib.mtiart_graph_exec_check_races, exec_, "MTIAGraph.check_races")
+        raise RuntimeError("MTIAGraph.check_races() called before a successful capture")
+
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         raise TypeError(
             "an MTIAGraph owns its captured graph and executable: it cannot be copied or "
@@ -563,6 +639,20 @@ class MTIAGraph:
         )
         self._exec = exec_out[0]
 
+    def _check_captured_races(self, mode: str) -> None:
+        races = races_of(lib.mtiart_graph_check_races, self._graph, "MTIAGraph.capture_end")
+        if not races:
+            return
+        text = describe_races(races)
+        if mode == "warn":
+            warnings.warn(text, RaceWarning, stacklevel=user_stacklevel())
+            return
+        # The capture is discarded, as for any failed capture_end().
+        self._destroy_template()
+        self._pool = None
+        self._retire_keepalive()
+        raise RaceError(f"MTIAGraph.capture_end: {text}", races)
+
     def _destroy_template(self) -> None:
         if self._graph is not None:
             graph, self._graph = self._graph, None
@@ -605,6 +695,7 @@ class MTIAGraph:
         self._retire_keepalive()
         self._pool = None
         self._capture_id = 0
+        self._check_races = None
 
 
 class graph:
@@ -616,6 +707,7 @@ class graph:
         stream: the capture stream; by default one stream per process, taken from
             ``current_stream()`` at the first use (as in torch).
         capture_error_mode, check_input_liveness: see :meth:`MTIAGraph.capture_begin`.
+        check_races: see :meth:`MTIAGraph.capture_begin`.
 
     If the body raises, the capture is abandoned (its pool released, the graph left
     empty and reusable), the previous stream is restored, and the original exception
@@ -631,6 +723,7 @@ class graph:
         stream: Stream | None = None,
         capture_error_mode: str = "global",
         check_input_liveness: bool = False,
+        check_races: str | None = None,
     ):
         if not isinstance(mtia_graph, MTIAGraph):
             raise TypeError(f"graph() expects an MTIAGraph, got {type(mtia_graph).__name__}")
@@ -645,6 +738,7 @@ class graph:
         self.capture_error_mode = capture_error_mode
         self.check_input_liveness = bool(check_input_liveness)
         _capture_mode(capture_error_mode)
+        self.check_races = check_races_mode(check_races)
         self.stream_ctx = _stream_context(self.capture_stream)
         # capture_begin() captures the current stream of the current device, so the capture
         # stream's device is made current for the body (torch gets this from set_stream,
@@ -666,6 +760,7 @@ class graph:
                 pool_arg,
                 capture_error_mode=self.capture_error_mode,
                 check_input_liveness=self.check_input_liveness,
+                check_races=self.check_races,
             )
         except BaseException:
             self.stream_ctx.__exit__(None, None, None)

@@ -580,7 +580,7 @@ static void test_flags(void) {
     mtiart_graph g;
     CHECK_OK(mtiart_graph_create(0, &g));
     mtiart_graph_exec x;
-    CHECK_STATUS(mtiart_graph_instantiate_with_flags(g, 4, &x), MTIART_ERROR_INVALID_VALUE);
+    CHECK_STATUS(mtiart_graph_instantiate_with_flags(g, 1u << 30, &x), MTIART_ERROR_INVALID_VALUE);
     CHECK_STATUS(mtiart_graph_instantiate_with_flags(
                      g, MTIART_INSTANTIATE_FUSION | MTIART_INSTANTIATE_NO_FUSION, &x),
                  MTIART_ERROR_INVALID_VALUE);

@@ -168,7 +168,14 @@ static void use_stream(uint32_t *seed, uint64_t handle) {
     }
     case 8: USE(K_STREAM, mtiart_stream_get_device(s, &device)); break;
     case 9: USE(K_STREAM, mtiart_stream_get_priority(s, &priority)); break;
-    case 10: USE(K_STREAM, mtiart_stream_get_id(s, &id)); break;
+    case 10:
+        if (rnd(seed) % 2) {
+            USE(K_STREAM, mtiart_stream_get_id(s, &id));
+        } else {
+            char why[64];
+            USE(K_STREAM, mtiart_stream_get_capture_invalidation(s, why, sizeof why, NULL));
+        }
+        break;
     case 11: USE(K_STREAM, mtiart_stream_synchronize_timeout(s, rnd(seed) % 2 ? 0 : 100000)); break;
     case 12:
         USE(K_STREAM, mtiart_memcpy_timeout(s, back, g_dev, sizeof back,
@@ -228,7 +235,7 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 32};
     const size_t deps[1] = {0};
     mtiart_graph body;
-    switch (rnd(seed) % 17) {
+    switch (rnd(seed) % 18) {
     case 0: USE(K_GRAPH, mtiart_graph_to_dot(g, dot, sizeof dot, &len)); break;
     case 1: USE(K_GRAPH, mtiart_graph_get_node_info(g, 1, &info)); break;
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
@@ -273,6 +280,17 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
         if (st != MTIART_ERROR_INVALID_VALUE) USE(K_GRAPH, st);
         break;
     }
+    case 16:
+        if (rnd(seed) % 2) {
+            USE(K_GRAPH, mtiart_graph_check_races(g, NULL, 0, &count));
+        } else {
+            /* INVALID_VALUE: the graph's kernel nodes race (parallel INOUT uses). */
+            mtiart_status st =
+                mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_CHECK_RACES, &x);
+            if (st == MTIART_SUCCESS) MUST(mtiart_graph_exec_destroy(x));
+            else if (st != MTIART_ERROR_INVALID_VALUE) USE(K_GRAPH, st);
+        }
+        break;
     default: USE(K_GRAPH, mtiart_graph_get_pool(g, &pool)); break;
     }
 }
@@ -281,7 +299,7 @@ static void use_exec(uint32_t *seed, uint64_t handle) {
     mtiart_graph_exec x = (mtiart_graph_exec)(uintptr_t)handle;
     size_t count;
     mtiart_arg arg = {MTIART_ARG_BUFFER_INOUT, 0, g_dev, 16};
-    switch (rnd(seed) % 7) {
+    switch (rnd(seed) % 8) {
     case 0:
     case 1: USE(K_EXEC, mtiart_graph_launch(x, g_exec_stream)); break;
     case 2: USE(K_EXEC, mtiart_graph_exec_get_node_count(x, &count)); break;
@@ -294,6 +312,10 @@ static void use_exec(uint32_t *seed, uint64_t handle) {
         if (st != MTIART_ERROR_INVALID_VALUE) USE(K_EXEC, st);
         break;
     }
+    case 6:
+        if (rnd(seed) % 2) USE(K_EXEC, mtiart_graph_exec_check_races(x, NULL, 0, &count));
+        else USE(K_EXEC, mtiart_graph_exec_set_schedule(x, (mtiart_schedule)(rnd(seed) % 4), 7));
+        break;
     default: MUST(mtiart_stream_synchronize(g_exec_stream)); break; /* keep the queue short */
     }
 }

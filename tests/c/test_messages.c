@@ -176,6 +176,7 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_stream_begin_capture, s, (mtiart_capture_mode)9, ((mtiart_pool_id){0, 0}));
     EXPECT_PREFIX(mtiart_stream_end_capture, s, &g);
     EXPECT_PREFIX(mtiart_stream_get_capture_info, bad_stream, &cs, NULL, NULL);
+    EXPECT_PREFIX(mtiart_stream_get_capture_invalidation, s, NULL, 8, NULL);
     EXPECT_PREFIX(mtiart_graph_create, 3, &g);
     CHECK_OK(mtiart_graph_create(0, &g));
     EXPECT_PREFIX(mtiart_graph_add_kernel_node, g, NULL, 1, k_noop, 1, NULL, 0, &node);
@@ -209,10 +210,16 @@ static void test_runtime_calls(mtiart_stream s, void *dev) {
     EXPECT_PREFIX(mtiart_graph_get_node_body, g, 0, NULL);
     EXPECT_PREFIX(mtiart_graph_kernel_node_set_args, g, 9, NULL, 0);
     EXPECT_PREFIX(mtiart_graph_instantiate, g, NULL);
-    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 7, &x);
+    EXPECT_PREFIX(mtiart_graph_instantiate_with_flags, g, 1u << 30, &x);
+    CHECK_OK(mtiart_graph_instantiate_with_flags(g, MTIART_INSTANTIATE_DEFAULT, &x));
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    EXPECT_PREFIX(mtiart_graph_check_races, g, NULL, 1, &count);
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     EXPECT_PREFIX(mtiart_graph_launch, x, bad_stream);
     EXPECT_PREFIX(mtiart_graph_exec_get_node_count, x, NULL);
+    EXPECT_PREFIX(mtiart_set_pool_order_check, (mtiart_pool_order_mode)9, NULL, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_check_races, x, NULL, 0, NULL);
+    EXPECT_PREFIX(mtiart_graph_exec_set_schedule, x, (mtiart_schedule)9, 0);
     EXPECT_PREFIX(mtiart_graph_exec_update, x, NULL, NULL);
     EXPECT_PREFIX(mtiart_graph_exec_kernel_node_set_args, x, 5, NULL, 0);
     EXPECT_PREFIX(mtiart_graph_save, NULL, "g.mtg", NULL, 0);
@@ -319,10 +326,10 @@ static void test_capture_messages(void) {
     CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
     EXPECT_NAMED(mtiart_stream_synchronize(s), "mtiart_stream_synchronize", "capturing");
     EXPECT_NAMED(mtiart_launch_kernel(s, k_noop, 1, NULL, 0), "mtiart_launch_kernel",
-                 "mtiart_stream_synchronize is not permitted");
+                 "capture invalidated by mtiart_stream_synchronize on thread");
     mtiart_graph g = NULL;
     EXPECT_NAMED(mtiart_stream_end_capture(s, &g), "mtiart_stream_end_capture",
-                 "mtiart_stream_synchronize is not permitted");
+                 "capture invalidated by mtiart_stream_synchronize on thread");
     CHECK_OK(mtiart_stream_destroy(s));
 }
 

@@ -71,6 +71,8 @@ def test_exported_memory_outlives_the_tensor():
     mtia.synchronize()  # what earlier tests left to be released goes now, not below
     t = mtia.full((1000,), 7, dtype=mtia.int32)
     a = np.from_dlpack(t)
+    gc.collect()  # earlier tests' garbage must not be freed during the measurement
+    mtia.synchronize()
     allocated = mtia.memory_allocated()
     del t
     gc.collect()

@@ -89,6 +89,9 @@ PUBLIC_KINDS = {
         "KernelError",
         "CaptureError",
         "MTIAValueError",
+        "RaceError",
+        "RaceWarning",
+        "PoolOrderWarning",
     ],
     "class": [
         "Device",
@@ -103,6 +106,8 @@ PUBLIC_KINDS = {
         "dtype",
         "Kernel",
         "PythonKernel",
+        "Race",
+        "RaceNode",
     ],
     "function": [
         "is_available",
@@ -157,6 +162,7 @@ PUBLIC_KINDS = {
         "from_dlpack",
         "load_kernel",
         "kernel",
+        "set_pool_order_check",
     ],
     "dtype": ["float32", "float64", "int32", "int64", "bool"],
 }

@@ -268,9 +268,17 @@ def test_the_readme_documents_every_deliberate_difference_and_absence():
     ("ours", "torch_name", "extras"),
     [
         ("mtia_graph.MTIAGraph", "torch.mtia.MTIAGraph", ()),
-        ("mtia_graph.MTIAGraph.capture_begin", "torch.cuda.graphs.CUDAGraph.capture_begin", ()),
+        (
+            "mtia_graph.MTIAGraph.capture_begin",
+            "torch.cuda.graphs.CUDAGraph.capture_begin",
+            ("check_races",),
+        ),
         ("mtia_graph.MTIAGraph.debug_dump", "torch.cuda.graphs.CUDAGraph.debug_dump", ()),
-        ("mtia_graph.graph", "torch.mtia.graph", ("capture_error_mode", "check_input_liveness")),
+        (
+            "mtia_graph.graph",
+            "torch.mtia.graph",
+            ("capture_error_mode", "check_input_liveness", "check_races"),
+        ),
         ("mtia_graph.Event", "torch.Event", ("external",)),
         ("mtia_graph.Stream", "torch.cuda.Stream", ()),
     ],
