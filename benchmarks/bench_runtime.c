@@ -1402,6 +1402,115 @@ static void bench_scaling(const int *counts, int ncounts) {
         }
 }
 
+/* ------------------------------------------------------------------ valgrind speed */
+
+enum { MEMCHECK_BLOCKS = 18, MEMCHECK_RUNS = 5 };
+
+/* Child mode: `loops` launches of an 18-block kernel of ~`iterations` multiply-adds per
+ * block, each followed by a synchronize, after a warm-up one; prints us per loop. */
+static int memcheck_child(uint64_t iterations, int loops) {
+    mtiart_stream s;
+    BENCH_CHECK(mtiart_stream_create(0, 0, &s));
+    mtiart_arg arg = {.kind = MTIART_ARG_VALUE, .size = sizeof iterations, .value = &iterations};
+    double t0 = 0;
+    for (int i = -1; i < loops; i++) {
+        if (i == 0) t0 = bench_now_ns();
+        BENCH_CHECK(mtiart_launch_kernel(s, k_spin, MEMCHECK_BLOCKS, &arg, 1));
+        BENCH_CHECK(mtiart_stream_synchronize(s));
+    }
+    printf("%.3f\n", (bench_now_ns() - t0) / loops / 1000.0);
+    BENCH_CHECK(mtiart_stream_destroy(s));
+    return 0;
+}
+
+/* The valgrind program: $VALGRIND, else the first `valgrind` on PATH. */
+static int find_valgrind(char *out, size_t cap) {
+    const char *env = getenv("VALGRIND");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+        return access(out, X_OK);
+    }
+    const char *path = getenv("PATH");
+    if (!path) return -1;
+    for (const char *p = path; *p;) {
+        size_t len = strcspn(p, ":");
+        if (len && (size_t)snprintf(out, cap, "%.*s/valgrind", (int)len, p) < cap &&
+            access(out, X_OK) == 0)
+            return 0;
+        p += len + (p[len] == ':');
+    }
+    return -1;
+}
+
+static double run_memcheck_child(const char *valgrind, const char *self, uint64_t iterations,
+                                 int loops) {
+    char a_iter[32], a_loops[32], workers[48], out[4096];
+    snprintf(a_iter, sizeof a_iter, "%llu", (unsigned long long)iterations);
+    snprintf(a_loops, sizeof a_loops, "%d", loops);
+    /* The default worker count (one per CPU), whatever this process was given. */
+    snprintf(workers, sizeof workers, "MTIART_NUM_WORKERS=%d", bench_cfg.ncpu);
+    char *native[] = {(char *)self, "--memcheck-child", a_iter, a_loops, NULL};
+    /* memcheck with its default scheduler (no --fair-sched): what a leak hunter runs */
+    char *vg[] = {(char *)valgrind,
+                  "--tool=memcheck",
+                  "-q",
+                  "--log-file=/dev/null",
+                  (char *)self,
+                  "--memcheck-child",
+                  a_iter,
+                  a_loops,
+                  NULL};
+    if (bench_run_child(valgrind ? vg : native, workers, out, sizeof out) != 0) return NAN;
+    return strtod(out, NULL);
+}
+
+/* An 18-block kernel and a synchronize per iteration, under memcheck and natively, each in
+ * processes of their own: the worst of five memcheck runs against the native median. Every
+ * wait of the runtime blocks under valgrind, so memcheck's scheduler, which runs one
+ * thread at a time and switches only when a thread blocks or its time slice ends, makes
+ * progress at once instead of waiting out spinning threads. */
+static void bench_memcheck(void) {
+    const char *name = "memcheck_blocks_sync";
+    if (!bench_selected(name)) return;
+    bench_row *r = bench_new_row(name, "us/iter", 0);
+    r->ratio_target = 100;
+    bench_set_note(r,
+                   "an %d-block kernel (~2 us per block natively) + synchronize per "
+                   "iteration, under valgrind memcheck (default scheduler, default worker "
+                   "count): the worst of %d runs, each its own process",
+                   MEMCHECK_BLOCKS, MEMCHECK_RUNS);
+    char valgrind[4096], self[4096];
+    if (find_valgrind(valgrind, sizeof valgrind) != 0) {
+        bench_set_skipped(r, "valgrind is not installed (or $VALGRIND is not executable)");
+        bench_finish_row(r);
+        return;
+    }
+    if (bench_self_path(self, sizeof self) != 0) bench_die("cannot find this program's path");
+    uint64_t iterations = calibrate_50us() / 25;
+    bench_samples native = {0}, vg = {0};
+    for (int i = 0; i < MEMCHECK_RUNS; i++) {
+        native.v[native.n++] = run_memcheck_child(NULL, self, iterations, 200);
+        vg.v[vg.n++] = run_memcheck_child(valgrind, self, iterations, 20);
+        if (isnan(native.v[i]) || isnan(vg.v[i])) {
+            bench_set_skipped(r, "a child process failed (natively or under %s)", valgrind);
+            bench_finish_row(r);
+            return;
+        }
+    }
+    double worst = bench_max(vg.v, vg.n), fastest = bench_min(vg.v, vg.n);
+    double native_median = bench_median(native.v, native.n);
+    r->value = r->vmax = worst;
+    r->vmin = fastest;
+    r->baseline = native_median;
+    r->baseline_name = "the same loop natively (median of 5 runs)";
+    r->reps = MEMCHECK_RUNS;
+    bench_set_params(r,
+                     "\"blocks\": %d, \"workers\": %d, \"memcheck_best_us\": %.4g, "
+                     "\"memcheck_median_us\": %.4g, \"valgrind\": \"%s\"",
+                     MEMCHECK_BLOCKS, bench_cfg.ncpu, fastest, bench_median(vg.v, vg.n), valgrind);
+    bench_finish_row(r);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static const char usage[] =
@@ -1409,6 +1518,10 @@ static const char usage[] =
     "                     [--scaling [--workers 1,2,4,8,16]]\n";
 
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "--memcheck-child") == 0) {
+        BENCH_CHECK(mtiart_init());
+        return memcheck_child(strtoull(argv[2], NULL, 10), atoi(argv[3]));
+    }
     if (argc == 6 && strcmp(argv[1], "--scaling-child") == 0) {
         BENCH_CHECK(mtiart_init());
         return scaling_child(argv[2], strtoull(argv[3], NULL, 10), atoi(argv[4]), atoi(argv[5]));
@@ -1457,6 +1570,7 @@ int main(int argc, char **argv) {
         bench_alloc();
         bench_elementwise();
         bench_cpu_wait();
+        bench_memcheck();
     }
     bench_scaling(counts, ncounts);
     bench_print_table();

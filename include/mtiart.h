@@ -33,9 +33,13 @@
  *   MTIART_DEVICE_MEMORY  capacity of each device in bytes; K/M/G suffixes accepted
  *                         (default 4G)
  *   MTIART_NUM_WORKERS    worker threads per device (default: the number of online CPUs)
- *   MTIART_SPIN_US        microseconds an idle worker or a waiting host thread spins before
- *                         it sleeps (default 50; 0 under valgrind, where spinning only
- *                         delays the other threads)
+ *   MTIART_SPIN_US        the longest, in microseconds, an idle worker or a waiting host
+ *                         thread spins before it sleeps (default 50; each waiter spins only
+ *                         as long as its recent waits took). 0 makes every wait block at
+ *                         once, as it always does under valgrind, where spinning only
+ *                         delays the other threads.
+ *   MTIART_GRAPH_FUSION   1 (default) or 0: whether instantiation fuses nodes of the kernel
+ *                         library (see mtiart_graph_instantiate_with_flags)
  *   MTIART_KERNEL_ISA     cap on the x86 instruction set of the kernel library: generic,
  *                         avx2 or avx512 (default: the best the CPU supports; to test
  *                         every code path on one machine). Read at the first kernel-library
@@ -893,11 +897,27 @@ typedef enum mtiart_graph_instantiate_flags {
     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH = 2,
     /* Refuse a graph with races (MTIART_ERROR_INVALID_VALUE, the message names them; see
      * mtiart_graph_check_races). */
-    MTIART_GRAPH_INSTANTIATE_CHECK_RACES = 4
+    MTIART_GRAPH_INSTANTIATE_CHECK_RACES = 4,
+    /* Run every node as captured, whatever MTIART_GRAPH_FUSION says. */
+    MTIART_GRAPH_INSTANTIATE_NO_FUSION = 8,
+    /* Fuse nodes (below), whatever MTIART_GRAPH_FUSION says. */
+    MTIART_GRAPH_INSTANTIATE_FUSION = 16
 } mtiart_graph_instantiate_flags;
 
 /* mtiart_graph_instantiate with a bit set of MTIART_GRAPH_INSTANTIATE_* flags; an unknown
- * bit is refused with MTIART_ERROR_INVALID_VALUE. */
+ * bit, or both fusion flags, is refused with MTIART_ERROR_INVALID_VALUE.
+ *
+ * Fusion: by default (unless MTIART_GRAPH_FUSION=0) the executable fuses nodes of the
+ * kernel library: a float32 matmul and a chain of elementwise operations on its result,
+ * each node depending only on the one before (a bias add or any binary op with a row
+ * vector, a same-shaped tensor or a scalar, unary ops, a softmax over the last dim) run as
+ * one launch, tile by tile. Fusion changes no result: every buffer the nodes wrote is
+ * written, with the same bits. The graph keeps its nodes; mtiart_graph_exec_get_node_count
+ * counts the graph's. Chains stay within one graph (never across a child graph's edge)
+ * and stop at event, host and conditional nodes; conditional bodies and loaded graphs
+ * whose inputs or outputs are not bound are not fused. An update of a fused chain
+ * (mtiart_graph_exec_update, mtiart_graph_exec_kernel_node_set_args) fuses the new
+ * parameters, and is refused if they no longer fuse the same way. */
 MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec);
 

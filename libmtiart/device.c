@@ -4,10 +4,12 @@
  * Each device owns worker threads. Streams with pending work sit on the device's ready
  * lists (one per priority, kept by stream.c); a worker takes a stream and drains it, so
  * each stream runs in order while different streams run in parallel. Idle workers spin
- * briefly (one at a time) before sleeping on a futex, which keeps a launch-and-wait round
- * trip short without burning every core. Multi-block kernels and graph replays post "jobs"
- * (sync.c) that idle workers help with. The worker loop is the top of the runtime's
- * layering (see op.c): it calls down into stream.c and nothing calls back into it.
+ * (one at a time, for as long as new work has lately taken to arrive) before sleeping on a
+ * futex, which keeps a launch-and-wait round trip short without burning a core once work
+ * stops coming; when waits block (valgrind, MTIART_SPIN_US=0) they sleep at once.
+ * Multi-block kernels and graph replays post "jobs" (sync.c) that idle workers help with. The
+ * worker loop is the top of the runtime's layering (see op.c): it calls down into stream.c and
+ * nothing calls back into it.
  */
 #include "internal.h"
 
@@ -97,41 +99,43 @@ mtiart_status mt_check_may_wait(void) {
                         "worker (waiting for the device there would deadlock)");
 }
 
-/* Help every posted job (see mt_job_post). The job's help function is called through the
+/* Help every open job (see mt_job_post). The job's help function is called through the
  * slot: the one call a worker makes back up into the file that posted the job. */
 static bool help_jobs(mt_device *dev) {
     bool helped = false;
     for (int i = 0; i < MT_MAX_JOBS; i++) {
         mt_job_slot *slot = &dev->jobs[i];
-        if (!atomic_load_explicit(&slot->job, memory_order_relaxed)) continue;
-        /* Announce ourselves before reading the job so the owner waits for us. */
-        atomic_fetch_add(&slot->users, 1);
-        mt_job *job = atomic_load(&slot->job);
-        if (job) {
-            job->help(job);
-            helped = true;
-        }
-        atomic_fetch_sub(&slot->users, 1);
+        if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
+        mt_job *job = mt_job_enter(slot);
+        if (job) job->help(job);
+        mt_job_leave(dev, slot, job != NULL);
+        helped |= job != NULL;
     }
     return helped;
 }
 
 static bool has_work(mt_device *dev) {
-    return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->active_jobs) != 0 ||
+    return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->open_jobs) != 0 ||
            atomic_load(&dev->shutdown) != 0;
 }
 
+/* One worker at a time spins for new work, for as long as work has recently taken to
+ * arrive (the device's idle budget, which it then learns from); the others, and it once
+ * its budget is spent, sleep until mt_device_wake. */
 static void worker_idle(mt_device *dev) {
     int expected = 0;
-    if (mt_spin_ns && atomic_compare_exchange_strong(&dev->spinning, &expected, 1)) {
-        uint64_t deadline = mt_now_ns() + mt_spin_ns;
+    uint64_t spin = mt_spin_budget_ns(&dev->idle_budget);
+    bool spinner = spin && atomic_compare_exchange_strong(&dev->spinning, &expected, 1);
+    uint64_t start = spinner ? mt_now_ns() : 0;
+    if (spinner) {
         for (unsigned i = 1;; i++) {
             if (has_work(dev)) {
                 atomic_store(&dev->spinning, 0);
+                mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
                 return;
             }
             mt_cpu_relax();
-            if ((i & 63) == 0 && mt_now_ns() > deadline) break;
+            if ((i & 63) == 0 && mt_now_ns() - start > spin) break;
         }
         atomic_store(&dev->spinning, 0);
     }
@@ -139,14 +143,14 @@ static void worker_idle(mt_device *dev) {
     atomic_fetch_add(&dev->sleepers, 1);
     if (!has_work(dev)) mt_futex_wait(&dev->wake_word, word);
     atomic_fetch_sub(&dev->sleepers, 1);
+    if (spinner) mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
 }
 
 static void *worker_main(void *arg) {
     mt_device *dev = arg;
     tl_on_worker = true;
     for (;;) {
-        if (atomic_load_explicit(&dev->active_jobs, memory_order_relaxed) && help_jobs(dev))
-            continue;
+        if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) && help_jobs(dev)) continue;
         mt_stream *s = mt_stream_pop_ready(dev);
         if (s) {
             mt_stream_run(s);
@@ -219,7 +223,27 @@ static void do_init(void) {
         return;
     }
     const char *spin = getenv("MTIART_SPIN_US");
-    if (spin && *spin) spin_us = strtoull(spin, NULL, 10);
+    if (spin && *spin) {
+        char *end;
+        errno = 0;
+        spin_us = strtoull(spin, &end, 10);
+        if (errno || end == spin || *end != '\0' || spin_us > 1000000) {
+            init_status = MTIART_ERROR_INVALID_VALUE;
+            snprintf(init_message, sizeof init_message,
+                     "invalid MTIART_SPIN_US='%s' (expected microseconds, 0 to 1000000)", spin);
+            return;
+        }
+    }
+    const char *fusion = getenv("MTIART_GRAPH_FUSION");
+    if (fusion && *fusion) {
+        if (strcmp(fusion, "0") != 0 && strcmp(fusion, "1") != 0) {
+            init_status = MTIART_ERROR_INVALID_VALUE;
+            snprintf(init_message, sizeof init_message,
+                     "invalid MTIART_GRAPH_FUSION='%s' (expected 0 or 1)", fusion);
+            return;
+        }
+        mt_graph_fusion = fusion[0] == '1';
+    }
     /* As much as ASan's allocator keeps by default, within a quarter of the device. */
     uint64_t quarantine = capacity / 4 < (64ull << 20) ? capacity / 4 : 64ull << 20;
     if (!env_size("MTIART_VALGRIND_QUARANTINE", &quarantine, 0, 1ull << 44)) {
@@ -235,8 +259,9 @@ static void do_init(void) {
     }
 #endif
     (void)quarantine;
+    mt_waits_block = spin_us == 0;
     mt_spin_ns = spin_us * 1000;
-    mt_linger_ns = spin_us ? 20000 : 0;
+    mt_linger_ns = mt_spin_ns < 20000 ? mt_spin_ns : 20000;
 
     mt_devices = calloc((size_t)num_devices, sizeof *mt_devices);
     if (!mt_devices) goto oom;
@@ -246,6 +271,8 @@ static void do_init(void) {
         dev->index = d;
         dev->num_workers = (int)workers;
         dev->capacity = capacity;
+        mt_spin_budget_init(&dev->idle_budget, mt_spin_ns);
+        mt_spin_budget_init(&dev->job_budget, mt_spin_ns);
         pthread_mutex_init(&dev->streams_lock, NULL);
         mtiart_status st = mt_alloc_init(dev);
         if (st != MTIART_SUCCESS) {

@@ -7,14 +7,16 @@
 #include "internal.h"
 
 #include <limits.h>
-#include <sched.h>
 #include <stdlib.h>
 
 mt_event *mt_event_new(uint32_t flags) {
-    mt_event *e = calloc(1, sizeof *e);
+    mt_event *e =
+        aligned_alloc(MT_CACHELINE, (sizeof *e + MT_CACHELINE - 1) / MT_CACHELINE * MT_CACHELINE);
     if (!e) return NULL;
+    memset(e, 0, sizeof *e);
     atomic_init(&e->refcount, 1);
     e->flags = flags;
+    mt_spin_budget_init(&e->wait_budget, (flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns);
     return e;
 }
 
@@ -51,17 +53,22 @@ void mt_event_complete(mt_event *e, uint64_t generation) {
 }
 
 size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap) {
+    /* Nobody parked (most records): no lock. The caller's seq_cst update of `completed`
+     * comes before this seq_cst load, and a parking stream publishes itself in
+     * num_waiters before it re-reads `completed` (mt_event_wait_or_park): either it sees
+     * this record complete, or this load sees it parked. */
+    if (atomic_load(&e->num_waiters) == 0) return 0;
     /* Waiters of different generations can be interleaved (a re-recorded event), so the
      * whole list is scanned: an unsatisfied waiter must not hide satisfied ones behind it
      * (they would stay parked until some later record completes, or forever). */
     mt_spin_lock(&e->lock);
-    size_t taken = 0, kept = 0;
+    size_t taken = 0, kept = 0, n = atomic_load_explicit(&e->num_waiters, memory_order_relaxed);
     uint64_t done = atomic_load(&e->completed);
-    for (size_t i = 0; i < e->num_waiters; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (e->waiters[i].generation <= done && taken < cap) out[taken++] = e->waiters[i].stream;
         else e->waiters[kept++] = e->waiters[i];
     }
-    e->num_waiters = kept;
+    atomic_store(&e->num_waiters, kept);
     mt_spin_unlock(&e->lock);
     return taken;
 }
@@ -73,28 +80,39 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
         mt_spin_unlock(&e->lock);
         return true;
     }
-    if (e->num_waiters == e->cap_waiters) {
+    size_t n = atomic_load_explicit(&e->num_waiters, memory_order_relaxed);
+    if (n == e->cap_waiters) {
         size_t cap = e->cap_waiters ? e->cap_waiters * 2 : 4;
         mt_event_waiter *grown = realloc(e->waiters, cap * sizeof *grown);
         if (!grown) {
-            /* Cannot park: spin on this worker instead (correct, merely wasteful). */
+            /* Cannot park: wait on this worker instead (correct, merely wasteful). */
             mt_spin_unlock(&e->lock);
-            while (atomic_load(&e->completed) < generation) sched_yield();
+            mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
+                            &e->wait_budget, MT_FOREVER);
             return true;
         }
         e->waiters = grown;
         e->cap_waiters = cap;
     }
-    e->waiters[e->num_waiters++] = (mt_event_waiter){s, generation};
+    e->waiters[n] = (mt_event_waiter){s, generation};
     atomic_store(&s->sched, MT_SCHED_BLOCKED);
+    /* Parked first, then the re-check (see mt_event_take_ready): a completion that did
+     * not see this waiter is seen here, and the waiter withdrawn. */
+    atomic_store(&e->num_waiters, n + 1);
+    if (atomic_load(&e->completed) >= generation) {
+        atomic_store(&e->num_waiters, n);
+        atomic_store(&s->sched, MT_SCHED_RUNNING);
+        mt_spin_unlock(&e->lock);
+        return true;
+    }
     mt_spin_unlock(&e->lock);
     return false;
 }
 
 bool mt_event_host_wait(mt_event *e, uint64_t generation, uint64_t deadline) {
-    uint64_t spin = (e->flags & MTIART_EVENT_BLOCKING_SYNC) ? 0 : mt_spin_ns;
-    return mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, spin,
-                           deadline);
+    /* A blocking-sync event has a budget of 0: its waiters sleep at once. */
+    return mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters,
+                           &e->wait_budget, deadline);
 }
 
 static void release_event(void *e) { mt_event_unref(e); }

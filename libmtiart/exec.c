@@ -8,7 +8,13 @@
  *   - each chain is a task with a count of unfinished predecessors; a node records the
  *     other tasks it releases when it finishes;
  *   - a pure chain (one task) replays as one loop on the launching worker; otherwise the
- *     ready tasks sit in an array that all workers of the device take batches from.
+ *     ready tasks sit in an array that all workers of the device take batches from;
+ *   - the layout is a topological order, so a plan without wait nodes whose replays are
+ *     short runs as one loop too: waking helpers and sharing counters with them costs
+ *     more than a few microseconds of work gains (see learn_replay_time).
+ * Before that, the fusion pass (fuse.c) may let one launch stand for a chain of kernel
+ * nodes; an update of such a chain makes its launch anew (or is refused if the new
+ * parameters do not fuse).
  * A launch is one stream operation. Replays of one graph never overlap, whichever of its
  * executables they use (mt_replay_order).
  *
@@ -28,7 +34,7 @@
  */
 #include "internal.h"
 
-#include <sched.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -76,6 +82,12 @@ struct mt_plan {
     uint32_t num_roots;
     uint32_t num_waits;
     size_t num_patchable; /* nodes an update may patch: these and those of bodies */
+    uint32_t num_flat;    /* flattened nodes: num_nodes, or more when nodes were fused */
+    /* Fused chains (fuse.c): per flattened node its chain or NONE (NULL: none); chain k
+     * is flattened nodes fused_members[fused_begin[k] .. fused_begin[k + 1]). */
+    uint32_t num_fused;
+    uint32_t *fused_group, *fused_begin, *fused_members;
+    uint16_t *fused_nargs; /* chain k's launch takes them: its argv has room for no more */
     /* replay state (replays never overlap) */
     atomic_uint *pending;
     uint32_t *queue; /* tasks, then resumed deferrals as num_tasks + index */
@@ -86,9 +98,13 @@ struct mt_plan {
     const uint64_t *slots; /* the running launch's event generations */
     mt_record_fn record;
     atomic_uint queue_reserved MT_ALIGNED;
+    atomic_int sleepers;    /* helpers asleep in wait_for_tasks or wait_for_stamp */
+    atomic_uint task_wakes; /* futex of wait_for_tasks: bumped by each wake */
     atomic_uint queue_head MT_ALIGNED;
     atomic_uint processed MT_ALIGNED; /* queue entries finished or deferred */
     uint32_t epoch;
+    uint32_t replays;  /* counts replays, to time one in REPLAY_TIMING_PERIOD */
+    bool parallel;     /* replays of several tasks share them with helpers */
     atomic_int failed; /* the replay's first failure (node_failed) */
     int32_t failure_code;
     char failure[MT_FAILURE_MAX + 64]; /* "graph node N: " + the node's failure */
@@ -203,6 +219,10 @@ static void plan_free(mt_plan *x) {
     free(x->ops);
     free(x->argv_store);
     free(x->position);
+    free(x->fused_group);
+    free(x->fused_begin);
+    free(x->fused_members);
+    free(x->fused_nargs);
     free(x->origins);
     free(x->top_flat);
     free(x->task_begin);
@@ -319,11 +339,71 @@ static void node_failed(mt_plan *x, const xnode *n, int32_t code, const char *fa
     snprintf(x->failure, sizeof x->failure, "%s %s: %s", x->label, path, failure);
 }
 
+/* Wake the helpers asleep in wait_for_tasks (and in wait_for_stamp for queue entry
+ * `slot`, unless NONE). The futex word changes before the wake: a helper between its
+ * last look and its sleep would otherwise sleep through it. */
+static void wake_helpers(mt_plan *x, uint32_t slot) {
+    atomic_fetch_add(&x->task_wakes, 1);
+    mt_futex_wake(&x->task_wakes, INT_MAX);
+    if (slot != NONE) mt_futex_wake(&x->stamps[slot], INT_MAX);
+}
+
+/* Queue `entry` (a task, or a resumed deferral as num_tasks + its index). */
+static void queue_entry(mt_plan *x, uint32_t entry) {
+    uint32_t slot = atomic_fetch_add(&x->queue_reserved, 1);
+    x->queue[slot] = entry;
+    /* seq_cst store then load of sleepers: pairs with a helper's increment of sleepers
+     * then re-check in the waits below, so a wake cannot be missed. */
+    atomic_store(&x->stamps[slot], x->epoch);
+    if (MT_UNLIKELY(atomic_load(&x->sleepers))) wake_helpers(x, slot);
+}
+
 static void release_task(mt_plan *x, uint32_t task) {
     if (atomic_fetch_sub_explicit(&x->pending[task], 1, memory_order_acq_rel) != 1) return;
-    uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
-    x->queue[slot] = task;
-    atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
+    queue_entry(x, task);
+}
+
+/* The pass is over once nothing is queued and nothing runs (what is processed is read
+ * first: both only grow, and a task queues its successors before it counts as
+ * processed). Tasks deferred on a wait node stay behind. */
+static bool pass_over(mt_plan *x) {
+    uint32_t done = atomic_load_explicit(&x->processed, memory_order_acquire);
+    return done == atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
+}
+
+/* No entry is left to take (the queue holds `seen`, all taken) but the pass is not over:
+ * spin for as long as such waits take on the device, then sleep until an entry is queued
+ * or the last one is processed. */
+static void wait_for_tasks(mt_plan *x, uint32_t seen) {
+    mt_spin_budget *budget = &x->dev->job_budget;
+    uint64_t spin = mt_spin_budget_ns(budget);
+    uint64_t start = spin ? mt_now_ns() : 0;
+    for (unsigned i = 1; spin; i++) {
+        if (atomic_load_explicit(&x->queue_reserved, memory_order_acquire) != seen || pass_over(x))
+            goto done;
+        mt_cpu_relax();
+        if ((i & 15) == 0 && mt_now_ns() - start >= spin) break;
+    }
+    unsigned wakes = atomic_load(&x->task_wakes);
+    atomic_fetch_add(&x->sleepers, 1);
+    if (atomic_load(&x->queue_reserved) == seen && !pass_over(x))
+        mt_futex_wait(&x->task_wakes, wakes);
+    atomic_fetch_sub(&x->sleepers, 1);
+done:
+    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+}
+
+/* Queue entry i is reserved by a release that has not published its entry yet. */
+static void wait_for_stamp(mt_plan *x, uint32_t i) {
+    for (unsigned spins = 0; spins < 64 && !mt_waits_block; spins++) {
+        if (atomic_load_explicit(&x->stamps[i], memory_order_acquire) == x->epoch) return;
+        mt_cpu_relax();
+    }
+    for (unsigned seen; (seen = atomic_load(&x->stamps[i])) != x->epoch;) {
+        atomic_fetch_add(&x->sleepers, 1);
+        if (atomic_load(&x->stamps[i]) == seen) mt_futex_wait(&x->stamps[i], seen);
+        atomic_fetch_sub(&x->sleepers, 1);
+    }
 }
 
 /* The condition, read as a relaxed atomic (it is aligned): the body's work is ordered
@@ -484,25 +564,15 @@ typedef struct graph_job {
 
 static void graph_job_help(mt_job *base) {
     mt_plan *x = ((graph_job *)base)->x;
-    unsigned idle = 0;
     const uint32_t workers = (uint32_t)x->dev->num_workers;
     for (;;) {
         uint32_t head = atomic_load_explicit(&x->queue_head, memory_order_relaxed);
         uint32_t reserved = atomic_load_explicit(&x->queue_reserved, memory_order_acquire);
         if (head >= reserved) {
-            /* Nothing queued: the pass is over once nothing runs either (what is processed
-             * is read first: both only grow, and a task queues its successors before it
-             * counts as processed). Tasks deferred on a wait node stay behind. */
-            uint32_t done = atomic_load_explicit(&x->processed, memory_order_acquire);
-            if (done == atomic_load_explicit(&x->queue_reserved, memory_order_acquire)) return;
-            if (++idle < 256) mt_cpu_relax();
-            else {
-                sched_yield();
-                idle = 0;
-            }
+            if (pass_over(x)) return;
+            wait_for_tasks(x, reserved);
             continue;
         }
-        idle = 0;
         /* Batches amortise the shared counters; they shrink as the queue drains so all
          * workers stay busy. */
         uint32_t take = (reserved - head) / (2 * workers);
@@ -512,11 +582,12 @@ static void graph_job_help(mt_job *base) {
                                                    memory_order_acq_rel, memory_order_relaxed))
             continue;
         for (uint32_t i = head; i < head + take; i++) {
-            while (atomic_load_explicit(&x->stamps[i], memory_order_acquire) != x->epoch)
-                mt_cpu_relax();
+            wait_for_stamp(x, i);
             run_entry(x, x->queue[i]);
         }
-        atomic_fetch_add_explicit(&x->processed, take, memory_order_acq_rel);
+        /* The last entry done: helpers asleep for more can leave. */
+        atomic_fetch_add(&x->processed, take);
+        if (atomic_load(&x->sleepers) && pass_over(x)) wake_helpers(x, NONE);
     }
 }
 
@@ -555,12 +626,26 @@ static uint32_t plan_requeue(mt_plan *x) {
         x->num_resumed++;
         count++;
         if (x->num_tasks <= 1) continue; /* a chain resumes in plan_pass */
-        uint32_t slot = atomic_fetch_add_explicit(&x->queue_reserved, 1, memory_order_relaxed);
-        x->queue[slot] = x->num_tasks + i;
-        atomic_store_explicit(&x->stamps[slot], x->epoch, memory_order_release);
+        queue_entry(x, x->num_tasks + i);
     }
     return count;
 }
+
+/* Whether the next replays share their tasks with helpers, from how long a replay took:
+ * above REPLAY_PARALLEL_NS run alone, they go parallel; below REPLAY_SERIAL_NS shared,
+ * back to one loop (the gap keeps a plan near the threshold from flip-flopping). Every
+ * REPLAY_TIMING_PERIOD-th replay is timed, the first one included: two clock reads cost
+ * as much as a few empty nodes. Helpers cost more than a few microseconds of work gain. */
+#define REPLAY_PARALLEL_NS 20000
+#define REPLAY_SERIAL_NS 8000
+#define REPLAY_TIMING_PERIOD 16
+
+static void learn_replay_time(mt_plan *x, uint64_t ns) {
+    if (x->parallel) x->parallel = ns >= REPLAY_SERIAL_NS;
+    else x->parallel = ns > REPLAY_PARALLEL_NS;
+}
+
+static void share_pass(mt_plan *x);
 
 /* Run what can run: from the start, or (`resume_from`: the deferral of a chain) on from a
  * wait node whose record has completed. */
@@ -570,6 +655,24 @@ static void plan_pass(mt_plan *x, const deferral *resume_from) {
         else run_nodes(x, 0, 0, x->num_nodes, false);
         return;
     }
+    if (!x->num_waits) {
+        /* The layout is a topological order: one loop runs it all. */
+        if (x->dev->num_workers <= 1) {
+            run_nodes(x, 0, 0, x->num_nodes, false);
+            return;
+        }
+        bool timed = x->replays++ % REPLAY_TIMING_PERIOD == 0;
+        uint64_t start = timed ? mt_now_ns() : 0;
+        if (x->parallel) share_pass(x);
+        else run_nodes(x, 0, 0, x->num_nodes, false);
+        if (timed) learn_replay_time(x, mt_now_ns() - start);
+        return;
+    }
+    share_pass(x);
+}
+
+/* A pass shared with the device's other workers. */
+static void share_pass(mt_plan *x) {
     graph_job job = {.base = {graph_job_help}, .x = x};
     /* Two chains in a row (one root, two tasks) gain nothing from helpers. */
     mt_job_slot *slot =
@@ -816,6 +919,7 @@ MTIART_API mtiart_status mtiart_graph_exec_set_schedule(mtiart_graph_exec exec,
  * came from and its dependencies among the flattened nodes. */
 typedef struct flat_node {
     const mt_node *node;
+    const mt_op *op; /* the node's, or the fusion pass's launch standing for a chain */
     const size_t *deps;
     uint32_t num_deps;
     uint32_t origin;
@@ -920,7 +1024,7 @@ static bool flatten(flat *f, const mt_dag *d, uint32_t parent, const size_t *inc
             if (parent == NONE) f->top_flat[i] = NONE;
         } else {
             uint32_t v = f->n++;
-            f->nodes[v] = (flat_node){node, NULL, (uint32_t)(f->num_deps - first), o};
+            f->nodes[v] = (flat_node){node, &node->op, NULL, (uint32_t)(f->num_deps - first), o};
             f->dep_at[v] = first;
             if (parent == NONE) f->top_flat[i] = v;
             ok = vec_push(&res, v);
@@ -956,7 +1060,8 @@ static mtiart_status flat_build(flat *f, const mt_dag *d) {
         f->nodes = malloc((d->num_nodes ? d->num_nodes : 1) * sizeof *f->nodes);
         MT_CHECK_ALLOC(f->nodes);
         for (uint32_t v = 0; v < f->n; v++)
-            f->nodes[v] = (flat_node){&d->nodes[v], d->nodes[v].deps, d->nodes[v].num_deps, v};
+            f->nodes[v] = (flat_node){&d->nodes[v], &d->nodes[v].op, d->nodes[v].deps,
+                                      d->nodes[v].num_deps, v};
         return MTIART_SUCCESS;
     }
     size_t leaves = count_nodes(d, true), all = count_nodes(d, false);
@@ -981,7 +1086,8 @@ static mtiart_status flat_build(flat *f, const mt_dag *d) {
 
 /* ------------------------------------------------------------------ instantiation */
 
-static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body);
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body,
+                                bool fuse);
 
 /* The edges of the plan between nodes that different streams captured (what a trace draws
  * as arrows): per position, the positions of such predecessors. Nothing when there are
@@ -1092,7 +1198,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
     /* Lay the ops and argument vectors out in plan order. */
     size_t argv_total = 0;
     for (uint32_t v = 0; v < n; v++) {
-        const mt_op *op = &f->nodes[v].node->op;
+        const mt_op *op = f->nodes[v].op;
         if (op->type == MT_OP_KERNEL) {
             uint16_t count;
             memcpy(&count, op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob, 2);
@@ -1114,7 +1220,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
         x->src[p] = fn->node;
         mt_op *op = &x->ops[p];
         /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
-        st = mt_op_clone(op, &fn->node->op);
+        st = mt_op_clone(op, fn->op);
         if (st) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
@@ -1130,7 +1236,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
             xn->slot = slots++;
         } else if (op->type == MT_OP_CONDITIONAL) {
             op->u.cond.body = NULL;
-            st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true);
+            st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true, false);
             if (st) goto done;
             x->num_patchable += op->u.cond.body->num_patchable;
         }
@@ -1149,9 +1255,63 @@ done:
     return st;
 }
 
+/* The fusion pass (fuse.c) over a flattened graph: f keeps only the nodes left, *fu holds
+ * the fused launches they point to until the plan has its copies. */
+static mtiart_status fuse_flat(flat *f, mt_fusion *fu) {
+    memset(fu, 0, sizeof *fu);
+    mt_fuse_node *view = malloc((f->n ? f->n : 1) * sizeof *view);
+    MT_CHECK_ALLOC(view);
+    for (uint32_t v = 0; v < f->n; v++) {
+        const flat_node *node = &f->nodes[v];
+        view[v] = (mt_fuse_node){node->op, node->deps, node->num_deps,
+                                 f->origins ? f->origins[node->origin].parent : NONE};
+    }
+    mtiart_status st = mt_fuse_plan(view, f->n, fu);
+    free(view);
+    if (st || !fu->num_groups) return st;
+    flat_node *left = malloc(fu->m * sizeof *left);
+    if (!left) {
+        mt_fusion_free(fu);
+        return mt_oom();
+    }
+    for (uint32_t i = 0; i < fu->m; i++) {
+        left[i] = f->nodes[fu->kept[i]];
+        left[i].op = fu->nodes[i].op;
+        left[i].deps = fu->nodes[i].deps;
+        left[i].num_deps = fu->nodes[i].num_deps;
+    }
+    free(f->nodes);
+    f->nodes = left;
+    f->n = fu->m;
+    return MTIART_SUCCESS;
+}
+
+/* After build_plan over what fusion left: positions and chains by flattened node. */
+static mtiart_status keep_fusion(mt_plan *x, mt_fusion *fu, uint32_t num_flat) {
+    uint32_t *position = malloc(num_flat * sizeof *position);
+    uint16_t *nargs = malloc(fu->num_groups * sizeof *nargs);
+    if (!position || !nargs) {
+        free(position);
+        free(nargs);
+        return mt_oom();
+    }
+    for (uint32_t k = 0; k < fu->num_groups; k++) memcpy(&nargs[k], mt_op_blob(&fu->ops[k]), 2);
+    x->fused_nargs = nargs;
+    for (uint32_t v = 0; v < num_flat; v++) position[v] = x->position[fu->left[v]];
+    free(x->position);
+    x->position = position;
+    x->num_fused = fu->num_groups;
+    x->fused_group = fu->group;
+    x->fused_begin = fu->member_begin;
+    x->fused_members = fu->members;
+    fu->group = fu->member_begin = fu->members = NULL;
+    return MTIART_SUCCESS;
+}
+
 /* The plan of dag `d`; event nodes are refused in a body (which runs a number of times
- * known only at run time). */
-static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body) {
+ * known only at run time). `fuse`: let the fusion pass fuse chains of kernel nodes. */
+static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, bool body,
+                                bool fuse) {
     if (d->num_nodes > UINT32_MAX / 2)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "graph too large");
     mtiart_status st;
@@ -1168,13 +1328,18 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
         free(x);
         return st;
     }
-    x->num_nodes = f.n;
+    x->num_flat = f.n;
     x->num_patchable = f.n;
+    mt_fusion fu = {0};
+    if (fuse) st = fuse_flat(&f, &fu);
+    x->num_nodes = f.n;
     x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
     x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
-    if (!x->nodes || !x->ops) st = mt_oom();
-    for (uint32_t i = 0; !st && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
+    if (!st && (!x->nodes || !x->ops)) st = mt_oom();
+    for (uint32_t i = 0; x->ops && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
     if (!st) st = build_plan(x, &f);
+    if (!st && fu.num_groups) st = keep_fusion(x, &fu, x->num_flat);
+    mt_fusion_free(&fu);
     if (!st && f.origins) {
         x->origins = f.origins;
         x->top_flat = f.top_flat;
@@ -1235,7 +1400,8 @@ static mtiart_status collect_mem_nodes(mt_exec *x) {
  * newer library). */
 #define KNOWN_INSTANTIATE_FLAGS                                                                    \
     (MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS |                                               \
-     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH | MTIART_GRAPH_INSTANTIATE_CHECK_RACES)
+     MTIART_GRAPH_INSTANTIATE_AUTO_FREE_ON_LAUNCH | MTIART_GRAPH_INSTANTIATE_CHECK_RACES |         \
+     MTIART_GRAPH_INSTANTIATE_NO_FUSION | MTIART_GRAPH_INSTANTIATE_FUSION)
 
 MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph, uint64_t flags,
                                                              mtiart_graph_exec *exec) {
@@ -1246,9 +1412,18 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
     if (flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown instantiate flags 0x%llx",
                             (unsigned long long)(flags & ~(uint64_t)KNOWN_INSTANTIATE_FLAGS));
+    if (flags & MTIART_GRAPH_INSTANTIATE_NO_FUSION && flags & MTIART_GRAPH_INSTANTIATE_FUSION)
+        return mt_set_error(MTIART_ERROR_INVALID_VALUE, "MTIART_GRAPH_INSTANTIATE_NO_FUSION and "
+                                                        "MTIART_GRAPH_INSTANTIATE_FUSION together");
     mtiart_status st;
     if ((flags & MTIART_GRAPH_INSTANTIATE_CHECK_RACES) && (st = mt_dag_refuse_races(g->dag)))
         return st;
+    bool fuse = flags & MTIART_GRAPH_INSTANTIATE_FUSION      ? true
+                : flags & MTIART_GRAPH_INSTANTIATE_NO_FUSION ? false
+                                                             : mt_graph_fusion;
+    /* A loaded graph's unbound inputs and outputs have no addresses yet: what fuses is
+     * known only once they are bound. */
+    if (g->dag->placeholders) fuse = false;
     if (!g->order && !(g->order = replay_order_new())) return mt_oom();
     mt_exec *x = calloc(1, sizeof *x);
     MT_CHECK_ALLOC(x);
@@ -1268,7 +1443,7 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
         return MTIART_ERROR_OUT_OF_MEMORY;
     }
     atomic_init(&x->mem, mem);
-    st = plan_build(&x->plan, g->dag, g->dev, false);
+    st = plan_build(&x->plan, g->dag, g->dev, false, fuse);
     if (st == MTIART_SUCCESS) st = collect_slots(x);
     if (st == MTIART_SUCCESS) st = collect_mem_nodes(x);
     if (st == MTIART_SUCCESS && (g->artifact || g->dag->placeholders))
@@ -1318,9 +1493,11 @@ MTIART_API mtiart_status mtiart_graph_exec_get_node_count(mtiart_graph_exec exec
     MT_API_ENTRY();
     LOOKUP_EXEC(x, exec);
     MT_CHECK_NOT_NULL(count);
-    *count = x->plan->num_nodes;
+    *count = x->plan->num_flat; /* fused or not */
     return MTIART_SUCCESS;
 }
+
+size_t mt_exec_plan_nodes(const mt_exec *x) { return x->plan->num_nodes; }
 
 /* ------------------------------------------------------------------ launch */
 
@@ -1441,6 +1618,11 @@ typedef struct update_ctx {
     size_t top; /* the top-level node being compared */
     mt_event **slot_event;
     mt_exec *x;
+    /* fused nodes (the plan has fused_group): per flattened node its new op and top-level
+     * node, and per chain whether any of its nodes changed */
+    const mt_op **fused_op;
+    size_t *fused_top;
+    bool *fused_changed;
 } update_ctx;
 
 static mtiart_status refuse_update(update_ctx *c, mtiart_update_result result, const char *fmt, ...)
@@ -1514,13 +1696,15 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
             if ((st = compare(c, a->body, b->body, plan, flat, slot, false))) return st;
             continue;
         }
-        uint32_t pos = plan->position[(*flat)++];
+        uint32_t fl = (*flat)++;
+        uint32_t pos = plan->position[fl];
         mt_op *now = &plan->ops[pos];
         bool equal = mt_op_equal(&a->op, (mt_op *)&b->op);
         if ((a->op.type == MT_OP_MEM_ALLOC || a->op.type == MT_OP_MEM_FREE) && !equal)
             return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED,
                                  "a memory node of another allocation (memory nodes cannot "
                                  "change)");
+        uint32_t group = plan->fused_group ? plan->fused_group[fl] : NONE;
         if (a->op.type == MT_OP_KERNEL && !equal) {
             uint16_t na, nb;
             memcpy(&na, mt_op_blob(&a->op), 2);
@@ -1539,7 +1723,73 @@ static mtiart_status compare(update_ctx *c, mt_dag *nd, const mt_dag *od, mt_pla
         } else if (a->op.type == MT_OP_EVENT_RECORD || a->op.type == MT_OP_EVENT_WAIT) {
             c->slot_event[(*slot)++] = a->op.u.event.event;
         }
+        if (group != NONE) { /* the chain's launch is made again (update_fused) */
+            c->fused_op[fl] = &a->op;
+            c->fused_top[fl] = equal ? SIZE_MAX : c->top;
+            c->fused_changed[group] |= !equal;
+            continue;
+        }
         if (!equal && !add_patch(c->u, plan, pos, &a->op)) return mt_oom();
+    }
+    return MTIART_SUCCESS;
+}
+
+/* The launch of fused chain k made anew from its nodes' new ops[0..len), noted as a patch
+ * of the plan node that runs it; MTIART_ERROR_NOT_SUPPORTED (`why` says so) when they do
+ * not fuse any more: the chain's launch cannot stand for them. */
+static mtiart_status patch_fused(update *u, mt_plan *p, uint32_t k, const mt_op *const *ops,
+                                 uint32_t len, char *why, size_t cap) {
+    mt_op fused;
+    mtiart_status st = mt_fuse_chain(ops, len, &fused);
+    if (st == MTIART_ERROR_NOT_SUPPORTED) {
+        snprintf(why, cap,
+                 "it runs fused with %u other nodes into one launch, which its new parameters "
+                 "do not allow (instantiate with MTIART_GRAPH_INSTANTIATE_NO_FUSION to change them "
+                 "freely)",
+                 len - 1);
+        return st;
+    }
+    if (st) return st;
+    uint16_t nargs;
+    memcpy(&nargs, mt_op_blob(&fused), 2);
+    if (nargs != p->fused_nargs[k]) { /* buffers that were one are apart now, or the reverse */
+        mt_op_release(&fused);
+        snprintf(why, cap,
+                 "it runs fused with %u other nodes into one launch of %u distinct buffers, "
+                 "which its new parameters change to %u (instantiate with "
+                 "MTIART_GRAPH_INSTANTIATE_NO_FUSION to change them freely)",
+                 len - 1, p->fused_nargs[k] - 1u, nargs - 1u);
+        return MTIART_ERROR_NOT_SUPPORTED;
+    }
+    bool ok = add_patch(u, p, p->position[p->fused_members[p->fused_begin[k]]], &fused);
+    mt_op_release(&fused);
+    return ok ? MTIART_SUCCESS : mt_oom();
+}
+
+static void free_fused_ctx(update_ctx *c) {
+    free(c->fused_op);
+    free(c->fused_top);
+    free(c->fused_changed);
+}
+
+/* After compare: the fused chains any of whose nodes changed get their launch anew. */
+static mtiart_status update_fused(update_ctx *c, mt_plan *p) {
+    for (uint32_t k = 0; k < p->num_fused; k++) {
+        if (!c->fused_changed[k]) continue;
+        const mt_op *ops[MT_FUSE_MAX_CHAIN];
+        uint32_t len = 0;
+        for (uint32_t i = p->fused_begin[k]; i < p->fused_begin[k + 1]; i++)
+            ops[len++] = c->fused_op[p->fused_members[i]];
+        char why[256];
+        mtiart_status st = patch_fused(c->u, p, k, ops, len, why, sizeof why);
+        if (st == MTIART_ERROR_NOT_SUPPORTED) {
+            /* the chain's first node that changed */
+            for (uint32_t i = p->fused_begin[k + 1]; i-- > p->fused_begin[k];)
+                if (c->fused_top[p->fused_members[i]] != SIZE_MAX)
+                    c->top = c->fused_top[p->fused_members[i]];
+            return refuse_update(c, MTIART_UPDATE_PARAMETERS_UNSUPPORTED, "%s", why);
+        }
+        if (st) return st;
     }
     return MTIART_SUCCESS;
 }
@@ -1605,9 +1855,22 @@ mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, const m
         free(c.slot_event);
         return mt_oom();
     }
+    mt_plan *p = x->plan;
+    if (p->fused_group) {
+        c.fused_op = malloc(p->num_flat * sizeof *c.fused_op);
+        c.fused_top = malloc(p->num_flat * sizeof *c.fused_top);
+        c.fused_changed = calloc(p->num_fused, sizeof *c.fused_changed);
+    }
+    if (p->fused_group && (!c.fused_op || !c.fused_top || !c.fused_changed)) {
+        free_update(c.u);
+        free(c.slot_event);
+        free_fused_ctx(&c);
+        return mt_oom();
+    }
     pthread_mutex_lock(&x->lock);
     uint32_t flat = 0, slot = 0;
-    mtiart_status st = compare(&c, dag, x->tmpl, x->plan, &flat, &slot, true);
+    mtiart_status st = compare(&c, dag, x->tmpl, p, &flat, &slot, true);
+    if (st == MTIART_SUCCESS && p->fused_group) st = update_fused(&c, p);
     if (st == MTIART_SUCCESS) st = keep_pool(x, pool);
     /* It holds (and checks) what the graph's nodes use from now on. */
     mt_graph_mem *held = NULL;
@@ -1629,6 +1892,28 @@ mtiart_status mt_exec_update_dag(mt_exec *x, mt_dag *dag, mt_pool *pool, const m
     }
     pthread_mutex_unlock(&x->lock);
     free(c.slot_event);
+    free_fused_ctx(&c);
+    return st;
+}
+
+/* New arguments (op `fresh`) for top-level node `node`, flattened node `flat` of fused
+ * chain k, whose other nodes keep the template's ops. */
+static mtiart_status set_fused_args(update *u, mt_plan *p, const mt_dag *t, uint32_t k,
+                                    uint32_t flat, const mt_op *fresh, size_t node) {
+    const mt_op *ops[MT_FUSE_MAX_CHAIN];
+    uint32_t len = 0;
+    for (uint32_t i = p->fused_begin[k]; i < p->fused_begin[k + 1]; i++) {
+        uint32_t member = p->fused_members[i];
+        ops[len] = member == flat ? fresh : NULL;
+        /* A chain keeps to one graph: its nodes are top-level nodes, as this one. */
+        for (size_t v = 0; !ops[len] && v < t->num_nodes; v++)
+            if ((p->top_flat ? p->top_flat[v] : v) == member) ops[len] = &t->nodes[v].op;
+        len++;
+    }
+    char why[256];
+    mtiart_status st = patch_fused(u, p, k, ops, len, why, sizeof why);
+    if (st == MTIART_ERROR_NOT_SUPPORTED)
+        return mt_set_error(st, "node %zu: %s; the executable is unchanged", node, why);
     return st;
 }
 
@@ -1723,7 +2008,10 @@ MTIART_API mtiart_status mtiart_graph_exec_kernel_node_set_args(mtiart_graph_exe
     }
     if (st == MTIART_SUCCESS) {
         uint32_t flat = p->top_flat ? p->top_flat[node] : (uint32_t)node;
-        if (!(u = new_update(1)) || !add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
+        uint32_t group = p->fused_group ? p->fused_group[flat] : NONE;
+        if (!(u = new_update(1))) st = mt_oom();
+        else if (group != NONE) st = set_fused_args(u, p, t, group, flat, &fresh, node);
+        else if (!add_patch(u, p, p->position[flat], &fresh)) st = mt_oom();
         mt_op_release(&fresh);
     }
     if (st == MTIART_SUCCESS)

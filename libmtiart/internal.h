@@ -30,13 +30,22 @@ static inline void mt_cpu_relax(void) {
 #endif
 }
 
-/* A test-and-test-and-set lock for the short critical sections of the hot paths. It
- * yields after a bounded spin so it behaves under valgrind's serialised threads. */
+/* Every wait blocks at once instead of spinning first: set at initialisation under valgrind
+ * (whose threads run one at a time, so a thread that spins only keeps the one it waits for
+ * from running) and with MTIART_SPIN_US=0. Then spinlocks sleep on a futex when taken,
+ * idle workers sleep, helpers of a job sleep until there is work for them, and host waits
+ * sleep. */
+extern bool mt_waits_block;
+
+/* A test-and-test-and-set lock for the short critical sections of the hot paths. Natively
+ * a contended lock spins, then yields; when waits block (mt_waits_block) it is a futex
+ * mutex: 0 free, 1 taken, 2 taken with sleepers, whom the unlock wakes. */
 typedef struct mt_spinlock {
-    atomic_int locked;
+    atomic_uint locked;
 } mt_spinlock;
 
 void mt_spin_lock_slow(mt_spinlock *lock);
+void mt_spin_unlock_wake(mt_spinlock *lock);
 
 static inline void mt_spin_lock(mt_spinlock *lock) {
     if (MT_LIKELY(!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire))) return;
@@ -44,22 +53,36 @@ static inline void mt_spin_lock(mt_spinlock *lock) {
 }
 
 static inline void mt_spin_unlock(mt_spinlock *lock) {
-    atomic_store_explicit(&lock->locked, 0, memory_order_release);
+    if (MT_UNLIKELY(mt_waits_block)) mt_spin_unlock_wake(lock);
+    else atomic_store_explicit(&lock->locked, 0, memory_order_release);
 }
 
 void mt_futex_wait(atomic_uint *word, unsigned expected);
 void mt_futex_wake(atomic_uint *word, int count);
+
+/* How long a waiter spins before it sleeps, learnt from its own past waits: a wait that
+ * ends within the longest spin (mt_spin_ns) raises the budget to twice its length (so
+ * waits for short work keep spinning, whatever the occasional long one did); a longer
+ * wait halves it, so a thread that waits for long kernels, or an idle worker once work
+ * stops arriving, soon sleeps almost at once instead of burning a core the work could
+ * use. Never below MT_SPIN_FLOOR_NS (a wait that got short again is noticed), always 0
+ * when waits block. Updated without a lock: a lost update only delays the adaptation. */
+typedef struct mt_spin_budget {
+    atomic_uint ns;
+} mt_spin_budget;
+#define MT_SPIN_FLOOR_NS 1000u
 
 /* "No deadline" for the waits below. */
 #define MT_FOREVER UINT64_MAX
 /* The mt_now_ns() deadline `timeout_ns` from now (MT_FOREVER for UINT64_MAX). */
 uint64_t mt_deadline_after(uint64_t timeout_ns);
 
-/* Host side of a completion counter: wait until *counter >= target, spinning for spin_ns
- * first, then sleeping on `word` (the counter's low bits, which the completing side stores
- * before it checks *waiters and wakes). false if `deadline` (mt_now_ns) came first. */
-bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, uint64_t spin_ns, uint64_t deadline);
+void mt_spin_budget_init(mt_spin_budget *b, uint64_t max_ns);
+static inline uint64_t mt_spin_budget_ns(const mt_spin_budget *b) {
+    return atomic_load_explicit(&b->ns, memory_order_relaxed);
+}
+/* Learn from a wait of `waited_ns` in total (spinning and sleeping). */
+void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns);
 
 /* Whether the process runs under valgrind (device.c): ops then open the buffers they
  * describe to memcheck while they run (mt_alloc_vg_enter). */
@@ -67,9 +90,16 @@ extern bool mt_under_valgrind;
 /* Valgrind only: the allocator's quarantine of freed blocks, in bytes. */
 extern uint64_t mt_vg_quarantine_bytes;
 
-/* Spin budget before sleeping, in nanoseconds (0 under valgrind). */
+/* Host side of a completion counter: wait until *counter >= target, spinning for the
+ * budget (NULL: not at all) first, then sleeping on `word` (the counter's low bits, which
+ * the completing side stores before it checks *waiters and wakes). false if `deadline`
+ * (mt_now_ns; MT_FOREVER: none) came first. */
+bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
+                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline);
+
+/* The longest spin before sleeping, in nanoseconds (MTIART_SPIN_US; 0 when waits block). */
 extern uint64_t mt_spin_ns;
-/* How long a worker keeps a drained stream, waiting for more ops (0 under valgrind). */
+/* The longest a worker keeps a drained stream, waiting for more ops (0 when waits block). */
 extern uint64_t mt_linger_ns;
 uint64_t mt_now_ns(void);
 
@@ -365,10 +395,15 @@ typedef struct mt_job {
     void (*help)(struct mt_job *job);
 } mt_job;
 
+/* A posted job is open until its help function has returned once (no work is left to
+ * hand out) or its owner retires it; workers help open jobs only, so a job whose last
+ * pieces are still running keeps nobody spinning on it. */
 typedef struct mt_job_slot {
     _Atomic(mt_job *) job;
-    atomic_int users;
-    char pad[MT_CACHELINE - sizeof(void *) - sizeof(int)];
+    atomic_uint users;    /* helpers inside (or about to look at) the job; futex word */
+    atomic_uint open;     /* see above; counted in the device's open_jobs */
+    atomic_uint retiring; /* owners sleeping until users drops to 0 */
+    char pad[MT_CACHELINE - sizeof(void *) - 3 * sizeof(unsigned)];
 } mt_job_slot;
 
 struct mt_allocator;
@@ -389,9 +424,11 @@ struct mt_device {
     atomic_int sleepers;
     atomic_int spinning;
     atomic_int shutdown;
+    mt_spin_budget idle_budget; /* idle workers: how long one spins for new work */
+    mt_spin_budget job_budget;  /* job owners waiting for helpers, helpers for tasks */
 
     mt_job_slot jobs[MT_MAX_JOBS] MT_ALIGNED;
-    atomic_int active_jobs;
+    atomic_int open_jobs; /* posted jobs still open (see mt_job_slot) */
 
     pthread_mutex_t streams_lock;
     mt_stream *streams; /* every live stream of the device */
@@ -422,7 +459,7 @@ mtiart_status mt_get_device(int index, mt_device **out);
 /* Look a device up as `mt_device *var`, or return the error (bad index, failed
  * initialisation) from the calling public function. */
 #define LOOKUP_DEVICE(var, index)                                                                  \
-    mt_device *var;                                                                                \
+    mt_device *var = NULL;                                                                         \
     do {                                                                                           \
         mtiart_status lookup_st_ = mt_get_device((index), &var);                                   \
         if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_;                          \
@@ -438,6 +475,11 @@ void mt_device_wake(mt_device *dev, int count);
 /* Publish a job for the device's idle workers; returns its slot, or NULL when the owner
  * is on its own (a one-worker device, every slot taken). (sync.c) */
 mt_job_slot *mt_job_post(mt_device *dev, mt_job *job);
+/* Worker: announce itself in the slot, then take its job if it is open (NULL: none).
+ * Either way mt_job_leave follows; `helped`: the job's help function ran and returned, so
+ * the job has nothing left to hand out and closes. (sync.c) */
+mt_job *mt_job_enter(mt_job_slot *slot);
+void mt_job_leave(mt_device *dev, mt_job_slot *slot, bool helped);
 /* Withdraw a posted job (NULL: nothing); returns once no helper is inside it. */
 void mt_job_retire(mt_device *dev, mt_job_slot *slot);
 
@@ -483,10 +525,12 @@ struct mt_stream {
     uint64_t known_enqueued; /* last value of `enqueued` the consumer read */
     _Atomic(mt_chunk *) spare_chunk;
     mt_stream *ready_next;
+    mt_spin_budget linger_budget; /* how long the consumer keeps the stream once drained */
 
     atomic_uint_least64_t completed MT_ALIGNED;
     atomic_uint completed_word; /* futex: low bits of completed */
     atomic_int host_waiters;
+    mt_spin_budget wait_budget; /* host threads synchronizing with the stream */
 
     /* sticky error of a failed kernel or host function */
     mt_spinlock error_lock;
@@ -539,19 +583,14 @@ typedef struct mt_event_waiter {
     uint64_t generation;
 } mt_event_waiter;
 
+/* What recording threads write and what the worker completing a record writes sit on
+ * lines of their own (mt_event_new aligns events). */
 struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
-    atomic_uint_least64_t reserved;  /* generations handed out to records */
-    atomic_uint_least64_t recorded;  /* generation of the latest record enqueued */
-    atomic_uint_least64_t completed; /* generation of the latest record executed */
-    atomic_uint completed_word;      /* futex */
-    atomic_int host_waiters;
-    uint64_t timestamp_ns; /* of the completed generation */
-    mt_spinlock lock;
-    mt_event_waiter *waiters;
-    size_t num_waiters, cap_waiters;
+    atomic_uint_least64_t reserved; /* generations handed out to records */
+    atomic_uint_least64_t recorded; /* generation of the latest record enqueued */
     /* capture: the event was recorded on a capturing stream. Atomic: an eager record
      * clears it while other threads wait on or query the event. `capture_deps` are the
      * nodes the recording stream's next operation would have depended on (what a wait on
@@ -560,6 +599,16 @@ struct mt_event {
     size_t *capture_deps;
     size_t capture_deps_len, capture_deps_cap;
     uint64_t capture_scope;
+
+    atomic_uint_least64_t completed MT_ALIGNED; /* generation of the latest record executed */
+    atomic_uint completed_word;                 /* futex */
+    atomic_int host_waiters;
+    mt_spin_budget wait_budget; /* host threads synchronizing with the event */
+    uint64_t timestamp_ns;      /* of the completed generation */
+    mt_spinlock lock;
+    mt_event_waiter *waiters;
+    atomic_size_t num_waiters; /* changes under lock; read without it (mt_event_take_ready) */
+    size_t cap_waiters;
 };
 
 mt_event *mt_event_new(uint32_t flags);
@@ -890,6 +939,47 @@ void mt_node_describe(const mt_node *n, char *out, size_t cap);
 /* NOT_SUPPORTED, naming the node, when `body` (or a graph inside it) records or waits for
  * an event: such nodes cannot run inside a conditional body. */
 mtiart_status mt_check_conditional_body(const mt_dag *body);
+
+/* Fusion (fuse.c), a pass of instantiation: chains of nodes that one launch of the kernel
+ * library runs in their place (a matmul and the elementwise operations on its result).
+ * The pass sees a plan's nodes (child graphs flattened) through this view; a chain keeps
+ * to one `scope` (the graph a node came from), so it never crosses into or out of a
+ * child graph, and it stops at any node that is not a kernel (event, host, conditional). */
+typedef struct mt_fuse_node {
+    const mt_op *op;
+    const size_t *deps; /* indices of the view */
+    uint32_t num_deps;
+    uint32_t scope;
+} mt_fuse_node;
+
+/* What is left of a view of n nodes: m <= n nodes, each either a node of the view or a
+ * fused launch standing for a chain of them. */
+typedef struct mt_fusion {
+    uint32_t m;
+    mt_fuse_node *nodes; /* op: the view's, or a fused one (ops[]); deps: indices < m */
+    uint32_t *kept;      /* node left -> the view's node it is (a chain's first) */
+    uint32_t *left;      /* view node -> the node left that does its work */
+    uint32_t *group;     /* view node -> its chain (UINT32_MAX: not fused) */
+    /* chain k: view nodes members[member_begin[k] .. member_begin[k + 1]), in order */
+    uint32_t num_groups;
+    uint32_t *member_begin, *members;
+    mt_op *ops; /* chain k's launch */
+    size_t *dep_store;
+} mt_fusion;
+
+/* Fuse what can be fused among view[0..n): *out is zeroed and left so (m = 0) when nothing
+ * fuses (the common case costs one look at each node). */
+mtiart_status mt_fuse_plan(const mt_fuse_node *view, uint32_t n, mt_fusion *out);
+/* How many nodes the executable's plan runs (fewer than the graph's when nodes fused). */
+size_t mt_exec_plan_nodes(const mt_exec *x);
+/* The longest chain the pass fuses. */
+#define MT_FUSE_MAX_CHAIN 9
+void mt_fusion_free(mt_fusion *f);
+/* The launch running ops[0..len) (a chain mt_fuse_plan fused, with new parameters) into
+ * *fused: MTIART_SUCCESS, or MTIART_ERROR_NOT_SUPPORTED when they no longer fuse as one
+ * (other shapes, dtypes, overlapping buffers), or out of host memory. */
+mtiart_status mt_fuse_chain(const mt_op *const *ops, uint32_t len, mt_op *fused);
+extern bool mt_graph_fusion;
 
 /* ---------------------------------------------------------------- graph checks (check.c) */
 

@@ -49,6 +49,8 @@ static mtiart_status stream_new(mt_device *dev, int priority, uint32_t flags, bo
     s->flags = flags;
     s->is_default = is_default;
     s->head_chunk = s->tail_chunk = chunk;
+    mt_spin_budget_init(&s->linger_budget, mt_linger_ns);
+    mt_spin_budget_init(&s->wait_budget, mt_spin_ns);
     pthread_mutex_lock(&dev->streams_lock);
     s->dev_next = dev->streams;
     if (dev->streams) dev->streams->dev_prev = s;
@@ -329,28 +331,34 @@ static void mark_completed(mt_stream *s, uint64_t consumed) {
     if (MT_UNLIKELY(atomic_load(&s->host_waiters) != 0)) mt_futex_wake(&s->completed_word, INT_MAX);
 }
 
-/* A producer usually enqueues in bursts: keep the stream for a moment rather than pay
- * for a hand-back and re-schedule per op. Yields at once when other work is waiting. */
+/* A producer usually enqueues in bursts, or launches and waits: keep the stream for a
+ * moment rather than pay for a hand-back and re-schedule per op, for as long as the next
+ * op has lately taken to come (the stream's linger budget). Polls at once, then ever more
+ * sparsely: a launch that follows a wait is seen within a few tens of nanoseconds, while
+ * during a burst each poll, which pulls the producers' line away from them, leaves them
+ * time to append several ops. Yields at once when other work is waiting. */
 static bool linger_for_work(mt_stream *s, uint64_t consumed) {
-    if (!mt_spin_ns) return false;
+    uint64_t budget = mt_spin_budget_ns(&s->linger_budget);
+    if (!budget) return false;
     mt_device *dev = s->dev;
-    uint64_t deadline = 0;
-    for (unsigned i = 1;; i++) {
+    uint64_t start = 0;
+    for (unsigned gap = 1;; gap = gap < 32 ? gap * 2 : 48) {
         uint64_t enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         if (enqueued != consumed) {
             s->known_enqueued = enqueued;
+            if (start) mt_spin_budget_learn(&s->linger_budget, mt_now_ns() - start, mt_linger_ns);
             return true;
         }
         if (atomic_load_explicit(&dev->ready_count, memory_order_relaxed) ||
-            atomic_load_explicit(&dev->active_jobs, memory_order_relaxed))
+            atomic_load_explicit(&dev->open_jobs, memory_order_relaxed))
             return false;
-        /* Each poll pulls the producers' line away from them; polling sparsely lets a
-         * producer append several ops per transfer. */
-        for (int k = 0; k < 48; k++) mt_cpu_relax();
-        if ((i & 1) == 0) {
-            uint64_t now = mt_now_ns();
-            if (!deadline) deadline = now + mt_linger_ns;
-            else if (now > deadline) return false;
+        for (unsigned k = 0; k < gap; k++) mt_cpu_relax();
+        uint64_t now = mt_now_ns();
+        if (!start) start = now;
+        else if (now - start > budget) {
+            /* Nothing came: the next op is further off than a linger (or never comes). */
+            mt_spin_budget_learn(&s->linger_budget, UINT64_MAX, mt_linger_ns);
+            return false;
         }
     }
 }
@@ -405,7 +413,7 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline) 
     mtiart_status st = mt_check_may_wait();
     if (st) return st;
     if (!mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
-                         &s->host_waiters, mt_spin_ns, deadline))
+                         &s->host_waiters, &s->wait_budget, deadline))
         return MTIART_NOT_READY;
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;

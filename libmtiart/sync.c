@@ -8,6 +8,7 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -16,15 +17,7 @@
 
 /* ------------------------------------------------------------------ primitives */
 
-void mt_spin_lock_slow(mt_spinlock *lock) {
-    for (unsigned spins = 0;; spins++) {
-        while (atomic_load_explicit(&lock->locked, memory_order_relaxed)) {
-            if (spins++ < 64) mt_cpu_relax();
-            else sched_yield();
-        }
-        if (!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire)) return;
-    }
-}
+bool mt_waits_block;
 
 void mt_futex_wait(atomic_uint *word, unsigned expected) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -41,6 +34,47 @@ void mt_futex_wake(atomic_uint *word, int count) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
+void mt_spin_lock_slow(mt_spinlock *lock) {
+    if (mt_waits_block) {
+        /* The fast path's exchange may have turned a 2 into a 1: setting 2 here keeps the
+         * sleepers' mark, so the unlock that finally frees the lock wakes one of them. */
+        while (atomic_exchange_explicit(&lock->locked, 2, memory_order_acquire) != 0)
+            mt_futex_wait(&lock->locked, 2);
+        return;
+    }
+    for (unsigned spins = 0;; spins++) {
+        while (atomic_load_explicit(&lock->locked, memory_order_relaxed)) {
+            if (spins++ < 64) mt_cpu_relax();
+            else sched_yield();
+        }
+        if (!atomic_exchange_explicit(&lock->locked, 1, memory_order_acquire)) return;
+    }
+}
+
+void mt_spin_unlock_wake(mt_spinlock *lock) {
+    if (atomic_exchange_explicit(&lock->locked, 0, memory_order_release) == 2)
+        mt_futex_wake(&lock->locked, 1);
+}
+
+void mt_spin_budget_init(mt_spin_budget *b, uint64_t max_ns) {
+    atomic_init(&b->ns, (unsigned)(mt_waits_block ? 0 : max_ns));
+}
+
+void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns) {
+    if (max_ns == 0) return;
+    uint64_t floor = MT_SPIN_FLOOR_NS < max_ns ? MT_SPIN_FLOOR_NS : max_ns;
+    uint64_t budget = mt_spin_budget_ns(b);
+    if (waited_ns <= max_ns) {
+        /* Spinning (twice as long, for the spread of such waits) would have caught it. */
+        uint64_t enough = 2 * waited_ns < max_ns ? 2 * waited_ns : max_ns;
+        if (budget < enough) budget = enough;
+    } else {
+        budget /= 2;
+    }
+    if (budget < floor) budget = floor;
+    atomic_store_explicit(&b->ns, (unsigned)budget, memory_order_relaxed);
+}
+
 uint64_t mt_deadline_after(uint64_t timeout_ns) {
     if (timeout_ns == MT_FOREVER) return MT_FOREVER;
     uint64_t now = mt_now_ns();
@@ -48,17 +82,23 @@ uint64_t mt_deadline_after(uint64_t timeout_ns) {
 }
 
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, uint64_t spin_ns, uint64_t deadline) {
+                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline) {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
-    uint64_t start = mt_now_ns(), spin_until = start + spin_ns;
+    const uint64_t budget_ns = budget ? mt_spin_budget_ns(budget) : 0;
+    uint64_t spin = budget_ns, start = mt_now_ns(), now = start;
+    bool done = true;
     for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
-        if ((i & 63) != 0) {
+        if (spin && (i & 15) != 0) {
             mt_cpu_relax();
             continue;
         }
-        uint64_t now = mt_now_ns();
-        if (now >= deadline) return false;
-        if (now < spin_until) continue;
+        now = mt_now_ns();
+        if (now >= deadline) {
+            done = false;
+            break;
+        }
+        if (now - start < spin) continue;
+        spin = 0; /* sleeping from now on */
         unsigned seen = atomic_load(word);
         /* seq_cst increment then re-check: pairs with the store-then-load of waiters on the
          * completing side, so a wake cannot be missed. A signal or the timeout ends the
@@ -70,7 +110,8 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         }
         atomic_fetch_sub(waiters, 1);
     }
-    return true;
+    if (budget_ns) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+    return done;
 }
 
 uint64_t mt_now_ns(void) {
@@ -93,22 +134,53 @@ mt_job_slot *mt_job_post(mt_device *dev, mt_job *job) {
     if (dev->num_workers <= 1) return NULL;
     for (int i = 0; i < MT_MAX_JOBS; i++) {
         mt_job *expected = NULL;
-        if (atomic_compare_exchange_strong(&dev->jobs[i].job, &expected, job)) {
-            atomic_fetch_add(&dev->active_jobs, 1);
+        mt_job_slot *slot = &dev->jobs[i];
+        if (atomic_compare_exchange_strong(&slot->job, &expected, job)) {
+            atomic_store(&slot->open, 1);
+            atomic_fetch_add(&dev->open_jobs, 1);
             mt_device_wake(dev, dev->num_workers - 1);
-            return &dev->jobs[i];
+            return slot;
         }
     }
     return NULL;
 }
 
+static void close_job(mt_device *dev, mt_job_slot *slot) {
+    if (atomic_exchange(&slot->open, 0)) atomic_fetch_sub(&dev->open_jobs, 1);
+}
+
+mt_job *mt_job_enter(mt_job_slot *slot) {
+    /* Announce ourselves before reading the job, so that its owner waits for us. */
+    atomic_fetch_add(&slot->users, 1);
+    mt_job *job = atomic_load(&slot->job);
+    return job && atomic_load(&slot->open) ? job : NULL;
+}
+
+void mt_job_leave(mt_device *dev, mt_job_slot *slot, bool helped) {
+    if (helped) close_job(dev, slot);
+    if (atomic_fetch_sub(&slot->users, 1) == 1 && atomic_load(&slot->retiring))
+        mt_futex_wake(&slot->users, INT_MAX);
+}
+
 void mt_job_retire(mt_device *dev, mt_job_slot *slot) {
     if (!slot) return;
+    close_job(dev, slot);
     atomic_store(&slot->job, NULL);
-    atomic_fetch_sub(&dev->active_jobs, 1);
-    /* Helpers that already entered may still be leaving job->help. */
-    for (unsigned spins = 0; atomic_load(&slot->users) != 0; spins++) {
-        if (spins < 1024) mt_cpu_relax();
-        else sched_yield();
+    /* Helpers that already entered may still be finishing their piece of the job (a
+     * kernel's block, a graph's chain): spin for as long as such waits take, then sleep. */
+    if (atomic_load(&slot->users) == 0) return;
+    uint64_t spin = mt_spin_budget_ns(&dev->job_budget);
+    uint64_t start = spin ? mt_now_ns() : 0;
+    for (unsigned i = 1; spin && atomic_load(&slot->users) != 0; i++) {
+        mt_cpu_relax();
+        if ((i & 15) == 0 && mt_now_ns() - start >= spin) break;
     }
+    /* A count, not a flag: once the job is withdrawn the slot may take another one, whose
+     * owner can come to wait here as well. seq_cst increment then load of users: pairs
+     * with a helper's decrement then load of retiring in mt_job_leave. */
+    atomic_fetch_add(&slot->retiring, 1);
+    for (unsigned users; (users = atomic_load(&slot->users)) != 0;)
+        mt_futex_wait(&slot->users, users);
+    atomic_fetch_sub(&slot->retiring, 1);
+    if (spin) mt_spin_budget_learn(&dev->job_budget, mt_now_ns() - start, mt_spin_ns);
 }

@@ -1038,6 +1038,78 @@ MTIART_API mtiart_status mtiart_op_arange(mtiart_stream stream, const mtiart_ten
     return mt_kl_launch(&kl, stream, k_arange, blocks);
 }
 
+/* ---- steps of fused kernels ---------------------------------------------------------------- */
+
+int mt_k_ew_step(mtiart_kernel_fn fn, void *const *args, mt_kstep *step) {
+    memset(step, 0, sizeof *step);
+    if (fn == k_unary || fn == k_binary || fn == k_binary_scalar) {
+        ew_params p;
+        MT_K_PARAMS(p, args);
+        if (p.dtype != D_F32 || p.dtype2 != D_F32) return 0;
+        step->out = MT_K_BUF(args, p.slot[0]);
+        step->a = MT_K_BUF(args, p.slot[1]);
+        step->numel = p.n;
+        step->op = p.op;
+        if (fn == k_unary) {
+            step->kind = MT_KSTEP_UNARY;
+            return p.op <= MTIART_UNARY_GELU;
+        }
+        if (p.op > MTIART_BINARY_MINIMUM) return 0; /* comparisons write bool */
+        if (fn == k_binary_scalar) {
+            step->kind = MT_KSTEP_BINARY_SCALAR;
+            step->scalar_first = (p.flags & EWF_PARAM_FIRST) != 0;
+            step->scalar = p.s.f32;
+            return 1;
+        }
+        /* a single-element operand broadcast over out is not a row: left alone */
+        if (p.flags & (EWF_SCALAR_BUF0 | EWF_SCALAR_BUF1)) return 0;
+        step->kind = MT_KSTEP_BINARY;
+        step->b = MT_K_BUF(args, p.slot[2]);
+        return 1;
+    }
+    if (fn == k_binary_bcast) {
+        bc_params p;
+        bc_load(&p, args);
+        if (p.h.dtype != D_F32 || p.h.op > MTIART_BINARY_MINIMUM || p.nin != 2 || p.ndim != 2)
+            return 0;
+        /* (rows, cols) with each operand either out-shaped (strides cols, 1) or one row
+         * repeated (strides 0, 1) */
+        const int64_t cols = p.d[1];
+        uint64_t row[2];
+        for (int k = 0; k < 2; k++) {
+            const int64_t *st = p.d + 2 * (1 + k);
+            if (st[1] != 1 || (st[0] != cols && st[0] != 0)) return 0;
+            row[k] = st[0] == 0 ? (uint64_t)cols : 0;
+        }
+        step->kind = MT_KSTEP_BINARY;
+        step->op = p.h.op;
+        step->out = MT_K_BUF(args, p.h.slot[0]);
+        step->a = MT_K_BUF(args, p.h.slot[1]);
+        step->b = MT_K_BUF(args, p.h.slot[2]);
+        step->row_a = row[0];
+        step->row_b = row[1];
+        step->numel = p.h.n;
+        return 1;
+    }
+    return 0;
+}
+
+void mt_k_step_row(uint8_t kind, uint8_t op, uint8_t scalar_first, float scalar, int in_is_b,
+                   float *o, const float *in, const float *other, int64_t n) {
+    if (kind == MT_KSTEP_UNARY) {
+        k_un_rows[op][D_F32](o, in, n);
+        return;
+    }
+    mt_kscalar s = {.bits = 0};
+    s.f32 = scalar;
+    const char *x = (const char *)in,
+               *y = kind == MT_KSTEP_BINARY ? (const char *)other : (const char *)&s;
+    int sy = kind == MT_KSTEP_BINARY; /* a scalar operand is one element, not a run */
+    int swap = kind == MT_KSTEP_BINARY ? in_is_b : scalar_first;
+    if (swap) bin_row(op, D_F32, (char *)o, sizeof(float), y, sy, x, 1, n);
+    else bin_row(op, D_F32, (char *)o, sizeof(float), x, 1, y, sy, n);
+}
+
 /* ---- the registry's descriptions ---------------------------------------------------------- */
 
 static const char *ew_dtype(uint8_t dtype) { return mt_k_dtype_name(dtype); }

@@ -170,6 +170,7 @@ enum mt_kid {
     MT_KID_REDUCE_PARTIAL = 12,
     MT_KID_REDUCE_COMBINE = 13,
     MT_KID_SOFTMAX = 14,
+    MT_KID_MATMUL_EPILOGUE = 15,
 };
 
 /* Render one launch of the kernel from its argument vector (the parameter struct at
@@ -196,5 +197,59 @@ extern const size_t mt_k_reduce_ndefs;
 
 /* The built-in kernel `fn` is, or NULL. */
 const mt_kdef *mt_k_find(mtiart_kernel_fn fn);
+
+/* ---- fusion: one launch in place of several (matmul.c's epilogues) ----------------------- */
+
+/* A float32 elementwise launch of this library (elementwise.c, reduce.c), decoded so that
+ * another kernel can run it on the rows it has just computed, in place of the launch.
+ * Steps run through the very loops of the launch (mt_k_step_row), so the results are
+ * bitwise those of the launch. */
+enum mt_kstep_kind {
+    MT_KSTEP_UNARY = 1,         /* out = op(a) */
+    MT_KSTEP_BINARY = 2,        /* out = a op b */
+    MT_KSTEP_BINARY_SCALAR = 3, /* out = a op scalar, or scalar op a (scalar_first) */
+    MT_KSTEP_SOFTMAX = 4,       /* each row of `row` elements: out = softmax(a) */
+};
+
+typedef struct mt_kstep {
+    uint8_t kind, op, scalar_first;
+    float scalar;
+    const void *a, *b;
+    /* binary: 0 if the operand has out's shape, else it is one row of that many elements,
+     * the same for every row of out; softmax: the row length (in row_a) */
+    uint64_t row_a, row_b;
+    void *out;
+    uint64_t numel; /* of out */
+} mt_kstep;
+
+/* Decode a launch as a step; 0 if it is not a float32 launch a step can stand for. */
+int mt_k_ew_step(mtiart_kernel_fn fn, void *const *args, mt_kstep *step);
+int mt_k_softmax_step(mtiart_kernel_fn fn, void *const *args, mt_kstep *step);
+
+/* Run a step (not softmax) over n elements: o = in op other, where `in` is the operand the
+ * fused kernel produced (a, unless in_is_b) and `other` the other one (binary) or NULL. */
+void mt_k_step_row(uint8_t kind, uint8_t op, uint8_t scalar_first, float scalar, int in_is_b,
+                   float *o, const float *in, const float *other, int64_t n);
+
+/* For the runtime: a launch as a graph node holds it, and a launch made of several. */
+typedef struct mt_kernel_call {
+    mtiart_kernel_fn fn;
+    void *const *argv;
+    uint32_t nargs, num_blocks;
+} mt_kernel_call;
+
+#define MT_FUSED_MAX_ARGS 24
+typedef struct mt_fused_call {
+    mtiart_kernel_fn fn;
+    uint32_t num_blocks, nargs;
+    mtiart_arg args[MT_FUSED_MAX_ARGS]; /* args[0] is the parameter struct, in params */
+    uint64_t params[32];
+} mt_fused_call;
+
+/* How many of calls[0..n) - a chain in which each launch reads what the one before wrote,
+ * in this order - one launch runs in their place (*out): 0 or 1 if none is fused. The
+ * fused launch writes every buffer the launches did, with the same bits. (matmul.c: a
+ * matmul and its elementwise epilogue.) */
+uint32_t mt_k_fuse(const mt_kernel_call *calls, uint32_t n, mt_fused_call *out);
 
 #endif /* MTIART_KERNELS_H */

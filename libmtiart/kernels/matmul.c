@@ -97,6 +97,8 @@ DEF_UKR_GENERIC(ukr_f64_generic, double, 4, 8)
 /* Row r of the tile: two vector accumulators (c##r##0, c##r##1) updated with a[r]. */
 #define MM_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define MM_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define MM_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define MM_ROWS4(X) X(0) X(1) X(2) X(3)
 
 /* AVX-512 float32: 12 x 32 tile, 24 zmm accumulators + 2 for B + 1 broadcast. */
 __attribute__((target("avx512f"))) static void
@@ -231,6 +233,81 @@ ukr_f64_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ld
         _mm256_storeu_pd(cr + 4, c##r##1);                                                         \
     }
     MM_ROWS6(STORE)
+#undef STORE
+}
+
+/* Micro-kernels that read B in place (row stride ldb) instead of from a packed panel, for
+ * the products whose few rows of A would not pay for packing B (see gemm_tile_direct).
+ * Per element they run the same chain of fused multiply-adds as the packed kernels, so
+ * either path gives the same bits. */
+
+/* AVX-512 float32: 8 x 32 tile (16 zmm accumulators). */
+__attribute__((target("avx512f"))) static void ukrd_f32_avx512(int64_t kc, const float *a,
+                                                               const float *b, int64_t ldb,
+                                                               float *c, int64_t ldc, int first) {
+#define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    MM_ROWS8(DECL)
+#undef DECL
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m512 av = _mm512_set1_ps(a[r]);                                                          \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        MM_ROWS8(STEP)
+        a += 8;
+        b += ldb;
+    }
+#undef STEP
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm512_add_ps(c##r##0, _mm512_loadu_ps(cr));                                 \
+            c##r##1 = _mm512_add_ps(c##r##1, _mm512_loadu_ps(cr + 16));                            \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##r##0);                                                             \
+        _mm512_storeu_ps(cr + 16, c##r##1);                                                        \
+    }
+    MM_ROWS8(STORE)
+#undef STORE
+}
+
+/* AVX2 + FMA float32: 4 x 16 tile. */
+__attribute__((target("avx2,fma"))) static void ukrd_f32_avx2(int64_t kc, const float *a,
+                                                              const float *b, int64_t ldb, float *c,
+                                                              int64_t ldc, int first) {
+#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+    MM_ROWS4(DECL)
+#undef DECL
+#define STEP(r)                                                                                    \
+    {                                                                                              \
+        __m256 av = _mm256_broadcast_ss(a + (r));                                                  \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                \
+    }
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        MM_ROWS4(STEP)
+        a += 4;
+        b += ldb;
+    }
+#undef STEP
+#define STORE(r)                                                                                   \
+    {                                                                                              \
+        float *cr = c + (r)*ldc;                                                                   \
+        if (!first) {                                                                              \
+            c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(cr));                                 \
+            c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(cr + 8));                             \
+        }                                                                                          \
+        _mm256_storeu_ps(cr, c##r##0);                                                             \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                         \
+    }
+    MM_ROWS4(STORE)
 #undef STORE
 }
 
@@ -393,6 +470,98 @@ static void pack_a_rows_f64(double *dst, const double *a, int64_t lda, int64_t r
 DEF_GEMM_TILE(f32, float, ukr_f32_fn)
 DEF_GEMM_TILE(f64, double, ukr_f64_fn)
 
+/* ---- float32 GEMM with B read in place ------------------------------------------------------- */
+
+typedef void (*ukrd_f32_fn)(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+                            int64_t ldc, int first);
+
+/* The direct kernels' tile (0 x 0: none for this ISA). */
+static mm_shape mm_direct_shape(uint32_t isa) {
+    mm_shape s = {0, 0};
+#if MM_X86
+    if (isa == MM_ISA_AVX512) s = (mm_shape){8, 32};
+    else if (isa == MM_ISA_AVX2) s = (mm_shape){4, 16};
+#else
+    (void)isa;
+#endif
+    return s;
+}
+
+static ukrd_f32_fn mm_ukrd_f32(uint32_t isa) {
+#if MM_X86
+    if (isa == MM_ISA_AVX512) return ukrd_f32_avx512;
+    if (isa == MM_ISA_AVX2) return ukrd_f32_avx2;
+#endif
+    (void)isa;
+    return NULL;
+}
+
+/* Up to this many rows per tile, a float32 product reads B in place: packing B costs a copy
+ * of it per tile, paid back only over many panels of A rows (and tiles that split the
+ * rows would each pack all of B). The same KC blocking as the packed path, so both give
+ * the same bits. */
+#define MM_DIRECT_ROWS 64
+
+/* Whether a float32 product of m rows reads B in place on this ISA (host and kernel agree:
+ * the grid is split on the direct kernels' tile). */
+static int mm_uses_direct(int dtype, uint32_t isa, int64_t m) {
+    return dtype == D_F32 && m <= MM_DIRECT_ROWS && mm_direct_shape(isa).mr != 0;
+}
+
+/* The tile a launch's blocks are split on. */
+static mm_shape mm_kernel_shape(int dtype, uint32_t isa, int64_t m) {
+    return mm_uses_direct(dtype, isa, m) ? mm_direct_shape(isa) : mm_tile_shape(dtype, isa);
+}
+
+/* One tile, as gemm_tile_f32 (ap: room for the tile's rows of A, packed). */
+static void gemm_tile_direct(uint32_t isa, float *ap, float *bpad, const float *a, const float *b,
+                             float *c, int64_t k, int64_t n, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1) {
+    const mm_shape sh = mm_direct_shape(isa);
+    const int mr = sh.mr, nr = sh.nr;
+    const ukrd_f32_fn ukr = mm_ukrd_f32(isa);
+    float tmp[8 * 32] __attribute__((aligned(64)));
+    if (k == 0) {
+        for (int64_t i = r0; i < r1; i++)
+            memset(c + i * n + c0, 0, (size_t)(c1 - c0) * sizeof(float));
+        return;
+    }
+    for (int64_t pc = 0; pc < k; pc += MM_KC) {
+        int64_t kc = k - pc < MM_KC ? k - pc : MM_KC;
+        int first = pc == 0;
+        pack_a_f32(ap, a + r0 * k + pc, k, r1 - r0, kc, mr);
+        for (int64_t jr = c0; jr < c1; jr += nr) {
+            int64_t nn = c1 - jr < nr ? c1 - jr : nr;
+            const float *bb = b + pc * n + jr;
+            int64_t ldb = n;
+            if (nn < nr) {
+                /* B's last columns: a zero-padded copy (reading past them could leave the
+                 * buffer). */
+                for (int64_t p = 0; p < kc; p++) {
+                    memcpy(bpad + p * nr, bb + p * n, (size_t)nn * sizeof(float));
+                    memset(bpad + p * nr + nn, 0, (size_t)(nr - nn) * sizeof(float));
+                }
+                bb = bpad;
+                ldb = nr;
+            }
+            for (int64_t ir = r0; ir < r1; ir += mr) {
+                int64_t mm = r1 - ir < mr ? r1 - ir : mr;
+                const float *app = ap + ((ir - r0) / mr) * kc * mr;
+                float *cc = c + ir * n + jr;
+                if (mm == mr && nn == nr) {
+                    ukr(kc, app, bb, ldb, cc, n, first);
+                } else { /* an edge tile goes through tmp */
+                    ukr(kc, app, bb, ldb, tmp, nr, 1);
+                    for (int64_t r = 0; r < mm; r++)
+                        for (int64_t q = 0; q < nn; q++)
+                            cc[r * n + q] =
+                                first ? tmp[r * nr + q] : cc[r * n + q] + tmp[r * nr + q];
+                }
+            }
+        }
+    }
+}
+
 static ukr_f32_fn mm_ukr_f32(uint32_t isa) {
 #if MM_X86
     if (isa == MM_ISA_AVX512) return ukr_f32_avx512;
@@ -449,9 +618,56 @@ static void mm_split(int64_t extent, uint32_t parts, uint32_t idx, int64_t align
     *hi = u1 * align < extent ? u1 * align : extent;
 }
 
-static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) {
-    mm_params p;
-    MT_K_PARAMS(p, args);
+/* ---- fused epilogues ------------------------------------------------------------------------ */
+
+/* Elementwise launches that followed a float32 matmul, run by the fused kernel on each tile
+ * of C as soon as the tile is done, while it is in cache (see mt_k_fuse). */
+#define MM_MAX_STEPS 8
+typedef struct mm_step {
+    uint8_t kind, op, scalar_first;
+    uint8_t in_is_b;  /* binary: the input is the launch's second operand */
+    uint8_t slot_out; /* the step's output (shaped like C) */
+    uint8_t slot_in;  /* what it reads: C or an earlier step's output */
+    uint8_t slot_other;
+    uint8_t other_row; /* the other operand is one row of n, the same for every row of C */
+    float scalar;
+} mm_step;
+
+typedef struct mm_epi_params {
+    mm_params mm;
+    uint32_t nsteps, pad;
+    mm_step steps[MM_MAX_STEPS];
+} mm_epi_params;
+
+/* Rows [r0, r1) x columns [c0, c1) of matrix `bi`, just computed: every step in turn. */
+static void mm_epilogue(const mm_epi_params *e, void *const *args, int64_t bi, int64_t r0,
+                        int64_t r1, int64_t c0, int64_t c1) {
+    const int64_t m = e->mm.m, n = e->mm.n;
+    for (uint32_t s = 0; s < e->nsteps; s++) {
+        const mm_step *st = &e->steps[s];
+        float *out = (float *)MT_K_BUF(args, st->slot_out) + bi * m * n;
+        const float *in = (const float *)MT_K_BUF(args, st->slot_in) + bi * m * n;
+        const float *other =
+            st->kind == MT_KSTEP_BINARY ? (const float *)MT_K_BUF(args, st->slot_other) : NULL;
+        if (other && !st->other_row) other += bi * m * n;
+        for (int64_t i = r0; i < r1; i++) {
+            if (st->kind == MT_KSTEP_SOFTMAX) { /* whole rows: the grid has one column range */
+                mt_k_softmax_row_f32(out + i * n, in + i * n, n);
+                continue;
+            }
+            const float *o2 = other ? other + (st->other_row ? 0 : i * n) + c0 : NULL;
+            mt_k_step_row(st->kind, st->op, st->scalar_first, st->scalar, st->in_is_b,
+                          out + i * n + c0, in + i * n + c0, o2, c1 - c0);
+        }
+    }
+}
+
+/* ---- kernels ------------------------------------------------------------------------------- */
+
+/* Block `block`'s tiles of the product p (epilogue e, or NULL). */
+static int32_t mm_run(const mm_params *pp, const mm_epi_params *e, void *const *args,
+                      uint32_t block, uint32_t num_blocks) {
+    const mm_params p = *pp;
     const uint64_t per = (uint64_t)p.rgrid * p.cgrid;
     const uint64_t tiles = (uint64_t)p.batch * per;
     const uint64_t t0 = tiles * block / num_blocks, t1 = tiles * (block + 1) / num_blocks;
@@ -459,7 +675,8 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
     char *cbase = (char *)MT_K_BUF(args, p.slot_c);
     const char *abase = (const char *)MT_K_BUF(args, p.slot_a);
     const char *bbase = (const char *)MT_K_BUF(args, p.slot_b);
-    const mm_shape sh = mm_tile_shape(MM_DTYPE(p), MM_ISA(p));
+    const mm_shape sh = mm_kernel_shape(MM_DTYPE(p), MM_ISA(p), p.m);
+    const int direct = mm_uses_direct(MM_DTYPE(p), MM_ISA(p), p.m);
     const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
     const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
 
@@ -468,8 +685,10 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         int64_t ncmax = p.n < MM_NC ? p.n : MM_NC;
         ncmax = (ncmax + sh.nr - 1) / sh.nr * sh.nr;
         int64_t kc = p.k < MM_KC ? p.k : MM_KC;
-        ap = mm_alloc((size_t)MM_MC * (size_t)kc * es);
-        bp = mm_alloc((size_t)kc * (size_t)ncmax * es);
+        /* direct: A's rows of a tile, and a padded panel of B's last columns */
+        int64_t arows = direct ? (p.m + sh.mr - 1) / sh.mr * sh.mr : MM_MC;
+        ap = mm_alloc((size_t)arows * (size_t)kc * es);
+        bp = mm_alloc((size_t)kc * (size_t)(direct ? sh.nr : ncmax) * es);
         if (!ap || !bp) {
             free(ap);
             free(bp);
@@ -489,8 +708,13 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
         char *c = cbase + (size_t)(bi * p.m * p.n) * es;
         switch (MM_DTYPE(p)) {
         case D_F32:
-            gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
-                          (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
+            if (direct)
+                gemm_tile_direct(MM_ISA(p), ap, bp, (const float *)a, (const float *)b, (float *)c,
+                                 p.k, p.n, r0, r1, c0, c1);
+            else
+                gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
+                              (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
+            if (e) mm_epilogue(e, args, bi, r0, r1, c0, c1);
             break;
         case D_F64:
             gemm_tile_f64(mm_ukr_f64(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const double *)a,
@@ -509,6 +733,18 @@ static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) 
     free(ap);
     free(bp);
     return 0;
+}
+
+static int32_t k_matmul(void *const *args, uint32_t block, uint32_t num_blocks) {
+    mm_params p;
+    MT_K_PARAMS(p, args);
+    return mm_run(&p, NULL, args, block, num_blocks);
+}
+
+static int32_t k_matmul_epilogue(void *const *args, uint32_t block, uint32_t num_blocks) {
+    mm_epi_params e;
+    MT_K_PARAMS(e, args);
+    return mm_run(&e.mm, &e, args, block, num_blocks);
 }
 
 /* ---- host side ------------------------------------------------------------------------------- */
@@ -617,27 +853,200 @@ MTIART_API mtiart_status mtiart_op_matmul(mtiart_stream stream, const mtiart_ten
         if (want > 4096) want = 4096;
         if (want < 1) want = 1;
     }
-    mm_grid(m, n, k, batch, want, mm_tile_shape(a->dtype, isa), &p.rgrid, &p.cgrid);
+    mm_grid(m, n, k, batch, want, mm_kernel_shape(a->dtype, isa, m), &p.rgrid, &p.cgrid);
     uint64_t tiles = (uint64_t)batch * p.rgrid * p.cgrid;
     uint32_t blocks = tiles < want ? (uint32_t)tiles : want;
     if (blocks > 4096) blocks = 4096;
     return mt_kl_launch(&kl, stream, k_matmul, blocks);
 }
 
-/* ---- the registry's description -------------------------------------------------------------- */
+/* ---- fusing a matmul with the elementwise launches after it ------------------------------- */
+
+typedef struct mm_fuser {
+    mt_fused_call *out;
+    const void *ab[2]; /* A and B: nothing the epilogue writes may touch them */
+    uint64_t ab_bytes[2];
+    uint64_t matrix_bytes; /* of C and of every matrix a step reads or writes */
+    const void *matrices[1 + 2 * MM_MAX_STEPS];
+    uint32_t nmatrices;
+    const void *rows[MM_MAX_STEPS]; /* row operands: read by every tile, written by none */
+    uint64_t row_bytes;
+    uint32_t nrows;
+} mm_fuser;
+
+static int mm_overlap(const void *p, uint64_t pb, const void *q, uint64_t qb) {
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
+    return a < b + qb && b < a + pb;
+}
+
+/* A matrix the epilogue reads or writes: each tile touches its own elements of every one of
+ * them, so any two must be the same buffer or apart. */
+static int mm_fuse_matrix(mm_fuser *f, const void *m, int written) {
+    for (uint32_t i = 0; i < f->nmatrices; i++)
+        if (f->matrices[i] != m && mm_overlap(m, f->matrix_bytes, f->matrices[i], f->matrix_bytes))
+            return 0;
+    if (written) {
+        for (int i = 0; i < 2; i++)
+            if (mm_overlap(m, f->matrix_bytes, f->ab[i], f->ab_bytes[i])) return 0;
+        for (uint32_t i = 0; i < f->nrows; i++)
+            if (mm_overlap(m, f->matrix_bytes, f->rows[i], f->row_bytes)) return 0;
+    }
+    f->matrices[f->nmatrices++] = m;
+    return 1;
+}
+
+/* The slot of a buffer of the fused launch (one argument per distinct buffer). */
+static uint8_t mm_fuse_buf(mm_fuser *f, const void *ptr, uint64_t bytes, mtiart_arg_kind kind) {
+    mt_fused_call *out = f->out;
+    for (uint32_t i = 1; i < out->nargs; i++)
+        if (out->args[i].value == ptr) {
+            out->args[i].kind |= kind;
+            if (bytes > out->args[i].extent) out->args[i].extent = bytes;
+            return (uint8_t)(i - 1);
+        }
+    out->args[out->nargs] = (mtiart_arg){kind, 0, ptr, bytes};
+    return (uint8_t)(out->nargs++ - 1);
+}
+
+/* Add the launch `call` as the next step, reading `*prev` (C or the last step's output). */
+static int mm_fuse_step(mm_fuser *f, mm_epi_params *e, const mt_kernel_call *call,
+                        const void **prev) {
+    mt_kstep st;
+    if (!mt_k_ew_step(call->fn, call->argv, &st) && !mt_k_softmax_step(call->fn, call->argv, &st))
+        return 0;
+    const uint64_t n = (uint64_t)e->mm.n;
+    if (st.numel != (uint64_t)(e->mm.batch * e->mm.m) * n) return 0;
+    mm_step ms = {
+        .kind = st.kind, .op = st.op, .scalar_first = st.scalar_first, .scalar = st.scalar};
+    const void *other = NULL;
+    if (st.kind == MT_KSTEP_BINARY) {
+        if (st.a == *prev && st.row_a == 0) {
+            other = st.b;
+            ms.other_row = st.row_b != 0;
+            if (ms.other_row && st.row_b != n) return 0;
+        } else if (st.b == *prev && st.row_b == 0) {
+            ms.in_is_b = 1;
+            other = st.a;
+            ms.other_row = st.row_a != 0;
+            if (ms.other_row && st.row_a != n) return 0;
+        } else {
+            return 0;
+        }
+    } else if (st.a != *prev || (st.kind == MT_KSTEP_SOFTMAX && st.row_a != n)) {
+        return 0;
+    }
+    /* Hazards of running the step tile by tile, while other tiles are still in the product:
+     * it must not write A, B or a row some tile still reads, nor part of a matrix. */
+    if (other && ms.other_row) {
+        for (uint32_t i = 0; i < f->nmatrices; i++)
+            if (mm_overlap(other, f->row_bytes, f->matrices[i], f->matrix_bytes)) return 0;
+        if (mm_overlap(other, f->row_bytes, st.out, f->matrix_bytes)) return 0;
+        f->rows[f->nrows++] = other;
+    } else if (other && !mm_fuse_matrix(f, other, 0)) {
+        return 0;
+    }
+    if (!mm_fuse_matrix(f, st.out, 1)) return 0;
+    ms.slot_in = mm_fuse_buf(f, *prev, f->matrix_bytes, MTIART_ARG_BUFFER_IN);
+    if (other)
+        ms.slot_other = mm_fuse_buf(f, other, ms.other_row ? f->row_bytes : f->matrix_bytes,
+                                    MTIART_ARG_BUFFER_IN);
+    ms.slot_out = mm_fuse_buf(f, st.out, f->matrix_bytes, MTIART_ARG_BUFFER_OUT);
+    e->steps[e->nsteps++] = ms;
+    *prev = st.out;
+    return 1;
+}
+
+_Static_assert(sizeof(mm_epi_params) <= sizeof(((mt_fused_call *)0)->params),
+               "the epilogue's parameters fit in a fused call");
+/* The parameters, A, B, C, and per step at most a new output and a new operand. */
+_Static_assert(1 + 3 + 2 * MM_MAX_STEPS <= MT_FUSED_MAX_ARGS,
+               "a fused call has room for its buffers");
+
+uint32_t mt_k_fuse(const mt_kernel_call *calls, uint32_t n, mt_fused_call *out) {
+    if (n < 2 || calls[0].fn != k_matmul) return 0;
+    mm_epi_params e;
+    memset(&e, 0, sizeof e);
+    MT_K_PARAMS(e.mm, calls[0].argv);
+    if (MM_DTYPE(e.mm) != D_F32 || e.mm.k == 0) return 0;
+    void *const *margs = calls[0].argv;
+    const uint64_t es = sizeof(float), batch = (uint64_t)e.mm.batch;
+    const uint64_t m = (uint64_t)e.mm.m, k = (uint64_t)e.mm.k, cols = (uint64_t)e.mm.n;
+    memset(out, 0, sizeof *out);
+    out->nargs = 1;
+    mm_fuser f = {.out = out, .matrix_bytes = batch * m * cols * es, .row_bytes = cols * es};
+    f.ab[0] = MT_K_BUF(margs, e.mm.slot_a);
+    f.ab[1] = MT_K_BUF(margs, e.mm.slot_b);
+    f.ab_bytes[0] = batch * m * k * es;
+    f.ab_bytes[1] = batch * k * cols * es;
+    const void *c = MT_K_BUF(margs, e.mm.slot_c);
+    e.mm.slot_a = mm_fuse_buf(&f, f.ab[0], f.ab_bytes[0], MTIART_ARG_BUFFER_IN);
+    e.mm.slot_b = mm_fuse_buf(&f, f.ab[1], f.ab_bytes[1], MTIART_ARG_BUFFER_IN);
+    e.mm.slot_c = mm_fuse_buf(&f, c, f.matrix_bytes, MTIART_ARG_BUFFER_OUT);
+    f.matrices[f.nmatrices++] = c;
+    const void *prev = c;
+    uint32_t used = 1;
+    while (used < n && e.nsteps < MM_MAX_STEPS && mm_fuse_step(&f, &e, &calls[used], &prev)) used++;
+    if (e.nsteps == 0) return 0;
+    uint32_t blocks = calls[0].num_blocks;
+    for (uint32_t i = 0; i < e.nsteps; i++) {
+        if (e.steps[i].kind != MT_KSTEP_SOFTMAX) continue;
+        /* A softmax needs whole rows in a tile: split the rows only. */
+        const mm_shape sh = mm_kernel_shape(D_F32, MM_ISA(e.mm), e.mm.m);
+        uint64_t per = blocks <= batch ? 1 : (blocks + batch - 1) / batch;
+        uint64_t panels = (m + (uint64_t)sh.mr - 1) / (uint64_t)sh.mr;
+        e.mm.rgrid = (uint16_t)(per < panels ? per : panels);
+        e.mm.cgrid = 1;
+        if ((uint64_t)blocks > batch * e.mm.rgrid) blocks = (uint32_t)(batch * e.mm.rgrid);
+        break;
+    }
+    memcpy(out->params, &e, sizeof e);
+    out->args[0] = (mtiart_arg){MTIART_ARG_VALUE, sizeof e, out->params, 0};
+    out->fn = k_matmul_epilogue;
+    out->num_blocks = blocks;
+    return used;
+}
+
+/* ---- the registry's descriptions ------------------------------------------------------------- */
+
+static int describe_product(const mm_params *p, char *out, size_t cap) {
+    if (p->batch != 1)
+        return snprintf(out, cap, "matmul %lldx%lldx%lld @ %lldx%lldx%lld", (long long)p->batch,
+                        (long long)p->m, (long long)p->k, (long long)p->batch, (long long)p->k,
+                        (long long)p->n);
+    return snprintf(out, cap, "matmul %lldx%lld @ %lldx%lld", (long long)p->m, (long long)p->k,
+                    (long long)p->k, (long long)p->n);
+}
 
 static int describe_matmul(void *const *args, char *out, size_t cap) {
     mm_params p;
     MT_K_PARAMS(p, args);
-    if (p.batch != 1)
-        return snprintf(out, cap, "matmul %lldx%lldx%lld @ %lldx%lldx%lld", (long long)p.batch,
-                        (long long)p.m, (long long)p.k, (long long)p.batch, (long long)p.k,
-                        (long long)p.n);
-    return snprintf(out, cap, "matmul %lldx%lld @ %lldx%lld", (long long)p.m, (long long)p.k,
-                    (long long)p.k, (long long)p.n);
+    return describe_product(&p, out, cap);
+}
+
+/* "matmul 32x256 @ 256x512 + add + relu": the product, then each step by its name. */
+static int describe_matmul_epilogue(void *const *args, char *out, size_t cap) {
+    static const char *const binary[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
+    static const char *const unary[] = {"neg",  "abs",  "relu",    "exp", "log",
+                                        "sqrt", "tanh", "sigmoid", "gelu"};
+    mm_epi_params e;
+    MT_K_PARAMS(e, args);
+    int len = describe_product(&e.mm, out, cap);
+    for (uint32_t i = 0; i < e.nsteps && i < MM_MAX_STEPS && len >= 0; i++) {
+        const mm_step *st = &e.steps[i];
+        const char *name = "?";
+        if (st->kind == MT_KSTEP_SOFTMAX) name = "softmax";
+        else if (st->kind == MT_KSTEP_UNARY && st->op < 9) name = unary[st->op];
+        else if (st->kind != MT_KSTEP_UNARY && st->op < 6) name = binary[st->op];
+        size_t used = (size_t)len < cap ? (size_t)len : cap;
+        int more = snprintf(out + used, cap - used, " + %s%s", name,
+                            st->kind == MT_KSTEP_BINARY_SCALAR ? " scalar" : "");
+        len = more < 0 ? more : len + more;
+    }
+    return len;
 }
 
 const mt_kdef mt_k_matmul_defs[] = {
     {MT_KID_MATMUL, "mtiart_matmul", k_matmul, describe_matmul},
+    {MT_KID_MATMUL_EPILOGUE, "mtiart_matmul_epilogue", k_matmul_epilogue, describe_matmul_epilogue},
 };
 const size_t mt_k_matmul_ndefs = sizeof mt_k_matmul_defs / sizeof *mt_k_matmul_defs;

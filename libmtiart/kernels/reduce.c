@@ -483,7 +483,7 @@ MTIART_API mtiart_status mtiart_op_reduce(mtiart_stream stream, mtiart_reduce_op
     if ((unsigned)op > MTIART_REDUCE_MIN)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
     if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
-    int d;
+    int d = -1; /* set by rd_dim */
     if ((st = rd_dim(a, dim, &d))) return st;
 
     /* Expected shape of out. */
@@ -604,7 +604,7 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     if ((st = mt_k_check_same_shape(out, a))) return st;
     if (dim == MTIART_REDUCE_ALL)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "softmax needs one dim");
-    int d;
+    int d = -1; /* set by rd_dim */
     if ((st = rd_dim(a, dim, &d))) return st;
     if (no == 0) return mt_k_nothing(stream);
     sm_params p;
@@ -626,6 +626,23 @@ MTIART_API mtiart_status mtiart_op_softmax(mtiart_stream stream, const mtiart_te
     uint64_t items = p.outer * ((p.inner + SM_COLS - 1) / SM_COLS);
     if (blocks > items) blocks = (uint32_t)items;
     return mt_kl_launch(&kl, stream, k_softmax, blocks);
+}
+
+/* ---- a step of fused kernels -------------------------------------------------------------- */
+
+int mt_k_softmax_step(mtiart_kernel_fn fn, void *const *args, mt_kstep *step) {
+    memset(step, 0, sizeof *step);
+    if (fn != k_softmax) return 0;
+    sm_params p;
+    MT_K_PARAMS(p, args);
+    /* rows of the last dim only: one contiguous run per row */
+    if (p.dtype != D_F32 || p.inner != 1) return 0;
+    step->kind = MT_KSTEP_SOFTMAX;
+    step->out = MT_K_BUF(args, p.slot_out);
+    step->a = MT_K_BUF(args, p.slot_in);
+    step->row_a = p.len;
+    step->numel = p.outer * p.len;
+    return 1;
 }
 
 /* ---- the registry's descriptions --------------------------------------------------------- */

@@ -91,7 +91,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .graphs import MTIAGraph, graph, graph_pool_handle, if_, while_
+from .graphs import MTIAGraph, graph, graph_pool_handle, if_, set_graph_fusion, while_
 from .kernels import Kernel, PythonKernel, kernel, load_kernel
 from .memory import (
     attach_out_of_memory_observer,
@@ -175,6 +175,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "MTIAGraph",
     "graph",
     "graph_pool_handle",
+    "set_graph_fusion",
     "while_",
     "if_",
     # graph checks

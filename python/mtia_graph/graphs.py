@@ -66,7 +66,7 @@ from .streams import (
 )
 from .tensor import Tensor
 
-__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "if_", "while_"]
+__all__ = ["MTIAGraph", "graph", "graph_pool_handle", "if_", "set_graph_fusion", "while_"]
 
 _POOL_HANDLE = tuple[int, int]
 
@@ -75,6 +75,28 @@ _CAPTURE_MODES: dict[str, int] = {
     "thread_local": lib.MTIART_CAPTURE_MODE_THREAD_LOCAL,
     "relaxed": lib.MTIART_CAPTURE_MODE_RELAXED,
 }
+
+# Whether graphs instantiated from now on fuse nodes; None: libmtiart's default.
+_fusion: bool | None = None
+
+
+def set_graph_fusion(enabled: bool | None) -> None:
+    """Whether graphs instantiated from now on fuse nodes (an extra of this package).
+
+    A fused executable runs a matmul and the chain of elementwise operations on its
+    result (bias add, activation, scalar ops, softmax over the last dim) as one kernel
+    launch, tile by tile while the tile is in cache. Results do not change: every tensor
+    the captured operations wrote is written, with bitwise the same values. ``None``
+    restores the default: fusion, unless the environment has ``MTIART_GRAPH_FUSION=0``.
+    Graphs already instantiated keep their plan. :meth:`MTIAGraph.update` of a fused graph
+    fuses the new tensors the same way; where they cannot be (say, an output that overlaps
+    an input of the matmul) it raises :class:`MTIAValueError` and changes nothing: graphs
+    instantiated with fusion off update without that limit.
+    """
+    global _fusion
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"set_graph_fusion() takes a bool or None, not {type(enabled).__name__}")
+    _fusion = enabled
 
 
 def _check_pool(pool: Any) -> tuple[int, int]:
@@ -738,6 +760,12 @@ class MTIAGraph:
             self._exec = None
         exec_out = ffi.new("mtiart_graph_exec *")
         flags = lib.MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS if self._check_inputs else 0
+        if _fusion is not None:
+            flags |= (
+                lib.MTIART_GRAPH_INSTANTIATE_FUSION
+                if _fusion
+                else lib.MTIART_GRAPH_INSTANTIATE_NO_FUSION
+            )
         check(
             lib.mtiart_graph_instantiate_with_flags(self._graph, flags, exec_out),
             "MTIAGraph.instantiate",

@@ -282,10 +282,13 @@ static void use_graph(uint32_t *seed, uint64_t handle) {
     case 2: USE(K_GRAPH, mtiart_graph_get_node_buffer(g, 0, 0, &buf)); break;
     case 3: USE(K_GRAPH, mtiart_graph_get_node_dependency(g, 1, 0, &dep)); break;
     case 4:
-        if (USE(K_GRAPH, rnd(seed) % 2 ? mtiart_graph_instantiate(g, &x)
-                                       : mtiart_graph_instantiate_with_flags(
-                                             g, MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS,
-                                             &x)) != MTIART_SUCCESS)
+        if (USE(K_GRAPH, rnd(seed) % 2
+                             ? mtiart_graph_instantiate(g, &x)
+                             : mtiart_graph_instantiate_with_flags(
+                                   g,
+                                   rnd(seed) % 2 ? MTIART_GRAPH_INSTANTIATE_CHECK_INPUT_LIVENESS
+                                                 : MTIART_GRAPH_INSTANTIATE_NO_FUSION,
+                                   &x)) != MTIART_SUCCESS)
             break;
         MUST(mtiart_graph_launch(x, g_graph_stream));
         MUST(mtiart_graph_exec_destroy(x)); /* the launch in flight keeps it */

@@ -1181,3 +1181,78 @@ def test_graph_output_used_on_another_stream_then_freed(subprocess_python):
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "values [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]" in result.stdout
+
+
+# ---------------------------------------------------------------------------------- fusion
+
+
+def _captured_mlp(fuse, x, weights, keep_graph=False):
+    """A graph of the MLP step captured (and instantiated) with fusion on or off, with every
+    intermediate tensor kept."""
+    w1, b1, w2, b2 = weights
+    mtia.set_graph_fusion(fuse)
+    try:
+        g = MTIAGraph(keep_graph=keep_graph)
+        with mtia.graph(g):
+            h = x @ w1
+            h2 = h + b1
+            h3 = h2.relu()
+            z = h3 @ w2
+            z2 = z + b2
+            out = z2.softmax(dim=-1)
+        if keep_graph:
+            g.instantiate()
+    finally:
+        mtia.set_graph_fusion(None)
+    return g, (h, h2, h3, z, z2, out)
+
+
+@pytest.mark.parametrize("shape", [(32, 256, 512, 256), (7, 33, 70, 5), (65, 90, 40, 12)])
+def test_fused_replays_are_bitwise_the_unfused_ones(shape):
+    m, n_in, hidden, n_out = shape
+    rng = np.random.default_rng(3)
+    weights = [
+        mtia.from_numpy(rng.standard_normal(s).astype(np.float32))
+        for s in ((n_in, hidden), (hidden,), (hidden, n_out), (n_out,))
+    ]
+    x = mtia.zeros((m, n_in))
+    fused, fused_t = _captured_mlp(True, x, weights)
+    plain, plain_t = _captured_mlp(False, x, weights, keep_graph=True)
+    assert fused.num_nodes() == plain.num_nodes() == 6  # the captured graph's nodes
+    for step in range(3):
+        x.copy_(rng.standard_normal((m, n_in)).astype(np.float32))
+        plain.replay()
+        want = [t.numpy().copy() for t in plain_t]
+        fused.replay()
+        got = [t.numpy() for t in fused_t]
+        for name, a, b in zip(("h", "h2", "h3", "z", "z2", "out"), got, want, strict=True):
+            assert a.tobytes() == b.tobytes(), (step, name)
+    ref = np.maximum(x.numpy() @ weights[0].numpy() + weights[1].numpy(), 0)
+    np.testing.assert_allclose(fused_t[2].numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_set_graph_fusion_takes_a_bool_or_none():
+    with pytest.raises(TypeError, match="bool or None"):
+        mtia.set_graph_fusion(1)
+    mtia.set_graph_fusion(False)
+    mtia.set_graph_fusion(None)
+
+
+def test_graph_fusion_environment_is_validated(subprocess_python):
+    r = subprocess_python("import mtia_graph; mtia_graph.init()", env={"MTIART_GRAPH_FUSION": "on"})
+    assert r.returncode != 0
+    assert "MTIART_GRAPH_FUSION" in r.stderr
+    r = subprocess_python(
+        """
+        import numpy as np, mtia_graph as mtia
+        w = mtia.from_numpy(np.eye(4, dtype=np.float32))
+        g = mtia.MTIAGraph()
+        with mtia.graph(g):
+            y = (w @ w + 1).relu()
+        g.replay()
+        print(y.numpy().sum())
+        """,
+        env={"MTIART_GRAPH_FUSION": "0"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) == 20.0

@@ -142,6 +142,7 @@ PUBLIC_KINDS = {
         "graph_pool_handle",
         "while_",
         "if_",
+        "set_graph_fusion",
         "get_default_dtype",
         "result_type",
         "promote_types",

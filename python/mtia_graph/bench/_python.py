@@ -19,8 +19,10 @@ ADD_ROWS = ("py_add_inplace_np_out_a", "py_add_inplace_np_out_b", "py_add_inplac
 GRAPH_ROWS = ("py_replay_1000", "py_replay_speedup_vs_eager", "py_capture_instantiate")
 MATMUL_ROWS = ("py_matmul_512", "py_matmul_1024")
 MLP_ROWS = ("py_mlp_eager_sync", "py_mlp_replay_sync", "py_mlp_replay_copy_io",
-            "py_mlp_replay_b2b", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch")
-PY_ROW_NAMES = ADD_ROWS + GRAPH_ROWS + MATMUL_ROWS + MLP_ROWS
+            "py_mlp_replay_b2b", "py_mlp_torch_eager", "py_mlp_replay_copy_io_vs_torch",
+            "py_mlp_replay_copy_io_unfused")
+MEMCHECK_ROW = "memcheck_py_mlp_example"
+PY_ROW_NAMES = (MEMCHECK_ROW,) + ADD_ROWS + GRAPH_ROWS + MATMUL_ROWS + MLP_ROWS
 
 # The MLP inference step of the rows above: batch 32, 256 -> 512 -> 256, relu, softmax.
 MLP_BATCH, MLP_IN, MLP_HIDDEN, MLP_OUT = 32, 256, 512, 256
@@ -53,6 +55,9 @@ def python_benchmarks(quick: bool = False, reps: Optional[int] = None,
     """Yield the Python benchmark rows (a row with ``skipped`` set when something it needs
     is missing)."""
     reps = reps or (3 if quick else 9)
+    if _want(MEMCHECK_ROW, filters):
+        # first: its processes would otherwise compete with this one's runtime workers
+        yield _memcheck_mlp_row()
     try:
         import mtia_graph as mg
     except Exception as e:  # noqa: BLE001 - report, do not crash
@@ -77,6 +82,55 @@ def python_benchmarks(quick: bool = False, reps: Optional[int] = None,
                 yield make_row(name, None, "GFLOP/s", better="higher", skipped=str(e))
     if any(_want(n, filters) for n in MLP_ROWS):
         yield from _mlp_rows(mg, torch, no_torch, reason, quick, reps, filters)
+
+
+# --------------------------------------------------------------------------- valgrind
+
+
+MEMCHECK_RUNS = 5
+
+
+def _memcheck_mlp_row() -> Row:
+    """examples/mlp.py, the whole process, under valgrind memcheck (its default scheduler,
+    the default worker count) against natively: the worst of five memcheck runs against
+    the native median."""
+    import os
+    import shutil
+    import statistics
+    import subprocess
+    import sys
+
+    name, unit = MEMCHECK_ROW, "s"
+    script = os.path.join(os.getcwd(), "examples", "mlp.py")
+    valgrind = shutil.which(os.environ.get("VALGRIND") or "valgrind")
+    if not os.path.isfile(script):
+        return make_row(name, None, unit, skipped="examples/mlp.py not found (run from the "
+                                                  "repository root, as tools/bench.sh does)")
+    if valgrind is None:
+        return make_row(name, None, unit, skipped="valgrind is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "MTIART_NUM_WORKERS"}
+
+    def run(cmd: List[str]) -> float:
+        t0 = _now()
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return (_now() - t0) / 1e9
+
+    native_cmd = [sys.executable, script]
+    vg_cmd = [valgrind, "--tool=memcheck", "-q", "--log-file=/dev/null"] + native_cmd
+    try:
+        native, vg = [], []
+        for _ in range(MEMCHECK_RUNS):
+            native.append(run(native_cmd))
+            vg.append(run(vg_cmd))
+    except (OSError, subprocess.CalledProcessError) as e:
+        return make_row(name, None, unit, skipped=f"a run of examples/mlp.py failed: {e}")
+    return make_row(name, max(vg), unit, baseline=statistics.median(native),
+                    baseline_name="examples/mlp.py natively (median of 5 runs)",
+                    ratio_target=100.0, reps=MEMCHECK_RUNS, vmin=min(vg), vmax=max(vg),
+                    params={"memcheck_median_s": statistics.median(vg), "valgrind": valgrind},
+                    note="python examples/mlp.py (interpreter start to exit) under valgrind "
+                         "memcheck, default scheduler and worker count: the worst of 5 runs")
 
 
 # --------------------------------------------------------------------------- t.add_(1)
@@ -385,6 +439,14 @@ class MLPWorkload:
         self.graph = mg.MTIAGraph()
         with mg.graph(self.graph):
             self.static_out = self.mtia_step(self.static_x)
+        # the same step with fusion off, for the fused/unfused ratio of one run
+        mg.set_graph_fusion(False)
+        try:
+            self.unfused = mg.MTIAGraph()
+            with mg.graph(self.unfused):
+                self.unfused_out = self.mtia_step(self.static_x)
+        finally:
+            mg.set_graph_fusion(None)
 
     def numpy_step(self, x: Any) -> Any:
         np = self.np
@@ -444,9 +506,9 @@ class MLPWorkload:
             sync()
         return (_now() - t0) / steps / 1e3
 
-    def time_copy_io(self, steps: int) -> float:
-        xs, copy_in, replay, read = (self.inputs, self.static_x.copy_, self.graph.replay,
-                                     self.static_out.numpy)
+    def time_copy_io(self, steps: int, fused: bool = True) -> float:
+        graph, out = (self.graph, self.static_out) if fused else (self.unfused, self.unfused_out)
+        xs, copy_in, replay, read = self.inputs, self.static_x.copy_, graph.replay, out.numpy
         t0 = _now()
         for i in range(steps):
             copy_in(xs[i & 7])
@@ -464,6 +526,7 @@ class MLPWorkload:
 
     def close(self) -> None:
         self.graph.reset()
+        self.unfused.reset()
 
 
 def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str],
@@ -482,12 +545,14 @@ def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str
         return
     steps = 20 if quick else 200
     timers: List[Callable[[int], float]] = [wl.time_numpy, wl.time_eager_sync,
-                                            wl.time_replay_sync, wl.time_copy_io, wl.time_b2b]
+                                            wl.time_replay_sync, wl.time_copy_io, wl.time_b2b,
+                                            lambda n: wl.time_copy_io(n, fused=False)]
     if torch is not None:
         timers.append(wl.time_torch)
     samples = interleave([_settled(lambda f=f: f(steps)) for f in timers], reps)
     numpy_us = summary(samples[0])[0]
-    torch_us = summary(samples[5])[0] if torch is not None else None
+    copy_io_us = summary(samples[3])[0]
+    torch_us = summary(samples[6])[0] if torch is not None else None
     shape = f"batch {MLP_BATCH}, {MLP_IN}->{MLP_HIDDEN}->{MLP_OUT}, relu, softmax"
     params = {"steps_per_rep": steps, "batch": MLP_BATCH, "in": MLP_IN, "hidden": MLP_HIDDEN,
               "out": MLP_OUT, "max_abs_error_vs_numpy": err,
@@ -504,15 +569,18 @@ def _mlp_rows(mg: Any, torch: Any, no_torch: Optional[str], reason: Optional[str
          "numpy, every step"),
         ("py_mlp_replay_b2b", 4, numpy_us, numpy_name, None,
          "replays back to back, one synchronize() at the end; per step"),
-        ("py_mlp_torch_eager", 5, numpy_us, numpy_name, None,
+        ("py_mlp_torch_eager", 6, numpy_us, numpy_name, None,
          "the peer: torch CPU eager step, output read as numpy (zero-copy)"),
         ("py_mlp_replay_copy_io_vs_torch", 3, torch_us, torch_name, 0.7,
          "copy input in + g.replay() + read output, against torch CPU eager"),
+        ("py_mlp_replay_copy_io_unfused", 5, copy_io_us, "py_mlp_replay_copy_io (fused)", None,
+         "py_mlp_replay_copy_io with graph fusion off (mtia_graph.set_graph_fusion(False)); "
+         "the ratio is unfused over fused"),
     ]
     for name, k, base, bname, rt, note in specs:
         if not _want(name, filters):
             continue
-        if (k == 5 or base is None) and torch is None:
+        if (k == 6 or base is None) and torch is None:
             yield make_row(name, None, "us/step", skipped=no_torch)
             continue
         v, lo, hi = summary(samples[k])
