@@ -265,6 +265,10 @@ int mt_k_span(const mt_ksaved *l, uint32_t slot, const char *name, uint64_t coun
               char *why, size_t cap) {
     if (slot >= l->nbufs)
         return mt_k_bad(why, cap, 0, "%s is buffer slot %u of %u", name, slot, l->nbufs);
+    if (l->align[slot] % esize)
+        return mt_k_bad(why, cap, (int)(1 + slot),
+                        "%s of %llu-byte elements starts %llu-byte aligned", name,
+                        (unsigned long long)esize, (unsigned long long)l->align[slot]);
     uint64_t bytes = count;
     if (!mt_k_mul(&bytes, esize))
         return mt_k_bad(why, cap, 0, "%s's %llu elements of %llu bytes overflow", name,

@@ -174,11 +174,13 @@ enum mt_kid {
 typedef int (*mt_kdescribe_fn)(void *const *args, char *out, size_t cap);
 
 /* A launch read from a saved graph, before it may run: the parameter struct as saved
- * (`size` bytes, possibly padded), the byte extent of each buffer slot and the block count. */
+ * (`size` bytes, possibly padded), the byte extent of each buffer slot, the alignment of
+ * each slot's start relative to the (aligned) memory it lies in, and the block count. */
 typedef struct mt_ksaved {
     const void *params;
     uint32_t size;
     const uint64_t *extent;
+    const uint64_t *align;
     uint32_t nbufs;
     uint32_t num_blocks;
 } mt_ksaved;
@@ -207,7 +209,8 @@ int mt_k_saved_params(const mt_ksaved *l, size_t need, char *why, size_t cap);
 static inline int mt_k_mul(uint64_t *acc, uint64_t x) {
     return !__builtin_mul_overflow(*acc, x, acc);
 }
-/* Slot `slot` exists and holds `count` elements of `esize` bytes: -1, else the fault. */
+/* Slot `slot` exists, starts aligned to `esize` (a power of two) and holds `count`
+ * elements of `esize` bytes: -1, else the fault. */
 int mt_k_span(const mt_ksaved *l, uint32_t slot, const char *name, uint64_t count, uint64_t esize,
               char *why, size_t cap);
 

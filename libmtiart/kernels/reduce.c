@@ -671,6 +671,9 @@ static int rd_saved(const mt_ksaved *l, rd_params *p, uint64_t *nout, uint64_t *
     memcpy(p, l->params, sizeof *p);
     if (p->op > MTIART_REDUCE_MIN || p->dtype >= D_COUNT || p->odtype >= D_COUNT)
         return mt_k_bad(why, cap, 0, "reduction %u of %u to %u", p->op, p->dtype, p->odtype);
+    /* max and min start from the first element of the extent. */
+    if ((p->op == MTIART_REDUCE_MAX || p->op == MTIART_REDUCE_MIN) && p->len == 0)
+        return mt_k_bad(why, cap, 0, "%s of an empty extent", k_rd_names[p->op]);
     *nout = p->outer;
     *nin = p->len;
     if (!mt_k_mul(nout, p->inner) || !mt_k_mul(nin, *nout))
@@ -723,6 +726,11 @@ static int check_softmax(const mt_ksaved *l, char *why, size_t cap) {
     memcpy(&p, l->params, sizeof p);
     if (p.dtype != D_F32 && p.dtype != D_F64)
         return mt_k_bad(why, cap, 0, "softmax of dtype %u", p.dtype);
+    /* Rows start from their first element. */
+    if (p.outer < 1 || p.len < 1 || p.inner < 1)
+        return mt_k_bad(why, cap, 0, "softmax over %llu x %llu x %llu elements",
+                        (unsigned long long)p.outer, (unsigned long long)p.len,
+                        (unsigned long long)p.inner);
     uint64_t n = p.outer;
     if (!mt_k_mul(&n, p.len) || !mt_k_mul(&n, p.inner))
         return mt_k_bad(why, cap, 0, "%llu x %llu x %llu elements overflow",

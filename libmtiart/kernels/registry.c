@@ -62,10 +62,10 @@ int mt_builtin_kernel_describe(mtiart_kernel_fn fn, void *const *argv, uint32_t 
 }
 
 int mt_builtin_kernel_validate(mtiart_kernel_fn fn, const void *params, uint32_t size,
-                               const uint64_t *extent, uint32_t nbufs, uint32_t num_blocks,
-                               char *why, size_t cap) {
+                               const uint64_t *extent, const uint64_t *align, uint32_t nbufs,
+                               uint32_t num_blocks, char *why, size_t cap) {
     const mt_kdef *d = mt_k_find(fn);
     if (!d) return mt_k_bad(why, cap, 0, "not a built-in kernel");
-    mt_ksaved l = {params, size, extent, nbufs, num_blocks};
+    mt_ksaved l = {params, size, extent, align, nbufs, num_blocks};
     return d->validate(&l, why, cap);
 }

@@ -461,6 +461,16 @@ static void test_builtin_kernels(mtiart_stream s) {
             }
             expect_launch_refused(copy, size, what);
         }
+        /* A float tensor moved off its element alignment (the binding has room). */
+        memcpy(copy, file, size);
+        for (size_t i = 0; i < args_bytes / 32; i++) {
+            uint8_t *rec = copy + args + 32 * i;
+            if (get32(rec) == MTIART_ARG_VALUE) continue;
+            put64(rec + 16, get64(rec + 16) + 2);
+            break;
+        }
+        expect_launch_refused(copy, size, "a buffer 2 bytes off");
+        CHECK(strstr(mtiart_last_error_message(), "aligned") != NULL);
         free(copy);
         /* The file itself still loads: the refusals were the patches'. */
         CHECK_OK(mtiart_graph_load_memory(file, size, 0, NULL, &loaded));
