@@ -762,7 +762,7 @@ static void op_graph(void) {
         }
         if (u8() % 4 == 0) { /* unknown flag bits are refused */
             mtiart_graph_exec x2;
-            expect(mtiart_graph_instantiate_with_flags(fg->g, 1ull << (2 + u8() % 62), &x2),
+            expect(mtiart_graph_instantiate_with_flags(fg->g, 1ull << (3 + u8() % 61), &x2),
                    MTIART_ERROR_INVALID_VALUE, "instantiate unknown flags");
         }
         fg->checked = u8() & 1;
