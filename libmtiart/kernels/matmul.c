@@ -641,7 +641,8 @@ static int describe_matmul(void *const *args, char *out, size_t cap) {
 }
 
 /* C, A and B are batch contiguous row-major matrices; the tile grid is at least 1 x 1
- * (the kernel divides by it). With k == 0 the kernel only zeroes C. */
+ * (the kernel divides by it). With k == 0 the kernel only zeroes C, but still takes A's
+ * and B's slots: they must exist (they are empty). */
 static int check_matmul(const mt_ksaved *l, char *why, size_t cap) {
     mm_params p;
     int r = mt_k_saved_params(l, sizeof p, why, cap);
@@ -659,7 +660,7 @@ static int check_matmul(const mt_ksaved *l, char *why, size_t cap) {
         uint8_t slot;
         int64_t rows, cols;
     } mats[] = {{"out", p.slot_c, p.m, p.n}, {"a", p.slot_a, p.m, p.k}, {"b", p.slot_b, p.k, p.n}};
-    for (size_t i = 0; i < (p.k ? 3u : 1u); i++) {
+    for (size_t i = 0; i < 3; i++) {
         uint64_t count = (uint64_t)p.batch;
         if (!mt_k_mul(&count, (uint64_t)mats[i].rows) || !mt_k_mul(&count, (uint64_t)mats[i].cols))
             return mt_k_bad(why, cap, 0, "%s's element count overflows", mats[i].name);
