@@ -205,7 +205,7 @@ int mt_k_bad(char *why, size_t cap, int arg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* The saved parameters hold at least `need` bytes: -1, else the fault (argument 0). */
 int mt_k_saved_params(const mt_ksaved *l, size_t need, char *why, size_t cap);
-/* *acc *= x, false (acc unchanged) when the product overflows. */
+/* *acc *= x; false when the product overflows (*acc is then meaningless). */
 static inline int mt_k_mul(uint64_t *acc, uint64_t x) {
     return !__builtin_mul_overflow(*acc, x, acc);
 }
