@@ -1143,8 +1143,10 @@ typedef struct mtiart_load_options {
 /* Load a saved graph onto `device` (options may be NULL: the defaults). The file is
  * treated as untrusted input: anything malformed is MTIART_ERROR_INVALID_VALUE, a file of
  * a newer major format version MTIART_ERROR_NOT_SUPPORTED, each with a message that says
- * what is wrong. Instantiate it, bind its inputs and outputs (mtiart_graph_exec_bind) and
- * launch it. */
+ * what is wrong. Built-in kernels' saved parameters (shapes, strides, dtypes, ops) are
+ * checked against the buffers their nodes pass, so a replay of an accepted file stays in
+ * its memory; a refused launch is named by graph, node and argument. Instantiate it, bind its
+ * inputs and outputs (mtiart_graph_exec_bind) and launch it. */
 MTIART_API mtiart_status mtiart_graph_load(const char *path, int device,
                                            const mtiart_load_options *options, mtiart_graph *graph);
 

@@ -381,6 +381,13 @@ const char *mt_builtin_kernel_name(mtiart_kernel_fn fn);
  * snprintf's contract, or -1 when fn is not a built-in. */
 int mt_builtin_kernel_describe(mtiart_kernel_fn fn, void *const *argv, uint32_t nargs, char *out,
                                size_t cap);
+/* Check a launch of the built-in `fn` read from a saved graph: its parameter struct
+ * (`size` bytes), the byte extents of its `nbufs` buffers and the alignment of their
+ * starts, and its block count. -1 when the kernel runs it in bounds, else the argument at
+ * fault (0: the parameters, 1 + i: buffer i) with the reason in `why`. */
+int mt_builtin_kernel_validate(mtiart_kernel_fn fn, const void *params, uint32_t size,
+                               const uint64_t *extent, const uint64_t *align, uint32_t nbufs,
+                               uint32_t num_blocks, char *why, size_t cap);
 
 /* ---------------------------------------------------------------- devices (device.c) */
 

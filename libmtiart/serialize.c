@@ -82,6 +82,9 @@ enum gf_space { SPACE_NONE = 0, SPACE_REGION = 1, SPACE_BINDING = 2 };
 
 #define GF_BINDING_HOST 4u /* flag bit of a binding record: host memory */
 #define GF_USER_KERNEL 0x80000000u
+/* How aligned a kernel may assume a region or a bound binding starts: the allocator's
+ * blocks are, and so are the tensors a program binds. */
+#define GF_BASE_ALIGN 64u
 
 typedef struct gf_ref {
     uint32_t space, index;
@@ -1084,6 +1087,27 @@ static mtiart_status check_ref(const mt_artifact *a, const gf_ref *ref, uint64_t
     return MTIART_SUCCESS;
 }
 
+/* A built-in kernel trusts the host side of its operation to have checked its parameters;
+ * a saved launch had no such host, so the kernel's registry entry checks them against the
+ * extents of the buffers the node passes. */
+static mtiart_status check_builtin_launch(const mt_artifact *a, const gf_node *n, site *at) {
+    mtiart_kernel_fn fn = mt_builtin_kernel_by_id(n->a);
+    const gf_arg *args = &a->args[n->c];
+    uint64_t extent[MT_MAX_ARGS], align[MT_MAX_ARGS];
+    for (uint32_t i = 1; i < n->b; i++) {
+        extent[i - 1] = args[i].extent;
+        /* Regions and bindings start at least this aligned; an offset can only lower it. */
+        uint64_t off = args[i].ref.offset | GF_BASE_ALIGN;
+        align[i - 1] = off & (0 - off);
+    }
+    char why[200];
+    int fault = mt_builtin_kernel_validate(fn, a->data + args[0].ref.offset, args[0].size, extent,
+                                           align, n->b - 1, n->num_blocks, why, sizeof why);
+    if (fault < 0) return MTIART_SUCCESS;
+    at->arg = fault;
+    return bad_at(at, "%s: %s", mt_builtin_kernel_name(fn), why);
+}
+
 static mtiart_status parse_kernel(const mt_artifact *a, const gf_node *n, site *at) {
     bool user = n->a & GF_USER_KERNEL;
     if (user ? (n->a & ~GF_USER_KERNEL) >= a->num_kernels : !mt_builtin_kernel_by_id(n->a))
@@ -1112,8 +1136,9 @@ static mtiart_status parse_kernel(const mt_artifact *a, const gf_node *n, site *
         if (!user && (i == 0) != (arg->kind == MTIART_ARG_VALUE))
             return bad_at(at, "a built-in kernel takes its parameters first, then buffers");
     }
-    if (!user && n->b == 0) return bad_at(at, "a built-in kernel without parameters");
-    return MTIART_SUCCESS;
+    if (user) return MTIART_SUCCESS;
+    if (n->b == 0) return bad_at(at, "a built-in kernel without parameters");
+    return check_builtin_launch(a, n, at);
 }
 
 static bool power_of_two_size(uint32_t size) {

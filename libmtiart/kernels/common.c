@@ -3,6 +3,7 @@
  */
 #include "kernels.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,4 +254,41 @@ uint32_t mt_k_isa(void) {
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;
+}
+
+/* ---- checks of saved launches ------------------------------------------------------------ */
+
+int mt_k_bad(char *why, size_t cap, int arg, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
+    return arg;
+}
+
+int mt_k_saved_params(const mt_ksaved *l, size_t need, char *why, size_t cap) {
+    if (l->size < need)
+        return mt_k_bad(why, cap, 0, "%u parameter bytes, the kernel reads %zu", l->size, need);
+    return -1;
+}
+
+int mt_k_span(const mt_ksaved *l, uint32_t slot, const char *name, uint64_t count, uint64_t esize,
+              char *why, size_t cap) {
+    if (slot >= l->nbufs)
+        return mt_k_bad(why, cap, 0, "%s is buffer slot %u of %u", name, slot, l->nbufs);
+    if (l->align[slot] % esize)
+        return mt_k_bad(why, cap, (int)(1 + slot),
+                        "%s of %llu-byte elements starts %llu-byte aligned", name,
+                        (unsigned long long)esize, (unsigned long long)l->align[slot]);
+    uint64_t bytes = count;
+    if (!mt_k_mul(&bytes, esize))
+        return mt_k_bad(why, cap, 0, "%s's %llu elements of %llu bytes overflow", name,
+                        (unsigned long long)count, (unsigned long long)esize);
+    if (bytes > l->extent[slot])
+        return mt_k_bad(why, cap, (int)(1 + slot),
+                        "%s spans %llu bytes (%llu elements of %llu bytes), past the %llu "
+                        "bytes of its buffer",
+                        name, (unsigned long long)bytes, (unsigned long long)count,
+                        (unsigned long long)esize, (unsigned long long)l->extent[slot]);
+    return -1;
 }

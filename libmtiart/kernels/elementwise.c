@@ -1140,7 +1140,7 @@ static int describe_binary_bcast(void *const *args, char *out, size_t cap) {
 static int describe_unary(void *const *args, char *out, size_t cap) {
     ew_params p;
     MT_K_PARAMS(p, args);
-    return snprintf(out, cap, "%s", p.op <= MTIART_UNARY_GELU ? k_un_names[p.op] : "?");
+    return snprintf(out, cap, "%s", p.op <= MTIART_UNARY_GELU_ERF ? k_un_names[p.op] : "?");
 }
 
 static int describe_where(void *const *args, char *out, size_t cap) {
@@ -1180,15 +1180,173 @@ static int describe_arange(void *const *args, char *out, size_t cap) {
     return snprintf(out, cap, "arange start=%.17g step=%.17g", p.start, p.step);
 }
 
+/* ---- the registry's checks of saved launches ---------------------------------------------- */
+
+static int ew_saved(const mt_ksaved *l, ew_params *p, char *why, size_t cap) {
+    int r = mt_k_saved_params(l, sizeof *p, why, cap);
+    if (r >= 0) return r;
+    memcpy(p, l->params, sizeof *p);
+    if (p->dtype >= D_COUNT) return mt_k_bad(why, cap, 0, "dtype %u", p->dtype);
+    return -1;
+}
+
+/* Input `slot` of a flat kernel: one element when `scalar`, else n. */
+static int ew_span_in(const mt_ksaved *l, const ew_params *p, int slot, const char *name,
+                      int scalar, size_t es, char *why, size_t cap) {
+    return mt_k_span(l, p->slot[slot], name, scalar ? 1 : p->n, es, why, cap);
+}
+
+static int check_binary(const mt_ksaved *l, char *why, size_t cap) {
+    ew_params p;
+    int r = ew_saved(l, &p, why, cap);
+    if (r >= 0) return r;
+    if (p.op > MTIART_BINARY_GE || !k_bin_rows[p.op][p.dtype][M_VV])
+        return mt_k_bad(why, cap, 0, "binary op %u of %s", p.op, ew_dtype(p.dtype));
+    size_t es = k_esize[p.dtype];
+    if ((r = mt_k_span(l, p.slot[0], "out", p.n, bin_out_size(p.op, p.dtype), why, cap)) >= 0)
+        return r;
+    if (!(p.flags & EWF_PARAM_FIRST) &&
+        (r = ew_span_in(l, &p, 1, "a", p.flags & EWF_SCALAR_BUF0, es, why, cap)) >= 0)
+        return r;
+    if (!(p.flags & EWF_PARAM_SECOND) &&
+        (r = ew_span_in(l, &p, 2, "b", p.flags & EWF_SCALAR_BUF1, es, why, cap)) >= 0)
+        return r;
+    return -1;
+}
+
+static int check_unary(const mt_ksaved *l, char *why, size_t cap) {
+    ew_params p;
+    int r = ew_saved(l, &p, why, cap);
+    if (r >= 0) return r;
+    if (p.op >= sizeof k_un_rows / sizeof *k_un_rows || !k_un_rows[p.op][p.dtype])
+        return mt_k_bad(why, cap, 0, "unary op %u of %s", p.op, ew_dtype(p.dtype));
+    size_t es = k_esize[p.dtype];
+    if ((r = mt_k_span(l, p.slot[0], "out", p.n, es, why, cap)) >= 0) return r;
+    return ew_span_in(l, &p, 1, "a", 0, es, why, cap);
+}
+
+static int check_where(const mt_ksaved *l, char *why, size_t cap) {
+    ew_params p;
+    int r = ew_saved(l, &p, why, cap);
+    if (r >= 0) return r;
+    size_t es = k_esize[p.dtype];
+    if ((r = mt_k_span(l, p.slot[0], "out", p.n, es, why, cap)) >= 0 ||
+        (r = ew_span_in(l, &p, 1, "cond", p.flags & EWF_SCALAR_BUF0, 1, why, cap)) >= 0 ||
+        (r = ew_span_in(l, &p, 2, "a", p.flags & EWF_SCALAR_BUF1, es, why, cap)) >= 0 ||
+        (r = ew_span_in(l, &p, 3, "b", p.flags & EWF_SCALAR_BUF2, es, why, cap)) >= 0)
+        return r;
+    return -1;
+}
+
+static int check_cast(const mt_ksaved *l, char *why, size_t cap) {
+    ew_params p;
+    int r = ew_saved(l, &p, why, cap);
+    if (r >= 0) return r;
+    if (p.dtype2 >= D_COUNT) return mt_k_bad(why, cap, 0, "output dtype %u", p.dtype2);
+    if ((r = mt_k_span(l, p.slot[0], "out", p.n, k_esize[p.dtype2], why, cap)) >= 0) return r;
+    return ew_span_in(l, &p, 1, "a", 0, k_esize[p.dtype], why, cap);
+}
+
+static int check_fill(const mt_ksaved *l, char *why, size_t cap) {
+    ew_params p;
+    int r = ew_saved(l, &p, why, cap);
+    if (r >= 0) return r;
+    return mt_k_span(l, p.slot[0], "out", p.n, k_esize[p.dtype], why, cap);
+}
+
+static int check_arange(const mt_ksaved *l, char *why, size_t cap) {
+    ar_params p;
+    int r = mt_k_saved_params(l, sizeof p, why, cap);
+    if (r >= 0) return r;
+    memcpy(&p, l->params, sizeof p);
+    if (p.dtype >= D_COUNT) return mt_k_bad(why, cap, 0, "dtype %u", p.dtype);
+    return mt_k_span(l, p.slot, "out", p.n, k_esize[p.dtype], why, cap);
+}
+
+/* The iteration space of a broadcast launch: nin inputs, 1..MAX_DIMS dims of at least one
+ * element each (bc_iterate divides by them) whose product is out's element count, and
+ * innermost strides of 0 or 1 (rows are read as runs or as one broadcast element). */
+static int bc_saved(const mt_ksaved *l, int nin, bc_params *p, char *why, size_t cap) {
+    int r = mt_k_saved_params(l, offsetof(bc_params, d), why, cap);
+    if (r >= 0) return r;
+    memcpy(p, l->params, offsetof(bc_params, d));
+    if (p->h.dtype >= D_COUNT) return mt_k_bad(why, cap, 0, "dtype %u", p->h.dtype);
+    if (p->nin != nin || p->ndim < 1 || p->ndim > MTIART_MAX_DIMS)
+        return mt_k_bad(why, cap, 0, "%d inputs over %d dims", (int)p->nin, (int)p->ndim);
+    if ((r = mt_k_saved_params(l, bc_size(p), why, cap)) >= 0) return r;
+    bc_load(p, (void *const *)&l->params);
+    const int nd = p->ndim;
+    uint64_t n = 1;
+    for (int d = 0; d < nd; d++)
+        if (p->d[d] < 1 || !mt_k_mul(&n, (uint64_t)p->d[d]))
+            return mt_k_bad(why, cap, 0, "dim %d of %lld elements (or an overflowing shape)", d,
+                            (long long)p->d[d]);
+    if (n != p->h.n)
+        return mt_k_bad(why, cap, 0, "a shape of %llu elements for out's %llu",
+                        (unsigned long long)n, (unsigned long long)p->h.n);
+    for (int k = 0; k < nin; k++) {
+        int64_t inner = p->d[(1 + k) * nd + nd - 1];
+        if (inner != 0 && inner != 1)
+            return mt_k_bad(why, cap, 0, "input %d's innermost stride %lld", k, (long long)inner);
+    }
+    return -1;
+}
+
+/* Input k reaches one past its furthest element, sum((shape - 1) * stride) + 1. */
+static int bc_span_in(const mt_ksaved *l, const bc_params *p, int k, const char *name, size_t es,
+                      char *why, size_t cap) {
+    const int nd = p->ndim;
+    uint64_t last = 0;
+    for (int d = 0; d < nd; d++) {
+        int64_t st = p->d[(1 + k) * nd + d];
+        uint64_t t = (uint64_t)(p->d[d] - 1);
+        if (st < 0 || !mt_k_mul(&t, (uint64_t)st) || __builtin_add_overflow(last, t, &last) ||
+            last == UINT64_MAX)
+            return mt_k_bad(why, cap, 0, "%s's stride %lld along dim %d", name, (long long)st, d);
+    }
+    return mt_k_span(l, p->h.slot[1 + k], name, last + 1, es, why, cap);
+}
+
+static int check_binary_bcast(const mt_ksaved *l, char *why, size_t cap) {
+    bc_params p;
+    int r = bc_saved(l, 2, &p, why, cap);
+    if (r >= 0) return r;
+    if (p.h.op > MTIART_BINARY_GE || !k_bin_rows[p.h.op][p.h.dtype][M_VV])
+        return mt_k_bad(why, cap, 0, "binary op %u of %s", p.h.op, ew_dtype(p.h.dtype));
+    size_t es = k_esize[p.h.dtype];
+    if ((r = mt_k_span(l, p.h.slot[0], "out", p.h.n, bin_out_size(p.h.op, p.h.dtype), why, cap)) >=
+            0 ||
+        (r = bc_span_in(l, &p, 0, "a", es, why, cap)) >= 0 ||
+        (r = bc_span_in(l, &p, 1, "b", es, why, cap)) >= 0)
+        return r;
+    return -1;
+}
+
+static int check_where_bcast(const mt_ksaved *l, char *why, size_t cap) {
+    bc_params p;
+    int r = bc_saved(l, 3, &p, why, cap);
+    if (r >= 0) return r;
+    size_t es = k_esize[p.h.dtype];
+    if ((r = mt_k_span(l, p.h.slot[0], "out", p.h.n, es, why, cap)) >= 0 ||
+        (r = bc_span_in(l, &p, 0, "cond", 1, why, cap)) >= 0 ||
+        (r = bc_span_in(l, &p, 1, "a", es, why, cap)) >= 0 ||
+        (r = bc_span_in(l, &p, 2, "b", es, why, cap)) >= 0)
+        return r;
+    return -1;
+}
+
 const mt_kdef mt_k_elementwise_defs[] = {
-    {MT_KID_BINARY, "mtiart_binary", k_binary, describe_binary},
-    {MT_KID_BINARY_SCALAR, "mtiart_binary_scalar", k_binary_scalar, describe_binary_scalar},
-    {MT_KID_BINARY_BCAST, "mtiart_binary_bcast", k_binary_bcast, describe_binary_bcast},
-    {MT_KID_UNARY, "mtiart_unary", k_unary, describe_unary},
-    {MT_KID_WHERE, "mtiart_where", k_where, describe_where},
-    {MT_KID_WHERE_BCAST, "mtiart_where_bcast", k_where_bcast, describe_where_bcast},
-    {MT_KID_CAST, "mtiart_cast", k_cast, describe_cast},
-    {MT_KID_FILL, "mtiart_fill", k_fill, describe_fill},
-    {MT_KID_ARANGE, "mtiart_arange", k_arange, describe_arange},
+    {MT_KID_BINARY, "mtiart_binary", k_binary, describe_binary, check_binary},
+    {MT_KID_BINARY_SCALAR, "mtiart_binary_scalar", k_binary_scalar, describe_binary_scalar,
+     check_binary},
+    {MT_KID_BINARY_BCAST, "mtiart_binary_bcast", k_binary_bcast, describe_binary_bcast,
+     check_binary_bcast},
+    {MT_KID_UNARY, "mtiart_unary", k_unary, describe_unary, check_unary},
+    {MT_KID_WHERE, "mtiart_where", k_where, describe_where, check_where},
+    {MT_KID_WHERE_BCAST, "mtiart_where_bcast", k_where_bcast, describe_where_bcast,
+     check_where_bcast},
+    {MT_KID_CAST, "mtiart_cast", k_cast, describe_cast, check_cast},
+    {MT_KID_FILL, "mtiart_fill", k_fill, describe_fill, check_fill},
+    {MT_KID_ARANGE, "mtiart_arange", k_arange, describe_arange, check_arange},
 };
 const size_t mt_k_elementwise_ndefs = sizeof mt_k_elementwise_defs / sizeof *mt_k_elementwise_defs;

@@ -180,12 +180,46 @@ enum mt_kid {
  * checked, to never index a name table out of bounds. snprintf's contract. */
 typedef int (*mt_kdescribe_fn)(void *const *args, char *out, size_t cap);
 
+/* A launch read from a saved graph, before it may run: the parameter struct as saved
+ * (`size` bytes, possibly padded), the byte extent of each buffer slot, the alignment of
+ * each slot's start relative to the (aligned) memory it lies in, and the block count. */
+typedef struct mt_ksaved {
+    const void *params;
+    uint32_t size;
+    const uint64_t *extent;
+    const uint64_t *align;
+    uint32_t nbufs;
+    uint32_t num_blocks;
+} mt_ksaved;
+
+/* Check a saved launch against everything the kernel trusts its host side to have
+ * checked: every field it indexes a table with is in range, the op and dtypes are ones it
+ * implements, element counts do not overflow, and every byte it reads or writes lies in its
+ * slot's extent. Returns -1 when the launch is safe to run, else the argument at fault
+ * (0: the parameters, 1 + s: slot s) with the reason written to `why`. */
+typedef int (*mt_kvalidate_fn)(const mt_ksaved *l, char *why, size_t cap);
+
 typedef struct mt_kdef {
     uint32_t id;      /* enum mt_kid */
     const char *name; /* "mtiart_binary": what messages and dumps call the kernel */
     mtiart_kernel_fn fn;
     mt_kdescribe_fn describe;
+    mt_kvalidate_fn validate;
 } mt_kdef;
+
+/* Helpers of the validate functions. mt_k_bad writes the reason and returns `arg`. */
+int mt_k_bad(char *why, size_t cap, int arg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The saved parameters hold at least `need` bytes: -1, else the fault (argument 0). */
+int mt_k_saved_params(const mt_ksaved *l, size_t need, char *why, size_t cap);
+/* *acc *= x; false when the product overflows (*acc is then meaningless). */
+static inline int mt_k_mul(uint64_t *acc, uint64_t x) {
+    return !__builtin_mul_overflow(*acc, x, acc);
+}
+/* Slot `slot` exists, starts aligned to `esize` (a power of two) and holds `count`
+ * elements of `esize` bytes: -1, else the fault. */
+int mt_k_span(const mt_ksaved *l, uint32_t slot, const char *name, uint64_t count, uint64_t esize,
+              char *why, size_t cap);
 
 /* Each kernel file lists its kernels; registry.c joins the lists. */
 extern const mt_kdef mt_k_elementwise_defs[];

@@ -675,8 +675,11 @@ static int32_t mm_run(const mm_params *pp, const mm_epi_params *e, void *const *
     char *cbase = (char *)MT_K_BUF(args, p.slot_c);
     const char *abase = (const char *)MT_K_BUF(args, p.slot_a);
     const char *bbase = (const char *)MT_K_BUF(args, p.slot_b);
-    const mm_shape sh = mm_kernel_shape(MM_DTYPE(p), MM_ISA(p), p.m);
-    const int direct = mm_uses_direct(MM_DTYPE(p), MM_ISA(p), p.m);
+    /* A saved graph may come from a CPU with wider vectors than this one: all blocks agree
+     * on the narrower ISA, so the tiles still cover C exactly. */
+    const uint32_t isa = MM_ISA(p) < mt_k_isa() ? MM_ISA(p) : mt_k_isa();
+    const mm_shape sh = mm_kernel_shape(MM_DTYPE(p), isa, p.m);
+    const int direct = mm_uses_direct(MM_DTYPE(p), isa, p.m);
     const size_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
     const int isf = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_F64;
 
@@ -709,15 +712,15 @@ static int32_t mm_run(const mm_params *pp, const mm_epi_params *e, void *const *
         switch (MM_DTYPE(p)) {
         case D_F32:
             if (direct)
-                gemm_tile_direct(MM_ISA(p), ap, bp, (const float *)a, (const float *)b, (float *)c,
-                                 p.k, p.n, r0, r1, c0, c1);
+                gemm_tile_direct(isa, ap, bp, (const float *)a, (const float *)b, (float *)c, p.k,
+                                 p.n, r0, r1, c0, c1);
             else
-                gemm_tile_f32(mm_ukr_f32(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const float *)a,
+                gemm_tile_f32(mm_ukr_f32(isa), sh.mr, sh.nr, ap, bp, (const float *)a,
                               (const float *)b, (float *)c, p.k, p.n, r0, r1, c0, c1);
             if (e) mm_epilogue(e, args, bi, r0, r1, c0, c1);
             break;
         case D_F64:
-            gemm_tile_f64(mm_ukr_f64(MM_ISA(p)), sh.mr, sh.nr, ap, bp, (const double *)a,
+            gemm_tile_f64(mm_ukr_f64(isa), sh.mr, sh.nr, ap, bp, (const double *)a,
                           (const double *)b, (double *)c, p.k, p.n, r0, r1, c0, c1);
             break;
         case D_I32:
@@ -1045,8 +1048,46 @@ static int describe_matmul_epilogue(void *const *args, char *out, size_t cap) {
     return len;
 }
 
+/* C, A and B are batch contiguous row-major matrices; the tile grid is at least 1 x 1
+ * (the kernel divides by it). With k == 0 the kernel only zeroes C, but still takes A's
+ * and B's slots: they must exist (they are empty). */
+static int check_matmul(const mt_ksaved *l, char *why, size_t cap) {
+    mm_params p;
+    int r = mt_k_saved_params(l, sizeof p, why, cap);
+    if (r >= 0) return r;
+    memcpy(&p, l->params, sizeof p);
+    if (MM_DTYPE(p) > D_I64 || MM_ISA(p) > MM_ISA_AVX512)
+        return mt_k_bad(why, cap, 0, "dtype %u, ISA %u", MM_DTYPE(p), MM_ISA(p));
+    if (p.m < 1 || p.n < 1 || p.k < 0 || p.batch < 1 || p.rgrid < 1 || p.cgrid < 1)
+        return mt_k_bad(why, cap, 0, "%lld matrices of %lldx%lld @ %lldx%lld in %ux%u tiles",
+                        (long long)p.batch, (long long)p.m, (long long)p.k, (long long)p.k,
+                        (long long)p.n, p.rgrid, p.cgrid);
+    const uint64_t es = MM_DTYPE(p) == D_F32 || MM_DTYPE(p) == D_I32 ? 4 : 8;
+    const struct {
+        const char *name;
+        uint8_t slot;
+        int64_t rows, cols;
+    } mats[] = {{"out", p.slot_c, p.m, p.n}, {"a", p.slot_a, p.m, p.k}, {"b", p.slot_b, p.k, p.n}};
+    for (size_t i = 0; i < 3; i++) {
+        uint64_t count = (uint64_t)p.batch;
+        if (!mt_k_mul(&count, (uint64_t)mats[i].rows) || !mt_k_mul(&count, (uint64_t)mats[i].cols))
+            return mt_k_bad(why, cap, 0, "%s's element count overflows", mats[i].name);
+        if ((r = mt_k_span(l, mats[i].slot, mats[i].name, count, es, why, cap)) >= 0) return r;
+    }
+    return -1;
+}
+
+/* Fused launches are made at instantiation from the graph's own nodes, which are what a
+ * saved graph holds: a file naming one is malformed. */
+static int check_matmul_epilogue(const mt_ksaved *l, char *why, size_t cap) {
+    int r = mt_k_saved_params(l, sizeof(mm_params), why, cap);
+    if (r >= 0) return r;
+    return mt_k_bad(why, cap, 0, "a fused launch, which only instantiation makes, is never saved");
+}
+
 const mt_kdef mt_k_matmul_defs[] = {
-    {MT_KID_MATMUL, "mtiart_matmul", k_matmul, describe_matmul},
-    {MT_KID_MATMUL_EPILOGUE, "mtiart_matmul_epilogue", k_matmul_epilogue, describe_matmul_epilogue},
+    {MT_KID_MATMUL, "mtiart_matmul", k_matmul, describe_matmul, check_matmul},
+    {MT_KID_MATMUL_EPILOGUE, "mtiart_matmul_epilogue", k_matmul_epilogue, describe_matmul_epilogue,
+     check_matmul_epilogue},
 };
 const size_t mt_k_matmul_ndefs = sizeof mt_k_matmul_defs / sizeof *mt_k_matmul_defs;

@@ -24,10 +24,11 @@ enum {
     D_F64 = MTIART_DTYPE_FLOAT64,
     D_I32 = MTIART_DTYPE_INT32,
     D_I64 = MTIART_DTYPE_INT64,
-    D_B = MTIART_DTYPE_BOOL
+    D_B = MTIART_DTYPE_BOOL,
+    D_COUNT = 5
 };
 
-static const uint8_t k_esize[5] = {4, 8, 4, 8, 1};
+static const uint8_t k_esize[D_COUNT] = {4, 8, 4, 8, 1};
 
 #define RD_LANES 16
 /* Columns accumulated together when reducing a non-innermost dim: rows up to this wide are
@@ -677,10 +678,92 @@ static int describe_softmax(void *const *args, char *out, size_t cap) {
     return snprintf(out, cap, "softmax dim=%d", (int)p.dim);
 }
 
+/* ---- the registry's checks of saved launches ---------------------------------------------- */
+
+/* The fields every reduction kernel indexes with, and its output and input element counts. */
+static int rd_saved(const mt_ksaved *l, rd_params *p, uint64_t *nout, uint64_t *nin, char *why,
+                    size_t cap) {
+    int r = mt_k_saved_params(l, sizeof *p, why, cap);
+    if (r >= 0) return r;
+    memcpy(p, l->params, sizeof *p);
+    if (p->op > MTIART_REDUCE_MIN || p->dtype >= D_COUNT || p->odtype >= D_COUNT)
+        return mt_k_bad(why, cap, 0, "reduction %u of %u to %u", p->op, p->dtype, p->odtype);
+    /* max and min start from the first element of the extent. */
+    if ((p->op == MTIART_REDUCE_MAX || p->op == MTIART_REDUCE_MIN) && p->len == 0)
+        return mt_k_bad(why, cap, 0, "%s of an empty extent", k_rd_names[p->op]);
+    *nout = p->outer;
+    *nin = p->len;
+    if (!mt_k_mul(nout, p->inner) || !mt_k_mul(nin, *nout))
+        return mt_k_bad(why, cap, 0, "%llu x %llu x %llu elements overflow",
+                        (unsigned long long)p->outer, (unsigned long long)p->len,
+                        (unsigned long long)p->inner);
+    return -1;
+}
+
+static int check_reduce(const mt_ksaved *l, char *why, size_t cap) {
+    rd_params p;
+    uint64_t nout, nin;
+    int r = rd_saved(l, &p, &nout, &nin, why, cap);
+    if (r >= 0) return r;
+    if ((r = mt_k_span(l, p.slot_out, "out", nout, k_esize[p.odtype], why, cap)) >= 0) return r;
+    /* An empty extent reads nothing, and has no input slot. */
+    if (p.slot_in == RD_NO_SLOT && p.len == 0) return -1;
+    return mt_k_span(l, p.slot_in, "a", nin, k_esize[p.dtype], why, cap);
+}
+
+/* Every block writes its own row of partials: num_blocks rows of the outputs. */
+static int check_reduce_partial(const mt_ksaved *l, char *why, size_t cap) {
+    rd_params p;
+    uint64_t nout, nin;
+    int r = rd_saved(l, &p, &nout, &nin, why, cap);
+    if (r >= 0) return r;
+    uint64_t parts = l->num_blocks;
+    if (!mt_k_mul(&parts, nout))
+        return mt_k_bad(why, cap, 0, "%u blocks of partials overflow", l->num_blocks);
+    if ((r = mt_k_span(l, p.slot_part, "partials", parts, sizeof(rd_acc), why, cap)) >= 0) return r;
+    return mt_k_span(l, p.slot_in, "a", nin, k_esize[p.dtype], why, cap);
+}
+
+static int check_reduce_combine(const mt_ksaved *l, char *why, size_t cap) {
+    rd_params p;
+    uint64_t nout, nin;
+    int r = rd_saved(l, &p, &nout, &nin, why, cap);
+    if (r >= 0) return r;
+    uint64_t parts = p.parts ? p.parts : 1;
+    if (!mt_k_mul(&parts, nout))
+        return mt_k_bad(why, cap, 0, "%u rows of partials overflow", p.parts);
+    if ((r = mt_k_span(l, p.slot_part, "partials", parts, sizeof(rd_acc), why, cap)) >= 0) return r;
+    return mt_k_span(l, p.slot_out, "out", nout, k_esize[p.odtype], why, cap);
+}
+
+static int check_softmax(const mt_ksaved *l, char *why, size_t cap) {
+    sm_params p;
+    int r = mt_k_saved_params(l, sizeof p, why, cap);
+    if (r >= 0) return r;
+    memcpy(&p, l->params, sizeof p);
+    if (p.dtype != D_F32 && p.dtype != D_F64)
+        return mt_k_bad(why, cap, 0, "softmax of dtype %u", p.dtype);
+    /* Rows start from their first element. */
+    if (p.outer < 1 || p.len < 1 || p.inner < 1)
+        return mt_k_bad(why, cap, 0, "softmax over %llu x %llu x %llu elements",
+                        (unsigned long long)p.outer, (unsigned long long)p.len,
+                        (unsigned long long)p.inner);
+    uint64_t n = p.outer;
+    if (!mt_k_mul(&n, p.len) || !mt_k_mul(&n, p.inner))
+        return mt_k_bad(why, cap, 0, "%llu x %llu x %llu elements overflow",
+                        (unsigned long long)p.outer, (unsigned long long)p.len,
+                        (unsigned long long)p.inner);
+    size_t es = k_esize[p.dtype];
+    if ((r = mt_k_span(l, p.slot_out, "out", n, es, why, cap)) >= 0) return r;
+    return mt_k_span(l, p.slot_in, "a", n, es, why, cap);
+}
+
 const mt_kdef mt_k_reduce_defs[] = {
-    {MT_KID_REDUCE, "mtiart_reduce", k_reduce, describe_reduce},
-    {MT_KID_REDUCE_PARTIAL, "mtiart_reduce_partial", k_reduce_partial, describe_reduce_partial},
-    {MT_KID_REDUCE_COMBINE, "mtiart_reduce_combine", k_reduce_combine, describe_reduce_combine},
-    {MT_KID_SOFTMAX, "mtiart_softmax", k_softmax, describe_softmax},
+    {MT_KID_REDUCE, "mtiart_reduce", k_reduce, describe_reduce, check_reduce},
+    {MT_KID_REDUCE_PARTIAL, "mtiart_reduce_partial", k_reduce_partial, describe_reduce_partial,
+     check_reduce_partial},
+    {MT_KID_REDUCE_COMBINE, "mtiart_reduce_combine", k_reduce_combine, describe_reduce_combine,
+     check_reduce_combine},
+    {MT_KID_SOFTMAX, "mtiart_softmax", k_softmax, describe_softmax, check_softmax},
 };
 const size_t mt_k_reduce_ndefs = sizeof mt_k_reduce_defs / sizeof *mt_k_reduce_defs;

@@ -1,6 +1,7 @@
 /*
  * registry.c - the registry of the kernel library's built-in kernels: a stable numeric id
- * for each (saved graphs store it), its name, and a function that describes one launch.
+ * for each (saved graphs store it), its name, a function that describes one launch and one
+ * that checks a launch read from a saved graph.
  *
  * The runtime uses it to name kernels in messages and dumps, to recognise operations when
  * it plans an executable graph, and to map saved kernel ids back to functions. The
@@ -58,4 +59,13 @@ int mt_builtin_kernel_describe(mtiart_kernel_fn fn, void *const *argv, uint32_t 
     /* Every built-in takes its parameter struct first. */
     if (!d || nargs == 0) return -1;
     return d->describe(argv, out, cap);
+}
+
+int mt_builtin_kernel_validate(mtiart_kernel_fn fn, const void *params, uint32_t size,
+                               const uint64_t *extent, const uint64_t *align, uint32_t nbufs,
+                               uint32_t num_blocks, char *why, size_t cap) {
+    const mt_kdef *d = mt_k_find(fn);
+    if (!d) return mt_k_bad(why, cap, 0, "not a built-in kernel");
+    mt_ksaved l = {params, size, extent, align, nbufs, num_blocks};
+    return d->validate(&l, why, cap);
 }

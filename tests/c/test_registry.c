@@ -36,6 +36,18 @@ static void test_ids(void) {
         CHECK(mt_builtin_kernel_id(fn) == id);
         const char *name = mt_builtin_kernel_name(fn);
         CHECK(name && strncmp(name, "mtiart_", 7) == 0);
+        const mt_kdef *def = mt_k_find(fn);
+        CHECK(def && def->describe && def->validate);
+        /* A saved launch too short for its parameters, or naming buffers it lacks, is
+         * refused with the argument at fault and a reason. */
+        uint8_t zeros[512] = {0};
+        char why[200] = "";
+        CHECK(mt_builtin_kernel_validate(fn, zeros, 1, NULL, NULL, 0, 1, why, sizeof why) == 0);
+        CHECK(strstr(why, "parameter bytes") != NULL);
+        why[0] = 0;
+        CHECK(mt_builtin_kernel_validate(fn, zeros, sizeof zeros, NULL, NULL, 0, 1, why,
+                                         sizeof why) == 0);
+        CHECK(why[0] != 0);
         for (uint32_t other = 1; other < id; other++) {
             mtiart_kernel_fn f2 = mt_builtin_kernel_by_id(other);
             CHECK(f2 != fn);

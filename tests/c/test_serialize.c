@@ -2,7 +2,8 @@
  * Saved graphs: every node kind a file holds survives a save and a load (and replays the
  * same), bindings and constants, the nodes a save refuses (with no file left behind), the
  * version and byte-order checks, the library allow-list, and hostile files: every prefix
- * and thousands of corrupted copies of a real file are refused cleanly.
+ * and thousands of corrupted copies of a real file are refused cleanly, and so are built-in
+ * kernels whose saved parameters reach past their buffers.
  *
  *     test_serialize LIB_A LIB_B    (two copies of the serialize_kernels library)
  */
@@ -277,6 +278,212 @@ static void test_round_trip(mtiart_stream s) {
     CHECK_OK(mtiart_free(in2));
     CHECK_OK(mtiart_free(out2));
     CHECK_OK(mtiart_free(out3));
+    unlink(path);
+}
+
+/* ---- built-in kernels: every kind round-trips, enlarged parameters are refused -------- */
+
+enum { SIDE = 64, SQ = SIDE * SIDE, BIG = 1 << 20 };
+
+/* Tensors laid out in one device buffer, so that a single binding covers every operand. */
+typedef struct work_layout {
+    size_t used;
+    uint8_t *base;
+} work_layout;
+
+static mtiart_tensor_desc place(work_layout *w, mtiart_dtype dtype, int ndim,
+                                const int64_t *shape) {
+    mtiart_tensor_desc t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dtype;
+    t.ndim = ndim;
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (size_t)(t.shape[d] = shape[d]);
+    t.data = w->base + w->used;
+    w->used += (n * (size_t)mtiart_dtype_size(dtype) + 63) / 64 * 64;
+    return t;
+}
+
+enum { WORK_BYTES = (3 * BIG + 16 * SQ) * 8 };
+
+/* One graph with a launch of every built-in kernel, all operands inside `work`. */
+static mtiart_graph capture_builtins(mtiart_stream s, void *work) {
+    work_layout w = {0, work};
+    const int64_t sq[2] = {SIDE, SIDE}, row[1] = {SIDE}, big[1] = {BIG};
+    mtiart_tensor_desc a = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       b = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       sum = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       scaled = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       bcast = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       r = place(&w, MTIART_DTYPE_FLOAT32, 1, row),
+                       th = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       mask = place(&w, MTIART_DTYPE_BOOL, 2, sq),
+                       picked = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       picked_row = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       ints = place(&w, MTIART_DTYPE_INT32, 2, sq),
+                       filled = place(&w, MTIART_DTYPE_INT64, 2, sq),
+                       prod = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       rowsum = place(&w, MTIART_DTYPE_FLOAT32, 1, row),
+                       soft = place(&w, MTIART_DTYPE_FLOAT32, 2, sq),
+                       large = place(&w, MTIART_DTYPE_FLOAT32, 1, big),
+                       top = place(&w, MTIART_DTYPE_FLOAT32, 0, NULL);
+    CHECK(w.used <= WORK_BYTES);
+    CHECK_OK(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_op_arange(s, &a, -1.0, 0.001));
+    CHECK_OK(mtiart_op_arange(s, &b, 2.0, -0.0005));
+    CHECK_OK(mtiart_op_arange(s, &large, 0.0, 1.0));
+    CHECK_OK(mtiart_op_arange(s, &r, 0.5, 0.25));
+    CHECK_OK(mtiart_op_binary(s, MTIART_BINARY_ADD, &sum, &a, &b));
+    CHECK_OK(mtiart_op_binary_scalar(s, MTIART_BINARY_MUL, &scaled, &a, 3.0, 0, 0));
+    CHECK_OK(mtiart_op_binary(s, MTIART_BINARY_SUB, &bcast, &a, &r));
+    CHECK_OK(mtiart_op_unary(s, MTIART_UNARY_TANH, &th, &a));
+    CHECK_OK(mtiart_op_binary(s, MTIART_BINARY_LT, &mask, &a, &b));
+    CHECK_OK(mtiart_op_where(s, &picked, &mask, &a, &b));
+    CHECK_OK(mtiart_op_where(s, &picked_row, &mask, &a, &r));
+    CHECK_OK(mtiart_op_cast(s, &ints, &scaled));
+    CHECK_OK(mtiart_op_fill(s, &filled, 0.0, -7));
+    CHECK_OK(mtiart_op_matmul(s, &prod, &a, &b));
+    CHECK_OK(mtiart_op_reduce(s, MTIART_REDUCE_SUM, &rowsum, &a, 1, 0));
+    CHECK_OK(mtiart_op_softmax(s, &soft, &a, -1));
+    CHECK_OK(mtiart_op_reduce(s, MTIART_REDUCE_MAX, &top, &large, MTIART_REDUCE_ALL, 0));
+    mtiart_graph graph;
+    CHECK_OK(mtiart_stream_end_capture(s, &graph));
+    return graph;
+}
+
+/* Run an executable over `work` (zeroed first) and copy the result to host. */
+static void replay_into(mtiart_stream s, mtiart_graph_exec x, void *work, uint8_t *host) {
+    CHECK_OK(mtiart_memset_async(s, work, 0, WORK_BYTES));
+    CHECK_OK(mtiart_graph_launch(x, s));
+    CHECK_OK(mtiart_memcpy_async(s, host, work, WORK_BYTES, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK_OK(mtiart_stream_synchronize(s));
+}
+
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Where section `type` starts in a saved file (and its size), from the section table. */
+static size_t section_at(const uint8_t *file, uint32_t type, size_t *bytes) {
+    uint32_t header = get32(file + 16), count = get32(file + 20);
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = file + header + 24 * i;
+        if (get32(e) == type) {
+            *bytes = (size_t)get64(e + 16);
+            return (size_t)get64(e + 8);
+        }
+    }
+    *bytes = 0;
+    return 0;
+}
+
+/* The patched copy must be refused as a built-in launch that does not fit, naming the
+ * node and the argument. */
+static void expect_launch_refused(const uint8_t *copy, size_t size, const char *what) {
+    mtiart_graph g = NULL;
+    mtiart_status st = mtiart_graph_load_memory(copy, size, 0, NULL, &g);
+    const char *msg = mtiart_last_error_message();
+    bool named = strstr(msg, " node ") && strstr(msg, " argument ") && strstr(msg, ": mtiart_");
+    if (st != MTIART_ERROR_INVALID_VALUE || !named)
+        fprintf(stderr, "%s: status %d, '%s'\n", what, (int)st, st ? msg : "loaded");
+    CHECK(st == MTIART_ERROR_INVALID_VALUE && named);
+    if (st == MTIART_SUCCESS) mtiart_graph_destroy(g);
+}
+
+static void test_builtin_kernels(mtiart_stream s) {
+    void *work, *work2;
+    CHECK_OK(mtiart_malloc(0, WORK_BYTES, &work));
+    CHECK_OK(mtiart_malloc(0, WORK_BYTES, &work2));
+    mtiart_graph graph = capture_builtins(s, work);
+
+    /* Every built-in kernel is in the graph. */
+    size_t nodes;
+    CHECK_OK(mtiart_graph_get_node_count(graph, &nodes));
+    for (uint32_t id = 1; mtiart_builtin_kernel_name(id); id++) {
+        /* A fused matmul's launch exists only in executables, made at instantiation. */
+        if (strcmp(mtiart_builtin_kernel_name(id), "mtiart_matmul_epilogue") == 0) continue;
+        bool seen = false;
+        for (size_t i = 0; i < nodes && !seen; i++) {
+            mtiart_node_info info;
+            CHECK_OK(mtiart_graph_get_node_info(graph, i, &info));
+            seen = strcmp(info.name, mtiart_builtin_kernel_name(id)) == 0;
+        }
+        if (!seen) fprintf(stderr, "no %s node\n", mtiart_builtin_kernel_name(id));
+        CHECK(seen);
+    }
+
+    char path[300];
+    path_in_dir(path, sizeof path, "builtins.mtg");
+    mtiart_graph_binding binding = {"work", work, WORK_BYTES, 0, 0};
+    CHECK_OK(mtiart_graph_save(graph, path, &binding, 1));
+    mtiart_graph loaded;
+    CHECK_OK(mtiart_graph_load(path, 0, NULL, &loaded));
+    check_same_nodes(graph, loaded);
+
+    /* The loaded graph computes what the captured one does. */
+    uint8_t *want = malloc(WORK_BYTES), *got = malloc(WORK_BYTES);
+    mtiart_graph_exec x, lx;
+    CHECK_OK(mtiart_graph_instantiate(graph, &x));
+    CHECK_OK(mtiart_graph_instantiate(loaded, &lx));
+    CHECK_OK(mtiart_graph_exec_bind(lx, "work", work2, WORK_BYTES));
+    replay_into(s, x, work, want);
+    replay_into(s, lx, work2, got);
+    CHECK(memcmp(want, got, WORK_BYTES) == 0);
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_graph_exec_destroy(lx));
+    CHECK_OK(mtiart_graph_destroy(loaded));
+
+    /* Every launch's parameters start with an element count (out's, or its outer extent,
+     * or a matmul's rows): one more element reaches past a buffer, and every buffer one
+     * byte short of what its kernel touches is too small. Each is refused, naming the
+     * node and the argument. */
+    size_t size;
+    uint8_t *file = read_file(path, &size);
+    CHECK(file != NULL);
+    if (file) {
+        size_t args_bytes, data_bytes;
+        size_t args = section_at(file, 9, &args_bytes), data = section_at(file, 10, &data_bytes);
+        CHECK(args_bytes >= 32 * 17 && data_bytes > 0);
+        uint8_t *copy = malloc(size);
+        for (size_t i = 0; i < args_bytes / 32; i++) {
+            memcpy(copy, file, size);
+            uint8_t *rec = copy + args + 32 * i;
+            char what[64];
+            if (get32(rec) == MTIART_ARG_VALUE) {
+                uint8_t *count = copy + data + get64(rec + 16);
+                put64(count, get64(count) + 1);
+                snprintf(what, sizeof what, "argument record %zu: count + 1", i);
+            } else {
+                put64(rec + 24, get64(rec + 24) - 1);
+                snprintf(what, sizeof what, "argument record %zu: extent - 1", i);
+            }
+            expect_launch_refused(copy, size, what);
+        }
+        /* A float tensor moved off its element alignment (the binding has room). */
+        memcpy(copy, file, size);
+        for (size_t i = 0; i < args_bytes / 32; i++) {
+            uint8_t *rec = copy + args + 32 * i;
+            if (get32(rec) == MTIART_ARG_VALUE) continue;
+            put64(rec + 16, get64(rec + 16) + 2);
+            break;
+        }
+        expect_launch_refused(copy, size, "a buffer 2 bytes off");
+        CHECK(strstr(mtiart_last_error_message(), "aligned") != NULL);
+        free(copy);
+        /* The file itself still loads: the refusals were the patches'. */
+        CHECK_OK(mtiart_graph_load_memory(file, size, 0, NULL, &loaded));
+        CHECK_OK(mtiart_graph_destroy(loaded));
+        free(file);
+    }
+    CHECK_OK(mtiart_graph_destroy(graph));
+    free(want);
+    free(got);
+    CHECK_OK(mtiart_free(work));
+    CHECK_OK(mtiart_free(work2));
     unlink(path);
 }
 
@@ -853,6 +1060,7 @@ int main(int argc, char **argv) {
     mtiart_stream s;
     CHECK_OK(mtiart_stream_create(0, 0, &s));
     test_round_trip(s);
+    test_builtin_kernels(s);
     test_constants(s);
     test_events(s);
     test_condition_binding(s);

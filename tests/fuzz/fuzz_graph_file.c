@@ -1,10 +1,13 @@
 /*
  * fuzz_graph_file - hostile saved graphs: each input is given to mtiart_graph_load_memory
  * (with user-kernel libraries restricted to those already loaded, so that no input can
- * make the fuzzer load code), and a graph that loads is instantiated and destroyed. The
- * loader must never crash, read out of bounds (ASan), leak, or leave device memory behind.
- * Loaded graphs are never launched: what a kernel does with saved parameters is outside
- * what a loader can check (docs/graph-format.md).
+ * make the fuzzer load code), and a graph that loads is instantiated and, when it only runs
+ * built-in kernels, copies and fills, launched with its bindings bound to buffers of their
+ * recorded sizes fenced by guard bytes. The loader must never crash, read out of bounds
+ * (ASan), leak, or leave device memory behind, and a replay of a graph it accepted must
+ * stay inside its buffers (the guards are checked after every replay). Graphs with user
+ * kernels, conditionals or events are not launched: a mutated symbol can name any export
+ * of a loaded library, and a mutated flag or wait can make a replay run forever.
  *
  * Two builds of the same file:
  *   libFuzzer (clang):  -fsanitize=fuzzer[,address,undefined]   -> LLVMFuzzerTestOneInput;
@@ -25,6 +28,113 @@
 
 #include "mtiart.h"
 
+/* Only graphs whose every node (child graphs included) is a built-in kernel, a copy, a
+ * fill or an empty node are replayed. */
+static int replayable(mtiart_graph graph, int depth) {
+    size_t count;
+    if (depth > 8 || mtiart_graph_get_node_count(graph, &count) != MTIART_SUCCESS) return 0;
+    for (size_t i = 0; i < count; i++) {
+        mtiart_node_info info;
+        if (mtiart_graph_get_node_info(graph, i, &info) != MTIART_SUCCESS) return 0;
+        switch (info.kind) {
+        case MTIART_NODE_KERNEL: {
+            int builtin = 0;
+            for (uint32_t id = 1; mtiart_builtin_kernel_name(id) && !builtin; id++)
+                builtin = strcmp(info.name, mtiart_builtin_kernel_name(id)) == 0;
+            if (!builtin) return 0;
+            break;
+        }
+        case MTIART_NODE_MEMCPY:
+        case MTIART_NODE_FILL:
+        case MTIART_NODE_EMPTY: break;
+        case MTIART_NODE_CHILD_GRAPH: {
+            mtiart_graph body;
+            if (mtiart_graph_get_node_body(graph, i, &body) != MTIART_SUCCESS) return 0;
+            int ok = replayable(body, depth + 1);
+            mtiart_graph_destroy(body);
+            if (!ok) return 0;
+            break;
+        }
+        default: return 0;
+        }
+    }
+    return 1;
+}
+
+/* The names the seeds bind; a mutated name stays unbound and the launch is refused. */
+static const char *const binding_names[] = {"x", "y", "w", "host", "work"};
+enum { NUM_NAMES = sizeof binding_names / sizeof *binding_names, GUARD = 4096 };
+enum { MAX_BOUND = 16 << 20, GUARD_BYTE = 0xa5 };
+
+static uint64_t launched;
+
+typedef struct fenced {
+    uint8_t *mem; /* GUARD bytes, the binding's, GUARD bytes */
+    size_t bytes;
+    int device;
+} fenced;
+
+static int guards_intact(const fenced *f) {
+    for (size_t i = 0; i < GUARD; i++)
+        if (f->mem[i] != GUARD_BYTE || f->mem[GUARD + f->bytes + i] != GUARD_BYTE) return 0;
+    return 1;
+}
+
+/* Bind every binding the executable has (device memory, or host memory for a host
+ * binding) inside guards, launch once and check that no byte around them changed. */
+static void replay(mtiart_graph_exec exec) {
+    static mtiart_stream stream;
+    if (!stream && mtiart_stream_create(0, 0, &stream) != MTIART_SUCCESS) return;
+    fenced f[NUM_NAMES];
+    memset(f, 0, sizeof f);
+    size_t total = 0;
+    int ok = 1;
+    for (int i = 0; i < NUM_NAMES && ok; i++) {
+        size_t bytes;
+        if (mtiart_graph_exec_get_binding_size(exec, binding_names[i], &bytes) != MTIART_SUCCESS)
+            continue;
+        if (bytes > MAX_BOUND - total) {
+            ok = 0;
+            break;
+        }
+        total += bytes;
+        f[i].bytes = bytes;
+        size_t span = bytes + 2 * GUARD;
+        void *mem = NULL;
+        if (mtiart_malloc(0, span, &mem) != MTIART_SUCCESS) {
+            ok = 0;
+            break;
+        }
+        f[i].mem = mem;
+        f[i].device = 1;
+        memset(mem, GUARD_BYTE, span);
+        if (mtiart_graph_exec_bind(exec, binding_names[i], f[i].mem + GUARD, bytes) ==
+            MTIART_SUCCESS)
+            continue;
+        /* A host binding (or a constant, which cannot be bound: its memory is unused). */
+        mtiart_free(mem);
+        f[i].device = 0;
+        if (!(f[i].mem = malloc(span))) {
+            ok = 0;
+            break;
+        }
+        memset(f[i].mem, GUARD_BYTE, span);
+        (void)mtiart_graph_exec_bind(exec, binding_names[i], f[i].mem + GUARD, bytes);
+    }
+    if (ok && mtiart_graph_launch(exec, stream) == MTIART_SUCCESS) launched++;
+    (void)mtiart_stream_synchronize(stream);
+    for (int i = 0; i < NUM_NAMES; i++) {
+        if (!f[i].mem) continue;
+        if (!guards_intact(&f[i])) {
+            fprintf(stderr, "fuzz_graph_file: a replay wrote outside binding '%s'\n",
+                    binding_names[i]);
+            abort();
+        }
+        if (f[i].device) mtiart_free(f[i].mem);
+        else free(f[i].mem);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mtiart_load_options only_loaded = {MTIART_LOAD_RESTRICT_LIBRARIES, 0, NULL};
@@ -32,8 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (mtiart_graph_load_memory(data, size, 0, &only_loaded, &graph) == MTIART_SUCCESS) {
         mtiart_graph_exec exec;
         if (mtiart_graph_instantiate(graph, &exec) == MTIART_SUCCESS) {
-            size_t bytes;
-            (void)mtiart_graph_exec_get_binding_size(exec, "x", &bytes);
+            if (replayable(graph, 0)) replay(exec);
             mtiart_graph_exec_destroy(exec);
         }
         size_t count;
@@ -55,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }                                                                                          \
     } while (0)
 
-enum { N = 64, MAX_SEEDS = 4 };
+enum { N = 64, MAX_SEEDS = 4, SIDE = 8, BIG = 1 << 20 };
 
 typedef struct seed {
     uint8_t *data;
@@ -90,6 +199,58 @@ static mtiart_tensor_desc vec(void *data) {
     t.ndim = 1;
     t.shape[0] = N;
     return t;
+}
+
+/* The next tensor of `dtype` and `shape` in the buffer at base (*used bytes taken). */
+static mtiart_tensor_desc place(uint8_t *base, size_t *used, mtiart_dtype dtype, int ndim,
+                                const int64_t *shape) {
+    mtiart_tensor_desc t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dtype;
+    t.ndim = ndim;
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (size_t)(t.shape[d] = shape[d]);
+    t.data = base + *used;
+    *used += (n * (size_t)mtiart_dtype_size(dtype) + 63) / 64 * 64;
+    return t;
+}
+
+/* Every built-in kernel over one binding, "work": the seed whose mutations get replayed. */
+static void builtin_seed(mtiart_stream s) {
+    const size_t work_bytes = BIG * 4 + 64 * SIDE * SIDE * 8;
+    uint8_t *work;
+    FAIL(mtiart_malloc(0, work_bytes, (void **)&work));
+    size_t used = 0;
+    const int64_t sq[2] = {SIDE, SIDE}, row[1] = {SIDE}, big[1] = {BIG};
+    mtiart_tensor_desc a = place(work, &used, MTIART_DTYPE_FLOAT32, 2, sq),
+                       b = place(work, &used, MTIART_DTYPE_FLOAT32, 2, sq),
+                       o = place(work, &used, MTIART_DTYPE_FLOAT32, 2, sq),
+                       r = place(work, &used, MTIART_DTYPE_FLOAT32, 1, row),
+                       m = place(work, &used, MTIART_DTYPE_BOOL, 2, sq),
+                       i = place(work, &used, MTIART_DTYPE_INT64, 2, sq),
+                       large = place(work, &used, MTIART_DTYPE_FLOAT32, 1, big),
+                       top = place(work, &used, MTIART_DTYPE_FLOAT32, 0, NULL);
+    FAIL(mtiart_stream_begin_capture(s, MTIART_CAPTURE_MODE_GLOBAL, (mtiart_pool_id){0, 0}));
+    FAIL(mtiart_op_arange(s, &a, -1.0, 0.03));
+    FAIL(mtiart_op_fill(s, &b, 0.5, 0));
+    FAIL(mtiart_op_binary(s, MTIART_BINARY_ADD, &o, &a, &b));
+    FAIL(mtiart_op_binary_scalar(s, MTIART_BINARY_MUL, &o, &o, 3.0, 0, 0));
+    FAIL(mtiart_op_binary(s, MTIART_BINARY_SUB, &o, &a, &r));
+    FAIL(mtiart_op_unary(s, MTIART_UNARY_TANH, &o, &a));
+    FAIL(mtiart_op_binary(s, MTIART_BINARY_LT, &m, &a, &b));
+    FAIL(mtiart_op_where(s, &o, &m, &a, &b));
+    FAIL(mtiart_op_where(s, &o, &m, &a, &r));
+    FAIL(mtiart_op_cast(s, &i, &a));
+    FAIL(mtiart_op_matmul(s, &o, &a, &b));
+    FAIL(mtiart_op_reduce(s, MTIART_REDUCE_SUM, &r, &a, 1, 0));
+    FAIL(mtiart_op_softmax(s, &o, &a, -1));
+    FAIL(mtiart_op_reduce(s, MTIART_REDUCE_MAX, &top, &large, MTIART_REDUCE_ALL, 0));
+    mtiart_graph g;
+    FAIL(mtiart_stream_end_capture(s, &g));
+    mtiart_graph_binding binding = {"work", work, work_bytes, 0, 0};
+    add_seed(g, &binding, 1);
+    FAIL(mtiart_graph_destroy(g));
+    FAIL(mtiart_free(work));
 }
 
 /* The seeds: a capture with built-in kernels, copies, a fill, a WHILE body and a child
@@ -158,6 +319,7 @@ static void make_seeds(void) {
     FAIL(mtiart_graph_add_event_wait_node(built, &k, 1, e, &node));
     FAIL(mtiart_graph_add_child_graph_node(built, &node, 1, child_graph, &node));
     add_seed(built, bindings, 2);
+    builtin_seed(s);
 
     FAIL(mtiart_graph_destroy(built));
     FAIL(mtiart_graph_destroy(captured));
@@ -312,8 +474,9 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    printf("fuzz_graph_file: %llu inputs (%llu loaded) in %.1f s, no failure\n",
-           (unsigned long long)run, (unsigned long long)loaded, now_s() - start);
+    printf("fuzz_graph_file: %llu inputs (%llu loaded, %llu replayed) in %.1f s, no failure\n",
+           (unsigned long long)run, (unsigned long long)loaded, (unsigned long long)launched,
+           now_s() - start);
     free(buf);
     for (int i = 0; i < num_seeds; i++) free(seeds[i].data);
     return 0;
