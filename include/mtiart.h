@@ -60,7 +60,7 @@
 #define MTIART_H
 
 #define MTIART_VERSION_MAJOR 0
-#define MTIART_VERSION_MINOR 1
+#define MTIART_VERSION_MINOR 2
 #define MTIART_VERSION_PATCH 0
 #define MTIART_VERSION_NUMBER                                                                      \
     (MTIART_VERSION_MAJOR * 10000 + MTIART_VERSION_MINOR * 100 + MTIART_VERSION_PATCH)

@@ -123,7 +123,7 @@ from .streams import (
 )
 from .tensor import Tensor, result_type, tensor
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # errors

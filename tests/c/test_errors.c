@@ -76,7 +76,7 @@ static void test_status_names(void) {
     CHECK(mtiart_status_name((mtiart_status)-1000) != NULL);
     CHECK(mtiart_status_string((mtiart_status)12345) != NULL);
     CHECK(mtiart_version() == MTIART_VERSION_NUMBER);
-    CHECK(strcmp(mtiart_version_string(), "0.1.0") == 0);
+    CHECK(strcmp(mtiart_version_string(), "0.2.0") == 0);
 }
 
 /* Handle values that were never handed out. */
