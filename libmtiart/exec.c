@@ -418,12 +418,24 @@ static bool flag_set(const mt_op *op) {
     }
 }
 
+/* Under valgrind the flag is opened to memcheck for the read, as an op's buffers are while
+ * it runs: the graph holds it, and the program may have freed it (alloc.c). */
+static __attribute__((noinline, cold)) bool flag_set_under_valgrind(mt_device *dev,
+                                                                    const mt_op *op) {
+    const mt_buffer flag = {op->u.cond.flag, op->u.cond.flag_size, MTIART_ARG_BUFFER_IN, -1,
+                            "condition"};
+    mt_alloc_vg_enter(dev, &flag, 1);
+    bool set = flag_set(op);
+    mt_alloc_vg_leave(dev, &flag, 1);
+    return set;
+}
+
 static int32_t plan_run_once(mt_plan *x);
 
-static int32_t run_conditional(const mt_op *op, char *failure, size_t cap) {
+static int32_t run_conditional(mt_device *dev, const mt_op *op, char *failure, size_t cap) {
     mt_plan *body = op->u.cond.body;
     bool loop = op->u.cond.kind == MTIART_CONDITIONAL_WHILE;
-    while (flag_set(op)) {
+    while (MT_LIKELY(!mt_under_valgrind) ? flag_set(op) : flag_set_under_valgrind(dev, op)) {
         int32_t rc = plan_run_once(body);
         if (MT_UNLIKELY(rc != 0)) {
             snprintf(failure, cap, "%s %.400s", loop ? "WHILE" : "IF", body->failure);
@@ -461,10 +473,10 @@ static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint3
     case MT_OP_CONDITIONAL:
         if (MT_UNLIKELY(x->tracing)) {
             trace_body(x, op->u.cond.body);
-            rc = run_conditional(op, failure, sizeof failure);
+            rc = run_conditional(x->dev, op, failure, sizeof failure);
             op->u.cond.body->tracing = false;
         } else {
-            rc = run_conditional(op, failure, sizeof failure);
+            rc = run_conditional(x->dev, op, failure, sizeof failure);
         }
         break;
     default: rc = mt_op_run(x->dev, op, n->argv, failure, sizeof failure); break;
