@@ -1228,7 +1228,9 @@ def test_fused_replays_are_bitwise_the_unfused_ones(shape):
         for name, a, b in zip(("h", "h2", "h3", "z", "z2", "out"), got, want, strict=True):
             assert a.tobytes() == b.tobytes(), (step, name)
     ref = np.maximum(x.numpy() @ weights[0].numpy() + weights[1].numpy(), 0)
-    np.testing.assert_allclose(fused_t[2].numpy(), ref, rtol=1e-5, atol=1e-5)
+    # float32 sums of n_in products in another order than numpy's (and, under valgrind,
+    # another ISA's kernel): a few ulps of the largest terms
+    np.testing.assert_allclose(fused_t[2].numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_set_graph_fusion_takes_a_bool_or_none():
