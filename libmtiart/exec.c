@@ -42,9 +42,14 @@
 #define INLINE_SLOTS (MT_OP_INLINE_BYTES / sizeof(uint64_t))
 #define NONE UINT32_MAX
 
-typedef struct xnode {
+/* What a replay calls for a node, apart from the rest of the node (xnode) so that a chain's
+ * loop reads 16 bytes per node. */
+typedef struct xcall {
     mtiart_kernel_fn fn; /* NULL for anything that is not a single-block kernel */
     void **argv;
+} xcall;
+
+typedef struct xnode {
     uint32_t succ_begin, succ_end; /* tasks released after this node, in x->succ */
     mt_op *op;
     uint32_t origin; /* where the node is in the graph (see node_path) */
@@ -69,6 +74,8 @@ struct mt_plan {
     const char *label; /* how messages name a node: "graph node", "body node" */
     uint32_t num_nodes;
     xnode *nodes;
+    xcall *calls;          /* per position, as nodes */
+    uint32_t num_indirect; /* positions whose call has no fn (they go through run_other) */
     mt_op *ops;
     void **argv_store;
     uint32_t *position; /* flattened node -> position in the plan */
@@ -216,6 +223,7 @@ static void plan_free(mt_plan *x) {
             else mt_op_release(op);
         }
     free(x->nodes);
+    free(x->calls);
     free(x->ops);
     free(x->argv_store);
     free(x->position);
@@ -446,10 +454,10 @@ static int32_t run_conditional(mt_device *dev, const mt_op *op, char *failure, s
     return 0;
 }
 
-static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, const xnode *n, int32_t rc) {
+static __attribute__((noinline, cold)) void kernel_failed(mt_plan *x, uint32_t pos, int32_t rc) {
     char failure[MT_FAILURE_MAX];
-    mt_describe_failure(n->fn, rc, NULL, failure, sizeof failure);
-    node_failed(x, n, rc, failure);
+    mt_describe_failure(x->calls[pos].fn, rc, NULL, failure, sizeof failure);
+    node_failed(x, &x->nodes[pos], rc, failure);
 }
 
 static void trace_body(const mt_plan *x, mt_plan *body);
@@ -479,7 +487,7 @@ static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint3
             rc = run_conditional(x->dev, op, failure, sizeof failure);
         }
         break;
-    default: rc = mt_op_run(x->dev, op, n->argv, failure, sizeof failure); break;
+    default: rc = mt_op_run(x->dev, op, x->calls[pos].argv, failure, sizeof failure); break;
     }
     if (MT_UNLIKELY(rc != 0)) node_failed(x, n, rc, failure);
     return true;
@@ -488,15 +496,28 @@ static __attribute__((noinline)) bool run_other(mt_plan *x, uint32_t task, uint3
 static inline __attribute__((always_inline)) void
 run_nodes_plain(mt_plan *x, uint32_t task, uint32_t begin, uint32_t end, bool release) {
     for (uint32_t p = begin; p < end; p++) {
-        xnode *n = &x->nodes[p];
-        if (MT_LIKELY(n->fn != NULL)) { /* a single-block kernel: called directly */
-            int32_t rc = n->fn(n->argv, 0, 1);
-            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+        const xcall *c = &x->calls[p];
+        if (MT_LIKELY(c->fn != NULL)) { /* a single-block kernel: called directly */
+            int32_t rc = c->fn(c->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, p, rc);
         } else if (MT_UNLIKELY(!run_other(x, task, p))) {
             return;
         }
-        if (release)
+        if (release) {
+            const xnode *n = &x->nodes[p];
             for (uint32_t k = n->succ_begin; k < n->succ_end; k++) release_task(x, x->succ[k]);
+        }
+    }
+}
+
+/* A replay of a chain whose every node is a single-block kernel: nothing but the calls.
+ * Whatever else a node may need (a wait, a release, a trace, an update) the caller has
+ * ruled out for the whole replay. */
+static void run_chain_calls(mt_plan *x) {
+    const xcall *c = x->calls, *const end = c + x->num_nodes;
+    for (; c != end; c++) {
+        int32_t rc = c->fn(c->argv, 0, 1);
+        if (MT_UNLIKELY(rc != 0)) kernel_failed(x, (uint32_t)(c - x->calls), rc);
     }
 }
 
@@ -522,9 +543,10 @@ static __attribute__((noinline)) void run_nodes_traced(mt_plan *x, uint32_t task
             mt_trace_node(&rec, start, now);
             start = now;
         }
-        if (n->fn) {
-            int32_t rc = n->fn(n->argv, 0, 1);
-            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, n, rc);
+        const xcall *c = &x->calls[p];
+        if (c->fn) {
+            int32_t rc = c->fn(c->argv, 0, 1);
+            if (MT_UNLIKELY(rc != 0)) kernel_failed(x, p, rc);
         } else if (!run_other(x, task, p)) {
             return;
         }
@@ -711,6 +733,17 @@ static int32_t plan_run_once(mt_plan *x) {
     return plan_result(x, NULL, 0);
 }
 
+/* Whether position `pos` is called directly (a single-block kernel), kept with the count of
+ * positions that are not. Under valgrind every op goes through mt_op_run (see there). */
+static void set_call_fn(mt_plan *x, uint32_t pos) {
+    const mt_op *op = &x->ops[pos];
+    xcall *c = &x->calls[pos];
+    x->num_indirect -= c->fn == NULL;
+    c->fn = op->type == MT_OP_KERNEL && op->num_blocks == 1 && !mt_under_valgrind ? op->fn.kernel
+                                                                                  : NULL;
+    x->num_indirect += c->fn == NULL;
+}
+
 static void apply_patch(mt_op *op, const patch_target *to) {
     mt_op *dst = &to->plan->ops[to->pos];
     if (dst->type == MT_OP_CONDITIONAL) { /* the body's plan stays; its nodes have patches */
@@ -718,12 +751,11 @@ static void apply_patch(mt_op *op, const patch_target *to) {
         dst->u.cond.flag_size = op->u.cond.flag_size;
         return;
     }
-    xnode *n = &to->plan->nodes[to->pos];
     mt_op_release(dst);
     *dst = *op; /* moved */
     op->type = MT_OP_EMPTY;
-    n->fn = dst->type == MT_OP_KERNEL && dst->num_blocks == 1 ? dst->fn.kernel : NULL;
-    if (dst->type == MT_OP_KERNEL) mt_blob_argv(mt_op_blob(dst), n->argv);
+    if (dst->type == MT_OP_KERNEL) mt_blob_argv(mt_op_blob(dst), to->plan->calls[to->pos].argv);
+    set_call_fn(to->plan, to->pos);
 }
 
 /* Worker, at the start of the replay of `generation`: the updates made before its launch. */
@@ -818,7 +850,8 @@ int32_t mt_exec_run(mt_op *op, mt_record_fn record, mt_event **park, uint64_t *p
                   !atomic_load_explicit(&x->has_updates, memory_order_relaxed))) {
         /* The common case, a chain: one loop on this worker. */
         atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
-        run_nodes(p, 0, 0, p->num_nodes, false);
+        if (MT_LIKELY(p->num_indirect == 0)) run_chain_calls(p);
+        else run_nodes(p, 0, 0, p->num_nodes, false);
         return plan_result(p, failure, cap);
     }
     return run_general(x, p, op->u.graph.generation, op->u.graph.checks, park, park_generation,
@@ -1237,13 +1270,11 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
         xnode *xn = &x->nodes[p];
         xn->op = op;
         xn->origin = fn->origin;
-        xn->fn = NULL;
         xn->slot = NONE;
+        set_call_fn(x, p);
         if (op->type == MT_OP_KERNEL) {
-            xn->argv = &x->argv_store[argv_used];
-            argv_used += mt_blob_argv(mt_op_blob(op), xn->argv);
-            /* Under valgrind every op goes through mt_op_run (see there). */
-            if (op->num_blocks == 1 && !mt_under_valgrind) xn->fn = op->fn.kernel;
+            x->calls[p].argv = &x->argv_store[argv_used];
+            argv_used += mt_blob_argv(mt_op_blob(op), x->calls[p].argv);
         } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
             xn->slot = slots++;
         } else if (op->type == MT_OP_CONDITIONAL) {
@@ -1346,8 +1377,10 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
     if (fuse) st = fuse_flat(&f, &fu);
     x->num_nodes = f.n;
     x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
+    x->calls = calloc(f.n ? f.n : 1, sizeof *x->calls);
+    x->num_indirect = f.n; /* until build_plan sets each call */
     x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
-    if (!st && (!x->nodes || !x->ops)) st = mt_oom();
+    if (!st && (!x->nodes || !x->calls || !x->ops)) st = mt_oom();
     for (uint32_t i = 0; x->ops && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
     if (!st) st = build_plan(x, &f);
     if (!st && fu.num_groups) st = keep_fusion(x, &fu, x->num_flat);

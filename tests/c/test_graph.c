@@ -566,6 +566,78 @@ static void test_failures_and_blocks(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* A chain of single-block kernels (what a replay runs as a bare loop of calls): a failure
+ * names its node and the rest still runs; updates that make a node multi-block, then
+ * single-block again, or a copy, are replayed as such. */
+static int32_t k_block_sum(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)num_blocks;
+    atomic_fetch_add(*(atomic_long *const *)args[0], (long)block + 1);
+    return 0;
+}
+
+static mtiart_graph chain_graph(atomic_long *counter, int variant, int64_t *src, int64_t *dst) {
+    enum { N = 5, MIDDLE = 2 };
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    mtiart_arg ca = {MTIART_ARG_VALUE, sizeof counter, &counter, 0};
+    size_t prev = 0;
+    for (size_t i = 0; i < N; i++) {
+        const size_t *dep = i ? &prev : NULL;
+        size_t node;
+        if (i != MIDDLE)
+            CHECK_OK(mtiart_graph_add_kernel_node(g, dep, i ? 1 : 0, k_count, 1, &ca, 1, &node));
+        else if (variant == 0)
+            CHECK_OK(mtiart_graph_add_kernel_node(g, dep, 1, k_fail_single, 1, &ca, 1, &node));
+        else if (variant == 1)
+            CHECK_OK(mtiart_graph_add_kernel_node(g, dep, 1, k_block_sum, 3, &ca, 1, &node));
+        else if (variant == 2)
+            CHECK_OK(mtiart_graph_add_kernel_node(g, dep, 1, k_block_sum, 1, &ca, 1, &node));
+        else
+            CHECK_OK(mtiart_graph_add_memcpy_node(g, dep, 1, dst, src, sizeof *src,
+                                                  MTIART_MEMCPY_DEFAULT, &node));
+        prev = node;
+    }
+    return g;
+}
+
+static void test_chain_of_kernels(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    atomic_long counter = 0;
+    int64_t src = 42, dst = 0;
+    mtiart_graph g = chain_graph(&counter, 0, &src, &dst);
+    mtiart_graph_exec x;
+    CHECK_OK(mtiart_graph_instantiate(g, &x));
+    CHECK_OK(mtiart_graph_destroy(g));
+    for (int r = 1; r <= 2; r++) {
+        CHECK_OK(mtiart_graph_launch(x, s));
+        CHECK_STATUS(mtiart_stream_synchronize(s), MTIART_ERROR_KERNEL_FAILED);
+        CHECK(strstr(mtiart_last_error_message(), "graph node 2") != NULL);
+        CHECK(strstr(mtiart_last_error_message(), "single-block node gave up") != NULL);
+        CHECK(atomic_load(&counter) == 4 * r);
+    }
+    /* blocks 0..2 add 1 + 2 + 3; one block adds 1; a copy adds nothing */
+    static const long middle[] = {0, 6, 1, 0};
+    for (int variant = 1; variant <= 3; variant++) {
+        g = chain_graph(&counter, variant, &src, &dst);
+        if (variant == 3) {
+            /* a kernel node cannot become a copy: instantiate that one afresh */
+            CHECK_OK(mtiart_graph_exec_destroy(x));
+            CHECK_OK(mtiart_graph_instantiate(g, &x));
+        } else {
+            CHECK_OK(mtiart_graph_exec_update(x, g, NULL));
+        }
+        CHECK_OK(mtiart_graph_destroy(g));
+        atomic_store(&counter, 0);
+        for (int r = 0; r < 3; r++) CHECK_OK(mtiart_graph_launch(x, s));
+        CHECK_OK(mtiart_stream_synchronize(s));
+        CHECK(atomic_load(&counter) == 3 * (4 + middle[variant]));
+    }
+    CHECK(dst == 42);
+    CHECK_OK(mtiart_graph_exec_destroy(x));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 /* ------------------------------------------------------------------ a captured pipeline */
 
 typedef struct host_acc {
@@ -884,6 +956,7 @@ int main(void) {
     test_no_overlap_across_executables();
     test_introspection();
     test_failures_and_blocks();
+    test_chain_of_kernels();
     test_captured_pipeline();
     test_pool_block_freed_with_pending_work();
     test_launch_into_capture();
