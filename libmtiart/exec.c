@@ -1141,6 +1141,7 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
     uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
     x->position = malloc((n ? n : 1) * sizeof *x->position); /* node -> layout position */
     mtiart_status st = MTIART_SUCCESS;
+    uint32_t cloned = 0;
     if (!chain_of || !chain_tail || !order || !x->position || !next_in_chain || !chain_head ||
         !succ_count)
         goto oom;
@@ -1231,13 +1232,14 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
         const flat_node *fn = &f->nodes[order[p]];
         x->src[p] = fn->node;
         mt_op *op = &x->ops[p];
-        /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
-        st = mt_op_clone(op, fn->op);
-        if (st) goto done;
+        cloned = p + 1; /* a failed clone leaves an EMPTY op */
+        if (fn->op->type == MT_OP_KERNEL && !fn->op->u.kernel.heap_blob) *op = *fn->op;
+        else if ((st = mt_op_clone(op, fn->op))) goto done;
         xnode *xn = &x->nodes[p];
         xn->op = op;
         xn->origin = fn->origin;
         xn->fn = NULL;
+        xn->argv = NULL;
         xn->slot = NONE;
         if (op->type == MT_OP_KERNEL) {
             xn->argv = &x->argv_store[argv_used];
@@ -1258,6 +1260,8 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
 oom:
     st = mt_oom();
 done:
+    /* Ops not reached stay EMPTY, harmless for plan_free. */
+    for (uint32_t p = cloned; p < n; p++) x->ops[p].type = MT_OP_EMPTY;
     free(chain_of);
     free(chain_tail);
     free(order);
@@ -1344,12 +1348,14 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
     x->num_patchable = f.n;
     mt_fusion fu = {0};
     if (fuse) st = fuse_flat(&f, &fu);
-    x->num_nodes = f.n;
-    x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
-    x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
+    /* build_plan writes every node and op (ops it does not reach are left EMPTY) */
+    x->nodes = malloc((f.n ? f.n : 1) * sizeof *x->nodes);
+    x->ops = aligned_alloc(MT_CACHELINE, (f.n ? f.n : 1) * sizeof *x->ops);
     if (!st && (!x->nodes || !x->ops)) st = mt_oom();
-    for (uint32_t i = 0; x->ops && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
-    if (!st) st = build_plan(x, &f);
+    if (!st) {
+        x->num_nodes = f.n;
+        st = build_plan(x, &f);
+    }
     if (!st && fu.num_groups) st = keep_fusion(x, &fu, x->num_flat);
     mt_fusion_free(&fu);
     if (!st && f.origins) {
