@@ -774,6 +774,9 @@ char *mt_memory_name_of(const void *ptr);
 #define MT_INVALID_REASON_MAX 768
 
 struct mt_capture {
+    /* First: a capture that ends is kept for the next one (capture.c), all but its lock
+     * cleared, so that a stream's capture may be locked before it is known to be live. */
+    pthread_mutex_t lock;
     uint64_t id;
     mtiart_capture_mode mode;
     uint64_t flags; /* MTIART_CAPTURE_FLAG_* */
@@ -782,7 +785,6 @@ struct mt_capture {
     mt_stream *origin;
     mt_graph *graph;
     mt_pool *pool;
-    pthread_mutex_t lock;
     int status; /* mtiart_capture_status */
     char invalid_reason[MT_INVALID_REASON_MAX];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
