@@ -18,7 +18,8 @@
  * capture a stream or event belongs to (begin, a stream joining, the end, a stream's
  * destruction), and is taken before a capture's own lock, which guards its graph, its
  * streams' frontiers and scopes. A capture pointer read from a stream or event is used
- * only under captures_lock, or under the capture's lock taken while captures_lock was held.
+ * only under captures_lock, or under the capture's lock taken while captures_lock was held
+ * or once the stream is seen to name it under that lock (lock_capture_of).
  */
 #include "internal.h"
 
@@ -104,11 +105,47 @@ static void invalidate_locked(mt_capture *c, const char *reason) {
     snprintf(c->invalid_reason, sizeof c->invalid_reason, "%s", reason);
 }
 
-/* The capture stream s takes part in, with its lock held (which keeps it alive: ending a
- * capture takes captures_lock, then its lock); NULL if the stream is not capturing. */
-static mt_capture *lock_capture_of(mt_stream *s) {
+/* Captures that ended, kept for the next ones (under captures_lock): a capture's memory
+ * and lock stay valid for as long as the process runs, which lock_capture_of relies on. */
+static mt_capture *spare_captures;
+
+/* A capture with every field zero but its lock (initialised), or NULL. */
+static mt_capture *capture_new(void) {
     pthread_mutex_lock(&captures_lock);
+    mt_capture *c = spare_captures;
+    if (c) spare_captures = c->next;
+    pthread_mutex_unlock(&captures_lock);
+    if (c) {
+        memset((char *)c + sizeof c->lock, 0, sizeof *c - sizeof c->lock);
+        return c;
+    }
+    if ((c = calloc(1, sizeof *c))) pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+/* A capture no stream or event names any more (nor will: detached, or never attached). */
+static void capture_recycle(mt_capture *c) {
+    pthread_mutex_lock(&captures_lock);
+    c->next = spare_captures;
+    spare_captures = c;
+    pthread_mutex_unlock(&captures_lock);
+}
+
+/* The capture stream s takes part in, with its lock held (which keeps it alive: ending a
+ * capture takes captures_lock, then its lock); NULL if the stream is not capturing. A
+ * stream leaves a capture only under the capture's lock, joins one only once the capture
+ * is whole (its beginning, or under its lock), and a capture's memory is never freed: so
+ * the capture the stream names while its lock is held is its live capture, and
+ * captures_lock is taken only when the stream changed captures between the look and the
+ * lock. */
+static mt_capture *lock_capture_of(mt_stream *s) {
     mt_capture *c = atomic_load(&s->capture);
+    if (!c) return NULL;
+    pthread_mutex_lock(&c->lock);
+    if (MT_LIKELY(atomic_load(&s->capture) == c)) return c;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&captures_lock);
+    c = atomic_load(&s->capture);
     if (c) pthread_mutex_lock(&c->lock);
     pthread_mutex_unlock(&captures_lock);
     return c;
@@ -558,11 +595,11 @@ MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream st
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown capture flags 0x%llx",
                             (unsigned long long)(flags & ~(uint64_t)KNOWN_CAPTURE_FLAGS));
     if (atomic_load(&s->capture)) return already_capturing(s, atomic_load(&s->capture_id));
-    mt_capture *c = calloc(1, sizeof *c);
+    mt_capture *c = capture_new();
     MT_CHECK_ALLOC(c);
     mtiart_status st = mt_pool_acquire(s->dev, pool_id, &c->pool);
     if (st) {
-        free(c);
+        capture_recycle(c);
         return st;
     }
     c->id = atomic_fetch_add(&next_capture_id, 1);
@@ -572,7 +609,7 @@ MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream st
     if (!c->graph || !c->graph->mem || !add_stream(c, s)) {
         if (c->graph) mt_graph_free(c->graph);
         mt_pool_release(c->pool);
-        free(c);
+        capture_recycle(c);
         return mt_oom();
     }
     c->mode = mode;
@@ -581,7 +618,6 @@ MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream st
     c->dev = s->dev;
     c->origin = s;
     c->status = MTIART_CAPTURE_STATUS_ACTIVE;
-    pthread_mutex_init(&c->lock, NULL);
     /* The checks and the start are one step under captures_lock, against another begin
      * on the same stream, its joining another capture, and its destruction. */
     pthread_mutex_lock(&captures_lock);
@@ -603,9 +639,8 @@ MTIART_API mtiart_status mtiart_stream_begin_capture_with_flags(mtiart_stream st
     mt_graph_free(c->graph);
     mt_pool_release(c->pool);
     mt_stream_unref(s);
-    pthread_mutex_destroy(&c->lock);
     free(c->streams);
-    free(c);
+    capture_recycle(c);
     if (current) return already_capturing(s, current_id);
     return mt_set_error(MTIART_ERROR_INVALID_HANDLE, "stream %llu destroyed concurrently",
                         (unsigned long long)s->id);
@@ -737,7 +772,6 @@ static void release_detached(mt_capture *c) {
     free(c->events);
     free(c->streams);
     mt_alloc_end_capture(c->dev, c->id);
-    pthread_mutex_destroy(&c->lock);
 }
 
 MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_graph *graph) {
@@ -807,12 +841,12 @@ MTIART_API mtiart_status mtiart_stream_end_capture(mtiart_stream stream, mtiart_
     if (st != MTIART_SUCCESS) {
         mt_graph_free(g); /* releases nothing of the pool: the capture's use goes below */
         mt_pool_release(c->pool);
-        free(c);
+        capture_recycle(c);
         return mt_set_error(st, "%s; the capture was discarded", message);
     }
     g->pool = c->pool; /* the capture's use of the pool passes to the graph */
     g->pool_order = mt_pool_order_captured(c->pool, &g->pool_seq);
-    free(c);
+    capture_recycle(c);
     return mt_graph_publish(g, graph);
 }
 

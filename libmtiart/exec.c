@@ -1164,24 +1164,40 @@ static bool cross_stream_preds(mt_plan *x, const flat *f, const uint32_t *positi
     return true;
 }
 
+/* The plan of flattened graph f, in three passes: chains and counts, the chains' layout,
+ * then each node's op, argument vector and task releases (a node's successors may sit
+ * anywhere in x->succ, so edges are filled in node order, predecessors first). */
 static mtiart_status build_plan(mt_plan *x, const flat *f) {
     uint32_t n = f->n;
-    uint32_t *chain_of = malloc((n ? n : 1) * sizeof *chain_of);
-    uint32_t *chain_tail = malloc((n ? n : 1) * sizeof *chain_tail);
-    uint32_t *order = malloc((n ? n : 1) * sizeof *order); /* layout position -> node */
-    uint32_t *next_in_chain = malloc((n ? n : 1) * sizeof *next_in_chain);
-    uint32_t *chain_head = malloc((n ? n : 1) * sizeof *chain_head);
-    uint32_t *succ_count = calloc(n ? n : 1, sizeof *succ_count);
+    /* chain_of, chain_tail, next_in_chain, chain_head, succ_count */
+    uint32_t *scratch = malloc((n ? n : 1) * 5 * sizeof *scratch);
     x->position = malloc((n ? n : 1) * sizeof *x->position); /* node -> layout position */
     mtiart_status st = MTIART_SUCCESS;
-    if (!chain_of || !chain_tail || !order || !x->position || !next_in_chain || !chain_head ||
-        !succ_count)
-        goto oom;
+    bool laid_out = false;   /* x->position is filled in */
+    uint32_t done_until = 0; /* nodes whose op is in the plan (the others are left EMPTY) */
+    if (!scratch || !x->position) goto oom;
+    uint32_t *chain_of = scratch, *chain_tail = scratch + n, *next_in_chain = scratch + 2 * n,
+             *chain_head = scratch + 3 * n, *succ_count = scratch + 4 * n;
     uint32_t *position = x->position;
-    uint32_t chains = 0;
+    uint32_t chains = 0, num_events = 0;
+    size_t total = 0, argv_total = 0, cross_stream = 0;
+    /* Chains run in order of their nodes: with each continued from the node just before,
+     * the layout is the nodes' own order (a chain, independent nodes) */
+    bool in_order = true;
     for (uint32_t v = 0; v < n; v++) {
         next_in_chain[v] = NONE;
+        succ_count[v] = 0;
         const flat_node *node = &f->nodes[v];
+        const mt_op *op = node->op;
+        if (op->type == MT_OP_KERNEL) {
+            uint16_t count;
+            memcpy(&count, op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob, 2);
+            argv_total += count;
+        } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
+            num_events++;
+            x->num_waits += op->type == MT_OP_EVENT_WAIT;
+        }
+        uint32_t continued = NONE;
         if (node->num_deps == 1) {
             uint32_t u = (uint32_t)node->deps[0];
             uint32_t c = chain_of[u];
@@ -1189,13 +1205,25 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
                 chain_of[v] = c;
                 chain_tail[c] = v;
                 next_in_chain[u] = v;
-                continue;
+                continued = u;
+                in_order &= u == v - 1;
             }
         }
-        chain_of[v] = chains;
-        chain_head[chains] = v;
-        chain_tail[chains] = v;
-        chains++;
+        if (continued == NONE) {
+            chain_of[v] = chains;
+            chain_head[chains] = v;
+            chain_tail[chains] = v;
+            chains++;
+        }
+        /* Edges that leave a chain become task releases on the predecessor node. */
+        for (uint32_t d = 0; d < node->num_deps; d++) {
+            uint32_t u = (uint32_t)node->deps[d];
+            cross_stream += f->nodes[u].node->stream_id != node->node->stream_id;
+            if (u != continued) {
+                succ_count[u]++;
+                total++;
+            }
+        }
     }
     x->num_tasks = chains;
     x->task_begin = malloc((chains + 1) * sizeof *x->task_begin);
@@ -1206,77 +1234,51 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
     uint32_t pos = 0;
     for (uint32_t c = 0; c < chains; c++) {
         x->task_begin[c] = pos;
-        for (uint32_t v = chain_head[c]; v != NONE; v = next_in_chain[v]) {
-            order[pos] = v;
-            position[v] = pos++;
-        }
+        if (in_order) pos = c + 1 < chains ? chain_head[c + 1] : n;
+        else
+            for (uint32_t v = chain_head[c]; v != NONE; v = next_in_chain[v]) position[v] = pos++;
         x->initial_pending[c] = f->nodes[chain_head[c]].num_deps;
         if (x->initial_pending[c] == 0) x->roots[x->num_roots++] = c;
     }
     x->task_begin[chains] = pos;
-    /* Edges that leave a chain become task releases on the predecessor node. */
-    size_t total = 0;
-    for (uint32_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)f->nodes[v].deps[d];
-            if (next_in_chain[u] != v) {
-                succ_count[u]++;
-                total++;
-            }
-        }
+    if (in_order)
+        for (uint32_t v = 0; v < n; v++) position[v] = v;
+    laid_out = true;
     x->succ = malloc((total ? total : 1) * sizeof *x->succ);
-    if (!x->succ) goto oom;
-    uint32_t offset = 0;
-    for (uint32_t p = 0; p < n; p++) {
-        uint32_t u = order[p];
-        x->nodes[p].succ_begin = x->nodes[p].succ_end = offset;
-        offset += succ_count[u];
-    }
-    for (uint32_t v = 0; v < n; v++)
-        for (uint32_t d = 0; d < f->nodes[v].num_deps; d++) {
-            uint32_t u = (uint32_t)f->nodes[v].deps[d];
-            if (next_in_chain[u] != v) {
-                xnode *xn = &x->nodes[position[u]];
-                x->succ[xn->succ_end++] = chain_of[v];
-            }
-        }
-    /* Lay the ops and argument vectors out in plan order. */
-    size_t argv_total = 0;
-    for (uint32_t v = 0; v < n; v++) {
-        const mt_op *op = f->nodes[v].op;
-        if (op->type == MT_OP_KERNEL) {
-            uint16_t count;
-            memcpy(&count, op->u.kernel.heap_blob ? op->u.kernel.heap_blob : op->inline_blob, 2);
-            argv_total += count;
-        }
-        x->num_waits += op->type == MT_OP_EVENT_WAIT;
-    }
     x->argv_store = malloc((argv_total ? argv_total : 1) * sizeof *x->argv_store);
     uint32_t queue_cap = chains + x->num_waits;
     x->queue = malloc((queue_cap ? queue_cap : 1) * sizeof *x->queue);
     x->stamps = calloc(queue_cap ? queue_cap : 1, sizeof *x->stamps);
     x->deferred = malloc((x->num_waits ? x->num_waits : 1) * sizeof *x->deferred);
-    if (!x->argv_store || !x->queue || !x->stamps || !x->deferred) goto oom;
-    if (!(x->src = malloc((n ? n : 1) * sizeof *x->src))) goto oom;
+    x->src = malloc((n ? n : 1) * sizeof *x->src);
+    if (!x->succ || !x->argv_store || !x->queue || !x->stamps || !x->deferred || !x->src) goto oom;
     size_t argv_used = 0;
-    uint32_t slots = 0;
-    for (uint32_t p = 0; p < n; p++) {
-        const flat_node *fn = &f->nodes[order[p]];
-        x->src[p] = fn->node;
-        mt_op *op = &x->ops[p];
-        /* Ops not reached (or not cloned) stay EMPTY, harmless for plan_free. */
-        st = mt_op_clone(op, fn->op);
-        if (st) goto done;
+    uint32_t offset = 0;
+    for (uint32_t v = 0; v < n; v++) {
+        const flat_node *fn = &f->nodes[v];
+        uint32_t p = position[v];
         xnode *xn = &x->nodes[p];
+        mt_op *op = &x->ops[p];
+        done_until = v + 1; /* a failed clone leaves an EMPTY op */
+        if (fn->op->type == MT_OP_KERNEL && !fn->op->u.kernel.heap_blob) *op = *fn->op;
+        else if ((st = mt_op_clone(op, fn->op))) goto done;
+        x->src[p] = fn->node;
         xn->op = op;
         xn->origin = fn->origin;
         xn->slot = NONE;
+        xn->succ_begin = xn->succ_end = offset;
+        offset += succ_count[v];
+        for (uint32_t d = 0; d < fn->num_deps; d++) {
+            uint32_t u = (uint32_t)fn->deps[d];
+            if (next_in_chain[u] != v) {
+                xnode *from = &x->nodes[position[u]];
+                x->succ[from->succ_end++] = chain_of[v];
+            }
+        }
         set_call_fn(x, p);
         if (op->type == MT_OP_KERNEL) {
             x->calls[p].argv = &x->argv_store[argv_used];
             argv_used += mt_blob_argv(mt_op_blob(op), x->calls[p].argv);
-        } else if (op->type == MT_OP_EVENT_RECORD || op->type == MT_OP_EVENT_WAIT) {
-            xn->slot = slots++;
         } else if (op->type == MT_OP_CONDITIONAL) {
             op->u.cond.body = NULL;
             st = plan_build(&op->u.cond.body, fn->node->body, x->dev, true, false);
@@ -1284,17 +1286,21 @@ static mtiart_status build_plan(mt_plan *x, const flat *f) {
             x->num_patchable += op->u.cond.body->num_patchable;
         }
     }
-    if (!cross_stream_preds(x, f, position)) goto oom;
+    /* A launch's event generations are in plan order. */
+    for (uint32_t p = 0, slots = 0; num_events && p < n; p++)
+        if (x->ops[p].type == MT_OP_EVENT_RECORD || x->ops[p].type == MT_OP_EVENT_WAIT)
+            x->nodes[p].slot = slots++;
+    if (cross_stream && !cross_stream_preds(x, f, position)) goto oom;
     goto done;
 oom:
     st = mt_oom();
 done:
-    free(chain_of);
-    free(chain_tail);
-    free(order);
-    free(next_in_chain);
-    free(chain_head);
-    free(succ_count);
+    /* Ops not reached stay EMPTY, harmless for plan_free. */
+    if (!laid_out)
+        for (uint32_t p = 0; p < n; p++) x->ops[p].type = MT_OP_EMPTY;
+    else
+        for (uint32_t v = done_until; v < n; v++) x->ops[x->position[v]].type = MT_OP_EMPTY;
+    free(scratch);
     return st;
 }
 
@@ -1375,14 +1381,17 @@ static mtiart_status plan_build(mt_plan **out, const mt_dag *d, mt_device *dev, 
     x->num_patchable = f.n;
     mt_fusion fu = {0};
     if (fuse) st = fuse_flat(&f, &fu);
-    x->num_nodes = f.n;
-    x->nodes = calloc(f.n ? f.n : 1, sizeof *x->nodes);
+    /* build_plan writes every node and op (ops it does not reach are left EMPTY); the
+     * calls start empty, all counted indirect until build_plan sets each */
+    x->nodes = malloc((f.n ? f.n : 1) * sizeof *x->nodes);
     x->calls = calloc(f.n ? f.n : 1, sizeof *x->calls);
-    x->num_indirect = f.n; /* until build_plan sets each call */
-    x->ops = calloc(f.n ? f.n : 1, sizeof *x->ops);
+    x->num_indirect = f.n;
+    x->ops = aligned_alloc(MT_CACHELINE, (f.n ? f.n : 1) * sizeof *x->ops);
     if (!st && (!x->nodes || !x->calls || !x->ops)) st = mt_oom();
-    for (uint32_t i = 0; x->ops && i < f.n; i++) x->ops[i].type = MT_OP_EMPTY;
-    if (!st) st = build_plan(x, &f);
+    if (!st) {
+        x->num_nodes = f.n;
+        st = build_plan(x, &f);
+    }
     if (!st && fu.num_groups) st = keep_fusion(x, &fu, x->num_flat);
     mt_fusion_free(&fu);
     if (!st && f.origins) {

@@ -23,8 +23,44 @@ static void node_release(mt_node *n) {
     mt_op_release(&n->op);
     free_buffer_meta(n->buffer_meta, n->num_buffers);
     free(n->buffers);
-    free(n->deps);
     if (n->body) mt_dag_unref(n->body);
+}
+
+typedef struct mt_dep_chunk {
+    struct mt_dep_chunk *next;
+    size_t used, cap;
+    size_t deps[];
+} mt_dep_chunk;
+
+/* Chunks double up to this many dependencies: a large graph makes few of them, a small
+ * one wastes little. */
+#define DEP_CHUNK_MIN 64
+#define DEP_CHUNK_MAX 65536
+
+/* Room for `count` dependencies in d's chunks, taken by dep_take. NULL when out of host
+ * memory. */
+static size_t *dep_room(mt_dag *d, size_t count) {
+    mt_dep_chunk *c = d->dep_chunks;
+    if (MT_LIKELY(c && c->cap - c->used >= count)) return c->deps + c->used;
+    if (count > (SIZE_MAX - sizeof *c) / sizeof(size_t)) return NULL;
+    size_t cap = c ? (c->cap < DEP_CHUNK_MAX ? c->cap * 2 : c->cap) : DEP_CHUNK_MIN;
+    if (cap < count) cap = count;
+    mt_dep_chunk *fresh = malloc(sizeof *fresh + cap * sizeof(size_t));
+    if (!fresh) return NULL;
+    fresh->next = c;
+    fresh->used = 0;
+    fresh->cap = cap;
+    d->dep_chunks = fresh;
+    return fresh->deps;
+}
+
+static void dep_take(mt_dag *d, size_t count) { d->dep_chunks->used += count; }
+
+static void free_dep_chunks(mt_dag *d) {
+    for (mt_dep_chunk *c = d->dep_chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
 }
 
 /* A copy of `from`'s metadata into `to` (whose buffers are copied already). */
@@ -46,6 +82,7 @@ void mt_dag_unref(mt_dag *d) {
     if (atomic_fetch_sub_explicit(&d->refcount, 1, memory_order_acq_rel) != 1) return;
     for (size_t i = 0; i < d->num_nodes; i++) node_release(&d->nodes[i]);
     if (d->blocks) mt_blocks_unref(d->blocks);
+    free_dep_chunks(d);
     free(d->nodes);
     free(d);
 }
@@ -68,10 +105,13 @@ mt_dag *mt_dag_clone_prefix(const mt_dag *d, size_t count) {
         c->num_nodes = i + 1; /* from here on the node is released with the copy */
         if (from->num_buffers && !(to->buffers = malloc(from->num_buffers * sizeof *to->buffers)))
             goto oom;
-        if (from->num_deps && !(to->deps = malloc(from->num_deps * sizeof *to->deps))) goto oom;
+        if (from->num_deps && !(to->deps = dep_room(c, from->num_deps))) goto oom;
         if (from->num_buffers)
             memcpy(to->buffers, from->buffers, from->num_buffers * sizeof *to->buffers);
-        if (from->num_deps) memcpy(to->deps, from->deps, from->num_deps * sizeof *to->deps);
+        if (from->num_deps) {
+            memcpy(to->deps, from->deps, from->num_deps * sizeof *to->deps);
+            dep_take(c, from->num_deps);
+        }
         to->num_buffers = from->num_buffers;
         to->num_deps = from->num_deps;
         if ((to->body = from->body)) mt_dag_ref(to->body);
@@ -144,9 +184,10 @@ static mtiart_buffer_use *node_buffers(const mt_buffer *bufs, uint32_t n) {
 static mt_buffer_meta *buffer_meta_of(const mt_op *op, const mtiart_arg *args, uint32_t num_args,
                                       const mtiart_buffer_use *buffers, uint32_t num_buffers,
                                       bool *oom) {
+    if (!num_buffers) return NULL; /* before the thread-local look-up, which costs a call */
     const mt_launch_note *note = op->type == MT_OP_KERNEL ? mt_current_launch : NULL;
     bool named = atomic_load_explicit(&mt_memory_notes, memory_order_relaxed) != 0;
-    if (!num_buffers || (!named && !(note && note->tensors))) return NULL;
+    if (!named && !(note && note->tensors)) return NULL;
     mt_buffer_meta *meta = calloc(num_buffers, sizeof *meta);
     if (!meta) {
         *oom = true;
@@ -210,27 +251,30 @@ static mtiart_status dag_append(mt_dag *d, mt_op *op, mt_dag *body, const size_t
         d->cap_nodes = cap;
     }
     mt_node *n = &d->nodes[d->num_nodes];
-    memset(n, 0, sizeof *n);
-    if (num_buffers && !(n->buffers = node_buffers(bufs, num_buffers))) goto oom;
+    size_t *dep_list = NULL;
+    if (num_deps && !(dep_list = dep_room(d, num_deps))) goto oom;
+    mtiart_buffer_use *buffers = NULL;
+    if (num_buffers && !(buffers = node_buffers(bufs, num_buffers))) goto oom;
     /* Duplicate dependencies (a join of two frontiers can repeat a node) are dropped. */
-    if (num_deps && !(n->deps = malloc(num_deps * sizeof *n->deps))) {
-        free(n->buffers);
-        goto oom;
-    }
+    uint32_t kept = 0;
     for (size_t i = 0; i < num_deps; i++) {
         bool seen = false;
-        for (uint32_t k = 0; k < n->num_deps && !seen; k++) seen = n->deps[k] == deps[i];
-        if (!seen) n->deps[n->num_deps++] = deps[i];
+        for (uint32_t k = 0; k < kept && !seen; k++) seen = dep_list[k] == deps[i];
+        if (!seen) dep_list[kept++] = deps[i];
     }
-    n->num_buffers = num_buffers;
     bool oom = false;
-    n->buffer_meta = buffer_meta_of(op, args, num_args, n->buffers, n->num_buffers, &oom);
+    mt_buffer_meta *meta = buffer_meta_of(op, args, num_args, buffers, num_buffers, &oom);
     if (oom) {
-        free_buffer_meta(n->buffer_meta, n->num_buffers);
-        free(n->buffers);
-        free(n->deps);
+        free(buffers);
         goto oom;
     }
+    if (kept) dep_take(d, kept);
+    n->buffers = buffers;
+    n->num_buffers = num_buffers;
+    n->num_deps = kept;
+    n->deps = kept ? dep_list : NULL;
+    n->stream_id = 0;
+    n->buffer_meta = meta;
     n->op = *op; /* the dag now owns the op's blob and references, and the body */
     n->body = body;
     if (body && body->depth + 1 > d->depth) d->depth = body->depth + 1;

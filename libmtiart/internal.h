@@ -774,6 +774,9 @@ char *mt_memory_name_of(const void *ptr);
 #define MT_INVALID_REASON_MAX 768
 
 struct mt_capture {
+    /* First: a capture that ends is kept for the next one (capture.c), all but its lock
+     * cleared, so that a stream's capture may be locked before it is known to be live. */
+    pthread_mutex_t lock;
     uint64_t id;
     mtiart_capture_mode mode;
     uint64_t flags; /* MTIART_CAPTURE_FLAG_* */
@@ -782,7 +785,6 @@ struct mt_capture {
     mt_stream *origin;
     mt_graph *graph;
     mt_pool *pool;
-    pthread_mutex_t lock;
     int status; /* mtiart_capture_status */
     char invalid_reason[MT_INVALID_REASON_MAX];
     mt_stream **streams; /* joined streams (origin first), each holding a reference */
@@ -850,7 +852,7 @@ typedef struct mt_node {
     mtiart_buffer_use *buffers;
     uint32_t num_buffers;
     uint32_t num_deps;
-    size_t *deps;
+    size_t *deps; /* in its dag's dep_chunks */
     mt_dag *body; /* CHILD and CONDITIONAL nodes: the graph they run (a reference) */
     /* Metadata for dumps, traces and checks (never needed to run the node): the id of the
      * stream that captured it (0: added by hand) and one mt_buffer_meta per buffer (NULL:
@@ -878,6 +880,9 @@ struct mt_dag {
     mt_node *nodes;
     size_t num_nodes, cap_nodes;
     size_t num_edges;
+    /* The nodes' dependency lists (each node's `deps` points into one), in chunks that
+     * never move while nodes are appended, freed with the dag: no allocation per node. */
+    struct mt_dep_chunk *dep_chunks;
     uint32_t depth;    /* bodies inside bodies below this graph (0: none) */
     mt_blocks *blocks; /* loaded from a file: the memory its nodes use (a reference) */
     /* Loaded from a file with inputs or outputs not bound: some nodes point at
