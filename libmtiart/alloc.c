@@ -677,8 +677,6 @@ static size_t release_cached(mt_allocator *a, uint64_t horizon) {
     return released;
 }
 
-static void cache_drain(mt_allocator *a, stream_heap *h);
-
 /* Mark the heaps of streams that are done for good (dead): destroyed, with all their work
  * done (a destroyed stream gets no new work, and is freed once its work is done). Their
  * cached memory is safe for any stream then. Taken again only when a stream was freed
@@ -702,10 +700,7 @@ static void census_streams(mt_allocator *a, mt_device *dev) {
     pthread_mutex_unlock(&dev->streams_lock);
     for (mt_pool *pool = &a->default_pool; pool;
          pool = pool == &a->default_pool ? a->pools : pool->next)
-        for (stream_heap *h = pool->heaps; h; h = h->next) {
-            h->dead = h->seen != census;
-            if (h->dead && h->num_cached) cache_drain(a, h);
-        }
+        for (stream_heap *h = pool->heaps; h; h = h->next) h->dead = h->seen != census;
 }
 
 /* Give `sh` a wholly free segment of a gone stream's that fits a request of `size` bytes
@@ -797,8 +792,10 @@ static void release_block(mt_allocator *a, block *b) {
  * snapshots show it free, and the inactive-split figures count it as if it were merged.
  * Caches are emptied into their heaps when their stream's heap has no block for a request,
  * by empty_cache and the out-of-memory retry (settle_frees), and when their stream is
- * destroyed or found gone. Private pools (their reuse follows the graphs' rules) and
- * valgrind (whose quarantine wants every free to go through it) bypass them.
+ * destroyed (a destroyed stream's frees keep nothing: their blocks go to other streams once
+ * its work is done, see census_streams). Private pools (their reuse follows the graphs'
+ * rules) and valgrind (whose quarantine and memcheck's view want every free to go through
+ * the ordinary path) bypass them.
  */
 
 /* Cached block b goes back to its heap. Lock held. */
