@@ -40,6 +40,7 @@ enum {
     BLK_HELD = MTIART_BLOCK_GRAPH_HELD,           /* freed by the program, still held by graphs */
     BLK_RESERVED = MTIART_BLOCK_GRAPH_ALLOCATION, /* a memory node's, between launches */
     BLK_QUARANTINED = 5, /* valgrind only: free, waiting before reuse (free in snapshots) */
+    BLK_CACHED = 6,      /* free, kept whole for its stream's next request of its size */
 };
 
 typedef struct segment segment;
@@ -95,11 +96,17 @@ typedef struct heap {
     block *bins[NUM_BINS];
 } heap;
 
+/* Blocks a stream's heap keeps whole after their free (see cache_put). */
+#define CACHE_SLOTS 8
+
 struct stream_heap {
     uint64_t stream_id;
     size_t num_segments; /* segments it owns; a heap without any is dropped on release */
     bool dead;           /* its stream is done for good: its free segments go to others */
+    bool closed;         /* its stream was destroyed: it allocates no more, so nothing is cached */
     uint64_t seen;       /* the liveness census that last found its stream */
+    uint32_t num_cached;
+    block *cached[CACHE_SLOTS]; /* BLK_CACHED, oldest first */
     heap small, large;
     stream_heap *prev, *next;
 };
@@ -436,10 +443,8 @@ static void heap_index_erase(mt_pool *pool, const stream_heap *h) {
     pool->heap_count--;
 }
 
-static stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
-    stream_heap *h = pool->last_heap;
-    if (h && h->stream_id == stream_id) return h;
-    h = heap_index_find(pool, stream_id);
+static stream_heap *heap_find_or_new(mt_pool *pool, uint64_t stream_id) {
+    stream_heap *h = heap_index_find(pool, stream_id);
     if (!h) {
         h = calloc(1, sizeof *h);
         if (!h) return NULL;
@@ -454,6 +459,12 @@ static stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
     }
     pool->last_heap = h;
     return h;
+}
+
+/* The heap of `stream_id` in `pool`, made if new; NULL out of host memory. Lock held. */
+static inline stream_heap *heap_for(mt_pool *pool, uint64_t stream_id) {
+    stream_heap *h = pool->last_heap;
+    return h && h->stream_id == stream_id ? h : heap_find_or_new(pool, stream_id);
 }
 
 static void heap_drop(mt_pool *pool, stream_heap *h) {
@@ -765,6 +776,74 @@ static void release_block(mt_allocator *a, block *b) {
     release_now(a, b);
 }
 
+/* ------------------------------------------------------------------ stream caches */
+
+/*
+ * The fast path of a stream's allocate-free cycle. A block the program frees with nothing
+ * left to wait for (no other stream uses it, no graph holds it) is reusable by its own
+ * stream at once. Up to CACHE_SLOTS such blocks of a stream stay whole in its heap's cache
+ * (BLK_CACHED, still in the address table) rather than merged back into the heap, and the
+ * stream's next request of the same rounded size takes the latest one back: no search,
+ * split, merge or table update on either side of the cycle.
+ *
+ * A cached block is free memory: its free took it out of the allocated, requested and
+ * active figures (of the device and of its pool), as any free does. It stays reserved and
+ * keeps its segment busy, so the segment is neither released nor adopted under it;
+ * snapshots show it free, and the inactive-split figures count it as if it were merged.
+ * Caches are emptied into their heaps when their stream's heap has no block for a request,
+ * by empty_cache and the out-of-memory retry (settle_frees), and when their stream is
+ * destroyed (a destroyed stream's frees keep nothing: their blocks go to other streams once
+ * its work is done, see census_streams). Private pools (their reuse follows the graphs'
+ * rules) and valgrind (whose quarantine and memcheck's view want every free to go through
+ * the ordinary path) bypass them.
+ */
+
+/* Cached block b goes back to its heap. Lock held. */
+static void cache_release(mt_allocator *a, block *b) {
+    table_erase(a, table_slot(a, blk_addr(b)));
+    release_block(a, b);
+}
+
+/* Empty heap h's cache into the heap. Lock held. */
+static void cache_drain(mt_allocator *a, stream_heap *h) {
+    for (uint32_t i = 0; i < h->num_cached; i++) cache_release(a, h->cached[i]);
+    h->num_cached = 0;
+}
+
+static void drain_caches(mt_allocator *a) {
+    for (stream_heap *h = a->default_pool.heaps; h; h = h->next)
+        if (h->num_cached) cache_drain(a, h);
+}
+
+/* Keep block b, which nothing uses any more, whole for its stream; false where it must go
+ * back to the heap. Out of the active figures already. Lock held. */
+static bool cache_put(mt_allocator *a, block *b) {
+    segment *seg = b->seg;
+    stream_heap *h = seg->owner;
+    if (VG_ON() || seg->pool != &a->default_pool || !seg->small || h->closed || h->dead)
+        return false;
+    if (h->num_cached == CACHE_SLOTS) {
+        cache_release(a, h->cached[0]);
+        memmove(h->cached, h->cached + 1, (CACHE_SLOTS - 1) * sizeof *h->cached);
+        h->num_cached--;
+    }
+    b->state = BLK_CACHED; /* its segment's free clock moves when it leaves the cache */
+    h->cached[h->num_cached++] = b;
+    return true;
+}
+
+/* The latest cached block of heap h of exactly `size` bytes, out of the cache. Lock held. */
+static block *cache_take(stream_heap *h, size_t size) {
+    for (uint32_t i = h->num_cached; i-- > 0;) {
+        block *b = h->cached[i];
+        if (b->size != size) continue;
+        for (uint32_t j = i + 1; j < h->num_cached; j++) h->cached[j - 1] = h->cached[j];
+        h->num_cached--;
+        return b;
+    }
+    return NULL;
+}
+
 static void drop_uses(block *b) {
     for (uint32_t i = 0; i < b->num_uses; i++) mt_stream_unref(b->uses[i].stream);
     b->num_uses = 0;
@@ -811,6 +890,7 @@ static uint64_t settle_frees(mt_device *dev) {
     mt_spin_lock(&a->lock);
     if (a->pending) process_pending(a);        /* frees that are due count before the clock */
     if (VG_ON()) vg_quarantine_drain(a, true); /* memory is wanted back: no quarantine */
+    drain_caches(a);
     uint64_t horizon = a->free_clock;
     mt_spin_unlock(&a->lock);
     if (mt_on_worker()) return device_quiet(dev) ? horizon : 0;
@@ -949,6 +1029,8 @@ void mt_alloc_vg_leave(mt_device *dev, const mt_buffer *bufs, uint32_t n) {
     mt_spin_unlock(&a->lock);
 }
 
+static void hand_out(mt_allocator *a, mt_pool *pool, block *b, size_t requested);
+
 static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t size,
                          size_t requested) {
     bool small = size <= SMALL_REQUEST;
@@ -977,9 +1059,16 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
         heap_insert(h, b);
         return NULL;
     }
+    b->seg->busy_blocks++;
+    hand_out(a, pool, b, requested);
+    return b;
+}
+
+/* Block b of `pool`, its segment counted busy, is the program's now, for `requested` bytes.
+ * Lock held. */
+static void hand_out(mt_allocator *a, mt_pool *pool, block *b, size_t requested) {
     b->state = BLK_ACTIVE;
     b->requested = requested;
-    b->seg->busy_blocks++;
     pool->allocated += b->size;
     pool->active_blocks++;
     a->stats.allocated_bytes += b->size;
@@ -992,7 +1081,6 @@ static block *take_block(mt_allocator *a, mt_pool *pool, stream_heap *sh, size_t
     /* Handed out under a running op that still reads what was there (a range it touches
      * that was freed before): defined, so its reads are not taken for uninitialised ones. */
     VG_ALLOC(b, VG_ON() && vg_running_overlaps(a, blk_addr(b), blk_addr(b) + b->size));
-    return b;
 }
 
 /* ------------------------------------------------------------------ init */
@@ -1055,6 +1143,9 @@ static mtiart_status out_of_memory(mt_allocator *a, mt_device *dev, size_t size)
                         (unsigned long long)allocated, (unsigned long long)reserved);
 }
 
+static mtiart_status alloc_from_heap(mt_allocator *a, mt_stream *s, mt_pool *pool, stream_heap *sh,
+                                     size_t size, void **out) __attribute__((noinline));
+
 mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size, void **out) {
     mt_allocator *a = dev->alloc;
     if (size == 0) {
@@ -1072,11 +1163,29 @@ mtiart_status mt_alloc(mt_device *dev, mt_stream *s, mt_pool *pool, size_t size,
     if (a->pending) process_pending(a);
     if (VG_ON()) vg_settle(a);
     stream_heap *sh = heap_for(pool, s->id);
+    block *b = sh && sh->num_cached ? cache_take(sh, rounded) : NULL;
+    if (MT_UNLIKELY(!b)) return alloc_from_heap(a, s, pool, sh, size, out);
+    hand_out(a, pool, b, size);
+    mt_spin_unlock(&a->lock);
+    *out = (void *)blk_addr(b);
+    return MTIART_SUCCESS;
+}
+
+/* mt_alloc's request of `size` bytes for stream `s`, which its cache could not serve, from
+ * the heap `sh` (NULL: none could be made). Lock held; released. */
+static mtiart_status alloc_from_heap(mt_allocator *a, mt_stream *s, mt_pool *pool, stream_heap *sh,
+                                     size_t size, void **out) {
+    mt_device *dev = s->dev;
     if (!sh) {
         mt_spin_unlock(&a->lock);
         return mt_oom();
     }
+    size_t rounded = round_up(size, MIN_BLOCK);
     block *b = take_block(a, pool, sh, rounded, size);
+    if (!b && sh->num_cached) { /* merged back, the stream's cached blocks may fit */
+        cache_drain(a, sh);
+        b = take_block(a, pool, sh, rounded, size);
+    }
     if (!b && adopt_segment(a, pool, sh, rounded)) b = take_block(a, pool, sh, rounded, size);
     if (!b) {
         bool small = rounded <= SMALL_REQUEST;
@@ -1544,11 +1653,12 @@ MTIART_API mtiart_status mtiart_malloc_async(mtiart_stream stream, size_t size, 
     MT_API_ENTRY();
     LOOKUP_STREAM(s, stream);
     MT_CHECK_NOT_NULL(ptr);
+    mt_pool *pool = NULL;
     if (atomic_load(&s->capture)) { /* an alloc node, in a capture that makes memory nodes */
         mtiart_status st = mt_capture_mem_alloc(s, size, ptr);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        pool = mt_capture_pool_retain(s); /* or the capture's pool */
     }
-    mt_pool *pool = mt_capture_pool_retain(s);
     mtiart_status st = mt_alloc(s->dev, s, pool, size, ptr);
     if (pool) mt_pool_release(pool);
     if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, s->dev->index, s->id);
@@ -1559,11 +1669,12 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
     MT_API_ENTRY();
     LOOKUP_DEVICE(dev, device);
     MT_CHECK_NOT_NULL(ptr);
+    mt_pool *pool = NULL;
     if (atomic_load(&dev->default_stream->capture)) {
         mtiart_status st = mt_capture_mem_alloc(dev->default_stream, size, ptr);
         if (st != MTIART_ERROR_NOT_CAPTURING) return st;
+        pool = mt_capture_pool_retain(dev->default_stream);
     }
-    mt_pool *pool = mt_capture_pool_retain(dev->default_stream);
     mtiart_status st = mt_alloc(dev, dev->default_stream, pool, size, ptr);
     if (pool) mt_pool_release(pool);
     if (st == MTIART_SUCCESS) mt_memory_allocated(*ptr, size, dev->index, dev->default_stream->id);
@@ -1573,14 +1684,15 @@ MTIART_API mtiart_status mtiart_malloc(int device, size_t size, void **ptr) {
 /* Block b is done with, by the program (its free) and by every graph: it returns to its heap
  * now, or once the other streams that use it are past the free. `announce`: memcheck has
  * not been told of the free yet. Lock held. */
-static void retire_block(mt_allocator *a, block **slot, block *b, bool announce) {
+static inline void retire_block(mt_allocator *a, block **slot, block *b, bool announce) {
     mt_pool *pool = b->seg->pool;
     if (b->num_uses == 0) {
-        table_erase(a, slot);
         a->stats.active_blocks--;
         a->stats.active_bytes -= b->size;
         pool->active_blocks--;
         if (announce) vg_block_freed(a, b);
+        if (cache_put(a, b)) return;
+        table_erase(a, slot);
         release_block(a, b);
         return;
     }
@@ -1933,13 +2045,22 @@ static mtiart_memory_stats current_stats(mt_allocator *a) {
     stats.inactive_split_blocks = stats.inactive_split_bytes = 0;
     for (mt_pool *pool = &a->default_pool; pool;
          pool = pool == &a->default_pool ? a->pools : pool->next)
-        for (segment *seg = pool->segments; seg; seg = seg->next)
-            if (seg->busy_blocks)
-                for (block *b = seg->first; b; b = b->next)
-                    if (b->state == BLK_FREE) {
-                        stats.inactive_split_blocks++;
-                        stats.inactive_split_bytes += b->size;
-                    }
+        for (segment *seg = pool->segments; seg; seg = seg->next) {
+            if (!seg->busy_blocks) continue;
+            /* Cached blocks count as merged with their free neighbours, as they will be. */
+            uint64_t pieces = 0, bytes = 0;
+            bool in_use = false, after_free = false;
+            for (block *b = seg->first; b; b = b->next) {
+                bool free = b->state == BLK_FREE || b->state == BLK_CACHED;
+                in_use |= !free;
+                pieces += free && !after_free;
+                bytes += free ? b->size : 0;
+                after_free = free;
+            }
+            if (!in_use) continue; /* only cached blocks: a whole free segment once merged */
+            stats.inactive_split_blocks += pieces;
+            stats.inactive_split_bytes += bytes;
+        }
     return stats;
 }
 
@@ -2069,16 +2190,18 @@ MTIART_API mtiart_status mtiart_memory_snapshot(int device, mtiart_block_info *b
         for (segment *seg = pool->segments; seg; seg = seg->next)
             for (block *b = seg->first; b; b = b->next, n++) {
                 if (n >= capacity) continue;
-                blocks[n] = (mtiart_block_info){
-                    .address = blk_addr(b),
-                    .size = b->size,
-                    .requested_size = b->requested,
-                    .segment_address = seg_addr(seg),
-                    .segment_size = seg->size,
-                    .pool = pool->id,
-                    .stream_id = seg->owner->stream_id,
-                    .state = b->state == BLK_QUARANTINED ? MTIART_BLOCK_FREE : b->state,
-                    .device = device};
+                blocks[n] = (mtiart_block_info){.address = blk_addr(b),
+                                                .size = b->size,
+                                                .requested_size = b->requested,
+                                                .segment_address = seg_addr(seg),
+                                                .segment_size = seg->size,
+                                                .pool = pool->id,
+                                                .stream_id = seg->owner->stream_id,
+                                                .state = b->state == BLK_QUARANTINED ||
+                                                                 b->state == BLK_CACHED
+                                                             ? MTIART_BLOCK_FREE
+                                                             : b->state,
+                                                .device = device};
             }
     mt_spin_unlock(&a->lock);
     *count = n;
@@ -2188,6 +2311,17 @@ void mt_pool_release(mt_pool *pool) {
 mtiart_pool_id mt_pool_id_of(const mt_pool *pool) { return pool->id; }
 
 int mt_pool_device(const mt_pool *pool) { return pool->dev->index; }
+
+void mt_alloc_stream_destroyed(mt_device *dev, uint64_t stream_id) {
+    mt_allocator *a = dev->alloc;
+    mt_spin_lock(&a->lock);
+    stream_heap *h = heap_index_find(&a->default_pool, stream_id);
+    if (h) {
+        h->closed = true;
+        cache_drain(a, h);
+    }
+    mt_spin_unlock(&a->lock);
+}
 
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id) {
     mt_allocator *a = dev->alloc;

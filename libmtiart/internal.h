@@ -730,6 +730,9 @@ mtiart_pool_id mt_pool_id_of(const mt_pool *pool);
 int mt_pool_device(const mt_pool *pool);
 /* Release frees that were deferred until the end of capture `capture_id`. */
 void mt_alloc_end_capture(mt_device *dev, uint64_t capture_id);
+/* Stream `stream_id` was destroyed: the blocks its heap kept for its reuse go back to the
+ * heap, and its frees keep none from now on. */
+void mt_alloc_stream_destroyed(mt_device *dev, uint64_t stream_id);
 /* Under valgrind only (a no-op otherwise): complete the frees deferred until their
  * streams are done (called after host waits and at exit). */
 void mt_alloc_vg_poll(mt_device *dev);

@@ -508,6 +508,7 @@ MTIART_API mtiart_status mtiart_stream_destroy(mtiart_stream stream) {
     if (st == MTIART_SUCCESS) {
         atomic_store(&s->destroyed, 1);
         atomic_fetch_add(&s->dev->streams_destroyed, 1);
+        mt_alloc_stream_destroyed(s->dev, s->id);
     }
     return st;
 }

@@ -1,6 +1,7 @@
 /* The caching allocator: rounding, stream-ordered reuse, splitting, large blocks, stats,
  * empty_cache, capacity and out-of-memory (observers, release-and-retry), invalid frees,
- * record_stream, pools and snapshots. Runs with MTIART_DEVICE_MEMORY=64M. */
+ * record_stream, pools, snapshots, and the blocks streams keep for their next requests (their
+ * figures, bounds, draining, the rules they keep, threads). Runs with MTIART_DEVICE_MEMORY=64M. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -888,6 +889,288 @@ static void test_threads(void) {
     CHECK_CLEAN();
 }
 
+/* ------------------------------------------------------------------ stream caches */
+
+/* Free blocks of the snapshot in segments of stream `stream_id`. */
+static size_t free_blocks_of(uint64_t stream_id) {
+    size_t n = 0, count = 0;
+    CHECK_OK(mtiart_memory_snapshot(0, NULL, 0, &n));
+    mtiart_block_info *all = calloc(n + 1, sizeof *all);
+    CHECK_OK(mtiart_memory_snapshot(0, all, n + 1, &n));
+    for (size_t i = 0; i < n; i++)
+        count += all[i].stream_id == stream_id && all[i].state == MTIART_BLOCK_FREE;
+    free(all);
+    return count;
+}
+
+/* A block freed on its stream is that stream's again at once, for a request of its size,
+ * and counts as free memory in every figure meanwhile. */
+static void test_cache_reuse_and_stats(void) {
+    CHECK_CLEAN();
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    CHECK_OK(mtiart_memory_reset_peak_stats(0));
+    CHECK_OK(mtiart_memory_reset_accumulated_stats(0));
+    void *p, *keep;
+    CHECK_OK(mtiart_malloc_async(s, 1000, &p));
+    CHECK_OK(mtiart_malloc_async(s, 4096, &keep));
+    CHECK_OK(mtiart_free(p));
+    mtiart_memory_stats st = stats();
+    CHECK(st.allocated_bytes == 4096 && st.requested_bytes == 4096);
+    CHECK(st.active_blocks == 1 && st.active_bytes == 4096);
+    CHECK(st.reserved_bytes == 2 * MiB && st.segments == 1);
+    CHECK(st.alloc_requests == 2 && st.free_requests == 1);
+    /* Free pieces of the segment: the freed block (merged with nothing: its neighbour is
+     * live) and the segment's rest. */
+    CHECK(st.inactive_split_blocks == 2);
+    CHECK(st.inactive_split_bytes == 2 * MiB - 4096);
+    CHECK(block_at(p).state == MTIART_BLOCK_FREE);
+    mtiart_pool_info info;
+    CHECK_OK(mtiart_pool_get_info(0, (mtiart_pool_id){0, 0}, &info));
+    CHECK(info.allocated_bytes == 4096 && info.active_blocks == 1);
+    /* Freed memory is no allocation: every check refuses it. */
+    CHECK_STATUS(mtiart_free(p), MTIART_ERROR_INVALID_POINTER);
+    CHECK(strstr(mtiart_last_error_message(), "double free") != NULL);
+    CHECK_STATUS(mtiart_record_stream(p, s), MTIART_ERROR_INVALID_POINTER);
+    int device;
+    CHECK_STATUS(mtiart_pointer_get_device(p, &device), MTIART_ERROR_INVALID_POINTER);
+    CHECK_STATUS(launch_add_i64(s, p, 1), MTIART_ERROR_INVALID_POINTER);
+    /* The same rounded size on the same stream: the same block, counted again. */
+    void *q;
+    CHECK_OK(mtiart_malloc_async(s, 1024, &q));
+    CHECK(q == p);
+    st = stats();
+    CHECK(st.allocated_bytes == 5120 && st.requested_bytes == 5120 && st.active_blocks == 2);
+    CHECK(st.allocated_bytes_peak == 5120 && st.active_blocks_peak == 2);
+    CHECK(block_at(q).state == MTIART_BLOCK_ACTIVE && block_at(q).requested_size == 1024);
+    CHECK_OK(launch_add_i64(s, q, 1));
+    CHECK_OK(mtiart_stream_synchronize(s));
+    /* Peaks count what is allocated, not what the stream keeps: freeing 1 KiB and asking
+     * for 2 KiB peaks at 6 KiB. */
+    CHECK_OK(mtiart_free(q));
+    void *r;
+    CHECK_OK(mtiart_malloc_async(s, 2048, &r));
+    CHECK(stats().allocated_bytes_peak == 6144);
+    /* The only live block gone, the segment counts as wholly free, as it will be. */
+    CHECK_OK(mtiart_free(r));
+    CHECK_OK(mtiart_free(keep));
+    st = stats();
+    CHECK(st.allocated_bytes == 0 && st.active_blocks == 0 && st.requested_bytes == 0);
+    CHECK(st.inactive_split_blocks == 0 && st.inactive_split_bytes == 0);
+    CHECK(st.alloc_requests == 4 && st.free_requests == 4);
+    CHECK_OK(mtiart_pool_get_info(0, (mtiart_pool_id){0, 0}, &info));
+    CHECK(info.allocated_bytes == 0 && info.active_blocks == 0);
+    /* empty_cache gives the stream's kept blocks back with the rest. */
+    CHECK_OK(mtiart_empty_cache(0));
+    CHECK(stats().reserved_bytes == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+    CHECK_CLEAN();
+}
+
+/* What a stream keeps is for it alone, for no more than a few blocks, and never makes it
+ * reserve memory its kept blocks could give. */
+static void test_cache_bounds(void) {
+    mtiart_stream s1, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    /* Another stream never gets a block s1 freed while s1's heap has it. */
+    void *p, *q;
+    CHECK_OK(mtiart_malloc_async(s1, 8192, &p));
+    CHECK_OK(mtiart_free(p));
+    CHECK_OK(mtiart_malloc_async(s2, 8192, &q));
+    CHECK(q != p);
+    CHECK(block_at(q).stream_id != block_at(p).stream_id);
+    CHECK_OK(mtiart_free(q));
+    /* Many sizes freed in turn: the kept blocks do not pile up. */
+    for (size_t kib = 1; kib <= 64; kib++) {
+        void *x;
+        CHECK_OK(mtiart_malloc_async(s1, kib * 1024, &x));
+        CHECK_OK(mtiart_free(x));
+    }
+    CHECK(stats().allocated_bytes == 0 && stats().segments == 2); /* one per stream */
+    CHECK(free_blocks_of(block_at(p).stream_id) <= 17);
+    CHECK_OK(mtiart_empty_cache(0));
+    /* A request none of the kept blocks fits takes their merged memory rather than a new
+     * segment. */
+    void *a, *b, *c;
+    CHECK_OK(mtiart_malloc_async(s1, MiB, &a));
+    CHECK_OK(mtiart_malloc_async(s1, MiB, &b));
+    CHECK(stats().segments == 1);
+    CHECK_OK(mtiart_free(a));
+    CHECK_OK(mtiart_free(b));
+    CHECK_OK(mtiart_malloc_async(s1, 512 * 1024, &c));
+    CHECK(stats().segments == 1);
+    CHECK_OK(mtiart_free(c));
+    /* A destroyed stream's kept blocks go back to its heap, merged. */
+    void *y, *z;
+    CHECK_OK(mtiart_malloc_async(s2, 4096, &y));
+    CHECK_OK(mtiart_malloc_async(s2, 8192, &z));
+    CHECK_OK(mtiart_free(y));
+    CHECK_OK(mtiart_free(z));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK(block_at(y).size == 2 * MiB && block_at(y).state == MTIART_BLOCK_FREE);
+    CHECK_OK(mtiart_stream_destroy(s1));
+    CHECK_CLEAN();
+}
+
+/* The out-of-memory retry gives back what streams keep before it gives up. */
+static void test_cache_drained_before_oom(void) {
+    mtiart_stream s1, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    enum { N = 60 };
+    void *p[N];
+    for (int i = 0; i < N; i++) CHECK_OK(mtiart_malloc_async(s1, MiB, &p[i]));
+    for (int i = 0; i < N; i++) CHECK_OK(mtiart_free(p[i])); /* the last ones kept by s1 */
+    CHECK_OK(mtiart_memory_reset_accumulated_stats(0));
+    CHECK(stats().reserved_bytes == N * MiB);
+    /* Fits only once every one of s1's segments is released. */
+    void *big;
+    CHECK_OK(mtiart_malloc_async(s2, CAPACITY - 2 * MiB, &big));
+    mtiart_memory_stats st = stats();
+    CHECK(st.num_alloc_retries == 1 && st.num_ooms == 0);
+    CHECK(st.reserved_bytes == CAPACITY - 2 * MiB);
+    CHECK_OK(mtiart_free(big));
+    CHECK_OK(mtiart_stream_destroy(s1));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK_CLEAN();
+}
+
+/* Blocks with something left to wait for are never kept: a graph's (held until the graph
+ * goes), another stream's work (record_stream, free_async on it). */
+static void test_cache_respects_uses(void) {
+    mtiart_stream s1, s2;
+    CHECK_OK(mtiart_stream_create(0, 0, &s1));
+    CHECK_OK(mtiart_stream_create(0, 0, &s2));
+    /* A graph uses it: held, and another request of its size on its stream gets other
+     * memory. */
+    int64_t *p, *q;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    mtiart_graph g;
+    CHECK_OK(mtiart_graph_create(0, &g));
+    mtiart_arg args[2] = {{MTIART_ARG_BUFFER_INOUT, 0, p, sizeof(int64_t)},
+                          {MTIART_ARG_VALUE, sizeof(int64_t), &(int64_t){1}, 0}};
+    size_t node;
+    CHECK_OK(mtiart_graph_add_kernel_node(g, NULL, 0, k_add_i64, 1, args, 2, &node));
+    CHECK_OK(mtiart_free(p));
+    CHECK(block_at(p).state == MTIART_BLOCK_GRAPH_HELD);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q != p);
+    CHECK_OK(mtiart_free(q));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK(block_at(p).state == MTIART_BLOCK_FREE);
+    /* Another stream's work on it: pending until that work is done. */
+    gate gt = {0};
+    launch_gate(s2, &gt);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_record_stream(p, s2));
+    CHECK_OK(mtiart_free(p));
+    CHECK(block_at(p).state == MTIART_BLOCK_PENDING_FREE);
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q != p);
+    CHECK_OK(mtiart_free_async(q, s2)); /* ordered after s2's work: pending as well */
+    CHECK(block_at(q).state == MTIART_BLOCK_PENDING_FREE);
+    atomic_store(&gt.open, 1);
+    CHECK_OK(mtiart_stream_synchronize(s2));
+    void *r;
+    CHECK_OK(mtiart_malloc_async(s1, 4096, &r)); /* settles the pending frees */
+    CHECK(block_at(p).state != MTIART_BLOCK_PENDING_FREE || r == p);
+    CHECK_OK(mtiart_free(r));
+    /* Freed on its own stream with free_async: its stream's again at once. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_free_async(p, s1));
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q == p);
+    CHECK_OK(mtiart_free(q));
+    /* A capture on the stream allocates from its graph's pool, never from what the stream
+     * keeps. */
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&p));
+    CHECK_OK(mtiart_free(p));
+    CHECK_OK(mtiart_stream_begin_capture(s1, MTIART_CAPTURE_MODE_RELAXED, (mtiart_pool_id){0, 0}));
+    CHECK_OK(mtiart_malloc_async(s1, 4096, (void **)&q));
+    CHECK(q != p);
+    mtiart_block_info bq = block_at(q);
+    CHECK(bq.pool.first != 0 || bq.pool.second != 0);
+    CHECK_OK(mtiart_free(q));
+    CHECK_OK(mtiart_stream_end_capture(s1, &g));
+    CHECK_OK(mtiart_graph_destroy(g));
+    CHECK_OK(mtiart_stream_destroy(s1));
+    CHECK_OK(mtiart_stream_destroy(s2));
+    CHECK_CLEAN();
+}
+
+/* Threads allocating on one stream, freeing each other's blocks, and others emptying the
+ * cache and reading the statistics meanwhile. */
+typedef struct shared_stream_ctx {
+    mtiart_stream s;
+    _Atomic(void *) exchange[8];
+    atomic_int stop;
+    atomic_int failed;
+    atomic_long mallocs, frees; /* calls made, frees done */
+} shared_stream_ctx;
+
+static void *shared_stream_worker(void *arg) {
+    shared_stream_ctx *c = arg;
+    uint32_t seed = (uint32_t)(uintptr_t)&seed;
+    while (!atomic_load(&c->stop)) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 512 * (1 + (seed >> 16) % 8);
+        void *p;
+        mtiart_status st = mtiart_malloc_async(c->s, n, &p);
+        atomic_fetch_add(&c->mallocs, 1);
+        if (st == MTIART_ERROR_OUT_OF_MEMORY) continue;
+        if (st) {
+            atomic_store(&c->failed, 1);
+            break;
+        }
+        memset(p, 0x5a, n);
+        /* Half of them freed here, half left for another thread to free. */
+        void *old = p;
+        if (!(seed & 1)) old = atomic_exchange(&c->exchange[(seed >> 8) % 8], p);
+        if (!old) continue;
+        if (mtiart_free(old)) atomic_store(&c->failed, 1);
+        else atomic_fetch_add(&c->frees, 1);
+    }
+    return NULL;
+}
+
+static void *shared_stream_observer(void *arg) {
+    shared_stream_ctx *c = arg;
+    for (int i = 0; !atomic_load(&c->stop); i++) {
+        mtiart_memory_stats st;
+        if (mtiart_memory_get_stats(0, &st) || st.allocated_bytes > st.reserved_bytes)
+            atomic_store(&c->failed, 1);
+        if (i % 16 == 0 && mtiart_empty_cache(0)) atomic_store(&c->failed, 1);
+    }
+    return NULL;
+}
+
+static void test_cache_threads(void) {
+    shared_stream_ctx c;
+    memset(&c, 0, sizeof c);
+    CHECK_OK(mtiart_stream_create(0, 0, &c.s));
+    CHECK_OK(mtiart_memory_reset_accumulated_stats(0));
+    enum { T = 3 };
+    pthread_t th[T + 1];
+    for (int i = 0; i < T; i++) pthread_create(&th[i], NULL, shared_stream_worker, &c);
+    pthread_create(&th[T], NULL, shared_stream_observer, &c);
+    sleep_ms(getenv("MTIART_STRESS_QUICK") ? 150 : 500);
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i <= T; i++) pthread_join(th[i], NULL);
+    CHECK(!atomic_load(&c.failed));
+    for (int i = 0; i < 8; i++) {
+        void *p = atomic_load(&c.exchange[i]);
+        if (p) CHECK_OK(mtiart_free(p));
+        if (p) c.frees++;
+    }
+    mtiart_memory_stats st = stats();
+    CHECK(st.allocated_bytes == 0 && st.active_blocks == 0 && st.requested_bytes == 0);
+    CHECK(st.alloc_requests == (uint64_t)c.mallocs && st.free_requests == (uint64_t)c.frees);
+    CHECK(c.frees > 10);
+    CHECK_OK(mtiart_stream_destroy(c.s));
+    CHECK_CLEAN();
+}
+
 int main(void) {
     /* Before the first libmtiart call: the capacity is read at initialisation. */
     setenv("MTIART_DEVICE_MEMORY", "64M", 1);
@@ -911,5 +1194,10 @@ int main(void) {
     test_dead_streams_memory_reused();
     test_pool_ids_must_be_issued();
     test_threads();
+    test_cache_reuse_and_stats();
+    test_cache_bounds();
+    test_cache_drained_before_oom();
+    test_cache_respects_uses();
+    test_cache_threads();
     TEST_MAIN_END();
 }
