@@ -92,10 +92,22 @@ extern uint64_t mt_vg_quarantine_bytes;
 
 /* Host side of a completion counter: wait until *counter >= target, spinning for the
  * budget (NULL: not at all) first, then sleeping on `word` (the counter's low bits, which
- * the completing side stores before it checks *waiters and wakes). false if `deadline`
- * (mt_now_ns; MT_FOREVER: none) came first. */
+ * the completing side stores before it checks *waiters and wakes). With `wake_at`
+ * (NULL: every completion wakes), a sleeper first lowers it to its target, and the
+ * completing side wakes only once the counter reaches it (mt_counter_should_wake). false if
+ * `deadline` (mt_now_ns; MT_FOREVER: none) came first. */
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline);
+                     atomic_int *waiters, atomic_uint_least64_t *wake_at, mt_spin_budget *budget,
+                     uint64_t deadline);
+
+/* Completing side of mt_wait_counter with `wake_at`, after the counter (now `value`) was
+ * stored and before `word` changes: whether the sleepers must be woken (then wake_at is
+ * cleared, and each sleeper that still waits lowers it again). */
+static inline bool mt_counter_should_wake(atomic_uint_least64_t *wake_at, uint64_t value) {
+    if (value < atomic_load(wake_at)) return false;
+    atomic_store(wake_at, UINT64_MAX);
+    return true;
+}
 
 /* The longest spin before sleeping, in nanoseconds (MTIART_SPIN_US; 0 when waits block). */
 extern uint64_t mt_spin_ns;
@@ -496,7 +508,10 @@ enum mt_sched {
     MT_SCHED_IDLE = 0,
     MT_SCHED_QUEUED = 1,
     MT_SCHED_RUNNING = 2,
-    MT_SCHED_BLOCKED = 3
+    MT_SCHED_BLOCKED = 3,
+    /* drained, its worker polling for more: a thread about to wait for a blocking copy
+     * may take it over (-> RUNNING) and run the copy itself */
+    MT_SCHED_LINGERING = 4
 };
 
 #define MT_CHUNK_OPS 64
@@ -520,7 +535,7 @@ struct mt_stream {
 
     /* what producers publish and the consumer polls, on a line of its own so that the
      * producers' lock and tail writes do not bounce it; `sched` is read by producers on
-     * every enqueue and written by the consumer only when it hands the stream back */
+     * every enqueue and written by the consumer only when it lingers or hands the stream back */
     atomic_uint_least64_t enqueued MT_ALIGNED;
     atomic_int sched;
 
@@ -537,7 +552,8 @@ struct mt_stream {
     atomic_uint_least64_t completed MT_ALIGNED;
     atomic_uint completed_word; /* futex: low bits of completed */
     atomic_int host_waiters;
-    mt_spin_budget wait_budget; /* host threads synchronizing with the stream */
+    atomic_uint_least64_t wake_at; /* the lowest target of a sleeping host waiter */
+    mt_spin_budget wait_budget;    /* host threads synchronizing with the stream */
 
     /* sticky error of a failed kernel or host function */
     mt_spinlock error_lock;

@@ -49,6 +49,7 @@ static mtiart_status stream_new(mt_device *dev, int priority, uint32_t flags, bo
     s->flags = flags;
     s->is_default = is_default;
     s->head_chunk = s->tail_chunk = chunk;
+    atomic_init(&s->wake_at, UINT64_MAX);
     mt_spin_budget_init(&s->linger_budget, mt_linger_ns);
     mt_spin_budget_init(&s->wait_budget, mt_spin_ns);
     pthread_mutex_lock(&dev->streams_lock);
@@ -176,8 +177,16 @@ static void release_queued(mt_op *op) {
     else mt_op_release(op);
 }
 
-static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
+/* Append `op` to the queue and publish it. With `only_after` other than UINT64_MAX, only if
+ * that many ops were ever published (nothing was appended meanwhile): MTIART_NOT_READY,
+ * `op` untouched, otherwise. */
+static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after) {
     mt_spin_lock(&s->enqueue_lock);
+    if (only_after != UINT64_MAX &&
+        atomic_load_explicit(&s->enqueued, memory_order_relaxed) != only_after) {
+        mt_spin_unlock(&s->enqueue_lock);
+        return MTIART_NOT_READY;
+    }
     if (MT_UNLIKELY(s->tail_pos == MT_CHUNK_OPS)) {
         mt_chunk *chunk = atomic_exchange(&s->spare_chunk, NULL);
         if (!chunk) chunk = aligned_alloc(MT_CACHELINE, sizeof *chunk);
@@ -199,7 +208,12 @@ static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
     /* seq_cst pairs with the worker's store of IDLE followed by its load of enqueued. */
     atomic_store(&s->enqueued, seq);
     mt_spin_unlock(&s->enqueue_lock);
+    return MTIART_SUCCESS;
+}
 
+static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
+    mtiart_status st = append(s, op, UINT64_MAX);
+    if (MT_UNLIKELY(st)) return st;
     if (atomic_load(&s->sched) == MT_SCHED_IDLE) {
         int expected = MT_SCHED_IDLE;
         if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
@@ -325,42 +339,86 @@ static __attribute__((noinline)) bool run_op_traced(mt_stream *s, mt_op *op) {
 }
 
 static void mark_completed(mt_stream *s, uint64_t consumed) {
-    atomic_store_explicit(&s->completed, consumed, memory_order_release);
-    /* seq_cst store then load: pairs with a host waiter's increment then re-check. */
-    atomic_store(&s->completed_word, (unsigned)consumed);
-    if (MT_UNLIKELY(atomic_load(&s->host_waiters) != 0)) mt_futex_wake(&s->completed_word, INT_MAX);
+    /* seq_cst store then load: pairs with a host waiter's increment then re-check. Sleepers
+     * are woken only when the first of their targets is reached: a host waiting for the
+     * last of many queued replays is not woken (taking a core from the worker) by each. */
+    atomic_store(&s->completed, consumed);
+    bool wake = MT_UNLIKELY(atomic_load(&s->host_waiters) != 0) &&
+                mt_counter_should_wake(&s->wake_at, consumed);
+    /* after wake_at was cleared: see mt_wait_counter */
+    atomic_store_explicit(&s->completed_word, (unsigned)consumed, memory_order_release);
+    if (wake) mt_futex_wake(&s->completed_word, INT_MAX);
 }
+
+enum linger_result { LINGER_WORK, LINGER_NONE, LINGER_TAKEN };
 
 /* A producer usually enqueues in bursts, or launches and waits: keep the stream for a
  * moment rather than pay for a hand-back and re-schedule per op, for as long as the next
  * op has lately taken to come (the stream's linger budget). Polls at once, then ever more
  * sparsely: a launch that follows a wait is seen within a few tens of nanoseconds, while
  * during a burst each poll, which pulls the producers' line away from them, leaves them
- * time to append several ops. Yields at once when other work is waiting. */
-static bool linger_for_work(mt_stream *s, uint64_t consumed) {
+ * time to append several ops. Yields at once when other work is waiting. While it lingers
+ * the stream is LINGERING, and a blocking copy may take it over (LINGER_TAKEN: the stream
+ * is no longer this worker's). */
+static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
     uint64_t budget = mt_spin_budget_ns(&s->linger_budget);
-    if (!budget) return false;
+    if (!budget) return LINGER_NONE;
     mt_device *dev = s->dev;
     uint64_t start = 0;
+    enum linger_result result = LINGER_NONE;
+    uint64_t enqueued = consumed;
+    atomic_store(&s->sched, MT_SCHED_LINGERING);
     for (unsigned gap = 1;; gap = gap < 32 ? gap * 2 : 48) {
-        uint64_t enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
+        enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         if (enqueued != consumed) {
-            s->known_enqueued = enqueued;
             if (start) mt_spin_budget_learn(&s->linger_budget, mt_now_ns() - start, mt_linger_ns);
-            return true;
+            result = LINGER_WORK;
+            break;
         }
         if (atomic_load_explicit(&dev->ready_count, memory_order_relaxed) ||
-            atomic_load_explicit(&dev->open_jobs, memory_order_relaxed))
-            return false;
+            atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) ||
+            atomic_load_explicit(&s->sched, memory_order_relaxed) != MT_SCHED_LINGERING)
+            break;
         for (unsigned k = 0; k < gap; k++) mt_cpu_relax();
         uint64_t now = mt_now_ns();
         if (!start) start = now;
         else if (now - start > budget) {
             /* Nothing came: the next op is further off than a linger (or never comes). */
             mt_spin_budget_learn(&s->linger_budget, UINT64_MAX, mt_linger_ns);
-            return false;
+            break;
         }
     }
+    int expected = MT_SCHED_LINGERING;
+    if (!atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
+        return LINGER_TAKEN;
+    /* the stream's state is this worker's again only now */
+    if (result == LINGER_WORK) s->known_enqueued = enqueued;
+    return result;
+}
+
+/* Run the op at the head of the queue and publish it complete; false when the stream parked
+ * on an event (the waker owns it then). Only the stream's drainer (RUNNING) calls this. */
+static bool run_head(mt_stream *s) {
+    if (MT_UNLIKELY(s->head_pos == MT_CHUNK_OPS)) {
+        mt_chunk *done = s->head_chunk;
+        s->head_chunk = done->next;
+        s->head_pos = 0;
+        mt_chunk *old = atomic_exchange(&s->spare_chunk, done);
+        free(old);
+    }
+    mt_op *op = &s->head_chunk->ops[s->head_pos];
+    if (MT_UNLIKELY(mt_trace_on())) {
+        if (!run_op_traced(s, op)) return false;
+    } else if (!run_op(s, op)) {
+        return false;
+    }
+    release_queued(op);
+    VG_FORGET_OP(op);
+    s->head_pos++;
+    uint64_t consumed = s->consumed + 1;
+    s->consumed = consumed;
+    mark_completed(s, consumed);
+    return true;
 }
 
 void mt_stream_run(mt_stream *s) {
@@ -369,7 +427,13 @@ void mt_stream_run(mt_stream *s) {
         uint64_t consumed = s->consumed;
         if (consumed == s->known_enqueued)
             s->known_enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
-        if (consumed == s->known_enqueued && !linger_for_work(s, consumed)) {
+        enum linger_result linger = LINGER_WORK;
+        if (consumed == s->known_enqueued &&
+            (linger = linger_for_work(s, consumed)) != LINGER_WORK) {
+            if (linger == LINGER_TAKEN) {
+                mt_stream_unref(s); /* the scheduling reference: the taker hands it back */
+                return;
+            }
             atomic_store(&s->sched, MT_SCHED_IDLE);
             if (atomic_load(&s->enqueued) != consumed) {
                 int expected = MT_SCHED_IDLE;
@@ -385,26 +449,44 @@ void mt_stream_run(mt_stream *s) {
             push_ready(s->dev, s);
             return;
         }
-        if (MT_UNLIKELY(s->head_pos == MT_CHUNK_OPS)) {
-            mt_chunk *done = s->head_chunk;
-            s->head_chunk = done->next;
-            s->head_pos = 0;
-            mt_chunk *old = atomic_exchange(&s->spare_chunk, done);
-            free(old);
-        }
-        mt_op *op = &s->head_chunk->ops[s->head_pos];
-        /* false: parked on an event; the waker owns it now */
-        if (MT_UNLIKELY(mt_trace_on())) {
-            if (!run_op_traced(s, op)) return;
-        } else if (!run_op(s, op)) {
-            return;
-        }
-        release_queued(op);
-        VG_FORGET_OP(op);
-        s->head_pos++;
-        s->consumed = consumed + 1;
-        mark_completed(s, consumed + 1);
+        if (!run_head(s)) return; /* parked on an event; the waker owns it now */
     }
+}
+
+/* Run `op` on the calling thread if the stream has nothing pending: MTIART_NOT_READY (op
+ * untouched) when it has. The caller claims the stream as a worker does (IDLE or LINGERING
+ * -> RUNNING), so work other threads enqueue meanwhile queues behind the op and goes to the
+ * workers once it has run. */
+static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
+    int expected = atomic_load(&s->sched);
+    /* A worker that has just completed the last op is a few instructions from lingering:
+     * worth a moment's wait, unless it was preempted there. */
+    for (unsigned i = 0; expected == MT_SCHED_RUNNING && i < 256 &&
+                         atomic_load(&s->completed) == atomic_load(&s->enqueued);
+         i++) {
+        mt_cpu_relax();
+        expected = atomic_load(&s->sched);
+    }
+    if ((expected != MT_SCHED_IDLE && expected != MT_SCHED_LINGERING) ||
+        !atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
+        return MTIART_NOT_READY;
+    /* A producer may have published an op and lost the race to schedule it, or be about to
+     * publish one: that op comes first, and it is the workers' to run. */
+    mtiart_status st = append(s, op, s->consumed);
+    if (st == MTIART_SUCCESS) {
+        s->known_enqueued = s->consumed + 1;
+        (void)run_head(s); /* true: only event waits park */
+    }
+    uint64_t consumed = s->consumed; /* the stream is not this thread's once IDLE */
+    atomic_store(&s->sched, MT_SCHED_IDLE);
+    if (atomic_load(&s->enqueued) != consumed) {
+        expected = MT_SCHED_IDLE;
+        if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
+            mt_stream_ref(s); /* the scheduling reference */
+            push_ready(s->dev, s);
+        }
+    }
+    return st;
 }
 
 /* ------------------------------------------------------------------ waiting */
@@ -413,7 +495,7 @@ mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline) 
     mtiart_status st = mt_check_may_wait();
     if (st) return st;
     if (!mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
-                         &s->host_waiters, &s->wait_budget, deadline))
+                         &s->host_waiters, &s->wake_at, &s->wait_budget, deadline))
         return MTIART_NOT_READY;
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
@@ -631,7 +713,21 @@ static mtiart_status memcpy_and_wait(mtiart_stream stream, void *dst, const void
     /* Checked before enqueueing so that a refused call leaves nothing behind. */
     mtiart_status st = mt_check_unsafe(s, NULL);
     if (st || (st = mt_check_may_wait())) return st;
-    st = mtiart_memcpy_async(stream, dst, src, bytes, kind);
+    mt_op op;
+    if ((st = mt_op_pack_memcpy(&op, dst, src, bytes, kind)) || bytes == 0) return st;
+    /* With nothing pending on the stream, the copy runs here: handing it to a worker would
+     * cost a wake of the worker and one of this thread, more than a small copy itself. */
+    if (atomic_load_explicit(&s->capture, memory_order_acquire) == NULL) {
+        if ((st = check_eager_buffers(s, &op, NULL, 0))) return st;
+        st = run_inline_if_idle(s, &op);
+        if (st == MTIART_SUCCESS) {
+            mt_alloc_vg_poll(s->dev);
+            return report_sticky(s);
+        }
+        if (st == MTIART_NOT_READY) st = enqueue(s, &op);
+    } else {
+        st = mt_stream_submit(s, &op, NULL, 0);
+    }
     if (st) return st;
     return mt_stream_wait_idle(s, true, mt_deadline_after(timeout_ns));
 }

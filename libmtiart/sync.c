@@ -82,7 +82,8 @@ uint64_t mt_deadline_after(uint64_t timeout_ns) {
 }
 
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
-                     atomic_int *waiters, mt_spin_budget *budget, uint64_t deadline) {
+                     atomic_int *waiters, atomic_uint_least64_t *wake_at, mt_spin_budget *budget,
+                     uint64_t deadline) {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
     const uint64_t budget_ns = budget ? mt_spin_budget_ns(budget) : 0;
     uint64_t spin = budget_ns, start = mt_now_ns(), now = start;
@@ -101,9 +102,15 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         spin = 0; /* sleeping from now on */
         unsigned seen = atomic_load(word);
         /* seq_cst increment then re-check: pairs with the store-then-load of waiters on the
-         * completing side, so a wake cannot be missed. A signal or the timeout ends the
+         * completing side, so a wake cannot be missed. The target goes in after `seen` was
+         * read: a completer that clears it changes `word` afterwards, so the sleep below
+         * ends at once and the target goes in again. A signal or the timeout ends the
          * sleep early; the loop then looks again. */
         atomic_fetch_add(waiters, 1);
+        if (wake_at) {
+            uint64_t lowest = atomic_load(wake_at);
+            while (target < lowest && !atomic_compare_exchange_weak(wake_at, &lowest, target)) {}
+        }
         if (atomic_load(counter) < target) {
             if (deadline == MT_FOREVER) mt_futex_wait(word, seen);
             else futex_wait_for(word, seen, deadline - now);

@@ -2,6 +2,7 @@
  * destruction with pending work, queries, sticky kernel/host errors, multi-block kernels,
  * synchronization from inside host functions, device synchronization, copies and fills. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -651,6 +652,73 @@ static void test_many_round_trips(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* Blocking copies run on the calling thread when the stream has nothing pending (idle, or
+ * its worker lingering for more): they still see every op enqueued before them, ops other
+ * threads enqueue meanwhile run after them, and none is lost in the hand-back. */
+typedef struct copy_race_ctx {
+    mtiart_stream s;
+    int64_t *other;
+    atomic_int stop;
+    long launched;
+} copy_race_ctx;
+
+static void *copy_race_producer(void *arg) {
+    copy_race_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        CHECK_OK(launch_add_i64(c->s, c->other, 1));
+        c->launched++;
+        if (c->launched % 64 == 0) sched_yield();
+    }
+    return NULL;
+}
+
+static void test_blocking_copies_in_order(void) {
+    for (int with_producer = 0; with_producer <= 1; with_producer++) {
+        copy_race_ctx c = {.launched = 0};
+        CHECK_OK(mtiart_stream_create(0, 0, &c.s));
+        int64_t *mine;
+        CHECK_OK(mtiart_malloc_async(c.s, sizeof *mine, (void **)&mine));
+        CHECK_OK(mtiart_malloc_async(c.s, sizeof *c.other, (void **)&c.other));
+        CHECK_OK(mtiart_memset_async(c.s, c.other, 0, sizeof *c.other));
+        CHECK_OK(mtiart_stream_synchronize(c.s));
+        pthread_t producer;
+        if (with_producer) CHECK(pthread_create(&producer, NULL, copy_race_producer, &c) == 0);
+        int bad = 0;
+        for (int64_t i = 0; i < 3000; i++) {
+            /* a copy in, a kernel on it, a copy out; sometimes after a pause long enough
+             * for the worker to stop lingering and hand the stream back */
+            CHECK_OK(mtiart_memcpy(c.s, mine, &i, sizeof i, MTIART_MEMCPY_HOST_TO_DEVICE));
+            CHECK_OK(launch_add_i64(c.s, mine, 5));
+            int64_t back = -1;
+            CHECK_OK(mtiart_memcpy(c.s, &back, mine, sizeof back, MTIART_MEMCPY_DEVICE_TO_HOST));
+            bad += back != i + 5;
+            /* an immediate second read: the stream is drained now */
+            CHECK_OK(mtiart_memcpy(c.s, &back, mine, sizeof back, MTIART_MEMCPY_DEVICE_TO_HOST));
+            bad += back != i + 5;
+            if (i % 500 == 0) sleep_ms(0.2);
+        }
+        CHECK(bad == 0);
+        if (with_producer) {
+            atomic_store(&c.stop, 1);
+            pthread_join(producer, NULL);
+        }
+        CHECK_OK(mtiart_stream_synchronize(c.s));
+        int64_t total = -1;
+        CHECK_OK(mtiart_memcpy(c.s, &total, c.other, sizeof total, MTIART_MEMCPY_DEVICE_TO_HOST));
+        CHECK(total == c.launched);
+        /* a refused copy leaves nothing behind and the stream keeps working */
+        CHECK(mtiart_memcpy(c.s, &total, (void *)(uintptr_t)16, sizeof total,
+                            MTIART_MEMCPY_DEVICE_TO_HOST) != MTIART_SUCCESS);
+        CHECK_OK(mtiart_stream_synchronize(c.s));
+        CHECK_OK(launch_add_i64(c.s, c.other, 1));
+        CHECK_OK(mtiart_memcpy(c.s, &total, c.other, sizeof total, MTIART_MEMCPY_DEVICE_TO_HOST));
+        CHECK(total == c.launched + 1);
+        CHECK_OK(mtiart_free(mine));
+        CHECK_OK(mtiart_free(c.other));
+        CHECK_OK(mtiart_stream_destroy(c.s));
+    }
+}
+
 /* Arguments: every value arrives intact, for small and maximal argument lists (64 values
  * of 4096 bytes: more than 64 KB of packed arguments), eagerly, captured and in a
  * hand-built graph. */
@@ -827,6 +895,7 @@ static int run_all(void) {
     test_sync_is_per_stream();
     test_copies_and_fills();
     test_many_round_trips();
+    test_blocking_copies_in_order();
     test_concurrent_synchronize();
     test_priority_order_one_worker();
     test_arguments();
