@@ -227,4 +227,4 @@ def test_streams_and_events_used_while_dropped_elsewhere():
     s = Stream()
     with mtia.stream(s):
         t = mtia.ones(8) * 3
-    assert t.numpy().tolist() == [3.0] * 8
+        assert t.numpy().tolist() == [3.0] * 8
