@@ -462,14 +462,16 @@ MTIART_API mtiart_status mtiart_graph_check_races(mtiart_graph graph, mtiart_rac
 /* ------------------------------------------------------------------ shared-pool replay order */
 
 /* One pool's graphs, numbered in capture order, and how many graphs and executables hold
- * each: a graph nobody holds any more is skipped by the order. Entries are kept until exit
- * (a pool id is never reused, and executables may outlive their pool's other users). */
+ * each: a graph nobody holds any more is skipped by the order. An entry goes when nothing
+ * holds any of its graphs (a later capture into the pool starts a new order: no graph it
+ * could be ordered against is left), so a program that keeps capturing keeps few. */
 struct mt_pool_order {
     int device;
     mtiart_pool_id id;
     atomic_uint captures;
     uint32_t *holders; /* per graph, under orders_lock */
     size_t cap_holders;
+    uint64_t held;                 /* the sum of holders, under orders_lock */
     int64_t last;                  /* graph launched last (-1: none yet), under orders_lock */
     atomic_int running;            /* replays of the pool's graphs running */
     atomic_int_least64_t last_run; /* graph that began running last */
@@ -534,6 +536,7 @@ mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq) {
     }
     if (o) {
         o->holders[n] = 1; /* the graph */
+        o->held++;
         *seq = n;
         atomic_store(&o->captures, n + 1);
     }
@@ -544,6 +547,14 @@ mt_pool_order *mt_pool_order_captured(mt_pool *pool, uint32_t *seq) {
 void mt_pool_order_hold(mt_pool_order *o, uint32_t seq, int delta) {
     pthread_mutex_lock(&orders_lock);
     o->holders[seq] = (uint32_t)((int)o->holders[seq] + delta);
+    o->held = (uint64_t)((int64_t)o->held + delta);
+    if (o->held == 0) {
+        mt_pool_order **link = &orders;
+        while (*link != o) link = &(*link)->next;
+        *link = o->next;
+        free(o->holders);
+        free(o);
+    }
     pthread_mutex_unlock(&orders_lock);
 }
 

@@ -1020,7 +1020,7 @@ mtiart_status mt_dag_check_races(const mt_dag *d, mtiart_race *out, size_t cap, 
 /* INVALID_VALUE naming the races of `d` if it has any (an instantiation that checks). */
 mtiart_status mt_dag_refuse_races(const mt_dag *d);
 
-/* The replay order of the graphs captured into one pool. Entries live until exit. */
+/* The replay order of the graphs captured into one pool, while anything holds one of them. */
 typedef struct mt_pool_order mt_pool_order;
 /* A capture into `pool` ended with a graph: the pool's order entry and the graph's place
  * in it (0 for the first); NULL when out of host memory (the graph is then not checked). */
