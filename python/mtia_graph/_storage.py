@@ -33,9 +33,9 @@ from ._shapes import _MAX_DIMS, Shape, _numel
 from .callbacks import keep_for_capture
 from .dtypes import _BY_NP, _KIND_INTEGER, _SUPPORTED, _overflow, bool_, dtype, float32, int64
 
-_new = ffi.new
 _gc = ffi.gc
-_malloc_async = lib.mtiart_malloc_async
+_malloc_async = lib._mtia_malloc_async
+_helper_status = lib._mtia_helper_status
 _free = lib.mtiart_free
 _H2D = lib.MTIART_MEMCPY_HOST_TO_DEVICE
 _D2H = lib.MTIART_MEMCPY_DEVICE_TO_HOST
@@ -50,15 +50,14 @@ class _Storage:
     __slots__ = ("__weakref__", "device", "nbytes", "ptr")
 
     def __init__(self, stream_handle: Any, nbytes: int, device: int) -> None:
-        out = _new("void **")
-        status = _malloc_async(stream_handle, nbytes, out)
-        if status:
-            raise_status(status, "allocate")
-        self.ptr = _gc(out[0], _free)
+        ptr = _malloc_async(stream_handle, nbytes)
+        if not ptr:  # NULL
+            raise_status(_helper_status(), "allocate")
+        self.ptr = _gc(ptr, _free)
         self.nbytes = nbytes
         self.device = device
         if memory._recording:
-            memory._note_python_alloc(int(ffi.cast("uintptr_t", out[0])))
+            memory._note_python_alloc(int(ffi.cast("uintptr_t", ptr)))
 
 
 def _copy_and_wait(
@@ -285,6 +284,13 @@ def _copy_source(
 ) -> np.ndarray[Any, Any]:
     """Host data to copy into a ``dt`` tensor of ``shape``: broadcast and converted, as a
     C-contiguous array of ``shape`` elements (with ``in_place``, as :func:`_host_array`)."""
+    if (
+        type(data) is np.ndarray
+        and data.dtype is dt._np
+        and data.shape == shape
+        and data.flags.c_contiguous
+    ):
+        return data  # the common case: nothing to broadcast or convert, in a capture or not
     arr = _numeric_array(data, f"{what}(): cannot copy from")
     held = _held_by_caller(arr, data)
     if not held:
