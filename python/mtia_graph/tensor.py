@@ -154,8 +154,10 @@ _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 # ---------------------------------------------------------------------------------------
 
 
-def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
-    """An uninitialised tensor (shape already validated)."""
+def _empty(shape: Shape, dt: dtype, dev: int, stream_handle: Any = None) -> Tensor:
+    """An uninitialised tensor (shape already validated), allocated in order on
+    ``stream_handle`` (an op passes the handle it looked up; default: the calling thread's
+    current stream of ``dev``)."""
     t = _object_new(Tensor)
     n = 1
     for s in shape:
@@ -173,10 +175,12 @@ def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
                 f"2**63 - 1",
                 lib.MTIART_ERROR_INVALID_VALUE,
             )
-        try:
-            h = _tls.handles[dev]
-        except IndexError:
-            h = _thread_streams().handles[dev]
+        h = stream_handle
+        if h is None:
+            try:
+                h = _tls.handles[dev]
+            except IndexError:
+                h = _thread_streams().handles[dev]
         storage = t._storage = _Storage(h, nbytes, dev)
         t._data = storage.ptr
     else:
@@ -341,12 +345,12 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     h = _stream_handle(a._dev)
     if isinstance(b, Tensor):
         y = b if b._dtype is dt else _cast(b, dt)
-        out = _empty(_broadcast_shapes(a._shape, b._shape), out_dt, a._dev)
+        out = _empty(_broadcast_shapes(a._shape, b._shape), out_dt, a._dev, h)
         if reverse:
             x, y = y, x
         st = _op_binary(h, op, out._get_desc(), x._get_desc(), y._get_desc())
     else:
-        out = _empty(a._shape, out_dt, a._dev)
+        out = _empty(a._shape, out_dt, a._dev, h)
         f, i = _scalar_args(b, dt)
         st = _op_binary_scalar(h, op, out._get_desc(), x._get_desc(), f, i, 1 if reverse else 0)
     if st:
@@ -427,14 +431,15 @@ def _unary(a: Tensor, op: int, name: str, out: Tensor | None = None) -> Tensor:
             "Negation, the `-` operator, on a bool tensor is not supported. "
             "If you are trying to invert a mask, use the `~` operator instead."
         )
+    h = _stream_handle(a._dev)
     if out is None:
-        out = _empty(a._shape, x._dtype, a._dev)
+        out = _empty(a._shape, x._dtype, a._dev, h)
     elif out._dtype is not x._dtype:
         raise RuntimeError(
             f"{name}_(): result type {x._dtype.name} can't be cast to the "
             f"desired output type {out._dtype.name}"
         )
-    st = _op_unary(_stream_handle(a._dev), op, out._get_desc(), x._get_desc())
+    st = _op_unary(h, op, out._get_desc(), x._get_desc())
     if st:
         raise_status(st, name)
     return out
@@ -477,12 +482,13 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     if not isinstance(b, Tensor):
         raise TypeError(f"matmul(): expected a Tensor, got {type(b).__name__}")
     _same_device(a, b)
-    if a.ndim == 0 or b.ndim == 0:
+    if not a._shape or not b._shape:
         raise ValueError("matmul(): both arguments need at least 1 dimension")
-    dt = promote_types(a._dtype, b._dtype)
+    dt = a._dtype if a._dtype is b._dtype else promote_types(a._dtype, b._dtype)
     if dt is bool_:
         raise RuntimeError("matmul() is not supported for bool tensors")
-    x, y = _cast(a, dt), _cast(b, dt)
+    x = a if a._dtype is dt else _cast(a, dt)
+    y = b if b._dtype is dt else _cast(b, dt)
     # Reduce every case to the kernel's 2-D (m,k)x(k,n) or 3-D (B,m,k)x(B,k,n) with views.
     xs, ys = x._shape, y._shape
     squeeze_front = squeeze_back = False
@@ -505,8 +511,9 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
         rows = _numel(batch) * m
         x2 = x if x._shape == (rows, k) else _view(x, (rows, k))
         y2 = y if y._shape is ys else _view(y, ys)
-        out = _empty((rows, n), dt, a._dev)
-        st = _op_matmul(_stream_handle(a._dev), out._get_desc(), x2._get_desc(), y2._get_desc())
+        h = _stream_handle(a._dev)
+        out = _empty((rows, n), dt, a._dev, h)
+        st = _op_matmul(h, out._get_desc(), x2._get_desc(), y2._get_desc())
         result_shape = (*batch, m, n)
     else:
         batch = _broadcast_shapes(xs[:-2], ys[:-2])
@@ -1212,10 +1219,11 @@ class Tensor:
         """Softmax along ``dim`` (integer inputs are computed in float32)."""
         x = self if self._dtype._kind == _KIND_FLOATING else _cast(self, float32)
         d = _norm_dim(dim, len(self._shape))
-        out = _empty(self._shape, x._dtype, self._dev)
+        h = _stream_handle(self._dev)
+        out = _empty(self._shape, x._dtype, self._dev, h)
         if not self._shape:
             return out.fill_(1.0)
-        st = _op_softmax(_stream_handle(self._dev), out._get_desc(), x._get_desc(), d)
+        st = _op_softmax(h, out._get_desc(), x._get_desc(), d)
         if st:
             raise_status(st, "softmax")
         return out

@@ -121,18 +121,31 @@ def test_copy_of_the_wrong_shape_is_refused_with_the_general_message():
         t.copy_(np.zeros(4, dtype=np.float32))
 
 
-def test_an_exact_array_copied_in_a_capture_is_read_at_every_replay():
-    static = mg.zeros(4)
-    src = np.zeros(4, dtype=np.float32)
-    g = MTIAGraph()
-    with mg.graph(g):
-        static.copy_(src)
-        out = static * 2
-    for k in (1.0, 7.0):
-        src[:] = k
-        g.replay()
-        mg.synchronize()
-        assert out.tolist() == [2 * k] * 4
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((4, 3), (3,)), ((3,), (4, 3)), ((2, 4, 3), (4, 3)), ((4, 3), (2, 1, 3)), ((4, 1), (3,))],
+)
+def test_broadcasting_a_trailing_shape_equals_numpys(a, b):
+    x = np.arange(np.prod(a), dtype=np.float32).reshape(a)
+    y = np.arange(np.prod(b), dtype=np.float32).reshape(b) + 1
+    np.testing.assert_array_equal((mg.tensor(x) + mg.tensor(y)).numpy(), x + y)
+
+
+def test_a_trailing_shape_that_does_not_match_is_refused():
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        mg.zeros((2, 3)) + mg.zeros(2)
+
+
+@pytest.mark.parametrize(("a", "b"), [((5, 4), (4, 3)), ((4,), (4, 3)), ((5, 4), (4,))])
+def test_matmul_of_plain_operands_equals_numpys_and_shares_nothing(a, b):
+    x = np.arange(np.prod(a), dtype=np.float32).reshape(a)
+    y = np.arange(np.prod(b), dtype=np.float32).reshape(b)
+    tx, ty = mg.tensor(x), mg.tensor(y)
+    out = tx @ ty
+    np.testing.assert_array_equal(out.numpy(), x @ y)
+    out.add_(1)  # the result is memory of its own
+    np.testing.assert_array_equal(tx.numpy(), x)
+    np.testing.assert_array_equal(ty.numpy(), y)
 
 
 def test_a_converting_copy_in_a_capture_is_still_refused():
