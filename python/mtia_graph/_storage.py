@@ -284,13 +284,6 @@ def _copy_source(
 ) -> np.ndarray[Any, Any]:
     """Host data to copy into a ``dt`` tensor of ``shape``: broadcast and converted, as a
     C-contiguous array of ``shape`` elements (with ``in_place``, as :func:`_host_array`)."""
-    if (
-        type(data) is np.ndarray
-        and data.dtype is dt._np
-        and data.shape == shape
-        and data.flags.c_contiguous
-    ):
-        return data  # the common case: nothing to broadcast or convert, in a capture or not
     arr = _numeric_array(data, f"{what}(): cannot copy from")
     held = _held_by_caller(arr, data)
     if not held:
