@@ -3,7 +3,8 @@
 
 Usage:
     gen_cffi.py --cc <compiler command...> --header include/mtiart.h \
-                --extra python/mtia_graph/_cdef_extra.h --output _mtiart.c
+                --extra python/mtia_graph/_cdef_extra.h \
+                --source python/mtia_graph/_cffi_source.c --output _mtiart.c
 
 The public header is run through the C preprocessor with MTIART_CDEF defined (then it
 includes no system header and its export macro is empty), which yields plain declarations
@@ -11,7 +12,8 @@ that cffi's parser accepts. Integer macros (MTIART_MAX_DIMS, MTIART_REDUCE_ALL, 
 version macros, ...) vanish in preprocessing, so they are added back to the cdef as
 `#define NAME ...`: in API mode the C compiler computes their values from the real header.
 The text of --extra (e.g. `extern "Python" ...` callback declarations) is appended when
-that file exists. No setuptools: ffi.emit_c_code() writes the C file that meson compiles.
+that file exists, and the C code of --source (helpers those declarations name) is compiled
+into the extension after the header. No setuptools: ffi.emit_c_code() writes the C file that meson compiles.
 """
 
 import argparse
@@ -74,6 +76,7 @@ def main(argv=None):
     parser.add_argument("--cc", nargs="+", required=True, help="C compiler command")
     parser.add_argument("--header", required=True)
     parser.add_argument("--extra", help="extra cdef text appended if the file exists")
+    parser.add_argument("--source", help="C code compiled into the extension, if the file exists")
     parser.add_argument("--output", required=True)
     parser.add_argument("--module", default="mtia_graph._mtiart")
     parser.add_argument("--dump-cdef", help="also write the cdef text to this file")
@@ -90,7 +93,11 @@ def main(argv=None):
         ffi.cdef(cdef)
     except cffi.CDefError as exc:
         sys.exit("gen_cffi.py: cffi rejected the declarations: %s" % exc)
-    ffi.set_source(args.module, '#include "mtiart.h"')
+    source = '#include "mtiart.h"\n'
+    if args.source and os.path.exists(args.source):
+        with open(args.source, encoding="utf-8") as f:
+            source += f.read()
+    ffi.set_source(args.module, source)
     # Write to a temporary name and rename, so the output is always fresh for ninja
     # (emit_c_code leaves an unchanged file untouched) and never half-written.
     tmp = args.output + ".tmp"

@@ -1,5 +1,11 @@
 /* Extra cffi declarations appended to the cdef generated from include/mtiart.h.
  *
+ * C helpers of the hot paths, defined in _cffi_source.c (which says what each returns):
+ *   _mtia_capture_id     a stream's capture id in one call (mtia_graph._C.capture_id_of).
+ *   _mtia_malloc_async   mtiart_malloc_async returning the block (mtia_graph._storage);
+ *   _mtia_helper_status  the status of the calling thread's last failed helper call.
+ *   _mtia_add_scalar_float  Tensor.add_ of a Python number to a floating tensor.
+ *
  * Callbacks from libmtiart into Python. cffi API mode turns each `extern "Python"`
  * declaration into a C function that takes the GIL and calls the Python function
  * registered with @ffi.def_extern() under the same name:
@@ -23,3 +29,8 @@ extern "Python" int32_t _mtia_py_kernel(void *const *, uint32_t, uint32_t);
 extern "Python" void _mtia_oom_trampoline(int, uint64_t, uint64_t, uint64_t, uint64_t, void *);
 extern "Python" void _mtia_caller_hook(mtiart_caller_info *, void *);
 extern "Python" void _mtia_pool_order_trampoline(int, mtiart_pool_id, const char *, void *);
+
+int64_t _mtia_capture_id(mtiart_stream);
+void *_mtia_malloc_async(mtiart_stream, size_t);
+mtiart_status _mtia_helper_status(void);
+mtiart_status _mtia_add_scalar_float(mtiart_stream, const mtiart_tensor_desc *, double);

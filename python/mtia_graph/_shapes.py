@@ -85,7 +85,12 @@ def _broadcast_shapes(a: Shape, b: Shape) -> Shape:
     """The shape ``a`` and ``b`` broadcast to (numpy/torch rules), else ValueError."""
     if a == b:
         return a
-    n = max(len(a), len(b))
+    la, lb = len(a), len(b)
+    if lb < la and a[la - lb :] == b:  # e.g. a bias added to a batch
+        return a
+    if la < lb and b[lb - la :] == a:
+        return b
+    n = max(la, lb)
     out = []
     for i in range(-n, 0):
         x = a[i] if -i <= len(a) else 1

@@ -33,9 +33,9 @@ from ._shapes import _MAX_DIMS, Shape, _numel
 from .callbacks import keep_for_capture
 from .dtypes import _BY_NP, _KIND_INTEGER, _SUPPORTED, _overflow, bool_, dtype, float32, int64
 
-_new = ffi.new
 _gc = ffi.gc
-_malloc_async = lib.mtiart_malloc_async
+_malloc_async = lib._mtia_malloc_async
+_helper_status = lib._mtia_helper_status
 _free = lib.mtiart_free
 _H2D = lib.MTIART_MEMCPY_HOST_TO_DEVICE
 _D2H = lib.MTIART_MEMCPY_DEVICE_TO_HOST
@@ -50,15 +50,14 @@ class _Storage:
     __slots__ = ("__weakref__", "device", "nbytes", "ptr")
 
     def __init__(self, stream_handle: Any, nbytes: int, device: int) -> None:
-        out = _new("void **")
-        status = _malloc_async(stream_handle, nbytes, out)
-        if status:
-            raise_status(status, "allocate")
-        self.ptr = _gc(out[0], _free)
+        ptr = _malloc_async(stream_handle, nbytes)
+        if not ptr:  # NULL
+            raise_status(_helper_status(), "allocate")
+        self.ptr = _gc(ptr, _free)
         self.nbytes = nbytes
         self.device = device
         if memory._recording:
-            memory._note_python_alloc(int(ffi.cast("uintptr_t", out[0])))
+            memory._note_python_alloc(int(ffi.cast("uintptr_t", ptr)))
 
 
 def _copy_and_wait(

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ._C import capture_info, ffi, kernel_failure, lib, raise_status, report_python_failure
+from ._C import capture_id_of, ffi, kernel_failure, lib, raise_status, report_python_failure
 
 __all__ = [
     "HostCallback",
@@ -66,11 +66,6 @@ _oneshot: dict[int, HostCallback] = {}
 _persistent: weakref.WeakValueDictionary[int, HostCallback] = weakref.WeakValueDictionary()
 # capture id -> objects that must outlive the captured graph (HostCallbacks, host buffers).
 _capture_pending: dict[int, list[Any]] = {}
-
-
-def capture_id_of(stream_handle: Any) -> int:
-    """The id of the capture ``stream_handle`` takes part in (active or invalidated), or 0."""
-    return capture_info(stream_handle).id
 
 
 def new_token() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, SupportsIndex
 
 from . import callbacks
-from ._C import capture_info, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
+from ._C import capture_id_of, check, ffi, lib, raise_status, wait_device, wait_event, wait_stream
 from .device import (
     Device,
     _device_index,
@@ -154,7 +154,7 @@ class Stream:
 
     def is_capturing(self) -> bool:
         """Whether the stream takes part in a stream capture (active or invalidated)."""
-        return capture_info(self._handle, "Stream.is_capturing").capturing
+        return bool(capture_id_of(self._handle, "Stream.is_capturing"))
 
     def launch_host_func(self, fn: Callable[[], Any]) -> callbacks.HostCallback:
         """Enqueue ``fn()`` to run on a device worker in stream order.
@@ -436,7 +436,7 @@ def synchronize(device: _DeviceLike = None) -> None:
 def is_current_stream_capturing() -> bool:
     """Whether the current stream of the current device is capturing."""
     handle = _stream_handle(current_device())
-    return capture_info(handle, "is_current_stream_capturing").capturing
+    return bool(capture_id_of(handle, "is_current_stream_capturing"))
 
 
 def launch_host_func(fn: Callable[[], Any], stream: Stream | None = None) -> callbacks.HostCallback:

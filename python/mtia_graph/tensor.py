@@ -32,7 +32,7 @@ from ._C import (
     CaptureError,
     MTIAError,
     MTIAValueError,
-    capture_info,
+    capture_id_of,
     check,
     ffi,
     lib,
@@ -48,8 +48,15 @@ from ._shapes import (
     _numel,
     _parse_size,
 )
-from ._storage import _copy_source, _download, _host_array, _host_view, _Storage, _upload
-from .callbacks import capture_id_of
+from ._storage import (
+    _copy_and_wait,
+    _copy_source,
+    _download,
+    _host_array,
+    _host_view,
+    _Storage,
+    _upload,
+)
 from .device import Device, _device_index, _device_object, _DeviceLike
 from .dtypes import (
     _BY_NAME,
@@ -88,9 +95,13 @@ _Index = SupportsIndex | slice | tuple[SupportsIndex | slice, ...]
 
 # Module-level aliases keep the hot paths to global lookups.
 _new = ffi.new
+_from_buffer = ffi.from_buffer
+_capture_id = lib._mtia_capture_id
+_DESC_PTR = ffi.typeof("mtiart_tensor_desc *")
 _NULL = ffi.NULL
 _op_binary = lib.mtiart_op_binary
 _op_binary_scalar = lib.mtiart_op_binary_scalar
+_add_scalar_float = lib._mtia_add_scalar_float
 _op_unary = lib.mtiart_op_unary
 _op_cast = lib.mtiart_op_cast
 _op_reduce = lib.mtiart_op_reduce
@@ -143,8 +154,10 @@ _FLOAT_UNARY = frozenset(
         lib.MTIART_UNARY_GELU_ERF,
     )
 )
+_NEG = lib.MTIART_UNARY_NEG
 _GELU_OPS = {"none": lib.MTIART_UNARY_GELU_ERF, "tanh": lib.MTIART_UNARY_GELU}
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
+_H2D = lib.MTIART_MEMCPY_HOST_TO_DEVICE
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,8 +165,10 @@ _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
 # ---------------------------------------------------------------------------------------
 
 
-def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
-    """An uninitialised tensor (shape already validated)."""
+def _empty(shape: Shape, dt: dtype, dev: int, stream_handle: Any = None) -> Tensor:
+    """An uninitialised tensor (shape already validated), allocated in order on
+    ``stream_handle`` (an op passes the handle it looked up; default: the calling thread's
+    current stream of ``dev``)."""
     t = _object_new(Tensor)
     n = 1
     for s in shape:
@@ -171,10 +186,12 @@ def _empty(shape: Shape, dt: dtype, dev: int) -> Tensor:
                 f"2**63 - 1",
                 lib.MTIART_ERROR_INVALID_VALUE,
             )
-        try:
-            h = _tls.handles[dev]
-        except IndexError:
-            h = _thread_streams().handles[dev]
+        h = stream_handle
+        if h is None:
+            try:
+                h = _tls.handles[dev]
+            except IndexError:
+                h = _thread_streams().handles[dev]
         storage = t._storage = _Storage(h, nbytes, dev)
         t._data = storage.ptr
     else:
@@ -320,7 +337,7 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
     """
     if isinstance(b, Tensor):
         _same_device(a, b)
-        dt = result_type(a, b)
+        dt = a._dtype if a._dtype is b._dtype else result_type(a, b)
     elif _is_scalar(b):
         dt = result_type(a, b)
     elif isinstance(b, (np.ndarray, list, tuple)):
@@ -335,16 +352,16 @@ def _binary(a: Tensor, b: object, op: int, reverse: bool = False) -> Tensor:
         beyond = _compare_beyond(a, dt, b, op, reverse)
         if beyond is not None:
             return beyond
-    x = _cast(a, dt)
+    x = a if a._dtype is dt else _cast(a, dt)
     h = _stream_handle(a._dev)
     if isinstance(b, Tensor):
-        y = _cast(b, dt)
-        out = _empty(_broadcast_shapes(a._shape, b._shape), out_dt, a._dev)
+        y = b if b._dtype is dt else _cast(b, dt)
+        out = _empty(_broadcast_shapes(a._shape, b._shape), out_dt, a._dev, h)
         if reverse:
             x, y = y, x
         st = _op_binary(h, op, out._get_desc(), x._get_desc(), y._get_desc())
     else:
-        out = _empty(a._shape, out_dt, a._dev)
+        out = _empty(a._shape, out_dt, a._dev, h)
         f, i = _scalar_args(b, dt)
         st = _op_binary_scalar(h, op, out._get_desc(), x._get_desc(), f, i, 1 if reverse else 0)
     if st:
@@ -420,19 +437,20 @@ def _unary(a: Tensor, op: int, name: str, out: Tensor | None = None) -> Tensor:
     x = a
     if op in _FLOAT_UNARY and a._dtype._kind != _KIND_FLOATING:
         x = _cast(a, float32)
-    elif op == lib.MTIART_UNARY_NEG and a._dtype is bool_:
+    elif op == _NEG and a._dtype is bool_:
         raise RuntimeError(
             "Negation, the `-` operator, on a bool tensor is not supported. "
             "If you are trying to invert a mask, use the `~` operator instead."
         )
+    h = _stream_handle(a._dev)
     if out is None:
-        out = _empty(a._shape, x._dtype, a._dev)
+        out = _empty(a._shape, x._dtype, a._dev, h)
     elif out._dtype is not x._dtype:
         raise RuntimeError(
             f"{name}_(): result type {x._dtype.name} can't be cast to the "
             f"desired output type {out._dtype.name}"
         )
-    st = _op_unary(_stream_handle(a._dev), op, out._get_desc(), x._get_desc())
+    st = _op_unary(h, op, out._get_desc(), x._get_desc())
     if st:
         raise_status(st, name)
     return out
@@ -475,12 +493,13 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
     if not isinstance(b, Tensor):
         raise TypeError(f"matmul(): expected a Tensor, got {type(b).__name__}")
     _same_device(a, b)
-    if a.ndim == 0 or b.ndim == 0:
+    if not a._shape or not b._shape:
         raise ValueError("matmul(): both arguments need at least 1 dimension")
-    dt = promote_types(a._dtype, b._dtype)
+    dt = a._dtype if a._dtype is b._dtype else promote_types(a._dtype, b._dtype)
     if dt is bool_:
         raise RuntimeError("matmul() is not supported for bool tensors")
-    x, y = _cast(a, dt), _cast(b, dt)
+    x = a if a._dtype is dt else _cast(a, dt)
+    y = b if b._dtype is dt else _cast(b, dt)
     # Reduce every case to the kernel's 2-D (m,k)x(k,n) or 3-D (B,m,k)x(B,k,n) with views.
     xs, ys = x._shape, y._shape
     squeeze_front = squeeze_back = False
@@ -497,13 +516,15 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
         )
     m, k, n = xs[-2], xs[-1], ys[-1]
     if len(ys) == 2:
-        # (..., m, k) @ (k, n): fold the batch into the rows
+        # (..., m, k) @ (k, n): fold the batch into the rows (views only where the shapes
+        # differ: the plain 2-D case uses the operands' own cached descs)
         batch = xs[:-2]
-        x2 = _view(x, (_numel(batch) * m, k))
-        out = _empty((_numel(batch) * m, n), dt, a._dev)
-        st = _op_matmul(
-            _stream_handle(a._dev), out._get_desc(), x2._get_desc(), _view(y, ys)._get_desc()
-        )
+        rows = _numel(batch) * m
+        x2 = x if x._shape == (rows, k) else _view(x, (rows, k))
+        y2 = y if y._shape is ys else _view(y, ys)
+        h = _stream_handle(a._dev)
+        out = _empty((rows, n), dt, a._dev, h)
+        st = _op_matmul(h, out._get_desc(), x2._get_desc(), y2._get_desc())
         result_shape = (*batch, m, n)
     else:
         batch = _broadcast_shapes(xs[:-2], ys[:-2])
@@ -527,7 +548,7 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
         result_shape = result_shape[:-2] + result_shape[-1:]
     if squeeze_back:
         result_shape = result_shape[:-1]
-    return _view(out, result_shape)
+    return out if out._shape == result_shape else _view(out, result_shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -666,13 +687,8 @@ class Tensor:
         """The cached ``mtiart_tensor_desc *`` of this tensor (built on first use)."""
         d = self._desc
         if d is None:
-            d = _new("mtiart_tensor_desc *")
-            d.data = self._data
-            d.dtype = self._dtype._code
-            d.ndim = len(self._shape)
-            for i, s in enumerate(self._shape):
-                d.shape[i] = s
-            self._desc = d
+            shape = self._shape
+            d = self._desc = _new(_DESC_PTR, (self._data, self._dtype._code, len(shape), shape))
         return d
 
     # -- host access ------------------------------------------------------------------
@@ -732,7 +748,7 @@ class Tensor:
                 f"__dlpack__: stream must be None or an mtia_graph.Stream "
                 f"(the tensor is exported as CPU memory), got {stream!r}"
             )
-        if capture_info(h, "__dlpack__").capturing:
+        if capture_id_of(h, "__dlpack__"):
             raise CaptureError(
                 "__dlpack__: cannot export a tensor while its stream is capturing "
                 "(exporting synchronizes the stream)",
@@ -790,7 +806,7 @@ class Tensor:
         if self._dtype is not float32 and self._dtype is not int64 and self._dtype is not bool_:
             suffix += f", dtype={self._dtype!r}"
         try:
-            capturing = capture_info(_stream_handle(self._dev), "repr").capturing
+            capturing = bool(capture_id_of(_stream_handle(self._dev), "repr"))
         except MTIAError:
             capturing = True
         if capturing:
@@ -852,10 +868,26 @@ class Tensor:
         again only after synchronizing). Device copies are always enqueued.
         """
         if not isinstance(src, Tensor):
-            h = _stream_handle(self._dev)
-            cid = capture_id_of(h)
-            arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
-            _upload(h, self._data, arr, "copy_", cid, non_blocking)
+            try:
+                h = _tls.handles[self._dev]
+            except IndexError:
+                h = _thread_streams().handles[self._dev]
+            cid = _capture_id(h)
+            if cid < 0:
+                raise_status(cid, "copy_")
+            if (
+                type(src) is np.ndarray
+                and src.dtype is self._dtype._np
+                and src.shape == self._shape
+                and src.flags.c_contiguous
+            ):
+                arr = src  # the common case: nothing to broadcast or convert, captured or not
+            else:
+                arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
+            if cid or non_blocking or not self._numel:
+                _upload(h, self._data, arr, "copy_", cid, non_blocking)
+            else:  # _upload's synchronous copy, one call less on the hot path
+                _copy_and_wait(h, self._data, _from_buffer(arr), arr.nbytes, _H2D, arr, "copy_")
             return self
         if src._dev != self._dev:
             # numpy() refuses during a capture, which cannot copy between devices
@@ -891,29 +923,26 @@ class Tensor:
         # Fast path (a Python number, alpha 1): straight to the kernel library. The dtype
         # kinds are literals (2 floating, 1 integer, asserted at the top), saving lookups.
         tp = type(other)
-        if alpha == 1:
+        if (tp is float or tp is int) and alpha == 1:
             dt = self._dtype
-            kind = dt._kind
-            if (kind == 2 and (tp is float or tp is int)) or (
-                kind == 1 and tp is int and dt._min <= other <= dt._max  # type: ignore[operator]
-            ):
-                d = self._desc
-                if d is None:
-                    d = self._get_desc()
+            d = self._desc or self._get_desc()
+            try:
+                h = _tls.handles[self._dev]
+            except IndexError:
+                h = _thread_streams().handles[self._dev]
+            if dt._kind == 2:
                 try:
-                    h = _tls.handles[self._dev]
-                except IndexError:
-                    h = _thread_streams().handles[self._dev]
-                try:
-                    if kind == 2:
-                        st = _op_binary_scalar(h, 0, d, d, other, 0, 0)
-                    else:
-                        st = _op_binary_scalar(h, 0, d, d, 0.0, other, 0)
+                    st = _add_scalar_float(h, d, other)
                 except OverflowError:  # an int too big for a double: the slow path says so
                     return _binary_(self, other, ADD)
-                if st:
-                    raise_status(st, "add_")
-                return self
+            elif tp is int and dt._kind == 1 and dt._min <= other <= dt._max:  # type: ignore[operator]
+                st = _op_binary_scalar(h, ADD, d, d, 0.0, other, 0)
+            else:
+                return _binary_(self, other, ADD)
+            if st:
+                raise_status(st, "add_")
+            return self
+        if alpha == 1:
             return _binary_(self, other, ADD)
         return _binary_(self, _scaled(self, other, alpha), ADD)
 
@@ -1217,10 +1246,11 @@ class Tensor:
         """Softmax along ``dim`` (integer inputs are computed in float32)."""
         x = self if self._dtype._kind == _KIND_FLOATING else _cast(self, float32)
         d = _norm_dim(dim, len(self._shape))
-        out = _empty(self._shape, x._dtype, self._dev)
+        h = _stream_handle(self._dev)
+        out = _empty(self._shape, x._dtype, self._dev, h)
         if not self._shape:
             return out.fill_(1.0)
-        st = _op_softmax(_stream_handle(self._dev), out._get_desc(), x._get_desc(), d)
+        st = _op_softmax(h, out._get_desc(), x._get_desc(), d)
         if st:
             raise_status(st, "softmax")
         return out

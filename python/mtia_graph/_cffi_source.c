@@ -1,0 +1,39 @@
+/* C code compiled into the mtia_graph._mtiart cffi extension after the generated
+ * wrappers' `#include "mtiart.h"`; declared to cffi in _cdef_extra.h.
+ *
+ * Each helper replaces a sequence of Python-level cffi calls on a hot path with one call
+ * that allocates nothing: a Python out-parameter (ffi.new) costs as much as the call it
+ * serves. cffi releases the GIL around every call, so state between calls is thread-local
+ * (C11 _Thread_local, one per OS thread and so per Python thread), never shared. */
+
+/* The status of the calling thread's last failed helper call (see _mtia_malloc_async). */
+static _Thread_local mtiart_status mtia_helper_status;
+
+/* The id of the capture `stream` takes part in (active or invalidated), 0 if none, or the
+ * (negative) status of the failed query. Capture ids count up from 1 and stay far below
+ * 2**63, so no id reads as a status. */
+static int64_t _mtia_capture_id(mtiart_stream stream) {
+    uint64_t id = 0;
+    mtiart_status st = mtiart_stream_get_capture_info(stream, NULL, &id, NULL);
+    return st < 0 ? (int64_t)st : (int64_t)id;
+}
+
+/* mtiart_malloc_async's block, or NULL after a failure, whose status
+ * _mtia_helper_status() then returns (on the same thread). */
+static void *_mtia_malloc_async(mtiart_stream stream, size_t nbytes) {
+    void *ptr = NULL;
+    mtiart_status st = mtiart_malloc_async(stream, nbytes, &ptr);
+    if (st < 0) {
+        mtia_helper_status = st;
+        return NULL;
+    }
+    return ptr;
+}
+
+static mtiart_status _mtia_helper_status(void) { return mtia_helper_status; }
+
+/* In place `t += value` for a tensor of a floating dtype (Tensor.add_ of a number). */
+static mtiart_status _mtia_add_scalar_float(mtiart_stream stream, const mtiart_tensor_desc *t,
+                                            double value) {
+    return mtiart_op_binary_scalar(stream, MTIART_BINARY_ADD, t, t, value, 0, 0);
+}
