@@ -30,6 +30,11 @@ void mt_event_unref(mt_event *e) {
 }
 
 void mt_event_complete(mt_event *e, uint64_t generation) {
+    mt_event_publish(e, generation);
+    mt_event_wake(e);
+}
+
+void mt_event_publish(mt_event *e, uint64_t generation) {
     /* Records complete in order on one stream, but two streams may record the same event;
      * the newest generation wins, as with CUDA's "most recent record". */
     if (e->flags & MTIART_EVENT_TIMING) {
@@ -49,6 +54,9 @@ void mt_event_complete(mt_event *e, uint64_t generation) {
                !atomic_compare_exchange_weak(&e->completed, &current, generation)) {}
     }
     atomic_store(&e->completed_word, (unsigned)generation);
+}
+
+void mt_event_wake(mt_event *e) {
     if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
 }
 

@@ -639,6 +639,9 @@ void mt_event_ref(mt_event *e);
 void mt_event_unref(mt_event *e);
 /* Worker: an EVENT_RECORD op executed; publishes it and wakes host waiters. */
 void mt_event_complete(mt_event *e, uint64_t generation);
+/* mt_event_complete in two steps, for a worker with more to publish before the wake. */
+void mt_event_publish(mt_event *e, uint64_t generation);
+void mt_event_wake(mt_event *e);
 /* Worker, after mt_event_complete: move up to `cap` parked streams whose wait is now
  * satisfied into `out`; returns how many (the caller puts them back to work and calls
  * again until none is left). */

@@ -253,12 +253,17 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, 
 
 /* ------------------------------------------------------------------ execution */
 
-/* An event record ran: complete it and put the streams parked on it back to work. */
-static void complete_event(mt_event *e, uint64_t generation) {
-    mt_event_complete(e, generation);
+/* Put the streams parked on event e, whose record just completed, back to work. */
+static void unblock_waiters(mt_event *e) {
     mt_stream *ready[16];
     for (size_t n; (n = mt_event_take_ready(e, ready, 16)) != 0;)
         for (size_t i = 0; i < n; i++) unblock(ready[i]);
+}
+
+/* An event record ran: complete it and put the streams parked on it back to work. */
+static void complete_event(mt_event *e, uint64_t generation) {
+    mt_event_complete(e, generation);
+    unblock_waiters(e);
 }
 
 static void mark_completed(mt_stream *s, uint64_t consumed);
@@ -285,10 +290,13 @@ static bool run_op(mt_stream *s, mt_op *op) {
          * waited for complete (mtiart_stream_synchronize waits for "all work enqueued",
          * and a query of an event recorded last on the stream must then say SUCCESS; with
          * the stream marked first, the host could see it idle before the event completed).
-         * The stream's progress is published right after, so an event waiter sees the
-         * stream idle (record as its last op) all but at once. */
-        complete_event(op->u.event.event, op->u.event.generation);
+         * The stream's progress is published right after, before anyone is woken, so an
+         * event waiter sees the stream idle (record as its last op) all but at once: the
+         * wake, a system call in which the worker may be preempted, comes last. */
+        mt_event_publish(op->u.event.event, op->u.event.generation);
         mark_completed(s, s->consumed + 1);
+        mt_event_wake(op->u.event.event);
+        unblock_waiters(op->u.event.event);
         return true;
     case MT_OP_EVENT_WAIT:
         return mt_event_wait_or_park(op->u.event.event, op->u.event.generation, s);

@@ -295,15 +295,17 @@ def finish_stream_wait(stream_handle: Any, status: int, what: str) -> None:
     error, or (``MTIART_NOT_READY``) keep waiting in slices.
 
     The rest of the wait is for an event recorded now, so that work other threads enqueue
-    meanwhile does not prolong it; the stream's sticky error is then reported if the stream
-    is idle, and otherwise by its next synchronization.
+    meanwhile does not prolong it; the stream's sticky error is then reported once the
+    stream is idle, within one more slice (a worker marks a record's op done just after
+    the event itself, and may be preempted in between), and otherwise by its next
+    synchronization.
     """
     if status != _NOT_READY:
         raise_status(status, what)
     event = _private_event(what)
     check(lib.mtiart_event_record(event, stream_handle), what)
     wait_event(event, what)
-    status = _stream_sync(stream_handle, 0)
+    status = _stream_sync(stream_handle, WAIT_SLICE_NS)
     if status < 0:
         raise_status(status, what)
 

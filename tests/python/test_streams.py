@@ -522,6 +522,35 @@ def test_concurrent_host_function_failures_each_report_their_own_traceback():
     assert len(reported) == rounds * threads
 
 
+def test_failure_after_a_wait_of_several_slices_is_reported():
+    # The synchronize outlasts its first timed slice, so it finishes on an event recorded
+    # behind the failing function: the failure is still the synchronize's error, on
+    # streams whose workers are also busy elsewhere.
+    def late_failure(tag):
+        time.sleep(0.025)
+        raise ValueError(f"late failure {tag}")
+
+    wrong = []
+
+    def run(worker):
+        s = Stream()
+        for i in range(8):
+            s.launch_host_func(lambda tag=(worker, i): late_failure(tag))
+            try:
+                s.synchronize()
+                wrong.append((worker, i, "no error"))
+            except KernelError as e:
+                if f"late failure {(worker, i)}" not in str(e):
+                    wrong.append((worker, i, str(e)[:200]))
+
+    pool = [threading.Thread(target=run, args=(w,)) for w in range(3)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert wrong == []
+
+
 def test_host_function_must_not_synchronize():
     s = Stream()
     s.launch_host_func(lambda: mtia_graph.synchronize())
