@@ -48,15 +48,7 @@ from ._shapes import (
     _numel,
     _parse_size,
 )
-from ._storage import (
-    _copy_and_wait,
-    _copy_source,
-    _download,
-    _host_array,
-    _host_view,
-    _Storage,
-    _upload,
-)
+from ._storage import _copy_source, _download, _host_array, _host_view, _Storage, _upload
 from .device import Device, _device_index, _device_object, _DeviceLike
 from .dtypes import (
     _BY_NAME,
@@ -95,8 +87,6 @@ _Index = SupportsIndex | slice | tuple[SupportsIndex | slice, ...]
 
 # Module-level aliases keep the hot paths to global lookups.
 _new = ffi.new
-_from_buffer = ffi.from_buffer
-_capture_id = lib._mtia_capture_id
 _DESC_PTR = ffi.typeof("mtiart_tensor_desc *")
 _NULL = ffi.NULL
 _op_binary = lib.mtiart_op_binary
@@ -157,7 +147,6 @@ _FLOAT_UNARY = frozenset(
 _NEG = lib.MTIART_UNARY_NEG
 _GELU_OPS = {"none": lib.MTIART_UNARY_GELU_ERF, "tanh": lib.MTIART_UNARY_GELU}
 _D2D = lib.MTIART_MEMCPY_DEVICE_TO_DEVICE
-_H2D = lib.MTIART_MEMCPY_HOST_TO_DEVICE
 
 
 # ---------------------------------------------------------------------------------------
@@ -868,13 +857,8 @@ class Tensor:
         again only after synchronizing). Device copies are always enqueued.
         """
         if not isinstance(src, Tensor):
-            try:
-                h = _tls.handles[self._dev]
-            except IndexError:
-                h = _thread_streams().handles[self._dev]
-            cid = _capture_id(h)
-            if cid < 0:
-                raise_status(cid, "copy_")
+            h = _stream_handle(self._dev)
+            cid = capture_id_of(h, "copy_")
             if (
                 type(src) is np.ndarray
                 and src.dtype is self._dtype._np
@@ -884,10 +868,7 @@ class Tensor:
                 arr = src  # the common case: nothing to broadcast or convert, captured or not
             else:
                 arr = _copy_source(src, self._dtype, self._shape, "copy_", in_place=bool(cid))
-            if cid or non_blocking or not self._numel:
-                _upload(h, self._data, arr, "copy_", cid, non_blocking)
-            else:  # _upload's synchronous copy, one call less on the hot path
-                _copy_and_wait(h, self._data, _from_buffer(arr), arr.nbytes, _H2D, arr, "copy_")
+            _upload(h, self._data, arr, "copy_", cid, non_blocking)
             return self
         if src._dev != self._dev:
             # numpy() refuses during a capture, which cannot copy between devices
