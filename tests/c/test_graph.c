@@ -247,8 +247,8 @@ static void *launch_thread(void *arg) {
     return NULL;
 }
 
-static void test_no_overlap(void) {
-    gstate *st = calloc(1, sizeof *st);
+/* begin -> MAXD nodes of 0.2 ms -> end: replays long enough for another to try to overlap. */
+static mtiart_graph slow_diamond(gstate *st) {
     st->node_sleep_ms = 0.2;
     mtiart_graph g;
     CHECK_OK(mtiart_graph_create(0, &g));
@@ -256,6 +256,12 @@ static void test_no_overlap(void) {
     int mids[MAXD];
     for (int i = 0; i < MAXD; i++) mids[i] = (int)add_node(g, st, k_node, &b, 1);
     add_node(g, st, k_end, mids, MAXD);
+    return g;
+}
+
+static void test_no_overlap(void) {
+    gstate *st = calloc(1, sizeof *st);
+    mtiart_graph g = slow_diamond(st);
     mtiart_graph_exec x;
     CHECK_OK(mtiart_graph_instantiate(g, &x));
     CHECK_OK(mtiart_graph_destroy(g)); /* the executable outlives its graph */
@@ -311,13 +317,7 @@ static void test_no_overlap(void) {
  * (a re-instantiation while a replay runs): the replay order belongs to the graph. */
 static void test_no_overlap_across_executables(void) {
     gstate *st = calloc(1, sizeof *st);
-    st->node_sleep_ms = 0.2;
-    mtiart_graph g;
-    CHECK_OK(mtiart_graph_create(0, &g));
-    int b = (int)add_node(g, st, k_begin, NULL, 0);
-    int mids[MAXD];
-    for (int i = 0; i < MAXD; i++) mids[i] = (int)add_node(g, st, k_node, &b, 1);
-    add_node(g, st, k_end, mids, MAXD);
+    mtiart_graph g = slow_diamond(st);
     mtiart_graph_exec x[3];
     CHECK_OK(mtiart_graph_instantiate(g, &x[0]));
     CHECK_OK(mtiart_graph_instantiate(g, &x[1]));
