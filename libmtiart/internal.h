@@ -510,9 +510,14 @@ enum mt_sched {
     MT_SCHED_RUNNING = 2,
     MT_SCHED_BLOCKED = 3,
     /* drained, its worker polling for more: a thread about to wait for a blocking copy
-     * may take it over (-> RUNNING) and run the copy itself */
+     * may take it over (-> RUNNING) and run the copy itself. The value carries the linger's
+     * number above MT_SCHED_STATE_BITS: a worker preempted while lingering must not take
+     * back a stream that was taken over, handed back and is lingering again under another
+     * worker, which a bare state would let its compare-and-swap do. */
     MT_SCHED_LINGERING = 4
 };
+#define MT_SCHED_STATE_BITS 3
+#define MT_SCHED_STATE(sched) ((sched) & ((1 << MT_SCHED_STATE_BITS) - 1))
 
 #define MT_CHUNK_OPS 64
 typedef struct mt_chunk {
@@ -548,6 +553,7 @@ struct mt_stream {
     _Atomic(mt_chunk *) spare_chunk;
     mt_stream *ready_next;
     mt_spin_budget linger_budget; /* how long the consumer keeps the stream once drained */
+    unsigned lingers;             /* numbers each linger's `sched` value */
 
     atomic_uint_least64_t completed MT_ALIGNED;
     atomic_uint completed_word; /* futex: low bits of completed */

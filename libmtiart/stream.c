@@ -375,7 +375,9 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
     uint64_t start = 0;
     enum linger_result result = LINGER_NONE;
     uint64_t enqueued = consumed;
-    atomic_store(&s->sched, MT_SCHED_LINGERING);
+    unsigned number = (++s->lingers << MT_SCHED_STATE_BITS) & INT_MAX;
+    int lingering = (int)(number | MT_SCHED_LINGERING);
+    atomic_store(&s->sched, lingering);
     for (unsigned gap = 1;; gap = gap < 32 ? gap * 2 : 48) {
         enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         if (enqueued != consumed) {
@@ -385,7 +387,7 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
         }
         if (atomic_load_explicit(&dev->ready_count, memory_order_relaxed) ||
             atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) ||
-            atomic_load_explicit(&s->sched, memory_order_relaxed) != MT_SCHED_LINGERING)
+            atomic_load_explicit(&s->sched, memory_order_relaxed) != lingering)
             break;
         for (unsigned k = 0; k < gap; k++) mt_cpu_relax();
         uint64_t now = mt_now_ns();
@@ -396,7 +398,7 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
             break;
         }
     }
-    int expected = MT_SCHED_LINGERING;
+    int expected = lingering;
     if (!atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
         return LINGER_TAKEN;
     /* the stream's state is this worker's again only now */
@@ -475,7 +477,7 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
         mt_cpu_relax();
         expected = atomic_load(&s->sched);
     }
-    if ((expected != MT_SCHED_IDLE && expected != MT_SCHED_LINGERING) ||
+    if ((expected != MT_SCHED_IDLE && MT_SCHED_STATE(expected) != MT_SCHED_LINGERING) ||
         !atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
         return MTIART_NOT_READY;
     /* A producer may have published an op and lost the race to schedule it, or be about to

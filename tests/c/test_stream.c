@@ -672,6 +672,63 @@ static void *copy_race_producer(void *arg) {
     return NULL;
 }
 
+/* Several threads taking one stream over for their blocking copies, while another keeps
+ * it busy: every takeover, hand-back and linger races with the others and with the
+ * workers, and each thread still reads back exactly what its own ops wrote. */
+typedef struct copy_taker_ctx {
+    copy_race_ctx *race;
+    int64_t *value;
+    int bad;
+    mtiart_status status;
+} copy_taker_ctx;
+
+static void *copy_taker(void *arg) {
+    copy_taker_ctx *t = arg;
+    for (int64_t i = 0; i < 2000 && t->status == MTIART_SUCCESS; i++) {
+        int64_t back = -1;
+        if ((t->status =
+                 mtiart_memcpy(t->race->s, t->value, &i, sizeof i, MTIART_MEMCPY_HOST_TO_DEVICE)) ||
+            (t->status = launch_add_i64(t->race->s, t->value, 3)) ||
+            (t->status = mtiart_memcpy(t->race->s, &back, t->value, sizeof back,
+                                       MTIART_MEMCPY_DEVICE_TO_HOST)))
+            break;
+        t->bad += back != i + 3;
+        if (i % 97 == 0) sched_yield();
+    }
+    return NULL;
+}
+
+static void test_blocking_copies_from_many_threads(void) {
+    enum { TAKERS = 3 };
+    copy_race_ctx c = {.launched = 0};
+    CHECK_OK(mtiart_stream_create(0, 0, &c.s));
+    CHECK_OK(mtiart_malloc_async(c.s, sizeof *c.other, (void **)&c.other));
+    CHECK_OK(mtiart_memset_async(c.s, c.other, 0, sizeof *c.other));
+    copy_taker_ctx takers[TAKERS];
+    pthread_t threads[TAKERS], producer;
+    for (int k = 0; k < TAKERS; k++) {
+        takers[k] = (copy_taker_ctx){.race = &c};
+        CHECK_OK(mtiart_malloc_async(c.s, sizeof(int64_t), (void **)&takers[k].value));
+    }
+    CHECK_OK(mtiart_stream_synchronize(c.s));
+    CHECK(pthread_create(&producer, NULL, copy_race_producer, &c) == 0);
+    for (int k = 0; k < TAKERS; k++)
+        CHECK(pthread_create(&threads[k], NULL, copy_taker, &takers[k]) == 0);
+    for (int k = 0; k < TAKERS; k++) {
+        pthread_join(threads[k], NULL);
+        CHECK_OK(takers[k].status);
+        CHECK(takers[k].bad == 0);
+    }
+    atomic_store(&c.stop, 1);
+    pthread_join(producer, NULL);
+    int64_t total = -1;
+    CHECK_OK(mtiart_memcpy(c.s, &total, c.other, sizeof total, MTIART_MEMCPY_DEVICE_TO_HOST));
+    CHECK(total == c.launched);
+    for (int k = 0; k < TAKERS; k++) CHECK_OK(mtiart_free(takers[k].value));
+    CHECK_OK(mtiart_free(c.other));
+    CHECK_OK(mtiart_stream_destroy(c.s));
+}
+
 static void test_blocking_copies_in_order(void) {
     for (int with_producer = 0; with_producer <= 1; with_producer++) {
         copy_race_ctx c = {.launched = 0};
@@ -896,6 +953,7 @@ static int run_all(void) {
     test_copies_and_fills();
     test_many_round_trips();
     test_blocking_copies_in_order();
+    test_blocking_copies_from_many_threads();
     test_concurrent_synchronize();
     test_priority_order_one_worker();
     test_arguments();
