@@ -34,8 +34,10 @@
  *                         (default 4G)
  *   MTIART_NUM_WORKERS    worker threads per device (default: the number of online CPUs)
  *   MTIART_SPIN_US        the longest, in microseconds, an idle worker or a waiting host
- *                         thread spins before it sleeps (default 50; each waiter spins only
- *                         as long as its recent waits took). 0 makes every wait block at
+ *                         thread spins before it sleeps (default 50; the workers sharing a
+ *                         graph replay or a multi-block kernel wait for each other up to 4
+ *                         times as long; each waiter spins only as long as its recent
+ *                         waits took). 0 makes every wait block at
  *                         once, as it always does under valgrind, where spinning only
  *                         delays the other threads.
  *   MTIART_GRAPH_FUSION   1 (default) or 0: whether instantiation fuses nodes of the kernel

@@ -28,6 +28,7 @@ mt_device *mt_devices;
 atomic_int mt_initialized;
 uint64_t mt_spin_ns = 50000;
 uint64_t mt_linger_ns = 20000;
+uint64_t mt_job_spin_ns = 200000;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static mtiart_status init_status = MTIART_SUCCESS;
@@ -262,6 +263,7 @@ static void do_init(void) {
     mt_waits_block = spin_us == 0;
     mt_spin_ns = spin_us * 1000;
     mt_linger_ns = mt_spin_ns < 20000 ? mt_spin_ns : 20000;
+    mt_job_spin_ns = 4 * mt_spin_ns;
 
     mt_devices = calloc((size_t)num_devices, sizeof *mt_devices);
     if (!mt_devices) goto oom;
@@ -272,7 +274,7 @@ static void do_init(void) {
         dev->num_workers = (int)workers;
         dev->capacity = capacity;
         mt_spin_budget_init(&dev->idle_budget, mt_spin_ns);
-        mt_spin_budget_init(&dev->job_budget, mt_spin_ns);
+        mt_spin_budget_init(&dev->job_budget, mt_job_spin_ns);
         pthread_mutex_init(&dev->streams_lock, NULL);
         mtiart_status st = mt_alloc_init(dev);
         if (st != MTIART_SUCCESS) {

@@ -398,7 +398,7 @@ static void wait_for_tasks(mt_plan *x, uint32_t seen) {
         mt_futex_wait(&x->task_wakes, wakes);
     atomic_fetch_sub(&x->sleepers, 1);
 done:
-    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_job_spin_ns);
 }
 
 /* Queue entry i is reserved by a release that has not published its entry yet. */

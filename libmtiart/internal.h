@@ -113,6 +113,11 @@ static inline bool mt_counter_should_wake(atomic_uint_least64_t *wake_at, uint64
 extern uint64_t mt_spin_ns;
 /* The longest a worker keeps a drained stream, waiting for more ops (0 when waits block). */
 extern uint64_t mt_linger_ns;
+/* The longest a job's owner or helper spins for the others (0 when waits block). Longer
+ * than mt_spin_ns: whoever it waits for is running a task, whose end brings the next tasks
+ * or the job's end, and a sleep's wake-up (tens of microseconds on virtual machines) would
+ * be paid once per such task. The job budget still halves once tasks outlast this. */
+extern uint64_t mt_job_spin_ns;
 uint64_t mt_now_ns(void);
 
 /* ---------------------------------------------------------------- handles (handle.c) */

@@ -189,5 +189,5 @@ void mt_job_retire(mt_device *dev, mt_job_slot *slot) {
     for (unsigned users; (users = atomic_load(&slot->users)) != 0;)
         mt_futex_wait(&slot->users, users);
     atomic_fetch_sub(&slot->retiring, 1);
-    if (spin) mt_spin_budget_learn(&dev->job_budget, mt_now_ns() - start, mt_spin_ns);
+    if (spin) mt_spin_budget_learn(&dev->job_budget, mt_now_ns() - start, mt_job_spin_ns);
 }
