@@ -266,7 +266,8 @@ static void complete_event(mt_event *e, uint64_t generation) {
     unblock_waiters(e);
 }
 
-static void mark_completed(mt_stream *s, uint64_t consumed);
+static bool publish_completed(mt_stream *s, uint64_t consumed);
+static void wake_hosts(mt_stream *s);
 
 /* A replay of a graph whose pool is shared begins: false when another graph of the pool
  * is still running and the check refuses it (the stream's sticky error says why). */
@@ -294,7 +295,7 @@ static bool run_op(mt_stream *s, mt_op *op) {
          * event waiter sees the stream idle (record as its last op) all but at once: the
          * wake, a system call in which the worker may be preempted, comes last. */
         mt_event_publish(op->u.event.event, op->u.event.generation);
-        mark_completed(s, s->consumed + 1);
+        if (publish_completed(s, s->consumed + 1)) wake_hosts(s);
         mt_event_wake(op->u.event.event);
         unblock_waiters(op->u.event.event);
         return true;
@@ -346,7 +347,9 @@ static __attribute__((noinline)) bool run_op_traced(mt_stream *s, mt_op *op) {
     return true;
 }
 
-static void mark_completed(mt_stream *s, uint64_t consumed) {
+/* Publish the first `consumed` ops complete; true when a host thread asleep in a wait has
+ * reached its target, and the caller is to wake it (wake_hosts). */
+static bool publish_completed(mt_stream *s, uint64_t consumed) {
     /* seq_cst store then load: pairs with a host waiter's increment then re-check. Sleepers
      * are woken only when the first of their targets is reached: a host waiting for the
      * last of many queued replays is not woken (taking a core from the worker) by each. */
@@ -355,8 +358,10 @@ static void mark_completed(mt_stream *s, uint64_t consumed) {
                 mt_counter_should_wake(&s->wake_at, consumed);
     /* after wake_at was cleared: see mt_wait_counter */
     atomic_store_explicit(&s->completed_word, (unsigned)consumed, memory_order_release);
-    if (wake) mt_futex_wake(&s->completed_word, INT_MAX);
+    return wake;
 }
+
+static void wake_hosts(mt_stream *s) { mt_futex_wake(&s->completed_word, INT_MAX); }
 
 enum linger_result { LINGER_WORK, LINGER_NONE, LINGER_TAKEN };
 
@@ -368,7 +373,7 @@ enum linger_result { LINGER_WORK, LINGER_NONE, LINGER_TAKEN };
  * time to append several ops. Yields at once when other work is waiting. While it lingers
  * the stream is LINGERING, and a blocking copy may take it over (LINGER_TAKEN: the stream
  * is no longer this worker's). */
-static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
+static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed, bool *wake) {
     uint64_t budget = mt_spin_budget_ns(&s->linger_budget);
     if (!budget) return LINGER_NONE;
     mt_device *dev = s->dev;
@@ -378,6 +383,10 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
     unsigned number = (++s->lingers << MT_SCHED_STATE_BITS) & INT_MAX;
     int lingering = (int)(number | MT_SCHED_LINGERING);
     atomic_store(&s->sched, lingering);
+    if (*wake) { /* only now: see mt_stream_run */
+        wake_hosts(s);
+        *wake = false;
+    }
     for (unsigned gap = 1;; gap = gap < 32 ? gap * 2 : 48) {
         enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         if (enqueued != consumed) {
@@ -407,8 +416,9 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed) {
 }
 
 /* Run the op at the head of the queue and publish it complete; false when the stream parked
- * on an event (the waker owns it then). Only the stream's drainer (RUNNING) calls this. */
-static bool run_head(mt_stream *s) {
+ * on an event (the waker owns it then). *wake: a sleeping host is to be woken (see
+ * publish_completed). Only the stream's drainer (RUNNING) calls this. */
+static bool run_head(mt_stream *s, bool *wake) {
     if (MT_UNLIKELY(s->head_pos == MT_CHUNK_OPS)) {
         mt_chunk *done = s->head_chunk;
         s->head_chunk = done->next;
@@ -427,24 +437,38 @@ static bool run_head(mt_stream *s) {
     s->head_pos++;
     uint64_t consumed = s->consumed + 1;
     s->consumed = consumed;
-    mark_completed(s, consumed);
+    *wake = publish_completed(s, consumed);
     return true;
 }
 
 void mt_stream_run(mt_stream *s) {
     atomic_store_explicit(&s->sched, MT_SCHED_RUNNING, memory_order_relaxed);
+    /* A host asleep in a wait whose target was reached is woken once the stream can be
+     * taken over (lingering or idle) when that was its last op: the host usually goes on
+     * with a blocking copy, and where it takes the CPU of the worker that woke it (two
+     * CPUs, two workers), it would otherwise find the stream still RUNNING and have to
+     * hand its copy to the very worker it preempted. */
+    bool wake = false;
     for (unsigned budget = 0;;) {
         uint64_t consumed = s->consumed;
         if (consumed == s->known_enqueued)
             s->known_enqueued = atomic_load_explicit(&s->enqueued, memory_order_acquire);
+        if (wake && consumed != s->known_enqueued) {
+            wake_hosts(s);
+            wake = false;
+        }
         enum linger_result linger = LINGER_WORK;
         if (consumed == s->known_enqueued &&
-            (linger = linger_for_work(s, consumed)) != LINGER_WORK) {
+            (linger = linger_for_work(s, consumed, &wake)) != LINGER_WORK) {
             if (linger == LINGER_TAKEN) {
                 mt_stream_unref(s); /* the scheduling reference: the taker hands it back */
                 return;
             }
             atomic_store(&s->sched, MT_SCHED_IDLE);
+            if (wake) {
+                wake_hosts(s); /* the scheduling reference keeps the stream */
+                wake = false;
+            }
             if (atomic_load(&s->enqueued) != consumed) {
                 int expected = MT_SCHED_IDLE;
                 if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
@@ -454,12 +478,13 @@ void mt_stream_run(mt_stream *s) {
             return;
         }
         if (MT_UNLIKELY(++budget > 512)) {
-            /* Let other streams of the same priority have a turn. */
+            /* Let other streams of the same priority have a turn (nothing left to wake:
+             * more work was known). */
             atomic_store(&s->sched, MT_SCHED_QUEUED);
             push_ready(s->dev, s);
             return;
         }
-        if (!run_head(s)) return; /* parked on an event; the waker owns it now */
+        if (!run_head(s, &wake)) return; /* parked on an event; the waker owns it now */
     }
 }
 
@@ -483,12 +508,14 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
     /* A producer may have published an op and lost the race to schedule it, or be about to
      * publish one: that op comes first, and it is the workers' to run. */
     mtiart_status st = append(s, op, s->consumed);
+    bool wake = false; /* another host waiting for the copy */
     if (st == MTIART_SUCCESS) {
         s->known_enqueued = s->consumed + 1;
-        (void)run_head(s); /* true: only event waits park */
+        (void)run_head(s, &wake); /* true: only event waits park */
     }
     uint64_t consumed = s->consumed; /* the stream is not this thread's once IDLE */
     atomic_store(&s->sched, MT_SCHED_IDLE);
+    if (wake) wake_hosts(s); /* the caller's pin keeps the stream */
     if (atomic_load(&s->enqueued) != consumed) {
         expected = MT_SCHED_IDLE;
         if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {

@@ -729,6 +729,58 @@ static void test_blocking_copies_from_many_threads(void) {
     CHECK_OK(mtiart_stream_destroy(c.s));
 }
 
+/* A host asleep in a synchronize is woken once its target is reached, whichever way the
+ * worker goes on: lingering on the drained stream (the wake comes once the stream can be
+ * taken over), handing it back, or running more work that another thread enqueued
+ * meanwhile (the wake comes at once). A missed wake shows as a timeout, not a hang. */
+typedef struct late_producer_ctx {
+    mtiart_stream s;
+    atomic_long *counter;
+    atomic_int started;
+} late_producer_ctx;
+
+static void *late_producer(void *arg) {
+    late_producer_ctx *c = arg;
+    while (!atomic_load(&c->started)) sched_yield();
+    for (int i = 0; i < 50; i++) CHECK_OK(mtiart_launch_host_func(c->s, h_count, c->counter));
+    return NULL;
+}
+
+static void test_sleeping_hosts_are_woken(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    int64_t *value;
+    CHECK_OK(mtiart_malloc_async(s, sizeof *value, (void **)&value));
+    CHECK_OK(mtiart_memset_async(s, value, 0, sizeof *value));
+    double nap = 3.0; /* long enough that the host's spin budget runs out and it sleeps */
+    const uint64_t timeout_ns = UINT64_C(10000000000);
+    for (int64_t i = 0; i < 12; i++) {
+        CHECK_OK(mtiart_launch_host_func(s, h_sleep, &nap));
+        CHECK_OK(launch_add_i64(s, value, 1));
+        CHECK_OK(mtiart_stream_synchronize_timeout(s, timeout_ns));
+        int64_t back = -1; /* the copy right after the wake: the stream is drained */
+        CHECK_OK(mtiart_memcpy_timeout(s, &back, value, sizeof back, MTIART_MEMCPY_DEVICE_TO_HOST,
+                                       timeout_ns));
+        CHECK(back == i + 1);
+    }
+    /* Work arriving while the host sleeps: its target is passed with more ops queued. */
+    atomic_long counter = 0;
+    late_producer_ctx c = {.s = s, .counter = &counter};
+    for (int round = 0; round < 6; round++) {
+        pthread_t producer;
+        CHECK(pthread_create(&producer, NULL, late_producer, &c) == 0);
+        CHECK_OK(mtiart_launch_host_func(s, h_sleep, &nap));
+        atomic_store(&c.started, 1);
+        CHECK_OK(mtiart_stream_synchronize_timeout(s, timeout_ns));
+        pthread_join(producer, NULL);
+        atomic_store(&c.started, 0);
+    }
+    CHECK_OK(mtiart_stream_synchronize_timeout(s, timeout_ns));
+    CHECK(atomic_load(&counter) == 6 * 50);
+    CHECK_OK(mtiart_free(value));
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 static void test_blocking_copies_in_order(void) {
     for (int with_producer = 0; with_producer <= 1; with_producer++) {
         copy_race_ctx c = {.launched = 0};
@@ -954,6 +1006,7 @@ static int run_all(void) {
     test_many_round_trips();
     test_blocking_copies_in_order();
     test_blocking_copies_from_many_threads();
+    test_sleeping_hosts_are_woken();
     test_concurrent_synchronize();
     test_priority_order_one_worker();
     test_arguments();
