@@ -143,7 +143,6 @@ typedef struct update {
 } update;
 
 struct mt_exec {
-    atomic_int refcount;
     uint64_t handle;
     mt_device *dev;
     mt_pool *pool;
@@ -157,6 +156,7 @@ struct mt_exec {
     bool *slot_record;
     uint64_t *launch_slots; /* a launch's generations, under the order's lock */
     mt_replay_order *order; /* shared with the graph and its other executables */
+    mt_event *done;         /* order->done, which the worker completes without the order's line */
     uint64_t flags;         /* MTIART_GRAPH_INSTANTIATE_* */
     /* The memory its nodes use: held, and checked at launch. Replaced (under `lock`) by
      * updates and setters; the records replaced stay until the executable goes, since
@@ -178,6 +178,9 @@ struct mt_exec {
     uint32_t *sched_next;   /* debug schedules: per task, its next position */
     uint32_t *sched_ready;  /* the tasks whose next node may run */
     uint32_t *sched_flat;   /* position -> node index in the flattened graph */
+    /* Taken by every launch (the host) and dropped when it has run (a worker): on a line
+     * of its own, or each launch would pull the fields above away from the worker. */
+    atomic_int refcount MT_ALIGNED;
 };
 
 /*
@@ -305,7 +308,7 @@ void mt_exec_unref(mt_exec *x) {
     if (atomic_fetch_sub_explicit(&x->refcount, 1, memory_order_acq_rel) == 1) exec_free(x);
 }
 
-mt_event *mt_exec_done_event(mt_exec *x) { return x->order->done; }
+mt_event *mt_exec_done_event(mt_exec *x) { return x->done; }
 
 bool mt_exec_starting(const mt_exec *x) { return !x->suspended; }
 
@@ -1479,14 +1482,16 @@ MTIART_API mtiart_status mtiart_graph_instantiate_with_flags(mtiart_graph graph,
      * known only once they are bound. */
     if (g->dag->placeholders) fuse = false;
     if (!g->order && !(g->order = replay_order_new())) return mt_oom();
-    mt_exec *x = calloc(1, sizeof *x);
+    mt_exec *x = aligned_alloc(MT_CACHELINE, sizeof *x); /* a multiple of the line: MT_ALIGNED */
     MT_CHECK_ALLOC(x);
+    memset(x, 0, sizeof *x);
     atomic_init(&x->refcount, 1);
     pthread_mutex_init(&x->lock, NULL);
     x->dev = g->dev;
     x->flags = flags;
     atomic_fetch_add_explicit(&g->order->refs, 1, memory_order_relaxed);
     x->order = g->order;
+    x->done = g->order->done;
     mt_dag_ref(g->dag);
     x->tmpl = g->dag;
     /* Its own holds: the graph may be destroyed while the executable still replays. */

@@ -623,8 +623,6 @@ struct mt_event {
     atomic_int refcount;
     uint64_t handle;
     uint32_t flags;
-    atomic_uint_least64_t reserved; /* generations handed out to records */
-    atomic_uint_least64_t recorded; /* generation of the latest record enqueued */
     /* capture: the event was recorded on a capturing stream. Atomic: an eager record
      * clears it while other threads wait on or query the event. `capture_deps` are the
      * nodes the recording stream's next operation would have depended on (what a wait on
@@ -633,6 +631,11 @@ struct mt_event {
     size_t *capture_deps;
     size_t capture_deps_len, capture_deps_cap;
     uint64_t capture_scope;
+
+    /* Written as records are enqueued (by every launch of a graph, of its done event), on
+     * a line of their own: the worker that completes a record reads the fields above. */
+    atomic_uint_least64_t reserved MT_ALIGNED; /* generations handed out to records */
+    atomic_uint_least64_t recorded;            /* generation of the latest record enqueued */
 
     atomic_uint_least64_t completed MT_ALIGNED; /* generation of the latest record executed */
     atomic_uint completed_word;                 /* futex */
