@@ -211,16 +211,21 @@ static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after)
     return MTIART_SUCCESS;
 }
 
+/* Put an IDLE stream with published work on its device's ready list (the CAS decides who
+ * schedules it when several threads publish at once). */
+static inline void schedule_if_idle(mt_stream *s) {
+    if (atomic_load(&s->sched) != MT_SCHED_IDLE) return;
+    int expected = MT_SCHED_IDLE;
+    if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
+        mt_stream_ref(s); /* the scheduling reference */
+        push_ready(s->dev, s);
+    }
+}
+
 static inline mtiart_status enqueue(mt_stream *s, mt_op *op) {
     mtiart_status st = append(s, op, UINT64_MAX);
     if (MT_UNLIKELY(st)) return st;
-    if (atomic_load(&s->sched) == MT_SCHED_IDLE) {
-        int expected = MT_SCHED_IDLE;
-        if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
-            mt_stream_ref(s);
-            push_ready(s->dev, s);
-        }
-    }
+    schedule_if_idle(s);
     return MTIART_SUCCESS;
 }
 
@@ -516,13 +521,7 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
     uint64_t consumed = s->consumed; /* the stream is not this thread's once IDLE */
     atomic_store(&s->sched, MT_SCHED_IDLE);
     if (wake) wake_hosts(s); /* the caller's pin keeps the stream */
-    if (atomic_load(&s->enqueued) != consumed) {
-        expected = MT_SCHED_IDLE;
-        if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
-            mt_stream_ref(s); /* the scheduling reference */
-            push_ready(s->dev, s);
-        }
-    }
+    if (atomic_load(&s->enqueued) != consumed) schedule_if_idle(s);
     return st;
 }
 
