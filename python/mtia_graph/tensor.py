@@ -175,12 +175,7 @@ def _empty(shape: Shape, dt: dtype, dev: int, stream_handle: Any = None) -> Tens
                 f"2**63 - 1",
                 lib.MTIART_ERROR_INVALID_VALUE,
             )
-        h = stream_handle
-        if h is None:
-            try:
-                h = _tls.handles[dev]
-            except IndexError:
-                h = _thread_streams().handles[dev]
+        h = _stream_handle(dev) if stream_handle is None else stream_handle
         storage = t._storage = _Storage(h, nbytes, dev)
         t._data = storage.ptr
     else:
