@@ -207,7 +207,11 @@ MTIART_API mtiart_status mtiart_stream_get_id(mtiart_stream stream, uint64_t *id
 MTIART_API mtiart_status mtiart_stream_query(mtiart_stream stream);
 
 /* Wait until all work enqueued on the stream so far is done. Reports (and clears) the
- * first sticky error of a failed kernel or host function since the last report. */
+ * first sticky error of a failed kernel or host function since the last report.
+ * While it waits, and a worker of the device sleeps, the calling thread may run blocks of
+ * the runtime's own multi-block kernels (mtiart_op_*) queued on this stream, as
+ * mtiart_device_synchronize and mtiart_memcpy may; a program's kernels and host
+ * functions always run on the device's workers. */
 MTIART_API mtiart_status mtiart_stream_synchronize(mtiart_stream stream);
 
 /* Work enqueued on `stream` after this call waits for the most recent record of `event`

@@ -646,7 +646,7 @@ static void wait_device_streams(mt_device *dev) {
         }
         pthread_mutex_unlock(&dev->streams_lock);
         for (size_t i = 0; i < count; i++) {
-            mt_stream_wait_idle(busy[i], false, MT_FOREVER);
+            mt_stream_wait_idle(busy[i], false, false, MT_FOREVER);
             mt_stream_unref(busy[i]);
         }
         if (count < 64) return;

@@ -33,7 +33,6 @@ uint64_t mt_job_spin_ns = 200000;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static mtiart_status init_status = MTIART_SUCCESS;
 static char init_message[256];
-static _Thread_local bool tl_on_worker;
 bool mt_forked_child;
 static pid_t init_pid; /* the process that initialised the runtime */
 
@@ -91,10 +90,10 @@ static bool env_size(const char *name, uint64_t *out, uint64_t min, uint64_t max
 
 /* ------------------------------------------------------------------ workers */
 
-bool mt_on_worker(void) { return tl_on_worker; }
+bool mt_on_worker(void) { return mt_tl_on_worker; }
 
 mtiart_status mt_check_may_wait(void) {
-    if (MT_LIKELY(!tl_on_worker)) return MTIART_SUCCESS;
+    if (MT_LIKELY(!mt_tl_on_worker)) return MTIART_SUCCESS;
     return mt_set_error(MTIART_ERROR_NOT_PERMITTED,
                         "not permitted from a kernel or host function running on a device "
                         "worker (waiting for the device there would deadlock)");
@@ -108,48 +107,63 @@ static bool help_jobs(mt_device *dev) {
         mt_job_slot *slot = &dev->jobs[i];
         if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
         mt_job *job = mt_job_enter(slot);
-        if (job) job->help(job);
+        if (job) {
+            mt_running_stream = job->stream; /* for the jobs its pieces post */
+            job->help(job);
+            mt_running_stream = NULL;
+        }
         mt_job_leave(dev, slot, job != NULL);
         helped |= job != NULL;
     }
     return helped;
 }
 
-static bool has_work(mt_device *dev) {
-    return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->open_jobs) != 0 ||
-           atomic_load(&dev->shutdown) != 0;
+/* Give the spinner role back unless a waiting host took it over (take_spinner_role). */
+static void stop_spinning(mt_device *dev) {
+    int expected = MT_SPINNER_WORKER;
+    atomic_compare_exchange_strong(&dev->spinning, &expected, 0);
 }
 
 /* One worker at a time spins for new work, for as long as work has recently taken to
  * arrive (the device's idle budget, which it then learns from); the others, and it once
- * its budget is spent, sleep until mt_device_wake. */
+ * its budget is spent or a host waiting for a stream takes its place, sleep until
+ * mt_device_wake. */
 static void worker_idle(mt_device *dev) {
     int expected = 0;
     uint64_t spin = mt_spin_budget_ns(&dev->idle_budget);
-    bool spinner = spin && atomic_compare_exchange_strong(&dev->spinning, &expected, 1);
+    bool spinner =
+        spin && atomic_compare_exchange_strong(&dev->spinning, &expected, MT_SPINNER_WORKER);
     uint64_t start = spinner ? mt_now_ns() : 0;
+    bool replaced = false;
     if (spinner) {
         for (unsigned i = 1;; i++) {
-            if (has_work(dev)) {
-                atomic_store(&dev->spinning, 0);
+            if (mt_device_has_work(dev)) {
+                stop_spinning(dev);
                 mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
                 return;
             }
             mt_cpu_relax();
-            if ((i & 63) == 0 && mt_now_ns() - start > spin) break;
+            if ((i & 63) != 0) continue;
+            if (atomic_load_explicit(&dev->spinning, memory_order_relaxed) != MT_SPINNER_WORKER) {
+                replaced = true; /* the host runs what comes; this CPU is its own */
+                break;
+            }
+            if (mt_now_ns() - start > spin) break;
         }
-        atomic_store(&dev->spinning, 0);
+        stop_spinning(dev);
     }
     unsigned word = atomic_load(&dev->wake_word);
     atomic_fetch_add(&dev->sleepers, 1);
-    if (!has_work(dev)) mt_futex_wait(&dev->wake_word, word);
+    if (!mt_device_has_work(dev)) mt_futex_wait(&dev->wake_word, word);
     atomic_fetch_sub(&dev->sleepers, 1);
-    if (spinner) mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
+    /* A replaced spin says nothing of how long work takes to arrive. */
+    if (spinner && !replaced)
+        mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
 }
 
 static void *worker_main(void *arg) {
     mt_device *dev = arg;
-    tl_on_worker = true;
+    mt_tl_on_worker = true;
     for (;;) {
         if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) && help_jobs(dev)) continue;
         mt_stream *s = mt_stream_pop_ready(dev);

@@ -96,7 +96,7 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
             /* Cannot park: wait on this worker instead (correct, merely wasteful). */
             mt_spin_unlock(&e->lock);
             mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, NULL,
-                            &e->wait_budget, MT_FOREVER);
+                            &e->wait_budget, MT_FOREVER, NULL);
             return true;
         }
         e->waiters = grown;
@@ -120,7 +120,7 @@ bool mt_event_wait_or_park(mt_event *e, uint64_t generation, mt_stream *s) {
 bool mt_event_host_wait(mt_event *e, uint64_t generation, uint64_t deadline) {
     /* A blocking-sync event has a budget of 0: its waiters sleep at once. */
     return mt_wait_counter(&e->completed, generation, &e->completed_word, &e->host_waiters, NULL,
-                           &e->wait_budget, deadline);
+                           &e->wait_budget, deadline, NULL);
 }
 
 static void release_event(void *e) { mt_event_unref(e); }

@@ -90,15 +90,20 @@ extern bool mt_under_valgrind;
 /* Valgrind only: the allocator's quarantine of freed blocks, in bytes. */
 extern uint64_t mt_vg_quarantine_bytes;
 
+struct mt_stream;
+
 /* Host side of a completion counter: wait until *counter >= target, spinning for the
  * budget (NULL: not at all) first, then sleeping on `word` (the counter's low bits, which
  * the completing side stores before it checks *waiters and wakes). With `wake_at`
  * (NULL: every completion wakes), a sleeper first lowers it to its target, and the
  * completing side wakes only once the counter reaches it (mt_counter_should_wake). false if
- * `deadline` (mt_now_ns; MT_FOREVER: none) came first. */
+ * `deadline` (mt_now_ns; MT_FOREVER: none) came first. With `help` (the stream waited for;
+ * NULL: none) the waiter takes the device's spinner role while it spins, if it is free
+ * and a worker sleeps: it runs pieces of the stream's jobs as they are posted (which then
+ * wake no sleeping worker), and each piece run starts its spin afresh. */
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
                      atomic_int *waiters, atomic_uint_least64_t *wake_at, mt_spin_budget *budget,
-                     uint64_t deadline);
+                     uint64_t deadline, const struct mt_stream *help);
 
 /* Completing side of mt_wait_counter with `wake_at`, after the counter (now `value`) was
  * stored and before `word` changes: whether the sleepers must be woken (then wake_at is
@@ -408,6 +413,11 @@ int mt_builtin_kernel_validate(mtiart_kernel_fn fn, const void *params, uint32_t
 
 /* ---------------------------------------------------------------- devices (device.c) */
 
+/* An idle worker spins for any new work; a host waiting for a stream spins for its jobs
+ * (mt_wait_counter), so everything else still wakes a worker. */
+#define MT_SPINNER_WORKER 1
+#define MT_SPINNER_HOST 2
+
 #define MT_NUM_PRIORITIES 4 /* priorities 0 (least) .. -3 (greatest) */
 #define MT_MAX_JOBS 32
 
@@ -417,6 +427,13 @@ int mt_builtin_kernel_validate(mtiart_kernel_fn fn, const void *params, uint32_t
  * so that the owner waits for them to leave. `help` returns once no work is left. */
 typedef struct mt_job {
     void (*help)(struct mt_job *job);
+    /* A host thread waiting for `stream` (mt_stream_wait_idle) may run pieces too, one at a
+     * time, while a worker of the device sleeps (so a CPU is idle) and its deadline (mt_now_ns)
+     * is ahead; sets *ran if it ran any, and returns whether nothing is left to hand out.
+     * NULL: workers only (a graph replay's tasks may wait for events or run host functions
+     * that the waiting thread must not run itself). */
+    bool (*help_host)(struct mt_job *job, struct mt_device *dev, uint64_t deadline, bool *ran);
+    const struct mt_stream *stream; /* whose op posted it (mt_running_stream; mt_job_post) */
 } mt_job;
 
 /* A posted job is open until its help function has returned once (no work is left to
@@ -446,7 +463,9 @@ struct mt_device {
 
     atomic_uint wake_word MT_ALIGNED;
     atomic_int sleepers;
-    atomic_int spinning;
+    atomic_int spinning; /* who spins for new work: 0 nobody, MT_SPINNER_WORKER or _HOST */
+    /* the stream the host spinner waits for: its jobs wake nobody (the host helps them) */
+    _Atomic(const struct mt_stream *) spinner_stream;
     atomic_int shutdown;
     mt_spin_budget idle_budget; /* idle workers: how long one spins for new work */
     mt_spin_budget job_budget;  /* job owners waiting for helpers, helpers for tasks */
@@ -488,7 +507,13 @@ mtiart_status mt_get_device(int index, mt_device **out);
         mtiart_status lookup_st_ = mt_get_device((index), &var);                                   \
         if (MT_UNLIKELY(lookup_st_ != MTIART_SUCCESS)) return lookup_st_;                          \
     } while (0)
-/* Whether the calling thread is one of the runtime's workers. */
+/* Whether the calling thread runs device work: a worker, or a host thread running a piece
+ * of a job while it waits (mt_wait_counter). Set only by those two (device.c, sync.c). */
+extern _Thread_local bool mt_tl_on_worker;
+/* The stream whose op the calling thread is running (NULL: none), so that the jobs the op
+ * posts name it (stream.c sets it, helpers take it from the job they help). */
+extern _Thread_local const struct mt_stream *mt_running_stream;
+/* Whether the calling thread is one of the runtime's workers (or running device work). */
 bool mt_on_worker(void);
 /* NOT_PERMITTED on a worker (inside a kernel or host function): a wait for the device
  * there would deadlock. */
@@ -506,6 +531,12 @@ mt_job *mt_job_enter(mt_job_slot *slot);
 void mt_job_leave(mt_device *dev, mt_job_slot *slot, bool helped);
 /* Withdraw a posted job (NULL: nothing); returns once no helper is inside it. */
 void mt_job_retire(mt_device *dev, mt_job_slot *slot);
+/* Whether the device has work that an awake worker would take (streams ready, jobs open,
+ * or its shutdown). */
+static inline bool mt_device_has_work(mt_device *dev) {
+    return atomic_load(&dev->ready_count) != 0 || atomic_load(&dev->open_jobs) != 0 ||
+           atomic_load(&dev->shutdown) != 0;
+}
 
 /* ---------------------------------------------------------------- streams (stream.c) */
 
@@ -565,6 +596,9 @@ struct mt_stream {
     atomic_int host_waiters;
     atomic_uint_least64_t wake_at; /* the lowest target of a sleeping host waiter */
     mt_spin_budget wait_budget;    /* host threads synchronizing with the stream */
+    /* whether the last job its ops posted took a waiting host's help (mt_job.help_host): a
+     * host takes the spinner role for the stream's jobs only then */
+    atomic_bool host_may_help;
 
     /* sticky error of a failed kernel or host function */
     mt_spinlock error_lock;
@@ -603,8 +637,9 @@ mtiart_status mt_stream_submit(mt_stream *s, mt_op *op, const mtiart_arg *args, 
 mtiart_status mt_stream_enqueue(mt_stream *s, mt_op *op);
 /* Wait for the stream to finish everything enqueued before the call, then report its sticky
  * error if `report`; MTIART_NOT_READY (no message, nothing reported) if `deadline` (mt_now_ns,
- * or MT_FOREVER) comes first. */
-mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline);
+ * or MT_FOREVER) comes first. `help`: the caller holds no lock of the runtime, so it may run
+ * pieces of the stream's kernels while it waits (see mt_wait_counter). */
+mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, bool help, uint64_t deadline);
 /* Worker: the most urgent stream on the device's ready lists (QUEUED), or NULL. */
 mt_stream *mt_stream_pop_ready(mt_device *dev);
 /* Worker entry: drain a stream taken from the ready lists. */

@@ -377,20 +377,41 @@ typedef struct kernel_job {
     char message[sizeof tl_kernel_message];
 } kernel_job;
 
+static void run_block(kernel_job *job, uint32_t block) {
+    int32_t rc = job->fn(job->argv, block, job->num_blocks);
+    if (MT_UNLIKELY(rc != 0)) {
+        const char *message = take_kernel_message();
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&job->failed, &expected, 1)) {
+            job->code = rc;
+            snprintf(job->message, sizeof job->message, "%s", message ? message : "");
+        }
+    }
+}
+
 static void kernel_job_help(mt_job *base) {
     kernel_job *job = (kernel_job *)base;
     uint32_t block;
     while ((block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed)) <
-           job->num_blocks) {
-        int32_t rc = job->fn(job->argv, block, job->num_blocks);
-        if (MT_UNLIKELY(rc != 0)) {
-            const char *message = take_kernel_message();
-            int expected = 0;
-            if (atomic_compare_exchange_strong(&job->failed, &expected, 1)) {
-                job->code = rc;
-                snprintf(job->message, sizeof job->message, "%s", message ? message : "");
-            }
-        }
+           job->num_blocks)
+        run_block(job, block);
+}
+
+/* A block at a time, each taken only while a CPU is idle (a worker sleeps: otherwise the
+ * waiting thread would share a CPU with one that runs another block, and the kernel would
+ * end when the later of the two does) and the deadline is ahead. */
+static bool kernel_job_help_host(mt_job *base, mt_device *dev, uint64_t deadline, bool *ran) {
+    kernel_job *job = (kernel_job *)base;
+    for (;;) {
+        if (atomic_load_explicit(&job->next_block, memory_order_relaxed) >= job->num_blocks)
+            return true;
+        if (atomic_load_explicit(&dev->sleepers, memory_order_relaxed) == 0 ||
+            (deadline != MT_FOREVER && mt_now_ns() >= deadline))
+            return false;
+        uint32_t block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed);
+        if (block >= job->num_blocks) return true;
+        run_block(job, block);
+        *ran = true;
     }
 }
 
@@ -402,7 +423,14 @@ static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint
         if (MT_UNLIKELY(rc != 0)) mt_describe_failure(fn, rc, NULL, failure, cap);
         return rc;
     }
-    kernel_job job = {.base = {kernel_job_help}, .fn = fn, .argv = argv, .num_blocks = num_blocks};
+    /* The runtime's own kernels only: a program's kernel (a Python function among them, which
+     * a Ctrl-C on the waiting thread would interrupt) runs on the workers, as documented. */
+    bool builtin = dev->num_workers > 1 && mt_builtin_kernel_name(fn) != NULL;
+    kernel_job job = {
+        .base = {.help = kernel_job_help, .help_host = builtin ? kernel_job_help_host : NULL},
+        .fn = fn,
+        .argv = argv,
+        .num_blocks = num_blocks};
     mt_job_slot *slot = mt_job_post(dev, &job.base);
     kernel_job_help(&job.base);
     mt_job_retire(dev, slot);

@@ -314,8 +314,10 @@ static bool run_op(mt_stream *s, mt_op *op) {
         for (;;) {
             mt_event *park = NULL;
             uint64_t park_generation = 0;
+            mt_running_stream = s;
             int32_t rc =
                 mt_exec_run(op, complete_event, &park, &park_generation, failure, sizeof failure);
+            mt_running_stream = NULL;
             if (MT_UNLIKELY(rc != 0)) set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
             if (MT_LIKELY(!park)) break;
             /* A wait node's record is pending and nothing else of the replay can run: the
@@ -331,10 +333,13 @@ static bool run_op(mt_stream *s, mt_op *op) {
         complete_event(mt_exec_done_event(op->u.graph.exec), op->u.graph.generation);
         return true;
     }
-    default:
-        if (MT_UNLIKELY(mt_op_run(s->dev, op, NULL, failure, sizeof failure) != 0))
-            set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
+    default: {
+        mt_running_stream = s; /* names the stream in the jobs the op posts */
+        int32_t rc = mt_op_run(s->dev, op, NULL, failure, sizeof failure);
+        mt_running_stream = NULL;
+        if (MT_UNLIKELY(rc != 0)) set_sticky(s, MTIART_ERROR_KERNEL_FAILED, "%s", failure);
         return true;
+    }
     }
 }
 
@@ -527,11 +532,11 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
 
 /* ------------------------------------------------------------------ waiting */
 
-mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, uint64_t deadline) {
+mtiart_status mt_stream_wait_idle(mt_stream *s, bool report, bool help, uint64_t deadline) {
     mtiart_status st = mt_check_may_wait();
     if (st) return st;
     if (!mt_wait_counter(&s->completed, atomic_load(&s->enqueued), &s->completed_word,
-                         &s->host_waiters, &s->wake_at, &s->wait_budget, deadline))
+                         &s->host_waiters, &s->wake_at, &s->wait_budget, deadline, help ? s : NULL))
         return MTIART_NOT_READY;
     mt_alloc_vg_poll(s->dev);
     return report ? report_sticky(s) : MTIART_SUCCESS;
@@ -542,7 +547,7 @@ static mtiart_status stream_synchronize(mtiart_stream stream, uint64_t timeout_n
     LOOKUP_STREAM(s, stream);
     mtiart_status st = mt_check_unsafe(s, NULL);
     if (st) return st;
-    return mt_stream_wait_idle(s, true, mt_deadline_after(timeout_ns));
+    return mt_stream_wait_idle(s, true, true, mt_deadline_after(timeout_ns));
 }
 
 /* mtiart_device_synchronize[_timeout]. Every stream is waited for before any sticky error
@@ -569,7 +574,7 @@ static mtiart_status device_synchronize(int device, uint64_t timeout_ns) {
     pthread_mutex_unlock(&dev->streams_lock);
     /* A capturing stream's queue holds only work from before the capture. */
     for (size_t i = 0; i < count && st == MTIART_SUCCESS; i++)
-        st = mt_stream_wait_idle(streams[i], false, deadline);
+        st = mt_stream_wait_idle(streams[i], false, true, deadline);
     for (size_t i = 0; i < count && st == MTIART_SUCCESS; i++) st = report_sticky(streams[i]);
     for (size_t i = 0; i < count; i++) mt_stream_unref(streams[i]);
     free(streams);
@@ -765,7 +770,7 @@ static mtiart_status memcpy_and_wait(mtiart_stream stream, void *dst, const void
         st = mt_stream_submit(s, &op, NULL, 0);
     }
     if (st) return st;
-    return mt_stream_wait_idle(s, true, mt_deadline_after(timeout_ns));
+    return mt_stream_wait_idle(s, true, true, mt_deadline_after(timeout_ns));
 }
 
 MTIART_API mtiart_status mtiart_memcpy(mtiart_stream stream, void *dst, const void *src,

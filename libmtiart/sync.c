@@ -18,6 +18,8 @@
 /* ------------------------------------------------------------------ primitives */
 
 bool mt_waits_block;
+_Thread_local bool mt_tl_on_worker;
+_Thread_local const struct mt_stream *mt_running_stream;
 
 void mt_futex_wait(atomic_uint *word, unsigned expected) {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -81,17 +83,82 @@ uint64_t mt_deadline_after(uint64_t timeout_ns) {
     return timeout_ns < MT_FOREVER - now ? now + timeout_ns : MT_FOREVER - 1;
 }
 
+/* mt_wait_counter's waiter as the device's host spinner, for stream `s`: while it spins, the
+ * jobs of `s` wake no sleeping worker (mt_job_post), since it runs their pieces itself.
+ * Taken while the stream's last job was one it may help with, and a CPU would otherwise
+ * idle: a worker sleeps, or one spins for work, which then goes to sleep (two threads
+ * spinning on two CPUs would leave none for the work). */
+static bool take_spinner_role(mt_device *dev, const mt_stream *s) {
+    if (dev->num_workers <= 1 || !atomic_load_explicit(&s->host_may_help, memory_order_relaxed))
+        return false;
+    int expected = atomic_load_explicit(&dev->spinning, memory_order_relaxed);
+    if (expected == MT_SPINNER_HOST ||
+        (expected == 0 && atomic_load_explicit(&dev->sleepers, memory_order_relaxed) == 0) ||
+        !atomic_compare_exchange_strong(&dev->spinning, &expected, MT_SPINNER_HOST))
+        return false;
+    atomic_store(&dev->spinner_stream, s);
+    return true;
+}
+
+/* A job of the stream posted meanwhile woke nobody: wake for it now. seq_cst stores then
+ * load: pairs with the poster's increment of open_jobs then load of `spinning`, so either
+ * the poster wakes a worker or this thread sees its job. */
+static void leave_spinner_role(mt_device *dev) {
+    atomic_store(&dev->spinner_stream, NULL);
+    atomic_store(&dev->spinning, 0);
+    if (atomic_load(&dev->open_jobs) != 0) mt_device_wake(dev, dev->num_workers - 1);
+}
+
+/* Run pieces of the open jobs of `s` that hosts may help with (mt_job.help_host); whether it
+ * ran any. */
+static bool host_help(mt_device *dev, const mt_stream *s, uint64_t deadline) {
+    bool ran = false;
+    for (int i = 0; i < MT_MAX_JOBS; i++) {
+        mt_job_slot *slot = &dev->jobs[i];
+        if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
+        mt_job *job = mt_job_enter(slot);
+        bool exhausted = false;
+        if (job && job->help_host && job->stream == s) {
+            /* The pieces run as they would on a worker: a kernel that waits for the device
+             * is refused (mt_check_may_wait), the jobs it posts name the stream. */
+            bool was_on_worker = mt_tl_on_worker;
+            const mt_stream *was_running = mt_running_stream;
+            mt_tl_on_worker = true;
+            mt_running_stream = s;
+            exhausted = job->help_host(job, dev, deadline, &ran);
+            mt_tl_on_worker = was_on_worker;
+            mt_running_stream = was_running;
+        }
+        mt_job_leave(dev, slot, exhausted);
+    }
+    return ran;
+}
+
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
                      atomic_int *waiters, atomic_uint_least64_t *wake_at, mt_spin_budget *budget,
-                     uint64_t deadline) {
+                     uint64_t deadline, const mt_stream *help) {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
     const uint64_t budget_ns = budget ? mt_spin_budget_ns(budget) : 0;
     uint64_t spin = budget_ns, start = mt_now_ns(), now = start;
+    mt_device *dev = help && budget_ns ? help->dev : NULL;
+    bool spinner = dev && take_spinner_role(dev, help);
     bool done = true;
     for (unsigned i = 1; atomic_load_explicit(counter, memory_order_acquire) < target; i++) {
         if (spin && (i & 15) != 0) {
             mt_cpu_relax();
             continue;
+        }
+        if (spinner) {
+            if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) &&
+                host_help(dev, help, deadline)) {
+                start = mt_now_ns(); /* work is arriving: spin on */
+                continue;
+            }
+            /* Every worker is awake: no CPU is left for this thread to help on. */
+            if (atomic_load_explicit(&dev->sleepers, memory_order_relaxed) == 0) {
+                leave_spinner_role(dev);
+                spinner = false;
+            }
         }
         now = mt_now_ns();
         if (now >= deadline) {
@@ -100,6 +167,10 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         }
         if (now - start < spin) continue;
         spin = 0; /* sleeping from now on */
+        if (spinner) {
+            leave_spinner_role(dev);
+            spinner = false;
+        }
         unsigned seen = atomic_load(word);
         /* seq_cst increment then re-check: pairs with the store-then-load of waiters on the
          * completing side, so a wake cannot be missed. The target goes in after `seen` was
@@ -117,6 +188,8 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         }
         atomic_fetch_sub(waiters, 1);
     }
+    if (spinner) leave_spinner_role(dev);
+    /* From the last piece this thread ran: how long the wait took once work stopped coming. */
     if (budget_ns) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
     return done;
 }
@@ -129,7 +202,7 @@ uint64_t mt_now_ns(void) {
 
 void mt_device_wake(mt_device *dev, int count) {
     /* A spinning worker will see the new work by itself. */
-    if (atomic_load(&dev->spinning) == 0 && atomic_load(&dev->sleepers) > 0) {
+    if (atomic_load(&dev->spinning) != MT_SPINNER_WORKER && atomic_load(&dev->sleepers) > 0) {
         atomic_fetch_add(&dev->wake_word, 1);
         mt_futex_wake(&dev->wake_word, count);
     }
@@ -139,13 +212,22 @@ void mt_device_wake(mt_device *dev, int count) {
 
 mt_job_slot *mt_job_post(mt_device *dev, mt_job *job) {
     if (dev->num_workers <= 1) return NULL;
+    mt_stream *s = (mt_stream *)mt_running_stream;
+    job->stream = s;
+    bool helpable = job->help_host != NULL;
+    if (s && atomic_load_explicit(&s->host_may_help, memory_order_relaxed) != helpable)
+        atomic_store_explicit(&s->host_may_help, helpable, memory_order_relaxed);
     for (int i = 0; i < MT_MAX_JOBS; i++) {
         mt_job *expected = NULL;
         mt_job_slot *slot = &dev->jobs[i];
         if (atomic_compare_exchange_strong(&slot->job, &expected, job)) {
             atomic_store(&slot->open, 1);
             atomic_fetch_add(&dev->open_jobs, 1);
-            mt_device_wake(dev, dev->num_workers - 1);
+            /* A host spinning for this stream's jobs helps instead (its leave wakes for
+             * the jobs it leaves open). */
+            if (!(job->help_host && atomic_load(&dev->spinning) == MT_SPINNER_HOST &&
+                  atomic_load(&dev->spinner_stream) == job->stream))
+                mt_device_wake(dev, dev->num_workers - 1);
             return slot;
         }
     }
