@@ -372,6 +372,7 @@ typedef struct kernel_job {
     void **argv;
     uint32_t num_blocks;
     atomic_uint next_block;
+    atomic_int hosts; /* waiting hosts running its blocks (kernel_job_help_host) */
     atomic_int failed;
     int32_t code;
     char message[sizeof tl_kernel_message];
@@ -389,12 +390,26 @@ static void run_block(kernel_job *job, uint32_t block) {
     }
 }
 
-static void kernel_job_help(mt_job *base) {
-    kernel_job *job = (kernel_job *)base;
+/* The owner: every block left. */
+static void kernel_job_run(kernel_job *job) {
     uint32_t block;
     while ((block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed)) <
            job->num_blocks)
         run_block(job, block);
+}
+
+/* A worker that came to help: blocks until none is left, or a waiting host runs them in its
+ * place. That worker was woken for the job (a sleeping one, the host's reason to help) and
+ * arrived late: a third thread on two CPUs would make the kernel end with the later of the
+ * two that share one. */
+static void kernel_job_help(mt_job *base) {
+    kernel_job *job = (kernel_job *)base;
+    for (;;) {
+        if (atomic_load_explicit(&job->hosts, memory_order_relaxed)) return;
+        uint32_t block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed);
+        if (block >= job->num_blocks) return;
+        run_block(job, block);
+    }
 }
 
 /* A block at a time, each taken only while a CPU is idle (a worker sleeps: otherwise the
@@ -402,17 +417,26 @@ static void kernel_job_help(mt_job *base) {
  * end when the later of the two does) and the deadline is ahead. */
 static bool kernel_job_help_host(mt_job *base, mt_device *dev, uint64_t deadline, bool *ran) {
     kernel_job *job = (kernel_job *)base;
+    atomic_fetch_add(&job->hosts, 1);
+    bool exhausted = false;
     for (;;) {
-        if (atomic_load_explicit(&job->next_block, memory_order_relaxed) >= job->num_blocks)
-            return true;
+        if (atomic_load_explicit(&job->next_block, memory_order_relaxed) >= job->num_blocks) {
+            exhausted = true;
+            break;
+        }
         if (atomic_load_explicit(&dev->sleepers, memory_order_relaxed) == 0 ||
             (deadline != MT_FOREVER && mt_now_ns() >= deadline))
-            return false;
+            break;
         uint32_t block = atomic_fetch_add_explicit(&job->next_block, 1, memory_order_relaxed);
-        if (block >= job->num_blocks) return true;
+        if (block >= job->num_blocks) {
+            exhausted = true;
+            break;
+        }
         run_block(job, block);
         *ran = true;
     }
+    atomic_fetch_sub(&job->hosts, 1);
+    return exhausted;
 }
 
 /* A kernel over its blocks, spread over the device's workers when there are several. */
@@ -423,8 +447,8 @@ static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint
         if (MT_UNLIKELY(rc != 0)) mt_describe_failure(fn, rc, NULL, failure, cap);
         return rc;
     }
-    /* The runtime's own kernels only: a program's kernel (a Python function among them, which
-     * a Ctrl-C on the waiting thread would interrupt) runs on the workers, as documented. */
+    /* The runtime's own kernels only: a program's kernel runs on the device's workers, as
+     * documented (it may keep thread-local state, or block the thread it runs on). */
     bool builtin = dev->num_workers > 1 && mt_builtin_kernel_name(fn) != NULL;
     kernel_job job = {
         .base = {.help = kernel_job_help, .help_host = builtin ? kernel_job_help_host : NULL},
@@ -432,7 +456,7 @@ static int32_t run_kernel(mt_device *dev, mtiart_kernel_fn fn, void **argv, uint
         .argv = argv,
         .num_blocks = num_blocks};
     mt_job_slot *slot = mt_job_post(dev, &job.base);
-    kernel_job_help(&job.base);
+    kernel_job_run(&job);
     mt_job_retire(dev, slot);
     if (MT_UNLIKELY(atomic_load(&job.failed))) {
         mt_describe_failure(fn, job.code, job.message, failure, cap);
