@@ -99,25 +99,6 @@ mtiart_status mt_check_may_wait(void) {
                         "worker (waiting for the device there would deadlock)");
 }
 
-/* Help every open job (see mt_job_post). The job's help function is called through the
- * slot: the one call a worker makes back up into the file that posted the job. */
-static bool help_jobs(mt_device *dev) {
-    bool helped = false;
-    for (int i = 0; i < MT_MAX_JOBS; i++) {
-        mt_job_slot *slot = &dev->jobs[i];
-        if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
-        mt_job *job = mt_job_enter(slot);
-        if (job) {
-            mt_running_stream = job->stream; /* for the jobs its pieces post */
-            job->help(job);
-            mt_running_stream = NULL;
-        }
-        mt_job_leave(dev, slot, job != NULL);
-        helped |= job != NULL;
-    }
-    return helped;
-}
-
 /* Give the spinner role back unless a waiting host took it over (take_spinner_role). */
 static void stop_spinning(mt_device *dev) {
     int expected = MT_SPINNER_WORKER;
@@ -165,7 +146,9 @@ static void *worker_main(void *arg) {
     mt_device *dev = arg;
     mt_tl_on_worker = true;
     for (;;) {
-        if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) && help_jobs(dev)) continue;
+        if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) &&
+            mt_help_jobs(dev, NULL, MT_FOREVER))
+            continue;
         mt_stream *s = mt_stream_pop_ready(dev);
         if (s) {
             mt_stream_run(s);

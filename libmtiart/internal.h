@@ -524,11 +524,11 @@ void mt_device_wake(mt_device *dev, int count);
 /* Publish a job for the device's idle workers; returns its slot, or NULL when the owner
  * is on its own (a one-worker device, every slot taken). (sync.c) */
 mt_job_slot *mt_job_post(mt_device *dev, mt_job *job);
-/* Worker: announce itself in the slot, then take its job if it is open (NULL: none).
- * Either way mt_job_leave follows; `helped`: the job's help function ran and returned, so
- * the job has nothing left to hand out and closes. (sync.c) */
-mt_job *mt_job_enter(mt_job_slot *slot);
-void mt_job_leave(mt_device *dev, mt_job_slot *slot, bool helped);
+/* Run pieces of the device's open jobs; whether any ran. A worker (host_for NULL) helps
+ * every open job until it has nothing left to hand out. A host thread waiting for stream
+ * `host_for` runs the pieces of that stream's jobs that hosts may help with
+ * (mt_job.help_host), one at a time while `deadline` is ahead. (sync.c) */
+bool mt_help_jobs(mt_device *dev, const struct mt_stream *host_for, uint64_t deadline);
 /* Withdraw a posted job (NULL: nothing); returns once no helper is inside it. */
 void mt_job_retire(mt_device *dev, mt_job_slot *slot);
 /* Whether the device has work that an awake worker would take (streams ready, jobs open,

@@ -109,31 +109,6 @@ static void leave_spinner_role(mt_device *dev) {
     if (atomic_load(&dev->open_jobs) != 0) mt_device_wake(dev, dev->num_workers - 1);
 }
 
-/* Run pieces of the open jobs of `s` that hosts may help with (mt_job.help_host); whether it
- * ran any. */
-static bool host_help(mt_device *dev, const mt_stream *s, uint64_t deadline) {
-    bool ran = false;
-    for (int i = 0; i < MT_MAX_JOBS; i++) {
-        mt_job_slot *slot = &dev->jobs[i];
-        if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
-        mt_job *job = mt_job_enter(slot);
-        bool exhausted = false;
-        if (job && job->help_host && job->stream == s) {
-            /* The pieces run as they would on a worker: a kernel that waits for the device
-             * is refused (mt_check_may_wait), the jobs it posts name the stream. */
-            bool was_on_worker = mt_tl_on_worker;
-            const mt_stream *was_running = mt_running_stream;
-            mt_tl_on_worker = true;
-            mt_running_stream = s;
-            exhausted = job->help_host(job, dev, deadline, &ran);
-            mt_tl_on_worker = was_on_worker;
-            mt_running_stream = was_running;
-        }
-        mt_job_leave(dev, slot, exhausted);
-    }
-    return ran;
-}
-
 bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uint *word,
                      atomic_int *waiters, atomic_uint_least64_t *wake_at, mt_spin_budget *budget,
                      uint64_t deadline, const mt_stream *help) {
@@ -150,7 +125,7 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         }
         if (spinner) {
             if (atomic_load_explicit(&dev->open_jobs, memory_order_relaxed) &&
-                host_help(dev, help, deadline)) {
+                mt_help_jobs(dev, help, deadline)) {
                 start = mt_now_ns(); /* work is arriving: spin on */
                 continue;
             }
@@ -238,17 +213,48 @@ static void close_job(mt_device *dev, mt_job_slot *slot) {
     if (atomic_exchange(&slot->open, 0)) atomic_fetch_sub(&dev->open_jobs, 1);
 }
 
-mt_job *mt_job_enter(mt_job_slot *slot) {
+/* Announce the calling thread in the slot, then take its job if it is open (NULL: none).
+ * Either way job_leave follows; `helped`: the job's help function ran and returned, so the
+ * job has nothing left to hand out and closes. */
+static mt_job *job_enter(mt_job_slot *slot) {
     /* Announce ourselves before reading the job, so that its owner waits for us. */
     atomic_fetch_add(&slot->users, 1);
     mt_job *job = atomic_load(&slot->job);
     return job && atomic_load(&slot->open) ? job : NULL;
 }
 
-void mt_job_leave(mt_device *dev, mt_job_slot *slot, bool helped) {
+static void job_leave(mt_device *dev, mt_job_slot *slot, bool helped) {
     if (helped) close_job(dev, slot);
     if (atomic_fetch_sub(&slot->users, 1) == 1 && atomic_load(&slot->retiring))
         mt_futex_wake(&slot->users, INT_MAX);
+}
+
+bool mt_help_jobs(mt_device *dev, const mt_stream *host_for, uint64_t deadline) {
+    bool ran = false;
+    for (int i = 0; i < MT_MAX_JOBS; i++) {
+        mt_job_slot *slot = &dev->jobs[i];
+        if (!atomic_load_explicit(&slot->open, memory_order_relaxed)) continue;
+        mt_job *job = job_enter(slot);
+        bool exhausted = false;
+        if (job && (!host_for || (job->help_host && job->stream == host_for))) {
+            /* The pieces run as on a worker: a kernel that waits for the device is refused
+             * (mt_check_may_wait), the jobs they post name the job's stream. */
+            bool was_on_worker = mt_tl_on_worker;
+            const mt_stream *was_running = mt_running_stream;
+            mt_tl_on_worker = true;
+            mt_running_stream = job->stream;
+            if (host_for) {
+                exhausted = job->help_host(job, dev, deadline, &ran);
+            } else {
+                job->help(job); /* the one call back up into the file that posted the job */
+                exhausted = ran = true;
+            }
+            mt_tl_on_worker = was_on_worker;
+            mt_running_stream = was_running;
+        }
+        job_leave(dev, slot, exhausted);
+    }
+    return ran;
 }
 
 void mt_job_retire(mt_device *dev, mt_job_slot *slot) {
@@ -266,7 +272,7 @@ void mt_job_retire(mt_device *dev, mt_job_slot *slot) {
     }
     /* A count, not a flag: once the job is withdrawn the slot may take another one, whose
      * owner can come to wait here as well. seq_cst increment then load of users: pairs
-     * with a helper's decrement then load of retiring in mt_job_leave. */
+     * with a helper's decrement then load of retiring in job_leave. */
     atomic_fetch_add(&slot->retiring, 1);
     for (unsigned users; (users = atomic_load(&slot->users)) != 0;)
         mt_futex_wait(&slot->users, users);
