@@ -135,11 +135,15 @@ static void worker_idle(mt_device *dev) {
     }
     unsigned word = atomic_load(&dev->wake_word);
     atomic_fetch_add(&dev->sleepers, 1);
-    if (!mt_device_has_work(dev)) mt_futex_wait(&dev->wake_word, word);
+    uint64_t slept_at = 0;
+    if (!mt_device_has_work(dev)) {
+        if (spinner) slept_at = mt_now_ns();
+        mt_futex_wait(&dev->wake_word, word);
+    }
     atomic_fetch_sub(&dev->sleepers, 1);
     /* A replaced spin says nothing of how long work takes to arrive. */
     if (spinner && !replaced)
-        mt_spin_budget_learn(&dev->idle_budget, mt_now_ns() - start, mt_spin_ns);
+        mt_spin_budget_learn_wait(&dev->idle_budget, start, slept_at, mt_spin_ns);
 }
 
 static void *worker_main(void *arg) {

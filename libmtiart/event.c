@@ -57,7 +57,10 @@ void mt_event_publish(mt_event *e, uint64_t generation) {
 }
 
 void mt_event_wake(mt_event *e) {
-    if (atomic_load(&e->host_waiters)) mt_futex_wake(&e->completed_word, INT_MAX);
+    if (atomic_load(&e->host_waiters)) {
+        mt_spin_budget_waking(&e->wait_budget);
+        mt_futex_wake(&e->completed_word, INT_MAX);
+    }
 }
 
 size_t mt_event_take_ready(mt_event *e, mt_stream **out, size_t cap) {

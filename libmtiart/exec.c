@@ -354,6 +354,7 @@ static void node_failed(mt_plan *x, const xnode *n, int32_t code, const char *fa
  * `slot`, unless NONE). The futex word changes before the wake: a helper between its
  * last look and its sleep would otherwise sleep through it. */
 static void wake_helpers(mt_plan *x, uint32_t slot) {
+    mt_spin_budget_waking(&x->dev->job_budget);
     atomic_fetch_add(&x->task_wakes, 1);
     mt_futex_wake(&x->task_wakes, INT_MAX);
     if (slot != NONE) mt_futex_wake(&x->stamps[slot], INT_MAX);
@@ -388,7 +389,7 @@ static bool pass_over(mt_plan *x) {
 static void wait_for_tasks(mt_plan *x, uint32_t seen) {
     mt_spin_budget *budget = &x->dev->job_budget;
     uint64_t spin = mt_spin_budget_ns(budget);
-    uint64_t start = spin ? mt_now_ns() : 0;
+    uint64_t start = spin ? mt_now_ns() : 0, slept_at = 0;
     for (unsigned i = 1; spin; i++) {
         if (atomic_load_explicit(&x->queue_reserved, memory_order_acquire) != seen || pass_over(x))
             goto done;
@@ -397,11 +398,13 @@ static void wait_for_tasks(mt_plan *x, uint32_t seen) {
     }
     unsigned wakes = atomic_load(&x->task_wakes);
     atomic_fetch_add(&x->sleepers, 1);
-    if (atomic_load(&x->queue_reserved) == seen && !pass_over(x))
+    if (atomic_load(&x->queue_reserved) == seen && !pass_over(x)) {
+        if (spin) slept_at = mt_now_ns();
         mt_futex_wait(&x->task_wakes, wakes);
+    }
     atomic_fetch_sub(&x->sleepers, 1);
 done:
-    if (spin) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_job_spin_ns);
+    if (spin) mt_spin_budget_learn_wait(budget, start, slept_at, mt_job_spin_ns);
 }
 
 /* Queue entry i is reserved by a release that has not published its entry yet. */

@@ -66,9 +66,16 @@ void mt_futex_wake(atomic_uint *word, int count);
  * wait halves it, so a thread that waits for long kernels, or an idle worker once work
  * stops arriving, soon sleeps almost at once instead of burning a core the work could
  * use. Never below MT_SPIN_FLOOR_NS (a wait that got short again is noticed), always 0
- * when waits block. Updated without a lock: a lost update only delays the adaptation. */
+ * when waits block. Updated without a lock: a lost update only delays the adaptation.
+ *
+ * A wait that slept is measured to the moment its waker woke it (woke_at), not to when the
+ * scheduler ran the sleeper again: that latency (tens of microseconds on a loaded machine)
+ * would make every short wait that once slept look longer than the longest spin, halve the
+ * budget again, and keep two threads that wait for each other (a host and a worker) asleep
+ * for good, a wake-up each way per launch. */
 typedef struct mt_spin_budget {
     atomic_uint ns;
+    atomic_uint_least64_t woke_at; /* mt_now_ns() of the latest mt_spin_budget_waking */
 } mt_spin_budget;
 #define MT_SPIN_FLOOR_NS 1000u
 
@@ -83,6 +90,13 @@ static inline uint64_t mt_spin_budget_ns(const mt_spin_budget *b) {
 }
 /* Learn from a wait of `waited_ns` in total (spinning and sleeping). */
 void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns);
+/* Learn from a wait that began at `start` (mt_now_ns) and ends now, or, if it went to sleep
+ * at `slept_at` (0: it did not) and was woken since, when its waker woke it. */
+void mt_spin_budget_learn_wait(mt_spin_budget *b, uint64_t start, uint64_t slept_at,
+                               uint64_t max_ns);
+/* A waker, before it wakes threads asleep in waits of budget b: their waits end now. Called
+ * only where a wake-up (a system call) follows, so its clock read costs nothing extra. */
+void mt_spin_budget_waking(mt_spin_budget *b);
 
 /* Whether the process runs under valgrind (device.c): ops then open the buffers they
  * describe to memcheck while they run (mt_alloc_vg_enter). */
@@ -579,6 +593,10 @@ struct mt_stream {
      * every enqueue and written by the consumer only when it lingers or hands the stream back */
     atomic_uint_least64_t enqueued MT_ALIGNED;
     atomic_int sched;
+    /* mt_now_ns() when the consumer's last linger began, if it ran out before the next op
+     * came (0: none since); whoever takes the stream from IDLE next learns from it how far
+     * off that op was (see linger_for_work) */
+    atomic_uint_least64_t linger_missed_since;
 
     /* consumer side: one worker at a time; private to it, so it shares no cache line
      * with what producers write */

@@ -213,10 +213,29 @@ static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after)
 
 /* Put an IDLE stream with published work on its device's ready list (the CAS decides who
  * schedules it when several threads publish at once). */
+/* The stream, IDLE after a linger that ran out (linger_missed_since), has its next op: its
+ * linger budget learns how long after the linger began the op came, so that a producer
+ * whose next launch comes a little later than the budget (a host that returns from a wait,
+ * then launches again) is waited for next time. Learnt here, where the op is known to have
+ * come, rather than when the linger ran out: halving the budget then would keep it at its
+ * floor for good, since a linger as short as the floor never sees such an op come. */
+static __attribute__((noinline)) void learn_linger_miss(mt_stream *s, uint64_t since) {
+    atomic_store_explicit(&s->linger_missed_since, 0, memory_order_relaxed);
+    mt_spin_budget_learn(&s->linger_budget, mt_now_ns() - since, mt_linger_ns);
+}
+
+/* The stream went from IDLE (or LINGERING) to taken: an op came. IDLE was stored (seq_cst) after
+ * linger_missed_since, and the caller's successful exchange read it. */
+static inline void taken_from_idle(mt_stream *s) {
+    uint64_t since = atomic_load_explicit(&s->linger_missed_since, memory_order_relaxed);
+    if (MT_UNLIKELY(since)) learn_linger_miss(s, since);
+}
+
 static inline void schedule_if_idle(mt_stream *s) {
     if (atomic_load(&s->sched) != MT_SCHED_IDLE) return;
     int expected = MT_SCHED_IDLE;
     if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_QUEUED)) {
+        taken_from_idle(s);
         mt_stream_ref(s); /* the scheduling reference */
         push_ready(s->dev, s);
     }
@@ -371,7 +390,10 @@ static bool publish_completed(mt_stream *s, uint64_t consumed) {
     return wake;
 }
 
-static void wake_hosts(mt_stream *s) { mt_futex_wake(&s->completed_word, INT_MAX); }
+static void wake_hosts(mt_stream *s) {
+    mt_spin_budget_waking(&s->wait_budget);
+    mt_futex_wake(&s->completed_word, INT_MAX);
+}
 
 enum linger_result { LINGER_WORK, LINGER_NONE, LINGER_TAKEN };
 
@@ -412,8 +434,8 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed, bool 
         uint64_t now = mt_now_ns();
         if (!start) start = now;
         else if (now - start > budget) {
-            /* Nothing came: the next op is further off than a linger (or never comes). */
-            mt_spin_budget_learn(&s->linger_budget, UINT64_MAX, mt_linger_ns);
+            /* Nothing came: how far off the next op is, the taker learns (learn_linger_miss). */
+            atomic_store_explicit(&s->linger_missed_since, start, memory_order_relaxed);
             break;
         }
     }
@@ -481,8 +503,10 @@ void mt_stream_run(mt_stream *s) {
             }
             if (atomic_load(&s->enqueued) != consumed) {
                 int expected = MT_SCHED_IDLE;
-                if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
+                if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING)) {
+                    taken_from_idle(s);
                     continue;
+                }
             }
             mt_stream_unref(s); /* the scheduling reference */
             return;
@@ -515,6 +539,7 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
     if ((expected != MT_SCHED_IDLE && MT_SCHED_STATE(expected) != MT_SCHED_LINGERING) ||
         !atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
         return MTIART_NOT_READY;
+    taken_from_idle(s); /* from a linger too: a linger taken over may have run out first */
     /* A producer may have published an op and lost the race to schedule it, or be about to
      * publish one: that op comes first, and it is the workers' to run. */
     mtiart_status st = append(s, op, s->consumed);

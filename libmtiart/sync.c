@@ -60,6 +60,7 @@ void mt_spin_unlock_wake(mt_spinlock *lock) {
 
 void mt_spin_budget_init(mt_spin_budget *b, uint64_t max_ns) {
     atomic_init(&b->ns, (unsigned)(mt_waits_block ? 0 : max_ns));
+    atomic_init(&b->woke_at, 0);
 }
 
 void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns) {
@@ -75,6 +76,20 @@ void mt_spin_budget_learn(mt_spin_budget *b, uint64_t waited_ns, uint64_t max_ns
     }
     if (budget < floor) budget = floor;
     atomic_store_explicit(&b->ns, (unsigned)budget, memory_order_relaxed);
+}
+
+void mt_spin_budget_learn_wait(mt_spin_budget *b, uint64_t start, uint64_t slept_at,
+                               uint64_t max_ns) {
+    uint64_t end = mt_now_ns();
+    if (slept_at) {
+        uint64_t woke = atomic_load_explicit(&b->woke_at, memory_order_relaxed);
+        if (woke >= slept_at && woke < end) end = woke;
+    }
+    mt_spin_budget_learn(b, end - start, max_ns);
+}
+
+void mt_spin_budget_waking(mt_spin_budget *b) {
+    atomic_store_explicit(&b->woke_at, mt_now_ns(), memory_order_relaxed);
 }
 
 uint64_t mt_deadline_after(uint64_t timeout_ns) {
@@ -114,7 +129,7 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
                      uint64_t deadline, const mt_stream *help) {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target) return true;
     const uint64_t budget_ns = budget ? mt_spin_budget_ns(budget) : 0;
-    uint64_t spin = budget_ns, start = mt_now_ns(), now = start;
+    uint64_t spin = budget_ns, start = mt_now_ns(), now = start, slept_at = 0;
     mt_device *dev = help && budget_ns ? help->dev : NULL;
     bool spinner = dev && take_spinner_role(dev, help);
     bool done = true;
@@ -142,6 +157,7 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
         }
         if (now - start < spin) continue;
         spin = 0; /* sleeping from now on */
+        if (!slept_at) slept_at = now;
         if (spinner) {
             leave_spinner_role(dev);
             spinner = false;
@@ -165,7 +181,7 @@ bool mt_wait_counter(atomic_uint_least64_t *counter, uint64_t target, atomic_uin
     }
     if (spinner) leave_spinner_role(dev);
     /* From the last piece this thread ran: how long the wait took once work stopped coming. */
-    if (budget_ns) mt_spin_budget_learn(budget, mt_now_ns() - start, mt_spin_ns);
+    if (budget_ns) mt_spin_budget_learn_wait(budget, start, slept_at, mt_spin_ns);
     return done;
 }
 
@@ -178,6 +194,7 @@ uint64_t mt_now_ns(void) {
 void mt_device_wake(mt_device *dev, int count) {
     /* A spinning worker will see the new work by itself. */
     if (atomic_load(&dev->spinning) != MT_SPINNER_WORKER && atomic_load(&dev->sleepers) > 0) {
+        mt_spin_budget_waking(&dev->idle_budget);
         atomic_fetch_add(&dev->wake_word, 1);
         mt_futex_wake(&dev->wake_word, count);
     }
@@ -225,8 +242,10 @@ static mt_job *job_enter(mt_job_slot *slot) {
 
 static void job_leave(mt_device *dev, mt_job_slot *slot, bool helped) {
     if (helped) close_job(dev, slot);
-    if (atomic_fetch_sub(&slot->users, 1) == 1 && atomic_load(&slot->retiring))
+    if (atomic_fetch_sub(&slot->users, 1) == 1 && atomic_load(&slot->retiring)) {
+        mt_spin_budget_waking(&dev->job_budget);
         mt_futex_wake(&slot->users, INT_MAX);
+    }
 }
 
 bool mt_help_jobs(mt_device *dev, const mt_stream *host_for, uint64_t deadline) {
@@ -274,8 +293,11 @@ void mt_job_retire(mt_device *dev, mt_job_slot *slot) {
      * owner can come to wait here as well. seq_cst increment then load of users: pairs
      * with a helper's decrement then load of retiring in job_leave. */
     atomic_fetch_add(&slot->retiring, 1);
-    for (unsigned users; (users = atomic_load(&slot->users)) != 0;)
+    uint64_t slept_at = 0;
+    for (unsigned users; (users = atomic_load(&slot->users)) != 0;) {
+        if (spin && !slept_at) slept_at = mt_now_ns();
         mt_futex_wait(&slot->users, users);
+    }
     atomic_fetch_sub(&slot->retiring, 1);
-    if (spin) mt_spin_budget_learn(&dev->job_budget, mt_now_ns() - start, mt_job_spin_ns);
+    if (spin) mt_spin_budget_learn_wait(&dev->job_budget, start, slept_at, mt_job_spin_ns);
 }
