@@ -224,7 +224,7 @@ static __attribute__((noinline)) void learn_linger_miss(mt_stream *s, uint64_t s
     mt_spin_budget_learn(&s->linger_budget, mt_now_ns() - since, mt_linger_ns);
 }
 
-/* The stream went from IDLE (or LINGERING) to taken: an op came. IDLE was stored (seq_cst) after
+/* The stream went from IDLE to taken: an op came. IDLE was stored (seq_cst) after
  * linger_missed_since, and the caller's successful exchange read it. */
 static inline void taken_from_idle(mt_stream *s) {
     uint64_t since = atomic_load_explicit(&s->linger_missed_since, memory_order_relaxed);
@@ -411,6 +411,7 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed, bool 
     mt_device *dev = s->dev;
     uint64_t start = 0;
     enum linger_result result = LINGER_NONE;
+    bool ran_out = false;
     uint64_t enqueued = consumed;
     unsigned number = (++s->lingers << MT_SCHED_STATE_BITS) & INT_MAX;
     int lingering = (int)(number | MT_SCHED_LINGERING);
@@ -434,8 +435,7 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed, bool 
         uint64_t now = mt_now_ns();
         if (!start) start = now;
         else if (now - start > budget) {
-            /* Nothing came: how far off the next op is, the taker learns (learn_linger_miss). */
-            atomic_store_explicit(&s->linger_missed_since, start, memory_order_relaxed);
+            ran_out = true; /* nothing came */
             break;
         }
     }
@@ -444,6 +444,9 @@ static enum linger_result linger_for_work(mt_stream *s, uint64_t consumed, bool 
         return LINGER_TAKEN;
     /* the stream's state is this worker's again only now */
     if (result == LINGER_WORK) s->known_enqueued = enqueued;
+    /* How far off the next op is, whoever takes the stream from IDLE learns (taken_from_idle).
+     * Only now: a blocking copy that took the lingering stream over reads no stamp. */
+    if (ran_out) atomic_store_explicit(&s->linger_missed_since, start, memory_order_relaxed);
     return result;
 }
 
@@ -539,7 +542,7 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
     if ((expected != MT_SCHED_IDLE && MT_SCHED_STATE(expected) != MT_SCHED_LINGERING) ||
         !atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING))
         return MTIART_NOT_READY;
-    taken_from_idle(s); /* from a linger too: a linger taken over may have run out first */
+    if (expected == MT_SCHED_IDLE) taken_from_idle(s);
     /* A producer may have published an op and lost the race to schedule it, or be about to
      * publish one: that op comes first, and it is the workers' to run. */
     mtiart_status st = append(s, op, s->consumed);
