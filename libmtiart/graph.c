@@ -11,7 +11,7 @@ mt_dag *mt_dag_new(void) {
     return d;
 }
 
-_Thread_local const mt_launch_note *mt_current_launch;
+__thread const mt_launch_note *mt_current_launch __attribute__((tls_model("initial-exec")));
 
 static void free_buffer_meta(mt_buffer_meta *meta, uint32_t count) {
     if (!meta) return;

@@ -958,7 +958,8 @@ typedef struct mt_launch_note {
     const struct mtiart_tensor_desc *const *tensors;
     uint32_t num_tensors;
 } mt_launch_note;
-extern _Thread_local const mt_launch_note *mt_current_launch;
+/* Initial-exec, as mt_api_name (error.h): every launch of the kernel library sets it. */
+extern __thread const mt_launch_note *mt_current_launch __attribute__((tls_model("initial-exec")));
 
 /* The nodes of a graph. Shared copy-on-write: an executable, a child-graph node or a
  * conditional node holds a reference instead of a copy, and a change to a dag someone else

@@ -82,15 +82,15 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
     op->type = MT_OP_KERNEL;
     op->num_blocks = num_blocks;
     op->fn.kernel = fn;
-    uint16_t count = (uint16_t)num_args;
-    memcpy(blob, &count, 2);
     /* The padding is zeroed too: a blob's bytes are a function of the arguments, so two
      * blobs compare with memcmp (mt_op_equal) and never read an undefined byte. */
+    memset(blob, 0, total);
+    uint16_t count = (uint16_t)num_args;
+    memcpy(blob, &count, 2);
     size_t offset = 2 + 2 * (size_t)num_args;
     for (uint32_t i = 0; i < num_args; i++) {
         const mtiart_arg *a = &args[i];
-        size_t aligned = align8(offset);
-        while (offset < aligned) blob[offset++] = 0;
+        offset = align8(offset);
         /* Offsets are stored in 8-byte units: values are 8-aligned, and 64 arguments of
          * 4096 bytes reach ~262 KB, past what a uint16 byte offset can hold (arguments
          * beyond 64 KB pointed at the wrong bytes). Units of 8 reach 512 KB. */
@@ -104,8 +104,7 @@ mtiart_status mt_op_pack_kernel(mt_op *op, mtiart_kernel_fn fn, uint32_t num_blo
             offset += sizeof(void *);
         }
     }
-    while (offset < total) blob[offset++] = 0; /* no arguments: the header's padding */
-    uint8_t *entry = blob + vg_table;          /* {uint32 argument, uint32 kind, uint64 extent} */
+    uint8_t *entry = blob + vg_table; /* {uint32 argument, uint32 kind, uint64 extent} */
     for (uint32_t i = 0; i < num_args && vg_buffers; i++) {
         if (args[i].kind == MTIART_ARG_VALUE) continue;
         memcpy(entry, &i, 4);

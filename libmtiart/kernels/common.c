@@ -88,6 +88,16 @@ mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t 
     return MTIART_SUCCESS;
 }
 
+mtiart_status mt_k_check_operands(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a,
+                                  int64_t *numel_out, int64_t *numel_a) {
+    mtiart_status st = mt_k_check("out", out, numel_out);
+    if (st || a == out) {
+        *numel_a = *numel_out;
+        return st;
+    }
+    return mt_k_check("a", a, numel_a);
+}
+
 mt_kscalar mt_k_scalar(int32_t dtype, double f, int64_t i) {
     mt_kscalar s;
     s.bits = 0;

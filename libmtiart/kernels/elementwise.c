@@ -820,7 +820,7 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     mtiart_status st;
     if ((unsigned)op > MTIART_BINARY_GE)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
+    if ((st = mt_k_check_operands(out, a, &no, &na))) return st;
     int32_t odt = bin_is_cmp(op) ? MTIART_DTYPE_BOOL : a->dtype;
     if (out->dtype != odt)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s of %s needs a %s out, got %s",
@@ -829,7 +829,7 @@ MTIART_API mtiart_status mtiart_op_binary_scalar(mtiart_stream stream, mtiart_bi
     if (!k_bin_rows[op][a->dtype][0])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
                             k_bin_names[op], mt_k_dtype_name(a->dtype));
-    if ((st = mt_k_check_same_shape(out, a))) return st;
+    if (a != out && (st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);
@@ -865,14 +865,14 @@ MTIART_API mtiart_status mtiart_op_unary(mtiart_stream stream, mtiart_unary_op o
     mtiart_status st;
     if ((unsigned)op > MTIART_UNARY_GELU_ERF)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "unknown op %d", (int)op);
-    if ((st = mt_k_check("out", out, &no)) || (st = mt_k_check("a", a, &na))) return st;
+    if ((st = mt_k_check_operands(out, a, &no, &na))) return st;
     if (out->dtype != a->dtype)
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "out is %s but a is %s",
                             mt_k_dtype_name(out->dtype), mt_k_dtype_name(a->dtype));
     if (!k_un_rows[op][a->dtype])
         return mt_set_error(MTIART_ERROR_INVALID_VALUE, "%s is not supported for %s",
                             k_un_names[op], mt_k_dtype_name(a->dtype));
-    if ((st = mt_k_check_same_shape(out, a))) return st;
+    if (a != out && (st = mt_k_check_same_shape(out, a))) return st;
     if (no == 0) return mt_k_nothing(stream);
     ew_params p;
     memset(&p, 0, sizeof p);

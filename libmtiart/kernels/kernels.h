@@ -73,6 +73,10 @@ mtiart_status mt_kl_launch(mt_klaunch *kl, mtiart_stream stream, mtiart_kernel_f
 /* Validate a descriptor: non-NULL, known dtype, ndim in range, non-negative dims, element
  * count that fits in memory, data non-NULL unless empty. */
 mtiart_status mt_k_check(const char *name, const mtiart_tensor_desc *d, int64_t *numel);
+/* mt_k_check of an op's "out" and "a", checked once when they are one descriptor (an op in
+ * place, as Tensor.add_ issues it). */
+mtiart_status mt_k_check_operands(const mtiart_tensor_desc *out, const mtiart_tensor_desc *a,
+                                  int64_t *numel_out, int64_t *numel_a);
 
 /* Render "(2, 3, 4)" into buf for error messages. */
 const char *mt_k_shape_str(const mtiart_tensor_desc *d, char *buf, size_t cap);
