@@ -128,8 +128,8 @@ static mtiart_status report_sticky(mt_stream *s) {
 
 /* ------------------------------------------------------------------ ready lists */
 
-/* Put a stream on its device's ready list and wake a worker if needed. */
-static void push_ready(mt_device *dev, mt_stream *s) {
+/* Put a stream on its device's ready list, without waking anyone (see push_ready). */
+static void enlist_ready(mt_device *dev, mt_stream *s) {
     int level = -s->priority; /* 0 .. MT_NUM_PRIORITIES-1, higher is more urgent */
     s->ready_next = NULL;
     mt_spin_lock(&dev->ready_lock);
@@ -138,6 +138,11 @@ static void push_ready(mt_device *dev, mt_stream *s) {
     dev->ready_tail[level] = s;
     atomic_fetch_add(&dev->ready_count, 1);
     mt_spin_unlock(&dev->ready_lock);
+}
+
+/* Put a stream on its device's ready list and wake a worker if needed. */
+static void push_ready(mt_device *dev, mt_stream *s) {
+    enlist_ready(dev, s);
     mt_device_wake(dev, 1);
 }
 
@@ -515,11 +520,17 @@ void mt_stream_run(mt_stream *s) {
             return;
         }
         if (MT_UNLIKELY(++budget > 512)) {
-            /* Let other streams of the same priority have a turn (nothing left to wake:
-             * more work was known). */
-            atomic_store(&s->sched, MT_SCHED_QUEUED);
-            push_ready(s->dev, s);
-            return;
+            budget = 0;
+            /* Streams waiting for a worker get a turn: this one goes to the back of the
+             * list, and this worker takes the list's head next (mt_stream_pop_ready wakes
+             * another one for what it leaves behind). With none waiting it runs on: waking a
+             * worker for its own stream cost a system call every 512 ops, and on two CPUs
+             * the woken worker competed with this one and the producer. */
+            if (atomic_load_explicit(&s->dev->ready_count, memory_order_relaxed) != 0) {
+                atomic_store(&s->sched, MT_SCHED_QUEUED);
+                enlist_ready(s->dev, s);
+                return;
+            }
         }
         if (!run_head(s, &wake)) return; /* parked on an event; the waker owns it now */
     }

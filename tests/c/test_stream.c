@@ -983,6 +983,70 @@ int main(int argc, char **argv) {
     return run_all();
 }
 
+/* ------------------------------------------------------------------ long queues */
+
+#define QUEUE_OPS 3000 /* several of the worker's 512-op turns */
+
+/* Host function: how many of the other stream's ops had run ({counter, out}). */
+static int32_t h_count_so_far(void *user_data) {
+    atomic_long **where = user_data;
+    atomic_store(where[1], atomic_load(where[0]));
+    return 0;
+}
+
+/* A stream with a long queue lets another stream with work run between its turns, also
+ * with a single worker: the other's op runs long before the queue is through. */
+static void test_long_queue_takes_turns(void) {
+    mtiart_stream busy, other;
+    CHECK_OK(mtiart_stream_create(0, 0, &busy));
+    CHECK_OK(mtiart_stream_create(0, 0, &other));
+    atomic_long count = 0, seen = -1;
+    atomic_long *where[2] = {&count, &seen};
+    gate g = {0, 0};
+    launch_gate(busy, &g);
+    for (int i = 0; i < QUEUE_OPS; i++) launch_count(busy, &count);
+    CHECK_OK(mtiart_launch_host_func(other, h_count_so_far, where));
+    atomic_store(&g.open, 1);
+    CHECK_OK(mtiart_stream_synchronize(other));
+    CHECK(atomic_load(&seen) >= 0 && atomic_load(&seen) < QUEUE_OPS);
+    CHECK_OK(mtiart_stream_synchronize(busy));
+    CHECK(atomic_load(&count) == QUEUE_OPS);
+    CHECK_OK(mtiart_stream_destroy(busy));
+    CHECK_OK(mtiart_stream_destroy(other));
+}
+
+typedef struct thread_log {
+    pthread_t first;
+    int64_t elsewhere; /* ops that ran on another thread than the first op */
+    int64_t ran;
+} thread_log;
+
+static int32_t k_log_thread(void *const *args, uint32_t block, uint32_t num_blocks) {
+    (void)block, (void)num_blocks;
+    thread_log *log = *(thread_log *const *)args[0];
+    if (log->ran++ == 0) log->first = pthread_self();
+    else if (!pthread_equal(log->first, pthread_self())) log->elsewhere++;
+    return 0;
+}
+
+/* With no other stream waiting, a stream's long queue stays on the worker running it: its
+ * turns end only for other streams, so no other worker is woken to take it over. */
+static void test_long_queue_keeps_its_worker(void) {
+    mtiart_stream s;
+    CHECK_OK(mtiart_stream_create(0, 0, &s));
+    thread_log log = {.ran = 0};
+    thread_log *p = &log;
+    mtiart_arg arg = {.kind = MTIART_ARG_VALUE, .size = sizeof p, .value = &p};
+    gate g = {0, 0};
+    launch_gate(s, &g);
+    for (int i = 0; i < QUEUE_OPS; i++) CHECK_OK(mtiart_launch_kernel(s, k_log_thread, 1, &arg, 1));
+    atomic_store(&g.open, 1);
+    CHECK_OK(mtiart_stream_synchronize(s));
+    CHECK(log.ran == QUEUE_OPS);
+    CHECK(log.elsewhere == 0);
+    CHECK_OK(mtiart_stream_destroy(s));
+}
+
 static int run_all(void) {
     CHECK_OK(mtiart_init());
     mtiart_device_properties props;
@@ -1010,6 +1074,8 @@ static int run_all(void) {
     test_concurrent_synchronize();
     test_priority_order_one_worker();
     test_arguments();
+    test_long_queue_takes_turns();
+    test_long_queue_keeps_its_worker();
     printf("streams with %d worker(s): %s\n", g_workers, test_failures ? "FAILED" : "passed");
     TEST_MAIN_END();
 }
