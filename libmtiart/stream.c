@@ -216,8 +216,6 @@ static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after)
     return MTIART_SUCCESS;
 }
 
-/* Put an IDLE stream with published work on its device's ready list (the CAS decides who
- * schedules it when several threads publish at once). */
 /* The stream, IDLE after a linger that ran out (linger_missed_since), has its next op: its
  * linger budget learns how long after the linger began the op came, so that a producer
  * whose next launch comes a little later than the budget (a host that returns from a wait,
@@ -236,6 +234,8 @@ static inline void taken_from_idle(mt_stream *s) {
     if (MT_UNLIKELY(since)) learn_linger_miss(s, since);
 }
 
+/* Put an IDLE stream with published work on its device's ready list (the CAS decides who
+ * schedules it when several threads publish at once). */
 static inline void schedule_if_idle(mt_stream *s) {
     if (atomic_load(&s->sched) != MT_SCHED_IDLE) return;
     int expected = MT_SCHED_IDLE;
