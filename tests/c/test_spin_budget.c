@@ -3,18 +3,11 @@
  * scheduler's delay in running it again, and a stream's linger must learn from an op that
  * came a little after it ran out (a host returning from a wait, then launching again). */
 #include "internal.h"
-#include "test_util.h"
-
-#include <time.h>
+#include "rt_helpers.h"
 
 static int32_t empty_kernel(void *const *args, uint32_t block, uint32_t num_blocks) {
     (void)args, (void)block, (void)num_blocks;
     return 0;
-}
-
-static void sleep_ms(unsigned ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {}
 }
 
 static void test_sleeper_learns_from_its_wake(void) {
@@ -47,16 +40,11 @@ static void test_sleeper_learns_from_its_wake(void) {
     CHECK(stamp >= before && stamp <= mt_now_ns());
 }
 
-/* Until the stream's worker has handed it back after a linger that ran out (10 s at most). */
-static bool linger_ran_out(mt_stream *s) {
-    for (int i = 0; i < 100000; i++) {
-        if (atomic_load(&s->sched) == MT_SCHED_IDLE && atomic_load(&s->linger_missed_since))
-            return true;
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-    }
-    return false;
-}
+/* The stream's worker has handed it back after a linger that ran out. */
+#define LINGER_RAN_OUT(s)                                                                          \
+    WAIT_UNTIL(atomic_load(&(s)->sched) == MT_SCHED_IDLE &&                                        \
+                   atomic_load(&(s)->linger_missed_since) != 0,                                    \
+               10000)
 
 static void test_linger_learns_from_late_ops(void) {
     mtiart_stream h;
@@ -75,7 +63,7 @@ static void test_linger_learns_from_late_ops(void) {
 
     CHECK_OK(mtiart_launch_kernel(h, empty_kernel, 1, NULL, 0));
     CHECK_OK(mtiart_stream_synchronize(h));
-    CHECK(linger_ran_out(s));
+    CHECK(LINGER_RAN_OUT(s));
     /* The next op comes 2 ms after that linger began: the budget covers it from now on. It
      * is learnt by the launch that takes the stream from IDLE, so it is there on return. */
     sleep_ms(2);
@@ -86,7 +74,7 @@ static void test_linger_learns_from_late_ops(void) {
     CHECK_OK(mtiart_stream_synchronize(h));
 
     /* An op further off than the longest linger halves the budget. */
-    CHECK(linger_ran_out(s));
+    CHECK(LINGER_RAN_OUT(s));
     sleep_ms(300);
     CHECK_OK(mtiart_launch_kernel(h, empty_kernel, 1, NULL, 0));
     CHECK(mt_spin_budget_ns(&s->linger_budget) == raised / 2);
