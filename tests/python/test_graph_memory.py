@@ -490,4 +490,7 @@ def test_short_lived_streams_keep_reserved_memory_flat():
         most = max(most, mtia.memory_reserved() - 2 * _quarantined_bytes())
     assert mtia.memory_allocated() == 0
     assert most <= 8 << 20, f"{most >> 20} MiB reserved at most"
-    assert _rss_bytes() - rss_before <= 64 << 20
+    # under valgrind, released segments stay mapped and the quarantine keeps blocks that
+    # were written: that much resident memory is the quarantine's, not a leak
+    grown = _rss_bytes() - rss_before - _quarantined_bytes()
+    assert grown <= 64 << 20, f"{grown >> 20} MiB more resident"
