@@ -14,6 +14,10 @@ version macros, ...) vanish in preprocessing, so they are added back to the cdef
 The text of --extra (e.g. `extern "Python" ...` callback declarations) is appended when
 that file exists, and the C code of --source (helpers those declarations name) is compiled
 into the extension after the header. No setuptools: ffi.emit_c_code() writes the C file that meson compiles.
+
+cffi releases the GIL around every call it wraps. A declaration of --extra whose line ends
+in `/* keeps the GIL */` gets a wrapper that holds it instead: for helpers that only enqueue
+work and never wait (dropping and retaking the GIL costs as much as a sixth of such a call).
 """
 
 import argparse
@@ -29,6 +33,32 @@ SKIP_MACROS = {"MTIART_API", "MTIART_H", "MTIART_CDEF", "MTIART_BUILDING_LIBRARY
 DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(MTIART_[A-Z0-9_]+)(?![(\w])(.*)$")
 # A value built only from integer literals, operators, parentheses and other MTIART_ macros.
 INT_EXPR_RE = re.compile(r"^[\s()+\-*/%<>|&~^0-9xXa-fA-FuUlL]*(?:MTIART_[A-Z0-9_]+[\s()+\-*/%<>|&~^0-9xXa-fA-FuUlL]*)*$")
+
+
+KEEP_GIL_RE = re.compile(r"\b(\w+)\s*\([^;]*\)\s*;\s*/\*\s*keeps the GIL\s*\*/\s*$", re.M)
+
+
+def gil_keepers(extra):
+    """Names of the --extra functions whose declarations say they keep the GIL."""
+    if not extra or not os.path.exists(extra):
+        return []
+    with open(extra, encoding="utf-8") as f:
+        return KEEP_GIL_RE.findall(f.read())
+
+
+def keep_gil(code, name):
+    """The generated C with the wrapper of `name` holding the GIL across its call."""
+    start = re.search(r"^_cffi_f_%s\(PyObject \*self, PyObject \*\w+\)\n\{\n" % re.escape(name),
+                      code, re.M)
+    if not start:
+        sys.exit("gen_cffi.py: no cffi wrapper of %s to keep the GIL in" % name)
+    end = code.index("\n}\n", start.end())
+    body = code[start.end():end]
+    if body.count("  Py_BEGIN_ALLOW_THREADS\n") != 1 or body.count("  Py_END_ALLOW_THREADS\n") != 1:
+        sys.exit("gen_cffi.py: the wrapper of %s does not release the GIL once, as expected" % name)
+    body = body.replace("  Py_BEGIN_ALLOW_THREADS\n", "  { /* keeps the GIL */\n")
+    body = body.replace("  Py_END_ALLOW_THREADS\n", "  }\n")
+    return code[:start.end()] + body + code[end:]
 
 
 def integer_macros(header_text):
@@ -103,6 +133,12 @@ def main(argv=None):
     tmp = args.output + ".tmp"
     with contextlib.redirect_stdout(io.StringIO()):  # silence cffi's "generating ..."
         ffi.emit_c_code(tmp)
+    with open(tmp, encoding="utf-8") as f:
+        code = f.read()
+    for name in gil_keepers(args.extra):
+        code = keep_gil(code, name)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(code)
     os.replace(tmp, args.output)
     return 0
 

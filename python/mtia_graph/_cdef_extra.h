@@ -4,7 +4,18 @@
  *   _mtia_capture_id     a stream's capture id in one call (mtia_graph._C.capture_id_of).
  *   _mtia_malloc_async   mtiart_malloc_async returning the block (mtia_graph._storage);
  *   _mtia_helper_status  the status of the calling thread's last failed helper call.
- *   _mtia_add_scalar_float  Tensor.add_ of a Python number to a floating tensor.
+ *   _mtia_set_current_stream  records the calling thread's current stream of a device
+ *                        (mtia_graph.streams does, whenever it changes) for the helpers
+ *                        that take a device index instead of a stream;
+ *   _mtia_add_scalar_float  Tensor.add_ of a Python number to a floating tensor, on that
+ *                        stream; MTIA_NO_CURRENT_STREAM (positive, never a status of
+ *                        libmtiart) when none is recorded for the calling thread state.
+ *
+ * A declaration ending in "keeps the GIL" gets a wrapper that holds the GIL across the call
+ * (tools/gen_cffi.py), where cffi's would drop and retake it: only for calls that enqueue
+ * and never wait, since a thread that holds the GIL must not wait for a worker, which may
+ * need it for a Python kernel or host function (the callbacks below take it). Such a call
+ * may still run the hooks below on the calling thread: taking the GIL again there is fine.
  *
  * Callbacks from libmtiart into Python. cffi API mode turns each `extern "Python"`
  * declaration into a C function that takes the GIL and calls the Python function
@@ -33,4 +44,6 @@ extern "Python" void _mtia_pool_order_trampoline(int, mtiart_pool_id, const char
 int64_t _mtia_capture_id(mtiart_stream);
 void *_mtia_malloc_async(mtiart_stream, size_t);
 mtiart_status _mtia_helper_status(void);
-mtiart_status _mtia_add_scalar_float(mtiart_stream, const mtiart_tensor_desc *, double);
+#define MTIA_NO_CURRENT_STREAM ...
+void _mtia_set_current_stream(int, mtiart_stream); /* keeps the GIL */
+mtiart_status _mtia_add_scalar_float(int, const mtiart_tensor_desc *, double); /* keeps the GIL */

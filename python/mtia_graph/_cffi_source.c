@@ -32,8 +32,41 @@ static void *_mtia_malloc_async(mtiart_stream stream, size_t nbytes) {
 
 static mtiart_status _mtia_helper_status(void) { return mtia_helper_status; }
 
-/* In place `t += value` for a tensor of a floating dtype (Tensor.add_ of a number). */
-static mtiart_status _mtia_add_scalar_float(mtiart_stream stream, const mtiart_tensor_desc *t,
-                                            double value) {
+/* The calling thread's current stream of each device, as mtia_graph.streams last made it
+ * (_mtia_set_current_stream), for the helpers that take a device index rather than a stream:
+ * reading the handle from the Python thread-local costs a tenth of an add_. It belongs to
+ * one Python thread state: a C thread that enters Python anew (PyGILState_Ensure) gets a
+ * new one, whose current streams start as the defaults again, so an entry recorded under
+ * another state is no entry. Touched only with the GIL held (keeps-the-GIL wrappers). */
+#define MTIA_CURRENT_DEVICES 64
+#define MTIA_NO_CURRENT_STREAM 1
+static _Thread_local struct {
+    uint64_t thread_state; /* PyThreadState_GetID of the state that recorded them; 0: none */
+    mtiart_stream streams[MTIA_CURRENT_DEVICES];
+} mtia_current;
+
+static void _mtia_set_current_stream(int device, mtiart_stream stream) {
+    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    if (mtia_current.thread_state != id) {
+        memset(&mtia_current, 0, sizeof mtia_current);
+        mtia_current.thread_state = id;
+    }
+    if (device >= 0 && device < MTIA_CURRENT_DEVICES) mtia_current.streams[device] = stream;
+}
+
+/* The calling thread's current stream on `device`, or NULL: none recorded for its thread
+ * state (mtia_graph.streams records it when the thread first uses a stream). */
+static mtiart_stream mtia_current_stream(int device) {
+    if (device < 0 || device >= MTIA_CURRENT_DEVICES ||
+        mtia_current.thread_state != PyThreadState_GetID(PyThreadState_Get()))
+        return NULL;
+    return mtia_current.streams[device];
+}
+
+/* In place `t += value` for a tensor of a floating dtype on the current stream of `device`
+ * (Tensor.add_ of a number); MTIA_NO_CURRENT_STREAM, nothing done, when none is recorded. */
+static mtiart_status _mtia_add_scalar_float(int device, const mtiart_tensor_desc *t, double value) {
+    mtiart_stream stream = mtia_current_stream(device);
+    if (!stream) return MTIA_NO_CURRENT_STREAM;
     return mtiart_op_binary_scalar(stream, MTIART_BINARY_ADD, t, t, value, 0, 0);
 }

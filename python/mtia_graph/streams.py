@@ -343,6 +343,9 @@ class _ThreadStreams(threading.local):
 
 
 _tls = _ThreadStreams()
+# The C helpers' copy of each thread's current streams (tensor fast paths); kept equal to
+# _tls.handles wherever that changes.
+_set_current_stream = lib._mtia_set_current_stream
 
 
 def _thread_streams() -> _ThreadStreams:
@@ -352,7 +355,17 @@ def _thread_streams() -> _ThreadStreams:
         defaults = [default_stream(i) for i in range(device_count())]
         tls.streams = defaults
         tls.handles = [s._handle for s in defaults]
+        for i, s in enumerate(defaults):
+            _set_current_stream(i, s._handle)
     return tls
+
+
+def _recorded_stream_handle(dev: int) -> Any:
+    """The calling thread's current stream handle on ``dev``, recorded again for the C
+    helpers that read it themselves (for when they found none: see _cffi_source.c)."""
+    handle = _stream_handle(dev)
+    _set_current_stream(dev, handle)
+    return handle
 
 
 def _stream_handle(dev: int) -> Any:
@@ -383,6 +396,7 @@ def set_stream(stream: Stream | None) -> None:
     tls = _thread_streams()
     tls.streams[stream.device_index] = stream
     tls.handles[stream.device_index] = stream._handle
+    _set_current_stream(stream.device_index, stream._handle)
     _make_current(stream.device_index)
 
 

@@ -72,7 +72,7 @@ from .dtypes import (
     int64,
     promote_types,
 )
-from .streams import Stream, _stream_handle, _thread_streams, _tls
+from .streams import Stream, _recorded_stream_handle, _stream_handle
 
 __all__ = ["Tensor", "result_type", "tensor"]
 
@@ -92,6 +92,7 @@ _NULL = ffi.NULL
 _op_binary = lib.mtiart_op_binary
 _op_binary_scalar = lib.mtiart_op_binary_scalar
 _add_scalar_float = lib._mtia_add_scalar_float
+_NO_CURRENT_STREAM = lib.MTIA_NO_CURRENT_STREAM
 _op_unary = lib.mtiart_op_unary
 _op_cast = lib.mtiart_op_cast
 _op_reduce = lib.mtiart_op_reduce
@@ -902,17 +903,16 @@ class Tensor:
         if (tp is float or tp is int) and alpha == 1:
             dt = self._dtype
             d = self._desc or self._get_desc()
-            try:
-                h = _tls.handles[self._dev]
-            except IndexError:
-                h = _thread_streams().handles[self._dev]
             if dt._kind == 2:
-                try:
-                    st = _add_scalar_float(h, d, other)
+                try:  # on the current stream, which the helper looks up itself
+                    st = _add_scalar_float(self._dev, d, other)
                 except OverflowError:  # an int too big for a double: the slow path says so
                     return _binary_(self, other, ADD)
+                if st == _NO_CURRENT_STREAM:  # the thread's first use of its streams
+                    h = _recorded_stream_handle(self._dev)
+                    st = _op_binary_scalar(h, ADD, d, d, other, 0, 0)
             elif tp is int and dt._kind == 1 and dt._min <= other <= dt._max:  # type: ignore[operator]
-                st = _op_binary_scalar(h, ADD, d, d, 0.0, other, 0)
+                st = _op_binary_scalar(_stream_handle(self._dev), ADD, d, d, 0.0, other, 0)
             else:
                 return _binary_(self, other, ADD)
             if st:

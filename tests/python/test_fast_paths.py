@@ -5,7 +5,10 @@ errors of the general path."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ import mtia_graph as mg
 from mtia_graph import CaptureError, InvalidHandleError, MTIAGraph, OutOfMemoryError
 from mtia_graph._C import capture_id_of, capture_info, lib
 from mtia_graph.streams import _stream_handle
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_capture_id_is_capture_infos_id_outside_and_inside_a_capture():
@@ -76,6 +81,144 @@ def test_add_of_a_number_runs_on_each_threads_current_stream():
         th.join()
     for k in range(1, 5):
         np.testing.assert_array_equal(results[k], np.full(64, 200.0 * k, dtype=np.float32))
+
+
+def test_add_of_a_number_follows_the_current_stream_as_it_changes():
+    """add_ reads the current stream in C: stream contexts, set_stream and their undoing
+    move it exactly as they move current_stream()."""
+    gate = threading.Event()
+    s = mg.Stream()
+    s.launch_host_func(lambda: gate.wait(30))  # holds back whatever s runs next
+    t, u = mg.zeros(4), mg.zeros(4)
+    with mg.stream(s):
+        t.add_(1)  # on s: waits for the gate
+    u.add_(1)  # on the default stream again: runs now
+    mg.default_stream().synchronize()
+    assert u.tolist() == [1.0] * 4
+    assert s.query() is False
+    gate.set()
+    s.synchronize()
+    assert t.tolist() == [1.0] * 4
+    mg.set_stream(s)
+    try:
+        assert mg.current_stream() == s
+        gate.clear()
+        s.launch_host_func(lambda: gate.wait(30))
+        t.add_(1)
+        assert s.query() is False
+        gate.set()
+        s.synchronize()
+        assert t.tolist() == [2.0] * 4
+    finally:
+        mg.set_stream(mg.default_stream())
+    t.add_(1)
+    mg.default_stream().synchronize()
+    assert t.tolist() == [3.0] * 4
+
+
+def test_a_current_stream_belongs_to_the_python_thread_state_that_made_it(subprocess_python):
+    """A C thread that calls into Python through ctypes gets a fresh thread state each
+    time, with the default streams current: the stream one call made current is not what
+    the C helpers find in the next (here: host functions on the one worker)."""
+    result = subprocess_python(
+        """
+        import ctypes
+        import mtia_graph as mg
+        from mtia_graph._C import ffi, lib
+        from mtia_graph.streams import _stream_handle
+
+        s = mg.Stream()
+        t = mg.zeros(2)
+        desc = t._desc or t._get_desc()
+        seen = []
+
+        def make_current(_):
+            mg.set_stream(s)
+            seen.append(_stream_handle(0) == s._handle)
+            return 0
+
+        def look(_):
+            seen.append(lib._mtia_add_scalar_float(0, desc, 1.0) == lib.MTIA_NO_CURRENT_STREAM)
+            t.add_(1)  # on the default stream, current for this thread state
+            seen.append(_stream_handle(0) == mg.default_stream()._handle)
+            return 0
+
+        host_fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+        callbacks = [host_fn(make_current), host_fn(look)]
+        for cb in callbacks:
+            fn = ffi.cast("mtiart_host_fn", ctypes.cast(cb, ctypes.c_void_p).value)
+            assert lib.mtiart_launch_host_func(_stream_handle(0), fn, ffi.NULL) == 0
+        mg.synchronize()
+        assert seen == [True, True, True], seen
+        assert t.tolist() == [1.0, 1.0]
+        print("ok")
+        """,
+        env={"MTIART_NUM_WORKERS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_add_of_a_number_keeps_pace_with_python_work_running_on_the_workers():
+    """add_ of a number holds the GIL through its call: it must never wait for a worker,
+    which needs the GIL for the host functions and Python kernels queued before it. Each
+    host function here runs Python until the host has made its next add_s."""
+    made = [0]
+
+    def until(n):
+        deadline = time.monotonic() + 30
+        while made[0] < n and time.monotonic() < deadline:
+            time.sleep(0)  # Python bytecode: the worker takes the GIL again and again
+        return None
+
+    @mg.kernel(access=("w",))
+    def bump(x):
+        x += 1
+
+    t, u = mg.zeros(8), mg.zeros(8)
+    for step in range(1, 21):
+        mg.launch_host_func(lambda n=step * 50: until(n))
+        bump(u)
+        for _ in range(50):
+            t.add_(1)  # queued behind the host function that waits for it
+            made[0] += 1
+    mg.synchronize()
+    assert made[0] == 1000
+    np.testing.assert_array_equal(t.numpy(), np.full(8, 1000.0, dtype=np.float32))
+    np.testing.assert_array_equal(u.numpy(), np.full(8, 20.0, dtype=np.float32))
+
+
+def test_only_the_declared_wrappers_keep_the_gil():
+    """The generated extension drops the GIL around every call but the non-blocking enqueue
+    helpers whose declarations say they keep it; a declaration naming no wrapper fails the
+    build rather than being ignored."""
+    gen = _load_gen_cffi()
+    if gen is None:
+        pytest.skip("tools/gen_cffi.py is not beside the tests (an installed copy)")
+    extra = REPO / "python" / "mtia_graph" / "_cdef_extra.h"
+    assert gen.gil_keepers(str(extra)) == ["_mtia_set_current_stream", "_mtia_add_scalar_float"]
+    wrapper = (
+        "static PyObject *\n_cffi_f_{0}(PyObject *self, PyObject *args)\n{{\n  int x;\n"
+        "  Py_BEGIN_ALLOW_THREADS\n  {{ result = {0}(x); }}\n  Py_END_ALLOW_THREADS\n"
+        "  return NULL;\n}}\n"
+    )
+    code = wrapper.format("kept") + wrapper.format("released")
+    out = gen.keep_gil(code, "kept")
+    kept, released = out.split("_cffi_f_released")
+    assert "ALLOW_THREADS" not in kept and "result = kept(x);" in kept
+    assert released.count("Py_BEGIN_ALLOW_THREADS") == released.count("Py_END_ALLOW_THREADS") == 1
+    with pytest.raises(SystemExit, match="no cffi wrapper of missing"):
+        gen.keep_gil(code, "missing")
+
+
+def _load_gen_cffi():
+    path = REPO / "tools" / "gen_cffi.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("gen_cffi", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_an_allocation_failure_is_an_out_of_memory_error_and_nothing_is_lost():
