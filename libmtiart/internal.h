@@ -587,6 +587,10 @@ struct mt_stream {
     mt_spinlock enqueue_lock MT_ALIGNED;
     mt_chunk *tail_chunk;
     uint32_t tail_pos;
+    /* ops published so far (the value of `enqueued`), the producers' own copy: reading
+     * `enqueued` to bump it would pull its line back from the consumer polling it first,
+     * a second cross-core transfer per op besides the store's */
+    uint64_t appended;
 
     /* what producers publish and the consumer polls, on a line of its own so that the
      * producers' lock and tail writes do not bounce it; `sched` is read by producers on

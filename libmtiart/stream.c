@@ -187,8 +187,7 @@ static void release_queued(mt_op *op) {
  * `op` untouched, otherwise. */
 static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after) {
     mt_spin_lock(&s->enqueue_lock);
-    if (only_after != UINT64_MAX &&
-        atomic_load_explicit(&s->enqueued, memory_order_relaxed) != only_after) {
+    if (only_after != UINT64_MAX && s->appended != only_after) {
         mt_spin_unlock(&s->enqueue_lock);
         return MTIART_NOT_READY;
     }
@@ -209,7 +208,7 @@ static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after)
     /* The whole slot, two cache lines: a copy of fixed size is a few vector moves, where
      * copying only the used part of the inline blob took a call to memcpy. */
     memcpy(slot, op, sizeof *op);
-    uint64_t seq = atomic_load_explicit(&s->enqueued, memory_order_relaxed) + 1;
+    uint64_t seq = ++s->appended;
     /* seq_cst pairs with the worker's store of IDLE followed by its load of enqueued. */
     atomic_store(&s->enqueued, seq);
     mt_spin_unlock(&s->enqueue_lock);
