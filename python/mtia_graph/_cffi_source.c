@@ -3,8 +3,9 @@
  *
  * Each helper replaces a sequence of Python-level cffi calls on a hot path with one call
  * that allocates nothing: a Python out-parameter (ffi.new) costs as much as the call it
- * serves. cffi releases the GIL around every call, so state between calls is thread-local
- * (C11 _Thread_local, one per OS thread and so per Python thread), never shared. */
+ * serves. cffi releases the GIL around most calls (not those _cdef_extra.h marks as
+ * keeping it), so state between calls is thread-local (C11 _Thread_local, one per OS
+ * thread and so per Python thread), never shared. */
 
 /* The status of the calling thread's last failed helper call (see _mtia_malloc_async). */
 static _Thread_local mtiart_status mtia_helper_status;
