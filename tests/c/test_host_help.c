@@ -166,7 +166,11 @@ static void test_timed_waits_on_a_long_kernel(void) {
     launch_matmul(s, &p);
     CHECK_OK(mtiart_stream_synchronize(s));
     double one = now_ms() - t0;
-    for (int round = 0; round < 2; round++) {
+    /* A round whose first wait already finds the queue done proves nothing either way: on a
+     * loaded machine this thread can be off its CPU for longer than the queue takes. Such a
+     * round is retried, a few times at most. */
+    int round = 0;
+    for (int attempt = 0; round < 2 && attempt < 8; attempt++) {
         CHECK_OK(mtiart_memset_async(s, p.dc, 0, bytes));
         for (int i = 0; i < QUEUED; i++) launch_matmul(s, &p);
         int not_ready = 0;
@@ -180,15 +184,17 @@ static void test_timed_waits_on_a_long_kernel(void) {
             CHECK_STATUS(st, MTIART_NOT_READY);
             not_ready++;
         }
-        CHECK(not_ready > 0);
+        CHECK(memcmp(p.dc, p.want, bytes) == 0);
+        if (not_ready == 0) continue;
+        round++;
         /* at most a block of one product, and a scheduling delay; a wait that ran the
          * queue before looking at its deadline would take about QUEUED products */
         if (worst > 2 * one + 200) {
             fprintf(stderr, "a 0.1 ms wait took %.1f ms (one product: %.1f ms)\n", worst, one);
             test_failures++;
         }
-        CHECK(memcmp(p.dc, p.want, bytes) == 0);
     }
+    CHECK(round == 2); /* not 8 preemptions in a row, but a wait that ignores its deadline */
     problem_free(&p);
     CHECK_OK(mtiart_stream_destroy(s));
 }
