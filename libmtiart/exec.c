@@ -1659,7 +1659,10 @@ MTIART_API mtiart_status mtiart_graph_launch(mtiart_graph_exec exec, mtiart_stre
          * the check comes after this launch. */
         st = mt_stream_enqueue(s, &op);
         if (st == MTIART_SUCCESS) {
-            atomic_store(&order->done->recorded, op.u.graph.generation);
+            /* Release: only launches and updates, under the order's lock, read it; a
+             * seq_cst store would add a full barrier to every launch. */
+            atomic_store_explicit(&order->done->recorded, op.u.graph.generation,
+                                  memory_order_release);
             order->last_stream_id = s->id;
             for (uint32_t k = 0; k < x->num_slots; k++)
                 if (x->slot_record[k])

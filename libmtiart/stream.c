@@ -209,8 +209,10 @@ static inline mtiart_status append(mt_stream *s, mt_op *op, uint64_t only_after)
      * copying only the used part of the inline blob took a call to memcpy. */
     memcpy(slot, op, sizeof *op);
     uint64_t seq = ++s->appended;
-    /* seq_cst pairs with the worker's store of IDLE followed by its load of enqueued. */
-    atomic_store(&s->enqueued, seq);
+    /* Release, not seq_cst: a drainer goes IDLE under this lock (go_idle), so either it sees
+     * this op or this producer, whose later load of `sched` follows the lock, sees IDLE. The
+     * fence a seq_cst store costs would be paid by every op instead of by each idle. */
+    atomic_store_explicit(&s->enqueued, seq, memory_order_release);
     mt_spin_unlock(&s->enqueue_lock);
     return MTIART_SUCCESS;
 }
@@ -226,7 +228,18 @@ static __attribute__((noinline)) void learn_linger_miss(mt_stream *s, uint64_t s
     mt_spin_budget_learn(&s->linger_budget, mt_now_ns() - since, mt_linger_ns);
 }
 
-/* The stream went from IDLE to taken: an op came. IDLE was stored (seq_cst) after
+/* The drainer hands the stream back (IDLE); what was published by then, which it has to
+ * take back if it is more than `consumed`. Under the enqueue lock, which orders it against
+ * every append: an op appended after it sees IDLE and schedules the stream (see append). */
+static inline uint64_t go_idle(mt_stream *s) {
+    mt_spin_lock(&s->enqueue_lock);
+    atomic_store_explicit(&s->sched, MT_SCHED_IDLE, memory_order_release);
+    uint64_t enqueued = atomic_load_explicit(&s->enqueued, memory_order_relaxed);
+    mt_spin_unlock(&s->enqueue_lock);
+    return enqueued;
+}
+
+/* The stream went from IDLE to taken: an op came. IDLE was stored (release, go_idle) after
  * linger_missed_since, and the caller's successful exchange read it. */
 static inline void taken_from_idle(mt_stream *s) {
     uint64_t since = atomic_load_explicit(&s->linger_missed_since, memory_order_relaxed);
@@ -503,12 +516,12 @@ void mt_stream_run(mt_stream *s) {
                 mt_stream_unref(s); /* the scheduling reference: the taker hands it back */
                 return;
             }
-            atomic_store(&s->sched, MT_SCHED_IDLE);
+            uint64_t enqueued = go_idle(s);
             if (wake) {
                 wake_hosts(s); /* the scheduling reference keeps the stream */
                 wake = false;
             }
-            if (atomic_load(&s->enqueued) != consumed) {
+            if (enqueued != consumed) {
                 int expected = MT_SCHED_IDLE;
                 if (atomic_compare_exchange_strong(&s->sched, &expected, MT_SCHED_RUNNING)) {
                     taken_from_idle(s);
@@ -562,9 +575,9 @@ static mtiart_status run_inline_if_idle(mt_stream *s, mt_op *op) {
         (void)run_head(s, &wake); /* true: only event waits park */
     }
     uint64_t consumed = s->consumed; /* the stream is not this thread's once IDLE */
-    atomic_store(&s->sched, MT_SCHED_IDLE);
+    uint64_t enqueued = go_idle(s);
     if (wake) wake_hosts(s); /* the caller's pin keeps the stream */
-    if (atomic_load(&s->enqueued) != consumed) schedule_if_idle(s);
+    if (enqueued != consumed) schedule_if_idle(s);
     return st;
 }
 

@@ -1047,6 +1047,79 @@ static void test_long_queue_keeps_its_worker(void) {
     CHECK_OK(mtiart_stream_destroy(s));
 }
 
+/* ------------------------------------------------------------------ idle hand-backs */
+
+#define HANDBACK_THREADS 3
+#define HANDBACK_OPS 1500
+
+typedef struct handback_ctx {
+    mtiart_stream own, shared;
+    atomic_long *shared_count, *shared_launched;
+    unsigned seed;
+    int lost;
+} handback_ctx;
+
+/* Until `counter` reaches `target`, with no runtime call that could run the op itself (a
+ * waiting host may help its stream): false after 5 s, when the op was lost. */
+static bool ran_by_itself(atomic_long *counter, long target) {
+    double deadline = now_ms() + 5000;
+    while (atomic_load(counter) < target)
+        if (now_ms() > deadline) return false;
+    return true;
+}
+
+/* One op at a time with a pause of 0-40 us after each, around the time a worker lingers
+ * before it hands a drained stream back: ops are published just before, while and just
+ * after it goes idle, on the thread's own stream and on one all threads share. */
+static void *handback_thread(void *arg) {
+    handback_ctx *c = arg;
+    atomic_long own = 0;
+    long own_launched = 0;
+    for (long i = 1; i <= HANDBACK_OPS && !c->lost; i++) {
+        bool shared = rand_r(&c->seed) % 4 == 0;
+        if (shared) {
+            /* every op numbered up to this one is published by now or about to be */
+            long target = atomic_fetch_add(c->shared_launched, 1) + 1;
+            launch_count(c->shared, c->shared_count);
+            c->lost += !ran_by_itself(c->shared_count, target);
+        } else {
+            launch_count(c->own, &own);
+            c->lost += !ran_by_itself(&own, ++own_launched);
+        }
+        double until = now_ms() + (rand_r(&c->seed) % 41) / 1000.0;
+        while (now_ms() < until) {}
+    }
+    return NULL;
+}
+
+/* A drainer that hands a stream back as a producer publishes must leave the op to run: it
+ * takes the stream back, or the producer schedules it. A lost op would never run. */
+static void test_ops_published_as_the_stream_goes_idle(void) {
+    handback_ctx ctx[HANDBACK_THREADS];
+    pthread_t th[HANDBACK_THREADS];
+    mtiart_stream shared;
+    atomic_long shared_count = 0, shared_launched = 0;
+    CHECK_OK(mtiart_stream_create(0, 0, &shared));
+    for (int t = 0; t < HANDBACK_THREADS; t++) {
+        ctx[t] = (handback_ctx){.shared = shared,
+                                .shared_count = &shared_count,
+                                .shared_launched = &shared_launched,
+                                .seed = 17u + (unsigned)t};
+        CHECK_OK(mtiart_stream_create(0, 0, &ctx[t].own));
+    }
+    for (int t = 0; t < HANDBACK_THREADS; t++)
+        pthread_create(&th[t], NULL, handback_thread, &ctx[t]);
+    for (int t = 0; t < HANDBACK_THREADS; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < HANDBACK_THREADS; t++) {
+        CHECK(ctx[t].lost == 0);
+        CHECK_OK(mtiart_stream_synchronize(ctx[t].own));
+        CHECK_OK(mtiart_stream_destroy(ctx[t].own));
+    }
+    CHECK_OK(mtiart_stream_synchronize(shared));
+    CHECK(atomic_load(&shared_count) == atomic_load(&shared_launched));
+    CHECK_OK(mtiart_stream_destroy(shared));
+}
+
 static int run_all(void) {
     CHECK_OK(mtiart_init());
     mtiart_device_properties props;
@@ -1076,6 +1149,7 @@ static int run_all(void) {
     test_arguments();
     test_long_queue_takes_turns();
     test_long_queue_keeps_its_worker();
+    test_ops_published_as_the_stream_goes_idle();
     printf("streams with %d worker(s): %s\n", g_workers, test_failures ? "FAILED" : "passed");
     TEST_MAIN_END();
 }
