@@ -1060,7 +1060,8 @@ typedef struct handback_ctx {
 } handback_ctx;
 
 /* Until `counter` reaches `target`, with no runtime call that could run the op itself (a
- * waiting host may help its stream): false after 5 s, when the op was lost. */
+ * waiting host may help its stream): false after 5 s, when the op was lost. It spins rather
+ * than poll as WAIT_UNTIL does: a 1 ms sleep would put every next op past the linger. */
 static bool ran_by_itself(atomic_long *counter, long target) {
     double deadline = now_ms() + 5000;
     while (atomic_load(counter) < target)
